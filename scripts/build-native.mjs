@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Builds everything in native/: librex (shared and static), the C tools and tests
+// (make), and the Node-API addon (node-gyp, the copy bundled with npm).
+// Runs as the package's `install` script, so `npm install` / `npm ci` on a fresh
+// machine builds the C side with no extra step.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const native = join(root, 'native');
+
+function run(cmd, args, opts = {}) {
+  console.log(`build-native: ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: native, ...opts });
+  if (r.error) {
+    console.error(`build-native: cannot run ${cmd}: ${r.error.message}`);
+    process.exit(1);
+  }
+  if (r.status !== 0) {
+    console.error(`build-native: ${cmd} ${args.join(' ')} failed with status ${r.status}`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+function findNodeGyp() {
+  const candidates = [
+    process.env.npm_config_node_gyp,
+    join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    '/usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
+    '/usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
+  ];
+  for (const c of candidates) if (c && existsSync(c)) return c;
+  console.error('build-native: node-gyp not found (it ships with npm); run this through `npm install`');
+  process.exit(1);
+}
+
+const jobs = process.env.REX_BUILD_JOBS ?? '2';
+run('make', [`-j${jobs}`, 'all']);
+const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
+const gypArgs = ['rebuild', `--jobs=${jobs}`];
+if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
+run(process.execPath, [findNodeGyp(), ...gypArgs]);
