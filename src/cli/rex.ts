@@ -1,0 +1,16 @@
+#!/usr/bin/env node
+/**
+ * `rex`: the user's command line. Each subcommand lives in src/cli/commands/ and
+ * registers itself on the program; this file only wires them together.
+ */
+import { Command } from 'commander';
+import { runMain } from './main.js';
+import { registerConfigCommands } from './commands/config.js';
+
+const program = new Command('rex')
+  .description('REX: Remote EXecution Services')
+  .version(process.env.npm_package_version ?? '0.1.0');
+
+registerConfigCommands(program);
+
+await runMain(program);
