@@ -40,6 +40,8 @@ export const ErrorCodes = {
   FRAME_LAYOUT: 'REX_ERR_FRAME_LAYOUT',
   FRAME_ENCODE: 'REX_ERR_FRAME_ENCODE',
   CODEGEN_NAME: 'REX_ERR_CODEGEN_NAME',
+  ENTRY_REFUSED: 'REX_ERR_ENTRY_REFUSED',
+  CALL_NO_TRANSPORT: 'REX_ERR_CALL_NO_TRANSPORT',
   USAGE: 'REX_ERR_USAGE',
 } as const;
 
@@ -76,5 +78,5 @@ export class RexError extends Error {
 
 /** True for RexError instances, including ones from another copy of this module. */
 export function isRexError(e: unknown): e is RexError {
-  return e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && (e as { code: string }).code.startsWith('REX_ERR_');
+  return e instanceof Error && typeof (e as { code?: unknown }).code === 'string' && (e as unknown as { code: string }).code.startsWith('REX_ERR_');
 }
