@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// Regenerates test/vectors/protocol-v1.json: the shared test vectors of wire
+// protocol v1 (docs/PROTOCOL.md section 5). The bytes are built here by hand, not
+// by either implementation, so that both the TypeScript and the C decoder are
+// checked against an independent reading of the spec.
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'vectors', 'protocol-v1.json');
+const KIND = { uint: 1, int: 2, f64: 3, string: 4, bytes: 5, list: 6, bool: 7 };
+
+const be = (n, w) => {
+  const b = Buffer.alloc(w);
+  if (w === 8) b.writeBigUInt64BE(BigInt.asUintN(64, BigInt(n)));
+  else b.writeUIntBE(Number(BigInt.asUintN(w * 8, BigInt(n))), 0, w);
+  return b;
+};
+/** Raw attribute: tag, kind number, value bytes (length taken from them unless given). */
+const rawAttr = (tag, kind, value, len = value.length) => Buffer.concat([be(tag, 2), be(kind, 1), be(len, 4), value]);
+/** Raw frame: header fields and payload bytes (length taken from payload unless given). */
+const rawFrame = (type, flags, stream, payload, len = payload.length) => Buffer.concat([be(len, 4), be(type, 2), be(flags, 2), be(stream, 4), payload]);
+
+// Attribute builders that also return the expected decoded form.
+const u = (tag, v, w) => ({ bytes: rawAttr(tag, KIND.uint, be(v, w)), json: { tag, kind: 'uint', value: BigInt(v).toString() } });
+const i = (tag, v, w) => ({ bytes: rawAttr(tag, KIND.int, be(v, w)), json: { tag, kind: 'int', value: BigInt(v).toString() } });
+const f = (tag, v) => {
+  const b = Buffer.alloc(8);
+  b.writeDoubleBE(v);
+  const value = Number.isFinite(v) ? v : String(v);
+  return { bytes: rawAttr(tag, KIND.f64, b), json: { tag, kind: 'f64', value } };
+};
+const s = (tag, v) => ({ bytes: rawAttr(tag, KIND.string, Buffer.from(v, 'utf8')), json: { tag, kind: 'string', value: v } });
+const by = (tag, hex) => ({ bytes: rawAttr(tag, KIND.bytes, Buffer.from(hex, 'hex')), json: { tag, kind: 'bytes', value: hex } });
+const bo = (tag, v) => ({ bytes: rawAttr(tag, KIND.bool, Buffer.from([v ? 1 : 0])), json: { tag, kind: 'bool', value: v } });
+const l = (tag, items) => {
+  const inner = Buffer.concat(items.map((x) => x.bytes));
+  return { bytes: rawAttr(tag, KIND.list, inner), json: { tag, kind: 'list', value: items.map((x) => x.json) } };
+};
+const frame = (type, flags, stream, attrs) => ({
+  bytes: rawFrame(type, flags, stream, Buffer.concat(attrs.map((a) => a.bytes))),
+  json: { type, flags, stream, attrs: attrs.map((a) => a.json) },
+});
+
+const cases = [];
+const ok = (name, frames, extra = {}) => cases.push({ name, hex: Buffer.concat(frames.map((x) => x.bytes)).toString('hex'), frames: frames.map((x) => x.json), ...extra });
+const bad = (name, bytes, error, extra = {}) => cases.push({ name, hex: bytes.toString('hex'), error, ...extra });
+const inc = (name, bytes, extra = {}) => cases.push({ name, hex: bytes.toString('hex'), incomplete: true, ...extra });
+
+// ---- valid frames: every message type of section 4
+ok('hello-request', [frame(0x0001, 0, 0, [u(1, 1, 1), u(2, 1, 1), u(4, 1, 1), s(7, 'librex/0.1.0')])]);
+ok('hello-answer', [frame(0x0001, 0, 0, [u(3, 1, 1), u(4, 3, 1), s(5, 'alpha'), u(6, 1048576, 4), s(7, 'rexd/0.1.0')])]);
+ok('error-fatal', [frame(0x0002, 1, 0, [u(1, 3, 1), s(2, 'frame of 2000000 bytes exceeds the limit of 1048576'), bo(3, true), u(4, 0x10, 1)])]);
+ok('goodbye', [frame(0x0003, 0, 0, [s(1, 'shutting down')])]);
+ok('ping-routed', [frame(0x0010, 0, 1, [by(1, '0001020304050607'), s(2, 'beta')])]);
+ok('pong', [frame(0x0011, 1, 1, [by(1, '0001020304050607'), s(4, 'beta'), u(5, 1, 1)])]);
+ok('load-get-empty-payload', [frame(0x0020, 0, 3, [])]);
+ok('load', [frame(0x0021, 1, 3, [s(1, 'alpha'), f(2, 0.25), l(3, [f(1, 0.5), f(1, 0.75), f(1, 1.5)]), u(4, 2, 1), u(5, 0, 1), u(6, 1764284400123, 8), u(7, 8 * 2 ** 30, 8)])]);
+ok('hosts-get', [frame(0x0022, 0, 5, [])]);
+ok('hosts', [
+  frame(0x0023, 1, 5, [
+    l(1, [s(1, 'alpha'), s(2, '127.0.0.1'), u(3, 7801, 2), f(4, 0.1), bo(7, true), u(8, 12, 1), bo(9, true)]),
+    l(1, [s(1, 'beta'), s(2, '127.0.0.1'), u(3, 7802, 2), bo(7, false), s(10, 'connect ECONNREFUSED 127.0.0.1:7802')]),
+  ]),
+]);
+// ---- every kind and width
+ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);
+ok('int-widths', [frame(0x0010, 0, 7, [i(100, -128, 1), i(101, -32768, 2), i(102, -2147483648, 4), i(103, -(2n ** 63n), 8), i(104, 2n ** 63n - 1n, 8), i(105, 127, 1)])]);
+ok('f64-special', [frame(0x0010, 0, 7, [f(1, 1.5), f(2, -1e308), f(3, NaN), f(4, Infinity), f(5, -Infinity), f(6, 5e-324)])]);
+ok('string-utf8', [frame(0x0010, 0, 7, [s(1, 'héllo wörld ✓ 🚀'), s(2, '')])]);
+ok('bytes-empty-and-zeros', [frame(0x0010, 0, 7, [by(1, ''), by(2, '000000')])]);
+ok('bool-both', [frame(0x0010, 0, 7, [bo(1, false), bo(2, true)])]);
+ok('empty-list', [frame(0x0010, 0, 7, [l(1, [])])]);
+ok('unknown-type-decodes', [frame(0x7fff, 0, 9, [u(1, 1, 1)])], { note: 'frame level accepts any type; the message layer answers UNSUPPORTED' });
+ok('critical-tag-decodes', [frame(0x0010, 0, 9, [u(0x8001, 1, 1)])], { note: 'CRITICAL is judged by the message layer' });
+ok('end-flag', [frame(0x0011, 1, 0xffffffff, [])]);
+ok('two-frames', [frame(0x0020, 0, 1, []), frame(0x0022, 0, 3, [])]);
+// depth: 8 levels of lists are allowed (the payload is level 1)
+{
+  let a = u(1, 1, 1);
+  for (let d = 0; d < 7; d++) a = l(1, [a]);
+  ok('depth-8', [frame(0x0010, 0, 1, [a])]);
+  bad('depth-9', frame(0x0010, 0, 1, [l(1, [a])]).bytes, 'MALFORMED');
+}
+// attribute count: 4096 allowed, 4097 refused
+{
+  const many = Array.from({ length: 4096 }, (_, k) => bo(k % 60000, true));
+  ok('attrs-4096', [frame(0x0010, 0, 1, many)]);
+  bad('attrs-4097', frame(0x0010, 0, 1, [...many, bo(1, false)]).bytes, 'MALFORMED');
+}
+// payload limit (default 1 MiB) and a lowered one
+{
+  const big = rawFrame(0x0010, 0, 1, Buffer.alloc(0), 1048577);
+  bad('too-big-header-only', big, 'TOO_BIG', { note: 'refused from the header alone, before any payload arrives' });
+  const at = Buffer.alloc(16384 - 7);
+  ok('payload-at-lowered-limit', [{ bytes: rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bytes, at)), json: { type: 0x10, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'bytes', value: at.toString('hex') }] } }], { maxPayload: 16384 });
+  bad('payload-over-lowered-limit', rawFrame(0x0010, 0, 1, Buffer.alloc(0), 16385), 'TOO_BIG', { maxPayload: 16384 });
+}
+// ---- malformed
+bad('reserved-flag', rawFrame(0x0010, 2, 1, Buffer.alloc(0)), 'MALFORMED');
+bad('unknown-kind', rawFrame(0x0010, 0, 1, rawAttr(1, 8, Buffer.alloc(1))), 'MALFORMED');
+bad('kind-zero', rawFrame(0x0010, 0, 1, rawAttr(1, 0, Buffer.alloc(0))), 'MALFORMED');
+bad('uint-width-3', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.uint, Buffer.alloc(3))), 'MALFORMED');
+bad('uint-width-0', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.uint, Buffer.alloc(0))), 'MALFORMED');
+bad('int-width-16', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.int, Buffer.alloc(16))), 'MALFORMED');
+bad('f64-width-4', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.f64, Buffer.alloc(4))), 'MALFORMED');
+bad('bool-value-2', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bool, Buffer.from([2]))), 'MALFORMED');
+bad('bool-width-2', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bool, Buffer.from([0, 1]))), 'MALFORMED');
+bad('string-nul', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.string, Buffer.from('a\0b'))), 'MALFORMED');
+bad('string-bad-utf8', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.string, Buffer.from([0xc3, 0x28]))), 'MALFORMED');
+bad('string-overlong-utf8', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.string, Buffer.from([0xc0, 0xaf]))), 'MALFORMED');
+bad('string-surrogate-utf8', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.string, Buffer.from([0xed, 0xa0, 0x80]))), 'MALFORMED');
+bad('attr-runs-past-payload', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bytes, Buffer.alloc(4), 5)), 'MALFORMED');
+bad('attr-length-huge', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bytes, Buffer.alloc(4), 0xffffffff)), 'MALFORMED');
+bad('truncated-attr-header', rawFrame(0x0010, 0, 1, Buffer.from([0, 1, 5])), 'MALFORMED');
+{
+  const inner = rawAttr(2, KIND.bytes, Buffer.alloc(4), 6); // runs past its list, though not past the payload
+  const payload = Buffer.concat([rawAttr(1, KIND.list, inner), Buffer.alloc(2)]);
+  bad('attr-runs-past-list', rawFrame(0x0010, 0, 1, payload), 'MALFORMED');
+}
+// ---- incomplete input: a decoder must ask for more, not fail
+inc('empty-input', Buffer.alloc(0));
+inc('partial-header', Buffer.from('00000000', 'hex'));
+inc('header-without-payload', rawFrame(0x0010, 0, 1, Buffer.alloc(0), 20));
+inc('payload-one-short', rawFrame(0x0010, 0, 1, rawAttr(1, KIND.bytes, Buffer.alloc(4))).subarray(0, 22));
+
+writeFileSync(out, JSON.stringify({ version: 1, spec: 'docs/PROTOCOL.md', generator: 'scripts/gen-vectors.mjs', cases }, null, 1) + '\n');
+console.log(`wrote ${cases.length} vectors to ${out}`);

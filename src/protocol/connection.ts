@@ -1,0 +1,422 @@
+/**
+ * One protocol v1 connection over a byte stream (Unix socket or TCP): preface,
+ * HELLO negotiation, multiplexed requests with stream ids and timeouts, and
+ * answers to the peer's requests. Used by rexd (both directions) and by clients.
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { LIMITS, MsgType, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type MsgTypeName, type RoleName } from './constants.js';
+import { FrameDecoder, ProtocolError, encodeFrame, type Frame } from './frame.js';
+import { frameToMessage, messageToFrame, type Message, type MessageOf } from './messages.js';
+
+/** What the local side says about itself in HELLO. */
+export interface LocalIdentity {
+  role: RoleName;
+  host?: string;
+  software: string;
+}
+
+/** What we learnt about the other side from its HELLO. */
+export interface PeerHello {
+  role: RoleName;
+  host?: string;
+  software?: string;
+  version: number;
+  maxPayload: number;
+}
+
+/** A message body without the envelope, as request handlers return it. */
+export type Reply = Message extends infer M ? (M extends Message ? Omit<M, 'stream' | 'end'> : never) : never;
+
+/** Answers one request from the peer; throw ProtocolError to answer with ERROR. */
+export type RequestHandler = (msg: Message, conn: Connection) => Promise<Reply> | Reply;
+
+export interface ConnectionOptions {
+  /** True for the side that opened the connection (sends the preface, uses odd stream ids). */
+  initiator: boolean;
+  local: LocalIdentity;
+  /** Called for every request the peer sends after HELLO. */
+  onRequest?: RequestHandler;
+  /** Acceptor only: decide whether to accept the peer's HELLO; throw ProtocolError to refuse. */
+  onHello?: (hello: PeerHello) => void;
+  /** Time allowed for the handshake and, by default, for each request. */
+  timeoutMs?: number;
+  /** A peer that stalls in the middle of a frame for this long is disconnected. */
+  idleFrameTimeoutMs?: number;
+  /** For messages: "alpha@127.0.0.1:7801" or "local client uid 1000". */
+  label: string;
+}
+
+interface Pending {
+  resolve: (m: Message) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  type: MsgTypeName;
+}
+
+type State = 'preface' | 'hello' | 'open' | 'closed';
+
+/** A protocol v1 connection; emits 'close' (with an Error or undefined) once. */
+export class Connection extends EventEmitter {
+  readonly label: string;
+  peer: PeerHello | undefined;
+  private state: State;
+  private decoder = new FrameDecoder();
+  private prefaceBuf = Buffer.alloc(0);
+  private nextStream: number;
+  private pending = new Map<number, Pending>();
+  private serving = new Set<number>();
+  private helloWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private closedWith: Error | undefined;
+  /** Responses that arrived for streams no longer open (late answers after a timeout). */
+  droppedResponses = 0;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly opts: ConnectionOptions,
+  ) {
+    super();
+    this.label = opts.label;
+    this.state = opts.initiator ? 'hello' : 'preface';
+    this.nextStream = opts.initiator ? 1 : 2;
+    socket.setNoDelay?.(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (e) => this.teardown(new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} failed: ${e.message}`, { cause: e })));
+    socket.on('close', () => this.teardown(this.closedWith ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} closed`)));
+  }
+
+  /** Runs the handshake: as initiator sends preface and HELLO; as acceptor waits for them. */
+  handshake(): Promise<PeerHello> {
+    const timeoutMs = this.opts.timeoutMs ?? 5000;
+    return new Promise<PeerHello>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const e = new RexError(ErrorCodes.CONN_TIMEOUT, `no HELLO from ${this.label} within ${timeoutMs} ms`, {
+          hint: 'is the other side a REX daemon of a compatible version?',
+        });
+        this.destroy(e);
+        reject(e);
+      }, timeoutMs);
+      this.helloWaiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(this.peer!);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      if (this.opts.initiator) {
+        this.socket.write(PREFACE);
+        this.sendRaw(
+          messageToFrame({
+            type: 'HELLO',
+            stream: 0,
+            versionMin: VERSION_MIN,
+            versionMax: VERSION_MAX,
+            role: Role[this.opts.local.role],
+            software: this.opts.local.software,
+            maxPayload: LIMITS.maxPayload,
+            ...(this.opts.local.host ? { host: this.opts.local.host } : {}),
+          }),
+        );
+      }
+    });
+  }
+
+  /** True once HELLO has been exchanged and until the connection closes. */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** Sends a request and resolves with the peer's response (ERROR answers reject). */
+  request<N extends MsgTypeName>(msg: Omit<MessageOf<N>, 'stream'> & { type: N }, timeoutMs = this.opts.timeoutMs ?? 5000): Promise<Message> {
+    if (this.state !== 'open') {
+      return Promise.reject(this.closedWith ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} is not open`));
+    }
+    if (this.pending.size >= LIMITS.maxStreams) {
+      return Promise.reject(new RexError(ErrorCodes.PROTO_REMOTE, `too many requests in flight to ${this.label} (${LIMITS.maxStreams})`));
+    }
+    let stream = this.nextStream;
+    while (this.pending.has(stream) || stream === 0) stream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
+    this.nextStream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(stream);
+        reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${msg.type} to ${this.label} got no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(stream, { resolve, reject, timer, type: msg.type });
+      this.sendRaw(messageToFrame({ ...msg, stream } as Message));
+    });
+  }
+
+  /** Says GOODBYE and closes. */
+  close(reason = 'closing'): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'open') this.sendRaw(messageToFrame({ type: 'GOODBYE', stream: 0, reason }));
+    this.closedWith = new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} closed: ${reason}`);
+    this.socket.end();
+    this.teardown(this.closedWith);
+  }
+
+  /** Closes at once, without GOODBYE. */
+  destroy(err?: Error): void {
+    this.closedWith ??= err;
+    this.socket.destroy();
+    this.teardown(err ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} destroyed`));
+  }
+
+  private sendRaw(f: Frame): void {
+    if (this.socket.destroyed || !this.socket.writable) return;
+    this.socket.write(encodeFrame(f));
+  }
+
+  private sendError(stream: number, e: ProtocolError, refType?: number): void {
+    this.sendRaw(
+      messageToFrame({
+        type: 'ERROR',
+        stream,
+        code: e.protoCode,
+        message: e.message,
+        fatal: e.fatal,
+        ...(refType !== undefined ? { refType } : {}),
+      }),
+    );
+  }
+
+  private fatal(e: ProtocolError, refType?: number): void {
+    const err = new ProtocolError(e.proto, `${this.label}: ${e.message}`, { fatal: true });
+    this.sendError(0, e, refType);
+    this.closedWith = err;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+    this.teardown(err);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'preface') {
+      this.prefaceBuf = Buffer.concat([this.prefaceBuf, chunk]);
+      if (this.prefaceBuf.length < PREFACE.length) return;
+      if (!this.prefaceBuf.subarray(0, PREFACE.length).equals(PREFACE)) {
+        // Not a REX client: say nothing it could misread, just close.
+        this.destroy(new RexError(ErrorCodes.PROTO_MALFORMED, `${this.label} did not send the REX preface; not a REX client`));
+        return;
+      }
+      chunk = this.prefaceBuf.subarray(PREFACE.length);
+      this.prefaceBuf = Buffer.alloc(0);
+      this.state = 'hello';
+      if (chunk.length === 0) return;
+    }
+    try {
+      this.decoder.push(chunk, (f) => this.onFrame(f));
+    } catch (e) {
+      if (e instanceof ProtocolError) this.fatal(e);
+      else this.destroy(e as Error);
+      return;
+    }
+    this.armIdleTimer();
+  }
+
+  private armIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    if (this.decoder.buffered === 0 || this.state === 'closed') return;
+    const ms = this.opts.idleFrameTimeoutMs ?? 30_000;
+    this.idleTimer = setTimeout(() => {
+      this.destroy(new RexError(ErrorCodes.CONN_TIMEOUT, `${this.label} stalled for ${ms} ms in the middle of a frame`));
+    }, ms);
+    this.idleTimer.unref();
+  }
+
+  private onFrame(f: Frame): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'hello') {
+      this.onHelloFrame(f);
+      return;
+    }
+    if (f.type === MsgType.HELLO) throw new ProtocolError('UNEXPECTED', 'second HELLO on an open connection');
+    if (f.type === MsgType.GOODBYE) {
+      let reason = 'no reason given';
+      try {
+        const m = frameToMessage(f) as MessageOf<'GOODBYE'>;
+        if (m.reason) reason = m.reason;
+      } catch {
+        /* a malformed GOODBYE still means goodbye */
+      }
+      this.closedWith = new RexError(ErrorCodes.CONN_CLOSED, `connection closed by ${this.label}: ${reason}`);
+      this.socket.end();
+      this.teardown(this.closedWith);
+      return;
+    }
+    const pending = f.stream !== 0 ? this.pending.get(f.stream) : undefined;
+    const isOurStream = f.stream !== 0 && (f.stream % 2 === 1) === this.opts.initiator;
+    if (f.type === MsgType.ERROR || isOurStream) {
+      // A response (or an error answering one of our requests, or a connection-level error).
+      if (f.stream === 0) {
+        const m = safeMessage(f);
+        const err = remoteError(this.label, m);
+        this.closedWith = err;
+        if (m && m.type === 'ERROR' && m.fatal) this.destroy(err);
+        else this.emit('peer-error', err);
+        return;
+      }
+      if (!pending) {
+        this.droppedResponses++;
+        return;
+      }
+      this.pending.delete(f.stream);
+      clearTimeout(pending.timer);
+      let m: Message;
+      try {
+        m = frameToMessage(f);
+      } catch (e) {
+        pending.reject(e as Error);
+        return;
+      }
+      if (m.type === 'ERROR') pending.reject(remoteError(this.label, m));
+      else pending.resolve(m);
+      return;
+    }
+    this.onPeerRequest(f);
+  }
+
+  private onHelloFrame(f: Frame): void {
+    if (f.type !== MsgType.HELLO) {
+      if (f.type === MsgType.ERROR && this.opts.initiator) {
+        const err = remoteError(this.label, safeMessage(f));
+        this.helloWaiter?.reject(err);
+        this.destroy(err);
+        return;
+      }
+      throw new ProtocolError('UNEXPECTED', `expected HELLO, got frame type 0x${f.type.toString(16)}`);
+    }
+    const m = frameToMessage(f) as MessageOf<'HELLO'>;
+    const role = (Object.keys(Role) as RoleName[]).find((k) => Role[k] === m.role);
+    if (!role) throw new ProtocolError('MALFORMED', `HELLO role ${m.role} is not 1, 2 or 3`);
+    const maxPayload = Math.min(LIMITS.maxPayload, Math.max(LIMITS.minPayload, m.maxPayload ?? LIMITS.maxPayload));
+    if (this.opts.initiator) {
+      if (m.version === undefined || m.version < VERSION_MIN || m.version > VERSION_MAX) {
+        throw new ProtocolError('VERSION', `${this.label} chose protocol version ${m.version ?? '(none)'}; this side speaks ${VERSION_MIN}..${VERSION_MAX}`);
+      }
+      this.peer = { role, version: m.version, maxPayload, ...(m.host ? { host: m.host } : {}), ...(m.software ? { software: m.software } : {}) };
+    } else {
+      const lo = Math.max(m.versionMin ?? 1, VERSION_MIN);
+      const hi = Math.min(m.versionMax ?? 1, VERSION_MAX);
+      if (hi < lo) {
+        throw new ProtocolError('VERSION', `no common protocol version: peer speaks ${m.versionMin}..${m.versionMax}, this side ${VERSION_MIN}..${VERSION_MAX}`, {
+          hint: 'upgrade the older side',
+        });
+      }
+      this.peer = { role, version: hi, maxPayload, ...(m.host ? { host: m.host } : {}), ...(m.software ? { software: m.software } : {}) };
+      this.opts.onHello?.(this.peer);
+      this.sendRaw(
+        messageToFrame({
+          type: 'HELLO',
+          stream: 0,
+          version: hi,
+          role: Role[this.opts.local.role],
+          software: this.opts.local.software,
+          maxPayload: LIMITS.maxPayload,
+          ...(this.opts.local.host ? { host: this.opts.local.host } : {}),
+        }),
+      );
+    }
+    this.state = 'open';
+    this.helloWaiter?.resolve();
+    this.helloWaiter = undefined;
+    this.emit('open', this.peer);
+  }
+
+  private onPeerRequest(f: Frame): void {
+    if (f.stream === 0) {
+      this.sendError(0, new ProtocolError('UNEXPECTED', `request type 0x${f.type.toString(16)} on stream 0`, { fatal: false }), f.type);
+      return;
+    }
+    if (this.serving.has(f.stream)) {
+      this.sendError(f.stream, new ProtocolError('UNEXPECTED', `stream ${f.stream} is already in use`, { fatal: false }), f.type);
+      return;
+    }
+    if (this.serving.size >= LIMITS.maxStreams) {
+      this.sendError(f.stream, new ProtocolError('BUSY', `more than ${LIMITS.maxStreams} requests open`, { fatal: false }), f.type);
+      return;
+    }
+    let m: Message;
+    try {
+      m = frameToMessage(f);
+    } catch (e) {
+      if (e instanceof ProtocolError && !e.fatal) {
+        this.sendError(f.stream, e, f.type);
+        return;
+      }
+      throw e;
+    }
+    const handler = this.opts.onRequest;
+    if (!handler) {
+      this.sendError(f.stream, new ProtocolError('UNSUPPORTED', `${m.type} is not served here`, { fatal: false }), f.type);
+      return;
+    }
+    this.serving.add(f.stream);
+    Promise.resolve()
+      .then(() => handler(m, this))
+      .then(
+        (reply) => {
+          this.serving.delete(f.stream);
+          this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message));
+        },
+        (e: unknown) => {
+          this.serving.delete(f.stream);
+          const pe =
+            e instanceof ProtocolError
+              ? new ProtocolError(e.proto, e.message, { fatal: false })
+              : new ProtocolError('INTERNAL', `internal error serving ${m.type}: ${(e as Error)?.message ?? e}`, { fatal: false });
+          if (!(e instanceof ProtocolError)) this.emit('handler-error', e);
+          this.sendError(f.stream, pe, f.type);
+        },
+      );
+  }
+
+  private teardown(err: Error): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.closedWith ??= err;
+    this.helloWaiter?.reject(err);
+    this.helloWaiter = undefined;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.emit('close', err);
+  }
+}
+
+function safeMessage(f: Frame): Message | undefined {
+  try {
+    return frameToMessage(f);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The RexError for an ERROR frame received from `label`. */
+export function remoteError(label: string, m: Message | undefined): RexError {
+  if (!m || m.type !== 'ERROR') return new RexError(ErrorCodes.PROTO_REMOTE, `${label} sent an unreadable ERROR frame`);
+  const name = protoErrorName(m.code);
+  const code =
+    m.code === ProtoError.NO_HOST
+      ? ErrorCodes.HOST_UNKNOWN
+      : m.code === ProtoError.UNREACHABLE
+        ? ErrorCodes.HOST_UNREACHABLE
+        : m.code === ProtoError.TIMEOUT
+          ? ErrorCodes.CONN_TIMEOUT
+          : m.code === ProtoError.VERSION
+            ? ErrorCodes.PROTO_VERSION
+            : ErrorCodes.PROTO_REMOTE;
+  const e = new RexError(code, `${m.host ?? label}: ${name}: ${m.message ?? '(no message)'}`);
+  (e as RexError & { proto?: string }).proto = name;
+  return e;
+}

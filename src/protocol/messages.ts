@@ -1,0 +1,243 @@
+/**
+ * Typed messages on top of frames: one table says which attributes each message
+ * type has (docs/PROTOCOL.md section 4), and the same table drives encoding,
+ * decoding and validation, so the spec, the encoder and the checker cannot drift.
+ */
+import { MsgType, TAG_CRITICAL, LIMITS, type MsgTypeName } from './constants.js';
+import { ProtocolError, type Attr, type Frame } from './frame.js';
+
+/** How a field maps to an attribute: its tag, wire kind and TypeScript form. */
+type FieldSpec =
+  | { tag: number; t: 'u32' | 'u64n'; required?: boolean } // uint as number (u64n: up to 2^53)
+  | { tag: number; t: 'u64'; required?: boolean } // uint as bigint
+  | { tag: number; t: 'f64'; required?: boolean }
+  | { tag: number; t: 'str'; required?: boolean; max?: number }
+  | { tag: number; t: 'bytes'; required?: boolean; max?: number }
+  | { tag: number; t: 'bool'; required?: boolean }
+  | { tag: number; t: 'f64list'; required?: boolean; max: number }
+  | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number };
+
+const HOST_ENTRY: Record<string, FieldSpec> = {
+  name: { tag: 1, t: 'str', required: true, max: 255 },
+  address: { tag: 2, t: 'str', max: 255 },
+  port: { tag: 3, t: 'u32' },
+  load: { tag: 4, t: 'f64' },
+  cores: { tag: 5, t: 'u32' },
+  jobs: { tag: 6, t: 'u32' },
+  reachable: { tag: 7, t: 'bool' },
+  ageMs: { tag: 8, t: 'u64n' },
+  self: { tag: 9, t: 'bool' },
+  error: { tag: 10, t: 'str', max: 4096 },
+  loadavg1: { tag: 11, t: 'f64' },
+};
+
+/** The attribute table of every message type of version 1. */
+export const MESSAGE_SPECS = {
+  HELLO: {
+    versionMin: { tag: 1, t: 'u32' },
+    versionMax: { tag: 2, t: 'u32' },
+    version: { tag: 3, t: 'u32' },
+    role: { tag: 4, t: 'u32', required: true },
+    host: { tag: 5, t: 'str', max: 255 },
+    maxPayload: { tag: 6, t: 'u32' },
+    software: { tag: 7, t: 'str', max: 255 },
+  },
+  ERROR: {
+    code: { tag: 1, t: 'u32', required: true },
+    message: { tag: 2, t: 'str', max: 65536 },
+    fatal: { tag: 3, t: 'bool' },
+    refType: { tag: 4, t: 'u32' },
+    host: { tag: 5, t: 'str', max: 255 },
+  },
+  GOODBYE: { reason: { tag: 1, t: 'str', max: 4096 } },
+  PING: {
+    nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
+    target: { tag: 2, t: 'str', max: 255 },
+    data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
+  },
+  PONG: {
+    nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
+    data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
+    host: { tag: 4, t: 'str', max: 255 },
+    hops: { tag: 5, t: 'u32' },
+  },
+  LOAD_GET: {},
+  LOAD: {
+    host: { tag: 1, t: 'str', required: true, max: 255 },
+    load: { tag: 2, t: 'f64', required: true },
+    loadavg: { tag: 3, t: 'f64list', max: 3 },
+    cores: { tag: 4, t: 'u32' },
+    jobs: { tag: 5, t: 'u32' },
+    time: { tag: 6, t: 'u64n' },
+    memAvailable: { tag: 7, t: 'u64n' },
+  },
+  HOSTS_GET: {},
+  HOSTS: { hosts: { tag: 1, t: 'group', fields: HOST_ENTRY, repeated: true, max: 1024 } },
+} as const satisfies Record<MsgTypeName, Record<string, FieldSpec>>;
+
+type Specs = typeof MESSAGE_SPECS;
+
+type FieldValue<F> = F extends { t: 'u32' | 'u64n' }
+  ? number
+  : F extends { t: 'u64' }
+    ? bigint
+    : F extends { t: 'f64' }
+      ? number
+      : F extends { t: 'str' }
+        ? string
+        : F extends { t: 'bytes' }
+          ? Uint8Array
+          : F extends { t: 'bool' }
+            ? boolean
+            : F extends { t: 'f64list' }
+              ? number[]
+              : F extends { t: 'group'; fields: infer G }
+                ? { [K in keyof G]?: FieldValue<G[K]> }[]
+                : never;
+
+type Body<S> = { [K in keyof S as S[K] extends { required: true } ? K : never]: FieldValue<S[K]> } & {
+  [K in keyof S as S[K] extends { required: true } ? never : K]?: FieldValue<S[K]>;
+};
+
+/** A typed message: its type name, stream and fields. */
+export type Message = {
+  [N in MsgTypeName]: { type: N; stream: number; end?: boolean } & Body<Specs[N]>;
+}[MsgTypeName];
+
+/** The message of type N. */
+export type MessageOf<N extends MsgTypeName> = Extract<Message, { type: N }>;
+
+/** Entries of a HOSTS message. */
+export type HostEntry = NonNullable<MessageOf<'HOSTS'>['hosts']>[number];
+
+function fieldToAttr(spec: FieldSpec, value: unknown): Attr[] {
+  switch (spec.t) {
+    case 'u32':
+    case 'u64n':
+      return [{ tag: spec.tag, kind: 'uint', value: BigInt(value as number) }];
+    case 'u64':
+      return [{ tag: spec.tag, kind: 'uint', value: value as bigint }];
+    case 'f64':
+      return [{ tag: spec.tag, kind: 'f64', value: value as number }];
+    case 'str':
+      return [{ tag: spec.tag, kind: 'string', value: value as string }];
+    case 'bytes':
+      return [{ tag: spec.tag, kind: 'bytes', value: value as Uint8Array }];
+    case 'bool':
+      return [{ tag: spec.tag, kind: 'bool', value: value as boolean }];
+    case 'f64list':
+      return [{ tag: spec.tag, kind: 'list', value: (value as number[]).map((v) => ({ tag: 1, kind: 'f64' as const, value: v })) }];
+    case 'group':
+      return (value as Record<string, unknown>[]).map((g) => ({ tag: spec.tag, kind: 'list' as const, value: bodyToAttrs(spec.fields, g) }));
+  }
+}
+
+function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unknown>): Attr[] {
+  const out: Attr[] = [];
+  for (const [name, spec] of Object.entries(specs)) {
+    const v = body[name];
+    if (v === undefined) continue;
+    out.push(...fieldToAttr(spec, v));
+  }
+  return out;
+}
+
+/** Turns a typed message into a frame. */
+export function messageToFrame(m: Message): Frame {
+  const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;
+  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR';
+  return {
+    type: MsgType[m.type],
+    flags: m.end ?? isResponse ? 1 : 0,
+    stream: m.stream,
+    attrs: bodyToAttrs(specs, m as unknown as Record<string, unknown>),
+  };
+}
+
+const KIND_OF: Record<FieldSpec['t'], Attr['kind']> = {
+  u32: 'uint',
+  u64n: 'uint',
+  u64: 'uint',
+  f64: 'f64',
+  str: 'string',
+  bytes: 'bytes',
+  bool: 'bool',
+  f64list: 'list',
+  group: 'list',
+};
+
+function bad(where: string, msg: string): ProtocolError {
+  return new ProtocolError('MALFORMED', `${where}: ${msg}`);
+}
+
+function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: string): Record<string, unknown> {
+  const byTag = new Map<number, [string, FieldSpec]>();
+  for (const [name, spec] of Object.entries(specs)) byTag.set(spec.tag, [name, spec]);
+  const body: Record<string, unknown> = {};
+  for (const a of attrs) {
+    const entry = byTag.get(a.tag & ~TAG_CRITICAL);
+    if (!entry) {
+      if (a.tag & TAG_CRITICAL) {
+        throw new ProtocolError('UNSUPPORTED', `${where}: critical attribute ${a.tag & ~TAG_CRITICAL} is not known to this version`, { fatal: false });
+      }
+      continue; // unknown, non-critical: ignored so that newer peers can add fields
+    }
+    const [name, spec] = entry;
+    if (a.kind !== KIND_OF[spec.t]) throw bad(where, `attribute ${name} (tag ${spec.tag}) must be ${KIND_OF[spec.t]}, got ${a.kind}`);
+    if (spec.t === 'group') {
+      const list = (body[name] as unknown[] | undefined) ?? [];
+      if (list.length >= spec.max) throw bad(where, `more than ${spec.max} ${name} entries`);
+      list.push(attrsToBody(spec.fields, a.value as Attr[], `${where} ${name}[${list.length}]`));
+      body[name] = list;
+      continue;
+    }
+    if (name in body) throw bad(where, `attribute ${name} (tag ${spec.tag}) repeated`);
+    switch (spec.t) {
+      case 'u32': {
+        const v = a.value as bigint;
+        if (v > 0xffff_ffffn) throw bad(where, `attribute ${name} = ${v} exceeds 32 bits`);
+        body[name] = Number(v);
+        break;
+      }
+      case 'u64n': {
+        const v = a.value as bigint;
+        if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(where, `attribute ${name} = ${v} exceeds 2^53`);
+        body[name] = Number(v);
+        break;
+      }
+      case 'str':
+      case 'bytes': {
+        const len = spec.t === 'str' ? Buffer.byteLength(a.value as string) : (a.value as Uint8Array).byteLength;
+        if (spec.max !== undefined && len > spec.max) throw bad(where, `attribute ${name} is ${len} bytes, at most ${spec.max} allowed`);
+        body[name] = a.value;
+        break;
+      }
+      case 'f64list': {
+        const items = a.value as Attr[];
+        if (items.length > spec.max || items.some((i) => i.kind !== 'f64')) throw bad(where, `attribute ${name} must be a list of at most ${spec.max} f64`);
+        body[name] = items.map((i) => i.value as number);
+        break;
+      }
+      default:
+        body[name] = a.value;
+    }
+  }
+  for (const [name, spec] of Object.entries(specs)) {
+    if ('required' in spec && spec.required && !(name in body)) {
+      throw new ProtocolError('BAD_REQUEST', `${where}: required attribute ${name} (tag ${spec.tag}) missing`, { fatal: false });
+    }
+  }
+  return body;
+}
+
+const NAME_OF_TYPE = new Map<number, MsgTypeName>(Object.entries(MsgType).map(([k, v]) => [v, k as MsgTypeName]));
+
+/** Turns a frame into a typed message, validating it against the table. */
+export function frameToMessage(f: Frame): Message {
+  const name = NAME_OF_TYPE.get(f.type);
+  if (!name) {
+    throw new ProtocolError('UNSUPPORTED', `message type 0x${f.type.toString(16).padStart(4, '0')} is not known to protocol version 1`, { fatal: false });
+  }
+  const body = attrsToBody(MESSAGE_SPECS[name] as Record<string, FieldSpec>, f.attrs, name);
+  return { ...body, type: name, stream: f.stream, end: (f.flags & 1) === 1 } as Message;
+}
