@@ -1,0 +1,166 @@
+/**
+ * Finds the active configuration file (the seed's order), reads it and its
+ * includes (cpp-style), and normalises everything into one LoadedConfig.
+ */
+import { readFile, realpath } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { normalize, type Definition } from './normalize.js';
+import { scanRc, type IncludeDirective } from './rc.js';
+import { scanXml } from './xml.js';
+import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
+
+/** Includes nested deeper than this are refused (cpp's own limit is 200; ours only needs to stop runaway chains). */
+export const MAX_INCLUDE_DEPTH = 16;
+
+/** Where to look for configuration files; each defaults to the process's own. */
+export interface LookupOptions {
+  cwd?: string;
+  home?: string;
+  rexRoot?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Options of loadConfig. */
+export interface LoadOptions extends LookupOptions {
+  /** An explicit file; it must exist (CONFIG_NOT_FOUND otherwise). */
+  file?: string;
+  /** rc keys set after every file (e.g. from command-line flags); reported as `(override)`. */
+  overrides?: Partial<Record<string, string>>;
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function lookup(opts: LookupOptions) {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const home = opts.home ?? env.HOME ?? '';
+  const rexRoot = opts.rexRoot ?? (env.REX_ROOT || '/');
+  return { env, cwd, home, rexRoot };
+}
+
+/** The candidate files in the seed's order: ./rex.rc, ~/rex.rc, ${REX_ROOT:-/}/etc/rex.rc. */
+export function configCandidates(opts: LookupOptions = {}): string[] {
+  const { cwd, home, rexRoot } = lookup(opts);
+  const c = [join(cwd, 'rex.rc')];
+  if (home !== '') c.push(join(home, 'rex.rc'));
+  c.push(join(rexRoot, 'etc', 'rex.rc'));
+  return c;
+}
+
+/**
+ * The active configuration file: $REX_CONFIG if set (whether or not it exists, so
+ * that loadConfig can report it missing), else the first existing candidate.
+ */
+export function findConfigFile(opts: LookupOptions = {}): string | undefined {
+  const { env, cwd } = lookup(opts);
+  if (env.REX_CONFIG) return resolve(cwd, env.REX_CONFIG);
+  return configCandidates(opts).find(isFile);
+}
+
+/** Directories searched for `#include <name>`, in order. */
+export function systemIncludeDirs(rexRoot: string): string[] {
+  return [join(rexRoot, 'etc', 'rex.d'), join(rexRoot, 'etc')];
+}
+
+interface Frame {
+  file: string;
+  real: string;
+  line?: number;
+}
+
+/** Reads a file and everything it includes, appending definitions in cpp order (an include is read where it stands). */
+class Reader {
+  readonly defs: Definition[] = [];
+  readonly diags: ConfigDiagnostic[] = [];
+  readonly files: string[] = [];
+
+  constructor(private readonly rexRoot: string) {}
+
+  async read(file: string, chain: Frame[]): Promise<void> {
+    const real = await realpath(file).catch(() => resolve(file));
+    const frame: Frame = { file, real };
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      const from = chain.at(-1);
+      const why = (e as NodeJS.ErrnoException).code === 'EISDIR' ? 'it is a directory' : (e as Error).message;
+      this.diags.push(
+        from?.line !== undefined
+          ? { code: ErrorCodes.CONFIG_INCLUDE, file: from.file, line: from.line, message: `cannot read included file "${file}": ${why}` }
+          : { code: ErrorCodes.CONFIG_NOT_FOUND, file, message: `cannot read configuration file: ${why}` },
+      );
+      return;
+    }
+    if (!this.files.includes(file)) this.files.push(file);
+    const { items, diagnostics } = file.endsWith('.xml') ? await scanXml(text, file) : scanRc(text, file);
+    this.diags.push(...diagnostics);
+    // An XML document that fails the DTD is not interpreted (its elements may not mean what they seem to).
+    if (diagnostics.some((d) => d.code === ErrorCodes.CONFIG_XML)) return;
+    for (const it of items) {
+      if (it.kind === 'def') this.defs.push(it.def);
+      else await this.include(it, [...chain, { ...frame, line: it.line }]);
+    }
+  }
+
+  private async include(inc: IncludeDirective, chain: Frame[]): Promise<void> {
+    const err = (message: string) => this.diags.push({ code: ErrorCodes.CONFIG_INCLUDE, file: inc.file, line: inc.line, message });
+    const show = (frames: Frame[], last: string) => [...frames.map((f) => `${f.file}:${f.line}`), last].join(' -> ');
+    if (inc.path === '') return void err('<include> needs a file name');
+
+    // cpp semantics: "x" looks beside the including file first, then where <x> looks.
+    const tried: string[] = [];
+    if (!inc.system) tried.push(isAbsolute(inc.path) ? inc.path : join(dirname(inc.file), inc.path));
+    if (!isAbsolute(inc.path)) tried.push(...systemIncludeDirs(this.rexRoot).map((d) => join(d, inc.path)));
+    const target = tried.find(isFile);
+    if (target === undefined) {
+      const q = inc.system ? `<${clip(inc.path)}>` : `"${clip(inc.path)}"`;
+      return void err(`cannot find included file ${q} (looked for: ${tried.join(', ')})`);
+    }
+    const real = await realpath(target).catch(() => resolve(target));
+    const loopAt = chain.findIndex((f) => f.real === real);
+    if (loopAt >= 0) return void err(`include loop: ${show(chain.slice(loopAt), target)}`);
+    if (chain.length >= MAX_INCLUDE_DEPTH) {
+      return void err(`includes nested deeper than ${MAX_INCLUDE_DEPTH}: ${show(chain, target)}`);
+    }
+    await this.read(target, chain);
+  }
+}
+
+/**
+ * Loads the active configuration: the explicit `file`, else $REX_CONFIG, else the
+ * first of ./rex.rc, ~/rex.rc, ${REX_ROOT}/etc/rex.rc; with no file at all the
+ * defaults apply. Throws a ConfigError listing every problem in every file read.
+ */
+export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> {
+  const { env, cwd, home, rexRoot } = lookup(opts);
+  const explicit = opts.file !== undefined ? resolve(cwd, opts.file) : env.REX_CONFIG ? resolve(cwd, env.REX_CONFIG) : undefined;
+  const file = explicit ?? findConfigFile(opts);
+  const reader = new Reader(rexRoot);
+  if (file !== undefined) {
+    if (explicit !== undefined && !isFile(file)) {
+      const origin = opts.file !== undefined ? '' : ' (named by $REX_CONFIG)';
+      throw new RexError(ErrorCodes.CONFIG_NOT_FOUND, `configuration file not found${origin}`, {
+        where: file,
+        hint: `create it, or choose another with --file/$REX_CONFIG; without one REX looks for ${configCandidates(opts).join(', ')}`,
+      });
+    }
+    // Keep a relative --file as typed: messages then name the file the way the user does.
+    const shown = opts.file !== undefined && !isAbsolute(opts.file) && opts.cwd === undefined ? opts.file : file;
+    await reader.read(shown, []);
+  }
+  for (const [key, value] of Object.entries(opts.overrides ?? {})) {
+    if (value !== undefined) reader.defs.push({ key, value: { text: value.trim() }, file: '(override)' });
+  }
+  const loaded = normalize(reader.defs, { user: env.USER ?? env.LOGNAME, home: home || undefined }, reader.diags);
+  if (reader.diags.length) throw new ConfigError(reader.diags);
+  return { ...loaded, files: reader.files };
+}

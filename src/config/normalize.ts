@@ -1,0 +1,200 @@
+/**
+ * Turns the definitions read from rc and XML files into one RexConfig: each key's
+ * last definition wins, defaults fill the rest, and schema/rex.schema.json (ajv)
+ * checks the result. Every problem is mapped back to the key and file:line that
+ * caused it.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir, hostname, userInfo } from 'node:os';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { ErrorCodes } from '../util/errors.js';
+import { DEFAULT_PORT, KEYS_BY_NAME, KEY_SPECS, sanitizeHostName, unknownKeyMessage, type PathContext, type RawValue } from './keys.js';
+import { clip, type ConfigDiagnostic, type LoadedConfig, type RexConfig, type Source } from './types.js';
+
+/** One `key : value` (or XML element) as read, before interpretation. */
+export interface Definition {
+  key: string;
+  value: RawValue;
+  file: string;
+  line?: number;
+}
+
+/** What the defaults depend on: this machine's name, the user, and the home directory. */
+export interface NormalizeEnv {
+  /** System host name; the default host-name is derived from it. */
+  systemHostName?: string;
+  user?: string;
+  home?: string;
+}
+
+/** Fills a NormalizeEnv from the process environment where the caller left gaps. */
+export function resolveEnv(env: NormalizeEnv & { processEnv?: NodeJS.ProcessEnv } = {}): Required<NormalizeEnv> {
+  const pe = env.processEnv ?? process.env;
+  let user = env.user ?? pe.USER ?? pe.LOGNAME;
+  if (user === undefined) {
+    try {
+      user = userInfo().username;
+    } catch {
+      user = 'unknown'; // no passwd entry (some containers): a name is still needed for paths
+    }
+  }
+  return {
+    systemHostName: env.systemHostName ?? hostname(),
+    user,
+    home: env.home ?? pe.HOME ?? homedir(),
+  };
+}
+
+const SCHEMA_URL = new URL('../../schema/rex.schema.json', import.meta.url);
+let validator: ValidateFunction | undefined;
+
+/** The compiled schema validator, built on first use (compiling costs tens of ms). */
+function getValidator(): ValidateFunction {
+  if (!validator) {
+    const schema = JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as object;
+    const ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true });
+    validator = ajv.compile(schema);
+  }
+  return validator;
+}
+
+/** The built-in value of every key, given this host's name, user and home. */
+export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHostName(env.systemHostName)): RexConfig {
+  const stateDirectory = `${env.home.replace(/\/+$/, '')}/.rex`;
+  return {
+    hostName,
+    listen: { address: '127.0.0.1', port: DEFAULT_PORT },
+    servers: [],
+    clients: ['localnets'],
+    tempDirectory: `/tmp/.rex_${hostName}_${env.user}`,
+    autoTransfer: { mode: 'on' },
+    stateDirectory,
+    socket: `${stateDirectory}/run/rexd.sock`,
+    logLevel: 'info',
+    loadInterval: 1000,
+    peerTimeout: 5000,
+  };
+}
+
+/**
+ * Interprets definitions in order (later ones override earlier ones) and validates
+ * the result; problems are appended to `diags` rather than thrown, so that a caller
+ * reading several files can report all of them together.
+ */
+export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diags: ConfigDiagnostic[]): LoadedConfig {
+  const env = resolveEnv(envIn);
+  const diag = (d: Omit<ConfigDiagnostic, 'line'> & { line?: number | undefined }) => {
+    const { line, ...rest } = d;
+    diags.push(line === undefined ? rest : { ...rest, line });
+  };
+
+  // Unknown keys first; the rest are grouped so the last definition of a key wins.
+  const known: Definition[] = [];
+  for (const d of defs) {
+    if (KEYS_BY_NAME.has(d.key)) known.push(d);
+    else diag({ code: ErrorCodes.CONFIG_UNKNOWN_KEY, file: d.file, line: d.line, key: clip(d.key), message: unknownKeyMessage(d.key) });
+  }
+  const winner = new Map<string, Definition>();
+  for (const d of known) winner.set(d.key, d);
+
+  // host-name is resolved before everything else: ${HOST} in paths depends on it.
+  let hostName = sanitizeHostName(env.systemHostName);
+  const hostDef = winner.get('host-name');
+  const ctx: PathContext = { HOST: hostName, USER: env.user, HOME: env.home.replace(/\/+$/, '') || '/' };
+  if (hostDef) {
+    const r = KEYS_BY_NAME.get('host-name')!.parse(hostDef.value, ctx);
+    if (r.ok) hostName = r.value as string;
+  }
+  ctx.HOST = hostName;
+
+  const config = defaultConfig(env, hostName) as unknown as Record<string, unknown>;
+  const sources = {} as Record<keyof RexConfig, Source>;
+  for (const s of KEY_SPECS) sources[s.field] = { file: '(default)' };
+  const itemLines = new Map<string, (number | undefined)[]>();
+
+  for (const d of known) {
+    const spec = KEYS_BY_NAME.get(d.key)!;
+    const r = spec.parse(d.value, ctx);
+    if (!r.ok) {
+      for (const p of r.problems) diag({ code: ErrorCodes.CONFIG_VALUE, file: d.file, line: p.line ?? d.line, key: d.key, message: p.message });
+      if (r.partial === undefined) continue;
+    }
+    if (winner.get(d.key) !== d) continue;
+    config[spec.field] = r.ok ? r.value : r.partial;
+    sources[spec.field] = d.line === undefined ? { file: d.file } : { file: d.file, line: d.line };
+    if (r.itemLines) itemLines.set(spec.field, r.itemLines);
+  }
+
+  // Derived defaults: listen follows this host's servers entry, socket follows state-directory.
+  const cfg = config as unknown as RexConfig;
+  if (sources.listen.file === '(default)') {
+    const self = cfg.servers.find((s) => s.name === cfg.hostName);
+    if (self) {
+      cfg.listen = { address: self.address, port: self.port };
+      sources.listen = { file: '(default)', note: `from servers entry "${self.name}"${at(sources.servers)}` };
+    }
+  }
+  if (sources.socket.file === '(default)') {
+    cfg.socket = `${cfg.stateDirectory.replace(/\/+$/, '')}/run/rexd.sock`;
+    if (sources.stateDirectory.file !== '(default)') sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
+  }
+
+  const validate = getValidator();
+  if (!validate(cfg)) {
+    for (const e of validate.errors ?? []) {
+      const mapped = mapSchemaError(e, cfg, sources, itemLines);
+      if (mapped) diag(mapped);
+    }
+  }
+  return { config: cfg, sources, files: [] };
+}
+
+function at(s: Source): string {
+  return s.file === '(default)' ? '' : ` at ${s.file}${s.line === undefined ? '' : `:${s.line}`}`;
+}
+
+/** Maps one ajv error to the key (and list item line) it concerns, with the schema's description as "expected". */
+function mapSchemaError(
+  e: ErrorObject,
+  cfg: RexConfig,
+  sources: Record<keyof RexConfig, Source>,
+  itemLines: Map<string, (number | undefined)[]>,
+): ConfigDiagnostic | undefined {
+  // oneOf reports each failing branch and then itself; the summary is enough.
+  if (e.schemaPath.includes('/oneOf/')) return undefined;
+  const parts = e.instancePath.split('/').slice(1);
+  const field = parts[0] as keyof RexConfig | undefined;
+  const spec = field === undefined ? undefined : KEY_SPECS.find((s) => s.field === field);
+  const source: Source = field !== undefined && sources[field] ? sources[field] : { file: '(default)' };
+  let line = source.line;
+  let what = '';
+  if (spec?.list && parts[1] !== undefined) {
+    const idx = Number(parts[1]);
+    line = itemLines.get(spec.field)?.[idx] ?? line;
+    if (spec.field === 'servers') {
+      const s = cfg.servers[idx];
+      if (s) what = `entry "${s.name}": `;
+    } else {
+      what = `entry "${String((cfg.clients as unknown[])[idx])}": `;
+    }
+  }
+  const leaf = parts.slice(spec?.list ? 2 : 1).join('.');
+  const desc = (e.parentSchema as { description?: string } | undefined)?.description;
+  // Show a top-level value the way it is written in rc (5ms, not 5); nested ones as JSON.
+  let shown: string;
+  try {
+    shown = spec && parts.length === 1 && !spec.list ? `"${spec.print(e.data as never)}"` : JSON.stringify(e.data);
+  } catch {
+    shown = JSON.stringify(e.data);
+  }
+  const verdict: Record<string, string> = { minimum: 'is out of range', maximum: 'is out of range', maxLength: 'is too long', maxItems: 'has too many entries' };
+  const subject = leaf === '' ? '' : `${leaf} `;
+  const message = desc
+    ? `${what}${subject}${shown} ${verdict[e.keyword] ?? 'is not valid'}; expected ${desc}`
+    : `${what}${subject}${e.message ?? 'is not valid'}, got ${shown}`;
+  const d: ConfigDiagnostic = { code: ErrorCodes.CONFIG_VALUE, file: source.file, message };
+  if (spec) d.key = spec.key;
+  if (line !== undefined) d.line = line;
+  if (source.note) d.message += ` (value derived ${source.note})`;
+  return d;
+}

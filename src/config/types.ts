@@ -1,0 +1,106 @@
+/**
+ * The shapes shared by the rc reader, the XML reader and the normaliser: the
+ * normalised configuration, where each value came from, and the error that
+ * carries every problem found in a configuration at once.
+ */
+import { RexError, type ErrorCode } from '../util/errors.js';
+
+/** How REX copies program files to an executor host that lacks them. */
+export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
+
+/** One peer host of the cluster, from the `servers` key. */
+export interface ServerEntry {
+  /** The REX host name (letters, digits, '_' and '-'): the HOST of HOST.USER.PROGRAM. */
+  name: string;
+  /** Host name or IP address to connect to (IPv6 without brackets). */
+  address: string;
+  port: number;
+}
+
+/** Log verbosity, most to least severe. */
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/** The normalised configuration that both the rc and the XML form produce. */
+export interface RexConfig {
+  hostName: string;
+  listen: { address: string; port: number };
+  servers: ServerEntry[];
+  clients: string[];
+  tempDirectory: string;
+  autoTransfer: AutoTransfer;
+  stateDirectory: string;
+  socket: string;
+  logLevel: LogLevel;
+  /** Milliseconds between load measurements. */
+  loadInterval: number;
+  /** Milliseconds after which a peer's load figure is stale. */
+  peerTimeout: number;
+}
+
+/** Where a value was set: a file and line, `(default)`, or `(override)`. */
+export interface Source {
+  file: string;
+  line?: number;
+  /** For derived defaults: what the default was derived from. */
+  note?: string;
+}
+
+/** The result of loading a configuration: the values, their origins, and the files read. */
+export interface LoadedConfig {
+  config: RexConfig;
+  sources: Record<keyof RexConfig, Source>;
+  /** Every file read, in the order first read. */
+  files: string[];
+}
+
+/** One problem found in a configuration, located at file:line and (when known) a key. */
+export interface ConfigDiagnostic {
+  code: ErrorCode;
+  file: string;
+  line?: number;
+  key?: string;
+  message: string;
+}
+
+/** Shortens a user-supplied fragment for a message so a binary file cannot flood the terminal. */
+export function clip(s: string, max = 60): string {
+  const printable = s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return printable.length > max ? `${printable.slice(0, max)}...` : printable;
+}
+
+/** Orders diagnostics by file (in order of first appearance) and then by line. */
+export function sortDiagnostics(diags: readonly ConfigDiagnostic[]): ConfigDiagnostic[] {
+  const fileOrder = new Map<string, number>();
+  for (const d of diags) if (!fileOrder.has(d.file)) fileOrder.set(d.file, fileOrder.size);
+  return diags
+    .map((d, i) => ({ d, i }))
+    .sort((a, b) => fileOrder.get(a.d.file)! - fileOrder.get(b.d.file)! || (a.d.line ?? Infinity) - (b.d.line ?? Infinity) || a.i - b.i)
+    .map((x) => x.d);
+}
+
+/** Formats one diagnostic as `file:line: error: key "K": message`, the form compilers use. */
+export function formatDiagnostic(d: ConfigDiagnostic): string {
+  const where = d.line === undefined ? d.file : `${d.file}:${d.line}`;
+  return `${where}: error: ${d.key === undefined ? '' : `key "${d.key}": `}${d.message}`;
+}
+
+/**
+ * The single RexError thrown for a configuration with problems; `diagnostics`
+ * holds each of them so that callers (and tests) need not parse the message.
+ */
+export class ConfigError extends RexError {
+  readonly diagnostics: ConfigDiagnostic[];
+
+  constructor(unsorted: ConfigDiagnostic[]) {
+    const diagnostics = sortDiagnostics(unsorted);
+    const first = diagnostics[0]!;
+    const lines = diagnostics.map(formatDiagnostic);
+    super(first.code, lines.join('\n'));
+    this.diagnostics = diagnostics;
+  }
+
+  /** Every diagnostic on its own line; no extra prefix, since each carries its own location. */
+  override format(): string {
+    return this.message;
+  }
+}
