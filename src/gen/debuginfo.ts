@@ -41,7 +41,15 @@ export type CType =
     }
   | { kind: 'enum'; name?: string; size: number; underlying?: TypeId; enumerators: { name: string; value: bigint }[]; origin: Origin }
   /** A function type (the target of a function pointer). */
-  | { kind: 'function'; returnType: TypeId; params: TypeId[]; variadic: boolean; prototyped: boolean; origin: Origin };
+  | { kind: 'function'; returnType: TypeId; params: TypeId[]; variadic: boolean; prototyped: boolean; origin: Origin }
+  /**
+   * A type the reader found but will not describe, rather than guess: C++ references,
+   * DW_TAG_unspecified_type, type-unit references (DW_FORM_ref_sig8 into .debug_types),
+   * dwz supplementary-file references, member offsets given as location expressions...
+   * `what` names the DWARF construct, `reason` says why; a matching warning is in
+   * {@link DebugInfo.diagnostics}. A frame cannot carry it: consumers must refuse it clearly.
+   */
+  | { kind: 'unsupported'; what: string; reason: string; name?: string; origin: Origin };
 
 export interface Member {
   /** Absent for anonymous struct/union members. */

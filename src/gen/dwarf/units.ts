@@ -1,0 +1,463 @@
+/**
+ * DWARF unit headers (v2-5), abbreviation tables, attribute forms and DIEs.
+ *
+ * DIEs are decoded on demand: the converter walks only the top level of each
+ * unit and the types that functions reach, so a large library (libc) does not
+ * become a million JS objects. Attribute values that depend on unit bases
+ * (strx, addrx) are resolved when read, because DW_AT_str_offsets_base may come
+ * after DW_AT_name in the unit DIE itself.
+ */
+import { Cursor, dwarfFail, dwarfUnsupported, hex, stringAt } from './cursor.js';
+import { DW_AT, DW_FORM, DW_UT, formName } from './constants.js';
+
+/** The DWARF sections of one file (absent ones are empty buffers). */
+export interface Sections {
+  file: string;
+  info: Buffer;
+  abbrev: Buffer;
+  str: Buffer;
+  lineStr: Buffer;
+  strOffsets: Buffer;
+  addr: Buffer;
+  line: Buffer;
+  hasTypesSection: boolean;
+}
+
+export interface Abbrev {
+  code: number;
+  tag: number;
+  hasChildren: boolean;
+  attrs: number[];
+  forms: number[];
+  /** Values of DW_FORM_implicit_const, indexed like attrs. */
+  implicit: (bigint | undefined)[];
+  /** Offset in .debug_abbrev, for messages. */
+  offset: number;
+}
+
+export interface Unit {
+  /** Offset of the unit header in .debug_info. */
+  offset: number;
+  /** Offset just past the unit. */
+  end: number;
+  version: number;
+  unitType: number;
+  offsetSize: 4 | 8;
+  addrSize: number;
+  abbrevOffset: number;
+  abbrevs: Map<number, Abbrev>;
+  /** Offset of the unit's first DIE. */
+  firstDie: number;
+  /** For type units: the type signature and absolute offset of the type DIE. */
+  typeSignature?: bigint;
+  typeOffset?: number;
+  strOffsetsBase?: number;
+  addrBase?: number;
+  /** Line-table file names (index = DW_AT_decl_file), read lazily. */
+  files?: (string | undefined)[];
+  stmtList?: number;
+  compDir?: string;
+}
+
+/** An attribute value, decoded by form class. */
+export type AttrValue =
+  | { k: 'const'; v: bigint; form: number }
+  | { k: 'flag'; v: boolean }
+  | { k: 'ref'; v: number }
+  | { k: 'sig'; v: bigint }
+  | { k: 'alt'; v: number; form: number }
+  | { k: 'str'; v: string }
+  | { k: 'strx'; v: number }
+  | { k: 'addr'; v: bigint }
+  | { k: 'addrx'; v: number }
+  | { k: 'block'; v: Buffer; form: number }
+  | { k: 'secoff'; v: number; form: number };
+
+export interface Die {
+  offset: number;
+  tag: number;
+  hasChildren: boolean;
+  unit: Unit;
+  attrs: Map<number, AttrValue>;
+  /** Offset just past this DIE's attributes (where its children begin). */
+  attrEnd: number;
+}
+
+/** Parses the abbreviation table at `offset` of .debug_abbrev. */
+export function readAbbrevs(s: Sections, offset: number): Map<number, Abbrev> {
+  const c = new Cursor(s.abbrev, '.debug_abbrev', s.file, offset);
+  if (offset >= s.abbrev.length) c.fail(`abbreviation table offset ${hex(offset)} is past the end of .debug_abbrev (${hex(s.abbrev.length)} bytes)`, offset);
+  const out = new Map<number, Abbrev>();
+  for (;;) {
+    const at = c.pos;
+    const code = c.uleb('abbreviation code');
+    if (code === 0) break;
+    const tag = c.uleb('abbreviation tag');
+    const children = c.u8('children flag');
+    if (children > 1) c.fail(`abbreviation ${code}: children flag ${children} is not 0 or 1`, c.pos - 1);
+    const a: Abbrev = { code, tag, hasChildren: children === 1, attrs: [], forms: [], implicit: [], offset: at };
+    for (;;) {
+      const name = c.uleb('attribute name');
+      const form = c.uleb('attribute form');
+      if (name === 0 && form === 0) break;
+      if (name === 0 || form === 0) c.fail(`abbreviation ${code}: attribute ${hex(name)} with form ${hex(form)} (one is zero)`);
+      a.attrs.push(name);
+      a.forms.push(form);
+      a.implicit.push(form === DW_FORM.implicit_const ? c.sleb('implicit_const value') : undefined);
+      // Every attribute spec consumes bytes, so this loop ends with the section.
+    }
+    if (out.has(code)) c.fail(`abbreviation code ${code} is defined twice in the table at ${hex(offset)}`, at);
+    out.set(code, a);
+  }
+  return out;
+}
+
+/** Reads every unit header of .debug_info. */
+export function readUnits(s: Sections): Unit[] {
+  const units: Unit[] = [];
+  const abbrevCache = new Map<number, Map<number, Abbrev>>();
+  let off = 0;
+  while (off < s.info.length) {
+    const c = new Cursor(s.info, '.debug_info', s.file, off);
+    let len = c.u32('unit length');
+    let offsetSize: 4 | 8 = 4;
+    if (len === 0xffffffff) {
+      len = c.u64n('64-bit unit length');
+      offsetSize = 8;
+    } else if (len >= 0xfffffff0) {
+      c.fail(`unit length ${hex(len)} is a reserved value`, off);
+    }
+    const end = c.pos + len;
+    if (end > s.info.length) c.fail(`unit length ${hex(len)} runs past the end of .debug_info (${hex(s.info.length)} bytes)`, off);
+    c.end = end;
+    const version = c.u16('unit version');
+    if (version < 2 || version > 5) {
+      dwarfUnsupported(s.file, '.debug_info', off + (offsetSize === 8 ? 12 : 4), `DWARF version ${version} is not supported (2-5 are)`, 'rebuild with -gdwarf-4 or -gdwarf-5');
+    }
+    let unitType: number = DW_UT.compile;
+    let addrSize: number;
+    let abbrevOffset: number;
+    let typeSignature: bigint | undefined;
+    let typeOffset: number | undefined;
+    if (version >= 5) {
+      unitType = c.u8('unit type');
+      addrSize = c.u8('address size');
+      abbrevOffset = c.offset(offsetSize, 'abbreviation offset');
+      if (unitType === DW_UT.skeleton || unitType === DW_UT.split_compile) c.u64('dwo_id');
+      else if (unitType === DW_UT.type || unitType === DW_UT.split_type) {
+        typeSignature = c.u64('type signature');
+        typeOffset = off + c.offset(offsetSize, 'type offset');
+      } else if (unitType !== DW_UT.compile && unitType !== DW_UT.partial) {
+        c.fail(`unit type ${hex(unitType)} is not a DWARF 5 unit type`, c.pos - 2 - offsetSize);
+      }
+    } else {
+      abbrevOffset = c.offset(offsetSize, 'abbreviation offset');
+      addrSize = c.u8('address size');
+    }
+    if (addrSize !== 8 && addrSize !== 4) c.fail(`address size ${addrSize} is not 4 or 8`);
+    let abbrevs = abbrevCache.get(abbrevOffset);
+    if (!abbrevs) {
+      abbrevs = readAbbrevs(s, abbrevOffset);
+      abbrevCache.set(abbrevOffset, abbrevs);
+    }
+    const u: Unit = { offset: off, end, version, unitType, offsetSize, addrSize, abbrevOffset, abbrevs, firstDie: c.pos };
+    if (typeSignature !== undefined) u.typeSignature = typeSignature;
+    if (typeOffset !== undefined) {
+      if (typeOffset < u.firstDie || typeOffset >= end) c.fail(`type offset ${hex(typeOffset)} is outside its unit`, off);
+      u.typeOffset = typeOffset;
+    }
+    units.push(u);
+    off = end;
+  }
+  return units;
+}
+
+/** Decodes DIEs of .debug_info, caching them by offset. */
+export class DieReader {
+  private cache = new Map<number, Die>();
+  private unitStarts: number[];
+
+  constructor(
+    readonly s: Sections,
+    readonly units: Unit[],
+  ) {
+    this.unitStarts = units.map((u) => u.offset);
+  }
+
+  /** The unit containing `offset`, or a DWARF_MALFORMED error naming `from`. */
+  unitAt(offset: number, from: string): Unit {
+    let lo = 0;
+    let hi = this.unitStarts.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.unitStarts[mid]! <= offset) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    const u = this.units[hi];
+    if (!u || offset < u.firstDie || offset >= u.end) {
+      dwarfFail(this.s.file, '.debug_info', offset, `reference (from ${from}) does not point at a DIE inside any unit`);
+    }
+    return u;
+  }
+
+  /** Decodes the DIE at `offset`; returns null for a null entry (end of siblings). */
+  read(unit: Unit, offset: number): Die | null {
+    const hit = this.cache.get(offset);
+    if (hit) return hit;
+    const c: Cursor = new Cursor(this.s.info, '.debug_info', this.s.file, offset, unit.end);
+    const code = c.uleb('abbreviation code');
+    if (code === 0) return null;
+    const ab = unit.abbrevs.get(code);
+    if (!ab) c.fail(`abbreviation code ${code} is not in the table at .debug_abbrev+${hex(unit.abbrevOffset)}`, offset);
+    const attrs = new Map<number, AttrValue>();
+    for (let i = 0; i < ab.attrs.length; i++) {
+      const v = this.readForm(c, unit, ab.forms[i]!, ab.implicit[i]);
+      if (v) attrs.set(ab.attrs[i]!, v);
+    }
+    const die: Die = { offset, tag: ab.tag, hasChildren: ab.hasChildren, unit, attrs, attrEnd: c.pos };
+    this.cache.set(offset, die);
+    return die;
+  }
+
+  /** Skips the DIE at `offset` without allocating; returns the abbrev (null for a null entry) and the offset past its attributes. */
+  skipAttrs(unit: Unit, offset: number): { ab: Abbrev | null; end: number } {
+    const c: Cursor = new Cursor(this.s.info, '.debug_info', this.s.file, offset, unit.end);
+    const code = c.uleb('abbreviation code');
+    if (code === 0) return { ab: null, end: c.pos };
+    const ab = unit.abbrevs.get(code);
+    if (!ab) c.fail(`abbreviation code ${code} is not in the table at .debug_abbrev+${hex(unit.abbrevOffset)}`, offset);
+    for (let i = 0; i < ab.forms.length; i++) this.readForm(c, unit, ab.forms[i]!, ab.implicit[i], true);
+    return { ab, end: c.pos };
+  }
+
+  /** Offset just past the DIE at `offset` and all its descendants. Iterative, so deep nesting cannot overflow the stack. */
+  skipSubtree(unit: Unit, offset: number): number {
+    let depth = 0;
+    let pos = offset;
+    do {
+      if (pos >= unit.end) dwarfFail(this.s.file, '.debug_info', pos, `DIE children of the DIE at ${hex(offset)} are not terminated before the end of the unit at ${hex(unit.end)}`);
+      const { ab, end } = this.skipAttrs(unit, pos);
+      pos = end;
+      if (ab === null) depth--;
+      else if (ab.hasChildren) depth++;
+    } while (depth > 0);
+    return pos;
+  }
+
+  /** The direct children of a DIE, decoded. */
+  children(die: Die): Die[] {
+    const out: Die[] = [];
+    this.forEachChild(die, (off, ab) => {
+      void ab;
+      out.push(this.read(die.unit, off)!);
+    });
+    return out;
+  }
+
+  /** Calls `fn` with the offset and abbrev of each direct child, skipping subtrees. */
+  forEachChild(die: { unit: Unit; hasChildren: boolean; attrEnd: number; offset: number }, fn: (offset: number, ab: Abbrev) => void): void {
+    if (!die.hasChildren) return;
+    const unit = die.unit;
+    let pos = die.attrEnd;
+    for (;;) {
+      if (pos >= unit.end) dwarfFail(this.s.file, '.debug_info', pos, `children of the DIE at ${hex(die.offset)} are not terminated before the end of the unit at ${hex(unit.end)}`);
+      const { ab, end } = this.skipAttrs(unit, pos);
+      if (ab === null) return;
+      fn(pos, ab);
+      pos = ab.hasChildren ? this.skipSubtree(unit, pos) : end;
+    }
+  }
+
+  /** The unit's root DIE (DW_TAG_compile_unit etc.), with its bases recorded on the unit. */
+  root(unit: Unit): Die {
+    const d = this.read(unit, unit.firstDie);
+    if (!d) dwarfFail(this.s.file, '.debug_info', unit.firstDie, 'unit has no root DIE (null entry)');
+    const sob = d.attrs.get(DW_AT.str_offsets_base);
+    if (sob && (sob.k === 'secoff' || sob.k === 'const')) unit.strOffsetsBase = Number(sob.v);
+    const ab = d.attrs.get(DW_AT.addr_base) ?? d.attrs.get(DW_AT.GNU_addr_base);
+    if (ab && (ab.k === 'secoff' || ab.k === 'const')) unit.addrBase = Number(ab.v);
+    const sl = d.attrs.get(DW_AT.stmt_list);
+    if (sl && (sl.k === 'secoff' || sl.k === 'const')) unit.stmtList = Number(sl.v);
+    return d;
+  }
+
+  /** Reads one attribute value; with `skip`, only advances the cursor. */
+  private readForm(c: Cursor, u: Unit, form: number, implicit: bigint | undefined, skip = false): AttrValue | undefined {
+    // DW_FORM_indirect may chain; each hop consumes a byte, so this terminates with the unit.
+    for (;;) {
+      const at = c.pos;
+      switch (form) {
+        case DW_FORM.addr:
+          return skip ? void c.skip(u.addrSize, 'address') : { k: 'addr', v: c.uN(u.addrSize, 'address') };
+        case DW_FORM.data1:
+          return skip ? void c.skip(1, 'data1') : { k: 'const', v: BigInt(c.u8('data1')), form };
+        case DW_FORM.data2:
+          return skip ? void c.skip(2, 'data2') : { k: 'const', v: BigInt(c.u16('data2')), form };
+        case DW_FORM.data4:
+          return skip ? void c.skip(4, 'data4') : { k: 'const', v: BigInt(c.u32('data4')), form };
+        case DW_FORM.data8:
+          return skip ? void c.skip(8, 'data8') : { k: 'const', v: c.u64('data8'), form };
+        case DW_FORM.data16:
+          c.skip(16, 'data16');
+          return skip ? undefined : { k: 'block', v: c.buf.subarray(at, at + 16), form };
+        case DW_FORM.sdata: {
+          const v = c.sleb('sdata');
+          return skip ? undefined : { k: 'const', v, form };
+        }
+        case DW_FORM.udata: {
+          const v = c.ulebBig('udata');
+          return skip ? undefined : { k: 'const', v, form };
+        }
+        case DW_FORM.implicit_const:
+          return skip ? undefined : { k: 'const', v: implicit ?? 0n, form };
+        case DW_FORM.flag:
+          return skip ? void c.skip(1, 'flag') : { k: 'flag', v: c.u8('flag') !== 0 };
+        case DW_FORM.flag_present:
+          return skip ? undefined : { k: 'flag', v: true };
+        case DW_FORM.string: {
+          const v = c.cstr('inline string');
+          return skip ? undefined : { k: 'str', v };
+        }
+        case DW_FORM.strp: {
+          const o = c.offset(u.offsetSize, 'strp offset');
+          return skip ? undefined : { k: 'str', v: stringAt(this.s.str, '.debug_str', this.s.file, o, `.debug_info+${hex(at)}`) };
+        }
+        case DW_FORM.line_strp: {
+          const o = c.offset(u.offsetSize, 'line_strp offset');
+          return skip ? undefined : { k: 'str', v: stringAt(this.s.lineStr, '.debug_line_str', this.s.file, o, `.debug_info+${hex(at)}`) };
+        }
+        case DW_FORM.strx:
+        case DW_FORM.GNU_str_index: {
+          const v = c.uleb('strx index');
+          return skip ? undefined : { k: 'strx', v };
+        }
+        case DW_FORM.strx1:
+          return skip ? void c.skip(1, 'strx1') : { k: 'strx', v: c.u8('strx1') };
+        case DW_FORM.strx2:
+          return skip ? void c.skip(2, 'strx2') : { k: 'strx', v: c.u16('strx2') };
+        case DW_FORM.strx3:
+          return skip ? void c.skip(3, 'strx3') : { k: 'strx', v: c.u24('strx3') };
+        case DW_FORM.strx4:
+          return skip ? void c.skip(4, 'strx4') : { k: 'strx', v: c.u32('strx4') };
+        case DW_FORM.addrx:
+        case DW_FORM.GNU_addr_index: {
+          const v = c.uleb('addrx index');
+          return skip ? undefined : { k: 'addrx', v };
+        }
+        case DW_FORM.addrx1:
+          return skip ? void c.skip(1, 'addrx1') : { k: 'addrx', v: c.u8('addrx1') };
+        case DW_FORM.addrx2:
+          return skip ? void c.skip(2, 'addrx2') : { k: 'addrx', v: c.u16('addrx2') };
+        case DW_FORM.addrx3:
+          return skip ? void c.skip(3, 'addrx3') : { k: 'addrx', v: c.u24('addrx3') };
+        case DW_FORM.addrx4:
+          return skip ? void c.skip(4, 'addrx4') : { k: 'addrx', v: c.u32('addrx4') };
+        case DW_FORM.ref1:
+          return skip ? void c.skip(1, 'ref1') : { k: 'ref', v: u.offset + c.u8('ref1') };
+        case DW_FORM.ref2:
+          return skip ? void c.skip(2, 'ref2') : { k: 'ref', v: u.offset + c.u16('ref2') };
+        case DW_FORM.ref4:
+          return skip ? void c.skip(4, 'ref4') : { k: 'ref', v: u.offset + c.u32('ref4') };
+        case DW_FORM.ref8:
+          return skip ? void c.skip(8, 'ref8') : { k: 'ref', v: u.offset + c.u64n('ref8') };
+        case DW_FORM.ref_udata: {
+          const v = c.uleb('ref_udata');
+          return skip ? undefined : { k: 'ref', v: u.offset + v };
+        }
+        case DW_FORM.ref_addr: {
+          // DWARF 2 wrote ref_addr with the address size; 3+ with the offset size.
+          const v = u.version <= 2 ? Number(c.uN(u.addrSize, 'ref_addr')) : c.offset(u.offsetSize, 'ref_addr');
+          return skip ? undefined : { k: 'ref', v };
+        }
+        case DW_FORM.ref_sig8:
+          return skip ? void c.skip(8, 'ref_sig8') : { k: 'sig', v: c.u64('ref_sig8') };
+        case DW_FORM.ref_sup4:
+          return skip ? void c.skip(4, 'ref_sup4') : { k: 'alt', v: c.u32('ref_sup4'), form };
+        case DW_FORM.ref_sup8:
+          return skip ? void c.skip(8, 'ref_sup8') : { k: 'alt', v: c.u64n('ref_sup8'), form };
+        case DW_FORM.GNU_ref_alt:
+        case DW_FORM.GNU_strp_alt:
+        case DW_FORM.strp_sup: {
+          const v = c.offset(u.offsetSize, formName(form));
+          return skip ? undefined : { k: 'alt', v, form };
+        }
+        case DW_FORM.sec_offset: {
+          const v = c.offset(u.offsetSize, 'sec_offset');
+          return skip ? undefined : { k: 'secoff', v, form };
+        }
+        case DW_FORM.loclistx:
+        case DW_FORM.rnglistx: {
+          const v = c.uleb(formName(form));
+          return skip ? undefined : { k: 'secoff', v, form };
+        }
+        case DW_FORM.exprloc:
+        case DW_FORM.block: {
+          const n = c.uleb('block length');
+          c.skip(n, 'block');
+          return skip ? undefined : { k: 'block', v: c.buf.subarray(c.pos - n, c.pos), form };
+        }
+        case DW_FORM.block1: {
+          const n = c.u8('block1 length');
+          c.skip(n, 'block1');
+          return skip ? undefined : { k: 'block', v: c.buf.subarray(c.pos - n, c.pos), form };
+        }
+        case DW_FORM.block2: {
+          const n = c.u16('block2 length');
+          c.skip(n, 'block2');
+          return skip ? undefined : { k: 'block', v: c.buf.subarray(c.pos - n, c.pos), form };
+        }
+        case DW_FORM.block4: {
+          const n = c.u32('block4 length');
+          c.skip(n, 'block4');
+          return skip ? undefined : { k: 'block', v: c.buf.subarray(c.pos - n, c.pos), form };
+        }
+        case DW_FORM.indirect:
+          form = c.uleb('indirect form');
+          if (form === DW_FORM.implicit_const) c.fail('DW_FORM_indirect names DW_FORM_implicit_const, which has no value in .debug_info', at);
+          continue;
+        default:
+          return dwarfUnsupported(this.s.file, '.debug_info', at, `attribute form ${formName(form)} is not known`, 'the producer used a DWARF extension repdb does not read; rebuild with gcc or clang -gdwarf-4/-gdwarf-5');
+      }
+    }
+  }
+
+  /** Resolves a string-class attribute (inline, strp, line_strp, strx). */
+  str(die: Die, at: number): string | undefined {
+    const v = die.attrs.get(at);
+    if (!v) return undefined;
+    if (v.k === 'str') return v.v;
+    if (v.k === 'strx') return this.strx(die.unit, v.v, die.offset);
+    if (v.k === 'alt') {
+      dwarfUnsupported(this.s.file, '.debug_info', die.offset, `string in a supplementary file (${formName(v.form)}, dwz) is not supported`, 'run without dwz, or decompress with `dwz -u`/rebuild the debug file');
+    }
+    dwarfFail(this.s.file, '.debug_info', die.offset, `attribute ${hex(at)} is not a string`);
+  }
+
+  private strx(u: Unit, index: number, from: number): string {
+    // Without DW_AT_str_offsets_base, DWARF 5 consumers assume the first table (header of 8 or 16 bytes).
+    const base = u.strOffsetsBase ?? (u.offsetSize === 8 ? 16 : 8);
+    const o = base + index * u.offsetSize;
+    if (o + u.offsetSize > this.s.strOffsets.length) {
+      dwarfFail(this.s.file, '.debug_str_offsets', o, `string index ${index} (from DIE at .debug_info+${hex(from)}) is past the end of .debug_str_offsets (${hex(this.s.strOffsets.length)} bytes)`);
+    }
+    const so = u.offsetSize === 4 ? this.s.strOffsets.readUInt32LE(o) : Number(this.s.strOffsets.readBigUInt64LE(o));
+    return stringAt(this.s.str, '.debug_str', this.s.file, so, `.debug_str_offsets+${hex(o)}`);
+  }
+
+  /** Resolves an address-class attribute (addr, addrx). */
+  addr(die: Die, at: number): bigint | undefined {
+    const v = die.attrs.get(at);
+    if (!v) return undefined;
+    if (v.k === 'addr') return v.v;
+    if (v.k === 'addrx') {
+      const u = die.unit;
+      const base = u.addrBase ?? 8;
+      const o = base + v.v * u.addrSize;
+      if (o + u.addrSize > this.s.addr.length) {
+        dwarfFail(this.s.file, '.debug_addr', o, `address index ${v.v} (from DIE at .debug_info+${hex(die.offset)}) is past the end of .debug_addr (${hex(this.s.addr.length)} bytes)`);
+      }
+      return u.addrSize === 8 ? this.s.addr.readBigUInt64LE(o) : BigInt(this.s.addr.readUInt32LE(o));
+    }
+    return undefined;
+  }
+}
