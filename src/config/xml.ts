@@ -71,7 +71,11 @@ export async function scanXml(text: string, file: string): Promise<ScanResult> {
     try {
       validator.validate(doc);
     } catch (e) {
-      for (const d of detailsOf(e)) {
+      const details = detailsOf(e);
+      // An undeclared element also breaks its parent's content model; the second message adds nothing.
+      const undeclaredIn = new Set(details.filter((d) => /^No declaration for element/.test(d.message)).map((d) => d.xpath?.replace(/\/[^/]*$/, '')));
+      for (const d of details) {
+        if (/content does not follow the DTD/.test(d.message) && undeclaredIn.has(d.xpath)) continue;
         let message = d.message.trim();
         const undeclared = /^No declaration for element (\S+)/.exec(message);
         let key = keyOfXpath(d.xpath);
