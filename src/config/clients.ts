@@ -32,8 +32,10 @@ function addSubnet(list: BlockList, cidr: string): void {
   const slash = cidr.indexOf('/');
   const net = normalizeAddress(cidr.slice(0, slash));
   const fam = family(net);
-  const prefix = Number(cidr.slice(slash + 1));
-  if (fam === undefined || !Number.isInteger(prefix)) return;
+  const bits = cidr.slice(slash + 1);
+  const prefix = Number(bits);
+  // BlockList throws on an out-of-range prefix; a bad entry must simply not match.
+  if (fam === undefined || !/^[0-9]{1,3}$/.test(bits) || prefix > (fam === 'ipv4' ? 32 : 128)) return;
   list.addSubnet(net, prefix, fam);
 }
 
