@@ -1,0 +1,141 @@
+/**
+ * The entry-point model: what repdb knows about each function it can offer for
+ * remote calls (the seed's `struct rex_entry_point_s`, plus the frame definitions).
+ * Built from DWARF (fromDebugInfo) or from XML/SQL (src/gen/xml), consumed by the
+ * XML/SQL writers and the code generators. Frame layout is never computed here:
+ * it comes from src/runtime/frames, the one implementation.
+ */
+import { planEntry, type EntryPlan, type FrameDef } from '../../runtime/frames/plan.js';
+import type { AggregateDesc, EntryDesc, EnumDesc, ParamDesc, Refusal, TypeDesc } from '../../runtime/frames/types.js';
+import { RexError, ErrorCodes } from '../../util/errors.js';
+
+/** A source location for messages: the XML line, or the C source line from DWARF. */
+export interface Loc {
+  file: string;
+  line?: number;
+}
+
+/** Formats a location as "file:line" (or "file"). */
+export function locString(l: Loc): string {
+  return l.line === undefined ? l.file : `${l.file}:${l.line}`;
+}
+
+/** A parameter with the location it was defined at. */
+export interface ParamDef extends ParamDesc {
+  origin?: Loc;
+}
+
+/** The identity of an entry point's owner (the seed's HOST.USER.PROGRAM) and its configuration name. */
+export interface Owner {
+  host?: string;
+  user?: string;
+  program?: string;
+  config?: string;
+}
+
+/** One remote entry point: a function in an ELF object with its frame definitions. */
+export interface EntryPoint extends Owner {
+  name: string;
+  elfFile: string;
+  address?: bigint;
+  params: ParamDef[];
+  returns: TypeDesc;
+  variadic: boolean;
+  /** The structs and unions reachable from the signature. */
+  types: AggregateDesc[];
+  /** The enums reachable from the signature (for constants in generated code). */
+  enums: EnumDesc[];
+  input: FrameDef;
+  output: FrameDef;
+  plan: EntryPlan;
+  /** Non-empty: listed, but a remote call is refused with the first message. */
+  refusals: Refusal[];
+  origin: Loc;
+}
+
+/** Every entry point of one ELF object, with the type definitions they share. */
+export interface EntryPointSet extends Owner {
+  elfFile: string;
+  entries: EntryPoint[];
+  types: AggregateDesc[];
+  enums: EnumDesc[];
+  /** Where each struct/union/enum was defined, by name. */
+  typeOrigins: Map<string, Loc>;
+}
+
+/** Names of the aggregates and enums reachable from `roots` through `table`. */
+export function reachable(roots: TypeDesc[], table: Map<string, AggregateDesc>): { aggs: string[]; enums: string[] } {
+  const aggs = new Set<string>();
+  const enums = new Set<string>();
+  const visit = (t: TypeDesc): void => {
+    switch (t.kind) {
+      case 'pointer': return visit(t.target);
+      case 'array': return visit(t.elem);
+      case 'enum': enums.add(t.name); return;
+      case 'struct':
+      case 'union': {
+        if (aggs.has(t.name)) return;
+        aggs.add(t.name);
+        const a = table.get(t.name);
+        if (a) a.fields.forEach((f) => visit(f.type));
+        return;
+      }
+      default:
+    }
+  };
+  roots.forEach(visit);
+  return { aggs: [...aggs], enums: [...enums] };
+}
+
+/** Input to {@link makeEntryPoint}: the signature and identity, without computed frames. */
+export interface EntrySpec extends Owner {
+  name: string;
+  elfFile: string;
+  address?: bigint;
+  params: ParamDef[];
+  returns: TypeDesc;
+  variadic: boolean;
+  origin: Loc;
+}
+
+/**
+ * Builds an entry point: selects the reachable types and plans its frames with the
+ * runtime's layout engine. Throws ENTRY_INVALID/FRAME_LAYOUT with `where` naming
+ * the parameter or type; callers add the file:line.
+ */
+export function makeEntryPoint(spec: EntrySpec, table: Map<string, AggregateDesc>, enumTable: Map<string, EnumDesc>): EntryPoint {
+  const { aggs, enums } = reachable([spec.returns, ...spec.params.map((p) => p.type)], table);
+  const types: AggregateDesc[] = [];
+  for (const n of aggs.sort()) {
+    const a = table.get(n);
+    if (!a) {
+      throw new RexError(ErrorCodes.ENTRY_INVALID, `${spec.name}: type '${n}' is used but not defined`, { where: n, hint: `add <struct name="${n}"> (or <union>) with its fields` });
+    }
+    types.push(a);
+  }
+  const desc: EntryDesc = { name: spec.name, params: spec.params.map(stripOrigin), returns: spec.returns, variadic: spec.variadic, types };
+  const plan = planEntry(desc);
+  const ep: EntryPoint = {
+    ...spec,
+    types,
+    enums: enums.sort().map((n) => enumTable.get(n)).filter((e): e is EnumDesc => e !== undefined),
+    input: plan.input,
+    output: plan.output,
+    plan,
+    refusals: plan.refusals,
+  };
+  return ep;
+}
+
+function stripOrigin(p: ParamDef): ParamDesc {
+  const out: ParamDesc = { name: p.name, type: p.type };
+  if (p.direction !== undefined) out.direction = p.direction;
+  if (p.sizeIs !== undefined) out.sizeIs = p.sizeIs;
+  if (p.string) out.string = true;
+  return out;
+}
+
+/** The runtime description of an entry point, as generated stubs embed it. */
+export function entryDesc(ep: EntryPoint): EntryDesc {
+  return ep.plan.desc;
+}
