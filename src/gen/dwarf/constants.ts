@@ -43,6 +43,7 @@ export const DW_AT = {
   bit_size: 0x0d,
   stmt_list: 0x10,
   low_pc: 0x11,
+  language: 0x13,
   high_pc: 0x12,
   comp_dir: 0x1b,
   const_value: 0x1c,

@@ -21,6 +21,8 @@ import { isRexError } from '../../util/errors.js';
 const MAX_TYPE_DEPTH = 2000;
 /** Longest abstract_origin/specification chain followed. */
 const MAX_ORIGIN_HOPS = 16;
+/** DW_LANG_Mips_Assembler: what GNU as writes for .S files. */
+const DW_LANG_Mips_Assembler = 0x8001n;
 
 export interface ConvertOptions {
   file: string;
@@ -82,10 +84,17 @@ class Converter {
         continue;
       }
       if (root.tag !== DW_TAG.compile_unit && root.tag !== DW_TAG.partial_unit) continue;
+      const assembly = this.constAttr(root, DW_AT.language) === DW_LANG_Mips_Assembler;
       this.r.forEachChild(root, (off, ab) => {
         if (ab.tag !== DW_TAG.subprogram) return;
         const c = this.candidate(this.r.read(u, off)!);
-        if (c) candidates.push(c);
+        if (!c) return;
+        if (assembly) {
+          // GNU as describes .S functions with a name and an address only: their signature is unknown, not empty.
+          this.warn(this.where(c.die), `function ${c.name} is written in assembly: its DWARF has no signature, so it is not listed; describe it in the entry-point XML`);
+          return;
+        }
+        candidates.push(c);
       });
     }
     const functions = this.pick(candidates).map((c) => this.functionInfo(c));
