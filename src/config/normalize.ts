@@ -127,22 +127,34 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
 
   // Derived defaults: listen follows this host's servers entry, socket follows state-directory.
   const cfg = config as unknown as RexConfig;
+  // A derived default that turns out invalid is reported at the definition it was derived from.
+  const derived = new Map<keyof RexConfig, keyof RexConfig>();
   if (sources.listen.file === '(default)') {
     const self = cfg.servers.find((s) => s.name === cfg.hostName);
     if (self) {
       cfg.listen = { address: self.address, port: self.port };
       sources.listen = { file: '(default)', note: `from servers entry "${self.name}"${at(sources.servers)}` };
+      derived.set('listen', 'servers');
     }
   }
   if (sources.socket.file === '(default)') {
     cfg.socket = `${cfg.stateDirectory.replace(/\/+$/, '')}/run/rexd.sock`;
-    if (sources.stateDirectory.file !== '(default)') sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
+    if (sources.stateDirectory.file !== '(default)') {
+      sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
+      derived.set('socket', 'stateDirectory');
+    }
   }
 
   const validate = getValidator();
   if (!validate(cfg)) {
-    for (const e of validate.errors ?? []) {
-      const mapped = mapSchemaError(e, cfg, sources, itemLines);
+    const errors = validate.errors ?? [];
+    const failed = new Set(errors.map((e) => e.instancePath.split('/')[1]));
+    for (const e of errors) {
+      const field = e.instancePath.split('/')[1] as keyof RexConfig;
+      const origin = derived.get(field);
+      if (origin !== undefined && failed.has(origin)) continue; // the origin's own error says it all
+      const located = origin === undefined ? sources : { ...sources, [field]: { ...sources[origin], note: sources[field].note } };
+      const mapped = mapSchemaError(e, cfg, located, itemLines);
       if (mapped) diag(mapped);
     }
   }
@@ -195,6 +207,6 @@ function mapSchemaError(
   const d: ConfigDiagnostic = { code: ErrorCodes.CONFIG_VALUE, file: source.file, message };
   if (spec) d.key = spec.key;
   if (line !== undefined) d.line = line;
-  if (source.note) d.message += ` (value derived ${source.note})`;
+  if (source.note) d.message += ` (the default, derived ${source.note.replace(/ at [^ ]*$/, '')})`;
   return d;
 }

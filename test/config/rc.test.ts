@@ -182,6 +182,16 @@ describe('rc form: bad files name file:line and key', () => {
     expect(await msg('frobnicate: 1')).toEqual([expect.stringContaining('unknown key; expected one of: host-name, listen, servers') as unknown as string]);
   });
 
+  it('reports an invalid derived default at the definition it came from', async () => {
+    const e = await configError(() => parseRc(`log-level: info\nstate-directory: /${'d'.repeat(100)}\n`, 'x.rc', env));
+    expect(e.diagnostics).toHaveLength(1);
+    expect(e.diagnostics[0]).toMatchObject({ file: 'x.rc', line: 2, key: 'socket' });
+    expect(e.diagnostics[0]!.message).toMatch(/is too long; .* \(the default, derived from state-directory\)$/);
+    // When the origin is itself invalid, only the origin is reported.
+    const e2 = await configError(() => parseRc('state-directory: relative\n', 'x.rc', env));
+    expect(e2.diagnostics.map((d) => d.key)).toEqual(['state-directory']);
+  });
+
   it('scans includes in place without reading files', () => {
     const { items } = scanRc('a: 1\n#include "x.rc"\n#  include <y.rc>\nb: 2\n', 'f.rc');
     expect(items.map((i) => (i.kind === 'def' ? i.def.key : `${i.system ? '<' : '"'}${i.path}@${i.line}`))).toEqual(['a', '"x.rc@2', '<y.rc@3', 'b']);
