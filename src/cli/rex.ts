@@ -5,12 +5,16 @@
  */
 import { Command } from 'commander';
 import { runMain } from './main.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerConfigCommands } from './commands/config.js';
+import { registerHostCommands } from './commands/hosts.js';
 
 const program = new Command('rex')
   .description('REX: Remote EXecution Services')
   .version(process.env.npm_package_version ?? '0.1.0');
 
+registerHostCommands(program);
+registerClusterCommands(program);
 registerConfigCommands(program);
 
 await runMain(program);

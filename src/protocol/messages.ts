@@ -17,7 +17,7 @@ type FieldSpec =
   | { tag: number; t: 'f64list'; required?: boolean; max: number }
   | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number };
 
-const HOST_ENTRY: Record<string, FieldSpec> = {
+const HOST_ENTRY = {
   name: { tag: 1, t: 'str', required: true, max: 255 },
   address: { tag: 2, t: 'str', max: 255 },
   port: { tag: 3, t: 'u32' },
@@ -29,7 +29,7 @@ const HOST_ENTRY: Record<string, FieldSpec> = {
   self: { tag: 9, t: 'bool' },
   error: { tag: 10, t: 'str', max: 4096 },
   loadavg1: { tag: 11, t: 'f64' },
-};
+} as const satisfies Record<string, FieldSpec>;
 
 /** The attribute table of every message type of version 1. */
 export const MESSAGE_SPECS = {
@@ -92,7 +92,7 @@ type FieldValue<F> = F extends { t: 'u32' | 'u64n' }
             : F extends { t: 'f64list' }
               ? number[]
               : F extends { t: 'group'; fields: infer G }
-                ? { [K in keyof G]?: FieldValue<G[K]> }[]
+                ? { -readonly [K in keyof G]?: FieldValue<G[K]> }[]
                 : never;
 
 type Body<S> = { [K in keyof S as S[K] extends { required: true } ? K : never]: FieldValue<S[K]> } & {

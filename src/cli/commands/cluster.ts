@@ -1,0 +1,145 @@
+/** `rex cluster up|down|status|demo`: an embedded local cluster for trying REX and for tests. */
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { LocalCluster } from '../../cluster/cluster.js';
+import { RexClient } from '../../runtime/client.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
+import { hostsTable, table, toJson } from '../format.js';
+
+interface ClusterCliOpts {
+  dir: string;
+  hosts: string;
+  netns?: boolean;
+  json?: boolean;
+  watch?: string;
+}
+
+function hostCount(s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > 12) throw new RexError(ErrorCodes.USAGE, `--hosts ${s}: expected a number from 1 to 12`);
+  return n;
+}
+
+const DEFAULT_DIR = '.rex-cluster';
+
+function describe(c: LocalCluster): string {
+  const lines = [
+    `Local REX cluster in ${c.dir}${c.network ? ' (network namespaces)' : ' (loopback)'}:`,
+    ...c.hosts.map((h) => `  ${h.name.padEnd(8)} ${h.address}:${h.port}  pid ${h.pid ?? '-'}  socket ${h.socket}`),
+    `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
+  ];
+  return lines.join('\n') + '\n';
+}
+
+async function demo(opts: ClusterCliOpts): Promise<void> {
+  const out = (s: string) => process.stdout.write(s);
+  const dir = resolve(opts.dir);
+  out(`Starting a local REX cluster of ${opts.hosts} hosts in ${dir} ...\n`);
+  const cluster = await LocalCluster.up({ dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false });
+  let done = false;
+  const shutdown = async (why: string) => {
+    if (done) return;
+    done = true;
+    out(`\n${why}: stopping the cluster ...\n`);
+    await cluster.down();
+    out('All hosts stopped.\n');
+  };
+  const onSignal = () => void shutdown('Interrupted').then(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    out(describe(cluster));
+    out('\nWaiting for every host to see every other one ...\n');
+    await cluster.waitAllReachable(20_000);
+    const first = cluster.hosts[0]!.name;
+    const c = await cluster.client(first);
+    try {
+      out(`\nThe cluster as ${first} sees it (* = itself; RLOAD = load average plus fresh REX work, per core):\n`);
+      out(hostsTable(await c.hosts()));
+      if (!cluster.network) out('(The hosts share this machine, so their load averages match; each counts its own REX jobs.)\n');
+      out(`\nDemo: a round trip from a client through ${first}'s rexd to every host:\n`);
+      const rows: string[][] = [];
+      for (const h of cluster.hosts) {
+        const rtts: number[] = [];
+        let hops = 0;
+        for (let i = 0; i < 20; i++) {
+          const r = await c.ping(h.name);
+          rtts.push(r.rttMs);
+          hops = r.hops;
+        }
+        rtts.sort((a, b) => a - b);
+        rows.push([h.name, String(hops), rtts[0]!.toFixed(3), rtts[10]!.toFixed(3)]);
+      }
+      out(table(['HOST', 'HOPS', 'MIN ms', 'MEDIAN ms'], rows, new Set([1, 2, 3])));
+      const watch = Number(opts.watch ?? '3');
+      if (watch > 0) {
+        out(`\nLive load figures for ${watch} s (they refresh every 500 ms):\n`);
+        for (let t = 0; t < watch; t++) {
+          await new Promise((r) => setTimeout(r, 1000));
+          const hs = await c.hosts();
+          out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
+        }
+      }
+      out('\nNext: remote execution (rex run), rfork() and rcall() arrive with their issues; see README.md.\n');
+    } finally {
+      c.close();
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await shutdown('Demo finished');
+  }
+}
+
+/** Registers `rex cluster ...`. */
+export function registerClusterCommands(program: Command): void {
+  const cluster = program.command('cluster').description('an embedded local cluster: several rexd hosts on this machine');
+  const dirOpt = (c: Command) => c.option('-d, --dir <dir>', 'where the cluster keeps its configuration and state', DEFAULT_DIR);
+
+  dirOpt(cluster.command('up'))
+    .description('start N rexd hosts (each with its own name, port, state directory and rex.rc) and leave them running')
+    .option('-n, --hosts <n>', 'number of hosts', '3')
+    .option('--netns', 'put each host in a network namespace of its own (root only)')
+    .action(async (opts: ClusterCliOpts) => {
+      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false });
+      process.stdout.write(describe(c));
+    });
+
+  dirOpt(cluster.command('down'))
+    .description('stop every host of the cluster and remove its namespaces')
+    .action(async (opts: ClusterCliOpts) => {
+      const c = LocalCluster.attach(opts.dir);
+      await c.down();
+      process.stdout.write(`stopped ${c.hosts.length} hosts in ${c.dir}\n`);
+    });
+
+  dirOpt(cluster.command('status'))
+    .description("show the cluster's hosts and their load, as the first live host sees them")
+    .option('--json', 'machine-readable output')
+    .action(async (opts: ClusterCliOpts) => {
+      const c = LocalCluster.attach(opts.dir);
+      let lastErr: unknown;
+      for (const h of c.hosts) {
+        try {
+          const client = await RexClient.connect({ socket: h.socket, timeoutMs: 2000 });
+          try {
+            const hosts = await client.hosts();
+            process.stdout.write(opts.json ? toJson({ dir: c.dir, via: h.name, hosts }) : `Cluster in ${c.dir}, as ${h.name} sees it:\n${hostsTable(hosts)}`);
+            return;
+          } finally {
+            client.close();
+          }
+        } catch (e) {
+          lastErr = e;
+        }
+      }
+      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no host of the cluster in ${c.dir} answers (${(lastErr as Error)?.message})`, { hint: 'start it with `rex cluster up`' });
+    });
+
+  dirOpt(cluster.command('demo'))
+    .description('start a cluster, show its hosts and load, run the demo, and stop it (npm start)')
+    .option('-n, --hosts <n>', 'number of hosts', '3')
+    .option('--netns', 'put each host in a network namespace of its own (root only)')
+    .option('--watch <seconds>', 'how long to show live load figures', '3')
+    .action(demo);
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+/**
+ * `rexd`: the REX daemon. In the foreground it logs JSON lines to stderr; by
+ * default it detaches, logs to <state-directory>/log/rexd.log and returns once
+ * the daemon answers on its socket.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { createLogger } from '../daemon/log.js';
+import { daemonPaths } from '../daemon/paths.js';
+import { Rexd } from '../daemon/rexd.js';
+import { RexClient } from '../runtime/client.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { reportError, runMain } from './main.js';
+
+interface Opts {
+  foreground?: boolean;
+  config?: string;
+  set: string[];
+}
+
+function parseSets(sets: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of sets) {
+    const i = s.indexOf('=');
+    if (i <= 0) throw new RexError(ErrorCodes.USAGE, `--set ${s}: expected KEY=VALUE, e.g. --set log-level=debug`);
+    out[s.slice(0, i).trim()] = s.slice(i + 1).trim();
+  }
+  return out;
+}
+
+async function load(opts: Opts): Promise<LoadedConfig> {
+  return loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
+}
+
+async function foreground(opts: Opts): Promise<void> {
+  const loaded = await load(opts);
+  const log = createLogger(loaded.config.logLevel, loaded.config.hostName);
+  const d = new Rexd(loaded.config, { log });
+  await d.start();
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'shutting down');
+    d.stop(`received ${sig}`).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => log.warn('SIGHUP: configuration reload is not supported yet; restart rexd to apply changes'));
+  // Bad input must never take the daemon down; a bug that escapes a handler is logged loudly and the daemon exits so a supervisor restarts it clean.
+  process.on('uncaughtException', (e) => {
+    log.fatal({ err: e.stack ?? String(e) }, 'uncaught exception');
+    void d.stop('internal error').finally(() => process.exit(70));
+  });
+  if (process.env.REX_READY_FD) {
+    // Tell the parent (rexd without --foreground, or rex cluster) that we are serving.
+    try {
+      const fd = Number(process.env.REX_READY_FD);
+      const { writeSync, closeSync } = await import('node:fs');
+      writeSync(fd, 'ready\n');
+      closeSync(fd);
+    } catch {
+      /* parent gone: nothing to tell */
+    }
+  }
+}
+
+async function background(opts: Opts, argv: string[]): Promise<void> {
+  const loaded = await load(opts);
+  const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
+  mkdirSync(dirname(paths.logFile), { recursive: true, mode: 0o700 });
+  const logFd = openSync(paths.logFile, 'a', 0o600);
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--foreground', ...argv], { detached: true, stdio: ['ignore', logFd, logFd] });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const code = await Promise.race([exited, new Promise<'wait'>((r) => setTimeout(() => r('wait'), 100))]);
+    if (code !== 'wait') {
+      const tail = readFileSync(paths.logFile, 'utf8').trim().split('\n').slice(-3).join('\n');
+      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd exited during start-up (status ${code}); last log lines:\n${tail}`, { where: paths.logFile });
+    }
+    try {
+      const c = await RexClient.connect({ socket: paths.socket, timeoutMs: 1000 });
+      c.close();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd did not answer on ${paths.socket} within 10 s`, { where: paths.logFile });
+    }
+  }
+  child.unref();
+  process.stdout.write(`rexd: host ${loaded.config.hostName} started (pid ${child.pid}), socket ${paths.socket}, log ${paths.logFile}\n`);
+  process.exit(0);
+}
+
+const program = new Command('rexd')
+  .description('REX daemon: serves this host to the cluster and local REX clients')
+  .option('-f, --foreground', 'stay in the foreground and log JSON lines to stderr')
+  .option('-c, --config <file>', 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)')
+  .addOption(new Option('-s, --set <key=value>', 'override one rex.rc key (repeatable)').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+  .action(async (opts: Opts) => {
+    if (opts.foreground) await foreground(opts);
+    else await background(opts, process.argv.slice(2));
+  });
+
+try {
+  await runMain(program);
+} catch (e) {
+  process.exitCode = reportError('rexd', e);
+}

@@ -1,0 +1,321 @@
+/**
+ * An embedded local cluster: N rexd "hosts" on this machine, each with its own
+ * name, port, state directory and rex.rc, all including one generated
+ * cluster.rc. `npm start`, `rex cluster` and the tests use it. As root it can put
+ * each host in a network namespace of its own so that a host can be cut off.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { RexClient } from '../runtime/client.js';
+import type { HostEntry } from '../protocol/messages.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { distBin } from '../util/paths.js';
+import { NetnsNetwork, attachNetwork, netnsAvailable, type NetnsHost } from './netns.js';
+
+/** Host names of generated clusters, in order. */
+export const HOST_NAMES = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda', 'mu'];
+
+/** How to build a cluster. */
+export interface ClusterOptions {
+  /** Directory for cluster.rc, cluster.json and each host's state. */
+  dir: string;
+  hosts?: number;
+  /** Put each host in its own network namespace (root only). 'auto' = when possible. */
+  netns?: boolean | 'auto';
+  logLevel?: string;
+  loadInterval?: string;
+  peerTimeout?: string;
+}
+
+/** One host of a local cluster. */
+export interface ClusterHost {
+  name: string;
+  address: string;
+  port: number;
+  rcFile: string;
+  stateDir: string;
+  socket: string;
+  logFile: string;
+  pid?: number;
+  netns?: NetnsHost;
+}
+
+interface ClusterState {
+  version: 1;
+  created: string;
+  netnsId?: number;
+  hosts: ClusterHost[];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** A running (or described) local cluster. */
+export class LocalCluster {
+  private children = new Map<string, ChildProcess>();
+
+  private constructor(
+    readonly dir: string,
+    readonly hosts: ClusterHost[],
+    readonly network: NetnsNetwork | undefined,
+  ) {}
+
+  /** The file that records a cluster's hosts and pids, for `rex cluster down|status`. */
+  static stateFile(dir: string): string {
+    return join(dir, 'cluster.json');
+  }
+
+  /** Writes the configuration and starts every host; resolves when all answer on their sockets. */
+  static async up(opts: ClusterOptions): Promise<LocalCluster> {
+    const dir = resolve(opts.dir);
+    const n = opts.hosts ?? 3;
+    if (!Number.isInteger(n) || n < 1 || n > HOST_NAMES.length) {
+      throw new RexError(ErrorCodes.USAGE, `--hosts must be 1..${HOST_NAMES.length}, got ${opts.hosts}`);
+    }
+    if (existsSync(LocalCluster.stateFile(dir))) {
+      const old = LocalCluster.attach(dir);
+      if (old.hosts.some((h) => h.pid !== undefined && alive(h.pid))) {
+        throw new RexError(ErrorCodes.DAEMON_ADDRESS_IN_USE, `a cluster is already running in ${dir}`, { hint: 'run `rex cluster down` first, or use another --dir' });
+      }
+      old.cleanup();
+    }
+    const useNetns = opts.netns === true || (opts.netns === 'auto' && netnsAvailable());
+    if (opts.netns === true && !netnsAvailable()) {
+      throw new RexError(ErrorCodes.USAGE, 'network namespaces need root and iproute2', { hint: 'run as root, or drop --netns' });
+    }
+    const names = HOST_NAMES.slice(0, n);
+    let network: NetnsNetwork | undefined;
+    if (useNetns) {
+      network = new NetnsNetwork(1 + (process.pid % 250));
+      network.create(names);
+    }
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const hosts: ClusterHost[] = [];
+      for (const [k, name] of names.entries()) {
+        const stateDir = join(dir, 'hosts', name);
+        const nsHost = network?.hosts[k];
+        hosts.push({
+          name,
+          address: nsHost ? nsHost.address : '127.0.0.1',
+          port: nsHost ? 7800 : await freePort(),
+          rcFile: join(stateDir, 'rex.rc'),
+          stateDir,
+          socket: join(stateDir, 'run', 'rexd.sock'),
+          logFile: join(stateDir, 'log', 'rexd.log'),
+          ...(nsHost ? { netns: nsHost } : {}),
+        });
+      }
+      const cluster = new LocalCluster(dir, hosts, network);
+      cluster.writeConfig(opts);
+      await Promise.all(hosts.map((h) => cluster.startHost(h)));
+      cluster.save();
+      return cluster;
+    } catch (e) {
+      network?.destroy();
+      throw e;
+    }
+  }
+
+  /** The cluster recorded in `dir` by an earlier `up` (possibly by another process). */
+  static attach(dir: string): LocalCluster {
+    const file = LocalCluster.stateFile(resolve(dir));
+    let state: ClusterState;
+    try {
+      state = JSON.parse(readFileSync(file, 'utf8')) as ClusterState;
+    } catch (e) {
+      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no local cluster in ${resolve(dir)} (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no cluster.json' : (e as Error).message})`, {
+        hint: 'start one with `rex cluster up`',
+      });
+    }
+    const net = state.netnsId !== undefined ? attachNetwork(state.netnsId, state.hosts.flatMap((h) => (h.netns ? [h.netns] : []))) : undefined;
+    return new LocalCluster(resolve(dir), state.hosts, net);
+  }
+
+  private writeConfig(opts: ClusterOptions): void {
+    const servers = this.hosts.map((h) => `${h.name}@${h.address}:${h.port}`).join(', ');
+    writeFileSync(
+      join(this.dir, 'cluster.rc'),
+      [
+        `# REX local cluster: ${this.hosts.length} hosts on this machine${this.network ? ', each in a network namespace' : ' on loopback'}.`,
+        `# Generated by \`rex cluster up\`; every host's rex.rc includes this file.`,
+        `servers : ${servers}`,
+        `load-interval : ${opts.loadInterval ?? '500ms'}`,
+        `peer-timeout : ${opts.peerTimeout ?? '2s'}`,
+        '',
+      ].join('\n'),
+    );
+    for (const h of this.hosts) {
+      mkdirSync(h.stateDir, { recursive: true, mode: 0o700 });
+      writeFileSync(
+        h.rcFile,
+        [
+          `# Host ${h.name} of the local cluster in ${this.dir}.`,
+          `#include "../../cluster.rc"`,
+          `host-name : ${h.name}`,
+          `state-directory : ${h.stateDir}`,
+          `log-level : ${opts.logLevel ?? 'info'}`,
+          '',
+        ].join('\n'),
+      );
+    }
+  }
+
+  private save(): void {
+    const state: ClusterState = { version: 1, created: new Date().toISOString(), hosts: this.hosts, ...(this.network ? { netnsId: this.network.id } : {}) };
+    writeFileSync(LocalCluster.stateFile(this.dir), JSON.stringify(state, null, 2) + '\n');
+  }
+
+  /** Starts (or restarts) one host's rexd and waits until it answers. */
+  async startHost(h: ClusterHost): Promise<void> {
+    mkdirSync(join(h.stateDir, 'log'), { recursive: true, mode: 0o700 });
+    const logFd = openSync(h.logFile, 'a', 0o600);
+    const argv = [process.execPath, distBin('rexd'), '--foreground', '--config', h.rcFile];
+    const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
+    const child = spawn(cmd[0]!, cmd.slice(1), { detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, REX_CONFIG: h.rcFile } });
+    closeSync(logFd);
+    this.children.set(h.name, child);
+    if (child.pid !== undefined) h.pid = child.pid;
+    const exited = new Promise<string>((r) => child.once('exit', (code, sig) => r(`exited with ${sig ?? `status ${code}`}`)));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const why = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]);
+      if (why) {
+        throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `host ${h.name}: rexd ${why} during start-up; last log lines:\n${tail(h.logFile)}`, { where: h.logFile });
+      }
+      try {
+        (await RexClient.connect({ socket: h.socket, timeoutMs: 1000 })).close();
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `host ${h.name}: rexd did not answer on ${h.socket} within 15 s`, { where: h.logFile });
+      }
+    }
+    child.unref();
+    this.save();
+  }
+
+  /** The host called `name`. */
+  host(name: string): ClusterHost {
+    const h = this.hosts.find((x) => x.name === name);
+    if (!h) throw new RexError(ErrorCodes.HOST_UNKNOWN, `no host ${name} in the cluster in ${this.dir} (hosts: ${this.hosts.map((x) => x.name).join(', ')})`);
+    return h;
+  }
+
+  /** A client connected to one host's rexd. */
+  client(name: string): Promise<RexClient> {
+    return RexClient.connect({ socket: this.host(name).socket });
+  }
+
+  /** Sends `signal` to one host's rexd (SIGKILL to simulate a crash). */
+  kill(name: string, signal: NodeJS.Signals = 'SIGTERM'): void {
+    const h = this.host(name);
+    if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, signal);
+  }
+
+  /** Resolves when `name`'s rexd has exited. */
+  async waitExit(name: string, timeoutMs = 10_000): Promise<void> {
+    const h = this.host(name);
+    const deadline = Date.now() + timeoutMs;
+    while (h.pid !== undefined && alive(h.pid)) {
+      if (Date.now() > deadline) throw new RexError(ErrorCodes.CONN_TIMEOUT, `host ${name} (pid ${h.pid}) still running after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Cuts a host off the network (netns clusters only). */
+  cut(name: string): void {
+    this.requireNetns('cut').cut(name);
+  }
+
+  /** Reconnects a cut host. */
+  restore(name: string): void {
+    this.requireNetns('restore').restore(name);
+  }
+
+  private requireNetns(what: string): NetnsNetwork {
+    if (!this.network) throw new RexError(ErrorCodes.USAGE, `${what} needs a cluster in network namespaces (root, --netns)`);
+    return this.network;
+  }
+
+  /**
+   * Waits until `cond` holds for the host view of `from` (default: every host
+   * sees every other one reachable with a load figure).
+   */
+  async waitFor(cond: (hosts: HostEntry[], from: string) => boolean, opts: { from?: string[]; timeoutMs?: number } = {}): Promise<Map<string, HostEntry[]>> {
+    const from = opts.from ?? this.hosts.map((h) => h.name);
+    const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+    let last = new Map<string, HostEntry[]>();
+    for (;;) {
+      last = new Map();
+      let ok = true;
+      for (const name of from) {
+        try {
+          const c = await this.client(name);
+          try {
+            const hs = await c.hosts();
+            last.set(name, hs);
+            if (!cond(hs, name)) ok = false;
+          } finally {
+            c.close();
+          }
+        } catch {
+          ok = false;
+        }
+      }
+      if (ok) return last;
+      if (Date.now() > deadline) {
+        const view = [...last].map(([n, hs]) => `${n} sees ${hs.map((h) => `${h.name}:${h.reachable ? 'up' : 'down'}`).join(' ')}`).join('; ');
+        throw new RexError(ErrorCodes.CONN_TIMEOUT, `cluster did not settle within ${opts.timeoutMs ?? 15_000} ms (${view || 'no host answered'})`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Waits until every host sees every other host reachable with a load figure. */
+  waitAllReachable(timeoutMs = 15_000): Promise<Map<string, HostEntry[]>> {
+    return this.waitFor((hs) => hs.length === this.hosts.length && hs.every((h) => h.reachable && h.load !== undefined), { timeoutMs });
+  }
+
+  /** Stops every host (SIGTERM, then SIGKILL after 5 s), removes namespaces and cluster.json. */
+  async down(): Promise<void> {
+    for (const h of this.hosts) if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, 'SIGTERM');
+    const deadline = Date.now() + 5000;
+    for (const h of this.hosts) {
+      while (h.pid !== undefined && alive(h.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, 'SIGKILL');
+    }
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    this.network?.destroy();
+    rmSync(LocalCluster.stateFile(this.dir), { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function tail(file: string, n = 5): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-n).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The daemon's view of the other hosts: one outgoing connection per peer, kept
+ * open and re-established with backoff, over which the peer's load figure is
+ * fetched every load-interval. Placement reads this table, so choosing a host
+ * costs no round trip.
+ */
+import { connect, type Socket } from 'node:net';
+import type { ServerEntry } from '../config/index.js';
+import { Connection } from '../protocol/connection.js';
+import type { MessageOf } from '../protocol/messages.js';
+import type { Logger } from './log.js';
+import type { LoadFigure } from './load.js';
+
+/** What is known about one peer. */
+export interface PeerState {
+  name: string;
+  address: string;
+  port: number;
+  reachable: boolean;
+  /** The last figure received and when (local clock) it arrived. */
+  figure?: LoadFigure;
+  receivedAt?: number;
+  error?: string;
+}
+
+const MAX_BACKOFF_MS = 5_000;
+
+/** One peer: connects, handshakes as role "peer", polls LOAD, reconnects on failure. */
+export class PeerLink {
+  readonly state: PeerState;
+  private conn: Connection | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private failures = 0;
+  private polling = false;
+
+  constructor(
+    readonly entry: ServerEntry,
+    private readonly opts: { selfName: string; software: string; loadInterval: number; peerTimeout: number; log: Logger },
+  ) {
+    this.state = { name: entry.name, address: entry.address, port: entry.port, reachable: false };
+  }
+
+  get label(): string {
+    return `${this.entry.name}@${this.entry.address}:${this.entry.port}`;
+  }
+
+  /** The open connection, if any (for forwarding requests). */
+  get connection(): Connection | undefined {
+    return this.conn?.isOpen ? this.conn : undefined;
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.conn?.close('rexd shutting down');
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.tick(), ms);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopped || this.polling) return;
+    this.polling = true;
+    try {
+      if (!this.connection) await this.connect();
+      const m = (await this.connection!.request({ type: 'LOAD_GET' }, this.opts.peerTimeout)) as MessageOf<'LOAD'>;
+      if (m.type !== 'LOAD') throw new Error(`answered LOAD_GET with ${m.type}`);
+      if (m.host !== this.entry.name) throw new Error(`answered as host "${m.host}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`);
+      const la = m.loadavg ?? [];
+      this.state.figure = {
+        host: m.host,
+        load: m.load,
+        loadavg: [la[0] ?? 0, la[1] ?? 0, la[2] ?? 0],
+        cores: m.cores ?? 1,
+        jobs: m.jobs ?? 0,
+        time: m.time ?? Date.now(),
+        ...(m.memAvailable !== undefined ? { memAvailable: m.memAvailable } : {}),
+      };
+      this.state.receivedAt = Date.now();
+      if (!this.state.reachable) this.opts.log.info({ peer: this.label }, 'peer reachable');
+      this.state.reachable = true;
+      delete this.state.error;
+      this.failures = 0;
+      this.polling = false;
+      this.schedule(this.opts.loadInterval);
+    } catch (e) {
+      this.polling = false;
+      const msg = (e as Error).message;
+      if (this.state.reachable || this.failures === 0) this.opts.log.warn({ peer: this.label, err: msg }, 'peer unreachable');
+      this.state.reachable = false;
+      this.state.error = msg;
+      this.failures++;
+      this.conn?.destroy();
+      this.conn = undefined;
+      this.schedule(Math.min(MAX_BACKOFF_MS, this.opts.loadInterval * 2 ** Math.min(this.failures - 1, 6)));
+    }
+  }
+
+  private connect(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const sock: Socket = connect({ host: this.entry.address, port: this.entry.port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`connect to ${this.entry.address}:${this.entry.port} timed out after ${this.opts.peerTimeout} ms`));
+      }, this.opts.peerTimeout);
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        const conn = new Connection(sock, {
+          initiator: true,
+          local: { role: 'peer', host: this.opts.selfName, software: this.opts.software },
+          label: this.label,
+          timeoutMs: this.opts.peerTimeout,
+        });
+        conn.on('close', () => {
+          if (this.conn === conn) this.conn = undefined;
+        });
+        conn.handshake().then(
+          (hello) => {
+            if (hello.host !== this.entry.name) {
+              conn.close('wrong host');
+              reject(new Error(`answered as host "${hello.host ?? '(none)'}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`));
+              return;
+            }
+            this.conn = conn;
+            resolve();
+          },
+          (e: Error) => reject(e),
+        );
+      });
+    });
+  }
+}

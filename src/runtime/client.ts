@@ -1,0 +1,100 @@
+/**
+ * The local client: talks to this user's rexd over its Unix socket. The CLI,
+ * the TypeScript runtime and tests use it; librex's C client speaks the same
+ * protocol (native/src/client.c).
+ */
+import { connect } from 'node:net';
+import { loadConfig, type LoadOptions } from '../config/index.js';
+import { Connection } from '../protocol/connection.js';
+import type { HostEntry, MessageOf } from '../protocol/messages.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
+
+/** Software string sent in HELLO by TypeScript clients. */
+export const CLIENT_SOFTWARE = 'rex-ts/0.1.0';
+
+/** Where to find the daemon. */
+export interface ClientOptions {
+  /** The daemon's socket; default $REX_SOCKET, else rex.rc `socket`. */
+  socket?: string;
+  /** How to load rex.rc when the socket is not given. */
+  config?: LoadOptions;
+  timeoutMs?: number;
+}
+
+/** The socket path a client would use with these options. */
+export async function resolveSocket(opts: ClientOptions = {}): Promise<string> {
+  if (opts.socket) return opts.socket;
+  if (process.env.REX_SOCKET) return process.env.REX_SOCKET;
+  return (await loadConfig(opts.config ?? {})).config.socket;
+}
+
+/** A connection to the local rexd with typed helpers for its requests. */
+export class RexClient {
+  private constructor(
+    readonly conn: Connection,
+    readonly socket: string,
+  ) {}
+
+  /** Connects and handshakes; DAEMON_NOT_RUNNING when nobody serves the socket. */
+  static async connect(opts: ClientOptions = {}): Promise<RexClient> {
+    const socket = await resolveSocket(opts);
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const sock = await new Promise<import('node:net').Socket>((resolve, reject) => {
+      const s = connect({ path: socket });
+      s.once('connect', () => resolve(s));
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+          reject(
+            new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no rexd is running for this user (${e.code === 'ENOENT' ? 'no socket at' : 'nobody answers on'} ${socket})`, {
+              hint: 'start one with `rexd` (or `rex cluster up` for a local test cluster), or set REX_SOCKET',
+            }),
+          );
+        } else reject(new RexError(ErrorCodes.CONN_CLOSED, `cannot connect to rexd at ${socket}: ${e.message}`, { cause: e }));
+      });
+    });
+    const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE }, label: `rexd at ${socket}`, timeoutMs });
+    await conn.handshake();
+    return new RexClient(conn, socket);
+  }
+
+  /** The host name the daemon answered HELLO with. */
+  get host(): string | undefined {
+    return this.conn.peer?.host;
+  }
+
+  /** The cluster view of the daemon: itself first, then its peers. */
+  async hosts(): Promise<HostEntry[]> {
+    const m = await this.conn.request({ type: 'HOSTS_GET' });
+    if (m.type !== 'HOSTS') throw unexpected('HOSTS_GET', m.type);
+    return m.hosts ?? [];
+  }
+
+  /** This host's load figure (rload and its parts). */
+  async load(): Promise<MessageOf<'LOAD'>> {
+    const m = await this.conn.request({ type: 'LOAD_GET' });
+    if (m.type !== 'LOAD') throw unexpected('LOAD_GET', m.type);
+    return m;
+  }
+
+  /** Round trip to the local daemon, or through it to `target`; resolves with the time taken. */
+  async ping(target?: string, data?: Uint8Array): Promise<{ rttMs: number; host: string; hops: number }> {
+    const nonce = new Uint8Array(8);
+    crypto.getRandomValues(nonce);
+    const t0 = process.hrtime.bigint();
+    const m = await this.conn.request({ type: 'PING', nonce, ...(target ? { target } : {}), ...(data ? { data } : {}) });
+    const rttMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (m.type !== 'PONG') throw unexpected('PING', m.type);
+    if (!m.nonce || Buffer.compare(Buffer.from(m.nonce), Buffer.from(nonce)) !== 0) {
+      throw new RexError(ErrorCodes.PROTO_MALFORMED, `PONG from ${m.host ?? '?'} did not echo the nonce`);
+    }
+    return { rttMs, host: m.host ?? '?', hops: m.hops ?? 0 };
+  }
+
+  close(): void {
+    this.conn.close('client done');
+  }
+}
+
+function unexpected(req: string, got: string): RexError {
+  return new RexError(ErrorCodes.PROTO_UNEXPECTED, `rexd answered ${req} with ${got}`);
+}
