@@ -146,15 +146,15 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   const file = explicit ?? findConfigFile(opts);
   const reader = new Reader(rexRoot);
   if (file !== undefined) {
+    // Keep a relative --file as typed: messages then name the file the way the user does.
+    const shown = opts.file !== undefined && !isAbsolute(opts.file) && opts.cwd === undefined ? opts.file : file;
     if (explicit !== undefined && !isFile(file)) {
       const origin = opts.file !== undefined ? '' : ' (named by $REX_CONFIG)';
       throw new RexError(ErrorCodes.CONFIG_NOT_FOUND, `configuration file not found${origin}`, {
-        where: file,
+        where: shown,
         hint: `create it, or choose another with --file/$REX_CONFIG; without one REX looks for ${configCandidates(opts).join(', ')}`,
       });
     }
-    // Keep a relative --file as typed: messages then name the file the way the user does.
-    const shown = opts.file !== undefined && !isAbsolute(opts.file) && opts.cwd === undefined ? opts.file : file;
     await reader.read(shown, []);
   }
   for (const [key, value] of Object.entries(opts.overrides ?? {})) {
