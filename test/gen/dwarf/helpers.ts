@@ -29,6 +29,8 @@ export interface RDie {
   depth: number;
   tag: string;
   attrs: Map<string, string>;
+  /** Offset in .debug_info of each attribute's value, as readelf prints it. */
+  attrAt: Map<string, number>;
   children: RDie[];
   parent?: RDie;
 }
@@ -48,7 +50,7 @@ export function readelfDies(path: string): { byOffset: Map<number, RDie>; roots:
         cur = undefined;
         continue;
       }
-      const die: RDie = { offset: parseInt(m[2]!, 16), depth, tag: m[4]!, attrs: new Map(), children: [] };
+      const die: RDie = { offset: parseInt(m[2]!, 16), depth, tag: m[4]!, attrs: new Map(), attrAt: new Map(), children: [] };
       while (stack.length > depth) stack.pop();
       const parent = stack[stack.length - 1];
       if (depth === 0) roots.push(die);
@@ -62,8 +64,11 @@ export function readelfDies(path: string): { byOffset: Map<number, RDie>; roots:
       cur = die;
       continue;
     }
-    m = /^\s*<[0-9a-f]+>\s+(DW_AT_\w+)\s*:\s*(.*)$/.exec(line);
-    if (m && cur) cur.attrs.set(m[1]!, m[2]!.trim());
+    m = /^\s*<([0-9a-f]+)>\s+(DW_AT_\w+)\s*:\s*(.*)$/.exec(line);
+    if (m && cur) {
+      cur.attrs.set(m[2]!, m[3]!.trim());
+      cur.attrAt.set(m[2]!, parseInt(m[1]!, 16));
+    }
   }
   return { byOffset, roots };
 }
