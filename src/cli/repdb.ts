@@ -1,0 +1,176 @@
+#!/usr/bin/env node
+/**
+ * `repdb`: the remote entry-point database tool of the seed. Reads an ELF object
+ * (argument or stdin) and writes its entry points as XML (-x) or SQL (-d) from
+ * DWARF (-g), or checks hand-written XML / an existing database against the ELF
+ * symbols (so stripped objects work), and generates typed stubs (--ts, --c-header).
+ * All logic lives in src/gen/; this file only routes inputs to outputs.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { Command } from 'commander';
+import { runMain } from './main.js';
+import { RexError, ErrorCodes } from '../util/errors.js';
+import {
+  entryPointsFromElf, checkAgainstElf, readEntryPointsXml, readEntryPointsDb, writeEntryPointsXml,
+  writeEntryPointsSql, generateTs, generateCHeader, type ElfInput, type EntryPointSet, type Owner,
+} from '../gen/index.js';
+
+interface Opts {
+  debugInfo?: boolean;
+  xmlOut?: boolean;
+  sql?: boolean;
+  ts?: boolean;
+  cHeader?: boolean;
+  output?: string;
+  xml?: string;
+  db?: string;
+  elf?: string;
+  elfFile?: string;
+  host?: string;
+  user?: string;
+  program?: string;
+  config?: string;
+  quiet?: boolean;
+}
+
+const HELP_AFTER = `
+Inputs: FILE (or stdin when FILE is - or absent) is an ELF object, or entry-point XML.
+
+Examples:
+  repdb -gx libdemo.so > libdemo.xml          entry points from DWARF, as XML (validated against rex.dtd)
+  repdb -gd libdemo.so | sqlite3 rex.db       the same as SQL (REXP table; SQLite or PostgreSQL)
+  repdb -gx libdemo.so | repdb --ts -o libdemo.rex.ts    typed TypeScript stubs in one line
+  repdb --c-header libdemo.xml -o libdemo.rex.h          C frame structs and prototypes
+  strip libdemo.so && repdb --xml libdemo.xml libdemo.so   check definitions made before stripping
+  repdb --db rex.db libdemo.so                check database rows against the library's symbols
+
+Without -g the definitions come from XML (FILE, stdin or --xml) or a database (--db), and
+are checked against the ELF symbols when an ELF object is given (FILE or --elf).
+Pointer parameters need marks (direction, size-is, string) before they can be called remotely;
+see docs/ENTRYPOINTS.md. Errors are reported as FILE:LINE: error: MESSAGE.`;
+
+const program = new Command('repdb')
+  .description('Remote entry-point database: ELF/DWARF to entry-point XML, SQL and typed stubs')
+  .version(process.env.npm_package_version ?? '0.1.0')
+  .argument('[file]', 'ELF object or entry-point XML; - or absent: stdin')
+  .option('-g, --debug-info', 'read the entry points from the ELF object\'s DWARF (-g) information')
+  .option('-x, --xml-out', 'write entry-point XML (the default with -g)')
+  .option('-d, --sql', 'write SQL for the REXP table (SQLite and PostgreSQL)')
+  .option('--ts', 'write a TypeScript module of typed stubs (<lib>.rex.ts)')
+  .option('--c-header', 'write a C header of frame structs and prototypes (<lib>.rex.h)')
+  .option('-o, --output <file>', 'write to FILE instead of stdout')
+  .option('--xml <file>', 'without -g: entry-point definitions from this XML file')
+  .option('--db <file>', 'without -g: entry-point definitions from this SQLite database (REXP table)')
+  .option('--elf <file>', 'check XML given as FILE/stdin against this ELF object\'s symbols')
+  .option('--elf-file <name>', 'the elf-file name to record (-g from stdin) or whose rows to read (--db without an ELF object)')
+  .option('--host <host>', 'owner host recorded with -g (HOST.USER.PROGRAM)')
+  .option('--user <user>', 'owner user recorded with -g')
+  .option('--program <program>', 'owner program recorded with -g')
+  .option('--config <name>', 'configuration name recorded with -g')
+  .option('-q, --quiet', 'no warnings or summary on stderr')
+  .addHelpText('after', HELP_AFTER)
+  .action(async (file: string | undefined, opts: Opts) => {
+    await run(file, opts);
+  });
+
+function usage(message: string, hint: string): RexError {
+  return new RexError(ErrorCodes.USAGE, message, { hint });
+}
+
+async function readStdin(): Promise<Buffer> {
+  if (process.stdin.isTTY) throw usage('no input: give a FILE or pipe one to stdin', 'repdb --help shows examples');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function isElf(b: Buffer): boolean {
+  return b.length >= 4 && b[0] === 0x7f && b.toString('latin1', 1, 4) === 'ELF';
+}
+
+function warn(opts: Opts, where: string, message: string): void {
+  if (!opts.quiet) process.stderr.write(`repdb: ${where}: warning: ${message}\n`);
+}
+
+async function run(file: string | undefined, opts: Opts): Promise<void> {
+  const outputs = [opts.xmlOut, opts.sql, opts.ts, opts.cHeader].filter(Boolean).length;
+  if (outputs > 1) throw usage('choose one output: -x, -d, --ts or --c-header', 'run repdb once per output');
+  if (opts.debugInfo && (opts.xml || opts.db)) throw usage('-g reads DWARF; --xml and --db are for definitions made without it', 'drop -g, or drop --xml/--db');
+
+  // The positional input: an ELF object or XML, from a file or stdin.
+  let input: { bytes: Buffer; name: string } | undefined;
+  if (file !== undefined && file !== '-') {
+    try {
+      input = { bytes: readFileSync(file), name: file };
+    } catch (e) {
+      throw new RexError(ErrorCodes.USAGE, `cannot read ${file}: ${(e as Error).message}`, { where: file, hint: 'check the path' });
+    }
+  } else if (file === '-' || !process.stdin.isTTY) {
+    // Absent FILE with a terminal on stdin and --xml/--db given: there is simply no positional input.
+    input = { bytes: await readStdin(), name: '<stdin>' };
+  } else if (!opts.xml && !opts.db) {
+    throw usage('no input: give a FILE or pipe one to stdin', 'repdb --help shows examples');
+  }
+  if (input && input.bytes.length === 0) input = undefined;
+
+  const owner: Owner = {};
+  for (const k of ['host', 'user', 'program', 'config'] as const) if (opts[k] !== undefined) owner[k] = opts[k];
+
+  let set: EntryPointSet;
+  let from: string;
+  let elf: ElfInput | undefined;
+  if (opts.debugInfo) {
+    if (!input) throw usage('-g needs an ELF object (FILE or stdin)', 'repdb -gx libfoo.so');
+    if (!isElf(input.bytes)) throw new RexError(ErrorCodes.ELF_MALFORMED, 'not an ELF object (no \\x7fELF magic)', { where: input.name, hint: '-g reads a shared library or executable built with -g' });
+    const elfIn: ElfInput = input.name === '<stdin>' ? { bytes: input.bytes, name: input.name } : { path: input.name };
+    if (input.name === '<stdin>' && opts.elfFile === undefined) warn(opts, '<stdin>', 'the ELF object came from stdin, so elf-file is recorded as "<stdin>"; name it with --elf-file NAME');
+    const r = entryPointsFromElf(elfIn, owner, opts.elfFile);
+    for (const d of r.diagnostics) warn(opts, d.where, d.message);
+    set = r.set;
+    from = basename(input.name);
+    if (!opts.xmlOut && !opts.sql && !opts.ts && !opts.cHeader) opts.xmlOut = true;
+  } else {
+    if (input && isElf(input.bytes)) {
+      elf = input.name === '<stdin>' ? { bytes: input.bytes, name: input.name } : { path: input.name };
+      if (!opts.xml && !opts.db) throw usage('without -g, give the definitions with --xml FILE or --db FILE (or use -g to read DWARF)', `repdb -gx ${input.name} writes them from the debug information`);
+    } else if (opts.elf) {
+      elf = { path: opts.elf };
+    }
+    if (opts.xml) {
+      set = readEntryPointsXml(readFileSync(opts.xml, 'utf8'), opts.xml);
+      from = basename(opts.xml);
+    } else if (opts.db) {
+      const elfName = elf ? basename('path' in elf ? elf.path : elf.name) : opts.elfFile;
+      set = readEntryPointsDb(opts.db, elfName);
+      from = basename(opts.db);
+    } else {
+      if (!input) throw usage('no input: give an ELF object with -g, or entry-point XML', 'repdb --help shows examples');
+      const text = input.bytes.toString('utf8');
+      if (!/^\s*(<\?xml|<!--|<!DOCTYPE|<rex-entry-points)/.test(text)) {
+        throw new RexError(ErrorCodes.ENTRY_XML, 'input is neither an ELF object nor entry-point XML', { where: `${input.name}:1`, hint: 'give an ELF object with -g, or XML starting with <?xml or <rex-entry-points' });
+      }
+      set = readEntryPointsXml(text, input.name);
+      from = input.name === '<stdin>' ? set.elfFile : basename(input.name);
+    }
+    if (elf) for (const w of checkAgainstElf(set, elf)) warn(opts, w.where, w.message);
+  }
+
+  let text: string | undefined;
+  if (opts.xmlOut) text = writeEntryPointsXml(set, { from });
+  else if (opts.sql) text = writeEntryPointsSql(set, { from });
+  else if (opts.ts) text = generateTs(set, from);
+  else if (opts.cHeader) text = generateCHeader(set, from);
+
+  const callable = set.entries.filter((e) => e.refusals.length === 0).length;
+  const summary = `${set.elfFile}: ${set.entries.length} entry points, ${callable} callable${elf ? ', symbols checked' : ''}`;
+  if (text === undefined) {
+    process.stdout.write(`ok: ${summary}\n`);
+    return;
+  }
+  if (opts.output) writeFileSync(opts.output, text);
+  else process.stdout.write(text);
+  if (!opts.quiet && opts.output) process.stderr.write(`repdb: wrote ${opts.output} (${summary})\n`);
+}
+
+await runMain(program);
