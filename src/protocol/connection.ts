@@ -188,7 +188,7 @@ export class Connection extends EventEmitter {
 
   private fatal(e: ProtocolError, refType?: number): void {
     const err = new ProtocolError(e.proto, `${this.label}: ${e.message}`, { fatal: true });
-    this.sendError(0, e, refType);
+    this.sendError(0, new ProtocolError(e.proto, e.message, { fatal: true }), refType);
     this.closedWith = err;
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref();

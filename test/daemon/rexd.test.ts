@@ -1,0 +1,279 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import fc from 'fast-check';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { encodeFrame } from '../../src/protocol/frame.js';
+import { PREFACE } from '../../src/protocol/constants.js';
+import { RexClient } from '../../src/runtime/client.js';
+import { distBin } from '../../src/util/paths.js';
+import { RawPeer } from '../helpers/raw.js';
+
+const run = promisify(execFile);
+const tmp = mkdtempSync(join(tmpdir(), 'rexd-test-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function freePort(): Promise<number> {
+  return new Promise((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
+  });
+}
+
+let seq = 0;
+/** Writes a rex.rc for a single host and returns its paths. */
+async function hostConfig(extra: string[] = [], port?: number) {
+  const dir = join(tmp, `h${++seq}`);
+  mkdirSync(dir, { recursive: true });
+  const p = port ?? (await freePort());
+  const rc = join(dir, 'rex.rc');
+  writeFileSync(rc, [`host-name : solo${seq}`, `servers : solo${seq}@127.0.0.1:${p}`, `state-directory : ${dir}/state`, 'log-level : debug', ...extra, ''].join('\n'));
+  return { dir, rc, port: p, socket: join(dir, 'state', 'run', 'rexd.sock'), pidFile: join(dir, 'state', 'run', 'rexd.pid') };
+}
+
+const children: ChildProcess[] = [];
+function killChildren(): void {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+}
+
+/** Starts `rexd --foreground` and resolves once it answers on its socket. */
+async function startRexd(rc: string, socket: string): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
+  const child = spawn(process.execPath, [distBin('rexd'), '--foreground', '--config', rc], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`rexd exited: ${err}`);
+    try {
+      (await RexClient.connect({ socket, timeoutMs: 500 })).close();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`rexd did not come up: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return { child, stderr: () => err, exit };
+}
+
+/** Runs rexd expecting it to fail; returns its exit status and stderr. */
+async function failingRexd(rc: string): Promise<{ code: number; stderr: string }> {
+  try {
+    await run(process.execPath, [distBin('rexd'), '--foreground', '--config', rc], { timeout: 10_000 });
+  } catch (e) {
+    const err = e as { code: number; stderr: string };
+    return { code: err.code, stderr: err.stderr };
+  }
+  throw new Error('rexd should have failed');
+}
+
+describe('rexd lifecycle', () => {
+  afterEach(killChildren);
+
+  it('writes a pidfile, serves, and on SIGTERM removes socket and pidfile and exits 0', async () => {
+    const h = await hostConfig();
+    const d = await startRexd(h.rc, h.socket);
+    expect(readFileSync(h.pidFile, 'utf8').trim()).toBe(String(d.child.pid));
+    const logs = d.stderr().trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; host: string });
+    expect(logs.find((l) => l.msg === 'rexd started')).toMatchObject({ host: `solo${seq}`, level: 30 });
+    d.child.kill('SIGTERM');
+    expect(await d.exit).toBe(0);
+    expect(existsSync(h.socket)).toBe(false);
+    expect(existsSync(h.pidFile)).toBe(false);
+    expect(d.stderr()).toMatch(/"msg":"rexd stopped"/);
+  });
+
+  it('the socket directory is private (0700)', async () => {
+    const h = await hostConfig();
+    const d = await startRexd(h.rc, h.socket);
+    const { statSync } = await import('node:fs');
+    expect(statSync(join(h.dir, 'state', 'run')).mode & 0o777).toBe(0o700);
+    d.child.kill('SIGTERM');
+    await d.exit;
+  });
+
+  it('says which port is taken', async () => {
+    const port = await freePort();
+    const blocker: Server = await new Promise((r) => {
+      const s = createServer().listen(port, '127.0.0.1', () => r(s));
+    });
+    try {
+      const h = await hostConfig([], port);
+      const r = await failingRexd(h.rc);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`rexd: rex.rc listen: error: 127.0.0.1:${port} is already in use`);
+      expect(r.stderr).toMatch(/hint: another rexd or program holds it/);
+      expect(existsSync(h.socket)).toBe(false); // nothing left behind
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('refuses to start a second daemon on the same socket, naming the first one', async () => {
+    const h = await hostConfig();
+    const d = await startRexd(h.rc, h.socket);
+    const rc2 = join(h.dir, 'second.rc');
+    writeFileSync(rc2, readFileSync(h.rc, 'utf8').replace(`:${h.port}`, `:${await freePort()}`));
+    const r = await failingRexd(rc2);
+    expect(r.stderr).toContain(`another rexd (pid ${d.child.pid}) is already serving ${h.socket}`);
+    // The first daemon is untouched.
+    const c = await RexClient.connect({ socket: h.socket });
+    expect((await c.ping()).hops).toBe(0);
+    c.close();
+  });
+
+  it('removes a stale socket left by a daemon that crashed', async () => {
+    const h = await hostConfig();
+    const d = await startRexd(h.rc, h.socket);
+    d.child.kill('SIGKILL');
+    await d.exit;
+    expect(existsSync(h.socket)).toBe(true);
+    const d2 = await startRexd(h.rc, h.socket);
+    expect(d2.stderr()).toMatch(/removing stale socket/);
+  });
+
+  it('refuses a non-loopback listen address and says why', async () => {
+    const h = await hostConfig(['listen : 0.0.0.0:7999']);
+    const r = await failingRexd(h.rc);
+    expect(r.stderr).toContain('refusing to listen on 0.0.0.0:7999: protocol v1 has no authentication yet');
+  });
+
+  it('reports a bad rex.rc with file:line and does not start', async () => {
+    const h = await hostConfig(['load-intervall : 1s']);
+    const r = await failingRexd(h.rc);
+    expect(r.stderr).toMatch(new RegExp(`${h.rc.replace(/[/.]/g, '\\$&')}:5: error: .*load-intervall.*did you mean "load-interval"`));
+  });
+
+  it('detaches without --foreground and is reachable when the command returns', async () => {
+    const h = await hostConfig();
+    const { stdout } = await run(process.execPath, [distBin('rexd'), '--config', h.rc], { timeout: 15_000 });
+    expect(stdout).toMatch(/rexd: host solo\d+ started \(pid (\d+)\), socket /);
+    const pid = Number(/pid (\d+)/.exec(stdout)![1]);
+    const c = await RexClient.connect({ socket: h.socket });
+    expect(c.host).toBe(`solo${seq}`);
+    c.close();
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && existsSync(h.socket); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(h.socket)).toBe(false);
+  });
+});
+
+describe('rexd and bad input', () => {
+  let h: Awaited<ReturnType<typeof hostConfig>>;
+  let d: Awaited<ReturnType<typeof startRexd>>;
+  beforeAll(async () => {
+    h = await hostConfig();
+    d = await startRexd(h.rc, h.socket);
+  });
+  afterAll(killChildren);
+
+  async function stillServing(): Promise<void> {
+    const c = await RexClient.connect({ socket: h.socket });
+    expect((await c.ping()).host).toBe(`solo${/h(\d+)/.exec(h.rc)![1]}`);
+    c.close();
+    expect(d.child.exitCode).toBe(null);
+  }
+
+  it('closes on a wrong preface without answering', async () => {
+    const p = await RawPeer.open({ host: '127.0.0.1', port: h.port });
+    p.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await p.closed;
+    expect(p.frames).toHaveLength(0);
+    await stillServing();
+  });
+
+  it('answers a frame before HELLO with a fatal UNEXPECTED and closes', async () => {
+    const p = await RawPeer.open({ path: h.socket });
+    p.write(PREFACE);
+    p.send({ type: 'PING', stream: 1 });
+    await p.closed;
+    const [m] = await p.waitFrames(1);
+    expect(m).toMatchObject({ type: 'ERROR', code: 5, fatal: true });
+    expect((m as { message: string }).message).toMatch(/expected HELLO/);
+  });
+
+  it('refuses a version it does not speak, naming both ranges', async () => {
+    const p = await RawPeer.open({ path: h.socket });
+    p.write(PREFACE);
+    p.send({ type: 'HELLO', stream: 0, versionMin: 2, versionMax: 3, role: 1 });
+    await p.closed;
+    const [m] = await p.waitFrames(1);
+    expect(m).toMatchObject({ type: 'ERROR', code: 2, fatal: true, message: 'no common protocol version: peer speaks 2..3, this side 1..1' });
+  });
+
+  it('refuses an oversized frame from its header alone', async () => {
+    const p = await RawPeer.open({ path: h.socket });
+    p.hello();
+    const header = Buffer.alloc(12);
+    header.writeUInt32BE(0x7fffffff, 0);
+    header.writeUInt16BE(0x10, 4);
+    header.writeUInt32BE(1, 8);
+    p.write(header);
+    await p.closed;
+    const ms = await p.waitFrames(2);
+    expect(ms[0]).toMatchObject({ type: 'HELLO', version: 1 });
+    expect(ms[1]).toMatchObject({ type: 'ERROR', code: 3, fatal: true });
+    await stillServing();
+  });
+
+  it('answers an unknown message type with UNSUPPORTED and keeps the connection', async () => {
+    const p = await RawPeer.open({ path: h.socket });
+    p.hello();
+    p.write(encodeFrame({ type: 0x0777, flags: 0, stream: 1, attrs: [] }));
+    p.send({ type: 'LOAD_GET', stream: 3 });
+    const ms = await p.waitFrames(3);
+    expect(ms[1]).toMatchObject({ type: 'ERROR', stream: 1, code: 4, fatal: false });
+    expect(ms[2]).toMatchObject({ type: 'LOAD', stream: 3 });
+    p.close();
+  });
+
+  it('refuses a second HELLO and a request on stream 0', async () => {
+    const p = await RawPeer.open({ path: h.socket });
+    p.hello();
+    p.send({ type: 'LOAD_GET', stream: 0 });
+    const ms = await p.waitFrames(2);
+    expect(ms[1]).toMatchObject({ type: 'ERROR', stream: 0, code: 5, fatal: false });
+    p.send({ type: 'HELLO', stream: 0, versionMin: 1, versionMax: 1, role: 1 });
+    await p.closed;
+    expect((await p.waitFrames(3))[2]).toMatchObject({ type: 'ERROR', code: 5, fatal: true });
+  });
+
+  it('only rexd peers may use the TCP port', async () => {
+    const p = await RawPeer.open({ host: '127.0.0.1', port: h.port });
+    p.hello(1);
+    await p.closed;
+    const [m] = await p.waitFrames(1);
+    expect(m).toMatchObject({ type: 'ERROR', code: 11 });
+    expect((m as { message: string }).message).toMatch(/local clients use the Unix socket/);
+  });
+
+  it('survives 300 connections of random and mutated bytes', async () => {
+    const hello = Buffer.concat([PREFACE, encodeFrame({ type: 1, flags: 0, stream: 0, attrs: [{ tag: 1, kind: 'uint', value: 1n }, { tag: 2, kind: 'uint', value: 1n }, { tag: 4, kind: 'uint', value: 1n }] })]);
+    const load = encodeFrame({ type: 0x20, flags: 0, stream: 1, attrs: [] });
+    const samples = fc.sample(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
+        fc.tuple(fc.uint8Array({ maxLength: 100 }), fc.nat()).map(([b, n]) => Buffer.concat([hello, load.subarray(0, n % (load.length + 1)), Buffer.from(b)])),
+        fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })).map(([pos, v]) => {
+          const x = Buffer.concat([hello, load]);
+          x[pos % x.length] = v;
+          return x;
+        }),
+      ),
+      { numRuns: 300, seed: 42 },
+    );
+    for (const bytes of samples) {
+      const p = await RawPeer.open({ path: h.socket });
+      p.write(bytes);
+      await new Promise((r) => setTimeout(r, 2));
+      p.close();
+    }
+    await stillServing();
+  });
+});
