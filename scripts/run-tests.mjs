@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// `npm test`: every check of the project, counted. Steps: type-check (src and
+// tests), the C tests under ASan/UBSan (make -C native check), and the vitest
+// suites. Ends with one plain line "N passed, N failed[, N skipped]", which CI
+// reads; the same line is kept in test-results/summary.txt.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const results = join(root, 'test-results');
+mkdirSync(results, { recursive: true });
+const totals = { passed: 0, failed: 0, skipped: 0 };
+const steps = [];
+
+function step(name, cmd, args, opts = {}) {
+  console.log(`\n=== ${name}: ${cmd} ${args.join(' ')}`);
+  const t0 = Date.now();
+  const r = spawnSync(cmd, args, { cwd: root, stdio: opts.capture ? ['ignore', 'pipe', 'inherit'] : 'inherit', encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
+  if (opts.capture && r.stdout) process.stdout.write(r.stdout);
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  return { status: r.status ?? 1, stdout: r.stdout ?? '', secs };
+}
+
+function count(name, passed, failed, skipped, secs) {
+  totals.passed += passed;
+  totals.failed += failed;
+  totals.skipped += skipped;
+  steps.push(`${name}: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''} (${secs} s)`);
+}
+
+// 1. Type-check: src (what ships) and the tests. Each is one check.
+for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests', 'tsconfig.test.json']]) {
+  const r = step(name, process.execPath, ['node_modules/typescript/bin/tsc', '-p', cfg, '--noEmit']);
+  count(name, r.status === 0 ? 1 : 0, r.status === 0 ? 0 : 1, 0, r.secs);
+}
+
+// 2. C tests under sanitizers.
+{
+  const r = step('C tests (ASan+UBSan)', 'make', ['-C', 'native', '--no-print-directory', 'check'], { capture: true });
+  const m = /^C tests: (\d+) passed, (\d+) failed/m.exec(r.stdout);
+  if (m) count('C tests', Number(m[1]), Number(m[2]) + (r.status !== 0 && Number(m[2]) === 0 ? 1 : 0), 0, r.secs);
+  else count('C tests (did not run to the end)', 0, 1, 0, r.secs);
+}
+
+// 3. vitest, with a JSON report to count from.
+{
+  const out = join(results, 'vitest.json');
+  const r = step('vitest', process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`, ...process.argv.slice(2)]);
+  if (existsSync(out)) {
+    const j = JSON.parse(readFileSync(out, 'utf8'));
+    const skipped = (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0);
+    // A suite that failed to load has no test results but is a failure.
+    const brokenSuites = (j.testResults ?? []).filter((s) => s.status === 'failed' && (s.assertionResults ?? []).length === 0).length;
+    count('vitest', j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + brokenSuites, skipped, r.secs);
+  } else count('vitest (no report)', 0, 1, 0, r.secs);
+}
+
+console.log('\n=== summary');
+for (const s of steps) console.log(`  ${s}`);
+const line = `${totals.passed} passed, ${totals.failed} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`;
+writeFileSync(join(results, 'summary.txt'), line + '\n');
+console.log(line);
+process.exit(totals.failed > 0 ? 1 : 0);
