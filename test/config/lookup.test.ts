@@ -104,6 +104,19 @@ describe('#include resolution', () => {
     expect(e.diagnostics[0]!.message).toMatch(new RegExp(`^includes nested deeper than 16: .*f0\\.rc:1 -> .* -> .*f16\\.rc$`));
   });
 
+  it('lets an XML file include an rc file, in place', async () => {
+    const d = join(base, 'xmlinc');
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'top.xml'), '<rex-config>\n  <log-level>warn</log-level>\n  <include file="more.rc"/>\n  <peer-timeout>8s</peer-timeout>\n</rex-config>\n');
+    writeFileSync(join(d, 'more.rc'), 'log-level : debug\npeer-timeout : 1s\n');
+    const { config, sources, files } = await loadConfig({ ...opts(), file: join(d, 'top.xml') });
+    expect(config.logLevel).toBe('debug');
+    expect(sources.logLevel).toEqual({ file: join(d, 'more.rc'), line: 1 });
+    expect(config.peerTimeout).toBe(8000);
+    expect(sources.peerTimeout).toEqual({ file: join(d, 'top.xml'), line: 4 });
+    expect(files).toEqual([join(d, 'top.xml'), join(d, 'more.rc')]);
+  });
+
   it('detects a file including itself', async () => {
     const f = join(base, 'self.rc');
     writeFileSync(f, 'log-level : info\n\n#include "self.rc"\n');
