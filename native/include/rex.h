@@ -1,0 +1,301 @@
+/*
+ * rex.h: the public C interface of librex (REX: Remote EXecution Services).
+ *
+ * Two layers:
+ *   - the user API of the 2009 design: rload() and rex_hosts() talk to the
+ *     local rexd over its Unix socket (rfork(), rcall() and friends arrive in
+ *     later versions);
+ *   - the wire protocol v1 codec (docs/PROTOCOL.md), which rexd's C helpers
+ *     and the tests use: rex_frame_decode() and rex_frame_encode() with
+ *     attribute builders.
+ *
+ * Errors: functions of the codec return 0 or a negative code from one table
+ * (REX_E*, REX_EPROTO_*), described by rex_strerror(). The user API follows
+ * the seed's promise instead: it returns -1 (or -1.0) and sets errno.
+ *
+ * Link with: -I native/include -L native/build/lib -lrex
+ */
+#ifndef REX_H
+#define REX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* librex is built with -fvisibility=hidden: only what is marked here is exported. */
+#if defined(__GNUC__)
+#define REX_EXTERN __attribute__((visibility("default")))
+#else
+#define REX_EXTERN
+#endif
+
+/* ------------------------------------------------------------------ protocol */
+
+/** Protocol versions this library speaks (docs/PROTOCOL.md, section 4.1). */
+#define REX_PROTO_VERSION 1
+#define REX_PROTO_VERSION_MIN 1
+#define REX_PROTO_VERSION_MAX 1
+
+/** The 8 bytes the initiator sends before its first frame (section 1). */
+#define REX_PROTO_PREFACE "REX!\r\n\x1a\n"
+#define REX_PROTO_PREFACE_SIZE 8
+
+/** Fixed sizes: frame header and attribute header (sections 2 and 2.1). */
+#define REX_PROTO_HEADER_SIZE 12
+#define REX_PROTO_ATTR_HEADER_SIZE 7
+
+/** Limits of version 1 (section 2); LIMITS in src/protocol/constants.ts. */
+#define REX_PROTO_MAX_PAYLOAD 1048576u
+#define REX_PROTO_MIN_PAYLOAD 16384u
+#define REX_PROTO_MAX_ATTRS 4096u
+#define REX_PROTO_MAX_DEPTH 8u
+#define REX_PROTO_MAX_STREAMS 1024u
+#define REX_PROTO_MAX_NONCE 64u
+#define REX_PROTO_MAX_PING_DATA 65536u
+
+/** Frame flags: END marks the last frame of a request or response. */
+#define REX_FLAG_END 0x0001u
+#define REX_FLAGS_KNOWN REX_FLAG_END
+
+/** Tag bit: the receiver must refuse the request if it does not know the tag. */
+#define REX_TAG_CRITICAL 0x8000u
+
+/** Message types (section 4). */
+enum rex_msg_type {
+  REX_MSG_HELLO = 0x0001,
+  REX_MSG_ERROR = 0x0002,
+  REX_MSG_GOODBYE = 0x0003,
+  REX_MSG_PING = 0x0010,
+  REX_MSG_PONG = 0x0011,
+  REX_MSG_LOAD_GET = 0x0020,
+  REX_MSG_LOAD = 0x0021,
+  REX_MSG_HOSTS_GET = 0x0022,
+  REX_MSG_HOSTS = 0x0023
+};
+
+/** Attribute value kinds (section 2.1). */
+enum rex_kind {
+  REX_KIND_UINT = 1,
+  REX_KIND_INT = 2,
+  REX_KIND_F64 = 3,
+  REX_KIND_STRING = 4,
+  REX_KIND_BYTES = 5,
+  REX_KIND_LIST = 6,
+  REX_KIND_BOOL = 7
+};
+
+/** HELLO roles (section 4.1). */
+enum rex_role { REX_ROLE_CLIENT = 1, REX_ROLE_PEER = 2, REX_ROLE_DAEMON = 3 };
+
+/* Attribute tags this library reads and writes (section 4). */
+enum { REX_HELLO_VERSION_MIN = 1, REX_HELLO_VERSION_MAX = 2, REX_HELLO_VERSION = 3, REX_HELLO_ROLE = 4,
+       REX_HELLO_HOST = 5, REX_HELLO_MAX_PAYLOAD = 6, REX_HELLO_SOFTWARE = 7 };
+enum { REX_ERROR_CODE = 1, REX_ERROR_MESSAGE = 2, REX_ERROR_FATAL = 3, REX_ERROR_REF_TYPE = 4, REX_ERROR_HOST = 5 };
+enum { REX_GOODBYE_REASON = 1 };
+enum { REX_LOAD_HOST = 1, REX_LOAD_LOAD = 2, REX_LOAD_LOADAVG = 3, REX_LOAD_CORES = 4, REX_LOAD_JOBS = 5,
+       REX_LOAD_TIME = 6, REX_LOAD_MEM_AVAILABLE = 7 };
+enum { REX_HOSTS_HOST = 1 };
+enum { REX_HOST_NAME = 1, REX_HOST_ADDRESS = 2, REX_HOST_PORT = 3, REX_HOST_LOAD = 4, REX_HOST_CORES = 5,
+       REX_HOST_JOBS = 6, REX_HOST_REACHABLE = 7, REX_HOST_AGE_MS = 8, REX_HOST_SELF = 9, REX_HOST_ERROR = 10,
+       REX_HOST_LOADAVG1 = 11 };
+
+/* -------------------------------------------------------------------- errors */
+
+/*
+ * One table of negative codes. REX_EPROTO_* are the ERROR frame codes of
+ * docs/PROTOCOL.md section 4.2, negated: the wire code of err is -err
+ * (REX_EPROTO_WIRE(err)). Codes of the library itself start at -100.
+ */
+#define REX_EPROTO_MALFORMED (-1)    /* the frame or an attribute breaks section 2 */
+#define REX_EPROTO_VERSION (-2)      /* no common protocol version */
+#define REX_EPROTO_TOO_BIG (-3)      /* payload length above the receiver's limit */
+#define REX_EPROTO_UNSUPPORTED (-4)  /* unknown message type or CRITICAL attribute */
+#define REX_EPROTO_UNEXPECTED (-5)   /* a frame at the wrong time */
+#define REX_EPROTO_NO_HOST (-6)      /* a routed request names an unknown host */
+#define REX_EPROTO_UNREACHABLE (-7)  /* the named host cannot be reached now */
+#define REX_EPROTO_TIMEOUT (-8)      /* the receiver gave up waiting for a host */
+#define REX_EPROTO_BUSY (-9)         /* too many open streams */
+#define REX_EPROTO_INTERNAL (-10)    /* a bug in the receiver */
+#define REX_EPROTO_DENIED (-11)      /* not authorized */
+#define REX_EPROTO_BAD_REQUEST (-12) /* attributes missing or out of range */
+#define REX_EPROTO_LAST REX_EPROTO_BAD_REQUEST
+
+#define REX_EAGAIN (-100)  /* incomplete frame: feed more bytes and call again */
+#define REX_ENOSPC (-101)  /* the caller's buffer or attribute arena is too small */
+#define REX_EINVAL (-102)  /* invalid argument (a caller bug) */
+#define REX_ENOMEM (-103)  /* out of memory */
+
+/** True for the protocol codes; REX_EPROTO_WIRE gives the number sent in ERROR frames. */
+#define REX_IS_EPROTO(err) ((err) <= REX_EPROTO_MALFORMED && (err) >= REX_EPROTO_LAST)
+#define REX_EPROTO_WIRE(err) (-(err))
+
+/**
+ * Describes an error: a negative code from the table above, or a positive errno
+ * value (so rex_strerror(errno) works after rload() fails). Never NULL.
+ */
+REX_EXTERN const char *rex_strerror(int err);
+
+/** Short name of a code ("MALFORMED", "EAGAIN", "ENOENT"), for logs and tests; never NULL. */
+REX_EXTERN const char *rex_err_name(int err);
+
+/**
+ * Detail of the last failure of rload() or rex_hosts() in this thread, e.g.
+ * "connect /home/u/.rex/run/rexd.sock: No such file or directory" or
+ * "rexd answered ERROR DENIED: ..."; "" when there was none.
+ */
+REX_EXTERN const char *rex_last_error(void);
+
+/* --------------------------------------------------------------------- codec */
+
+/** "No such attribute" for the index fields of struct rex_attr. */
+#define REX_ATTR_NONE UINT32_MAX
+
+/**
+ * One attribute of a frame. A frame's attributes are one flat array in
+ * document order (a list is followed by its children), so a frame needs no
+ * allocation per attribute: navigate with parent, next and the list's count
+ * (its first child, if any, is the element right after it).
+ */
+struct rex_attr {
+  uint16_t tag;        /* including the CRITICAL bit */
+  uint8_t kind;        /* enum rex_kind */
+  uint8_t depth;       /* 1 for attributes of the payload itself */
+  uint32_t len;        /* value length in bytes on the wire */
+  uint32_t parent;     /* index of the enclosing list, or REX_ATTR_NONE */
+  uint32_t next;       /* index of the next sibling, or REX_ATTR_NONE */
+  uint32_t count;      /* list: number of direct children */
+  const uint8_t *data; /* string/bytes/list: the value bytes (not copied; a string is not NUL-terminated) */
+  union {
+    uint64_t u; /* uint */
+    int64_t i;  /* int */
+    double f;   /* f64 */
+    int b;      /* bool: 0 or 1 */
+  } v;
+};
+
+/**
+ * A frame: the header fields and its attributes in a caller-provided arena
+ * (rex_frame_init). Decoding fills it; the builders fill it for encoding.
+ */
+struct rex_frame {
+  uint32_t length; /* payload length (decode: from the header; encode: computed) */
+  uint16_t type;
+  uint16_t flags;
+  uint32_t stream;
+  const uint8_t *payload; /* decode: the payload inside the input buffer */
+  struct rex_attr *attrs; /* the arena */
+  size_t nattrs;          /* attributes in use, all levels */
+  size_t cap;             /* size of the arena */
+  /* After a failed decode: where (payload offset) and why, for the ERROR message. */
+  size_t err_offset;
+  char err[160];
+  /* Builder state: the first error (sticky, returned by rex_frame_encode), the open
+     lists, and the last attribute added at each open level (to link siblings). */
+  int build_err;
+  unsigned nopen;
+  uint32_t open[REX_PROTO_MAX_DEPTH];
+  uint32_t last[REX_PROTO_MAX_DEPTH];
+};
+
+/** Attributes a payload of len bytes can hold at most: a safe arena size for it. */
+#define REX_ATTRS_FOR_PAYLOAD(len)                                                            \
+  ((size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE < REX_PROTO_MAX_ATTRS ? (size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE \
+                                                                     : (size_t)REX_PROTO_MAX_ATTRS)
+
+/** Prepares a frame to use arena[0..cap) for its attributes; sets everything else to zero. */
+REX_EXTERN void rex_frame_init(struct rex_frame *f, struct rex_attr *arena, size_t cap);
+
+/**
+ * Decodes the first frame of buf[0..len). max_payload is the receiver's limit
+ * (0 means REX_PROTO_MAX_PAYLOAD); the header's length is checked against it
+ * before anything else, so an oversized frame is refused from its header alone.
+ * out must have been set up with rex_frame_init; an arena of
+ * REX_ATTRS_FOR_PAYLOAD(max_payload) entries (or REX_PROTO_MAX_ATTRS) never
+ * runs out. Returns 0 and sets *consumed to the frame's size, REX_EAGAIN when
+ * more bytes are needed, REX_EPROTO_TOO_BIG or REX_EPROTO_MALFORMED (out->err
+ * and out->err_offset say why and where; the connection must be closed), or
+ * REX_ENOSPC when the arena is too small. String, bytes and list attributes
+ * point into buf.
+ */
+REX_EXTERN int rex_frame_decode(const uint8_t *buf, size_t len, size_t max_payload, struct rex_frame *out,
+                                size_t *consumed);
+
+/**
+ * Starts building a frame: clears the attributes, sets the header fields.
+ * Then add attributes with rex_attr_*(), and serialize with rex_frame_encode().
+ * Builders never fail loudly: the first error is kept in f->build_err and
+ * returned by rex_frame_encode.
+ */
+REX_EXTERN void rex_frame_start(struct rex_frame *f, uint16_t type, uint16_t flags, uint32_t stream);
+/** Adds a uint attribute in the fewest bytes (1, 2, 4 or 8) that hold v. */
+REX_EXTERN int rex_attr_uint(struct rex_frame *f, uint16_t tag, uint64_t v);
+/** Adds an int attribute in the fewest bytes that hold v. */
+REX_EXTERN int rex_attr_int(struct rex_frame *f, uint16_t tag, int64_t v);
+REX_EXTERN int rex_attr_f64(struct rex_frame *f, uint16_t tag, double v);
+REX_EXTERN int rex_attr_bool(struct rex_frame *f, uint16_t tag, int v);
+/** Adds a string of n bytes; it must be UTF-8 without NUL (else REX_EINVAL). s is not copied. */
+REX_EXTERN int rex_attr_stringn(struct rex_frame *f, uint16_t tag, const char *s, size_t n);
+/** Adds a NUL-terminated string (see rex_attr_stringn). */
+REX_EXTERN int rex_attr_string(struct rex_frame *f, uint16_t tag, const char *s);
+/** Adds opaque bytes; p is not copied. */
+REX_EXTERN int rex_attr_bytes(struct rex_frame *f, uint16_t tag, const void *p, size_t n);
+/** Opens a list: attributes added until rex_attr_list_end() go inside it. */
+REX_EXTERN int rex_attr_list_begin(struct rex_frame *f, uint16_t tag);
+REX_EXTERN int rex_attr_list_end(struct rex_frame *f);
+
+/**
+ * Serializes f (built, or decoded) into buf[0..cap). Integers keep the width in
+ * their attribute's len, so decoding and re-encoding gives the same bytes.
+ * Returns 0 and sets *len, REX_ENOSPC if cap is too small, REX_EINVAL for an
+ * inconsistent frame (open lists, bad widths, bad strings, list lengths that
+ * do not add up), REX_EPROTO_TOO_BIG above REX_PROTO_MAX_PAYLOAD, or the first
+ * builder error.
+ */
+REX_EXTERN int rex_frame_encode(const struct rex_frame *f, uint8_t *buf, size_t cap, size_t *len);
+
+/** First child of list parent (REX_ATTR_NONE for the payload level) with this tag, or NULL. */
+REX_EXTERN const struct rex_attr *rex_attr_find(const struct rex_frame *f, uint32_t parent, uint16_t tag);
+/** Index of the first child of parent (REX_ATTR_NONE: the payload level), or REX_ATTR_NONE. */
+REX_EXTERN uint32_t rex_attr_first(const struct rex_frame *f, uint32_t parent);
+
+/** True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
+REX_EXTERN int rex_utf8_valid(const uint8_t *s, size_t n);
+
+/* ------------------------------------------------------------- user API */
+
+/**
+ * This host's REX load (docs/PROTOCOL.md 4.5): 0 idle, 1 every core busy.
+ * Asks the local rexd. On failure returns -1.0 and sets errno: ENOENT or
+ * ECONNREFUSED when no rexd runs, EPROTO on protocol errors, ETIMEDOUT.
+ */
+REX_EXTERN double rload(void);
+
+/** One member of the cluster, as the local rexd sees it (HOSTS, section 4.6). */
+struct rex_host {
+  char name[256];
+  char address[256];
+  unsigned port;
+  double load;     /* last known rload; -1.0 when never reached */
+  double loadavg1; /* 1-minute load average; -1.0 when unknown */
+  unsigned cores, jobs;
+  int reachable, self;
+  long long age_ms; /* -1 when never reached */
+  char error[256];  /* why it is unreachable; "" when it is not */
+};
+
+/**
+ * Fills hosts[0..max) with the cluster view of the local rexd and returns the
+ * number of hosts in the cluster, which may exceed max (only max are filled;
+ * hosts may be NULL when max is 0). On failure returns -1 and sets errno as
+ * rload() does.
+ */
+REX_EXTERN int rex_hosts(struct rex_host *hosts, size_t max);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* REX_H */

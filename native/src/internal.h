@@ -1,0 +1,41 @@
+/*
+ * internal.h: what librex's source files share and do not export.
+ * Non-static functions here are prefixed rex__ and stay hidden
+ * (the library is built with -fvisibility=hidden).
+ */
+#ifndef REX_INTERNAL_H
+#define REX_INTERNAL_H
+
+#include "rex.h"
+
+#include <stdarg.h>
+
+/* Big-endian readers and writers: the wire is network order, attributes need no alignment. */
+static inline uint16_t rex__rd16(const uint8_t *p) { return (uint16_t)((unsigned)p[0] << 8 | p[1]); }
+static inline uint32_t rex__rd32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t rex__rd64(const uint8_t *p) { return (uint64_t)rex__rd32(p) << 32 | rex__rd32(p + 4); }
+static inline void rex__wr16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static inline void rex__wr32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+static inline void rex__wr64(uint8_t *p, uint64_t v) {
+  rex__wr32(p, (uint32_t)(v >> 32));
+  rex__wr32(p + 4, (uint32_t)v);
+}
+
+/* Records the detail that rex_last_error() returns (this thread). */
+void rex__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void rex__clear_error(void);
+
+/* The Unix socket path of the local rexd: $REX_SOCKET, else $HOME/.rex/run/rexd.sock. 0 or -errno. */
+int rex__socket_path(char *buf, size_t cap);
+
+#endif /* REX_INTERNAL_H */
