@@ -92,11 +92,11 @@ type FieldValue<F> = F extends { t: 'u32' | 'u64n' }
             : F extends { t: 'f64list' }
               ? number[]
               : F extends { t: 'group'; fields: infer G }
-                ? { -readonly [K in keyof G]?: FieldValue<G[K]> }[]
+                ? Body<G>[]
                 : never;
 
-type Body<S> = { [K in keyof S as S[K] extends { required: true } ? K : never]: FieldValue<S[K]> } & {
-  [K in keyof S as S[K] extends { required: true } ? never : K]?: FieldValue<S[K]>;
+type Body<S> = { -readonly [K in keyof S as S[K] extends { required: true } ? K : never]: FieldValue<S[K]> } & {
+  -readonly [K in keyof S as S[K] extends { required: true } ? never : K]?: FieldValue<S[K]>;
 };
 
 /** A typed message: its type name, stream and fields. */
