@@ -175,6 +175,7 @@ export function readUnits(s: Sections): Unit[] {
 /** Decodes DIEs of .debug_info, caching them by offset. */
 export class DieReader {
   private cache = new Map<number, Die>();
+  private readonly skipCursor: Cursor;
   private unitStarts: number[];
 
   constructor(
@@ -182,6 +183,7 @@ export class DieReader {
     readonly units: Unit[],
   ) {
     this.unitStarts = units.map((u) => u.offset);
+    this.skipCursor = new Cursor(s.info, '.debug_info', s.file);
   }
 
   /** The unit containing `offset`, or a DWARF_MALFORMED error naming `from`. */
@@ -221,7 +223,10 @@ export class DieReader {
 
   /** Skips the DIE at `offset` without allocating; returns the abbrev (null for a null entry) and the offset past its attributes. */
   skipAttrs(unit: Unit, offset: number): { ab: Abbrev | null; end: number } {
-    const c: Cursor = new Cursor(this.s.info, '.debug_info', this.s.file, offset, unit.end);
+    // One reused cursor: skipping visits every DIE of the file, and a fresh object per DIE dominated the heap.
+    const c: Cursor = this.skipCursor;
+    c.pos = offset;
+    c.end = Math.min(unit.end, this.s.info.length);
     const code = c.uleb('abbreviation code');
     if (code === 0) return { ab: null, end: c.pos };
     const ab = unit.abbrevs.get(code);

@@ -50,7 +50,10 @@ export interface EntryPoint extends Owner {
   plan: EntryPlan;
   /** Non-empty: listed, but a remote call is refused with the first message. */
   refusals: Refusal[];
+  /** Where the definition was read (XML line, or the C source from DWARF): used in messages. */
   origin: Loc;
+  /** The C source location ("demo.c:15"), kept through XML round trips. */
+  source?: string;
 }
 
 /** Every entry point of one ELF object, with the type definitions they share. */
@@ -59,8 +62,10 @@ export interface EntryPointSet extends Owner {
   entries: EntryPoint[];
   types: AggregateDesc[];
   enums: EnumDesc[];
-  /** Where each struct/union/enum was defined, by name. */
+  /** Where each struct/union/enum was defined, by name (for messages). */
   typeOrigins: Map<string, Loc>;
+  /** The C source location of each struct/union, kept through XML round trips. */
+  typeSources: Map<string, string>;
 }
 
 /** Names of the aggregates and enums reachable from `roots` through `table`. */
@@ -96,6 +101,7 @@ export interface EntrySpec extends Owner {
   returns: TypeDesc;
   variadic: boolean;
   origin: Loc;
+  source?: string;
 }
 
 /**

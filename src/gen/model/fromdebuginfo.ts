@@ -91,6 +91,7 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
       returns: fix(returns),
       variadic: f.variadic,
       origin: locOf(f.origin),
+      ...(f.origin.file && f.origin.line !== undefined ? { source: `${basename(f.origin.file)}:${f.origin.line}` } : {}),
     };
     try {
       entries.push(makeEntryPoint(spec, table, enumTable));
@@ -100,9 +101,13 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
     }
   }
   const typeOrigins = new Map<string, Loc>();
-  for (const [n, o] of conv.aggOrigin) typeOrigins.set(n, { file: o });
+  const typeSources = new Map<string, string>();
+  for (const [n, o] of conv.aggOrigin) {
+    typeOrigins.set(n, { file: o });
+    typeSources.set(n, o);
+  }
   return {
-    set: { elfFile, ...ownerOf(opts), entries, types: [...table.values()].sort(byName), enums: [...enumTable.values()].sort(byName), typeOrigins },
+    set: { elfFile, ...ownerOf(opts), entries, types: [...table.values()].sort(byName), enums: [...enumTable.values()].sort(byName), typeOrigins, typeSources },
     diagnostics: [...info.diagnostics.filter((d) => d.severity === 'error').map((d) => ({ where: d.where, message: d.message })), ...diagnostics],
   };
 }
@@ -205,7 +210,7 @@ class Converter {
         }
         this.byKey.set(key, name);
         this.aggs.set(name, agg);
-        this.aggOrigin.set(name, t.origin.file ? `${t.origin.file}${t.origin.line !== undefined ? `:${t.origin.line}` : ''}` : t.origin.die);
+        this.aggOrigin.set(name, t.origin.file ? `${basename(t.origin.file)}${t.origin.line !== undefined ? `:${t.origin.line}` : ''}` : t.origin.die);
         return ref;
       }
     }

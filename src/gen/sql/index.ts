@@ -122,6 +122,7 @@ export function readEntryPointsDb(dbFile: string, elfFile?: string): EntryPointS
       for (const t of one.types) if (!set.types.some((x) => x.name === t.name)) set.types.push(t);
       for (const t of one.enums) if (!set.enums.some((x) => x.name === t.name)) set.enums.push(t);
       for (const [k, v] of one.typeOrigins) if (!set.typeOrigins.has(k)) set.typeOrigins.set(k, v);
+      for (const [k, v] of one.typeSources) if (!set.typeSources.has(k)) set.typeSources.set(k, v);
     }
     return set!;
   } finally {

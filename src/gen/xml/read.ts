@@ -113,8 +113,13 @@ class Reader {
       entries.push(ep);
     }
     const typeOrigins = new Map<string, Loc>();
-    for (const [n, { el }] of [...this.aggs, ...this.enums]) typeOrigins.set(n, { file: this.file, line: el.line + this.lineOffset });
-    return { elfFile, ...owner, entries, types: [...table.values()], enums: [...enumTable.values()], typeOrigins };
+    const typeSources = new Map<string, string>();
+    for (const [n, { el }] of [...this.aggs, ...this.enums]) {
+      typeOrigins.set(n, { file: this.file, line: el.line + this.lineOffset });
+      const src = this.attr(el, 'source');
+      if (src !== undefined) typeSources.set(n, src);
+    }
+    return { elfFile, ...owner, entries, types: [...table.values()], enums: [...enumTable.values()], typeOrigins, typeSources };
   }
 
   owner(el: XmlElement): Owner {
@@ -264,6 +269,7 @@ class Reader {
       returns,
       variadic: this.attr(el, 'variadic') === 'yes',
       origin: { file: this.file, line: el.line + this.lineOffset },
+      ...(this.attr(el, 'source') !== undefined ? { source: this.attr(el, 'source')! } : {}),
     };
     let ep: EntryPoint;
     try {

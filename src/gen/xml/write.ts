@@ -5,7 +5,7 @@
 import type { AggregateDesc, EnumDesc } from '../../runtime/frames/types.js';
 import type { FrameDef } from '../../runtime/frames/plan.js';
 import { formatType } from '../model/typestr.js';
-import { locString, type EntryPoint, type EntryPointSet, type Owner } from '../model/entrypoint.js';
+import type { EntryPoint, EntryPointSet, Owner } from '../model/entrypoint.js';
 import { validateXmlText } from './dtd.js';
 
 /** Escapes text for an XML attribute value in double quotes. */
@@ -62,7 +62,7 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
     ['address', ep.address !== undefined ? `0x${ep.address.toString(16)}` : undefined],
     ['variadic', ep.variadic ? 'yes' : undefined],
     ...ownerAttrs(ep, root),
-    ['source', ep.origin.line !== undefined ? locString(ep.origin) : undefined],
+    ['source', ep.source],
   ])}>`);
   const i2 = ind + '  ';
   if (ep.returns.kind !== 'void') lines.push(`${i2}<returns type="${xmlAttr(formatType(ep.returns))}"/>`);
@@ -116,8 +116,7 @@ export function writeEntryPointsXml(set: EntryPointSet, opts: WriteXmlOptions = 
   for (const e of set.enums.filter((x) => usedEnums.has(x.name))) lines.push(...enumXml(e, '  '));
   for (const t of set.types.filter((x) => used.has(x.name))) {
     const l = layouts.get(t.name)!;
-    const o = set.typeOrigins.get(t.name);
-    lines.push(...aggregateXml(t, l.size, l.align, o ? locString(o) : undefined, '  '));
+    lines.push(...aggregateXml(t, l.size, l.align, set.typeSources.get(t.name), '  '));
   }
   for (const ep of entries) lines.push(...entryPointXml(ep, set));
   lines.push('</rex-entry-points>', '');
