@@ -43,6 +43,8 @@ export const ErrorCodes = {
   ENTRY_REFUSED: 'REX_ERR_ENTRY_REFUSED',
   CALL_NO_TRANSPORT: 'REX_ERR_CALL_NO_TRANSPORT',
   USAGE: 'REX_ERR_USAGE',
+  // native code (librex, the Node-API addon)
+  NATIVE_ADDON: 'REX_ERR_NATIVE_ADDON',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
