@@ -30,10 +30,17 @@ export async function resolveSocket(opts: ClientOptions = {}): Promise<string> {
 
 /** A connection to the local rexd with typed helpers for its requests. */
 export class RexClient {
+  // Nonces need only be unique per connection: a random prefix once, then a counter
+  // (a getRandomValues call per ping cost more than the rest of the client's work).
+  private readonly nonce = Buffer.alloc(16);
+  private pings = 0n;
+
   private constructor(
     readonly conn: Connection,
     readonly socket: string,
-  ) {}
+  ) {
+    crypto.getRandomValues(this.nonce.subarray(0, 8));
+  }
 
   /** Connects and handshakes; DAEMON_NOT_RUNNING when nobody serves the socket. */
   static async connect(opts: ClientOptions = {}): Promise<RexClient> {
@@ -78,8 +85,8 @@ export class RexClient {
 
   /** Round trip to the local daemon, or through it to `target`; resolves with the time taken. */
   async ping(target?: string, data?: Uint8Array): Promise<{ rttMs: number; host: string; hops: number }> {
-    const nonce = new Uint8Array(8);
-    crypto.getRandomValues(nonce);
+    this.nonce.writeBigUInt64BE(++this.pings, 8);
+    const nonce = Uint8Array.prototype.slice.call(this.nonce);
     const t0 = process.hrtime.bigint();
     const m = await this.conn.request({ type: 'PING', nonce, ...(target ? { target } : {}), ...(data ? { data } : {}) });
     const rttMs = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -214,7 +214,7 @@ export function planEntry(desc: EntryDesc): EntryPlan {
       if (t.kind === 'array') {
         refusals.push({ where: `param ${p.name}`, message: `parameter '${p.name}' is an array, which C passes as a pointer`, hint: `declare it as a pointer: <param name="${p.name}" type="${typeName(t.elem)}*" direction="in" size-is="${t.count}"/>` });
       } else {
-        const prob = valueProblem(engine, t, `parameter '${p.name}'`);
+        const prob = valueProblem(engine, t, `parameter ${p.name}`);
         if (prob) refusals.push({ where: `param ${p.name}`, ...prob });
       }
       input.slot(p.name, 'value', t, engine);
