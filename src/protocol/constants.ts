@@ -58,10 +58,12 @@ export function msgTypeName(type: number): string {
 export const Kind = { uint: 1, int: 2, f64: 3, string: 4, bytes: 5, list: 6, bool: 7 } as const;
 export type KindName = keyof typeof Kind;
 
-/** Reverse lookup of {@link Kind}. */
+const KIND_NAMES: (KindName | undefined)[] = [];
+for (const [k, v] of Object.entries(Kind)) KIND_NAMES[v] = k as KindName;
+
+/** Reverse lookup of {@link Kind} (on the decoder's hot path: an array index, not a search). */
 export function kindName(kind: number): KindName | undefined {
-  for (const [k, v] of Object.entries(Kind)) if (v === kind) return k as KindName;
-  return undefined;
+  return KIND_NAMES[kind];
 }
 
 /** Error codes carried by ERROR frames (the same numbers are REX_EPROTO_* in rex.h). */

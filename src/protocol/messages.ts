@@ -170,9 +170,21 @@ function bad(where: string, msg: string): ProtocolError {
   return new ProtocolError('MALFORMED', `${where}: ${msg}`);
 }
 
+const TAG_INDEX = new WeakMap<Record<string, FieldSpec>, Map<number, [string, FieldSpec]>>();
+
+/** tag -> field of a message spec, built once per spec (decoding is on every request's path). */
+function tagIndex(specs: Record<string, FieldSpec>): Map<number, [string, FieldSpec]> {
+  let byTag = TAG_INDEX.get(specs);
+  if (!byTag) {
+    byTag = new Map();
+    for (const [name, spec] of Object.entries(specs)) byTag.set(spec.tag, [name, spec]);
+    TAG_INDEX.set(specs, byTag);
+  }
+  return byTag;
+}
+
 function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: string): Record<string, unknown> {
-  const byTag = new Map<number, [string, FieldSpec]>();
-  for (const [name, spec] of Object.entries(specs)) byTag.set(spec.tag, [name, spec]);
+  const byTag = tagIndex(specs);
   const body: Record<string, unknown> = {};
   for (const a of attrs) {
     const entry = byTag.get(a.tag & ~TAG_CRITICAL);
