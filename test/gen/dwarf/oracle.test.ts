@@ -33,10 +33,10 @@ function sig(info: DebugInfo, name: string): string {
   return `${renderOurs(info, f.returnType)} ${name}(${f.params.map((p) => `${p.name}: ${renderOurs(info, p.type)}`).join(', ')}${f.variadic ? ', ...' : ''})`;
 }
 
-function named<K extends CType['kind']>(info: DebugInfo, kind: K, name: string): Extract<CType, { kind: K }> {
+function named<K extends CType['kind']>(info: DebugInfo, kind: K, name: string): CType & { kind: K } {
   const t = info.types.find((x) => x.kind === kind && 'name' in x && x.name === name);
   if (!t) throw new Error(`${kind} ${name} not found`);
-  return t as Extract<CType, { kind: K }>;
+  return t as CType & { kind: K };
 }
 
 describe.each(VARIANTS)('fixture.c at -gdwarf-$dwarf -$opt', ({ dwarf, opt }) => {
@@ -102,7 +102,7 @@ describe.each(VARIANTS)('fixture.c at -gdwarf-$dwarf -$opt', ({ dwarf, opt }) =>
     expect(sig(info, 'fx_typedefs')).toBe(
       'my_int2=my_int=int32_t=__int32_t=int fx_typedefs(a: my_int=int32_t=__int32_t=int, b: my_int2=my_int=int32_t=__int32_t=int, c: int32_t=__int32_t=int, d: uint64_t=__uint64_t=long unsigned int)',
     );
-    const rec = info.types.find((t) => t.kind === 'struct' && t.size === 112 && t.name === undefined) as Extract<CType, { kind: 'struct' }>;
+    const rec = info.types.find((t) => t.kind === 'struct' && t.size === 112 && t.name === undefined) as CType & { kind: 'struct' };
     expect(rec.members.map((m) => `${m.name}@${m.offset} ${renderOurs(info, m.type)}`)).toEqual([
       'name@0 ptr(const(char))',
       'matrix@8 int[3][4]',
