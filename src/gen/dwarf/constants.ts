@@ -65,6 +65,7 @@ export const DW_AT = {
   ranges: 0x55,
   entry_pc: 0x52,
   ordering: 0x09,
+  signature: 0x69,
   data_bit_offset: 0x6b,
   linkage_name: 0x6e,
   str_offsets_base: 0x72,

@@ -265,8 +265,8 @@ class Converter {
   }
 
   /** The TypeId of a DIE's DW_AT_type (void when absent). */
-  private typeOf(d: Die): TypeId {
-    const v = d.attrs.get(DW_AT.type);
+  private typeOf(d: Die, at: number = DW_AT.type): TypeId {
+    const v = d.attrs.get(at);
     if (!v) return VOID;
     switch (v.k) {
       case 'ref': {
@@ -303,6 +303,17 @@ class Converter {
   }
 
   private convertType(d: Die): TypeId {
+    // With -fdebug-types-section a unit holds only a declaration stub whose
+    // DW_AT_signature names the type unit with the definition.
+    if (d.attrs.has(DW_AT.signature)) {
+      if (this.stack.length >= MAX_TYPE_DEPTH) dwarfFail(this.s.file, '.debug_info', d.offset, `types nest deeper than ${MAX_TYPE_DEPTH} levels (DW_AT_signature chain)`);
+      this.stack.push({ offset: d.offset, tag: d.tag });
+      try {
+        return this.typeOf(d, DW_AT.signature);
+      } finally {
+        this.stack.pop();
+      }
+    }
     const hit = this.byKey.get(d.offset);
     if (hit !== undefined) {
       if (this.active.has(d.offset)) this.checkCycle(d);

@@ -183,3 +183,22 @@ describe.each(VARIANTS)('fixture.c at -gdwarf-$dwarf -$opt', ({ dwarf, opt }) =>
     });
   }
 });
+
+describe('type units (-fdebug-types-section)', () => {
+  it('DWARF 5: type units in .debug_info are followed through DW_AT_signature, giving the same signatures', () => {
+    const plain = readDebugInfo(buildFixture(dir, 'fixture.c', 'libfx-tu5-plain.so', ['-gdwarf-5', '-O0']));
+    const tu = readDebugInfo(buildFixture(dir, 'fixture.c', 'libfx-tu5.so', ['-gdwarf-5', '-O0', '-fdebug-types-section']));
+    expect(tu.diagnostics).toEqual([]);
+    expect(ourFunctions(tu)).toEqual(ourFunctions(plain));
+    expect(ourAggregates(tu)).toEqual(ourAggregates(plain));
+  });
+
+  it('DWARF 4: .debug_types is not read; its types are reported as unsupported, with warnings', () => {
+    const info = readDebugInfo(buildFixture(dir, 'fixture.c', 'libfx-tu4.so', ['-gdwarf-4', '-O0', '-fdebug-types-section']));
+    expect(info.diagnostics[0]!.message).toMatch(/DWARF 4 type units \(\.debug_types, -fdebug-types-section\) are not read/);
+    expect(sig(info, 'fx_bits')).toBe('unsigned int fx_bits(b: unsupported(DW_FORM_ref_sig8), pb: ptr(unsupported(DW_FORM_ref_sig8)))');
+    const t = info.types.find((x) => x.kind === 'unsupported')!;
+    expect(t).toMatchObject({ what: 'DW_FORM_ref_sig8', reason: expect.stringMatching(/rebuild without -fdebug-types-section/) });
+    expect(info.diagnostics.some((d) => /^\.debug_info\+0x[0-9a-f]+$/.test(d.where) && /DW_FORM_ref_sig8: type unit with signature 0x[0-9a-f]+ is not in \.debug_info/.test(d.message))).toBe(true);
+  });
+});
