@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError, decodeOne, encodeFrame } from '../../src/protocol/frame.js';
+import { ProtocolError, decodeOne, encodeFrame, type Attr } from '../../src/protocol/frame.js';
 import { frameToJson } from '../../src/protocol/json.js';
 import { loadAddon, type NativeDecodeResult } from '../../src/util/native.js';
 
@@ -155,7 +155,7 @@ describe('C and TypeScript decoders agree on arbitrary input', () => {
   });
 
   it('frames built by the TypeScript encoder', () => {
-    const attr: fc.Memo<import('../../src/protocol/frame.js').Attr> = fc.memo((n) =>
+    const attr: fc.Memo<Attr> = fc.memo((n) =>
       fc.oneof(
         { depthSize: 'small', withCrossShrink: true },
         fc.record({ tag: fc.integer({ min: 0, max: 0xffff }), kind: fc.constant('uint' as const), value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) }),
@@ -165,7 +165,7 @@ describe('C and TypeScript decoders agree on arbitrary input', () => {
         fc.record({ tag: fc.nat(0xffff), kind: fc.constant('string' as const), value: fc.string({ unit: 'grapheme' }).map((s) => s.replace(/\0/g, '').replace(/^\uFEFF+/, '')) }),
         fc.record({ tag: fc.nat(0xffff), kind: fc.constant('bytes' as const), value: fc.uint8Array({ maxLength: 16 }) }),
         fc.record({ tag: fc.nat(0xffff), kind: fc.constant('bool' as const), value: fc.boolean() }),
-        fc.record({ tag: fc.nat(0xffff), kind: fc.constant('list' as const), value: n > 1 ? fc.array(attr(n - 1), { maxLength: 4 }) : fc.constant([]) }),
+        fc.record({ tag: fc.nat(0xffff), kind: fc.constant('list' as const), value: n > 1 ? fc.array(attr(n - 1), { maxLength: 4 }) : fc.constant<Attr[]>([]) }),
       ),
     );
     fc.assert(
