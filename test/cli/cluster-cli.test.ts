@@ -1,0 +1,114 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { distBin } from '../../src/util/paths.js';
+
+const run = promisify(execFile);
+const tmp = mkdtempSync(join(tmpdir(), 'rex-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pids: number[]): Promise<void> {
+  for (let i = 0; i < 100 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+}
+
+describe('rex cluster', () => {
+  it('up, status, rtop, down: a user-managed local cluster', async () => {
+    const dir = join(tmp, 'c1');
+    const up = await run(process.execPath, [distBin('rex'), 'cluster', 'up', '--hosts', '2', '--dir', dir]);
+    expect(up.stdout).toMatch(/alpha\s+127\.0\.0\.1:\d+\s+pid \d+/);
+    expect(up.stdout).toMatch(/beta\s+127\.0\.0\.1:\d+\s+pid \d+/);
+    const state = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as { hosts: { name: string; pid: number; socket: string; rcFile: string }[] };
+    expect(state.hosts.map((h) => h.name)).toEqual(['alpha', 'beta']);
+    // Each host's rex.rc includes the generated cluster.rc.
+    expect(readFileSync(state.hosts[0]!.rcFile, 'utf8')).toContain('#include "../../cluster.rc"');
+    expect(readFileSync(join(dir, 'cluster.rc'), 'utf8')).toMatch(/^servers : alpha@127\.0\.0\.1:\d+, beta@127\.0\.0\.1:\d+$/m);
+    try {
+      // Wait until alpha has heard from beta, then check status and rtop.
+      let status = '';
+      for (let i = 0; i < 50; i++) {
+        status = (await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', dir])).stdout;
+        if (/^beta\s.*\sup\s/m.test(status)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status).toMatch(/^Cluster in .*, as alpha sees it:/);
+      expect(status).toMatch(/^beta\s+127\.0\.0\.1:\d+\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\s+\d+\s+up\s/m);
+      const rtop = await run(process.execPath, [distBin('rtop'), '-n', '2', '-d', '0.2', '--socket', state.hosts[1]!.socket]);
+      expect(rtop.stdout.match(/^rtop - .* - via beta - 2 hosts, 2 up - least loaded: (alpha|beta)$/gm)).toHaveLength(2);
+      const json = JSON.parse((await run(process.execPath, [distBin('rtop'), '--once', '--json', '--socket', state.hosts[0]!.socket])).stdout);
+      expect(json.via).toBe('alpha');
+      // Least loaded first.
+      const loads = (json.hosts as { load: number }[]).map((h) => h.load);
+      expect(loads).toEqual([...loads].sort((a, b) => a - b));
+      // A second `up` in the same directory is refused while the first runs.
+      await expect(run(process.execPath, [distBin('rex'), 'cluster', 'up', '--dir', dir])).rejects.toMatchObject({ stderr: expect.stringContaining(`a cluster is already running in ${dir}`) });
+    } finally {
+      const down = await run(process.execPath, [distBin('rex'), 'cluster', 'down', '--dir', dir]);
+      expect(down.stdout).toContain(`stopped 2 hosts in ${dir}`);
+    }
+    await waitGone(state.hosts.map((h) => h.pid));
+    expect(state.hosts.filter((h) => alive(h.pid))).toEqual([]);
+    expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
+    for (const h of state.hosts) expect(existsSync(h.socket)).toBe(false);
+  });
+
+  it('status and down say clearly when there is no cluster', async () => {
+    const err = await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', join(tmp, 'none')]).catch((e: { stderr: string; code: number }) => e);
+    expect(err).toMatchObject({ code: 1 });
+    expect((err as { stderr: string }).stderr).toMatch(/no local cluster in .*none \(no cluster.json\)\n\s+hint: start one with `rex cluster up`/);
+  });
+
+  it('rejects a bad --hosts with a usage error', async () => {
+    const err = (await run(process.execPath, [distBin('rex'), 'cluster', 'up', '--hosts', '0', '--dir', join(tmp, 'bad')]).catch((e) => e)) as { stderr: string; code: number };
+    expect(err.code).toBe(2);
+    expect(err.stderr).toContain('--hosts 0: expected a number from 1 to 12');
+  });
+
+  it('rex hosts without a daemon says how to start one', async () => {
+    const err = (await run(process.execPath, [distBin('rex'), 'hosts'], { env: { ...process.env, REX_SOCKET: join(tmp, 'nosuch.sock') } }).catch((e) => e)) as { stderr: string; code: number };
+    expect(err.code).toBe(1);
+    expect(err.stderr).toContain(`rex: error: no rexd is running for this user (no socket at ${join(tmp, 'nosuch.sock')})`);
+    expect(err.stderr).toContain('hint: start one with `rexd`');
+  });
+});
+
+describe('npm start (rex cluster demo)', () => {
+  it('brings up three hosts, shows their load, runs the demo and shuts down', async () => {
+    const dir = join(tmp, 'demo');
+    const { stdout } = await run(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--watch', '1'], { timeout: 60_000 });
+    expect(stdout).toContain('Starting a local REX cluster of 3 hosts');
+    expect(stdout).toMatch(/^HOST\s+ADDRESS\s+RLOAD\s+LOADAVG1\s+CORES\s+JOBS\s+STATE\s+AGE$/m);
+    for (const h of ['alpha \\*', 'beta', 'gamma']) expect(stdout).toMatch(new RegExp(`^${h}\\s+127\\.0\\.0\\.1:\\d+\\s+\\d+\\.\\d\\d\\s+\\d+\\.\\d\\d\\s+\\d+\\s+\\d+\\s+up\\s`, 'm'));
+    expect(stdout).toMatch(/^beta\s+1\s+\d+\.\d+\s+\d+\.\d+$/m); // routed ping: one hop
+    expect(stdout).toMatch(/^\s+t\+1s\s+alpha \d+\.\d\d/m);
+    expect(stdout).toContain('All hosts stopped.');
+    expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
+  });
+
+  it('stops every host cleanly on Ctrl-C', async () => {
+    const dir = join(tmp, 'demo-int');
+    const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--watch', '30'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    for (let i = 0; i < 300 && !out.includes('Live load figures'); i++) await new Promise((r) => setTimeout(r, 100));
+    const state = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as { hosts: { pid: number }[] };
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    expect(code).toBe(130);
+    expect(out).toContain('Interrupted: stopping the cluster');
+    expect(out).toContain('All hosts stopped.');
+    await waitGone(state.hosts.map((h) => h.pid));
+    expect(state.hosts.filter((h) => alive(h.pid))).toEqual([]);
+  });
+});
