@@ -1,0 +1,7 @@
+/**
+ * The REX runtime for TypeScript programs: `import { RexClient } from 'rex'`.
+ * Generated stubs import the versioned entry point `rex/runtime/codegen-v1` instead.
+ */
+export { RexClient, resolveSocket, type ClientOptions } from './client.js';
+export type { HostEntry, Message, MessageOf } from '../protocol/messages.js';
+export { RexError, ErrorCodes, isRexError, type ErrorCode } from '../util/errors.js';
