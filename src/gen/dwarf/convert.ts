@@ -87,6 +87,8 @@ class Converter {
       const assembly = this.constAttr(root, DW_AT.language) === DW_LANG_Mips_Assembler;
       this.r.forEachChild(root, (off, ab) => {
         if (ab.tag !== DW_TAG.subprogram) return;
+        // Most top-level subprograms are declarations of called functions: skip them by abbreviation, undecoded.
+        if (!ab.attrs.some((a) => a === DW_AT.low_pc || a === DW_AT.ranges || a === DW_AT.entry_pc)) return;
         const c = this.candidate(this.r.read(u, off)!);
         if (!c) return;
         if (assembly) {

@@ -113,8 +113,10 @@ export function writeEntryPointsXml(set: EntryPointSet, opts: WriteXmlOptions = 
       }
     }
   }
-  for (const e of set.enums.filter((x) => usedEnums.has(x.name))) lines.push(...enumXml(e, '  '));
-  for (const t of set.types.filter((x) => used.has(x.name))) {
+  // Definitions in name order, so the same definitions read from XML, SQL or DWARF write the same text.
+  const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  for (const e of set.enums.filter((x) => usedEnums.has(x.name)).sort(byName)) lines.push(...enumXml(e, '  '));
+  for (const t of set.types.filter((x) => used.has(x.name)).sort(byName)) {
     const l = layouts.get(t.name)!;
     lines.push(...aggregateXml(t, l.size, l.align, set.typeSources.get(t.name), '  '));
   }
