@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// (Golden files carry a .golden suffix so that tsc and editors do not treat them as sources.)
 // Regenerates repdb's golden files in test/fixtures/repdb/golden/ from
 // test/fixtures/repdb/demo.xml with the built generator (run `npm run build` first).
 // test/gen/repdb/golden.test.ts fails on any difference, so review the diff before committing.
@@ -17,6 +18,6 @@ const outputs = {
   'libdemo.xml': gen.writeEntryPointsXml(set, { from: 'demo.xml' }),
 };
 for (const [name, text] of Object.entries(outputs)) {
-  writeFileSync(`${fix}golden/${name}`, text);
-  console.log(`wrote test/fixtures/repdb/golden/${name}`);
+  writeFileSync(`${fix}golden/${name}.golden`, text);
+  console.log(`wrote test/fixtures/repdb/golden/${name}.golden`);
 }

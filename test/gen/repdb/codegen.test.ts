@@ -17,7 +17,7 @@ let dir: string;
 beforeAll(() => { dir = tempDir('repdb-codegen-'); });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const golden = (name: string) => readFileSync(join(FIX, 'golden', name), 'utf8');
+const golden = (name: string) => readFileSync(join(FIX, 'golden', `${name}.golden`), 'utf8');
 const set = () => readEntryPointsXml(demoXml(), 'demo.xml');
 
 describe('golden files (regenerate: npm run build && node scripts/update-golden.mjs)', () => {
