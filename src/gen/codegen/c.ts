@@ -119,7 +119,7 @@ export function cHeaderView(set: EntryPointSet, from: string, base: string): CHe
     });
     return {
       name: fn,
-      comment: `${ep.name} (${origin})`,
+      comment: `${ep.name} (${ep.source ?? origin})`,
       frames,
       prototype: `${cDeclare(ep.returns, '', names)} ${fn}(${params.length ? params.join(', ') : 'void'});`,
     };

@@ -147,7 +147,7 @@ export function tsModuleView(set: EntryPointSet, from: string): TsModuleView {
     const returnsValue = outBufs.size === 0;
     const resultType = returnsValue ? (ep.returns.kind === 'void' ? 'void' : tt.value(ep.returns)) : `{ ${resultFields.join('; ')} }`;
     const derivedNote = [...plan.derived].map(([sp, bufs]) => `'${sp}' is taken from the length of ${bufs.join(', ')}`);
-    const comment = [`${signature(ep)}`, `Defined at ${origin}; input frame ${ep.input.fixedSize} bytes${ep.input.buffers.length ? ' + data' : ''}, output frame ${ep.output.fixedSize} bytes${ep.output.buffers.length ? ' + data' : ''}.`, ...derivedNote].map(commentSafe);
+    const comment = [`${signature(ep)}`, `Defined at ${ep.source ?? origin}; input frame ${ep.input.fixedSize} bytes${ep.input.buffers.length ? ' + data' : ''}, output frame ${ep.output.fixedSize} bytes${ep.output.buffers.length ? ' + data' : ''}.`, ...derivedNote].map(commentSafe);
     return {
       name,
       constName: `$ep_${ep.name}`,
