@@ -201,9 +201,10 @@ struct rex_frame {
 };
 
 /** Attributes a payload of len bytes can hold at most: a safe arena size for it. */
-#define REX_ATTRS_FOR_PAYLOAD(len)                                                            \
-  ((size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE < REX_PROTO_MAX_ATTRS ? (size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE \
-                                                                     : (size_t)REX_PROTO_MAX_ATTRS)
+#define REX_ATTRS_FOR_PAYLOAD(len)                                      \
+  ((size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE < REX_PROTO_MAX_ATTRS      \
+       ? (size_t)(len) / REX_PROTO_ATTR_HEADER_SIZE                      \
+       : (size_t)REX_PROTO_MAX_ATTRS)
 
 /** Prepares a frame to use arena[0..cap) for its attributes; sets everything else to zero. */
 REX_EXTERN void rex_frame_init(struct rex_frame *f, struct rex_attr *arena, size_t cap);
