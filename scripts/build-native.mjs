@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Builds everything in native/: librex (shared and static), the C tools and tests
-// (make), and the Node-API addon (node-gyp, the copy bundled with npm).
+// Builds everything in native/: the Node-API addon (node-gyp, the copy bundled
+// with npm), then librex (shared and static), the C tools and tests (make).
 // Runs as the package's `install` script, so `npm install` / `npm ci` on a fresh
 // machine builds the C side with no extra step.
 import { spawnSync } from 'node:child_process';
@@ -37,8 +37,10 @@ function findNodeGyp() {
 }
 
 const jobs = process.env.REX_BUILD_JOBS ?? '2';
-run('make', [`-j${jobs}`, 'all']);
+// node-gyp first: `node-gyp rebuild` starts by deleting native/build/, which
+// would take make's outputs (librex, the restorer, the C tests) with it.
 const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
 const gypArgs = ['rebuild', `--jobs=${jobs}`];
 if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
 run(process.execPath, [findNodeGyp(), ...gypArgs]);
+run('make', [`-j${jobs}`, 'all']);
