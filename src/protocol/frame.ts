@@ -155,7 +155,8 @@ export function encodeFrame(f: Frame): Buffer {
 
 // ---------------------------------------------------------------- decoding
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string, not a mark to strip (the C decoder keeps it too).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 interface DecodeBudget {
   attrs: number;
