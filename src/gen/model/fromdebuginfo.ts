@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import type { CType, DebugInfo, TypeId } from '../debuginfo.js';
 import type { AggregateDesc, EnumDesc, FieldDesc, Prim, TypeDesc } from '../../runtime/frames/types.js';
 import { LayoutEngine, alignUp } from '../../runtime/frames/layout.js';
-import { isRexError } from '../../util/errors.js';
+import { ErrorCodes, RexError, isRexError } from '../../util/errors.js';
 import { makeEntryPoint, type EntryPoint, type EntryPointSet, type Loc, type Owner, type ParamDef } from './entrypoint.js';
 
 /** A problem found while converting, reported as a warning by repdb. */
@@ -39,15 +39,21 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
   const diagnostics: ModelDiagnostic[] = [];
   const elfFile = opts.elfFile ?? basename(info.file);
   const fns = [...info.functions].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const specs = fns.map((f) => {
+  const specs = fns.flatMap((f) => {
     const used = new Set<string>();
-    const params: ParamDef[] = f.params.map((p, i) => {
-      let name = p.name ?? `arg${i}`;
-      while (used.has(name)) name = `${name}_`;
-      used.add(name);
-      return { name, type: conv.type(p.type) };
-    });
-    return { f, params, returns: conv.type(f.returnType) };
+    try {
+      const params: ParamDef[] = f.params.map((p, i) => {
+        let name = p.name ?? `arg${i}`;
+        while (used.has(name)) name = `${name}_`;
+        used.add(name);
+        return { name, type: conv.type(p.type) };
+      });
+      return [{ f, params, returns: conv.type(f.returnType) }];
+    } catch (e) {
+      if (!isRexError(e)) throw e;
+      diagnostics.push({ where: `${f.name} (${f.origin.die})`, message: `${e.message}; entry point skipped` });
+      return [];
+    }
   });
 
   // Aggregates whose stated offsets/size disagree with SysV rules (packed, aligned(N)) become opaque.
@@ -190,14 +196,21 @@ class Converter {
         let name = this.uniqueName(base);
         const ref: TypeDesc = { kind: t.kind, name };
         this.memo.set(id, ref);
-        const fields: FieldDesc[] = t.members.map((m, i) => {
-          const f: FieldDesc = { name: m.name ?? `_${i}`, type: this.type(m.type), offset: m.offset };
-          if (m.bitSize !== undefined) {
-            f.bits = m.bitSize;
-            if (m.bitOffset !== undefined) f.bitOffset = m.bitOffset;
-          }
-          return f;
-        });
+        let fields: FieldDesc[];
+        try {
+          fields = t.members.map((m, i) => {
+            const f: FieldDesc = { name: m.name ?? `_${i}`, type: this.type(m.type), offset: m.offset };
+            if (m.bitSize !== undefined) {
+              f.bits = m.bitSize;
+              if (m.bitOffset !== undefined) f.bitOffset = m.bitOffset;
+            }
+            return f;
+          });
+        } catch (e) {
+          // A member the frame cannot describe makes the whole aggregate unusable; forget the provisional name.
+          this.memo.delete(id);
+          throw e;
+        }
         const agg: AggregateDesc = { kind: t.kind, name, fields, size: t.size };
         if (fields.some((f) => f.bits !== undefined)) agg.align = this.bitfieldAlign(fields, t.size);
         const key = JSON.stringify([t.kind, base, fields, t.size]);
@@ -213,8 +226,16 @@ class Converter {
         this.aggOrigin.set(name, t.origin.file ? `${basename(t.origin.file)}${t.origin.line !== undefined ? `:${t.origin.line}` : ''}` : t.origin.die);
         return ref;
       }
+      case 'unsupported':
+        // The reader could not describe this type (C++ reference, _BitInt, a member
+        // offset given as an expression, ...): refusing is right, guessing is not.
+        throw new RexError(ErrorCodes.DWARF_UNSUPPORTED, `uses ${t.what}${t.name ? ` ${t.name}` : ''}, which a frame cannot describe: ${t.reason}`, {
+          where: t.origin.die,
+          hint: 'write this entry point by hand in the XML, or leave it out',
+        });
     }
-    return { kind: 'void' };
+    const never: never = t;
+    throw new RexError(ErrorCodes.DWARF_UNSUPPORTED, `unknown type kind ${(never as CType).kind}`);
   }
 
   private uniqueName(base: string): string {

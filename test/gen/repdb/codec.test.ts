@@ -104,6 +104,29 @@ describe('refusals', () => {
     expect(set.entries[1]!.returns).toEqual({ kind: 'prim', prim: 'uint64' });
     expect(set.elfFile).toBe('libh.so');
   });
+
+  it('fromDebugInfo skips, with the reader\'s reason, a function whose types the reader could not describe', () => {
+    const info: DebugInfo = {
+      file: '/x/libu.so', debugFile: '/x/libu.so', dwarfVersions: [5], diagnostics: [],
+      types: [
+        { kind: 'void' },
+        { kind: 'base', name: 'int', size: 4, encoding: 'signed', origin: { die: 'd1' } },
+        { kind: 'unsupported', what: 'C++ reference', reason: 'DW_TAG_reference_type has no C equivalent', origin: { die: '.debug_info+0x40' } },
+        { kind: 'struct', name: 'holder', size: 8, declaration: false, members: [{ name: 'r', type: 2, offset: 0 }], origin: { die: '.debug_info+0x50' } },
+        { kind: 'pointer', size: 8, target: 3, origin: { die: 'd4' } },
+      ],
+      functions: [
+        { name: 'byref', external: true, returnType: 1, params: [{ name: 'r', type: 2 }], variadic: false, address: 0x1000n, origin: { die: '.debug_info+0x60' } },
+        { name: 'inhold', external: true, returnType: 1, params: [{ name: 'h', type: 3 }], variadic: false, address: 0x1010n, origin: { die: '.debug_info+0x70' } },
+        { name: 'ok', external: true, returnType: 1, params: [{ name: 'x', type: 1 }], variadic: false, address: 0x1020n, origin: { die: '.debug_info+0x80' } },
+      ],
+    };
+    const { set, diagnostics } = fromDebugInfo(info, {});
+    // Never read as void: the functions are left out, and the reason says why.
+    expect(set.entries.map((e) => e.name)).toEqual(['ok']);
+    expect(diagnostics.map((d) => d.where)).toEqual(['byref (.debug_info+0x60)', 'inhold (.debug_info+0x70)']);
+    for (const d of diagnostics) expect(d.message).toMatch(/uses C\+\+ reference, which a frame cannot describe: DW_TAG_reference_type has no C equivalent; entry point skipped/);
+  });
 });
 
 describe('codegen-v1 runtime entry point', () => {
