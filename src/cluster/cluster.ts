@@ -4,10 +4,13 @@
  * cluster.rc. `npm start`, `rex cluster` and the tests use it. As root it can put
  * each host in a network namespace of its own so that a host can be cut off.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { addGrant, invite } from '../keys/admin.js';
+import { localName } from '../keys/identity.js';
+import { KeyStore } from '../keys/store.js';
 import { RexClient } from '../runtime/client.js';
 import type { HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
@@ -27,6 +30,13 @@ export interface ClusterOptions {
   logLevel?: string;
   loadInterval?: string;
   peerTimeout?: string;
+  /**
+   * How much of the trust set-up to do (default 'grant'): 'none' leaves every host
+   * without a key (the user runs rex_key), 'keys' creates each host's key only,
+   * 'enroll' also enrolls every pair of hosts with each other through invite
+   * tokens, 'grant' also lets every host use every other one.
+   */
+  trust?: 'none' | 'keys' | 'enroll' | 'grant';
 }
 
 /** One host of a local cluster. */
@@ -40,6 +50,9 @@ export interface ClusterHost {
   logFile: string;
   pid?: number;
   netns?: NetnsHost;
+  /** HOST.USER identity of this host's rexd, and its key ID once created. */
+  identity: string;
+  id?: string;
 }
 
 interface ClusterState {
@@ -114,11 +127,21 @@ export class LocalCluster {
           socket: join(stateDir, 'run', 'rexd.sock'),
           logFile: join(stateDir, 'log', 'rexd.log'),
           ...(nsHost ? { netns: nsHost } : {}),
+          identity: localName(name),
         });
       }
       const cluster = new LocalCluster(dir, hosts, network);
       cluster.writeConfig(opts);
-      await Promise.all(hosts.map((h) => cluster.startHost(h)));
+      const trust = opts.trust ?? 'grant';
+      if (trust !== 'none') {
+        for (const h of hosts) h.id = (await new KeyStore(h.stateDir).create(h.identity)).id;
+      }
+      if (trust === 'grant') {
+        // Granted by name before the keys are known: a grant names who may come, enrollment says which key that is.
+        for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
+      }
+      if (trust !== 'none') await Promise.all(hosts.map((h) => cluster.startHost(h)));
+      if (trust === 'enroll' || trust === 'grant') await cluster.enrollAll();
       cluster.save();
       return cluster;
     } catch (e) {
@@ -140,6 +163,35 @@ export class LocalCluster {
     }
     const net = state.netnsId !== undefined ? attachNetwork(state.netnsId, state.hosts.flatMap((h) => (h.netns ? [h.netns] : []))) : undefined;
     return new LocalCluster(resolve(dir), state.hosts, net);
+  }
+
+  /**
+   * Enrolls every pair of hosts with each other the way users do: the first
+   * issues an invite token (rex_key --invite), the second presents it
+   * (rex_key --distribute --token), which also teaches the second the first's key.
+   */
+  async enrollAll(): Promise<void> {
+    for (const [i, server] of this.hosts.entries()) {
+      for (const client of this.hosts.slice(i + 1)) {
+        const serverStore = new KeyStore(server.stateDir);
+        const { token } = invite(serverStore, serverStore.load(server.identity), 60_000);
+        // The real command, run on the client host (inside its namespace when there is one).
+        await this.rexKey(client.name, ['--distribute', '--token', token]);
+      }
+    }
+  }
+
+  /** Runs `rex_key ARGS` as host `name` (with its rex.rc, in its namespace); rejects with its output on failure. */
+  rexKey(name: string, args: string[]): Promise<string> {
+    const h = this.host(name);
+    const argv = [process.execPath, distBin('rex_key'), '--config', h.rcFile, ...args];
+    const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
+    return new Promise((resolveRun, reject) => {
+      execFile(cmd[0]!, cmd.slice(1), { env: { ...process.env, REX_CONFIG: h.rcFile }, timeout: 30_000 }, (err, stdout, stderr) => {
+        if (err) reject(new RexError(ErrorCodes.ENROLL_FAILED, `host ${name}: rex_key ${args.join(' ')} failed: ${stderr || stdout || err.message}`));
+        else resolveRun(stdout);
+      });
+    });
   }
 
   private writeConfig(opts: ClusterOptions): void {

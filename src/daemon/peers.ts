@@ -1,11 +1,15 @@
 /**
- * The daemon's view of the other hosts: one outgoing connection per peer, kept
- * open and re-established with backoff, over which the peer's load figure is
- * fetched every load-interval. Placement reads this table, so choosing a host
- * costs no round trip.
+ * The daemon's view of the other hosts: one outgoing TLS connection per peer,
+ * kept open and re-established with backoff, over which the peer's load figure
+ * is fetched every load-interval. Placement reads this table, so choosing a host
+ * costs no round trip. The peer's key is pinned against the trust store before
+ * any REX byte is sent: only a key this user enrolled with for that host name
+ * is accepted.
  */
-import { connect, type Socket } from 'node:net';
 import type { ServerEntry } from '../config/index.js';
+import type { CertInfo } from '../keys/certs.js';
+import type { KeyStore, OwnIdentity } from '../keys/store.js';
+import { connectPinned } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
 import type { MessageOf } from '../protocol/messages.js';
 import type { Logger } from './log.js';
@@ -36,7 +40,7 @@ export class PeerLink {
 
   constructor(
     readonly entry: ServerEntry,
-    private readonly opts: { selfName: string; software: string; loadInterval: number; peerTimeout: number; log: Logger },
+    private readonly opts: { selfName: string; software: string; loadInterval: number; peerTimeout: number; log: Logger; own: OwnIdentity; store: KeyStore },
   ) {
     this.state = { name: entry.name, address: entry.address, port: entry.port, reachable: false };
   }
@@ -52,6 +56,14 @@ export class PeerLink {
 
   start(): void {
     this.schedule(0);
+  }
+
+  /** Tries again now if the peer is down (called when the trust store changes). */
+  kick(): void {
+    if (!this.state.reachable && !this.polling) {
+      this.failures = 0;
+      this.schedule(0);
+    }
   }
 
   stop(): void {
@@ -104,41 +116,49 @@ export class PeerLink {
     }
   }
 
-  private connect(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const sock: Socket = connect({ host: this.entry.address, port: this.entry.port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error(`connect to ${this.entry.address}:${this.entry.port} timed out after ${this.opts.peerTimeout} ms`));
-      }, this.opts.peerTimeout);
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        const conn = new Connection(sock, {
-          initiator: true,
-          local: { role: 'peer', host: this.opts.selfName, software: this.opts.software },
-          label: this.label,
-          timeoutMs: this.opts.peerTimeout,
-        });
-        conn.on('close', () => {
-          if (this.conn === conn) this.conn = undefined;
-        });
-        conn.handshake().then(
-          (hello) => {
-            if (hello.host !== this.entry.name) {
-              conn.close('wrong host');
-              reject(new Error(`answered as host "${hello.host ?? '(none)'}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`));
-              return;
-            }
-            this.conn = conn;
-            resolve();
-          },
-          (e: Error) => reject(e),
-        );
-      });
+  /** Refuses a server key unless this user enrolled it under this host's name. */
+  private pin(cert: CertInfo | undefined): string | undefined {
+    if (!cert) return 'presented no certificate';
+    const host = this.entry.name;
+    const known = this.opts.store.known().filter((k) => k.name.split('.')[0] === host);
+    if (known.length === 0) {
+      return `no key is known for host ${host} (it presented ${cert.name}, key ${cert.id}); enroll first: on ${host} run \`rex_key --invite\`, here \`rex_key --distribute --token TOKEN\``;
+    }
+    const k = known.find((x) => x.id === cert.id);
+    if (!k) return `host ${host} presented key ${cert.id} (${cert.name}), but the key enrolled for it is ${known.map((x) => `${x.id} (${x.name})`).join(', ')}`;
+    if (k.name !== cert.name) return `key ${cert.id} is enrolled as ${k.name}, but claims to be ${cert.name}`;
+    return undefined;
+  }
+
+  private async connect(): Promise<void> {
+    const { sock } = await connectPinned({
+      host: this.entry.address,
+      port: this.entry.port,
+      own: this.opts.own,
+      pin: (c) => this.pin(c),
+      timeoutMs: this.opts.peerTimeout,
+      label: this.label,
     });
+    const conn = new Connection(sock, {
+      initiator: true,
+      local: { role: 'peer', host: this.opts.selfName, software: this.opts.software },
+      label: this.label,
+      timeoutMs: this.opts.peerTimeout,
+    });
+    conn.on('close', (err?: Error) => {
+      if (this.conn !== conn) return;
+      this.conn = undefined;
+      // A peer that revokes our grant closes the session with DENIED: say so at once, not at the next poll.
+      if (err && /DENIED/.test(err.message)) {
+        this.state.reachable = false;
+        this.state.error = err.message;
+      }
+    });
+    const hello = await conn.handshake();
+    if (hello.host !== this.entry.name) {
+      conn.close('wrong host');
+      throw new Error(`answered as host "${hello.host ?? '(none)'}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`);
+    }
+    this.conn = conn;
   }
 }

@@ -1,31 +1,41 @@
 /**
- * rexd: the REX daemon of one host. It serves local clients on a Unix socket in
- * a private directory and peers on TCP, measures this host's load, and keeps a
- * fresh view of its peers' loads (PeerLink). Later issues add authentication,
- * remote execution, rfork and rcall on top of the same connections.
+ * rexd: the REX daemon of one host and user. It serves local clients on a Unix
+ * socket in a private directory (checking the caller's uid), and peers and
+ * remote clients on TLS 1.3 with mutual authentication: each TLS client's key is
+ * pinned against this user's trust store and grants (src/keys/). It measures
+ * this host's load, keeps a fresh view of its peers' loads (PeerLink), logs
+ * every authentication attempt and transaction (src/log/), and closes the
+ * sessions of an identity as soon as its grant is revoked.
  */
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect, isIP, type Server, type Socket } from 'node:net';
+import { existsSync, unlinkSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
-import { Connection, type Reply } from '../protocol/connection.js';
+import type { CertInfo } from '../keys/certs.js';
+import { decide, GrantsFile, type Requester } from '../keys/grants.js';
+import { currentUser, localName, parseIdentityName } from '../keys/identity.js';
+import { KeyStore, type KnownKey, type OwnIdentity } from '../keys/store.js';
+import { peerCert, tlsServerOptions } from '../keys/tls.js';
+import { proofMatches, TokenStore } from '../keys/tokens.js';
+import { TransactionLog, type LogEvent } from '../log/txlog.js';
+import { Connection, type PeerHello, type Reply, type ServedInfo } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
-import { ErrorCodes, RexError } from '../util/errors.js';
+import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
+import { initPeerCred, localPeer } from './peercred.js';
 import { PeerLink } from './peers.js';
 
 /** Version string sent in HELLO. */
-export const SOFTWARE = 'rexd/0.1.0';
+export const SOFTWARE = 'rexd/0.2.0';
 
-/** True for addresses that stay on this machine: 127.0.0.0/8, ::1, localhost. */
-export function isLoopback(address: string): boolean {
-  if (address === 'localhost') return true;
-  const v = isIP(address);
-  if (v === 4) return address.startsWith('127.');
-  if (v === 6) return address === '::1' || /^::ffff:127\./i.test(address);
-  return false;
+/** The default transaction log file of a state directory. */
+export function defaultLogDatabase(stateDir: string): string {
+  return join(stateDir, 'rex-log.sqlite');
 }
 
 /** Options beyond rex.rc. */
@@ -33,18 +43,47 @@ export interface RexdOptions {
   log: Logger;
   /** Write a pidfile (default true). */
   pidFile?: boolean;
+  /** Transaction log file; default rex.rc rex-log-database or <state-directory>/rex-log.sqlite. */
+  logDatabase?: string;
+}
+
+/** What rexd knows about the other end of one connection. */
+interface Session {
+  kind: 'local' | 'tls';
+  address: string;
+  conn?: Connection;
+  /** TLS: the certificate presented. */
+  cert?: CertInfo;
+  /** TLS: the trust-store entry of that key, if it is known. */
+  known?: KnownKey;
+  /** HOST.USER[.PROGRAM] of the requester. */
+  identity: string;
+  identityId?: string;
+  requester?: Requester;
+  fromHost?: string;
+  /** Set when the session may do nothing but ENROLL; the reason is what others are told. */
+  restricted?: string;
 }
 
 /** One running daemon. */
 export class Rexd {
   readonly paths: DaemonPaths;
   readonly meter: LoadMeter;
+  readonly store: KeyStore;
+  readonly name: string;
+  private own!: OwnIdentity;
+  private grants: GrantsFile;
+  private tokens: TokenStore;
+  private txlog: TransactionLog | undefined;
   private readonly peers = new Map<string, PeerLink>();
   private unixServer: Server | undefined;
   private tcpServer: Server | undefined;
-  private readonly conns = new Set<Connection>();
+  private readonly sessions = new Set<Session>();
   private readonly sockets = new Set<Socket>();
+  private watcher: FSWatcher | undefined;
+  private knownWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
+  private readonly uid = process.getuid?.() ?? -1;
   readonly startedAt = Date.now();
 
   constructor(
@@ -53,55 +92,89 @@ export class Rexd {
   ) {
     this.paths = daemonPaths(config.stateDirectory, config.socket);
     this.meter = new LoadMeter(config.hostName);
-    for (const s of config.servers) {
-      if (s.name === config.hostName) continue;
-      this.peers.set(
-        s.name,
-        new PeerLink(s, { selfName: config.hostName, software: SOFTWARE, loadInterval: config.loadInterval, peerTimeout: config.peerTimeout, log: opts.log }),
-      );
-    }
+    this.store = new KeyStore(config.stateDirectory);
+    this.name = localName(config.hostName);
+    this.grants = new GrantsFile(this.store.grantsFile);
+    this.tokens = new TokenStore(this.store.tokensFile);
   }
 
   get log(): Logger {
     return this.opts.log;
   }
 
-  /** Binds the socket and the peer port, writes the pidfile and starts polling peers. */
+  /** This daemon's key ID (after start). */
+  get id(): string {
+    return this.own.id;
+  }
+
+  /** Loads the key, binds the socket and the TLS port, writes the pidfile and starts polling peers. */
   async start(): Promise<void> {
     const { listen } = this.config;
-    if (!isLoopback(listen.address)) {
-      throw new RexError(ErrorCodes.DAEMON_BIND_REFUSED, `refusing to listen on ${listen.address}:${listen.port}: protocol v1 has no authentication yet, so rexd accepts peers only on loopback addresses (127.0.0.0/8, ::1)`, {
-        where: 'rex.rc listen',
-        hint: 'use a 127.x.y.z address until keys and TLS are set up (rex_key)',
-      });
-    }
     ensurePrivateDir(this.paths.stateDir, 'state directory');
     ensurePrivateDir(this.paths.runDir, 'socket directory');
-    await this.claimSocket();
-    this.unixServer = await listenOn(createServer((s) => this.accept(s, 'local')), { path: this.paths.socket }, `socket ${this.paths.socket}`);
     try {
-      this.tcpServer = await listenOn(createServer((s) => this.accept(s, 'peer')), { host: listen.address, port: listen.port }, `${listen.address}:${listen.port}`);
+      this.own = this.store.load(this.name);
+    } catch (e) {
+      if (isRexError(e) && e.code === ErrorCodes.KEY_MISSING) {
+        throw new RexError(ErrorCodes.KEY_MISSING, `rexd needs a key for ${this.name} and there is none in ${this.store.keysDir}`, {
+          where: this.store.keyFile(this.name),
+          hint: 'create it with `rex_key --create`, then enroll with the other hosts (docs/KEYS.md)',
+        });
+      }
+      throw e;
+    }
+    for (const s of this.config.servers) {
+      if (s.name === this.config.hostName) continue;
+      this.peers.set(
+        s.name,
+        new PeerLink(s, {
+          selfName: this.config.hostName,
+          software: SOFTWARE,
+          loadInterval: this.config.loadInterval,
+          peerTimeout: this.config.peerTimeout,
+          log: this.opts.log,
+          own: this.own,
+          store: this.store,
+        }),
+      );
+    }
+    const logFile = this.opts.logDatabase ?? (this.config as RexConfig & { logDatabase?: string }).logDatabase ?? defaultLogDatabase(this.paths.stateDir);
+    this.txlog = new TransactionLog(logFile, this.config.hostName, (e) => this.log.error({ err: e.message, file: logFile }, 'transaction log failed; continuing without it'));
+    const credCheck = initPeerCred();
+    await this.claimSocket();
+    this.unixServer = await listenOn(createServer((s) => this.acceptLocal(s)), { path: this.paths.socket }, `socket ${this.paths.socket}`);
+    try {
+      const tls = createTlsServer(tlsServerOptions(this.own), (s) => this.acceptTls(s));
+      tls.on('tlsClientError', (err, s) => this.onTlsError(err, s));
+      this.tcpServer = await listenOn(tls, { host: listen.address, port: listen.port }, `${listen.address}:${listen.port}`);
     } catch (e) {
       this.unixServer.close();
       safeUnlink(this.paths.socket);
       throw e;
     }
     if (this.opts.pidFile !== false) writeFileSync(this.paths.pidFile, `${process.pid}\n`, { mode: 0o644 });
+    this.watchGrants();
     for (const p of this.peers.values()) p.start();
-    this.log.info({ socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, peers: [...this.peers.keys()] }, 'rexd started');
+    this.log.info(
+      { socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile },
+      'rexd started',
+    );
   }
 
   /** Says GOODBYE to everyone, closes listeners and removes the socket and pidfile. */
   stop(reason = 'rexd shutting down'): Promise<void> {
     this.stopping ??= (async () => {
+      this.watcher?.close();
+      this.knownWatcher?.close();
       for (const p of this.peers.values()) p.stop();
-      for (const c of this.conns) c.close(reason);
+      for (const s of this.sessions) s.conn?.close(reason);
       const closed = Promise.all([this.unixServer, this.tcpServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
       // Give GOODBYE frames a moment to flush, then drop whatever is left.
       setTimeout(() => {
         for (const s of this.sockets) s.destroy();
       }, 200).unref();
       await closed;
+      this.txlog?.close();
       if (this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);
       safeUnlink(this.paths.socket);
       this.log.info({ reason }, 'rexd stopped');
@@ -142,48 +215,270 @@ export class Rexd {
     safeUnlink(this.paths.socket);
   }
 
-  private accept(sock: Socket, kind: 'local' | 'peer'): void {
+  private record(ev: LogEvent): void {
+    try {
+      this.txlog?.record(ev);
+    } catch {
+      /* never let logging break serving */
+    }
+  }
+
+  private track(sock: Socket): boolean {
     if (this.stopping) {
       sock.destroy();
-      return;
+      return false;
     }
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
-    const label = kind === 'local' ? 'local client' : `peer ${sock.remoteAddress}:${sock.remotePort}`;
+    return true;
+  }
+
+  // ------------------------------------------------------------ local clients
+
+  private acceptLocal(sock: Socket): void {
+    if (!this.track(sock)) return;
+    const cred = localPeer(sock);
+    const session: Session = { kind: 'local', address: 'local', identity: this.name, identityId: '', fromHost: this.config.hostName };
+    const label = cred ? `local client pid ${cred.pid} uid ${cred.uid}` : 'local client';
     const conn = new Connection(sock, {
       initiator: false,
       local: { role: 'daemon', host: this.config.hostName, software: SOFTWARE },
       label,
       timeoutMs: this.config.peerTimeout,
       onHello: (hello) => {
-        if (kind === 'local' && hello.role !== 'client') throw new ProtocolError('DENIED', `role ${hello.role} is not allowed on the local socket`);
-        if (kind === 'peer' && hello.role !== 'peer') throw new ProtocolError('DENIED', 'only rexd peers may use the TCP port; local clients use the Unix socket');
+        if (cred && cred.uid !== this.uid) {
+          const reason = `uid ${cred.uid} may not use this rexd: it acts only for its owner, uid ${this.uid} (${currentUser()})`;
+          this.record({ kind: 'auth', identity: `uid ${cred.uid}`, peerAddress: 'local', outcome: 'denied', reason });
+          throw new ProtocolError('DENIED', reason);
+        }
+        if (hello.role !== 'client') throw new ProtocolError('DENIED', `role ${hello.role} is not allowed on the local socket`);
+        if (hello.program) session.identity = `${this.name}.${hello.program}`;
       },
-      onRequest: (m) => this.serve(m, kind),
+      onRequest: (m) => this.serve(m, session),
+      onServed: (info) => this.served(session, info),
     });
-    this.conns.add(conn);
+    this.attach(session, conn, label);
+  }
+
+  private attach(session: Session, conn: Connection, label: string): void {
+    session.conn = conn;
+    this.sessions.add(session);
     conn.on('close', (err?: Error) => {
-      this.conns.delete(conn);
+      this.sessions.delete(session);
       if (err && !/closed/.test(err.message)) this.log.debug({ peer: label, err: err.message }, 'connection ended');
     });
     conn.on('handler-error', (e: Error) => this.log.error({ peer: label, err: e.stack ?? e.message }, 'request handler failed'));
     conn.handshake().catch((e: Error) => this.log.info({ peer: label, err: e.message }, 'handshake failed'));
   }
 
-  private async serve(m: Message, kind: 'local' | 'peer'): Promise<Reply> {
+  private served(session: Session, info: ServedInfo): void {
+    const m = info.msg;
+    const target = m.type === 'PING' ? m.target : undefined;
+    this.record({
+      kind: m.type === 'ENROLL' ? 'enroll' : 'transaction',
+      identity: session.identity,
+      ...(session.identityId ? { identityId: session.identityId } : {}),
+      ...(session.fromHost ? { fromHost: session.fromHost } : {}),
+      peerAddress: session.address,
+      messageType: m.type,
+      ...(target ? { target } : {}),
+      outcome: info.error ? (info.error.proto === 'DENIED' ? 'denied' : 'error') : 'ok',
+      ...(info.error ? { reason: info.error.message } : {}),
+      bytesIn: info.requestBytes,
+      bytesOut: info.responseBytes,
+      durationMs: info.ms,
+    });
+  }
+
+  // ------------------------------------------------------------ TLS peers and remote clients
+
+  private onTlsError(err: Error, sock: TLSSocket): void {
+    const address = normalizeAddress(sock?.remoteAddress ?? '?');
+    const reason = /wrong version number|http request|unknown protocol|packet length too long/i.test(err.message)
+      ? `not a TLS client (${err.message.replace(/^.*routines:/, '')}); REX peers speak TLS 1.3`
+      : `TLS handshake failed: ${err.message}`;
+    this.record({ kind: 'auth', peerAddress: address, outcome: 'denied', reason });
+    this.log.info({ peer: address, err: err.message }, 'TLS handshake failed');
+    sock?.destroy();
+  }
+
+  private acceptTls(sock: TLSSocket): void {
+    if (!this.track(sock)) return;
+    const address = normalizeAddress(sock.remoteAddress ?? '?');
+    const cert = peerCert(sock);
+    const session: Session = { kind: 'tls', address, identity: cert?.name || '(no certificate)', ...(cert ? { cert, identityId: cert.id } : {}) };
+    const label = `${cert?.name || 'peer'}@${address}:${sock.remotePort}`;
+    const conn = new Connection(sock, {
+      initiator: false,
+      local: { role: 'daemon', host: this.config.hostName, software: SOFTWARE },
+      label,
+      timeoutMs: this.config.peerTimeout,
+      onHello: (hello) => this.authenticate(session, hello),
+      onRequest: (m) => this.serveTls(m, session),
+      onServed: (info) => this.served(session, info),
+    });
+    this.attach(session, conn, label);
+  }
+
+  private deny(session: Session, reason: string, fatal = true): ProtocolError {
+    this.record({
+      kind: 'auth',
+      identity: session.identity,
+      ...(session.identityId ? { identityId: session.identityId } : {}),
+      ...(session.fromHost ? { fromHost: session.fromHost } : {}),
+      peerAddress: session.address,
+      outcome: 'denied',
+      reason,
+    });
+    this.log.info({ peer: session.address, identity: session.identity, id: session.identityId, reason }, 'access denied');
+    return new ProtocolError('DENIED', reason, { fatal });
+  }
+
+  /** The grants check for a requester; a voided grants file refuses with its own error. */
+  private check(who: Requester, anyProgram: boolean): { ok: true } | { ok: false; reason: string } {
+    const cur = this.grants.current();
+    if (cur.error) return { ok: false, reason: `access to ${this.name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
+    const d = decide(cur.grants, who, {
+      anyProgram,
+      self: this.name,
+      hostAddress: (n) => this.config.servers.find((s) => s.name === n)?.address,
+    });
+    return d.ok ? { ok: true } : d;
+  }
+
+  /** Runs at the peer's HELLO: everything that can be decided about who this is. */
+  private authenticate(session: Session, hello: PeerHello): void {
+    session.fromHost = hello.host ?? session.cert?.name.split('.')[0] ?? '';
+    const { cert } = session;
+    if (this.config.clients.length > 0 && !clientAllowed(this.config.clients, session.address, this.config.servers.filter((s) => s.address === session.address).map((s) => s.name))) {
+      throw this.deny(session, `address ${session.address} is not in the clients list of ${this.config.hostName} (rex.rc clients: ${this.config.clients.join(', ')})`);
+    }
+    if (!cert) throw this.deny(session, 'no client certificate: REX peers authenticate with their key (rex_key --create)');
+    const claimed = parseIdentityName(cert.name);
+    if (typeof claimed === 'string') throw this.deny(session, `the certificate's name is not an identity: ${claimed}`);
+    if (hello.role === 'daemon') throw this.deny(session, 'role daemon is for answers only');
+    const known = this.store.knownById(cert.id);
+    if (known && known.name !== cert.name) {
+      throw this.deny(session, `key ${cert.id} is known here as ${known.name}, but its certificate claims to be ${cert.name}; refusing the impostor`);
+    }
+    if (hello.role === 'peer' && hello.host !== claimed.host) {
+      throw this.deny(session, `HELLO says host "${hello.host ?? ''}", but key ${cert.id} belongs to ${cert.name}`);
+    }
+    session.identity = cert.name;
+    const requester: Requester = { id: cert.id, name: `${claimed.host}.${claimed.user}`, address: session.address, ...(claimed.program ? { program: claimed.program } : {}) };
+    if (!claimed.program && hello.program) {
+      requester.program = hello.program;
+      session.identity = `${cert.name}.${hello.program}`;
+    }
+    session.requester = requester;
+    if (!known) {
+      session.restricted = `unknown key ${cert.id} (claims to be ${cert.name}); ${this.name} has never enrolled it. Ask the owner of ${this.config.hostName} to run \`rex_key --invite\` there, then run \`rex_key --distribute --token TOKEN\``;
+      return; // it may still ENROLL with a token
+    }
+    session.known = known;
+    const d = this.check(requester, true);
+    if (!d.ok) {
+      session.restricted = d.reason;
+      return; // it may still re-send its key (ENROLL); everything else is refused
+    }
+    this.record({ kind: 'auth', identity: session.identity, identityId: cert.id, fromHost: session.fromHost, peerAddress: session.address, outcome: 'ok' });
+  }
+
+  private async serveTls(m: Message, session: Session): Promise<Reply> {
+    if (m.type === 'ENROLL') return this.enroll(m, session);
+    if (session.restricted) throw this.deny(session, session.restricted, true);
+    const d = this.check(session.requester!, false);
+    if (!d.ok) throw this.deny(session, d.reason, false);
+    return this.serve(m, session);
+  }
+
+  /** Serves ENROLL: a new key with a one-time token, a re-sent known key, or a rotated key. */
+  private enroll(m: MessageOf<'ENROLL'>, session: Session): Reply {
+    const cert = session.cert!;
+    const answer = (name: string, id: string, already: boolean): Reply => ({ type: 'ENROLLED', server: this.name, serverId: this.own.id, name, id, already });
+    if (m.secret === undefined) {
+      if (!session.known) throw this.deny(session, session.restricted ?? `unknown key ${cert.id}`, true);
+      if (m.cert === undefined) return answer(cert.name, cert.id, true);
+      // Rotation: a granted identity sends its new certificate over a connection authenticated by the old key.
+      if (session.restricted) throw this.deny(session, `cannot replace the key of ${cert.name}: ${session.restricted}`, true);
+      const next = this.store.addKnown(m.cert, 'rotation', 'new certificate');
+      if (next.name !== cert.name) {
+        this.store.removeKnown(next.id);
+        throw this.deny(session, `a rotated key must keep its name: ${cert.name} sent a certificate for ${next.name}`, true);
+      }
+      if (next.id !== cert.id) this.store.removeKnown(cert.id);
+      this.log.info({ identity: cert.name, old: cert.id, id: next.id }, 'key rotated');
+      return answer(next.name, next.id, false);
+    }
+    if (!m.proof || !proofMatches(m.secret, cert.id, this.own.id, m.proof)) {
+      throw this.deny(session, 'enrollment proof does not match the token and this key; the token was not used', true);
+    }
+    try {
+      this.tokens.consume(m.secret, cert.id);
+    } catch (e) {
+      throw this.deny(session, `enrollment refused: ${(e as Error).message}`, true);
+    }
+    for (const k of this.store.known()) if (k.name === cert.name && k.id !== cert.id) this.store.removeKnown(k.id);
+    const k = this.store.addKnown(cert.pem, 'token', 'peer certificate');
+    session.known = k;
+    this.log.info({ identity: k.name, id: k.id, peer: session.address }, 'enrolled a key with a token');
+    return answer(k.name, k.id, false);
+  }
+
+  // ------------------------------------------------------------ revocation
+
+  private watchGrants(): void {
+    this.grants.current();
+    try {
+      this.watcher = watch(this.paths.stateDir, (_ev, file) => {
+        if (file === 'grants' || file === null) this.recheckSessions();
+      });
+      this.watcher.on('error', () => {});
+      this.store.ensureDirs();
+      // A newly enrolled key may be the one a peer link has been waiting for.
+      this.knownWatcher = watch(this.store.knownDir, () => {
+        for (const p of this.peers.values()) p.kick();
+      });
+      this.knownWatcher.on('error', () => {});
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'cannot watch the grants file; revocations apply at the next request only');
+    }
+  }
+
+  /** After a grants change: closes every session whose identity no longer has a grant. */
+  recheckSessions(): void {
+    const cur = this.grants.current();
+    if (!cur.changed) return;
+    for (const s of this.sessions) {
+      if (s.kind !== 'tls' || !s.requester || s.restricted || !s.conn?.isOpen) continue;
+      const d = this.check(s.requester, true);
+      if (d.ok) continue;
+      const reason = `access revoked: ${d.reason}`;
+      this.record({ kind: 'session', identity: s.identity, ...(s.identityId ? { identityId: s.identityId } : {}), ...(s.fromHost ? { fromHost: s.fromHost } : {}), peerAddress: s.address, outcome: 'denied', reason });
+      this.log.info({ identity: s.identity, peer: s.address }, 'closing session: grant revoked');
+      s.restricted = reason;
+      s.conn.abort(new ProtocolError('DENIED', reason, { fatal: true }));
+    }
+  }
+
+  // ------------------------------------------------------------ requests
+
+  private async serve(m: Message, session: Session): Promise<Reply> {
     switch (m.type) {
       case 'PING':
-        return this.ping(m, kind);
+        return this.ping(m, session.kind);
       case 'LOAD_GET':
         return { type: 'LOAD', ...this.meter.measure() };
       case 'HOSTS_GET':
         return { type: 'HOSTS', hosts: this.hosts() };
+      case 'ENROLL':
+        throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:
         throw new ProtocolError('UNSUPPORTED', `${m.type} is not a request rexd serves`, { fatal: false });
     }
   }
 
-  private async ping(m: MessageOf<'PING'>, kind: 'local' | 'peer'): Promise<Reply> {
+  private async ping(m: MessageOf<'PING'>, kind: 'local' | 'tls'): Promise<Reply> {
     const echo = { ...(m.nonce ? { nonce: m.nonce } : {}), ...(m.data ? { data: m.data } : {}) };
     if (!m.target || m.target === this.config.hostName) return { type: 'PONG', ...echo, host: this.config.hostName, hops: 0 };
     // Only local clients' pings are forwarded, and only once: peers never ask us to relay further.
@@ -193,12 +488,17 @@ export class Rexd {
       throw new ProtocolError('NO_HOST', `no host "${m.target}" in this cluster (known: ${[this.config.hostName, ...this.peers.keys()].join(', ')})`, { fatal: false });
     }
     const conn = peer.connection;
-    if (!conn) throw new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${peer.state.error ?? 'not connected yet'}`, { fatal: false });
+    if (!conn) {
+      const why = peer.state.error ?? 'not connected yet';
+      if (/DENIED/.test(why)) throw new ProtocolError('DENIED', `${peer.entry.name} refuses this host: ${why}`, { fatal: false });
+      throw new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false });
+    }
     let r: Message;
     try {
       r = await conn.request({ type: 'PING', ...echo }, this.config.peerTimeout);
     } catch (e) {
-      const err = e as RexError;
+      const err = e as RexError & { proto?: string };
+      if (err.proto === 'DENIED') throw new ProtocolError('DENIED', err.message, { fatal: false });
       throw new ProtocolError(err.code === ErrorCodes.CONN_TIMEOUT ? 'TIMEOUT' : 'UNREACHABLE', `forwarding to ${peer.label}: ${err.message}`, { fatal: false });
     }
     if (r.type !== 'PONG') throw new ProtocolError('INTERNAL', `${peer.label} answered PING with ${r.type}`, { fatal: false });

@@ -15,6 +15,8 @@ export interface LocalIdentity {
   role: RoleName;
   host?: string;
   software: string;
+  /** The PROGRAM of a HOST.USER.PROGRAM identity, when a client speaks for one. */
+  program?: string;
 }
 
 /** What we learnt about the other side from its HELLO. */
@@ -22,6 +24,7 @@ export interface PeerHello {
   role: RoleName;
   host?: string;
   software?: string;
+  program?: string;
   version: number;
   maxPayload: number;
 }
@@ -46,7 +49,30 @@ export interface ConnectionOptions {
   idleFrameTimeoutMs?: number;
   /** For messages: "alpha@127.0.0.1:7801" or "local client uid 1000". */
   label: string;
+  /** Called after each request of the peer has been answered (for the transaction log). */
+  onServed?: (info: ServedInfo) => void;
+  /**
+   * Output bytes queued in the socket above which this side stops reading the
+   * peer's requests and holds back its own (default {@link HIGH_WATER}).
+   */
+  highWater?: number;
 }
+
+/** What {@link ConnectionOptions.onServed} reports about one answered request. */
+export interface ServedInfo {
+  msg: Message;
+  requestBytes: number;
+  responseBytes: number;
+  ms: number;
+  /** Set when the answer was an ERROR. */
+  error?: ProtocolError;
+}
+
+/**
+ * Default output high-water mark: one maximal frame plus room for many small
+ * answers. Above it a connection applies backpressure (docs/PROTOCOL.md 3.1).
+ */
+export const HIGH_WATER = LIMITS.maxPayload + 256 * 1024;
 
 interface Pending {
   resolve: (m: Message) => void;
@@ -72,6 +98,10 @@ export class Connection extends EventEmitter {
   private closedWith: Error | undefined;
   /** Responses that arrived for streams no longer open (late answers after a timeout). */
   droppedResponses = 0;
+  /** True while reading is paused because the peer does not read our output. */
+  private readPaused = false;
+  private drainWaiters: (() => void)[] = [];
+  private readonly highWater: number;
 
   constructor(
     private readonly socket: Socket,
@@ -81,7 +111,9 @@ export class Connection extends EventEmitter {
     this.label = opts.label;
     this.state = opts.initiator ? 'hello' : 'preface';
     this.nextStream = opts.initiator ? 1 : 2;
+    this.highWater = opts.highWater ?? HIGH_WATER;
     socket.setNoDelay?.(true);
+    socket.on('drain', () => this.onDrain());
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e) => this.teardown(new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} failed: ${e.message}`, { cause: e })));
     socket.on('close', () => this.teardown(this.closedWith ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} closed`)));
@@ -120,6 +152,7 @@ export class Connection extends EventEmitter {
             software: this.opts.local.software,
             maxPayload: LIMITS.maxPayload,
             ...(this.opts.local.host ? { host: this.opts.local.host } : {}),
+            ...(this.opts.local.program ? { program: this.opts.local.program } : {}),
           }),
         );
       }
@@ -148,8 +181,37 @@ export class Connection extends EventEmitter {
         reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${msg.type} to ${this.label} got no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(stream, { resolve, reject, timer, type: msg.type });
-      this.sendRaw(messageToFrame({ ...msg, stream } as Message));
+      const send = () => {
+        if (this.pending.get(stream)?.timer === timer) this.sendRaw(messageToFrame({ ...msg, stream } as Message));
+      };
+      // Backpressure: while the peer is not reading, new requests wait instead of piling up in memory.
+      if (this.congested) this.drainWaiters.push(send);
+      else send();
     });
+  }
+
+  /** True while more than the high-water mark of output waits in the socket. */
+  get congested(): boolean {
+    return this.socket.writableLength > this.highWater;
+  }
+
+  /** Bytes of output queued in the socket (for tests and diagnostics). */
+  get queuedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  /** Answers with a fatal ERROR (e.g. DENIED when access is revoked) and closes. */
+  abort(e: ProtocolError): void {
+    if (this.state === 'closed') return;
+    this.fatal(new ProtocolError(e.proto, e.message, { fatal: true }));
+  }
+
+  private onDrain(): void {
+    while (!this.congested && this.drainWaiters.length > 0) this.drainWaiters.shift()!();
+    if (this.readPaused && !this.congested) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
   }
 
   /** Says GOODBYE and closes. */
@@ -168,13 +230,21 @@ export class Connection extends EventEmitter {
     this.teardown(err ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} destroyed`));
   }
 
-  private sendRaw(f: Frame): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
-    this.socket.write(encodeFrame(f));
+  private sendRaw(f: Frame): number {
+    if (this.socket.destroyed || !this.socket.writable) return 0;
+    const bytes = encodeFrame(f);
+    this.socket.write(bytes);
+    if (this.congested && !this.readPaused && this.state !== 'closed') {
+      // The peer is not reading our answers: stop reading its requests until it catches up, so
+      // that it feels the pressure through TCP instead of this side buffering without bound.
+      this.readPaused = true;
+      this.socket.pause();
+    }
+    return bytes.length;
   }
 
-  private sendError(stream: number, e: ProtocolError, refType?: number): void {
-    this.sendRaw(
+  private sendError(stream: number, e: ProtocolError, refType?: number): number {
+    return this.sendRaw(
       messageToFrame({
         type: 'ERROR',
         stream,
@@ -310,7 +380,7 @@ export class Connection extends EventEmitter {
           hint: 'upgrade the older side',
         });
       }
-      this.peer = { role, version: hi, maxPayload, ...(m.host ? { host: m.host } : {}), ...(m.software ? { software: m.software } : {}) };
+      this.peer = { role, version: hi, maxPayload, ...(m.host ? { host: m.host } : {}), ...(m.software ? { software: m.software } : {}), ...(m.program ? { program: m.program } : {}) };
       this.opts.onHello?.(this.peer);
       this.sendRaw(
         messageToFrame({
@@ -359,21 +429,37 @@ export class Connection extends EventEmitter {
       return;
     }
     this.serving.add(f.stream);
+    const t0 = performance.now();
+    const served = this.opts.onServed;
+    const report = (responseBytes: number, error?: ProtocolError) => {
+      if (!served) return;
+      try {
+        served({ msg: m, requestBytes: frameSize(f), responseBytes, ms: performance.now() - t0, ...(error ? { error } : {}) });
+      } catch {
+        /* logging must never break serving */
+      }
+    };
     Promise.resolve()
       .then(() => handler(m, this))
       .then(
         (reply) => {
           this.serving.delete(f.stream);
-          this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message));
+          report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
         },
         (e: unknown) => {
           this.serving.delete(f.stream);
+          if (e instanceof ProtocolError && e.fatal) {
+            // A handler may refuse so firmly that the connection ends (e.g. an unknown key).
+            report(0, e);
+            this.abort(e);
+            return;
+          }
           const pe =
             e instanceof ProtocolError
               ? new ProtocolError(e.proto, e.message, { fatal: false })
               : new ProtocolError('INTERNAL', `internal error serving ${m.type}: ${(e as Error)?.message ?? e}`, { fatal: false });
           if (!(e instanceof ProtocolError)) this.emit('handler-error', e);
-          this.sendError(f.stream, pe, f.type);
+          report(this.sendError(f.stream, pe, f.type), pe);
         },
       );
   }
@@ -381,6 +467,7 @@ export class Connection extends EventEmitter {
   private teardown(err: Error): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.drainWaiters = [];
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.closedWith ??= err;
     this.helloWaiter?.reject(err);
@@ -392,6 +479,35 @@ export class Connection extends EventEmitter {
     this.pending.clear();
     this.emit('close', err);
   }
+}
+
+/** Encoded size of a frame, computed without encoding it. */
+function frameSize(f: Frame): number {
+  return 12 + attrsSize(f.attrs);
+}
+
+function attrsSize(attrs: Frame['attrs']): number {
+  let n = 0;
+  for (const a of attrs) {
+    n += 7;
+    switch (a.kind) {
+      case 'string':
+        n += Buffer.byteLength(a.value);
+        break;
+      case 'bytes':
+        n += a.value.byteLength;
+        break;
+      case 'list':
+        n += attrsSize(a.value);
+        break;
+      case 'bool':
+        n += 1;
+        break;
+      default:
+        n += 8; // numbers: the usual width; exact enough for a log
+    }
+  }
+  return n;
 }
 
 function safeMessage(f: Frame): Message | undefined {

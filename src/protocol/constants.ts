@@ -44,6 +44,8 @@ export const MsgType = {
   LOAD: 0x0021,
   HOSTS_GET: 0x0022,
   HOSTS: 0x0023,
+  ENROLL: 0x0030,
+  ENROLLED: 0x0031,
 } as const;
 
 export type MsgTypeName = keyof typeof MsgType;

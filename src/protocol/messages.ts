@@ -41,6 +41,7 @@ export const MESSAGE_SPECS = {
     host: { tag: 5, t: 'str', max: 255 },
     maxPayload: { tag: 6, t: 'u32' },
     software: { tag: 7, t: 'str', max: 255 },
+    program: { tag: 8, t: 'str', max: 63 },
   },
   ERROR: {
     code: { tag: 1, t: 'u32', required: true },
@@ -73,6 +74,18 @@ export const MESSAGE_SPECS = {
   },
   HOSTS_GET: {},
   HOSTS: { hosts: { tag: 1, t: 'group', fields: HOST_ENTRY, repeated: true, max: 1024 } },
+  ENROLL: {
+    secret: { tag: 1, t: 'str', max: 64 },
+    proof: { tag: 2, t: 'bytes', max: 64 },
+    cert: { tag: 3, t: 'bytes', max: 16384 },
+  },
+  ENROLLED: {
+    server: { tag: 1, t: 'str', required: true, max: 255 },
+    serverId: { tag: 2, t: 'str', required: true, max: 64 },
+    name: { tag: 3, t: 'str', required: true, max: 255 },
+    id: { tag: 4, t: 'str', required: true, max: 64 },
+    already: { tag: 5, t: 'bool' },
+  },
 } as const satisfies Record<MsgTypeName, Record<string, FieldSpec>>;
 
 type Specs = typeof MESSAGE_SPECS;
@@ -145,7 +158,7 @@ function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unkn
 /** Turns a typed message into a frame. */
 export function messageToFrame(m: Message): Frame {
   const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;
-  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR';
+  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED';
   return {
     type: MsgType[m.type],
     flags: m.end ?? isResponse ? 1 : 0,

@@ -45,6 +45,19 @@ export const ErrorCodes = {
   USAGE: 'REX_ERR_USAGE',
   // native code (librex, the Node-API addon)
   NATIVE_ADDON: 'REX_ERR_NATIVE_ADDON',
+  // identity and trust (rex_key, TLS, grants, enrollment) and the transaction log
+  KEY_MISSING: 'REX_ERR_KEY_MISSING',
+  KEY_EXISTS: 'REX_ERR_KEY_EXISTS',
+  KEY_PERMISSIONS: 'REX_ERR_KEY_PERMISSIONS',
+  KEY_INVALID: 'REX_ERR_KEY_INVALID',
+  KEY_UNKNOWN: 'REX_ERR_KEY_UNKNOWN',
+  GRANTS_SYNTAX: 'REX_ERR_GRANTS_SYNTAX',
+  TOKEN_INVALID: 'REX_ERR_TOKEN_INVALID',
+  TOKEN_EXPIRED: 'REX_ERR_TOKEN_EXPIRED',
+  TOKEN_USED: 'REX_ERR_TOKEN_USED',
+  AUTH_DENIED: 'REX_ERR_AUTH_DENIED',
+  ENROLL_FAILED: 'REX_ERR_ENROLL_FAILED',
+  LOG_DATABASE: 'REX_ERR_LOG_DATABASE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -8,6 +8,9 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { PREFACE } from '../../src/protocol/constants.js';
+import { localName } from '../../src/keys/identity.js';
+import { KeyStore } from '../../src/keys/store.js';
+import { queryLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { RawPeer } from '../helpers/raw.js';
@@ -33,7 +36,9 @@ async function hostConfig(extra: string[] = [], port?: number) {
   const p = port ?? (await freePort());
   const rc = join(dir, 'rex.rc');
   writeFileSync(rc, [`host-name : solo${seq}`, `servers : solo${seq}@127.0.0.1:${p}`, `state-directory : ${dir}/state`, 'log-level : debug', ...extra, ''].join('\n'));
-  return { dir, rc, port: p, socket: join(dir, 'state', 'run', 'rexd.sock'), pidFile: join(dir, 'state', 'run', 'rexd.pid') };
+  // rexd refuses to start without its key (rex_key --create).
+  const own = await new KeyStore(join(dir, 'state')).create(localName(`solo${seq}`));
+  return { dir, rc, port: p, own, socket: join(dir, 'state', 'run', 'rexd.sock'), pidFile: join(dir, 'state', 'run', 'rexd.pid'), logDb: join(dir, 'state', 'rex-log.sqlite') };
 }
 
 const children: ChildProcess[] = [];
@@ -138,10 +143,48 @@ describe('rexd lifecycle', () => {
     expect(d2.stderr()).toMatch(/removing stale socket/);
   });
 
-  it('refuses a non-loopback listen address and says why', async () => {
-    const h = await hostConfig(['listen : 0.0.0.0:7999']);
+  it('listens on a non-loopback address, with TLS 1.3 and its own key', async () => {
+    const port = await freePort();
+    const h = await hostConfig([`listen : 0.0.0.0:${port}`]);
+    const d = await startRexd(h.rc, h.socket);
+    const { connect } = await import('node:tls');
+    const { certInfo } = await import('../../src/keys/certs.js');
+    const seen = await new Promise<{ protocol: string | null; id: string; name: string }>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false, key: h.own.keyPem, cert: h.own.certPem }, () => {
+        const info = certInfo(s.getPeerCertificate(true).raw, 'server');
+        resolve({ protocol: s.getProtocol(), id: info.id, name: info.name });
+        s.destroy();
+      });
+      s.once('error', reject);
+    });
+    expect(seen).toEqual({ protocol: 'TLSv1.3', id: h.own.id, name: h.own.name });
+    // TLS 1.2 is refused.
+    const tls12 = await new Promise<string>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: 'TLSv1.2' }, () => resolve('connected'));
+      s.once('error', (e) => resolve(e.message));
+    });
+    expect(tls12).toMatch(/protocol version|alert/i);
+    d.child.kill('SIGTERM');
+    await d.exit;
+  });
+
+  it('refuses to start without its key and says how to make one', async () => {
+    const h = await hostConfig();
+    const { rmSync } = await import('node:fs');
+    rmSync(h.own.keyFile);
     const r = await failingRexd(h.rc);
-    expect(r.stderr).toContain('refusing to listen on 0.0.0.0:7999: protocol v1 has no authentication yet');
+    expect(r.stderr).toContain(`rexd needs a key for ${h.own.name} and there is none in`);
+    expect(r.stderr).toContain('rex_key --create');
+  });
+
+  it('refuses a private key that others can read, naming the file and the chmod to run', async () => {
+    const h = await hostConfig();
+    const { chmodSync } = await import('node:fs');
+    chmodSync(h.own.keyFile, 0o644);
+    const r = await failingRexd(h.rc);
+    expect(r.stderr).toContain(`private key ${h.own.keyFile} is accessible by group or others (mode 0644); refusing to use it`);
+    expect(r.stderr).toContain(`run: chmod 600 ${h.own.keyFile}`);
+    expect(existsSync(h.socket)).toBe(false); // nothing ran
   });
 
   it('reports a bad rex.rc with file:line and does not start', async () => {
@@ -180,9 +223,20 @@ describe('rexd and bad input', () => {
     expect(d.child.exitCode).toBe(null);
   }
 
-  it('closes on a wrong preface without answering', async () => {
+  it('closes on a plain TCP client that speaks no TLS, and logs the attempt', async () => {
     const p = await RawPeer.open({ host: '127.0.0.1', port: h.port });
     p.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await p.closed;
+    expect(p.frames).toHaveLength(0);
+    await stillServing();
+    await new Promise((r) => setTimeout(r, 300)); // the log is written in batches every 100 ms
+    const rows = queryLog(h.logDb, { kind: 'auth', outcome: 'denied' });
+    expect(rows.some((r) => /not a TLS client/.test(r.reason ?? '') && r.peer_address === '127.0.0.1')).toBe(true);
+  });
+
+  it('closes on a REX preface sent without TLS', async () => {
+    const p = await RawPeer.open({ host: '127.0.0.1', port: h.port });
+    p.hello(2, 'intruder');
     await p.closed;
     expect(p.frames).toHaveLength(0);
     await stillServing();
@@ -244,13 +298,13 @@ describe('rexd and bad input', () => {
     expect((await p.waitFrames(3))[2]).toMatchObject({ type: 'ERROR', code: 5, fatal: true });
   });
 
-  it('only rexd peers may use the TCP port', async () => {
-    const p = await RawPeer.open({ host: '127.0.0.1', port: h.port });
+  it('a TLS client without a certificate is refused at HELLO', async () => {
+    const p = await RawPeer.openTls({ host: '127.0.0.1', port: h.port });
     p.hello(1);
     await p.closed;
     const [m] = await p.waitFrames(1);
-    expect(m).toMatchObject({ type: 'ERROR', code: 11 });
-    expect((m as { message: string }).message).toMatch(/local clients use the Unix socket/);
+    expect(m).toMatchObject({ type: 'ERROR', code: 11, fatal: true });
+    expect((m as { message: string }).message).toMatch(/no client certificate/);
   });
 
   it('survives 300 connections of random and mutated bytes', async () => {

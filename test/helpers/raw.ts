@@ -1,5 +1,7 @@
 /** A raw protocol v1 peer for tests: sends exactly the bytes a test wants and collects what comes back. */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { OwnIdentity } from '../../src/keys/store.js';
 import { FrameDecoder, encodeFrame, type Frame } from '../../src/protocol/frame.js';
 import { PREFACE } from '../../src/protocol/constants.js';
 import { frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
@@ -11,7 +13,7 @@ export class RawPeer {
   private decoder = new FrameDecoder();
   private waiters: (() => void)[] = [];
 
-  private constructor(readonly sock: Socket) {
+  constructor(readonly sock: Socket) {
     sock.on('data', (d: Buffer) => {
       try {
         this.decoder.push(d, (f) => this.frames.push(f));
@@ -28,6 +30,22 @@ export class RawPeer {
     return new Promise((resolve, reject) => {
       const s = connect(opts as never);
       s.once('connect', () => resolve(new RawPeer(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** A TLS 1.3 connection presenting `own`'s certificate (or none); the server's key is not checked. */
+  static openTls(opts: { host: string; port: number; own?: OwnIdentity }): Promise<RawPeer> {
+    return new Promise((resolve, reject) => {
+      const s: TLSSocket = tlsConnect({
+        host: opts.host,
+        port: opts.port,
+        minVersion: 'TLSv1.3',
+        maxVersion: 'TLSv1.3',
+        rejectUnauthorized: false,
+        ...(opts.own ? { key: opts.own.keyPem, cert: opts.own.certPem } : {}),
+      });
+      s.once('secureConnect', () => resolve(new RawPeer(s)));
       s.once('error', reject);
     });
   }

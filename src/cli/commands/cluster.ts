@@ -26,6 +26,8 @@ function describe(c: LocalCluster): string {
   const lines = [
     `Local REX cluster in ${c.dir}${c.network ? ' (network namespaces)' : ' (loopback)'}:`,
     ...c.hosts.map((h) => `  ${h.name.padEnd(8)} ${h.address}:${h.port}  pid ${h.pid ?? '-'}  socket ${h.socket}`),
+    'Identities (TLS 1.3 between hosts; each pinned the others\' keys by enrollment token and granted them):',
+    ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
     `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
   ];
   return lines.join('\n') + '\n';

@@ -1,0 +1,225 @@
+#!/usr/bin/env node
+/**
+ * `rex_key`: this user's REX identities, trusted keys and grants (docs/KEYS.md,
+ * docs/man/rex_key.1.md). One action per run:
+ *   --create [--program P] [--force]      make a key pair
+ *   --list [--json]                       own identities, trusted keys, grants, pending hosts
+ *   --invite [--expires 15m]              print a one-time enrollment token for this host
+ *   --distribute [--token T] [--host H]   send our key to the hosts in `servers` (or H)
+ *   --grant NAME-or-ID [--program P] [--from HOST] [--expires T]
+ *   --revoke NAME-or-ID [--program P]
+ */
+import { Command } from 'commander';
+import { loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '../config/index.js';
+import { addGrant, invite, revokeGrants } from '../keys/admin.js';
+import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
+import { GrantsFile, formatGrant } from '../keys/grants.js';
+import { localName } from '../keys/identity.js';
+import { KeyStore } from '../keys/store.js';
+import { parseToken, TokenStore } from '../keys/tokens.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { table, toJson } from './format.js';
+import { runMain } from './main.js';
+
+interface Opts {
+  create?: boolean;
+  list?: boolean;
+  invite?: boolean;
+  distribute?: boolean;
+  grant?: string;
+  revoke?: string;
+  program?: string;
+  force?: boolean;
+  token?: string;
+  host?: string[];
+  from?: string;
+  expires?: string;
+  json?: boolean;
+  config?: string;
+}
+
+const out = (s: string) => process.stdout.write(s);
+
+/** `10m`, `2h`, `7d`, or an ISO-8601 time; returns ms since the epoch. */
+function expiryTime(s: string, now = Date.now()): number {
+  const d = /^(\d{1,6})d$/.exec(s);
+  if (d) return now + Number(d[1]) * 86_400_000;
+  const ms = parseDuration(s);
+  if (ms !== undefined) return now + ms;
+  const t = Date.parse(s);
+  if (/^\d{4}-\d{2}-\d{2}/.test(s) && Number.isFinite(t)) return t;
+  throw new RexError(ErrorCodes.USAGE, `--expires ${s}: expected a duration (30m, 2h, 7d) or an ISO-8601 time (2030-01-31T12:00:00Z)`);
+}
+
+async function context(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeyStore; me: string }> {
+  const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
+  const store = new KeyStore(loaded.config.stateDirectory);
+  return { loaded, store, me: localName(loaded.config.hostName) };
+}
+
+async function create(opts: Opts): Promise<void> {
+  const { store, me } = await context(opts);
+  const name = opts.program ? `${me}.${opts.program}` : me;
+  const id = await store.create(name, { force: opts.force ?? false });
+  out(`created ${id.name}\n  ID   ${id.id}\n  key  ${id.keyFile} (mode 0600)\n  cert ${id.certFile}\nNext: send it to the cluster with \`rex_key --distribute\` (a new host needs a token from \`rex_key --invite\` there).\n`);
+}
+
+async function list(opts: Opts): Promise<void> {
+  const { store, me } = await context(opts);
+  const own = store.ownNames().map((n) => {
+    try {
+      const k = store.load(n);
+      return { name: n, id: k.id, file: k.keyFile, ok: true as const };
+    } catch (e) {
+      return { name: n, id: '?', file: store.keyFile(n), ok: false as const, error: (e as Error).message };
+    }
+  });
+  const problems: string[] = [];
+  const known = store.known(problems);
+  const g = new GrantsFile(store.grantsFile).current();
+  const pending = readPending(store);
+  const tokens = new TokenStore(store.tokensFile).pending();
+  if (opts.json) {
+    out(
+      toJson({
+        identity: me,
+        own,
+        known: known.map((k) => ({ name: k.name, id: k.id, added: k.added, via: k.via })),
+        grants: g.grants.grants.map(({ line: _l, ...x }) => ({ ...x, ...(x.expires !== undefined ? { expires: new Date(x.expires).toISOString() } : {}) })),
+        revoked: g.grants.revoked.map(({ line: _l, ...x }) => x),
+        grantsError: g.error?.format(),
+        pendingHosts: pending,
+        openInvites: tokens.length,
+        problems,
+      }),
+    );
+    return;
+  }
+  out(`Own identities (${store.keysDir}):\n`);
+  out(own.length ? table(['NAME', 'ID', 'STATE'], own.map((o) => [o.name, o.id, o.ok ? 'ok' : `UNUSABLE: ${o.error}`])) : `  none; create one with \`rex_key --create\` (it will be ${me})\n`);
+  out(`\nTrusted keys (${store.knownDir}):\n`);
+  out(known.length ? table(['NAME', 'ID', 'VIA', 'ADDED'], known.map((k) => [k.name, k.id, k.via ?? '-', k.added ?? '-'])) : '  none yet (enroll with `rex_key --invite` / `--distribute --token`)\n');
+  for (const p of problems) out(`  warning: ${p}\n`);
+  out(`\nGrants (${store.grantsFile}):\n`);
+  if (g.error) out(`  ${g.error.format().replace(/\n/g, '\n  ')}\n`);
+  else if (g.grants.grants.length + g.grants.revoked.length === 0) out('  none: nobody else may use this host as this user\n');
+  for (const x of g.grants.grants) out(`  ${formatGrant(x)}${x.expires !== undefined && x.expires <= Date.now() ? '   (expired)' : ''}\n`);
+  for (const r of g.grants.revoked) out(`  revoke ${r.id}${r.name ? ` name=${r.name}` : ''}${r.at ? ` at=${r.at}` : ''}\n`);
+  if (tokens.length) out(`\nOpen invitations: ${tokens.length} (next expires ${tokens[0]!.expires.toISOString()})\n`);
+  if (pending.length) out(`\nHosts still waiting for our key (retried by the next \`rex_key --distribute\`):\n${pending.map((p) => `  ${p.host} since ${p.since}: ${p.reason}\n`).join('')}`);
+}
+
+async function doInvite(opts: Opts): Promise<void> {
+  const { store, me } = await context(opts);
+  const own = store.load(me);
+  const ttl = opts.expires ? expiryTime(opts.expires) - Date.now() : 15 * 60_000;
+  if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
+  const t = invite(store, own, ttl);
+  out(`One-time enrollment token for ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
+  out(`On the client host run:  rex_key --distribute --token ${t.token}\nIt will check that this host's key is ${own.id} before sending anything.\n`);
+}
+
+async function distribute(opts: Opts): Promise<void> {
+  const { loaded, store, me } = await context(opts);
+  const cfg = loaded.config;
+  const name = opts.program ? `${me}.${opts.program}` : me;
+  const own = store.load(name);
+  const byName = new Map(cfg.servers.map((s) => [s.name, s]));
+  const token = opts.token ? parseToken(opts.token) : undefined;
+  let targets: ServerEntry[];
+  if (token) {
+    const host = opts.host?.[0] ?? token.server.split('.')[0]!;
+    const entry = byName.get(host) ?? parseHostArg(host);
+    if (!entry) throw new RexError(ErrorCodes.HOST_UNKNOWN, `the token is for ${token.server}, but host ${host} is not in rex.rc servers`, { hint: 'add it to servers, or give --host ADDRESS:PORT' });
+    targets = [entry];
+  } else if (opts.host?.length) {
+    targets = opts.host.map((h) => {
+      const e = byName.get(h) ?? parseHostArg(h);
+      if (!e) throw new RexError(ErrorCodes.HOST_UNKNOWN, `host ${h} is not in rex.rc servers (known: ${[...byName.keys()].join(', ') || 'none'})`);
+      return e;
+    });
+  } else {
+    targets = cfg.servers.filter((s) => s.name !== cfg.hostName);
+    if (targets.length === 0) throw new RexError(ErrorCodes.USAGE, 'rex.rc lists no other servers to distribute to', { hint: 'add the cluster to `servers`, or give --token' });
+  }
+  out(`Distributing ${own.name} (key ${own.id}) to ${targets.map((t) => t.name).join(', ')}\n`);
+  const pending = new Map(readPending(store).map((p) => [p.host, p]));
+  for (const p of pending.values()) if (!targets.some((t) => t.name === p.host) && byName.has(p.host)) targets.push(byName.get(p.host)!);
+  let failures = 0;
+  for (const entry of targets) {
+    const was = pending.get(entry.name);
+    if (was) out(`  ${entry.name}: retrying (pending since ${was.since})\n`);
+    try {
+      const r = await enrollWith({ entry, own, store, ...(token ? { token } : {}), timeoutMs: cfg.peerTimeout });
+      pending.delete(entry.name);
+      out(`  ${entry.name}: ${r.already ? 'already knows' : 'now knows'} ${r.name} (key ${r.id}); server ${r.server} key ${r.serverId} verified${token ? ' against the token' : ''}\n`);
+    } catch (e) {
+      failures++;
+      const err = e as RexError;
+      const reason = err.message;
+      const unreachable = /ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|ETIMEDOUT|closed/.test(reason) && err.code !== ErrorCodes.AUTH_DENIED;
+      if (unreachable || err.code === ErrorCodes.KEY_UNKNOWN) {
+        const p: PendingHost = { host: entry.name, since: was?.since ?? new Date().toISOString(), reason: unreachable ? 'unreachable' : 'needs a token' };
+        pending.set(entry.name, p);
+      }
+      out(`  ${entry.name}: FAILED: ${reason}${err.hint ? `\n    hint: ${err.hint}` : ''}${unreachable ? '\n    (will be retried by the next rex_key --distribute)' : ''}\n`);
+    }
+  }
+  writePending(store, [...pending.values()]);
+  if (failures > 0) throw new RexError(ErrorCodes.ENROLL_FAILED, `${failures} of ${targets.length} hosts did not receive the key`);
+}
+
+/** `NAME@ADDRESS:PORT` or `ADDRESS:PORT` given on the command line. */
+function parseHostArg(s: string): ServerEntry | undefined {
+  const m = /^(?:([A-Za-z0-9_-]+)@)?([^:@\s]+):(\d{1,5})$/.exec(s);
+  if (!m) return undefined;
+  return { name: m[1] ?? m[2]!, address: m[2]!, port: Number(m[3]) };
+}
+
+async function grant(opts: Opts): Promise<void> {
+  const { store } = await context(opts);
+  const r = addGrant(store, opts.grant!, {
+    ...(opts.program ? { program: opts.program } : {}),
+    ...(opts.from ? { from: opts.from } : {}),
+    ...(opts.expires ? { expires: expiryTime(opts.expires) } : {}),
+  });
+  out(`granted: ${r.line}\n`);
+  if (r.subject.keys.length === 0) out(`  note: no key of ${opts.grant} is known here yet; the grant applies once it enrolls (rex_key --invite)\n`);
+  for (const k of r.subject.keys) out(`  key ${k.id} (${k.name})\n`);
+}
+
+async function revoke(opts: Opts): Promise<void> {
+  const { store } = await context(opts);
+  const r = revokeGrants(store, opts.revoke!, opts.program ? { program: opts.program } : {});
+  for (const l of r.removed) out(`removed: ${l}\n`);
+  for (const l of r.revoked) out(`added:   ${l}\n`);
+  if (r.removed.length + r.revoked.length === 0) out(`nothing to revoke: ${opts.revoke} has no grant here\n`);
+  else out('rexd applies this to the next request and closes the open sessions of the revoked identity.\n');
+}
+
+const program = new Command('rex_key')
+  .description("manage this user's REX keys, trusted keys and grants (docs/KEYS.md)")
+  .option('-c, --create', 'make the key pair of this host and user (or of a program with -p)')
+  .option('-l, --list', 'show own identities and their IDs, trusted keys, grants and pending hosts')
+  .option('-i, --invite', 'print a one-time enrollment token for this host')
+  .option('-d, --distribute', 'send this identity\'s key to every host in rex.rc servers (or --host)')
+  .option('-g, --grant <name-or-id>', 'let an identity (HOST.USER[.PROGRAM] or key ID) use this host as this user')
+  .option('-r, --revoke <name-or-id>', 'withdraw the grants of an identity and refuse its keys')
+  .option('-p, --program <name>', 'the PROGRAM of a HOST.USER.PROGRAM identity (create, distribute, grant, revoke)')
+  .option('-f, --force', 'with --create: replace an existing key (the old one is kept as .prev)')
+  .option('-t, --token <token>', 'with --distribute: the enrollment token from `rex_key --invite` on the server')
+  .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
+  .option('--from <host>', 'with --grant: only from this host, address, CIDR range or localnets')
+  .option('-e, --expires <when>', 'with --grant or --invite: a duration (30m, 2h, 7d) or an ISO-8601 time')
+  .option('--json', 'with --list: machine-readable output')
+  .option('--config <file>', 'rex.rc to read (default: $REX_CONFIG, ./rex.rc, ~/rex.rc, ...)')
+  .action(async (opts: Opts) => {
+    const actions = (['create', 'list', 'invite', 'distribute', 'grant', 'revoke'] as const).filter((a) => opts[a] !== undefined && opts[a] !== false);
+    if (actions.length !== 1) {
+      throw new RexError(ErrorCodes.USAGE, actions.length === 0 ? 'say what to do: --create, --list, --invite, --distribute, --grant or --revoke' : `one action at a time, got --${actions.join(', --')}`);
+    }
+    const run = { create, list, invite: doInvite, distribute, grant, revoke }[actions[0]!];
+    await run(opts);
+  });
+
+await runMain(program);

@@ -1,0 +1,124 @@
+/**
+ * What `rex_key --grant`, `--revoke` and `--invite` do to the files, as
+ * functions the CLI and the test fixtures share. Grants edits keep every other
+ * line of the file (comments and hand edits) as it was, and refuse to edit a
+ * file with a syntax error rather than drop what they cannot read.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { formatGrant, formatRevocation, GRANTS_HEADER, parseGrants, type Grant } from './grants.js';
+import { isIdPrefix, parseId } from './id.js';
+import { parseIdentityName } from './identity.js';
+import { writeFileAtomic, type KeyStore, type KnownKey } from './store.js';
+import { TokenStore } from './tokens.js';
+
+/** What NAME-or-ID stands for: a name, and the known keys it matches. */
+export interface Subject {
+  /** HOST.USER when given as a name (a HOST.USER.PROGRAM name puts PROGRAM in `program`). */
+  name?: string;
+  program?: string;
+  /** Set when given as an ID (or an unambiguous ID prefix). */
+  id?: string;
+  keys: KnownKey[];
+}
+
+/** Resolves NAME-or-ID against the trust store; throws USAGE for input that is neither. */
+export function resolveSubject(store: KeyStore, nameOrId: string): Subject {
+  if (nameOrId.includes('.')) {
+    const p = parseIdentityName(nameOrId);
+    if (typeof p === 'string') throw new RexError(ErrorCodes.USAGE, p);
+    const name = `${p.host}.${p.user}`;
+    return { name, ...(p.program ? { program: p.program } : {}), keys: store.known().filter((k) => k.name === nameOrId || k.name === name) };
+  }
+  const full = parseId(nameOrId);
+  if (full) return { id: full, keys: store.resolve(full) };
+  if (isIdPrefix(nameOrId)) {
+    const keys = store.resolve(nameOrId);
+    if (keys.length === 1) return { id: keys[0]!.id, keys };
+    throw new RexError(ErrorCodes.KEY_UNKNOWN, keys.length === 0 ? `no known key has an ID starting with ${nameOrId}` : `${nameOrId} matches ${keys.length} keys: ${keys.map((k) => `${k.id} (${k.name})`).join(', ')}`, {
+      hint: 'give more of the ID, or the name; `rex_key --list` shows both',
+    });
+  }
+  throw new RexError(ErrorCodes.USAGE, `"${nameOrId}" is neither an identity name (HOST.USER[.PROGRAM]) nor a key ID`);
+}
+
+function readLines(file: string): string[] {
+  if (!existsSync(file)) return GRANTS_HEADER.split('\n').slice(0, -1);
+  const text = readFileSync(file, 'utf8');
+  parseGrants(text, file); // refuse to edit a file we cannot read
+  return text.replace(/\n$/, '').split('\n');
+}
+
+function lineOf(line: string, file: string): { grant?: Grant; revokeId?: string } {
+  const g = parseGrants(line, file);
+  return { ...(g.grants[0] ? { grant: g.grants[0] } : {}), ...(g.revoked[0] ? { revokeId: g.revoked[0].id } : {}) };
+}
+
+/** Adds a grant (replacing one for the same subject, program and origin) and lifts revocations of its keys. */
+export function addGrant(store: KeyStore, nameOrId: string, opts: { program?: string; from?: string; expires?: number } = {}): { line: string; subject: Subject } {
+  const subject = resolveSubject(store, nameOrId);
+  const program = opts.program ?? subject.program;
+  const g: Omit<Grant, 'line'> = {
+    ...(subject.name ? { name: subject.name } : {}),
+    ...(subject.id ? { id: subject.id } : {}),
+    ...(program ? { program } : {}),
+    ...(opts.from ? { from: opts.from } : {}),
+    ...(opts.expires !== undefined ? { expires: opts.expires } : {}),
+  };
+  const text = formatGrant(g);
+  parseGrants(text, 'new grant'); // validates program= and from=
+  const ids = new Set(subject.keys.map((k) => k.id));
+  if (subject.id) ids.add(subject.id);
+  const lines = readLines(store.grantsFile).filter((l) => {
+    const x = lineOf(l, store.grantsFile);
+    if (x.revokeId && ids.has(x.revokeId)) return false;
+    if (x.grant && x.grant.name === g.name && x.grant.id === g.id && x.grant.program === g.program && x.grant.from === g.from) return false;
+    return true;
+  });
+  lines.push(text);
+  store.ensureDirs();
+  writeFileAtomic(store.grantsFile, `${lines.join('\n')}\n`, 0o600);
+  return { line: text, subject };
+}
+
+/**
+ * Removes the grants of NAME-or-ID (only those for `program` when given). Without
+ * a program it also adds a `revoke` line for each of its known keys, so that the
+ * keys stay refused even if another grant would match them.
+ */
+export function revokeGrants(store: KeyStore, nameOrId: string, opts: { program?: string; now?: number } = {}): { removed: string[]; revoked: string[]; subject: Subject } {
+  const subject = resolveSubject(store, nameOrId);
+  const program = opts.program ?? subject.program;
+  const removed: string[] = [];
+  const ids = new Set(subject.keys.map((k) => k.id));
+  if (subject.id) ids.add(subject.id);
+  const lines = readLines(store.grantsFile).filter((l) => {
+    const x = lineOf(l, store.grantsFile);
+    if (!x.grant) return true;
+    const same = (subject.name !== undefined && x.grant.name === subject.name) || (x.grant.id !== undefined && ids.has(x.grant.id));
+    if (same && (program === undefined || x.grant.program === program)) {
+      removed.push(l.trim());
+      return false;
+    }
+    return true;
+  });
+  const revoked: string[] = [];
+  if (program === undefined) {
+    const at = new Date(opts.now ?? Date.now()).toISOString();
+    for (const id of ids) {
+      const name = subject.keys.find((k) => k.id === id)?.name;
+      const line = formatRevocation({ id, ...(name ? { name } : {}), at });
+      lines.push(line);
+      revoked.push(line);
+    }
+  }
+  store.ensureDirs();
+  writeFileAtomic(store.grantsFile, `${lines.join('\n')}\n`, 0o600);
+  return { removed, revoked, subject };
+}
+
+/** Issues an enrollment token for this host's identity `own` (`rex_key --invite`). */
+export function invite(store: KeyStore, own: { name: string; id: string }, ttlMs: number): { token: string; expires: Date } {
+  store.ensureDirs();
+  return new TokenStore(store.tokensFile).issue(own.name, own.id, ttlMs);
+}

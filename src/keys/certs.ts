@@ -1,0 +1,79 @@
+/**
+ * Key pairs and self-signed certificates. Keys are Ed25519, made by Node's
+ * crypto (OpenSSL); certificates are X.509 v3, self-signed with the same key,
+ * made by @peculiar/x509 on WebCrypto. The certificate only carries the public
+ * key and the identity name (subject CN) into the TLS handshake: REX pins keys
+ * by ID, it does not use certificate chains or validity periods.
+ */
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto } from 'node:crypto';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { keyId } from './id.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+/** A new key pair and its certificate, PEM encoded. */
+export interface KeyMaterial {
+  keyPem: string;
+  certPem: string;
+  id: string;
+}
+
+type CryptoKeyPairLike = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]["keys"];
+
+const ED25519 = { name: 'Ed25519' } as const;
+/** Certificates outlive any key rotation policy: REX trusts keys by ID and grants carry expiry. */
+const CERT_YEARS = 100;
+
+/** Makes an Ed25519 key pair and a self-signed certificate whose subject CN is `name`. */
+export async function createKeyMaterial(name: string): Promise<KeyMaterial> {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  const priv = await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), ED25519, false, ['sign']);
+  const pub = await webcrypto.subtle.importKey('spki', spki, ED25519, true, ['verify']);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomBytes(8).toString('hex').replace(/^[89a-f]/, '1'), // positive INTEGER
+    name: `CN=${name}`,
+    notBefore: new Date(now - 3_600_000),
+    notAfter: new Date(now + CERT_YEARS * 365 * 86_400_000),
+    signingAlgorithm: ED25519,
+    keys: { privateKey: priv, publicKey: pub } as unknown as CryptoKeyPairLike,
+  });
+  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, certPem: cert.toString('pem') + '\n', id: keyId(spki) };
+}
+
+/** What a certificate says: the ID of its key and the name in its subject CN. */
+export interface CertInfo {
+  id: string;
+  /** Subject CN, or '' when there is none. */
+  name: string;
+  der: Buffer;
+  pem: string;
+}
+
+/** Reads a certificate (PEM or DER); throws KEY_INVALID naming `where` when it is not one. */
+export function certInfo(cert: string | Uint8Array, where: string): CertInfo {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(typeof cert === 'string' ? cert : Buffer.from(cert));
+  } catch (e) {
+    throw new RexError(ErrorCodes.KEY_INVALID, `${where} is not an X.509 certificate: ${(e as Error).message}`, { where });
+  }
+  const spki = x.publicKey.export({ type: 'spki', format: 'der' });
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(x.subject)?.[1] ?? '';
+  return { id: keyId(spki), name: cn, der: Buffer.from(x.raw), pem: x.toString() };
+}
+
+/** The ID of the public key inside a PEM private key (to check a key file matches its certificate). */
+export function privateKeyId(keyPem: string, where: string): string {
+  try {
+    return keyId(createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'der' }));
+  } catch (e) {
+    throw new RexError(ErrorCodes.KEY_INVALID, `${where} is not a readable private key: ${(e as Error).message}`, {
+      where,
+      hint: 'create a new key with `rex_key --create --force`',
+    });
+  }
+}

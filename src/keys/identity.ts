@@ -1,0 +1,63 @@
+/**
+ * Identity names: HOST.USER[.PROGRAM], as in the seed. HOST is a REX host name
+ * (rex.rc `host-name`), USER the login name of the user the REX instance runs
+ * for, PROGRAM an optional program name. '.' separates the parts and so may not
+ * appear inside them.
+ */
+import { userInfo } from 'node:os';
+import { ErrorCodes, RexError } from '../util/errors.js';
+
+/** A parsed identity name. */
+export interface IdentityName {
+  host: string;
+  user: string;
+  program?: string;
+}
+
+const PART_RE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
+
+/** True when `s` is a valid HOST, USER or PROGRAM part. */
+export function isNamePart(s: string): boolean {
+  return PART_RE.test(s);
+}
+
+/** Parses HOST.USER[.PROGRAM]; returns a message naming what is wrong, or the parts. */
+export function parseIdentityName(s: string): IdentityName | string {
+  const parts = s.split('.');
+  if (parts.length < 2 || parts.length > 3) return `"${s}" is not an identity name; expected HOST.USER or HOST.USER.PROGRAM`;
+  const [host, user, program] = parts as [string, string, string | undefined];
+  const labels = ['HOST', 'USER', 'PROGRAM'];
+  for (const [i, p] of parts.entries()) {
+    if (!isNamePart(p)) return `"${s}": ${labels[i]} part "${p}" must be 1-63 letters, digits, '_' or '-', not starting with '-'`;
+  }
+  return program === undefined ? { host, user } : { host, user, program };
+}
+
+/** Parses an identity name or throws USAGE with the reason. */
+export function identityName(s: string): IdentityName {
+  const r = parseIdentityName(s);
+  if (typeof r === 'string') throw new RexError(ErrorCodes.USAGE, r);
+  return r;
+}
+
+/** HOST.USER[.PROGRAM] as text. */
+export function formatName(n: IdentityName): string {
+  return n.program === undefined ? `${n.host}.${n.user}` : `${n.host}.${n.user}.${n.program}`;
+}
+
+/** HOST.USER of a name (the host-and-user identity a program identity belongs to). */
+export function baseName(n: IdentityName): string {
+  return `${n.host}.${n.user}`;
+}
+
+/** The login name of the user this process runs as. */
+export function currentUser(): string {
+  const u = process.env.REX_USER || userInfo().username;
+  // Login names may hold characters REX names cannot ('.', '@' in directory users); map them to '_'.
+  return u.replace(/[^A-Za-z0-9_-]/g, '_').replace(/^-/, '_').slice(0, 63) || 'user';
+}
+
+/** This host-and-user's identity name, optionally for a program. */
+export function localName(host: string, program?: string, user = currentUser()): string {
+  return program === undefined ? `${host}.${user}` : `${host}.${user}.${program}`;
+}

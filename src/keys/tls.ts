@@ -1,0 +1,67 @@
+/**
+ * The TLS layer under protocol v1 between hosts: TLS 1.3 only, both sides
+ * present their self-signed REX certificate, and each side pins the other's key
+ * by ID against its own trust store (certificate chains and names play no part:
+ * OpenSSL's chain check is off, REX's pin check replaces it). See docs/PROTOCOL.md
+ * section 6.
+ */
+import { connect as tlsConnect, type TLSSocket, type TlsOptions, type ConnectionOptions } from 'node:tls';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { certInfo, type CertInfo } from './certs.js';
+import type { OwnIdentity } from './store.js';
+
+/** Options shared by both ends: TLS 1.3 and nothing older. */
+const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+
+/** Server-side options: ask for the client's certificate, judge it ourselves after the handshake. */
+export function tlsServerOptions(own: OwnIdentity): TlsOptions {
+  return { ...TLS13, key: own.keyPem, cert: own.certPem, requestCert: true, rejectUnauthorized: false };
+}
+
+/** Client-side options; the pin check happens in {@link connectPinned}. */
+export function tlsClientOptions(own: OwnIdentity): ConnectionOptions {
+  return { ...TLS13, key: own.keyPem, cert: own.certPem, rejectUnauthorized: false };
+}
+
+/** The certificate the other end presented, or undefined if none. */
+export function peerCert(sock: TLSSocket): CertInfo | undefined {
+  const c = sock.getPeerCertificate(true);
+  if (!c || !c.raw || c.raw.length === 0) return undefined;
+  try {
+    return certInfo(c.raw, 'peer certificate');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Decides whether the server's certificate is the one we expect; returns a refusal message or undefined. */
+export type PinCheck = (cert: CertInfo | undefined) => string | undefined;
+
+/**
+ * Opens a TLS connection and checks the server's key before a single byte of
+ * REX traffic is sent; resolves with the socket and the server's certificate.
+ */
+export function connectPinned(opts: { host: string; port: number; own: OwnIdentity; pin: PinCheck; timeoutMs: number; label: string }): Promise<{ sock: TLSSocket; cert: CertInfo }> {
+  return new Promise((resolve, reject) => {
+    const sock = tlsConnect({ ...tlsClientOptions(opts.own), host: opts.host, port: opts.port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new RexError(ErrorCodes.CONN_TIMEOUT, `TLS connection to ${opts.label} timed out after ${opts.timeoutMs} ms`));
+    }, opts.timeoutMs);
+    sock.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new RexError(ErrorCodes.CONN_CLOSED, `TLS connection to ${opts.label} failed: ${e.message}`, { cause: e }));
+    });
+    sock.once('secureConnect', () => {
+      clearTimeout(timer);
+      const cert = peerCert(sock);
+      const refusal = opts.pin(cert);
+      if (refusal !== undefined || !cert) {
+        sock.destroy();
+        reject(new RexError(ErrorCodes.AUTH_DENIED, `${opts.label}: ${refusal ?? 'the server presented no certificate'}`, { hint: 'a server whose key does not match may be an impostor; compare IDs with `rex_key --list` on that host' }));
+        return;
+      }
+      resolve({ sock, cert });
+    });
+  });
+}

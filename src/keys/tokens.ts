@@ -1,0 +1,132 @@
+/**
+ * One-time enrollment tokens (`rex_key --invite`). A token is
+ *
+ *   rex1:SERVER-NAME:SERVER-ID:SECRET
+ *
+ * SERVER-NAME is the inviting identity (HOST.USER), SERVER-ID its key ID without
+ * dashes (32 base32 characters), SECRET 160 random bits (32 base32 characters).
+ * The client pins the server's key to SERVER-ID before it sends anything, so it
+ * never trusts on first use; it then sends SECRET inside that TLS connection
+ * with an HMAC binding it to its own key. The server keeps only SHA-256(SECRET),
+ * an expiry, and whether the token was used, in an append-only file:
+ *
+ *   token HASH expires=ISO created=ISO
+ *   used HASH at=ISO by=ID
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { base32, groupId, parseId } from './id.js';
+import { parseIdentityName } from './identity.js';
+
+/** A parsed token. */
+export interface Token {
+  server: string;
+  serverId: string;
+  secret: string;
+}
+
+const TOKEN_RE = /^rex1:([^:\s]{1,200}):([A-Z2-7]{32}):([A-Z2-7]{32})$/;
+
+/** Reads a token as pasted (surrounding white space ignored); throws TOKEN_INVALID saying which part is wrong. */
+export function parseToken(text: string): Token {
+  const t = text.trim();
+  const bad = (why: string) =>
+    new RexError(ErrorCodes.TOKEN_INVALID, `not an enrollment token: ${why}`, { hint: 'copy the whole line `rex_key --invite` printed on the server, e.g. rex1:beta.alice:ABCD...:WXYZ...' });
+  if (t.length > 400) throw bad(`${t.length} characters, a token has fewer than 300`);
+  if (!t.startsWith('rex1:')) throw bad('it does not start with "rex1:"');
+  const parts = t.split(':');
+  if (parts.length !== 4) throw bad(`expected 4 parts separated by ":", found ${parts.length}`);
+  const m = TOKEN_RE.exec(t);
+  const name = parts[1]!;
+  const p = parseIdentityName(name);
+  if (typeof p === 'string' || p.program !== undefined) throw bad(`the server part "${name.slice(0, 60)}" is not HOST.USER`);
+  if (!m || !parseId(parts[2]!)) throw bad('the server key ID (third part) must be 32 characters A-Z and 2-7');
+  if (!/^[A-Z2-7]{32}$/.test(parts[3]!)) throw bad('the secret (fourth part) must be 32 characters A-Z and 2-7');
+  return { server: name, serverId: groupId(parts[2]!), secret: parts[3]! };
+}
+
+/** The text form of a token. */
+export function formatToken(t: Token): string {
+  return `rex1:${t.server}:${t.serverId.replace(/-/g, '')}:${t.secret}`;
+}
+
+/** SHA-256 of the secret, hex: what the server stores. */
+export function secretHash(secret: string): string {
+  return createHash('sha256').update(`rex-token-v1:${secret}`).digest('hex');
+}
+
+/** The client's proof that it binds the token to its key: HMAC-SHA256(secret, client SPKI ID and server ID). */
+export function enrollProof(secret: string, clientId: string, serverId: string): Buffer {
+  return createHmac('sha256', secret).update(`rex-enroll-v1\n${clientId}\n${serverId}`).digest();
+}
+
+/** Constant-time check of a proof. */
+export function proofMatches(secret: string, clientId: string, serverId: string, proof: Uint8Array): boolean {
+  const want = enrollProof(secret, clientId, serverId);
+  return proof.length === want.length && timingSafeEqual(want, Buffer.from(proof));
+}
+
+/** The stored state of one token. */
+interface TokenRecord {
+  hash: string;
+  expires: number;
+  created: string;
+  used?: { at: string; by: string };
+}
+
+/** The tokens file of a server: issue, and consume once. */
+export class TokenStore {
+  constructor(readonly file: string) {}
+
+  /** Issues a token for `server` (HOST.USER with key `serverId`) valid for `ttlMs`. */
+  issue(server: string, serverId: string, ttlMs: number, now = Date.now()): { token: string; expires: Date } {
+    const secret = base32(randomBytes(20));
+    const expires = new Date(now + ttlMs);
+    appendFileSync(this.file, `token ${secretHash(secret)} expires=${expires.toISOString()} created=${new Date(now).toISOString()}\n`, { mode: 0o600 });
+    return { token: formatToken({ server, serverId, secret }), expires };
+  }
+
+  private records(): Map<string, TokenRecord> {
+    const out = new Map<string, TokenRecord>();
+    if (!existsSync(this.file)) return out;
+    for (const line of readFileSync(this.file, 'utf8').split('\n')) {
+      const w = line.trim().split(/\s+/);
+      const opt = (k: string) => w.find((x) => x.startsWith(`${k}=`))?.slice(k.length + 1);
+      if (w[0] === 'token' && w[1]) {
+        const exp = Date.parse(opt('expires') ?? '');
+        if (Number.isFinite(exp)) out.set(w[1], { hash: w[1], expires: exp, created: opt('created') ?? '' });
+      } else if (w[0] === 'used' && w[1]) {
+        const r = out.get(w[1]);
+        if (r) r.used = { at: opt('at') ?? '?', by: opt('by') ?? '?' };
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Marks the token with this secret used by key `by`; throws TOKEN_INVALID,
+   * TOKEN_EXPIRED or TOKEN_USED (a replay) otherwise.
+   */
+  consume(secret: string, by: string, now = Date.now()): void {
+    const hash = secretHash(secret);
+    const r = this.records().get(hash);
+    if (!r) {
+      throw new RexError(ErrorCodes.TOKEN_INVALID, 'this host never issued that enrollment token', { hint: 'ask the owner for a new one (rex_key --invite on this host)' });
+    }
+    if (r.used) {
+      throw new RexError(ErrorCodes.TOKEN_USED, `the enrollment token was already used at ${r.used.at} (by key ${r.used.by}); tokens are single use`, {
+        hint: 'ask the owner for a new one (rex_key --invite)',
+      });
+    }
+    if (r.expires <= now) {
+      throw new RexError(ErrorCodes.TOKEN_EXPIRED, `the enrollment token expired at ${new Date(r.expires).toISOString()}`, { hint: 'ask the owner for a new one (rex_key --invite --expires 1h)' });
+    }
+    appendFileSync(this.file, `used ${hash} at=${new Date(now).toISOString()} by=${by}\n`, { mode: 0o600 });
+  }
+
+  /** Tokens not yet used nor expired. */
+  pending(now = Date.now()): { hash: string; expires: Date }[] {
+    return [...this.records().values()].filter((r) => !r.used && r.expires > now).map((r) => ({ hash: r.hash, expires: new Date(r.expires) }));
+  }
+}
