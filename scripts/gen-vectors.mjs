@@ -63,6 +63,18 @@ ok('hosts', [
     l(1, [s(1, 'beta'), s(2, '127.0.0.1'), u(3, 7802, 2), bo(7, false), s(10, 'connect ECONNREFUSED 127.0.0.1:7802')]),
   ]),
 ]);
+// remote calls (section 4.7): a CALL with an input frame (add(2, 3): int32 a, int32 b), its RESULT (return 5)
+ok('call', [frame(0x0070, 1, 7, [s(1, 'alpha.alice.demo.add'), by(2, '0200000003000000'), u(3, 30000, 2)])]);
+ok('result', [frame(0x0071, 1, 7, [by(1, '05000000'), s(2, 'alpha')])]);
+ok('result-accepted-then-end', [frame(0x0071, 0, 9, [bo(3, true)]), frame(0x0071, 1, 9, [by(1, '')])]);
+ok('entries-get', [frame(0x0072, 0, 11, [s(1, 'demo')])]);
+ok('entries', [frame(0x0073, 1, 11, [l(1, [s(1, 'add'), u(2, 8, 1), u(3, 4, 1), bo(4, true), s(6, 'int32 add(int32 a, int32 b)')]), l(1, [s(1, 'log_msg'), bo(4, false), s(5, 'log_msg is variadic')]), s(2, 'demo'), s(3, 'alpha')])]);
+ok('cancel', [frame(0x0074, 0, 13, [u(1, 7, 1)])]);
+ok('cancelled', [frame(0x0075, 1, 13, [bo(1, true)])]);
+ok('define', [frame(0x0076, 0, 1, [s(1, 'scale'), u(2, 16, 1), u(3, 8, 1), s(4, 'd'), l(5, [u(1, 1, 1), s(2, '{ii}'), u(3, 0, 1), u(4, 8, 1)]), l(5, [u(1, 1, 1), s(2, 'd'), u(3, 8, 1), u(4, 8, 1)])])]);
+ok('define-buffer', [frame(0x0076, 0, 3, [s(1, 'sum'), u(2, 8, 1), u(3, 8, 1), s(4, 'l'), l(5, [u(1, 2, 1), u(3, 0, 1), u(5, 1, 1), u(6, 8, 1), u(7, 8, 1), u(9, 3, 1), u(10, 1, 1)]), l(5, [u(1, 1, 1), s(2, 'I'), u(3, 4, 1), u(4, 4, 1)])])]);
+ok('defined', [frame(0x0077, 1, 1, [])]);
+ok('error-crashed', [frame(0x0002, 1, 7, [u(1, 13, 1), s(2, "crash: the function crashed its controller with SIGSEGV (pid 4242)"), u(4, 0x70, 1)])]);
 // ---- every kind and width
 ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);
 ok('int-widths', [frame(0x0010, 0, 7, [i(100, -128, 1), i(101, -32768, 2), i(102, -2147483648, 4), i(103, -(2n ** 63n), 8), i(104, 2n ** 63n - 1n, 8), i(105, 127, 1)])]);

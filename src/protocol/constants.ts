@@ -46,6 +46,14 @@ export const MsgType = {
   HOSTS: 0x0023,
   ENROLL: 0x0030,
   ENROLLED: 0x0031,
+  CALL: 0x0070,
+  RESULT: 0x0071,
+  ENTRIES_GET: 0x0072,
+  ENTRIES: 0x0073,
+  CANCEL: 0x0074,
+  CANCELLED: 0x0075,
+  DEFINE: 0x0076,
+  DEFINED: 0x0077,
 } as const;
 
 export type MsgTypeName = keyof typeof MsgType;
@@ -82,6 +90,9 @@ export const ProtoError = {
   INTERNAL: 10,
   DENIED: 11,
   BAD_REQUEST: 12,
+  CRASHED: 13,
+  NO_ENTRY: 14,
+  CANCELLED: 15,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;
 

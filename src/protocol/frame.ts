@@ -49,6 +49,9 @@ const CODE_FOR: Record<ProtoErrorName, ErrorCode> = {
   INTERNAL: ErrorCodes.PROTO_REMOTE,
   DENIED: ErrorCodes.PROTO_REMOTE,
   BAD_REQUEST: ErrorCodes.PROTO_MALFORMED,
+  CRASHED: ErrorCodes.CALL_CRASHED,
+  NO_ENTRY: ErrorCodes.CALL_NO_ENTRY,
+  CANCELLED: ErrorCodes.CALL_CANCELLED,
 };
 
 /** A protocol violation, with the ERROR code (docs/PROTOCOL.md section 4.2) to answer with. */

@@ -31,6 +31,37 @@ const HOST_ENTRY = {
   loadavg1: { tag: 11, t: 'f64' },
 } as const satisfies Record<string, FieldSpec>;
 
+/** Largest input or output frame of a remote call: it travels in one protocol frame (REX_CALL_MAX_FRAME in rex.h). */
+export const CALL_MAX_FRAME = LIMITS.maxPayload - 1024;
+
+/** One entry point in an ENTRIES answer (docs/PROTOCOL.md 4.7). */
+const CALL_ENTRY = {
+  name: { tag: 1, t: 'str', required: true, max: 255 },
+  inputSize: { tag: 2, t: 'u32' },
+  outputSize: { tag: 3, t: 'u32' },
+  callable: { tag: 4, t: 'bool' },
+  refusal: { tag: 5, t: 'str', max: 4096 },
+  signature: { tag: 6, t: 'str', max: 4096 },
+  /** The entry point as JSON (src/runtime/frames EntryDesc), so callers can encode frames. */
+  definition: { tag: 7, t: 'str', max: 262144 },
+  variable: { tag: 8, t: 'bool' },
+} as const satisfies Record<string, FieldSpec>;
+
+/** One parameter of a DEFINE (rexd to a call controller; src/calls/define.ts). */
+const DEFINE_PARAM = {
+  kind: { tag: 1, t: 'u32', required: true },
+  ffi: { tag: 2, t: 'str', max: 65536 },
+  offset: { tag: 3, t: 'u32', required: true },
+  size: { tag: 4, t: 'u32' },
+  direction: { tag: 5, t: 'u32' },
+  elemSize: { tag: 6, t: 'u32' },
+  align: { tag: 7, t: 'u32' },
+  string: { tag: 8, t: 'bool' },
+  countKind: { tag: 9, t: 'u32' },
+  count: { tag: 10, t: 'u32' },
+  outOffset: { tag: 11, t: 'u32' },
+} as const satisfies Record<string, FieldSpec>;
+
 /** The attribute table of every message type of version 1. */
 export const MESSAGE_SPECS = {
   HELLO: {
@@ -86,6 +117,35 @@ export const MESSAGE_SPECS = {
     id: { tag: 4, t: 'str', required: true, max: 64 },
     already: { tag: 5, t: 'bool' },
   },
+  CALL: {
+    target: { tag: 1, t: 'str', required: true, max: 1024 },
+    input: { tag: 2, t: 'bytes', required: true, max: CALL_MAX_FRAME },
+    deadlineMs: { tag: 3, t: 'u32' },
+    async: { tag: 4, t: 'bool' },
+    outMax: { tag: 5, t: 'u32' },
+  },
+  RESULT: {
+    output: { tag: 1, t: 'bytes', max: CALL_MAX_FRAME },
+    host: { tag: 2, t: 'str', max: 255 },
+    accepted: { tag: 3, t: 'bool' },
+  },
+  ENTRIES_GET: { target: { tag: 1, t: 'str', required: true, max: 1024 } },
+  ENTRIES: {
+    entries: { tag: 1, t: 'group', fields: CALL_ENTRY, repeated: true, max: 4096 },
+    program: { tag: 2, t: 'str', max: 255 },
+    host: { tag: 3, t: 'str', max: 255 },
+  },
+  CANCEL: { call: { tag: 1, t: 'u32', required: true } },
+  CANCELLED: { found: { tag: 1, t: 'bool' } },
+  DEFINE: {
+    name: { tag: 1, t: 'str', required: true, max: 255 },
+    inputSize: { tag: 2, t: 'u32', required: true },
+    outputSize: { tag: 3, t: 'u32', required: true },
+    returns: { tag: 4, t: 'str', required: true, max: 65536 },
+    params: { tag: 5, t: 'group', fields: DEFINE_PARAM, repeated: true, max: 127 },
+    symbol: { tag: 6, t: 'str', max: 255 },
+  },
+  DEFINED: {},
 } as const satisfies Record<MsgTypeName, Record<string, FieldSpec>>;
 
 type Specs = typeof MESSAGE_SPECS;
@@ -158,7 +218,7 @@ function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unkn
 /** Turns a typed message into a frame. */
 export function messageToFrame(m: Message): Frame {
   const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;
-  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED';
+  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED' || m.type === 'RESULT' || m.type === 'ENTRIES' || m.type === 'CANCELLED' || m.type === 'DEFINED';
   return {
     type: MsgType[m.type],
     flags: m.end ?? isResponse ? 1 : 0,
