@@ -295,6 +295,41 @@ struct rex_host {
  */
 REX_EXTERN int rex_hosts(struct rex_host *hosts, size_t max);
 
+/* ===================================================== process images (rfork) */
+/*
+ * The process-migration core under rfork(): librex writes the calling process
+ * to an image (docs/IMAGE.md) and the freestanding restorer `rex-restore`
+ * rebuilds it in a fresh process (docs/RFORK.md). Linux x86-64 only.
+ */
+
+/** rex_dump_self flag: leave shared anonymous memory and SysV shm out of the image instead of failing. */
+#define REX_DUMP_SKIP_SHARED 0x1u
+
+/** What rex_dump_self reports. The first group is set when it returns 0, the second when it returns 1. */
+struct rex_dump_info {
+  uint64_t image_bytes;   /* bytes written to the image descriptor */
+  uint64_t data_pages;    /* pages carried in the image */
+  uint64_t private_pages; /* of those, anonymous pages present or file pages copied on write */
+  uint32_t nregions, nfds;
+  int origin_pid;              /* restored copy: the pid that called rex_dump_self */
+  int pid;                     /* restored copy: its own pid */
+  uint64_t restore_ns;         /* restored copy: restorer's first instruction to the jump back */
+  uint64_t restore_start_ns;   /* restored copy: CLOCK_MONOTONIC when the restorer started */
+};
+
+/**
+ * Saves the calling process to an image written on fd, like setjmp: returns 0
+ * in the caller once the image is written, and 1 in the copy that rex-restore
+ * builds from it, which continues from this call with the same memory,
+ * registers (including FPU/SSE/AVX), TLS, signal state, mm bounds, cwd, umask
+ * and rlimits. stdio is flushed first. Single-threaded processes only. info
+ * may be NULL. On failure returns -1, sets errno and rex_last_error():
+ * EBUSY with the thread count when more than one thread runs, EOPNOTSUPP
+ * naming the mapping for shared anonymous memory or SysV shm (unless
+ * REX_DUMP_SKIP_SHARED), or the errno of the failing system call.
+ */
+REX_EXTERN int rex_dump_self(int fd, unsigned flags, struct rex_dump_info *info);
+
 #ifdef __cplusplus
 }
 #endif

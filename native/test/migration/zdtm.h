@@ -1,0 +1,86 @@
+/*
+ * zdtm.h: helpers of the process-image fidelity programs, after CRIU's zdtm.
+ *
+ * Each program sets up one kind of state, calls zdtm_migrate(argv[1]) which
+ * writes an image to that path, and in the copy that `rex-restore IMAGE`
+ * rebuilds checks the state and reports with pass() or fail():
+ *   original:  prints "DUMPED <name> <bytes> <pages>" and exits 0
+ *   restored:  prints "PASS <name>" and exits 0, or "FAIL <name>: why" and exits 1
+ * A dump that fails prints "DUMPFAIL <name>: errno-name: rex_last_error()" and exits 2.
+ */
+#ifndef ZDTM_H
+#define ZDTM_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rex.h"
+
+static const char *zdtm_name = "?";
+static struct rex_dump_info zdtm_info;
+
+static void pass(void) {
+  printf("PASS %s\n", zdtm_name);
+  fflush(stdout);
+  exit(0);
+}
+
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("FAIL %s: ", zdtm_name);
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  fflush(stdout);
+  exit(1);
+}
+
+/* Opens the image file; -1 after printing why. */
+static int zdtm_open_image(const char *path) {
+  int fd = strcmp(path, "-") == 0 ? 1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    printf("DUMPFAIL %s: open %s: %s\n", zdtm_name, path, strerror(errno));
+    exit(2);
+  }
+  return fd;
+}
+
+/* Dumps to path with flags; returns 1 in the restored copy, 0 in the original (which the caller ends). */
+static int zdtm_dump(const char *path, unsigned flags) {
+  int fd = zdtm_open_image(path);
+  int r = rex_dump_self(fd, flags, &zdtm_info);
+  if (r < 0) {
+    int e = errno;
+    printf("DUMPFAIL %s: %s: %s\n", zdtm_name, strerrorname_np(e) ? strerrorname_np(e) : "?", rex_last_error());
+    exit(2);
+  }
+  if (r == 0 && fd != 1) close(fd);
+  return r;
+}
+
+/* Dumps to path; only the restored copy returns. */
+static void zdtm_migrate(const char *path) {
+  if (zdtm_dump(path, 0) == 1) return;
+  printf("DUMPED %s %llu %llu\n", zdtm_name, (unsigned long long)zdtm_info.image_bytes,
+         (unsigned long long)zdtm_info.data_pages);
+  fflush(stdout);
+  exit(0);
+}
+
+#define ZDTM_INIT(name, argc, argv)                                   \
+  do {                                                                \
+    zdtm_name = (name);                                               \
+    if ((argc) < 2) {                                                 \
+      fprintf(stderr, "usage: %s IMAGE\n", (argv)[0]);                \
+      exit(2);                                                        \
+    }                                                                 \
+  } while (0)
+
+#endif /* ZDTM_H */
