@@ -8,6 +8,7 @@ import { runMain } from './main.js';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerConfigCommands } from './commands/config.js';
 import { registerHostCommands } from './commands/hosts.js';
+import { registerLogCommands } from './commands/log.js';
 
 const program = new Command('rex')
   .description('REX: Remote EXecution Services')
@@ -16,5 +17,6 @@ const program = new Command('rex')
 registerHostCommands(program);
 registerClusterCommands(program);
 registerConfigCommands(program);
+registerLogCommands(program);
 
 await runMain(program);

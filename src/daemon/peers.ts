@@ -7,9 +7,8 @@
  * is accepted.
  */
 import type { ServerEntry } from '../config/index.js';
-import type { CertInfo } from '../keys/certs.js';
 import type { KeyStore, OwnIdentity } from '../keys/store.js';
-import { connectPinned } from '../keys/tls.js';
+import { connectPinned, pinKnownHost } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
 import type { MessageOf } from '../protocol/messages.js';
 import type { Logger } from './log.js';
@@ -116,26 +115,12 @@ export class PeerLink {
     }
   }
 
-  /** Refuses a server key unless this user enrolled it under this host's name. */
-  private pin(cert: CertInfo | undefined): string | undefined {
-    if (!cert) return 'presented no certificate';
-    const host = this.entry.name;
-    const known = this.opts.store.known().filter((k) => k.name.split('.')[0] === host);
-    if (known.length === 0) {
-      return `no key is known for host ${host} (it presented ${cert.name}, key ${cert.id}); enroll first: on ${host} run \`rex_key --invite\`, here \`rex_key --distribute --token TOKEN\``;
-    }
-    const k = known.find((x) => x.id === cert.id);
-    if (!k) return `host ${host} presented key ${cert.id} (${cert.name}), but the key enrolled for it is ${known.map((x) => `${x.id} (${x.name})`).join(', ')}`;
-    if (k.name !== cert.name) return `key ${cert.id} is enrolled as ${k.name}, but claims to be ${cert.name}`;
-    return undefined;
-  }
-
   private async connect(): Promise<void> {
     const { sock } = await connectPinned({
       host: this.entry.address,
       port: this.entry.port,
       own: this.opts.own,
-      pin: (c) => this.pin(c),
+      pin: pinKnownHost(this.opts.store, this.entry.name),
       timeoutMs: this.opts.peerTimeout,
       label: this.label,
     });

@@ -266,6 +266,10 @@ export class Rexd {
     conn.on('close', (err?: Error) => {
       this.sessions.delete(session);
       if (err && !/closed/.test(err.message)) this.log.debug({ peer: label, err: err.message }, 'connection ended');
+      // Garbage, a wrong preface or a stalled frame ends the session: that is an attempt worth a log line.
+      if (err && isRexError(err) && /^REX_ERR_PROTO_|CONN_TIMEOUT/.test(err.code) && !(err instanceof ProtocolError && err.proto === 'DENIED')) {
+        this.record({ kind: 'session', identity: session.identity, ...(session.identityId ? { identityId: session.identityId } : {}), peerAddress: session.address, outcome: 'error', reason: err.message });
+      }
     });
     conn.on('handler-error', (e: Error) => this.log.error({ peer: label, err: e.stack ?? e.message }, 'request handler failed'));
     conn.handshake().catch((e: Error) => this.log.info({ peer: label, err: e.message }, 'handshake failed'));

@@ -28,8 +28,15 @@ const CERT_YEARS = 100;
 
 /** Makes an Ed25519 key pair and a self-signed certificate whose subject CN is `name`. */
 export async function createKeyMaterial(name: string): Promise<KeyMaterial> {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  return { keyPem, certPem: await certificateFor(keyPem, name), id: privateKeyId(keyPem, 'new key') };
+}
+
+/** A self-signed certificate for an existing Ed25519 private key (PEM), with subject CN `name`. */
+export async function certificateFor(keyPem: string, name: string): Promise<string> {
+  const privateKey = createPrivateKey(keyPem);
+  const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
   const priv = await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), ED25519, false, ['sign']);
   const pub = await webcrypto.subtle.importKey('spki', spki, ED25519, true, ['verify']);
   const now = Date.now();
@@ -41,7 +48,7 @@ export async function createKeyMaterial(name: string): Promise<KeyMaterial> {
     signingAlgorithm: ED25519,
     keys: { privateKey: priv, publicKey: pub } as unknown as CryptoKeyPairLike,
   });
-  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, certPem: cert.toString('pem') + '\n', id: keyId(spki) };
+  return cert.toString('pem') + '\n';
 }
 
 /** What a certificate says: the ID of its key and the name in its subject CN. */

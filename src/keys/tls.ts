@@ -8,7 +8,7 @@
 import { connect as tlsConnect, type TLSSocket, type TlsOptions, type ConnectionOptions } from 'node:tls';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { certInfo, type CertInfo } from './certs.js';
-import type { OwnIdentity } from './store.js';
+import type { KeyStore, OwnIdentity } from './store.js';
 
 /** Options shared by both ends: TLS 1.3 and nothing older. */
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
@@ -64,4 +64,19 @@ export function connectPinned(opts: { host: string; port: number; own: OwnIdenti
       resolve({ sock, cert });
     });
   });
+}
+
+/** A pin check that accepts only a key this user enrolled under host name `host`. */
+export function pinKnownHost(store: KeyStore, host: string): PinCheck {
+  return (cert) => {
+    if (!cert) return 'presented no certificate';
+    const known = store.known().filter((k) => k.name.split('.')[0] === host);
+    if (known.length === 0) {
+      return `no key is known for host ${host} (it presented ${cert.name}, key ${cert.id}); enroll first: on ${host} run \`rex_key --invite\`, here \`rex_key --distribute --token TOKEN\``;
+    }
+    const k = known.find((x) => x.id === cert.id);
+    if (!k) return `host ${host} presented key ${cert.id} (${cert.name}), but the key enrolled for it is ${known.map((x) => `${x.id} (${x.name})`).join(', ')}`;
+    if (k.name !== cert.name) return `key ${cert.id} is enrolled as ${k.name}, but claims to be ${cert.name}`;
+    return undefined;
+  };
 }

@@ -4,6 +4,8 @@
  * protocol (native/src/client.c).
  */
 import { connect } from 'node:net';
+import type { OwnIdentity } from '../keys/store.js';
+import { connectPinned, type PinCheck } from '../keys/tls.js';
 import { loadConfig, type LoadOptions } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
 import type { HostEntry, MessageOf } from '../protocol/messages.js';
@@ -19,6 +21,8 @@ export interface ClientOptions {
   /** How to load rex.rc when the socket is not given. */
   config?: LoadOptions;
   timeoutMs?: number;
+  /** The PROGRAM this client speaks for (HOST.USER.PROGRAM in the log and in grants). */
+  program?: string;
 }
 
 /** The socket path a client would use with these options. */
@@ -59,9 +63,30 @@ export class RexClient {
         } else reject(new RexError(ErrorCodes.CONN_CLOSED, `cannot connect to rexd at ${socket}: ${e.message}`, { cause: e }));
       });
     });
-    const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE }, label: `rexd at ${socket}`, timeoutMs });
+    const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE, ...(opts.program ? { program: opts.program } : {}) }, label: `rexd at ${socket}`, timeoutMs });
     await conn.handshake();
     return new RexClient(conn, socket);
+  }
+
+  /**
+   * Connects straight to a remote rexd over TLS 1.3 with `own`'s key (a
+   * HOST.USER or HOST.USER.PROGRAM identity); `pin` decides whether the server's
+   * key is the expected one (e.g. pinKnownHost(store, 'beta')) before anything
+   * is sent. The server checks our key against its trust store and grants.
+   */
+  static async connectRemote(opts: { host: string; port: number; own: OwnIdentity; pin: PinCheck; program?: string; timeoutMs?: number; label?: string }): Promise<RexClient> {
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const label = opts.label ?? `rexd at ${opts.host}:${opts.port}`;
+    const { sock } = await connectPinned({ host: opts.host, port: opts.port, own: opts.own, pin: opts.pin, timeoutMs, label });
+    const host = opts.own.name.split('.')[0];
+    const conn = new Connection(sock, {
+      initiator: true,
+      local: { role: 'client', software: CLIENT_SOFTWARE, ...(host ? { host } : {}), ...(opts.program ? { program: opts.program } : {}) },
+      label,
+      timeoutMs,
+    });
+    await conn.handshake();
+    return new RexClient(conn, label);
   }
 
   /** The host name the daemon answered HELLO with. */

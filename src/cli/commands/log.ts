@@ -1,0 +1,99 @@
+/** `rex log`: the transaction log of this user's rexd (docs/LOG.md). */
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/index.js';
+import { defaultLogDatabase } from '../../daemon/rexd.js';
+import { queryLog, type LogQuery, type LogRow, type Outcome } from '../../log/txlog.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
+import { table, toJson } from '../format.js';
+
+interface LogOpts {
+  identity?: string;
+  host?: string;
+  outcome?: string;
+  kind?: string;
+  since?: string;
+  limit: string;
+  json?: boolean;
+  config?: string;
+  database?: string;
+}
+
+/** `10m`, `2h`, `7d`, `30s` ago, or an ISO-8601 time; returns ms since the epoch. */
+export function sinceTime(s: string, now = Date.now()): number {
+  const m = /^(\d{1,9})(s|m|h|d)$/.exec(s);
+  if (m) return now - Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  const t = Date.parse(s);
+  if (/^\d{4}-\d{2}-\d{2}/.test(s) && Number.isFinite(t)) return t;
+  throw new RexError(ErrorCodes.USAGE, `--since ${s}: expected a duration ago (30s, 10m, 2h, 7d) or an ISO-8601 time`);
+}
+
+/** The log file rex.rc points at (rex-log-database), else <state-directory>/rex-log.sqlite. */
+export async function logFile(opts: { config?: string; database?: string }): Promise<string> {
+  if (opts.database) return opts.database;
+  const { config } = await loadConfig(opts.config ? { file: opts.config } : {});
+  return (config as typeof config & { logDatabase?: string }).logDatabase ?? defaultLogDatabase(config.stateDirectory);
+}
+
+function who(r: LogRow): string {
+  return r.identity ?? '-';
+}
+
+/** Registers `rex log`. */
+export function registerLogCommands(program: Command): void {
+  program
+    .command('log')
+    .description('show the transaction log: authentication attempts and transactions, newest first')
+    .option('--identity <name-or-id>', 'only this identity (HOST.USER also matches its programs) or key ID')
+    .option('--host <host>', 'only events from or on this host')
+    .option('--outcome <outcome>', 'only ok, denied or error')
+    .option('--kind <kind>', 'only auth, transaction, enroll or session')
+    .option('--since <when>', 'only events since 10m/2h/7d ago or an ISO-8601 time')
+    .option('-n, --limit <n>', 'at most this many events', '50')
+    .option('--json', 'machine-readable output')
+    .option('-c, --config <file>', 'rex.rc to read')
+    .option('--database <file>', 'log database to read (default: rex.rc rex-log-database)')
+    .action(async (opts: LogOpts) => {
+      const q: LogQuery = {};
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1_000_000) throw new RexError(ErrorCodes.USAGE, `--limit ${opts.limit}: expected 1..1000000`);
+      q.limit = limit;
+      if (opts.outcome !== undefined) {
+        if (!['ok', 'denied', 'error'].includes(opts.outcome)) throw new RexError(ErrorCodes.USAGE, `--outcome ${opts.outcome}: expected ok, denied or error`);
+        q.outcome = opts.outcome as Outcome;
+      }
+      if (opts.kind !== undefined) {
+        if (!['auth', 'transaction', 'enroll', 'session'].includes(opts.kind)) throw new RexError(ErrorCodes.USAGE, `--kind ${opts.kind}: expected auth, transaction, enroll or session`);
+        q.kind = opts.kind as LogQuery['kind'] & string;
+      }
+      if (opts.identity !== undefined) q.identity = opts.identity;
+      if (opts.host !== undefined) q.host = opts.host;
+      if (opts.since !== undefined) q.since = sinceTime(opts.since);
+      const rows = queryLog(await logFile(opts), q);
+      if (opts.json) {
+        process.stdout.write(toJson(rows));
+        return;
+      }
+      if (rows.length === 0) {
+        process.stdout.write('no matching events\n');
+        return;
+      }
+      process.stdout.write(
+        table(
+          ['TIME', 'HOST', 'KIND', 'IDENTITY', 'FROM', 'WHAT', 'OUTCOME', 'BYTES', 'MS', 'REASON'],
+          rows.map((r) => [
+            r.time.replace('T', ' ').replace('Z', ''),
+            r.host,
+            r.kind,
+            who(r),
+            r.from_host ? `${r.from_host}${r.peer_address && r.peer_address !== 'local' ? `@${r.peer_address}` : ''}` : (r.peer_address ?? '-'),
+            r.message_type ? `${r.message_type}${r.target ? ` ${r.target}` : ''}` : '-',
+            r.outcome,
+            r.bytes_in !== null ? `${r.bytes_in}/${r.bytes_out ?? 0}` : '-',
+            r.duration_ms !== null ? r.duration_ms.toFixed(2) : '-',
+            r.reason ?? '',
+          ]),
+          new Set([8]),
+        ),
+      );
+    });
+}
