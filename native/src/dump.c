@@ -558,9 +558,12 @@ static int add_region(struct dumper *d, uint64_t start, uint64_t end, const char
           h->flags |= REX_IMG_F_SHARED_SKIPPED;
           return 0;
         }
-        rex__set_error("rex_dump_self: shared memory mapping %llx-%llx (%.*s) cannot be carried; "
-                       "unmap it or pass REX_DUMP_SKIP_SHARED",
-                       (unsigned long long)start, (unsigned long long)end, (int)plen, path);
+        const char *what = starts_with(path, plen, "/SYSV")             ? "System V shared memory segment"
+                           : starts_with(path, plen, "/dev/zero (deleted)") ? "shared anonymous mapping"
+                           : starts_with(path, plen, "/memfd:")             ? "shared memfd mapping"
+                                                                            : "shared mapping of a deleted or replaced file";
+        rex__set_error("rex_dump_self: %s %llx-%llx (%.*s) cannot be carried; unmap it or pass REX_DUMP_SKIP_SHARED",
+                       what, (unsigned long long)start, (unsigned long long)end, (int)plen, path);
         return -EOPNOTSUPP;
       }
       r.kind = REX_IMG_FILE_SHARED;
@@ -576,9 +579,9 @@ static int add_region(struct dumper *d, uint64_t start, uint64_t end, const char
       h->flags |= REX_IMG_F_SHARED_SKIPPED;
       return 0;
     }
-    rex__set_error("rex_dump_self: shared anonymous mapping %llx-%llx%s%.*s cannot be carried; "
-                   "unmap it or pass REX_DUMP_SKIP_SHARED",
-                   (unsigned long long)start, (unsigned long long)end, plen ? " " : "", (int)plen, path);
+    rex__set_error("rex_dump_self: %s %llx-%llx (%.*s) cannot be carried; unmap it or pass REX_DUMP_SKIP_SHARED",
+                   starts_with(path, plen, "/SYSV") ? "System V shared memory segment" : "shared anonymous mapping",
+                   (unsigned long long)start, (unsigned long long)end, (int)plen, path);
     return -EOPNOTSUPP;
   } else if (streq_n(path, plen, "[heap]")) {
     r.kind = REX_IMG_HEAP;
