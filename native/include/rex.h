@@ -330,6 +330,98 @@ struct rex_dump_info {
  */
 REX_EXTERN int rex_dump_self(int fd, unsigned flags, struct rex_dump_info *info);
 
+/* ================================================= remote calls (rcall, rjump) */
+/*
+ * Remote entry points (docs/CALLS.md): a call controller serves the functions
+ * of one program or shared library for HOST.USER.PROGRAM; callers send an
+ * input frame (docs/FRAMES.md) to HOST.USER.PROGRAM.FUNCTION and receive an
+ * output frame. Messages 0x0070-0x007f of docs/PROTOCOL.md section 4.7.
+ */
+
+/** Message types of remote calls (docs/PROTOCOL.md section 4.7). DEFINE/DEFINED only travel from rexd to a controller. */
+enum rex_call_msg_type {
+  REX_MSG_CALL = 0x0070,
+  REX_MSG_RESULT = 0x0071,
+  REX_MSG_ENTRIES_GET = 0x0072,
+  REX_MSG_ENTRIES = 0x0073,
+  REX_MSG_CANCEL = 0x0074,
+  REX_MSG_CANCELLED = 0x0075,
+  REX_MSG_DEFINE = 0x0076,
+  REX_MSG_DEFINED = 0x0077
+};
+
+/* Attribute tags of the call messages. */
+enum { REX_CALL_TARGET = 1, REX_CALL_INPUT = 2, REX_CALL_DEADLINE_MS = 3, REX_CALL_ASYNC = 4, REX_CALL_OUT_MAX = 5 };
+enum { REX_RESULT_OUTPUT = 1, REX_RESULT_HOST = 2, REX_RESULT_ACCEPTED = 3 };
+enum { REX_ENTRIES_GET_TARGET = 1 };
+enum { REX_ENTRIES_ENTRY = 1, REX_ENTRIES_PROGRAM = 2, REX_ENTRIES_HOST = 3 };
+enum { REX_ENTRY_NAME = 1, REX_ENTRY_INPUT_SIZE = 2, REX_ENTRY_OUTPUT_SIZE = 3, REX_ENTRY_CALLABLE = 4,
+       REX_ENTRY_REFUSAL = 5, REX_ENTRY_SIGNATURE = 6, REX_ENTRY_DEFINITION = 7, REX_ENTRY_VARIABLE = 8 };
+enum { REX_CANCEL_CALL = 1 };
+enum { REX_CANCELLED_FOUND = 1 };
+enum { REX_DEFINE_NAME = 1, REX_DEFINE_INPUT_SIZE = 2, REX_DEFINE_OUTPUT_SIZE = 3, REX_DEFINE_RETURNS = 4,
+       REX_DEFINE_PARAM = 5, REX_DEFINE_SYMBOL = 6 };
+enum { REX_PARAM_KIND = 1, REX_PARAM_FFI = 2, REX_PARAM_OFFSET = 3, REX_PARAM_SIZE = 4, REX_PARAM_DIRECTION = 5,
+       REX_PARAM_ELEM_SIZE = 6, REX_PARAM_ALIGN = 7, REX_PARAM_STRING = 8, REX_PARAM_COUNT_KIND = 9,
+       REX_PARAM_COUNT = 10, REX_PARAM_OUT_OFFSET = 11 };
+enum { REX_PARAM_VALUE = 1, REX_PARAM_BUFFER = 2 };
+enum { REX_DIR_IN = 1, REX_DIR_OUT = 2, REX_DIR_INOUT = 3 };
+enum { REX_COUNT_ONE = 1, REX_COUNT_VALUE = 2, REX_COUNT_PARAM = 3, REX_COUNT_NUL = 4 };
+
+/* ERROR codes of remote calls (docs/PROTOCOL.md 4.2), negated like REX_EPROTO_*. */
+#define REX_EPROTO_CRASHED (-13)   /* the function killed its controller (signal or exit) */
+#define REX_EPROTO_NO_ENTRY (-14)  /* no such program or function */
+#define REX_EPROTO_CANCELLED (-15) /* the caller cancelled the call */
+
+/** Largest input or output frame a call carries (it travels in one protocol frame). */
+#define REX_CALL_MAX_FRAME (REX_PROTO_MAX_PAYLOAD - 1024u)
+
+/** rflags: do not wait for the remote function (rjump); return once the controller accepted the frame. */
+#define REX_RFLAG_ASYNC 0x1u
+
+/**
+ * Calls FUNCTION of HOST.USER.PROGRAM (target: "HOST.USER.PROGRAM.FUNCTION",
+ * "HOST.PROGRAM.FUNCTION" or "PROGRAM.FUNCTION"; HOST "*" or absent lets rexd
+ * choose) through the local rexd: sends in[0..in_size) as the input frame and
+ * waits for the output frame, copied into out[0..out_size). Returns the output
+ * frame's length (at most out_size). The deadline is $REX_CALL_TIMEOUT_MS
+ * (default 30000). On failure returns -1 and sets errno (rex_last_error() has
+ * the detail): EINVAL (the frame does not match the entry point's definition;
+ * nothing ran), ENOENT (no such program or function, or no rexd), EACCES (not
+ * authorized), ETIMEDOUT (deadline passed; the controller was killed),
+ * EOWNERDEAD (the function crashed its controller: the detail names the
+ * function and the signal), ECANCELED, EMSGSIZE (the output frame is larger
+ * than out_size), EPROTO (protocol error), ECONNREFUSED.
+ */
+REX_EXTERN long rcall(const char *target, const void *in, size_t in_size, void *out, size_t out_size);
+
+/**
+ * Sends in[0..in_size) to target and enters the remote function without
+ * waiting for its output. With REX_RFLAG_ASYNC in rflags it returns 0 as soon
+ * as the controller has checked the frame and is about to enter the code
+ * (which may never return); without it, once the function has returned.
+ * Errors as rcall().
+ */
+REX_EXTERN int rjump(const char *target, const void *in, size_t in_size, unsigned rflags);
+
+/** A function a program serves itself: reads in_size bytes at in, writes out_size bytes at out. */
+typedef void (*rex_entry_fn)(const void *in, void *out);
+
+/**
+ * Registers fn as remote entry point name of this program, with exact frame
+ * sizes (frames of any other size are refused before fn runs). Call before
+ * rex_serve(). Returns 0, or -1 with errno EINVAL (bad name or size) or ENOMEM.
+ */
+REX_EXTERN int rex_register_entry(const char *name, rex_entry_fn fn, size_t in_size, size_t out_size);
+
+/**
+ * Serves the registered entry points to rexd until rexd closes the link;
+ * returns 0 then. rexd starts the program as a call controller with the link
+ * on file descriptor $REX_CALL_FD; without it returns -1 with errno EBADF.
+ * Calls run one at a time, on the calling thread.
+ */
+REX_EXTERN int rex_serve(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,392 @@
+/*
+ * callctl_serve.c: the serving side of remote calls (docs/CALLS.md).
+ *
+ * A call controller is a child process of rexd with a private link on an
+ * inherited socketpair ($REX_CALL_FD): protocol v1 frames (docs/PROTOCOL.md
+ * 4.7) with no preface and no HELLO, because nobody but rexd can reach the
+ * descriptor. rexd sends one CALL at a time per controller and kills the
+ * controller when a call overruns its deadline, so this loop is simple and
+ * blocking: read a frame, serve it, answer.
+ *
+ * Two users: rex_register_entry()/rex_serve() for a C program that serves its
+ * own functions (exact frame sizes, `void fn(const void *in, void *out)`), and
+ * the generic controller native/callctl/rex_callctl.c, which adds entry points
+ * from DEFINE frames and calls them through libffi.
+ *
+ * Hazards: everything in a frame comes from the link and is checked before
+ * use (sizes against the entry point, strings as UTF-8 before they go into an
+ * answer); the input is copied into a 16-byte aligned buffer before the
+ * function sees it (frames are specified as received into aligned buffers,
+ * and attributes are not aligned); a rexd that died gives EPIPE, not SIGPIPE.
+ */
+#define _GNU_SOURCE /* MSG_NOSIGNAL */
+#include "callctl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct entry {
+  char *name;
+  size_t in_size, out_size;
+  int variable;
+  rex__invoke_fn invoke;
+  void *ctx;
+  rex_entry_fn fn; /* rex_register_entry only */
+};
+
+/* Entries are allocated one by one: invoke contexts point at them and must survive growth of the table. */
+static struct entry **entries;
+static size_t nentries, centries;
+
+#define MAX_ENTRIES 4096
+#define MAX_NAME 255
+
+static struct entry *find(const char *name, size_t n) {
+  for (size_t i = 0; i < nentries; i++)
+    if (strlen(entries[i]->name) == n && memcmp(entries[i]->name, name, n) == 0) return entries[i];
+  return NULL;
+}
+
+int rex__serve_add(const char *name, size_t in_size, size_t out_size, int variable, rex__invoke_fn invoke, void *ctx) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > MAX_NAME || !rex_utf8_valid((const uint8_t *)name, n) || in_size > REX_CALL_MAX_FRAME ||
+      out_size > REX_CALL_MAX_FRAME || !invoke) {
+    rex__set_error("entry point '%.64s': name must be 1..%d bytes of UTF-8 and frames at most %u bytes",
+                   name ? name : "(null)", MAX_NAME, REX_CALL_MAX_FRAME);
+    return -EINVAL;
+  }
+  struct entry *e = find(name, n);
+  if (!e) {
+    if (nentries == MAX_ENTRIES) {
+      rex__set_error("more than %d entry points", MAX_ENTRIES);
+      return -EINVAL;
+    }
+    if (nentries == centries) {
+      size_t c = centries ? centries * 2 : 16;
+      struct entry **t = realloc(entries, c * sizeof *t);
+      if (!t) return -ENOMEM;
+      entries = t;
+      centries = c;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->name = strdup(name))) {
+      free(e);
+      return -ENOMEM;
+    }
+    entries[nentries++] = e;
+  }
+  e->in_size = in_size;
+  e->out_size = out_size;
+  e->variable = variable;
+  e->invoke = invoke;
+  e->ctx = ctx;
+  return 0;
+}
+
+void rex__call_fail(struct rex__call *call, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(call->msg, sizeof call->msg, fmt, ap);
+  va_end(ap);
+  call->err = err;
+}
+
+/* ------------------------------------------------------------------ sending */
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+  while (n) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = write(fd, p, n); /* a pipe pair instead of a socketpair */
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      rex__set_error("write to rexd: %s", strerror(e));
+      return -e;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Encodes f into a buffer of cap bytes and writes it. 0 or -errno. */
+static int send_frame(int fd, const struct rex_frame *f, size_t cap) {
+  uint8_t *buf = malloc(cap);
+  if (!buf) return -ENOMEM;
+  size_t len;
+  int rc = rex_frame_encode(f, buf, cap, &len);
+  if (rc == 0) rc = write_all(fd, buf, len);
+  else rex__set_error("encoding a 0x%04x answer: %s", f->type, rex_strerror(rc));
+  free(buf);
+  return rc < 0 && rc > -100 ? rc : rc ? -EPROTO : 0;
+}
+
+/* Copies s into dst as valid UTF-8 (other bytes become '?'), so any text can go into a string attribute. */
+static void utf8_clean(char *dst, size_t cap, const char *s) {
+  size_t n = strlen(s);
+  if (n >= cap) n = cap - 1;
+  memcpy(dst, s, n);
+  dst[n] = '\0';
+  while (!rex_utf8_valid((const uint8_t *)dst, strlen(dst))) {
+    for (size_t i = 0; dst[i]; i++)
+      if ((unsigned char)dst[i] >= 0x80) dst[i] = '?';
+  }
+}
+
+static int send_error(int fd, uint32_t stream, int err, const char *msg, uint16_t ref_type) {
+  struct rex_attr attrs[4];
+  struct rex_frame f;
+  char text[600];
+  utf8_clean(text, sizeof text, msg);
+  rex_frame_init(&f, attrs, 4);
+  rex_frame_start(&f, REX_MSG_ERROR, REX_FLAG_END, stream);
+  rex_attr_uint(&f, REX_ERROR_CODE, (uint64_t)REX_EPROTO_WIRE(err));
+  rex_attr_string(&f, REX_ERROR_MESSAGE, text);
+  rex_attr_uint(&f, REX_ERROR_REF_TYPE, ref_type);
+  return send_frame(fd, &f, sizeof text + 64);
+}
+
+static int send_result(int fd, uint32_t stream, uint16_t flags, const uint8_t *out, size_t len, int accepted) {
+  struct rex_attr attrs[2];
+  struct rex_frame f;
+  rex_frame_init(&f, attrs, 2);
+  rex_frame_start(&f, REX_MSG_RESULT, flags, stream);
+  if (accepted) rex_attr_bool(&f, REX_RESULT_ACCEPTED, 1);
+  else rex_attr_bytes(&f, REX_RESULT_OUTPUT, out ? (const void *)out : (const void *)"", len);
+  return send_frame(fd, &f, len + 64);
+}
+
+void rex__call_ready(struct rex__call *call) {
+  if (!call->async || call->answered) return;
+  call->answered = 1;
+  /* Not END: the final RESULT follows when (if) the function returns. */
+  if (send_result(call->fd, call->stream, 0, NULL, 0, 1) != 0) _exit(3); /* rexd is gone: nobody to serve */
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static const struct rex_attr *attr(const struct rex_frame *f, uint16_t tag, uint8_t kind) {
+  const struct rex_attr *a = rex_attr_find(f, REX_ATTR_NONE, tag);
+  if (!a) a = rex_attr_find(f, REX_ATTR_NONE, (uint16_t)(tag | REX_TAG_CRITICAL));
+  return a && a->kind == kind ? a : NULL;
+}
+
+static int serve_call(int fd, const struct rex_frame *f) {
+  const struct rex_attr *t = attr(f, REX_CALL_TARGET, REX_KIND_STRING);
+  const struct rex_attr *in = attr(f, REX_CALL_INPUT, REX_KIND_BYTES);
+  const struct rex_attr *async = attr(f, REX_CALL_ASYNC, REX_KIND_BOOL);
+  char msg[400];
+  if (!t || !in) return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "CALL needs a target and an input frame", f->type);
+  const char *name = (const char *)t->data;
+  size_t nlen = t->len;
+  /* The function name is the last dot-separated part: rexd may pass the full target on. */
+  for (size_t i = t->len; i > 0; i--)
+    if (t->data[i - 1] == '.') {
+      name = (const char *)t->data + i;
+      nlen = t->len - i;
+      break;
+    }
+  struct entry *e = find(name, nlen);
+  if (!e) {
+    size_t off = (size_t)snprintf(msg, sizeof msg, "no entry point '%.*s' in this program; it serves:", (int)(nlen > 100 ? 100 : nlen), name);
+    for (size_t i = 0; i < nentries && off < sizeof msg - 40; i++)
+      off += (size_t)snprintf(msg + off, sizeof msg - off, " %s", entries[i]->name);
+    if (nentries == 0) snprintf(msg + off, sizeof msg - off, " (nothing)");
+    return send_error(fd, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
+  }
+  if (in->len > REX_CALL_MAX_FRAME || (!e->variable && in->len != e->in_size) || (e->variable && in->len < e->in_size)) {
+    snprintf(msg, sizeof msg, "%s: the input frame is %u bytes, but the entry point's definition says %s%zu; nothing was called",
+             e->name, in->len, e->variable ? "at least " : "", e->in_size);
+    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
+  }
+  /* C11 aligned_alloc wants a size that is a multiple of the alignment. */
+  uint8_t *frame = aligned_alloc(16, ((size_t)in->len + 16) & ~(size_t)15);
+  if (!frame) return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory for the input frame", f->type);
+  memcpy(frame, in->data, in->len);
+  struct rex__call call;
+  memset(&call, 0, sizeof call);
+  call.stream = f->stream;
+  call.async = async && async->v.b;
+  call.fd = fd;
+  e->invoke(e->ctx, frame, in->len, &call);
+  free(frame);
+  int rc;
+  if (call.err) {
+    rc = send_error(fd, f->stream, call.err, call.msg, f->type);
+  } else if (call.out_len > REX_CALL_MAX_FRAME) {
+    snprintf(msg, sizeof msg, "%s: the output frame is %zu bytes, more than the %u-byte limit", e->name, call.out_len, REX_CALL_MAX_FRAME);
+    rc = send_error(fd, f->stream, REX_EPROTO_INTERNAL, msg, f->type);
+  } else {
+    rc = send_result(fd, f->stream, REX_FLAG_END, call.out, call.out_len, 0);
+  }
+  free(call.out);
+  return rc;
+}
+
+static int serve_entries(int fd, const struct rex_frame *f) {
+  size_t nattrs = 2 + nentries * 6, cap = 128;
+  struct rex_attr *attrs = malloc(nattrs * sizeof *attrs);
+  if (!attrs) return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory", f->type);
+  struct rex_frame out;
+  rex_frame_init(&out, attrs, nattrs);
+  rex_frame_start(&out, REX_MSG_ENTRIES, REX_FLAG_END, f->stream);
+  for (size_t i = 0; i < nentries; i++) {
+    rex_attr_list_begin(&out, REX_ENTRIES_ENTRY);
+    rex_attr_string(&out, REX_ENTRY_NAME, entries[i]->name);
+    rex_attr_uint(&out, REX_ENTRY_INPUT_SIZE, entries[i]->in_size);
+    rex_attr_uint(&out, REX_ENTRY_OUTPUT_SIZE, entries[i]->out_size);
+    rex_attr_bool(&out, REX_ENTRY_CALLABLE, 1);
+    rex_attr_bool(&out, REX_ENTRY_VARIABLE, entries[i]->variable);
+    rex_attr_list_end(&out);
+    cap += strlen(entries[i]->name) + 6 * REX_PROTO_ATTR_HEADER_SIZE + 24;
+  }
+  int rc = send_frame(fd, &out, cap);
+  free(attrs);
+  return rc;
+}
+
+static int serve_frame(int fd, const struct rex_frame *f, rex__define_fn define) {
+  char msg[400];
+  switch (f->type) {
+  case REX_MSG_CALL: return serve_call(fd, f);
+  case REX_MSG_ENTRIES_GET: return serve_entries(fd, f);
+  case REX_MSG_DEFINE: {
+    if (!define) return send_error(fd, f->stream, REX_EPROTO_UNSUPPORTED, "this controller serves its own registered entry points; it takes no DEFINE", f->type);
+    msg[0] = '\0';
+    int err = define(f, msg, sizeof msg);
+    if (err) return send_error(fd, f->stream, err, msg, f->type);
+    struct rex_attr a[1];
+    struct rex_frame out;
+    rex_frame_init(&out, a, 1);
+    rex_frame_start(&out, REX_MSG_DEFINED, REX_FLAG_END, f->stream);
+    return send_frame(fd, &out, 64);
+  }
+  case REX_MSG_PING: {
+    const struct rex_attr *nonce = attr(f, 1, REX_KIND_BYTES);
+    struct rex_attr a[1];
+    struct rex_frame out;
+    rex_frame_init(&out, a, 1);
+    rex_frame_start(&out, REX_MSG_PONG, REX_FLAG_END, f->stream);
+    if (nonce && nonce->len <= REX_PROTO_MAX_NONCE) rex_attr_bytes(&out, 1, nonce->data, nonce->len);
+    return send_frame(fd, &out, 128);
+  }
+  default:
+    snprintf(msg, sizeof msg, "a call controller does not serve message type 0x%04x", f->type);
+    return send_error(fd, f->stream, REX_EPROTO_UNSUPPORTED, msg, f->type);
+  }
+}
+
+int rex__serve_fd(int fd, rex__define_fn define) {
+  uint8_t *buf = NULL;
+  size_t len = 0, cap = 0, used = 0;
+  struct rex_attr *arena = malloc(REX_PROTO_MAX_ATTRS * sizeof *arena);
+  int rc = 0;
+  if (!arena) return -ENOMEM;
+  for (;;) {
+    if (used) {
+      memmove(buf, buf + used, len - used);
+      len -= used;
+      used = 0;
+    }
+    struct rex_frame f;
+    rex_frame_init(&f, arena, REX_PROTO_MAX_ATTRS);
+    size_t consumed = 0;
+    int d = len ? rex_frame_decode(buf, len, REX_PROTO_MAX_PAYLOAD, &f, &consumed) : REX_EAGAIN;
+    if (d == 0) {
+      used = consumed;
+      rc = serve_frame(fd, &f, define);
+      if (rc) break;
+      if (f.type == REX_MSG_GOODBYE) break;
+      continue;
+    }
+    if (d != REX_EAGAIN) {
+      rex__set_error("rexd sent a bad frame on the call link: %s: %s", rex_err_name(d), f.err);
+      rc = -EPROTO;
+      break;
+    }
+    size_t need = len < REX_PROTO_HEADER_SIZE ? 65536 : REX_PROTO_HEADER_SIZE + (size_t)f.length;
+    if (need > cap) {
+      size_t c = cap ? cap : 65536;
+      while (c < need) c *= 2;
+      uint8_t *b = realloc(buf, c);
+      if (!b) {
+        rc = -ENOMEM;
+        break;
+      }
+      buf = b;
+      cap = c;
+    }
+    ssize_t r = read(fd, buf + len, cap - len);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      rc = -errno;
+      rex__set_error("read from rexd: %s", strerror(errno));
+      break;
+    }
+    if (r == 0) {
+      if (len) {
+        rex__set_error("rexd closed the call link in the middle of a frame");
+        rc = -ECONNRESET;
+      }
+      break;
+    }
+    len += (size_t)r;
+  }
+  free(buf);
+  free(arena);
+  return rc;
+}
+
+/* ------------------------------------------------------ rex_register_entry */
+
+static void fixed_invoke(void *ctx, uint8_t *in, size_t in_len, struct rex__call *call) {
+  struct entry *e = ctx;
+  (void)in_len; /* checked against e->in_size by serve_call */
+  uint8_t *out = calloc(1, e->out_size ? e->out_size : 1);
+  if (!out) {
+    rex__call_fail(call, REX_EPROTO_INTERNAL, "%s: out of memory for the output frame", e->name);
+    return;
+  }
+  rex__call_ready(call);
+  e->fn(in, out);
+  call->out = out;
+  call->out_len = e->out_size;
+}
+
+int rex_register_entry(const char *name, rex_entry_fn fn, size_t in_size, size_t out_size) {
+  if (!fn) {
+    errno = EINVAL;
+    return -1;
+  }
+  int rc = rex__serve_add(name, in_size, out_size, 0, fixed_invoke, NULL);
+  if (rc) {
+    errno = -rc;
+    return -1;
+  }
+  struct entry *e = find(name, strlen(name));
+  e->ctx = e;
+  e->fn = fn;
+  return 0;
+}
+
+int rex_serve(void) {
+  const char *s = getenv("REX_CALL_FD");
+  char *end = NULL;
+  long fd = s && *s ? strtol(s, &end, 10) : -1;
+  if (fd < 0 || fd > 65535 || !end || *end) {
+    rex__set_error("rex_serve: this program was not started by rexd as a call controller ($REX_CALL_FD is not set)");
+    errno = EBADF;
+    return -1;
+  }
+  int rc = rex__serve_fd((int)fd, NULL);
+  if (rc) {
+    errno = -rc;
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,59 @@
+/**
+ * Call targets: the seed's HOST.USER.PROGRAM.FUNCTION quad, with the short
+ * forms callers use (docs/CALLS.md).
+ */
+import { ErrorCodes, RexError } from '../util/errors.js';
+
+/** A parsed target. `host` undefined or `*`: the receiver picks (the local host, for the manager). */
+export interface CallTarget {
+  host?: string;
+  user?: string;
+  program: string;
+  /** Absent for ENTRIES_GET targets. */
+  function?: string;
+}
+
+const NAME = /^[A-Za-z0-9_][A-Za-z0-9_+-]*$/;
+
+function bad(target: string, why: string): never {
+  throw new RexError(ErrorCodes.CALL_TARGET, `target '${target}': ${why}`, {
+    hint: 'write HOST.USER.PROGRAM.FUNCTION, HOST.PROGRAM.FUNCTION or PROGRAM.FUNCTION (HOST may be * and may contain dots)',
+  });
+}
+
+/**
+ * Parses a call target. Parts are taken from the right, so a host name may
+ * contain dots: FUNCTION, PROGRAM, then USER when four or more parts remain.
+ * `withFunction` false parses an ENTRIES target: [HOST.][USER.]PROGRAM.
+ */
+export function parseTarget(target: string, withFunction = true): CallTarget {
+  if (target.length === 0 || target.length > 1024) bad(target, 'must be 1..1024 characters');
+  const parts = target.split('.');
+  if (parts.some((p) => p === '')) bad(target, 'has an empty part');
+  const fn = withFunction ? parts.pop() : undefined;
+  if (withFunction && parts.length === 0) bad(target, 'names a function but no program');
+  const program = parts.pop()!;
+  let user: string | undefined;
+  let host: string | undefined;
+  if (parts.length >= 2) {
+    user = parts.pop();
+    host = parts.join('.');
+  } else if (parts.length === 1) {
+    host = parts[0];
+  }
+  for (const [what, v] of [['program', program], ['function', fn], ['user', user]] as const) {
+    if (v !== undefined && !NAME.test(v)) bad(target, `${what} '${v}' is not a name (letters, digits, _ + -)`);
+  }
+  if (host !== undefined && host !== '*' && !/^[A-Za-z0-9_.-]+$/.test(host)) bad(target, `host '${host}' is not a host name`);
+  const t: CallTarget = { program };
+  if (host !== undefined && host !== '*') t.host = host;
+  if (user !== undefined) t.user = user;
+  if (fn !== undefined) t.function = fn;
+  return t;
+}
+
+/** Formats a target back (HOST.USER.PROGRAM[.FUNCTION], `*` for an open host). */
+export function formatTarget(t: CallTarget): string {
+  const head = t.user !== undefined ? `${t.host ?? '*'}.${t.user}.` : t.host !== undefined ? `${t.host}.` : '';
+  return `${head}${t.program}${t.function !== undefined ? `.${t.function}` : ''}`;
+}
