@@ -1,0 +1,129 @@
+// A second, independent reader of the process image format (docs/IMAGE.md):
+// the tests use it to check the C dumper against the document, to list the
+// fd table, and to craft images that are consistent except for one field.
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { join } from 'node:path';
+import { packageRoot } from '../../src/util/paths.js';
+
+/** Where `make -C native all` puts the restorer and the fidelity programs. */
+export const nativeBuild = join(packageRoot(), 'native', 'build');
+export const restorer = join(nativeBuild, 'bin', 'rex-restore');
+export const program = (name: string): string => join(nativeBuild, 'test', 'migration', name);
+
+/** Header field offsets (docs/IMAGE.md, section 2). */
+export const H = {
+  magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
+  stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
+  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, size: 3456,
+} as const;
+export const REGION_SIZE = 128;
+export const RUN_SIZE = 16;
+export const FD_SIZE = 56;
+
+const M64 = (1n << 64n) - 1n;
+const P1 = 0x9e3779b185ebca87n, P2 = 0xc2b2ae3d27d4eb4fn, P3 = 0x165667b19e3779f9n, P4 = 0x85ebca77c2b2ca63n,
+  P5 = 0x27d4eb2f165667c5n;
+const rotl = (x: bigint, r: bigint): bigint => ((x << r) | (x >> (64n - r))) & M64;
+const round = (acc: bigint, input: bigint): bigint => (rotl((acc + input * P2) & M64, 31n) * P1) & M64;
+const merge = (acc: bigint, v: bigint): bigint => (((acc ^ round(0n, v)) * P1) + P4) & M64;
+
+/** XXH64 with seed 0, from its specification (the C side is src/image.h). */
+export function xxh64(b: Uint8Array): bigint {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = 0, h: bigint;
+  const n = b.length;
+  if (n >= 32) {
+    let v1 = (P1 + P2) & M64, v2 = P2, v3 = 0n, v4 = (0n - P1) & M64;
+    for (; p + 32 <= n; p += 32) {
+      v1 = round(v1, dv.getBigUint64(p, true));
+      v2 = round(v2, dv.getBigUint64(p + 8, true));
+      v3 = round(v3, dv.getBigUint64(p + 16, true));
+      v4 = round(v4, dv.getBigUint64(p + 24, true));
+    }
+    h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M64;
+    h = merge(merge(merge(merge(h, v1), v2), v3), v4);
+  } else {
+    h = P5;
+  }
+  h = (h + BigInt(n)) & M64;
+  for (; p + 8 <= n; p += 8) h = ((rotl(h ^ round(0n, dv.getBigUint64(p, true)), 27n) * P1) + P4) & M64;
+  if (p + 4 <= n) {
+    h = ((rotl(h ^ ((BigInt(dv.getUint32(p, true)) * P1) & M64), 23n) * P2) + P3) & M64;
+    p += 4;
+  }
+  for (; p < n; p++) h = (rotl(h ^ ((BigInt(b[p]!) * P5) & M64), 11n) * P1) & M64;
+  h ^= h >> 33n;
+  h = (h * P2) & M64;
+  h ^= h >> 29n;
+  h = (h * P3) & M64;
+  h ^= h >> 32n;
+  return h;
+}
+
+const align64 = (v: number): number => (v + 63) & ~63;
+
+/** Byte offsets of the metadata tables, from the start of the image. */
+export function layout(img: Buffer): { xsave: number; regions: number; runs: number; fds: number; strings: number; data: number } {
+  const hs = img.readUInt32LE(H.headerSize);
+  const regions = align64(img.readUInt32LE(H.xsaveSize));
+  const runs = align64(regions + img.readUInt32LE(H.nregions) * REGION_SIZE);
+  const fds = align64(runs + img.readUInt32LE(H.nruns) * RUN_SIZE);
+  const strings = align64(fds + img.readUInt32LE(H.nfds) * FD_SIZE);
+  const total = align64(strings + img.readUInt32LE(H.stringsSize));
+  return { xsave: hs, regions: hs + regions, runs: hs + runs, fds: hs + fds, strings: hs + strings, data: hs + total };
+}
+
+/** The meta_hash the image should carry: XXH64 of header (meta_hash zeroed) and metadata. */
+export function metaHash(img: Buffer): bigint {
+  const l = layout(img);
+  const part = Buffer.from(img.subarray(0, l.data));
+  part.writeBigUInt64LE(0n, H.metaHash);
+  return xxh64(part);
+}
+
+/** Recomputes meta_hash in place, so one edited field is all that is wrong. */
+export function rehash(img: Buffer): Buffer {
+  img.writeBigUInt64LE(metaHash(img), H.metaHash);
+  return img;
+}
+
+function cstring(img: Buffer, off: number, len: number): string {
+  const base = layout(img).strings;
+  return img.toString('utf8', base + off, base + off + len);
+}
+
+export interface ImageFd { fd: number; flFlags: number; pos: bigint; kind: number; flags: number; path: string }
+export interface ImageRegion { start: bigint; end: bigint; prot: number; kind: number; name: string; nruns: number }
+
+export function fds(img: Buffer): ImageFd[] {
+  const l = layout(img);
+  const out: ImageFd[] = [];
+  for (let i = 0; i < img.readUInt32LE(H.nfds); i++) {
+    const o = l.fds + i * FD_SIZE;
+    out.push({
+      fd: img.readInt32LE(o), flFlags: img.readUInt32LE(o + 8), pos: img.readBigUInt64LE(o + 16),
+      path: cstring(img, img.readUInt32LE(o + 40), img.readUInt32LE(o + 44)), kind: img.readUInt32LE(o + 48),
+      flags: img.readUInt32LE(o + 52),
+    });
+  }
+  return out;
+}
+
+export function regions(img: Buffer): ImageRegion[] {
+  const l = layout(img);
+  const out: ImageRegion[] = [];
+  for (let i = 0; i < img.readUInt32LE(H.nregions); i++) {
+    const o = l.regions + i * REGION_SIZE;
+    out.push({
+      start: img.readBigUInt64LE(o), end: img.readBigUInt64LE(o + 8), prot: img.readUInt32LE(o + 60),
+      kind: img.readUInt32LE(o + 64), name: cstring(img, img.readUInt32LE(o + 68), img.readUInt32LE(o + 72)),
+      nruns: img.readUInt32LE(o + 80),
+    });
+  }
+  return out;
+}
+
+/** Runs a program or the restorer, capturing text output. */
+export function run(cmd: string, args: string[], opts: { input?: Buffer; timeout?: number; cwd?: string } = {}): SpawnSyncReturns<string> {
+  return spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeout ?? 60_000, input: opts.input, cwd: opts.cwd, maxBuffer: 1 << 24 });
+}
