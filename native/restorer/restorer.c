@@ -696,7 +696,11 @@ _Noreturn void restorer_main(uint64_t *sp) {
       r_exit(EX_USAGE);
     }
     img_fd = (int)fd;
-    img_name = path;
+    /* argv lives on the kernel's stack, which is unmapped before the pages are read: keep a copy. */
+    static char name_copy[4096];
+    size_t n = slen(path) < sizeof name_copy - 1 ? slen(path) : sizeof name_copy - 1;
+    memcpy(name_copy, path, n);
+    img_name = name_copy;
   }
 
   /* 1. Header and metadata, all checked before anything is mapped. */

@@ -1,0 +1,164 @@
+// The restorer parses untrusted input: every truncation and every flipped
+// byte must be refused (exit 3) with a message naming the field or part and
+// its offset, and a refused image must never run. Crafted images that are
+// consistent except for one field (meta_hash recomputed by image.ts) check
+// that the field-level validation names exactly that field.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../src/util/paths.js';
+import { H, REGION_SIZE, RUN_SIZE, layout, program, rehash, restorer, run } from './image.js';
+
+let dir: string;
+let good: Buffer;
+let metaEnd: number;
+
+beforeAll(() => {
+  execFileSync('make', ['-s', '-C', join(packageRoot(), 'native'), 'restorer', 'migration-tests'], { stdio: 'pipe' });
+  dir = mkdtempSync(join(tmpdir(), 'rex-corrupt-'));
+  const image = join(dir, 'hello.img');
+  const d = run(program('hello'), [image]);
+  expect(d.status).toBe(0);
+  good = readFileSync(image);
+  metaEnd = layout(good).data;
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let seq = 0;
+function withImage(img: Buffer, args: string[] = ['--check']) {
+  const path = join(dir, `t${seq++}.img`);
+  writeFileSync(path, img);
+  const r = run(restorer, [...args, path]);
+  rmSync(path);
+  return r;
+}
+
+function flipped(at: number, mask = 0x01): Buffer {
+  const b = Buffer.from(good);
+  b[at]! ^= mask;
+  return b;
+}
+
+describe('rex-restore --check', () => {
+  it('accepts the untouched image', () => {
+    const r = withImage(good);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/valid image of pid \d+ .*hello\): \d+ regions/);
+  });
+
+  it('refuses every truncation, naming the part and offset', () => {
+    const cuts = [0, 1, 7, 8, 100, H.size - 1, H.size, H.size + 1, metaEnd - 1, metaEnd, metaEnd + 1, metaEnd + 4096,
+      good.length - 17, good.length - 16, good.length - 1];
+    for (const cut of cuts) {
+      const r = withImage(good.subarray(0, cut));
+      expect(r.status, `cut at ${cut}`).toBe(3);
+      expect(r.stderr, `cut at ${cut}`).toMatch(/truncated image: (the header|the metadata|page data|trailer) needs \d+ bytes at offset \d+, only \d+ there/);
+    }
+  });
+
+  it('refuses a flipped bit at every 5th byte of header and metadata', () => {
+    for (let at = 0; at < metaEnd; at += 5) {
+      const r = withImage(flipped(at, 1 << (at % 8)));
+      expect(r.status, `flip at ${at}: ${r.stderr}`).toBe(3);
+      expect(r.stderr, `flip at ${at}`).toMatch(/at offset \d+/);
+    }
+  }, 120_000);
+
+  it('refuses any random byte change anywhere in the image (property)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: good.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, mask) => {
+        const r = withImage(flipped(at, mask));
+        return r.status === 3 && /corrupt image|not a REX image/.test(r.stderr) && /offset \d+/.test(r.stderr);
+      }),
+      { numRuns: 200 },
+    );
+  }, 120_000);
+});
+
+describe('a refused image never runs', () => {
+  it('flips in header, metadata, page data and trailer: exit 3 and no output from the program', () => {
+    const spots = [0, 30, H.metaHash, 500, metaEnd - 8, metaEnd + 10, metaEnd + 5000, good.length - 20, good.length - 1];
+    for (const at of spots) {
+      const r = withImage(flipped(at, 0x80), []);
+      expect(r.status, `flip at ${at}: ${r.stderr}`).toBe(3);
+      expect(r.stdout, `flip at ${at}`).toBe('');
+      if (at >= metaEnd) expect(r.stderr).toContain('nothing of the image ran');
+    }
+  });
+
+  it('a truncated page section: exit 3 and no output', () => {
+    const r = withImage(good.subarray(0, metaEnd + 4096 + 100), []);
+    expect(r.status).toBe(3);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('truncated image: page data needs');
+  });
+});
+
+describe('field validation names the field (consistent images, one bad field)', () => {
+  const l = () => layout(good);
+  const cases: [string, (b: Buffer) => void, RegExp, number?][] = [
+    ['version', (b) => b.writeUInt32LE(2, H.version), /header\.version at offset 8: unsupported image version/],
+    ['magic', (b) => b.write('REXIMX', 0, 'latin1'), /not a REX image: header\.magic at offset 0/],
+    ['region start misaligned', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 1n, l().regions),
+      /region\[0\]\.start at offset \d+: start and end must be page-aligned/],
+    ['region in the restorer zone', (b) => { b.writeBigUInt64LE(0x70000000n, l().regions); b.writeBigUInt64LE(0x70001000n, l().regions + 8); },
+      /region\[0\]\.start at offset \d+: overlaps the restorer's zone/],
+    ['regions overlapping', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(l().regions + 8) + 4096n, l().regions + 8),
+      /region\[1\]\.start at offset \d+: regions overlap or are not sorted/],
+    ['region above user space', (b) => {
+      const last = l().regions + (b.readUInt32LE(H.nregions) - 1) * REGION_SIZE;
+      b.writeBigUInt64LE(0x800000000000n, last + 8);
+    }, /outside user space/],
+    ['run past its region', (b) => b.writeBigUInt64LE(1n << 30n, l().runs + 8), /run\[0\]\.npages at offset \d+: run extends past its region's end/],
+    ['data_pages', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.dataPages) + 1n, H.dataPages), /header\.data_pages at offset 56: does not equal the pages of all runs/],
+    ['rip outside code', (b) => b.writeBigUInt64LE(0x1000n, H.rip), /header\.regs\.rip at offset 216: not inside an executable region/],
+    ['rsp outside writable memory', (b) => b.writeBigUInt64LE(0n, H.rsp), /header\.regs\.rsp at offset 208: not inside a writable region/],
+    ['cwd not absolute', (b) => b.writeUInt32LE(0, H.cwdLen), /header\.cwd_off at offset 3224/],
+    ['meta_size', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.metaSize) + 64n, H.metaSize), /header\.meta_size at offset 48/],
+    ['nruns', (b) => b.writeUInt32LE(b.readUInt32LE(H.nruns) + 100000000, H.nruns), /header\.nruns at offset 32: above the limit/],
+    ['xsave_size', (b) => b.writeUInt32LE(100, H.xsaveSize), /header\.xsave_size at offset 44: must be 576\.\.16384/],
+    ['special overlapping a region', (b) => {
+      b.writeBigUInt64LE(b.readBigUInt64LE(l().regions), H.special);
+      b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 4096n, H.special + 8);
+    }, /header\.special\.start at offset 3288: overlaps a memory region/],
+    ['XSAVE features of another CPU', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.xcr0) ^ 0x200n, H.xcr0),
+      /this CPU's XSAVE features differ from the image's/, 4],
+  ];
+  for (const [name, edit, message, status] of cases) {
+    it(name, () => {
+      const b = Buffer.from(good);
+      edit(b);
+      const r = withImage(rehash(b));
+      expect(r.stderr).toMatch(message);
+      expect(r.status).toBe(status ?? 3);
+      // The same image through a real restore: refused before anything runs.
+      const real = withImage(b, []);
+      expect(real.status).toBe(status ?? 3);
+      expect(real.stdout).toBe('');
+    });
+  }
+
+  it('names the exact byte offset of a bad region field', () => {
+    const b = Buffer.from(good);
+    const at = layout(good).regions + 2 * REGION_SIZE + 60; // region[2].prot
+    b.writeUInt32LE(0x10, at);
+    const r = withImage(rehash(b));
+    expect(r.stderr).toContain(`region[2].prot at offset ${at}: unknown protection bits`);
+    expect(r.status).toBe(3);
+  });
+
+  it('run table order is checked against the regions', () => {
+    const b = Buffer.from(good);
+    const runs = l().runs;
+    // Swap the first two runs' addresses: still page-aligned, but out of order or outside their region.
+    const a0 = b.readBigUInt64LE(runs), a1 = b.readBigUInt64LE(runs + RUN_SIZE);
+    b.writeBigUInt64LE(a1, runs);
+    b.writeBigUInt64LE(a0, runs + RUN_SIZE);
+    const r = withImage(rehash(b));
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/run\[[01]\]\.(addr|npages) at offset \d+/);
+  });
+});
