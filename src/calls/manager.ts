@@ -498,11 +498,27 @@ export class CallManager {
 }
 
 function noEntry(pool: Pool, fn: string, names: string[]): ProtocolError {
-  const near = names.filter((n) => n.startsWith(fn.slice(0, 2)) || fn.startsWith(n.slice(0, 2))).slice(0, 3);
+  const near = names
+    .map((n) => [n, distance(n, fn)] as const)
+    .filter(([, d]) => d <= Math.max(1, Math.floor(fn.length / 3)))
+    .sort((a, b) => a[1] - b[1])
+    .slice(0, 3)
+    .map(([n]) => n);
   return new ProtocolError('NO_ENTRY', `${pool.spec.name}.${fn}: program ${pool.spec.name} has no entry point '${fn}'`, {
     fatal: false,
     hint: near.length ? `did you mean ${near.join(', ')}? (rex entries ${pool.spec.name})` : `list them with: rex entries ${pool.spec.name}`,
   });
+}
+
+/** Edit distance, for did-you-mean hints. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
 
 /** A C-like signature with pointer marks, for listings. */

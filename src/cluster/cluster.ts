@@ -140,6 +140,7 @@ export class LocalCluster {
         // Granted by name before the keys are known: a grant names who may come, enrollment says which key that is.
         for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
       }
+      // Without keys rexd cannot start: the user creates them (rex_key --create) and then runs `rex cluster start`.
       if (trust !== 'none') await Promise.all(hosts.map((h) => cluster.startHost(h)));
       if (trust === 'enroll' || trust === 'grant') await cluster.enrollAll();
       cluster.save();
@@ -253,6 +254,20 @@ export class LocalCluster {
       }
     }
     child.unref();
+    this.save();
+  }
+
+  /** Starts every host that is not running (after `up` with trust 'none' and rex_key --create on each). */
+  async startAll(): Promise<void> {
+    const stopped = this.hosts.filter((h) => h.pid === undefined || !alive(h.pid));
+    await Promise.all(stopped.map((h) => this.startHost(h)));
+    for (const h of this.hosts) {
+      try {
+        h.id = new KeyStore(h.stateDir).load(h.identity).id;
+      } catch {
+        /* startHost has already reported a missing key */
+      }
+    }
     this.save();
   }
 

@@ -77,8 +77,29 @@ export class PeerLink {
     this.timer = setTimeout(() => void this.tick(), ms);
   }
 
-  private async tick(): Promise<void> {
-    if (this.stopped || this.polling) return;
+  /**
+   * The connection, opening it now if the link is down (for a request that
+   * cannot wait for the next poll, e.g. right after a grant was added there).
+   */
+  async connectNow(): Promise<Connection | undefined> {
+    if (this.connection || this.stopped) return this.connection;
+    if (this.current) await this.current;
+    else {
+      if (this.timer) clearTimeout(this.timer);
+      await this.tick();
+    }
+    return this.connection;
+  }
+
+  private current: Promise<void> | undefined;
+
+  private tick(): Promise<void> {
+    if (this.stopped || this.polling) return this.current ?? Promise.resolve();
+    this.current = this.poll().finally(() => (this.current = undefined));
+    return this.current;
+  }
+
+  private async poll(): Promise<void> {
     this.polling = true;
     try {
       if (!this.connection) await this.connect();

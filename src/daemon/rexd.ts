@@ -491,7 +491,7 @@ export class Rexd {
     if (!peer) {
       throw new ProtocolError('NO_HOST', `no host "${m.target}" in this cluster (known: ${[this.config.hostName, ...this.peers.keys()].join(', ')})`, { fatal: false });
     }
-    const conn = peer.connection;
+    const conn = peer.connection ?? (await peer.connectNow());
     if (!conn) {
       const why = peer.state.error ?? 'not connected yet';
       if (/DENIED/.test(why)) throw new ProtocolError('DENIED', `${peer.entry.name} refuses this host: ${why}`, { fatal: false });

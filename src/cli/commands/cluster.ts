@@ -9,6 +9,7 @@ import { hostsTable, table, toJson } from '../format.js';
 interface ClusterCliOpts {
   dir: string;
   hosts: string;
+  keys?: string;
   netns?: boolean;
   json?: boolean;
   watch?: string;
@@ -102,8 +103,31 @@ export function registerClusterCommands(program: Command): void {
     .description('start N rexd hosts (each with its own name, port, state directory and rex.rc) and leave them running')
     .option('-n, --hosts <n>', 'number of hosts', '3')
     .option('--netns', 'put each host in a network namespace of its own (root only)')
+    .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .action(async (opts: ClusterCliOpts) => {
-      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false });
+      const trust = opts.keys ?? 'grant';
+      if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
+      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant') });
+      if (trust === 'none') {
+        process.stdout.write(
+          [
+            `Configured ${c.hosts.length} hosts in ${c.dir}; none is running yet, because none has a key.`,
+            'Create each host\'s key, then start them (docs/KEYS.md walks through the rest):',
+            ...c.hosts.map((h) => `  rex_key --config ${h.rcFile} --create`),
+            `  rex cluster start --dir ${opts.dir}`,
+            '',
+          ].join('\n'),
+        );
+        return;
+      }
+      process.stdout.write(describe(c));
+    });
+
+  dirOpt(cluster.command('start'))
+    .description('start the hosts of a configured cluster that are not running (e.g. after `up --keys none` and rex_key --create)')
+    .action(async (opts: ClusterCliOpts) => {
+      const c = LocalCluster.attach(opts.dir);
+      await c.startAll();
       process.stdout.write(describe(c));
     });
 
