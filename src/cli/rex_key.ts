@@ -15,7 +15,7 @@ import { addGrant, invite, revokeGrants } from '../keys/admin.js';
 import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
 import { GrantsFile, formatGrant } from '../keys/grants.js';
 import { localName } from '../keys/identity.js';
-import { KeyStore } from '../keys/store.js';
+import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { parseToken, TokenStore } from '../keys/tokens.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { table, toJson } from './format.js';
@@ -150,7 +150,16 @@ async function distribute(opts: Opts): Promise<void> {
     const was = pending.get(entry.name);
     if (was) out(`  ${entry.name}: retrying (pending since ${was.since})\n`);
     try {
-      const r = await enrollWith({ entry, own, store, ...(token ? { token } : {}), timeoutMs: cfg.peerTimeout });
+      let r;
+      try {
+        r = await enrollWith({ entry, own, store, ...(token ? { token } : {}), timeoutMs: cfg.peerTimeout });
+      } catch (e) {
+        // After `--create --force` the host may know only the previous key: announce the new one over a connection it authenticates.
+        const prev = !token && /unknown key/.test((e as Error).message) ? loadPrev(store, name) : undefined;
+        if (!prev) throw e;
+        r = await enrollWith({ entry, own: prev, next: own, store, timeoutMs: cfg.peerTimeout });
+        out(`  ${entry.name}: replaced the previous key ${prev.id} with ${own.id}\n`);
+      }
       pending.delete(entry.name);
       out(`  ${entry.name}: ${r.already ? 'already knows' : 'now knows'} ${r.name} (key ${r.id}); server ${r.server} key ${r.serverId} verified${token ? ' against the token' : ''}\n`);
     } catch (e) {
@@ -167,6 +176,14 @@ async function distribute(opts: Opts): Promise<void> {
   }
   writePending(store, [...pending.values()]);
   if (failures > 0) throw new RexError(ErrorCodes.ENROLL_FAILED, `${failures} of ${targets.length} hosts did not receive the key`);
+}
+
+function loadPrev(store: KeyStore, name: string): OwnIdentity | undefined {
+  try {
+    return store.load(name, { prev: true });
+  } catch {
+    return undefined;
+  }
 }
 
 /** `NAME@ADDRESS:PORT` or `ADDRESS:PORT` given on the command line. */

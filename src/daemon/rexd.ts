@@ -7,13 +7,14 @@
  * every authentication attempt and transaction (src/log/), and closes the
  * sessions of an identity as soon as its grant is revoked.
  */
+import { X509Certificate } from 'node:crypto';
 import { existsSync, unlinkSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
-import type { CertInfo } from '../keys/certs.js';
+import { certInfo, type CertInfo } from '../keys/certs.js';
 import { decide, GrantsFile, type Requester } from '../keys/grants.js';
 import { currentUser, localName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type KnownKey, type OwnIdentity } from '../keys/store.js';
@@ -405,11 +406,20 @@ export class Rexd {
       if (m.cert === undefined) return answer(cert.name, cert.id, true);
       // Rotation: a granted identity sends its new certificate over a connection authenticated by the old key.
       if (session.restricted) throw this.deny(session, `cannot replace the key of ${cert.name}: ${session.restricted}`, true);
-      const next = this.store.addKnown(m.cert, 'rotation', 'new certificate');
-      if (next.name !== cert.name) {
-        this.store.removeKnown(next.id);
-        throw this.deny(session, `a rotated key must keep its name: ${cert.name} sent a certificate for ${next.name}`, true);
+      let info: CertInfo;
+      try {
+        info = certInfo(m.cert, 'new certificate');
+      } catch (e) {
+        throw this.deny(session, `key rotation refused: ${(e as Error).message}`, true);
       }
+      if (info.name !== cert.name) throw this.deny(session, `key rotation refused: a rotated key must keep its name, but ${cert.name} sent a certificate for ${info.name}`, true);
+      const clash = this.store.knownById(info.id);
+      if (clash && clash.name !== cert.name) throw this.deny(session, `key rotation refused: key ${info.id} already belongs to ${clash.name}`, true);
+      // The self-signature shows that whoever made the certificate holds the new key.
+      if (!new X509Certificate(info.der).verify(new X509Certificate(info.der).publicKey)) {
+        throw this.deny(session, 'key rotation refused: the new certificate is not signed by its own key', true);
+      }
+      const next = this.store.addKnown(info.pem, 'rotation', 'new certificate');
       if (next.id !== cert.id) this.store.removeKnown(cert.id);
       this.log.info({ identity: cert.name, old: cert.id, id: next.id }, 'key rotated');
       return answer(next.name, next.id, false);

@@ -201,6 +201,25 @@ describe('authentication and authorization on the TLS port', () => {
     await expect(enrollWith({ entry: beta.entry, own: ivy.own, store: ivy.store, token: parseToken(token) })).rejects.toThrow(/but the token was issued for key .* NOT enrolling/);
   });
 
+  it('a granted key can announce its successor; the old key is then unknown, the new one works', async () => {
+    const leo = await enrolled('leo.root');
+    addGrant(beta.store, 'leo.root');
+    const old = leo.own;
+    const next = await leo.store.create('leo.root', { force: true });
+    const r = await enrollWith({ entry: beta.entry, own: old, next, store: leo.store });
+    expect(r).toMatchObject({ name: 'leo.root', id: next.id, already: false });
+    expect(beta.store.knownById(old.id)).toBeUndefined();
+    const c = await connect({ store: leo.store, own: next });
+    expect((await c.ping()).host).toBe('beta');
+    c.close();
+    // Someone else's key cannot be claimed by rotation.
+    const mia = await enrolled('mia.root');
+    addGrant(beta.store, 'mia.root');
+    const alphaCert = beta.store.known().find((k) => k.name === cluster.host('alpha').identity)!;
+    const stolen = { ...next, certPem: alphaCert.certPem };
+    await expect(enrollWith({ entry: beta.entry, own: mia.own, next: stolen, store: mia.store })).rejects.toThrow(/key rotation refused: a rotated key must keep its name, but mia\.root sent a certificate for alpha\.root/);
+  });
+
   it('rex_key refuses to use a private key that others can read, and sends nothing', async () => {
     const jack = await outsider('jack.root');
     chmodSync(jack.own.keyFile, 0o640);
