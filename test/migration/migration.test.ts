@@ -131,6 +131,25 @@ describe('exit status and restore from fd 0', () => {
   });
 });
 
+describe('unprivileged', () => {
+  // PR_SET_MM_MAP, the vDSO move and rseq work without privilege; check it as uid 65534 when root can switch.
+  it.skipIf(process.getuid?.() !== 0)('dump and restore as uid 65534 (nobody)', () => {
+    const sub = mkdtempSync(join(tmpdir(), 'rex-nobody-'));
+    try {
+      execFileSync('chmod', ['0777', sub]);
+      for (const name of ['hello', 'malloc_after', 'rseq_brk', 'vdso_clock']) {
+        const image = join(sub, `${name}.img`);
+        const r = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c',
+          `"${program(name)}" "${image}" >/dev/null && "${restorer}" "${image}"`]);
+        expect(r.stdout + r.stderr, name).toContain(`PASS ${name}`);
+        expect(r.status).toBe(0);
+      }
+    } finally {
+      rmSync(sub, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('what the image holds', () => {
   it('matches docs/IMAGE.md: header fields, table layout and meta_hash computed independently', () => {
     const img = readFileSync(dump('hello'));
