@@ -75,6 +75,11 @@ ok('define', [frame(0x0076, 0, 1, [s(1, 'scale'), u(2, 16, 1), u(3, 8, 1), s(4, 
 ok('define-buffer', [frame(0x0076, 0, 3, [s(1, 'sum'), u(2, 8, 1), u(3, 8, 1), s(4, 'l'), l(5, [u(1, 2, 1), u(3, 0, 1), u(5, 1, 1), u(6, 8, 1), u(7, 8, 1), u(9, 3, 1), u(10, 1, 1)]), l(5, [u(1, 1, 1), s(2, 'I'), u(3, 4, 1), u(4, 4, 1)])])]);
 ok('defined', [frame(0x0077, 1, 1, [])]);
 ok('error-crashed', [frame(0x0002, 1, 7, [u(1, 13, 1), s(2, "crash: the function crashed its controller with SIGSEGV (pid 4242)"), u(4, 0x70, 1)])]);
+// identity (section 4.8): HELLO naming a program, ENROLL with a token secret and proof, a rotation, ENROLLED
+ok('hello-request-program', [frame(0x0001, 0, 0, [u(1, 1, 1), u(2, 1, 1), u(4, 1, 1), s(7, 'rex-ts/0.1.0'), s(8, 'render')])]);
+ok('enroll-token', [frame(0x0030, 0, 1, [s(1, 'J5QXG2LOM5WG65LUEBXW4ZJAMFZXGZLU'), by(2, '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff')])]);
+ok('enroll-rotation', [frame(0x0030, 0, 3, [by(3, '3081da30818da003020102')])]);
+ok('enrolled', [frame(0x0031, 1, 1, [s(1, 'alpha.alice'), s(2, 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U'), s(3, 'beta.bob'), s(4, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), bo(5, false)])]);
 // ---- every kind and width
 ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);
 ok('int-widths', [frame(0x0010, 0, 7, [i(100, -128, 1), i(101, -32768, 2), i(102, -2147483648, 4), i(103, -(2n ** 63n), 8), i(104, 2n ** 63n - 1n, 8), i(105, 127, 1)])]);
