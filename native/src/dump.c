@@ -534,6 +534,12 @@ static int add_region(struct dumper *d, uint64_t start, uint64_t end, const char
     rex__set_error("rex_dump_self: more than %u mappings", REX_IMG_MAX_REGIONS);
     return -E2BIG;
   }
+  if (start < REX_IMG_ZONE_END && end > REX_IMG_ZONE_START) {
+    /* The restorer runs there; an image using it could never be restored. */
+    rex__set_error("rex_dump_self: mapping %llx-%llx (%.*s) lies in 0x70000000-0x80000000, the restorer's zone",
+                   (unsigned long long)start, (unsigned long long)end, (int)plen, path);
+    return -EOPNOTSUPP;
+  }
   struct rex_img_region r;
   memset(&r, 0, sizeof r);
   r.start = start, r.end = end, r.offset = off;

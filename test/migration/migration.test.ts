@@ -2,7 +2,7 @@
 // in native/test/migration/ sets up one kind of state and dumps itself with
 // rex_dump_self; `rex-restore IMAGE` rebuilds it in a new process under the
 // real kernel, where it checks that state and prints PASS or FAIL.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,6 +128,50 @@ describe('exit status and restore from fd 0', () => {
       pids.add(/hello again: pid (\d+)/.exec(r.stdout)![1]!);
     }
     expect(pids.size).toBe(50);
+  });
+});
+
+describe('the restored process among others', () => {
+  it('is killed by its parent like any child (SIGTERM, SIGKILL)', async () => {
+    const image = dump('sleeper');
+    for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+      const child = spawn(restorer, [image], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const ready = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('\n')) resolve(out);
+        });
+        child.on('exit', () => reject(new Error(`exited before READY: ${out}`)));
+      });
+      expect(ready).toMatch(/^READY (\d+)/);
+      expect(Number(/READY (\d+)/.exec(ready)![1])).toBe(child.pid);
+      const done = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
+      child.kill(sig);
+      expect(await done).toBe(sig);
+    }
+  });
+
+  it('ten restores of one image run concurrently, each its own process', async () => {
+    const image = dump('hello');
+    const runs = Array.from({ length: 10 }, () => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const c = spawn(restorer, [image], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.on('close', (code) => resolve({ code, out }));
+    }));
+    const results = await Promise.all(runs);
+    for (const r of results) {
+      expect(r.out).toContain('PASS hello');
+      expect(r.code).toBe(0);
+    }
+    expect(new Set(results.map((r) => /pid (\d+)/.exec(r.out)![1])).size).toBe(10);
+  });
+
+  it('a process with a mapping in the restorer zone is refused at dump time', () => {
+    const r = run(program('sleeper'), [join(dir, 'zone.img'), 'zone']);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toContain("EOPNOTSUPP: rex_dump_self: mapping 71000000-71001000 () lies in 0x70000000-0x80000000, the restorer's zone");
   });
 });
 
