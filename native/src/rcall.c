@@ -151,7 +151,10 @@ static int call_error(const struct link *l, const struct rex_frame *f, const cha
   uint64_t c = code ? code->v.u : 0;
   int len = msg ? (int)(msg->len > 400 ? 400 : msg->len) : 0;
   /* The message is not NUL-terminated in the frame: print exactly len bytes. */
-  rex__set_error("%s: %s: %.*s (rexd at %s)", target, c >= 1 && c <= 15 ? rex_err_name(-(int)c) : "ERROR", len,
+  static const char *const names[] = {"ERROR", "MALFORMED", "VERSION", "TOO_BIG", "UNSUPPORTED", "UNEXPECTED",
+                                       "NO_HOST", "UNREACHABLE", "TIMEOUT", "BUSY", "INTERNAL", "DENIED",
+                                       "BAD_REQUEST", "CRASHED", "NO_ENTRY", "CANCELLED"};
+  rex__set_error("%s: %s: %.*s (rexd at %s)", target, names[c <= 15 ? c : 0], len,
                  len ? (const char *)msg->data : "", l->path);
   switch ((int)-(int64_t)c) {
   case REX_EPROTO_DENIED: return -EACCES;
