@@ -158,8 +158,14 @@ static unsigned host_nspecial;
 static struct span host_other[64];
 static unsigned host_nother;
 
-/* Final register block, in pop order: r15..rax, rflags, then the new rsp. */
-static uint64_t final_block[17];
+/*
+ * Final register block, in pop order: r15..rax, rflags, then the new rsp.
+ * It lives 64 KiB above the bottom of the .bss stack, not in .bss proper:
+ * once the image's signal mask is set, a signal may arrive while rsp points
+ * into this block, and the kernel then writes its signal frame below it.
+ * The C code never gets that deep, and the frame needs only a few KiB.
+ */
+#define FINAL_BLOCK ((uint64_t *)(restorer_stack + 65536))
 
 static uint64_t now_ns(void) {
   struct k_timespec ts = {0, 0};
@@ -619,7 +625,7 @@ static void restore_process_state(void) {
 
 static _Noreturn void jump(void) {
   const struct rex_img_regs *g = &hdr.regs;
-  uint64_t *b = final_block;
+  uint64_t *b = FINAL_BLOCK;
   b[0] = g->r15, b[1] = g->r14, b[2] = g->r13, b[3] = g->r12, b[4] = g->r11, b[5] = g->r10, b[6] = g->r9, b[7] = g->r8;
   b[8] = g->rdi, b[9] = g->rsi, b[10] = g->rbp, b[11] = g->rbx, b[12] = g->rdx, b[13] = g->rcx, b[14] = g->rax;
   b[15] = g->rflags;
@@ -656,7 +662,7 @@ static _Noreturn void jump(void) {
                    "pop %%rsp\n"
                    "ret\n"
                    :
-                   : "r"(xsave_area), "a"((uint32_t)hdr.xcr0), "d"((uint32_t)(hdr.xcr0 >> 32)), "r"(final_block)
+                   : "r"(xsave_area), "a"((uint32_t)hdr.xcr0), "d"((uint32_t)(hdr.xcr0 >> 32)), "r"(FINAL_BLOCK)
                    : "memory");
   __builtin_unreachable();
 }
