@@ -134,7 +134,11 @@ export class LocalCluster {
       cluster.writeConfig(opts);
       const trust = opts.trust ?? 'grant';
       if (trust !== 'none') {
-        for (const h of hosts) h.id = (await new KeyStore(h.stateDir).create(h.identity)).id;
+        for (const h of hosts) {
+          // A cluster directory used before keeps its keys (npm start runs in the same .rex-cluster each time).
+          const store = new KeyStore(h.stateDir);
+          h.id = store.has(h.identity) ? store.load(h.identity).id : (await store.create(h.identity)).id;
+        }
       }
       if (trust === 'grant') {
         // Granted by name before the keys are known: a grant names who may come, enrollment says which key that is.
