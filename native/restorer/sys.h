@@ -24,6 +24,7 @@
 #define NR_rt_sigaction 13
 #define NR_rt_sigprocmask 14
 #define NR_mremap 25
+#define NR_madvise 28
 #define NR_getpid 39
 #define NR_exit_group 231
 #define NR_chdir 80
@@ -53,6 +54,7 @@
 #define MAP_ANONYMOUS_ 0x20
 #define MAP_GROWSDOWN_ 0x0100
 #define MAP_FIXED_NOREPLACE_ 0x100000 /* EEXIST instead of silently replacing what is there */
+#define MADV_POPULATE_WRITE_ 23 /* Linux 5.14+; EINVAL before, harmless */
 #define MREMAP_MAYMOVE_ 1
 #define MREMAP_FIXED_ 2
 
