@@ -9,6 +9,7 @@ import { registerClusterCommands } from './commands/cluster.js';
 import { registerConfigCommands } from './commands/config.js';
 import { registerHostCommands } from './commands/hosts.js';
 import { registerLogCommands } from './commands/log.js';
+import { registerCallCommands } from './commands/call.js';
 
 const program = new Command('rex')
   .description('REX: Remote EXecution Services')
@@ -18,5 +19,6 @@ registerHostCommands(program);
 registerClusterCommands(program);
 registerConfigCommands(program);
 registerLogCommands(program);
+registerCallCommands(program);
 
 await runMain(program);

@@ -1,0 +1,145 @@
+/**
+ * `rex call TARGET [ARGS...]` and `rex entries TARGET`: remote entry points
+ * from a shell, as grpcurl does for gRPC: the entry point's definition comes
+ * from rexd (ENTRIES), arguments are encoded and the output frame decoded with
+ * the runtime's one frame codec.
+ */
+import type { Command } from 'commander';
+import { CallChannel } from '../../calls/transport.js';
+import { parseTarget, formatTarget } from '../../calls/target.js';
+import { planEntry, isByteType, encodeInput, decodeOutput, type EntryPlan, type TypeDesc, type EntryDesc } from '../../runtime/frames/index.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
+import { toJson } from '../format.js';
+import { clientOptions, connectFor } from './hosts.js';
+
+interface CallOpts {
+  socket?: string;
+  config?: string;
+  json?: boolean;
+  hex?: string;
+  timeout?: string;
+}
+
+function usage(message: string, hint?: string): never {
+  throw new RexError(ErrorCodes.USAGE, message, hint ? { hint } : {});
+}
+
+/** Parses one command-line argument as a value of type `t` (numbers, booleans, JSON for structs and arrays, hex for bytes). */
+export function parseArg(t: TypeDesc, text: string, name: string): unknown {
+  const fromJson = (): unknown => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return usage(`argument ${name}: '${text}' is not JSON`, 'structs and arrays are written as JSON: {"x":1,"y":2} or [1,2,3]');
+    }
+  };
+  switch (t.kind) {
+    case 'prim':
+    case 'enum': {
+      if (t.prim === 'bool') {
+        if (/^(true|1)$/i.test(text)) return true;
+        if (/^(false|0)$/i.test(text)) return false;
+        return usage(`argument ${name}: expected true or false, got '${text}'`);
+      }
+      if (t.prim === 'float' || t.prim === 'double') {
+        const v = Number(text);
+        if (text.trim() === '' || Number.isNaN(v) && text !== 'NaN') usage(`argument ${name}: expected a number, got '${text}'`);
+        return v;
+      }
+      if (!/^-?(0x[0-9a-f]+|\d+)$/i.test(text)) usage(`argument ${name}: expected an integer (${t.prim}), got '${text}'`);
+      const neg = text.startsWith('-');
+      const b = BigInt(neg ? text.slice(1) : text) * (neg ? -1n : 1n);
+      return /64|128/.test(t.prim) ? b : Number(b);
+    }
+    case 'pointer':
+      if (isByteType(t.target) || t.target.kind === 'void') return text.startsWith('hex:') ? Buffer.from(text.slice(4), 'hex') : text;
+      return fromJson();
+    default:
+      return reviveBigints(fromJson());
+  }
+}
+
+function reviveBigints(v: unknown): unknown {
+  // 64-bit members may be written as strings ("9007199254740993"); the codec takes bigint or safe numbers.
+  if (typeof v === 'string' && /^-?\d{16,}$/.test(v)) return BigInt(v);
+  if (Array.isArray(v)) return v.map(reviveBigints);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, reviveBigints(x)]));
+  return v;
+}
+
+/** The parameters a caller gives, in order (out buffers and sizes filled from buffers are left out). */
+export function inputParams(plan: EntryPlan): EntryDesc['params'] {
+  return plan.desc.params.filter((p) => p.direction !== 'out' && !plan.derived.has(p.name));
+}
+
+/** Values for printing: bigint as decimal strings, bytes as hex. */
+function printable(v: unknown): unknown {
+  if (typeof v === 'bigint') return v.toString();
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('hex');
+  if (Array.isArray(v)) return v.map(printable);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, printable(x)]));
+  return v;
+}
+
+/** Registers `call` and `entries` on the `rex` program. */
+export function registerCallCommands(program: Command): void {
+  clientOptions(program.command('call'))
+    .description('call a remote entry point HOST.USER.PROGRAM.FUNCTION (or PROGRAM.FUNCTION) with arguments encoded from its definition')
+    .argument('<target>', 'HOST.USER.PROGRAM.FUNCTION, HOST.PROGRAM.FUNCTION or PROGRAM.FUNCTION')
+    .argument('[args...]', 'arguments in parameter order: numbers, true/false, strings, JSON for structs and arrays, hex:.. for bytes')
+    .option('--json', 'print the result as JSON')
+    .option('--hex <frame>', 'send this input frame (hex) as is; prints the output frame in hex')
+    .option('--timeout <ms>', 'deadline of the call', '30000')
+    .action(async (target: string, args: string[], opts: CallOpts) => {
+      const t = parseTarget(target, true);
+      const timeoutMs = Number(opts.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage(`--timeout ${opts.timeout}: expected milliseconds`);
+      const client = await connectFor(opts);
+      try {
+        const ch = new CallChannel(client.conn);
+        if (opts.hex !== undefined) {
+          const out = await ch.call(target, Buffer.from(opts.hex, 'hex'), { timeoutMs });
+          process.stdout.write(opts.json ? toJson({ output: Buffer.from(out).toString('hex') }) : `${Buffer.from(out).toString('hex')}\n`);
+          return;
+        }
+        const entries = await ch.entries(formatTarget({ ...t, function: undefined } as typeof t));
+        const e = entries.find((x) => x.name === t.function);
+        if (!e) usage(`${target}: no entry point '${t.function}' (there are: ${entries.map((x) => x.name).join(', ') || 'none'})`);
+        if (!e.definition) usage(`${target}: the program did not publish a definition of ${e.name} (${e.inputSize} bytes in, ${e.outputSize} out)`, 'send a raw frame with --hex');
+        const plan = planEntry(JSON.parse(e.definition) as EntryDesc);
+        const params = inputParams(plan);
+        if (args.length !== params.length) {
+          usage(`${e.name} takes ${params.length} argument${params.length === 1 ? '' : 's'} (${params.map((p) => p.name).join(', ')}), got ${args.length}`, e.signature ?? '');
+        }
+        const values: Record<string, unknown> = {};
+        params.forEach((p, i) => (values[p.name] = parseArg(p.type, args[i]!, p.name)));
+        const out = decodeOutput(plan, await ch.call(target, encodeInput(plan, values), { timeoutMs }));
+        if (opts.json) process.stdout.write(toJson(printable(out)));
+        else for (const [k, v] of Object.entries(out)) process.stdout.write(`${k} = ${JSON.stringify(printable(v))}\n`);
+      } finally {
+        client.close();
+      }
+    });
+
+  clientOptions(program.command('entries'))
+    .description('list the entry points a program offers for remote calls')
+    .argument('<target>', '[HOST.][USER.]PROGRAM')
+    .option('--json', 'machine-readable output, with each definition')
+    .action(async (target: string, opts: CallOpts) => {
+      parseTarget(target, false);
+      const client = await connectFor(opts);
+      try {
+        const entries = await new CallChannel(client.conn).entries(target);
+        if (opts.json) {
+          process.stdout.write(toJson(entries.map((e) => ({ ...e, definition: e.definition ? (JSON.parse(e.definition) as unknown) : undefined }))));
+          return;
+        }
+        for (const e of entries) {
+          const sig = e.signature ?? `${e.name} (${e.inputSize ?? '?'} bytes in, ${e.outputSize ?? '?'} out)`;
+          process.stdout.write(`${e.callable === false ? '-' : '+'} ${sig}${e.callable === false ? `\n    refused: ${e.refusal ?? ''}` : ''}\n`);
+        }
+      } finally {
+        client.close();
+      }
+    });
+}

@@ -1,0 +1,85 @@
+// `rex call` and `rex entries` against a protocol stand-in for rexd that
+// answers with CallManager.handle (as rexd will): arguments are encoded from
+// the definition ENTRIES carries, results decoded and printed.
+import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/index.js';
+import { Connection } from '../../src/protocol/connection.js';
+import { ROOT, buildLibrary, tempDir, writeXml } from './helpers.js';
+
+const run = promisify(execFile);
+const REX = join(ROOT, 'dist/cli/rex.js');
+let dir: string;
+let spec: ProgramSpec;
+let manager: CallManager;
+let server: Server;
+let socket: string;
+
+beforeAll(async () => {
+  dir = tempDir();
+  const lib = buildLibrary(dir);
+  spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
+  manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
+  socket = join(dir, 'rexd.sock');
+  server = createServer((sock) => {
+    const conn = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m) => manager.handle(m, { name: 'alpha.tester', conn }) });
+    conn.handshake().catch(() => undefined);
+  });
+  await new Promise<void>((r) => server.listen(socket, r));
+}, 60_000);
+
+afterAll(async () => {
+  await new Promise((r) => server?.close(r));
+  await manager?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function rex(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [REX, ...args, '--socket', socket], { encoding: 'utf8' });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+describe('rex call', () => {
+  it('encodes scalars, structs and strings from the definition and prints the result', async () => {
+    expect((await rex('call', 'calltest.neg64', '-9223372036854775807')).stdout).toBe('return = "9223372036854775807"\n');
+    expect(JSON.parse((await rex('call', 'alpha.calltest.vscale', '{"x":1.5,"y":-2.25,"z":3}', '2', '--json')).stdout)).toEqual({ return: { x: 3, y: -4.5, z: 6 } });
+    expect(JSON.parse((await rex('call', 'calltest.upper', 'shout it', '8', '--json')).stdout)).toEqual({ return: 7, out: 'SHOUT I' });
+    expect(JSON.parse((await rex('call', 'calltest.reverse', '[1,2,3]', '--json')).stdout)).toEqual({ xs: [3, 2, 1] });
+  });
+
+  it('sends a raw frame with --hex', async () => {
+    expect((await rex('call', 'calltest.neg32', '--hex', '05000000')).stdout).toBe('fbffffff\n');
+  });
+
+  it('says what is wrong: argument count, bad integer, refused and unknown entry points', async () => {
+    const n = await rex('call', 'calltest.neg32');
+    expect(n.code).toBe(2);
+    expect(n.stderr).toContain('neg32 takes 1 argument (x), got 0');
+    expect((await rex('call', 'calltest.neg32', 'seven')).stderr).toContain("argument x: expected an integer (int32), got 'seven'");
+    const v = await rex('call', 'calltest.sumv', '1');
+    expect(v.code).toBe(1);
+    expect(v.stderr).toMatch(/sumv: remote call refused: sumv is variadic/);
+    expect((await rex('call', 'calltest.nosuch')).stderr).toContain("no entry point 'nosuch'");
+    const crash = await rex('call', 'calltest.crash', '1');
+    expect(crash.stderr).toMatch(/crash: the function crashed its controller with SIGSEGV/);
+  });
+});
+
+describe('rex entries', () => {
+  it('lists callable and refused entry points with signatures', async () => {
+    const r = await rex('entries', 'calltest');
+    expect(r.stdout).toContain('+ int32 upper(char* in [in string], char* out [out size-is=cap string], uint32 cap)');
+    expect(r.stdout).toMatch(/- int32 sumv\(int32 n, \.\.\.\)\n {4}refused: sumv: remote call refused: sumv is variadic/);
+    const j = JSON.parse((await rex('entries', 'calltest', '--json')).stdout) as { name: string; definition?: { name: string } }[];
+    expect(j.find((e) => e.name === 'neg32')!.definition!.name).toBe('neg32');
+  });
+});
