@@ -208,7 +208,7 @@ export function expandPath(s: string, ctx: PathContext): string | { error: strin
   return out;
 }
 
-function pathKey(key: string, field: 'tempDirectory' | 'stateDirectory' | 'socket'): KeySpec {
+function pathKey(key: string, field: 'tempDirectory' | 'stateDirectory' | 'socket' | 'logDatabase'): KeySpec {
   return {
     key,
     field,
@@ -343,6 +343,7 @@ export const KEY_SPECS: KeySpec[] = [
   },
   durationKey('load-interval', 'loadInterval'),
   durationKey('peer-timeout', 'peerTimeout'),
+  pathKey('rex-log-database', 'logDatabase'),
 ];
 
 function durationKey(key: string, field: 'loadInterval' | 'peerTimeout'): KeySpec {

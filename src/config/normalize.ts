@@ -73,6 +73,7 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     logLevel: 'info',
     loadInterval: 1000,
     peerTimeout: 5000,
+    logDatabase: `${stateDirectory}/rex-log.sqlite`,
   };
 }
 
@@ -142,6 +143,14 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
     if (sources.stateDirectory.file !== '(default)') {
       sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
       derived.set('socket', 'stateDirectory');
+    }
+  }
+
+  if (sources.logDatabase.file === '(default)') {
+    cfg.logDatabase = `${cfg.stateDirectory.replace(/\/+$/, '')}/rex-log.sqlite`;
+    if (sources.stateDirectory.file !== '(default)') {
+      sources.logDatabase = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
+      derived.set('logDatabase', 'stateDirectory');
     }
   }
 

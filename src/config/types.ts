@@ -35,6 +35,8 @@ export interface RexConfig {
   loadInterval: number;
   /** Milliseconds after which a peer's load figure is stale. */
   peerTimeout: number;
+  /** The transaction log database (SQLite file); default <state-directory>/rex-log.sqlite. */
+  logDatabase: string;
 }
 
 /** Where a value was set: a file and line, `(default)`, or `(override)`. */

@@ -139,7 +139,7 @@ export class Rexd {
         }),
       );
     }
-    const logFile = this.opts.logDatabase ?? (this.config as RexConfig & { logDatabase?: string }).logDatabase ?? defaultLogDatabase(this.paths.stateDir);
+    const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
     this.txlog = new TransactionLog(logFile, this.config.hostName, (e) => this.log.error({ err: e.message, file: logFile }, 'transaction log failed; continuing without it'));
     const credCheck = initPeerCred();
     await this.claimSocket();

@@ -97,6 +97,7 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
   logLevel: fc.constantFrom('error' as const, 'warn' as const, 'info' as const, 'debug' as const, 'trace' as const),
   loadInterval: duration,
   peerTimeout: duration,
+  logDatabase: path,
 });
 
 describe('toRcText round trip', () => {

@@ -21,6 +21,7 @@ describe('rc form: good files', () => {
     expect(config.tempDirectory).toBe(`/tmp/.rex_${host}_tester`);
     expect(config.stateDirectory).toBe('/home/tester/.rex');
     expect(config.socket).toBe('/home/tester/.rex/run/rexd.sock');
+    expect(config.logDatabase).toBe('/home/tester/.rex/rex-log.sqlite');
     expect(config.listen).toEqual({ address: '127.0.0.1', port: 7800 });
     expect(config.autoTransfer).toEqual({ mode: 'on' });
     expect(config.logLevel).toBe('info');
@@ -52,6 +53,7 @@ describe('rc form: good files', () => {
       logLevel: 'debug',
       loadInterval: 500,
       peerTimeout: 2000,
+      logDatabase: '/home/tester/.rex-alpha/rex-log.sqlite',
     });
     expect(sources.hostName).toEqual({ file: f, line: 5 });
     expect(sources.servers).toEqual({ file: f, line: 7 }); // a continued line keeps its first line

@@ -31,7 +31,7 @@ export function sinceTime(s: string, now = Date.now()): number {
 export async function logFile(opts: { config?: string; database?: string }): Promise<string> {
   if (opts.database) return opts.database;
   const { config } = await loadConfig(opts.config ? { file: opts.config } : {});
-  return (config as typeof config & { logDatabase?: string }).logDatabase ?? defaultLogDatabase(config.stateDirectory);
+  return config.logDatabase ?? defaultLogDatabase(config.stateDirectory);
 }
 
 function who(r: LogRow): string {
