@@ -298,6 +298,27 @@ describe('rexd and bad input', () => {
     expect((await p.waitFrames(3))[2]).toMatchObject({ type: 'ERROR', code: 5, fatal: true });
   });
 
+  it.skipIf(process.getuid?.() !== 0)('serves only its own uid on the local socket, even when the directory lets others in (SO_PEERCRED)', async () => {
+    const { chmodSync } = await import('node:fs');
+    const runDir = join(h.dir, 'state', 'run');
+    chmodSync(tmp, 0o711); // mkdtemp made it 0700
+    chmodSync(join(h.dir, 'state'), 0o711);
+    chmodSync(runDir, 0o711);
+    chmodSync(h.socket, 0o777);
+    try {
+      const r = await run(process.execPath, [distBin('rex'), 'ping', '--socket', h.socket], { uid: 65534, gid: 65534, env: { PATH: process.env.PATH ?? '', HOME: '/tmp' } }).catch((e: { code: number; stderr: string }) => e);
+      expect((r as { code: number }).code).toBe(1);
+      expect((r as { stderr: string }).stderr).toContain('DENIED: uid 65534 may not use this rexd: it acts only for its owner, uid 0');
+    } finally {
+      chmodSync(runDir, 0o700);
+      chmodSync(join(h.dir, 'state'), 0o700);
+      chmodSync(tmp, 0o700);
+    }
+    await new Promise((res) => setTimeout(res, 300));
+    expect(queryLog(h.logDb, { identity: 'uid 65534' })[0]).toMatchObject({ kind: 'auth', outcome: 'denied', peer_address: 'local' });
+    await stillServing();
+  });
+
   it('a TLS client without a certificate is refused at HELLO', async () => {
     const p = await RawPeer.openTls({ host: '127.0.0.1', port: h.port });
     p.hello(1);
