@@ -39,7 +39,7 @@ beforeAll(async () => {
   });
   socket = join(dir, 'rexd.sock');
   server = createServer((sock) => {
-    const conn = new Connection(sock, {
+    const conn: Connection = new Connection(sock, {
       initiator: false,
       local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' },
       label: 'test client',

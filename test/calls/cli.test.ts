@@ -26,7 +26,7 @@ beforeAll(async () => {
   manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
   socket = join(dir, 'rexd.sock');
   server = createServer((sock) => {
-    const conn = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m) => manager.handle(m, { name: 'alpha.tester', conn }) });
+    const conn: Connection = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m) => manager.handle(m, { name: 'alpha.tester', conn }) });
     conn.handshake().catch(() => undefined);
   });
   await new Promise<void>((r) => server.listen(socket, r));
