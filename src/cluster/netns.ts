@@ -2,8 +2,8 @@
  * Network namespaces for test clusters (root only): one namespace per host, all
  * joined by veth pairs to a bridge in a "switch" namespace, so that a test can
  * cut one host off (link down) or kill it. Hosts get addresses in 127.77.N.0/24
- * with route_localnet on, so they stay in the loopback range that rexd accepts
- * before authentication exists, and no traffic can leave the machine.
+ * with route_localnet on: a range no real network uses, so no traffic can leave
+ * the machine (rexd itself now listens anywhere, over TLS).
  */
 import { execFileSync } from 'node:child_process';
 
