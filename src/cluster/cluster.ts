@@ -193,7 +193,7 @@ export class LocalCluster {
     const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
     return new Promise((resolveRun, reject) => {
       execFile(cmd[0]!, cmd.slice(1), { env: { ...process.env, REX_CONFIG: h.rcFile }, timeout: 30_000 }, (err, stdout, stderr) => {
-        if (err) reject(new RexError(ErrorCodes.ENROLL_FAILED, `host ${name}: rex_key ${args.join(' ')} failed: ${stderr || stdout || err.message}`));
+        if (err) reject(new RexError(ErrorCodes.ENROLL_FAILED, `host ${name}: rex_key ${args.join(' ')} failed:\n${stdout}${stderr || err.message}`));
         else resolveRun(stdout);
       });
     });
