@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/index.js';
-import { Connection } from '../../src/protocol/connection.js';
+import { Connection, type Reply } from '../../src/protocol/connection.js';
 import { FIX, NATIVE, buildLibrary, localResults, tempDir, writeXml } from './helpers.js';
 
 let dir: string;
@@ -43,7 +43,7 @@ beforeAll(async () => {
       initiator: false,
       local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' },
       label: 'test client',
-      onRequest: (m) => manager.handle(m, { name: 'alpha.tester', conn }),
+      onRequest: (m): Promise<Reply> => manager.handle(m, { name: 'alpha.tester', conn }),
     });
     conn.handshake().catch(() => undefined);
   });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/index.js';
-import { Connection } from '../../src/protocol/connection.js';
+import { Connection, type Reply } from '../../src/protocol/connection.js';
 import { ROOT, buildLibrary, tempDir, writeXml } from './helpers.js';
 
 const run = promisify(execFile);
@@ -26,7 +26,7 @@ beforeAll(async () => {
   manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
   socket = join(dir, 'rexd.sock');
   server = createServer((sock) => {
-    const conn: Connection = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m) => manager.handle(m, { name: 'alpha.tester', conn }) });
+    const conn: Connection = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m): Promise<Reply> => manager.handle(m, { name: 'alpha.tester', conn }) });
     conn.handshake().catch(() => undefined);
   });
   await new Promise<void>((r) => server.listen(socket, r));
