@@ -77,6 +77,7 @@ ok('defined', [frame(0x0077, 1, 1, [])]);
 ok('error-crashed', [frame(0x0002, 1, 7, [u(1, 13, 1), s(2, "crash: the function crashed its controller with SIGSEGV (pid 4242)"), u(4, 0x70, 1)])]);
 // identity (section 4.8): HELLO naming a program, ENROLL with a token secret and proof, a rotation, ENROLLED
 ok('hello-request-program', [frame(0x0001, 0, 0, [u(1, 1, 1), u(2, 1, 1), u(4, 1, 1), s(7, 'rex-ts/0.1.0'), s(8, 'render')])]);
+ok('ping-forwarded-program', [frame(0x0010, 0, 2, [by(1, '0001020304050607'), s(4, 'render')])]);
 ok('enroll-token', [frame(0x0030, 0, 1, [s(1, 'J5QXG2LOM5WG65LUEBXW4ZJAMFZXGZLU'), by(2, '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff')])]);
 ok('enroll-rotation', [frame(0x0030, 0, 3, [by(3, '3081da30818da003020102')])]);
 ok('enrolled', [frame(0x0031, 1, 1, [s(1, 'alpha.alice'), s(2, 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U'), s(3, 'beta.bob'), s(4, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), bo(5, false)])]);

@@ -64,6 +64,10 @@ interface Session {
   fromHost?: string;
   /** Set when the session may do nothing but ENROLL; the reason is what others are told. */
   restricted?: string;
+  /** Local clients: the program named in HELLO, passed on with forwarded requests. */
+  program?: string;
+  /** TLS: the requester's key is a program key (its program cannot be overridden per request). */
+  programKey?: boolean;
 }
 
 /** One running daemon. */
@@ -85,6 +89,8 @@ export class Rexd {
   private knownWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
   private readonly uid = process.getuid?.() ?? -1;
+  /** Requests a peer forwarded for one of its user's programs: the identity to log them under. */
+  private readonly onBehalf = new WeakMap<Message, string>();
   readonly startedAt = Date.now();
 
   constructor(
@@ -253,7 +259,10 @@ export class Rexd {
           throw new ProtocolError('DENIED', reason);
         }
         if (hello.role !== 'client') throw new ProtocolError('DENIED', `role ${hello.role} is not allowed on the local socket`);
-        if (hello.program) session.identity = `${this.name}.${hello.program}`;
+        if (hello.program) {
+          session.identity = `${this.name}.${hello.program}`;
+          session.program = hello.program;
+        }
       },
       onRequest: (m) => this.serve(m, session),
       onServed: (info) => this.served(session, info),
@@ -281,7 +290,7 @@ export class Rexd {
     const target = m.type === 'PING' ? m.target : undefined;
     this.record({
       kind: m.type === 'ENROLL' ? 'enroll' : 'transaction',
-      identity: session.identity,
+      identity: this.onBehalf.get(m) ?? session.identity,
       ...(session.identityId ? { identityId: session.identityId } : {}),
       ...(session.fromHost ? { fromHost: session.fromHost } : {}),
       peerAddress: session.address,
@@ -370,6 +379,7 @@ export class Rexd {
       throw this.deny(session, `HELLO says host "${hello.host ?? ''}", but key ${cert.id} belongs to ${cert.name}`);
     }
     session.identity = cert.name;
+    session.programKey = claimed.program !== undefined;
     const requester: Requester = { id: cert.id, name: `${claimed.host}.${claimed.user}`, address: session.address, ...(claimed.program ? { program: claimed.program } : {}) };
     if (!claimed.program && hello.program) {
       requester.program = hello.program;
@@ -392,7 +402,15 @@ export class Rexd {
   private async serveTls(m: Message, session: Session): Promise<Reply> {
     if (m.type === 'ENROLL') return this.enroll(m, session);
     if (session.restricted) throw this.deny(session, session.restricted, true);
-    const d = this.check(session.requester!, false);
+    let who = session.requester!;
+    // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
+    // the claim grants nothing the user's own key does not, and lets grants limited to programs apply.
+    if (m.type === 'PING' && m.program && !session.programKey) {
+      who = { ...who, program: m.program };
+      this.onBehalf.set(m, `${who.name}.${m.program}`);
+    }
+    // Load and membership queries keep the cluster view working whatever programs a grant is limited to.
+    const d = this.check(who, m.type === 'LOAD_GET' || m.type === 'HOSTS_GET');
     if (!d.ok) throw this.deny(session, d.reason, false);
     return this.serve(m, session);
   }
@@ -480,7 +498,7 @@ export class Rexd {
   private async serve(m: Message, session: Session): Promise<Reply> {
     switch (m.type) {
       case 'PING':
-        return this.ping(m, session.kind);
+        return this.ping(m, session);
       case 'LOAD_GET':
         return { type: 'LOAD', ...this.meter.measure() };
       case 'HOSTS_GET':
@@ -492,7 +510,8 @@ export class Rexd {
     }
   }
 
-  private async ping(m: MessageOf<'PING'>, kind: 'local' | 'tls'): Promise<Reply> {
+  private async ping(m: MessageOf<'PING'>, session: Session): Promise<Reply> {
+    const kind = session.kind;
     const echo = { ...(m.nonce ? { nonce: m.nonce } : {}), ...(m.data ? { data: m.data } : {}) };
     if (!m.target || m.target === this.config.hostName) return { type: 'PONG', ...echo, host: this.config.hostName, hops: 0 };
     // Only local clients' pings are forwarded, and only once: peers never ask us to relay further.
@@ -509,7 +528,7 @@ export class Rexd {
     }
     let r: Message;
     try {
-      r = await conn.request({ type: 'PING', ...echo }, this.config.peerTimeout);
+      r = await conn.request({ type: 'PING', ...echo, ...(session.program ? { program: session.program } : {}) }, this.config.peerTimeout);
     } catch (e) {
       const err = e as RexError & { proto?: string };
       if (err.proto === 'DENIED') throw new ProtocolError('DENIED', err.message, { fatal: false });

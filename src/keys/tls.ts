@@ -5,7 +5,7 @@
  * OpenSSL's chain check is off, REX's pin check replaces it). See docs/PROTOCOL.md
  * section 6.
  */
-import { connect as tlsConnect, type TLSSocket, type TlsOptions, type ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { certInfo, type CertInfo } from './certs.js';
 import type { KeyStore, OwnIdentity } from './store.js';
@@ -18,9 +18,20 @@ export function tlsServerOptions(own: OwnIdentity): TlsOptions {
   return { ...TLS13, key: own.keyPem, cert: own.certPem, requestCert: true, rejectUnauthorized: false };
 }
 
+/** Secure contexts by key: parsing the key and building an OpenSSL context costs about as much as the handshake itself. */
+const contexts = new Map<string, SecureContext>();
+
 /** Client-side options; the pin check happens in {@link connectPinned}. */
 export function tlsClientOptions(own: OwnIdentity): ConnectionOptions {
-  return { ...TLS13, key: own.keyPem, cert: own.certPem, rejectUnauthorized: false };
+  // Keyed by key and certificate: the same key may come with another certificate (a renamed or rotated identity).
+  const cacheKey = own.keyPem + own.certPem;
+  let ctx = contexts.get(cacheKey);
+  if (!ctx) {
+    ctx = createSecureContext({ ...TLS13, key: own.keyPem, cert: own.certPem });
+    if (contexts.size > 64) contexts.clear();
+    contexts.set(cacheKey, ctx);
+  }
+  return { ...TLS13, secureContext: ctx, rejectUnauthorized: false };
 }
 
 /** The certificate the other end presented, or undefined if none. */

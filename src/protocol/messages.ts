@@ -86,6 +86,7 @@ export const MESSAGE_SPECS = {
     nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
     target: { tag: 2, t: 'str', max: 255 },
     data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
+    program: { tag: 4, t: 'str', max: 63 },
   },
   PONG: {
     nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },

@@ -257,6 +257,32 @@ describe('authentication and authorization on the TLS port', () => {
     c.close();
   });
 
+  it('a peer forwards its local client\'s program, and program-limited grants apply to it', async () => {
+    revokeGrants(beta.store, cluster.host('alpha').identity);
+    addGrant(beta.store, cluster.host('alpha').identity, { program: 'render' });
+    const alphaId = cluster.host('alpha').id!;
+    try {
+      const render = await RexClient.connect({ socket: cluster.host('alpha').socket, program: 'render' });
+      // The peer link was closed by the revocation; the forwarded request reconnects it.
+      expect(await render.ping('beta')).toMatchObject({ host: 'beta', hops: 1 });
+      render.close();
+      const other = await RexClient.connect({ socket: cluster.host('alpha').socket, program: 'other' });
+      await expect(other.ping('beta')).rejects.toThrow(`DENIED: program other of ${cluster.host('alpha').identity} is not granted on beta.root: its grants cover only program render`);
+      other.close();
+      const none = await RexClient.connect({ socket: cluster.host('alpha').socket });
+      await expect(none.ping('beta')).rejects.toThrow('a transaction without a program of');
+      none.close();
+      await cluster.waitFor((hs) => hs.find((h) => h.name === 'beta')?.reachable === true, { from: ['alpha'] }); // load polls still work
+      const rows = (await logOf(alphaId)).filter((r) => r.message_type === 'PING');
+      expect(rows.find((r) => r.outcome === 'ok')).toMatchObject({ identity: `${cluster.host('alpha').identity}.render`, from_host: 'alpha' });
+      expect(rows.find((r) => r.outcome === 'denied')).toMatchObject({ identity: cluster.host('alpha').identity });
+      expect(rows.some((r) => r.identity === `${cluster.host('alpha').identity}.other` && r.outcome === 'denied')).toBe(true);
+    } finally {
+      revokeGrants(beta.store, cluster.host('alpha').identity);
+      addGrant(beta.store, cluster.host('alpha').identity);
+    }
+  });
+
   it('rex log shows the refusals with filters, as a table and as JSON', async () => {
     await new Promise((r) => setTimeout(r, 250));
     const env = { ...process.env };
