@@ -257,6 +257,25 @@ describe('authentication and authorization on the TLS port', () => {
     c.close();
   });
 
+  it('a grants file with a syntax error grants nothing, and the refusal names file:line', async () => {
+    const nina = await enrolled('nina.root');
+    addGrant(beta.store, 'nina.root');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const good = readFileSync(beta.store.grantsFile, 'utf8');
+    const lines = good.trimEnd().split('\n');
+    writeFileSync(beta.store.grantsFile, `${[...lines, 'grant nina.root program=a program=b'].join('\n')}\n`);
+    try {
+      const c = await connect(nina);
+      await expect(c.ping()).rejects.toThrow(`DENIED: access to beta.root is refused: ${beta.store.grantsFile}:${lines.length + 1}: program= given twice; this file grants nothing until it is fixed`);
+      c.close();
+    } finally {
+      writeFileSync(beta.store.grantsFile, good);
+    }
+    const c = await connect(nina);
+    expect((await c.ping()).host).toBe('beta');
+    c.close();
+  });
+
   it('a peer forwards its local client\'s program, and program-limited grants apply to it', async () => {
     revokeGrants(beta.store, cluster.host('alpha').identity);
     addGrant(beta.store, cluster.host('alpha').identity, { program: 'render' });

@@ -168,6 +168,20 @@ describe('rexd lifecycle', () => {
     await d.exit;
   });
 
+  it('refuses a TLS client whose address is not in rex.rc clients, before looking at its key', async () => {
+    const h = await hostConfig(['clients : 10.99.0.0/16, 192.0.2.7']);
+    const d = await startRexd(h.rc, h.socket);
+    const p = await RawPeer.openTls({ host: '127.0.0.1', port: h.port, own: h.own });
+    p.hello(1);
+    await p.closed;
+    const [m] = await p.waitFrames(1);
+    expect(m).toMatchObject({ type: 'ERROR', code: 11, fatal: true, message: `address 127.0.0.1 is not in the clients list of solo${seq} (rex.rc clients: 10.99.0.0/16, 192.0.2.7)` });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(queryLog(h.logDb, { kind: 'auth', outcome: 'denied' })[0]).toMatchObject({ peer_address: '127.0.0.1', reason: expect.stringContaining('not in the clients list') as unknown as string });
+    d.child.kill('SIGTERM');
+    await d.exit;
+  });
+
   it('refuses to start without its key and says how to make one', async () => {
     const h = await hostConfig();
     const { rmSync } = await import('node:fs');
