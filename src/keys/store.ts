@@ -69,6 +69,19 @@ export function checkPrivateFile(file: string, what = 'private key'): void {
   }
 }
 
+/** Reads one known/ID.crt file: its certificate and comment header. */
+function readKnown(file: string): KnownKey {
+  const text = readFileSync(file, 'utf8');
+  const info = certInfo(text, file);
+  const meta = (k: string) => new RegExp(`^# ${k}: (.*)$`, 'm').exec(text)?.[1];
+  const k: KnownKey = { name: info.name, id: info.id, certPem: info.pem, file };
+  const added = meta('added');
+  const via = meta('via');
+  if (added) k.added = added;
+  if (via) k.via = via;
+  return k;
+}
+
 function programOf(name: string): string | undefined {
   const p = parseIdentityName(name);
   return typeof p === 'string' ? undefined : p.program;
@@ -98,10 +111,12 @@ export class KeyStore {
     }
   }
 
+  /** Path of the private key of own identity `name`. */
   keyFile(name: string): string {
     return join(this.keysDir, `${name}.key`);
   }
 
+  /** Path of the certificate of own identity `name`. */
   certFile(name: string): string {
     return join(this.keysDir, `${name}.crt`);
   }
@@ -199,15 +214,7 @@ export class KeyStore {
       if (!f.endsWith('.crt')) continue;
       const file = join(this.knownDir, f);
       try {
-        const text = readFileSync(file, 'utf8');
-        const info = certInfo(text, file);
-        const meta = (k: string) => new RegExp(`^# ${k}: (.*)$`, 'm').exec(text)?.[1];
-        const k: KnownKey = { name: info.name, id: info.id, certPem: info.pem, file };
-        const added = meta('added');
-        const via = meta('via');
-        if (added) k.added = added;
-        if (via) k.via = via;
-        out.push(k);
+        out.push(readKnown(file));
       } catch (e) {
         problems.push(`${file}: ${(e as Error).message}`);
       }
@@ -215,11 +222,15 @@ export class KeyStore {
     return out;
   }
 
-  /** The trusted key with this ID. */
+  /** The trusted key with this ID (one file read: rexd asks on every TLS connection). */
   knownById(id: string): KnownKey | undefined {
     const file = join(this.knownDir, `${compactId(id)}.crt`);
-    if (!existsSync(file)) return undefined;
-    return this.known().find((k) => k.id === id);
+    try {
+      const k = readKnown(file);
+      return k.id === id ? k : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Removes a trusted key. */
