@@ -15,7 +15,8 @@ const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
 
 /** Server-side options: ask for the client's certificate, judge it ourselves after the handshake. */
 export function tlsServerOptions(own: OwnIdentity): TlsOptions {
-  return { ...TLS13, key: own.keyPem, cert: own.certPem, requestCert: true, rejectUnauthorized: false };
+  // A client that opens TCP and never finishes the handshake is dropped after 10 s (Node's default is 120 s).
+  return { ...TLS13, key: own.keyPem, cert: own.certPem, requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000 };
 }
 
 /** Secure contexts by key: parsing the key and building an OpenSSL context costs about as much as the handshake itself. */
