@@ -350,7 +350,7 @@ export class Rexd {
 
   /** The grants check for a requester; a voided grants file refuses with its own error. */
   private check(who: Requester, anyProgram: boolean): { ok: true } | { ok: false; reason: string } {
-    const cur = this.grants.current();
+    const cur = this.grantsNow();
     if (cur.error) return { ok: false, reason: `access to ${this.name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
     const d = decide(cur.grants, who, {
       anyProgram,
@@ -463,7 +463,7 @@ export class Rexd {
     this.grants.current();
     try {
       this.watcher = watch(this.paths.stateDir, (_ev, file) => {
-        if (file === 'grants' || file === null) this.recheckSessions();
+        if (file === 'grants' || file === null) this.grantsNow();
       });
       this.watcher.on('error', () => {});
       this.store.ensureDirs();
@@ -477,10 +477,18 @@ export class Rexd {
     }
   }
 
-  /** After a grants change: closes every session whose identity no longer has a grant. */
-  recheckSessions(): void {
+  /**
+   * The grants in force. Whoever notices a change first (the directory watch or
+   * a request's stat) triggers the session check, so no change goes unacted on.
+   */
+  private grantsNow(): ReturnType<GrantsFile['current']> {
     const cur = this.grants.current();
-    if (!cur.changed) return;
+    if (cur.changed) queueMicrotask(() => this.closeRevokedSessions());
+    return cur;
+  }
+
+  /** After a grants change: closes every session whose identity no longer has a grant. */
+  private closeRevokedSessions(): void {
     for (const s of this.sessions) {
       if (s.kind !== 'tls' || !s.requester || s.restricted || !s.conn?.isOpen) continue;
       const d = this.check(s.requester, true);
