@@ -172,6 +172,22 @@ describe('authentication and authorization on the TLS port', () => {
     expect(rows.filter((x) => x.outcome === 'denied').map((x) => x.identity)).toEqual(expect.arrayContaining(['fred.root.mine', 'fred.root']));
   });
 
+  it('a program key is its own identity: granted for its program, which a HELLO cannot change', async () => {
+    const olga = await enrolled('olga.root.render');
+    addGrant(beta.store, 'olga.root', { program: 'render' });
+    const c = await connect(olga, 'shell'); // the key says render; the HELLO claim is ignored
+    expect((await c.ping()).host).toBe('beta');
+    c.close();
+    const rows = await logOf(olga.own.id);
+    expect(rows.find((r) => r.kind === 'transaction')).toMatchObject({ identity: 'olga.root.render', outcome: 'ok' });
+    // A grant for another program does not cover it.
+    revokeGrants(beta.store, 'olga.root', { program: 'render' });
+    addGrant(beta.store, 'olga.root', { program: 'encode' });
+    const d = await connect(olga);
+    await expect(d.ping()).rejects.toThrow('program render of olga.root is not granted on beta.root: its grants cover only program encode');
+    d.close();
+  });
+
   it('a token is single use: a replay is refused, and so is an expired token', async () => {
     const own = beta.store.load(cluster.host('beta').identity);
     const { token } = invite(beta.store, own, 60_000);
