@@ -208,7 +208,7 @@ function fieldToAttr(spec: FieldSpec, value: unknown): Attr[] {
 
 function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unknown>): Attr[] {
   const out: Attr[] = [];
-  for (const [name, spec] of Object.entries(specs)) {
+  for (const [name, spec] of compiled(specs).fields) {
     const v = body[name];
     if (v === undefined) continue;
     out.push(...fieldToAttr(spec, v));
@@ -244,22 +244,34 @@ function bad(where: string, msg: string): ProtocolError {
   return new ProtocolError('MALFORMED', `${where}: ${msg}`);
 }
 
-const TAG_INDEX = new WeakMap<Record<string, FieldSpec>, Map<number, [string, FieldSpec]>>();
-
-/** tag -> field of a message spec, built once per spec (decoding is on every request's path). */
-function tagIndex(specs: Record<string, FieldSpec>): Map<number, [string, FieldSpec]> {
-  let byTag = TAG_INDEX.get(specs);
-  if (!byTag) {
-    byTag = new Map();
-    for (const [name, spec] of Object.entries(specs)) byTag.set(spec.tag, [name, spec]);
-    TAG_INDEX.set(specs, byTag);
-  }
-  return byTag;
+/** A message spec prepared for the hot path: decoding and encoding run on every request. */
+interface CompiledSpec {
+  byTag: Map<number, [string, FieldSpec]>;
+  fields: [string, FieldSpec][];
+  required: [string, FieldSpec][];
 }
 
-function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: string): Record<string, unknown> {
-  const byTag = tagIndex(specs);
-  const body: Record<string, unknown> = {};
+const COMPILED = new WeakMap<Record<string, FieldSpec>, CompiledSpec>();
+
+/** The spec's lookup tables, built once per spec. */
+function compiled(specs: Record<string, FieldSpec>): CompiledSpec {
+  let c = COMPILED.get(specs);
+  if (!c) {
+    const fields = Object.entries(specs);
+    c = {
+      byTag: new Map(fields.map(([name, spec]) => [spec.tag, [name, spec]])),
+      fields,
+      required: fields.filter(([, spec]) => 'required' in spec && spec.required),
+    };
+    COMPILED.set(specs, c);
+  }
+  return c;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: string, body: Record<string, unknown> = {}): Record<string, unknown> {
+  const { byTag, required } = compiled(specs);
   for (const a of attrs) {
     const entry = byTag.get(a.tag & ~TAG_CRITICAL);
     if (!entry) {
@@ -287,7 +299,7 @@ function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: str
       }
       case 'u64n': {
         const v = a.value as bigint;
-        if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(where, `attribute ${name} = ${v} exceeds 2^53`);
+        if (v > MAX_SAFE) throw bad(where, `attribute ${name} = ${v} exceeds 2^53`);
         body[name] = Number(v);
         break;
       }
@@ -308,8 +320,8 @@ function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: str
         body[name] = a.value;
     }
   }
-  for (const [name, spec] of Object.entries(specs)) {
-    if ('required' in spec && spec.required && !(name in body)) {
+  for (const [name, spec] of required) {
+    if (!(name in body)) {
       throw new ProtocolError('BAD_REQUEST', `${where}: required attribute ${name} (tag ${spec.tag}) missing`, { fatal: false });
     }
   }
@@ -324,6 +336,7 @@ export function frameToMessage(f: Frame): Message {
   if (!name) {
     throw new ProtocolError('UNSUPPORTED', `message type 0x${f.type.toString(16).padStart(4, '0')} is not known to protocol version 1`, { fatal: false });
   }
-  const body = attrsToBody(MESSAGE_SPECS[name] as Record<string, FieldSpec>, f.attrs, name);
-  return { ...body, type: name, stream: f.stream, end: (f.flags & 1) === 1 } as Message;
+  // The envelope first, then the fields into the same object: no copy per message.
+  const m: Record<string, unknown> = { type: name, stream: f.stream, end: (f.flags & 1) === 1 };
+  return attrsToBody(MESSAGE_SPECS[name] as Record<string, FieldSpec>, f.attrs, name, m) as Message;
 }
