@@ -83,6 +83,23 @@ interface Pending {
 
 type State = 'preface' | 'hello' | 'open' | 'closed';
 
+/** Receives the frames of one long-lived stream (EXEC's stdio): every message, then one close. */
+export interface StreamListener {
+  /** A message of the peer on this stream; ERROR and END-flagged messages are the last. */
+  onMessage(m: Message): void;
+  /** The stream is over: `err` when the connection failed or the peer answered ERROR. */
+  onClose(err?: Error): void;
+}
+
+/** A stream this side opened with {@link Connection.openStream}. */
+export interface StreamHandle {
+  readonly id: number;
+  /** Sends one more message on the stream (DATA, SIGNAL, WINDOW_UPDATE...). */
+  send(m: Reply, end?: boolean): void;
+  /** Forgets the stream locally (later frames on it are dropped). */
+  forget(): void;
+}
+
 /** A protocol v1 connection; emits 'close' (with an Error or undefined) once. */
 export class Connection extends EventEmitter {
   readonly label: string;
@@ -93,6 +110,10 @@ export class Connection extends EventEmitter {
   private nextStream: number;
   private pending = new Map<number, Pending>();
   private serving = new Set<number>();
+  /** Streams we opened that stay open for many frames (docs/PROTOCOL.md 4.9). */
+  private outStreams = new Map<number, StreamListener>();
+  /** Peer streams whose handler asked to see the peer's later frames on them. */
+  private adopted = new Map<number, StreamListener>();
   private helloWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private closedWith: Error | undefined;
@@ -188,6 +209,44 @@ export class Connection extends EventEmitter {
       if (this.congested) this.drainWaiters.push(send);
       else send();
     });
+  }
+
+  /**
+   * Opens a stream that carries many frames both ways (EXEC and its stdio):
+   * every message of the peer on it goes to `listener` until one with END or an
+   * ERROR. Flow control is the caller's: per-stream credit (WINDOW_UPDATE).
+   */
+  openStream<N extends MsgTypeName>(msg: Omit<MessageOf<N>, 'stream'> & { type: N }, listener: StreamListener): StreamHandle {
+    if (this.state !== 'open') throw this.closedWith ?? new RexError(ErrorCodes.CONN_CLOSED, `connection to ${this.label} is not open`);
+    if (this.pending.size + this.outStreams.size >= LIMITS.maxStreams) {
+      throw new RexError(ErrorCodes.PROTO_REMOTE, `too many requests in flight to ${this.label} (${LIMITS.maxStreams})`);
+    }
+    let stream = this.nextStream;
+    while (this.pending.has(stream) || this.outStreams.has(stream) || stream === 0) stream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
+    this.nextStream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
+    this.outStreams.set(stream, listener);
+    this.sendRaw(messageToFrame({ ...msg, stream, end: false } as Message));
+    return {
+      id: stream,
+      send: (m, end = false) => {
+        if (this.outStreams.has(stream)) this.sendRaw(messageToFrame({ ...m, stream, end } as Message));
+      },
+      forget: () => void this.outStreams.delete(stream),
+    };
+  }
+
+  /**
+   * Called by a request handler that serves a long-lived stream: the peer's
+   * later frames on `stream` go to `listener` until the handler's reply (sent
+   * with END) closes it.
+   */
+  adoptStream(stream: number, listener: StreamListener): void {
+    if (this.serving.has(stream)) this.adopted.set(stream, listener);
+  }
+
+  /** Sends a message on a stream the peer opened and this side serves, without closing it. */
+  sendOn(stream: number, m: Reply): void {
+    if (this.serving.has(stream)) this.sendRaw(messageToFrame({ ...m, stream, end: false } as Message));
   }
 
   /** True while more than the high-water mark of output waits in the socket. */
@@ -323,6 +382,11 @@ export class Connection extends EventEmitter {
     }
     const pending = f.stream !== 0 ? this.pending.get(f.stream) : undefined;
     const isOurStream = f.stream !== 0 && (f.stream % 2 === 1) === this.opts.initiator;
+    const streamListener = f.stream === 0 ? undefined : isOurStream ? this.outStreams.get(f.stream) : this.adopted.get(f.stream);
+    if (streamListener) {
+      this.onStreamFrame(f, streamListener, isOurStream);
+      return;
+    }
     if (f.type === MsgType.ERROR || isOurStream) {
       // A response (or an error answering one of our requests, or a connection-level error).
       if (f.stream === 0) {
@@ -351,6 +415,28 @@ export class Connection extends EventEmitter {
       return;
     }
     this.onPeerRequest(f);
+  }
+
+  private onStreamFrame(f: Frame, l: StreamListener, ours: boolean): void {
+    let m: Message;
+    try {
+      m = frameToMessage(f);
+    } catch (e) {
+      if (e instanceof ProtocolError && e.fatal) throw e;
+      if (ours) {
+        this.outStreams.delete(f.stream);
+        l.onClose(e as Error);
+      } else this.sendError(f.stream, e as ProtocolError, f.type);
+      return;
+    }
+    const last = ours && (m.type === 'ERROR' || (f.flags & 1) === 1);
+    if (last) this.outStreams.delete(f.stream);
+    if (m.type === 'ERROR') {
+      l.onClose(remoteError(this.label, m));
+      return;
+    }
+    l.onMessage(m);
+    if (last) l.onClose();
   }
 
   private onHelloFrame(f: Frame): void {
@@ -439,15 +525,27 @@ export class Connection extends EventEmitter {
         /* logging must never break serving */
       }
     };
-    Promise.resolve()
-      .then(() => handler(m, this))
-      .then(
-        (reply) => {
-          this.serving.delete(f.stream);
-          report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
-        },
+    const answer = (reply: Reply) => {
+      this.serving.delete(f.stream);
+      report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
+    };
+    let result: Reply | Promise<Reply>;
+    try {
+      result = handler(m, this);
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    // A handler that answers at once (PING, LOAD_GET) is answered in this tick:
+    // no promise round trip on the hottest path.
+    if (!(result instanceof Promise)) {
+      answer(result);
+      return;
+    }
+    result.then(
+        answer,
         (e: unknown) => {
           this.serving.delete(f.stream);
+          this.adopted.delete(f.stream);
           if (e instanceof ProtocolError && e.fatal) {
             // A handler may refuse so firmly that the connection ends (e.g. an unknown key).
             report(0, e);
@@ -477,6 +575,16 @@ export class Connection extends EventEmitter {
       p.reject(err);
     }
     this.pending.clear();
+    const streams = [...this.outStreams.values(), ...this.adopted.values()];
+    this.outStreams.clear();
+    this.adopted.clear();
+    for (const l of streams) {
+      try {
+        l.onClose(err);
+      } catch {
+        /* one stream's cleanup must not stop the others' */
+      }
+    }
     this.emit('close', err);
   }
 }
