@@ -4,7 +4,7 @@
  * are left to schema/rex.schema.json so that both forms share one rule book.
  */
 import { isIP } from 'node:net';
-import type { AutoTransfer, RexConfig, ServerEntry } from './types.js';
+import type { AutoTransfer, ProgramEntry, RexConfig, ServerEntry } from './types.js';
 
 /** The port a server listens on when its entry names none. */
 export const DEFAULT_PORT = 7800;
@@ -344,7 +344,73 @@ export const KEY_SPECS: KeySpec[] = [
   durationKey('load-interval', 'loadInterval'),
   durationKey('peer-timeout', 'peerTimeout'),
   pathKey('rex-log-database', 'logDatabase'),
+  {
+    key: 'programs',
+    field: 'programs',
+    list: true,
+    expected: 'comma-separated NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH entries (DEFINITIONS: repdb\'s .xml, or .sqlite/.db)',
+    parse(raw, ctx) {
+      const problems: ValueProblem[] = [];
+      const programs: ProgramEntry[] = [];
+      const lines: (number | undefined)[] = [];
+      const seen = new Set<string>();
+      const items = listItems(raw);
+      if (items.length === 1 && items[0]!.text === '' && raw.items === undefined) return ok([], []);
+      for (const item of items) {
+        const r = item.text === '' ? 'empty entry (two commas in a row, or a trailing comma); expected NAME=OBJECT[:DEFINITIONS]' : parseProgramEntry(item.text, ctx);
+        if (typeof r === 'string' || seen.has(r.name)) {
+          const message = typeof r === 'string' ? r : `entry "${item.text}": program "${r.name}" is defined twice; each program needs one entry`;
+          problems.push(item.line === undefined ? { message } : { message, line: item.line });
+          continue;
+        }
+        seen.add(r.name);
+        programs.push(r);
+        lines.push(item.line);
+      }
+      return problems.length ? { ok: false, problems, partial: programs, itemLines: lines } : ok(programs, lines);
+    },
+    print: (v) => (v as ProgramEntry[]).map(formatProgramEntry).join(', '),
+  },
 ];
+
+const PROGRAM_RE = /^[A-Za-z0-9_][A-Za-z0-9_+-]*$/;
+
+/** Parses one `programs` entry: `NAME=OBJECT[:DEFINITIONS]` or `NAME=exec:PATH`; returns an error message on bad input. */
+export function parseProgramEntry(s: string, ctx: PathContext): ProgramEntry | string {
+  const eq = s.indexOf('=');
+  const want = 'expected NAME=/path/libNAME.so[:/path/libNAME.xml] or NAME=exec:/path/program';
+  if (eq < 0) return `entry "${s}": no "=" after the program name; ${want}`;
+  const name = s.slice(0, eq).trim();
+  if (!PROGRAM_RE.test(name) || name.length > 255) return `entry "${s}": "${name}" is not a program name (letters, digits, '_', '+' and '-'; no dots: they separate HOST.USER.PROGRAM.FUNCTION)`;
+  const rest = s.slice(eq + 1).trim();
+  const path = (p: string, what: string): string | { error: string } => {
+    if (p === '') return { error: `entry "${s}": the ${what} path is empty; ${want}` };
+    const x = expandPath(p, ctx);
+    if (typeof x !== 'string') return { error: `entry "${s}": ${x.error}` };
+    if (!x.startsWith('/')) return { error: `entry "${s}": the ${what} "${p}" is not an absolute path` };
+    return x;
+  };
+  if (rest.startsWith('exec:')) {
+    const exec = path(rest.slice(5).trim(), 'executable');
+    return typeof exec === 'string' ? { name, exec } : exec.error;
+  }
+  const colon = rest.indexOf(':');
+  const object = path(colon < 0 ? rest : rest.slice(0, colon).trim(), 'shared object');
+  if (typeof object !== 'string') return object.error;
+  if (colon < 0) return { name, object };
+  const defs = path(rest.slice(colon + 1).trim(), 'definitions');
+  if (typeof defs !== 'string') return defs.error;
+  if (/\.xml$/i.test(defs)) return { name, object, xml: defs };
+  if (/\.(sqlite3?|db)$/i.test(defs)) return { name, object, db: defs };
+  return `entry "${s}": definitions "${defs}" must end in .xml (repdb -gx) or .sqlite/.db (repdb -gs)`;
+}
+
+function formatProgramEntry(p: ProgramEntry): string {
+  const esc = (x: string): string => x.replace(/\$/g, '$$$$');
+  if ('exec' in p) return `${p.name}=exec:${esc(p.exec)}`;
+  const defs = p.xml ?? p.db;
+  return `${p.name}=${esc(p.object)}${defs !== undefined ? `:${esc(defs)}` : ''}`;
+}
 
 function durationKey(key: string, field: 'loadInterval' | 'peerTimeout'): KeySpec {
   return {

@@ -74,6 +74,7 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     loadInterval: 1000,
     peerTimeout: 5000,
     logDatabase: `${stateDirectory}/rex-log.sqlite`,
+    programs: [],
   };
 }
 

@@ -17,6 +17,13 @@ export interface ServerEntry {
   port: number;
 }
 
+/**
+ * One program offered for remote calls (rex.rc `programs`): a shared object
+ * with its entry-point definitions (repdb's XML or SQLite; absent: the object's
+ * own debug info), or an executable linked with librex that serves itself.
+ */
+export type ProgramEntry = { name: string; object: string; xml?: string; db?: string } | { name: string; exec: string };
+
 /** Log verbosity, most to least severe. */
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
 
@@ -37,6 +44,8 @@ export interface RexConfig {
   peerTimeout: number;
   /** The transaction log database (SQLite file); default <state-directory>/rex-log.sqlite. */
   logDatabase: string;
+  /** Programs this host's rexd offers for remote calls (docs/CALLS.md). */
+  programs: ProgramEntry[];
 }
 
 /** Where a value was set: a file and line, `(default)`, or `(override)`. */

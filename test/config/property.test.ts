@@ -98,6 +98,15 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
   loadInterval: duration,
   peerTimeout: duration,
   logDatabase: path,
+  programs: fc.uniqueArray(
+    fc.oneof(
+      fc.record({ name, object: path }),
+      fc.record({ name, object: path, xml: path.map((p) => `${p}.xml`) }),
+      fc.record({ name, object: path, db: path.map((p) => `${p}.sqlite`) }),
+      fc.record({ name, exec: path }),
+    ),
+    { selector: (p) => p.name, maxLength: 4 },
+  ),
 });
 
 describe('toRcText round trip', () => {

@@ -54,6 +54,7 @@ describe('rc form: good files', () => {
       loadInterval: 500,
       peerTimeout: 2000,
       logDatabase: '/home/tester/.rex-alpha/rex-log.sqlite',
+      programs: [],
     });
     expect(sources.hostName).toEqual({ file: f, line: 5 });
     expect(sources.servers).toEqual({ file: f, line: 7 }); // a continued line keeps its first line
