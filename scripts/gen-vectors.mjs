@@ -81,6 +81,17 @@ ok('ping-forwarded-program', [frame(0x0010, 0, 2, [by(1, '0001020304050607'), s(
 ok('enroll-token', [frame(0x0030, 0, 1, [s(1, 'J5QXG2LOM5WG65LUEBXW4ZJAMFZXGZLU'), by(2, '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff')])]);
 ok('enroll-rotation', [frame(0x0030, 0, 3, [by(3, '3081da30818da003020102')])]);
 ok('enrolled', [frame(0x0031, 1, 1, [s(1, 'alpha.alice'), s(2, 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U'), s(3, 'beta.bob'), s(4, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), bo(5, false)])]);
+// remote execution (section 4.9): EXEC with argv and env (repeated strings), STARTED, stdio DATA both ways with
+// credit (WINDOW_UPDATE on the stream), SIGNAL, WINSIZE, stdout EOF, EXIT by code and by signal
+ok('exec', [frame(0x0040, 0, 15, [s(1, '/bin/echo'), s(2, 'echo'), s(2, 'hi there'), s(3, 'LANG=C'), s(3, 'HOME=/home/alice'), s(4, '/home/alice'), s(5, 'beta'), u(9, 1048576, 4)])]);
+ok('exec-pty', [frame(0x0040, 0, 17, [s(1, 'vi'), s(2, 'vi'), bo(6, true), u(7, 24, 1), u(8, 80, 1), s(10, 'render')])]);
+ok('started', [frame(0x0041, 0, 15, [s(1, 'beta'), u(2, 4242, 2), u(3, 1048576, 4), s(4, '/home/alice')])]);
+ok('data-stdin-then-eof', [frame(0x0042, 0, 15, [u(1, 0, 1), by(2, '68656c6c6f0a')]), frame(0x0042, 0, 15, [u(1, 0, 1), bo(3, true)])]);
+ok('data-stdout-window', [frame(0x0042, 0, 15, [u(1, 1, 1), by(2, '6869207468657265 0a'.replace(' ', ''))]), frame(0x0004, 0, 15, [u(1, 9, 1)])]);
+ok('signal', [frame(0x0043, 0, 15, [s(1, 'INT')])]);
+ok('winsize', [frame(0x0044, 0, 17, [u(1, 50, 1), u(2, 132, 1)])]);
+ok('exit-code', [frame(0x0045, 1, 15, [u(1, 3, 1), s(4, 'beta')])]);
+ok('exit-signal', [frame(0x0045, 1, 17, [s(2, 'KILL'), bo(3, false), s(4, 'beta')])]);
 // ---- every kind and width
 ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);
 ok('int-widths', [frame(0x0010, 0, 7, [i(100, -128, 1), i(101, -32768, 2), i(102, -2147483648, 4), i(103, -(2n ** 63n), 8), i(104, 2n ** 63n - 1n, 8), i(105, 127, 1)])]);

@@ -527,6 +527,7 @@ export class Connection extends EventEmitter {
     };
     const answer = (reply: Reply) => {
       this.serving.delete(f.stream);
+      this.adopted.delete(f.stream);
       report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
     };
     let result: Reply | Promise<Reply>;

@@ -14,6 +14,7 @@ type FieldSpec =
   | { tag: number; t: 'str'; required?: boolean; max?: number }
   | { tag: number; t: 'bytes'; required?: boolean; max?: number }
   | { tag: number; t: 'bool'; required?: boolean }
+  | { tag: number; t: 'strs'; max: number; maxEach: number } // a repeated string attribute, in order
   | { tag: number; t: 'f64list'; required?: boolean; max: number }
   | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number };
 
@@ -62,6 +63,9 @@ const DEFINE_PARAM = {
   outOffset: { tag: 11, t: 'u32' },
 } as const satisfies Record<string, FieldSpec>;
 
+/** Largest DATA chunk of a stdio stream (docs/PROTOCOL.md 4.9): well inside one frame. */
+export const EXEC_MAX_CHUNK = 256 * 1024;
+
 /** The attribute table of every message type of version 1. */
 export const MESSAGE_SPECS = {
   HELLO: {
@@ -82,6 +86,7 @@ export const MESSAGE_SPECS = {
     host: { tag: 5, t: 'str', max: 255 },
   },
   GOODBYE: { reason: { tag: 1, t: 'str', max: 4096 } },
+  WINDOW_UPDATE: { increment: { tag: 1, t: 'u32', required: true } },
   PING: {
     nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
     target: { tag: 2, t: 'str', max: 255 },
@@ -117,6 +122,38 @@ export const MESSAGE_SPECS = {
     name: { tag: 3, t: 'str', required: true, max: 255 },
     id: { tag: 4, t: 'str', required: true, max: 64 },
     already: { tag: 5, t: 'bool' },
+  },
+  EXEC: {
+    path: { tag: 1, t: 'str', required: true, max: 4096 },
+    argv: { tag: 2, t: 'strs', max: 65536, maxEach: 131072 },
+    env: { tag: 3, t: 'strs', max: 65536, maxEach: 131072 },
+    cwd: { tag: 4, t: 'str', max: 4096 },
+    host: { tag: 5, t: 'str', max: 255 },
+    pty: { tag: 6, t: 'bool' },
+    rows: { tag: 7, t: 'u32' },
+    cols: { tag: 8, t: 'u32' },
+    window: { tag: 9, t: 'u32' },
+    program: { tag: 10, t: 'str', max: 63 },
+    sha256: { tag: 11, t: 'bytes', max: 32 },
+  },
+  STARTED: {
+    host: { tag: 1, t: 'str', required: true, max: 255 },
+    pid: { tag: 2, t: 'u32' },
+    window: { tag: 3, t: 'u32' },
+    cwd: { tag: 4, t: 'str', max: 4096 },
+  },
+  DATA: {
+    fd: { tag: 1, t: 'u32', required: true },
+    data: { tag: 2, t: 'bytes', max: EXEC_MAX_CHUNK },
+    eof: { tag: 3, t: 'bool' },
+  },
+  SIGNAL: { signal: { tag: 1, t: 'str', required: true, max: 16 } },
+  WINSIZE: { rows: { tag: 1, t: 'u32', required: true }, cols: { tag: 2, t: 'u32', required: true } },
+  EXIT: {
+    code: { tag: 1, t: 'u32' },
+    signal: { tag: 2, t: 'str', max: 16 },
+    core: { tag: 3, t: 'bool' },
+    host: { tag: 4, t: 'str', max: 255 },
   },
   CALL: {
     target: { tag: 1, t: 'str', required: true, max: 1024 },
@@ -165,6 +202,8 @@ type FieldValue<F> = F extends { t: 'u32' | 'u64n' }
             ? boolean
             : F extends { t: 'f64list' }
               ? number[]
+              : F extends { t: 'strs' }
+                ? string[]
               : F extends { t: 'group'; fields: infer G }
                 ? Body<G>[]
                 : never;
@@ -199,6 +238,8 @@ function fieldToAttr(spec: FieldSpec, value: unknown): Attr[] {
       return [{ tag: spec.tag, kind: 'bytes', value: value as Uint8Array }];
     case 'bool':
       return [{ tag: spec.tag, kind: 'bool', value: value as boolean }];
+    case 'strs':
+      return (value as string[]).map((v) => ({ tag: spec.tag, kind: 'string' as const, value: v }));
     case 'f64list':
       return [{ tag: spec.tag, kind: 'list', value: (value as number[]).map((v) => ({ tag: 1, kind: 'f64' as const, value: v })) }];
     case 'group':
@@ -219,7 +260,7 @@ function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unkn
 /** Turns a typed message into a frame. */
 export function messageToFrame(m: Message): Frame {
   const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;
-  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED' || m.type === 'RESULT' || m.type === 'ENTRIES' || m.type === 'CANCELLED' || m.type === 'DEFINED';
+  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED' || m.type === 'RESULT' || m.type === 'ENTRIES' || m.type === 'CANCELLED' || m.type === 'DEFINED' || m.type === 'EXIT';
   return {
     type: MsgType[m.type],
     flags: m.end ?? isResponse ? 1 : 0,
@@ -237,6 +278,7 @@ const KIND_OF: Record<FieldSpec['t'], Attr['kind']> = {
   bytes: 'bytes',
   bool: 'bool',
   f64list: 'list',
+  strs: 'string',
   group: 'list',
 };
 
@@ -282,6 +324,15 @@ function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: str
     }
     const [name, spec] = entry;
     if (a.kind !== KIND_OF[spec.t]) throw bad(where, `attribute ${name} (tag ${spec.tag}) must be ${KIND_OF[spec.t]}, got ${a.kind}`);
+    if (spec.t === 'strs') {
+      const list = (body[name] as string[] | undefined) ?? [];
+      if (list.length >= spec.max) throw bad(where, `more than ${spec.max} ${name} entries`);
+      const len = Buffer.byteLength(a.value as string);
+      if (len > spec.maxEach) throw bad(where, `${name}[${list.length}] is ${len} bytes, at most ${spec.maxEach} allowed`);
+      list.push(a.value as string);
+      body[name] = list;
+      continue;
+    }
     if (spec.t === 'group') {
       const list = (body[name] as unknown[] | undefined) ?? [];
       if (list.length >= spec.max) throw bad(where, `more than ${spec.max} ${name} entries`);
