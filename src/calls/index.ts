@@ -12,6 +12,7 @@ export { defineBody, ffiCode, type DefineBody } from './define.js';
 export { parseTarget, formatTarget, type CallTarget } from './target.js';
 export { CallChannel, CallError, managerTransport, programOf, toCallError, MAX_IN_FLIGHT } from './transport.js';
 export { loadProgram, type ProgramConfig } from './programs.js';
+export { CallRouter, type CallRouterOptions, type RoutePeer, type RouteCaller } from './router.js';
 
 let shared: { key: string; channel: Promise<CallChannel> } | undefined;
 const clients: RexClient[] = [];

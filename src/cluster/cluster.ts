@@ -37,6 +37,8 @@ export interface ClusterOptions {
    * tokens, 'grant' also lets every host use every other one.
    */
   trust?: 'none' | 'keys' | 'enroll' | 'grant';
+  /** More rex.rc lines for cluster.rc, which every host includes (e.g. `programs : demo=...`). */
+  rc?: string[];
 }
 
 /** One host of a local cluster. */
@@ -209,6 +211,7 @@ export class LocalCluster {
         `servers : ${servers}`,
         `load-interval : ${opts.loadInterval ?? '500ms'}`,
         `peer-timeout : ${opts.peerTimeout ?? '2s'}`,
+        ...(opts.rc ?? []),
         '',
       ].join('\n'),
     );

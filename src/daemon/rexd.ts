@@ -12,6 +12,7 @@ import { existsSync, unlinkSync, watch, writeFileSync, type FSWatcher } from 'no
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { CallManager, CallRouter, loadProgram, type CallIdentity, type ProgramSpec } from '../calls/index.js';
 import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
@@ -25,6 +26,7 @@ import { Connection, type PeerHello, type Reply, type ServedInfo } from '../prot
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
+import { ExecService } from '../exec/service.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
@@ -89,9 +91,15 @@ export class Rexd {
   private knownWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
   private readonly uid = process.getuid?.() ?? -1;
+  /** Remote calls: the controllers of this host's programs, and the routing to peers (src/calls/). */
+  readonly calls: CallManager;
+  private readonly router: CallRouter;
+  private readonly callSessions = new WeakMap<object, Session>();
   /** Requests a peer forwarded for one of its user's programs: the identity to log them under. */
   private readonly onBehalf = new WeakMap<Message, string>();
   readonly startedAt = Date.now();
+  /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
+  private readonly exec: ExecService;
 
   constructor(
     readonly config: RexConfig,
@@ -103,6 +111,26 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.calls = new CallManager({
+      host: config.hostName,
+      programs: (name) => this.program(name),
+      authorize: (who, program) => this.authorizeCall(who, program),
+      log: opts.log,
+    });
+    this.router = new CallRouter({
+      manager: this.calls,
+      host: config.hostName,
+      offers: (program) => config.programs.some((p) => p.name === program),
+      selfLoad: () => this.meter.measure().load,
+      peers: () =>
+        [...this.peers.values()].map((p) => ({
+          name: p.entry.name,
+          reachable: p.state.reachable,
+          ...(p.state.figure ? { load: p.state.figure.load } : {}),
+          connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
+        })),
+    });
   }
 
   get log(): Logger {
@@ -174,7 +202,9 @@ export class Rexd {
       this.watcher?.close();
       this.knownWatcher?.close();
       for (const p of this.peers.values()) p.stop();
+      this.exec.stop();
       for (const s of this.sessions) s.conn?.close(reason);
+      await this.calls.close();
       const closed = Promise.all([this.unixServer, this.tcpServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
       // Give GOODBYE frames a moment to flush, then drop whatever is left.
       setTimeout(() => {
@@ -287,7 +317,7 @@ export class Rexd {
 
   private served(session: Session, info: ServedInfo): void {
     const m = info.msg;
-    const target = m.type === 'PING' ? m.target : undefined;
+    const target = m.type === 'PING' ? m.target : m.type === 'CALL' || m.type === 'ENTRIES_GET' ? (this.router.routed.get(m) ?? m.target) : undefined;
     this.record({
       kind: m.type === 'ENROLL' ? 'enroll' : 'transaction',
       identity: this.onBehalf.get(m) ?? session.identity,
@@ -405,12 +435,14 @@ export class Rexd {
     let who = session.requester!;
     // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
     // the claim grants nothing the user's own key does not, and lets grants limited to programs apply.
-    if (m.type === 'PING' && m.program && !session.programKey) {
+    if ((m.type === 'PING' || m.type === 'EXEC') && m.program && !session.programKey) {
       who = { ...who, program: m.program };
       this.onBehalf.set(m, `${who.name}.${m.program}`);
     }
-    // Load and membership queries keep the cluster view working whatever programs a grant is limited to.
-    const d = this.check(who, m.type === 'LOAD_GET' || m.type === 'HOSTS_GET');
+    // Load and membership queries keep the cluster view working whatever programs a grant is limited to;
+    // calls are checked for the program they call, by the call manager's authorize (authorizeCall).
+    const callish = m.type === 'CALL' || m.type === 'ENTRIES_GET' || m.type === 'CANCEL';
+    const d = this.check(who, m.type === 'LOAD_GET' || m.type === 'HOSTS_GET' || callish);
     if (!d.ok) throw this.deny(session, d.reason, false);
     return this.serve(m, session);
   }
@@ -511,6 +543,12 @@ export class Rexd {
         return { type: 'LOAD', ...this.meter.measure() };
       case 'HOSTS_GET':
         return { type: 'HOSTS', hosts: this.hosts() };
+      case 'CALL':
+      case 'ENTRIES_GET':
+      case 'CANCEL':
+        return this.call(m, session);
+      case 'EXEC':
+        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}) }, session.conn!);
       case 'ENROLL':
         throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:
@@ -544,6 +582,47 @@ export class Rexd {
     }
     if (r.type !== 'PONG') throw new ProtocolError('INTERNAL', `${peer.label} answered PING with ${r.type}`, { fatal: false });
     return { type: 'PONG', ...(r.nonce ? { nonce: r.nonce } : {}), ...(r.data ? { data: r.data } : {}), host: r.host ?? peer.entry.name, hops: 1 };
+  }
+
+  // ------------------------------------------------------------ remote calls (docs/CALLS.md)
+
+  /** CALL, ENTRIES_GET, CANCEL: local clients' requests may be routed to peers, peers' are served here. */
+  private call(m: Message, session: Session): Promise<Reply> {
+    const conn = session.conn ?? session;
+    this.callSessions.set(conn, session);
+    const identity: CallIdentity = {
+      name: session.identity,
+      conn,
+      ...(session.identityId ? { id: session.identityId } : {}),
+      ...(session.program ?? session.requester?.program ? { program: session.program ?? session.requester?.program } : {}),
+      address: session.address,
+    };
+    return this.router.handle(m, { identity, mayForward: session.kind === 'local' });
+  }
+
+  /** The grants decide calls, with the called program as the requester's program (docs/CALLS.md, Security). */
+  private authorizeCall(who: CallIdentity, program: string): true | string {
+    const session = who.conn ? this.callSessions.get(who.conn) : undefined;
+    if (session?.kind === 'local') return true; // the owner, checked by uid at HELLO
+    if (!session?.requester) return `${who.name} is not authenticated`;
+    const d = this.check({ ...session.requester, program }, false);
+    return d.ok ? true : d.reason;
+  }
+
+  /** The rex.rc `programs` entry called `name`, with its definitions read (once per program: the manager keeps it). */
+  private program(name: string): ProgramSpec | undefined {
+    const entry = this.config.programs.find((p) => p.name === name);
+    if (!entry) return undefined;
+    try {
+      const { spec, warnings } = loadProgram(entry);
+      for (const w of warnings) this.log.warn({ program: name, warning: w }, 'program definitions do not match its object');
+      return spec;
+    } catch (e) {
+      throw new ProtocolError('NO_ENTRY', `program '${name}' (rex.rc programs) cannot be loaded on ${this.config.hostName}: ${(e as Error).message}`, {
+        fatal: false,
+        hint: 'check the paths of its rex.rc programs entry (repdb -gx writes the XML)',
+      });
+    }
   }
 
   /** The cluster as this host sees it: itself, then its peers in rex.rc order. */

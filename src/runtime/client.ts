@@ -10,6 +10,7 @@ import { loadConfig, type LoadOptions } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
 import type { HostEntry, MessageOf } from '../protocol/messages.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { toCallError } from '../calls/transport.js';
 
 /** Software string sent in HELLO by TypeScript clients. */
 export const CLIENT_SOFTWARE = 'rex-ts/0.1.0';
@@ -120,6 +121,36 @@ export class RexClient {
       throw new RexError(ErrorCodes.PROTO_MALFORMED, `PONG from ${m.host ?? '?'} did not echo the nonce`);
     }
     return { rttMs, host: m.host ?? '?', hops: m.hops ?? 0 };
+  }
+
+  /**
+   * Calls HOST.USER.PROGRAM.FUNCTION (HOST `*` or none: the least-loaded host
+   * offering the program) with an input frame; resolves with the output frame
+   * and the host that ran it. Failures are CallErrors (CALL_* codes).
+   */
+  async call(target: string, input: Uint8Array, opts: { timeoutMs?: number; async?: boolean } = {}): Promise<{ output: Uint8Array; host?: string; accepted?: boolean }> {
+    const deadlineMs = opts.timeoutMs ?? 30_000;
+    let m;
+    try {
+      // rexd reports TIMEOUT itself at the deadline; wait a little longer for that answer.
+      m = await this.conn.request({ type: 'CALL', target, input, deadlineMs, ...(opts.async ? { async: true } : {}) }, deadlineMs + 5000);
+    } catch (e) {
+      throw toCallError(e);
+    }
+    if (m.type !== 'RESULT') throw unexpected('CALL', m.type);
+    return { output: m.output ?? new Uint8Array(0), ...(m.host ? { host: m.host } : {}), ...(m.accepted ? { accepted: true } : {}) };
+  }
+
+  /** The entry points `[HOST.][USER.]PROGRAM` offers (names, frame sizes, signatures, refusals). */
+  async entries(target: string): Promise<NonNullable<MessageOf<'ENTRIES'>['entries']>> {
+    let m;
+    try {
+      m = await this.conn.request({ type: 'ENTRIES_GET', target });
+    } catch (e) {
+      throw toCallError(e);
+    }
+    if (m.type !== 'ENTRIES') throw unexpected('ENTRIES_GET', m.type);
+    return m.entries ?? [];
   }
 
   close(): void {

@@ -9,7 +9,7 @@ import { netnsAvailable } from '../../src/cluster/netns.js';
 export const NETNS = netnsAvailable();
 
 /** Starts `n` hosts in a fresh temp dir; call `stop()` in afterAll. */
-export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?: string; peerTimeout?: string } = {}): Promise<{ cluster: LocalCluster; dir: string; stop: () => Promise<void> }> {
+export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?: string; peerTimeout?: string; rc?: string[] } = {}): Promise<{ cluster: LocalCluster; dir: string; stop: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'rex-test-'));
   const cluster = await LocalCluster.up({
     dir,
@@ -18,6 +18,7 @@ export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?
     loadInterval: opts.loadInterval ?? '200ms',
     peerTimeout: opts.peerTimeout ?? '1s',
     logLevel: 'debug',
+    ...(opts.rc ? { rc: opts.rc } : {}),
   });
   return {
     cluster,

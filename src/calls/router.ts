@@ -1,0 +1,214 @@
+/**
+ * Routing of remote calls between the hosts of a cluster (docs/CALLS.md,
+ * "Routing"): a CALL or ENTRIES_GET whose target names another host is
+ * forwarded to that host's rexd on the authenticated peer connection, and its
+ * answer relayed; a target with host `*` (or none) goes to the least-loaded
+ * reachable host that offers the program. Everything for this host goes to its
+ * CallManager. rexd owns one router; the router owns no sockets.
+ */
+import type { Connection } from '../protocol/connection.js';
+import { ProtocolError } from '../protocol/frame.js';
+import type { ProtoErrorName } from '../protocol/constants.js';
+import { ProtoError } from '../protocol/constants.js';
+import type { Message, Reply } from '../protocol/index.js';
+import type { CallIdentity, CallManager } from './manager.js';
+import { formatTarget, parseTarget, type CallTarget } from './target.js';
+
+/** What the router needs to know about one peer host. */
+export interface RoutePeer {
+  name: string;
+  reachable: boolean;
+  /** Its last load figure, if any. */
+  load?: number;
+  /** The authenticated connection to it (connecting if need be); undefined with a reason when there is none. */
+  connect(): Promise<Connection | { error: string }>;
+}
+
+/** Options of {@link CallRouter}. */
+export interface CallRouterOptions {
+  manager: CallManager;
+  /** This host's REX name. */
+  host: string;
+  /** True when this host offers `program` (rex.rc programs). */
+  offers(program: string): boolean;
+  /** This host's load now. */
+  selfLoad(): number;
+  /** The peers in rex.rc order. */
+  peers(): RoutePeer[];
+  /** Longest wait for a peer's ENTRIES answer while placing a call (default 2 s). */
+  probeTimeoutMs?: number;
+  /** How long a peer's "offers program P" (or not) is believed (default 10 s). */
+  cacheMs?: number;
+}
+
+/** Who asked: requests of local clients may be forwarded; peers' requests are served here only (one hop). */
+export interface RouteCaller {
+  identity: CallIdentity;
+  mayForward: boolean;
+}
+
+const SLACK_MS = 5000;
+
+/** Routes CALL, ENTRIES_GET and CANCEL to this host's CallManager or to a peer's rexd. */
+export class CallRouter {
+  private readonly offered = new Map<string, { has: boolean; at: number }>();
+  private readonly inFlight = new Map<string, number>();
+  /** Forwarded calls by the caller's connection and stream, for CANCEL. */
+  private readonly forwarded = new WeakMap<object, Map<number, () => void>>();
+  private readonly scope = {};
+  /** The target each routed request was served as (HOST filled in), for the transaction log. */
+  readonly routed = new WeakMap<Message, string>();
+
+  constructor(private readonly opts: CallRouterOptions) {}
+
+  /** Serves one CALL, ENTRIES_GET or CANCEL; throws ProtocolError for the ERROR answer. */
+  async handle(m: Message, caller: RouteCaller): Promise<Reply> {
+    if (m.type === 'CANCEL') {
+      const found = this.opts.manager.cancel(m.call, caller.identity);
+      if (found) return { type: 'CANCELLED', found };
+      const cancel = this.forwarded.get(caller.identity.conn ?? this.scope)?.get(m.call);
+      cancel?.();
+      return { type: 'CANCELLED', found: cancel !== undefined };
+    }
+    if (m.type !== 'CALL' && m.type !== 'ENTRIES_GET') return this.opts.manager.handle(m, caller.identity);
+    let t: CallTarget;
+    try {
+      t = parseTarget(m.target, m.type === 'CALL');
+    } catch (e) {
+      throw new ProtocolError('BAD_REQUEST', (e as Error).message, { fatal: false });
+    }
+    const self = this.opts.host;
+    const host = t.host === self || !caller.mayForward ? self : (t.host ?? (await this.place(t.program, caller)));
+    this.routed.set(m, formatTarget({ ...t, host }));
+    if (host === self) return this.local(m, caller, t);
+    return this.forward(m, caller, { ...t, host });
+  }
+
+  /** Numbers for tests and rtop: calls forwarded and not yet answered, per host. */
+  stats(): Record<string, number> {
+    return Object.fromEntries(this.inFlight);
+  }
+
+  private async local(m: Message, caller: RouteCaller, t: CallTarget): Promise<Reply> {
+    if (t.host !== undefined && t.host !== this.opts.host) {
+      throw new ProtocolError('BAD_REQUEST', `${formatTarget(t)}: names host ${t.host}, but a peer's request is served where it arrives (${this.opts.host}); peers may not ask for forwarding`, { fatal: false });
+    }
+    this.count(this.opts.host, +1);
+    try {
+      return await this.opts.manager.handle(m, caller.identity);
+    } finally {
+      this.count(this.opts.host, -1);
+    }
+  }
+
+  private count(host: string, d: number): void {
+    const n = (this.inFlight.get(host) ?? 0) + d;
+    if (n <= 0) this.inFlight.delete(host);
+    else this.inFlight.set(host, n);
+  }
+
+  /** The least-loaded reachable host offering `program`: this one, or a peer whose ENTRIES list it. */
+  private async place(program: string, caller: RouteCaller): Promise<string> {
+    const peers = this.opts.peers().filter((p) => p.reachable);
+    const now = Date.now();
+    const ttl = this.opts.cacheMs ?? 10_000;
+    const probes = peers.map(async (p) => {
+      const key = `${p.name}\0${program}`;
+      const c = this.offered.get(key);
+      if (c && now - c.at < ttl) return c.has;
+      const has = await this.probe(p, program, caller);
+      this.offered.set(key, { has, at: Date.now() });
+      return has;
+    });
+    const has = await Promise.all(probes);
+    const candidates: { name: string; load: number; order: number }[] = [];
+    if (this.opts.offers(program)) candidates.push({ name: this.opts.host, load: this.opts.selfLoad(), order: 0 });
+    peers.forEach((p, i) => {
+      if (has[i] && p.load !== undefined) candidates.push({ name: p.name, load: p.load, order: i + 1 });
+    });
+    if (candidates.length === 0) {
+      const asked = [this.opts.host, ...peers.map((p) => p.name)].join(', ');
+      throw new ProtocolError('NO_ENTRY', `no reachable host offers program '${program}' (asked ${asked})`, {
+        fatal: false,
+        hint: `add it to rex.rc programs on a host (programs : ${program}=/path/lib${program}.so:/path/lib${program}.xml) and restart that rexd`,
+      });
+    }
+    // Load figures are refreshed every load-interval; calls placed since then count too, so a burst spreads out.
+    const score = (c: { name: string; load: number }): number => c.load + 0.05 * (this.inFlight.get(c.name) ?? 0);
+    candidates.sort((a, b) => score(a) - score(b) || a.order - b.order);
+    return candidates[0]!.name;
+  }
+
+  private async probe(p: RoutePeer, program: string, caller: RouteCaller): Promise<boolean> {
+    const conn = await p.connect();
+    if (!(conn && 'request' in conn)) return false;
+    try {
+      const r = await conn.request({ type: 'ENTRIES_GET', target: `${p.name}.${program}` }, this.opts.probeTimeoutMs ?? 2000);
+      return r.type === 'ENTRIES';
+    } catch {
+      void caller;
+      return false; // NO_ENTRY, DENIED or no answer: not a candidate
+    }
+  }
+
+  private async forward(m: Message & { type: 'CALL' | 'ENTRIES_GET' }, caller: RouteCaller, t: CallTarget & { host: string }): Promise<Reply> {
+    const peer = this.opts.peers().find((p) => p.name === t.host);
+    if (!peer) {
+      const known = [this.opts.host, ...this.opts.peers().map((p) => p.name)].join(', ');
+      throw new ProtocolError('NO_HOST', `${formatTarget(t)}: no host "${t.host}" in this cluster (known: ${known})`, { fatal: false });
+    }
+    const conn = await peer.connect();
+    if (!('request' in conn)) {
+      if (/DENIED/.test(conn.error)) throw new ProtocolError('DENIED', `${peer.name} refuses this host: ${conn.error}`, { fatal: false });
+      throw new ProtocolError('UNREACHABLE', `${formatTarget(t)}: host ${peer.name} is unreachable: ${conn.error}`, { fatal: false });
+    }
+    const target = formatTarget(t);
+    const deadlineMs = m.type === 'CALL' ? (m.deadlineMs ?? 30_000) : 10_000;
+    const request =
+      m.type === 'CALL'
+        ? conn.request(
+            { type: 'CALL', target, input: m.input, deadlineMs, ...(m.async ? { async: true } : {}), ...(m.outMax !== undefined ? { outMax: m.outMax } : {}) },
+            deadlineMs + SLACK_MS,
+          )
+        : conn.request({ type: 'ENTRIES_GET', target }, deadlineMs);
+    const scope = caller.identity.conn ?? this.scope;
+    let byStream = this.forwarded.get(scope);
+    if (!byStream) this.forwarded.set(scope, (byStream = new Map()));
+    const stream = m.stream;
+    this.count(peer.name, +1);
+    try {
+      const r = await new Promise<Message>((resolve, reject) => {
+        // The peer's controller keeps running until its deadline: the peer stream cannot be named in a CANCEL from here.
+        byStream.set(stream, () => reject(new ProtocolError('CANCELLED', `${target}: cancelled by the caller`, { fatal: false })));
+        request.then(resolve, reject);
+      });
+      if (m.type === 'CALL' && r.type === 'RESULT') {
+        return { type: 'RESULT', host: r.host ?? peer.name, ...(r.output ? { output: r.output } : {}), ...(r.accepted ? { accepted: true } : {}) };
+      }
+      if (m.type === 'ENTRIES_GET' && r.type === 'ENTRIES') {
+        return { type: 'ENTRIES', host: r.host ?? peer.name, ...(r.entries ? { entries: r.entries } : {}), ...(r.program ? { program: r.program } : {}) };
+      }
+      throw new ProtocolError('INTERNAL', `${peer.name} answered ${m.type} with ${r.type}`, { fatal: false });
+    } catch (e) {
+      throw relayed(e, peer.name, target);
+    } finally {
+      byStream.delete(stream);
+      this.count(peer.name, -1);
+    }
+  }
+}
+
+/** The peer's ERROR as this host's answer: same name, the peer's own message, prefixed with the peer. */
+function relayed(e: unknown, peer: string, target: string): ProtocolError {
+  if (e instanceof ProtocolError) return e;
+  const err = e as Error & { proto?: string; code?: string; hint?: string };
+  const proto = err.proto;
+  if (typeof proto === 'string' && proto in ProtoError) {
+    const marker = `: ${proto}: `;
+    const at = err.message.indexOf(marker);
+    const msg = at >= 0 ? err.message.slice(at + marker.length) : err.message;
+    return new ProtocolError(proto as ProtoErrorName, `${peer}: ${msg}`, { fatal: false, ...(err.hint ? { hint: err.hint } : {}) });
+  }
+  const timeout = err.code === 'REX_ERR_CONN_TIMEOUT';
+  return new ProtocolError(timeout ? 'TIMEOUT' : 'UNREACHABLE', `${target}: forwarding to ${peer}: ${err.message}`, { fatal: false });
+}
