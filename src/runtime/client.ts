@@ -39,6 +39,7 @@ export class RexClient {
   // (a getRandomValues call per ping cost more than the rest of the client's work).
   private readonly nonce = Buffer.alloc(16);
   private pings = 0n;
+  private sock: import('node:net').Socket | undefined;
 
   private constructor(
     readonly conn: Connection,
@@ -66,7 +67,9 @@ export class RexClient {
     });
     const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE, ...(opts.program ? { program: opts.program } : {}) }, label: `rexd at ${socket}`, timeoutMs });
     await conn.handshake();
-    return new RexClient(conn, socket);
+    const client = new RexClient(conn, socket);
+    client.sock = sock;
+    return client;
   }
 
   /**
@@ -151,6 +154,12 @@ export class RexClient {
     }
     if (m.type !== 'ENTRIES') throw unexpected('ENTRIES_GET', m.type);
     return m.entries ?? [];
+  }
+
+  /** Lets the process exit while this connection is idle (a request in flight still holds it through its timer). */
+  unref(): this {
+    this.sock?.unref();
+    return this;
   }
 
   close(): void {

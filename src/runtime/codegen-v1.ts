@@ -4,7 +4,6 @@
  * runtime's internals can change without regenerating anyone's stubs.
  * Version 1: defineEntryPoint + setTransport.
  */
-import { RexError, ErrorCodes } from '../util/errors.js';
 import { planEntry, type EntryPlan } from './frames/plan.js';
 import { encodeInput, decodeOutput, type FrameValues } from './frames/codec.js';
 import type { EntryDesc } from './frames/types.js';
@@ -36,7 +35,7 @@ export type Transport = (target: EntryTarget & { name: string }, input: Uint8Arr
 
 let transport: Transport | undefined;
 
-/** Installs the transport that performs remote calls (rcall installs it; tests may install a local one). */
+/** Installs the transport that performs remote calls; undefined restores the default (the local rexd, through rex/runtime's rcall). */
 export function setTransport(fn: Transport | undefined): void {
   transport = fn;
 }
@@ -63,12 +62,8 @@ export function defineEntryPoint(target: EntryTarget, desc: EntryDesc): EntryPoi
     decode: (buf) => decodeOutput(plan, buf),
     async call(args, opts = {}) {
       const input = encodeInput(plan, args);
-      if (!transport) {
-        throw new RexError(ErrorCodes.CALL_NO_TRANSPORT, `${desc.name}: no remote-call transport is installed`, {
-          where: target.elfFile,
-          hint: 'remote calls arrive with rcall; until then encode()/decode() give the frames',
-        });
-      }
+      // Without an installed transport, stubs call through the local rexd (loaded on first use: encode/decode need no socket).
+      transport ??= (await import('./rcall.js')).rexTransport();
       const out = await transport({ ...target, name: desc.name }, input, opts);
       return decodeOutput(plan, out);
     },

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallChannel } from '../../src/calls/index.js';
+import { closeSharedChannel, rcall } from '../../src/runtime/index.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { queryLog } from '../../src/log/txlog.js';
@@ -69,6 +70,22 @@ describe('calls routed between hosts', () => {
     expect(r.host).toBe('beta');
     expect(Buffer.from(r.output).readInt32LE(0)).toBe(-1);
   }, 60_000);
+
+  it('stubs need no setup: without a transport they call through the local rexd, as raw rcall() does', async () => {
+    const before = process.env.REX_SOCKET;
+    process.env.REX_SOCKET = cluster.host('alpha').socket;
+    setTransport(undefined);
+    try {
+      expect(await stubs.neg32!(-77)).toBe(77);
+      expect(await stubs.vdot!({ x: 1, y: 2, z: 3 }, { x: 4, y: -5, z: 6 })).toBe(local.vdot);
+      const out = await rcall('gamma.calltest.neg32', Uint8Array.of(3, 0, 0, 0));
+      expect(Buffer.from(out).readInt32LE(0)).toBe(-3);
+    } finally {
+      closeSharedChannel();
+      if (before === undefined) delete process.env.REX_SOCKET;
+      else process.env.REX_SOCKET = before;
+    }
+  }, 30_000);
 
   it('many calls in flight on one connection come back to the right caller', async () => {
     via('gamma');

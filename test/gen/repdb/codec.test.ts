@@ -130,9 +130,16 @@ describe('refusals', () => {
 });
 
 describe('codegen-v1 runtime entry point', () => {
-  it('call without a transport says remote calls arrive with rcall; with one it round-trips', async () => {
+  it('call without a transport goes to the local rexd (none here: says so); with one it round-trips', async () => {
     const ep = defineEntryPoint({ elfFile: 'libx.so' }, entry('add', [{ name: 'a', type: T.p('int32') }, { name: 'b', type: T.p('int32') }], T.p('int32')));
-    await expect(ep.call({ a: 1, b: 2 })).rejects.toThrow(/no remote-call transport/);
+    const before = process.env.REX_SOCKET;
+    process.env.REX_SOCKET = '/nonexistent/rexd.sock';
+    try {
+      await expect(ep.call({ a: 1, b: 2 })).rejects.toThrow(/no rexd is running/);
+    } finally {
+      if (before === undefined) delete process.env.REX_SOCKET;
+      else process.env.REX_SOCKET = before;
+    }
     setTransport(async (t, input) => {
       expect(t.name).toBe('add');
       const { args } = decodeInput(ep.plan, input);
