@@ -92,6 +92,10 @@ describe('npm start (rex cluster demo)', () => {
     for (const h of ['alpha \\*', 'beta', 'gamma']) expect(stdout).toMatch(new RegExp(`^${h}\\s+127\\.0\\.0\\.1:\\d+\\s+\\d+\\.\\d\\d\\s+\\d+\\.\\d\\d\\s+\\d+\\s+\\d+\\s+up\\s`, 'm'));
     expect(stdout).toMatch(/^beta\s+1\s+\d+\.\d+\s+\d+\.\d+$/m); // routed ping: one hop
     expect(stdout).toMatch(/^\s+t\+1s\s+alpha \d+\.\d\d/m);
+    // The remote call: libdemo built with gcc -g and repdb -gx, run on beta, and on whichever host * picked.
+    expect(stdout).toMatch(/^beta\.demo\.fib\(30\)\s+832040\s+beta\s+\d+\.\d+$/m);
+    expect(stdout).toMatch(/^beta\.demo\.power\(1\.5, 10\)\s+57\.6650390625\s+beta\s/m);
+    expect(stdout).toMatch(/^\*\.demo\.fib\(25\)\s+75025\s+(alpha|beta|gamma)\s/m);
     expect(stdout).toContain('All hosts stopped.');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });

@@ -1,6 +1,7 @@
 /** `rex cluster up|down|status|demo`: an embedded local cluster for trying REX and for tests. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { buildDemoLibrary, demoCall, type DemoLibrary } from '../../cluster/calldemo.js';
 import { LocalCluster } from '../../cluster/cluster.js';
 import { RexClient } from '../../runtime/client.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
@@ -37,8 +38,17 @@ function describe(c: LocalCluster): string {
 async function demo(opts: ClusterCliOpts): Promise<void> {
   const out = (s: string) => process.stdout.write(s);
   const dir = resolve(opts.dir);
+  const hosts = hostCount(opts.hosts);
+  // Built before the hosts start: rexd reads its programs from rex.rc at start-up.
+  let lib: DemoLibrary | undefined;
+  let noLib = '';
+  try {
+    lib = buildDemoLibrary(dir);
+  } catch (e) {
+    noLib = ((e as { stderr?: Buffer | string }).stderr?.toString() || (e as Error).message).trim().split('\n')[0] ?? '';
+  }
   out(`Starting a local REX cluster of ${opts.hosts} hosts in ${dir} ...\n`);
-  const cluster = await LocalCluster.up({ dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false });
+  const cluster = await LocalCluster.up({ dir, hosts, netns: opts.netns ?? false, ...(lib ? { rc: [lib.rcLine] } : {}) });
   let done = false;
   const shutdown = async (why: string) => {
     if (done) return;
@@ -74,6 +84,16 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
         rows.push([h.name, String(hops), rtts[0]!.toFixed(3), rtts[10]!.toFixed(3)]);
       }
       out(table(['HOST', 'HOPS', 'MIN ms', 'MEDIAN ms'], rows, new Set([1, 2, 3])));
+      const other = cluster.hosts[1]?.name ?? first;
+      if (lib) {
+        out(`\nDemo: a remote call. ${lib.object} was built with gcc -g, its entry points written with repdb -gx (${lib.xml}),\n`);
+        out(`and offered as program "demo" in cluster.rc (${lib.rcLine.replace(/=.*/, '=...')}). From ${first}:\n`);
+        const calls = [await demoCall(c, other, 'fib', { n: 30 }), await demoCall(c, other, 'power', { x: 1.5, n: 10 }), await demoCall(c, '*', 'fib', { n: 25 })];
+        out(table(['CALL', 'RESULT', 'RAN ON', 'ms'], calls.map((r) => [r.call, r.result, r.host, r.ms.toFixed(3)]), new Set([3])));
+        out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} rex call ${other}.demo.fib 20)\n`);
+      } else {
+        out(`\n(Skipping the remote-call demo: cannot build its C library: ${noLib})\n`);
+      }
       const watch = Number(opts.watch ?? '3');
       if (watch > 0) {
         out(`\nLive load figures for ${watch} s (they refresh every 500 ms):\n`);
@@ -83,7 +103,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
           out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
         }
       }
-      out('\nNext: remote execution (rex run), rfork() and rcall() arrive with their issues; see README.md.\n');
+      out('\nNext: remote execution (rex run) and rfork() arrive with their issues; see README.md.\n');
     } finally {
       c.close();
     }
