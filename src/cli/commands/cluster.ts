@@ -14,6 +14,7 @@ interface ClusterCliOpts {
   netns?: boolean;
   json?: boolean;
   watch?: string;
+  rc?: string[];
 }
 
 function hostCount(s: string): number {
@@ -124,10 +125,11 @@ export function registerClusterCommands(program: Command): void {
     .option('-n, --hosts <n>', 'number of hosts', '3')
     .option('--netns', 'put each host in a network namespace of its own (root only)')
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
+    .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
     .action(async (opts: ClusterCliOpts) => {
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
-      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant') });
+      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
       if (trust === 'none') {
         process.stdout.write(
           [
