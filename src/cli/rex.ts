@@ -10,6 +10,7 @@ import { registerConfigCommands } from './commands/config.js';
 import { registerHostCommands } from './commands/hosts.js';
 import { registerLogCommands } from './commands/log.js';
 import { registerCallCommands } from './commands/call.js';
+import { registerRunCommands } from './commands/run.js';
 
 const program = new Command('rex')
   .description('REX: Remote EXecution Services')
@@ -20,5 +21,6 @@ registerClusterCommands(program);
 registerConfigCommands(program);
 registerLogCommands(program);
 registerCallCommands(program);
+registerRunCommands(program);
 
 await runMain(program);

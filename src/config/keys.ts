@@ -331,6 +331,17 @@ export const KEY_SPECS: KeySpec[] = [
       return a.mode === 'command' ? `command: ${a.command}` : a.mode;
     },
   },
+  {
+    key: 'placement-policy',
+    field: 'placementPolicy',
+    expected: 'least-loaded, round-robin or random',
+    parse(raw) {
+      const t = raw.text;
+      if (t === 'least-loaded' || t === 'round-robin' || t === 'random') return ok(t);
+      return bad(`"${t}" is not a placement policy; expected least-loaded (the default), round-robin or random (docs/PLACEMENT.md)`);
+    },
+    print: (v) => String(v),
+  },
   pathKey('state-directory', 'stateDirectory'),
   pathKey('socket', 'socket'),
   {

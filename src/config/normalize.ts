@@ -68,6 +68,7 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     clients: ['localnets'],
     tempDirectory: `/tmp/.rex_${hostName}_${env.user}`,
     autoTransfer: { mode: 'on' },
+    placementPolicy: 'least-loaded',
     stateDirectory,
     socket: `${stateDirectory}/run/rexd.sock`,
     logLevel: 'info',

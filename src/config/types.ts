@@ -5,6 +5,9 @@
  */
 import { RexError, type ErrorCode } from '../util/errors.js';
 
+/** rex.rc placement-policy: least-loaded (the default), or round-robin / random for comparison. */
+export type PlacementPolicy = 'least-loaded' | 'round-robin' | 'random';
+
 /** How REX copies program files to an executor host that lacks them. */
 export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
 
@@ -35,6 +38,8 @@ export interface RexConfig {
   clients: string[];
   tempDirectory: string;
   autoTransfer: AutoTransfer;
+  /** How EXEC picks a host when the caller names none (docs/PLACEMENT.md). */
+  placementPolicy: PlacementPolicy;
   stateDirectory: string;
   socket: string;
   logLevel: LogLevel;

@@ -26,6 +26,7 @@ import { Connection, type PeerHello, type Reply, type ServedInfo } from '../prot
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
+import { ExecService } from '../exec/service.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
@@ -97,6 +98,8 @@ export class Rexd {
   /** Requests a peer forwarded for one of its user's programs: the identity to log them under. */
   private readonly onBehalf = new WeakMap<Message, string>();
   readonly startedAt = Date.now();
+  /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
+  private readonly exec: ExecService;
 
   constructor(
     readonly config: RexConfig,
@@ -108,6 +111,7 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log }, this.peers, config.placementPolicy, config.peerTimeout);
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),
@@ -198,6 +202,7 @@ export class Rexd {
       this.watcher?.close();
       this.knownWatcher?.close();
       for (const p of this.peers.values()) p.stop();
+      this.exec.stop();
       for (const s of this.sessions) s.conn?.close(reason);
       await this.calls.close();
       const closed = Promise.all([this.unixServer, this.tcpServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
@@ -430,7 +435,7 @@ export class Rexd {
     let who = session.requester!;
     // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
     // the claim grants nothing the user's own key does not, and lets grants limited to programs apply.
-    if (m.type === 'PING' && m.program && !session.programKey) {
+    if ((m.type === 'PING' || m.type === 'EXEC') && m.program && !session.programKey) {
       who = { ...who, program: m.program };
       this.onBehalf.set(m, `${who.name}.${m.program}`);
     }
@@ -542,6 +547,8 @@ export class Rexd {
       case 'ENTRIES_GET':
       case 'CANCEL':
         return this.call(m, session);
+      case 'EXEC':
+        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}) }, session.conn!);
       case 'ENROLL':
         throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:

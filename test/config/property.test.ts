@@ -92,6 +92,7 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
   clients: fc.array(fc.oneof(fc.constant('localnets'), fc.ipV4(), fc.ipV6(), cidr, fc.domain()), { maxLength: 6 }),
   tempDirectory: path,
   autoTransfer: fc.oneof(fc.constant({ mode: 'on' as const }), fc.constant({ mode: 'off' as const }), command.map((c) => ({ mode: 'command' as const, command: c }))),
+  placementPolicy: fc.constantFrom('least-loaded' as const, 'round-robin' as const, 'random' as const),
   stateDirectory: path,
   socket: path,
   logLevel: fc.constantFrom('error' as const, 'warn' as const, 'info' as const, 'debug' as const, 'trace' as const),

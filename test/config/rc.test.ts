@@ -48,6 +48,7 @@ describe('rc form: good files', () => {
       clients: ['localnets', '10.0.0.0/8', '192.168.1.7', 'fd00::/8', 'beta.example.org'],
       tempDirectory: '/tmp/.rex_alpha_tester/x',
       autoTransfer: { mode: 'command', command: 'rsync -a --partial' },
+      placementPolicy: 'least-loaded',
       stateDirectory: '/home/tester/.rex-alpha',
       socket: '/home/tester/.rex-alpha/run/rexd.sock',
       logLevel: 'debug',

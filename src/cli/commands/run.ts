@@ -1,0 +1,146 @@
+/**
+ * `rex run [--host H] [--] PROGRAM ARGS...`: runs PROGRAM on the least-loaded
+ * host (or H) with execve-like semantics: stdio relayed in order, signals
+ * forwarded, and this command ends as the remote program did (docs/EXEC.md).
+ */
+import { write } from 'node:fs';
+import { constants as osc } from 'node:os';
+import type { Command } from 'commander';
+import { RexClient } from '../../runtime/client.js';
+import { envList } from '../../exec/env.js';
+import { RemoteProcess, type ExitStatus } from '../../exec/stub.js';
+import { isRexError } from '../../util/errors.js';
+
+/** Signals `rex run` forwards to the remote program (TSTP also stops this command, as a local child's terminal would). */
+export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTSTP', 'SIGCONT', 'SIGALRM'] as const;
+
+/** Exit statuses of `rex run` when the remote program did not decide it (as a shell and ssh use them). */
+export const RUN_STATUS = { notExecutable: 126, notFound: 127, lost: 255 } as const;
+
+/**
+ * Writes to fd 1 and 2 one chunk at a time, in arrival order across both, so
+ * that interleaved stdout/stderr lines keep their order when both go to one
+ * file or pipe. Blocking fds are written on the thread pool; an fd another
+ * process made non-blocking is retried on EAGAIN.
+ */
+class OrderedWriter {
+  private queue: { fd: number; data: Buffer; done: () => void }[] = [];
+  private busy = false;
+
+  push(fd: number, data: Buffer, done: () => void): void {
+    this.queue.push({ fd, data, done });
+    if (!this.busy) this.next();
+  }
+
+  private next(): void {
+    const item = this.queue[0];
+    if (!item) {
+      this.busy = false;
+      return;
+    }
+    this.busy = true;
+    write(item.fd, item.data, 0, item.data.length, null, (err, n) => {
+      if (err && (err as NodeJS.ErrnoException).code === 'EAGAIN') {
+        setTimeout(() => this.next(), 5);
+        return;
+      }
+      if (err) {
+        // EPIPE: the reader went away, as for a local program; drop output, keep the credit flowing.
+        this.queue.shift();
+        item.done();
+      } else if (n < item.data.length) {
+        item.data = item.data.subarray(n);
+      } else {
+        this.queue.shift();
+        item.done();
+      }
+      this.next();
+    });
+  }
+}
+
+/**
+ * Copies stdin to the remote stdin until EOF, respecting the remote's credit.
+ * Through process.stdin (libuv handles, not the thread pool): a thread blocked
+ * in read(2) on a terminal or an idle pipe would keep process.exit() from
+ * finishing after the remote program has ended.
+ */
+function pumpStdin(rp: RemoteProcess): void {
+  const input = process.stdin;
+  input.on('data', (d: Buffer) => {
+    if (!rp.write(d)) {
+      input.pause();
+      rp.once('drain', () => input.resume());
+    }
+  });
+  input.on('end', () => rp.end());
+  input.on('error', () => rp.end()); // no stdin at all (closed fd 0): the remote sees EOF
+}
+
+/** Ends this process as the remote program ended: the same code, or death by the same signal. */
+function endLike(status: ExitStatus): never {
+  for (const s of FORWARDED_SIGNALS) process.removeAllListeners(s);
+  if (status.signal) {
+    const name = `SIG${status.signal}` as NodeJS.Signals;
+    if (name in osc.signals) {
+      try {
+        process.kill(process.pid, name);
+      } catch {
+        /* fall through to the shell's convention */
+      }
+    }
+    // A signal Node ignores (PIPE) or cannot take the default action for: exit as a shell would report it.
+    process.exit(128 + ((osc.signals as Record<string, number>)[name] ?? 0));
+  }
+  process.exit(status.code ?? 0);
+}
+
+/** Registers `rex run` on the `rex` program. */
+export function registerRunCommands(program: Command): void {
+  // Options after PROGRAM belong to PROGRAM, not to rex: `rex run ls -l`.
+  program.enablePositionalOptions();
+  program
+    .command('run')
+    .description('run PROGRAM on the least-loaded host of the cluster (or --host), with stdio, signals and exit status relayed')
+    .option('--host <host>', 'run on this host instead of the least-loaded one')
+    .option('--socket <path>', 'rexd socket (default: $REX_SOCKET, else rex.rc socket)')
+    .option('-c, --config <file>', 'rex.rc to read')
+    .argument('<program>', 'program path or name (searched in PATH on the executor)')
+    .argument('[args...]', 'its arguments')
+    .passThroughOptions()
+    .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string }) => {
+      const client = await RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
+      const host = opts.host ?? process.env.REX_HOST;
+      const out = new OrderedWriter();
+      let rp: RemoteProcess;
+      try {
+        rp = await RemoteProcess.start(
+          client.conn,
+          { path: prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}) },
+          (fd, data, done) => {
+            if (data) out.push(fd === 2 ? 2 : 1, data, done);
+          },
+        );
+      } catch (e) {
+        const proto = (e as { proto?: string }).proto;
+        process.stderr.write(`rex run: ${isRexError(e) ? e.message : (e as Error).message}\n`);
+        process.exit(proto === 'NO_ENTRY' ? RUN_STATUS.notFound : proto === 'DENIED' ? RUN_STATUS.notExecutable : RUN_STATUS.lost);
+      }
+      for (const s of FORWARDED_SIGNALS) {
+        process.on(s, () => {
+          rp.signal(s);
+          // Ctrl-Z: the remote program stops, and so does this command, as a local child would with its terminal.
+          if (s === 'SIGTSTP') process.kill(process.pid, 'SIGSTOP');
+        });
+      }
+      pumpStdin(rp);
+      let status: ExitStatus;
+      try {
+        status = await rp.exited;
+      } catch (e) {
+        process.stderr.write(`rex run: ${(e as Error).message}\n`);
+        process.exit(RUN_STATUS.lost);
+      }
+      endLike(status);
+    });
+}

@@ -1,0 +1,253 @@
+/**
+ * The executor side of EXEC (docs/PROTOCOL.md 4.9, docs/EXEC.md): starts the
+ * program as rexd's user with pipes for stdio, relays them on the EXEC stream
+ * with per-stream credit, delivers signals, and answers EXIT when the program
+ * has ended and its last byte of output has been sent.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsc, mkdirSync, statSync } from 'node:fs';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
+import { ProtocolError } from '../protocol/frame.js';
+import { EXEC_MAX_CHUNK, type MessageOf } from '../protocol/messages.js';
+import type { LoadMeter } from '../daemon/load.js';
+import type { Logger } from '../daemon/log.js';
+import { filterEnv } from './env.js';
+
+/** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
+export const DEFAULT_WINDOW = 1 << 20;
+
+/** Signals an origin may send (names without SIG). KILL is for the origin's rexd when its stub vanished. */
+export const RELAYED_SIGNALS: readonly string[] = ['INT', 'TERM', 'HUP', 'QUIT', 'USR1', 'USR2', 'WINCH', 'TSTP', 'STOP', 'CONT', 'KILL', 'ALRM', 'PIPE', 'TTIN', 'TTOU'];
+const RELAYED = new Set(RELAYED_SIGNALS);
+
+/** What the executor needs from its rexd. */
+export interface ExecutorContext {
+  hostName: string;
+  /** rex.rc rex-temp-directory: where a program runs when the caller's cwd does not exist here. */
+  tempDirectory: string;
+  /** This rexd's socket, so that the program's own REX calls reach the executor's daemon. */
+  socket: string;
+  meter: LoadMeter;
+  log: Logger;
+  /** Grace between HUP and KILL when the origin is gone. */
+  killGraceMs?: number;
+}
+
+/** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
+export const running = new Set<ChildProcess>();
+
+/** Ends a program's whole process group: HUP first, KILL after `graceMs` if it is still there. */
+export function killGroup(child: ChildProcess, graceMs = 2000): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const pid = child.pid;
+  try {
+    process.kill(-pid, 'SIGHUP');
+  } catch {
+    /* already gone */
+  }
+  setTimeout(() => {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }, graceMs).unref();
+}
+
+/** Finds the file to run: a path as given (relative to cwd), or a bare name in PATH (execvp's rule). */
+function resolveProgram(path: string, cwd: string, envPath: string | undefined, host: string): string {
+  const candidates = path.includes('/') ? [isAbsolute(path) ? path : resolve(cwd, path)] : (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean).map((d) => join(d, path));
+  let denied: string | undefined;
+  for (const c of candidates) {
+    let st;
+    try {
+      st = statSync(c);
+    } catch {
+      continue;
+    }
+    try {
+      if (st.isDirectory()) throw new Error('directory');
+      accessSync(c, fsc.X_OK);
+      return c;
+    } catch {
+      denied ??= c;
+    }
+  }
+  if (denied) throw new ProtocolError('DENIED', `${denied} on ${host}: permission denied (not an executable file)`, { fatal: false });
+  throw new ProtocolError('NO_ENTRY', path.includes('/') ? `${candidates[0]}: no such program on ${host}` : `${path}: not found in PATH on ${host}`, { fatal: false });
+}
+
+/**
+ * Runs EXEC `m` here, on the stream it opened on `conn`; resolves with the EXIT
+ * answer. Throws ProtocolError (NO_ENTRY, DENIED, BAD_REQUEST) when nothing
+ * could be started.
+ */
+export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void): Promise<Reply> {
+  if (m.pty) throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal is not supported by rexd on ${ctx.hostName} yet; run without one (rex run -T)`, { fatal: false });
+  const env = filterEnv(m.env ?? []);
+  let notice: string | undefined;
+  let cwd = m.cwd;
+  if (!cwd || !isDir(cwd)) {
+    mkdirSync(ctx.tempDirectory, { recursive: true, mode: 0o700 });
+    if (cwd) notice = `rex: ${ctx.hostName}: ${cwd} does not exist here; running in ${ctx.tempDirectory}\n`;
+    cwd = ctx.tempDirectory;
+  }
+  env.PWD = cwd;
+  env.REX_SOCKET = ctx.socket;
+  const file = resolveProgram(m.path, cwd, env.PATH, ctx.hostName);
+  const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
+  const child = spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  await new Promise<void>((ok, fail) => {
+    child.once('spawn', ok);
+    child.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') fail(new ProtocolError('NO_ENTRY', `${file}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false }));
+      else if (e.code === 'EACCES' || e.code === 'EPERM') fail(new ProtocolError('DENIED', `${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
+      else fail(new ProtocolError('INTERNAL', `cannot start ${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
+    });
+  });
+  running.add(child);
+  const jobDone = ctx.meter.jobStarted();
+  onStarted?.();
+  const stream = m.stream;
+  const stdout = child.stdout!;
+  const stderr = child.stderr!;
+  const stdin = child.stdin!;
+  stdin.on('error', () => {}); // EPIPE: the program stopped reading; the rest of stdin is dropped
+  let credit = m.window ?? DEFAULT_WINDOW;
+  // Output read but not yet sent for lack of credit, in order across stdout and stderr.
+  const queue: { fd: number; data?: Buffer; eof?: boolean }[] = [];
+  let stdinOpen = true;
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let finish: ((r: Reply) => void) | undefined;
+  let gone = false;
+
+  const flush = (): void => {
+    if (gone) queue.length = 0; // nobody reads any more: drain the pipes so the program is not blocked
+    while (queue.length > 0) {
+      const item = queue[0]!;
+      if (item.eof) {
+        conn.sendOn(stream, { type: 'DATA', fd: item.fd, eof: true });
+        queue.shift();
+        continue;
+      }
+      if (credit <= 0) break;
+      const n = Math.min(credit, EXEC_MAX_CHUNK, item.data!.length);
+      conn.sendOn(stream, { type: 'DATA', fd: item.fd, data: item.data!.subarray(0, n) });
+      credit -= n;
+      if (n === item.data!.length) queue.shift();
+      else item.data = item.data!.subarray(n);
+    }
+    const blocked = queue.length > 0;
+    for (const s of [stdout, stderr]) {
+      if (blocked) s.pause();
+      else if (!s.readableEnded) s.resume();
+    }
+    maybeExit();
+  };
+  let eofs = 0;
+  const maybeExit = (): void => {
+    if (!exited || eofs < 2 || queue.length > 0 || !finish) return;
+    const { code, signal } = exited;
+    finish(signal ? { type: 'EXIT', signal: signal.replace(/^SIG/, ''), host: ctx.hostName } : { type: 'EXIT', code: code ?? 0, host: ctx.hostName });
+    finish = undefined;
+  };
+  for (const [fd, s] of [
+    [1, stdout],
+    [2, stderr],
+  ] as const) {
+    s.on('data', (d: Buffer) => {
+      queue.push({ fd, data: d });
+      flush();
+    });
+    s.on('end', () => {
+      queue.push({ fd, eof: true });
+      eofs++;
+      flush();
+    });
+  }
+
+  const listener: StreamListener = {
+    onMessage: (x) => {
+      switch (x.type) {
+        case 'DATA': {
+          if (x.fd !== 0) return;
+          const len = x.data?.byteLength ?? 0;
+          if (len > 0) {
+            if (stdinOpen && !stdin.destroyed) stdin.write(x.data!, () => conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len }));
+            else conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len });
+          }
+          if (x.eof && stdinOpen) {
+            stdinOpen = false;
+            stdin.end();
+          }
+          return;
+        }
+        case 'WINDOW_UPDATE':
+          credit += x.increment;
+          flush();
+          return;
+        case 'SIGNAL': {
+          const name = x.signal.replace(/^SIG/, '');
+          if (!RELAYED.has(name)) {
+            ctx.log.info({ signal: x.signal, pid: child.pid }, 'EXEC: ignoring a signal that is not relayed');
+            return;
+          }
+          try {
+            process.kill(child.pid!, `SIG${name}` as NodeJS.Signals);
+          } catch {
+            /* it has just exited */
+          }
+          return;
+        }
+        default:
+          return; // WINSIZE without a pty: nothing to resize
+      }
+    },
+    onClose: (err) => {
+      // The origin (or its connection) is gone: nobody will read the output, so the program ends too.
+      gone = true;
+      if (!exited) {
+        ctx.log.info({ pid: child.pid, err: err?.message }, 'EXEC: origin gone; ending the program');
+        killGroup(child, ctx.killGraceMs);
+      }
+    },
+  };
+  conn.adoptStream(stream, listener);
+  conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd });
+  if (notice) {
+    queue.push({ fd: 2, data: Buffer.from(notice) });
+    flush();
+  }
+  return new Promise<Reply>((resolveExit) => {
+    finish = resolveExit;
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      jobDone();
+      exited = { code, signal };
+      // Children of the program that still hold the pipes would keep the stream open forever.
+      // Output still waiting for credit is not abandoned: the check waits while the origin reads slowly.
+      const orphanCheck = (): void => {
+        if (eofs >= 2) return;
+        if (queue.length > 0 && !gone) {
+          setTimeout(orphanCheck, 2000).unref();
+          return;
+        }
+        stdout.destroy();
+        stderr.destroy();
+        eofs = 2;
+        maybeExit();
+      };
+      setTimeout(orphanCheck, 2000).unref();
+      maybeExit();
+    });
+  });
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}

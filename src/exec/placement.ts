@@ -1,0 +1,105 @@
+/**
+ * Where work goes (docs/PLACEMENT.md): an order of candidate hosts for one
+ * EXEC, best first, so that the router can fall back to the next when a host
+ * refuses the caller or cannot be reached. The figures come from the peer table
+ * rexd keeps fresh (no round trip per placement).
+ */
+
+import type { PlacementPolicy } from '../config/types.js';
+
+export type { PlacementPolicy };
+
+/** The policies, for validation and messages. */
+export const PLACEMENT_POLICIES: readonly PlacementPolicy[] = ['least-loaded', 'round-robin', 'random'];
+
+/** One host as the placer sees it. */
+export interface Candidate {
+  name: string;
+  self: boolean;
+  /** rload from the host's last figure (load average plus unseen REX work, per core). */
+  load: number;
+  cores: number;
+  /** Local clock time (ms) when that figure was received; the origin's own figure is live. */
+  figureAt: number;
+}
+
+/**
+ * Chooses hosts. It remembers what it placed since each host's last figure, so
+ * that a burst of placements spreads out before the next load poll shows them.
+ */
+export class Placer {
+  private placedAt = new Map<string, number[]>();
+  /** Jobs chosen for a host that have not started yet (no figure, not even the origin's meter, shows them). */
+  private inflight = new Map<string, number>();
+  private rr = 0;
+
+  constructor(
+    private policy: PlacementPolicy = 'least-loaded',
+    private readonly now: () => number = Date.now,
+    private readonly rand: () => number = Math.random,
+  ) {}
+
+  /** Changes the policy (rex.rc reload). */
+  setPolicy(p: PlacementPolicy): void {
+    this.policy = p;
+  }
+
+  /** Records that one job went to `host` (so the next choice sees it at once). */
+  placed(host: string): void {
+    const list = this.placedAt.get(host) ?? [];
+    list.push(this.now());
+    // Only placements newer than the host's figure matter; a minute is far longer than any poll interval.
+    const cut = this.now() - 60_000;
+    while (list.length > 0 && list[0]! < cut) list.shift();
+    this.placedAt.set(host, list);
+  }
+
+  /**
+   * Holds a place on `host` from the decision until the job has started
+   * (concurrent EXECs are decided before any of them has started); call the
+   * returned function then, or when the host refused.
+   */
+  reserve(host: string): () => void {
+    this.inflight.set(host, (this.inflight.get(host) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.inflight.set(host, (this.inflight.get(host) ?? 1) - 1);
+    };
+  }
+
+  /** The load a host would show now: its figure plus our placements the figure cannot contain yet. */
+  effectiveLoad(c: Candidate): number {
+    const pending = this.inflight.get(c.name) ?? 0;
+    // The origin's meter counts its own jobs the moment they start; a peer's figure lags by up to a poll.
+    const unseen = c.self ? 0 : (this.placedAt.get(c.name) ?? []).filter((t) => t >= c.figureAt).length;
+    return c.load + (unseen + pending) / Math.max(1, c.cores);
+  }
+
+  /** Candidates in the order to try them; `candidates` is in rex.rc order, the origin first. */
+  order(candidates: readonly Candidate[]): string[] {
+    if (candidates.length === 0) return [];
+    switch (this.policy) {
+      case 'round-robin': {
+        const start = this.rr++ % candidates.length;
+        return [...candidates.slice(start), ...candidates.slice(0, start)].map((c) => c.name);
+      }
+      case 'random': {
+        const a = candidates.map((c) => c.name);
+        for (let i = a.length - 1; i > 0; i--) {
+          const j = Math.floor(this.rand() * (i + 1));
+          [a[i], a[j]] = [a[j]!, a[i]!];
+        }
+        return a;
+      }
+      default: {
+        // Ties go to the earlier candidate: the origin first (no network), then rex.rc order.
+        return candidates
+          .map((c, i) => ({ c, i, l: this.effectiveLoad(c) }))
+          .sort((x, y) => x.l - y.l || x.i - y.i)
+          .map((x) => x.c.name);
+      }
+    }
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * The origin stub of remote execution: one EXEC stream on a connection to the
+ * local rexd, with the program's stdio as credit-controlled byte streams,
+ * signals, window size and the exit status. `rex run`, spawn() and (later)
+ * rfork's origin stub are thin layers over it: they only decide where bytes
+ * come from and go to (docs/EXEC.md, "The origin stub").
+ */
+import { EventEmitter } from 'node:events';
+import type { Connection, StreamHandle } from '../protocol/connection.js';
+import { EXEC_MAX_CHUNK, type Message } from '../protocol/messages.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
+import { DEFAULT_WINDOW } from './executor.js';
+
+/** What to run and where. */
+export interface ExecRequest {
+  /** Program path (or bare name, searched in env PATH on the executor). */
+  path: string;
+  argv: string[];
+  /** NAME=VALUE entries; the executor drops the deny list. */
+  env?: string[];
+  cwd?: string;
+  /** Host to run on; absent: placement by the local rexd. */
+  host?: string;
+  /** Initial credit for output towards us. */
+  window?: number;
+}
+
+/** How a remote program ended. */
+export interface ExitStatus {
+  /** Exit code when it exited. */
+  code?: number;
+  /** Signal name without SIG when a signal killed it. */
+  signal?: string;
+  host: string;
+}
+
+/**
+ * Receives output: call `done` once the bytes are handed on (written), which
+ * returns their credit to the executor. Not calling it stops the program's
+ * output after one window (backpressure).
+ */
+export type OutputSink = (fd: number, data: Buffer | undefined, done: () => void) => void;
+
+/**
+ * A program running on some host of the cluster. Emits 'drain' when stdin
+ * credit is available again after write() returned false.
+ */
+export class RemoteProcess extends EventEmitter {
+  /** Where it runs and its pid there. */
+  host = '';
+  pid = 0;
+  cwd = '';
+  /** Resolves when the program has ended and all its output was delivered to the sink. */
+  readonly exited: Promise<ExitStatus>;
+  private credit = 0;
+  private queue: Buffer[] = [];
+  private stdinEnded = false;
+  private eofSent = false;
+  private outstanding = 0;
+  private status: ExitStatus | undefined;
+  private settle!: { resolve: (s: ExitStatus) => void; reject: (e: Error) => void };
+  private handle!: StreamHandle;
+
+  private constructor() {
+    super();
+    this.exited = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    this.exited.catch(() => {}); // a caller that never awaits must not crash the process
+  }
+
+  /**
+   * Sends EXEC on `conn` (a connection to the local rexd) and resolves once the
+   * program runs; rejects with the executor's refusal (NO_ENTRY, DENIED,
+   * UNREACHABLE...) when nothing started.
+   */
+  static start(conn: Connection, req: ExecRequest, sink: OutputSink): Promise<RemoteProcess> {
+    const rp = new RemoteProcess();
+    return new Promise<RemoteProcess>((resolve, reject) => {
+      let started = false;
+      try {
+        rp.handle = conn.openStream(
+          {
+            type: 'EXEC',
+            path: req.path,
+            argv: req.argv,
+            ...(req.env ? { env: req.env } : {}),
+            ...(req.cwd ? { cwd: req.cwd } : {}),
+            ...(req.host ? { host: req.host } : {}),
+            window: req.window ?? DEFAULT_WINDOW,
+          },
+          {
+            onMessage: (m: Message) => {
+              switch (m.type) {
+                case 'STARTED':
+                  started = true;
+                  rp.host = m.host;
+                  rp.pid = m.pid ?? 0;
+                  rp.cwd = m.cwd ?? '';
+                  rp.credit = m.window ?? DEFAULT_WINDOW;
+                  resolve(rp);
+                  rp.flush();
+                  return;
+                case 'DATA': {
+                  const len = m.data?.byteLength ?? 0;
+                  if (len > 0) {
+                    rp.outstanding++;
+                    let once = false;
+                    sink(m.fd, Buffer.from(m.data!.buffer, m.data!.byteOffset, len), () => {
+                      if (once) return;
+                      once = true;
+                      rp.outstanding--;
+                      rp.handle.send({ type: 'WINDOW_UPDATE', increment: len });
+                      rp.maybeDone();
+                    });
+                  }
+                  if (m.eof) sink(m.fd, undefined, () => {});
+                  return;
+                }
+                case 'WINDOW_UPDATE':
+                  rp.credit += m.increment;
+                  rp.flush();
+                  return;
+                case 'EXIT':
+                  rp.status = { ...(m.signal ? { signal: m.signal } : { code: m.code ?? 0 }), host: m.host ?? rp.host };
+                  rp.maybeDone();
+                  return;
+                default:
+                  return;
+              }
+            },
+            onClose: (err) => {
+              if (!err) return;
+              if (!started) reject(err);
+              else rp.settle.reject(err);
+            },
+          },
+        );
+      } catch (e) {
+        reject(e);
+      }
+    });
+  }
+
+  /** Queues stdin bytes; returns false when the caller should wait for 'drain'. */
+  write(data: Buffer): boolean {
+    if (this.stdinEnded) throw new RexError(ErrorCodes.USAGE, 'write after end of stdin');
+    if (data.length > 0) this.queue.push(data);
+    this.flush();
+    return this.queue.length === 0;
+  }
+
+  /** Closes the program's stdin once the queued bytes are sent (EOF reaches the remote). */
+  end(): void {
+    this.stdinEnded = true;
+    this.flush();
+  }
+
+  /** Delivers signal `name` (INT, TERM, ... without SIG) to the remote program. */
+  signal(name: string): void {
+    this.handle.send({ type: 'SIGNAL', signal: name.replace(/^SIG/, '') });
+  }
+
+  /** Tells the remote terminal its new size (with a pty). */
+  winsize(rows: number, cols: number): void {
+    this.handle.send({ type: 'WINSIZE', rows, cols });
+  }
+
+  private flush(): void {
+    if (!this.host) return; // not started: nothing may be sent on the stream yet
+    while (this.queue.length > 0 && this.credit > 0) {
+      const b = this.queue[0]!;
+      const n = Math.min(b.length, this.credit, EXEC_MAX_CHUNK);
+      this.handle.send({ type: 'DATA', fd: 0, data: b.subarray(0, n) });
+      this.credit -= n;
+      if (n === b.length) this.queue.shift();
+      else this.queue[0] = b.subarray(n);
+    }
+    if (this.queue.length === 0) {
+      if (this.stdinEnded && !this.eofSent) {
+        this.eofSent = true;
+        this.handle.send({ type: 'DATA', fd: 0, eof: true });
+      }
+      if (this.listenerCount('drain') > 0) this.emit('drain');
+    }
+  }
+
+  private maybeDone(): void {
+    if (this.status && this.outstanding === 0) this.settle.resolve(this.status);
+  }
+}

@@ -1,0 +1,192 @@
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, openSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/cluster/cluster.js';
+import { RemoteProcess, type ExitStatus } from '../../src/exec/stub.js';
+import { RexClient } from '../../src/runtime/client.js';
+import { distBin } from '../../src/util/paths.js';
+import { NETNS, startCluster } from '../helpers/cluster.js';
+
+const run = promisify(execFile);
+
+/** Runs `rex run ARGS` against alpha and resolves with what a parent's wait() would see. */
+function rexRun(socket: string, args: string[], opts: { input?: string | Buffer; stdinFile?: string; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve) => {
+    const stdin = opts.stdinFile ? openSync(opts.stdinFile, 'r') : 'pipe';
+    const child = spawn(process.execPath, [distBin('rex'), 'run', '--socket', socket, ...args], { stdio: [stdin, 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out.push(d);
+      opts.onStdout?.(Buffer.concat(out).toString(), child);
+    });
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    if (child.stdin) {
+      if (opts.input !== undefined) child.stdin.end(opts.input);
+      else child.stdin.end();
+    }
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err }));
+  });
+}
+
+describe(`remote execution on a three-host cluster (${NETNS ? 'network namespaces' : 'loopback'})`, () => {
+  let cluster: LocalCluster;
+  let stop: () => Promise<void>;
+  let dir: string;
+  let socket: string;
+  let client: RexClient;
+
+  /** Runs through the stub in-process (fast enough for 256 exit codes) and collects stdout. */
+  async function viaStub(argv: string[], host?: string, extra: { cwd?: string; env?: string[] } = {}): Promise<{ status: ExitStatus; stdout: string; stderr: string; rp: RemoteProcess }> {
+    let stdout = '';
+    let stderr = '';
+    const rp = await RemoteProcess.start(client.conn, { path: argv[0]!, argv, ...(host ? { host } : {}), env: extra.env ?? ['PATH=/usr/bin:/bin'], ...(extra.cwd ? { cwd: extra.cwd } : {}) }, (fd, data, done) => {
+      if (data) {
+        if (fd === 1) stdout += data.toString();
+        else stderr += data.toString();
+      }
+      done();
+    });
+    rp.end();
+    return { status: await rp.exited, stdout, stderr, rp };
+  }
+
+  beforeAll(async () => {
+    ({ cluster, stop, dir } = await startCluster(3));
+    await cluster.waitAllReachable();
+    socket = cluster.host('alpha').socket;
+    client = await RexClient.connect({ socket });
+  }, 60_000);
+  afterAll(async () => {
+    client?.close();
+    await stop?.();
+  });
+
+  it('rex run --host beta echoes, relays stdin to EOF, and ends with the remote code', async () => {
+    const r = await rexRun(socket, ['--host', 'beta', '/bin/echo', 'hello', 'world']);
+    expect(r).toMatchObject({ code: 0, signal: null });
+    expect(r.stdout.toString()).toBe('hello world\n');
+    const cat = await rexRun(socket, ['--host', 'gamma', 'cat'], { input: 'line one\nline two' });
+    expect(cat.stdout.toString()).toBe('line one\nline two');
+    // Output written just before exit arrives, and the code is the remote's.
+    const last = await rexRun(socket, ['--host', 'beta', '--', 'sh', '-c', 'printf "last words"; printf " on stderr" >&2; exit 7']);
+    expect(last).toMatchObject({ code: 7, signal: null, stderr: ' on stderr' });
+    expect(last.stdout.toString()).toBe('last words');
+  });
+
+  it('reproduces every exit code 0-255 and death by signal', async () => {
+    const codes: number[] = [];
+    for (let n = 0; n < 256; n++) codes.push((await viaStub(['sh', '-c', `exit ${n}`], n % 2 ? 'beta' : 'gamma')).status.code!);
+    expect(codes).toEqual([...Array(256).keys()]);
+    for (const sig of ['TERM', 'KILL', 'INT', 'HUP', 'SEGV', 'USR1', 'ABRT']) {
+      expect((await viaStub(['sh', '-c', `kill -${sig} $$`], 'beta')).status).toEqual({ signal: sig, host: 'beta' });
+    }
+    // rex run itself dies of the same signal, as a local child would.
+    for (const sig of ['SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGUSR2'] as const) {
+      const r = await rexRun(socket, ['--host', 'beta', 'sh', '-c', `kill -${sig.slice(3)} $$`]);
+      expect(r).toMatchObject({ code: null, signal: sig });
+    }
+  });
+
+  it('forwards signals sent to rex run to the remote program', async () => {
+    const script = 'trap "echo got INT" INT; trap "echo got USR1" USR1; trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done';
+    const sent = new Set<string>();
+    const r = await rexRun(socket, ['--host', 'gamma', 'sh', '-c', script], {
+      onStdout: (s, child) => {
+        const step = (want: string, sig: NodeJS.Signals) => {
+          if (s.includes(want) && !sent.has(sig)) {
+            sent.add(sig);
+            child.kill(sig);
+          }
+        };
+        step('ready', 'SIGINT');
+        step('got INT', 'SIGUSR1');
+        step('got USR1', 'SIGTERM');
+      },
+    });
+    expect(r.stdout.toString()).toBe('ready\ngot INT\ngot USR1\ngot TERM\n');
+    expect(r).toMatchObject({ code: 3, signal: null });
+  });
+
+  it('a missing program is 127 and a file that is not executable is 126, each with one line naming it', async () => {
+    const missing = await rexRun(socket, ['--host', 'beta', '/no/such/program']);
+    expect(missing.code).toBe(127);
+    expect(missing.stderr).toMatch(/^rex run: .*\/no\/such\/program: no such program on beta\n$/);
+    const file = join(dir, 'not-executable.sh');
+    writeFileSync(file, '#!/bin/sh\necho hi\n');
+    chmodSync(file, 0o644);
+    const denied = await rexRun(socket, ['--host', 'gamma', file]);
+    expect(denied.code).toBe(126);
+    expect(denied.stderr).toMatch(/not-executable\.sh on gamma: permission denied/);
+    const unknown = await rexRun(socket, ['--host', 'omega', '/bin/true']);
+    expect(unknown.code).toBe(255);
+    expect(unknown.stderr).toMatch(/no host "omega" in this cluster/);
+  });
+
+  it('runs in the same directory when it exists there, else in the temp directory said once on stderr; the deny list is not passed', async () => {
+    const here = await viaStub(['pwd'], 'beta', { cwd: dir });
+    expect(here.stdout).toBe(`${dir}\n`);
+    const gone = await viaStub(['sh', '-c', 'pwd; echo "FOO=$FOO DISPLAY=${DISPLAY:-unset}"'], 'beta', { cwd: '/nonexistent/dir', env: ['PATH=/usr/bin:/bin', 'FOO=bar', 'DISPLAY=:0'] });
+    expect(gone.stderr).toBe(`rex: beta: /nonexistent/dir does not exist here; running in ${gone.rp.cwd}\n`);
+    expect(gone.stdout).toBe(`${gone.rp.cwd}\nFOO=bar DISPLAY=unset\n`);
+  });
+
+  it('relays 100 MB of stdout and of stdin with matching checksums', async () => {
+    const file = join(dir, 'big.bin');
+    const chunk = randomBytes(1 << 20);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 100; i++) parts.push(Buffer.from(chunk.map((b) => b ^ i)));
+    const data = Buffer.concat(parts);
+    writeFileSync(file, data);
+    const want = createHash('sha256').update(data).digest('hex');
+    const out = await rexRun(socket, ['--host', 'beta', 'cat', file]);
+    expect(out.code).toBe(0);
+    expect(out.stdout.length).toBe(data.length);
+    expect(createHash('sha256').update(out.stdout).digest('hex')).toBe(want);
+    const sum = await rexRun(socket, ['--host', 'gamma', 'sha256sum'], { stdinFile: file });
+    expect(sum.code).toBe(0);
+    expect(sum.stdout.toString()).toBe(`${want}  -\n`);
+  }, 120_000);
+
+  it('keeps the order of stdout and stderr lines written one write each', async () => {
+    // Each line is one write(2); the executor sends in read order, rex run writes in arrival order.
+    const script = 'for i in $(seq 1 200); do echo "out $i"; echo "err $i" >&2; done';
+    const r = await run('sh', ['-c', `${process.execPath} ${distBin('rex')} run --socket ${socket} --host beta sh -c '${script}' 2>&1`]);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.length).toBe(400);
+    // Within each stream the order is exact; no line is torn.
+    expect(lines.filter((l) => l.startsWith('out'))).toEqual([...Array(200).keys()].map((i) => `out ${i + 1}`));
+    expect(lines.filter((l) => l.startsWith('err'))).toEqual([...Array(200).keys()].map((i) => `err ${i + 1}`));
+  });
+
+  it('places work without --host on the least-loaded hosts: three jobs at once land on three hosts', async () => {
+    // Let the peers' figures catch up with the jobs of the tests before (load-interval is 200 ms).
+    await new Promise((r) => setTimeout(r, 800));
+    const rps = await Promise.all(
+      [0, 1, 2].map(async () => {
+        const rp = await RemoteProcess.start(client.conn, { path: 'sleep', argv: ['sleep', '2'], env: ['PATH=/usr/bin:/bin'] }, (_fd, _d, done) => done());
+        rp.end();
+        return rp;
+      }),
+    );
+    expect(new Set(rps.map((r) => r.host))).toEqual(new Set(['alpha', 'beta', 'gamma']));
+    for (const rp of rps) expect((await rp.exited).code).toBe(0);
+    const r = await rexRun(socket, ['hostname']);
+    expect(r.code).toBe(0);
+  });
+
+  it('when the remote rexd dies mid-run, rex run says so in one line and exits 255', async () => {
+    const r = rexRun(socket, ['--host', 'gamma', 'sh', '-c', 'echo started; sleep 30'], {
+      onStdout: (s) => {
+        if (s === 'started\n') cluster.kill('gamma', 'SIGKILL');
+      },
+    });
+    const res = await r;
+    expect(res.code).toBe(255);
+    expect(res.stdout.toString()).toBe('started\n');
+    expect(res.stderr).toMatch(/^rex run: .*lost gamma while sh ran there.*\n$/);
+  }, 30_000);
+});
