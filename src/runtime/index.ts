@@ -3,6 +3,7 @@
  * Generated stubs import the versioned entry point `rex/runtime/codegen-v1` instead.
  */
 export { RexClient, resolveSocket, type ClientOptions } from './client.js';
+export { spawn, exec, RemoteChildProcess, type SpawnOptions, type SpawnError, type ExecCallback } from './spawn.js';
 export { rcall, rexTransport, closeSharedChannel } from './rcall.js';
 export { CallError } from '../calls/transport.js';
 export type { HostEntry, Message, MessageOf } from '../protocol/messages.js';
