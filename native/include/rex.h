@@ -422,6 +422,52 @@ REX_EXTERN int rex_register_entry(const char *name, rex_entry_fn fn, size_t in_s
  */
 REX_EXTERN int rex_serve(void);
 
+/* ============================================ remote execution (rexecve) */
+/*
+ * Running a program on another host as if it were a local child
+ * (docs/EXEC.md, docs/man/rexecve.3.md). Messages 0x0040-0x0045 and the
+ * per-stream credit WINDOW_UPDATE of docs/PROTOCOL.md section 4.9.
+ */
+
+/** Message types of remote execution (docs/PROTOCOL.md 3.1 and 4.9). */
+enum rex_exec_msg_type {
+  REX_MSG_WINDOW_UPDATE = 0x0004,
+  REX_MSG_EXEC = 0x0040,
+  REX_MSG_STARTED = 0x0041,
+  REX_MSG_DATA = 0x0042,
+  REX_MSG_SIGNAL = 0x0043,
+  REX_MSG_WINSIZE = 0x0044,
+  REX_MSG_EXIT = 0x0045
+};
+
+/* Attribute tags of the remote execution messages. */
+enum { REX_WINDOW_UPDATE_INCREMENT = 1 };
+enum { REX_EXEC_PATH = 1, REX_EXEC_ARGV = 2, REX_EXEC_ENV = 3, REX_EXEC_CWD = 4, REX_EXEC_HOST = 5, REX_EXEC_PTY = 6,
+       REX_EXEC_ROWS = 7, REX_EXEC_COLS = 8, REX_EXEC_WINDOW = 9, REX_EXEC_PROGRAM = 10, REX_EXEC_SHA256 = 11 };
+enum { REX_STARTED_HOST = 1, REX_STARTED_PID = 2, REX_STARTED_WINDOW = 3, REX_STARTED_CWD = 4 };
+enum { REX_DATA_FD = 1, REX_DATA_DATA = 2, REX_DATA_EOF = 3 };
+enum { REX_SIGNAL_SIGNAL = 1 };
+enum { REX_WINSIZE_ROWS = 1, REX_WINSIZE_COLS = 2 };
+enum { REX_EXIT_CODE = 1, REX_EXIT_SIGNAL = 2, REX_EXIT_CORE = 3, REX_EXIT_HOST = 4 };
+
+/**
+ * execve() on the cluster: runs path with argv and envp on the least-loaded
+ * host (or on $REX_HOST). On success it does not return: the calling process
+ * becomes the program's local stub, relaying fds 0-2 and the signals INT,
+ * TERM, HUP, QUIT, USR1, USR2, WINCH, TSTP, CONT and ALRM, and it ends with
+ * the remote exit code or dies of the remote program's signal, so the parent's
+ * wait() sees what a local child would give. On failure before anything
+ * started it returns -1 with errno set (ENOENT: no such program there;
+ * EACCES: not executable or not authorized; EHOSTUNREACH: no host could run
+ * it or no rexd; E2BIG; EINVAL) and the process is as it was;
+ * rex_last_error() has the detail. If the host is lost while the program
+ * runs, the stub prints one line on stderr and exits with status 255.
+ */
+REX_EXTERN int rexecve(const char *path, char *const argv[], char *const envp[]);
+
+/** rexecve() on host (NULL: $REX_HOST, else placement); rflags must be 0 (reserved). */
+REX_EXTERN int rexecve_on(const char *host, const char *path, char *const argv[], char *const envp[], unsigned rflags);
+
 #ifdef __cplusplus
 }
 #endif

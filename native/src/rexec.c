@@ -1,0 +1,430 @@
+/*
+ * rexec.c: rexecve() (docs/man/rexecve.3.md). Asks the local rexd to run a
+ * program on the least-loaded host (or a named one) with EXEC, and once the
+ * program runs, turns the calling process into its local stub: fds 0-2 are
+ * relayed as DATA frames with per-stream credit, the usual signals are
+ * forwarded as SIGNAL, and the process ends as the remote program did
+ * (docs/PROTOCOL.md 4.9, docs/EXEC.md).
+ *
+ * Hazards: nothing the caller can see changes before STARTED (no signal
+ * handler, no fd but our close-on-exec socket), so a failure returns -1 with
+ * the process as it was; after STARTED there is no way back, as after
+ * execve(), and the stub leaves with _exit (the caller's atexit handlers and
+ * stdio buffers belong to the replaced program, they must not run). Signal
+ * handlers only write the signal number to a self-pipe; everything else
+ * happens in the loop. A death signal is re-raised with RLIMIT_CORE 0, so the
+ * stub does not leave a core file of its own where the remote dumped one.
+ */
+#define _GNU_SOURCE /* SOCK_CLOEXEC, MSG_NOSIGNAL, pipe2 */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define REXEC_SOFTWARE "librex/0.1.0"
+#define REXEC_WINDOW (1u << 20)
+#define REXEC_CHUNK (64u * 1024u)
+#define STREAM 1u
+
+/* Signal names on the wire (without SIG) and their numbers here. */
+static const struct {
+  int sig;
+  const char *name;
+} SIGNALS[] = {{SIGHUP, "HUP"},   {SIGINT, "INT"},   {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},       {SIGTRAP, "TRAP"},
+               {SIGABRT, "ABRT"}, {SIGBUS, "BUS"},   {SIGFPE, "FPE"},   {SIGKILL, "KILL"},     {SIGUSR1, "USR1"},
+               {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"}, {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"},     {SIGTERM, "TERM"},
+               {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"}, {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"},     {SIGTTIN, "TTIN"},
+               {SIGTTOU, "TTOU"}, {SIGURG, "URG"},   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},     {SIGVTALRM, "VTALRM"},
+               {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},   {SIGPWR, "PWR"},       {SIGSYS, "SYS"}};
+
+/* What the stub forwards (as rex run does). */
+static const int FORWARD[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT, SIGALRM};
+
+static const char *sig_name(int sig) {
+  for (size_t i = 0; i < sizeof SIGNALS / sizeof *SIGNALS; i++)
+    if (SIGNALS[i].sig == sig) return SIGNALS[i].name;
+  return NULL;
+}
+
+static int sig_number(const struct rex_attr *a) {
+  for (size_t i = 0; i < sizeof SIGNALS / sizeof *SIGNALS; i++)
+    if (strlen(SIGNALS[i].name) == a->len && memcmp(SIGNALS[i].name, a->data, a->len) == 0) return SIGNALS[i].sig;
+  return 0;
+}
+
+struct rx {
+  int fd;
+  uint8_t *buf;
+  size_t len, cap, used;
+  struct rex_attr *arena;
+  size_t arena_cap;
+  uint8_t *out; /* encode buffer: one frame */
+  size_t out_cap;
+};
+
+static void rx_free(struct rx *c) {
+  if (c->fd >= 0) close(c->fd);
+  free(c->buf);
+  free(c->arena);
+  free(c->out);
+  c->fd = -1;
+}
+
+/* Writes all of p to fd, waiting with poll when fd is non-blocking. 0 or -errno. */
+static int write_all(int fd, const uint8_t *p, size_t n, int sock) {
+  while (n) {
+    ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT, .revents = 0};
+        poll(&pf, 1, 1000);
+        continue;
+      }
+      return -errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Encodes f and sends it. 0 or -errno. */
+static int rx_send(struct rx *c, const struct rex_frame *f, size_t extra) {
+  size_t need = REX_PROTO_HEADER_SIZE + 4096 + extra;
+  if (need > c->out_cap) {
+    uint8_t *o = realloc(c->out, need);
+    if (!o) return -ENOMEM;
+    c->out = o;
+    c->out_cap = need;
+  }
+  size_t n;
+  int rc = rex_frame_encode(f, c->out, c->out_cap, &n);
+  if (rc) {
+    rex__set_error("encoding frame type 0x%04x: %s", f->type, rex_strerror(rc));
+    return -EINVAL;
+  }
+  return write_all(c->fd, c->out, n, 1);
+}
+
+/* Receives the next frame (valid until the next call). 0, -ECONNRESET on close, or -errno. */
+static int rx_recv(struct rx *c, struct rex_frame *f) {
+  if (c->used) {
+    memmove(c->buf, c->buf + c->used, c->len - c->used);
+    c->len -= c->used;
+    c->used = 0;
+  }
+  for (;;) {
+    size_t want = REX_PROTO_MAX_ATTRS;
+    if (want > c->arena_cap) {
+      struct rex_attr *a = realloc(c->arena, want * sizeof *a);
+      if (!a) return -ENOMEM;
+      c->arena = a;
+      c->arena_cap = want;
+    }
+    rex_frame_init(f, c->arena, c->arena_cap);
+    size_t consumed = 0;
+    int rc = c->len ? rex_frame_decode(c->buf, c->len, REX_PROTO_MAX_PAYLOAD, f, &consumed) : REX_EAGAIN;
+    if (rc == 0) {
+      c->used = consumed;
+      return 0;
+    }
+    if (rc != REX_EAGAIN) {
+      rex__set_error("rexd sent a bad frame: %s: %s", rex_err_name(rc), f->err);
+      return -EPROTO;
+    }
+    size_t need = c->len < REX_PROTO_HEADER_SIZE ? REX_PROTO_HEADER_SIZE : REX_PROTO_HEADER_SIZE + (size_t)f->length;
+    if (need < c->len + 65536) need = c->len + 65536;
+    if (need > c->cap) {
+      uint8_t *b = realloc(c->buf, need);
+      if (!b) return -ENOMEM;
+      c->buf = b;
+      c->cap = need;
+    }
+    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) return -ECONNRESET;
+    c->len += (size_t)r;
+  }
+}
+
+/* Bytes of c->buf not yet returned as frames: the loop must decode them before it polls. */
+static size_t rx_pending(const struct rx *c) { return c->len - c->used; }
+
+static const struct rex_attr *attr(const struct rex_frame *f, uint16_t tag) { return rex_attr_find(f, REX_ATTR_NONE, tag); }
+
+/* ERROR answering EXEC -> errno, with rex_last_error() set to rexd's message. */
+static int exec_error(const struct rex_frame *f) {
+  const struct rex_attr *code = attr(f, REX_ERROR_CODE);
+  const struct rex_attr *msg = attr(f, REX_ERROR_MESSAGE);
+  char text[512] = "";
+  if (msg && msg->kind == REX_KIND_STRING) {
+    size_t n = msg->len < sizeof text - 1 ? msg->len : sizeof text - 1;
+    memcpy(text, msg->data, n);
+    text[n] = '\0';
+  }
+  uint64_t v = code && code->kind == REX_KIND_UINT ? code->v.u : 0;
+  rex__set_error("rexecve: %s", text);
+  switch (v) {
+    case (uint64_t)-REX_EPROTO_NO_ENTRY: return ENOENT;
+    case (uint64_t)-REX_EPROTO_DENIED: return EACCES;
+    case (uint64_t)-REX_EPROTO_NO_HOST:
+    case (uint64_t)-REX_EPROTO_UNREACHABLE:
+    case (uint64_t)-REX_EPROTO_TIMEOUT: return EHOSTUNREACH;
+    case (uint64_t)-REX_EPROTO_BUSY: return EAGAIN;
+    case (uint64_t)-REX_EPROTO_BAD_REQUEST: return EINVAL;
+    default: return EPROTO;
+  }
+}
+
+/* Connects, says HELLO, sends EXEC and waits for STARTED. 0, or an errno (nothing started). */
+static int start(struct rx *c, const char *host, const char *path, char *const argv[], char *const envp[]) {
+  char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  int rc = rex__socket_path(sockpath, sizeof sockpath);
+  if (rc) return -rc;
+  c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c->fd < 0) return errno;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, sockpath, strlen(sockpath) + 1);
+  while (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (errno == EINTR) continue;
+    int e = errno;
+    rex__set_error("rexecve: connect %s: %s (is rexd running?)", sockpath, strerror(e));
+    return e == ENOENT || e == ECONNREFUSED ? EHOSTUNREACH : e;
+  }
+  struct rex_frame f;
+  struct rex_attr hattrs[8];
+  rex_frame_init(&f, hattrs, 8);
+  rex_frame_start(&f, REX_MSG_HELLO, 0, 0);
+  rex_attr_uint(&f, REX_HELLO_VERSION_MIN, REX_PROTO_VERSION_MIN);
+  rex_attr_uint(&f, REX_HELLO_VERSION_MAX, REX_PROTO_VERSION_MAX);
+  rex_attr_uint(&f, REX_HELLO_ROLE, REX_ROLE_CLIENT);
+  rex_attr_string(&f, REX_HELLO_SOFTWARE, REXEC_SOFTWARE);
+  if ((rc = write_all(c->fd, (const uint8_t *)REX_PROTO_PREFACE, REX_PROTO_PREFACE_SIZE, 1)) || (rc = rx_send(c, &f, 0))) return -rc;
+  if ((rc = rx_recv(c, &f))) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
+  if (f.type == REX_MSG_ERROR) return exec_error(&f) == EACCES ? EACCES : EHOSTUNREACH;
+  if (f.type != REX_MSG_HELLO) return EPROTO;
+
+  /* EXEC: path, argv, env, cwd, host, window. Sizes are checked by the encoder (TOO_BIG: E2BIG). */
+  size_t nargs = 0, nenv = 0, bytes = 0;
+  for (; argv && argv[nargs]; nargs++) bytes += strlen(argv[nargs]) + 7;
+  for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
+  if (nargs + nenv + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
+    rex__set_error("rexecve: argument list and environment too long for one EXEC frame");
+    return E2BIG;
+  }
+  struct rex_attr *ea = calloc(nargs + nenv + 8, sizeof *ea);
+  if (!ea) return ENOMEM;
+  char cwd[4096];
+  rex_frame_init(&f, ea, nargs + nenv + 8);
+  rex_frame_start(&f, REX_MSG_EXEC, 0, STREAM);
+  rex_attr_string(&f, REX_EXEC_PATH, path);
+  for (size_t i = 0; i < nargs; i++) rex_attr_string(&f, REX_EXEC_ARGV, argv[i]);
+  for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
+  if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
+  if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
+  rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
+  rc = rx_send(c, &f, bytes + strlen(path) + 8192);
+  free(ea);
+  if (rc) return rc == -EINVAL ? E2BIG : -rc;
+  for (;;) {
+    if ((rc = rx_recv(c, &f))) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
+    if (f.stream == 0 && f.type == REX_MSG_ERROR) return exec_error(&f);
+    if (f.stream != STREAM) continue;
+    if (f.type == REX_MSG_ERROR) return exec_error(&f);
+    if (f.type == REX_MSG_STARTED) return 0;
+    rex__set_error("rexecve: rexd answered EXEC with frame type 0x%04x", f.type);
+    return EPROTO;
+  }
+}
+
+static int sigpipe_fds[2] = {-1, -1};
+
+static void on_signal(int sig) {
+  int e = errno;
+  unsigned char b = (unsigned char)sig;
+  ssize_t r = write(sigpipe_fds[1], &b, 1);
+  (void)r;
+  errno = e;
+}
+
+/* Leaves like the remote program: _exit(code), or death by the same signal. */
+static void __attribute__((noreturn)) end_like(int code, int sig) {
+  if (sig > 0) {
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    _exit(128 + sig); /* a signal whose default is to ignore (CHLD, URG, WINCH): as a shell reports it */
+  }
+  _exit(code);
+}
+
+static void __attribute__((noreturn)) lost(const char *why) {
+  char line[640];
+  int n = snprintf(line, sizeof line, "rexecve: %s\n", why);
+  if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, 0);
+  _exit(255);
+}
+
+static int send_simple(struct rx *c, uint16_t type, uint16_t tag, uint64_t v, const char *s, const void *bytes, size_t n,
+                       int eof) {
+  struct rex_attr a[4];
+  struct rex_frame f;
+  rex_frame_init(&f, a, 4);
+  rex_frame_start(&f, type, 0, STREAM);
+  if (type == REX_MSG_DATA) {
+    rex_attr_uint(&f, REX_DATA_FD, 0);
+    if (n) rex_attr_bytes(&f, REX_DATA_DATA, bytes, n);
+    if (eof) rex_attr_bool(&f, REX_DATA_EOF, 1);
+  } else if (s)
+    rex_attr_string(&f, tag, s);
+  else
+    rex_attr_uint(&f, tag, v);
+  return rx_send(c, &f, n);
+}
+
+/* The stub: relays until EXIT, then ends like the remote program. Never returns. */
+static void __attribute__((noreturn)) relay(struct rx *c) {
+  if (pipe2(sigpipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) lost("cannot create the signal pipe");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof FORWARD / sizeof *FORWARD; i++) sigaction(FORWARD[i], &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  uint64_t credit = REXEC_WINDOW;
+  int stdin_open = 1;
+  uint8_t *inbuf = malloc(REXEC_CHUNK);
+  if (!inbuf) lost("out of memory");
+  struct rex_frame f;
+  for (;;) {
+    /* Frames already received are handled before waiting again. */
+    while (rx_pending(c) >= REX_PROTO_HEADER_SIZE) {
+      uint32_t plen = rex__rd32(c->buf + c->used);
+      if (rx_pending(c) < REX_PROTO_HEADER_SIZE + (size_t)plen) break;
+      int rc = rx_recv(c, &f);
+      if (rc) lost("bad frame from rexd");
+      if (f.type == REX_MSG_ERROR) {
+        exec_error(&f);
+        lost(rex_last_error() + 9); /* without its "rexecve: " prefix: lost() adds it */
+      }
+      if (f.type == REX_MSG_GOODBYE) lost("rexd closed the connection");
+      if (f.stream != STREAM) continue;
+      const struct rex_attr *a;
+      switch (f.type) {
+        case REX_MSG_DATA: {
+          a = attr(&f, REX_DATA_FD);
+          const struct rex_attr *d = attr(&f, REX_DATA_DATA);
+          if (a && a->kind == REX_KIND_UINT && d && d->kind == REX_KIND_BYTES && d->len > 0) {
+            int fd = a->v.u == 2 ? 2 : 1;
+            write_all(fd, d->data, d->len, 0); /* EPIPE: the reader is gone; drop, keep the credit flowing */
+            if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+          }
+          break;
+        }
+        case REX_MSG_WINDOW_UPDATE:
+          if ((a = attr(&f, REX_WINDOW_UPDATE_INCREMENT)) && a->kind == REX_KIND_UINT) credit += a->v.u;
+          break;
+        case REX_MSG_EXIT: {
+          const struct rex_attr *s = attr(&f, REX_EXIT_SIGNAL);
+          a = attr(&f, REX_EXIT_CODE);
+          if (s && s->kind == REX_KIND_STRING) {
+            int sig = sig_number(s);
+            end_like(0, sig > 0 ? sig : 0);
+          }
+          end_like(a && a->kind == REX_KIND_UINT ? (int)(a->v.u & 0xff) : 0, 0);
+        }
+        default:
+          break;
+      }
+    }
+    struct pollfd p[3] = {{.fd = c->fd, .events = POLLIN, .revents = 0},
+                          {.fd = sigpipe_fds[0], .events = POLLIN, .revents = 0},
+                          {.fd = 0, .events = POLLIN, .revents = 0}};
+    nfds_t np = stdin_open && credit > 0 ? 3 : 2;
+    if (poll(p, np, -1) < 0) {
+      if (errno == EINTR) continue;
+      lost("poll failed");
+    }
+    if (p[1].revents & POLLIN) {
+      unsigned char sigs[32];
+      ssize_t n = read(sigpipe_fds[0], sigs, sizeof sigs);
+      for (ssize_t i = 0; i < n; i++) {
+        const char *name = sig_name(sigs[i]);
+        if (name && send_simple(c, REX_MSG_SIGNAL, REX_SIGNAL_SIGNAL, 0, name, NULL, 0, 0)) lost("lost rexd");
+        if (sigs[i] == SIGTSTP) raise(SIGSTOP); /* Ctrl-Z stops the stub too, as it would a local child */
+      }
+    }
+    if (np == 3 && (p[2].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
+      size_t want = credit < REXEC_CHUNK ? (size_t)credit : REXEC_CHUNK;
+      ssize_t n = (p[2].revents & POLLNVAL) ? 0 : read(0, inbuf, want);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
+        stdin_open = 0;
+        if (send_simple(c, REX_MSG_DATA, 0, 0, NULL, NULL, 0, 1)) lost("lost rexd");
+      } else {
+        credit -= (uint64_t)n;
+        if (send_simple(c, REX_MSG_DATA, 0, 0, NULL, inbuf, (size_t)n, 0)) lost("lost rexd");
+      }
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      /* Read what is there; the top of the loop decodes it. */
+      if (c->used) {
+        memmove(c->buf, c->buf + c->used, c->len - c->used);
+        c->len -= c->used;
+        c->used = 0;
+      }
+      if (c->cap - c->len < 65536) {
+        size_t cap = c->cap * 2 < c->len + 65536 ? c->len + 65536 : c->cap * 2;
+        if (cap > 2 * (REX_PROTO_MAX_PAYLOAD + REX_PROTO_HEADER_SIZE)) cap = 2 * (REX_PROTO_MAX_PAYLOAD + REX_PROTO_HEADER_SIZE);
+        uint8_t *b = realloc(c->buf, cap);
+        if (!b) lost("out of memory");
+        c->buf = b;
+        c->cap = cap;
+      }
+      ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+      if (r == 0) lost("lost the connection to rexd while the program ran");
+      if (r < 0 && errno != EINTR && errno != EAGAIN) lost("lost the connection to rexd while the program ran");
+      if (r > 0) c->len += (size_t)r;
+    }
+  }
+}
+
+int rexecve_on(const char *host, const char *path, char *const argv[], char *const envp[], unsigned rflags) {
+  rex__clear_error();
+  if (!path || !*path || rflags != 0) {
+    errno = path && *path ? EINVAL : ENOENT;
+    return -1;
+  }
+  if (!host) host = getenv("REX_HOST");
+  struct rx c = {.fd = -1};
+  int e = start(&c, host, path, argv, envp);
+  if (e) {
+    rx_free(&c);
+    errno = e;
+    return -1;
+  }
+  relay(&c);
+}
+
+int rexecve(const char *path, char *const argv[], char *const envp[]) { return rexecve_on(NULL, path, argv, envp, 0); }
