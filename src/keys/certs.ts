@@ -11,7 +11,10 @@ import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { keyId } from './id.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+// The two-argument overload types the same under every lib setting: with the
+// DOM lib the one-argument form's `Crypto` differs from Node's webcrypto type,
+// which broke type-checking of code that imports the runtime (generated stubs).
+x509.cryptoProvider.set(x509.CryptoProvider.DEFAULT, webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
 
 /** A new key pair and its certificate, PEM encoded. */
 export interface KeyMaterial {
