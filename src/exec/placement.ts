@@ -28,7 +28,8 @@ export interface Candidate {
  * that a burst of placements spreads out before the next load poll shows them.
  */
 export class Placer {
-  private placedAt = new Map<string, number[]>();
+  /** Our jobs on each peer: when they started and (once the origin saw EXIT) ended. */
+  private jobs = new Map<string, { start: number; end?: number }[]>();
   /** Jobs chosen for a host that have not started yet (no figure, not even the origin's meter, shows them). */
   private inflight = new Map<string, number>();
   private rr = 0;
@@ -44,14 +45,23 @@ export class Placer {
     this.policy = p;
   }
 
-  /** Records that one job went to `host` (so the next choice sees it at once). */
-  placed(host: string): void {
-    const list = this.placedAt.get(host) ?? [];
-    list.push(this.now());
-    // Only placements newer than the host's figure matter; a minute is far longer than any poll interval.
+  /**
+   * Records that one of our jobs started on `host`; call the returned function
+   * when it ends. The placer uses this to correct the host's last figure.
+   */
+  placed(host: string): () => void {
+    const list = this.jobs.get(host) ?? [];
+    const job: { start: number; end?: number } = { start: this.now() };
+    list.push(job);
+    // Ended jobs matter only until the next figure; a minute is far longer than any poll interval.
     const cut = this.now() - 60_000;
-    while (list.length > 0 && list[0]! < cut) list.shift();
-    this.placedAt.set(host, list);
+    this.jobs.set(
+      host,
+      list.filter((j) => j.end === undefined || j.end >= cut),
+    );
+    return () => {
+      job.end ??= this.now();
+    };
   }
 
   /**
@@ -69,12 +79,22 @@ export class Placer {
     };
   }
 
-  /** The load a host would show now: its figure plus our placements the figure cannot contain yet. */
+  /**
+   * The load a host would show now. The origin's meter is live. A peer's
+   * figure is up to one poll old: our jobs that started since are added, and
+   * our jobs it counted that have ended since are taken off again (short jobs
+   * would otherwise make a peer look busy until its next figure).
+   */
   effectiveLoad(c: Candidate): number {
     const pending = this.inflight.get(c.name) ?? 0;
-    // The origin's meter counts its own jobs the moment they start; a peer's figure lags by up to a poll.
-    const unseen = c.self ? 0 : (this.placedAt.get(c.name) ?? []).filter((t) => t >= c.figureAt).length;
-    return c.load + (unseen + pending) / Math.max(1, c.cores);
+    let delta = pending;
+    if (!c.self) {
+      for (const j of this.jobs.get(c.name) ?? []) {
+        if (j.start >= c.figureAt && j.end === undefined) delta++;
+        else if (j.start < c.figureAt && j.end !== undefined && j.end >= c.figureAt) delta--;
+      }
+    }
+    return Math.max(0, c.load + delta / Math.max(1, c.cores));
   }
 
   /** Candidates in the order to try them; `candidates` is in rex.rc order, the origin first. */

@@ -46,7 +46,6 @@ export class ExecService {
     if (!caller.local) {
       // Only the origin's rexd routes, and only once.
       if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `EXEC for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });
-      this.placer.placed(self);
       return runHere(m, conn, this.ctx);
     }
     if (explicit) {
@@ -112,6 +111,7 @@ export class ExecService {
     const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}) };
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
+      let ended: (() => void) | undefined;
       let h: StreamHandle | undefined;
       const timer = setTimeout(() => {
         if (started) return;
@@ -124,7 +124,7 @@ export class ExecService {
             if (x.type === 'STARTED' && !started) {
               started = true;
               clearTimeout(timer);
-              this.placer.placed(host);
+              ended = this.placer.placed(host);
               onStarted?.();
               // From here on, the client's frames on its stream go straight to the executor.
               conn.adoptStream(clientStream, {
@@ -141,6 +141,7 @@ export class ExecService {
               return;
             }
             if (x.type === 'EXIT') {
+              ended?.();
               resolve(body(x));
               return;
             }
@@ -148,6 +149,7 @@ export class ExecService {
           },
           onClose: (err) => {
             clearTimeout(timer);
+            ended?.();
             if (!err) return; // EXIT resolved already
             const proto = (err as Error & { proto?: string }).proto;
             if (!started) {

@@ -13,21 +13,32 @@ describe('placement (docs/PLACEMENT.md)', () => {
     expect(new Placer('least-loaded').order(hosts([0.2, 0.2, 0.2]))).toEqual(['alpha', 'beta', 'gamma']);
   });
 
-  it('counts jobs placed since a peer\'s last figure, so a burst spreads out before the next poll', () => {
+  it("corrects a peer's figure with our jobs: started since count, ended since no longer count", () => {
     let t = 2000;
     const p = new Placer('least-loaded', () => t);
     const c = hosts([0.9, 0.0, 0.0]);
     const picks: string[] = [];
+    const ends: (() => void)[] = [];
     for (let i = 0; i < 4; i++) {
       const first = p.order(c)[0]!;
       picks.push(first);
-      if (first !== 'alpha') p.placed(first);
+      if (first !== 'alpha') ends.push(p.placed(first));
       t += 1;
     }
-    // beta and gamma take turns (each job adds 1/cores); the busy origin gets nothing.
+    // beta and gamma take turns (each running job adds 1/cores); the busy origin gets nothing.
     expect(picks).toEqual(['beta', 'gamma', 'beta', 'gamma']);
-    // Placements older than the figure are already in it and no longer count.
-    expect(p.effectiveLoad({ name: 'beta', self: false, load: 0, cores: 2, figureAt: t + 10 })).toBe(0);
+    expect(p.effectiveLoad(c[1]!)).toBe(1);
+    // A new figure (taken while the jobs ran) counts them itself; once they end, they come off it.
+    const fresh = { name: 'beta', self: false, load: 1, cores: 2, figureAt: t + 1 };
+    expect(p.effectiveLoad(fresh)).toBe(1);
+    t += 5;
+    for (const end of ends) end();
+    expect(p.effectiveLoad(fresh)).toBe(0);
+    // Jobs decided but not started count everywhere, the origin included.
+    const release = p.reserve('alpha');
+    expect(p.effectiveLoad(c[0]!)).toBeCloseTo(1.4);
+    release();
+    expect(p.effectiveLoad(c[0]!)).toBeCloseTo(0.9);
   });
 
   it('round-robin rotates and random permutes every candidate', () => {

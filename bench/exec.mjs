@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// Benchmark: remote execution (docs/EXEC.md) against its peers, in the same run.
+//   1. starting /bin/true on another host: rexecve()'s C stub, `rex run` (a Node
+//      CLI: its start-up is most of it), the in-process stub (spawn()'s path),
+//      against a local posix_spawn and against ssh to a private sshd on loopback
+//      (full handshake, and ControlMaster multiplexing);
+//   2. 1,000 short jobs placed over a three-host cluster: jobs/s and how evenly
+//      they landed;
+//   3. 100 MB of stdout: rexecve()'s stub against `ssh cat`.
+// The ssh peer needs sshd (openssh-server): when it is missing, the setup tries
+// `apt-get install openssh-server` as root; otherwise that peer is skipped with a note.
+// Run: `node bench/exec.mjs [N]` after `npx tsc` and `make -C native`.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LocalCluster } from '../dist/cluster/cluster.js';
+import { RemoteProcess } from '../dist/exec/stub.js';
+import { RexClient } from '../dist/runtime/client.js';
+
+const N = Number(process.argv[2] ?? 200);
+const JOBS = 1000;
+const root = fileURLToPath(new URL('..', import.meta.url));
+const native = join(root, 'native');
+
+function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { median: q(0.5), p90: q(0.9), min: s[0] };
+}
+const ms = (x) => `${x.toFixed(2)} ms`;
+const line = (name, xs) => {
+  const s = stats(xs);
+  console.log(`${name.padEnd(44)} median ${ms(s.median).padStart(10)}  p90 ${ms(s.p90).padStart(10)}  min ${ms(s.min).padStart(10)}`);
+  return s.median;
+};
+
+/** Time from spawn to exit of a command, n times (after a few warm-ups). */
+async function timeSpawn(cmd, args, env, n = N) {
+  const out = [];
+  for (let i = 0; i < n + 5; i++) {
+    const t0 = process.hrtime.bigint();
+    await new Promise((resolve, reject) => {
+      const c = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'inherit'] });
+      c.on('error', reject);
+      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}`))));
+    });
+    if (i >= 5) out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return out;
+}
+
+function buildStub() {
+  execFileSync('make', ['-s', '-C', native, 'build/lib/librex.a'], { stdio: 'pipe' });
+  mkdirSync(join(native, 'build', 'test'), { recursive: true });
+  const bin = join(native, 'build', 'test', 'rexecve_demo');
+  execFileSync('cc', ['-O2', '-I', join(native, 'include'), '-o', bin, join(native, 'test', 'rexecve_demo.c'), join(native, 'build', 'lib', 'librex.a'), '-lm']);
+  return bin;
+}
+
+/** A private sshd on loopback for this user, or a reason why there is none. */
+function startSshd(dir) {
+  let sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
+  if (!sshd && process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0) {
+    console.log('(installing openssh-server for the ssh peer...)');
+    spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'openssh-server'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 300_000 });
+    sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
+  }
+  if (!sshd) return { skip: 'openssh-server is not installed (and could not be installed here): the ssh peer is skipped' };
+  const key = join(dir, 'id');
+  const hostKey = join(dir, 'host');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
+  writeFileSync(join(dir, 'authorized_keys'), execFileSync('cat', [`${key}.pub`]), { mode: 0o600 });
+  const port = 20000 + (process.pid % 20000);
+  const conf = join(dir, 'sshd_config');
+  writeFileSync(
+    conf,
+    [`Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'StrictModes no', 'UsePAM no', `PidFile ${join(dir, 'sshd.pid')}`, 'PermitRootLogin yes'].join('\n') + '\n',
+  );
+  mkdirSync('/run/sshd', { recursive: true });
+  const d = spawn(sshd, ['-D', '-e', '-f', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  d.stderr.on('data', (x) => (err += x));
+  const base = ['-i', key, '-p', String(port), '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(dir, 'known')}`, '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'];
+  for (let i = 0; i < 50; i++) {
+    if (spawnSync('ssh', [...base, '127.0.0.1', 'true']).status === 0) {
+      const mux = [...base, '-o', 'ControlMaster=auto', '-o', `ControlPath=${join(dir, 'mux')}`, '-o', 'ControlPersist=120'];
+      return { base, mux, stop: () => d.kill() };
+    }
+    spawnSync('sleep', ['0.1']);
+  }
+  d.kill();
+  return { skip: `sshd did not accept a connection: ${err.trim().split('\n').pop()}` };
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'rex-bench-exec-'));
+  const cluster = await LocalCluster.up({ dir, hosts: 3, netns: false, loadInterval: '200ms', logLevel: 'warn' });
+  let ssh;
+  try {
+    await cluster.waitAllReachable();
+    const socket = cluster.host('alpha').socket;
+    const env = { ...process.env, REX_SOCKET: socket };
+    const stub = buildStub();
+    console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
+    const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
+    const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
+    const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/cli/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
+    const client = await RexClient.connect({ socket });
+    const inproc = [];
+    for (let i = 0; i < N + 5; i++) {
+      const t0 = process.hrtime.bigint();
+      const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'], host: 'beta' }, (_f, _d, done) => done());
+      rp.end();
+      await rp.exited;
+      if (i >= 5) inproc.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    const api = line('in-process stub (spawn() path), --host beta', inproc);
+    ssh = startSshd(dir);
+    let mux;
+    if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
+    else {
+      line('ssh 127.0.0.1 true (full handshake)', await timeSpawn('ssh', [...ssh.base, '127.0.0.1', 'true'], env, Math.min(N, 50)));
+      spawnSync('ssh', [...ssh.mux, '127.0.0.1', 'true']);
+      mux = line('ssh 127.0.0.1 true (ControlMaster)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', 'true'], env));
+    }
+    console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
+    if (mux) {
+      console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
+      console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
+    }
+
+    console.log(`\n## ${JOBS} short jobs (/bin/true) placed over 3 hosts, 16 at a time`);
+    const where = new Map();
+    let next = 0;
+    const t0 = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < JOBS) {
+          next++;
+          const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'] }, (_f, _d, done) => done());
+          rp.end();
+          await rp.exited;
+          where.set(rp.host, (where.get(rp.host) ?? 0) + 1);
+        }
+      }),
+    );
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    console.log(`${(JOBS / secs).toFixed(0)} jobs/s; landed: ${[...where].map(([h, n]) => `${h} ${n}`).join(', ')}`);
+
+    console.log('\n## 100 MB of stdout');
+    const big = join(dir, 'big.bin');
+    writeFileSync(big, randomBytes(100 << 20));
+    const want = createHash('sha256').update(execFileSync('cat', [big], { maxBuffer: 200 << 20 })).digest('hex');
+    const through = (cmd, args) => {
+      const t = process.hrtime.bigint();
+      const out = execFileSync(cmd, args, { env, maxBuffer: 200 << 20 });
+      const s = Number(process.hrtime.bigint() - t) / 1e9;
+      if (createHash('sha256').update(out).digest('hex') !== want) throw new Error(`${cmd}: checksum mismatch`);
+      return 100 / s;
+    };
+    const rexMB = through(stub, ['beta', '/bin/cat', 'cat', big]);
+    console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s`);
+    if (!ssh.skip) {
+      const sshMB = through('ssh', [...ssh.mux, '127.0.0.1', 'cat', big]);
+      console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s`);
+      console.log(`ratio rex / ssh throughput: ${(rexMB / sshMB).toFixed(2)}x (target >= 1x)`);
+    }
+    client.close();
+  } finally {
+    ssh?.stop?.();
+    await cluster.down();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
