@@ -91,6 +91,8 @@ ok('data-stdout-window', [frame(0x0042, 0, 15, [u(1, 1, 1), by(2, '6869207468657
 ok('signal', [frame(0x0043, 0, 15, [s(1, 'INT')])]);
 ok('winsize', [frame(0x0044, 0, 17, [u(1, 50, 1), u(2, 132, 1)])]);
 ok('exit-code', [frame(0x0045, 1, 15, [u(1, 3, 1), s(4, 'beta')])]);
+ok('fetch-file', [frame(0x0046, 0, 15, [by(1, '00'.repeat(31) + 'ff'), s(2, '/home/alice/bin/render')]), frame(0x0047, 0, 15, [u(4, 5, 1)]), frame(0x0047, 0, 15, [by(1, '7f454c4602')]), frame(0x0047, 0, 15, [bo(2, true)])]);
+ok('file-error', [frame(0x0047, 0, 17, [s(3, 'the origin cannot read /x: ENOENT')])]);
 ok('exit-signal', [frame(0x0045, 1, 17, [s(2, 'KILL'), bo(3, false), s(4, 'beta')])]);
 // ---- every kind and width
 ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);

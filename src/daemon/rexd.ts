@@ -111,7 +111,7 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode }, this.peers, config.placementPolicy, config.peerTimeout);
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),

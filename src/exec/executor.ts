@@ -13,6 +13,7 @@ import { EXEC_MAX_CHUNK, type MessageOf } from '../protocol/messages.js';
 import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
 import { filterEnv } from './env.js';
+import { cached, fileSha256, Incoming } from './transfer.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -32,6 +33,8 @@ export interface ExecutorContext {
   log: Logger;
   /** Grace between HUP and KILL when the origin is gone. */
   killGraceMs?: number;
+  /** rex.rc rex-auto-transfer: 'off' runs only what is here; 'on' (and, for now, 'command') fetch from the origin. */
+  autoTransfer?: 'on' | 'off' | 'command';
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
@@ -59,7 +62,10 @@ export function killGroup(child: ChildProcess, graceMs = 2000): void {
 function resolveProgram(path: string, cwd: string, envPath: string | undefined, host: string): string {
   const candidates = path.includes('/') ? [isAbsolute(path) ? path : resolve(cwd, path)] : (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean).map((d) => join(d, path));
   let denied: string | undefined;
+  // Test seam: lets one machine play hosts with different file systems (a program "only on the origin").
+  const hide = process.env.REX_EXEC_TEST_HIDE;
   for (const c of candidates) {
+    if (hide && c.startsWith(hide)) continue;
     let st;
     try {
       st = statSync(c);
@@ -95,7 +101,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   }
   env.PWD = cwd;
   env.REX_SOCKET = ctx.socket;
-  const file = resolveProgram(m.path, cwd, env.PATH, ctx.hostName);
+  const file = await programFor(m, cwd, env.PATH, conn, ctx);
   const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
   const child = spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   await new Promise<void>((ok, fail) => {
@@ -241,6 +247,64 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       setTimeout(orphanCheck, 2000).unref();
       maybeExit();
     });
+  });
+}
+
+/**
+ * The file to run for EXEC `m`: the one here when it matches the origin's hash
+ * (or no hash was sent), else the cached copy, else one fetched from the
+ * origin (FETCH/FILE on the EXEC stream) into the cache.
+ */
+async function programFor(m: MessageOf<'EXEC'>, cwd: string, envPath: string | undefined, conn: Connection, ctx: ExecutorContext): Promise<string> {
+  const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
+  let here: string | undefined;
+  try {
+    here = resolveProgram(m.path, cwd, envPath, ctx.hostName);
+  } catch (e) {
+    if (!want || !(e instanceof ProtocolError) || e.proto !== 'NO_ENTRY') throw e;
+  }
+  if (!want) return here!;
+  if (here && fileSha256(here) === want) return here;
+  const hit = cached(ctx.tempDirectory, want);
+  if (hit) return hit;
+  if (ctx.autoTransfer === 'off') {
+    if (here) return here; // differs, but transfer is off: the host's own program runs
+    throw new ProtocolError('NO_ENTRY', `${m.path}: no such program on ${ctx.hostName}, and rex-auto-transfer is off there`, { fatal: false });
+  }
+  return fetchProgram(m, want, conn, ctx);
+}
+
+function fetchProgram(m: MessageOf<'EXEC'>, hex: string, conn: Connection, ctx: ExecutorContext): Promise<string> {
+  return new Promise<string>((resolvePath, reject) => {
+    let incoming: Incoming;
+    try {
+      incoming = new Incoming(ctx.tempDirectory, hex);
+    } catch (e) {
+      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${ctx.tempDirectory} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
+      return;
+    }
+    const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' = 'NO_ENTRY'): void => {
+      incoming.abort();
+      reject(new ProtocolError(proto, `${m.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
+    };
+    conn.adoptStream(m.stream, {
+      onMessage: (x) => {
+        if (x.type !== 'FILE') return;
+        if (x.error) return fail(x.error);
+        try {
+          if (x.data) incoming.write(x.data);
+          if (x.eof) {
+            const path = incoming.finish();
+            ctx.log.info({ program: m.path, sha256: hex, cached: path }, 'EXEC: program transferred from the origin');
+            resolvePath(path);
+          }
+        } catch (e) {
+          fail((e as Error).message);
+        }
+      },
+      onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
+    });
+    conn.sendOn(m.stream, { type: 'FETCH', sha256: Buffer.from(hex, 'hex'), path: m.path });
   });
 }
 

@@ -4,9 +4,13 @@
  * the origin rexd relays the stream both ways without buffering beyond the
  * per-stream credit; a peer's EXEC always runs here.
  */
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
-import type { Message, MessageOf } from '../protocol/messages.js';
+import { EXEC_MAX_CHUNK, type Message, type MessageOf } from '../protocol/messages.js';
+import { TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
@@ -140,6 +144,10 @@ export class ExecService {
               conn.sendOn(clientStream, body(x));
               return;
             }
+            if (x.type === 'FETCH' && !started) {
+              sendProgram(m, x, h!);
+              return;
+            }
             if (x.type === 'EXIT') {
               ended?.();
               resolve(body(x));
@@ -165,6 +173,32 @@ export class ExecService {
       }
     });
   }
+}
+
+/**
+ * Answers an executor's FETCH with the program the local client named: read
+ * here (the origin, as the client's user), checked against the hash the
+ * executor asked for, sent in FILE chunks.
+ */
+function sendProgram(m: MessageOf<'EXEC'>, f: MessageOf<'FETCH'>, h: StreamHandle): void {
+  const path = isAbsolute(m.path) ? m.path : resolve(m.cwd ?? '/', m.path);
+  let data: Buffer;
+  try {
+    const st = statSync(path);
+    if (st.size > TRANSFER_MAX) throw new Error(`${path} is ${st.size} bytes, more than the ${TRANSFER_MAX} a transfer carries`);
+    data = readFileSync(path);
+  } catch (e) {
+    h.send({ type: 'FILE', error: `the origin cannot read ${path}: ${(e as Error).message}` });
+    return;
+  }
+  const hex = createHash('sha256').update(data).digest('hex');
+  if (hex !== Buffer.from(f.sha256).toString('hex')) {
+    h.send({ type: 'FILE', error: `${path} changed on the origin since the request (sha256 ${hex})` });
+    return;
+  }
+  h.send({ type: 'FILE', size: data.length });
+  for (let off = 0; off < data.length; off += EXEC_MAX_CHUNK) h.send({ type: 'FILE', data: data.subarray(off, off + EXEC_MAX_CHUNK) });
+  h.send({ type: 'FILE', eof: true });
 }
 
 /** A refusal before the program started anywhere: placement may try the next host. */

@@ -23,6 +23,8 @@ export interface ExecRequest {
   host?: string;
   /** Initial credit for output towards us. */
   window?: number;
+  /** sha256 of the origin's program file: lets the executor fetch it when it lacks it or has another (transfer). */
+  sha256?: Uint8Array;
 }
 
 /** How a remote program ended. */
@@ -85,6 +87,7 @@ export class RemoteProcess extends EventEmitter {
             ...(req.env ? { env: req.env } : {}),
             ...(req.cwd ? { cwd: req.cwd } : {}),
             ...(req.host ? { host: req.host } : {}),
+            ...(req.sha256 ? { sha256: req.sha256 } : {}),
             window: req.window ?? DEFAULT_WINDOW,
           },
           {

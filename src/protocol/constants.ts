@@ -53,6 +53,8 @@ export const MsgType = {
   SIGNAL: 0x0043,
   WINSIZE: 0x0044,
   EXIT: 0x0045,
+  FETCH: 0x0046,
+  FILE: 0x0047,
   CALL: 0x0070,
   RESULT: 0x0071,
   ENTRIES_GET: 0x0072,

@@ -155,6 +155,16 @@ export const MESSAGE_SPECS = {
     core: { tag: 3, t: 'bool' },
     host: { tag: 4, t: 'str', max: 255 },
   },
+  FETCH: {
+    sha256: { tag: 1, t: 'bytes', required: true, max: 32 },
+    path: { tag: 2, t: 'str', max: 4096 },
+  },
+  FILE: {
+    data: { tag: 1, t: 'bytes', max: EXEC_MAX_CHUNK },
+    eof: { tag: 2, t: 'bool' },
+    error: { tag: 3, t: 'str', max: 4096 },
+    size: { tag: 4, t: 'u64n' },
+  },
   CALL: {
     target: { tag: 1, t: 'str', required: true, max: 1024 },
     input: { tag: 2, t: 'bytes', required: true, max: CALL_MAX_FRAME },

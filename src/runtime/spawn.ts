@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import { envList } from '../exec/env.js';
 import { RemoteProcess, type ExitStatus } from '../exec/stub.js';
+import { localProgram } from '../exec/transfer.js';
 import { RexClient, type ClientOptions } from './client.js';
 
 /** Options of {@link spawn}: where and how to run, beyond node's cwd and env. */
@@ -95,9 +96,10 @@ export class RemoteChildProcess extends EventEmitter {
     try {
       this.client = await RexClient.connect(opts);
       const env = envList(opts.env ?? process.env);
+      const local = localProgram(this.spawnfile, opts.cwd ?? process.cwd(), (opts.env ?? process.env).PATH);
       this.rp = await RemoteProcess.start(
         this.client.conn,
-        { path: this.spawnfile, argv: this.spawnargs, env, cwd: opts.cwd ?? process.cwd(), ...(opts.host ? { host: opts.host } : {}) },
+        { path: local?.path ?? this.spawnfile, argv: this.spawnargs, env, cwd: opts.cwd ?? process.cwd(), ...(opts.host ? { host: opts.host } : {}), ...(local ? { sha256: local.sha256 } : {}) },
         (fd, data, done) => {
           const stream = fd === 2 ? this.stderr : this.stdout;
           if (!data) {

@@ -8,6 +8,7 @@ import { constants as osc } from 'node:os';
 import type { Command } from 'commander';
 import { RexClient } from '../../runtime/client.js';
 import { envList } from '../../exec/env.js';
+import { localProgram } from '../../exec/transfer.js';
 import { RemoteProcess, type ExitStatus } from '../../exec/stub.js';
 import { isRexError } from '../../util/errors.js';
 
@@ -112,11 +113,13 @@ export function registerRunCommands(program: Command): void {
       const client = await RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
       const host = opts.host ?? process.env.REX_HOST;
       const out = new OrderedWriter();
+      // The origin's copy, by hash: the executor fetches it when it lacks it or has another (rex-auto-transfer).
+      const local = localProgram(prog, process.cwd(), process.env.PATH);
       let rp: RemoteProcess;
       try {
         rp = await RemoteProcess.start(
           client.conn,
-          { path: prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}) },
+          { path: local?.path ?? prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}), ...(local ? { sha256: local.sha256 } : {}) },
           (fd, data, done) => {
             if (data) out.push(fd === 2 ? 2 : 1, data, done);
           },
