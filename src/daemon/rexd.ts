@@ -26,6 +26,7 @@ import { Connection, type PeerHello, type Reply, type ServedInfo } from '../prot
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
+import { JobRecord } from '../exec/jobs.js';
 import { ExecService } from '../exec/service.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
@@ -111,7 +112,7 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),
@@ -189,6 +190,7 @@ export class Rexd {
     }
     if (this.opts.pidFile !== false) writeFileSync(this.paths.pidFile, `${process.pid}\n`, { mode: 0o644 });
     this.watchGrants();
+    this.exec.reapLeftovers();
     for (const p of this.peers.values()) p.start();
     this.log.info(
       { socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile },

@@ -13,6 +13,7 @@ import { EXEC_MAX_CHUNK, type MessageOf } from '../protocol/messages.js';
 import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
 import { filterEnv } from './env.js';
+import type { JobRecord } from './jobs.js';
 import { cached, fileSha256, Incoming } from './transfer.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
@@ -35,6 +36,8 @@ export interface ExecutorContext {
   killGraceMs?: number;
   /** rex.rc rex-auto-transfer: 'off' runs only what is here; 'on' (and, for now, 'command') fetch from the origin. */
   autoTransfer?: 'on' | 'off' | 'command';
+  /** The on-disk record of running programs, for the clean-up after a crash. */
+  jobs?: JobRecord;
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
@@ -113,6 +116,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     });
   });
   running.add(child);
+  ctx.jobs?.add(child.pid!);
   const jobDone = ctx.meter.jobStarted();
   onStarted?.();
   const stream = m.stream;
@@ -229,6 +233,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     finish = resolveExit;
     child.once('exit', (code, signal) => {
       running.delete(child);
+      ctx.jobs?.remove(child.pid!);
       jobDone();
       exited = { code, signal };
       // Children of the program that still hold the pipes would keep the stream open forever.

@@ -43,6 +43,13 @@ export class ExecService {
     this.placer = new Placer(policy);
   }
 
+  /** Ends what a crashed predecessor left running (call once at start-up); returns the pids killed. */
+  reapLeftovers(): number[] {
+    const killed = this.ctx.jobs?.reapLeftovers() ?? [];
+    if (killed.length > 0) this.ctx.log.warn({ pids: killed }, 'EXEC: killed programs left running by a previous rexd');
+    return killed;
+  }
+
   /** Serves one EXEC on `conn`; resolves with the EXIT answer. */
   async serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
     const self = this.ctx.hostName;

@@ -190,3 +190,37 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(res.stderr).toMatch(/^rex run: .*lost gamma while \S*sh ran there.*\n$/);
   }, 30_000);
 });
+
+describe('a rexd restarted after a crash ends what its predecessor left running', () => {
+  it('kills the program of an EXEC whose rexd was SIGKILLed, when that rexd starts again', async () => {
+    const { cluster, stop } = await startCluster(2);
+    try {
+      await cluster.waitAllReachable();
+      const client = await RexClient.connect({ socket: cluster.host('alpha').socket });
+      const rp = await RemoteProcess.start(client.conn, { path: 'sleep', argv: ['sleep', '60'], host: 'beta', env: ['PATH=/usr/bin:/bin'] }, (_f, _d, done) => done());
+      const failed = rp.exited.then(
+        () => 'exited',
+        (e: Error) => e.message,
+      );
+      const alive = (pid: number) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      expect(alive(rp.pid)).toBe(true);
+      cluster.kill('beta', 'SIGKILL');
+      await cluster.waitExit('beta');
+      expect(await failed).toMatch(/lost beta while .*sleep ran there/);
+      expect(alive(rp.pid)).toBe(true); // orphaned: nothing could end it yet
+      await cluster.startHost(cluster.host('beta'));
+      for (let i = 0; i < 100 && alive(rp.pid); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(alive(rp.pid)).toBe(false);
+      client.close();
+    } finally {
+      await stop();
+    }
+  }, 60_000);
+});
