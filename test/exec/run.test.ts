@@ -9,6 +9,8 @@ import { RemoteProcess, type ExitStatus } from '../../src/exec/stub.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
+import { RawPeer } from '../helpers/raw.js';
+import { encodeFrame } from '../../src/protocol/frame.js';
 
 const run = promisify(execFile);
 
@@ -160,6 +162,25 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     // Within each stream the order is exact; no line is torn.
     expect(lines.filter((l) => l.startsWith('out'))).toEqual([...Array(200).keys()].map((i) => `out ${i + 1}`));
     expect(lines.filter((l) => l.startsWith('err'))).toEqual([...Array(200).keys()].map((i) => `err ${i + 1}`));
+  });
+
+  it('refuses bad EXEC requests on the wire with errors that name the attribute, and nothing runs', async () => {
+    const raw = await RawPeer.open({ path: socket });
+    raw.hello();
+    await raw.waitFrames(1);
+    raw.write(encodeFrame({ type: 0x40, flags: 0, stream: 1, attrs: [{ tag: 2, kind: 'string', value: 'echo' }] }));
+    raw.send({ type: 'EXEC', stream: 3, path: '/bin/echo', pty: true, rows: 24, cols: 80 });
+    raw.send({ type: 'DATA', stream: 5, fd: 0, data: Buffer.from('stray') });
+    const got = (await raw.waitFrames(4)).slice(1);
+    const byStream = new Map(got.map((m) => [m.stream, m]));
+    expect(byStream.get(1)).toMatchObject({ type: 'ERROR', code: 12, message: expect.stringMatching(/EXEC: required attribute path \(tag 1\) missing/) });
+    expect(byStream.get(3)).toMatchObject({ type: 'ERROR', code: 12, message: expect.stringMatching(/pseudo-terminal is not supported/) });
+    expect(byStream.get(5)).toMatchObject({ type: 'ERROR', code: 4, message: expect.stringMatching(/DATA is not a request rexd serves/) });
+    // A wrongly typed argv entry breaks the frame itself: fatal, and the connection closes.
+    raw.write(encodeFrame({ type: 0x40, flags: 0, stream: 7, attrs: [{ tag: 1, kind: 'string', value: '/bin/echo' }, { tag: 2, kind: 'uint', value: 1n }] }));
+    await raw.closed;
+    const last = (await raw.waitFrames(5)).at(-1);
+    expect(last).toMatchObject({ type: 'ERROR', code: 1, message: expect.stringMatching(/attribute argv \(tag 2\) must be string, got uint/) });
   });
 
   it('places work without --host on the least-loaded hosts: three jobs at once land on three hosts', async () => {
