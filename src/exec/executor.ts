@@ -5,13 +5,14 @@
  * has ended and its last byte of output has been sent.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsc, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants as fsc, existsSync, mkdirSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import { EXEC_MAX_CHUNK, type MessageOf } from '../protocol/messages.js';
 import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
+import { packageRoot } from '../util/paths.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
 import { cached, fileSha256, Incoming } from './transfer.js';
@@ -93,7 +94,10 @@ function resolveProgram(path: string, cwd: string, envPath: string | undefined, 
  * could be started.
  */
 export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void): Promise<Reply> {
-  if (m.pty) throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal is not supported by rexd on ${ctx.hostName} yet; run without one (rex run -T)`, { fatal: false });
+  const ptyHelper = join(packageRoot(), 'native', 'build', 'bin', 'rex_pty');
+  if (m.pty && !existsSync(ptyHelper)) {
+    throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
+  }
   const env = filterEnv(m.env ?? []);
   let notice: string | undefined;
   let cwd = m.cwd;
@@ -106,7 +110,12 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   env.REX_SOCKET = ctx.socket;
   const file = await programFor(m, cwd, env.PATH, conn, ctx);
   const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
-  const child = spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
+  const child = m.pty
+    ? spawn(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
+    : spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
+  winsize?.on('error', () => {});
   await new Promise<void>((ok, fail) => {
     child.once('spawn', ok);
     child.once('error', (e: NodeJS.ErrnoException) => {
@@ -210,8 +219,11 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
           }
           return;
         }
+        case 'WINSIZE':
+          winsize?.write(`${x.rows} ${x.cols}\n`); // without a pty there is nothing to resize
+          return;
         default:
-          return; // WINSIZE without a pty: nothing to resize
+          return;
       }
     },
     onClose: (err) => {

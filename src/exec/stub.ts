@@ -23,6 +23,8 @@ export interface ExecRequest {
   host?: string;
   /** Initial credit for output towards us. */
   window?: number;
+  /** A pseudo-terminal of this size for the program (stdout and stderr both arrive as fd 1). */
+  pty?: { rows: number; cols: number };
   /** sha256 of the origin's program file: lets the executor fetch it when it lacks it or has another (transfer). */
   sha256?: Uint8Array;
 }
@@ -88,6 +90,7 @@ export class RemoteProcess extends EventEmitter {
             ...(req.cwd ? { cwd: req.cwd } : {}),
             ...(req.host ? { host: req.host } : {}),
             ...(req.sha256 ? { sha256: req.sha256 } : {}),
+            ...(req.pty ? { pty: true, rows: req.pty.rows, cols: req.pty.cols } : {}),
             window: req.window ?? DEFAULT_WINDOW,
           },
           {

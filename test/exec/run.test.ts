@@ -164,17 +164,38 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(lines.filter((l) => l.startsWith('err'))).toEqual([...Array(200).keys()].map((i) => `err ${i + 1}`));
   });
 
+  it('gives the program a pseudo-terminal of the asked size, and window size changes follow', async () => {
+    let out = '';
+    let resized = false;
+    const rp = await RemoteProcess.start(
+      client.conn,
+      { path: '/bin/sh', argv: ['sh', '-c', 'tty; stty size; trap "stty size; exit 4" WINCH; echo ready; while :; do sleep 0.05; done'], host: 'beta', env: ['PATH=/usr/bin:/bin'], pty: { rows: 33, cols: 99 } },
+      (_fd, d, done) => {
+        if (d) out += d.toString();
+        if (!resized && out.includes('ready')) {
+          resized = true;
+          rp.winsize(40, 120);
+        }
+        done();
+      },
+    );
+    const status = await rp.exited;
+    expect(status.code).toBe(4);
+    // The terminal's line discipline turns \n into \r\n, as on any terminal.
+    expect(out).toMatch(/^\/dev\/pts\/\d+\r\n33 99\r\nready\r\n40 120\r\n$/);
+  });
+
   it('refuses bad EXEC requests on the wire with errors that name the attribute, and nothing runs', async () => {
     const raw = await RawPeer.open({ path: socket });
     raw.hello();
     await raw.waitFrames(1);
     raw.write(encodeFrame({ type: 0x40, flags: 0, stream: 1, attrs: [{ tag: 2, kind: 'string', value: 'echo' }] }));
-    raw.send({ type: 'EXEC', stream: 3, path: '/bin/echo', pty: true, rows: 24, cols: 80 });
+    raw.send({ type: 'EXEC', stream: 3, path: '/bin/echo', argv: ['echo'], window: 0 });
     raw.send({ type: 'DATA', stream: 5, fd: 0, data: Buffer.from('stray') });
     const got = (await raw.waitFrames(4)).slice(1);
     const byStream = new Map(got.map((m) => [m.stream, m]));
     expect(byStream.get(1)).toMatchObject({ type: 'ERROR', code: 12, message: expect.stringMatching(/EXEC: required attribute path \(tag 1\) missing/) });
-    expect(byStream.get(3)).toMatchObject({ type: 'ERROR', code: 12, message: expect.stringMatching(/pseudo-terminal is not supported/) });
+    expect(byStream.get(3)).toMatchObject({ type: 'STARTED' }); // a zero window is legal: output waits for credit
     expect(byStream.get(5)).toMatchObject({ type: 'ERROR', code: 4, message: expect.stringMatching(/DATA is not a request rexd serves/) });
     // A wrongly typed argv entry breaks the frame itself: fatal, and the connection closes.
     raw.write(encodeFrame({ type: 0x40, flags: 0, stream: 7, attrs: [{ tag: 1, kind: 'string', value: '/bin/echo' }, { tag: 2, kind: 'uint', value: 1n }] }));

@@ -81,6 +81,7 @@ function pumpStdin(rp: RemoteProcess): void {
 /** Ends this process as the remote program ended: the same code, or death by the same signal. */
 function endLike(status: ExitStatus): never {
   for (const s of FORWARDED_SIGNALS) process.removeAllListeners(s);
+  if (process.stdin.isTTY) process.stdin.setRawMode(false); // death by a signal skips 'exit' handlers
   if (status.signal) {
     const name = `SIG${status.signal}` as NodeJS.Signals;
     if (name in osc.signals) {
@@ -104,22 +105,26 @@ export function registerRunCommands(program: Command): void {
     .command('run')
     .description('run PROGRAM on the least-loaded host of the cluster (or --host), with stdio, signals and exit status relayed')
     .option('--host <host>', 'run on this host instead of the least-loaded one')
+    .option('-T, --no-pty', 'no pseudo-terminal, even when stdin and stdout are terminals')
     .option('--socket <path>', 'rexd socket (default: $REX_SOCKET, else rex.rc socket)')
     .option('-c, --config <file>', 'rex.rc to read')
     .argument('<program>', 'program path or name (searched in PATH on the executor)')
     .argument('[args...]', 'its arguments')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string }) => {
+    .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string; pty: boolean }) => {
       const client = await RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
       const host = opts.host ?? process.env.REX_HOST;
       const out = new OrderedWriter();
       // The origin's copy, by hash: the executor fetches it when it lacks it or has another (rex-auto-transfer).
       const local = localProgram(prog, process.cwd(), process.env.PATH);
+      // A terminal on both ends gets the remote program a terminal of its own (docs/EXEC.md, Terminals).
+      const tty = opts.pty && process.stdin.isTTY === true && process.stdout.isTTY === true;
+      const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
       let rp: RemoteProcess;
       try {
         rp = await RemoteProcess.start(
           client.conn,
-          { path: local?.path ?? prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}), ...(local ? { sha256: local.sha256 } : {}) },
+          { path: local?.path ?? prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}), ...(local ? { sha256: local.sha256 } : {}), ...(tty ? { pty: size() } : {}) },
           (fd, data, done) => {
             if (data) out.push(fd === 2 ? 2 : 1, data, done);
           },
@@ -129,8 +134,18 @@ export function registerRunCommands(program: Command): void {
         process.stderr.write(`rex run: ${isRexError(e) ? e.message : (e as Error).message}\n`);
         process.exit(proto === 'NO_ENTRY' ? RUN_STATUS.notFound : proto === 'DENIED' ? RUN_STATUS.notExecutable : RUN_STATUS.lost);
       }
+      if (tty) {
+        // Keys go to the remote terminal as typed (Ctrl-C included); its own line discipline handles them.
+        process.stdin.setRawMode(true);
+        process.on('exit', () => process.stdin.setRawMode?.(false));
+      }
       for (const s of FORWARDED_SIGNALS) {
         process.on(s, () => {
+          if (tty && s === 'SIGWINCH') {
+            const { rows, cols } = size();
+            rp.winsize(rows, cols);
+            return;
+          }
           rp.signal(s);
           // Ctrl-Z: the remote program stops, and so does this command, as a local child would with its terminal.
           if (s === 'SIGTSTP') process.kill(process.pid, 'SIGSTOP');
