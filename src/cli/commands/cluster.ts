@@ -104,7 +104,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
           out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
         }
       }
-      out('\nNext: remote execution (rex run) and rfork() arrive with their issues; see README.md.\n');
+      out(`\nNext: \`rex cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} rex run uname -n runs a program on the least-loaded host. rfork() arrives with its issue; see README.md.\n`);
     } finally {
       c.close();
     }
