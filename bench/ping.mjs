@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// Benchmark: a REX ping round trip (client -> local rexd -> peer rexd -> back)
+// Benchmark: a REX ping round trip (client -> local rexd over the Unix socket ->
+// peer rexd over mutually authenticated TLS 1.3 -> back)
 // against a raw TCP echo round trip between two Node processes, in the same run.
 // Prints both and the ratio. Target (foundation issue): REX within 3x raw TCP.
 // Run with `npm run bench` (after npm install), or `node bench/ping.mjs [N]`.
-import { fork } from 'node:child_process';
+import { stats, tcpEchoRtts } from './lib.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster } from '../dist/cluster/cluster.js';
@@ -16,11 +16,6 @@ import { messageToFrame } from '../dist/protocol/messages.js';
 const N = Number(process.argv[2] ?? 3000);
 const WARMUP = 300;
 
-function stats(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { median: q(0.5), p90: q(0.9), p99: q(0.99), min: s[0] };
-}
 const fmt = (x) => `${(x * 1000).toFixed(1)} us`;
 
 async function rexPing() {
@@ -47,39 +42,7 @@ async function rexPing() {
   }
 }
 
-async function tcpEcho(size) {
-  // The echo server is a separate Node process, as rexd is.
-  const server = fork(new URL('./echo-server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise((r) => server.once('message', r));
-  const sock = await new Promise((r, j) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.setNoDelay(true);
-    s.once('connect', () => r(s));
-    s.once('error', j);
-  });
-  const msg = Buffer.alloc(size, 7);
-  const rtts = [];
-  let pending;
-  let got = 0;
-  sock.on('data', (d) => {
-    got += d.length;
-    if (got >= size) {
-      got -= size;
-      pending();
-    }
-  });
-  for (let i = 0; i < WARMUP + N; i++) {
-    const t0 = process.hrtime.bigint();
-    await new Promise((r) => {
-      pending = r;
-      sock.write(msg);
-    });
-    if (i >= WARMUP) rtts.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  sock.destroy();
-  server.kill();
-  return rtts;
-}
+const tcpEcho = (size) => tcpEchoRtts(size, N, WARMUP);
 
 const pingBytes = encodeFrame(messageToFrame({ type: 'PING', stream: 1, nonce: new Uint8Array(8), target: 'beta' })).length;
 console.log(`REX ping vs raw TCP echo: ${N} sequential round trips each (after ${WARMUP} warm-up), ${pingBytes}-byte messages`);

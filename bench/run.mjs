@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const skip = new Set(['run.mjs', 'echo-server.mjs']);
+const skip = new Set(['run.mjs', 'echo-server.mjs', 'lib.mjs']);
 const want = process.argv.slice(2);
 const benches = readdirSync(here).filter((f) => f.endsWith('.mjs') && !skip.has(f) && (want.length === 0 || want.some((w) => f.includes(w))));
 let failed = 0;

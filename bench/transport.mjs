@@ -8,6 +8,7 @@
 //      through two real rexds (client -> alpha -> TLS -> beta -> back).
 // Target (identity issue): TLS steady-state round trip within 1.5x of plain.
 // Run: `node bench/transport.mjs [N]` (after npm run build).
+import { ms, stats, tcpEchoRtts } from './lib.mjs';
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -27,14 +28,8 @@ const N = Number(process.argv[2] === '--server' ? 0 : (process.argv[2] ?? 3000))
 const HANDSHAKES = Math.max(50, Math.floor(N / 15));
 const WARMUP = 300;
 
-function stats(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { median: q(0.5), p90: q(0.9), p99: q(0.99), min: s[0] };
-}
 const us = (x) => `${(x * 1000).toFixed(1).padStart(7)} us`;
 const line = (label, st) => console.log(`  ${label.padEnd(52)} median ${us(st.median)}  p90 ${us(st.p90)}  p99 ${us(st.p99)}`);
-const ms = () => Number(process.hrtime.bigint()) / 1e6;
 
 async function openPlain(port) {
   const sock = await new Promise((r, j) => {
@@ -84,38 +79,7 @@ async function setups(open) {
   return out;
 }
 
-async function tcpEcho(size) {
-  const server = fork(new URL('./echo-server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise((r) => server.once('message', r));
-  const sock = await new Promise((r, j) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.setNoDelay(true);
-    s.once('connect', () => r(s));
-    s.once('error', j);
-  });
-  const msg = Buffer.alloc(size, 7);
-  const rtts = [];
-  let pending;
-  let got = 0;
-  sock.on('data', (d) => {
-    got += d.length;
-    if (got >= size) {
-      got -= size;
-      pending();
-    }
-  });
-  for (let i = 0; i < WARMUP + N; i++) {
-    const t0 = ms();
-    await new Promise((r) => {
-      pending = r;
-      sock.write(msg);
-    });
-    if (i >= WARMUP) rtts.push(ms() - t0);
-  }
-  sock.destroy();
-  server.kill();
-  return rtts;
-}
+const tcpEcho = (size) => tcpEchoRtts(size, N, WARMUP);
 
 async function routed() {
   const dir = mkdtempSync(join(tmpdir(), 'rex-bench-'));

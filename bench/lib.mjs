@@ -1,0 +1,51 @@
+// Shared by the benchmarks (not a benchmark itself): percentiles and the raw
+// TCP echo round trip that REX's round trips are compared with.
+import { fork } from 'node:child_process';
+import { connect } from 'node:net';
+
+/** Median, p90, p99 and min of a list of round-trip times. */
+export function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { median: q(0.5), p90: q(0.9), p99: q(0.99), min: s[0] };
+}
+
+/** Milliseconds from a monotonic clock. */
+export const ms = () => Number(process.hrtime.bigint()) / 1e6;
+
+/**
+ * Round trips (ms) of `size`-byte messages to a raw TCP echo server in a
+ * separate Node process (as rexd is one), `n` after `warmup` unmeasured ones.
+ */
+export async function tcpEchoRtts(size, n, warmup) {
+  const server = fork(new URL('./echo-server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const port = await new Promise((r) => server.once('message', r));
+  const sock = await new Promise((r, j) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.setNoDelay(true);
+    s.once('connect', () => r(s));
+    s.once('error', j);
+  });
+  const msg = Buffer.alloc(size, 7);
+  const rtts = [];
+  let pending;
+  let got = 0;
+  sock.on('data', (d) => {
+    got += d.length;
+    if (got >= size) {
+      got -= size;
+      pending();
+    }
+  });
+  for (let i = 0; i < warmup + n; i++) {
+    const t0 = ms();
+    await new Promise((r) => {
+      pending = r;
+      sock.write(msg);
+    });
+    if (i >= warmup) rtts.push(ms() - t0);
+  }
+  sock.destroy();
+  server.kill();
+  return rtts;
+}
