@@ -1,22 +1,13 @@
 // The C decoder (librex's rex_frame_decode, through the addon) and the
 // TypeScript decoder (src/protocol/frame.ts) must give the same verdict on the
 // same bytes: on every shared vector, and on random and mutated input.
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { vectors } from '../helpers/vectors.js';
 import { ProtocolError, decodeOne, encodeFrame, type Attr } from '../../src/protocol/frame.js';
 import { frameToJson } from '../../src/protocol/json.js';
 import { loadAddon, type NativeDecodeResult } from '../../src/util/native.js';
 
-interface Vector {
-  name: string;
-  hex: string;
-  frames?: unknown[];
-  error?: string;
-  incomplete?: boolean;
-  maxPayload?: number;
-}
-const vectors: Vector[] = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8')).cases;
 const addon = loadAddon();
 
 /** One decoder's verdict on the start of a buffer, in a form both can produce. */

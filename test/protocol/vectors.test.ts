@@ -1,17 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { vectors } from '../helpers/vectors.js';
 import { FrameDecoder, ProtocolError, decodeOne, encodeFrame, type Frame } from '../../src/protocol/frame.js';
 import { frameToJson } from '../../src/protocol/json.js';
-
-interface Vector {
-  name: string;
-  hex: string;
-  frames?: unknown[];
-  error?: string;
-  incomplete?: boolean;
-  maxPayload?: number;
-}
-const vectors: Vector[] = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8')).cases;
 
 /** Decodes every frame in `buf` the way a receiver would, one call at a time. */
 function decodeAll(buf: Buffer, maxPayload?: number): { frames: Frame[]; incomplete: boolean } {
