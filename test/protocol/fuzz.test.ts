@@ -1,14 +1,12 @@
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { vectors } from '../helpers/vectors.js';
 import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
 import { FrameDecoder, ProtocolError, decodeOne, encodeFrame, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
 
-const validHex: string[] = JSON.parse(readFileSync(new URL('../vectors/protocol-v1.json', import.meta.url), 'utf8'))
-  .cases.filter((c: { frames?: unknown; hex: string }) => c.frames && c.hex.length < 4000)
-  .map((c: { hex: string }) => c.hex);
+const validHex: string[] = vectors.filter((c) => c.frames && c.hex.length < 4000).map((c) => c.hex);
 
 const tag = fc.integer({ min: 0, max: 0xffff });
 const leafAttr: fc.Arbitrary<Attr> = fc.oneof(
