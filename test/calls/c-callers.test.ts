@@ -5,12 +5,11 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/index.js';
-import { Connection, type Reply } from '../../src/protocol/connection.js';
-import { FIX, NATIVE, buildLibrary, localResults, tempDir, writeXml } from './helpers.js';
+import { FIX, NATIVE, buildLibrary, localResults, tempDir, writeXml, standInDaemon } from './helpers.js';
 
 let dir: string;
 let spec: ProgramSpec;
@@ -38,16 +37,7 @@ beforeAll(async () => {
     programs: (n) => (n === 'calltest' ? spec : n === 'served' ? { kind: 'program', name: 'served', exec: served } : undefined),
   });
   socket = join(dir, 'rexd.sock');
-  server = createServer((sock) => {
-    const conn: Connection = new Connection(sock, {
-      initiator: false,
-      local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' },
-      label: 'test client',
-      onRequest: (m): Promise<Reply> => manager.handle(m, { name: 'alpha.tester', conn }),
-    });
-    conn.handshake().catch(() => undefined);
-  });
-  await new Promise<void>((r) => server.listen(socket, r));
+  server = await standInDaemon(manager, socket);
 }, 60_000);
 
 afterAll(async () => {

@@ -3,13 +3,12 @@
 // the definition ENTRIES carries, results decoded and printed.
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/index.js';
-import { Connection, type Reply } from '../../src/protocol/connection.js';
-import { ROOT, buildLibrary, tempDir, writeXml } from './helpers.js';
+import { ROOT, buildLibrary, tempDir, writeXml, standInDaemon } from './helpers.js';
 
 const run = promisify(execFile);
 const REX = join(ROOT, 'dist/cli/rex.js');
@@ -25,11 +24,7 @@ beforeAll(async () => {
   spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
   manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
   socket = join(dir, 'rexd.sock');
-  server = createServer((sock) => {
-    const conn: Connection = new Connection(sock, { initiator: false, local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' }, label: 'cli', onRequest: (m): Promise<Reply> => manager.handle(m, { name: 'alpha.tester', conn }) });
-    conn.handshake().catch(() => undefined);
-  });
-  await new Promise<void>((r) => server.listen(socket, r));
+  server = await standInDaemon(manager, socket);
 }, 60_000);
 
 afterAll(async () => {

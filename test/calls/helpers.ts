@@ -6,7 +6,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
+import type { CallManager } from '../../src/calls/index.js';
+import { Connection, type Reply } from '../../src/protocol/connection.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const FIX = join(ROOT, 'test/fixtures/calls');
@@ -90,4 +93,22 @@ export function memoryLog(): { entries: { level: string; obj: Record<string, unk
     info: (obj, msg) => entries.push({ level: 'info', obj: obj as Record<string, unknown>, msg }),
     warn: (obj, msg) => entries.push({ level: 'warn', obj: obj as Record<string, unknown>, msg }),
   };
+}
+
+/**
+ * A protocol v1 stand-in for rexd on a Unix socket that answers every request
+ * with `manager.handle`, as rexd does, for callers tested without a daemon.
+ */
+export async function standInDaemon(manager: CallManager, socket: string): Promise<Server> {
+  const server = createServer((sock) => {
+    const conn: Connection = new Connection(sock, {
+      initiator: false,
+      local: { role: 'daemon', host: 'alpha', software: 'calls-test/0' },
+      label: 'test client',
+      onRequest: (m): Promise<Reply> => manager.handle(m, { name: 'alpha.tester', conn }),
+    });
+    conn.handshake().catch(() => undefined);
+  });
+  await new Promise<void>((r) => server.listen(socket, r));
+  return server;
 }
