@@ -2,25 +2,36 @@
 /**
  * `rex`: the user's command line. Each subcommand lives in src/cli/commands/ and
  * registers itself on the program; this file only wires them together.
+ *
+ * Start-up time matters: `rex run` is used in shell loops and pipelines, where it
+ * competes with ssh. So a command module imports only commander and small helpers
+ * at its top and loads its real work (config loader, keys, the log database,
+ * the protocol client) inside its action; and when the first argument names a
+ * command, only the module that registers it is imported at all.
  */
 import { Command } from 'commander';
 import { runMain } from './main.js';
-import { registerClusterCommands } from './commands/cluster.js';
-import { registerConfigCommands } from './commands/config.js';
-import { registerHostCommands } from './commands/hosts.js';
-import { registerLogCommands } from './commands/log.js';
-import { registerCallCommands } from './commands/call.js';
-import { registerRunCommands } from './commands/run.js';
+
+type Register = (program: Command) => void;
+
+/** Each module's commands, and how to load the module that registers them. */
+const MODULES: { commands: string[]; load: () => Promise<Register> }[] = [
+  { commands: ['hosts', 'load', 'ping'], load: async () => (await import('./commands/hosts.js')).registerHostCommands },
+  { commands: ['cluster'], load: async () => (await import('./commands/cluster.js')).registerClusterCommands },
+  { commands: ['config'], load: async () => (await import('./commands/config.js')).registerConfigCommands },
+  { commands: ['log'], load: async () => (await import('./commands/log.js')).registerLogCommands },
+  { commands: ['call', 'entries'], load: async () => (await import('./commands/call.js')).registerCallCommands },
+  { commands: ['run'], load: async () => (await import('./commands/run.js')).registerRunCommands },
+];
 
 const program = new Command('rex')
   .description('REX: Remote EXecution Services')
   .version(process.env.npm_package_version ?? '0.1.0');
 
-registerHostCommands(program);
-registerClusterCommands(program);
-registerConfigCommands(program);
-registerLogCommands(program);
-registerCallCommands(program);
-registerRunCommands(program);
+// `rex run ...`: register only run. Anything else (help, a typo, no argument) registers
+// everything, in this order, so that help lists every command and commander can suggest one.
+const first = process.argv[2];
+const only = MODULES.find((m) => first !== undefined && m.commands.includes(first));
+for (const m of only ? [only] : MODULES) (await m.load())(program);
 
 await runMain(program);

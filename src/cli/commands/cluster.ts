@@ -1,9 +1,10 @@
 /** `rex cluster up|down|status|demo`: an embedded local cluster for trying REX and for tests. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { buildDemoLibrary, demoCall, type DemoLibrary } from '../../cluster/calldemo.js';
-import { LocalCluster } from '../../cluster/cluster.js';
-import { RexClient } from '../../runtime/client.js';
+// Types only here: the cluster code (key generation, X.509 on WebCrypto) is imported by the actions
+// that use it, so that registering these commands costs nothing to every other `rex` command.
+import type { DemoLibrary } from '../../cluster/calldemo.js';
+import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { hostsTable, table, toJson } from '../format.js';
 
@@ -37,6 +38,7 @@ function describe(c: LocalCluster): string {
 }
 
 async function demo(opts: ClusterCliOpts): Promise<void> {
+  const [{ buildDemoLibrary, demoCall }, { LocalCluster }] = await Promise.all([import('../../cluster/calldemo.js'), import('../../cluster/cluster.js')]);
   const out = (s: string) => process.stdout.write(s);
   const dir = resolve(opts.dir);
   const hosts = hostCount(opts.hosts);
@@ -127,6 +129,7 @@ export function registerClusterCommands(program: Command): void {
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
     .action(async (opts: ClusterCliOpts) => {
+      const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
       const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
@@ -148,6 +151,7 @@ export function registerClusterCommands(program: Command): void {
   dirOpt(cluster.command('start'))
     .description('start the hosts of a configured cluster that are not running (e.g. after `up --keys none` and rex_key --create)')
     .action(async (opts: ClusterCliOpts) => {
+      const { LocalCluster } = await import('../../cluster/cluster.js');
       const c = LocalCluster.attach(opts.dir);
       await c.startAll();
       process.stdout.write(describe(c));
@@ -156,6 +160,7 @@ export function registerClusterCommands(program: Command): void {
   dirOpt(cluster.command('down'))
     .description('stop every host of the cluster and remove its namespaces')
     .action(async (opts: ClusterCliOpts) => {
+      const { LocalCluster } = await import('../../cluster/cluster.js');
       const c = LocalCluster.attach(opts.dir);
       await c.down();
       process.stdout.write(`stopped ${c.hosts.length} hosts in ${c.dir}\n`);
@@ -165,6 +170,7 @@ export function registerClusterCommands(program: Command): void {
     .description("show the cluster's hosts and their load, as the first live host sees them")
     .option('--json', 'machine-readable output')
     .action(async (opts: ClusterCliOpts) => {
+      const [{ LocalCluster }, { RexClient }] = await Promise.all([import('../../cluster/cluster.js'), import('../../runtime/client.js')]);
       const c = LocalCluster.attach(opts.dir);
       let lastErr: unknown;
       for (const h of c.hosts) {

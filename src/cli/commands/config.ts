@@ -3,7 +3,9 @@
  * configuration, and print the effective one with the origin of every value.
  */
 import type { Command } from 'commander';
-import { ConfigError, formatConfig, loadConfig, type LoadedConfig } from '../../config/index.js';
+// The loader (ajv and its schema) is imported by the actions: other `rex` commands must not pay for it.
+import type { LoadedConfig } from '../../config/index.js';
+import { ConfigError } from '../../config/types.js';
 import { isRexError } from '../../util/errors.js';
 
 /** Prints configuration errors compiler-style (one `file:line: error: ...` per line) and sets exit status 1; rethrows anything else. */
@@ -38,6 +40,7 @@ export function registerConfigCommands(program: Command): void {
     .argument('[FILE]', 'the file to check; without it: $REX_CONFIG, ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc')
     .action(async (file: string | undefined) => {
       try {
+        const { loadConfig } = await import('../../config/index.js');
         const loaded = await loadConfig(file === undefined ? {} : { file });
         const name = file ?? loaded.files[0] ?? '(no configuration file: built-in defaults)';
         process.stdout.write(`${name}: ok\n${summary(loaded)}\n`);
@@ -53,6 +56,7 @@ export function registerConfigCommands(program: Command): void {
     .option('--file <FILE>', 'read this file instead of the active rex.rc')
     .action(async (opts: { json?: boolean; file?: string }) => {
       try {
+        const { formatConfig, loadConfig } = await import('../../config/index.js');
         const loaded = await loadConfig(opts.file === undefined ? {} : { file: opts.file });
         process.stdout.write(formatConfig(loaded, { json: opts.json === true }));
       } catch (e) {

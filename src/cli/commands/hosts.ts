@@ -1,6 +1,6 @@
 /** `rex hosts`, `rex load` and `rex ping`: the cluster as the local rexd sees it. */
 import type { Command } from 'commander';
-import { RexClient } from '../../runtime/client.js';
+import type { RexClient } from '../../runtime/client.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { hostsTable, toJson } from '../format.js';
 
@@ -11,7 +11,9 @@ interface CommonOpts {
 }
 
 /** Connects to the rexd named by --socket, $REX_SOCKET, or rex.rc. */
-export function connectFor(opts: CommonOpts): Promise<RexClient> {
+export async function connectFor(opts: CommonOpts): Promise<RexClient> {
+  // Imported on use: `rex --help` and commands that need no daemon do not load the protocol.
+  const { RexClient } = await import('../../runtime/client.js');
   return RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
 }
 

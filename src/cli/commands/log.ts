@@ -1,8 +1,7 @@
 /** `rex log`: the transaction log of this user's rexd (docs/LOG.md). */
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/index.js';
-import { defaultLogDatabase } from '../../daemon/rexd.js';
-import { queryLog, type LogQuery, type LogRow, type Outcome } from '../../log/txlog.js';
+// The config loader (ajv) and the log reader (better-sqlite3) are imported by the action that uses them.
+import type { LogQuery, LogRow, Outcome } from '../../log/txlog.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { table, toJson } from '../format.js';
 
@@ -30,8 +29,9 @@ export function sinceTime(s: string, now = Date.now()): number {
 /** The log file rex.rc points at (rex-log-database), else <state-directory>/rex-log.sqlite. */
 export async function logFile(opts: { config?: string; database?: string }): Promise<string> {
   if (opts.database) return opts.database;
+  const { loadConfig } = await import('../../config/index.js');
   const { config } = await loadConfig(opts.config ? { file: opts.config } : {});
-  return config.logDatabase ?? defaultLogDatabase(config.stateDirectory);
+  return config.logDatabase;
 }
 
 function who(r: LogRow): string {
@@ -68,6 +68,7 @@ export function registerLogCommands(program: Command): void {
       if (opts.identity !== undefined) q.identity = opts.identity;
       if (opts.host !== undefined) q.host = opts.host;
       if (opts.since !== undefined) q.since = sinceTime(opts.since);
+      const { queryLog } = await import('../../log/txlog.js');
       const rows = queryLog(await logFile(opts), q);
       if (opts.json) {
         process.stdout.write(toJson(rows));
