@@ -10,6 +10,7 @@ import { Readable, Writable } from 'node:stream';
 import { envList } from '../exec/env.js';
 import { RemoteProcess, type ExitStatus } from '../exec/stub.js';
 import { localProgram } from '../exec/transfer.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
 import { RexClient, type ClientOptions } from './client.js';
 
 /** Options of {@link spawn}: where and how to run, beyond node's cwd and env. */
@@ -22,6 +23,18 @@ export interface SpawnOptions extends ClientOptions {
   env?: NodeJS.ProcessEnv;
   /** argv[0] (default: the command). */
   argv0?: string;
+  /**
+   * Run the program on a pseudo-terminal of its own, as `rex run` does when
+   * stdin is a terminal: isatty() is true for it, job control and line
+   * discipline apply, and stdout and stderr arrive together on `stdout` (with
+   * the terminal's \r\n); `stderr` ends without data. Change the size with
+   * {@link RemoteChildProcess.resize}. Needs native/build/bin/rex_pty on the executor.
+   */
+  pty?: boolean;
+  /** Rows of the pseudo-terminal (default 24; with `pty`). */
+  rows?: number;
+  /** Columns of the pseudo-terminal (default 80; with `pty`). */
+  cols?: number;
 }
 
 /** The errno-style error node's spawn gives for a program that cannot start. */
@@ -52,6 +65,10 @@ export class RemoteChildProcess extends EventEmitter {
   private rp: RemoteProcess | undefined;
   private client: RexClient | undefined;
   private early: string[] = [];
+  /** A resize asked before the program started: sent once it runs. */
+  private earlySize: { rows: number; cols: number } | undefined;
+  /** The pseudo-terminal's size asked for, when spawned with `pty`. */
+  private readonly size: { rows: number; cols: number } | undefined;
   /** Output `done` callbacks held back while a consumer does not read (backpressure to the executor). */
   private held = new Map<number, (() => void)[]>();
 
@@ -59,6 +76,7 @@ export class RemoteChildProcess extends EventEmitter {
     super();
     this.spawnfile = command;
     this.spawnargs = [opts.argv0 ?? command, ...args];
+    this.size = opts.pty ? { rows: terminalSide(opts.rows, 24, 'rows'), cols: terminalSide(opts.cols, 80, 'cols') } : undefined;
     const reader = (fd: number) =>
       new Readable({
         read: () => {
@@ -93,13 +111,14 @@ export class RemoteChildProcess extends EventEmitter {
   }
 
   private async start(opts: SpawnOptions): Promise<void> {
+    const size = this.size;
     try {
       this.client = await RexClient.connect(opts);
       const env = envList(opts.env ?? process.env);
       const local = localProgram(this.spawnfile, opts.cwd ?? process.cwd(), (opts.env ?? process.env).PATH);
       this.rp = await RemoteProcess.start(
         this.client.conn,
-        { path: local?.path ?? this.spawnfile, argv: this.spawnargs, env, cwd: opts.cwd ?? process.cwd(), ...(opts.host ? { host: opts.host } : {}), ...(local ? { sha256: local.sha256 } : {}) },
+        { path: local?.path ?? this.spawnfile, argv: this.spawnargs, env, cwd: opts.cwd ?? process.cwd(), ...(opts.host ? { host: opts.host } : {}), ...(local ? { sha256: local.sha256 } : {}), ...(size ? { pty: size } : {}) },
         (fd, data, done) => {
           const stream = fd === 2 ? this.stderr : this.stdout;
           if (!data) {
@@ -117,6 +136,7 @@ export class RemoteChildProcess extends EventEmitter {
     this.pid = this.rp.pid;
     this.host = this.rp.host;
     this.emit('spawn');
+    if (this.earlySize) this.rp.winsize(this.earlySize.rows, this.earlySize.cols);
     for (const s of this.early.splice(0)) this.rp.signal(s);
     let status: ExitStatus;
     try {
@@ -162,6 +182,19 @@ export class RemoteChildProcess extends EventEmitter {
     }
   }
 
+  /**
+   * Changes the size of the program's pseudo-terminal (spawned with `pty: true`):
+   * the program sees the new size and gets SIGWINCH, as after resizing a local
+   * terminal window. Returns false when it has no terminal or has ended.
+   */
+  resize(rows: number, cols: number): boolean {
+    if (!this.size || this.exitCode !== null || this.signalCode !== null) return false;
+    const size = { rows: terminalSide(rows, 24, 'rows'), cols: terminalSide(cols, 80, 'cols') };
+    if (this.rp) this.rp.winsize(size.rows, size.cols);
+    else this.earlySize = size;
+    return true;
+  }
+
   /** Sends `signal` (default SIGTERM) to the remote program; true when it was sent. */
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
     if (this.exitCode !== null || this.signalCode !== null) return false;
@@ -172,6 +205,13 @@ export class RemoteChildProcess extends EventEmitter {
     else this.early.push(name);
     return true;
   }
+}
+
+/** A terminal dimension from spawn()'s options, checked: a bad one is thrown at once, as node does for bad options. */
+function terminalSide(v: number | undefined, dflt: number, name: string): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1 || v > 65535) throw new RexError(ErrorCodes.USAGE, `spawn(): ${name} ${v}: expected an integer from 1 to 65535`);
+  return v;
 }
 
 function signalName(n: number): string | undefined {

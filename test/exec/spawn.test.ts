@@ -76,4 +76,52 @@ describe('spawn() and exec() in the runtime (node:child_process shape)', () => {
     expect(n).toBe(20 << 20);
     expect(h.digest('hex')).toBe(createHash('sha256').update(Buffer.alloc(20 << 20)).digest('hex'));
   });
+  it('pty: true gives the program a terminal of the asked size; resize() reaches it as SIGWINCH with the new size', async () => {
+    const child = spawn('sh', ['-c', 'tty; stty size; [ -t 0 ] && echo stdin-is-a-tty; echo to-stderr >&2; trap "stty size; exit 4" WINCH; echo ready; while :; do sleep 0.05; done'], {
+      socket,
+      host: 'beta',
+      env: { PATH: '/usr/bin:/bin' },
+      pty: true,
+      rows: 33,
+      cols: 99,
+    });
+    let out = '';
+    let err = '';
+    let resized: boolean | undefined;
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (resized === undefined && out.includes('ready')) resized = child.resize(40, 120);
+    });
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c: number | null, s: string | null) => resolve([c, s])));
+    expect([code, signal, resized]).toEqual([4, null, true]);
+    // One terminal: stderr comes through stdout, with the line discipline's \r\n.
+    expect(out).toMatch(/^\/dev\/pts\/\d+\r\n33 99\r\nstdin-is-a-tty\r\nto-stderr\r\nready\r\n40 120\r\n$/);
+    expect(err).toBe('');
+    expect(child.resize(50, 50)).toBe(false); // ended: nothing to resize
+  });
+
+  it('a resize() before the program started is applied once it runs; without pty there is no terminal and resize() is false', async () => {
+    const child = spawn('sh', ['-c', 'read x; stty size'], { socket, host: 'beta', pty: true });
+    expect(child.resize(12, 34)).toBe(true); // not started yet: held until 'spawn'
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('spawn', () => child.stdin.write('go\n'));
+    await new Promise((r) => child.on('close', r));
+    // The terminal echoes the line typed, then stty reports the size set before the program ran.
+    expect(out).toBe('go\r\n12 34\r\n');
+
+    const plain = spawn('sh', ['-c', '[ -t 0 ] || [ -t 1 ] || echo no-tty'], { socket, host: 'beta' });
+    let plainOut = '';
+    plain.stdout.on('data', (d: Buffer) => (plainOut += d.toString()));
+    plain.stdin.end();
+    expect(plain.resize(10, 10)).toBe(false);
+    await new Promise((r) => plain.on('close', r));
+    expect(plainOut).toBe('no-tty\n');
+  });
+
+  it('rejects a terminal size that is not an integer from 1 to 65535, naming the option', () => {
+    expect(() => spawn('true', [], { socket, pty: true, rows: 0 })).toThrow(/spawn\(\): rows 0: expected an integer from 1 to 65535/);
+    expect(() => spawn('true', [], { socket, pty: true, cols: 2.5 })).toThrow(/cols 2.5/);
+  });
 });
