@@ -2,7 +2,12 @@
  * rex-restore: rebuilds a process from a REX image (docs/IMAGE.md) in this
  * process and jumps into it (docs/RFORK.md, "Restore sequence").
  *
- *   rex-restore [--check] IMAGE     (IMAGE "-" or absent: read fd 0)
+ *   rex-restore [--check] [--file ORIGINAL=LOCAL]... IMAGE     (IMAGE "-" or absent: read fd 0)
+ *
+ * --file says that the caller has verified LOCAL to have the content of the
+ * file the image maps from ORIGINAL (the daemons compare sha256, docs/RFORK.md
+ * section 5): the restorer maps LOCAL instead and checks only its size. A path
+ * without --file must be the very file of the dump (device, inode, size, mtime).
  *
  * Freestanding: no libc, linked at 0x70000000 (restorer.lds), its own stack
  * in .bss. It validates the whole header and metadata before it maps
@@ -135,6 +140,7 @@ static uint8_t *meta;
 static struct rex_img_layout lay;
 static const struct rex_img_region *regions;
 static const struct rex_img_run *runs;
+static const uint64_t *words;
 static const struct rex_img_fd *fds;
 static const char *strings;
 static __attribute__((aligned(64))) uint8_t xsave_area[REX_IMG_MAX_XSAVE];
@@ -143,6 +149,16 @@ static int img_fd = 0;
 static const char *img_name = "<stdin>";
 static uint64_t img_off; /* bytes consumed so far: the offset named in messages */
 static uint64_t t_start;
+
+/* --file ORIGINAL=LOCAL pairs; the strings stay in argv, which lives until the kernel's stack is unmapped. */
+#define MAX_FILE_MAP 4096
+static struct {
+  const char *orig;
+  size_t orig_len;
+  const char *local;
+} file_map[MAX_FILE_MAP];
+static unsigned nfile_map;
+static const char *mapped_file(const char *p, uint32_t len);
 
 /* One open descriptor per region that is mapped from a file (-1 otherwise). */
 static int region_fd[REX_IMG_MAX_REGIONS];
@@ -217,6 +233,7 @@ static int string_ok(uint32_t off, uint32_t len) {
 
 static uint64_t region_off(uint32_t i) { return hdr.header_size + lay.regions + (uint64_t)i * sizeof(struct rex_img_region); }
 static uint64_t run_off(uint32_t i) { return hdr.header_size + lay.runs + (uint64_t)i * sizeof(struct rex_img_run); }
+static uint64_t word_off(uint64_t i) { return hdr.header_size + lay.words + i * 8; }
 
 static _Noreturn void corrupt_at(const char *what, uint32_t idx, const char *field, uint64_t off, const char *why) {
   say("%s: corrupt image: %s[%u].%s at offset %u: %s", img_name, what, U(idx), field, U(off), why);
@@ -237,13 +254,15 @@ static void check_header(void) {
     say("%s: not a REX image: header.magic at offset 0 is not \"REXIMG\\r\\n\"", img_name);
     r_exit(EX_CORRUPT);
   }
-  if (hdr.version != REX_IMG_VERSION) corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 1)", hdr.version);
+  if (hdr.version != REX_IMG_VERSION)
+    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 2; dump again with the same librex)", hdr.version);
   if (hdr.header_size != sizeof hdr) corrupt_hdr("header_size", HOFF(header_size), "does not match this version's header size", hdr.header_size);
   if (hdr.arch != REX_IMG_ARCH_X86_64) corrupt_hdr("arch", HOFF(arch), "not an x86-64 image (62)", hdr.arch);
   if (hdr.page_size != REX_IMG_PAGE) corrupt_hdr("page_size", HOFF(page_size), "page size must be 4096", hdr.page_size);
   if (hdr.flags & ~REX_IMG_F_SHARED_SKIPPED) corrupt_hdr("flags", HOFF(flags), "unknown flag bits", hdr.flags);
   if (hdr.nregions == 0 || hdr.nregions > REX_IMG_MAX_REGIONS) corrupt_hdr("nregions", HOFF(nregions), "must be 1..65536", hdr.nregions);
   if (hdr.nruns > REX_IMG_MAX_RUNS) corrupt_hdr("nruns", HOFF(nruns), "above the limit of 2097152", hdr.nruns);
+  if (hdr.nwords > REX_IMG_MAX_WORDS) corrupt_hdr("nwords", HOFF(nwords), "above the limit of 8388608", hdr.nwords);
   if (hdr.nfds > REX_IMG_MAX_FDS) corrupt_hdr("nfds", HOFF(nfds), "above the limit of 4096", hdr.nfds);
   if (hdr.strings_size > REX_IMG_MAX_STRINGS) corrupt_hdr("strings_size", HOFF(strings_size), "above the limit of 4 MiB", hdr.strings_size);
   if (hdr.xsave_size < 576 || hdr.xsave_size > REX_IMG_MAX_XSAVE) corrupt_hdr("xsave_size", HOFF(xsave_size), "must be 576..16384", hdr.xsave_size);
@@ -272,7 +291,7 @@ static void check_hash(void) {
 
 static void check_regions(void) {
   uint64_t prev_end = 0, pages = 0;
-  uint32_t next_run = 0;
+  uint32_t next_run = 0, next_word = 0;
   for (uint32_t i = 0; i < hdr.nregions; i++) {
     const struct rex_img_region *r = &regions[i];
     uint64_t o = region_off(i);
@@ -293,7 +312,22 @@ static void check_regions(void) {
     }
     if (r->first_run != next_run) corrupt_at("region", i, RF(first_run), "runs must follow the region order without gaps");
     if (r->nruns > hdr.nruns - next_run) corrupt_at("region", i, RF(nruns), "more runs than the run table holds");
-    if (r->kind == REX_IMG_FILE_SHARED && r->nruns) corrupt_at("region", i, RF(nruns), "a shared file region carries no pages");
+    if (r->first_word != next_word) corrupt_at("region", i, RF(first_word), "bitmaps must follow the region order without gaps");
+    if (r->page_map == REX_IMG_MAP_RUNS) {
+      if (r->nwords) corrupt_at("region", i, RF(nwords), "a region listed by runs has no bitmap words");
+    } else if (r->page_map == REX_IMG_MAP_BITMAP) {
+      uint64_t npages = (r->end - r->start) / REX_IMG_PAGE;
+      if (r->nruns) corrupt_at("region", i, RF(nruns), "a region listed by a bitmap has no runs");
+      if (r->nwords != rex_img_bitmap_words(npages)) corrupt_at("region", i, RF(nwords), "not one bit per page of the region");
+      if (r->nwords > hdr.nwords - next_word) corrupt_at("region", i, RF(nwords), "more words than the bitmap table holds");
+      for (uint32_t k = 0; k < r->nwords; k++) pages += rex_img_popcount64(words[next_word + k]);
+      if (npages & 63 && words[next_word + r->nwords - 1] >> (npages & 63))
+        corrupt_at("bitmap word", next_word + r->nwords - 1, "bits", word_off(next_word + r->nwords - 1), "bits set past the region's last page");
+      next_word += r->nwords;
+    } else {
+      corrupt_at("region", i, RF(page_map), "unknown page map (0 runs, 1 bitmap)");
+    }
+    if (r->kind == REX_IMG_FILE_SHARED && (r->nruns || r->nwords)) corrupt_at("region", i, RF(nruns), "a shared file region carries no pages");
     uint64_t prev = r->start;
     for (uint32_t k = r->first_run; k < r->first_run + r->nruns; k++) {
       const struct rex_img_run *u = &runs[k];
@@ -310,7 +344,8 @@ static void check_regions(void) {
 #undef RF
   }
   if (next_run != hdr.nruns) corrupt_hdr("nruns", HOFF(nruns), "runs left over that no region claims", hdr.nruns);
-  if (pages != hdr.data_pages) corrupt_hdr("data_pages", HOFF(data_pages), "does not equal the pages of all runs", hdr.data_pages);
+  if (next_word != hdr.nwords) corrupt_hdr("nwords", HOFF(nwords), "bitmap words left over that no region claims", hdr.nwords);
+  if (pages != hdr.data_pages) corrupt_hdr("data_pages", HOFF(data_pages), "does not equal the pages the runs and bitmaps list", hdr.data_pages);
 }
 
 static void check_rest(void) {
@@ -469,7 +504,11 @@ static void check_host(void) {
       r_exit(EX_HOST);
     }
   }
-  /* Files: the same file (device, inode, size, mtime) or nothing is mapped. */
+  /*
+   * Files: the same file (device, inode, size, mtime), or the copy a --file
+   * option names (its content verified by the caller; only the size is
+   * checked here), or nothing is mapped.
+   */
   for (uint32_t i = 0; i < hdr.nregions; i++) {
     const struct rex_img_region *r = &regions[i];
     region_fd[i] = -1;
@@ -480,16 +519,34 @@ static void check_host(void) {
       continue;
     }
     const char *path = strings + r->name_off;
+    const char *local = mapped_file(path, r->name_len);
+    if (local && r->kind == REX_IMG_FILE_SHARED) {
+      /* A copy is not the file: the process's writes, and other writers', would no longer meet. */
+      say("region %u (%x-%x): %s is mapped shared; --file cannot redirect a shared mapping to another file",
+          U(i), U(r->start), U(r->end), path);
+      r_exit(EX_HOST);
+    }
     int wr = r->kind == REX_IMG_FILE_SHARED && (r->prot & REX_IMG_PROT_WRITE);
-    long fd = r_openat(path, (wr ? O_RDWR_ : O_RDONLY_) | O_CLOEXEC_);
+    long fd = r_openat(local ? local : path, (wr ? O_RDWR_ : O_RDONLY_) | O_CLOEXEC_);
     if (fd < 0) {
-      say("region %u (%x-%x): cannot open %s: %s (%d)", U(i), U(r->start), U(r->end), path, errname(fd), D(-fd));
+      if (local)
+        say("region %u (%x-%x): cannot open %s (given by --file for %s): %s (%d)", U(i), U(r->start), U(r->end), local,
+            path, errname(fd), D(-fd));
+      else
+        say("region %u (%x-%x): cannot open %s: %s (%d)", U(i), U(r->start), U(r->end), path, errname(fd), D(-fd));
       r_exit(EX_HOST);
     }
     struct k_stat st;
     memset(&st, 0, sizeof st);
     sys2(NR_fstat, fd, &st);
-    if (st.st_dev != r->dev || st.st_ino != r->ino || (uint64_t)st.st_size != r->size || st.st_mtime_ != r->mtime_sec ||
+    if (local) {
+      if ((st.st_mode & S_IFMT_) != S_IFREG_ || (uint64_t)st.st_size != r->size) {
+        say("region %u (%x-%x): %s (given by --file for %s) is not a copy of it: %u bytes%s here, %u in the image",
+            U(i), U(r->start), U(r->end), local, path, U(st.st_size),
+            (st.st_mode & S_IFMT_) != S_IFREG_ ? " and not a regular file" : "", U(r->size));
+        r_exit(EX_HOST);
+      }
+    } else if (st.st_dev != r->dev || st.st_ino != r->ino || (uint64_t)st.st_size != r->size || st.st_mtime_ != r->mtime_sec ||
         (uint64_t)st.st_mtime_nsec != r->mtime_nsec) {
       say("region %u (%x-%x): %s is not the file the image was taken from "
           "(device/inode/size/mtime %u/%u/%u/%d here, %u/%u/%u/%d in the image)",
@@ -552,7 +609,7 @@ static void map_regions(void) {
   rex_xxh64_init(&xh);
   for (uint32_t i = 0; i < hdr.nregions; i++) {
     const struct rex_img_region *r = &regions[i];
-    int fill = r->nruns > 0;
+    int fill = r->nruns > 0 || r->nwords > 0;
     int prot = fill ? PROT_READ_ | PROT_WRITE_ : (int)r->prot;
     int flags = MAP_FIXED_NOREPLACE_;
     int fd = -1;
@@ -566,12 +623,13 @@ static void map_regions(void) {
     long a = r_mmap(r->start, r->end - r->start, prot, flags, fd, off);
     if (a < 0 && a > -4096) fail_sys(a == -EEXIST_ ? "mmap (address taken)" : "mmap", r->start, r->end, a);
     if ((uint64_t)a != r->start) fail_sys("mmap placed the region elsewhere", r->start, (uint64_t)a, -EEXIST_);
-    for (uint32_t k = r->first_run; k < r->first_run + r->nruns; k++) {
-      uint64_t n = runs[k].npages * REX_IMG_PAGE;
-      /* Fault the run in one call instead of one page at a time inside read(); errors only cost speed. */
-      if (runs[k].npages >= 16) sys3(NR_madvise, runs[k].addr, n, MADV_POPULATE_WRITE_);
-      read_exact((void *)runs[k].addr, n, "page data");
-      rex_xxh64_stripes(&xh, (const void *)runs[k].addr, n);
+    uint64_t cursor = 0, addr, npages;
+    while (rex_img_next_extent(r, runs, words, &cursor, &addr, &npages)) {
+      uint64_t n = npages * REX_IMG_PAGE;
+      /* Fault the extent in one call instead of one page at a time inside read(); errors only cost speed. */
+      if (npages >= 16) sys3(NR_madvise, addr, n, MADV_POPULATE_WRITE_);
+      read_exact((void *)addr, n, "page data");
+      rex_xxh64_stripes(&xh, (const void *)addr, n);
     }
     if (fill && r->prot != (uint32_t)prot) {
       long m = sys3(NR_mprotect, r->start, r->end - r->start, r->prot);
@@ -672,12 +730,40 @@ static _Noreturn void jump(void) {
 /* --------------------------------------------------------------- main */
 
 static void usage(void) {
-  say("usage: rex-restore [--check] [IMAGE | -]\n"
+  say("usage: rex-restore [--check] [--file ORIGINAL=LOCAL]... [IMAGE | -]\n"
       "  rebuilds the process saved in IMAGE (default: read from fd 0) and continues it;\n"
-      "  --check validates the image and exits 0 without restoring.\n"
+      "  --check validates the image and exits 0 without restoring;\n"
+      "  --file maps LOCAL where the image maps ORIGINAL: the caller has verified that LOCAL has\n"
+      "  the same content, the restorer checks its size only (repeatable).\n"
       "  exit status: 2 usage or read error, 3 corrupt image, 4 not restorable on this host,\n"
       "  5 restore failed midway; otherwise the restored program's own status");
   r_exit(EX_USAGE);
+}
+
+/*
+ * One --file ORIGINAL=LOCAL: split at the first '=' (an ORIGINAL path that
+ * holds '=' cannot be redirected). ORIGINAL must be absolute, as image paths are.
+ */
+static void add_file_map(const char *arg) {
+  size_t eq = 0;
+  while (arg[eq] && arg[eq] != '=') eq++;
+  if (arg[0] != '/' || arg[eq] != '=' || arg[eq + 1] == '\0') {
+    say("--file %s: expected ORIGINAL=LOCAL with an absolute ORIGINAL path and a non-empty LOCAL one", arg);
+    r_exit(EX_USAGE);
+  }
+  if (nfile_map == MAX_FILE_MAP) {
+    say("--file %s: more than %u --file options", arg, U(MAX_FILE_MAP));
+    r_exit(EX_USAGE);
+  }
+  file_map[nfile_map].orig = arg, file_map[nfile_map].orig_len = eq, file_map[nfile_map].local = arg + eq + 1;
+  nfile_map++;
+}
+
+/* The LOCAL path given for ORIGINAL path p, or 0. The last --file for a path wins. */
+static const char *mapped_file(const char *p, uint32_t len) {
+  for (unsigned i = nfile_map; i-- > 0;)
+    if (file_map[i].orig_len == len && memcmp(file_map[i].orig, p, len) == 0) return file_map[i].local;
+  return 0;
 }
 
 _Noreturn void restorer_main(uint64_t *sp);
@@ -692,6 +778,10 @@ _Noreturn void restorer_main(uint64_t *sp) {
   const char *path = 0;
   for (int i = 1; i < argc; i++) {
     if (streq(argv[i], "--check")) check = 1;
+    else if (streq(argv[i], "--file")) {
+      if (i + 1 == argc) usage();
+      add_file_map(argv[++i]);
+    } else if (argv[i][0] == '-' && argv[i][1] == '-' && !memcmp(argv[i], "--file=", 7)) add_file_map(argv[i] + 7);
     else if (streq(argv[i], "--help") || streq(argv[i], "-h")) usage();
     else if (argv[i][0] == '-' && argv[i][1] != '\0') usage();
     else if (path) usage();
@@ -725,6 +815,7 @@ _Noreturn void restorer_main(uint64_t *sp) {
   check_hash();
   regions = (const struct rex_img_region *)(meta + lay.regions);
   runs = (const struct rex_img_run *)(meta + lay.runs);
+  words = (const uint64_t *)(meta + lay.words);
   fds = (const struct rex_img_fd *)(meta + lay.fds);
   strings = (const char *)(meta + lay.strings);
   if (hdr.strings_size == 0 || strings[hdr.strings_size - 1] != '\0')
@@ -752,8 +843,9 @@ _Noreturn void restorer_main(uint64_t *sp) {
           U(img_off - sizeof t), U(got), U(t.data_hash));
       r_exit(EX_CORRUPT);
     }
-    say("%s: valid image of pid %d (%s): %u regions, %u runs, %u pages, %u fds, %u bytes", img_name, D(hdr.pid),
-        strings + hdr.exe_off, U(hdr.nregions), U(hdr.nruns), U(hdr.data_pages), U(hdr.nfds), U(img_off));
+    say("%s: valid image of pid %d (%s): %u regions, %u runs, %u bitmap words, %u pages, %u fds, %u bytes", img_name,
+        D(hdr.pid), strings + hdr.exe_off, U(hdr.nregions), U(hdr.nruns), U(hdr.nwords), U(hdr.data_pages), U(hdr.nfds),
+        U(img_off));
     r_exit(EX_CHECK_OK);
   }
 

@@ -68,6 +68,9 @@
 #define ARCH_SET_FS_ 0x1002
 #define CLOCK_MONOTONIC_ 1
 
+#define S_IFMT_ 0170000
+#define S_IFREG_ 0100000
+
 #define EINTR_ 4
 #define EEXIST_ 17
 

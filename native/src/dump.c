@@ -235,7 +235,8 @@ static long r_write_all(int fd, const void *buf, size_t n) {
 #define SCR_PAGEMAP (SCR_XSAVE + (16ul << 10))        /* 512 KiB of pagemap entries */
 #define SCR_IO (SCR_PAGEMAP + (512ul << 10))          /* 1 MiB copy buffer */
 #define SCR_TEXT (SCR_IO + (1ul << 20))               /* small reads: stat, auxv, dirents, 64 KiB */
-#define SCR_SIZE (SCR_TEXT + (64ul << 10))
+#define SCR_WORDS (SCR_TEXT + (64ul << 10))         /* page bitmaps, 8 Mi words, 64 MiB */
+#define SCR_SIZE (SCR_WORDS + (uint64_t)REX_IMG_MAX_WORDS * 8)
 #define PAGEMAP_BATCH ((512ul << 10) / 8)
 #define IO_CAP (1ul << 20)
 
@@ -247,6 +248,7 @@ struct dumper {
   struct rex_img_header *h;
   struct rex_img_region *regions;
   struct rex_img_run *runs;
+  uint64_t *words;
   struct rex_img_fd *fds;
   char *strings;
   uint64_t private_pages;
@@ -669,7 +671,14 @@ static int read_maps(struct dumper *d) {
   return 0;
 }
 
-/* Which pages each region carries: pagemap bits 63 (present), 62 (swapped), 61 (file page or shared). */
+/*
+ * Which pages each region carries: pagemap bits 63 (present), 62 (swapped),
+ * 61 (file page or shared). Each region's pages are listed both ways while
+ * the pagemap is read, as runs at the end of the run table and as a bitmap at
+ * the end of the bitmap table; then the larger listing is taken back. The
+ * scratch mapping is all zeros beyond what was written, and the metadata
+ * writer relies on that for its padding, so whatever is taken back is zeroed.
+ */
 static int find_runs(struct dumper *d) {
   struct rex_img_header *h = d->h;
   long pm = r_open("/proc/self/pagemap", O_RDONLY);
@@ -679,8 +688,13 @@ static int find_runs(struct dumper *d) {
   for (uint32_t i = 0; i < h->nregions; i++) {
     struct rex_img_region *r = &d->regions[i];
     r->first_run = h->nruns;
+    r->first_word = h->nwords;
     if (r->kind == REX_IMG_FILE_SHARED) continue;
     uint64_t npages = (r->end - r->start) / REX_IMG_PAGE;
+    uint64_t need_words = rex_img_bitmap_words(npages);
+    int bitmap_fits = need_words <= REX_IMG_MAX_WORDS - h->nwords;
+    uint64_t *bits = d->words + h->nwords;
+    uint64_t region_runs = 0, region_pages = 0, hi_word = 0; /* hi_word: one past the last bitmap word written */
     uint64_t run_start = 0, run_len = 0;
     for (uint64_t base = 0; base < npages; base += PAGEMAP_BATCH) {
       uint64_t cnt = npages - base < PAGEMAP_BATCH ? npages - base : PAGEMAP_BATCH;
@@ -703,27 +717,47 @@ static int find_runs(struct dumper *d) {
           /* In a private file mapping a page without bit 61 was copied on write (RELRO, .data). */
           carry = r->kind == REX_IMG_FILE ? (present && !filepage) || swapped : present || swapped;
         }
-        uint64_t addr = r->start + (base + k) * REX_IMG_PAGE;
+        uint64_t page = base + k;
         if (carry) {
-          if (run_len == 0) run_start = addr;
+          if (run_len == 0) run_start = r->start + page * REX_IMG_PAGE;
           run_len++;
-          d->private_pages++;
-        }
-        if (run_len > 0 && (!carry || base + k + 1 == npages)) {
-          if (h->nruns >= REX_IMG_MAX_RUNS) {
-            rex__set_error("rex_dump_self: more than %u page runs", REX_IMG_MAX_RUNS);
-            rc = -E2BIG;
-            goto out;
+          region_pages++;
+          if (bitmap_fits) {
+            bits[page >> 6] |= 1ull << (page & 63);
+            hi_word = (page >> 6) + 1;
           }
-          d->runs[h->nruns].addr = run_start;
-          d->runs[h->nruns].npages = run_len;
-          h->nruns++;
-          h->data_pages += run_len;
-          r->nruns++;
+        }
+        if (run_len > 0 && (!carry || page + 1 == npages)) {
+          /* Past the run table's end the runs are only counted: the bitmap may still do. */
+          if (h->nruns + region_runs < REX_IMG_MAX_RUNS) {
+            d->runs[h->nruns + region_runs].addr = run_start;
+            d->runs[h->nruns + region_runs].npages = run_len;
+          }
+          region_runs++;
           run_len = 0;
         }
       }
     }
+    uint64_t kept_runs = region_runs < REX_IMG_MAX_RUNS - h->nruns ? region_runs : REX_IMG_MAX_RUNS - h->nruns;
+    if (bitmap_fits && need_words * 8 < region_runs * sizeof(struct rex_img_run)) {
+      memset(d->runs + h->nruns, 0, kept_runs * sizeof(struct rex_img_run));
+      r->page_map = REX_IMG_MAP_BITMAP;
+      r->nwords = (uint32_t)need_words;
+      h->nwords += (uint32_t)need_words;
+    } else {
+      if (hi_word) memset(bits, 0, hi_word * 8);
+      if (region_runs > kept_runs) {
+        rex__set_error("rex_dump_self: more than %u page runs (region %llx-%llx)", REX_IMG_MAX_RUNS,
+                       (unsigned long long)r->start, (unsigned long long)r->end);
+        rc = -E2BIG;
+        goto out;
+      }
+      r->page_map = REX_IMG_MAP_RUNS;
+      r->nruns = (uint32_t)region_runs;
+      h->nruns += (uint32_t)region_runs;
+    }
+    h->data_pages += region_pages;
+    d->private_pages += region_pages;
   }
 out:
   r_close((int)pm);
@@ -750,7 +784,7 @@ static int write_data(struct dumper *d, struct rex_xxh64 *xh) {
     const struct rex_img_region *r = &d->regions[i];
     /* Unreadable regions and the live stack go through /proc/self/mem (it reads PROT_NONE pages too). */
     int copy = !(r->prot & REX_IMG_PROT_READ) || r->kind == REX_IMG_STACK;
-    if (copy && mem < 0 && r->nruns > 0) {
+    if (copy && mem < 0 && (r->nruns > 0 || r->nwords > 0)) {
       mem = r_open("/proc/self/mem", O_RDONLY);
       if (mem < 0) {
         rex__set_error("rex_dump_self: cannot open /proc/self/mem to read %llx-%llx", (unsigned long long)r->start,
@@ -758,8 +792,9 @@ static int write_data(struct dumper *d, struct rex_xxh64 *xh) {
         return (int)mem;
       }
     }
-    for (uint32_t k = r->first_run; k < r->first_run + r->nruns && rc == 0; k++) {
-      uint64_t addr = d->runs[k].addr, left = d->runs[k].npages * REX_IMG_PAGE;
+    uint64_t cursor = 0, addr, npages;
+    while (rc == 0 && rex_img_next_extent(r, d->runs, d->words, &cursor, &addr, &npages)) {
+      uint64_t left = npages * REX_IMG_PAGE;
       while (left > 0 && rc == 0) {
         uint64_t n = left < IO_CAP ? left : IO_CAP;
         const uint8_t *src = (const uint8_t *)addr;
@@ -858,8 +893,8 @@ static int dump(struct dumper *d, struct rex_img_regs *regs, const uint8_t *xsav
     const void *p;
     uint64_t off, end;
   } parts[] = {
-      {d->scr + SCR_XSAVE, l.xsave, l.regions},   {d->regions, l.regions, l.runs}, {d->runs, l.runs, l.fds},
-      {d->fds, l.fds, l.strings},                 {d->strings, l.strings, l.total},
+      {d->scr + SCR_XSAVE, l.xsave, l.regions}, {d->regions, l.regions, l.runs}, {d->runs, l.runs, l.words},
+      {d->words, l.words, l.fds},               {d->fds, l.fds, l.strings},      {d->strings, l.strings, l.total},
   };
   struct rex_xxh64 xh;
   rex_xxh64_init(&xh);
@@ -905,6 +940,7 @@ int rex__dump_c(int fd, unsigned flags, struct rex_dump_info *info, struct rex_i
   d.h = (struct rex_img_header *)(d.scr + SCR_HEADER);
   d.regions = (struct rex_img_region *)(d.scr + SCR_REGIONS);
   d.runs = (struct rex_img_run *)(d.scr + SCR_RUNS);
+  d.words = (uint64_t *)(d.scr + SCR_WORDS);
   d.fds = (struct rex_img_fd *)(d.scr + SCR_FDS);
   d.strings = (char *)(d.scr + SCR_STRINGS);
 

@@ -11,8 +11,9 @@
  * Layout of an image (all offsets from the start of the stream):
  *
  *   header        struct rex_img_header, header_size bytes
- *   metadata      meta_size bytes: xsave area, regions[], runs[], fds[], strings
- *   page data     data_pages * 4096 bytes, the runs in table order
+ *   metadata      meta_size bytes: xsave area, regions[], runs[], bitmap words[], fds[], strings
+ *   page data     data_pages * 4096 bytes: every region's carried pages, regions in
+ *                 table order, pages in ascending address order
  *   trailer       struct rex_img_trailer (XXH64 of the page data)
  *
  * meta_hash (XXH64, seed 0) covers the header with meta_hash itself zeroed,
@@ -31,7 +32,7 @@
 #define REX_IMG_MAGIC "REXIMG\r\n" /* 8 bytes, no NUL; \r\n catches text-mode mangling */
 #define REX_IMG_MAGIC_SIZE 8
 #define REX_IMG_TRAILER_MAGIC "REXEND\r\n"
-#define REX_IMG_VERSION 1u
+#define REX_IMG_VERSION 2u /* 2: per-region page bitmaps (docs/IMAGE.md section 7) */
 #define REX_IMG_ARCH_X86_64 62u /* EM_X86_64 */
 #define REX_IMG_PAGE 4096u
 
@@ -54,6 +55,7 @@
 #define REX_IMG_MAX_META (64u << 20)
 #define REX_IMG_MAX_REGIONS 65536u
 #define REX_IMG_MAX_RUNS (2u << 20)
+#define REX_IMG_MAX_WORDS (8u << 20) /* bitmap words: 64 MiB, the metadata limit */
 #define REX_IMG_MAX_FDS 4096u
 #define REX_IMG_MAX_STRINGS (4u << 20)
 #define REX_IMG_MAX_XSAVE 16384u
@@ -74,6 +76,14 @@ enum rex_img_kind {
   REX_IMG_FILE_SHARED = 5, /* shared file mapping: re-mapped MAP_SHARED from the same file, no pages carried */
   REX_IMG_ANON_COPY = 6    /* a private file mapping whose file is gone or replaced: every page is carried */
 };
+
+/*
+ * struct rex_img_region.page_map: how the region's carried pages are listed.
+ * The dumper picks per region whichever is smaller: runs (16 bytes per run of
+ * consecutive pages) or a bitmap (one bit per page of the region), so that
+ * scattered memory does not cost 16 bytes per touched page.
+ */
+enum rex_img_page_map { REX_IMG_MAP_RUNS = 0, REX_IMG_MAP_BITMAP = 1 };
 
 /* struct rex_img_region.prot (same values as PROT_*) */
 #define REX_IMG_PROT_READ 0x1u
@@ -167,7 +177,9 @@ struct rex_img_header {
   uint64_t resume_block; /* address of struct rex_img_resume in the image's memory */
 
   struct rex_img_special special[REX_IMG_NSPECIAL];
-  uint64_t reserved[9]; /* zero */
+  uint32_t nwords; /* u64 words in the bitmap table */
+  uint32_t pad1;
+  uint64_t reserved[8]; /* zero */
 };
 
 /* Memory region: [start, end), page-aligned, sorted, non-overlapping. */
@@ -181,7 +193,8 @@ struct rex_img_region {
   uint32_t kind;
   uint32_t name_off, name_len; /* path or [heap]/[stack]/[anon:x]; name_len 0: none */
   uint32_t first_run, nruns;   /* runs[first_run .. first_run+nruns) lie in this region */
-  uint32_t pad[3];
+  uint32_t page_map;           /* enum rex_img_page_map */
+  uint32_t first_word, nwords; /* BITMAP: words[first_word ..], bit k of the region = page start + k*4096 */
   uint8_t content_hash[32]; /* zero here; the transfer layer fills and checks it */
 };
 
@@ -230,17 +243,77 @@ _Static_assert(sizeof(struct rex_img_header) % 32 == 0, "header must be a whole 
 /* Metadata offsets (from the end of the header), each part 64-byte aligned. */
 static inline uint64_t rex_img_align64(uint64_t v) { return (v + 63) & ~(uint64_t)63; }
 struct rex_img_layout {
-  uint64_t xsave, regions, runs, fds, strings, total;
+  uint64_t xsave, regions, runs, words, fds, strings, total;
 };
 static inline struct rex_img_layout rex_img_layout(const struct rex_img_header *h) {
   struct rex_img_layout l;
   l.xsave = 0;
   l.regions = rex_img_align64(l.xsave + h->xsave_size);
   l.runs = rex_img_align64(l.regions + (uint64_t)h->nregions * sizeof(struct rex_img_region));
-  l.fds = rex_img_align64(l.runs + (uint64_t)h->nruns * sizeof(struct rex_img_run));
+  l.words = rex_img_align64(l.runs + (uint64_t)h->nruns * sizeof(struct rex_img_run));
+  l.fds = rex_img_align64(l.words + (uint64_t)h->nwords * 8);
   l.strings = rex_img_align64(l.fds + (uint64_t)h->nfds * sizeof(struct rex_img_fd));
   l.total = rex_img_align64(l.strings + h->strings_size);
   return l;
+}
+
+/* Bitmap words a region of npages pages needs. */
+static inline uint64_t rex_img_bitmap_words(uint64_t npages) { return (npages + 63) / 64; }
+
+/* Index of the lowest set bit of a non-zero word (bsf/tzcnt: no libgcc call in the restorer). */
+static inline unsigned rex_img_ctz64(uint64_t v) { return (unsigned)__builtin_ctzll(v); }
+
+/* Set bits of a word; written out because __builtin_popcountll calls libgcc without -mpopcnt. */
+static inline unsigned rex_img_popcount64(uint64_t v) {
+  v = v - ((v >> 1) & 0x5555555555555555ull);
+  v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+  v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return (unsigned)((v * 0x0101010101010101ull) >> 56);
+}
+
+/*
+ * The next extent (consecutive carried pages) of region r, in ascending
+ * order, whichever way the region lists them. *cursor starts at 0 and is
+ * private to this function. Returns 0 when the region has no more. The
+ * tables must have been validated (indices in range, no bits past the
+ * region's last page).
+ */
+static inline int rex_img_next_extent(const struct rex_img_region *r, const struct rex_img_run *runs, const uint64_t *words,
+                                      uint64_t *cursor, uint64_t *addr, uint64_t *npages) {
+  if (r->page_map == REX_IMG_MAP_RUNS) {
+    if (*cursor >= r->nruns) return 0;
+    const struct rex_img_run *u = &runs[r->first_run + *cursor];
+    (*cursor)++;
+    *addr = u->addr, *npages = u->npages;
+    return 1;
+  }
+  const uint64_t *w = words + r->first_word;
+  uint64_t n = (r->end - r->start) / REX_IMG_PAGE, k = *cursor;
+  while (k < n) { /* the next set bit */
+    uint64_t bits = w[k >> 6] >> (k & 63);
+    if (bits) {
+      k += rex_img_ctz64(bits);
+      break;
+    }
+    k = (k | 63) + 1;
+  }
+  if (k >= n) {
+    *cursor = n;
+    return 0;
+  }
+  uint64_t first = k;
+  while (k < n) { /* the next clear bit; the zeros shifted in from the top read as set */
+    uint64_t clear = ~w[k >> 6] >> (k & 63);
+    if (clear) {
+      k += rex_img_ctz64(clear);
+      break;
+    }
+    k = (k | 63) + 1;
+  }
+  if (k > n) k = n;
+  *cursor = k;
+  *addr = r->start + first * REX_IMG_PAGE, *npages = k - first;
+  return 1;
 }
 
 /*

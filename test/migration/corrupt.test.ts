@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
-import { H, REGION_SIZE, RUN_SIZE, layout, program, rehash, restorer, run } from './image.js';
+import { H, REGION_SIZE, RUN_SIZE, layout, program, regions, rehash, restorer, run } from './image.js';
 
 let dir: string;
 let good: Buffer;
 let metaEnd: number;
+/** An image whose regions use both page maps (hello's small regions all take bitmaps). */
+let mixed: Buffer;
 
 beforeAll(() => {
   execFileSync('make', ['-s', '-C', join(packageRoot(), 'native'), 'restorer', 'migration-tests'], { stdio: 'pipe' });
@@ -24,6 +26,11 @@ beforeAll(() => {
   expect(d.status).toBe(0);
   good = readFileSync(image);
   metaEnd = layout(good).data;
+  const m = run(program('heap_globals'), [join(dir, 'mixed.img')]);
+  expect(m.status).toBe(0);
+  mixed = readFileSync(join(dir, 'mixed.img'));
+  expect(mixed.readUInt32LE(H.nruns)).toBeGreaterThan(0);
+  expect(mixed.readUInt32LE(H.nwords)).toBeGreaterThan(0);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -100,7 +107,8 @@ describe('a refused image never runs', () => {
 describe('field validation names the field (consistent images, one bad field)', () => {
   const l = () => layout(good);
   const cases: [string, (b: Buffer) => void, RegExp, number?][] = [
-    ['version', (b) => b.writeUInt32LE(2, H.version), /header\.version at offset 8: unsupported image version/],
+    ['version 1 (before page bitmaps)', (b) => b.writeUInt32LE(1, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 2/],
+    ['version 3', (b) => b.writeUInt32LE(3, H.version), /header\.version at offset 8: unsupported image version/],
     ['magic', (b) => b.write('REXIMX', 0, 'latin1'), /not a REX image: header\.magic at offset 0/],
     ['region start misaligned', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 1n, l().regions),
       /region\[0\]\.start at offset \d+: start and end must be page-aligned/],
@@ -112,8 +120,7 @@ describe('field validation names the field (consistent images, one bad field)', 
       const last = l().regions + (b.readUInt32LE(H.nregions) - 1) * REGION_SIZE;
       b.writeBigUInt64LE(0x800000000000n, last + 8);
     }, /outside user space/],
-    ['run past its region', (b) => b.writeBigUInt64LE(1n << 30n, l().runs + 8), /run\[0\]\.npages at offset \d+: run extends past its region's end/],
-    ['data_pages', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.dataPages) + 1n, H.dataPages), /header\.data_pages at offset 56: does not equal the pages of all runs/],
+    ['data_pages', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.dataPages) + 1n, H.dataPages), /header\.data_pages at offset 56: does not equal the pages the runs and bitmaps list/],
     ['rip outside code', (b) => b.writeBigUInt64LE(0x1000n, H.rip), /header\.regs\.rip at offset 216: not inside an executable region/],
     ['rsp outside writable memory', (b) => b.writeBigUInt64LE(0n, H.rsp), /header\.regs\.rsp at offset 208: not inside a writable region/],
     ['cwd not absolute', (b) => b.writeUInt32LE(0, H.cwdLen), /header\.cwd_off at offset 3224/],
@@ -150,9 +157,17 @@ describe('field validation names the field (consistent images, one bad field)', 
     expect(r.status).toBe(3);
   });
 
+  it('run past its region', () => {
+    const b = Buffer.from(mixed);
+    b.writeBigUInt64LE(1n << 30n, layout(b).runs + 8);
+    const r = withImage(rehash(b));
+    expect(r.stderr).toMatch(/run\[0\]\.npages at offset \d+: run extends past its region's end/);
+    expect(r.status).toBe(3);
+  });
+
   it('run table order is checked against the regions', () => {
-    const b = Buffer.from(good);
-    const runs = l().runs;
+    const b = Buffer.from(mixed);
+    const runs = layout(b).runs;
     // Swap the first two runs' addresses: still page-aligned, but out of order or outside their region.
     const a0 = b.readBigUInt64LE(runs), a1 = b.readBigUInt64LE(runs + RUN_SIZE);
     b.writeBigUInt64LE(a1, runs);
@@ -160,5 +175,82 @@ describe('field validation names the field (consistent images, one bad field)', 
     const r = withImage(rehash(b));
     expect(r.status).toBe(3);
     expect(r.stderr).toMatch(/run\[[01]\]\.(addr|npages) at offset \d+/);
+  });
+});
+
+describe('page bitmaps (image version 2): each inconsistency is named', () => {
+  /** Byte offset of region i and the index of the first region listed by a bitmap with a partial last word. */
+  const regionAt = (b: Buffer, i: number) => layout(b).regions + i * REGION_SIZE;
+  const bitmapRegion = (b: Buffer): number => {
+    const regs = regions(b);
+    const i = regs.findIndex((r) => r.pageMap === 1 && ((r.end - r.start) / 4096n) % 64n !== 0n);
+    expect(i).toBeGreaterThanOrEqual(0);
+    return i;
+  };
+  /** A clear bit for a page inside some bitmap region (in a word with a set bit too): its word's byte offset and the bit. */
+  const clearBit = (b: Buffer): { at: number; bit: bigint } => {
+    for (const r of regions(b)) {
+      if (r.pageMap !== 1) continue;
+      const pages = Number((r.end - r.start) / 4096n);
+      for (let k = 0; k < pages; k++) {
+        const at = layout(b).words + (r.firstWord + Math.floor(k / 64)) * 8;
+        const w = b.readBigUInt64LE(at);
+        if (w !== 0n && !((w >> BigInt(k % 64)) & 1n)) return { at, bit: BigInt(k % 64) };
+      }
+    }
+    throw new Error('no clear bit in any bitmap');
+  };
+  const cases: [string, (b: Buffer) => void, (b: Buffer) => RegExp][] = [
+    ['a bit past the region\'s last page', (b) => {
+      const r = regions(b)[bitmapRegion(b)]!;
+      const last = layout(b).words + (r.firstWord + r.nwords - 1) * 8;
+      b.writeBigUInt64LE(b.readBigUInt64LE(last) | (1n << 63n), last);
+    }, (b) => {
+      const r = regions(b)[bitmapRegion(b)]!;
+      return new RegExp(`bitmap word\\[${r.firstWord + r.nwords - 1}\\]\\.bits at offset ${layout(b).words + (r.firstWord + r.nwords - 1) * 8}: bits set past the region's last page`);
+    }],
+    ['an unknown page map', (b) => b.writeUInt32LE(2, regionAt(b, bitmapRegion(b)) + 84),
+      (b) => new RegExp(`region\\[${bitmapRegion(b)}\\]\\.page_map at offset ${regionAt(b, bitmapRegion(b)) + 84}: unknown page map`)],
+    ['a bitmap of the wrong length', (b) => {
+      const o = regionAt(b, bitmapRegion(b));
+      b.writeUInt32LE(b.readUInt32LE(o + 92) + 1, o + 92);
+    }, (b) => new RegExp(`region\\[${bitmapRegion(b)}\\]\\.nwords at offset ${regionAt(b, bitmapRegion(b)) + 92}: not one bit per page`)],
+    ['a gap in the bitmap table', (b) => {
+      const o = regionAt(b, bitmapRegion(b));
+      b.writeUInt32LE(b.readUInt32LE(o + 88) + 1, o + 88);
+    }, (b) => new RegExp(`region\\[${bitmapRegion(b)}\\]\\.first_word at offset ${regionAt(b, bitmapRegion(b)) + 88}: bitmaps must follow the region order`)],
+    ['a region listed by runs with bitmap words', (b) => {
+      b.writeUInt32LE(0, regionAt(b, bitmapRegion(b)) + 84);
+    }, (b) => new RegExp(`region\\[${bitmapRegion(b)}\\]\\.nwords at offset ${regionAt(b, bitmapRegion(b)) + 92}: a region listed by runs has no bitmap words`)],
+    ['a bit for a page the data does not hold', (b) => {
+      const { at, bit } = clearBit(b);
+      b.writeBigUInt64LE(b.readBigUInt64LE(at) | (1n << bit), at);
+    }, () => /header\.data_pages at offset 56: does not equal the pages the runs and bitmaps list/],
+    ['nwords above the limit', (b) => b.writeUInt32LE(8388609, H.nwords), () => /header\.nwords at offset 3384: above the limit/],
+  ];
+  for (const [name, edit, message] of cases) {
+    it(name, () => {
+      const b = Buffer.from(good);
+      const want = message(b);
+      edit(b);
+      const r = withImage(rehash(b));
+      expect(r.stderr).toMatch(want);
+      expect(r.status).toBe(3);
+      const real = withImage(b, []);
+      expect(real.status).toBe(3);
+      expect(real.stdout).toBe('');
+    });
+  }
+
+  it('bits that are set somewhere else than the data was taken from are caught only by meta_hash', () => {
+    // Consistent counts, wrong addresses: nothing but the hash can tell, which is why it covers the tables.
+    const b = Buffer.from(good);
+    const { at, bit } = clearBit(b);
+    const w = b.readBigUInt64LE(at);
+    expect(w).not.toBe(0n);
+    b.writeBigUInt64LE((w ^ (w & -w)) | (1n << bit), at); // the lowest set bit moves to a clear one
+    const r1 = withImage(b);
+    expect(r1.status).toBe(3);
+    expect(r1.stderr).toMatch(/header\.meta_hash at offset 64/);
   });
 });

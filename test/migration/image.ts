@@ -14,7 +14,7 @@ export const program = (name: string): string => join(nativeBuild, 'test', 'migr
 export const H = {
   magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
   stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
-  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, size: 3456,
+  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, size: 3456,
 } as const;
 export const REGION_SIZE = 128;
 export const RUN_SIZE = 16;
@@ -63,14 +63,15 @@ export function xxh64(b: Uint8Array): bigint {
 const align64 = (v: number): number => (v + 63) & ~63;
 
 /** Byte offsets of the metadata tables, from the start of the image. */
-export function layout(img: Buffer): { xsave: number; regions: number; runs: number; fds: number; strings: number; data: number } {
+export function layout(img: Buffer): { xsave: number; regions: number; runs: number; words: number; fds: number; strings: number; data: number } {
   const hs = img.readUInt32LE(H.headerSize);
   const regions = align64(img.readUInt32LE(H.xsaveSize));
   const runs = align64(regions + img.readUInt32LE(H.nregions) * REGION_SIZE);
-  const fds = align64(runs + img.readUInt32LE(H.nruns) * RUN_SIZE);
+  const words = align64(runs + img.readUInt32LE(H.nruns) * RUN_SIZE);
+  const fds = align64(words + img.readUInt32LE(H.nwords) * 8);
   const strings = align64(fds + img.readUInt32LE(H.nfds) * FD_SIZE);
   const total = align64(strings + img.readUInt32LE(H.stringsSize));
-  return { xsave: hs, regions: hs + regions, runs: hs + runs, fds: hs + fds, strings: hs + strings, data: hs + total };
+  return { xsave: hs, regions: hs + regions, runs: hs + runs, words: hs + words, fds: hs + fds, strings: hs + strings, data: hs + total };
 }
 
 /** The meta_hash the image should carry: XXH64 of header (meta_hash zeroed) and metadata. */
@@ -93,7 +94,7 @@ function cstring(img: Buffer, off: number, len: number): string {
 }
 
 export interface ImageFd { fd: number; flFlags: number; pos: bigint; kind: number; flags: number; path: string }
-export interface ImageRegion { start: bigint; end: bigint; prot: number; kind: number; name: string; nruns: number }
+export interface ImageRegion { start: bigint; end: bigint; prot: number; kind: number; name: string; nruns: number; pageMap: number; firstWord: number; nwords: number }
 
 export function fds(img: Buffer): ImageFd[] {
   const l = layout(img);
@@ -117,7 +118,8 @@ export function regions(img: Buffer): ImageRegion[] {
     out.push({
       start: img.readBigUInt64LE(o), end: img.readBigUInt64LE(o + 8), prot: img.readUInt32LE(o + 60),
       kind: img.readUInt32LE(o + 64), name: cstring(img, img.readUInt32LE(o + 68), img.readUInt32LE(o + 72)),
-      nruns: img.readUInt32LE(o + 80),
+      nruns: img.readUInt32LE(o + 80), pageMap: img.readUInt32LE(o + 84), firstWord: img.readUInt32LE(o + 88),
+      nwords: img.readUInt32LE(o + 92),
     });
   }
   return out;
