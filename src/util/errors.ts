@@ -67,6 +67,9 @@ export const ErrorCodes = {
   AUTH_DENIED: 'REX_ERR_AUTH_DENIED',
   ENROLL_FAILED: 'REX_ERR_ENROLL_FAILED',
   LOG_DATABASE: 'REX_ERR_LOG_DATABASE',
+  // rfork process images (docs/IMAGE.md)
+  IMAGE_MALFORMED: 'REX_ERR_IMAGE_MALFORMED',
+  IMAGE_TRUNCATED: 'REX_ERR_IMAGE_TRUNCATED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
