@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -443,7 +444,8 @@ enum rex_exec_msg_type {
 /* Attribute tags of the remote execution messages. */
 enum { REX_WINDOW_UPDATE_INCREMENT = 1 };
 enum { REX_EXEC_PATH = 1, REX_EXEC_ARGV = 2, REX_EXEC_ENV = 3, REX_EXEC_CWD = 4, REX_EXEC_HOST = 5, REX_EXEC_PTY = 6,
-       REX_EXEC_ROWS = 7, REX_EXEC_COLS = 8, REX_EXEC_WINDOW = 9, REX_EXEC_PROGRAM = 10, REX_EXEC_SHA256 = 11 };
+       REX_EXEC_ROWS = 7, REX_EXEC_COLS = 8, REX_EXEC_WINDOW = 9, REX_EXEC_PROGRAM = 10, REX_EXEC_SHA256 = 11,
+       REX_EXEC_IMAGE = 12, REX_EXEC_FDS = 13 };
 enum { REX_STARTED_HOST = 1, REX_STARTED_PID = 2, REX_STARTED_WINDOW = 3, REX_STARTED_CWD = 4 };
 enum { REX_DATA_FD = 1, REX_DATA_DATA = 2, REX_DATA_EOF = 3 };
 enum { REX_SIGNAL_SIGNAL = 1 };
@@ -467,6 +469,43 @@ REX_EXTERN int rexecve(const char *path, char *const argv[], char *const envp[])
 
 /** rexecve() on host (NULL: $REX_HOST, else placement); rflags must be 0 (reserved). */
 REX_EXTERN int rexecve_on(const char *host, const char *path, char *const argv[], char *const envp[], unsigned rflags);
+
+/* ============================================ rfork */
+/*
+ * fork() onto the cluster (docs/RFORK.md, docs/man/rfork.3.md): the child
+ * continues on the least-loaded host; the parent's child is a local stub that
+ * relays the child's descriptors, signals and exit status.
+ */
+
+/** rfork_on() flag: when the process cannot be moved (shared memory, threads), fork locally instead of failing. */
+#define REX_RFORK_LOCAL 0x1u
+
+/**
+ * fork(2) whose child continues on the least-loaded host of the cluster (or
+ * on $REX_HOST). Returns the stub's pid in the parent, 0 in the child (which
+ * runs on the executor), -1 with errno in the parent when nothing was moved:
+ * EOPNOTSUPP (shared memory the child cannot carry; rex_last_error() names the
+ * mapping), EHOSTUNREACH (no host or no rexd), EACCES (not authorized),
+ * EINVAL/ENOEXEC (the image was refused where it was sent), or the errno of a
+ * failing system call. stdio buffers are flushed first, so nothing buffered
+ * is written twice.
+ */
+REX_EXTERN pid_t rfork(void);
+
+/** rfork() onto host (NULL: $REX_HOST, else placement), with rflags 0 or REX_RFORK_LOCAL. */
+REX_EXTERN pid_t rfork_on(const char *host, unsigned rflags);
+
+/** In an rfork()ed child: the pid of its stub on the origin (what the parent's rfork() returned); elsewhere getpid(). */
+REX_EXTERN pid_t rgetpid(void);
+
+/** In an rfork()ed child: the pid of the parent that called rfork(), on the origin; elsewhere getppid(). */
+REX_EXTERN pid_t rgetppid(void);
+
+/** In an rfork()ed child: the origin host's name (its gethostname()); elsewhere this host's. Never NULL. */
+REX_EXTERN const char *rgethostname(void);
+
+/** 1 in a process that rfork() moved to another host (or a descendant copy of it), else 0. */
+REX_EXTERN int rforked(void);
 
 #ifdef __cplusplus
 }

@@ -56,7 +56,8 @@ static long timeout_ms(void) {
 }
 
 int rex__socket_path(char *buf, size_t cap) {
-  const char *env = getenv("REX_SOCKET");
+  /* A migrated child talks to the rexd of the host it runs on, not the origin's (rfork.c). */
+  const char *env = rex__socket_override[0] ? rex__socket_override : getenv("REX_SOCKET");
   int n;
   if (env && *env) {
     n = snprintf(buf, cap, "%s", env);

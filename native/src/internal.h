@@ -38,4 +38,25 @@ void rex__clear_error(void);
 /* The Unix socket path of the local rexd: $REX_SOCKET, else $HOME/.rex/run/rexd.sock. 0 or -errno. */
 int rex__socket_path(char *buf, size_t cap);
 
+/* What the origin stub (rexec.c) is asked to start: rexecve() and rfork() share it. */
+struct rex__stub_req {
+  const char *who;                 /* "rexecve" or "rfork": the prefix of messages */
+  const char *host;                /* NULL or "" or "*": placement */
+  const char *path;                /* the program, or for an image the path rexd reads it from */
+  char *const *argv, *const *envp; /* programs only */
+  int image;                       /* path is a migration image (docs/RFORK.md) */
+  const int *fds;                  /* image: the descriptors to proxy, 0-2 included */
+  size_t nfds;
+};
+
+/*
+ * Sends EXEC and, once the program runs, calls on_started(arg) and turns the
+ * process into the stub (never returns). Returns an errno when nothing
+ * started, with rex_last_error() set.
+ */
+int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg), void *arg);
+
+/* rfork.c: the executor's rexd socket inside a migrated child ("" elsewhere): librex talks to it. */
+extern char rex__socket_override[108];
+
 #endif /* REX_INTERNAL_H */

@@ -49,6 +49,15 @@ static const struct {
 /* What the stub forwards (as rex run does). */
 static const int FORWARD[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT, SIGALRM};
 
+/* The caller's name in messages: "rexecve" or "rfork". */
+static const char *who = "rexecve";
+
+/* One relayed descriptor: in = the stub reads it and sends DATA; out = DATA from the remote is written to it. */
+struct proxy {
+  int fd;
+  unsigned char in, out, in_open;
+};
+
 static const char *sig_name(int sig) {
   for (size_t i = 0; i < sizeof SIGNALS / sizeof *SIGNALS; i++)
     if (SIGNALS[i].sig == sig) return SIGNALS[i].name;
@@ -67,6 +76,7 @@ struct rx {
   size_t len, cap, used;
   struct rex_attr *arena;
   size_t arena_cap;
+  uint64_t window; /* STARTED's credit towards the executor */
   uint8_t *out; /* encode buffer: one frame */
   size_t out_cap;
 };
@@ -176,7 +186,7 @@ static int exec_error(const struct rex_frame *f) {
     text[n] = '\0';
   }
   uint64_t v = code && code->kind == REX_KIND_UINT ? code->v.u : 0;
-  rex__set_error("rexecve: %s", text);
+  rex__set_error("%s: %s", who, text);
   switch (v) {
     case (uint64_t)-REX_EPROTO_NO_ENTRY: return ENOENT;
     case (uint64_t)-REX_EPROTO_DENIED: return EACCES;
@@ -185,12 +195,15 @@ static int exec_error(const struct rex_frame *f) {
     case (uint64_t)-REX_EPROTO_TIMEOUT: return EHOSTUNREACH;
     case (uint64_t)-REX_EPROTO_BUSY: return EAGAIN;
     case (uint64_t)-REX_EPROTO_BAD_REQUEST: return EINVAL;
+    case (uint64_t)-REX_EPROTO_UNSUPPORTED: return ENOEXEC;
     default: return EPROTO;
   }
 }
 
 /* Connects, says HELLO, sends EXEC and waits for STARTED. 0, or an errno (nothing started). */
-static int start(struct rx *c, const char *host, const char *path, char *const argv[], char *const envp[]) {
+static int start(struct rx *c, const struct rex__stub_req *rq) {
+  const char *host = rq->host, *path = rq->path;
+  char *const *argv = rq->argv, *const *envp = rq->envp;
   char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
   int rc = rex__socket_path(sockpath, sizeof sockpath);
   if (rc) return -rc;
@@ -203,7 +216,7 @@ static int start(struct rx *c, const char *host, const char *path, char *const a
   while (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     if (errno == EINTR) continue;
     int e = errno;
-    rex__set_error("rexecve: connect %s: %s (is rexd running?)", sockpath, strerror(e));
+    rex__set_error("%s: connect %s: %s (is rexd running?)", who, sockpath, strerror(e));
     return e == ENOENT || e == ECONNREFUSED ? EHOSTUNREACH : e;
   }
   struct rex_frame f;
@@ -224,7 +237,7 @@ static int start(struct rx *c, const char *host, const char *path, char *const a
   for (; argv && argv[nargs]; nargs++) bytes += strlen(argv[nargs]) + 7;
   for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
   if (nargs + nenv + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
-    rex__set_error("rexecve: argument list and environment too long for one EXEC frame");
+    rex__set_error("%s: argument list and environment too long for one EXEC frame", who);
     return E2BIG;
   }
   struct rex_attr *ea = calloc(nargs + nenv + 8, sizeof *ea);
@@ -238,7 +251,19 @@ static int start(struct rx *c, const char *host, const char *path, char *const a
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
-  rc = rx_send(c, &f, bytes + strlen(path) + 8192);
+  uint8_t *fdlist = NULL;
+  if (rq->image) {
+    rex_attr_bool(&f, REX_EXEC_IMAGE, 1);
+    fdlist = malloc(rq->nfds * 4 + 1);
+    if (!fdlist) {
+      free(ea);
+      return ENOMEM;
+    }
+    for (size_t i = 0; i < rq->nfds; i++) rex__wr32(fdlist + 4 * i, (uint32_t)rq->fds[i]);
+    rex_attr_bytes(&f, REX_EXEC_FDS, fdlist, rq->nfds * 4);
+  }
+  rc = rx_send(c, &f, bytes + strlen(path) + 8192 + rq->nfds * 4);
+  free(fdlist);
   free(ea);
   if (rc) return rc == -EINVAL ? E2BIG : -rc;
   for (;;) {
@@ -246,9 +271,12 @@ static int start(struct rx *c, const char *host, const char *path, char *const a
     if (f.stream == 0 && f.type == REX_MSG_ERROR) return exec_error(&f);
     if (f.stream != STREAM) continue;
     if (f.type == REX_MSG_ERROR) return exec_error(&f);
-    if (f.type == REX_MSG_STARTED) return 0;
-    rex__set_error("rexecve: rexd answered EXEC with frame type 0x%04x", f.type);
-    return EPROTO;
+    if (f.type == REX_MSG_STARTED) {
+      const struct rex_attr *w = attr(&f, REX_STARTED_WINDOW);
+      c->window = w && w->kind == REX_KIND_UINT ? w->v.u : REXEC_WINDOW;
+      return 0;
+    }
+    /* Anything else before STARTED (transfer progress, later additions) is information only. */
   }
 }
 
@@ -280,19 +308,20 @@ static void __attribute__((noreturn)) end_like(int code, int sig) {
 
 static void __attribute__((noreturn)) lost(const char *why) {
   char line[640];
-  int n = snprintf(line, sizeof line, "rexecve: %s\n", why);
+  int n = snprintf(line, sizeof line, "%s: %s\n", who, why);
   if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, 0);
   _exit(255);
 }
 
 static int send_simple(struct rx *c, uint16_t type, uint16_t tag, uint64_t v, const char *s, const void *bytes, size_t n,
                        int eof) {
+  /* For DATA, v is the descriptor. */
   struct rex_attr a[4];
   struct rex_frame f;
   rex_frame_init(&f, a, 4);
   rex_frame_start(&f, type, 0, STREAM);
   if (type == REX_MSG_DATA) {
-    rex_attr_uint(&f, REX_DATA_FD, 0);
+    rex_attr_uint(&f, REX_DATA_FD, v);
     if (n) rex_attr_bytes(&f, REX_DATA_DATA, bytes, n);
     if (eof) rex_attr_bool(&f, REX_DATA_EOF, 1);
   } else if (s)
@@ -302,8 +331,25 @@ static int send_simple(struct rx *c, uint16_t type, uint16_t tag, uint64_t v, co
   return rx_send(c, &f, n);
 }
 
+static struct proxy *find_proxy(struct proxy *px, size_t n, uint64_t fd) {
+  for (size_t i = 0; i < n; i++)
+    if ((uint64_t)px[i].fd == fd) return &px[i];
+  return NULL;
+}
+
+/* The remote closed its copy of a descriptor: the stub closes its own (the parent keeps its copy, as after fork). */
+static void remote_closed(struct proxy *p) {
+  if (!p || !p->out || p->fd <= 2) return; /* 1 and 2 stay: the stub reports on stderr */
+  p->out = 0;
+  if (p->in) {
+    shutdown(p->fd, SHUT_WR); /* a socket still read by the stub: half-close; other kinds ignore it */
+    return;
+  }
+  close(p->fd);
+}
+
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
-static void __attribute__((noreturn)) relay(struct rx *c) {
+static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size_t npx) {
   if (pipe2(sigpipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) lost("cannot create the signal pipe");
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -312,10 +358,11 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
   sigemptyset(&sa.sa_mask);
   for (size_t i = 0; i < sizeof FORWARD / sizeof *FORWARD; i++) sigaction(FORWARD[i], &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  uint64_t credit = REXEC_WINDOW;
-  int stdin_open = 1;
+  uint64_t credit = c->window ? c->window : REXEC_WINDOW;
   uint8_t *inbuf = malloc(REXEC_CHUNK);
-  if (!inbuf) lost("out of memory");
+  struct pollfd *p = calloc(npx + 2, sizeof *p);
+  size_t *which = calloc(npx + 2, sizeof *which);
+  if (!inbuf || !p || !which) lost("out of memory");
   struct rex_frame f;
   for (;;) {
     /* Frames already received are handled before waiting again. */
@@ -326,7 +373,7 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
       if (rc) lost("bad frame from rexd");
       if (f.type == REX_MSG_ERROR) {
         exec_error(&f);
-        lost(rex_last_error() + 9); /* without its "rexecve: " prefix: lost() adds it */
+        lost(rex_last_error() + strlen(who) + 2); /* without its "who: " prefix: lost() adds it */
       }
       if (f.type == REX_MSG_GOODBYE) lost("rexd closed the connection");
       if (f.stream != STREAM) continue;
@@ -335,11 +382,15 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
         case REX_MSG_DATA: {
           a = attr(&f, REX_DATA_FD);
           const struct rex_attr *d = attr(&f, REX_DATA_DATA);
-          if (a && a->kind == REX_KIND_UINT && d && d->kind == REX_KIND_BYTES && d->len > 0) {
-            int fd = a->v.u == 2 ? 2 : 1;
-            write_all(fd, d->data, d->len, 0); /* EPIPE: the reader is gone; drop, keep the credit flowing */
+          const struct rex_attr *eof = attr(&f, REX_DATA_EOF);
+          if (!a || a->kind != REX_KIND_UINT) break;
+          struct proxy *to = find_proxy(px, npx, a->v.u);
+          if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
+            /* EPIPE or a closed descriptor: the reader is gone; drop, keep the credit flowing. */
+            if (to && to->out) write_all(to->fd, d->data, d->len, 0);
             if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
           }
+          if (eof && eof->kind == REX_KIND_BOOL && eof->v.u) remote_closed(to);
           break;
         }
         case REX_MSG_WINDOW_UPDATE:
@@ -358,10 +409,14 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
           break;
       }
     }
-    struct pollfd p[3] = {{.fd = c->fd, .events = POLLIN, .revents = 0},
-                          {.fd = sigpipe_fds[0], .events = POLLIN, .revents = 0},
-                          {.fd = 0, .events = POLLIN, .revents = 0}};
-    nfds_t np = stdin_open && credit > 0 ? 3 : 2;
+    p[0] = (struct pollfd){.fd = c->fd, .events = POLLIN, .revents = 0};
+    p[1] = (struct pollfd){.fd = sigpipe_fds[0], .events = POLLIN, .revents = 0};
+    nfds_t np = 2;
+    for (size_t i = 0; i < npx && credit > 0; i++) {
+      if (!px[i].in || !px[i].in_open) continue;
+      which[np] = i;
+      p[np++] = (struct pollfd){.fd = px[i].fd, .events = POLLIN, .revents = 0};
+    }
     if (poll(p, np, -1) < 0) {
       if (errno == EINTR) continue;
       lost("poll failed");
@@ -375,16 +430,18 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
         if (sigs[i] == SIGTSTP) raise(SIGSTOP); /* Ctrl-Z stops the stub too, as it would a local child */
       }
     }
-    if (np == 3 && (p[2].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
+    for (nfds_t k = 2; k < np; k++) {
+      if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) || credit == 0) continue;
+      struct proxy *in = &px[which[k]];
       size_t want = credit < REXEC_CHUNK ? (size_t)credit : REXEC_CHUNK;
-      ssize_t n = (p[2].revents & POLLNVAL) ? 0 : read(0, inbuf, want);
+      ssize_t n = (p[k].revents & POLLNVAL) ? 0 : read(in->fd, inbuf, want);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n <= 0) {
-        stdin_open = 0;
-        if (send_simple(c, REX_MSG_DATA, 0, 0, NULL, NULL, 0, 1)) lost("lost rexd");
+        in->in_open = 0;
+        if (send_simple(c, REX_MSG_DATA, 0, (uint64_t)in->fd, NULL, NULL, 0, 1)) lost("lost rexd");
       } else {
         credit -= (uint64_t)n;
-        if (send_simple(c, REX_MSG_DATA, 0, 0, NULL, inbuf, (size_t)n, 0)) lost("lost rexd");
+        if (send_simple(c, REX_MSG_DATA, 0, (uint64_t)in->fd, NULL, inbuf, (size_t)n, 0)) lost("lost rexd");
       }
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -410,6 +467,44 @@ static void __attribute__((noreturn)) relay(struct rx *c) {
   }
 }
 
+int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg), void *arg) {
+  who = rq->who ? rq->who : "rexecve";
+  size_t npx = rq->image ? rq->nfds : 3;
+  struct proxy *px = calloc(npx ? npx : 1, sizeof *px);
+  if (!px) return ENOMEM;
+  if (!rq->image) {
+    px[0] = (struct proxy){0, 1, 0, 1};
+    px[1] = (struct proxy){1, 0, 1, 0};
+    px[2] = (struct proxy){2, 0, 1, 0};
+  } else {
+    for (size_t i = 0; i < npx; i++) {
+      int fd = rq->fds[i];
+      px[i].fd = fd;
+      if (fd == 0) {
+        px[i].in = 1;
+      } else if (fd <= 2) {
+        px[i].out = 1;
+      } else {
+        /* Other descriptors by their access mode; a socket or O_RDWR descriptor both ways. */
+        int fl = fcntl(fd, F_GETFL);
+        int acc = fl < 0 ? O_RDWR : (fl & O_ACCMODE);
+        px[i].in = acc == O_RDONLY || acc == O_RDWR;
+        px[i].out = acc == O_WRONLY || acc == O_RDWR;
+      }
+      px[i].in_open = px[i].in;
+    }
+  }
+  struct rx c = {.fd = -1};
+  int e = start(&c, rq);
+  if (e) {
+    rx_free(&c);
+    free(px);
+    return e;
+  }
+  if (on_started) on_started(arg);
+  relay(&c, px, npx);
+}
+
 int rexecve_on(const char *host, const char *path, char *const argv[], char *const envp[], unsigned rflags) {
   rex__clear_error();
   if (!path || !*path || rflags != 0) {
@@ -417,14 +512,9 @@ int rexecve_on(const char *host, const char *path, char *const argv[], char *con
     return -1;
   }
   if (!host) host = getenv("REX_HOST");
-  struct rx c = {.fd = -1};
-  int e = start(&c, host, path, argv, envp);
-  if (e) {
-    rx_free(&c);
-    errno = e;
-    return -1;
-  }
-  relay(&c);
+  struct rex__stub_req rq = {.who = "rexecve", .host = host, .path = path, .argv = argv, .envp = envp};
+  errno = rex__stub_exec(&rq, NULL, NULL);
+  return -1;
 }
 
 int rexecve(const char *path, char *const argv[], char *const envp[]) { return rexecve_on(NULL, path, argv, envp, 0); }

@@ -67,6 +67,8 @@ interface Session {
   fromHost?: string;
   /** Set when the session may do nothing but ENROLL; the reason is what others are told. */
   restricted?: string;
+  /** Local clients: the pid SO_PEERCRED gave (rfork images are read from that process only). */
+  pid?: number;
   /** Local clients: the program named in HELLO, passed on with forwarded requests. */
   program?: string;
   /** TLS: the requester's key is a program key (its program cannot be overridden per request). */
@@ -277,7 +279,7 @@ export class Rexd {
   private acceptLocal(sock: Socket): void {
     if (!this.track(sock)) return;
     const cred = localPeer(sock);
-    const session: Session = { kind: 'local', address: 'local', identity: this.name, identityId: '', fromHost: this.config.hostName };
+    const session: Session = { kind: 'local', address: 'local', identity: this.name, identityId: '', fromHost: this.config.hostName, ...(cred ? { pid: cred.pid } : {}) };
     const label = cred ? `local client pid ${cred.pid} uid ${cred.uid}` : 'local client';
     const conn = new Connection(sock, {
       initiator: false,
@@ -550,7 +552,7 @@ export class Rexd {
       case 'CANCEL':
         return this.call(m, session);
       case 'EXEC':
-        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}) }, session.conn!);
+        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}), ...(session.pid ? { pid: session.pid } : {}) }, session.conn!);
       case 'ENROLL':
         throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:

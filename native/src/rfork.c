@@ -1,0 +1,239 @@
+/*
+ * rfork.c: rfork() (docs/RFORK.md, docs/man/rfork.3.md). fork()s; the child
+ * writes itself to an image in memory (rex_dump_self into a memfd) and then
+ * becomes the origin stub: it asks the local rexd to run the image on the
+ * least-loaded host (EXEC with `image`, docs/PROTOCOL.md 4.9), reports to the
+ * parent once the child runs there, and relays the descriptors it had (all of
+ * them, at the same numbers), signals and the exit status, as rexecve's stub
+ * does. The copy restored on the executor returns 0 from rfork().
+ *
+ * Hazards:
+ * - The parent learns the outcome through a pipe, so rfork() returns only
+ *   when the child runs remotely (or nothing moved, -1 with errno, and the
+ *   stub has been reaped: nothing is left running).
+ * - The restored copy has only the descriptors the executor gave it: the
+ *   report pipe and the memfd are not among them, so it must not close them
+ *   (their numbers may name something else there).
+ * - stdio is flushed before fork(): buffered output would otherwise be
+ *   written by the parent and again by the child.
+ */
+#define _GNU_SOURCE /* memfd_create, pipe2 */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+char rex__socket_override[108];
+
+/* The origin's view, kept in memory so that it travels with the image. */
+static int rf_migrated;
+static pid_t rf_stub_pid, rf_origin_ppid;
+static char rf_origin_host[256];
+static char rf_here[256];
+
+pid_t rgetpid(void) { return rf_migrated ? rf_stub_pid : getpid(); }
+pid_t rgetppid(void) { return rf_migrated ? rf_origin_ppid : getppid(); }
+int rforked(void) { return rf_migrated; }
+
+const char *rgethostname(void) {
+  if (rf_migrated) return rf_origin_host;
+  if (gethostname(rf_here, sizeof rf_here - 1) != 0) strcpy(rf_here, "localhost");
+  return rf_here;
+}
+
+/* What the stub tells the parent: 0 (the child runs remotely, or locally with REX_RFORK_LOCAL) or an errno. */
+struct report {
+  int32_t err;
+  char msg[500];
+};
+
+static void send_report(int fd, int err) {
+  struct report r;
+  memset(&r, 0, sizeof r);
+  r.err = err;
+  if (err) snprintf(r.msg, sizeof r.msg, "%s", rex_last_error());
+  ssize_t w;
+  do w = write(fd, &r, sizeof r); /* <= PIPE_BUF: one atomic write */
+  while (w < 0 && errno == EINTR);
+  close(fd);
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* The descriptors to proxy: 0-2 always, then every open one but `skip` (ascending). NULL on ENOMEM. */
+static int *list_fds(const int *skip, size_t nskip, size_t *n) {
+  size_t cap = 64, k = 0;
+  int *fds = malloc(cap * sizeof *fds);
+  if (!fds) return NULL;
+  for (int i = 0; i < 3; i++) fds[k++] = i;
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      int fd = atoi(e->d_name);
+      int keep = fd > 2 && fd != dfd;
+      for (size_t i = 0; i < nskip && keep; i++) keep = fd != skip[i];
+      if (!keep) continue;
+      if (k == cap) {
+        int *m = realloc(fds, (cap *= 2) * sizeof *fds);
+        if (!m) {
+          closedir(d);
+          free(fds);
+          return NULL;
+        }
+        fds = m;
+      }
+      fds[k++] = fd;
+    }
+    closedir(d);
+  }
+  qsort(fds, k, sizeof *fds, cmp_int);
+  *n = k;
+  return fds;
+}
+
+/*
+ * In the restored copy: the executor put a socket at `fd` (one above the
+ * highest proxied descriptor) carrying "REX1 <its rexd socket>\n"; the child
+ * answers one byte, which is the executor's signal that it runs (STARTED).
+ */
+static void greet_executor(int fd) {
+  char line[256];
+  size_t n = 0;
+  while (n < sizeof line - 1) {
+    ssize_t r = read(fd, line + n, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return; /* restored by hand (rex-restore FILE): no executor */
+    if (line[n++] == '\n') break;
+  }
+  line[n] = '\0';
+  if (strncmp(line, "REX1 ", 5) == 0) {
+    size_t len = strcspn(line + 5, "\n");
+    if (len < sizeof rex__socket_override) {
+      memcpy(rex__socket_override, line + 5, len);
+      rex__socket_override[len] = '\0';
+    }
+  }
+  ssize_t w;
+  do w = write(fd, "R", 1);
+  while (w < 0 && errno == EINTR);
+  close(fd);
+}
+
+struct started {
+  int report, image;
+};
+
+static void on_started(void *arg) {
+  struct started *s = arg;
+  close(s->image); /* the executor has it now */
+  send_report(s->report, 0);
+}
+
+pid_t rfork_on(const char *host, unsigned rflags) {
+  rex__clear_error();
+  if (rflags & ~REX_RFORK_LOCAL) {
+    rex__set_error("rfork: unknown rflags 0x%x", rflags);
+    errno = EINVAL;
+    return -1;
+  }
+  if (!host) host = getenv("REX_HOST");
+  fflush(NULL);
+  int rep[2];
+  if (pipe2(rep, O_CLOEXEC) < 0) return -1;
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    close(rep[0]);
+    close(rep[1]);
+    errno = e;
+    return -1;
+  }
+  if (pid > 0) {
+    close(rep[1]);
+    struct report r;
+    size_t got = 0;
+    while (got < sizeof r) {
+      ssize_t n = read(rep[0], (char *)&r + got, sizeof r - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += (size_t)n;
+    }
+    close(rep[0]);
+    if (got == sizeof r && r.err == 0) return pid;
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got == sizeof r) {
+      r.msg[sizeof r.msg - 1] = '\0';
+      rex__set_error("%s", r.msg);
+      errno = r.err;
+    } else {
+      rex__set_error("rfork: the stub ended before the child started (status 0x%x)", (unsigned)status);
+      errno = EIO;
+    }
+    return -1;
+  }
+
+  /* The child: becomes the stub here, or continues as the migrated copy. */
+  close(rep[0]);
+  rf_stub_pid = getpid();
+  rf_origin_ppid = parent;
+  if (gethostname(rf_origin_host, sizeof rf_origin_host - 1) != 0) strcpy(rf_origin_host, "localhost");
+  int img = memfd_create("rex-rfork-image", MFD_CLOEXEC);
+  if (img < 0) {
+    rex__set_error("rfork: memfd_create: %s", strerror(errno));
+    send_report(rep[1], errno);
+    _exit(127);
+  }
+  int skip[2] = {rep[1], img};
+  size_t nfds = 0;
+  int *fds = list_fds(skip, 2, &nfds);
+  if (!fds) {
+    rex__set_error("rfork: out of memory");
+    send_report(rep[1], ENOMEM);
+    _exit(127);
+  }
+  int ready_fd = fds[nfds - 1] + 1; /* the executor's greeting socket sits just above the proxied descriptors */
+  struct rex_dump_info info;
+  int r = rex_dump_self(img, 0, &info);
+  if (r == 1) {
+    /* The restored copy, on the executor. rep[1], img and fds[] name nothing here: leave them. */
+    rf_migrated = 1;
+    greet_executor(ready_fd);
+    return 0;
+  }
+  if (r < 0) {
+    int e = errno;
+    free(fds);
+    close(img);
+    if ((rflags & REX_RFORK_LOCAL) && (e == EOPNOTSUPP || e == EBUSY)) {
+      send_report(rep[1], 0); /* stays here as an ordinary forked child */
+      return 0;
+    }
+    char why[400];
+    snprintf(why, sizeof why, "%s", rex_last_error());
+    rex__set_error("rfork: %s", why);
+    send_report(rep[1], e);
+    _exit(127);
+  }
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), img);
+  struct started st = {rep[1], img};
+  struct rex__stub_req rq = {.who = "rfork", .host = host, .path = path, .image = 1, .fds = fds, .nfds = nfds};
+  int e = rex__stub_exec(&rq, on_started, &st);
+  send_report(rep[1], e);
+  _exit(127);
+}
+
+pid_t rfork(void) { return rfork_on(NULL, 0); }
