@@ -5,7 +5,7 @@
  * has ended and its last byte of output has been sent.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsc, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants as fsc, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -108,35 +108,44 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   }
   env.PWD = cwd;
   env.REX_SOCKET = ctx.socket;
-  const file = await programFor(m, cwd, env.PATH, conn, ctx);
-  const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
-  // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
-  const child = m.pty
-    ? spawn(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
-    : spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const proxied = m.image ? imageFds(m.fds) : [0, 1, 2];
+  let child: ChildProcess;
+  let early: Buffer[] = [];
+  let imageFile: string | undefined;
+  if (m.image) {
+    // rfork: the restorer rebuilds the image in this process; the proxied descriptors are sockets at their numbers.
+    imageFile = await imageFor(m, conn, ctx);
+    const restorer = join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
+    const greet = Math.max(...proxied) + 1;
+    const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
+    for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
+    child = spawn(restorer, [imageFile], { cwd, env, stdio, detached: true });
+    await started(child, restorer, ctx);
+    early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
+  } else {
+    const file = await programFor(m, cwd, env.PATH, conn, ctx);
+    const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
+    // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
+    child = m.pty
+      ? spawn(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
+      : spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    await started(child, file, ctx);
+  }
   const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
   winsize?.on('error', () => {});
-  await new Promise<void>((ok, fail) => {
-    child.once('spawn', ok);
-    child.once('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') fail(new ProtocolError('NO_ENTRY', `${file}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false }));
-      else if (e.code === 'EACCES' || e.code === 'EPERM') fail(new ProtocolError('DENIED', `${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
-      else fail(new ProtocolError('INTERNAL', `cannot start ${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
-    });
-  });
   running.add(child);
   ctx.jobs?.add(child.pid!);
   const jobDone = ctx.meter.jobStarted();
   onStarted?.();
   const stream = m.stream;
-  const stdout = child.stdout!;
-  const stderr = child.stderr!;
-  const stdin = child.stdin!;
-  stdin.on('error', () => {}); // EPIPE: the program stopped reading; the rest of stdin is dropped
+  // Descriptors the program writes (relayed to the origin) and reads (fed from the origin): 1, 2 and 0 for a program; for rfork every proxied one, both ways but 0 in and 1-2 out.
+  const outputs = proxied.filter((fd) => fd !== 0).map((fd) => [fd, child.stdio[fd] as import('node:stream').Readable] as const);
+  const inputs = new Map(proxied.filter((fd) => fd !== 1 && fd !== 2).map((fd) => [fd, child.stdio[fd] as import('node:stream').Writable] as const));
+  for (const w of inputs.values()) w.on('error', () => {}); // EPIPE: the program stopped reading; the rest is dropped
+  const inputOpen = new Set(inputs.keys());
   let credit = m.window ?? DEFAULT_WINDOW;
   // Output read but not yet sent for lack of credit, in order across stdout and stderr.
   const queue: { fd: number; data?: Buffer; eof?: boolean }[] = [];
-  let stdinOpen = true;
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let finish: ((r: Reply) => void) | undefined;
   let gone = false;
@@ -158,7 +167,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       else item.data = item.data!.subarray(n);
     }
     const blocked = queue.length > 0;
-    for (const s of [stdout, stderr]) {
+    for (const [, s] of outputs) {
       if (blocked) s.pause();
       else if (!s.readableEnded) s.resume();
     }
@@ -166,15 +175,15 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   };
   let eofs = 0;
   const maybeExit = (): void => {
-    if (!exited || eofs < 2 || queue.length > 0 || !finish) return;
+    if (!exited || eofs < outputs.length || queue.length > 0 || !finish) return;
     const { code, signal } = exited;
     finish(signal ? { type: 'EXIT', signal: signal.replace(/^SIG/, ''), host: ctx.hostName } : { type: 'EXIT', code: code ?? 0, host: ctx.hostName });
     finish = undefined;
   };
-  for (const [fd, s] of [
-    [1, stdout],
-    [2, stderr],
-  ] as const) {
+  // What the restorer wrote on stderr before the restored program ran comes first.
+  for (const d of early) queue.push({ fd: 2, data: d });
+  for (const [fd, s] of outputs) {
+    s.on('error', () => {});
     s.on('data', (d: Buffer) => {
       queue.push({ fd, data: d });
       flush();
@@ -190,15 +199,17 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     onMessage: (x) => {
       switch (x.type) {
         case 'DATA': {
-          if (x.fd !== 0) return;
+          const input = inputs.get(x.fd);
+          const open = input !== undefined && inputOpen.has(x.fd) && !input.destroyed;
           const len = x.data?.byteLength ?? 0;
           if (len > 0) {
-            if (stdinOpen && !stdin.destroyed) stdin.write(x.data!, () => conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len }));
+            // Credit goes back once the bytes are handed on (or dropped: nobody reads that descriptor).
+            if (open) input.write(x.data!, () => conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len }));
             else conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len });
           }
-          if (x.eof && stdinOpen) {
-            stdinOpen = false;
-            stdin.end();
+          if (x.eof && open) {
+            inputOpen.delete(x.fd);
+            input.end();
           }
           return;
         }
@@ -237,10 +248,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   };
   conn.adoptStream(stream, listener);
   conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd });
-  if (notice) {
-    queue.push({ fd: 2, data: Buffer.from(notice) });
-    flush();
-  }
+  if (notice && !m.image) queue.push({ fd: 2, data: Buffer.from(notice) }); // a restored process keeps its own cwd (or was refused)
+  flush();
   return new Promise<Reply>((resolveExit) => {
     finish = resolveExit;
     child.once('exit', (code, signal) => {
@@ -250,15 +259,15 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       exited = { code, signal };
       // Children of the program that still hold the pipes would keep the stream open forever.
       // Output still waiting for credit is not abandoned: the check waits while the origin reads slowly.
+      dropImage(m, imageFile);
       const orphanCheck = (): void => {
-        if (eofs >= 2) return;
+        if (eofs >= outputs.length) return;
         if (queue.length > 0 && !gone) {
           setTimeout(orphanCheck, 2000).unref();
           return;
         }
-        stdout.destroy();
-        stderr.destroy();
-        eofs = 2;
+        for (const [, o] of outputs) o.destroy();
+        eofs = outputs.length;
         maybeExit();
       };
       setTimeout(orphanCheck, 2000).unref();
@@ -331,4 +340,106 @@ function isDir(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Waits until `child` runs, turning a failure to start it into the EXEC error it means. */
+function started(child: ChildProcess, file: string, ctx: ExecutorContext): Promise<void> {
+  return new Promise<void>((ok, fail) => {
+    child.once('spawn', ok);
+    child.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') fail(new ProtocolError('NO_ENTRY', `${file}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false }));
+      else if (e.code === 'EACCES' || e.code === 'EPERM') fail(new ProtocolError('DENIED', `${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
+      else fail(new ProtocolError('INTERNAL', `cannot start ${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
+    });
+  });
+}
+
+/** Most descriptors an rfork image may ask to proxy (each is a socket pair here). */
+export const MAX_PROXIED_FDS = 1024;
+
+/** EXEC `fds` of an image (big-endian u32 each): validated, 0-2 always included, ascending. */
+export function imageFds(raw: Uint8Array | undefined): number[] {
+  const fds = new Set([0, 1, 2]);
+  if (raw) {
+    if (raw.byteLength % 4 !== 0) throw new ProtocolError('BAD_REQUEST', `EXEC fds: ${raw.byteLength} bytes is not a list of 4-byte descriptor numbers`, { fatal: false });
+    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    for (let i = 0; i < raw.byteLength; i += 4) {
+      const fd = v.getUint32(i);
+      if (fd >= 65536) throw new ProtocolError('BAD_REQUEST', `EXEC fds: descriptor ${fd} (entry ${i / 4}) is above 65535`, { fatal: false });
+      if (i > 0 && fd <= v.getUint32(i - 4)) throw new ProtocolError('BAD_REQUEST', `EXEC fds: entry ${i / 4} (${fd}) is not above the one before: the list must ascend without repeats`, { fatal: false });
+      fds.add(fd);
+    }
+  }
+  if (fds.size > MAX_PROXIED_FDS) throw new ProtocolError('BAD_REQUEST', `EXEC fds: ${fds.size} descriptors, more than the ${MAX_PROXIED_FDS} one process may proxy`, { fatal: false });
+  return [...fds].sort((a, b) => a - b);
+}
+
+/** The image file to restore: the local client's own (its memfd, checked by the service), or one fetched from the origin by hash. */
+async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string> {
+  const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
+  if (!want) return m.path;
+  return cached(ctx.tempDirectory, want) ?? fetchProgram(m, want, conn, ctx);
+}
+
+/** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */
+function dropImage(m: MessageOf<'EXEC'>, file: string | undefined): void {
+  if (!file || !m.sha256 || file === m.path) return;
+  rmSync(file, { force: true });
+}
+
+/** How rex-restore's exit status before the jump maps to an EXEC error (docs/RFORK.md section 2). */
+const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUEST', 3: 'BAD_REQUEST', 4: 'UNSUPPORTED', 5: 'INTERNAL' };
+
+/**
+ * Waits until the restored program says it runs (one byte on the greeting
+ * socket at fd `greet`, after this rexd's socket path was offered there), and
+ * returns what the restorer wrote on stderr meanwhile. A restorer that exits
+ * first is the EXEC's error, with its message.
+ */
+function restored(child: ChildProcess, greet: number, ctx: ExecutorContext, cleanup: () => void): Promise<Buffer[]> {
+  const sock = child.stdio[greet] as import('node:net').Socket;
+  const stderr = child.stderr!;
+  const early: Buffer[] = [];
+  const collect = (d: Buffer): void => void early.push(d);
+  stderr.on('data', collect);
+  sock.on('error', () => {});
+  sock.write(`REX1 ${ctx.socket}\n`);
+  return new Promise<Buffer[]>((ok, fail) => {
+    const timer = setTimeout(() => {
+      done();
+      killGroup(child, 100);
+      cleanup();
+      fail(new ProtocolError('TIMEOUT', `the restored process did not start on ${ctx.hostName} within 30 s`, { fatal: false }));
+    }, 30_000);
+    const onData = (): void => {
+      done();
+      sock.destroy();
+      ok(early);
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      done(true);
+      cleanup();
+      // Its last words may arrive on stderr after the exit event: wait for the end of stderr (briefly).
+      const report = (): void => {
+        clearTimeout(late);
+        stderr.off('data', collect);
+        const text = Buffer.concat(early).toString('utf8').trim().split('\n').slice(-3).join('; ') || 'no message';
+        const proto = code !== null ? (RESTORE_FAILURES[code] ?? 'INTERNAL') : 'INTERNAL';
+        fail(new ProtocolError(proto, `restore failed on ${ctx.hostName} (${code !== null ? `rex-restore exit ${code}` : `signal ${signal}`}): ${text}`, { fatal: false }));
+      };
+      const late = setTimeout(report, 500);
+      if (stderr.readableEnded) report();
+      else stderr.once('end', report);
+    };
+    const done = (keepCollecting = false): void => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      child.off('exit', onExit);
+      if (keepCollecting) return;
+      stderr.off('data', collect);
+      stderr.pause(); // the relay takes over from here (it resumes the outputs once STARTED is sent)
+    };
+    sock.once('data', onData);
+    child.once('exit', onExit);
+  });
 }

@@ -20,6 +20,8 @@ export interface ExecCaller {
   local: boolean;
   /** The local client's program (HELLO), forwarded so program-limited grants apply at the executor. */
   program?: string;
+  /** The local client's pid (SO_PEERCRED): an rfork image is read from that process's own descriptor only. */
+  pid?: number;
 }
 
 /** Refusals after which the next candidate host is tried (placement only, not an explicit host). */
@@ -54,6 +56,7 @@ export class ExecService {
   async serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
     const self = this.ctx.hostName;
     const explicit = m.host !== undefined && m.host !== '' && m.host !== '*';
+    if (m.image) m = checkImage(m, caller);
     if (!caller.local) {
       // Only the origin's rexd routes, and only once.
       if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `EXEC for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });
@@ -119,7 +122,7 @@ export class ExecService {
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
-    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}) };
+    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? { sha256: imageHash(m.path) } : {}) };
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
       let ended: (() => void) | undefined;
@@ -206,6 +209,36 @@ function sendProgram(m: MessageOf<'EXEC'>, f: MessageOf<'FETCH'>, h: StreamHandl
   h.send({ type: 'FILE', size: data.length });
   for (let off = 0; off < data.length; off += EXEC_MAX_CHUNK) h.send({ type: 'FILE', data: data.subarray(off, off + EXEC_MAX_CHUNK) });
   h.send({ type: 'FILE', eof: true });
+}
+
+/**
+ * An rfork image (EXEC `image`, docs/RFORK.md section 5): from a local client
+ * it must be that client's own memfd, /proc/PID/fd/N with PID its SO_PEERCRED
+ * pid (rexd reads nothing else on its behalf). From a peer it must carry the
+ * sha256 the executor fetches it by.
+ */
+function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'> {
+  if (!caller.local) {
+    if (!m.sha256 || m.sha256.byteLength !== 32) throw new ProtocolError('BAD_REQUEST', 'EXEC image from a peer without its sha256', { fatal: false });
+    return m;
+  }
+  const own = /^\/proc\/(\d+)\/fd\/(\d+)$/.exec(m.path);
+  if (!own || caller.pid === undefined || Number(own[1]) !== caller.pid) {
+    throw new ProtocolError('DENIED', `EXEC image ${m.path}: an image must be the client's own descriptor, /proc/${caller.pid ?? 'PID'}/fd/N`, { fatal: false });
+  }
+  return m;
+}
+
+/** The sha256 an executor fetches a local client's image by (computed when the image leaves this host). */
+function imageHash(path: string): Buffer {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (e) {
+    throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image ${path}: ${(e as Error).message}`, { fatal: false }));
+  }
+  if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
+  return createHash('sha256').update(data).digest();
 }
 
 /** A refusal before the program started anywhere: placement may try the next host. */

@@ -135,6 +135,8 @@ export const MESSAGE_SPECS = {
     window: { tag: 9, t: 'u32' },
     program: { tag: 10, t: 'str', max: 63 },
     sha256: { tag: 11, t: 'bytes', max: 32 },
+    image: { tag: 12, t: 'bool' },
+    fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
   },
   STARTED: {
     host: { tag: 1, t: 'str', required: true, max: 255 },
