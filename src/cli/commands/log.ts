@@ -15,6 +15,7 @@ interface LogOpts {
   json?: boolean;
   config?: string;
   database?: string;
+  socket?: string;
 }
 
 /** `10m`, `2h`, `7d`, `30s` ago, or an ISO-8601 time; returns ms since the epoch. */
@@ -26,9 +27,19 @@ export function sinceTime(s: string, now = Date.now()): number {
   throw new RexError(ErrorCodes.USAGE, `--since ${s}: expected a duration ago (30s, 10m, 2h, 7d) or an ISO-8601 time`);
 }
 
-/** The log file rex.rc points at (rex-log-database), else <state-directory>/rex-log.sqlite. */
-export async function logFile(opts: { config?: string; database?: string }): Promise<string> {
+/**
+ * The log database to read: --database; else rex-log-database of the rex.rc
+ * named by --config; else that of the rexd serving --socket or $REX_SOCKET (the
+ * configuration it was started with, src/cli/daemon-config.ts), so that a shell
+ * pointed at a daemon reads that daemon's log; else that of the active rex.rc.
+ */
+export async function logFile(opts: { config?: string; database?: string; socket?: string }, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   if (opts.database) return opts.database;
+  const socket = opts.config ? undefined : (opts.socket ?? (env.REX_SOCKET || undefined));
+  if (socket) {
+    const { daemonConfig } = await import('../daemon-config.js');
+    return (await daemonConfig(socket)).config.config.logDatabase;
+  }
   const { loadConfig } = await import('../../config/index.js');
   const { config } = await loadConfig(opts.config ? { file: opts.config } : {});
   return config.logDatabase;
@@ -50,8 +61,9 @@ export function registerLogCommands(program: Command): void {
     .option('--since <when>', 'only events since 10m/2h/7d ago or an ISO-8601 time')
     .option('-n, --limit <n>', 'at most this many events', '50')
     .option('--json', 'machine-readable output')
-    .option('-c, --config <file>', 'rex.rc to read')
-    .option('--database <file>', 'log database to read (default: rex.rc rex-log-database)')
+    .option('-c, --config <file>', 'read the log this rex.rc names')
+    .option('--socket <path>', 'read the log of the rexd serving this socket (default: $REX_SOCKET, else the active rex.rc)')
+    .option('--database <file>', 'log database to read (default: rex-log-database of the configuration chosen above)')
     .action(async (opts: LogOpts) => {
       const q: LogQuery = {};
       const limit = Number(opts.limit);
