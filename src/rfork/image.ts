@@ -1,0 +1,575 @@
+/**
+ * A validating reader of rfork process images (docs/IMAGE.md, version 2): the
+ * header and metadata, never the page data. The executor uses it before it
+ * starts `rex-restore`, to learn which files the image maps (to check or fetch
+ * them by content hash and pass `--file ORIGINAL=LOCAL`) and which descriptors
+ * the origin stub must proxy.
+ *
+ * The image arrives from another host, so it is untrusted: every count, bound,
+ * offset and string reference is checked as the restorer checks it, and a bad
+ * image gives a RexError naming the field and its byte offset, never a
+ * RangeError from Buffer. meta_hash (XXH64) catches accidents only; the
+ * transport authenticates images (docs/RFORK.md section 5).
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { ErrorCodes, RexError } from '../util/errors.js';
+
+/** The image version this reader understands (docs/IMAGE.md section 7). */
+export const IMAGE_VERSION = 2;
+/** Bytes of the version-2 header. */
+export const IMAGE_HEADER_SIZE = 3456;
+/** Bytes of the trailer after the page data (magic and data_hash). */
+export const IMAGE_TRAILER_SIZE = 16;
+/** Page size of every image (x86-64). */
+export const IMAGE_PAGE = 4096;
+
+const MAGIC = 'REXIMG\r\n';
+const TRAILER_MAGIC = 'REXEND\r\n';
+const REGION_SIZE = 128;
+const RUN_SIZE = 16;
+const FD_SIZE = 56;
+const LIMIT = { regions: 65536, runs: 2 << 20, words: 8 << 20, fds: 4096, strings: 4 << 20, xsaveMin: 576, xsaveMax: 16384, meta: 64 << 20 };
+const USER_MIN = 0x10000;
+const USER_MAX = 0x7ffffffff000; // below 2^47: addresses are exact JavaScript numbers
+const ZONE_START = 0x70000000;
+const ZONE_END = 0x80000000;
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Header field offsets (docs/IMAGE.md section 2). */
+const H = {
+  version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36, stringsSize: 40,
+  xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, regs: 80, rsp: 208, rip: 216, fsBase: 224,
+  gsBase: 232, mm: 240, auxvWords: 328, sigmask: 2896, altstackFlags: 2920, umask: 2924, rseqAddr: 2928, rseqLen: 2936,
+  rlimits: 2968, cwdOff: 3224, cwdLen: 3228, exeOff: 3232, exeLen: 3236, comm: 3240, pid: 3256, tid: 3260, ppid: 3264,
+  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384,
+} as const;
+
+/** What a memory region is and how the restorer maps it (docs/IMAGE.md section 3.2). */
+export type RegionKind = 'anon' | 'heap' | 'stack' | 'file' | 'file-shared' | 'anon-copy';
+const REGION_KINDS: readonly RegionKind[] = ['anon', 'heap', 'stack', 'file', 'file-shared', 'anon-copy'];
+
+/** What an open descriptor was at dump time (docs/IMAGE.md section 3.4). */
+export type FdKind = 'other' | 'file' | 'dir' | 'pipe' | 'socket' | 'chr' | 'blk';
+const FD_KINDS: readonly FdKind[] = ['other', 'file', 'dir', 'pipe', 'socket', 'chr', 'blk'];
+
+/** The identity a file had at dump time; the restorer compares it unless told `--file`. */
+export interface ImageFileIdentity {
+  dev: bigint;
+  ino: bigint;
+  /** st_size: a `--file` copy must have exactly this size. */
+  size: number;
+  /** st_mtim in nanoseconds since the epoch. */
+  mtimeNs: bigint;
+}
+
+/** One memory region of the image. */
+export interface ImageRegion {
+  index: number;
+  start: number;
+  end: number;
+  /** PROT_READ 1 | PROT_WRITE 2 | PROT_EXEC 4. */
+  prot: number;
+  kind: RegionKind;
+  /** The maps name: a path, `[heap]`, `[stack]`, `[anon:...]`; undefined when none. */
+  name?: string;
+  /** File regions ('file', 'file-shared'): the absolute path and offset mapped, and the file's identity. */
+  path?: string;
+  offset: number;
+  file?: ImageFileIdentity;
+  /** How the carried pages are listed, and how many there are. */
+  pageMap: 'runs' | 'bitmap';
+  pages: number;
+  /** Hex sha256 the transfer layer put in content_hash; undefined when all zero (a local image). */
+  contentHash?: string;
+}
+
+/** One file the image maps, with every region that maps it. */
+export interface ImageFile extends ImageFileIdentity {
+  path: string;
+  /** True when some region maps it shared: such a file cannot be replaced by a copy. */
+  shared: boolean;
+  regions: number[];
+}
+
+/** One descriptor open at dump time, for the origin stub to proxy. */
+export interface ImageFd {
+  fd: number;
+  /** F_GETFD (FD_CLOEXEC). */
+  fdFlags: number;
+  /** F_GETFL (O_ACCMODE, O_APPEND, O_NONBLOCK...). */
+  flFlags: number;
+  mode: number;
+  /** lseek position; null when not seekable. */
+  pos: number | null;
+  dev: bigint;
+  ino: bigint;
+  /** readlink of /proc/self/fd/N: a path, `pipe:[N]`, `socket:[N]`... */
+  path: string;
+  kind: FdKind;
+  /** True for the descriptor the image was written to (not one to proxy). */
+  image: boolean;
+}
+
+/** The kernel's special mappings recorded in the image. */
+export interface ImageSpecial {
+  kind: 'vvar' | 'vvar_vclock' | 'vdso';
+  start: number;
+  end: number;
+}
+
+/** Everything the header and metadata of a valid image say, as readImageInfo returns it. */
+export interface ImageInfo {
+  version: number;
+  flags: number;
+  /** REX_DUMP_SKIP_SHARED left shared memory out. */
+  sharedSkipped: boolean;
+  pid: number;
+  tid: number;
+  ppid: number;
+  comm: string;
+  exe: string;
+  cwd: string;
+  umask: number;
+  xcr0: bigint;
+  xsaveSize: number;
+  dumpRealtimeNs: bigint;
+  nruns: number;
+  nwords: number;
+  dataPages: number;
+  /** Bytes of header plus metadata: where the page data begin. */
+  metadataEnd: number;
+  /** Bytes that are not page data: header, metadata and trailer. */
+  metadataBytes: number;
+  /** Bytes of the whole image. */
+  imageBytes: number;
+  regions: ImageRegion[];
+  files: ImageFile[];
+  fds: ImageFd[];
+  special: ImageSpecial[];
+}
+
+/** Options of readImageInfo. */
+export interface ReadImageOptions {
+  /** Read and check only the header and metadata; bytes after them (page data, trailer) are ignored. */
+  metadataOnly?: boolean;
+  /** The name used in messages (default: the path, or "<image>"). */
+  name?: string;
+}
+
+// --------------------------------------------------------------------- XXH64
+
+const M64 = U64_MAX;
+const P1 = 0x9e3779b185ebca87n, P2 = 0xc2b2ae3d27d4eb4fn, P3 = 0x165667b19e3779f9n, P4 = 0x85ebca77c2b2ca63n,
+  P5 = 0x27d4eb2f165667c5n;
+const rotl = (x: bigint, r: bigint): bigint => ((x << r) | (x >> (64n - r))) & M64;
+const round = (acc: bigint, input: bigint): bigint => (rotl((acc + input * P2) & M64, 31n) * P1) & M64;
+const merge = (acc: bigint, v: bigint): bigint => (((acc ^ round(0n, v)) * P1) + P4) & M64;
+
+/** XXH64 with seed 0 (xxHash's specification), the hash of meta_hash and data_hash. */
+export function xxh64(b: Uint8Array): bigint {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = 0, h: bigint;
+  const n = b.length;
+  if (n >= 32) {
+    let v1 = (P1 + P2) & M64, v2 = P2, v3 = 0n, v4 = (0n - P1) & M64;
+    for (; p + 32 <= n; p += 32) {
+      v1 = round(v1, dv.getBigUint64(p, true));
+      v2 = round(v2, dv.getBigUint64(p + 8, true));
+      v3 = round(v3, dv.getBigUint64(p + 16, true));
+      v4 = round(v4, dv.getBigUint64(p + 24, true));
+    }
+    h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M64;
+    h = merge(merge(merge(merge(h, v1), v2), v3), v4);
+  } else {
+    h = P5;
+  }
+  h = (h + BigInt(n)) & M64;
+  for (; p + 8 <= n; p += 8) h = ((rotl(h ^ round(0n, dv.getBigUint64(p, true)), 27n) * P1) + P4) & M64;
+  if (p + 4 <= n) {
+    h = ((rotl(h ^ ((BigInt(dv.getUint32(p, true)) * P1) & M64), 23n) * P2) + P3) & M64;
+    p += 4;
+  }
+  for (; p < n; p++) h = (rotl(h ^ ((BigInt(b[p]!) * P5) & M64), 11n) * P1) & M64;
+  h ^= h >> 33n;
+  h = (h * P2) & M64;
+  h ^= h >> 29n;
+  h = (h * P3) & M64;
+  h ^= h >> 32n;
+  return h;
+}
+
+// -------------------------------------------------------------------- layout
+
+const align64 = (v: number): number => Math.ceil(v / 64) * 64;
+
+/** Offsets of the metadata parts from the start of the image (docs/IMAGE.md section 3). */
+interface Layout { regions: number; runs: number; words: number; fds: number; strings: number; end: number }
+
+function layoutOf(xsaveSize: number, nregions: number, nruns: number, nwords: number, nfds: number, stringsSize: number): Layout {
+  const regions = align64(xsaveSize);
+  const runs = align64(regions + nregions * REGION_SIZE);
+  const words = align64(runs + nruns * RUN_SIZE);
+  const fds = align64(words + nwords * 8);
+  const strings = align64(fds + nfds * FD_SIZE);
+  const end = align64(strings + stringsSize);
+  const hs = IMAGE_HEADER_SIZE;
+  return { regions: hs + regions, runs: hs + runs, words: hs + words, fds: hs + fds, strings: hs + strings, end: hs + end };
+}
+
+// -------------------------------------------------------------------- checks
+
+const HINT = 'the image was damaged or cut short on its way, or written by another REX version: dump the process again';
+
+function corrupt(name: string, field: string, off: number, why: string): never {
+  throw new RexError(ErrorCodes.IMAGE_MALFORMED, `corrupt image: ${field} at offset ${off}: ${why}`, { where: name, hint: HINT });
+}
+
+function truncated(name: string, what: string, need: number, off: number, have: number): never {
+  throw new RexError(ErrorCodes.IMAGE_TRUNCATED,
+    `truncated image: ${what} needs ${need} bytes at offset ${off}, only ${Math.max(0, have)} there`, { where: name, hint: HINT });
+}
+
+/** A u64 that must be a user-space address (or 0 where allowed): returned as an exact number. */
+function small(v: bigint): number {
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : Number.POSITIVE_INFINITY;
+}
+
+const overlaps = (a0: number, a1: number, b0: number, b1: number): boolean => a0 < b1 && b0 < a1;
+
+function popcount32(v: number): number {
+  v -= (v >>> 1) & 0x55555555;
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/** The fixed-size header fields, checked as the restorer's check_header does. */
+interface Header {
+  nregions: number; nruns: number; nwords: number; nfds: number; stringsSize: number; xsaveSize: number; flags: number;
+  dataPages: number; layout: Layout;
+}
+
+function checkHeader(b: Buffer, name: string): Header {
+  if (b.length < IMAGE_HEADER_SIZE) truncated(name, 'the header', IMAGE_HEADER_SIZE, 0, b.length);
+  if (b.toString('latin1', 0, 8) !== MAGIC) {
+    throw new RexError(ErrorCodes.IMAGE_MALFORMED, 'not a REX image: header.magic at offset 0 is not "REXIMG\\r\\n"', { where: name, hint: HINT });
+  }
+  const u32 = (off: number): number => b.readUInt32LE(off);
+  const bad = (field: string, off: number, why: string, v: number | bigint): never => corrupt(name, `header.${field}`, off, `${why} (value ${v})`);
+  const version = u32(H.version);
+  if (version !== IMAGE_VERSION) {
+    bad('version', H.version, `unsupported image version (this reader reads ${IMAGE_VERSION}; dump again with the same librex)`, version);
+  }
+  if (u32(H.headerSize) !== IMAGE_HEADER_SIZE) bad('header_size', H.headerSize, 'does not match this version\'s header size', u32(H.headerSize));
+  if (u32(H.arch) !== 62) bad('arch', H.arch, 'not an x86-64 image (62)', u32(H.arch));
+  if (u32(H.pageSize) !== IMAGE_PAGE) bad('page_size', H.pageSize, 'page size must be 4096', u32(H.pageSize));
+  const flags = u32(H.flags);
+  if (flags & ~1) bad('flags', H.flags, 'unknown flag bits', flags);
+  const nregions = u32(H.nregions), nruns = u32(H.nruns), nwords = u32(H.nwords), nfds = u32(H.nfds);
+  const stringsSize = u32(H.stringsSize), xsaveSize = u32(H.xsaveSize);
+  if (nregions === 0 || nregions > LIMIT.regions) bad('nregions', H.nregions, 'must be 1..65536', nregions);
+  if (nruns > LIMIT.runs) bad('nruns', H.nruns, 'above the limit of 2097152', nruns);
+  if (nwords > LIMIT.words) bad('nwords', H.nwords, 'above the limit of 8388608', nwords);
+  if (nfds > LIMIT.fds) bad('nfds', H.nfds, 'above the limit of 4096', nfds);
+  if (stringsSize > LIMIT.strings) bad('strings_size', H.stringsSize, 'above the limit of 4 MiB', stringsSize);
+  if (xsaveSize < LIMIT.xsaveMin || xsaveSize > LIMIT.xsaveMax) bad('xsave_size', H.xsaveSize, 'must be 576..16384', xsaveSize);
+  const layout = layoutOf(xsaveSize, nregions, nruns, nwords, nfds, stringsSize);
+  const metaSize = b.readBigUInt64LE(H.metaSize);
+  if (metaSize !== BigInt(layout.end - IMAGE_HEADER_SIZE)) {
+    bad('meta_size', H.metaSize, 'does not match the sizes of the tables the header announces', metaSize);
+  }
+  if (metaSize > BigInt(LIMIT.meta)) bad('meta_size', H.metaSize, 'above the limit of 64 MiB', metaSize);
+  const dataPages = b.readBigUInt64LE(H.dataPages);
+  if (dataPages > BigInt(USER_MAX / IMAGE_PAGE)) bad('data_pages', H.dataPages, 'more pages than user space holds', dataPages);
+  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, flags, dataPages: Number(dataPages), layout };
+}
+
+/**
+ * Bytes of header and metadata of the image whose header is given (at least
+ * IMAGE_HEADER_SIZE bytes): how much of a stream to read before readImageInfo
+ * with `metadataOnly`. Checks the header; throws RexError when it is bad.
+ */
+export function imageMetadataLength(header: Uint8Array, name = '<image>'): number {
+  return checkHeader(Buffer.from(header.buffer, header.byteOffset, header.byteLength), name).layout.end;
+}
+
+function checkMetadata(b: Buffer, name: string, h: Header): Omit<ImageInfo, 'imageBytes' | 'metadataBytes'> {
+  const L = h.layout;
+  if (b.length < L.end) truncated(name, 'the metadata', L.end - IMAGE_HEADER_SIZE, IMAGE_HEADER_SIZE, b.length - IMAGE_HEADER_SIZE);
+  const meta = Buffer.from(b.subarray(0, L.end));
+  const want = meta.readBigUInt64LE(H.metaHash);
+  meta.writeBigUInt64LE(0n, H.metaHash);
+  const got = xxh64(meta);
+  if (got !== want) {
+    corrupt(name, 'header.meta_hash', H.metaHash,
+      `the header and metadata (offsets 0..${L.end}) hash to 0x${got.toString(16)}, the image says 0x${want.toString(16)}`);
+  }
+  if (h.stringsSize === 0 || b[L.strings + h.stringsSize - 1] !== 0) {
+    corrupt(name, 'header.strings_size', H.stringsSize, `the string table must end with NUL (value ${h.stringsSize})`);
+  }
+  const u32 = (off: number): number => b.readUInt32LE(off);
+  const u64 = (off: number): bigint => b.readBigUInt64LE(off);
+  /** The string (off, len) of the table, or undefined when the reference is bad. */
+  const str = (off: number, len: number): string | undefined => {
+    if (len === 0) return '';
+    if (off + len >= h.stringsSize) return undefined;
+    const s = b.subarray(L.strings + off, L.strings + off + len);
+    if (b[L.strings + off + len] !== 0 || s.includes(0)) return undefined;
+    return s.toString('utf8');
+  };
+
+  // Regions, their runs and bitmaps.
+  const regions: ImageRegion[] = [];
+  let prevEnd = 0, nextRun = 0, nextWord = 0, pages = 0;
+  for (let i = 0; i < h.nregions; i++) {
+    const o = L.regions + i * REGION_SIZE;
+    const at = (field: string, rel: number, why: string): never => corrupt(name, `region[${i}].${field}`, o + rel, why);
+    const start = small(u64(o)), end = small(u64(o + 8));
+    if (start % IMAGE_PAGE || end % IMAGE_PAGE) at('start', 0, 'start and end must be page-aligned');
+    if (start >= end) at('end', 8, 'end must be above start');
+    if (start < USER_MIN || end > USER_MAX) at('start', 0, 'outside user space');
+    if (overlaps(start, end, ZONE_START, ZONE_END)) at('start', 0, 'overlaps the restorer\'s zone 0x70000000..0x80000000');
+    if (start < prevEnd) at('start', 0, 'regions overlap or are not sorted');
+    prevEnd = end;
+    const prot = u32(o + 60), kindCode = u32(o + 64);
+    if (prot & ~7) at('prot', 60, 'unknown protection bits');
+    if (kindCode < 1 || kindCode > REGION_KINDS.length) at('kind', 64, 'unknown kind');
+    const kind = REGION_KINDS[kindCode - 1]!;
+    const nameOff = u32(o + 68), nameLen = u32(o + 72);
+    const regionName = str(nameOff, nameLen);
+    if (regionName === undefined) at('name_off', 68, 'name outside the string table or not NUL-terminated');
+    const isFile = kind === 'file' || kind === 'file-shared';
+    const offset = u64(o + 16);
+    if (isFile) {
+      if (!regionName!.startsWith('/')) at('name_off', 68, 'a file region needs an absolute path');
+      if (offset % BigInt(IMAGE_PAGE)) at('offset', 16, 'file offset must be page-aligned');
+      if (offset > BigInt(Number.MAX_SAFE_INTEGER)) at('offset', 16, 'file offset beyond 2^53');
+    }
+    const firstRun = u32(o + 76), nruns = u32(o + 80), pageMap = u32(o + 84), firstWord = u32(o + 88), nwords = u32(o + 92);
+    if (firstRun !== nextRun) at('first_run', 76, 'runs must follow the region order without gaps');
+    if (nruns > h.nruns - nextRun) at('nruns', 80, 'more runs than the run table holds');
+    if (firstWord !== nextWord) at('first_word', 88, 'bitmaps must follow the region order without gaps');
+    const npages = (end - start) / IMAGE_PAGE;
+    let regionPages = 0;
+    if (pageMap === 0) {
+      if (nwords) at('nwords', 92, 'a region listed by runs has no bitmap words');
+      let prev = start;
+      for (let k = firstRun; k < firstRun + nruns; k++) {
+        const ro = L.runs + k * RUN_SIZE;
+        const addr = small(u64(ro)), n = u64(ro + 8);
+        if (addr % IMAGE_PAGE) corrupt(name, `run[${k}].addr`, ro, 'not page-aligned');
+        if (n === 0n) corrupt(name, `run[${k}].npages`, ro + 8, 'empty run');
+        if (addr < prev) corrupt(name, `run[${k}].addr`, ro, 'runs of a region overlap or are not sorted');
+        if (addr >= end || n > BigInt((end - addr) / IMAGE_PAGE)) corrupt(name, `run[${k}].npages`, ro + 8, 'run extends past its region\'s end');
+        prev = addr + Number(n) * IMAGE_PAGE;
+        regionPages += Number(n);
+      }
+    } else if (pageMap === 1) {
+      if (nruns) at('nruns', 80, 'a region listed by a bitmap has no runs');
+      if (nwords !== Math.ceil(npages / 64)) at('nwords', 92, 'not one bit per page of the region');
+      if (nwords > h.nwords - nextWord) at('nwords', 92, 'more words than the bitmap table holds');
+      for (let k = 0; k < nwords; k++) {
+        const wo = L.words + (nextWord + k) * 8;
+        regionPages += popcount32(u32(wo)) + popcount32(u32(wo + 4));
+      }
+      const tail = npages % 64;
+      if (tail && (u64(L.words + (nextWord + nwords - 1) * 8) >> BigInt(tail)) !== 0n) {
+        const k = nextWord + nwords - 1;
+        corrupt(name, `bitmap word[${k}].bits`, L.words + k * 8, 'bits set past the region\'s last page');
+      }
+    } else {
+      at('page_map', 84, 'unknown page map (0 runs, 1 bitmap)');
+    }
+    if (kind === 'file-shared' && (nruns || nwords)) at('nruns', 80, 'a shared file region carries no pages');
+    nextRun += nruns;
+    nextWord += nwords;
+    pages += regionPages;
+    const hash = b.subarray(o + 96, o + 128);
+    const region: ImageRegion = {
+      index: i, start, end, prot, kind, offset: Number(offset), pageMap: pageMap === 0 ? 'runs' : 'bitmap', pages: regionPages,
+    };
+    if (nameLen) region.name = regionName!;
+    if (isFile) {
+      region.path = regionName!;
+      const size = u64(o + 40);
+      if (size > BigInt(Number.MAX_SAFE_INTEGER)) at('size', 40, 'file size beyond 2^53');
+      region.file = { dev: u64(o + 24), ino: u64(o + 32), size: Number(size), mtimeNs: b.readBigInt64LE(o + 48) * 1_000_000_000n + BigInt(u32(o + 56)) };
+    }
+    if (hash.some((x) => x !== 0)) region.contentHash = hash.toString('hex');
+    regions.push(region);
+  }
+  if (nextRun !== h.nruns) corrupt(name, 'header.nruns', H.nruns, `runs left over that no region claims (value ${h.nruns})`);
+  if (nextWord !== h.nwords) corrupt(name, 'header.nwords', H.nwords, `bitmap words left over that no region claims (value ${h.nwords})`);
+  if (pages !== h.dataPages) corrupt(name, 'header.data_pages', H.dataPages, `does not equal the pages the runs and bitmaps list (value ${h.dataPages})`);
+
+  // Descriptors. The restorer does not use this table; its consumers (the stub) do, so it is checked here too.
+  const fds: ImageFd[] = [];
+  const seenFd = new Set<number>();
+  for (let i = 0; i < h.nfds; i++) {
+    const o = L.fds + i * FD_SIZE;
+    const at = (field: string, rel: number, why: string): never => corrupt(name, `fd[${i}].${field}`, o + rel, why);
+    const fd = b.readInt32LE(o);
+    if (fd < 0 || fd >= 1 << 20 || seenFd.has(fd)) at('fd', 0, 'descriptor number negative, above 2^20 or repeated');
+    seenFd.add(fd);
+    const path = str(u32(o + 40), u32(o + 44));
+    if (path === undefined) at('path_off', 40, 'path outside the string table or not NUL-terminated');
+    const kind = u32(o + 48), flags = u32(o + 52);
+    if (kind >= FD_KINDS.length) at('kind', 48, 'unknown kind');
+    if (flags & ~1) at('flags', 52, 'unknown flag bits');
+    const pos = u64(o + 16);
+    if (pos !== U64_MAX && pos > BigInt(Number.MAX_SAFE_INTEGER)) at('pos', 16, 'position beyond 2^53');
+    fds.push({
+      fd, fdFlags: u32(o + 4), flFlags: u32(o + 8), mode: u32(o + 12), pos: pos === U64_MAX ? null : Number(pos),
+      dev: u64(o + 24), ino: u64(o + 32), path: path!, kind: FD_KINDS[kind]!, image: (flags & 1) === 1,
+    });
+  }
+
+  // Header fields that point into the tables or into memory.
+  const hdrBad = (field: string, off: number, why: string, v: number | bigint): never => corrupt(name, `header.${field}`, off, `${why} (value ${v})`);
+  const cwd = str(u32(H.cwdOff), u32(H.cwdLen));
+  if (cwd === undefined || !cwd.startsWith('/')) hdrBad('cwd_off', H.cwdOff, 'cwd is not an absolute path inside the string table', u32(H.cwdOff));
+  const exe = str(u32(H.exeOff), u32(H.exeLen));
+  if (exe === undefined) hdrBad('exe_off', H.exeOff, 'outside the string table', u32(H.exeOff));
+
+  const special: ImageSpecial[] = [];
+  const specialNames = ['vvar', 'vvar_vclock', 'vdso'] as const;
+  let seen = 0;
+  for (let i = 0; i < 4; i++) {
+    const o = H.special + i * 24;
+    const s0 = small(u64(o)), s1 = small(u64(o + 8)), kind = u32(o + 16);
+    if (kind === 0) {
+      if (s0 || s1) hdrBad('special', o, 'an unused slot must be zero', s0);
+      continue;
+    }
+    if (kind > 3 || seen & (1 << kind)) hdrBad('special.kind', o + 16, 'unknown or repeated kind', kind);
+    seen |= 1 << kind;
+    if (s0 % IMAGE_PAGE || s1 % IMAGE_PAGE || s0 >= s1 || s0 < USER_MIN || s1 > USER_MAX) {
+      hdrBad('special.start', o, 'not a page-aligned range in user space', s0);
+    }
+    if (overlaps(s0, s1, ZONE_START, ZONE_END)) hdrBad('special.start', o, 'overlaps the restorer\'s zone', s0);
+    if (regions.some((r) => overlaps(s0, s1, r.start, r.end))) hdrBad('special.start', o, 'overlaps a memory region', s0);
+    special.push({ kind: specialNames[kind - 1]!, start: s0, end: s1 });
+  }
+
+  const find = (addr: number, len: number): ImageRegion | undefined => regions.find((r) => addr >= r.start && addr + len <= r.end);
+  const rip = small(u64(H.rip));
+  if (!((find(rip, 1)?.prot ?? 0) & 4)) hdrBad('regs.rip', H.rip, 'not inside an executable region', u64(H.rip));
+  const rsp = small(u64(H.rsp));
+  if (((find(rsp - 8, 16)?.prot ?? 0) & 3) !== 3) hdrBad('regs.rsp', H.rsp, 'not inside a writable region', u64(H.rsp));
+  const resume = small(u64(H.resumeBlock));
+  if (((find(resume, 48)?.prot ?? 0) & 3) !== 3) hdrBad('resume_block', H.resumeBlock, 'not inside a writable region', u64(H.resumeBlock));
+  const rseqAddr = small(u64(H.rseqAddr)), rseqLen = u32(H.rseqLen);
+  if (rseqAddr && (!find(rseqAddr, rseqLen) || rseqLen < 20 || rseqLen > 4096 || rseqAddr % 32)) {
+    hdrBad('rseq_addr', H.rseqAddr, 'rseq area not 32-byte aligned inside a region, or bad length', rseqAddr);
+  }
+  if (u64(H.fsBase) >= BigInt(USER_MAX)) hdrBad('regs.fs_base', H.fsBase, 'outside user space', u64(H.fsBase));
+  if (u64(H.gsBase) >= BigInt(USER_MAX)) hdrBad('regs.gs_base', H.gsBase, 'outside user space', u64(H.gsBase));
+
+  const auxvWords = u32(H.auxvWords);
+  if (auxvWords > 64 || auxvWords & 1 || auxvWords === 0) hdrBad('mm.auxv_words', H.auxvWords, 'must be even and 2..64', auxvWords);
+  const mm = Array.from({ length: 11 }, (_, k) => u64(H.mm + k * 8));
+  const [startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd] = mm as [
+    bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint];
+  const top = BigInt(USER_MAX);
+  if (startCode > endCode || startData > endData || startBrk > brk || argStart > argEnd || envStart > envEnd || brk >= top ||
+      startStack >= top || envEnd >= top) {
+    hdrBad('mm', H.mm, 'memory bounds out of order or outside user space', startCode);
+  }
+  for (let i = 0; i < 16; i++) {
+    if (u64(H.rlimits + i * 16) > u64(H.rlimits + i * 16 + 8)) hdrBad('rlimits', H.rlimits + i * 16, 'soft limit above the hard limit', i);
+  }
+  const umask = u32(H.umask);
+  if (umask & ~0o777) hdrBad('umask', H.umask, 'not a permission mask', umask);
+  const altFlags = u32(H.altstackFlags);
+  if (altFlags & ~(1 | 2 | 0x80000000)) hdrBad('altstack_flags', H.altstackFlags, 'unknown sigaltstack flags', altFlags);
+
+  // Files: one entry per path. The restorer checks identity per region; a path with two identities cannot be given one --file copy.
+  const files = new Map<string, ImageFile>();
+  for (const r of regions) {
+    if (!r.path || !r.file) continue;
+    const f = files.get(r.path);
+    if (!f) {
+      files.set(r.path, { path: r.path, ...r.file, shared: r.kind === 'file-shared', regions: [r.index] });
+      continue;
+    }
+    if (f.size !== r.file.size || f.ino !== r.file.ino || f.dev !== r.file.dev) {
+      corrupt(name, `region[${r.index}].size`, L.regions + r.index * REGION_SIZE + 40,
+        `${r.path} has another identity than in region[${f.regions[0]}] (size ${r.file.size}, not ${f.size})`);
+    }
+    f.shared ||= r.kind === 'file-shared';
+    f.regions.push(r.index);
+  }
+
+  const comm = b.subarray(H.comm, H.comm + 16);
+  const nul = comm.indexOf(0);
+  return {
+    version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
+    tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
+    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
+    nwords: h.nwords, dataPages: h.dataPages, metadataEnd: L.end, regions, files: [...files.values()], fds, special,
+  };
+}
+
+function readPrefix(fd: number, length: number, position: number): Buffer {
+  const buf = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got === length ? buf : buf.subarray(0, got);
+}
+
+/**
+ * Reads and validates the header and metadata of an image, given as its bytes
+ * or as a file path; unless `metadataOnly`, the source must also hold exactly
+ * the page data and the trailer (whose magic is checked; data_hash is left to
+ * the restorer, which hashes the pages as they land). Throws RexError
+ * (IMAGE_MALFORMED, IMAGE_TRUNCATED) naming the field and byte offset.
+ */
+export function readImageInfo(source: Uint8Array | string, options: ReadImageOptions = {}): ImageInfo {
+  let name = options.name ?? (typeof source === 'string' ? source : '<image>');
+  let head: Buffer;
+  let total: number;
+  let tail: () => Buffer;
+  if (typeof source === 'string') {
+    let fd: number;
+    try {
+      fd = openSync(source, 'r');
+    } catch (e) {
+      throw new RexError(ErrorCodes.IMAGE_TRUNCATED, `cannot open the image: ${(e as Error).message}`, { where: name, cause: e });
+    }
+    try {
+      total = fstatSync(fd).size;
+      const first = readPrefix(fd, IMAGE_HEADER_SIZE, 0);
+      const h = checkHeader(first, name);
+      head = h.layout.end <= first.length ? first : Buffer.concat([first, readPrefix(fd, h.layout.end - first.length, first.length)]);
+      const at = Math.max(0, total - IMAGE_TRAILER_SIZE);
+      const trailer = readPrefix(fd, IMAGE_TRAILER_SIZE, at);
+      tail = () => trailer;
+    } finally {
+      closeSync(fd);
+    }
+  } else {
+    head = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+    total = head.length;
+    const whole = head;
+    tail = () => whole.subarray(Math.max(0, total - IMAGE_TRAILER_SIZE));
+  }
+  name ||= '<image>';
+  const h = checkHeader(head, name);
+  const info = checkMetadata(head, name, h);
+  const imageBytes = h.layout.end + h.dataPages * IMAGE_PAGE + IMAGE_TRAILER_SIZE;
+  if (!options.metadataOnly) {
+    if (total < imageBytes) {
+      const dataEnd = h.layout.end + h.dataPages * IMAGE_PAGE;
+      if (total < dataEnd) truncated(name, 'page data', h.dataPages * IMAGE_PAGE, h.layout.end, total - h.layout.end);
+      truncated(name, 'trailer', IMAGE_TRAILER_SIZE, dataEnd, total - dataEnd);
+    }
+    if (total > imageBytes) corrupt(name, 'trailer', imageBytes - IMAGE_TRAILER_SIZE, `${total - imageBytes} bytes follow the trailer`);
+    if (tail().toString('latin1', 0, 8) !== TRAILER_MAGIC) {
+      corrupt(name, 'trailer.magic', imageBytes - IMAGE_TRAILER_SIZE, 'not "REXEND\\r\\n"');
+    }
+  }
+  return { ...info, imageBytes, metadataBytes: h.layout.end + IMAGE_TRAILER_SIZE };
+}
