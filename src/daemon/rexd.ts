@@ -114,7 +114,7 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),

@@ -15,7 +15,7 @@ import type { Logger } from '../daemon/log.js';
 import { packageRoot } from '../util/paths.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
-import { cached, fileSha256, Incoming } from './transfer.js';
+import { cached, fetchFile, fileSha256, libraryDir } from './transfer.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -35,8 +35,10 @@ export interface ExecutorContext {
   log: Logger;
   /** Grace between HUP and KILL when the origin is gone. */
   killGraceMs?: number;
-  /** rex.rc rex-auto-transfer: 'off' runs only what is here; 'on' (and, for now, 'command') fetch from the origin. */
+  /** rex.rc rex-auto-transfer: 'off' runs only what is here (and sends nothing); 'on' and 'command' fetch from the origin. */
   autoTransfer?: 'on' | 'off' | 'command';
+  /** rex.rc rex-auto-transfer `command:`: as origin, copy with this shell command instead of FILE frames (docs/EXEC.md, Transfer). */
+  transferCommand?: string;
   /** The on-disk record of running programs, for the clean-up after a crash. */
   jobs?: JobRecord;
 }
@@ -124,11 +126,15 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
   } else {
     const file = await programFor(m, cwd, env.PATH, conn, ctx);
+    // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
+    const libDir = await libraryDir(m, conn, ctx);
+    if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
     const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
     // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
     child = m.pty
       ? spawn(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
       : spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    if (libDir) for (const e of ['exit', 'error']) child.once(e, () => rmSync(libDir, { recursive: true, force: true }));
     await started(child, file, ctx);
   }
   const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
@@ -300,38 +306,9 @@ async function programFor(m: MessageOf<'EXEC'>, cwd: string, envPath: string | u
   return fetchProgram(m, want, conn, ctx);
 }
 
+/** Fetches the program EXEC `m` names from the origin into the cache (docs/EXEC.md, Transfer); resolves with its path. */
 function fetchProgram(m: MessageOf<'EXEC'>, hex: string, conn: Connection, ctx: ExecutorContext): Promise<string> {
-  return new Promise<string>((resolvePath, reject) => {
-    let incoming: Incoming;
-    try {
-      incoming = new Incoming(ctx.tempDirectory, hex);
-    } catch (e) {
-      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${ctx.tempDirectory} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
-      return;
-    }
-    const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' = 'NO_ENTRY'): void => {
-      incoming.abort();
-      reject(new ProtocolError(proto, `${m.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
-    };
-    conn.adoptStream(m.stream, {
-      onMessage: (x) => {
-        if (x.type !== 'FILE') return;
-        if (x.error) return fail(x.error);
-        try {
-          if (x.data) incoming.write(x.data);
-          if (x.eof) {
-            const path = incoming.finish();
-            ctx.log.info({ program: m.path, sha256: hex, cached: path }, 'EXEC: program transferred from the origin');
-            resolvePath(path);
-          }
-        } catch (e) {
-          fail((e as Error).message);
-        }
-      },
-      onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
-    });
-    conn.sendOn(m.stream, { type: 'FETCH', sha256: Buffer.from(hex, 'hex'), path: m.path });
-  });
+  return fetchFile(conn, m.stream, { hex, path: m.path }, ctx);
 }
 
 function isDir(p: string): boolean {

@@ -4,8 +4,9 @@
  * the origin rexd relays the stream both ways without buffering beyond the
  * per-stream credit; a peer's EXEC always runs here.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -13,6 +14,7 @@ import { EXEC_MAX_CHUNK, type Message, type MessageOf } from '../protocol/messag
 import { TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { neededLibraries, type NeededLibrary } from './libraries.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
@@ -123,23 +125,42 @@ export class ExecService {
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
     const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? { sha256: imageHash(m.path) } : {}) };
+    // The files this origin sends if asked (FETCH): the program and the libraries it needs, by hash; nothing else.
+    const offer = offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
+    const libs = offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
       let ended: (() => void) | undefined;
       let h: StreamHandle | undefined;
+      // Set when the local client goes away before STARTED (Ctrl-C during a transfer): the transfer stops, the executor is told.
+      const transfer = { cancelled: false, fetching: false };
+      conn.adoptStream(clientStream, {
+        onMessage: () => {}, // the client sends nothing before STARTED (PROTOCOL.md 4.9)
+        onClose: () => {
+          if (started) return;
+          transfer.cancelled = true;
+          if (transfer.fetching) h?.send({ type: 'SIGNAL', signal: 'INT' });
+        },
+      });
       const timer = setTimeout(() => {
         if (started) return;
         h?.forget();
         reject(new NotStarted(new ProtocolError('TIMEOUT', `${host} did not start ${m.path} within ${this.peerTimeout} ms`, { fatal: false })));
       }, this.peerTimeout);
       try {
-        h = link.openStream(request as Omit<MessageOf<'EXEC'>, 'stream'> & { type: 'EXEC' }, {
+        h = link.openStream({ ...request, ...(libs.length > 0 ? { libs } : {}) } as Omit<MessageOf<'EXEC'>, 'stream'> & { type: 'EXEC' }, {
           onMessage: (x) => {
             if (x.type === 'STARTED' && !started) {
               started = true;
               clearTimeout(timer);
               ended = this.placer.placed(host);
               onStarted?.();
+              if (transfer.cancelled) {
+                // The client left while the program was being sent: it must not run on unattended.
+                h!.send({ type: 'SIGNAL', signal: 'HUP' });
+                setTimeout(() => h!.send({ type: 'SIGNAL', signal: 'KILL' }), 2000).unref();
+                return;
+              }
               // From here on, the client's frames on its stream go straight to the executor.
               conn.adoptStream(clientStream, {
                 onMessage: (y) => {
@@ -155,7 +176,13 @@ export class ExecService {
               return;
             }
             if (x.type === 'FETCH' && !started) {
-              sendProgram(m, x, h!);
+              transfer.fetching = true;
+              const how = { mode: this.ctx.autoTransfer ?? 'on', ...(this.ctx.transferCommand ? { command: this.ctx.transferCommand } : {}), self: this.ctx.hostName, peer: host, address: peer.state.address };
+              void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log);
+              return;
+            }
+            if (x.type === 'PROGRESS' && !started) {
+              conn.sendOn(clientStream, body(x));
               return;
             }
             if (x.type === 'EXIT') {
@@ -185,30 +212,146 @@ export class ExecService {
   }
 }
 
-/**
- * Answers an executor's FETCH with the program the local client named: read
- * here (the origin, as the client's user), checked against the hash the
- * executor asked for, sent in FILE chunks.
- */
-function sendProgram(m: MessageOf<'EXEC'>, f: MessageOf<'FETCH'>, h: StreamHandle): void {
+/** The program (by the hash the executor will be told) and its libraries, as this origin offers them for FETCH. */
+function offeredFiles(m: MessageOf<'EXEC'>, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
+  const files = new Map<string, string>();
+  if (!sha256 || sha256.byteLength !== 32) return { files, libs: [] };
   const path = isAbsolute(m.path) ? m.path : resolve(m.cwd ?? '/', m.path);
-  let data: Buffer;
+  files.set(Buffer.from(sha256).toString('hex'), path);
+  if (ctx.autoTransfer === 'off') return { files, libs: [] };
+  let libs: NeededLibrary[] = [];
   try {
-    const st = statSync(path);
-    if (st.size > TRANSFER_MAX) throw new Error(`${path} is ${st.size} bytes, more than the ${TRANSFER_MAX} a transfer carries`);
-    data = readFileSync(path);
+    const ld = [...(m.env ?? [])].reverse().find((e) => e.startsWith('LD_LIBRARY_PATH='))?.slice('LD_LIBRARY_PATH='.length);
+    libs = neededLibraries(path, ld);
+  } catch (e) {
+    ctx.log.warn({ program: path, err: (e as Error).message }, 'EXEC: cannot list the shared libraries of the program; sending none');
+  }
+  for (const l of libs) files.set(l.sha256, l.path);
+  return { files, libs };
+}
+
+/** How this origin answers FETCH: its rex-auto-transfer setting and the executor's name and address. */
+interface FetchHow {
+  mode: 'on' | 'off' | 'command';
+  command?: string;
+  self: string;
+  peer: string;
+  address: string;
+}
+
+/** Quotes a word for /bin/sh. */
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The shell command of `rex-auto-transfer: command: ...` for one file:
+ * {source}, {host} (the executor's address in rex.rc servers), {name} (its
+ * REX name) and {destination} replaced by quoted words. A command naming none
+ * of {source}, {host}, {destination} gets ` {source} {host}:{destination}`
+ * appended, so `rsync -a` and `scp -q` work as written.
+ */
+export function transferCommandLine(command: string, v: { source: string; host: string; name: string; destination: string }): string {
+  const full = /\{(source|host|destination)\}/.test(command) ? command : `${command} {source} {host}:{destination}`;
+  return full.replace(/\{(source|host|name|destination)\}/g, (_, k: keyof typeof v) => shq(v[k]));
+}
+
+/**
+ * Answers an executor's FETCH with a file this origin offered (the program or
+ * one of its libraries, read here as the client's user): FILE chunks sent as
+ * the peer link drains (so that a cancelled transfer stops within one
+ * high-water mark), or an external copy by the rex-auto-transfer command.
+ * The executor verifies the hash either way.
+ */
+async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: StreamHandle, link: Connection, how: FetchHow, transfer: { cancelled: boolean }, log: ExecutorContext['log']): Promise<void> {
+  const want = Buffer.from(f.sha256).toString('hex');
+  const path = files.get(want);
+  if (!path) {
+    h.send({ type: 'FILE', error: `${how.self} offers no file with sha256 ${want} for this program` });
+    return;
+  }
+  if (how.mode === 'off') {
+    h.send({ type: 'FILE', error: `${path} is not sent: rex-auto-transfer is off on ${how.self}` });
+    return;
+  }
+  if (how.mode === 'command' && how.command) {
+    if (!f.dest) {
+      h.send({ type: 'FILE', error: `${how.peer} named no destination for the rex-auto-transfer command of ${how.self}` });
+      return;
+    }
+    const line = transferCommandLine(how.command, { source: path, host: how.address, name: how.peer, destination: f.dest });
+    const why = await runTransferCommand(line, transfer);
+    if (transfer.cancelled) return;
+    if (why) {
+      log.warn({ command: line, why }, 'EXEC: rex-auto-transfer command failed');
+      h.send({ type: 'FILE', error: `rex-auto-transfer command on ${how.self} failed: ${why}` });
+    } else h.send({ type: 'FILE', eof: true, copied: true });
+    return;
+  }
+  let fd: number;
+  let size: number;
+  try {
+    fd = openSync(path, 'r');
+    size = fstatSync(fd).size;
   } catch (e) {
     h.send({ type: 'FILE', error: `the origin cannot read ${path}: ${(e as Error).message}` });
     return;
   }
-  const hex = createHash('sha256').update(data).digest('hex');
-  if (hex !== Buffer.from(f.sha256).toString('hex')) {
-    h.send({ type: 'FILE', error: `${path} changed on the origin since the request (sha256 ${hex})` });
-    return;
+  try {
+    if (size > TRANSFER_MAX) {
+      h.send({ type: 'FILE', error: `${path} is ${size} bytes, more than the ${TRANSFER_MAX} a transfer carries` });
+      return;
+    }
+    const hash = createHash('sha256');
+    h.send({ type: 'FILE', size });
+    for (let off = 0; off <= TRANSFER_MAX; ) {
+      // Backpressure: the link is shared with other streams, and a cancelled transfer must stop soon.
+      while (link.congested && !transfer.cancelled && link.isOpen) await new Promise((r) => setTimeout(r, 5));
+      if (transfer.cancelled || !link.isOpen) return;
+      const chunk = Buffer.allocUnsafe(EXEC_MAX_CHUNK);
+      const n = readSync(fd, chunk, 0, chunk.length, off);
+      if (n === 0) break;
+      off += n;
+      hash.update(chunk.subarray(0, n));
+      h.send({ type: 'FILE', data: chunk.subarray(0, n) });
+    }
+    const hex = hash.digest('hex');
+    if (hex !== want) h.send({ type: 'FILE', error: `${path} changed on the origin since the request (sha256 ${hex})` });
+    else h.send({ type: 'FILE', eof: true });
+  } catch (e) {
+    h.send({ type: 'FILE', error: `the origin cannot read ${path}: ${(e as Error).message}` });
+  } finally {
+    closeSync(fd);
   }
-  h.send({ type: 'FILE', size: data.length });
-  for (let off = 0; off < data.length; off += EXEC_MAX_CHUNK) h.send({ type: 'FILE', data: data.subarray(off, off + EXEC_MAX_CHUNK) });
-  h.send({ type: 'FILE', eof: true });
+}
+
+/** Runs a transfer command with /bin/sh; resolves undefined on success, else why it failed. Killed when the transfer is cancelled. */
+function runTransferCommand(line: string, transfer: { cancelled: boolean }): Promise<string | undefined> {
+  return new Promise((done) => {
+    const child = spawn('/bin/sh', ['-c', line], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      if (err.length < 4096) err += d.toString('utf8');
+    });
+    const watch = setInterval(() => {
+      if (!transfer.cancelled || child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }, 50);
+    child.once('error', (e) => {
+      clearInterval(watch);
+      done(`cannot start /bin/sh: ${e.message}`);
+    });
+    child.once('close', (code, signal) => {
+      clearInterval(watch);
+      if (code === 0) return done(undefined);
+      const tail = err.trim().split('\n').slice(-2).join('; ');
+      done(`${signal ? `killed by ${signal}` : `exit status ${code}`}${tail ? `: ${tail}` : ''}`);
+    });
+  });
 }
 
 /**

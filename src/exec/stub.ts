@@ -27,6 +27,59 @@ export interface ExecRequest {
   pty?: { rows: number; cols: number };
   /** sha256 of the origin's program file: lets the executor fetch it when it lacks it or has another (transfer). */
   sha256?: Uint8Array;
+  /**
+   * Transfer progress before the program starts: a function receives every
+   * PROGRESS; false ignores them; by default a bar is drawn on stderr when it
+   * is a terminal and the transfer has run longer than {@link PROGRESS_AFTER_MS}.
+   */
+  progress?: boolean | ((p: TransferProgress) => void);
+}
+
+/** How far a transfer to the executor has come (PROGRESS, docs/PROTOCOL.md 4.9). */
+export interface TransferProgress {
+  done: number;
+  total: number;
+  /** The origin's path of the file being sent (the program or a library). */
+  path: string;
+}
+
+/** A transfer shorter than this draws no bar: a quick one would only flicker. */
+export const PROGRESS_AFTER_MS = 300;
+
+/** One line of the transfer bar, fitted to `width` columns: `rex: sending NAME [####....]  42% 12.0/28.5 MB`. */
+export function renderProgress(p: TransferProgress, width: number): string {
+  const total = Math.max(p.total, p.done, 1);
+  const frac = Math.min(1, p.done / total);
+  const mb = (n: number): string => (n / 1e6).toFixed(1);
+  const name = p.path.slice(p.path.lastIndexOf('/') + 1) || p.path;
+  const tail = ` ${String(Math.floor(frac * 100)).padStart(3)}% ${mb(p.done)}/${mb(total)} MB`;
+  const head = `rex: sending ${name.length > 24 ? name.slice(0, 23) + '~' : name} `;
+  const barWidth = Math.max(0, Math.min(40, width - 1 - head.length - tail.length - 2));
+  const filled = Math.round(frac * barWidth);
+  const bar = barWidth > 0 ? `[${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}]` : '';
+  return (head + bar + tail).slice(0, Math.max(0, width - 1));
+}
+
+/** Draws PROGRESS on a terminal: nothing for the first {@link PROGRESS_AFTER_MS}, then one line redrawn in place. */
+class ProgressBar {
+  private since: number | undefined;
+  private drawn = false;
+
+  constructor(private readonly out: NodeJS.WriteStream) {}
+
+  update(p: TransferProgress): void {
+    const now = Date.now();
+    this.since ??= now;
+    if (now - this.since < PROGRESS_AFTER_MS) return;
+    this.out.write(`\r${renderProgress(p, this.out.columns || 80)}\x1b[K`);
+    this.drawn = true;
+  }
+
+  /** Erases the bar (the program's own output starts on a clean line). */
+  clear(): void {
+    if (this.drawn) this.out.write('\r\x1b[K');
+    this.drawn = false;
+  }
 }
 
 /** How a remote program ended. */
@@ -78,6 +131,8 @@ export class RemoteProcess extends EventEmitter {
    */
   static start(conn: Connection, req: ExecRequest, sink: OutputSink): Promise<RemoteProcess> {
     const rp = new RemoteProcess();
+    const onProgress = typeof req.progress === 'function' ? req.progress : undefined;
+    const bar = req.progress === undefined && process.stderr.isTTY ? new ProgressBar(process.stderr) : undefined;
     return new Promise<RemoteProcess>((resolve, reject) => {
       let started = false;
       try {
@@ -96,7 +151,13 @@ export class RemoteProcess extends EventEmitter {
           {
             onMessage: (m: Message) => {
               switch (m.type) {
+                case 'PROGRESS':
+                  if (started) return;
+                  onProgress?.({ done: m.done, total: m.total, path: m.path ?? req.path });
+                  bar?.update({ done: m.done, total: m.total, path: m.path ?? req.path });
+                  return;
                 case 'STARTED':
+                  bar?.clear();
                   started = true;
                   rp.host = m.host;
                   rp.pid = m.pid ?? 0;
@@ -134,6 +195,7 @@ export class RemoteProcess extends EventEmitter {
               }
             },
             onClose: (err) => {
+              bar?.clear();
               if (!err) return;
               if (!started) reject(err);
               else rp.settle.reject(err);

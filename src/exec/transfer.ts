@@ -6,9 +6,12 @@
  * use and reused by later runs; the cache is trimmed least-recently-used to a
  * size limit.
  */
-import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Connection } from '../protocol/connection.js';
+import { ProtocolError } from '../protocol/frame.js';
+import type { MessageOf } from '../protocol/messages.js';
 
 /** Largest program transferred (it travels through the daemons' memory once). */
 export const TRANSFER_MAX = 256 << 20;
@@ -76,10 +79,45 @@ export class Incoming {
     writeSync(this.fd, data);
   }
 
+  /** Bytes received so far. */
+  get received(): number {
+    return this.bytes;
+  }
+
+  /** The temporary file: where an external transfer command (rex-auto-transfer: command) writes the copy. */
+  get path(): string {
+    return this.tmp;
+  }
+
   /** Verifies the content against the hash the EXEC named and publishes it; returns its path. */
   finish(): string {
     closeSync(this.fd);
-    const got = this.hash.digest('hex');
+    return this.publish(this.hash.digest('hex'));
+  }
+
+  /**
+   * Verifies and publishes what an external command wrote to {@link path}
+   * (the FILE chunks did not carry it): it is hashed here like a received copy.
+   */
+  finishCopied(): string {
+    closeSync(this.fd);
+    const fd = openSync(this.tmp, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (size > TRANSFER_MAX) {
+        rmSync(this.tmp, { force: true });
+        throw new Error(`the copy is ${size} bytes, more than the ${TRANSFER_MAX} a transfer may carry`);
+      }
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) this.hash.update(buf.subarray(0, n));
+      this.bytes = size;
+    } finally {
+      closeSync(fd);
+    }
+    return this.publish(this.hash.digest('hex'));
+  }
+
+  private publish(got: string): string {
     if (got !== this.hex) {
       rmSync(this.tmp, { force: true });
       throw new Error(`transferred program has sha256 ${got}, expected ${this.hex}; not used`);
@@ -146,4 +184,122 @@ export function localProgram(prog: string, cwd: string, envPath: string | undefi
     }
   }
   return undefined;
+}
+
+/** What the executor's side of a transfer needs from its rexd (a subset of ExecutorContext). */
+export interface TransferContext {
+  hostName: string;
+  tempDirectory: string;
+  autoTransfer?: 'on' | 'off' | 'command';
+  log: { info(obj: object, msg: string): void };
+}
+
+/** Least time between two PROGRESS messages of one transfer: enough for a smooth bar, few frames. */
+const PROGRESS_EVERY_MS = 100;
+
+/**
+ * Fetches one file from the origin on the EXEC stream `stream` (FETCH, then
+ * FILE chunks or an external copy, docs/PROTOCOL.md 4.9) into the cache,
+ * sending PROGRESS towards the origin as it arrives; resolves with the cached
+ * path. A SIGNAL from the origin meanwhile (its stub was interrupted) cancels
+ * the transfer, and the temporary file is removed whichever way it fails.
+ */
+export function fetchFile(conn: Connection, stream: number, want: { hex: string; path: string }, ctx: TransferContext): Promise<string> {
+  return new Promise<string>((resolvePath, reject) => {
+    let incoming: Incoming;
+    try {
+      incoming = new Incoming(ctx.tempDirectory, want.hex);
+    } catch (e) {
+      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${ctx.tempDirectory} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
+      return;
+    }
+    let settled = false;
+    let total = 0;
+    let last = 0;
+    const progress = (done: number, force = false): void => {
+      const now = Date.now();
+      if (!force && now - last < PROGRESS_EVERY_MS) return;
+      last = now;
+      conn.sendOn(stream, { type: 'PROGRESS', done, total, path: want.path });
+    };
+    const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' | 'CANCELLED' = 'NO_ENTRY'): void => {
+      if (settled) return;
+      settled = true;
+      incoming.abort();
+      ctx.log.info({ file: want.path, sha256: want.hex, why }, 'EXEC: transfer failed; partial copy removed');
+      reject(new ProtocolError(proto, `${want.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
+    };
+    conn.adoptStream(stream, {
+      onMessage: (x) => {
+        if (settled) return;
+        if (x.type === 'SIGNAL') return fail(`cancelled by the origin (SIG${x.signal})`, 'CANCELLED');
+        if (x.type !== 'FILE') return;
+        if (x.error) return fail(x.error);
+        try {
+          if (x.size !== undefined) {
+            total = x.size;
+            progress(0, true);
+          }
+          if (x.data) {
+            incoming.write(x.data);
+            progress(incoming.received);
+          }
+          if (x.eof) {
+            const path = x.copied ? incoming.finishCopied() : incoming.finish();
+            settled = true;
+            progress(incoming.received, true);
+            ctx.log.info({ program: want.path, sha256: want.hex, cached: path, bytes: incoming.received, ...(x.copied ? { by: 'command' } : {}) }, 'EXEC: program transferred from the origin');
+            resolvePath(path);
+          }
+        } catch (e) {
+          fail((e as Error).message);
+        }
+      },
+      onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
+    });
+    conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path, dest: incoming.path });
+  });
+}
+
+/** Test seam: lets one machine play hosts with different file systems (a file "only on the origin"). */
+export function hiddenForTests(path: string): boolean {
+  const hide = process.env.REX_EXEC_TEST_HIDE;
+  return !!hide && path.startsWith(hide);
+}
+
+/**
+ * Makes the shared libraries EXEC `m` lists loadable for this run: a library
+ * present here at the same path with the same hash needs nothing; any other is
+ * taken from the cache or fetched from the origin, and linked under its
+ * DT_NEEDED name in a fresh per-run directory, which the caller puts first in
+ * LD_LIBRARY_PATH and removes when the program ends. Returns that directory,
+ * or undefined when nothing had to be provided.
+ */
+export async function libraryDir(m: MessageOf<'EXEC'>, conn: Connection, ctx: TransferContext): Promise<string | undefined> {
+  const links: [string, string][] = [];
+  for (const lib of m.libs ?? []) {
+    if (lib.sha256.byteLength !== 32 || lib.name.includes('/') || lib.name === '.' || lib.name === '..') {
+      throw new ProtocolError('BAD_REQUEST', `EXEC libs: entry "${lib.name}" needs a file name (no "/") and a 32-byte sha256`, { fatal: false });
+    }
+    const hex = Buffer.from(lib.sha256).toString('hex');
+    let same = false;
+    try {
+      same = !hiddenForTests(lib.path) && fileSha256(lib.path) === hex;
+    } catch {
+      /* not here */
+    }
+    if (same) continue;
+    let file = cached(ctx.tempDirectory, hex);
+    if (!file) {
+      if (ctx.autoTransfer === 'off') continue; // the loader will say which library is missing
+      file = await fetchFile(conn, m.stream, { hex, path: lib.path }, ctx);
+    }
+    links.push([lib.name, file]);
+  }
+  if (links.length === 0) return undefined;
+  // Per run, not shared: two programs may need different libraries under one name at the same time.
+  const dir = join(ctx.tempDirectory, 'run', `${process.pid}-${randomBytes(6).toString('hex')}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const [name, file] of links) symlinkSync(file, join(dir, name));
+  return dir;
 }

@@ -55,6 +55,7 @@ export const MsgType = {
   EXIT: 0x0045,
   FETCH: 0x0046,
   FILE: 0x0047,
+  PROGRESS: 0x0048,
   CALL: 0x0070,
   RESULT: 0x0071,
   ENTRIES_GET: 0x0072,

@@ -63,6 +63,14 @@ const DEFINE_PARAM = {
   outOffset: { tag: 11, t: 'u32' },
 } as const satisfies Record<string, FieldSpec>;
 
+/** One shared library named by EXEC (docs/PROTOCOL.md 4.9): the executor fetches it when it lacks it. */
+const EXEC_LIB = {
+  name: { tag: 1, t: 'str', required: true, max: 255 },
+  path: { tag: 2, t: 'str', required: true, max: 4096 },
+  sha256: { tag: 3, t: 'bytes', required: true, max: 32 },
+  size: { tag: 4, t: 'u64n' },
+} as const satisfies Record<string, FieldSpec>;
+
 /** Largest DATA chunk of a stdio stream (docs/PROTOCOL.md 4.9): well inside one frame. */
 export const EXEC_MAX_CHUNK = 256 * 1024;
 
@@ -137,6 +145,7 @@ export const MESSAGE_SPECS = {
     sha256: { tag: 11, t: 'bytes', max: 32 },
     image: { tag: 12, t: 'bool' },
     fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
+    libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
   },
   STARTED: {
     host: { tag: 1, t: 'str', required: true, max: 255 },
@@ -160,12 +169,19 @@ export const MESSAGE_SPECS = {
   FETCH: {
     sha256: { tag: 1, t: 'bytes', required: true, max: 32 },
     path: { tag: 2, t: 'str', max: 4096 },
+    dest: { tag: 3, t: 'str', max: 4096 },
   },
   FILE: {
     data: { tag: 1, t: 'bytes', max: EXEC_MAX_CHUNK },
     eof: { tag: 2, t: 'bool' },
     error: { tag: 3, t: 'str', max: 4096 },
     size: { tag: 4, t: 'u64n' },
+    copied: { tag: 5, t: 'bool' },
+  },
+  PROGRESS: {
+    done: { tag: 1, t: 'u64n', required: true },
+    total: { tag: 2, t: 'u64n', required: true },
+    path: { tag: 3, t: 'str', max: 4096 },
   },
   CALL: {
     target: { tag: 1, t: 'str', required: true, max: 1024 },
