@@ -93,6 +93,14 @@ ok('winsize', [frame(0x0044, 0, 17, [u(1, 50, 1), u(2, 132, 1)])]);
 ok('exit-code', [frame(0x0045, 1, 15, [u(1, 3, 1), s(4, 'beta')])]);
 ok('fetch-file', [frame(0x0046, 0, 15, [by(1, '00'.repeat(31) + 'ff'), s(2, '/home/alice/bin/render')]), frame(0x0047, 0, 15, [u(4, 5, 1)]), frame(0x0047, 0, 15, [by(1, '7f454c4602')]), frame(0x0047, 0, 15, [bo(2, true)])]);
 ok('file-error', [frame(0x0047, 0, 17, [s(3, 'the origin cannot read /x: ENOENT')])]);
+// transfer (section 4.9): EXEC naming a library the program needs, FETCH offering a destination for an external
+// copy, PROGRESS towards the origin, FILE saying the copy was made by the rex-auto-transfer command
+ok('exec-libs', [frame(0x0040, 0, 19, [s(1, '/home/alice/bin/render'), s(2, 'render'), by(11, '00'.repeat(31) + 'ff'), l(14, [s(1, 'libgreet.so.1'), s(2, '/home/alice/lib/libgreet.so.1'), by(3, '11'.repeat(32)), u(4, 15872, 2)])])]);
+ok('fetch-dest-progress-copied', [
+  frame(0x0046, 0, 19, [by(1, '11'.repeat(32)), s(2, '/home/alice/lib/libgreet.so.1'), s(3, '/tmp/.rex_beta_alice/cache/.1111.4242.x')]),
+  frame(0x0048, 0, 19, [u(1, 8192, 2), u(2, 15872, 2), s(3, '/home/alice/lib/libgreet.so.1')]),
+  frame(0x0047, 0, 19, [bo(2, true), bo(5, true)]),
+]);
 ok('exit-signal', [frame(0x0045, 1, 17, [s(2, 'KILL'), bo(3, false), s(4, 'beta')])]);
 // ---- every kind and width
 ok('uint-widths', [frame(0x0010, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);
