@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, openSync, writeFileSync } from 'node:fs';
+import { chmodSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -218,6 +218,55 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     for (const rp of rps) expect((await rp.exited).code).toBe(0);
     const r = await rexRun(socket, ['hostname']);
     expect(r.code).toBe(0);
+  });
+
+  it('stands for the program in shell pipelines and scripts', async () => {
+    const rex = `${process.execPath} ${distBin('rex')} run --socket ${socket}`;
+    const sh = (script: string) => run('/bin/sh', ['-c', script], { encoding: 'utf8' }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+    // Two remote stages between local ones.
+    expect(await sh(`printf 'pear\\napple\\nfig\\n' | ${rex} --host beta sort | ${rex} --host gamma tr a-z A-Z | wc -l`)).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\s*3\n$/) });
+    expect((await sh(`printf 'pear\\napple\\n' | ${rex} --host beta sort | ${rex} --host gamma tr a-z A-Z`)).stdout).toBe('APPLE\nPEAR\n');
+    // Command substitution, `if`, and set -e see the remote status as they would the local one.
+    expect((await sh(`x=$(${rex} --host beta echo hi); echo "[$x]"`)).stdout).toBe('[hi]\n');
+    expect((await sh(`if ${rex} --host beta test -d /; then echo dir; fi; if ! ${rex} --host beta test -d /nonexistent; then echo none; fi`)).stdout).toBe('dir\nnone\n');
+    expect(await sh(`set -e; ${rex} --host beta false; echo not reached`)).toMatchObject({ code: 1, stdout: '' });
+    // Closed stdin and /dev/null: the remote sees EOF at once, as a local cat would.
+    expect(await sh(`${rex} --host beta cat <&-; echo "closed $?"`)).toMatchObject({ code: 0, stdout: 'closed 0\n' });
+    expect(await sh(`${rex} --host beta wc -c </dev/null`)).toMatchObject({ code: 0, stdout: expect.stringMatching(/^0\n$/) });
+  });
+
+  it('a reader that goes away ends the writer with SIGPIPE, as in `yes | head -1`', async () => {
+    const rex = `${process.execPath} ${distBin('rex')} run --socket ${socket}`;
+    // Without SIGPIPE for the remote program this pipeline would never end.
+    const { stdout } = await run('/bin/sh', ['-c', `${rex} --host beta yes | head -n 1`], { encoding: 'utf8' });
+    expect(stdout).toBe('y\n');
+    // And rex run itself dies of SIGPIPE, as the remote program did, so the shell's status is 128+13.
+    const r = await rexRun(socket, ['--host', 'gamma', 'yes'], {
+      onStdout: (_s, child) => child.stdout!.destroy(),
+    });
+    expect([r.code, r.signal]).toEqual([null, 'SIGPIPE']);
+  });
+
+  it('rex run loads only what running needs: no config loader, keys, daemon, cluster or log database', async () => {
+    // A module resolve hook records every module the CLI loads (ESM and CommonJS imported from ESM).
+    const trace = join(dir, 'modules.txt');
+    const hook = join(dir, 'trace-hook.mjs');
+    writeFileSync(
+      hook,
+      `import { register } from 'node:module';\n` +
+        `register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(
+          `import { appendFileSync } from 'node:fs';\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(trace)}, r.url + '\\n'); return r; }`,
+        )}));\n`,
+    );
+    const r = await run(process.execPath, ['--import', hook, distBin('rex'), 'run', '--socket', socket, '--host', 'beta', 'echo', 'ok'], { encoding: 'utf8' });
+    expect(r.stdout).toBe('ok\n');
+    const loaded = readFileSync(trace, 'utf8').split('\n').filter((u) => u.startsWith('file:'));
+    expect(loaded.some((u) => u.endsWith('/cli/commands/run.js'))).toBe(true);
+    const heavy = loaded.filter((u) => /\/(config|keys|daemon|cluster|log|gen)\/|\/cli\/commands\/(?!run\.js)|node_modules\/(ajv|@peculiar|better-sqlite3|handlebars|pino|fast-xml-parser|libxml2-wasm)\//.test(u));
+    expect(heavy).toEqual([]);
   });
 
   it('when the remote rexd dies mid-run, rex run says so in one line and exits 255', async () => {

@@ -27,6 +27,10 @@ export const RUN_STATUS = { notExecutable: 126, notFound: 127, lost: 255 } as co
 class OrderedWriter {
   private queue: { fd: number; data: Buffer; done: () => void }[] = [];
   private busy = false;
+  private broken = false;
+
+  /** `onBrokenPipe` is called once, on the first EPIPE: the reader of fd 1 or 2 has gone. */
+  constructor(private readonly onBrokenPipe: () => void) {}
 
   push(fd: number, data: Buffer, done: () => void): void {
     this.queue.push({ fd, data, done });
@@ -46,7 +50,13 @@ class OrderedWriter {
         return;
       }
       if (err) {
-        // EPIPE: the reader went away, as for a local program; drop output, keep the credit flowing.
+        // EPIPE: the reader went away (`rex run yes | head -1`). A local writer would get SIGPIPE and die
+        // of it; the remote one gets the same signal. Drop the output, keep the credit flowing meanwhile
+        // (a program that ignores SIGPIPE goes on as a local one would after EPIPE).
+        if ((err as NodeJS.ErrnoException).code === 'EPIPE' && !this.broken) {
+          this.broken = true;
+          this.onBrokenPipe();
+        }
         this.queue.shift();
         item.done();
       } else if (n < item.data.length) {
@@ -86,6 +96,11 @@ function endLike(status: ExitStatus): never {
     const name = `SIG${status.signal}` as NodeJS.Signals;
     if (name in osc.signals) {
       try {
+        // Node starts with SIGPIPE ignored; a listener added and removed leaves the default action
+        // (libuv restores SIG_DFL), so that this process dies of PIPE as the remote program did.
+        const reset = (): void => {};
+        process.on(name, reset);
+        process.removeListener(name, reset);
         process.kill(process.pid, name);
       } catch {
         /* fall through to the shell's convention */
@@ -114,13 +129,13 @@ export function registerRunCommands(program: Command): void {
     .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string; pty: boolean }) => {
       const client = await RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
       const host = opts.host ?? process.env.REX_HOST;
-      const out = new OrderedWriter();
+      let rp: RemoteProcess | undefined;
+      const out = new OrderedWriter(() => rp?.signal('PIPE'));
       // The origin's copy, by hash: the executor fetches it when it lacks it or has another (rex-auto-transfer).
       const local = localProgram(prog, process.cwd(), process.env.PATH);
       // A terminal on both ends gets the remote program a terminal of its own (docs/EXEC.md, Terminals).
       const tty = opts.pty && process.stdin.isTTY === true && process.stdout.isTTY === true;
       const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
-      let rp: RemoteProcess;
       try {
         rp = await RemoteProcess.start(
           client.conn,
