@@ -64,13 +64,15 @@ export function renderProgress(p: TransferProgress, width: number): string {
 class ProgressBar {
   private since: number | undefined;
   private drawn = false;
+  // REX_PROGRESS_AFTER_MS (milliseconds) lets a test, or an impatient user, see the bar for any transfer.
+  private readonly after = Number(process.env.REX_PROGRESS_AFTER_MS || PROGRESS_AFTER_MS) || 0;
 
   constructor(private readonly out: NodeJS.WriteStream) {}
 
   update(p: TransferProgress): void {
     const now = Date.now();
     this.since ??= now;
-    if (now - this.since < PROGRESS_AFTER_MS) return;
+    if (now - this.since < this.after) return;
     this.out.write(`\r${renderProgress(p, this.out.columns || 80)}\x1b[K`);
     this.drawn = true;
   }
