@@ -3,10 +3,12 @@
 // image file plus rex-restore in a fresh process, against fork()+_exit+waitpid
 // of the same process in the same state, in the same run. Three subjects: the
 // small program, 256 MiB touched, and 256 MiB with 10% of its pages touched.
-// Prints medians, image bytes against the private pages, and the ratios.
+// Prints medians, image bytes against the private pages, the metadata bytes
+// (header, tables, trailer: everything but page data) against the issue's
+// 16 KiB, and the ratios.
 // Run with `npm run bench -- rfork` (after npm install) or `node bench/rfork-local.mjs`.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,11 +33,21 @@ function once(dir, mib, percent) {
   const wall = Number(process.hrtime.bigint() - t0);
   const rm = /restore_ns (\d+)/.exec(r.stdout);
   if (r.status !== 0 || !rm) throw new Error(`restore failed: ${r.stdout}${r.stderr}`);
+  const tables = pageMaps(image);
   rmSync(image);
   return {
     bytes: Number(m[1]), pages: Number(m[2]), privatePages: Number(m[3]), dump: Number(m[4]), fork: Number(m[5]),
-    restore: Number(rm[1]), restoreWall: wall,
+    restore: Number(rm[1]), restoreWall: wall, ...tables,
   };
+}
+
+/** Header fields of docs/IMAGE.md: how the pages are listed (run entries, bitmap words) and the XSAVE size. */
+function pageMaps(image) {
+  const fd = openSync(image, 'r');
+  const h = Buffer.alloc(3456);
+  readSync(fd, h, 0, h.length, 0);
+  closeSync(fd);
+  return { nruns: h.readUInt32LE(32), nwords: h.readUInt32LE(3384), xsave: h.readUInt32LE(44) };
 }
 
 const subjects = [
@@ -53,16 +65,18 @@ try {
     const restore = median(rs.map((r) => r.restore));
     const wall = median(rs.map((r) => r.restoreWall));
     const fork = median(rs.map((r) => r.fork));
-    const { bytes, privatePages } = rs[0];
+    const { bytes, privatePages, pages, nruns, nwords, xsave } = rs[0];
     const priv = privatePages * 4096;
+    const meta = bytes - pages * 4096;
     const mbps = (bytes / 1048576) / ((dump + wall) / 1e9);
     console.log(`\n${s.name} (${s.runs} runs, medians)`);
     console.log(`  dump (rex_dump_self to a file)        ${ms(dump)}`);
     console.log(`  restore (restorer start to jump)      ${ms(restore)}`);
     console.log(`  restore process, spawn to exit        ${ms(wall)}`);
     console.log(`  local fork()+_exit+waitpid            ${ms(fork)}`);
-    console.log(`  image ${kb(bytes)}, private pages ${kb(priv)}: metadata and trailer ${kb(bytes - priv)} ` +
-      `(image/private ${(bytes / priv).toFixed(3)})`);
+    console.log(`  image ${kb(bytes)}, private pages ${kb(priv)} (image/private ${(bytes / priv).toFixed(3)})`);
+    console.log(`  metadata ${meta} bytes (header, XSAVE ${xsave}, ${nruns} runs, ${nwords} bitmap words, trailer): ` +
+      `${meta <= 16384 ? 'within' : 'OVER'} the 16 KiB target`);
     console.log(`  ratio (dump + restore process) / fork ${((dump + wall) / fork).toFixed(1)}x; throughput ${mbps.toFixed(0)} MB/s`);
   }
 } finally {
