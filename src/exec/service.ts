@@ -59,6 +59,8 @@ export class ExecService {
     const self = this.ctx.hostName;
     const explicit = m.host !== undefined && m.host !== '' && m.host !== '*';
     if (m.image) m = checkImage(m, caller);
+    // EXEC libs is the origin rexd's to set (from the files it offers), never a local client's.
+    if (caller.local && m.libs) m = { ...m, libs: [] };
     if (!caller.local) {
       // Only the origin's rexd routes, and only once.
       if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `EXEC for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });

@@ -277,10 +277,13 @@ export function hiddenForTests(path: string): boolean {
  */
 export async function libraryDir(m: MessageOf<'EXEC'>, conn: Connection, ctx: TransferContext): Promise<string | undefined> {
   const links: [string, string][] = [];
-  for (const lib of m.libs ?? []) {
-    if (lib.sha256.byteLength !== 32 || lib.name.includes('/') || lib.name === '.' || lib.name === '..') {
-      throw new ProtocolError('BAD_REQUEST', `EXEC libs: entry "${lib.name}" needs a file name (no "/") and a 32-byte sha256`, { fatal: false });
+  const names = new Set<string>();
+  for (const [i, lib] of (m.libs ?? []).entries()) {
+    // The name becomes a file in the per-run directory: it must not reach outside it, or name one file twice.
+    if (lib.sha256.byteLength !== 32 || lib.name === '' || lib.name.includes('/') || lib.name === '.' || lib.name === '..' || names.has(lib.name)) {
+      throw new ProtocolError('BAD_REQUEST', `EXEC libs entry ${i} ("${lib.name}"): needs a file name (no "/", not "." or "..", not repeated) and a 32-byte sha256`, { fatal: false });
     }
+    names.add(lib.name);
     const hex = Buffer.from(lib.sha256).toString('hex');
     let same = false;
     try {
