@@ -109,6 +109,8 @@ async function main() {
     const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
     const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
     const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/cli/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
+    // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
+    const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
     const client = await RexClient.connect({ socket });
     const inproc = [];
     for (let i = 0; i < N + 5; i++) {
@@ -131,6 +133,7 @@ async function main() {
     if (mux) {
       console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
       console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
+      console.log(`ratio ssh ControlMaster / Node start-up alone: ${(mux / nodeFloor).toFixed(2)}x (the best any Node CLI could reach)`);
     }
 
     console.log(`\n## ${JOBS} short jobs (/bin/true) placed over 3 hosts, 16 at a time`);

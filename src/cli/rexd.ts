@@ -10,10 +10,7 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/index.js';
-import { createLogger } from '../daemon/log.js';
 import { daemonPaths } from '../daemon/paths.js';
-import { Rexd } from '../daemon/rexd.js';
-import { RexClient } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { reportError, runMain } from './main.js';
 
@@ -38,6 +35,9 @@ async function load(opts: Opts): Promise<LoadedConfig> {
 }
 
 async function foreground(opts: Opts): Promise<void> {
+  // The daemon itself (calls, the program registry with its ELF/DWARF readers, TLS, the log database) is
+  // loaded only here: `rexd` without --foreground, `rexd --help` and usage errors need none of it.
+  const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
   const loaded = await load(opts);
   const log = createLogger(loaded.config.logLevel, loaded.config.hostName);
   const d = new Rexd(loaded.config, { log });
@@ -71,6 +71,7 @@ async function foreground(opts: Opts): Promise<void> {
 }
 
 async function background(opts: Opts, argv: string[]): Promise<void> {
+  const { RexClient } = await import('../runtime/client.js');
   const loaded = await load(opts);
   const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
   mkdirSync(dirname(paths.logFile), { recursive: true, mode: 0o700 });
