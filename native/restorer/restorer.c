@@ -348,7 +348,35 @@ static void check_regions(void) {
   if (pages != hdr.data_pages) corrupt_hdr("data_pages", HOFF(data_pages), "does not equal the pages the runs and bitmaps list", hdr.data_pages);
 }
 
+/*
+ * The XSAVE area is loaded with XRSTOR at the very end, after the image's
+ * memory is in place: a header XRSTOR refuses (#GP) would crash the restorer
+ * there, so what XRSTOR checks is checked here first: MXCSR's reserved bits,
+ * XSTATE_BV within the image's XCR0, the standard (not compacted) form, and
+ * the rest of the XSAVE header zero.
+ */
+static void check_xsave(void) {
+  const uint8_t *x = meta + lay.xsave;
+  uint64_t base = hdr.header_size + lay.xsave, xstate_bv, rest;
+  uint32_t mxcsr;
+  memcpy(&mxcsr, x + 24, 4);
+  memcpy(&xstate_bv, x + 512, 8);
+  const char *why = 0, *field = 0;
+  uint64_t at = 0;
+  if (mxcsr >> 16) field = "mxcsr", at = base + 24, why = "reserved MXCSR bits set";
+  else if (xstate_bv & ~hdr.xcr0) field = "xstate_bv", at = base + 512, why = "state components outside the image's XCR0";
+  for (unsigned off = 520; !why && off < 576; off += 8) {
+    memcpy(&rest, x + off, 8);
+    if (rest) field = off == 520 ? "xcomp_bv" : "header", at = base + off, why = "not a standard-form XSAVE header (must be zero)";
+  }
+  if (why) {
+    say("%s: corrupt image: xsave.%s at offset %u: %s", img_name, field, U(at), why);
+    r_exit(EX_CORRUPT);
+  }
+}
+
 static void check_rest(void) {
+  check_xsave();
   for (uint32_t i = 0; i < hdr.nfds; i++)
     if (!string_ok(fds[i].path_off, fds[i].path_len))
       corrupt_at("fd", i, "path_off", hdr.header_size + lay.fds + (uint64_t)i * sizeof(struct rex_img_fd) + 40,

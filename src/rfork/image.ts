@@ -308,6 +308,14 @@ function checkMetadata(b: Buffer, name: string, h: Header): Omit<ImageInfo, 'ima
   }
   const u32 = (off: number): number => b.readUInt32LE(off);
   const u64 = (off: number): bigint => b.readBigUInt64LE(off);
+
+  // What XRSTOR would fault on at the end of a restore (the restorer's check_xsave).
+  const x = IMAGE_HEADER_SIZE;
+  if (u32(x + 24) >>> 16) corrupt(name, 'xsave.mxcsr', x + 24, 'reserved MXCSR bits set');
+  if (u64(x + 512) & ~u64(H.xcr0) & U64_MAX) corrupt(name, 'xsave.xstate_bv', x + 512, 'state components outside the image\'s XCR0');
+  for (let off = 520; off < 576; off += 8) {
+    if (u64(x + off) !== 0n) corrupt(name, `xsave.${off === 520 ? 'xcomp_bv' : 'header'}`, x + off, 'not a standard-form XSAVE header (must be zero)');
+  }
   /** The string (off, len) of the table, or undefined when the reference is bad. */
   const str = (off: number, len: number): string | undefined => {
     if (len === 0) return '';

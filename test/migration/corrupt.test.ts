@@ -131,6 +131,12 @@ describe('field validation names the field (consistent images, one bad field)', 
       b.writeBigUInt64LE(b.readBigUInt64LE(l().regions), H.special);
       b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 4096n, H.special + 8);
     }, /header\.special\.start at offset 3288: overlaps a memory region/],
+    // XRSTOR at the very end would fault on these: refused before anything is mapped.
+    ['MXCSR reserved bits', (b) => b.writeUInt32LE(0x11f80, H.size + 24), /xsave\.mxcsr at offset 3480: reserved MXCSR bits set/],
+    ['XSTATE_BV outside XCR0', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.size + 512) | (1n << 62n), H.size + 512),
+      /xsave\.xstate_bv at offset 3968: state components outside the image's XCR0/],
+    ['XSAVE area in compacted form', (b) => b.writeBigUInt64LE((1n << 63n) | 3n, H.size + 520),
+      /xsave\.xcomp_bv at offset 3976: not a standard-form XSAVE header/],
     ['XSAVE features of another CPU', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.xcr0) ^ 0x200n, H.xcr0),
       /this CPU's XSAVE features differ from the image's/, 4],
   ];

@@ -187,6 +187,9 @@ describe('refuses bad images, naming field and offset', () => {
       }],
       ['fd path', (b) => b.writeUInt32LE(1 << 30, l.fds + 40)],
       ['umask', (b) => b.writeUInt32LE(0o7777, 2924)],
+      ['mxcsr', (b) => b.writeUInt32LE(0x11f80, IMAGE_HEADER_SIZE + 24)],
+      ['xstate_bv', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(IMAGE_HEADER_SIZE + 512) | (1n << 62n), IMAGE_HEADER_SIZE + 512)],
+      ['xsave header', (b) => b.writeUInt8(1, IMAGE_HEADER_SIZE + 560)],
     ];
     for (const [what, edit] of edits) {
       const b = Buffer.from(img);
