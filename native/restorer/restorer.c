@@ -150,8 +150,15 @@ static const char *img_name = "<stdin>";
 static uint64_t img_off; /* bytes consumed so far: the offset named in messages */
 static uint64_t t_start;
 
-/* --file ORIGINAL=LOCAL pairs; the strings stay in argv, which lives until the kernel's stack is unmapped. */
+/*
+ * --file ORIGINAL=LOCAL pairs. They are copied out of argv: argv lives on the
+ * kernel's stack, which clear_host() unmaps before the regions are mapped,
+ * and the error path of map_regions() still names the file.
+ */
 #define MAX_FILE_MAP 4096
+#define FILE_MAP_TEXT (1u << 20)
+static char file_map_text[FILE_MAP_TEXT];
+static size_t file_map_used;
 static struct {
   const char *orig;
   size_t orig_len;
@@ -649,6 +656,13 @@ static void map_regions(void) {
     default: flags |= MAP_PRIVATE_ | MAP_ANONYMOUS_;
     }
     long a = r_mmap(r->start, r->end - r->start, prot, flags, fd, off);
+    if (a < 0 && a > -4096 && fd >= 0 && a != -EEXIST_) {
+      /* Name the file: a copy in a cache on a noexec mount fails here (EPERM) for code regions. */
+      const char *path = strings + r->name_off, *local = mapped_file(path, r->name_len);
+      say("restore failed: mmap %x-%x of %s: %s (%d)%s; nothing of the image ran", U(r->start), U(r->end), local ? local : path,
+          errname(a), D(-a), a == -1 && (r->prot & REX_IMG_PROT_EXEC) ? " (executable mapping from a noexec mount?)" : "");
+      r_exit(EX_RESTORE);
+    }
     if (a < 0 && a > -4096) fail_sys(a == -EEXIST_ ? "mmap (address taken)" : "mmap", r->start, r->end, a);
     if ((uint64_t)a != r->start) fail_sys("mmap placed the region elsewhere", r->start, (uint64_t)a, -EEXIST_);
     uint64_t cursor = 0, addr, npages;
@@ -779,11 +793,15 @@ static void add_file_map(const char *arg) {
     say("--file %s: expected ORIGINAL=LOCAL with an absolute ORIGINAL path and a non-empty LOCAL one", arg);
     r_exit(EX_USAGE);
   }
-  if (nfile_map == MAX_FILE_MAP) {
-    say("--file %s: more than %u --file options", arg, U(MAX_FILE_MAP));
+  size_t n = slen(arg) + 1;
+  if (nfile_map == MAX_FILE_MAP || n > FILE_MAP_TEXT - file_map_used) {
+    say("--file %s: more than %u --file options or %u bytes of them", arg, U(MAX_FILE_MAP), U(FILE_MAP_TEXT));
     r_exit(EX_USAGE);
   }
-  file_map[nfile_map].orig = arg, file_map[nfile_map].orig_len = eq, file_map[nfile_map].local = arg + eq + 1;
+  char *copy = file_map_text + file_map_used;
+  memcpy(copy, arg, n);
+  file_map_used += n;
+  file_map[nfile_map].orig = copy, file_map[nfile_map].orig_len = eq, file_map[nfile_map].local = copy + eq + 1;
   nfile_map++;
 }
 

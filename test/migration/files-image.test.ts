@@ -150,3 +150,34 @@ describe('the executor\'s flow: every mapped file from the image reader, all rep
     }
   });
 });
+
+/** A noexec tmpfs for the next test, when this process may mount one (root); undefined otherwise. */
+function noexecMount(): string | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const at = mkdtempSync(join(tmpdir(), 'rex-noexec-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'noexec,size=16m', 'tmpfs', at], { stdio: 'pipe' });
+    return at;
+  } catch {
+    rmSync(at, { recursive: true, force: true });
+    return undefined;
+  }
+}
+
+describe('a copy the kernel will not map', () => {
+  const at = noexecMount();
+  afterAll(() => {
+    if (!at) return;
+    execFileSync('umount', [at]);
+    rmSync(at, { recursive: true, force: true });
+  });
+
+  it.runIf(at !== undefined)('a copy on a noexec mount: exit 5 naming the copy, after the argv it came from is gone', () => {
+    const copy = join(at!, 'hello');
+    copyFileSync(program('hello'), copy);
+    const r = run(restorer, ['--file', `${orig}=${copy}`, image]);
+    expect(r.status).toBe(5);
+    expect(r.stderr).toMatch(new RegExp(`restore failed: mmap 0x[0-9a-f]+-0x[0-9a-f]+ of ${copy}: EPERM \\(1\\) \\(executable mapping from a noexec mount\\?\\); nothing of the image ran`));
+    expect(r.stdout).toBe('');
+  });
+});
