@@ -89,6 +89,7 @@ export class ExecService {
         // Once the program has started somewhere, its outcome is final; only a refusal before that moves on.
         const cause = e instanceof NotStarted ? e.cause : e;
         if (!(cause instanceof ProtocolError) || !TRY_NEXT.has(cause.proto) || (host === self && cause.proto !== 'NO_ENTRY' && cause.proto !== 'DENIED')) throw cause;
+        if (!conn.isOpen) throw cause; // the client is gone (Ctrl-C during a transfer): nobody waits for another host
         refusals.push(cause);
       }
     }
@@ -144,11 +145,18 @@ export class ExecService {
           if (transfer.fetching) h?.send({ type: 'SIGNAL', signal: 'INT' });
         },
       });
-      const timer = setTimeout(() => {
-        if (started) return;
-        h?.forget();
-        reject(new NotStarted(new ProtocolError('TIMEOUT', `${host} did not start ${m.path} within ${this.peerTimeout} ms`, { fatal: false })));
-      }, this.peerTimeout);
+      let timer: NodeJS.Timeout | undefined;
+      // peer-timeout bounds the executor's silence before STARTED, not a transfer: PROGRESS re-arms it, and it
+      // is off while this side serves a FETCH (an external copy command sends no PROGRESS).
+      const arm = (): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          if (started) return;
+          h?.forget();
+          reject(new NotStarted(new ProtocolError('TIMEOUT', `${host} did not start ${m.path} within ${this.peerTimeout} ms`, { fatal: false })));
+        }, this.peerTimeout);
+      };
+      arm();
       try {
         h = link.openStream({ ...request, ...(libs.length > 0 ? { libs } : {}) } as Omit<MessageOf<'EXEC'>, 'stream'> & { type: 'EXEC' }, {
           onMessage: (x) => {
@@ -180,10 +188,14 @@ export class ExecService {
             if (x.type === 'FETCH' && !started) {
               transfer.fetching = true;
               const how = { mode: this.ctx.autoTransfer ?? 'on', ...(this.ctx.transferCommand ? { command: this.ctx.transferCommand } : {}), self: this.ctx.hostName, peer: host, address: peer.state.address };
-              void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log);
+              clearTimeout(timer);
+              void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log).finally(() => {
+                if (!started) arm();
+              });
               return;
             }
             if (x.type === 'PROGRESS' && !started) {
+              arm();
               conn.sendOn(clientStream, body(x));
               return;
             }
@@ -283,7 +295,10 @@ async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: 
     }
     const line = transferCommandLine(how.command, { source: path, host: how.address, name: how.peer, destination: f.dest });
     const why = await runTransferCommand(line, transfer);
-    if (transfer.cancelled) return;
+    if (transfer.cancelled) {
+      h.send({ type: 'FILE', error: `cancelled: the client on ${how.self} went away` });
+      return;
+    }
     if (why) {
       log.warn({ command: line, why }, 'EXEC: rex-auto-transfer command failed');
       h.send({ type: 'FILE', error: `rex-auto-transfer command on ${how.self} failed: ${why}` });
@@ -309,7 +324,12 @@ async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: 
     for (let off = 0; off <= TRANSFER_MAX; ) {
       // Backpressure: the link is shared with other streams, and a cancelled transfer must stop soon.
       while (link.congested && !transfer.cancelled && link.isOpen) await new Promise((r) => setTimeout(r, 5));
-      if (transfer.cancelled || !link.isOpen) return;
+      if (!link.isOpen) return;
+      if (transfer.cancelled) {
+        // The executor may be between two files and miss the SIGNAL: this answer ends its wait too.
+        h.send({ type: 'FILE', error: `cancelled: the client on ${how.self} went away` });
+        return;
+      }
       const chunk = Buffer.allocUnsafe(EXEC_MAX_CHUNK);
       const n = readSync(fd, chunk, 0, chunk.length, off);
       if (n === 0) break;

@@ -51,10 +51,11 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
   const script = join(tools, 'copy.sh');
   const calls = join(tools, 'calls.log');
   const failFlag = join(tools, 'fail');
+  const slowFlag = join(tools, 'slow');
 
   beforeAll(async () => {
     // cp stands in for rsync/scp: the hosts of the local cluster share one file system.
-    writeFileSync(script, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${calls}'\nif [ -e '${failFlag}' ]; then echo "copy.sh: no route to $2" >&2; exit 3; fi\nexec cp "$1" "$3"\n`);
+    writeFileSync(script, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${calls}'\nif [ -e '${failFlag}' ]; then echo "copy.sh: no route to $2" >&2; exit 3; fi\nif [ -e '${slowFlag}' ]; then sleep 2; fi\nexec cp "$1" "$3"\n`);
     chmodSync(script, 0o755);
     process.env.REX_EXEC_TEST_HIDE = hidden;
     ({ cluster, stop } = await startCluster(2, { rc: [`rex-auto-transfer : command: ${script} {source} {host} {destination}`] }));
@@ -87,6 +88,16 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
     // Second run: cached, the command is not run again.
     expect(await rexRun(cluster, prog)).toEqual({ code: 0, stdout: 'copied by the command\n', stderr: '' });
     expect(readFileSync(calls, 'utf8').trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a command slower than peer-timeout (1 s here) is waited for: the executor is silent because the origin is busy', async () => {
+    const prog = build(hidden, 'slow', 'worth the wait');
+    writeFileSync(slowFlag, '');
+    try {
+      expect(await rexRun(cluster, prog)).toEqual({ code: 0, stdout: 'worth the wait\n', stderr: '' });
+    } finally {
+      rmSync(slowFlag, { force: true });
+    }
   });
 
   it('a failing command is the run\'s error, with its status and last words; nothing is left in the cache', async () => {
