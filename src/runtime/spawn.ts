@@ -69,6 +69,8 @@ export class RemoteChildProcess extends EventEmitter {
   private earlySize: { rows: number; cols: number } | undefined;
   /** The pseudo-terminal's size asked for, when spawned with `pty`. */
   private readonly size: { rows: number; cols: number } | undefined;
+  /** Set once it failed to start or has ended: nothing more can reach it. */
+  private over = false;
   /** Output `done` callbacks held back while a consumer does not read (backpressure to the executor). */
   private held = new Map<number, (() => void)[]>();
 
@@ -154,6 +156,7 @@ export class RemoteChildProcess extends EventEmitter {
   }
 
   private fail(e: Error & { proto?: string }): void {
+    this.over = true;
     this.client?.close();
     const [code, errno] = ERRNO[e.proto ?? ''] ?? ['EHOSTUNREACH', -113];
     const err = Object.assign(new Error(`spawn ${this.spawnfile} ${code}: ${e.message}`), { code, errno, syscall: `spawn ${this.spawnfile}`, path: this.spawnfile, spawnargs: this.spawnargs.slice(1) }) as SpawnError;
@@ -164,6 +167,7 @@ export class RemoteChildProcess extends EventEmitter {
   }
 
   private finish(code: number | null, signal: NodeJS.Signals | null): void {
+    this.over = true;
     this.exitCode = code;
     this.signalCode = signal;
     this.emit('exit', code, signal);
@@ -185,10 +189,11 @@ export class RemoteChildProcess extends EventEmitter {
   /**
    * Changes the size of the program's pseudo-terminal (spawned with `pty: true`):
    * the program sees the new size and gets SIGWINCH, as after resizing a local
-   * terminal window. Returns false when it has no terminal or has ended.
+   * terminal window. Returns false when it has no terminal, did not start or
+   * has ended; throws REX_ERR_USAGE for a size that is not 1..65535.
    */
   resize(rows: number, cols: number): boolean {
-    if (!this.size || this.exitCode !== null || this.signalCode !== null) return false;
+    if (!this.size || this.over) return false;
     const size = { rows: terminalSide(rows, 24, 'rows'), cols: terminalSide(cols, 80, 'cols') };
     if (this.rp) this.rp.winsize(size.rows, size.cols);
     else this.earlySize = size;

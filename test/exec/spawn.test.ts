@@ -124,4 +124,15 @@ describe('spawn() and exec() in the runtime (node:child_process shape)', () => {
     expect(() => spawn('true', [], { socket, pty: true, rows: 0 })).toThrow(/spawn\(\): rows 0: expected an integer from 1 to 65535/);
     expect(() => spawn('true', [], { socket, pty: true, cols: 2.5 })).toThrow(/cols 2.5/);
   });
+
+  it('resize() of a child that could not start is false', async () => {
+    const child = spawn('/no/such/program', [], { socket, host: 'beta', pty: true });
+    await new Promise((r) => child.on('error', r));
+    expect(child.resize(30, 100)).toBe(false);
+    const live = spawn('sleep', ['30'], { socket, host: 'beta', pty: true });
+    expect(() => live.resize(0, 10)).toThrow(/spawn\(\): rows 0/);
+    await new Promise((r) => live.once('spawn', r));
+    live.kill('SIGKILL');
+    await new Promise((r) => live.on('close', r));
+  });
 });
