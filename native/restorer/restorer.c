@@ -273,6 +273,8 @@ static void check_header(void) {
   if (hdr.nfds > REX_IMG_MAX_FDS) corrupt_hdr("nfds", HOFF(nfds), "above the limit of 4096", hdr.nfds);
   if (hdr.strings_size > REX_IMG_MAX_STRINGS) corrupt_hdr("strings_size", HOFF(strings_size), "above the limit of 4 MiB", hdr.strings_size);
   if (hdr.xsave_size < 576 || hdr.xsave_size > REX_IMG_MAX_XSAVE) corrupt_hdr("xsave_size", HOFF(xsave_size), "must be 576..16384", hdr.xsave_size);
+  if (hdr.xsave_len < REX_IMG_XSAVE_MIN || hdr.xsave_len > hdr.xsave_size)
+    corrupt_hdr("xsave_len", HOFF(xsave_len), "must be 576..xsave_size", hdr.xsave_len);
   lay = rex_img_layout(&hdr);
   if (hdr.meta_size != lay.total)
     corrupt_hdr("meta_size", HOFF(meta_size), "does not match the sizes of the tables the header announces", hdr.meta_size);
@@ -519,6 +521,20 @@ static void check_host(void) {
         U(host_xcr0()), U(host_xsave_size()), U(hdr.xcr0), U(hdr.xsave_size));
     r_exit(EX_HOST);
   }
+  /* Same CPU features, so the same standard-form layout: every component in use must lie in what was stored. */
+  uint64_t bv;
+  memcpy(&bv, meta + lay.xsave + 512, 8);
+  for (unsigned i = 2; i < 63; i++) {
+    if (!(bv >> i & 1)) continue;
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(i));
+    if ((uint64_t)b + a > hdr.xsave_len) {
+      say("%s: corrupt image: header.xsave_len at offset %u: XSAVE component %u is in use (bytes %u..%u) but only %u bytes "
+          "are stored",
+          img_name, HOFF(xsave_len), U(i), U(b), U(b + a), U(hdr.xsave_len));
+      r_exit(EX_CORRUPT);
+    }
+  }
   read_host_maps();
   for (unsigned i = 0; i < REX_IMG_NSPECIAL; i++) {
     const struct rex_img_special *s = &hdr.special[i];
@@ -734,7 +750,7 @@ static _Noreturn void jump(void) {
   b[16] = g->rsp - 8;
   /* ret pops rip from the image's stack: the slot below rsp is dead (it held rex_dump_self's frame). */
   *(uint64_t *)(g->rsp - 8) = g->rip;
-  memcpy(xsave_area, meta + lay.xsave, hdr.xsave_size);
+  memcpy(xsave_area, meta + lay.xsave, hdr.xsave_len); /* the rest stays zero: components in their initial state */
 
   struct rex_img_resume res = {REX_IMG_RESUME_MAGIC, REX_IMG_ZONE_START, REX_IMG_ZONE_END, hdr.pid,
                                (int32_t)sys0(NR_getpid), t_start, 0};

@@ -818,6 +818,26 @@ static int write_data(struct dumper *d, struct rex_xxh64 *xh) {
   return rc;
 }
 
+/*
+ * Bytes of the XSAVE area up to the end of the last component in use
+ * (XSTATE_BV): the rest is in its initial state, which XRSTOR restores
+ * from the header alone. On a CPU with AMX the area is 11 KiB, 8 KiB of it
+ * tile data that a process that never asked for AMX does not use; carrying
+ * it would blow the metadata budget (docs/RFORK.md section 6).
+ */
+static uint32_t xsave_in_use(const uint8_t *xsave, uint32_t size) {
+  uint64_t bv;
+  memcpy(&bv, xsave + 512, 8);
+  uint32_t len = REX_IMG_XSAVE_MIN;
+  for (unsigned i = 2; i < 63; i++) {
+    if (!(bv >> i & 1)) continue;
+    uint32_t a, b, c, dd;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(dd) : "a"(0xd), "c"(i));
+    if (b + a > len) len = b + a; /* EBX offset, EAX size in the standard form */
+  }
+  return len < size ? len : size;
+}
+
 static uint32_t xsave_size(void) {
   uint32_t a, b, c, dd;
   __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(dd) : "a"(0xd), "c"(0));
@@ -854,7 +874,8 @@ static int dump(struct dumper *d, struct rex_img_regs *regs, const uint8_t *xsav
                    REX__XSAVE_BUF);
     return -ENOTSUP;
   }
-  memcpy(d->scr + SCR_XSAVE, xsave, h->xsave_size);
+  h->xsave_len = xsave_in_use(xsave, h->xsave_size);
+  memcpy(d->scr + SCR_XSAVE, xsave, h->xsave_len);
   h->regs = *regs;
   h->resume_block = (uint64_t)(uintptr_t)rex__resume_block_anchor;
 

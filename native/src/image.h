@@ -177,8 +177,8 @@ struct rex_img_header {
   uint64_t resume_block; /* address of struct rex_img_resume in the image's memory */
 
   struct rex_img_special special[REX_IMG_NSPECIAL];
-  uint32_t nwords; /* u64 words in the bitmap table */
-  uint32_t pad1;
+  uint32_t nwords;    /* u64 words in the bitmap table */
+  uint32_t xsave_len; /* bytes of the XSAVE area stored: up to the last component in use, 576..xsave_size */
   uint64_t reserved[8]; /* zero */
 };
 
@@ -248,7 +248,7 @@ struct rex_img_layout {
 static inline struct rex_img_layout rex_img_layout(const struct rex_img_header *h) {
   struct rex_img_layout l;
   l.xsave = 0;
-  l.regions = rex_img_align64(l.xsave + h->xsave_size);
+  l.regions = rex_img_align64(l.xsave + h->xsave_len);
   l.runs = rex_img_align64(l.regions + (uint64_t)h->nregions * sizeof(struct rex_img_region));
   l.words = rex_img_align64(l.runs + (uint64_t)h->nruns * sizeof(struct rex_img_run));
   l.fds = rex_img_align64(l.words + (uint64_t)h->nwords * 8);
@@ -256,6 +256,9 @@ static inline struct rex_img_layout rex_img_layout(const struct rex_img_header *
   l.total = rex_img_align64(l.strings + h->strings_size);
   return l;
 }
+
+/* Bytes of the legacy XSAVE region and the XSAVE header: always stored. */
+#define REX_IMG_XSAVE_MIN 576u
 
 /* Bitmap words a region of npages pages needs. */
 static inline uint64_t rex_img_bitmap_words(uint64_t npages) { return (npages + 63) / 64; }

@@ -41,7 +41,7 @@ const H = {
   xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, regs: 80, rsp: 208, rip: 216, fsBase: 224,
   gsBase: 232, mm: 240, auxvWords: 328, sigmask: 2896, altstackFlags: 2920, umask: 2924, rseqAddr: 2928, rseqLen: 2936,
   rlimits: 2968, cwdOff: 3224, cwdLen: 3228, exeOff: 3232, exeLen: 3236, comm: 3240, pid: 3256, tid: 3260, ppid: 3264,
-  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384,
+  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388,
 } as const;
 
 /** What a memory region is and how the restorer maps it (docs/IMAGE.md section 3.2). */
@@ -131,7 +131,9 @@ export interface ImageInfo {
   cwd: string;
   umask: number;
   xcr0: bigint;
+  /** Bytes of the CPU's XSAVE area, and how many of them the image stores (up to the last component in use). */
   xsaveSize: number;
+  xsaveLen: number;
   dumpRealtimeNs: bigint;
   nruns: number;
   nwords: number;
@@ -205,8 +207,8 @@ const align64 = (v: number): number => Math.ceil(v / 64) * 64;
 /** Offsets of the metadata parts from the start of the image (docs/IMAGE.md section 3). */
 interface Layout { regions: number; runs: number; words: number; fds: number; strings: number; end: number }
 
-function layoutOf(xsaveSize: number, nregions: number, nruns: number, nwords: number, nfds: number, stringsSize: number): Layout {
-  const regions = align64(xsaveSize);
+function layoutOf(xsaveLen: number, nregions: number, nruns: number, nwords: number, nfds: number, stringsSize: number): Layout {
+  const regions = align64(xsaveLen);
   const runs = align64(regions + nregions * REGION_SIZE);
   const words = align64(runs + nruns * RUN_SIZE);
   const fds = align64(words + nwords * 8);
@@ -244,7 +246,7 @@ function popcount32(v: number): number {
 
 /** The fixed-size header fields, checked as the restorer's check_header does. */
 interface Header {
-  nregions: number; nruns: number; nwords: number; nfds: number; stringsSize: number; xsaveSize: number; flags: number;
+  nregions: number; nruns: number; nwords: number; nfds: number; stringsSize: number; xsaveSize: number; xsaveLen: number; flags: number;
   dataPages: number; layout: Layout;
 }
 
@@ -272,7 +274,9 @@ function checkHeader(b: Buffer, name: string): Header {
   if (nfds > LIMIT.fds) bad('nfds', H.nfds, 'above the limit of 4096', nfds);
   if (stringsSize > LIMIT.strings) bad('strings_size', H.stringsSize, 'above the limit of 4 MiB', stringsSize);
   if (xsaveSize < LIMIT.xsaveMin || xsaveSize > LIMIT.xsaveMax) bad('xsave_size', H.xsaveSize, 'must be 576..16384', xsaveSize);
-  const layout = layoutOf(xsaveSize, nregions, nruns, nwords, nfds, stringsSize);
+  const xsaveLen = u32(H.xsaveLen);
+  if (xsaveLen < LIMIT.xsaveMin || xsaveLen > xsaveSize) bad('xsave_len', H.xsaveLen, 'must be 576..xsave_size', xsaveLen);
+  const layout = layoutOf(xsaveLen, nregions, nruns, nwords, nfds, stringsSize);
   const metaSize = b.readBigUInt64LE(H.metaSize);
   if (metaSize !== BigInt(layout.end - IMAGE_HEADER_SIZE)) {
     bad('meta_size', H.metaSize, 'does not match the sizes of the tables the header announces', metaSize);
@@ -280,7 +284,7 @@ function checkHeader(b: Buffer, name: string): Header {
   if (metaSize > BigInt(LIMIT.meta)) bad('meta_size', H.metaSize, 'above the limit of 64 MiB', metaSize);
   const dataPages = b.readBigUInt64LE(H.dataPages);
   if (dataPages > BigInt(USER_MAX / IMAGE_PAGE)) bad('data_pages', H.dataPages, 'more pages than user space holds', dataPages);
-  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, flags, dataPages: Number(dataPages), layout };
+  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout };
 }
 
 /**
@@ -512,7 +516,7 @@ function checkMetadata(b: Buffer, name: string, h: Header): Omit<ImageInfo, 'ima
   return {
     version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
     tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
-    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
+    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
     nwords: h.nwords, dataPages: h.dataPages, metadataEnd: L.end, regions, files: [...files.values()], fds, special,
   };
 }

@@ -127,6 +127,8 @@ describe('field validation names the field (consistent images, one bad field)', 
     ['meta_size', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.metaSize) + 64n, H.metaSize), /header\.meta_size at offset 48/],
     ['nruns', (b) => b.writeUInt32LE(b.readUInt32LE(H.nruns) + 100000000, H.nruns), /header\.nruns at offset 32: above the limit/],
     ['xsave_size', (b) => b.writeUInt32LE(100, H.xsaveSize), /header\.xsave_size at offset 44: must be 576\.\.16384/],
+    ['xsave_len above xsave_size', (b) => b.writeUInt32LE(b.readUInt32LE(H.xsaveSize) + 64, H.xsaveLen), /header\.xsave_len at offset 3388: must be 576\.\.xsave_size/],
+    ['xsave_len below the XSAVE header', (b) => b.writeUInt32LE(512, H.xsaveLen), /header\.xsave_len at offset 3388: must be 576\.\.xsave_size/],
     ['special overlapping a region', (b) => {
       b.writeBigUInt64LE(b.readBigUInt64LE(l().regions), H.special);
       b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 4096n, H.special + 8);
@@ -258,5 +260,33 @@ describe('page bitmaps (image version 2): each inconsistency is named', () => {
     const r1 = withImage(b);
     expect(r1.status).toBe(3);
     expect(r1.stderr).toMatch(/header\.meta_hash at offset 64/);
+  });
+});
+
+describe('the XSAVE area is stored up to the last component in use', () => {
+  it('an image stores 576..xsave_size bytes of it, and a component in use past them is refused (exit 3)', () => {
+    const len = good.readUInt32LE(H.xsaveLen), size = good.readUInt32LE(H.xsaveSize);
+    expect(len).toBeGreaterThanOrEqual(576);
+    expect(len).toBeLessThanOrEqual(size);
+    const xcr0 = good.readBigUInt64LE(H.xcr0);
+    const bv = good.readBigUInt64LE(H.size + 512);
+    // The highest XCR0 component the image does not use: claim it is in use although nothing of it was stored.
+    const unused = [...Array(63).keys()].reverse().find((i) => i >= 2 && (xcr0 >> BigInt(i)) & 1n && !((bv >> BigInt(i)) & 1n));
+    if (unused === undefined || len === size) return; // every component in use: nothing was left out to claim
+    const b = Buffer.from(good);
+    b.writeBigUInt64LE(bv | (1n << BigInt(unused)), H.size + 512);
+    const r = withImage(rehash(b));
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(new RegExp(`header\\.xsave_len at offset 3388: XSAVE component ${unused} is in use \\(bytes \\d+\\.\\.\\d+\\) but only ${len} bytes are stored`));
+  });
+
+  it('fpu_regs, which holds YMM values across the dump, stores the AVX state and gets it back', () => {
+    const image = join(dir, 'fpu.img');
+    expect(run(program('fpu_regs'), [image]).status).toBe(0);
+    const img = readFileSync(image);
+    const avx = (img.readBigUInt64LE(H.xcr0) >> 2n) & 1n;
+    if (avx) expect(img.readUInt32LE(H.xsaveLen)).toBeGreaterThanOrEqual(832);
+    const r = run(restorer, [image]);
+    expect(r.stdout).toContain('PASS fpu_regs');
   });
 });

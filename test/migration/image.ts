@@ -14,7 +14,7 @@ export const program = (name: string): string => join(nativeBuild, 'test', 'migr
 export const H = {
   magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
   stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
-  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, size: 3456,
+  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, size: 3456,
 } as const;
 export const REGION_SIZE = 128;
 export const RUN_SIZE = 16;
@@ -65,7 +65,7 @@ const align64 = (v: number): number => (v + 63) & ~63;
 /** Byte offsets of the metadata tables, from the start of the image. */
 export function layout(img: Buffer): { xsave: number; regions: number; runs: number; words: number; fds: number; strings: number; data: number } {
   const hs = img.readUInt32LE(H.headerSize);
-  const regions = align64(img.readUInt32LE(H.xsaveSize));
+  const regions = align64(img.readUInt32LE(H.xsaveLen));
   const runs = align64(regions + img.readUInt32LE(H.nregions) * REGION_SIZE);
   const words = align64(runs + img.readUInt32LE(H.nruns) * RUN_SIZE);
   const fds = align64(words + img.readUInt32LE(H.nwords) * 8);
