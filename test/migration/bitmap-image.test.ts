@@ -4,13 +4,13 @@
 // scattered.c checks each page's content and that untouched pages are zero),
 // and the metadata of 256 MiB touched every tenth page stays under 16 KiB.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
 import { readImageInfo } from '../../src/rfork/image.js';
-import { program, restorer, run } from './image.js';
+import { layout, program, regions, restorer, run } from './image.js';
 
 let dir: string;
 beforeAll(() => {
@@ -27,14 +27,42 @@ describe('scattered memory', () => {
     const info = readImageInfo(image);
     // The four regions have distinct sizes (scattered.c): find them by page count.
     const bySize = (pages: number) => info.regions.find((r) => (r.end - r.start) / 4096 === pages)!;
-    const tenth = bySize(16 * 256), other = bySize(1000), hidden = bySize(777), dense = bySize(400);
+    const tenth = bySize(16 * 256), other = bySize(1000), hidden = bySize(777), dense = bySize(400), fives = bySize(4000);
     expect(tenth).toMatchObject({ pageMap: 'bitmap', pages: 410 });
     expect(other).toMatchObject({ pageMap: 'bitmap', pages: 500, prot: 1 });
     expect(hidden).toMatchObject({ pageMap: 'bitmap', prot: 0 });
     expect(dense).toMatchObject({ pageMap: 'runs', pages: 300 });
+    expect(fives).toMatchObject({ pageMap: 'bitmap', pages: 544, prot: 7 });
     const r = run(restorer, [image]);
     expect(r.stdout, r.stderr).toContain('PASS scattered');
     expect(r.status).toBe(0);
+  });
+
+  it('each region takes the smaller listing, runs on a tie (every region of several images)', () => {
+    let compared = 0;
+    for (const [name, extra] of [['scattered', ['16']], ['heap_globals', []], ['sparse1g', []], ['hello', []]] as const) {
+      const image = join(dir, `${name}-choice.img`);
+      expect(run(program(name), [image, ...extra]).status).toBe(0);
+      const img = readFileSync(image);
+      const l = layout(img);
+      for (const r of regions(img)) {
+        const pages = Number((r.end - r.start) / 4096n);
+        const bitmapBytes = Math.ceil(pages / 64) * 8;
+        let runCount = r.nruns;
+        if (r.pageMap === 1) {
+          // Count the runs the bitmap stands for: set bits whose predecessor is clear.
+          runCount = 0;
+          const bit = (k: number) => (img.readBigUInt64LE(l.words + (r.firstWord + Math.floor(k / 64)) * 8) >> BigInt(k % 64)) & 1n;
+          for (let k = 0; k < pages; k++) if (bit(k) && (k === 0 || !bit(k - 1))) runCount++;
+          expect(bitmapBytes, `${name} ${r.name}`).toBeLessThan(runCount * 16);
+        } else {
+          expect(runCount * 16, `${name} ${r.name}`).toBeLessThanOrEqual(bitmapBytes);
+        }
+        compared++;
+      }
+      rmSync(image);
+    }
+    expect(compared).toBeGreaterThan(60);
   });
 
   it('256 MiB touched every tenth page: one bitmap, restored page by page', () => {
