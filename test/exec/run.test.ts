@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -113,6 +113,53 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(r).toMatchObject({ code: 3, signal: null });
   });
 
+  it('forwards HUP, QUIT, USR2, WINCH and ALRM too', async () => {
+    const sigs = ['HUP', 'QUIT', 'USR2', 'WINCH', 'ALRM'] as const;
+    const script = `${sigs.map((x) => `trap "echo got ${x}" ${x};`).join(' ')} trap "exit 5" TERM; echo ready; while :; do sleep 0.05; done`;
+    let next = 0;
+    const r = await rexRun(socket, ['--host', 'beta', 'sh', '-c', script], {
+      onStdout: (s, child) => {
+        // One signal at a time, each after the previous one was seen: the shell runs one trap per wake-up.
+        const want = next === 0 ? 'ready' : `got ${sigs[next - 1]}`;
+        if (!s.includes(want)) return;
+        child.kill(next < sigs.length ? `SIG${sigs[next]}` : 'SIGTERM');
+        next++;
+      },
+    });
+    expect(r.stdout.toString()).toBe(`ready\n${sigs.map((x) => `got ${x}\n`).join('')}`);
+    expect(r).toMatchObject({ code: 5, signal: null });
+  });
+
+  it('TSTP reaches the remote program and stops rex run; CONT continues rex run and reaches the program', async () => {
+    const state = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    // dash runs pending traps in signal-number order (CONT before TSTP), so the order of the two lines is not fixed.
+    const script = 'trap "echo got TSTP" TSTP; trap "echo got CONT" CONT; trap "exit 0" TERM; echo ready; while :; do sleep 0.05; done';
+    let stopped = false;
+    let wasStopped = false;
+    let ended = false;
+    const r = await rexRun(socket, ['--host', 'gamma', 'sh', '-c', script], {
+      onStdout: (s, child) => {
+        if (s === 'ready\n' && !stopped) {
+          stopped = true;
+          child.kill('SIGTSTP');
+          void (async () => {
+            // rex run stops itself, as a local child with a terminal would; wait until the kernel says so.
+            while (state(child.pid!) !== 'T') await new Promise((res) => setTimeout(res, 20));
+            wasStopped = true;
+            child.kill('SIGCONT');
+          })();
+        }
+        if (s.includes('got TSTP') && s.includes('got CONT') && !ended) {
+          ended = true;
+          child.kill('SIGTERM');
+        }
+      },
+    });
+    expect(wasStopped).toBe(true);
+    expect(r.stdout.toString().split('\n').sort()).toEqual(['', 'got CONT', 'got TSTP', 'ready']);
+    expect(r).toMatchObject({ code: 0, signal: null });
+  });
+
   it('a missing program is 127 and a file that is not executable is 126, each with one line naming it', async () => {
     const missing = await rexRun(socket, ['--host', 'beta', '/no/such/program']);
     expect(missing.code).toBe(127);
@@ -183,6 +230,29 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(status.code).toBe(4);
     // The terminal's line discipline turns \n into \r\n, as on any terminal.
     expect(out).toMatch(/^\/dev\/pts\/\d+\r\n33 99\r\nready\r\n40 120\r\n$/);
+  });
+
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('under a real terminal (script(1)) rex run gives the program one of the local size, follows a resize, and restores the local terminal', async () => {
+    const ready = join(dir, 'tty-ready');
+    const test = join(dir, 'tty.sh');
+    // rex run in the background with the terminal as stdin, so that this shell can resize the terminal once the program runs.
+    writeFileSync(
+      test,
+      [
+        'stty rows 33 cols 99',
+        `${process.execPath} ${distBin('rex')} run --socket ${socket} --host beta sh -c 'trap "stty size; exit 4" WINCH; tty; stty size; touch ${ready}; while :; do sleep 0.05; done' </dev/tty &`,
+        'pid=$!',
+        `while [ ! -e ${ready} ]; do sleep 0.05; done`,
+        'stty rows 40 cols 120',
+        'kill -WINCH $pid',
+        'wait $pid',
+        'echo "status $?"',
+        "stty -a | grep -o -- '-\\?icanon'",
+      ].join('\n') + '\n',
+    );
+    const { stdout } = await run('script', ['-qec', `sh ${test}`, '/dev/null'], { encoding: 'utf8' });
+    // The remote terminal's \r\n passes through the local one, which adds its own \r (libuv's raw mode keeps ONLCR).
+    expect(stdout).toMatch(/\/dev\/pts\/\d+\r\r?\n33 99\r\r?\n40 120\r\r?\nstatus 4\r\nicanon\r\n$/);
   });
 
   it('refuses bad EXEC requests on the wire with errors that name the attribute, and nothing runs', async () => {

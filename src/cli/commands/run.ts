@@ -95,18 +95,20 @@ function endLike(status: ExitStatus): never {
   if (status.signal) {
     const name = `SIG${status.signal}` as NodeJS.Signals;
     if (name in osc.signals) {
-      try {
+      if (name === 'SIGPIPE') {
         // Node starts with SIGPIPE ignored; a listener added and removed leaves the default action
         // (libuv restores SIG_DFL), so that this process dies of PIPE as the remote program did.
         const reset = (): void => {};
         process.on(name, reset);
         process.removeListener(name, reset);
+      }
+      try {
         process.kill(process.pid, name);
       } catch {
         /* fall through to the shell's convention */
       }
     }
-    // A signal Node ignores (PIPE) or cannot take the default action for: exit as a shell would report it.
+    // A signal this process cannot die of (one Node handles itself): exit as a shell would report it.
     process.exit(128 + ((osc.signals as Record<string, number>)[name] ?? 0));
   }
   process.exit(status.code ?? 0);
