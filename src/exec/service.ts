@@ -148,13 +148,13 @@ export class ExecService {
       let timer: NodeJS.Timeout | undefined;
       // peer-timeout bounds the executor's silence before STARTED, not a transfer: PROGRESS re-arms it, and it
       // is off while this side serves a FETCH (an external copy command sends no PROGRESS).
-      const arm = (): void => {
+      const arm = (ms = this.peerTimeout): void => {
         clearTimeout(timer);
         timer = setTimeout(() => {
           if (started) return;
           h?.forget();
-          reject(new NotStarted(new ProtocolError('TIMEOUT', `${host} did not start ${m.path} within ${this.peerTimeout} ms`, { fatal: false })));
-        }, this.peerTimeout);
+          reject(new NotStarted(new ProtocolError('TIMEOUT', `${host} did not start ${m.path} within ${ms} ms`, { fatal: false })));
+        }, ms);
       };
       arm();
       try {
@@ -189,13 +189,15 @@ export class ExecService {
               transfer.fetching = true;
               const how = { mode: this.ctx.autoTransfer ?? 'on', ...(this.ctx.transferCommand ? { command: this.ctx.transferCommand } : {}), self: this.ctx.hostName, peer: host, address: peer.state.address };
               clearTimeout(timer);
+              // After a transfer the executor still works silently on a file of up to 256 MiB (an rfork image is
+              // restored from it): the bound is then that of the executor's own restore, 30 s.
               void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log).finally(() => {
-                if (!started) arm();
+                if (!started) arm(Math.max(this.peerTimeout, 30_000));
               });
               return;
             }
             if (x.type === 'PROGRESS' && !started) {
-              arm();
+              arm(x.done < x.total ? this.peerTimeout : Math.max(this.peerTimeout, 30_000));
               conn.sendOn(clientStream, body(x));
               return;
             }
