@@ -14,7 +14,7 @@ import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 
 /** Largest program transferred (it travels through the daemons' memory once). */
-export const TRANSFER_MAX = 256 << 20;
+export const TRANSFER_MAX = 1 << 30;
 
 /** Default size limit of one host's cache; REX_EXEC_CACHE_MAX (bytes) overrides it. */
 export const CACHE_MAX_DEFAULT = 1 << 30;
@@ -300,9 +300,31 @@ export async function libraryDir(m: MessageOf<'EXEC'>, conn: Connection, ctx: Tr
     links.push([lib.name, file]);
   }
   if (links.length === 0) return undefined;
+  sweepRunDirs(join(ctx.tempDirectory, 'run'));
   // Per run, not shared: two programs may need different libraries under one name at the same time.
   const dir = join(ctx.tempDirectory, 'run', `${process.pid}-${randomBytes(6).toString('hex')}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (const [name, file] of links) symlinkSync(file, join(dir, name));
   return dir;
+}
+
+/** Removes the per-run directories of a rexd that is gone (killed, crashed): each is named after its rexd's pid. */
+function sweepRunDirs(runs: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(runs);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const pid = Number(/^(\d+)-/.exec(n)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive (or a reused pid: then the directory stays, which is harmless)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EPERM') continue;
+    }
+    rmSync(join(runs, n), { recursive: true, force: true });
+  }
 }

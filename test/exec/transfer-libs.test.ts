@@ -72,7 +72,11 @@ describe('shared libraries the executor lacks come along with the program', () =
   });
 
   it('sends the program and its library once; the executor loads the transferred copy; the second run reuses both', async () => {
+    // What a rexd that was killed left behind (its pid is gone) is swept when the next per-run directory is made.
+    const stale = join(betaTemp, 'run', '4194300-deadbeef');
+    mkdirSync(stale, { recursive: true });
     const first = await rexRun(prog);
+    expect(existsSync(stale)).toBe(false);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     const m = /^greet 7 from (.+)\n$/.exec(first.stdout);
