@@ -9,7 +9,7 @@ import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { loadConfig, type LoadedConfig } from '../config/index.js';
+import type { LoadedConfig } from '../config/index.js';
 import { daemonPaths } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { reportError, runMain } from './main.js';
@@ -31,6 +31,7 @@ function parseSets(sets: string[]): Record<string, string> {
 }
 
 async function load(opts: Opts): Promise<LoadedConfig> {
+  const { loadConfig } = await import('../config/index.js');
   return loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
 }
 
