@@ -8,6 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readElf } from '../../src/gen/elf/index.js';
 import { NEVER_SENT, neededLibraries, readDynamic, systemLibraryDirs } from '../../src/exec/libraries.js';
 import { isRexError } from '../../src/util/errors.js';
+import { libraryDir } from '../../src/exec/transfer.js';
+import type { Connection } from '../../src/protocol/connection.js';
+import type { MessageOf } from '../../src/protocol/messages.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -176,5 +179,33 @@ describe('readDynamic on damaged input', () => {
       }),
       { numRuns: 400 },
     );
+  });
+});
+
+describe('libraryDir refuses EXEC libs entries that would escape or clash in the per-run directory', () => {
+  const temp = mkdtempSync(join(tmpdir(), 'rex-libdir-'));
+  afterAll(() => rmSync(temp, { recursive: true, force: true }));
+  const ctx = { hostName: 'beta', tempDirectory: temp, log: { info: () => {} } };
+  // Never reached: each request is refused before anything is fetched.
+  const conn = {} as Connection;
+  const exec = (libs: { name: string; path: string; sha256: Uint8Array }[]) => ({ type: 'EXEC', stream: 1, path: '/bin/x', libs }) as MessageOf<'EXEC'>;
+  const h = Buffer.alloc(32, 1);
+
+  it.each([
+    [[{ name: '../../evil.so', path: '/x', sha256: h }], /EXEC libs entry 0 \("\.\.\/\.\.\/evil\.so"\): needs a file name/],
+    [[{ name: '..', path: '/x', sha256: h }], /EXEC libs entry 0 \("\.\."\)/],
+    [[{ name: '', path: '/x', sha256: h }], /EXEC libs entry 0 \(""\)/],
+    [[{ name: 'liba.so', path: '/x', sha256: Buffer.alloc(31) }], /EXEC libs entry 0 \("liba\.so"\).*32-byte sha256/],
+  ])('entry %#', async (libs, message) => {
+    await expect(libraryDir(exec(libs), conn, ctx)).rejects.toThrow(message);
+    expect(existsSync(join(temp, 'run'))).toBe(false);
+  });
+
+  it('a name given twice is refused at its second entry', async () => {
+    // The first entry is present "here" (same path, same hash), so only the repeat is judged.
+    const self = join(temp, 'lib.so');
+    writeFileSync(self, 'x');
+    const hx = Buffer.from(sha(readFileSync(self)), 'hex');
+    await expect(libraryDir(exec([{ name: 'lib.so', path: self, sha256: hx }, { name: 'lib.so', path: self, sha256: hx }]), conn, ctx)).rejects.toThrow(/EXEC libs entry 1 \("lib\.so"\)/);
   });
 });
