@@ -291,8 +291,9 @@ async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: 
     return;
   }
   if (how.mode === 'command' && how.command) {
-    if (!f.dest) {
-      h.send({ type: 'FILE', error: `${how.peer} named no destination for the rex-auto-transfer command of ${how.self}` });
+    // The destination comes from the peer: an absolute path only, so that it can never read as an option (-e...) of cp or rsync.
+    if (!f.dest || !f.dest.startsWith('/') || /[\n\r\0]/.test(f.dest)) {
+      h.send({ type: 'FILE', error: `${how.peer} named no usable destination (FETCH dest must be an absolute path) for the rex-auto-transfer command of ${how.self}` });
       return;
     }
     const line = transferCommandLine(how.command, { source: path, host: how.address, name: how.peer, destination: f.dest });
