@@ -337,15 +337,26 @@ static struct proxy *find_proxy(struct proxy *px, size_t n, uint64_t fd) {
   return NULL;
 }
 
-/* The remote closed its copy of a descriptor: the stub closes its own (the parent keeps its copy, as after fork). */
-static void remote_closed(struct proxy *p) {
-  if (!p || !p->out || p->fd <= 2) return; /* 1 and 2 stay: the stub reports on stderr */
+/*
+ * The remote closed its copy of a descriptor (its socket end reached EOF: a
+ * close, or a shutdown, which look the same from here). The stub stops
+ * reading it on the child's behalf, so the parent's reads of a shared
+ * descriptor are not taken away, tells the remote it ends there too, and
+ * closes its own copy: the parent keeps its copy, as after fork(), and the
+ * last close is what the other end sees. A shutdown() is never issued: it
+ * would act on the socket the parent shares, not on the child's copy.
+ */
+static int remote_closed(struct rx *c, struct proxy *p) {
+  if (!p || p->fd <= 2 || (!p->out && !p->in)) return 0; /* 0-2 stay: the stub reports on stderr */
   p->out = 0;
-  if (p->in) {
-    shutdown(p->fd, SHUT_WR); /* a socket still read by the stub: half-close; other kinds ignore it */
-    return;
+  p->in = 0;
+  int rc = 0;
+  if (p->in_open) {
+    p->in_open = 0;
+    rc = send_simple(c, REX_MSG_DATA, 0, (uint64_t)p->fd, NULL, NULL, 0, 1);
   }
   close(p->fd);
+  return rc;
 }
 
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
@@ -390,7 +401,7 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
             if (to && to->out) write_all(to->fd, d->data, d->len, 0);
             if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
           }
-          if (eof && eof->kind == REX_KIND_BOOL && eof->v.u) remote_closed(to);
+          if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
           break;
         }
         case REX_MSG_WINDOW_UPDATE:

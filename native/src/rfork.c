@@ -20,13 +20,13 @@
 #define _GNU_SOURCE /* memfd_create, pipe2 */
 #include "internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,40 +65,62 @@ static void send_report(int fd, int err) {
   close(fd);
 }
 
-static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+/* Most descriptors rfork proxies (the executor's limit too, src/exec/executor.ts MAX_PROXIED_FDS). */
+#define RF_MAX_FDS 1024
 
-/* The descriptors to proxy: 0-2 always, then every open one but `skip` (ascending). NULL on ENOMEM. */
-static int *list_fds(const int *skip, size_t nskip, size_t *n) {
-  size_t cap = 64, k = 0;
-  int *fds = malloc(cap * sizeof *fds);
-  if (!fds) return NULL;
-  for (int i = 0; i < 3; i++) fds[k++] = i;
-  DIR *d = opendir("/proc/self/fd");
-  if (d) {
-    int dfd = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      int fd = atoi(e->d_name);
+/* Filled before the dump: no malloc may run between fork() and the dump, or the child's heap (and brk) would differ from the parent's. */
+static int rf_fds[RF_MAX_FDS];
+
+/*
+ * The descriptors to proxy: 0-2 always, then every open one but `skip`,
+ * ascending, into rf_fds. Reads /proc/self/fd with getdents64 into a stack
+ * buffer (opendir would malloc). The count, or -errno.
+ */
+static int list_fds(const int *skip, size_t nskip) {
+  int n = 0;
+  for (int i = 0; i < 3; i++) rf_fds[n++] = i;
+  int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -errno;
+  char buf[4096] __attribute__((aligned(8)));
+  for (;;) {
+    long got = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+    if (got < 0) {
+      int e = errno;
+      close(dfd);
+      return -e;
+    }
+    if (got == 0) break;
+    for (long off = 0; off < got;) {
+      const struct {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[];
+      } *d = (const void *)(buf + off);
+      off += d->reclen;
+      if (d->name[0] < '0' || d->name[0] > '9') continue;
+      int fd = 0;
+      for (const char *c = d->name; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
       int keep = fd > 2 && fd != dfd;
       for (size_t i = 0; i < nskip && keep; i++) keep = fd != skip[i];
       if (!keep) continue;
-      if (k == cap) {
-        int *m = realloc(fds, (cap *= 2) * sizeof *fds);
-        if (!m) {
-          closedir(d);
-          free(fds);
-          return NULL;
-        }
-        fds = m;
+      if (n == RF_MAX_FDS) {
+        close(dfd);
+        rex__set_error("rfork: more than %d open descriptors to proxy", RF_MAX_FDS);
+        return -EMFILE;
       }
-      fds[k++] = fd;
+      /* The kernel lists them in ascending order; insertion keeps it so if it ever does not. */
+      int k = n++;
+      while (k > 0 && rf_fds[k - 1] > fd) {
+        rf_fds[k] = rf_fds[k - 1];
+        k--;
+      }
+      rf_fds[k] = fd;
     }
-    closedir(d);
   }
-  qsort(fds, k, sizeof *fds, cmp_int);
-  *n = k;
-  return fds;
+  close(dfd);
+  return n;
 }
 
 /*
@@ -140,6 +162,7 @@ static void on_started(void *arg) {
 }
 
 pid_t rfork_on(const char *host, unsigned rflags) {
+  int saved_errno = errno; /* as fork(), a success leaves errno alone in both processes */
   rex__clear_error();
   if (rflags & ~REX_RFORK_LOCAL) {
     rex__set_error("rfork: unknown rflags 0x%x", rflags);
@@ -170,7 +193,10 @@ pid_t rfork_on(const char *host, unsigned rflags) {
       got += (size_t)n;
     }
     close(rep[0]);
-    if (got == sizeof r && r.err == 0) return pid;
+    if (got == sizeof r && r.err == 0) {
+      errno = saved_errno;
+      return pid;
+    }
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -197,40 +223,44 @@ pid_t rfork_on(const char *host, unsigned rflags) {
     _exit(127);
   }
   int skip[2] = {rep[1], img};
-  size_t nfds = 0;
-  int *fds = list_fds(skip, 2, &nfds);
-  if (!fds) {
-    rex__set_error("rfork: out of memory");
-    send_report(rep[1], ENOMEM);
+  int nfds = list_fds(skip, 2);
+  if (nfds < 0) {
+    if (nfds != -EMFILE) rex__set_error("rfork: reading /proc/self/fd: %s", strerror(-nfds));
+    send_report(rep[1], -nfds);
     _exit(127);
   }
-  int ready_fd = fds[nfds - 1] + 1; /* the executor's greeting socket sits just above the proxied descriptors */
+  int ready_fd = rf_fds[nfds - 1] + 1; /* the executor's greeting socket sits just above the proxied descriptors */
   struct rex_dump_info info;
+  errno = saved_errno;
   int r = rex_dump_self(img, 0, &info);
   if (r == 1) {
-    /* The restored copy, on the executor. rep[1], img and fds[] name nothing here: leave them. */
+    /* The restored copy, on the executor. rep[1] and img name nothing here: leave them. */
     rf_migrated = 1;
     greet_executor(ready_fd);
+    errno = saved_errno;
     return 0;
   }
   if (r < 0) {
     int e = errno;
-    free(fds);
     close(img);
     if ((rflags & REX_RFORK_LOCAL) && (e == EOPNOTSUPP || e == EBUSY)) {
       send_report(rep[1], 0); /* stays here as an ordinary forked child */
+      errno = saved_errno;
       return 0;
     }
     char why[400];
     snprintf(why, sizeof why, "%s", rex_last_error());
-    rex__set_error("rfork: %s", why);
+    /* The dumper's advice names its own flag; rfork's caller has another way out. */
+    char *advice = e == EOPNOTSUPP ? strstr(why, "; unmap it or pass REX_DUMP_SKIP_SHARED") : NULL;
+    if (advice) *advice = '\0';
+    rex__set_error(advice ? "rfork: %s; unmap it, or call rfork_on(host, REX_RFORK_LOCAL) to fork locally instead" : "rfork: %s", why);
     send_report(rep[1], e);
     _exit(127);
   }
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), img);
   struct started st = {rep[1], img};
-  struct rex__stub_req rq = {.who = "rfork", .host = host, .path = path, .image = 1, .fds = fds, .nfds = nfds};
+  struct rex__stub_req rq = {.who = "rfork", .host = host, .path = path, .image = 1, .fds = rf_fds, .nfds = (size_t)nfds};
   int e = rex__stub_exec(&rq, on_started, &st);
   send_report(rep[1], e);
   _exit(127);

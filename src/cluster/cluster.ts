@@ -5,7 +5,7 @@
  * each host in a network namespace of its own so that a host can be cut off.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { addGrant, invite } from '../keys/admin.js';
@@ -111,7 +111,7 @@ export class LocalCluster {
     const names = HOST_NAMES.slice(0, n);
     let network: NetnsNetwork | undefined;
     if (useNetns) {
-      network = new NetnsNetwork(1 + (process.pid % 250));
+      network = new NetnsNetwork(freeNetnsId());
       network.create(names);
     }
     try {
@@ -392,4 +392,22 @@ function tail(file: string, n = 5): string {
   } catch {
     return '(no log)';
   }
+}
+
+/** A namespace-set id no cluster on this machine uses yet (one process may run several clusters). */
+function freeNetnsId(): number {
+  const taken = new Set<number>();
+  try {
+    for (const f of readdirSync('/run/netns')) {
+      const m = /^rex(\d+)-/.exec(f);
+      if (m) taken.add(Number(m[1]));
+    }
+  } catch {
+    /* no namespaces yet */
+  }
+  for (let k = 0; k < 250; k++) {
+    const id = 1 + ((process.pid + k) % 250);
+    if (!taken.has(id)) return id;
+  }
+  throw new RexError(ErrorCodes.USAGE, `all 250 network-namespace sets of local clusters are in use`, { hint: 'stop clusters with `rex cluster down`, or remove stale /run/netns/rex* entries with `ip netns del`' });
 }

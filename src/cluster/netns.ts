@@ -83,9 +83,14 @@ export class NetnsNetwork {
     }
   }
 
-  /** The command prefix that runs a program inside a host's namespace. */
+  /**
+   * The command prefix that runs a program inside a host's namespace. The
+   * host also gets a UTS namespace with its own name, so gethostname() there
+   * says which host a process runs on (rfork's example prints it). Every step
+   * execs, so the pid started is the program's.
+   */
   execPrefix(name: string): string[] {
-    return ['ip', 'netns', 'exec', this.host(name).ns];
+    return ['ip', 'netns', 'exec', this.host(name).ns, 'unshare', '--uts', '--', 'sh', '-c', 'echo "$0" > /proc/sys/kernel/hostname && exec "$@"', name];
   }
 
   /** Takes a host's link down: it stays up but can reach no one. */

@@ -5,7 +5,7 @@
  * has ended and its last byte of output has been sent.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsc, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -199,6 +199,12 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       eofs++;
       flush();
     });
+    // Node starts reading a child's stdio socket at once: an end that came before these listeners (a restored
+    // child closing a descriptor right after its greeting) has been emitted already and will not come again.
+    if (s.readableEnded) {
+      queue.push({ fd, eof: true });
+      eofs++;
+    }
   }
 
   const listener: StreamListener = {
@@ -258,7 +264,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   flush();
   return new Promise<Reply>((resolveExit) => {
     finish = resolveExit;
-    child.once('exit', (code, signal) => {
+    whenExited(child, (code, signal) => {
       running.delete(child);
       ctx.jobs?.remove(child.pid!);
       jobDone();
@@ -319,6 +325,12 @@ function isDir(p: string): boolean {
   }
 }
 
+/** Calls `cb` when `child` exits, or soon if it has exited already (a restored child may end before its relay is set up). */
+function whenExited(child: ChildProcess, cb: (code: number | null, signal: NodeJS.Signals | null) => void): void {
+  if (child.exitCode !== null || child.signalCode !== null) setImmediate(() => cb(child.exitCode, child.signalCode));
+  else child.once('exit', cb);
+}
+
 /** Waits until `child` runs, turning a failure to start it into the EXEC error it means. */
 function started(child: ChildProcess, file: string, ctx: ExecutorContext): Promise<void> {
   return new Promise<void>((ok, fail) => {
@@ -355,7 +367,14 @@ export function imageFds(raw: Uint8Array | undefined): number[] {
 async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string> {
   const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
   if (!want) return m.path;
-  return cached(ctx.tempDirectory, want) ?? fetchProgram(m, want, conn, ctx);
+  const file = cached(ctx.tempDirectory, want) ?? (await fetchProgram(m, want, conn, ctx));
+  // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
+  if (process.env.REX_TEST_CORRUPT_IMAGE === '1') {
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from([0xff]), 0, 1, 64);
+    closeSync(fd);
+  }
+  return file;
 }
 
 /** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */
@@ -388,12 +407,27 @@ function restored(child: ChildProcess, greet: number, ctx: ExecutorContext, clea
       cleanup();
       fail(new ProtocolError('TIMEOUT', `the restored process did not start on ${ctx.hostName} within 30 s`, { fatal: false }));
     }, 30_000);
+    let greeted = false;
     const onData = (): void => {
+      greeted = true;
       done();
       sock.destroy();
       ok(early);
     };
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      // A child that greets and exits at once: its byte may be read after the exit is seen. The socket's end settles it.
+      const settle = (): void => {
+        clearTimeout(late);
+        if (greeted) return;
+        sock.off('data', onData);
+        if (sock.read(1) !== null) return onData();
+        failed(code, signal);
+      };
+      const late = setTimeout(settle, 500);
+      if (sock.readableEnded || sock.destroyed) settle();
+      else sock.once('close', settle);
+    };
+    const failed = (code: number | null, signal: NodeJS.Signals | null): void => {
       done(true);
       cleanup();
       // Its last words may arrive on stderr after the exit event: wait for the end of stderr (briefly).

@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
   size_t cmdlen = fread(cmdline, 1, sizeof cmdline, f);
   fclose(f);
   char image[PATH_MAX];
-  if (!realpath(argv[1], image)) strcpy(image, argv[1]);
+  if (!strcmp(argv[1], "rfork") || !realpath(argv[1], image)) strcpy(image, argv[1]);
   zdtm_migrate(image);
   const char *v = getenv("ZDTM_SET_BEFORE");
   if (!v || strcmp(v, "value with spaces")) fail("ZDTM_SET_BEFORE = %s", v ? v : "(unset)");

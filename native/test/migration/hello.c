@@ -12,6 +12,7 @@ int main(int argc, char **argv) {
          (unsigned long long)zdtm_info.restore_ns / 1000);
   if (counter != 42) fail("counter %d", counter);
   if (local != 7) fail("local %d", local);
-  if (zdtm_info.pid != getpid()) fail("info.pid %d, getpid %d", zdtm_info.pid, getpid());
+  if (zdtm_by_rfork && rgetpid() == getpid()) fail("rgetpid() is the executor's pid %d", getpid());
+  if (!zdtm_by_rfork && zdtm_info.pid != getpid()) fail("info.pid %d, getpid %d", zdtm_info.pid, getpid());
   pass();
 }

@@ -18,6 +18,14 @@ int main(int argc, char **argv) {
   if (pthread_mutex_lock(&m) || pthread_mutex_lock(&plain)) fail("lock before");
   zdtm_migrate(argv[1]);
   if (pthread_mutex_trylock(&plain) != EBUSY) fail("plain mutex not held after restore");
+  if (zdtm_by_rfork) {
+    /* As after fork(): the parent's thread owns the error-checking mutex; a plain one the child may release. */
+    int r = pthread_mutex_unlock(&m);
+    if (r != EPERM) fail("unlocking the parent's error-checking mutex gave %d, expected EPERM", r);
+    if ((r = pthread_mutex_unlock(&plain)) || (r = pthread_mutex_lock(&plain))) fail("plain mutex: %s", strerror(r));
+    pthread_mutex_unlock(&plain);
+    pass();
+  }
   int r = pthread_mutex_lock(&m);
   if (r != EDEADLK) fail("relocking an owned error-checking mutex gave %d, expected EDEADLK", r);
   if ((r = pthread_mutex_unlock(&m))) fail("unlock: %s", strerror(r));

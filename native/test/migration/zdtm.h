@@ -18,12 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rex.h"
 
 static const char *zdtm_name = "?";
 static struct rex_dump_info zdtm_info;
+/* Set in a child that rfork() moved (IMAGE "rfork"): zdtm_info is not filled then. */
+static int zdtm_by_rfork;
 
 __attribute__((unused)) static void pass(void) {
   printf("PASS %s\n", zdtm_name);
@@ -65,8 +68,43 @@ __attribute__((unused)) static int zdtm_dump(const char *path, unsigned flags) {
   return r;
 }
 
+/*
+ * With IMAGE "rfork" the program moves with rfork() instead (test/rfork/):
+ * the child continues on the host placement or $REX_HOST picks and reports
+ * PASS/FAIL there (its stdout is relayed through the stub); the parent waits
+ * and exits with the child's status, or prints "CHILD SIGNAL n" and exits 3.
+ */
+__attribute__((unused)) static void zdtm_rfork(void) {
+  pid_t pid = rfork();
+  if (pid < 0) {
+    int e = errno;
+    printf("RFORKFAIL %s: %s: %s\n", zdtm_name, strerrorname_np(e) ? strerrorname_np(e) : "?", rex_last_error());
+    exit(2);
+  }
+  if (pid == 0) {
+    if (!rforked()) fail("rfork returned 0 in a child that did not move");
+    zdtm_by_rfork = 1;
+    return;
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) {
+      printf("WAITFAIL %s: %s\n", zdtm_name, strerror(errno));
+      exit(2);
+    }
+  if (WIFSIGNALED(st)) {
+    printf("CHILD SIGNAL %d\n", WTERMSIG(st));
+    exit(3);
+  }
+  exit(WEXITSTATUS(st));
+}
+
 /* Dumps to path; only the restored copy returns. */
 __attribute__((unused)) static void zdtm_migrate(const char *path) {
+  if (strcmp(path, "rfork") == 0) {
+    zdtm_rfork();
+    return;
+  }
   if (zdtm_dump(path, 0) == 1) return;
   printf("DUMPED %s %llu %llu\n", zdtm_name, (unsigned long long)zdtm_info.image_bytes,
          (unsigned long long)zdtm_info.data_pages);

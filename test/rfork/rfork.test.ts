@@ -1,0 +1,290 @@
+// rfork() across hosts of the local cluster (docs/RFORK.md): the fidelity
+// programs of native/test/migration/ run with IMAGE "rfork", so each moves
+// its child from alpha to beta (separate network and UTS namespaces when
+// root) and the child checks its state there; the parent's wait() carries
+// the verdict. Plus the rfork-only programs (rf_*): descriptors shared with
+// the parent, signals, exit statuses, nesting, loops, refusals and faults.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/cluster/cluster.js';
+import { packageRoot } from '../../src/util/paths.js';
+import { NETNS, startCluster } from '../helpers/cluster.js';
+
+const NATIVE = join(packageRoot(), 'native');
+const BIN = join(NATIVE, 'build', 'test', 'migration');
+
+interface Ran {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program of the suite from alpha's side; resolves with what its own parent (this test) sees. */
+function run(cmd: string, args: string[], env: Record<string, string>, opts: { timeoutMs?: number; onStdout?: (s: string) => void } = {}): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      opts.onStdout?.(stdout);
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Pids of restorers still rebuilding an image (a restored process shows its own argv again). */
+function restored(): number[] {
+  const out: number[] = [];
+  for (const p of execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n')) {
+    const m = /^\s*(\d+)\s+(\S+)/.exec(p);
+    if (m && m[2]!.endsWith('/rex-restore')) out.push(Number(m[1]));
+  }
+  return out;
+}
+
+let cluster: LocalCluster;
+let stop: () => Promise<void>;
+let env: Record<string, string>;
+let dir: string;
+
+beforeAll(async () => {
+  execFileSync('make', ['-s', '-C', NATIVE, 'all', 'restorer', 'migration-tests'], { stdio: 'pipe' });
+  dir = mkdtempSync(join(tmpdir(), 'rex-rfork-'));
+  const c = await startCluster(2);
+  cluster = c.cluster;
+  stop = c.stop;
+  await cluster.waitAllReachable();
+  env = { REX_SOCKET: cluster.host('alpha').socket, REX_HOST: 'beta' };
+}, 120_000);
+afterAll(async () => {
+  await stop?.();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("the 2009 guide's example, test_rfork_1", () => {
+  it('prints the parent on the origin and the child on beta with the origin view from rgetpid/rgetppid/rgethostname', async () => {
+    const r = await run(join(NATIVE, 'build', 'bin', 'test_rfork_1'), [], env);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split('\n');
+    const p = /^parent (\d+) runs on host (\S+) - load: (\S+)$/.exec(lines[0]!);
+    const c = /^child (\d+) parent (\d+) origin pid (\d+) origin parent (\d+) origin host (\S+) runs on host (\S+) - REX loadavg: (\S+)$/.exec(lines[1]!);
+    expect(p, r.stdout).not.toBeNull();
+    expect(c, r.stdout).not.toBeNull();
+    expect(lines.slice(2)).toEqual(['']);
+    const [, parentPid, parentHost, load] = p!;
+    const [, childPid, childParent, stubPid, originParent, originHost, childHost, childLoad] = c!;
+    expect(Number(load)).toBeGreaterThanOrEqual(0);
+    expect(Number(childLoad)).toBeGreaterThanOrEqual(0);
+    expect(parentHost).toBe(hostname());
+    expect(originHost).toBe(parentHost);
+    expect(originParent).toBe(parentPid);
+    // The child's parent is the executor's rexd; its origin pid is the stub the parent waited for.
+    expect(Number(childParent)).toBe(cluster.host('beta').pid);
+    expect(new Set([parentPid, childPid, stubPid]).size).toBe(3);
+    // In network namespaces each host has its own UTS namespace and name.
+    expect(childHost).toBe(NETNS ? 'beta' : hostname());
+  }, 60_000);
+
+  it('without REX_HOST it is placed on a host of the cluster and prints the same lines', async () => {
+    const r = await run(join(NATIVE, 'build', 'bin', 'test_rfork_1'), [], { REX_SOCKET: env.REX_SOCKET! });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^parent \d+ runs on host \S+ - load: \S+\nchild \d+ parent (\d+) origin pid \d+ origin parent \d+ origin host \S+ runs on host \S+ - REX loadavg: \S+\n$/);
+    const executor = Number(/child \d+ parent (\d+)/.exec(r.stdout)![1]);
+    expect([cluster.host('alpha').pid, cluster.host('beta').pid]).toContain(executor);
+  }, 60_000);
+});
+
+describe('fidelity: state that moves with rfork() from alpha to beta', () => {
+  const programs = [
+    ['hello', 'a global, a local and stdout'],
+    ['heap_globals', 'heap lists, 3 MiB block, zero and initialised globals'],
+    ['deep_stack', 'rfork 20000 frames deep'],
+    ['tls', '__thread variables and the thread pointer'],
+    ['signals', 'handlers, flags, masks, ignored signals, sigaltstack'],
+    ['signal_after', 'a signal from another process after the move'],
+    ['vdso_clock', 'clock_gettime through the vDSO, the monotonic clock never back'],
+    ['malloc_after', 'malloc/free/realloc and sbrk after the move'],
+    ['dlopen_after', 'dlopen of a library after the move'],
+    ['mutex_held', "mutexes held by the parent's thread, as after fork()"],
+    ['env_cwd', 'environment, cwd, umask, rlimits, cmdline bounds, comm'],
+    ['sparse1g', 'a sparse 1 GiB mapping'],
+    ['guard', 'mprotect and PROT_NONE guard regions'],
+    ['rseq_brk', 'rseq registration and the mm bounds'],
+    ['file_maps', 'private file pages copied on write'],
+  ] as const;
+  for (const [name, what] of programs) {
+    it(`${name}: ${what}`, async () => {
+      const r = await run(join(BIN, name), ['rfork'], env);
+      expect(r.stdout + r.stderr, name).toContain(`PASS ${name}`);
+      expect(r.stdout).not.toMatch(/FAIL|RFORKFAIL/);
+      expect(r.code).toBe(0);
+    }, 60_000);
+  }
+
+  it('mem256: 256 MiB of touched memory', async () => {
+    const r = await run(join(BIN, 'rf_mem'), ['rfork', '256'], env, { timeoutMs: 120_000 });
+    expect(r.stdout).toContain('PASS rf_mem');
+    expect(r.code).toBe(0);
+  }, 150_000);
+
+  it('atexit_order: handlers registered before rfork run in the moved child, in reverse order', async () => {
+    const r = await run(join(BIN, 'atexit_order'), ['rfork'], env);
+    expect(r.stdout).toBe('PASS atexit_order (handlers follow)\nATEXIT second\nATEXIT first\n');
+    expect(r.code).toBe(0);
+  }, 60_000);
+
+  it('rf_fpu: MXCSR, the x87 control word and a floating-point series across rfork, errno kept', async () => {
+    const r = await run(join(BIN, 'rf_fpu'), ['rfork'], env);
+    expect(r.stdout).toContain('PASS rf_fpu');
+    expect(r.code).toBe(0);
+  }, 60_000);
+
+  it('rf_ids: rgetpid/rgetppid/rgethostname in the child, errno unchanged by a successful rfork', async () => {
+    const r = await run(join(BIN, 'rf_ids'), ['rfork'], env);
+    expect(r.stdout).toContain('PASS rf_ids');
+    expect(r.stdout).toContain(`CHILD-HOST ${NETNS ? 'beta' : hostname()} PPID ${cluster.host('beta').pid}`);
+    expect(r.code).toBe(0);
+  }, 60_000);
+});
+
+describe('descriptors the child had at rfork time keep working through the stub', () => {
+  it('rf_pipes: pipes in both directions with the parent, EOF included', async () => {
+    const r = await run(join(BIN, 'rf_pipes'), ['rfork'], env);
+    expect(r.stdout).toBe('PASS rf_pipes\nPARENT-OK\n');
+  }, 60_000);
+
+  it('rf_socket: a TCP connection to a server in the parent on the origin', async () => {
+    const r = await run(join(BIN, 'rf_socket'), ['rfork'], env);
+    expect(r.stdout).toBe('PASS rf_socket\nPARENT-OK\n');
+  }, 60_000);
+
+  it('rf_file: a read-only file continues at the shared offset, an O_APPEND file gets the child lines between the parent ones', async () => {
+    const r = await run(join(BIN, 'rf_file'), ['rfork', dir], env);
+    expect(r.stdout).toBe('PASS rf_file\nPARENT-OK\n');
+  }, 60_000);
+
+  it('rf_order: stdout and stderr of parent and child in the order written', async () => {
+    const r = await run(join(BIN, 'rf_order'), ['rfork'], env);
+    const want = ['P1', 'P2', ...Array.from({ length: 50 }, (_, i) => `C${i}`), 'P3 0', ''];
+    expect(r.stdout.split('\n')).toEqual(want);
+    expect(r.stderr.split('\n')).toEqual(['p-err-1', ...Array.from({ length: 50 }, (_, i) => `c-err-${i}`), '']);
+  }, 60_000);
+});
+
+describe("signals and exit statuses, as the parent's wait() sees them", () => {
+  it('rf_exit: every exit code 0-255 and death by each fatal signal', async () => {
+    const r = await run(join(BIN, 'rf_exit'), ['rfork', '24'], env, { timeoutMs: 240_000 });
+    expect(r.stdout).toBe('OK 276 children\n');
+    expect(r.code).toBe(0);
+  }, 250_000);
+
+  it('rf_kill: USR1 to the stub runs the child handler, TERM kills it, KILL of the stub ends it', async () => {
+    const r = await run(join(BIN, 'rf_kill'), ['rfork'], env);
+    expect(r.stdout).toMatch(/^KCHILD \d+\nOK\n$/);
+    // The child of the KILLed stub ends too: its rexd ends a job whose stub vanished (HUP, then KILL).
+    const pid = Number(/KCHILD (\d+)/.exec(r.stdout)![1]);
+    for (let i = 0; i < 100 && alive(pid); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(alive(pid)).toBe(false);
+  }, 60_000);
+
+  it('rf_nested: the moved child rforks again', async () => {
+    const r = await run(join(BIN, 'rf_nested'), ['rfork'], env);
+    expect(r.stdout).toBe('PASS rf_nested\n');
+    expect(r.code).toBe(0);
+  }, 60_000);
+
+  it('rf_loop: 100 children rforked in a loop, then waited for', async () => {
+    const r = await run(join(BIN, 'rf_loop'), ['rfork', '100'], env, { timeoutMs: 120_000 });
+    expect(r.stdout).toBe('OK 100 children\n');
+  }, 150_000);
+
+  it('concurrent rforks from four processes, placed by load (no REX_HOST)', async () => {
+    const rs = await Promise.all(Array.from({ length: 4 }, () => run(join(BIN, 'rf_loop'), ['rfork', '10'], { REX_SOCKET: env.REX_SOCKET! }, { timeoutMs: 120_000 })));
+    for (const r of rs) expect(r.stdout).toBe('OK 10 children\n');
+  }, 150_000);
+});
+
+describe('refusals and faults', () => {
+  it('rf_shared: shared memory makes rfork fail with EOPNOTSUPP naming the mapping; REX_RFORK_LOCAL forks locally', async () => {
+    const r = await run(join(BIN, 'rf_shared'), ['rfork'], env);
+    expect(r.stdout).toMatch(/^REFUSED rfork: .*shared anonymous mapping [0-9a-f]+-[0-9a-f]+ .*REX_RFORK_LOCAL/m);
+    expect(r.stdout).toContain('PASS rf_shared');
+  }, 60_000);
+
+  it('a restore that fails on the executor: rfork returns -1 with errno and the reason, nothing is left running', async () => {
+    // A second cluster whose rexds damage each image they receive (test seam REX_TEST_CORRUPT_IMAGE): the real restorer refuses it.
+    process.env.REX_TEST_CORRUPT_IMAGE = '1';
+    const bad = await startCluster(2).finally(() => delete process.env.REX_TEST_CORRUPT_IMAGE);
+    try {
+      await bad.cluster.waitAllReachable();
+      const before = restored();
+      const r = await run(join(BIN, 'rf_fail'), ['rfork', '-'], { REX_SOCKET: bad.cluster.host('alpha').socket, REX_HOST: 'beta' });
+      expect(r.stdout).toMatch(/^RFORK -1 EINVAL rfork: .*restore failed on beta \(rex-restore exit 3\): .*(hash|magic|header)/m);
+      expect(r.stdout).toContain('NO-CHILD');
+      expect(r.code).toBe(0);
+      expect(restored().filter((p) => !before.includes(p))).toEqual([]);
+    } finally {
+      await bad.stop();
+    }
+  }, 90_000);
+
+  it('a child whose cwd was removed cannot be dumped: -1 with the reason, no child', async () => {
+    const r = await run(join(BIN, 'rf_fail'), ['rfork', join(dir, 'gone')], env);
+    expect(r.stdout).toMatch(/^RFORK -1 ENOENT rfork: \S+/m);
+    expect(r.stdout).toContain('NO-CHILD');
+  }, 60_000);
+
+  it('rfork with no rexd: -1 with EHOSTUNREACH, and the process goes on', async () => {
+    const r = await run(join(BIN, 'rf_fail'), ['rfork', '-'], { REX_SOCKET: '/nonexistent/rexd.sock' });
+    expect(r.stdout).toMatch(/^RFORK -1 EHOSTUNREACH rfork: connect \/nonexistent\/rexd\.sock/m);
+    expect(r.stdout).toContain('NO-CHILD');
+  }, 60_000);
+
+  it('the executor dies after the move: the stub says so in one line and exits 255; the restarted rexd ends the orphan', async () => {
+    let childPid = 0;
+    const r = await run(join(BIN, 'sleeper'), ['rfork'], env, {
+      onStdout: (s) => {
+        const m = /^READY (\d+)\n/.exec(s);
+        if (m && !childPid) {
+          childPid = Number(m[1]);
+          cluster.kill('beta', 'SIGKILL');
+        }
+      },
+    });
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/^rfork: .*lost beta.*\n$/);
+    expect(childPid).toBeGreaterThan(0);
+    await cluster.waitExit('beta');
+    await cluster.startHost(cluster.host('beta'));
+    for (let i = 0; i < 100 && alive(childPid); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(alive(childPid)).toBe(false);
+    await cluster.waitAllReachable();
+  }, 90_000);
+});
+
+it('the programs of this suite exist (built by npm install)', () => {
+  for (const p of ['rf_pipes', 'rf_socket', 'rf_file', 'rf_order', 'rf_exit', 'rf_kill', 'rf_nested', 'rf_loop', 'rf_ids', 'rf_shared', 'rf_fail', 'rf_fpu', 'rf_mem']) {
+    expect(existsSync(join(BIN, p)), p).toBe(true);
+  }
+  expect(readFileSync(join(NATIVE, 'examples', 'test_rfork_1.c'), 'utf8')).toContain('rfork()');
+});
