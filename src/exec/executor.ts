@@ -15,7 +15,7 @@ import type { Logger } from '../daemon/log.js';
 import { packageRoot } from '../util/paths.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
-import { cached, fetchFile, fileSha256, libraryDir } from './transfer.js';
+import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -117,11 +117,12 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   if (m.image) {
     // rfork: the restorer rebuilds the image in this process; the proxied descriptors are sockets at their numbers.
     imageFile = await imageFor(m, conn, ctx);
+    const fileArgs = await imageFiles(m, conn, ctx);
     const restorer = join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
     const greet = Math.max(...proxied) + 1;
     const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
     for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
-    child = spawn(restorer, [imageFile], { cwd, env, stdio, detached: true });
+    child = spawn(restorer, [...fileArgs, imageFile], { cwd, env, stdio, detached: true });
     await started(child, restorer, ctx);
     early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
   } else {
@@ -375,6 +376,37 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
     closeSync(fd);
   }
   return file;
+}
+
+/**
+ * The restorer's `--file ORIGINAL=LOCAL` arguments for an image from another
+ * host: each file the origin listed in EXEC `libs` (with its sha256) is mapped
+ * from this host's file at the same path when the content is the same, else
+ * from the cached copy, fetched from the origin when missing. Content, not
+ * inode, decides (docs/IMAGE.md 3.2): the daemons have checked every byte.
+ */
+async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string[]> {
+  if (!m.sha256 || !m.libs) return []; // the origin's own host: the strict identity check holds
+  const args: string[] = [];
+  for (const [i, f] of m.libs.entries()) {
+    if (f.sha256.byteLength !== 32 || !isAbsolute(f.path) || f.path.includes('=')) {
+      throw new ProtocolError('BAD_REQUEST', `EXEC libs entry ${i} ("${f.path}"): an image's file needs an absolute path without "=" and a 32-byte sha256`, { fatal: false });
+    }
+    const hex = Buffer.from(f.sha256).toString('hex');
+    let local: string | undefined;
+    try {
+      if (!hiddenForTests(f.path) && fileSha256(f.path) === hex) local = f.path;
+    } catch {
+      /* not here */
+    }
+    local ??= cached(ctx.tempDirectory, hex);
+    if (!local) {
+      if (ctx.autoTransfer === 'off') continue; // the restorer names the file it cannot map
+      local = await fetchFile(conn, m.stream, { hex, path: f.path }, ctx);
+    }
+    args.push('--file', `${f.path}=${local}`);
+  }
+  return args;
 }
 
 /** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */

@@ -7,14 +7,15 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { basename, isAbsolute, resolve } from 'node:path';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import { EXEC_MAX_CHUNK, type Message, type MessageOf } from '../protocol/messages.js';
-import { TRANSFER_MAX } from './transfer.js';
+import { fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { killGroup, runHere, running, type ExecutorContext } from './executor.js';
-import { neededLibraries, type NeededLibrary } from './libraries.js';
+import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
+import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
@@ -129,7 +130,7 @@ export class ExecService {
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
     const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? { sha256: imageHash(m.path) } : {}) };
     // The files this origin sends if asked (FETCH): the program and the libraries it needs, by hash; nothing else.
-    const offer = offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
+    const offer = m.image ? imageOffer(m.path, (request as { sha256?: Uint8Array }).sha256!, this.ctx) : offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
     const libs = offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
@@ -243,6 +244,37 @@ function offeredFiles(m: MessageOf<'EXEC'>, sha256: Uint8Array | undefined, ctx:
     ctx.log.warn({ program: path, err: (e as Error).message }, 'EXEC: cannot list the shared libraries of the program; sending none');
   }
   for (const l of libs) files.set(l.sha256, l.path);
+  return { files, libs };
+}
+
+/**
+ * What an origin offers for an rfork image: the image itself, and each file
+ * it maps privately (program, libraries), named in EXEC `libs` with its
+ * sha256 so that the executor maps its own identical copy or fetches one
+ * (docs/RFORK.md section 5). Files mapped shared are left to the restorer's
+ * strict identity check: a copy could not share writes with the origin.
+ */
+function imageOffer(path: string, sha256: Uint8Array, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
+  const files = new Map<string, string>([[Buffer.from(sha256).toString('hex'), path]]);
+  const libs: NeededLibrary[] = [];
+  let info;
+  try {
+    info = readImageInfo(path, { metadataOnly: true, name: 'rfork image' });
+  } catch (e) {
+    throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false }));
+  }
+  for (const f of info.files) {
+    if (f.shared || f.path.includes('=') || libs.length >= MAX_LIBRARIES) continue;
+    let hex: string;
+    try {
+      hex = fileSha256(f.path);
+    } catch (e) {
+      ctx.log.warn({ file: f.path, err: (e as Error).message }, 'EXEC: a file the rfork image maps cannot be read here; the executor must have it');
+      continue;
+    }
+    files.set(hex, f.path);
+    libs.push({ name: basename(f.path), path: f.path, sha256: hex, size: f.size });
+  }
   return { files, libs };
 }
 

@@ -224,6 +224,30 @@ describe("signals and exit statuses, as the parent's wait() sees them", () => {
   }, 150_000);
 });
 
+describe('files the image maps are matched by content, and fetched when the executor lacks them', () => {
+  it('a program missing on beta is sent once into its cache, mapped from there with --file, and reused by the next rfork', async () => {
+    // Test seam REX_EXEC_TEST_HIDE: beta's executor treats the suite's programs as absent (the hosts share one file system).
+    process.env.REX_EXEC_TEST_HIDE = BIN + '/';
+    const c2 = await startCluster(2).finally(() => delete process.env.REX_EXEC_TEST_HIDE);
+    try {
+      await c2.cluster.waitAllReachable();
+      const e2 = { REX_SOCKET: c2.cluster.host('alpha').socket, REX_HOST: 'beta' };
+      const transferred = () => readFileSync(c2.cluster.host('beta').logFile, 'utf8').split('\n').filter((l) => l.includes('program transferred from the origin') && l.includes(join(BIN, 'rf_maps')));
+      const first = await run(join(BIN, 'rf_maps'), ['rfork'], e2);
+      expect(first.stdout, first.stderr).toMatch(/^MAPPED \S+\/cache\/[0-9a-f]{64}\nPASS rf_maps\n$/);
+      expect(transferred()).toHaveLength(1);
+      const second = await run(join(BIN, 'rf_maps'), ['rfork'], e2);
+      expect(second.stdout).toBe(first.stdout);
+      expect(transferred()).toHaveLength(1);
+      // The origin's own rfork to itself maps the very files (no copy).
+      const self = await run(join(BIN, 'rf_maps'), ['rfork'], { REX_SOCKET: e2.REX_SOCKET, REX_HOST: 'alpha' });
+      expect(self.stdout).toBe(`MAPPED ${join(BIN, 'rf_maps')}\nPASS rf_maps\n`);
+    } finally {
+      await c2.stop();
+    }
+  }, 120_000);
+});
+
 describe('refusals and faults', () => {
   it('rf_shared: shared memory makes rfork fail with EOPNOTSUPP naming the mapping; REX_RFORK_LOCAL forks locally', async () => {
     const r = await run(join(BIN, 'rf_shared'), ['rfork'], env);
@@ -283,7 +307,7 @@ describe('refusals and faults', () => {
 });
 
 it('the programs of this suite exist (built by npm install)', () => {
-  for (const p of ['rf_pipes', 'rf_socket', 'rf_file', 'rf_order', 'rf_exit', 'rf_kill', 'rf_nested', 'rf_loop', 'rf_ids', 'rf_shared', 'rf_fail', 'rf_fpu', 'rf_mem']) {
+  for (const p of ['rf_maps', 'rf_pipes', 'rf_socket', 'rf_file', 'rf_order', 'rf_exit', 'rf_kill', 'rf_nested', 'rf_loop', 'rf_ids', 'rf_shared', 'rf_fail', 'rf_fpu', 'rf_mem']) {
     expect(existsSync(join(BIN, p)), p).toBe(true);
   }
   expect(readFileSync(join(NATIVE, 'examples', 'test_rfork_1.c'), 'utf8')).toContain('rfork()');
