@@ -1,0 +1,123 @@
+// The EXEC `image` request (docs/PROTOCOL.md 4.9, docs/RFORK.md 5) checked at
+// the daemons: an image must be the client's own descriptor, the `fds` list
+// is validated before anything starts, and an image the restorer refuses is
+// the request's error, with nothing left running.
+import { openSync, closeSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageFds, MAX_PROXIED_FDS } from '../../src/exec/executor.js';
+import { ProtocolError } from '../../src/protocol/frame.js';
+import { RexClient } from '../../src/runtime/client.js';
+import { startCluster } from '../helpers/cluster.js';
+
+function be32(list: number[]): Uint8Array {
+  const b = Buffer.alloc(list.length * 4);
+  list.forEach((v, i) => b.writeUInt32BE(v, i * 4));
+  return b;
+}
+
+describe('EXEC fds (imageFds)', () => {
+  it('reads an ascending list and always includes 0-2', () => {
+    expect(imageFds(undefined)).toEqual([0, 1, 2]);
+    expect(imageFds(be32([0, 1, 2, 5, 9]))).toEqual([0, 1, 2, 5, 9]);
+    expect(imageFds(be32([7]))).toEqual([0, 1, 2, 7]);
+  });
+
+  it('refuses a ragged length, a repeat, a descent and a number above 65535, naming the entry', () => {
+    const msg = (raw: Uint8Array) => {
+      try {
+        imageFds(raw);
+      } catch (e) {
+        expect(e).toBeInstanceOf(ProtocolError);
+        expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
+        return (e as Error).message;
+      }
+      throw new Error('accepted');
+    };
+    expect(msg(new Uint8Array(5))).toMatch(/EXEC fds: 5 bytes is not a list of 4-byte/);
+    expect(msg(be32([3, 3]))).toMatch(/entry 1 \(3\) is not above the one before/);
+    expect(msg(be32([4, 3]))).toMatch(/entry 1 \(3\)/);
+    expect(msg(be32([70000]))).toMatch(/descriptor 70000 \(entry 0\) is above 65535/);
+    expect(msg(be32(Array.from({ length: MAX_PROXIED_FDS + 1 }, (_, i) => i)))).toMatch(/more than the 1024/);
+  });
+
+  it('property: any bytes give an ascending list with 0-2, or BAD_REQUEST; nothing else', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (raw) => {
+        try {
+          const fds = imageFds(raw);
+          expect(fds.slice(0, 3)).toEqual([0, 1, 2]);
+          for (let i = 1; i < fds.length; i++) expect(fds[i]!).toBeGreaterThan(fds[i - 1]!);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ProtocolError);
+          expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('EXEC image at rexd', () => {
+  let stop: () => Promise<void>;
+  let socket: string;
+  let dir: string;
+  beforeAll(async () => {
+    const c = await startCluster(2);
+    stop = c.stop;
+    await c.cluster.waitAllReachable();
+    socket = c.cluster.host('alpha').socket;
+    dir = mkdtempSync(join(tmpdir(), 'rex-image-exec-'));
+  }, 90_000);
+  afterAll(async () => {
+    await stop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function execError(req: Record<string, unknown>): Promise<ProtocolError> {
+    const client = await RexClient.connect({ socket });
+    try {
+      await client.conn.request({ type: 'EXEC', ...req } as never, 20_000);
+    } catch (e) {
+      return e as ProtocolError;
+    } finally {
+      client.close();
+    }
+    throw new Error('EXEC was accepted');
+  }
+
+  it("refuses an image that is not the client's own descriptor", async () => {
+    const e = await execError({ path: '/etc/passwd', image: true, host: 'beta' });
+    expect(e.message).toMatch(/EXEC image \/etc\/passwd: an image must be the client's own descriptor, \/proc\/\d+\/fd\/N/);
+    const other = await execError({ path: '/proc/1/fd/0', image: true, host: 'alpha' });
+    expect(other.message).toMatch(/client's own descriptor/);
+  }, 30_000);
+
+  it('a bad image: refused by the restorer here (exit 3, the field), and by the origin before it leaves for a peer', async () => {
+    const junk = join(dir, 'junk.img');
+    writeFileSync(junk, Buffer.alloc(8192, 0x41));
+    const fd = openSync(junk, 'r');
+    try {
+      const here = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'alpha' });
+      expect(here.message).toMatch(/restore failed on alpha \(rex-restore exit 3\): .*magic/);
+      const peer = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'beta' });
+      expect(peer.message).toMatch(/EXEC image: not a REX image: header\.magic at offset 0/);
+    } finally {
+      closeSync(fd);
+    }
+  }, 60_000);
+
+  it('refuses a bad fds list before anything starts', async () => {
+    const junk = join(dir, 'junk2.img');
+    writeFileSync(junk, 'x');
+    const fd = openSync(junk, 'r');
+    try {
+      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'alpha', fds: new Uint8Array(3) });
+      expect(e.message).toMatch(/EXEC fds: 3 bytes/);
+    } finally {
+      closeSync(fd);
+    }
+  }, 30_000);
+});
