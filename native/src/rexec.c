@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -48,6 +50,25 @@ static const struct {
 
 /* What the stub forwards (as rex run does). */
 static const int FORWARD[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT, SIGALRM};
+
+/* With a pseudo-terminal (stdin is a terminal, rexecve): the terminal's mode before the stub made it raw. */
+static struct termios saved_tty;
+static int tty_raw;
+
+/* Puts the local terminal back as it was (every way the stub ends goes through here). */
+static void tty_restore(void) {
+  if (tty_raw) tcsetattr(0, TCSADRAIN, &saved_tty);
+  tty_raw = 0;
+}
+
+/* Makes the local terminal raw: keys (Ctrl-C too) go to the remote terminal, whose line discipline acts on them. */
+static void tty_make_raw(void) {
+  struct termios t;
+  if (tcgetattr(0, &t) != 0) return;
+  if (!tty_raw) saved_tty = t;
+  cfmakeraw(&t); /* output processing off as well: the remote terminal already turned \n into \r\n */
+  if (tcsetattr(0, TCSADRAIN, &t) == 0) tty_raw = 1;
+}
 
 /* The caller's name in messages: "rexecve" or "rfork". */
 static const char *who = "rexecve";
@@ -77,6 +98,7 @@ struct rx {
   struct rex_attr *arena;
   size_t arena_cap;
   uint64_t window; /* STARTED's credit towards the executor */
+  int pty;         /* the program has a pseudo-terminal (EXEC pty) */
   uint8_t *out; /* encode buffer: one frame */
   size_t out_cap;
 };
@@ -251,6 +273,14 @@ static int start(struct rx *c, const struct rex__stub_req *rq) {
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
+  struct winsize ws;
+  if (rq->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
+    /* As rex run: the program gets a terminal of the same size; its stdout and stderr both arrive as fd 1. */
+    rex_attr_bool(&f, REX_EXEC_PTY, 1);
+    c->pty = 1;
+    rex_attr_uint(&f, REX_EXEC_ROWS, ws.ws_row ? ws.ws_row : 24);
+    rex_attr_uint(&f, REX_EXEC_COLS, ws.ws_col ? ws.ws_col : 80);
+  }
   uint8_t *fdlist = NULL;
   if (rq->image) {
     rex_attr_bool(&f, REX_EXEC_IMAGE, 1);
@@ -292,6 +322,7 @@ static void on_signal(int sig) {
 
 /* Leaves like the remote program: _exit(code), or death by the same signal. */
 static void __attribute__((noreturn)) end_like(int code, int sig) {
+  tty_restore();
   if (sig > 0) {
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
@@ -307,6 +338,7 @@ static void __attribute__((noreturn)) end_like(int code, int sig) {
 }
 
 static void __attribute__((noreturn)) lost(const char *why) {
+  tty_restore();
   char line[640];
   int n = snprintf(line, sizeof line, "%s: %s\n", who, why);
   if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, 0);
@@ -436,9 +468,27 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
       unsigned char sigs[32];
       ssize_t n = read(sigpipe_fds[0], sigs, sizeof sigs);
       for (ssize_t i = 0; i < n; i++) {
+        struct winsize ws;
+        if (sigs[i] == SIGWINCH && c->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
+          /* The remote terminal takes the new size; its kernel sends the program SIGWINCH. */
+          struct rex_attr a[3];
+          struct rex_frame w;
+          rex_frame_init(&w, a, 3);
+          rex_frame_start(&w, REX_MSG_WINSIZE, 0, STREAM);
+          rex_attr_uint(&w, REX_WINSIZE_ROWS, ws.ws_row);
+          rex_attr_uint(&w, REX_WINSIZE_COLS, ws.ws_col);
+          if (rx_send(c, &w, 0)) lost("lost rexd");
+          continue;
+        }
         const char *name = sig_name(sigs[i]);
         if (name && send_simple(c, REX_MSG_SIGNAL, REX_SIGNAL_SIGNAL, 0, name, NULL, 0, 0)) lost("lost rexd");
-        if (sigs[i] == SIGTSTP) raise(SIGSTOP); /* Ctrl-Z stops the stub too, as it would a local child */
+        if (sigs[i] == SIGTSTP) {
+          /* Ctrl-Z stops the stub too, as it would a local child; the shell gets its terminal back as it was. */
+          int was_raw = tty_raw;
+          tty_restore();
+          raise(SIGSTOP);
+          if (was_raw) tty_make_raw();
+        }
       }
     }
     for (nfds_t k = 2; k < np; k++) {
@@ -513,6 +563,7 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
     return e;
   }
   if (on_started) on_started(arg);
+  if (c.pty) tty_make_raw();
   relay(&c, px, npx);
 }
 
@@ -523,7 +574,10 @@ int rexecve_on(const char *host, const char *path, char *const argv[], char *con
     return -1;
   }
   if (!host) host = getenv("REX_HOST");
-  struct rex__stub_req rq = {.who = "rexecve", .host = host, .path = path, .argv = argv, .envp = envp};
+  /* As rex run: a terminal on stdin gets the program a pseudo-terminal there (REX_PTY=0: plain pipes). */
+  const char *want_pty = getenv("REX_PTY");
+  int pty = isatty(0) && !(want_pty && strcmp(want_pty, "0") == 0);
+  struct rex__stub_req rq = {.who = "rexecve", .host = host, .path = path, .argv = argv, .envp = envp, .pty = pty};
   errno = rex__stub_exec(&rq, NULL, NULL);
   return -1;
 }

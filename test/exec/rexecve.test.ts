@@ -1,5 +1,6 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster } from '../helpers/cluster.js';
@@ -64,6 +65,35 @@ describe('rexecve() in librex: the calling process becomes the stub', () => {
     expect((await drive(bin, socket, ['-', '/bin/sh', 'sh', '-c', 'echo $PWD'], { env: { REX_HOST: 'beta' } })).code).toBe(0);
     expect((await drive(bin, socket, ['-', '/bin/true'])).code).toBe(0);
   });
+
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('with a terminal on stdin (script(1)) the program gets a pseudo-terminal of its size, follows a resize, and the terminal is restored', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rex-rexecve-tty-'));
+    try {
+      const ready = join(dir, 'ready');
+      const test = join(dir, 'tty.sh');
+      writeFileSync(
+        test,
+        [
+          'stty rows 33 cols 99',
+          `REX_SOCKET=${socket} ${bin} beta /bin/sh sh -c 'trap "stty size; exit 4" WINCH; tty; stty size; touch ${ready}; while :; do sleep 0.05; done' </dev/tty &`,
+          'pid=$!',
+          `while [ ! -e ${ready} ]; do sleep 0.05; done`,
+          'stty rows 40 cols 120',
+          'kill -WINCH $pid',
+          'wait $pid',
+          'echo "status $?"',
+          "stty -a | grep -o -- '-\\?icanon'",
+          `REX_PTY=0 REX_SOCKET=${socket} ${bin} beta /bin/sh sh -c 'tty || echo no terminal' </dev/tty`,
+        ].join('\n') + '\n',
+      );
+      const r = spawnSync('script', ['-qec', `sh ${test}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000 });
+      expect(existsSync(ready)).toBe(true);
+      // The remote terminal's \r\n passes through untouched: the stub's raw mode has output processing off too.
+      expect(r.stdout).toMatch(/\/dev\/pts\/\d+\r\n33 99\r\n40 120\r\nstatus 4\r\nicanon\r\nnot a tty\r\nno terminal\r\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('fails like execve before anything started: -1 with ENOENT, EACCES, EHOSTUNREACH, and the process goes on', async () => {
     expect((await drive(bin, socket, ['beta', '/no/such/program'])).stdout).toMatch(/^rexecve failed: ENOENT: rexecve: .*no such program on beta\n$/);
