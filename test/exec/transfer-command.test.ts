@@ -10,6 +10,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { transferCommandLine } from '../../src/exec/service.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { ownTempDirectories } from './transfer-helper.js';
 
 const run = promisify(execFile);
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -45,6 +46,7 @@ describe('transferCommandLine (rex-auto-transfer: command: ...)', () => {
 describe('rex-auto-transfer: command: copies with an external program on the origin', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
+  const temps = ownTempDirectories();
   let betaTemp: string;
   const hidden = mkdtempSync(join(tmpdir(), 'rex-cmd-only-on-origin-'));
   const tools = mkdtempSync(join(tmpdir(), 'rex-cmd-tools-'));
@@ -58,14 +60,14 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
     writeFileSync(script, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${calls}'\nif [ -e '${failFlag}' ]; then echo "copy.sh: no route to $2" >&2; exit 3; fi\nif [ -e '${slowFlag}' ]; then sleep 2; fi\nexec cp "$1" "$3"\n`);
     chmodSync(script, 0o755);
     process.env.REX_EXEC_TEST_HIDE = hidden;
-    ({ cluster, stop } = await startCluster(2, { rc: [`rex-auto-transfer : command: ${script} {source} {host} {destination}`] }));
+    ({ cluster, stop } = await startCluster(2, { rc: [`rex-auto-transfer : command: ${script} {source} {host} {destination}`, temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
     betaTemp = (await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory;
-    rmSync(join(betaTemp, 'cache'), { recursive: true, force: true });
   }, 60_000);
   afterAll(async () => {
     await stop?.();
+    temps.remove();
     rmSync(hidden, { recursive: true, force: true });
     rmSync(tools, { recursive: true, force: true });
   });
@@ -118,16 +120,18 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
 describe('rex-auto-transfer: off', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
+  const temps = ownTempDirectories();
   const hidden = mkdtempSync(join(tmpdir(), 'rex-off-only-on-origin-'));
 
   beforeAll(async () => {
     process.env.REX_EXEC_TEST_HIDE = hidden;
-    ({ cluster, stop } = await startCluster(2, { rc: ['rex-auto-transfer : off'] }));
+    ({ cluster, stop } = await startCluster(2, { rc: ['rex-auto-transfer : off', temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
   }, 60_000);
   afterAll(async () => {
     await stop?.();
+    temps.remove();
     rmSync(hidden, { recursive: true, force: true });
   });
 

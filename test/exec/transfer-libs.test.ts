@@ -9,6 +9,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config/index.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { ownTempDirectories } from './transfer-helper.js';
 
 const run = promisify(execFile);
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -27,6 +28,7 @@ const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
 describe('shared libraries the executor lacks come along with the program', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
+  const temps = ownTempDirectories();
   let betaTemp: string;
   const hidden = mkdtempSync(join(tmpdir(), 'rex-libs-only-on-origin-'));
   const prog = join(hidden, 'uses-greet');
@@ -45,14 +47,14 @@ describe('shared libraries the executor lacks come along with the program', () =
     );
     execFileSync('cc', ['-o', prog, join(hidden, 'main.c'), lib, "-Wl,-rpath,$ORIGIN/lib", '-Wl,--enable-new-dtags']);
     process.env.REX_EXEC_TEST_HIDE = hidden;
-    ({ cluster, stop } = await startCluster(2));
+    ({ cluster, stop } = await startCluster(2, { rc: [temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
     betaTemp = (await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory;
-    rmSync(join(betaTemp, 'cache'), { recursive: true, force: true });
   }, 60_000);
   afterAll(async () => {
     await stop?.();
+    temps.remove();
     rmSync(hidden, { recursive: true, force: true });
   });
 

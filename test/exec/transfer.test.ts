@@ -6,10 +6,10 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { loadConfig } from '../../src/config/index.js';
 import { Incoming, trimCache } from '../../src/exec/transfer.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { ownTempDirectories } from './transfer-helper.js';
 
 const run = promisify(execFile);
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -17,6 +17,7 @@ const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
 describe('executable transfer into the content-addressed cache (rex-auto-transfer)', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
+  const temps = ownTempDirectories();
   let prog: string;
   const hidden = mkdtempSync(join(tmpdir(), 'rex-only-on-origin-'));
 
@@ -28,15 +29,13 @@ describe('executable transfer into the content-addressed cache (rex-auto-transfe
     prog = join(hidden, 'hello');
     execFileSync('cc', ['-O1', '-o', prog, src]);
     process.env.REX_EXEC_TEST_HIDE = hidden;
-    ({ cluster, stop } = await startCluster(2));
+    ({ cluster, stop } = await startCluster(2, { rc: [temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
-    // The default rex-temp-directory (/tmp/.rex_beta_USER) outlives clusters: start from an empty cache.
-    const { config } = await loadConfig({ file: cluster.host('beta').rcFile });
-    rmSync(join(config.tempDirectory, 'cache'), { recursive: true, force: true });
   }, 60_000);
   afterAll(async () => {
     await stop?.();
+    temps.remove();
     rmSync(hidden, { recursive: true, force: true });
   });
 
