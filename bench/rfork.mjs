@@ -5,6 +5,8 @@
 //   1. rfork() until the child runs its first instruction on beta (rfork
 //      returns in the parent only then) and until wait() sees it exit,
 //      against fork() (native/test/migration/rf_bench); target: 5 ms median.
+//      For reference, rexecve() of /bin/true on beta (the same daemons' path
+//      without an image) against a local /bin/true, spawn to exit.
 //   2. Image bytes: what beta actually received for the image (its rexd logs
 //      each file a transfer brings, 'EXEC: program transferred from the
 //      origin', with the byte count; an image is the /proc/PID/fd/N the stub
@@ -13,8 +15,6 @@
 //      stub does, to learn its private pages (struct rex_dump_info). Targets:
 //      the seed's claim (under 30 KB) and the issue's (at most the private
 //      pages the remote cannot map from a file plus 16 KiB of metadata).
-//      For reference, rexecve() of /bin/true on beta (the same daemons' path
-//      without an image) against a local /bin/true, spawn to exit.
 //   3. 256 MiB touched: rf_size 256 (rfork() wall time, bytes sent, MB/s,
 //      against fork() of the same process) and rf_mem, which checks every
 //      word in the child on beta, spawn to exit.
