@@ -30,7 +30,7 @@ int main(int argc, char **argv, char **envp) {
   else if (pid > 0)
     waitpid(pid, NULL, 0);
   else {
-    fprintf(stderr, "rfork: %s\n", rex_last_error());
+    fprintf(stderr, "%s\n", rex_last_error()); /* "rfork: why" */
     return errno;
   }
   return 0;

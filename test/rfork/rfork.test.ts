@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
+import { ownTempDirectories } from '../exec/transfer-helper.js';
 
 const NATIVE = join(packageRoot(), 'native');
 const BIN = join(NATIVE, 'build', 'test', 'migration');
@@ -228,7 +229,9 @@ describe('files the image maps are matched by content, and fetched when the exec
   it('a program missing on beta is sent once into its cache, mapped from there with --file, and reused by the next rfork', async () => {
     // Test seam REX_EXEC_TEST_HIDE: beta's executor treats the suite's programs as absent (the hosts share one file system).
     process.env.REX_EXEC_TEST_HIDE = BIN + '/';
-    const c2 = await startCluster(2).finally(() => delete process.env.REX_EXEC_TEST_HIDE);
+    // A cache of its own: the default temp directory is shared with every other cluster's beta on this machine.
+    const temps = ownTempDirectories();
+    const c2 = await startCluster(2, { rc: [temps.rc] }).finally(() => delete process.env.REX_EXEC_TEST_HIDE);
     try {
       await c2.cluster.waitAllReachable();
       const e2 = { REX_SOCKET: c2.cluster.host('alpha').socket, REX_HOST: 'beta' };
@@ -244,6 +247,7 @@ describe('files the image maps are matched by content, and fetched when the exec
       expect(self.stdout).toBe(`MAPPED ${join(BIN, 'rf_maps')}\nPASS rf_maps\n`);
     } finally {
       await c2.stop();
+      temps.remove();
     }
   }, 120_000);
 });
