@@ -79,7 +79,8 @@ function transferred(logFile, from) {
   let images = 0;
   let other = 0;
   for (const l of text.split('\n')) {
-    if (!l.includes('EXEC: program transferred from the origin')) continue;
+    // Small images come inside the EXEC ('EXEC: rfork image received inline'), larger ones by FETCH.
+    if (!l.includes('EXEC: program transferred from the origin') && !l.includes('EXEC: rfork image received inline')) continue;
     const e = JSON.parse(l);
     if (/^\/proc\/\d+\/fd\/\d+$/.test(e.program)) {
       image += e.bytes;

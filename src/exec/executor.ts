@@ -5,7 +5,8 @@
  * has ended and its last byte of output has been sent.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -367,8 +368,19 @@ export function imageFds(raw: Uint8Array | undefined): number[] {
 /** The image file to restore: the local client's own (its memfd, checked by the service), or one fetched from the origin by hash. */
 async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string> {
   const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
-  if (!want) return m.path;
-  const file = cached(ctx.tempDirectory, want) ?? (await fetchProgram(m, want, conn, ctx));
+  let file: string;
+  if (m.imageData) {
+    // Sent inside the EXEC: written once for the restorer, private to this rexd's user, removed after the restore.
+    const dir = join(ctx.tempDirectory, 'images');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    file = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    writeFileSync(file, m.imageData, { mode: 0o600, flag: 'wx' });
+    ctx.log.info({ program: m.path, bytes: m.imageData.byteLength }, 'EXEC: rfork image received inline');
+  } else if (!want) {
+    return m.path;
+  } else {
+    file = cached(ctx.tempDirectory, want) ?? (await fetchProgram(m, want, conn, ctx));
+  }
   // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
   if (process.env.REX_TEST_CORRUPT_IMAGE === '1') {
     const fd = openSync(file, 'r+');
@@ -386,7 +398,7 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
  * inode, decides (docs/IMAGE.md 3.2): the daemons have checked every byte.
  */
 async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string[]> {
-  if (!m.sha256 || !m.libs) return []; // the origin's own host: the strict identity check holds
+  if ((!m.sha256 && !m.imageData) || !m.libs) return []; // the origin's own host: the strict identity check holds
   const args: string[] = [];
   for (const [i, f] of m.libs.entries()) {
     if (f.sha256.byteLength !== 32 || !isAbsolute(f.path) || f.path.includes('=')) {
@@ -411,7 +423,7 @@ async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorC
 
 /** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */
 function dropImage(m: MessageOf<'EXEC'>, file: string | undefined): void {
-  if (!file || !m.sha256 || file === m.path) return;
+  if (!file || (!m.sha256 && !m.imageData) || file === m.path) return;
   rmSync(file, { force: true });
 }
 

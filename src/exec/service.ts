@@ -10,7 +10,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs'
 import { basename, isAbsolute, resolve } from 'node:path';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
-import { EXEC_MAX_CHUNK, type Message, type MessageOf } from '../protocol/messages.js';
+import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '../protocol/messages.js';
 import { fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { killGroup, runHere, running, type ExecutorContext } from './executor.js';
@@ -128,9 +128,9 @@ export class ExecService {
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
-    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? { sha256: imageHash(m.path) } : {}) };
+    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? imageFields(m.path) : {}) };
     // The files this origin sends if asked (FETCH): the program and the libraries it needs, by hash; nothing else.
-    const offer = m.image ? imageOffer(m.path, (request as { sha256?: Uint8Array }).sha256!, this.ctx) : offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
+    const offer = m.image ? imageOffer(m.path, (request as { sha256?: Uint8Array }).sha256, this.ctx) : offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
     const libs = offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
@@ -254,8 +254,8 @@ function offeredFiles(m: MessageOf<'EXEC'>, sha256: Uint8Array | undefined, ctx:
  * (docs/RFORK.md section 5). Files mapped shared are left to the restorer's
  * strict identity check: a copy could not share writes with the origin.
  */
-function imageOffer(path: string, sha256: Uint8Array, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
-  const files = new Map<string, string>([[Buffer.from(sha256).toString('hex'), path]]);
+function imageOffer(path: string, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
+  const files = new Map<string, string>(sha256 ? [[Buffer.from(sha256).toString('hex'), path]] : []);
   const libs: NeededLibrary[] = [];
   let info;
   try {
@@ -419,9 +419,10 @@ function runTransferCommand(line: string, transfer: { cancelled: boolean }): Pro
  */
 function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'> {
   if (!caller.local) {
-    if (!m.sha256 || m.sha256.byteLength !== 32) throw new ProtocolError('BAD_REQUEST', 'EXEC image from a peer without its sha256', { fatal: false });
+    if (!m.imageData && (!m.sha256 || m.sha256.byteLength !== 32)) throw new ProtocolError('BAD_REQUEST', 'EXEC image from a peer with neither its bytes (imageData) nor its sha256', { fatal: false });
     return m;
   }
+  if (m.imageData) throw new ProtocolError('BAD_REQUEST', 'EXEC imageData comes from a peer only: a local client names its image descriptor', { fatal: false });
   const own = /^\/proc\/(\d+)\/fd\/(\d+)$/.exec(m.path);
   if (!own || caller.pid === undefined || Number(own[1]) !== caller.pid) {
     throw new ProtocolError('DENIED', `EXEC image ${m.path}: an image must be the client's own descriptor, /proc/${caller.pid ?? 'PID'}/fd/N`, { fatal: false });
@@ -429,16 +430,21 @@ function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'>
   return m;
 }
 
-/** The sha256 an executor fetches a local client's image by (computed when the image leaves this host). */
-function imageHash(path: string): Buffer {
+/**
+ * How a local client's image leaves this host: a small one inside the EXEC
+ * (`imageData`: no round trip, the peer link authenticates it), a larger one
+ * by the sha256 the executor fetches it by (FETCH/FILE).
+ */
+function imageFields(path: string): { imageData: Buffer } | { sha256: Buffer } {
   let data: Buffer;
   try {
     data = readFileSync(path);
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image ${path}: ${(e as Error).message}`, { fatal: false }));
   }
+  if (data.length <= IMAGE_INLINE_MAX) return { imageData: data };
   if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
-  return createHash('sha256').update(data).digest();
+  return { sha256: createHash('sha256').update(data).digest() };
 }
 
 /** A refusal before the program started anywhere: placement may try the next host. */

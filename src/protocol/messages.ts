@@ -74,6 +74,9 @@ const EXEC_LIB = {
 /** Largest DATA chunk of a stdio stream (docs/PROTOCOL.md 4.9): well inside one frame. */
 export const EXEC_MAX_CHUNK = 256 * 1024;
 
+/** Largest rfork image sent inside its EXEC (tag 15) instead of fetched by hash: one frame, with room for the file list. */
+export const IMAGE_INLINE_MAX = 768 * 1024;
+
 /** The attribute table of every message type of version 1. */
 export const MESSAGE_SPECS = {
   HELLO: {
@@ -146,6 +149,7 @@ export const MESSAGE_SPECS = {
     image: { tag: 12, t: 'bool' },
     fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
     libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+    imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
   },
   STARTED: {
     host: { tag: 1, t: 'str', required: true, max: 255 },

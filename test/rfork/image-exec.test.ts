@@ -109,6 +109,11 @@ describe('EXEC image at rexd', () => {
     }
   }, 60_000);
 
+  it('refuses imageData from a local client: only a rexd sends an image inline', async () => {
+    const e = await execError({ path: `/proc/${process.pid}/fd/0`, image: true, host: 'beta', imageData: new Uint8Array(16) });
+    expect(e.message).toMatch(/EXEC imageData comes from a peer only/);
+  }, 30_000);
+
   it('refuses a bad fds list before anything starts', async () => {
     const junk = join(dir, 'junk2.img');
     writeFileSync(junk, 'x');
