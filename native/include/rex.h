@@ -438,14 +438,17 @@ enum rex_exec_msg_type {
   REX_MSG_DATA = 0x0042,
   REX_MSG_SIGNAL = 0x0043,
   REX_MSG_WINSIZE = 0x0044,
-  REX_MSG_EXIT = 0x0045
+  REX_MSG_EXIT = 0x0045,
+  REX_MSG_FETCH = 0x0046,    /* executor to origin rexd (transfer) */
+  REX_MSG_FILE = 0x0047,     /* origin rexd to executor */
+  REX_MSG_PROGRESS = 0x0048  /* towards the client before STARTED: transfer progress (clients may ignore it) */
 };
 
 /* Attribute tags of the remote execution messages. */
 enum { REX_WINDOW_UPDATE_INCREMENT = 1 };
 enum { REX_EXEC_PATH = 1, REX_EXEC_ARGV = 2, REX_EXEC_ENV = 3, REX_EXEC_CWD = 4, REX_EXEC_HOST = 5, REX_EXEC_PTY = 6,
        REX_EXEC_ROWS = 7, REX_EXEC_COLS = 8, REX_EXEC_WINDOW = 9, REX_EXEC_PROGRAM = 10, REX_EXEC_SHA256 = 11,
-       REX_EXEC_IMAGE = 12, REX_EXEC_FDS = 13 };
+       REX_EXEC_IMAGE = 12, REX_EXEC_FDS = 13, REX_EXEC_LIBS = 14, REX_EXEC_IMAGE_DATA = 15 };
 enum { REX_STARTED_HOST = 1, REX_STARTED_PID = 2, REX_STARTED_WINDOW = 3, REX_STARTED_CWD = 4 };
 enum { REX_DATA_FD = 1, REX_DATA_DATA = 2, REX_DATA_EOF = 3 };
 enum { REX_SIGNAL_SIGNAL = 1 };
