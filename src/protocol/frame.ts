@@ -147,7 +147,7 @@ function writeAttrs(buf: Buffer, off: number, attrs: Attr[]): number {
 export function encodeFrame(f: Frame): Buffer {
   const payload = attrsSize(f.attrs);
   if (payload > LIMITS.maxPayload) throw new RangeError(`payload of ${payload} bytes exceeds ${LIMITS.maxPayload}`);
-  const buf = Buffer.alloc(HEADER_SIZE + payload);
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + payload); // every byte is written below: no zero-fill of large DATA frames
   buf.writeUInt32BE(payload, 0);
   buf.writeUInt16BE(f.type, 4);
   buf.writeUInt16BE(f.flags, 6);
