@@ -4,6 +4,7 @@
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/util/paths.js';
+import { xxh64 } from '../../src/rfork/image.js';
 
 /** Where `make -C native all` puts the restorer and the fidelity programs. */
 export const nativeBuild = join(packageRoot(), 'native', 'build');
@@ -20,45 +21,8 @@ export const REGION_SIZE = 128;
 export const RUN_SIZE = 16;
 export const FD_SIZE = 56;
 
-const M64 = (1n << 64n) - 1n;
-const P1 = 0x9e3779b185ebca87n, P2 = 0xc2b2ae3d27d4eb4fn, P3 = 0x165667b19e3779f9n, P4 = 0x85ebca77c2b2ca63n,
-  P5 = 0x27d4eb2f165667c5n;
-const rotl = (x: bigint, r: bigint): bigint => ((x << r) | (x >> (64n - r))) & M64;
-const round = (acc: bigint, input: bigint): bigint => (rotl((acc + input * P2) & M64, 31n) * P1) & M64;
-const merge = (acc: bigint, v: bigint): bigint => (((acc ^ round(0n, v)) * P1) + P4) & M64;
-
-/** XXH64 with seed 0, from its specification (the C side is src/image.h). */
-export function xxh64(b: Uint8Array): bigint {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  let p = 0, h: bigint;
-  const n = b.length;
-  if (n >= 32) {
-    let v1 = (P1 + P2) & M64, v2 = P2, v3 = 0n, v4 = (0n - P1) & M64;
-    for (; p + 32 <= n; p += 32) {
-      v1 = round(v1, dv.getBigUint64(p, true));
-      v2 = round(v2, dv.getBigUint64(p + 8, true));
-      v3 = round(v3, dv.getBigUint64(p + 16, true));
-      v4 = round(v4, dv.getBigUint64(p + 24, true));
-    }
-    h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M64;
-    h = merge(merge(merge(merge(h, v1), v2), v3), v4);
-  } else {
-    h = P5;
-  }
-  h = (h + BigInt(n)) & M64;
-  for (; p + 8 <= n; p += 8) h = ((rotl(h ^ round(0n, dv.getBigUint64(p, true)), 27n) * P1) + P4) & M64;
-  if (p + 4 <= n) {
-    h = ((rotl(h ^ ((BigInt(dv.getUint32(p, true)) * P1) & M64), 23n) * P2) + P3) & M64;
-    p += 4;
-  }
-  for (; p < n; p++) h = (rotl(h ^ ((BigInt(b[p]!) * P5) & M64), 11n) * P1) & M64;
-  h ^= h >> 33n;
-  h = (h * P2) & M64;
-  h ^= h >> 29n;
-  h = (h * P3) & M64;
-  h ^= h >> 32n;
-  return h;
-}
+/** XXH64 with seed 0: the one implementation, the image reader's (its C twin is native/src/image.h). */
+export { xxh64 };
 
 const align64 = (v: number): number => (v + 63) & ~63;
 

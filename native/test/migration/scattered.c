@@ -52,6 +52,9 @@ int main(int argc, char **argv) {
   /* PROT_EXEC keeps it a region of its own next to its read-write neighbours. */
   uint8_t *m5 = mmap(NULL, n5 * PAGE, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m1 == MAP_FAILED || m2 == MAP_FAILED || m3 == MAP_FAILED || m4 == MAP_FAILED || m5 == MAP_FAILED) fail("mmap");
+  /* The read-write ones may land next to another read-write anonymous mapping (a hole in the address space) and
+     merge with it; a VMA flag of their own (not carried by the image) keeps each its own region, found by size. */
+  if (madvise(m1, n1 * PAGE, MADV_DONTFORK) || madvise(m4, n4 * PAGE, MADV_DONTDUMP)) fail("madvise");
   for (uint64_t p = 0; p < n1; p++) if (every_tenth(p)) touch(m1, 1, p);
   for (uint64_t p = 0; p < n2; p++) if (every_other(p)) touch(m2, 2, p);
   for (uint64_t p = 0; p < n3; p++) if (primes_ish(p)) touch(m3, 3, p);
