@@ -5,7 +5,7 @@
 // the verdict. Plus the rfork-only programs (rf_*): descriptors shared with
 // the parent, signals, exit statuses, nesting, loops, refusals and faults.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,12 +52,17 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Pids of restorers still rebuilding an image (a restored process shows its own argv again). */
+/** Pids of restorers still rebuilding an image (a restored process shows its own argv again). Read from /proc: no ps needed. */
 function restored(): number[] {
   const out: number[] = [];
-  for (const p of execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n')) {
-    const m = /^\s*(\d+)\s+(\S+)/.exec(p);
-    if (m && m[2]!.endsWith('/rex-restore')) out.push(Number(m[1]));
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv0 = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0')[0] ?? '';
+      if (argv0.endsWith('/rex-restore')) out.push(Number(e));
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }
