@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { LIMITS, MsgType, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type MsgTypeName, type RoleName } from './constants.js';
-import { FrameDecoder, ProtocolError, encodeFrame, type Frame } from './frame.js';
+import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame } from './frame.js';
 import { frameToMessage, messageToFrame, type Message, type MessageOf } from './messages.js';
 
 /** What the local side says about itself in HELLO. */
@@ -291,15 +291,27 @@ export class Connection extends EventEmitter {
 
   private sendRaw(f: Frame): number {
     if (this.socket.destroyed || !this.socket.writable) return 0;
-    const bytes = encodeFrame(f);
-    this.socket.write(bytes);
+    // Large byte values (stdio, file chunks) go out as they are, next to the frame's own bytes, in one writev.
+    const parts = encodeFrameParts(f);
+    let bytes = 0;
+    if (parts.length === 1) {
+      this.socket.write(parts[0]!);
+      bytes = parts[0]!.length;
+    } else {
+      this.socket.cork();
+      for (const p of parts) {
+        this.socket.write(p);
+        bytes += p.length;
+      }
+      this.socket.uncork();
+    }
     if (this.congested && !this.readPaused && this.state !== 'closed') {
       // The peer is not reading our answers: stop reading its requests until it catches up, so
       // that it feels the pressure through TCP instead of this side buffering without bound.
       this.readPaused = true;
       this.socket.pause();
     }
-    return bytes.length;
+    return bytes;
   }
 
   private sendError(stream: number, e: ProtocolError, refType?: number): number {

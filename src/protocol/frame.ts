@@ -156,6 +156,51 @@ export function encodeFrame(f: Frame): Buffer {
   return buf;
 }
 
+/** A top-level `bytes` value at least this long is not copied by {@link encodeFrameParts}. */
+export const ZERO_COPY_MIN = 16 * 1024;
+
+/**
+ * Encodes one frame as the pieces to write in order: the frame's own bytes,
+ * with each large top-level `bytes` value (stdio DATA, FILE chunks) left as
+ * the caller's buffer instead of copied. Written together (one writev), the
+ * pieces are exactly {@link encodeFrame}'s bytes. The caller must not change
+ * those buffers until they are written.
+ */
+export function encodeFrameParts(f: Frame): Buffer[] {
+  if (!f.attrs.some((a) => a.kind === 'bytes' && a.value.byteLength >= ZERO_COPY_MIN)) return [encodeFrame(f)];
+  const payload = attrsSize(f.attrs);
+  if (payload > LIMITS.maxPayload) throw new RangeError(`payload of ${payload} bytes exceeds ${LIMITS.maxPayload}`);
+  const parts: Buffer[] = [];
+  const head = Buffer.allocUnsafe(HEADER_SIZE);
+  head.writeUInt32BE(payload, 0);
+  head.writeUInt16BE(f.type, 4);
+  head.writeUInt16BE(f.flags, 6);
+  head.writeUInt32BE(f.stream >>> 0, 8);
+  parts.push(head);
+  let small: Attr[] = [];
+  const flushSmall = (): void => {
+    if (small.length === 0) return;
+    const b = Buffer.allocUnsafe(attrsSize(small));
+    writeAttrs(b, 0, small);
+    parts.push(b);
+    small = [];
+  };
+  for (const a of f.attrs) {
+    if (a.kind !== 'bytes' || a.value.byteLength < ZERO_COPY_MIN) {
+      small.push(a);
+      continue;
+    }
+    flushSmall();
+    const h = Buffer.allocUnsafe(ATTR_HEADER_SIZE);
+    h.writeUInt16BE(a.tag, 0);
+    h.writeUInt8(Kind.bytes, 2);
+    h.writeUInt32BE(a.value.byteLength, 3);
+    parts.push(h, Buffer.from(a.value.buffer, a.value.byteOffset, a.value.byteLength));
+  }
+  flushSmall();
+  return parts;
+}
+
 // ---------------------------------------------------------------- decoding
 
 // ignoreBOM: a leading U+FEFF is part of the string, not a mark to strip (the C decoder keeps it too).

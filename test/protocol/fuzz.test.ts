@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { vectors } from '../helpers/vectors.js';
 import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
-import { FrameDecoder, ProtocolError, decodeOne, encodeFrame, type Attr, type Frame } from '../../src/protocol/frame.js';
+import { FrameDecoder, ProtocolError, ZERO_COPY_MIN, decodeOne, encodeFrame, encodeFrameParts, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
 
@@ -46,6 +46,22 @@ describe('protocol v1 properties', () => {
         if ('frame' in r) expect(frameToJson(r.frame)).toEqual(frameToJson(f));
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it('the zero-copy pieces of a frame are exactly its encoding, large byte values left uncopied', () => {
+    const big = fc.record({ tag, kind: fc.constant('bytes' as const), value: fc.integer({ min: ZERO_COPY_MIN, max: 3 * ZERO_COPY_MIN }).map((n) => new Uint8Array(n).map((_, i) => (i * 31) & 0xff)) });
+    fc.assert(
+      fc.property(frameArb, fc.array(fc.tuple(fc.nat(5), big), { maxLength: 3 }), (f, inserts) => {
+        const attrs = [...f.attrs];
+        for (const [at, a] of inserts) attrs.splice(Math.min(at, attrs.length), 0, a);
+        const g = { ...f, attrs };
+        const parts = encodeFrameParts(g);
+        expect(Buffer.concat(parts).equals(encodeFrame(g))).toBe(true);
+        // Each large value is one of the pieces, sharing the caller's memory.
+        for (const [, a] of inserts) expect(parts.some((p) => p.buffer === a.value.buffer && p.length === a.value.byteLength)).toBe(true);
+      }),
+      { numRuns: 300 },
     );
   });
 
