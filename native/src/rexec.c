@@ -399,7 +399,14 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
   sa.sa_handler = on_signal;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < sizeof FORWARD / sizeof *FORWARD; i++) sigaction(FORWARD[i], &sa, NULL);
+  sigset_t fwd;
+  sigemptyset(&fwd);
+  for (size_t i = 0; i < sizeof FORWARD / sizeof *FORWARD; i++) {
+    sigaction(FORWARD[i], &sa, NULL);
+    sigaddset(&fwd, FORWARD[i]);
+  }
+  /* The caller may have blocked them (an rfork()ing parent's mask is the stub's too): the stub must see them to relay them. */
+  sigprocmask(SIG_UNBLOCK, &fwd, NULL);
   signal(SIGPIPE, SIG_IGN);
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
   uint8_t *inbuf = malloc(REXEC_CHUNK);

@@ -1,5 +1,6 @@
 /*
- * rf_kill: signals from the parent to the stub reach the moved child: USR1
+ * rf_kill: signals from the parent to the stub reach the moved child (even one
+ * the parent had blocked at rfork time): USR1
  * runs the child's handler (it exits 0 after it), TERM kills it, and kill(SIGKILL)
  * of the stub ends the remote child too (the stub is gone; rexd ends its job).
  */
@@ -18,6 +19,10 @@ static pid_t start(int *ready_rd) {
   if (pid == 0) {
     close(p[0]); /* the stub reads what a moved child may read: a child closes the ends it does not use (docs/RFORK.md) */
     signal(SIGUSR1, on_usr1);
+    sigset_t u;
+    sigemptyset(&u);
+    sigaddset(&u, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &u, NULL); /* the parent blocked it: the child's mask moved with it */
     pid_t me = getpid();
     if (write(p[1], &me, sizeof me) != sizeof me) _exit(9);
     for (int i = 0; i < 3000 && !got; i++) usleep(10000);
@@ -32,6 +37,11 @@ int main(int argc, char **argv) {
   ZDTM_INIT("rf_kill", argc, argv);
   int rd, st;
   pid_t c;
+  /* With USR1 blocked in the parent, the stub (which inherits that mask) must still relay it. */
+  sigset_t u;
+  sigemptyset(&u);
+  sigaddset(&u, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &u, NULL);
   pid_t a = start(&rd);
   if (read(rd, &c, sizeof c) != sizeof c) fail("child a never ready");
   kill(a, SIGUSR1);
