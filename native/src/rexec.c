@@ -391,8 +391,8 @@ static int remote_closed(struct rx *c, struct proxy *p) {
   return rc;
 }
 
-/* The stub: relays until EXIT, then ends like the remote program. Never returns. */
-static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size_t npx) {
+/* The stub's signal handling: the relayed signals only write their number to a self-pipe, which the loop reads. */
+static void relay_signals(void) {
   if (pipe2(sigpipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) lost("cannot create the signal pipe");
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -408,6 +408,10 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
   /* The caller may have blocked them (an rfork()ing parent's mask is the stub's too): the stub must see them to relay them. */
   sigprocmask(SIG_UNBLOCK, &fwd, NULL);
   signal(SIGPIPE, SIG_IGN);
+}
+
+/* The stub: relays until EXIT, then ends like the remote program. Never returns. */
+static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size_t npx) {
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
   uint8_t *inbuf = malloc(REXEC_CHUNK);
   struct pollfd *p = calloc(npx + 2, sizeof *p);
@@ -569,6 +573,8 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
     free(px);
     return e;
   }
+  /* Before the caller learns the program runs (rfork's parent may signal the stub at once), never before: a failure leaves the process as it was. */
+  relay_signals();
   if (on_started) on_started(arg);
   if (c.pty) tty_make_raw();
   relay(&c, px, npx);

@@ -42,11 +42,18 @@ int main(int argc, char **argv) {
   sigemptyset(&u);
   sigaddset(&u, SIGUSR1);
   sigprocmask(SIG_BLOCK, &u, NULL);
+  signal(SIGUSR1, on_usr1); /* inherited: a USR1 sent the moment rfork() returns finds the handler in the child */
   pid_t a = start(&rd);
   if (read(rd, &c, sizeof c) != sizeof c) fail("child a never ready");
   kill(a, SIGUSR1);
   waitpid(a, &st, 0);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail("USR1: status 0x%x", st);
+  /* At once: the stub relays signals from the moment rfork() returns in the parent. */
+  pid_t d = start(&rd);
+  kill(d, SIGUSR1);
+  if (read(rd, &c, sizeof c) != sizeof c) fail("child d never ready");
+  waitpid(d, &st, 0);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail("USR1 at once: status 0x%x", st);
   pid_t b = start(&rd);
   if (read(rd, &c, sizeof c) != sizeof c) fail("child b never ready");
   kill(b, SIGTERM);

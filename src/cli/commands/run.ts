@@ -138,11 +138,35 @@ export function registerRunCommands(program: Command): void {
       // A terminal on both ends gets the remote program a terminal of its own (docs/EXEC.md, Terminals).
       const tty = opts.pty && process.stdin.isTTY === true && process.stdout.isTTY === true;
       const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
+      // A signal for the program: relayed once it runs. The handlers go in when its first output arrives at the latest
+      // (before that output is written, so that whoever reacts to it finds them), and signals wait for `rp` meanwhile.
+      let early: (typeof FORWARDED_SIGNALS)[number][] | undefined = [];
+      const onSignal = (s: (typeof FORWARDED_SIGNALS)[number]): void => {
+        if (!rp) {
+          early?.push(s);
+          return;
+        }
+        if (tty && s === 'SIGWINCH') {
+          const { rows, cols } = size();
+          rp.winsize(rows, cols);
+          return;
+        }
+        rp.signal(s);
+        // Ctrl-Z: the remote program stops, and so does this command, as a local child would with its terminal.
+        if (s === 'SIGTSTP') process.kill(process.pid, 'SIGSTOP');
+      };
+      let handlers = false;
+      const installHandlers = (): void => {
+        if (handlers) return;
+        handlers = true;
+        for (const s of FORWARDED_SIGNALS) process.on(s, () => onSignal(s));
+      };
       try {
         rp = await RemoteProcess.start(
           client.conn,
           { path: local?.path ?? prog, argv: [prog, ...args], env: envList(), cwd: process.cwd(), ...(host ? { host } : {}), ...(local ? { sha256: local.sha256 } : {}), ...(tty ? { pty: size() } : {}) },
           (fd, data, done) => {
+            installHandlers();
             if (data) out.push(fd === 2 ? 2 : 1, data, done);
           },
         );
@@ -156,18 +180,10 @@ export function registerRunCommands(program: Command): void {
         process.stdin.setRawMode(true);
         process.on('exit', () => process.stdin.setRawMode?.(false));
       }
-      for (const s of FORWARDED_SIGNALS) {
-        process.on(s, () => {
-          if (tty && s === 'SIGWINCH') {
-            const { rows, cols } = size();
-            rp.winsize(rows, cols);
-            return;
-          }
-          rp.signal(s);
-          // Ctrl-Z: the remote program stops, and so does this command, as a local child would with its terminal.
-          if (s === 'SIGTSTP') process.kill(process.pid, 'SIGSTOP');
-        });
-      }
+      installHandlers();
+      const waiting = early;
+      early = undefined;
+      for (const s of waiting) onSignal(s);
       pumpStdin(rp);
       let status: ExitStatus;
       try {
