@@ -321,7 +321,12 @@ export class Rexd {
 
   private served(session: Session, info: ServedInfo): void {
     const m = info.msg;
-    const target = m.type === 'PING' ? m.target : m.type === 'CALL' || m.type === 'ENTRIES_GET' ? (this.router.routed.get(m) ?? m.target) : undefined;
+    const target =
+      m.type === 'PING' ? m.target
+      : m.type === 'CALL' || m.type === 'ENTRIES_GET' ? (this.router.routed.get(m) ?? m.target)
+      // An rfork image's path is a /proc descriptor: the row says what it was (bytes_in counts an image sent inline).
+      : m.type === 'EXEC' ? (m.image ? 'rfork image' : m.path)
+      : undefined;
     this.record({
       kind: m.type === 'ENROLL' ? 'enroll' : 'transaction',
       identity: this.onBehalf.get(m) ?? session.identity,

@@ -109,6 +109,24 @@ describe("the 2009 guide's example, test_rfork_1", () => {
     expect(new Set([parentPid, childPid, stubPid]).size).toBe(3);
     // In network namespaces each host has its own UTS namespace and name.
     expect(childHost).toBe(NETNS ? 'beta' : hostname());
+    // beta's transaction log has the rfork, with the image's bytes (sent inline with the EXEC).
+    interface LogRow {
+      message_type: string;
+      target: string | null;
+      outcome: string;
+      bytes_in: number;
+    }
+    let row: LogRow | undefined;
+    for (let i = 0; i < 40 && !row; i++) {
+      const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
+      const rows = JSON.parse(out) as LogRow[];
+      row = rows.find((x) => x.target === 'rfork image');
+      if (!row) await new Promise((res) => setTimeout(res, 250));
+    }
+    expect(row, 'an EXEC row with target "rfork image" in beta\'s log').toBeDefined();
+    expect(row!.outcome).toBe('ok');
+    expect(row!.message_type).toBe('EXEC');
+    expect(row!.bytes_in).toBeGreaterThan(20_000);
   }, 60_000);
 
   it('without REX_HOST it is placed on a host of the cluster and prints the same lines', async () => {
