@@ -2,7 +2,7 @@
  * rex-restore: rebuilds a process from a REX image (docs/IMAGE.md) in this
  * process and jumps into it (docs/RFORK.md, "Restore sequence").
  *
- *   rex-restore [--check] [--file ORIGINAL=LOCAL]... IMAGE     (IMAGE "-" or absent: read fd 0)
+ *   rex-restore [--check] [--file ORIGINAL=LOCAL]... [--args-fd N] IMAGE     (IMAGE "-" or absent: read fd 0)
  *
  * --file says that the caller has verified LOCAL to have the content of the
  * file the image maps from ORIGINAL (the daemons compare sha256, docs/RFORK.md
@@ -788,11 +788,13 @@ static _Noreturn void jump(void) {
 /* --------------------------------------------------------------- main */
 
 static void usage(void) {
-  say("usage: rex-restore [--check] [--file ORIGINAL=LOCAL]... [IMAGE | -]\n"
+  say("usage: rex-restore [--check] [--file ORIGINAL=LOCAL]... [--args-fd N] [IMAGE | -]\n"
       "  rebuilds the process saved in IMAGE (default: read from fd 0) and continues it;\n"
       "  --check validates the image and exits 0 without restoring;\n"
       "  --file maps LOCAL where the image maps ORIGINAL: the caller has verified that LOCAL has\n"
-      "  the same content, the restorer checks its size only (repeatable).\n"
+      "  the same content, the restorer checks its size only (repeatable);\n"
+      "  --args-fd N reads further arguments from descriptor N (a 4-byte little-endian length, then\n"
+      "  NUL-terminated strings), for a restorer started before its image is known.\n"
       "  exit status: 2 usage or read error, 3 corrupt image, 4 not restorable on this host,\n"
       "  5 restore failed midway; otherwise the restored program's own status");
   r_exit(EX_USAGE);
@@ -828,26 +830,83 @@ static const char *mapped_file(const char *p, uint32_t len) {
   return 0;
 }
 
+/* What the arguments ask for. */
+static int check;
+static const char *path;
+static int args_fd = -1;
+
+static void parse_args(int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    if (streq(argv[i], "--check")) check = 1;
+    else if (streq(argv[i], "--file")) {
+      if (i + 1 == argc) usage();
+      add_file_map(argv[++i]);
+    } else if (argv[i][0] == '-' && argv[i][1] == '-' && !memcmp(argv[i], "--file=", 7)) add_file_map(argv[i] + 7);
+    else if (streq(argv[i], "--args-fd") && args_fd < 0 && i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') {
+      args_fd = 0;
+      for (const char *c = argv[++i]; *c >= '0' && *c <= '9' && args_fd < 65536; c++) args_fd = args_fd * 10 + (*c - '0');
+    } else if (streq(argv[i], "--help") || streq(argv[i], "-h")) usage();
+    else if (argv[i][0] == '-' && argv[i][1] != '\0') usage();
+    else if (path) usage();
+    else path = argv[i];
+  }
+}
+
+/*
+ * --args-fd N: the rest of the arguments arrive on descriptor N, as a 4-byte
+ * little-endian length and that many bytes of NUL-terminated strings, so
+ * that rexd can start a restorer before it knows the image (a spare, ready
+ * for the next rfork). N stays open: it is the executor's greeting socket.
+ */
+static void read_args_fd(void) {
+  static char text[65536];
+  static char *more[1024];
+  uint32_t len = 0;
+  uint8_t *p = (uint8_t *)&len;
+  for (uint64_t got = 0; got < 4;) {
+    long r = sys3(NR_read, args_fd, p + got, 4 - got);
+    if (r == -EINTR_) continue;
+    if (r <= 0) r_exit(EX_USAGE); /* rexd went away before using this spare: nothing to say */
+    got += (uint64_t)r;
+  }
+  if (len == 0 || len > sizeof text) {
+    say("--args-fd %d: %u bytes of arguments (1..%u)", args_fd, U(len), U(sizeof text));
+    r_exit(EX_USAGE);
+  }
+  for (uint64_t got = 0; got < len;) {
+    long r = sys3(NR_read, args_fd, text + got, len - got);
+    if (r == -EINTR_) continue;
+    if (r <= 0) {
+      say("--args-fd %d: the arguments end after %u of %u bytes", args_fd, U(got), U(len));
+      r_exit(EX_USAGE);
+    }
+    got += (uint64_t)r;
+  }
+  if (text[len - 1] != '\0') {
+    say("--args-fd %d: the last argument is not NUL-terminated", args_fd);
+    r_exit(EX_USAGE);
+  }
+  int n = 0;
+  for (uint32_t off = 0; off < len; off += (uint32_t)slen(text + off) + 1) {
+    if (n == (int)(sizeof more / sizeof *more)) {
+      say("--args-fd %d: more than %u arguments", args_fd, U(sizeof more / sizeof *more));
+      r_exit(EX_USAGE);
+    }
+    more[n++] = text + off;
+  }
+  parse_args(n, more);
+}
+
 _Noreturn void restorer_main(uint64_t *sp);
 _Noreturn void restorer_main(uint64_t *sp) {
   t_start = now_ns();
   uint64_t all = ~0ull;
   sys4(NR_rt_sigprocmask, SIG_SETMASK_, &all, 0, 8);
 
-  int argc = (int)sp[0];
-  char **argv = (char **)(sp + 1);
-  int check = 0;
-  const char *path = 0;
-  for (int i = 1; i < argc; i++) {
-    if (streq(argv[i], "--check")) check = 1;
-    else if (streq(argv[i], "--file")) {
-      if (i + 1 == argc) usage();
-      add_file_map(argv[++i]);
-    } else if (argv[i][0] == '-' && argv[i][1] == '-' && !memcmp(argv[i], "--file=", 7)) add_file_map(argv[i] + 7);
-    else if (streq(argv[i], "--help") || streq(argv[i], "-h")) usage();
-    else if (argv[i][0] == '-' && argv[i][1] != '\0') usage();
-    else if (path) usage();
-    else path = argv[i];
+  parse_args((int)sp[0] - 1, (char **)(sp + 2));
+  if (args_fd >= 0) {
+    read_args_fd();
+    t_start = now_ns(); /* a spare waited for its image: the restore starts now */
   }
   if (path && !streq(path, "-")) {
     long fd = r_openat(path, O_RDONLY_ | O_CLOEXEC_);

@@ -119,12 +119,22 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     // rfork: the restorer rebuilds the image in this process; the proxied descriptors are sockets at their numbers.
     imageFile = await imageFor(m, conn, ctx);
     const fileArgs = await imageFiles(m, conn, ctx);
-    const restorer = join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
     const greet = Math.max(...proxied) + 1;
-    const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
-    for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
-    child = spawn(restorer, [...fileArgs, imageFile], { cwd, env, stdio, detached: true });
-    await started(child, restorer, ctx);
+    // Only descriptors 0-2 (the common case): a spare restorer started ahead takes its arguments on fd 3 and saves a spawn.
+    const spare = greet === 3 ? takeSpare(ctx) : undefined;
+    if (spare) {
+      child = spare;
+      const text = Buffer.from([...fileArgs, imageFile].map((a) => `${a}\0`).join(''));
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(text.length);
+      (child.stdio[3] as import('node:stream').Writable).write(Buffer.concat([len, text]));
+    } else {
+      const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
+      for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
+      child = spawn(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio, detached: true });
+      await started(child, RESTORER(), ctx);
+      if (greet === 3) setImmediate(() => prepareSpare(ctx)); // the next rfork with 0-2 only finds one ready
+    }
     early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
   } else {
     const file = await programFor(m, cwd, env.PATH, conn, ctx);
@@ -325,6 +335,58 @@ function isDir(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The restorer program (built by npm install). */
+const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
+
+/**
+ * Spare restorers, one per rexd at most: started ahead with `--args-fd 3`
+ * and descriptors 0-3 as sockets, waiting for the arguments of the next
+ * rfork image whose proxied descriptors are 0-2, so that the spawn (several
+ * ms for a process of rexd's size) is not on the rfork's path. A spare whose
+ * rexd goes away reads end-of-file and exits.
+ */
+const spares = new Map<ExecutorContext, ChildProcess>();
+
+/** Starts the spare restorer of `ctx` unless there is one. */
+export function prepareSpare(ctx: ExecutorContext): void {
+  if (spares.has(ctx) || stopping.has(ctx)) return;
+  let c: ChildProcess;
+  try {
+    c = spawn(RESTORER(), ['--args-fd', '3'], { cwd: '/', env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true });
+  } catch {
+    return;
+  }
+  for (const x of c.stdio) (x as import('node:stream').Stream | null)?.on('error', () => {});
+  c.on('error', () => spares.delete(ctx));
+  c.once('exit', () => {
+    if (spares.get(ctx) === c) spares.delete(ctx);
+  });
+  spares.set(ctx, c);
+}
+
+/** Takes the spare restorer of `ctx` if one runs (and starts the next); undefined otherwise. */
+function takeSpare(ctx: ExecutorContext): ChildProcess | undefined {
+  const c = spares.get(ctx);
+  spares.delete(ctx);
+  if (!c) return undefined;
+  setImmediate(() => prepareSpare(ctx));
+  if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return undefined;
+  c.removeAllListeners('exit');
+  c.removeAllListeners('error');
+  return c;
+}
+
+/** Contexts whose rexd is stopping: no new spares. */
+const stopping = new Set<ExecutorContext>();
+
+/** Ends the spare restorer of `ctx` (rexd stopping). */
+export function dropSpare(ctx: ExecutorContext): void {
+  stopping.add(ctx);
+  const c = spares.get(ctx);
+  spares.delete(ctx);
+  c?.kill('SIGKILL');
 }
 
 /** Calls `cb` when `child` exits, or soon if it has exited already (a restored child may end before its relay is set up). */

@@ -13,7 +13,7 @@ import { ProtocolError } from '../protocol/frame.js';
 import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '../protocol/messages.js';
 import { fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
-import { killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { dropSpare, killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
@@ -115,6 +115,7 @@ export class ExecService {
 
   /** Ends every program this rexd runs (rexd stopping: no orphans). */
   stop(): void {
+    dropSpare(this.ctx);
     for (const c of running) killGroup(c, 500);
   }
 

@@ -181,3 +181,47 @@ describe('a copy the kernel will not map', () => {
     expect(r.stdout).toBe('');
   });
 });
+
+describe('--args-fd: the arguments of a restorer started ahead of its image', () => {
+  /** Runs rex-restore --args-fd 3 and writes `payload` on fd 3; resolves with its exit and stderr. */
+  function viaFd(payload: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const c = spawn(restorer, ['--args-fd', '3'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const fd3 = c.stdio[3] as import('node:net').Socket;
+      fd3.on('error', () => {});
+      fd3.end(payload);
+      c.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+  const framed = (args: string[]): Buffer => {
+    const text = Buffer.from(args.map((a) => `${a}\0`).join(''));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(text.length);
+    return Buffer.concat([len, text]);
+  };
+
+  it('restores the image named there, --file included', async () => {
+    const local = join(dir, 'copy', 'hello-argsfd');
+    copyFileSync(orig, local);
+    const r = await viaFd(framed(['--file', `${orig}=${local}`, image]));
+    expect(r.stdout, r.stderr).toContain('PASS hello');
+    expect(r.code).toBe(0);
+  });
+
+  it('refuses a zero or oversized length, cut-off arguments and a missing terminator (exit 2, naming the fd); quiet when nothing comes', async () => {
+    const len = (n: number) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(n);
+      return b;
+    };
+    expect(await viaFd(len(0))).toMatchObject({ code: 2, stderr: expect.stringMatching(/--args-fd 3: 0 bytes of arguments/) });
+    expect(await viaFd(len(1 << 20))).toMatchObject({ code: 2, stderr: expect.stringMatching(/--args-fd 3: 1048576 bytes of arguments \(1\.\.65536\)/) });
+    expect(await viaFd(Buffer.concat([len(10), Buffer.from('abc')]))).toMatchObject({ code: 2, stderr: expect.stringMatching(/the arguments end after 3 of 10 bytes/) });
+    expect(await viaFd(Buffer.concat([len(3), Buffer.from('abc')]))).toMatchObject({ code: 2, stderr: expect.stringMatching(/not NUL-terminated/) });
+    expect(await viaFd(Buffer.alloc(0))).toMatchObject({ code: 2, stderr: '' });
+  });
+});

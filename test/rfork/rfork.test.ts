@@ -275,6 +275,40 @@ describe('files the image maps are matched by content, and fetched when the exec
   }, 120_000);
 });
 
+describe('a spare restorer', () => {
+  /** beta's spare: a rex-restore --args-fd 3 whose parent is beta's rexd. */
+  function spareOf(rexd: number): number | undefined {
+    for (const e of readdirSync('/proc')) {
+      if (!/^\d+$/.test(e)) continue;
+      try {
+        const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+        const ppid = Number(readFileSync(`/proc/${e}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+        if (argv[0]!.endsWith('/rex-restore') && argv[1] === '--args-fd' && argv[2] === '3' && ppid === rexd) return Number(e);
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+    return undefined;
+  }
+
+  /** Runs hello with descriptors 0-2 only (whatever this test process inherited above 2 is closed first). */
+  const hello = () => run('bash', ['-c', 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; exec "$0" rfork', join(BIN, 'hello')], env);
+
+  it('waits on beta after an rfork of a child with descriptors 0-2, and becomes the next such child', async () => {
+    const beta = cluster.host('beta').pid!;
+    expect((await hello()).stdout).toContain('PASS hello');
+    let spare: number | undefined;
+    for (let i = 0; i < 100 && !spare; i++) {
+      spare = spareOf(beta);
+      if (!spare) await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(spare, 'a spare restorer under beta').toBeDefined();
+    const r = await hello();
+    expect(r.stdout).toContain(`hello again: pid ${spare},`);
+    expect(r.stdout).toContain('PASS hello');
+  }, 60_000);
+});
+
 describe('refusals and faults', () => {
   it('rf_shared: shared memory makes rfork fail with EOPNOTSUPP naming the mapping; REX_RFORK_LOCAL forks locally', async () => {
     const r = await run(join(BIN, 'rf_shared'), ['rfork'], env);
