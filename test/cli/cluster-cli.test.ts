@@ -96,6 +96,8 @@ describe('npm start (rex cluster demo)', () => {
     expect(stdout).toMatch(/^beta\.demo\.fib\(30\)\s+832040\s+beta\s+\d+\.\d+$/m);
     expect(stdout).toMatch(/^beta\.demo\.power\(1\.5, 10\)\s+57\.6650390625\s+beta\s/m);
     expect(stdout).toMatch(/^\*\.demo\.fib\(25\)\s+75025\s+(alpha|beta|gamma)\s/m);
+    // rfork: the 2009 guide's example, its child on beta (its parent there is beta's rexd).
+    expect(stdout).toMatch(/^  parent (\d+) runs on host \S+ - load: \S+\n  child \d+ parent \d+ origin pid \d+ origin parent \1 origin host \S+ runs on host \S+ - REX loadavg: \S+$/m);
     expect(stdout).toContain('All hosts stopped.');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });

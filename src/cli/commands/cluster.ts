@@ -1,4 +1,6 @@
 /** `rex cluster up|down|status|demo`: an embedded local cluster for trying REX and for tests. */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 // Types only here: the cluster code (key generation, X.509 on WebCrypto) is imported by the actions
@@ -6,6 +8,7 @@ import type { Command } from 'commander';
 import type { DemoLibrary } from '../../cluster/calldemo.js';
 import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
+import { packageRoot } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
 
 interface ClusterCliOpts {
@@ -97,6 +100,20 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
       } else {
         out(`\n(Skipping the remote-call demo: cannot build its C library: ${noLib})\n`);
       }
+      // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so.
+      const example = resolve(packageRoot(), 'native', 'build', 'bin', 'test_rfork_1');
+      if (existsSync(example)) {
+        out(`\nDemo: rfork(). The 2009 guide's test_rfork_1 (native/examples/test_rfork_1.c) forks on ${first}; its child continues on ${other}:\n`);
+        const r = await new Promise<{ text: string; code: number | null }>((ok) => {
+          execFile(example, [], { env: { ...process.env, REX_SOCKET: cluster.hosts[0]!.socket, REX_HOST: other }, timeout: 20_000 }, (err, stdout, stderr) =>
+            ok({ text: `${stdout}${stderr}`, code: err ? ((err as { code?: number }).code ?? 1) : 0 }),
+          );
+        });
+        out(r.text.trimEnd().replace(/^/gm, '  ') + '\n');
+        if (r.code !== 0) out(`  (test_rfork_1 ended with status ${r.code})\n`);
+      } else {
+        out(`\n(Skipping the rfork demo: ${example} is not built; run make -C native all)\n`);
+      }
       const watch = Number(opts.watch ?? '3');
       if (watch > 0) {
         out(`\nLive load figures for ${watch} s (they refresh every 500 ms):\n`);
@@ -106,7 +123,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
           out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
         }
       }
-      out(`\nNext: \`rex cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} rex run uname -n runs a program on the least-loaded host. rfork() arrives with its issue; see README.md.\n`);
+      out(`\nNext: \`rex cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} rex run uname -n runs a program on the least-loaded host, and test_rfork_1 rforks onto it (README.md, Examples).\n`);
     } finally {
       c.close();
     }
