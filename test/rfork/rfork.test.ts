@@ -52,14 +52,15 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Pids of restorers still rebuilding an image (a restored process shows its own argv again). Read from /proc: no ps needed. */
+/** Pids of restorers still rebuilding an image (a restored process shows its own argv again; spares are not counted). Read from /proc: no ps needed. */
 function restored(): number[] {
   const out: number[] = [];
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      const argv0 = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0')[0] ?? '';
-      if (argv0.endsWith('/rex-restore')) out.push(Number(e));
+      const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+      // A spare restorer waiting for its next image (--args-fd) is not a leftover.
+      if (argv[0]!.endsWith('/rex-restore') && argv[1] !== '--args-fd') out.push(Number(e));
     } catch {
       /* gone meanwhile */
     }
