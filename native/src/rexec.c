@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE /* SOCK_CLOEXEC, MSG_NOSIGNAL, pipe2 */
 #include "internal.h"
+#include "die.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +28,6 @@
 #include <string.h>
 #include <termios.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -324,14 +324,7 @@ static void on_signal(int sig) {
 static void __attribute__((noreturn)) end_like(int code, int sig) {
   tty_restore();
   if (sig > 0) {
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
-    signal(sig, SIG_DFL);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    sigprocmask(SIG_UNBLOCK, &set, NULL);
-    raise(sig);
+    rex__die_of(sig);
     _exit(128 + sig); /* a signal whose default is to ignore (CHLD, URG, WINCH): as a shell reports it */
   }
   _exit(code);
