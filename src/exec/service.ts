@@ -129,9 +129,10 @@ export class ExecService {
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
-    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...(m.image ? imageFields(m.path) : {}) };
-    // The files this origin sends if asked (FETCH): the program and the libraries it needs, by hash; nothing else.
-    const offer = m.image ? imageOffer(m.path, (request as { sha256?: Uint8Array }).sha256, this.ctx) : offeredFiles(m, (request as { sha256?: Uint8Array }).sha256, this.ctx);
+    const image = m.image ? imageRequest(m.path, this.ctx) : undefined;
+    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...image?.fields };
+    // The files this origin sends if asked (FETCH): the program and the libraries it needs (or the image and the files it maps), by hash; nothing else.
+    const offer = image?.offer ?? offeredFiles(m, m.sha256, this.ctx);
     const libs = offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
@@ -255,12 +256,12 @@ function offeredFiles(m: MessageOf<'EXEC'>, sha256: Uint8Array | undefined, ctx:
  * (docs/RFORK.md section 5). Files mapped shared are left to the restorer's
  * strict identity check: a copy could not share writes with the origin.
  */
-function imageOffer(path: string, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
+function imageOffer(path: string, data: Buffer, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
   const files = new Map<string, string>(sha256 ? [[Buffer.from(sha256).toString('hex'), path]] : []);
   const libs: NeededLibrary[] = [];
   let info;
   try {
-    info = readImageInfo(path, { metadataOnly: true, name: 'rfork image' });
+    info = readImageInfo(data, { metadataOnly: true, name: 'rfork image' });
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false }));
   }
@@ -432,20 +433,22 @@ function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'>
 }
 
 /**
- * How a local client's image leaves this host: a small one inside the EXEC
- * (`imageData`: no round trip, the peer link authenticates it), a larger one
- * by the sha256 the executor fetches it by (FETCH/FILE).
+ * How a local client's image leaves this host, read once: a small one inside
+ * the EXEC (`imageData`: no round trip, the peer link authenticates it), a
+ * larger one by the sha256 the executor fetches it by (FETCH/FILE); and what
+ * this origin offers for it (imageOffer).
  */
-function imageFields(path: string): { imageData: Buffer } | { sha256: Buffer } {
+function imageRequest(path: string, ctx: ExecutorContext): { fields: { imageData: Buffer } | { sha256: Buffer }; offer: ReturnType<typeof imageOffer> } {
   let data: Buffer;
   try {
     data = readFileSync(path);
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image ${path}: ${(e as Error).message}`, { fatal: false }));
   }
-  if (data.length <= IMAGE_INLINE_MAX) return { imageData: data };
+  if (data.length <= IMAGE_INLINE_MAX) return { fields: { imageData: data }, offer: imageOffer(path, data, undefined, ctx) };
   if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
-  return { sha256: createHash('sha256').update(data).digest() };
+  const sha256 = createHash('sha256').update(data).digest();
+  return { fields: { sha256 }, offer: imageOffer(path, data, sha256, ctx) };
 }
 
 /** A refusal before the program started anywhere: placement may try the next host. */
