@@ -485,7 +485,7 @@ async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorC
 
 /** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */
 function dropImage(m: MessageOf<'EXEC'>, file: string | undefined): void {
-  if (!file || (!m.sha256 && !m.imageData) || file === m.path) return;
+  if (!file || file === m.path) return; // the local client's own descriptor is not ours to remove
   rmSync(file, { force: true });
 }
 
