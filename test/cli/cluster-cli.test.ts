@@ -5,19 +5,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { distBin } from '../../src/util/paths.js';
+import { alive } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(join(tmpdir(), 'rex-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitGone(pids: number[]): Promise<void> {
   for (let i = 0; i < 100 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));

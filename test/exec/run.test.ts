@@ -11,6 +11,7 @@ import { distBin } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
+import { alive } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
@@ -363,14 +364,6 @@ describe('a rexd restarted after a crash ends what its predecessor left running'
         () => 'exited',
         (e: Error) => e.message,
       );
-      const alive = (pid: number) => {
-        try {
-          process.kill(pid, 0);
-          return true;
-        } catch {
-          return false;
-        }
-      };
       expect(alive(rp.pid)).toBe(true);
       cluster.kill('beta', 'SIGKILL');
       await cluster.waitExit('beta');

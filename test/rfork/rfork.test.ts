@@ -13,6 +13,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from '../exec/transfer-helper.js';
+import { alive } from '../helpers/proc.js';
 
 const NATIVE = join(packageRoot(), 'native');
 const BIN = join(NATIVE, 'build', 'test', 'migration');
@@ -41,15 +42,6 @@ function run(cmd: string, args: string[], env: Record<string, string>, opts: { t
       resolve({ code, signal, stdout, stderr });
     });
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Pids of restorers still rebuilding an image (a restored process shows its own argv again; spares are not counted). Read from /proc: no ps needed. */
