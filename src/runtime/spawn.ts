@@ -113,9 +113,11 @@ export class RemoteChildProcess extends EventEmitter {
   }
 
   private async start(opts: SpawnOptions): Promise<void> {
-    const size = this.size;
     try {
       this.client = await RexClient.connect(opts);
+      // A resize() asked before now goes in the EXEC itself: the terminal has that size before the program runs.
+      const size = this.size && (this.earlySize ?? this.size);
+      this.earlySize = undefined;
       const env = envList(opts.env ?? process.env);
       const local = localProgram(this.spawnfile, opts.cwd ?? process.cwd(), (opts.env ?? process.env).PATH);
       this.rp = await RemoteProcess.start(
@@ -137,8 +139,10 @@ export class RemoteChildProcess extends EventEmitter {
     }
     this.pid = this.rp.pid;
     this.host = this.rp.host;
+    // A resize() that came while the EXEC was on its way: sent before anything a 'spawn' listener writes.
+    const late = this.earlySize as { rows: number; cols: number } | undefined; // set by resize() during the awaits above
+    if (late) this.rp.winsize(late.rows, late.cols);
     this.emit('spawn');
-    if (this.earlySize) this.rp.winsize(this.earlySize.rows, this.earlySize.cols);
     for (const s of this.early.splice(0)) this.rp.signal(s);
     let status: ExitStatus;
     try {
