@@ -6,11 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { inflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
-import { EXEC_MAX_CHUNK, type MessageOf } from '../protocol/messages.js';
+import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type MessageOf } from '../protocol/messages.js';
 import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
 import { packageRoot } from '../util/paths.js';
@@ -427,6 +428,27 @@ export function imageFds(raw: Uint8Array | undefined): number[] {
   return [...fds].sort((a, b) => a - b);
 }
 
+/**
+ * The image an EXEC carries inline: `imageData` itself, or, with `imageSize`,
+ * its raw DEFLATE inflated to exactly that many bytes (at most 768 KiB: the
+ * output is bounded before inflating, so a small stream cannot expand into
+ * more). Anything else is BAD_REQUEST naming the field; the restorer then
+ * validates the image itself (docs/IMAGE.md).
+ */
+export function inlineImage(data: Uint8Array, size: number | undefined): Buffer {
+  if (size === undefined) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (size < 1 || size > IMAGE_INLINE_MAX) throw new ProtocolError('BAD_REQUEST', `EXEC imageSize ${size}: an inline image is 1 to ${IMAGE_INLINE_MAX} bytes`, { fatal: false });
+  let image: Buffer;
+  try {
+    image = inflateRawSync(data, { maxOutputLength: size });
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `it inflates to more than imageSize ${size} bytes` : (e as Error).message;
+    throw new ProtocolError('BAD_REQUEST', `EXEC imageData (${data.byteLength} bytes of raw DEFLATE): ${why}`, { fatal: false });
+  }
+  if (image.length !== size) throw new ProtocolError('BAD_REQUEST', `EXEC imageData inflates to ${image.length} bytes, not imageSize ${size}: a truncated or damaged image`, { fatal: false });
+  return image;
+}
+
 /** The image file to restore: the local client's own (its memfd, checked by the service), or one fetched from the origin by hash. */
 async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string> {
   const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
@@ -435,9 +457,10 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
     // Sent inside the EXEC: written once for the restorer, private to this rexd's user, removed after the restore.
     const dir = join(ctx.tempDirectory, 'images');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const image = inlineImage(m.imageData, m.imageSize);
     file = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}`);
-    writeFileSync(file, m.imageData, { mode: 0o600, flag: 'wx' });
-    ctx.log.info({ program: m.path, bytes: m.imageData.byteLength }, 'EXEC: rfork image received inline');
+    writeFileSync(file, image, { mode: 0o600, flag: 'wx' });
+    ctx.log.info({ program: m.path, bytes: image.byteLength, sent: m.imageData.byteLength }, 'EXEC: rfork image received inline');
   } else if (!want) {
     return m.path;
   } else {
@@ -445,8 +468,11 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
   }
   // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
   if (process.env.REX_TEST_CORRUPT_IMAGE === '1') {
+    // Flip every bit of one byte of meta_hash: setting it to a constant left 1 image in 256 intact.
     const fd = openSync(file, 'r+');
-    writeSync(fd, Buffer.from([0xff]), 0, 1, 64);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, 64);
+    writeSync(fd, Buffer.from([b[0]! ^ 0xff]), 0, 1, 64);
     closeSync(fd);
   }
   return file;

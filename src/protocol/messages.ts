@@ -150,6 +150,7 @@ export const MESSAGE_SPECS = {
     fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
     libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
     imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
+    imageSize: { tag: 16, t: 'u32' },
   },
   STARTED: {
     host: { tag: 1, t: 'str', required: true, max: 255 },

@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { imageFds, MAX_PROXIED_FDS } from '../../src/exec/executor.js';
+import { deflateRawSync } from 'node:zlib';
+import { imageFds, inlineImage, MAX_PROXIED_FDS } from '../../src/exec/executor.js';
+import { inlineImageFields } from '../../src/exec/service.js';
+import { IMAGE_INLINE_MAX } from '../../src/protocol/messages.js';
 import { ProtocolError } from '../../src/protocol/frame.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -17,6 +20,63 @@ function be32(list: number[]): Uint8Array {
   list.forEach((v, i) => b.writeUInt32BE(v, i * 4));
   return b;
 }
+
+describe('an inline image (EXEC imageData, imageSize)', () => {
+  const refusal = (data: Uint8Array, size: number | undefined): string => {
+    try {
+      inlineImage(data, size);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ProtocolError);
+      expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
+      return (e as Error).message;
+    }
+    throw new Error('accepted');
+  };
+
+  it('deflates an image that shrinks and gives back the same bytes; one that would not shrink goes as it is', () => {
+    const image = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < image.length; i += 97) image[i] = i & 0xff; // sparse live bytes, as in an image's pages
+    const f = inlineImageFields(image);
+    expect(f.imageSize).toBe(image.length);
+    expect(f.imageData.length).toBeLessThan(image.length / 4);
+    expect(inlineImage(f.imageData, f.imageSize).equals(image)).toBe(true);
+    const noise = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 2654435761) >>> 24));
+    const raw = inlineImageFields(deflateRawSync(noise));
+    expect(raw.imageSize).toBeUndefined();
+    expect(inlineImage(raw.imageData, undefined).equals(deflateRawSync(noise))).toBe(true);
+  });
+
+  it('refuses a stream that inflates past imageSize, falls short, is damaged or is not DEFLATE, and a size out of range', () => {
+    const packed = deflateRawSync(Buffer.alloc(10_000, 7));
+    expect(refusal(packed, 9_999)).toMatch(/EXEC imageData \(\d+ bytes of raw DEFLATE\): it inflates to more than imageSize 9999 bytes/);
+    expect(refusal(packed, 10_001)).toMatch(/inflates to 10000 bytes, not imageSize 10001/);
+    expect(refusal(packed.subarray(0, packed.length - 2), 10_000)).toMatch(/EXEC imageData .*unexpected end of file/);
+    expect(refusal(Buffer.from('not deflate at all'), 18)).toMatch(/EXEC imageData \(18 bytes of raw DEFLATE\)/);
+    expect(refusal(packed, 0)).toMatch(/EXEC imageSize 0: an inline image is 1 to 786432 bytes/);
+    expect(refusal(packed, IMAGE_INLINE_MAX + 1)).toMatch(/EXEC imageSize 786433/);
+    // A stream of 1 KiB that would expand to 64 MiB stops at imageSize.
+    const bomb = deflateRawSync(Buffer.alloc(64 << 20), { level: 9 });
+    expect(bomb.length).toBeLessThan(128 * 1024);
+    expect(refusal(bomb, IMAGE_INLINE_MAX)).toMatch(/inflates to more than imageSize 786432/);
+  });
+
+  it('property: any bytes and size give exactly imageSize bytes, or BAD_REQUEST; nothing else', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), fc.oneof(fc.constant('exact' as const), fc.integer({ min: -1, max: IMAGE_INLINE_MAX + 2 })), fc.boolean(), (raw, want, pack) => {
+        const data = pack ? deflateRawSync(raw) : raw;
+        const size = want === 'exact' ? raw.length : want;
+        try {
+          expect(inlineImage(data, size).length).toBe(size);
+          if (pack) expect(size).toBe(raw.length);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ProtocolError);
+          expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
 
 describe('EXEC fds (imageFds)', () => {
   it('reads an ascending list and always includes 0-2', () => {
@@ -112,6 +172,8 @@ describe('EXEC image at rexd', () => {
   it('refuses imageData from a local client: only a rexd sends an image inline', async () => {
     const e = await execError({ path: `/proc/${process.pid}/fd/0`, image: true, host: 'beta', imageData: new Uint8Array(16) });
     expect(e.message).toMatch(/EXEC imageData comes from a peer only/);
+    const sized = await execError({ path: `/proc/${process.pid}/fd/0`, image: true, host: 'beta', imageSize: 16 });
+    expect(sized.message).toMatch(/EXEC imageData comes from a peer only/);
   }, 30_000);
 
   it('refuses a bad fds list before anything starts', async () => {
