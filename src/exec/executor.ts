@@ -134,9 +134,14 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
       child = spawn(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio, detached: true });
       await started(child, RESTORER(), ctx);
-      if (greet === 3) setImmediate(() => prepareSpare(ctx)); // the next rfork with 0-2 only finds one ready
     }
-    early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
+    try {
+      early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
+    } finally {
+      // The next rfork with 0-2 only finds a spare ready. Started once this one's STARTED is out (it is sent in the
+      // same turn of the event loop): a spawn blocks rexd for 2-6 ms, which would otherwise delay this greeting.
+      if (greet === 3) setImmediate(() => prepareSpare(ctx));
+    }
   } else {
     const file = await programFor(m, cwd, env.PATH, conn, ctx);
     // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
@@ -367,12 +372,11 @@ export function prepareSpare(ctx: ExecutorContext): void {
   spares.set(ctx, c);
 }
 
-/** Takes the spare restorer of `ctx` if one runs (and starts the next); undefined otherwise. */
+/** Takes the spare restorer of `ctx` if one runs; undefined otherwise. runHere starts the next once the restored child runs. */
 function takeSpare(ctx: ExecutorContext): ChildProcess | undefined {
   const c = spares.get(ctx);
   spares.delete(ctx);
   if (!c) return undefined;
-  setImmediate(() => prepareSpare(ctx));
   if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return undefined;
   c.removeAllListeners('exit');
   c.removeAllListeners('error');
