@@ -1,9 +1,10 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster } from '../helpers/cluster.js';
+import { haveScript, underScript } from '../helpers/script.js';
 
 const NATIVE = join(import.meta.dirname, '..', '..', 'native');
 
@@ -66,7 +67,7 @@ describe('rexecve() in librex: the calling process becomes the stub', () => {
     expect((await drive(bin, socket, ['-', '/bin/true'])).code).toBe(0);
   });
 
-  it.skipIf(spawnSync('script', ['--version']).status !== 0)('with a terminal on stdin (script(1)) the program gets a pseudo-terminal of its size, follows a resize, and the terminal is restored', async () => {
+  it.skipIf(!haveScript)('with a terminal on stdin (script(1)) the program gets a pseudo-terminal of its size, follows a resize, and the terminal is restored', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rex-rexecve-tty-'));
     try {
       const ready = join(dir, 'ready');
@@ -86,7 +87,7 @@ describe('rexecve() in librex: the calling process becomes the stub', () => {
           `REX_PTY=0 REX_SOCKET=${socket} ${bin} beta /bin/sh sh -c 'tty || echo no terminal' </dev/tty`,
         ].join('\n') + '\n',
       );
-      const r = spawnSync('script', ['-qec', `sh ${test}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000 });
+      const r = await underScript(`sh ${test}`);
       expect(existsSync(ready)).toBe(true);
       // The remote terminal's \r\n passes through untouched: the stub's raw mode has output processing off too.
       expect(r.stdout).toMatch(/\/dev\/pts\/\d+\r\n33 99\r\n40 120\r\nstatus 4\r\nicanon\r\nnot a tty\r\nno terminal\r\n$/);

@@ -1,4 +1,4 @@
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
+import { haveScript, underScript } from '../helpers/script.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { alive } from '../helpers/proc.js';
 
@@ -233,7 +234,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(out).toMatch(/^\/dev\/pts\/\d+\r\n33 99\r\nready\r\n40 120\r\n$/);
   });
 
-  it.skipIf(spawnSync('script', ['--version']).status !== 0)('under a real terminal (script(1)) rex run gives the program one of the local size, follows a resize, and restores the local terminal', async () => {
+  it.skipIf(!haveScript)('under a real terminal (script(1)) rex run gives the program one of the local size, follows a resize, and restores the local terminal', async () => {
     const ready = join(dir, 'tty-ready');
     const test = join(dir, 'tty.sh');
     // rex run in the background with the terminal as stdin, so that this shell can resize the terminal once the program runs.
@@ -251,7 +252,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
         "stty -a | grep -o -- '-\\?icanon'",
       ].join('\n') + '\n',
     );
-    const { stdout } = await run('script', ['-qec', `sh ${test}`, '/dev/null'], { encoding: 'utf8' });
+    const { stdout } = await underScript(`sh ${test}`);
     // The remote terminal's \r\n passes through the local one, which adds its own \r (libuv's raw mode keeps ONLCR).
     expect(stdout).toMatch(/\/dev\/pts\/\d+\r\r?\n33 99\r\r?\n40 120\r\r?\nstatus 4\r\nicanon\r\n$/);
   });

@@ -10,6 +10,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { renderProgress } from '../../src/exec/stub.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { underScript } from '../helpers/script.js';
 import { ownTempDirectories } from './transfer-helper.js';
 
 const run = promisify(execFile);
@@ -68,7 +69,7 @@ describe('transfer progress on a terminal, and Ctrl-C during a transfer', () => 
     const prog = bigProgram('big-tty', 8);
     // script(1) gives rex run a pseudo-terminal; REX_PROGRESS_AFTER_MS=0 draws even a quick transfer.
     const cmd = [process.execPath, ...rexArgs(prog)].map((a) => `'${a}'`).join(' ');
-    const r = await run('script', ['-qfec', cmd, '/dev/null'], { env: { ...process.env, REX_PROGRESS_AFTER_MS: '0' } });
+    const r = await underScript(cmd, { flush: true, env: { ...process.env, REX_PROGRESS_AFTER_MS: '0' } });
     const out = r.stdout;
     expect(out).toMatch(/rex: sending big-tty \[[#.]+\] +\d+% [\d.]+\/8\.4 MB/);
     expect(out).toMatch(/rex: sending big-tty \[#+\] 100% 8\.4\/8\.4 MB/);
