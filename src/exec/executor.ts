@@ -4,7 +4,6 @@
  * with per-stream credit, delivers signals, and answers EXIT when the program
  * has ended and its last byte of output has been sent.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
@@ -15,6 +14,7 @@ import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type MessageOf } from '../protocol/me
 import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
 import { packageRoot } from '../util/paths.js';
+import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
 import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
@@ -46,10 +46,10 @@ export interface ExecutorContext {
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
-export const running = new Set<ChildProcess>();
+export const running = new Set<Child>();
 
 /** Ends a program's whole process group: HUP first, KILL after `graceMs` if it is still there. */
-export function killGroup(child: ChildProcess, graceMs = 2000): void {
+export function killGroup(child: Child, graceMs = 2000): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const pid = child.pid;
   try {
@@ -113,7 +113,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   env.PWD = cwd;
   env.REX_SOCKET = ctx.socket;
   const proxied = m.image ? imageFds(m.fds) : [0, 1, 2];
-  let child: ChildProcess;
+  let child: Child;
   let early: Buffer[] = [];
   let imageFile: string | undefined;
   if (m.image) {
@@ -132,8 +132,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     } else {
       const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
       for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
-      child = spawn(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio, detached: true });
-      await started(child, RESTORER(), ctx);
+      child = await start(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio }, ctx);
     }
     try {
       early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
@@ -149,11 +148,18 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
     const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
     // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
-    child = m.pty
-      ? spawn(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
-      : spawn(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-    if (libDir) for (const e of ['exit', 'error']) child.once(e, () => rmSync(libDir, { recursive: true, force: true }));
-    await started(child, file, ctx);
+    const removeLibDir = (): void => {
+      if (libDir) rmSync(libDir, { recursive: true, force: true });
+    };
+    try {
+      child = m.pty
+        ? await start(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }, ctx, file)
+        : await start(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }, ctx);
+    } catch (e) {
+      removeLibDir();
+      throw e;
+    }
+    child.once('exit', removeLibDir);
   }
   const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
   winsize?.on('error', () => {});
@@ -353,14 +359,14 @@ const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 're
  * ms for a process of rexd's size) is not on the rfork's path. A spare whose
  * rexd goes away reads end-of-file and exits.
  */
-const spares = new Map<ExecutorContext, ChildProcess>();
+const spares = new Map<ExecutorContext, Child>();
 
 /** Starts the spare restorer of `ctx` unless there is one. */
 export function prepareSpare(ctx: ExecutorContext): void {
   if (spares.has(ctx) || stopping.has(ctx)) return;
-  let c: ChildProcess;
+  let c: Child;
   try {
-    c = spawn(RESTORER(), ['--args-fd', '3'], { cwd: '/', env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true });
+    c = startChild(RESTORER(), ['--args-fd', '3'], { cwd: '/', env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }).child;
   } catch {
     return;
   }
@@ -373,7 +379,7 @@ export function prepareSpare(ctx: ExecutorContext): void {
 }
 
 /** Takes the spare restorer of `ctx` if one runs; undefined otherwise. runHere starts the next once the restored child runs. */
-function takeSpare(ctx: ExecutorContext): ChildProcess | undefined {
+function takeSpare(ctx: ExecutorContext): Child | undefined {
   const c = spares.get(ctx);
   spares.delete(ctx);
   if (!c) return undefined;
@@ -395,21 +401,36 @@ export function dropSpare(ctx: ExecutorContext): void {
 }
 
 /** Calls `cb` when `child` exits, or soon if it has exited already (a restored child may end before its relay is set up). */
-function whenExited(child: ChildProcess, cb: (code: number | null, signal: NodeJS.Signals | null) => void): void {
+function whenExited(child: Child, cb: (code: number | null, signal: NodeJS.Signals | null) => void): void {
   if (child.exitCode !== null || child.signalCode !== null) setImmediate(() => cb(child.exitCode, child.signalCode));
   else child.once('exit', cb);
 }
 
-/** Waits until `child` runs, turning a failure to start it into the EXEC error it means. */
-function started(child: ChildProcess, file: string, ctx: ExecutorContext): Promise<void> {
-  return new Promise<void>((ok, fail) => {
-    child.once('spawn', ok);
-    child.once('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') fail(new ProtocolError('NO_ENTRY', `${file}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false }));
-      else if (e.code === 'EACCES' || e.code === 'EPERM') fail(new ProtocolError('DENIED', `${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
-      else fail(new ProtocolError('INTERNAL', `cannot start ${file} on ${ctx.hostName}: ${e.message}`, { fatal: false }));
+/**
+ * Starts `file` (see startChild) and resolves once it runs; a failure to start
+ * it is the EXEC error it means, naming `shown` (the program, also when a
+ * helper starts it).
+ */
+async function start(file: string, args: readonly string[], o: StartOptions, ctx: ExecutorContext, shown = file): Promise<Child> {
+  const refusal = (e: NodeJS.ErrnoException): ProtocolError => {
+    if (e.code === 'ENOENT') return new ProtocolError('NO_ENTRY', `${shown}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false });
+    if (e.code === 'EACCES' || e.code === 'EPERM') return new ProtocolError('DENIED', `${shown} on ${ctx.hostName}: ${e.message}`, { fatal: false });
+    return new ProtocolError('INTERNAL', `cannot start ${shown} on ${ctx.hostName}: ${e.message}`, { fatal: false });
+  };
+  let started: ReturnType<typeof startChild>;
+  try {
+    started = startChild(file, args, o);
+  } catch (e) {
+    throw refusal(e as NodeJS.ErrnoException);
+  }
+  const { child, native } = started;
+  if (!native) {
+    await new Promise<void>((ok, fail) => {
+      child.once('spawn', ok);
+      child.once('error', (e: NodeJS.ErrnoException) => fail(refusal(e)));
     });
-  });
+  }
+  return child;
 }
 
 /** Most descriptors an rfork image may ask to proxy (each is a socket pair here). */
@@ -528,7 +549,7 @@ const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUE
  * returns what the restorer wrote on stderr meanwhile. A restorer that exits
  * first is the EXEC's error, with its message.
  */
-function restored(child: ChildProcess, greet: number, ctx: ExecutorContext, cleanup: () => void): Promise<Buffer[]> {
+function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: () => void): Promise<Buffer[]> {
   const sock = child.stdio[greet] as import('node:net').Socket;
   const stderr = child.stderr!;
   const early: Buffer[] = [];

@@ -45,6 +45,15 @@ export interface RexAddon {
   decodeFrame(buf: Uint8Array, maxPayload?: number): NativeDecodeResult;
   /** SO_PEERCRED of a connected Unix socket's file descriptor; throws with `errno` set on failure. */
   peerCredentials(fd: number): PeerCredentials;
+  /**
+   * Starts `file` (an absolute path) with posix_spawn, in a session of its own,
+   * every signal at its default; `stdio[i]` 'pipe' gives a socket pair whose
+   * end is returned at index i (close-on-exec), 'ignore' gives /dev/null
+   * (returned as -1). Throws with `code` (ENOENT, EACCES, ...) when the program
+   * cannot start. `onExit(code, signal)` is called once when it ends (signal
+   * a number), from the event loop.
+   */
+  spawnProcess(file: string, argv: readonly string[], env: readonly string[], cwd: string, stdio: readonly ('pipe' | 'ignore')[], onExit: (code: number | null, signal: number | null) => void): { pid: number; fds: number[] };
   /** REX_PROTO_VERSION of the C side. */
   readonly protoVersion: number;
 }
@@ -52,6 +61,7 @@ export interface RexAddon {
 interface RawAddon {
   decodeFrame(buf: Buffer, maxPayload?: number): NativeDecodeResult;
   peerCredentials(fd: number): PeerCredentials;
+  spawnProcess(file: string, argv: readonly string[], env: readonly string[], cwd: string, stdio: number[], onExit: (code: number | null, signal: number | null) => void): number[];
   protoVersion: number;
 }
 
@@ -97,6 +107,20 @@ export function loadAddon(): RexAddon {
     peerCredentials(fd) {
       if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fff_ffff) throw new RangeError(`peerCredentials: fd must be a file descriptor number, got ${fd}`);
       return raw.peerCredentials(fd);
+    },
+    spawnProcess(file, argv, env, cwd, stdio, onExit) {
+      const strings = (what: string, a: readonly string[]): void => {
+        if (!Array.isArray(a) || a.some((x) => typeof x !== 'string' || x.includes('\0'))) throw new TypeError(`spawnProcess: ${what} must be an array of strings without NUL`);
+      };
+      if (typeof file !== 'string' || !file.startsWith('/') || file.includes('\0')) throw new TypeError(`spawnProcess: file must be an absolute path, got ${JSON.stringify(file)}`);
+      strings('argv', argv);
+      strings('env', env);
+      if (argv.length === 0) throw new TypeError('spawnProcess: argv needs at least argv[0]');
+      if (typeof cwd !== 'string' || cwd.includes('\0')) throw new TypeError('spawnProcess: cwd must be a path');
+      if (!Array.isArray(stdio) || stdio.length > 1024 || stdio.some((x) => x !== 'pipe' && x !== 'ignore')) throw new TypeError("spawnProcess: stdio must be at most 1024 of 'pipe' or 'ignore'");
+      if (typeof onExit !== 'function') throw new TypeError('spawnProcess: onExit must be a function');
+      const [pid, ...fds] = raw.spawnProcess(file, argv, env, cwd, stdio.map((x) => (x === 'pipe' ? 1 : 0)), onExit);
+      return { pid: pid!, fds };
     },
   };
   loaded.set(path, addon);
