@@ -262,7 +262,7 @@ function imageOffer(path: string, data: Buffer, sha256: Uint8Array | undefined, 
   const libs: NeededLibrary[] = [];
   let info;
   try {
-    info = readImageInfo(data, { metadataOnly: true, name: 'rfork image' });
+    info = readImageInfo(data, { metadataOnly: true, name: 'rfork image', checkHash: false });
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false }));
   }
