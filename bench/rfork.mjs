@@ -167,7 +167,7 @@ async function main() {
     console.log(`rf_size's own dump just before rfork:  image ${kib(dumpBytes)}, private pages ${kib(priv * 4096)} (${priv} pages)`);
     const bound = priv * 4096 + META;
     console.log(`seed's claim (< 30 KB = 30720 B sent):  ${seed.sent < 30720 ? 'MET' : 'NOT MET'} (${seed.sent} B sent, ${(seed.sent / 30720).toFixed(2)}x the claim; the image itself is ${seed.image} B)`);
-    console.log(`issue's target (private pages + 16 KiB = ${bound} B): rf_size sent ${smallSent.image} B: ${smallSent.image <= bound ? 'MET' : 'NOT MET'} (image - private pages ${smallSent.image - priv * 4096} B)`);
+    console.log(`issue's target (private pages + 16 KiB = ${bound} B): rf_size's image ${smallSent.image} B: ${smallSent.image <= bound ? 'MET' : 'NOT MET'} (image - private pages ${smallSent.image - priv * 4096} B)`);
 
     console.log('\n## 256 MiB touched');
     at = logSize(betaLog);

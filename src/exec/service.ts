@@ -461,7 +461,7 @@ function imageRequest(path: string, ctx: ExecutorContext): { fields: { imageData
  * several times for less time than sending the rest would take.
  */
 export function inlineImageFields(image: Buffer): { imageData: Buffer; imageSize?: number } {
-  const packed = deflateRawSync(image, { level: 1 });
+  const packed = deflateRawSync(image, { level: 1, memLevel: 9 });
   return packed.length < image.length ? { imageData: packed, imageSize: image.length } : { imageData: image };
 }
 
