@@ -12,7 +12,7 @@ import { deflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '../protocol/messages.js';
-import { fileSha256, TRANSFER_MAX } from './transfer.js';
+import { fetchDelayForTests, fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { dropSpare, killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
@@ -359,7 +359,9 @@ async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: 
     }
     const hash = createHash('sha256');
     h.send({ type: 'FILE', size });
+    const delay = fetchDelayForTests();
     for (let off = 0; off <= TRANSFER_MAX; ) {
+      if (delay) await new Promise((r) => setTimeout(r, delay));
       // Backpressure: the link is shared with other streams, and a cancelled transfer must stop soon.
       while (link.congested && !transfer.cancelled && link.isOpen) await new Promise((r) => setTimeout(r, 5));
       if (!link.isOpen) return;

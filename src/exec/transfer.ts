@@ -261,6 +261,16 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
   });
 }
 
+/**
+ * Test seam: REX_TEST_FETCH_DELAY_MS makes an origin wait that long before
+ * each FILE chunk it sends, so that a test can interrupt a transfer that a
+ * loopback link would otherwise finish before the interruption lands.
+ */
+export function fetchDelayForTests(): number {
+  const ms = Number(process.env.REX_TEST_FETCH_DELAY_MS);
+  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, 1000) : 0;
+}
+
 /** Test seam: lets one machine play hosts with different file systems (a file "only on the origin"). */
 export function hiddenForTests(path: string): boolean {
   const hide = process.env.REX_EXEC_TEST_HIDE;

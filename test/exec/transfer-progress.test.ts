@@ -52,8 +52,12 @@ describe('transfer progress on a terminal, and Ctrl-C during a transfer', () => 
 
   beforeAll(async () => {
     process.env.REX_EXEC_TEST_HIDE = hidden;
-    ({ cluster, stop } = await startCluster(2, { rc: [temps.rc] }));
-    delete process.env.REX_EXEC_TEST_HIDE;
+    // 10 ms before each 256 KiB chunk: a transfer of 32 MB takes over a second however fast the link, so Ctrl-C lands during it.
+    process.env.REX_TEST_FETCH_DELAY_MS = '10';
+    ({ cluster, stop } = await startCluster(2, { rc: [temps.rc] }).finally(() => {
+      delete process.env.REX_EXEC_TEST_HIDE;
+      delete process.env.REX_TEST_FETCH_DELAY_MS;
+    }));
     await cluster.waitAllReachable();
     betaCache = join((await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory, 'cache');
   }, 60_000);
@@ -84,7 +88,7 @@ describe('transfer progress on a terminal, and Ctrl-C during a transfer', () => 
 
   it('Ctrl-C during a transfer stops it: the partial cache file is removed and the program never runs', async () => {
     const marker = join(hidden, 'it-ran');
-    const prog = bigProgram('big-cancel', 96, marker);
+    const prog = bigProgram('big-cancel', 32, marker);
     const hex = sha(readFileSync(prog));
     const child = spawn(process.execPath, rexArgs(prog), { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
