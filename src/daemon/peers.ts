@@ -11,6 +11,7 @@ import type { KeyStore, OwnIdentity } from '../keys/store.js';
 import { connectPinned, pinKnownHost } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
 import type { MessageOf } from '../protocol/messages.js';
+import { ErrorCodes, type RexError } from '../util/errors.js';
 import type { Logger } from './log.js';
 import type { LoadFigure } from './load.js';
 
@@ -101,8 +102,10 @@ export class PeerLink {
 
   private async poll(): Promise<void> {
     this.polling = true;
+    let asked: number | undefined;
     try {
       if (!this.connection) await this.connect();
+      asked = performance.now();
       const m = (await this.connection!.request({ type: 'LOAD_GET' }, this.opts.peerTimeout)) as MessageOf<'LOAD'>;
       if (m.type !== 'LOAD') throw new Error(`answered LOAD_GET with ${m.type}`);
       if (m.host !== this.entry.name) throw new Error(`answered as host "${m.host}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`);
@@ -126,6 +129,13 @@ export class PeerLink {
     } catch (e) {
       this.polling = false;
       const msg = (e as Error).message;
+      if ((e as RexError).code === ErrorCodes.CONN_TIMEOUT && this.conn?.isOpen && asked !== undefined && this.conn.lastReceivedAt > asked) {
+        // The answer is late, but the peer sent other frames since it was asked (a large transfer queued ahead
+        // of it on this link, say): busy, not gone. The link stays; the load figure ages until an answer comes.
+        this.opts.log.debug({ peer: this.label, err: msg }, 'LOAD answer late on a busy link; the peer is alive');
+        this.schedule(this.opts.loadInterval);
+        return;
+      }
       if (this.state.reachable || this.failures === 0) this.opts.log.warn({ peer: this.label, err: msg }, 'peer unreachable');
       this.state.reachable = false;
       this.state.error = msg;

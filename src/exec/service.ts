@@ -6,7 +6,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, isAbsolute, resolve } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
@@ -130,7 +131,8 @@ export class ExecService {
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
-    const image = m.image ? imageRequest(m.path, this.ctx) : undefined;
+    const image = m.image ? await imageRequest(m.path, this.ctx) : undefined;
+    if (!conn.isOpen) throw new NotStarted(new ProtocolError('CANCELLED', `the client went away before ${m.path} was sent to ${host}`, { fatal: false }));
     const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...image?.fields };
     // The files this origin sends if asked (FETCH): the program and the libraries it needs (or the image and the files it maps), by hash; nothing else.
     const offer = image?.offer ?? offeredFiles(m, m.sha256, this.ctx);
@@ -442,16 +444,24 @@ function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'>
  * larger one by the sha256 the executor fetches it by (FETCH/FILE); and what
  * this origin offers for it (imageOffer).
  */
-function imageRequest(path: string, ctx: ExecutorContext): { fields: { imageData: Buffer; imageSize?: number } | { sha256: Buffer }; offer: ReturnType<typeof imageOffer> } {
+async function imageRequest(path: string, ctx: ExecutorContext): Promise<{ fields: { imageData: Buffer; imageSize?: number } | { sha256: Buffer }; offer: ReturnType<typeof imageOffer> }> {
   let data: Buffer;
   try {
-    data = readFileSync(path);
+    // A small image is read at once (the latency path); a large one (up to 1 GiB) without holding the event loop.
+    data = statSync(path).size <= IMAGE_INLINE_MAX ? readFileSync(path) : await readFile(path);
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image ${path}: ${(e as Error).message}`, { fatal: false }));
   }
   if (data.length <= IMAGE_INLINE_MAX) return { fields: inlineImageFields(data), offer: imageOffer(path, data, undefined, ctx) };
   if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
-  const sha256 = createHash('sha256').update(data).digest();
+  // Hashed 8 MiB at a time, letting I/O in between: 256 MiB in one go held rexd about a second, long enough for
+  // its peers' load requests to time out and take the link down under the transfer that was about to start.
+  const hash = createHash('sha256');
+  for (let off = 0; off < data.length; off += 8 << 20) {
+    hash.update(data.subarray(off, off + (8 << 20)));
+    await new Promise((r) => setImmediate(r));
+  }
+  const sha256 = hash.digest();
   return { fields: { sha256 }, offer: imageOffer(path, data, sha256, ctx) };
 }
 

@@ -119,6 +119,8 @@ export class Connection extends EventEmitter {
   private closedWith: Error | undefined;
   /** Responses that arrived for streams no longer open (late answers after a timeout). */
   droppedResponses = 0;
+  /** performance.now() when bytes last arrived: a peer that sends anything is alive, even if an answer is late. */
+  lastReceivedAt = performance.now();
   /** True while reading is paused because the peer does not read our output. */
   private readPaused = false;
   private drainWaiters: (() => void)[] = [];
@@ -198,8 +200,13 @@ export class Connection extends EventEmitter {
     this.nextStream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
     return new Promise<Message>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending.delete(stream);
-        reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${msg.type} to ${this.label} got no answer within ${timeoutMs} ms`));
+        // After a blocked event loop, timers run before what arrived meanwhile is read: one I/O phase first
+        // (setImmediate runs after it), so that an answer already waiting in the socket still counts.
+        setImmediate(() => {
+          if (this.pending.get(stream)?.timer !== timer) return;
+          this.pending.delete(stream);
+          reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${msg.type} to ${this.label} got no answer within ${timeoutMs} ms`));
+        });
       }, timeoutMs);
       this.pending.set(stream, { resolve, reject, timer, type: msg.type });
       const send = () => {
@@ -338,6 +345,7 @@ export class Connection extends EventEmitter {
 
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
+    this.lastReceivedAt = performance.now();
     if (this.state === 'preface') {
       this.prefaceBuf = Buffer.concat([this.prefaceBuf, chunk]);
       if (this.prefaceBuf.length < PREFACE.length) return;
