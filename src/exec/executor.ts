@@ -138,7 +138,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
     } finally {
       // The next rfork with 0-2 only finds a spare ready. Started once this one's STARTED is out (it is sent in the
-      // same turn of the event loop): a spawn blocks rexd for 2-6 ms, which would otherwise delay this greeting.
+      // same turn of the event loop), so that the start (node's spawn, if the addon is missing, blocks rexd 2-6 ms)
+      // never delays this greeting.
       if (greet === 3) setImmediate(() => prepareSpare(ctx));
     }
   } else {
@@ -355,8 +356,9 @@ const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 're
 /**
  * Spare restorers, one per rexd at most: started ahead with `--args-fd 3`
  * and descriptors 0-3 as sockets, waiting for the arguments of the next
- * rfork image whose proxied descriptors are 0-2, so that the spawn (several
- * ms for a process of rexd's size) is not on the rfork's path. A spare whose
+ * rfork image whose proxied descriptors are 0-2, so that the process start
+ * (about 0.4 ms with posix_spawn, several ms with node's spawn) and the
+ * restorer's own exec are not on the rfork's path. A spare whose
  * rexd goes away reads end-of-file and exits.
  */
 const spares = new Map<ExecutorContext, Child>();
