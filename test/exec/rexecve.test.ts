@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster } from '../helpers/cluster.js';
-import { haveScript, underScript } from '../helpers/script.js';
+import { haveScript, terminalResizeScript, underScript } from '../helpers/script.js';
 
 const NATIVE = join(import.meta.dirname, '..', '..', 'native');
 
@@ -75,15 +75,7 @@ describe('rexecve() in librex: the calling process becomes the stub', () => {
       writeFileSync(
         test,
         [
-          'stty rows 33 cols 99',
-          `REX_SOCKET=${socket} ${bin} beta /bin/sh sh -c 'trap "stty size; exit 4" WINCH; tty; stty size; touch ${ready}; while :; do sleep 0.05; done' </dev/tty &`,
-          'pid=$!',
-          `while [ ! -e ${ready} ]; do sleep 0.05; done`,
-          'stty rows 40 cols 120',
-          'kill -WINCH $pid',
-          'wait $pid',
-          'echo "status $?"',
-          "stty -a | grep -o -- '-\\?icanon'",
+          ...terminalResizeScript(`REX_SOCKET=${socket} ${bin} beta /bin/sh`, ready),
           `REX_PTY=0 REX_SOCKET=${socket} ${bin} beta /bin/sh sh -c 'tty || echo no terminal' </dev/tty`,
         ].join('\n') + '\n',
       );

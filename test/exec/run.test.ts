@@ -10,7 +10,7 @@ import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
-import { haveScript, underScript } from '../helpers/script.js';
+import { haveScript, terminalResizeScript, underScript } from '../helpers/script.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { alive } from '../helpers/proc.js';
 
@@ -238,20 +238,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     const ready = join(dir, 'tty-ready');
     const test = join(dir, 'tty.sh');
     // rex run in the background with the terminal as stdin, so that this shell can resize the terminal once the program runs.
-    writeFileSync(
-      test,
-      [
-        'stty rows 33 cols 99',
-        `${process.execPath} ${distBin('rex')} run --socket ${socket} --host beta sh -c 'trap "stty size; exit 4" WINCH; tty; stty size; touch ${ready}; while :; do sleep 0.05; done' </dev/tty &`,
-        'pid=$!',
-        `while [ ! -e ${ready} ]; do sleep 0.05; done`,
-        'stty rows 40 cols 120',
-        'kill -WINCH $pid',
-        'wait $pid',
-        'echo "status $?"',
-        "stty -a | grep -o -- '-\\?icanon'",
-      ].join('\n') + '\n',
-    );
+    writeFileSync(test, terminalResizeScript(`${process.execPath} ${distBin('rex')} run --socket ${socket} --host beta`, ready).join('\n') + '\n');
     const { stdout } = await underScript(`sh ${test}`);
     // The remote terminal's \r\n passes through the local one, which adds its own \r (libuv's raw mode keeps ONLCR).
     expect(stdout).toMatch(/\/dev\/pts\/\d+\r\r?\n33 99\r\r?\n40 120\r\r?\nstatus 4\r\nicanon\r\n$/);

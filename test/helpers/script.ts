@@ -29,3 +29,26 @@ export function underScript(command: string, opts: { env?: NodeJS.ProcessEnv; fl
     });
   });
 }
+
+/**
+ * A shell script for underScript that starts `command` in the background with
+ * the terminal as its stdin, once the terminal is 33x99, runs on the remote
+ * side a program that prints its terminal's name and size, touches `ready`,
+ * and on SIGWINCH prints the size again and exits 4; then resizes the terminal
+ * to 40x120, signals the command, prints its status and whether the terminal
+ * is back in canonical mode. `command` is followed by the remote program's
+ * words (`sh -c '...'`).
+ */
+export function terminalResizeScript(command: string, ready: string): string[] {
+  return [
+    'stty rows 33 cols 99',
+    `${command} sh -c 'trap "stty size; exit 4" WINCH; tty; stty size; touch ${ready}; while :; do sleep 0.05; done' </dev/tty &`,
+    'pid=$!',
+    `while [ ! -e ${ready} ]; do sleep 0.05; done`,
+    'stty rows 40 cols 120',
+    'kill -WINCH $pid',
+    'wait $pid',
+    'echo "status $?"',
+    "stty -a | grep -o -- '-\\?icanon'",
+  ];
+}
