@@ -13,9 +13,9 @@
 import { spawn as nodeSpawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
-import { constants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { loadAddon, type RexAddon } from '../util/native.js';
+import { signalName } from '../util/signals.js';
 
 /** What the executor uses of a child process; node's ChildProcess has this shape too. */
 export interface Child extends EventEmitter {
@@ -34,9 +34,6 @@ export interface StartOptions {
   stdio: ('pipe' | 'ignore')[];
 }
 
-/** Signal numbers to names; the first name wins where two share a number (SIGABRT, not SIGIOT), as in node. */
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
-for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
 
 /** A child started by the addon's posix_spawn. */
 class SpawnedChild extends EventEmitter implements Child {
@@ -50,7 +47,7 @@ class SpawnedChild extends EventEmitter implements Child {
     const env = Object.entries(o.env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
     const { pid, fds } = addon.spawnProcess(file, [o.argv0 ?? file, ...args], env, o.cwd, o.stdio, (code, signal) => {
       this.exitCode = code;
-      this.signalCode = signal === null ? null : (SIGNAL_NAMES.get(signal) ?? 'SIGKILL');
+      this.signalCode = signal === null ? null : (signalName(signal) ?? 'SIGKILL');
       this.emit('exit', this.exitCode, this.signalCode);
     });
     this.pid = pid;

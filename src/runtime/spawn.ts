@@ -5,12 +5,12 @@
  * 'exit', 'close' and 'error' events, and kill() (docs/EXEC.md).
  */
 import { EventEmitter } from 'node:events';
-import { constants as osConstants } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import { envList } from '../exec/env.js';
 import { RemoteProcess, type ExitStatus } from '../exec/stub.js';
 import { localProgram } from '../exec/transfer.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { signalName } from '../util/signals.js';
 import { RexClient, type ClientOptions } from './client.js';
 
 /** Options of {@link spawn}: where and how to run, beyond node's cwd and env. */
@@ -221,10 +221,6 @@ function terminalSide(v: number | undefined, dflt: number, name: string): number
   if (v === undefined) return dflt;
   if (!Number.isInteger(v) || v < 1 || v > 65535) throw new RexError(ErrorCodes.USAGE, `spawn(): ${name} ${v}: expected an integer from 1 to 65535`);
   return v;
-}
-
-function signalName(n: number): string | undefined {
-  return Object.entries(osConstants.signals as Record<string, number>).find(([, v]) => v === n)?.[0];
 }
 
 /** Runs `command` with `args` on the cluster, as child_process.spawn does locally. */
