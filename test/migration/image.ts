@@ -38,6 +38,25 @@ export function layout(img: Buffer): { xsave: number; regions: number; runs: num
   return { xsave: hs, regions: hs + regions, runs: hs + runs, words: hs + words, fds: hs + fds, strings: hs + strings, data: hs + total };
 }
 
+/**
+ * The same image with only the first `len` bytes of its XSAVE area stored
+ * (576 <= len <= xsave_len): the tables after it move up, meta_size shrinks,
+ * and meta_hash is recomputed. Tests build "component in use but not stored"
+ * cases with it on any CPU, instead of waiting for one whose image has them.
+ */
+export function withXsaveStored(img: Buffer, len: number): Buffer {
+  const old = img.readUInt32LE(H.xsaveLen);
+  if (len < 576 || len > old) throw new Error(`withXsaveStored: ${len} is outside 576..${old}`);
+  const hs = img.readUInt32LE(H.headerSize);
+  const out = Buffer.concat([img.subarray(0, hs + len), Buffer.alloc(align64(len) - len), img.subarray(hs + align64(old))]);
+  out.writeUInt32LE(len, H.xsaveLen);
+  out.writeBigUInt64LE(out.readBigUInt64LE(H.metaSize) - BigInt(align64(old) - align64(len)), H.metaSize);
+  return rehash(out);
+}
+
+/** The offset of XSTATE_BV (the XSAVE header's in-use bitmap) in an image. */
+export const XSTATE_BV = H.size + 512;
+
 /** The meta_hash the image should carry: XXH64 of header (meta_hash zeroed) and metadata. */
 export function metaHash(img: Buffer): bigint {
   const l = layout(img);
