@@ -102,11 +102,9 @@ describe('hand-written XML errors are located', () => {
   });
 
   it('a line offset shifts every location (XML stored inside another file)', () => {
-    try {
-      readEntryPointsXml(doc('<entry-point name="f">\n<param name="p" type="nope"/>\n</entry-point>'), 'db:REXP[f]', { lineOffset: 10 });
-    } catch (e) {
-      expect((e as { where: string }).where).toBe('db:REXP[f]:14');
-    }
+    expect(() => readEntryPointsXml(doc('<entry-point name="f">\n<param name="p" type="nope"/>\n</entry-point>'), 'db:REXP[f]', { lineOffset: 10 })).toThrow(
+      expect.objectContaining({ where: 'db:REXP[f]:14' }),
+    );
   });
 });
 
