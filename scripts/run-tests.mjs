@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: every check of the project, counted. Steps: type-check (src and
 // tests), the C tests under ASan/UBSan (make -C native check), and the vitest
-// suites. Ends with one plain line "N passed, N failed[, N skipped]", which CI
+// suites. Ends with one plain line "N passed, N failed, N skipped", which CI
 // reads; the same line is kept in test-results/summary.txt.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
@@ -12,6 +12,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const results = join(root, 'test-results');
 mkdirSync(results, { recursive: true });
 const totals = { passed: 0, failed: 0, skipped: 0 };
+/** In CI (and with REX_REQUIRE_ALL_TESTS=1) every test must run: a skip there hides a missing tool or a broken check. */
+const requireAll = process.env.CI === 'true' || process.env.REX_REQUIRE_ALL_TESTS === '1';
 const steps = [];
 
 function step(name, cmd, args, opts = {}) {
@@ -36,6 +38,12 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
   count(name, r.status === 0 ? 1 : 0, r.status === 0 ? 0 : 1, 0, r.secs);
 }
 
+// 1b. No bare sleep in test/ (scripts/check-test-sleeps.mjs says why).
+{
+  const r = step('lint: test sleeps', process.execPath, ['scripts/check-test-sleeps.mjs']);
+  count('lint: test sleeps', r.status === 0 ? 1 : 0, r.status === 0 ? 0 : 1, 0, r.secs);
+}
+
 // 2. C tests under sanitizers.
 {
   const r = step('C tests (ASan+UBSan)', 'make', ['-C', 'native', '--no-print-directory', 'check'], { capture: true });
@@ -54,12 +62,37 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
     // A suite that failed to load has no test results but is a failure.
     const brokenSuites = (j.testResults ?? []).filter((s) => s.status === 'failed' && (s.assertionResults ?? []).length === 0).length;
     count('vitest', j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + brokenSuites, skipped, r.secs);
+    // Every skipped test is named. Where everything can run (CI: root, iproute2, libc6-dbg, cgroups),
+    // a skip is a failure unless test/allowed-skips.txt lists it with its reason.
+    const skippedNames = (j.testResults ?? []).flatMap((s) =>
+      (s.assertionResults ?? []).filter((a) => a.status === 'skipped' || a.status === 'pending' || a.status === 'todo').map((a) => `${s.name.replace(`${root}/`, '')} > ${a.fullName}`),
+    );
+    if (skippedNames.length) {
+      const allowed = readAllowedSkips();
+      const unexpected = skippedNames.filter((n) => !allowed.some((a) => n.includes(a)));
+      console.log(`\n=== skipped tests (${skippedNames.length})`);
+      for (const n of skippedNames) console.log(`  ${unexpected.includes(n) ? 'UNEXPECTED ' : ''}skipped: ${n}`);
+      if (unexpected.length && requireAll) {
+        console.log(`  ${unexpected.length} test(s) skipped that this machine should run (CI=true or REX_REQUIRE_ALL_TESTS=1); each counts as a failure.`);
+        count('unexpected skips', 0, unexpected.length, 0, '0.0');
+      }
+    }
   } else count('vitest (no report)', 0, 1, 0, r.secs);
+}
+
+/** Substrings of test names allowed to skip even in CI (test/allowed-skips.txt: `SUBSTRING  # reason`). */
+function readAllowedSkips() {
+  const file = join(root, 'test', 'allowed-skips.txt');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter(Boolean);
 }
 
 console.log('\n=== summary');
 for (const s of steps) console.log(`  ${s}`);
-const line = `${totals.passed} passed, ${totals.failed} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`;
+const line = `${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`;
 writeFileSync(join(results, 'summary.txt'), line + '\n');
 console.log(line);
 process.exit(totals.failed > 0 ? 1 : 0);

@@ -7,7 +7,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CallChannel } from '../../src/calls/index.js';
 import { closeSharedChannel, rcall } from '../../src/runtime/index.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
@@ -148,12 +148,14 @@ describe('authorization of calls', () => {
     try {
       await expect(alpha.call('beta.calltest.neg32', Uint8Array.of(1, 0, 0, 0))).rejects.toThrow(/DENIED: beta: .*program calltest of .* is not granted on beta/);
       // The log row is written just after the answer is sent.
-      let rows = [] as ReturnType<typeof queryLog>;
-      for (let i = 0; i < 50 && rows.length === 0; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-        rows = queryLog(join(beta.stateDir, 'rex-log.sqlite'), { outcome: 'denied' }).filter((r) => r.message_type === 'CALL');
-      }
-      if (!rows[0]) console.log(queryLog(join(beta.stateDir, 'rex-log.sqlite'), { limit: 5 }));
+      const rows = await vi.waitFor(
+        () => {
+          const found = queryLog(join(beta.stateDir, 'rex-log.sqlite'), { outcome: 'denied' }).filter((r) => r.message_type === 'CALL');
+          if (found.length === 0) throw new Error(`no denied CALL row in beta's log; newest: ${JSON.stringify(queryLog(join(beta.stateDir, 'rex-log.sqlite'), { limit: 5 }))}`);
+          return found;
+        },
+        { timeout: 10_000, interval: 25 },
+      );
       expect(rows[0]).toMatchObject({ target: 'beta.calltest.neg32', from_host: 'alpha' });
       const { stdout } = await run(process.execPath, [join(import.meta.dirname, '../../dist/cli/rex.js'), 'log', '--config', beta.rcFile, '--outcome', 'denied'], { encoding: 'utf8' });
       expect(stdout).toMatch(/CALL.*beta\.calltest\.neg32/);

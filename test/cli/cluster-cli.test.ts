@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { distBin } from '../../src/util/paths.js';
 import { alive } from '../helpers/proc.js';
 
@@ -28,12 +28,14 @@ describe('rex cluster', () => {
     expect(readFileSync(join(dir, 'cluster.rc'), 'utf8')).toMatch(/^servers : alpha@127\.0\.0\.1:\d+, beta@127\.0\.0\.1:\d+$/m);
     try {
       // Wait until alpha has heard from beta, then check status and rtop.
-      let status = '';
-      for (let i = 0; i < 50; i++) {
-        status = (await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', dir])).stdout;
-        if (/^beta\s.*\sup\s/m.test(status)) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      const status = await vi.waitFor(
+        async () => {
+          const out = (await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', dir])).stdout;
+          if (!/^beta\s.*\sup\s/m.test(out)) throw new Error(`beta is not up yet:\n${out}`);
+          return out;
+        },
+        { timeout: 15_000, interval: 100 },
+      );
       expect(status).toMatch(/^Cluster in .*, as alpha sees it:/);
       expect(status).toMatch(/^beta\s+127\.0\.0\.1:\d+\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\s+\d+\s+up\s/m);
       const rtop = await run(process.execPath, [distBin('rtop'), '-n', '2', '-d', '0.2', '--socket', state.hosts[1]!.socket]);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { parseRexdArgs } from '../../src/cli/daemon-config.js';
 import { distBin } from '../../src/util/paths.js';
@@ -39,11 +39,13 @@ describe('rex log reads the log of the daemon $REX_SOCKET names', () => {
     await cluster.waitAllReachable();
     // Each host polls the other's LOAD, so both logs fill; wait until both have rows on disk.
     for (const h of ['alpha', 'beta']) {
-      for (let i = 0; i < 100; i++) {
-        const r = await rexLog(['--json', '-n', '1', '--database', join(cluster.host(h).socket, '../../rex-log.sqlite')]);
-        if (r.code === 0 && r.stdout.includes(`"host": "${h}"`)) break;
-        await new Promise((res) => setTimeout(res, 100));
-      }
+      await vi.waitFor(
+        async () => {
+          const r = await rexLog(['--json', '-n', '1', '--database', join(cluster.host(h).socket, '../../rex-log.sqlite')]);
+          if (!(r.code === 0 && r.stdout.includes(`"host": "${h}"`))) throw new Error(`${h}'s log has no row yet`);
+        },
+        { timeout: 20_000, interval: 100 },
+      );
     }
   }, 60_000);
   afterAll(async () => {

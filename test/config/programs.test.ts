@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseRc, parseXmlConfig } from '../../src/config/index.js';
 import { configError } from './helpers.js';
+import { runs } from '../helpers/property.js';
 
 const env = { user: 'tester', home: '/home/tester', systemHostName: 'vm.example.org' };
 
@@ -55,7 +56,7 @@ describe('rex.rc programs', () => {
           expect((e as Error).constructor.name).toBe('ConfigError');
         }
       }),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
   });
 });

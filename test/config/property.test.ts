@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { isRexError } from '../../src/util/errors.js';
 import { parseRc, parseXmlConfig, toRcText, type RexConfig } from '../../src/config/index.js';
 import { FIXTURES } from './helpers.js';
+import { runs } from '../helpers/property.js';
 
 const env = { user: 'tester', home: '/home/tester', systemHostName: 'vm' };
 const goodRc = readFileSync(join(FIXTURES, 'good/full.rc'), 'utf8');
@@ -49,13 +50,13 @@ async function onlyRexErrorsAsync(fn: () => Promise<unknown>) {
 
 describe('parsers survive hostile input', () => {
   it('parseRc throws nothing but RexError on random and mutated text', () => {
-    fc.assert(fc.property(fc.oneof(noise, mutated(goodRc), fc.string({ unit: 'binary', maxLength: 300 })), (text) => onlyRexErrors(() => parseRc(text, 'fuzz.rc', env))), { numRuns: 1500 });
+    fc.assert(fc.property(fc.oneof(noise, mutated(goodRc), fc.string({ unit: 'binary', maxLength: 300 })), (text) => onlyRexErrors(() => parseRc(text, 'fuzz.rc', env))), { numRuns: runs(1500) });
   });
 
   it('parseXmlConfig throws nothing but RexError on random and mutated text', async () => {
     await fc.assert(
       fc.asyncProperty(fc.oneof(mutated(goodXml), noise.map((n) => `<rex-config>${n}</rex-config>`)), (text) => onlyRexErrorsAsync(() => parseXmlConfig(text, 'fuzz.xml', env))),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
   });
 
@@ -69,7 +70,7 @@ describe('parsers survive hostile input', () => {
           for (const line of e.message.split('\n')) expect(line).toMatch(/^fuzz\.rc:\d+: error: /);
         }
       }),
-      { numRuns: 500 },
+      { numRuns: runs(500) },
     );
   });
 });
@@ -117,7 +118,7 @@ describe('toRcText round trip', () => {
         const text = toRcText(config);
         expect(parseRc(text, 'round.rc', env).config).toEqual(config);
       }),
-      { numRuns: 500 },
+      { numRuns: runs(500) },
     );
   });
 });

@@ -17,11 +17,12 @@ import { enrollWith } from '../../src/keys/enroll.js';
 import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';
 import { pinKnownHost } from '../../src/keys/tls.js';
 import { parseToken, TokenStore } from '../../src/keys/tokens.js';
-import { queryLog, type LogRow } from '../../src/log/txlog.js';
+import type { LogRow } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
+import { logBarrier, settledRows } from '../helpers/logsync.js';
 
 const run = promisify(execFile);
 
@@ -66,10 +67,9 @@ describe('authentication and authorization on the TLS port', () => {
     return RexClient.connectRemote({ host: beta.host, port: beta.port, own: who.own, pin: pinKnownHost(who.store, 'beta'), ...(program ? { program } : {}) });
   }
 
-  /** Beta's log rows about key `id`, once the batch has been written. */
+  /** Beta's log rows about key `id`, once everything beta recorded before has been written. */
   async function logOf(id: string): Promise<LogRow[]> {
-    await new Promise((r) => setTimeout(r, 250));
-    return queryLog(beta.logDb, { identity: id, limit: 1000 });
+    return settledRows(cluster.host('beta').socket, beta.logDb, { identity: id, limit: 1000 });
   }
 
   function ranNothing(rows: LogRow[]): void {
@@ -197,8 +197,8 @@ describe('authentication and authorization on the TLS port', () => {
     await expect(enrollWith({ entry: beta.entry, own: second.own, store: second.store, token: parseToken(token) })).rejects.toThrow(
       /DENIED: enrollment refused: the enrollment token was already used at \S+ \(by key [A-Z2-7-]+\); tokens are single use/,
     );
-    const expired = new TokenStore(beta.store.tokensFile).issue(own.name, own.id, 1);
-    await new Promise((r) => setTimeout(r, 20));
+    // Issued a minute ago for a second: expired, without waiting for it to happen.
+    const expired = new TokenStore(beta.store.tokensFile).issue(own.name, own.id, 1000, Date.now() - 60_000);
     await expect(enrollWith({ entry: beta.entry, own: second.own, store: second.store, token: parseToken(expired.token) })).rejects.toThrow(
       /DENIED: enrollment refused: the enrollment token expired at /,
     );
@@ -319,7 +319,7 @@ describe('authentication and authorization on the TLS port', () => {
   });
 
   it('rex log shows the refusals with filters, as a table and as JSON', async () => {
-    await new Promise((r) => setTimeout(r, 250));
+    await logBarrier(cluster.host('beta').socket, beta.logDb);
     const env = { ...process.env };
     const { stdout } = await run(process.execPath, [distBin('rex'), 'log', '--config', cluster.host('beta').rcFile, '--outcome', 'denied', '--identity', 'mallory.root']);
     expect(stdout).toMatch(/^TIME\s+HOST\s+KIND\s+IDENTITY\s+FROM\s+WHAT\s+OUTCOME\s+BYTES\s+MS\s+REASON$/m);

@@ -3,7 +3,7 @@
  * other side stop, not buffer without bound, in both directions.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HIGH_WATER, Connection } from '../../src/protocol/connection.js';
 import { PREFACE, LIMITS } from '../../src/protocol/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.js';
@@ -58,7 +58,7 @@ describe('backpressure', () => {
     let last = -1;
     for (let i = 0; i < 50 && served !== last; i++) {
       last = served;
-      await sleep(100);
+      await sleep(100); // sleep-ok: a quiet period is the event (no request served for 100 ms)
     }
     expect(served).toBeLessThan(N); // it stopped reading requests...
     expect(conn!.queuedBytes).toBeLessThanOrEqual(HIGH_WATER + FRAME); // ...instead of queueing every answer
@@ -67,8 +67,7 @@ describe('backpressure', () => {
     let answers = 0;
     client.on('data', (d: Buffer) => dec.push(d, (f) => (answers += f.type === 0x11 ? 1 : 0)));
     client.resume();
-    for (let i = 0; i < 300 && answers < N; i++) await sleep(50);
-    expect(answers).toBe(N);
+    await vi.waitFor(() => expect(answers).toBe(N), { timeout: 20_000, interval: 25 });
     expect(served).toBe(N);
   });
 
@@ -86,8 +85,7 @@ describe('backpressure', () => {
     const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: 'test' }, label: 'stuck peer', timeoutMs: 60_000 });
     await conn.handshake();
     const pending = Array.from({ length: 400 }, () => conn.request({ type: 'PING', data: DATA }, 60_000).catch(() => undefined));
-    await sleep(1000);
-    expect(conn.congested).toBe(true);
+    await vi.waitFor(() => expect(conn.congested).toBe(true), { timeout: 10_000, interval: 20 });
     expect(conn.queuedBytes).toBeLessThanOrEqual(HIGH_WATER + 2 * FRAME);
     conn.destroy();
     await Promise.all(pending);

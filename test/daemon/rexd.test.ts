@@ -10,10 +10,11 @@ import { encodeFrame } from '../../src/protocol/frame.js';
 import { PREFACE } from '../../src/protocol/constants.js';
 import { localName } from '../../src/keys/identity.js';
 import { KeyStore } from '../../src/keys/store.js';
-import { queryLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { RawPeer } from '../helpers/raw.js';
+import { settledRows } from '../helpers/logsync.js';
+import { runs } from '../helpers/property.js';
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(join(tmpdir(), 'rexd-test-'));
@@ -61,7 +62,7 @@ async function startRexd(rc: string, socket: string): Promise<{ child: ChildProc
       break;
     } catch {
       if (Date.now() > deadline) throw new Error(`rexd did not come up: ${err}`);
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 50)); // sleep-ok: poll step, bounded by the deadline above
     }
   }
   return { child, stderr: () => err, exit };
@@ -176,8 +177,7 @@ describe('rexd lifecycle', () => {
     await p.closed;
     const [m] = await p.waitFrames(1);
     expect(m).toMatchObject({ type: 'ERROR', code: 11, fatal: true, message: `address 127.0.0.1 is not in the clients list of solo${seq} (rex.rc clients: 10.99.0.0/16, 192.0.2.7)` });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(queryLog(h.logDb, { kind: 'auth', outcome: 'denied' })[0]).toMatchObject({ peer_address: '127.0.0.1', reason: expect.stringContaining('not in the clients list') as unknown as string });
+    expect((await settledRows(h.socket, h.logDb, { kind: 'auth', outcome: 'denied' }))[0]).toMatchObject({ peer_address: '127.0.0.1', reason: expect.stringContaining('not in the clients list') as unknown as string });
     d.child.kill('SIGTERM');
     await d.exit;
   });
@@ -243,8 +243,7 @@ describe('rexd and bad input', () => {
     await p.closed;
     expect(p.frames).toHaveLength(0);
     await stillServing();
-    await new Promise((r) => setTimeout(r, 300)); // the log is written in batches every 100 ms
-    const rows = queryLog(h.logDb, { kind: 'auth', outcome: 'denied' });
+    const rows = await settledRows(h.socket, h.logDb, { kind: 'auth', outcome: 'denied' });
     expect(rows.some((r) => /not a TLS client/.test(r.reason ?? '') && r.peer_address === '127.0.0.1')).toBe(true);
   });
 
@@ -328,8 +327,7 @@ describe('rexd and bad input', () => {
       chmodSync(join(h.dir, 'state'), 0o700);
       chmodSync(tmp, 0o700);
     }
-    await new Promise((res) => setTimeout(res, 300));
-    expect(queryLog(h.logDb, { identity: 'uid 65534' })[0]).toMatchObject({ kind: 'auth', outcome: 'denied', peer_address: 'local' });
+    expect((await settledRows(h.socket, h.logDb, { identity: 'uid 65534' }))[0]).toMatchObject({ kind: 'auth', outcome: 'denied', peer_address: 'local' });
     await stillServing();
   });
 
@@ -355,12 +353,12 @@ describe('rexd and bad input', () => {
           return x;
         }),
       ),
-      { numRuns: 300, seed: 42 },
+      { numRuns: runs(300) },
     );
     for (const bytes of samples) {
       const p = await RawPeer.open({ path: h.socket });
       p.write(bytes);
-      await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 2)); // sleep-ok: lets each input arrive as its own read
       p.close();
     }
     await stillServing();

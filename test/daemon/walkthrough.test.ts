@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { currentUser } from '../../src/keys/identity.js';
 import { distBin } from '../../src/util/paths.js';
+import { logBarrier } from '../helpers/logsync.js';
 
 const exec = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'rex-walk-'));
@@ -89,7 +90,8 @@ describe('docs/KEYS.md walkthrough', () => {
     expect(after.stderr).toMatch(new RegExp(`DENIED: .*key ${betaId} \\(beta\\.${U}\\) was revoked at \\S+ on alpha\\.${U}`));
 
     // 6. All of it is in alpha's log.
-    await new Promise((res) => setTimeout(res, 300));
+    const alphaDir = join(dir, 'hosts', 'alpha');
+    await logBarrier(join(alphaDir, 'run', 'rexd.sock'), join(alphaDir, 'rex-log.sqlite'));
     const log = await cmd('rex', 'log', '-c', A, '--identity', `beta.${U}`, '--json', '-n', '1000');
     const rows = JSON.parse(log.stdout) as { kind: string; outcome: string; message_type: string | null; reason: string | null }[];
     expect(rows.some((x) => x.kind === 'enroll' && x.outcome === 'ok')).toBe(true);

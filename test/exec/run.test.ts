@@ -3,8 +3,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
+import { ENV_DENY } from '../../src/exec/env.js';
 import { RemoteProcess, type ExitStatus } from '../../src/exec/stub.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
@@ -146,7 +147,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
           child.kill('SIGTSTP');
           void (async () => {
             // rex run stops itself, as a local child with a terminal would; wait until the kernel says so.
-            while (state(child.pid!) !== 'T') await new Promise((res) => setTimeout(res, 20));
+            await vi.waitFor(() => expect(state(child.pid!)).toBe('T'), { timeout: 10_000, interval: 20 });
             wasStopped = true;
             child.kill('SIGCONT');
           })();
@@ -183,6 +184,14 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     const gone = await viaStub(['sh', '-c', 'pwd; echo "FOO=$FOO DISPLAY=${DISPLAY:-unset}"'], 'beta', { cwd: '/nonexistent/dir', env: ['PATH=/usr/bin:/bin', 'FOO=bar', 'DISPLAY=:0'] });
     expect(gone.stderr).toBe(`rex: beta: /nonexistent/dir does not exist here; running in ${gone.rp.cwd}\n`);
     expect(gone.stdout).toBe(`${gone.rp.cwd}\nFOO=bar DISPLAY=unset\n`);
+  });
+
+  it('the executor drops every variable of the deny list (docs/EXEC.md), LD_PRELOAD and LD_AUDIT included, whatever the client sends', async () => {
+    // Sent straight in the EXEC, as a client that skips the library's own filtering would.
+    const r = await viaStub(['env'], 'beta', { env: ['PATH=/usr/bin:/bin', 'KEPT=yes', ...ENV_DENY.map((n) => `${n}=from-origin`)] });
+    expect(r.stdout).toMatch(/^KEPT=yes$/m);
+    for (const n of ENV_DENY) expect(r.stdout, n).not.toMatch(new RegExp(`^${n}=from-origin$`, 'm'));
+    expect(r.stderr).not.toMatch(/preload|audit/i);
   });
 
   it('relays 100 MB of stdout and of stdin with matching checksums', async () => {
@@ -264,8 +273,18 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
   });
 
   it('places work without --host on the least-loaded hosts: three jobs at once land on three hosts', async () => {
-    // Let the peers' figures catch up with the jobs of the tests before (load-interval is 200 ms).
-    await new Promise((r) => setTimeout(r, 800));
+    // Wait until alpha holds figures from every peer taken after this point, with the jobs of the tests
+    // before all ended: placement then starts from a cluster where nothing runs.
+    const since = Date.now();
+    await vi.waitFor(
+      async () => {
+        const now = Date.now();
+        for (const h of await client.hosts()) {
+          if (!h.reachable || h.jobs !== 0 || (!h.self && now - (h.ageMs ?? Infinity) < since)) throw new Error(`${h.name}: jobs ${h.jobs}, figure ${h.ageMs} ms old`);
+        }
+      },
+      { timeout: 20_000, interval: 50 },
+    );
     const rps = await Promise.all(
       [0, 1, 2].map(async () => {
         const rp = await RemoteProcess.start(client.conn, { path: 'sleep', argv: ['sleep', '2'], env: ['PATH=/usr/bin:/bin'] }, (_fd, _d, done) => done());

@@ -11,6 +11,7 @@ import { isRexError } from '../../src/util/errors.js';
 import { libraryDir } from '../../src/exec/transfer.js';
 import type { Connection } from '../../src/protocol/connection.js';
 import type { MessageOf } from '../../src/protocol/messages.js';
+import { runs } from '../helpers/property.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -175,7 +176,7 @@ describe('readDynamic on damaged input', () => {
           if (!isRexError(e)) throw e;
         }
       }),
-      { numRuns: 400 },
+      { numRuns: runs(400) },
     );
   });
 });

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decide, formatGrant, GrantsSyntaxError, parseGrants, type Grants, type Requester } from '../../src/keys/grants.js';
+import { runs } from '../helpers/property.js';
 
 const ID = 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U';
 const ID2 = 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH';
@@ -82,7 +83,7 @@ describe('grants file parser', () => {
         const [back] = parseGrants(formatGrant(g)).grants;
         expect(back).toEqual({ ...g, line: 1 });
       }),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
   });
 
@@ -102,7 +103,7 @@ describe('grants file parser', () => {
           expect(err.where).toBe(`g:${err.line}`);
         }
       }),
-      { numRuns: 1000 },
+      { numRuns: runs(1000) },
     );
   });
 });

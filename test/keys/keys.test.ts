@@ -11,6 +11,7 @@ import { KeyStore } from '../../src/keys/store.js';
 import { peerCert, tlsClientOptions, tlsServerOptions } from '../../src/keys/tls.js';
 import { enrollProof, formatToken, parseToken, proofMatches, TokenStore } from '../../src/keys/tokens.js';
 import { addGrant, revokeGrants } from '../../src/keys/admin.js';
+import { runs } from '../helpers/property.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'rex-keys-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -163,7 +164,7 @@ describe('enrollment tokens', () => {
           expect((e as { code: string }).code).toBe('REX_ERR_TOKEN_INVALID');
         }
       }),
-      { numRuns: 2000 },
+      { numRuns: runs(2000) },
     );
   });
 

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
 import { H, REGION_SIZE, RUN_SIZE, XSTATE_BV, layout, program, regions, rehash, restorer, run, withXsaveStored } from './image.js';
+import { runs } from '../helpers/property.js';
 
 let dir: string;
 let good: Buffer;
@@ -80,7 +81,7 @@ describe('rex-restore --check', () => {
         const r = withImage(flipped(at, mask));
         return r.status === 3 && /corrupt image|not a REX image/.test(r.stderr) && /offset \d+/.test(r.stderr);
       }),
-      { numRuns: 200 },
+      { numRuns: runs(200) },
     );
   }, 120_000);
 });

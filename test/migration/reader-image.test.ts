@@ -13,6 +13,7 @@ import { ErrorCodes, RexError, isRexError } from '../../src/util/errors.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { IMAGE_HEADER_SIZE, imageMetadataLength, readImageInfo, type ImageInfo } from '../../src/rfork/image.js';
 import { H, REGION_SIZE, XSTATE_BV, fds, layout, program, regions, rehash, restorer, run, withXsaveStored } from './image.js';
+import { runs } from '../helpers/property.js';
 
 let dir: string;
 const images = new Map<string, string>();
@@ -285,7 +286,7 @@ describe('mutated and truncated images (property)', () => {
           return true;
         },
       ),
-      { numRuns: 400 },
+      { numRuns: runs(400) },
     );
     expect(refused).toBeGreaterThan(0);
   });
@@ -309,7 +310,7 @@ describe('mutated and truncated images (property)', () => {
         if (c.status === 3) expect(threw, `flip ${mask} at ${at}: restorer says ${c.stderr}`).toBe(true);
         return true;
       }),
-      { numRuns: 150 },
+      { numRuns: runs(150) },
     );
   }, 60_000);
 });

@@ -7,6 +7,7 @@ import { vectors } from '../helpers/vectors.js';
 import { ProtocolError, decodeOne, encodeFrame, type Attr } from '../../src/protocol/frame.js';
 import { frameToJson } from '../../src/protocol/json.js';
 import { loadAddon, type NativeDecodeResult } from '../../src/util/native.js';
+import { runs } from '../helpers/property.js';
 
 const addon = loadAddon();
 
@@ -129,11 +130,11 @@ describe('C and TypeScript decoders agree on arbitrary input', () => {
   };
 
   it('random bytes', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (u) => agree(Buffer.from(u))), { numRuns: 3000 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (u) => agree(Buffer.from(u))), { numRuns: runs(3000) });
   });
 
   it('random payloads behind a valid header', () => {
-    fc.assert(fc.property(framedRandom, (b) => agree(b)), { numRuns: 3000 });
+    fc.assert(fc.property(framedRandom, (b) => agree(b)), { numRuns: runs(3000) });
   });
 
   it('mutated valid frames, at the default and the lowest payload limit', () => {
@@ -141,7 +142,7 @@ describe('C and TypeScript decoders agree on arbitrary input', () => {
       fc.property(fc.constantFrom(...validFrames), fc.array(mutation, { minLength: 1, maxLength: 4 }), fc.constantFrom(undefined, 16384), (src, ms, max) =>
         agree(mutate(src, ms), max),
       ),
-      { numRuns: 5000 },
+      { numRuns: runs(5000) },
     );
   });
 
@@ -165,7 +166,7 @@ describe('C and TypeScript decoders agree on arbitrary input', () => {
         expect(c).toEqual(tsVerdict(buf));
         expect(c).toMatchObject({ consumed: buf.length });
       }),
-      { numRuns: 1000 },
+      { numRuns: runs(1000) },
     );
   });
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { Connection, type StreamListener } from '../../src/protocol/connection.js';
 import { decodeOne, encodeFrame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
+import { runs } from '../helpers/property.js';
 
 function roundTrip(m: Message): Message {
   const r = decodeOne(encodeFrame(messageToFrame(m)));
@@ -44,7 +45,7 @@ describe('remote execution messages (docs/PROTOCOL.md 4.9)', () => {
         expect(back.argv ?? []).toEqual(argv);
         expect(back.env ?? []).toEqual(env);
       }),
-      { numRuns: 200 },
+      { numRuns: runs(200) },
     );
   });
 });

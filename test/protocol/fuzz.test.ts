@@ -5,6 +5,7 @@ import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
 import { FrameDecoder, ProtocolError, ZERO_COPY_MIN, decodeOne, encodeFrame, encodeFrameParts, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
+import { runs } from '../helpers/property.js';
 
 const validHex: string[] = vectors.filter((c) => c.frames && c.hex.length < 4000).map((c) => c.hex);
 
@@ -45,7 +46,7 @@ describe('protocol v1 properties', () => {
         expect('frame' in r && r.consumed).toBe(bytes.length);
         if ('frame' in r) expect(frameToJson(r.frame)).toEqual(frameToJson(f));
       }),
-      { numRuns: 500 },
+      { numRuns: runs(500) },
     );
   });
 
@@ -61,7 +62,7 @@ describe('protocol v1 properties', () => {
         // Each large value is one of the pieces, sharing the caller's memory.
         for (const [, a] of inserts) expect(parts.some((p) => p.buffer === a.value.buffer && p.length === a.value.byteLength)).toBe(true);
       }),
-      { numRuns: 300 },
+      { numRuns: runs(300) },
     );
   });
 
@@ -70,7 +71,7 @@ describe('protocol v1 properties', () => {
       fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
         onlyProtocolErrors(() => decodeOne(Buffer.from(bytes)));
       }),
-      { numRuns: 3000 },
+      { numRuns: runs(3000) },
     );
   });
 
@@ -90,7 +91,7 @@ describe('protocol v1 properties', () => {
           });
         },
       ),
-      { numRuns: 3000 },
+      { numRuns: runs(3000) },
     );
   });
 
@@ -105,7 +106,7 @@ describe('protocol v1 properties', () => {
           }
         });
       }),
-      { numRuns: 1000 },
+      { numRuns: runs(1000) },
     );
   });
 

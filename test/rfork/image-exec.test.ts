@@ -14,6 +14,7 @@ import { IMAGE_INLINE_MAX } from '../../src/protocol/messages.js';
 import { ProtocolError } from '../../src/protocol/frame.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
+import { runs } from '../helpers/property.js';
 
 function be32(list: number[]): Uint8Array {
   const b = Buffer.alloc(list.length * 4);
@@ -73,7 +74,7 @@ describe('an inline image (EXEC imageData, imageSize)', () => {
           expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
         }
       }),
-      { numRuns: 2000 },
+      { numRuns: runs(2000) },
     );
   });
 });
@@ -115,7 +116,7 @@ describe('EXEC fds (imageFds)', () => {
           expect((e as ProtocolError).proto).toBe('BAD_REQUEST');
         }
       }),
-      { numRuns: 2000 },
+      { numRuns: runs(2000) },
     );
   });
 });

@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
@@ -109,13 +109,15 @@ describe("the 2009 guide's example, test_rfork_1", () => {
       outcome: string;
       bytes_in: number;
     }
-    let row: LogRow | undefined;
-    for (let i = 0; i < 40 && !row; i++) {
-      const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
-      const rows = JSON.parse(out) as LogRow[];
-      row = rows.find((x) => x.target === 'rfork image');
-      if (!row) await new Promise((res) => setTimeout(res, 250));
-    }
+    const row: LogRow | undefined = await vi.waitFor(
+      () => {
+        const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
+        const found = (JSON.parse(out) as LogRow[]).find((x) => x.target === 'rfork image');
+        if (!found) throw new Error("no EXEC row with target 'rfork image' in beta's log yet");
+        return found;
+      },
+      { timeout: 10_000, interval: 100 },
+    );
     expect(row, 'an EXEC row with target "rfork image" in beta\'s log').toBeDefined();
     expect(row!.outcome).toBe('ok');
     expect(row!.message_type).toBe('EXEC');
@@ -300,11 +302,14 @@ describe('a spare restorer', () => {
   it('waits on beta after an rfork of a child with descriptors 0-2, and becomes the next such child', async () => {
     const beta = cluster.host('beta').pid!;
     expect((await hello()).stdout).toContain('PASS hello');
-    let spare: number | undefined;
-    for (let i = 0; i < 100 && !spare; i++) {
-      spare = spareOf(beta);
-      if (!spare) await new Promise((res) => setTimeout(res, 50));
-    }
+    const spare: number | undefined = await vi.waitFor(
+      () => {
+        const s = spareOf(beta);
+        if (!s) throw new Error('no spare restorer under beta yet');
+        return s;
+      },
+      { timeout: 10_000, interval: 50 },
+    );
     expect(spare, 'a spare restorer under beta').toBeDefined();
     const r = await hello();
     expect(r.stdout).toContain(`hello again: pid ${spare},`);

@@ -13,6 +13,7 @@ import { readDebugInfoFromBuffer } from '../../../src/gen/dwarf/index.js';
 import { readElf, type ElfFile } from '../../../src/gen/elf/index.js';
 import { ErrorCodes, isRexError } from '../../../src/util/errors.js';
 import { buildFixture, readelfDies, rval, tempDir, type RDie } from './helpers.js';
+import { runs } from '../../helpers/property.js';
 
 const dir = tempDir();
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -204,7 +205,7 @@ describe('fuzz: random mutations and truncations of a real fixture', () => {
     }
   };
 
-  const run = (label: string, get: () => { buf: Buffer; lo: number; hi: number }, runs: number) =>
+  const run = (label: string, get: () => { buf: Buffer; lo: number; hi: number }, cases: number) =>
     it(
       label,
       () => {
@@ -219,7 +220,7 @@ describe('fuzz: random mutations and truncations of a real fixture', () => {
               return check(cut === null ? b : b.subarray(0, cut), 'fuzz.so');
             },
           ),
-          { numRuns: runs, seed: 20261127 },
+          { numRuns: runs(cases) },
         );
       },
       120_000,

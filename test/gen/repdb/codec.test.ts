@@ -10,6 +10,7 @@ import { defineEntryPoint, setTransport } from '../../../src/runtime/codegen-v1.
 import { fromDebugInfo } from '../../../src/gen/index.js';
 import type { DebugInfo } from '../../../src/gen/debuginfo.js';
 import { T, entry } from './helpers.js';
+import { runs } from '../../helpers/property.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -240,7 +241,7 @@ describe('property: encode → decode round trip of random entry points', () => 
         const output = encodeOutput(plan, results, dec.counts);
         expect(decodeOutput(plan, output)).toEqual(results);
       }),
-      { numRuns: 300, seed: 99 },
+      { numRuns: runs(300) },
     );
   });
 });

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { readEntryPointsXml, writeEntryPointsXml, validateXmlText } from '../../../src/gen/index.js';
 import { isRexError } from '../../../src/util/errors.js';
 import { demoXml } from './helpers.js';
+import { runs } from '../../helpers/property.js';
 
 function err(text: string): { code: string; where: string; message: string; hint: string } {
   try {
@@ -121,7 +122,7 @@ describe('property: random and mutated XML only ever raises RexError', () => {
           expect(e.where).toMatch(/^m\.xml/);
         }
       }),
-      { numRuns: 300, seed: 7 },
+      { numRuns: runs(300) },
     );
   });
 
@@ -137,7 +138,7 @@ describe('property: random and mutated XML only ever raises RexError', () => {
           if (!isRexError(e)) throw e;
         }
       }),
-      { numRuns: 300, seed: 11 },
+      { numRuns: runs(300) },
     );
   });
 });

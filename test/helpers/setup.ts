@@ -1,0 +1,4 @@
+// Runs in every test worker before its test file (vitest setupFiles).
+import { configureProperties } from './property.js';
+
+configureProperties();
