@@ -16,6 +16,7 @@ import { reportError, runMain } from './main.js';
 
 interface Opts {
   foreground?: boolean;
+  testMode?: boolean;
   config?: string;
   set: string[];
 }
@@ -41,6 +42,14 @@ async function foreground(opts: Opts): Promise<void> {
   const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
   const loaded = await load(opts);
   const log = createLogger(loaded.config.logLevel, loaded.config.hostName);
+  const { enableTestMode, testSwitchesInEnvironment, TEST_SWITCHES } = await import('../util/testmode.js');
+  const switches = testSwitchesInEnvironment();
+  if (opts.testMode) {
+    enableTestMode();
+    log.warn({ switches: Object.fromEntries(switches.map((k) => [k, process.env[k]])), honoured: Object.keys(TEST_SWITCHES) }, 'TEST MODE: this rexd honours test switches that make it misbehave on purpose; never run it so for real work');
+  } else if (switches.length) {
+    log.warn({ ignored: switches }, 'test switches in the environment are ignored (they act only with rexd --test-mode)');
+  }
   const d = new Rexd(loaded.config, { log });
   await d.start();
   let stopping = false;
@@ -104,6 +113,7 @@ const program = new Command('rexd')
   .option('-f, --foreground', 'stay in the foreground and log JSON lines to stderr')
   .option('-c, --config <file>', 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)')
   .addOption(new Option('-s, --set <key=value>', 'override one rex.rc key (repeatable)').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+  .addOption(new Option('--test-mode', "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only").hideHelp())
   .action(async (opts: Opts) => {
     if (opts.foreground) await foreground(opts);
     else await background(opts, process.argv.slice(2));

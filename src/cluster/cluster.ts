@@ -39,6 +39,8 @@ export interface ClusterOptions {
   trust?: 'none' | 'keys' | 'enroll' | 'grant';
   /** More rex.rc lines for cluster.rc, which every host includes (e.g. `programs : demo=...`). */
   rc?: string[];
+  /** Start each rexd with --test-mode (REX's own tests: its test switches then act). */
+  testMode?: boolean;
 }
 
 /** One host of a local cluster. */
@@ -61,6 +63,7 @@ interface ClusterState {
   version: 1;
   created: string;
   netnsId?: number;
+  testMode?: boolean;
   hosts: ClusterHost[];
 }
 
@@ -78,6 +81,8 @@ async function freePort(): Promise<number> {
 /** A running (or described) local cluster. */
 export class LocalCluster {
   private children = new Map<string, ChildProcess>();
+  /** Each rexd runs with --test-mode (ClusterOptions.testMode). */
+  testMode = false;
 
   private constructor(
     readonly dir: string,
@@ -133,6 +138,7 @@ export class LocalCluster {
         });
       }
       const cluster = new LocalCluster(dir, hosts, network);
+      cluster.testMode = opts.testMode ?? false;
       cluster.writeConfig(opts);
       const trust = opts.trust ?? 'grant';
       if (trust !== 'none') {
@@ -169,7 +175,9 @@ export class LocalCluster {
       });
     }
     const net = state.netnsId !== undefined ? attachNetwork(state.netnsId, state.hosts.flatMap((h) => (h.netns ? [h.netns] : []))) : undefined;
-    return new LocalCluster(resolve(dir), state.hosts, net);
+    const cluster = new LocalCluster(resolve(dir), state.hosts, net);
+    cluster.testMode = state.testMode ?? false;
+    return cluster;
   }
 
   /**
@@ -232,7 +240,7 @@ export class LocalCluster {
   }
 
   private save(): void {
-    const state: ClusterState = { version: 1, created: new Date().toISOString(), hosts: this.hosts, ...(this.network ? { netnsId: this.network.id } : {}) };
+    const state: ClusterState = { version: 1, created: new Date().toISOString(), hosts: this.hosts, ...(this.network ? { netnsId: this.network.id } : {}), ...(this.testMode ? { testMode: true } : {}) };
     writeFileSync(LocalCluster.stateFile(this.dir), JSON.stringify(state, null, 2) + '\n');
   }
 
@@ -240,7 +248,7 @@ export class LocalCluster {
   async startHost(h: ClusterHost): Promise<void> {
     mkdirSync(join(h.stateDir, 'log'), { recursive: true, mode: 0o700 });
     const logFd = openSync(h.logFile, 'a', 0o600);
-    const argv = [process.execPath, distBin('rexd'), '--foreground', '--config', h.rcFile];
+    const argv = [process.execPath, distBin('rexd'), '--foreground', '--config', h.rcFile, ...(this.testMode ? ['--test-mode'] : [])];
     const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
     const child = spawn(cmd[0]!, cmd.slice(1), { detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, REX_CONFIG: h.rcFile } });
     closeSync(logFd);

@@ -18,6 +18,7 @@ import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
 import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
+import { testSwitch } from '../util/testmode.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -71,7 +72,7 @@ function resolveProgram(path: string, cwd: string, envPath: string | undefined, 
   const candidates = path.includes('/') ? [isAbsolute(path) ? path : resolve(cwd, path)] : (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean).map((d) => join(d, path));
   let denied: string | undefined;
   // Test seam: lets one machine play hosts with different file systems (a program "only on the origin").
-  const hide = process.env.REX_EXEC_TEST_HIDE;
+  const hide = testSwitch('REX_EXEC_TEST_HIDE');
   for (const c of candidates) {
     if (hide && c.startsWith(hide)) continue;
     let st;
@@ -494,7 +495,7 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
     file = cached(ctx.tempDirectory, want) ?? (await fetchProgram(m, want, conn, ctx));
   }
   // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
-  if (process.env.REX_TEST_CORRUPT_IMAGE === '1') {
+  if (testSwitch('REX_TEST_CORRUPT_IMAGE') === '1') {
     // Flip every bit of one byte of meta_hash: setting it to a constant left 1 image in 256 intact.
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(1);

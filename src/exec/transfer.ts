@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
+import { testSwitch } from '../util/testmode.js';
 
 /** Largest program transferred (it travels through the daemons' memory once). */
 export const TRANSFER_MAX = 1 << 30;
@@ -267,13 +268,13 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
  * loopback link would otherwise finish before the interruption lands.
  */
 export function fetchDelayForTests(): number {
-  const ms = Number(process.env.REX_TEST_FETCH_DELAY_MS);
+  const ms = Number(testSwitch('REX_TEST_FETCH_DELAY_MS'));
   return Number.isFinite(ms) && ms > 0 ? Math.min(ms, 1000) : 0;
 }
 
 /** Test seam: lets one machine play hosts with different file systems (a file "only on the origin"). */
 export function hiddenForTests(path: string): boolean {
-  const hide = process.env.REX_EXEC_TEST_HIDE;
+  const hide = testSwitch('REX_EXEC_TEST_HIDE');
   return !!hide && path.startsWith(hide);
 }
 

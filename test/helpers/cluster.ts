@@ -18,6 +18,8 @@ export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?
     loadInterval: opts.loadInterval ?? '200ms',
     peerTimeout: opts.peerTimeout ?? '1s',
     logLevel: 'debug',
+    // The suite's clusters honour the test switches (REX_EXEC_TEST_HIDE...): see src/util/testmode.ts.
+    testMode: true,
     ...(opts.rc ? { rc: opts.rc } : {}),
   });
   return {

@@ -1,0 +1,45 @@
+/**
+ * Test switches: environment variables that make rexd misbehave on purpose,
+ * so that one machine can play hosts that differ (a file "only on the origin",
+ * an image damaged in transit, a slow link). A production daemon must never
+ * read them from an environment it inherited, so they are honoured only after
+ * `rexd --test-mode`, which the daemon announces in its start-up log line.
+ * docs/man/rexd.8.md lists them.
+ */
+
+/** Every test switch rexd knows. */
+export const TEST_SWITCHES = {
+  /** Paths under this prefix count as absent on the executor (and are sent by the origin as if only it had them). */
+  REX_EXEC_TEST_HIDE: 'files under this prefix count as absent here',
+  /** '1': the executor flips a byte of each rfork image it receives. */
+  REX_TEST_CORRUPT_IMAGE: 'damage each rfork image received',
+  /** Milliseconds the origin waits before each FILE chunk it sends (at most 1000). */
+  REX_TEST_FETCH_DELAY_MS: 'slow down program transfers',
+} as const;
+
+/** The name of a test switch. */
+export type TestSwitch = keyof typeof TEST_SWITCHES;
+
+let enabled = false;
+
+/** Turns test switches on for this process (rexd --test-mode). */
+export function enableTestMode(): void {
+  enabled = true;
+}
+
+/** True after {@link enableTestMode}. */
+export function testModeEnabled(): boolean {
+  return enabled;
+}
+
+/** The switch's value in test mode; undefined otherwise, whatever the environment says. */
+export function testSwitch(name: TestSwitch): string | undefined {
+  if (!enabled) return undefined;
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** Test switches set in the environment (for the warning a daemon not in test mode gives when it ignores them). */
+export function testSwitchesInEnvironment(): TestSwitch[] {
+  return (Object.keys(TEST_SWITCHES) as TestSwitch[]).filter((k) => process.env[k] !== undefined && process.env[k] !== '');
+}
