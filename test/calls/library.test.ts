@@ -1,7 +1,7 @@
 // Remote calls into a C library built here with -g: repdb -gx, marks, typed
 // stubs, and calls through the call manager and the generic controller
 // (native/callctl), compared with the same calls made locally in C.
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +37,22 @@ afterAll(async () => {
   await manager?.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** Live children of this process running the controller at `path` (from /proc, not from the manager's own count). */
+function controllerProcesses(path: string): number {
+  let n = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid && readlinkSync(`/proc/${d}/exe`) === path) n++;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return n;
+}
 
 function frameOf(name: string, args: Record<string, unknown>): Uint8Array {
   const ep = (spec as Extract<ProgramSpec, { kind: 'library' }>).definitions.entries.find((e) => e.name === name)!;
@@ -93,10 +109,16 @@ describe('typed stubs through the call manager', () => {
     expect(await stubs.sum4!([10, 20, 30, -5])).toBe(local.sum4);
   });
 
-  it('10,000 calls in flight each get their own answer', async () => {
+  it('10,000 calls in flight each get their own answer, from at most maxControllers (3) controller processes', async () => {
     const n = 10_000;
-    const results = await Promise.all(Array.from({ length: n }, (_, i) => stubs.neg32!(i)));
+    // The cap, seen from the kernel: the controller processes this process runs, sampled during the flight.
+    let most = 0;
+    const sample = setInterval(() => (most = Math.max(most, controllerProcesses(manager.controllerPath))), 5);
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => stubs.neg32!(i))).finally(() => clearInterval(sample));
+    most = Math.max(most, controllerProcesses(manager.controllerPath));
     expect(results.every((r, i) => r === -i)).toBe(true);
+    expect(most).toBeGreaterThanOrEqual(1);
+    expect(most).toBeLessThanOrEqual(3);
     const st = manager.stats()[Object.keys(manager.stats()).find((k) => k.endsWith('.calltest'))!]!;
     expect(st.busy + st.idle).toBeLessThanOrEqual(3);
   }, 120_000);
