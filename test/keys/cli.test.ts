@@ -61,6 +61,9 @@ describe('rex_key command line', () => {
     expect((await rexKey('--grant', 'lima')).stderr).toContain('"lima" is neither an identity name (HOST.USER[.PROGRAM]) nor a key ID');
     expect((await rexKey('--grant', 'lima.bob', '--expires', 'soon')).stderr).toContain('--expires soon: expected a duration (30m, 2h, 7d) or an ISO-8601 time');
     expect((await rexKey('--distribute', '--token', 'rex1:lima.bob:xyz')).stderr).toContain('not an enrollment token: expected 4 parts separated by ":", found 3');
+  });
+
+  it('--invite needs --for NAME (an identity, not this host\'s own), --key takes an ID, and --for/--key/--replace go with --invite only', async () => {
     expect(await rexKey('--invite')).toMatchObject({ code: 2, stderr: expect.stringContaining('--invite needs --for NAME: the one identity (HOST.USER or HOST.USER.PROGRAM) the token may enroll') as unknown as string });
     expect((await rexKey('--invite', '--for', 'lima')).stderr).toContain('--for lima: "lima" is not an identity name; expected HOST.USER or HOST.USER.PROGRAM');
     expect((await rexKey('--invite', '--for', 'lima.bob', '--key', 'XYZ')).stderr).toContain('--key XYZ: not a key ID');
