@@ -6,7 +6,7 @@
  * checked on a real two-host cluster for its message, for nothing having been
  * stored or granted, for the token being left unspent, and for its log row.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -15,7 +15,7 @@ import { addGrant, invite } from '../../src/keys/admin.js';
 import { enrollWith } from '../../src/keys/enroll.js';
 import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';
 import { pinKnownHost } from '../../src/keys/tls.js';
-import { enrollProof, parseToken, TokenStore } from '../../src/keys/tokens.js';
+import { enrollProof, parseToken, secretHash, TokenStore } from '../../src/keys/tokens.js';
 import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -126,6 +126,11 @@ describe('enrollment tokens bind one subject, once; enrollment never replaces a 
     expect(beta.store.knownById(again.own.id)).toBeUndefined();
     expect(beta.store.knownById(pat.own.id)?.name).toBe('pat.root');
     await rowsOf(again.own.id, denied(/token was already used/));
+    // Issuing the next token prunes the spent one; a replay stays refused.
+    token('pat2.root');
+    expect(readFileSync(beta.store.tokensFile, 'utf8')).not.toContain(secretHash(parseToken(tok).secret));
+    await expect(enroll(again, tok)).rejects.toThrow('DENIED: enrollment refused: this host never issued that enrollment token');
+    expect(beta.store.knownById(again.own.id)).toBeUndefined();
   });
 
   it('an expired token is refused', async () => {
@@ -135,6 +140,11 @@ describe('enrollment tokens bind one subject, once; enrollment never replaces a 
     await expect(enroll(quin, tok)).rejects.toThrow(/DENIED: enrollment refused: the enrollment token expired at \d{4}-/);
     expect(beta.store.knownById(quin.own.id)).toBeUndefined();
     await rowsOf(quin.own.id, denied(/token expired at/));
+    // Issuing the next token prunes the expired one; it stays refused.
+    token('quin2.root');
+    expect(readFileSync(beta.store.tokensFile, 'utf8')).not.toContain(secretHash(parseToken(tok).secret));
+    await expect(enroll(quin, tok)).rejects.toThrow('DENIED: enrollment refused: this host never issued that enrollment token');
+    expect(beta.store.knownById(quin.own.id)).toBeUndefined();
   });
 
   it('a wrong proof (made for another key) is refused and leaves the token unspent', async () => {
@@ -223,7 +233,6 @@ describe('enrollment tokens bind one subject, once; enrollment never replaces a 
   it('issuing a token prunes the used and expired ones from the tokens file', async () => {
     const before = new TokenStore(beta.store.tokensFile);
     token('vic.root');
-    const { readFileSync } = await import('node:fs');
     const lines = readFileSync(beta.store.tokensFile, 'utf8').split('\n').filter(Boolean);
     expect(lines.every((l) => l.startsWith('token '))).toBe(true); // no `used` lines survive
     expect(lines).toHaveLength(before.pending().length);
