@@ -4,7 +4,8 @@
  * docs/man/rex_key.1.md). One action per run:
  *   --create [--program P] [--force]      make a key pair
  *   --list [--json]                       own identities, trusted keys, grants, pending hosts
- *   --invite [--expires 15m]              print a one-time enrollment token for this host
+ *   --invite --for NAME [--key ID] [--replace] [--expires 15m]
+ *                                         print a one-time enrollment token for NAME
  *   --distribute [--token T] [--host H]   send our key to the hosts in `servers` (or H)
  *   --grant NAME-or-ID [--program P] [--from HOST] [--expires T]
  *   --revoke NAME-or-ID [--program P]
@@ -14,7 +15,8 @@ import { loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '
 import { addGrant, invite, revokeGrants } from '../keys/admin.js';
 import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
 import { GrantsFile, formatGrant } from '../keys/grants.js';
-import { localName } from '../keys/identity.js';
+import { parseId } from '../keys/id.js';
+import { localName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { parseToken, TokenStore } from '../keys/tokens.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
@@ -36,6 +38,9 @@ interface Opts {
   expires?: string;
   json?: boolean;
   config?: string;
+  for?: string;
+  key?: string;
+  replace?: boolean;
 }
 
 const out = (s: string) => process.stdout.write(s);
@@ -106,17 +111,33 @@ async function list(opts: Opts): Promise<void> {
   for (const x of g.grants.grants) out(`  ${formatGrant(x)}${x.expires !== undefined && x.expires <= Date.now() ? '   (expired)' : ''}\n`);
   for (const r of g.grants.revoked) out(`  revoke ${r.id}${r.name ? ` name=${r.name}` : ''}${r.at ? ` at=${r.at}` : ''}\n`);
   if (tokens.length) out(`\nOpen invitations: ${tokens.length} (next expires ${tokens[0]!.expires.toISOString()})\n`);
+  for (const t of tokens) if (t.binding) out(`  for ${t.binding.subject}${t.binding.keyId ? ` key ${t.binding.keyId}` : ''}${t.binding.replace ? ' (may replace its known key)' : ''} until ${t.expires.toISOString()}\n`);
   if (pending.length) out(`\nHosts still waiting for our key (retried by the next \`rex_key --distribute\`):\n${pending.map((p) => `  ${p.host} since ${p.since}: ${p.reason}\n`).join('')}`);
 }
 
 async function doInvite(opts: Opts): Promise<void> {
+  if (!opts.for) {
+    throw new RexError(ErrorCodes.USAGE, '--invite needs --for NAME: the one identity (HOST.USER or HOST.USER.PROGRAM) the token may enroll', {
+      hint: 'e.g. rex_key --invite --for beta.alice; add --key ID to allow only that key',
+    });
+  }
+  const subject = parseIdentityName(opts.for);
+  if (typeof subject === 'string') throw new RexError(ErrorCodes.USAGE, `--for ${opts.for.slice(0, 80)}: ${subject}`);
+  const keyId = opts.key === undefined ? undefined : parseId(opts.key);
+  if (opts.key !== undefined && !keyId) throw new RexError(ErrorCodes.USAGE, `--key ${opts.key.slice(0, 80)}: not a key ID (32 characters A-Z and 2-7, dashes optional: the ID \`rex_key --list\` shows on that host)`);
   const { store, me } = await context(opts);
   const own = store.load(me);
   const ttl = opts.expires ? expiryTime(opts.expires) - Date.now() : 15 * 60_000;
   if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
-  const t = invite(store, own, ttl);
-  out(`One-time enrollment token for ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
+  const t = invite(store, own, ttl, { subject: opts.for, ...(keyId ? { keyId } : {}), ...(opts.replace ? { replace: true } : {}) });
+  const known = store.known().filter((k) => k.name === opts.for);
+  out(`One-time enrollment token for ${opts.for}${keyId ? ` (key ${keyId} only)` : ''} to enroll with ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
   out(`On the client host run:  rex_key --distribute --token ${t.token}\nIt will check that this host's key is ${own.id} before sending anything.\n`);
+  if (known.length > 0 && opts.replace) {
+    out(`This token REPLACES the key now known for ${opts.for} (${known.map((k) => k.id).join(', ')}): rexd removes it when the token is used, and logs it.\n`);
+  } else if (known.length > 0) {
+    out(`note: ${opts.for} already has a known key here (${known.map((k) => k.id).join(', ')}); this token enrolls only that same key. Its holder rotates with \`rex_key --create --force\` and \`rex_key --distribute\`; to replace a lost key, issue the token with --replace.\n`);
+  }
 }
 
 async function distribute(opts: Opts): Promise<void> {
@@ -218,7 +239,7 @@ const program = new Command('rex_key')
   .description("manage this user's REX keys, trusted keys and grants (docs/KEYS.md)")
   .option('-c, --create', 'make the key pair of this host and user (or of a program with -p)')
   .option('-l, --list', 'show own identities and their IDs, trusted keys, grants and pending hosts')
-  .option('-i, --invite', 'print a one-time enrollment token for this host')
+  .option('-i, --invite', 'print a one-time enrollment token for this host (with --for NAME)')
   .option('-d, --distribute', 'send this identity\'s key to every host in rex.rc servers (or --host)')
   .option('-g, --grant <name-or-id>', 'let an identity (HOST.USER[.PROGRAM] or key ID) use this host as this user')
   .option('-r, --revoke <name-or-id>', 'withdraw the grants of an identity and refuse its keys')
@@ -227,6 +248,9 @@ const program = new Command('rex_key')
   .option('-t, --token <token>', 'with --distribute: the enrollment token from `rex_key --invite` on the server')
   .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
   .option('--from <host>', 'with --grant: only from this host, address, CIDR range or localnets')
+  .option('--for <name>', 'with --invite: the one identity (HOST.USER[.PROGRAM]) the token may enroll (required)')
+  .option('--key <id>', 'with --invite: only the key with this ID may use the token')
+  .option('--replace', 'with --invite: the token may replace the key known for --for NAME (a lost or compromised key)')
   .option('-e, --expires <when>', 'with --grant or --invite: a duration (30m, 2h, 7d) or an ISO-8601 time')
   .option('--json', 'with --list: machine-readable output')
   .option('--config <file>', 'rex.rc to read (default: $REX_CONFIG, ./rex.rc, ~/rex.rc, ...)')
@@ -234,6 +258,10 @@ const program = new Command('rex_key')
     const actions = (['create', 'list', 'invite', 'distribute', 'grant', 'revoke'] as const).filter((a) => opts[a] !== undefined && opts[a] !== false);
     if (actions.length !== 1) {
       throw new RexError(ErrorCodes.USAGE, actions.length === 0 ? 'say what to do: --create, --list, --invite, --distribute, --grant or --revoke' : `one action at a time, got --${actions.join(', --')}`);
+    }
+    if (actions[0] !== 'invite') {
+      const stray = (['for', 'key', 'replace'] as const).filter((o) => opts[o] !== undefined);
+      if (stray.length > 0) throw new RexError(ErrorCodes.USAGE, `--${stray.join(', --')} ${stray.length > 1 ? 'go' : 'goes'} with --invite only`);
     }
     const run = { create, list, invite: doInvite, distribute, grant, revoke }[actions[0]!];
     await run(opts);

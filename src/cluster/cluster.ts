@@ -189,7 +189,7 @@ export class LocalCluster {
     for (const [i, server] of this.hosts.entries()) {
       for (const client of this.hosts.slice(i + 1)) {
         const serverStore = new KeyStore(server.stateDir);
-        const { token } = invite(serverStore, serverStore.load(server.identity), 60_000);
+        const { token } = invite(serverStore, serverStore.load(server.identity), 60_000, { subject: client.identity });
         // The real command, run on the client host (inside its namespace when there is one).
         await this.rexKey(client.name, ['--distribute', '--token', token]);
       }

@@ -151,7 +151,8 @@ export class PeerLink {
       host: this.entry.address,
       port: this.entry.port,
       own: this.opts.own,
-      pin: pinKnownHost(this.opts.store, this.entry.name),
+      // Exactly HOST.USER of the servers entry, this rexd's user: a key enrolled as beta.someone-else is not beta's rexd.
+      pin: pinKnownHost(this.opts.store, this.entry.name, this.opts.own.name.split('.')[1]),
       timeoutMs: this.opts.peerTimeout,
       label: this.label,
     });

@@ -100,6 +100,8 @@ export class Rexd {
   private readonly callSessions = new WeakMap<object, Session>();
   /** Requests a peer forwarded for one of its user's programs: the identity to log them under. */
   private readonly onBehalf = new WeakMap<Message, string>();
+  /** ENROLLs that rotated or replaced a key: what the log row says about it. */
+  private readonly enrollNotes = new WeakMap<Message, string>();
   readonly startedAt = Date.now();
   /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
   private readonly exec: ExecService;
@@ -336,7 +338,7 @@ export class Rexd {
       messageType: m.type,
       ...(target ? { target } : {}),
       outcome: info.error ? (info.error.proto === 'DENIED' ? 'denied' : 'error') : 'ok',
-      ...(info.error ? { reason: info.error.message } : {}),
+      ...(info.error ? { reason: info.error.message } : this.enrollNotes.has(m) ? { reason: this.enrollNotes.get(m)! } : {}),
       bytesIn: info.requestBytes,
       bytesOut: info.responseBytes,
       durationMs: info.ms,
@@ -401,8 +403,10 @@ export class Rexd {
 
   /** Runs at the peer's HELLO: everything that can be decided about who this is. */
   private authenticate(session: Session, hello: PeerHello): void {
-    session.fromHost = hello.host ?? session.cert?.name.split('.')[0] ?? '';
     const { cert } = session;
+    // The host a request comes from is the certificate's, never what HELLO says (a HELLO cannot move it).
+    const certName = cert ? parseIdentityName(cert.name) : undefined;
+    if (certName && typeof certName !== 'string') session.fromHost = certName.host;
     if (this.config.clients.length > 0 && !clientAllowed(this.config.clients, session.address, this.config.servers.filter((s) => s.address === session.address).map((s) => s.name))) {
       throw this.deny(session, `address ${session.address} is not in the clients list of ${this.config.hostName} (rex.rc clients: ${this.config.clients.join(', ')})`);
     }
@@ -414,8 +418,13 @@ export class Rexd {
     if (known && known.name !== cert.name) {
       throw this.deny(session, `key ${cert.id} is known here as ${known.name}, but its certificate claims to be ${cert.name}; refusing the impostor`);
     }
-    if (hello.role === 'peer' && hello.host !== claimed.host) {
-      throw this.deny(session, `HELLO says host "${hello.host ?? ''}", but key ${cert.id} belongs to ${cert.name}`);
+    if (hello.host !== undefined || hello.role === 'peer') {
+      if (hello.host !== claimed.host) throw this.deny(session, `HELLO says host "${hello.host ?? ''}", but key ${cert.id} belongs to ${cert.name}`);
+    }
+    // A peer rexd is HOST.USER of this user exactly: a program key or another user's key is not a peer.
+    const self = parseIdentityName(this.name);
+    if (hello.role === 'peer' && (claimed.program !== undefined || typeof self === 'string' || claimed.user !== self.user)) {
+      throw this.deny(session, `role peer is for the rexd of another host of ${typeof self === 'string' ? 'this user' : `user ${self.user}`} (HOST.${typeof self === 'string' ? 'USER' : self.user}), not for ${cert.name}; connect as a client`);
     }
     session.identity = cert.name;
     session.programKey = claimed.program !== undefined;
@@ -426,7 +435,7 @@ export class Rexd {
     }
     session.requester = requester;
     if (!known) {
-      session.restricted = `unknown key ${cert.id} (claims to be ${cert.name}); ${this.name} has never enrolled it. Ask the owner of ${this.config.hostName} to run \`rex_key --invite\` there, then run \`rex_key --distribute --token TOKEN\``;
+      session.restricted = `unknown key ${cert.id} (claims to be ${cert.name}); ${this.name} has never enrolled it. Ask the owner of ${this.config.hostName} to run \`rex_key --invite --for ${cert.name}\` there, then run \`rex_key --distribute --token TOKEN\``;
       return; // it may still ENROLL with a token
     }
     session.known = known;
@@ -480,22 +489,62 @@ export class Rexd {
       }
       const next = this.store.addKnown(info.pem, 'rotation', 'new certificate');
       if (next.id !== cert.id) this.store.removeKnown(cert.id);
+      this.enrollNotes.set(m, `rotated ${cert.name}: key ${cert.id} replaced by ${next.id} over a connection authenticated by the old key`);
       this.log.info({ identity: cert.name, old: cert.id, id: next.id }, 'key rotated');
       return answer(next.name, next.id, false);
     }
     if (!m.proof || !proofMatches(m.secret, cert.id, this.own.id, m.proof)) {
       throw this.deny(session, 'enrollment proof does not match the token and this key; the token was not used', true);
     }
+    // Every check that can refuse comes before the token is spent: a refused enrollment leaves it usable.
+    let binding;
+    try {
+      ({ binding } = this.tokens.check(m.secret));
+    } catch (e) {
+      throw this.deny(session, `enrollment refused: ${(e as Error).message}`, true);
+    }
+    if (binding.subject !== cert.name) {
+      throw this.deny(session, `enrollment refused: the token was issued for ${binding.subject}, not for ${cert.name}; the token was not used`, true);
+    }
+    if (binding.keyId !== undefined && binding.keyId !== cert.id) {
+      throw this.deny(session, `enrollment refused: the token was issued for key ${binding.keyId} of ${binding.subject}, not for key ${cert.id}; the token was not used`, true);
+    }
+    if (cert.name === this.name) throw this.deny(session, `enrollment refused: ${cert.name} is this host's own identity; the token was not used`, true);
+    const old = this.store.known().filter((k) => k.name === cert.name && k.id !== cert.id);
+    if (old.length > 0 && !binding.replace) {
+      throw this.deny(
+        session,
+        `enrollment refused: ${cert.name} already has a known key (${old.map((k) => k.id).join(', ')}), and enrollment never replaces a known key; the token was not used. ` +
+          `To rotate, the holder of that key runs \`rex_key --create --force\` and \`rex_key --distribute\` (the new key is announced over a connection authenticated by the old one); ` +
+          `if that key is lost or compromised, the owner of ${this.name} runs \`rex_key --invite --for ${cert.name} --replace\``,
+        true,
+      );
+    }
     try {
       this.tokens.consume(m.secret, cert.id);
     } catch (e) {
       throw this.deny(session, `enrollment refused: ${(e as Error).message}`, true);
     }
-    for (const k of this.store.known()) if (k.name === cert.name && k.id !== cert.id) this.store.removeKnown(k.id);
+    for (const k of old) this.store.removeKnown(k.id);
     const k = this.store.addKnown(cert.pem, 'token', 'peer certificate');
     session.known = k;
-    this.log.info({ identity: k.name, id: k.id, peer: session.address }, 'enrolled a key with a token');
+    if (old.length > 0) {
+      const note = `replaced key ${old.map((x) => x.id).join(', ')} of ${k.name} by ${k.id} (a token issued with --replace)`;
+      this.enrollNotes.set(m, note);
+      this.log.warn({ identity: k.name, old: old.map((x) => x.id), id: k.id, peer: session.address }, 'replaced a known key with a --replace token');
+      this.closeSessionsOf(new Set(old.map((x) => x.id)), `key replaced: ${note}`);
+    } else this.log.info({ identity: k.name, id: k.id, peer: session.address }, 'enrolled a key with a token');
     return answer(k.name, k.id, false);
+  }
+
+  /** Ends the open sessions of these keys at once (their key was replaced by the host's owner). */
+  private closeSessionsOf(ids: Set<string>, reason: string): void {
+    for (const s of this.sessions) {
+      if (s.kind !== 'tls' || !s.identityId || !ids.has(s.identityId) || !s.conn?.isOpen) continue;
+      this.record({ kind: 'session', identity: s.identity, identityId: s.identityId, ...(s.fromHost ? { fromHost: s.fromHost } : {}), peerAddress: s.address, outcome: 'denied', reason });
+      s.restricted = reason;
+      s.conn.abort(new ProtocolError('DENIED', reason, { fatal: true }));
+    }
   }
 
   // ------------------------------------------------------------ revocation

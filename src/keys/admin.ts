@@ -10,7 +10,7 @@ import { formatGrant, formatRevocation, GRANTS_HEADER, parseGrants, type Grant }
 import { isIdPrefix, parseId } from './id.js';
 import { parseIdentityName } from './identity.js';
 import { writeFileAtomic, type KeyStore, type KnownKey } from './store.js';
-import { TokenStore } from './tokens.js';
+import { TokenStore, type TokenBinding } from './tokens.js';
 
 /** What NAME-or-ID stands for: a name, and the known keys it matches. */
 export interface Subject {
@@ -117,8 +117,16 @@ export function revokeGrants(store: KeyStore, nameOrId: string, opts: { program?
   return { removed, revoked, subject };
 }
 
-/** Issues an enrollment token for this host's identity `own` (`rex_key --invite`). */
-export function invite(store: KeyStore, own: { name: string; id: string }, ttlMs: number): { token: string; expires: Date } {
+/**
+ * Issues an enrollment token for this host's identity `own` (`rex_key --invite
+ * --for NAME`) that enrolls only `binding.subject` (and only key
+ * `binding.keyId`, if given). Only with `binding.replace` may it replace a key
+ * already known under that name.
+ */
+export function invite(store: KeyStore, own: { name: string; id: string }, ttlMs: number, binding: TokenBinding): { token: string; expires: Date } {
+  if (binding.subject === own.name) {
+    throw new RexError(ErrorCodes.USAGE, `--for ${binding.subject} is this host's own identity; a token enrolls another identity's key`, { hint: 'name the identity that will present the token: HOST.USER or HOST.USER.PROGRAM' });
+  }
   store.ensureDirs();
-  return new TokenStore(store.tokensFile).issue(own.name, own.id, ttlMs);
+  return new TokenStore(store.tokensFile).issue(own.name, own.id, ttlMs, binding);
 }

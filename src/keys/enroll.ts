@@ -46,10 +46,13 @@ export async function enrollWith(opts: {
 }): Promise<EnrollResult> {
   const { entry, own, store, token } = opts;
   const label = `${entry.name}@${entry.address}:${entry.port}`;
-  const known = store.known().filter((k) => k.name.split('.')[0] === entry.name);
+  const me = parseIdentityName(own.name);
+  // The host's rexd is exactly HOST.USER of this user, pinned to the one key enrolled under that name.
+  const peerName = `${entry.name}.${typeof me === 'string' ? 'USER' : me.user}`;
+  const known = store.known().filter((k) => k.name === peerName);
   if (!token && known.length === 0) {
     throw new RexError(ErrorCodes.KEY_UNKNOWN, `${entry.name}: no key is known for this host, so it cannot be verified`, {
-      hint: `ask its owner to run \`rex_key --invite\` on ${entry.name}, then run \`rex_key --distribute --token TOKEN\` here`,
+      hint: `ask its owner to run \`rex_key --invite --for ${own.name}\` on ${entry.name}, then run \`rex_key --distribute --token TOKEN\` here`,
     });
   }
   const { sock, cert } = await connectPinned({
@@ -65,13 +68,13 @@ export async function enrollWith(opts: {
         if (c.name !== token.server) return `presented ${c.name}, but the token names ${token.server}`;
         return undefined;
       }
-      const k = known.find((x) => x.id === c.id);
-      if (!k) return `presented key ${c.id} (${c.name}), but the key enrolled for ${entry.name} is ${known.map((x) => x.id).join(', ')}`;
+      if (known.length > 1) return `${known.length} keys are known for ${peerName} (${known.map((x) => x.id).join(', ')}), and a host is pinned to exactly one; remove the stale one from ${store.knownDir}`;
+      const k = known[0]!;
+      if (k.id !== c.id) return `presented key ${c.id} (${c.name}), but the key enrolled for ${peerName} is ${k.id}`;
       if (k.name !== c.name) return `key ${c.id} is enrolled as ${k.name}, but claims ${c.name}`;
       return undefined;
     },
   });
-  const me = parseIdentityName(own.name);
   const conn = new Connection(sock, {
     initiator: true,
     local: { role: 'client', software: REX_KEY_SOFTWARE, ...(typeof me !== 'string' ? { host: me.host } : {}) },
@@ -88,7 +91,11 @@ export async function enrollWith(opts: {
     if (opts.next) req.cert = Buffer.from(opts.next.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
     const m = await conn.request(req);
     if (m.type !== 'ENROLLED') throw new RexError(ErrorCodes.ENROLL_FAILED, `${label} answered ENROLL with ${m.type}`);
-    if (token) store.addKnown(cert.pem, 'invite', `${label} certificate`);
+    if (token) {
+      // The token is its owner's word for the server's key: it supersedes an older key known under that name.
+      const k = store.addKnown(cert.pem, 'invite', `${label} certificate`);
+      for (const x of store.known()) if (x.name === k.name && x.id !== k.id) store.removeKnown(x.id);
+    }
     return { host: entry.name, server: m.server, serverId: m.serverId, name: m.name, id: m.id, already: m.already ?? false };
   } finally {
     conn.close('enrollment done');

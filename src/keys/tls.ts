@@ -8,6 +8,7 @@
 import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { certInfo, type CertInfo } from './certs.js';
+import { currentUser } from './identity.js';
 import type { KeyStore, OwnIdentity } from './store.js';
 
 /** Options shared by both ends: TLS 1.3 and nothing older. */
@@ -78,17 +79,29 @@ export function connectPinned(opts: { host: string; port: number; own: OwnIdenti
   });
 }
 
-/** A pin check that accepts only a key this user enrolled under host name `host`. */
-export function pinKnownHost(store: KeyStore, host: string): PinCheck {
+/**
+ * A pin check for the rexd of a peer host: it accepts exactly one key, the one
+ * this user enrolled under the name `HOST.USER` of that peer. `peer` is HOST (a
+ * rex.rc servers name; the peer's user is `user`, by default this process's
+ * user, as every rexd of a cluster runs for the same user) or a full
+ * HOST.USER. A key enrolled as another user of that host (`beta.evil`) or as a
+ * program of it (`beta.alice.render`) is not that host's rexd.
+ */
+export function pinKnownHost(store: KeyStore, peer: string, user = currentUser()): PinCheck {
+  const name = peer.includes('.') ? peer : `${peer}.${user}`;
+  const host = name.split('.')[0]!;
   return (cert) => {
     if (!cert) return 'presented no certificate';
-    const known = store.known().filter((k) => k.name.split('.')[0] === host);
+    const known = store.known().filter((k) => k.name === name);
     if (known.length === 0) {
-      return `no key is known for host ${host} (it presented ${cert.name}, key ${cert.id}); enroll first: on ${host} run \`rex_key --invite\`, here \`rex_key --distribute --token TOKEN\``;
+      return `no key is known for ${name}, the rexd of host ${host} (it presented ${cert.name}, key ${cert.id}); enroll first: on ${host} run \`rex_key --invite --for ${store.ownNames().find((n) => n.split('.').length === 2) ?? `THIS-HOST.${user}`}\`, here \`rex_key --distribute --token TOKEN\``;
     }
-    const k = known.find((x) => x.id === cert.id);
-    if (!k) return `host ${host} presented key ${cert.id} (${cert.name}), but the key enrolled for it is ${known.map((x) => `${x.id} (${x.name})`).join(', ')}`;
-    if (k.name !== cert.name) return `key ${cert.id} is enrolled as ${k.name}, but claims to be ${cert.name}`;
+    if (known.length > 1) {
+      return `${known.length} keys are known for ${name} (${known.map((k) => k.id).join(', ')}), and a peer is pinned to exactly one; remove the stale one from ${store.knownDir}`;
+    }
+    const k = known[0]!;
+    if (cert.id !== k.id) return `host ${host} presented key ${cert.id} (${cert.name}), but the key enrolled for ${name} is ${k.id}; NOT trusting it`;
+    if (cert.name !== name) return `key ${cert.id} is enrolled as ${k.name}, but claims to be ${cert.name}`;
     return undefined;
   };
 }

@@ -57,7 +57,7 @@ describe('authentication and authorization on the TLS port', () => {
   async function enrolled(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
     const store = new KeyStore(join(tmp, `u${++n}`));
     const own = await store.create(name);
-    const { token } = invite(beta.store, beta.store.load(cluster.host('beta').identity), 60_000);
+    const { token } = invite(beta.store, beta.store.load(cluster.host('beta').identity), 60_000, { subject: name });
     const r = await enrollWith({ entry: beta.entry, own, store, token: parseToken(token) });
     expect(r).toMatchObject({ name, id: own.id, server: cluster.host('beta').identity, already: false });
     return { store, own };
@@ -95,7 +95,7 @@ describe('authentication and authorization on the TLS port', () => {
   it('refuses an unknown key and says how to enroll', async () => {
     const mallory = await outsider('mallory.root');
     const c = await connect(mallory);
-    await expect(c.ping()).rejects.toThrow(/DENIED: unknown key [A-Z2-7-]+ \(claims to be mallory\.root\); beta\.root has never enrolled it\. Ask the owner of beta to run `rex_key --invite` there/);
+    await expect(c.ping()).rejects.toThrow(/DENIED: unknown key [A-Z2-7-]+ \(claims to be mallory\.root\); beta\.root has never enrolled it\. Ask the owner of beta to run `rex_key --invite --for mallory\.root` there/);
     c.close();
     const rows = await logOf(mallory.own.id);
     ranNothing(rows);
@@ -190,28 +190,29 @@ describe('authentication and authorization on the TLS port', () => {
 
   it('a token is single use: a replay is refused, and so is an expired token', async () => {
     const own = beta.store.load(cluster.host('beta').identity);
-    const { token } = invite(beta.store, own, 60_000);
     const first = await outsider('gina.root');
+    const { token } = invite(beta.store, own, 60_000, { subject: 'gina.root' });
     await enrollWith({ entry: beta.entry, own: first.own, store: first.store, token: parseToken(token) });
-    const second = await outsider('hank.root');
+    const second = await outsider('gina.root');
     await expect(enrollWith({ entry: beta.entry, own: second.own, store: second.store, token: parseToken(token) })).rejects.toThrow(
       /DENIED: enrollment refused: the enrollment token was already used at \S+ \(by key [A-Z2-7-]+\); tokens are single use/,
     );
     // Issued a minute ago for a second: expired, without waiting for it to happen.
-    const expired = new TokenStore(beta.store.tokensFile).issue(own.name, own.id, 1000, Date.now() - 60_000);
-    await expect(enrollWith({ entry: beta.entry, own: second.own, store: second.store, token: parseToken(expired.token) })).rejects.toThrow(
+    const expired = new TokenStore(beta.store.tokensFile).issue(own.name, own.id, 1000, { subject: 'hank.root' }, Date.now() - 60_000);
+    const hank = await outsider('hank.root');
+    await expect(enrollWith({ entry: beta.entry, own: hank.own, store: hank.store, token: parseToken(expired.token) })).rejects.toThrow(
       /DENIED: enrollment refused: the enrollment token expired at /,
     );
     expect(beta.store.knownById(second.own.id)).toBeUndefined(); // nothing was stored
-    const rows = await logOf(second.own.id);
-    const reasons = rows.filter((x) => x.outcome === 'denied').map((x) => x.reason ?? '');
+    expect(beta.store.knownById(hank.own.id)).toBeUndefined();
+    const reasons = [...(await logOf(second.own.id)), ...(await logOf(hank.own.id))].filter((x) => x.outcome === 'denied').map((x) => x.reason ?? '');
     expect(reasons.some((x) => /token was already used/.test(x))).toBe(true);
     expect(reasons.some((x) => /token expired at/.test(x))).toBe(true);
   });
 
   it('a token for another server key is refused by the client before it sends anything', async () => {
     const alphaStore = new KeyStore(cluster.host('alpha').stateDir);
-    const { token } = invite(alphaStore, alphaStore.load(cluster.host('alpha').identity), 60_000);
+    const { token } = invite(alphaStore, alphaStore.load(cluster.host('alpha').identity), 60_000, { subject: 'ivy.root' });
     const ivy = await outsider('ivy.root');
     // Pointing alpha's token at beta: beta's key is not the one in the token.
     await expect(enrollWith({ entry: beta.entry, own: ivy.own, store: ivy.store, token: parseToken(token) })).rejects.toThrow(/but the token was issued for key .* NOT enrolling/);

@@ -52,7 +52,7 @@ describe('rex_key --distribute to the servers list', () => {
     try {
       const out = await fail(cluster.rexKey('alpha', ['--distribute', '--host', 'delta']));
       expect(out).toContain('delta: FAILED: delta: no key is known for this host, so it cannot be verified');
-      expect(out).toContain('hint: ask its owner to run `rex_key --invite` on delta, then run `rex_key --distribute --token TOKEN` here');
+      expect(out).toContain('hint: ask its owner to run `rex_key --invite --for alpha.root` on delta, then run `rex_key --distribute --token TOKEN` here');
       const pending = join(cluster.host('alpha').stateDir, 'distribute.pending');
       expect(existsSync(pending) && readFileSync(pending, 'utf8')).toMatch(/^delta \S+ needs a token$/m);
     } finally {

@@ -57,7 +57,7 @@ describe('docs/KEYS.md walkthrough', () => {
     expect((await cmd('rex', 'cluster', 'start', '--dir', dir)).code).toBe(0);
 
     // 2. Enrollment: alpha invites, beta presents the token; both show the other's ID.
-    const inv = await cmd('rex_key', '--config', A, '--invite', '--expires', '10m');
+    const inv = await cmd('rex_key', '--config', A, '--invite', '--for', `beta.${U}`, '--expires', '10m');
     const token = /^ {2}(rex1:\S+)$/m.exec(inv.stdout)![1]!;
     expect(inv.stdout).toContain(`key ${alphaId}`);
     const dist = await cmd('rex_key', '--config', B, '--distribute', '--token', token);

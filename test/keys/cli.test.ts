@@ -63,8 +63,16 @@ describe('rex_key command line', () => {
     expect((await rexKey('--distribute', '--token', 'rex1:lima.bob:xyz')).stderr).toContain('not an enrollment token: expected 4 parts separated by ":", found 3');
   });
 
+  it('--invite needs --for NAME (an identity, not this host\'s own), --key takes an ID, and --for/--key/--replace go with --invite only', async () => {
+    expect(await rexKey('--invite')).toMatchObject({ code: 2, stderr: expect.stringContaining('--invite needs --for NAME: the one identity (HOST.USER or HOST.USER.PROGRAM) the token may enroll') as unknown as string });
+    expect((await rexKey('--invite', '--for', 'lima')).stderr).toContain('--for lima: "lima" is not an identity name; expected HOST.USER or HOST.USER.PROGRAM');
+    expect((await rexKey('--invite', '--for', 'lima.bob', '--key', 'XYZ')).stderr).toContain('--key XYZ: not a key ID');
+    expect((await rexKey('--invite', '--for', 'kilo.ann')).stderr).toContain("--for kilo.ann is this host's own identity");
+    expect((await rexKey('--list', '--replace')).stderr).toContain('--replace goes with --invite only');
+  });
+
   it('--invite prints a token that names this identity and its ID, valid for --expires', async () => {
-    const r = await rexKey('--invite', '--expires', '2h');
+    const r = await rexKey('--invite', '--for', 'lima.bob', '--expires', '2h');
     const id = /key (\S+)\)/.exec(r.stdout)![1]!;
     const token = /^ {2}(rex1:\S+)$/m.exec(r.stdout)![1]!;
     expect(token.startsWith(`rex1:kilo.ann:${id.replace(/-/g, '')}:`)).toBe(true);

@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { base32, keyId, parseId } from '../../src/keys/id.js';
 import { parseIdentityName } from '../../src/keys/identity.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { peerCert, tlsClientOptions, tlsServerOptions } from '../../src/keys/tls.js';
-import { enrollProof, formatToken, parseToken, proofMatches, TokenStore } from '../../src/keys/tokens.js';
+import { enrollProof, formatToken, parseToken, proofMatches, secretHash, TokenStore } from '../../src/keys/tokens.js';
 import { addGrant, revokeGrants } from '../../src/keys/admin.js';
 import { runs } from '../helpers/property.js';
 
@@ -172,15 +172,38 @@ describe('enrollment tokens', () => {
     const file = join(tmp, `tokens${++n}`);
     const ts = new TokenStore(file);
     const now = Date.parse('2026-01-01T00:00:00Z');
-    const t = parseToken(ts.issue('beta.bob', 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA', 600_000, now).token);
+    const t = parseToken(ts.issue('beta.bob', 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA', 600_000, { subject: 'gamma.carol' }, now).token);
     expect(readFileSync(file, 'utf8')).not.toContain(t.secret);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(() => ts.consume('Z'.repeat(32), 'X', now)).toThrow('this host never issued that enrollment token');
     ts.consume(t.secret, 'CLIENTID', now + 1000);
     expect(() => ts.consume(t.secret, 'OTHER', now + 2000)).toThrow('the enrollment token was already used at 2026-01-01T00:00:01.000Z (by key CLIENTID); tokens are single use');
-    const t2 = parseToken(ts.issue('beta.bob', 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA', 600_000, now).token);
+    const t2 = parseToken(ts.issue('beta.bob', 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA', 600_000, { subject: 'gamma.carol' }, now).token);
     expect(() => ts.consume(t2.secret, 'X', now + 600_000)).toThrow('the enrollment token expired at 2026-01-01T00:10:00.000Z');
     expect(ts.pending(now)).toHaveLength(1);
+  });
+
+  it('name their subject, prune used and expired tokens when issuing, and refuse a token without a subject', () => {
+    const file = join(tmp, `tokens${++n}`);
+    const ts = new TokenStore(file);
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    const S = 'AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA';
+    const used = parseToken(ts.issue('beta.bob', S, 600_000, { subject: 'gamma.carol' }, now).token);
+    ts.issue('beta.bob', S, 1000, { subject: 'delta.dan' }, now);
+    const open = parseToken(ts.issue('beta.bob', S, 600_000, { subject: 'eve.erin.render', keyId: S, replace: true }, now).token);
+    expect(ts.consume(used.secret, 'CLIENTID', now + 10).binding).toEqual({ subject: 'gamma.carol' });
+    expect(readFileSync(file, 'utf8').split('\n').filter(Boolean)).toHaveLength(4);
+    ts.issue('beta.bob', S, 600_000, { subject: 'fox.fay' }, now + 5000);
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    expect(lines).toHaveLength(2); // the used and the expired token are gone
+    expect(lines[0]).toMatch(/^token [0-9a-f]{64} expires=\S+ created=\S+ for=eve\.erin\.render key=AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA replace=yes$/);
+    expect(lines[1]).toMatch(/ for=fox\.fay$/);
+    expect(ts.check(open.secret, now + 6000).binding).toEqual({ subject: 'eve.erin.render', keyId: S, replace: true });
+    expect(existsSync(`${file}.lock`)).toBe(false);
+    // A token line from before tokens named their subject enrolls nobody.
+    writeFileSync(file, `token ${secretHash('B'.repeat(32))} expires=2026-01-01T01:00:00.000Z created=2026-01-01T00:00:00.000Z\n`);
+    expect(() => ts.consume('B'.repeat(32), 'X', now)).toThrow('the enrollment token was issued before tokens named the identity they enroll, so it enrolls nobody');
+    expect(() => ts.issue('beta.bob', S, 1000, { subject: 'nodots' }, now)).toThrow('a token is issued for one identity: "nodots" is not an identity name');
   });
 
   it('the proof binds the secret to the client key and the server key', () => {
