@@ -6,7 +6,7 @@
  *   --list [--json]                       own identities, trusted keys, grants, pending hosts
  *   --invite [--expires 15m]              print a one-time enrollment token for this host
  *   --distribute [--token T] [--host H]   send our key to the hosts in `servers` (or H)
- *   --grant NAME-or-ID [--program P] [--from HOST] [--expires T]
+ *   --grant NAME-or-ID [--program P [--functions F,G | --deny H,I]] [--from HOST] [--expires T]
  *   --revoke NAME-or-ID [--program P]
  */
 import { Command } from 'commander';
@@ -29,6 +29,8 @@ interface Opts {
   grant?: string;
   revoke?: string;
   program?: string;
+  functions?: string;
+  deny?: string;
   force?: boolean;
   token?: string;
   host?: string[];
@@ -197,6 +199,8 @@ async function grant(opts: Opts): Promise<void> {
   const { store } = await context(opts);
   const r = addGrant(store, opts.grant!, {
     ...(opts.program ? { program: opts.program } : {}),
+    ...(opts.functions !== undefined ? { functions: opts.functions.split(',') } : {}),
+    ...(opts.deny !== undefined ? { deny: opts.deny.split(',') } : {}),
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.expires ? { expires: expiryTime(opts.expires) } : {}),
   });
@@ -226,6 +230,8 @@ const program = new Command('rex_key')
   .option('-f, --force', 'with --create: replace an existing key (the old one is kept as .prev)')
   .option('-t, --token <token>', 'with --distribute: the enrollment token from `rex_key --invite` on the server')
   .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
+  .option('--functions <f,g>', 'with --grant and a program: only these functions of it may be called (and nothing run by EXEC)')
+  .option('--deny <f,g>', 'with --grant and a program: these functions of it may not be called')
   .option('--from <host>', 'with --grant: only from this host, address, CIDR range or localnets')
   .option('-e, --expires <when>', 'with --grant or --invite: a duration (30m, 2h, 7d) or an ISO-8601 time')
   .option('--json', 'with --list: machine-readable output')
@@ -235,6 +241,7 @@ const program = new Command('rex_key')
     if (actions.length !== 1) {
       throw new RexError(ErrorCodes.USAGE, actions.length === 0 ? 'say what to do: --create, --list, --invite, --distribute, --grant or --revoke' : `one action at a time, got --${actions.join(', --')}`);
     }
+    if ((opts.functions !== undefined || opts.deny !== undefined) && !opts.grant) throw new RexError(ErrorCodes.USAGE, `--${opts.functions !== undefined ? 'functions' : 'deny'} goes with --grant`);
     const run = { create, list, invite: doInvite, distribute, grant, revoke }[actions[0]!];
     await run(opts);
   });
