@@ -18,7 +18,7 @@ import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
 import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
-import { allowedExecutable, type ExecLimit } from './limit.js';
+import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -103,7 +103,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   if (m.pty && !existsSync(ptyHelper)) {
     throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
   }
-  const env = filterEnv(m.env ?? []);
+  const env = limit ? limitedEnv(filterEnv(m.env ?? [])) : filterEnv(m.env ?? []);
   let notice: string | undefined;
   let cwd = m.cwd;
   if (!cwd || !isDir(cwd)) {
@@ -145,7 +145,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     }
   } else {
     // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/limit.ts).
-    const file = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, env.PATH, ctx.hostName)) : await programFor(m, cwd, env.PATH, conn, ctx);
+    // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
+    const file = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, filterEnv(m.env ?? []).PATH, ctx.hostName)) : await programFor(m, cwd, env.PATH, conn, ctx);
     // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
     const libDir = limit ? undefined : await libraryDir(m, conn, ctx);
     if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;

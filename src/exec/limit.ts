@@ -5,7 +5,10 @@
  * lists them (`programs` entry P, `executables=`), compared after resolving
  * the path the way the executor would run it (cwd, PATH, symbolic links, `..`).
  * It never runs a file the client sends (no transfer, no libraries), and no
- * rfork image: an image cannot be tied to a program's executables.
+ * rfork image: an image cannot be tied to a program's executables. The
+ * program gets the environment OpenSSH gives a forced command by default
+ * (limitedEnv), not the client's: variables such as BASH_FUNC_*, BASH_ENV or
+ * LD_LIBRARY_PATH would let the client run code inside an allowed script.
  */
 import { realpathSync } from 'node:fs';
 import { ProtocolError } from '../protocol/frame.js';
@@ -79,4 +82,28 @@ export function allowedExecutable(path: string, limit: ExecLimit, resolve: () =>
     );
   }
   return real;
+}
+
+/** Client variables a program run under a program grant still gets (OpenSSH's usual AcceptEnv: LANG LC_*), and TERM. */
+function accepted(name: string): boolean {
+  return name === 'LANG' || name.startsWith('LC_') || name === 'TERM';
+}
+
+/** The default PATH of a program run under a program grant (the client's is not used). */
+export const LIMITED_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+/**
+ * The environment of a program run under a program grant: LANG, LC_* and TERM
+ * from the client; PATH the default; HOME, USER, LOGNAME and SHELL those of
+ * the user rexd runs as. Nothing else the client sent.
+ */
+export function limitedEnv(client: Record<string, string>, own: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(client)) if (accepted(k)) out[k] = v;
+  out.PATH = LIMITED_PATH;
+  for (const k of ['HOME', 'USER', 'LOGNAME', 'SHELL']) {
+    const v = own[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
 }

@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,6 +34,7 @@ let tmp: string;
 /** The demo program's own executable, a symlink to it through `..`, and a symlink to /bin/sh named like it. */
 let demoExe: string;
 let evilDemo: string;
+let envExe: string;
 let beta: { store: KeyStore; host: string; port: number; logDb: string; entry: { name: string; address: string; port: number }; identity: string };
 
 beforeAll(async () => {
@@ -44,12 +45,15 @@ beforeAll(async () => {
   demoExe = join(tmp, 'bin', 'demo');
   writeFileSync(demoExe, '#!/bin/sh\necho "demo ran: $*"\n');
   chmodSync(demoExe, 0o755);
+  envExe = join(tmp, 'bin', 'demo-env');
+  writeFileSync(envExe, '#!/bin/bash\nenv | sort\n');
+  chmodSync(envExe, 0o755);
   mkdirSync(join(tmp, 'evil'));
   evilDemo = join(tmp, 'evil', 'demo');
   symlinkSync('/bin/sh', evilDemo);
   ({ cluster, stop } = await startCluster(2, {
     netns: false,
-    rc: [`programs : calltest=${lib}:${xml}, demo=${lib}:${xml} executables=${demoExe}, noexec=${lib}:${xml}`],
+    rc: [`programs : calltest=${lib}:${xml}, demo=${lib}:${xml} executables=${demoExe}:${envExe}, noexec=${lib}:${xml}`],
   }));
   await cluster.waitAllReachable();
   const b = cluster.host('beta');
@@ -121,7 +125,7 @@ describe('EXEC under a program grant', () => {
     const c = await connect(pat, 'demo');
     try {
       await expect(exec(c, '/bin/sh', { argv: ['sh', '-c', 'cat /etc/shadow'] })).rejects.toThrow(
-        new RegExp(`DENIED: EXEC of /bin/sh refused: pat\\.root\\.demo \\(key ${pat.own.id}\\) is granted only program demo on beta\\.root, and /bin/sh is not one of its executables \\(${demoExe}\\); to allow it, add it to executables= of the programs entry demo in rex\\.rc there`),
+        new RegExp(`DENIED: EXEC of /bin/sh refused: pat\\.root\\.demo \\(key ${pat.own.id}\\) is granted only program demo on beta\\.root, and /bin/sh is not one of its executables \\(${demoExe}, ${envExe}\\); to allow it, add it to executables= of the programs entry demo in rex\\.rc there`),
       );
       await expect(exec(c, evilDemo, { argv: ['demo', '-c', 'id'] })).rejects.toThrow(`EXEC of ${evilDemo} refused`);
       await expect(exec(c, '/bin/../bin/sh', { argv: ['sh', '-c', 'id'] })).rejects.toThrow('EXEC of /bin/../bin/sh refused');
@@ -131,6 +135,13 @@ describe('EXEC under a program grant', () => {
       await expect(exec(c, '/no/such/file')).rejects.toThrow('EXEC of /no/such/file refused');
       expect(await exec(c, demoExe, { argv: ['demo', 'one'] })).toEqual({ code: 0, out: 'demo ran: one\n' });
       expect(await exec(c, join(tmp, 'evil', '..', 'bin', 'demo'), { argv: ['demo', 'two'] })).toEqual({ code: 0, out: 'demo ran: two\n' });
+      // The program gets LANG/LC_*/TERM of the client's environment and nothing else: no exported bash function, no BASH_ENV.
+      const seen = await exec(c, envExe, { env: ['LANG=C.UTF-8', 'LC_TIME=C', 'FOO=bar', 'BASH_FUNC_sort%%=() { /bin/cat /etc/hostname; }', 'BASH_ENV=/etc/hostname', 'LD_LIBRARY_PATH=/tmp', 'PATH=/tmp'] });
+      expect(seen.code).toBe(0);
+      expect(seen.out).toMatch(/^LANG=C\.UTF-8$/m);
+      expect(seen.out).toMatch(/^LC_TIME=C$/m);
+      expect(seen.out).toMatch(/^PATH=\/usr\/local\/bin:\/usr\/bin:\/bin$/m);
+      expect(seen.out).not.toMatch(/FOO|BASH_FUNC|BASH_ENV|LD_LIBRARY_PATH/);
       expect(await exec(c, 'demo', { argv: ['demo', 'three'], env: [`PATH=${join(tmp, 'bin')}`] })).toEqual({ code: 0, out: 'demo ran: three\n' });
       // A hash naming other content does not make beta fetch and run the client's file: its own executable runs.
       const other = createHash('sha256').update('#!/bin/sh\ncat /etc/shadow\n').digest();
@@ -138,12 +149,12 @@ describe('EXEC under a program grant', () => {
     } finally {
       c.close();
     }
-    const rows = await rowsOf(pat.own.id, (rs) => rs.filter((r) => r.message_type === 'EXEC').length >= 9);
+    const rows = await rowsOf(pat.own.id, (rs) => rs.filter((r) => r.message_type === 'EXEC').length >= 10);
     expect(rows.find(denied('EXEC', '/bin/sh', /pat\.root\.demo .* is granted only program demo on beta\.root, and \/bin\/sh is not one of its executables/))).toMatchObject({ identity: 'pat.root.demo', identity_id: pat.own.id });
     expect(rows.some(denied('EXEC', evilDemo, /is not one of its executables/))).toBe(true);
     expect(rows.some(denied('EXEC', '/bin/../bin/sh', /is not one of its executables/))).toBe(true);
     expect(rows.filter((r) => r.message_type === 'EXEC' && r.outcome === 'ok').map((r) => r.target)).toEqual(expect.arrayContaining([demoExe, 'demo']));
-    expect(rows.filter((r) => r.message_type === 'EXEC' && r.outcome === 'ok')).toHaveLength(4);
+    expect(rows.filter((r) => r.message_type === 'EXEC' && r.outcome === 'ok')).toHaveLength(5);
   }, 60_000);
 
   it('refuses an rfork image under a program grant', async () => {
@@ -328,13 +339,13 @@ describe('who and what a grant covers', () => {
   }, 60_000);
 
   it('rex_key refuses --functions without a program and a bad function name, and writes nothing', async () => {
-    const before = (await import('node:fs')).readFileSync(beta.store.grantsFile, 'utf8');
+    const before = readFileSync(beta.store.grantsFile, 'utf8');
     const noProgram = await run(process.execPath, [distBin('rex_key'), '--config', cluster.host('beta').rcFile, '--grant', 'zoe.root', '--functions', 'neg32']).catch((e: { code: number; stderr: string }) => e);
     expect((noProgram as { code: number }).code).not.toBe(0);
     expect((noProgram as { stderr: string }).stderr).toContain('--functions needs --program (or a HOST.USER.PROGRAM name): functions belong to a program');
     const badName = await run(process.execPath, [distBin('rex_key'), '--config', cluster.host('beta').rcFile, '--grant', 'zoe.root', '--program', 'calltest', '--deny', 'neg32;rm']).catch((e: { code: number; stderr: string }) => e);
     expect((badName as { code: number }).code).not.toBe(0);
     expect((badName as { stderr: string }).stderr).toContain('deny=: "neg32;rm" is not a function name (a C identifier');
-    expect((await import('node:fs')).readFileSync(beta.store.grantsFile, 'utf8')).toBe(before);
+    expect(readFileSync(beta.store.grantsFile, 'utf8')).toBe(before);
   }, 30_000);
 });
