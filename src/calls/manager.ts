@@ -248,7 +248,7 @@ export class CallManager {
     const t = this.parse(target, false);
     const pool = await this.admit(t, identity, undefined);
     if (pool.spec.kind === 'library') {
-      return { program: t.program, entries: [...pool.prepared.values()].map((p) => entryInfo(p, pool.broken.get(p.ep.name))) };
+      return { program: t.program, entries: await this.granted(identity, t.program, [...pool.prepared.values()].map((p) => entryInfo(p, pool.broken.get(p.ep.name)))) };
     }
     if (!pool.remote) {
       // Start (or borrow) a controller: the program registers its entry points at start-up.
@@ -256,7 +256,15 @@ export class CallManager {
         if (!pool.remote) throw e;
       });
     }
-    return { program: t.program, entries: pool.remote ?? [] };
+    return { program: t.program, entries: await this.granted(identity, t.program, pool.remote ?? []) };
+  }
+
+  /** The entries `identity` may call: a caller sees only the functions its grants allow (docs/CALLS.md, Security). */
+  private async granted(identity: CallIdentity, program: string, entries: EntryInfo[]): Promise<EntryInfo[]> {
+    const authorize = this.opts.authorize;
+    if (!authorize) return entries;
+    const verdicts = await Promise.all(entries.map((e) => authorize(identity, program, e.name)));
+    return entries.filter((_, i) => verdicts[i] === true);
   }
 
   /** Cancels the call of stream `stream` (scope: the identity's connection); true if it was found. */

@@ -7,7 +7,7 @@
  *   --invite --for NAME [--key ID] [--replace] [--expires 15m]
  *                                         print a one-time enrollment token for NAME
  *   --distribute [--token T] [--host H]   send our key to the hosts in `servers` (or H)
- *   --grant NAME-or-ID [--program P] [--from HOST] [--expires T]
+ *   --grant NAME-or-ID [--program P [--functions F,G | --deny H,I]] [--from HOST] [--expires T]
  *   --revoke NAME-or-ID [--program P]
  */
 import { Command } from 'commander';
@@ -31,6 +31,8 @@ interface Opts {
   grant?: string;
   revoke?: string;
   program?: string;
+  functions?: string;
+  deny?: string;
   force?: boolean;
   token?: string;
   host?: string[];
@@ -218,6 +220,8 @@ async function grant(opts: Opts): Promise<void> {
   const { store } = await context(opts);
   const r = addGrant(store, opts.grant!, {
     ...(opts.program ? { program: opts.program } : {}),
+    ...(opts.functions !== undefined ? { functions: opts.functions.split(',') } : {}),
+    ...(opts.deny !== undefined ? { deny: opts.deny.split(',') } : {}),
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.expires ? { expires: expiryTime(opts.expires) } : {}),
   });
@@ -247,6 +251,8 @@ const program = new Command('rex_key')
   .option('-f, --force', 'with --create: replace an existing key (the old one is kept as .prev)')
   .option('-t, --token <token>', 'with --distribute: the enrollment token from `rex_key --invite` on the server')
   .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
+  .option('--functions <f,g>', 'with --grant and a program: only these functions of it may be called (and nothing run by EXEC)')
+  .option('--deny <f,g>', 'with --grant and a program: these functions of it may not be called')
   .option('--from <host>', 'with --grant: only from this host, address, CIDR range or localnets')
   .option('--for <name>', 'with --invite: the one identity (HOST.USER[.PROGRAM]) the token may enroll (required)')
   .option('--key <id>', 'with --invite: only the key with this ID may use the token')
@@ -263,6 +269,7 @@ const program = new Command('rex_key')
       const stray = (['for', 'key', 'replace'] as const).filter((o) => opts[o] !== undefined);
       if (stray.length > 0) throw new RexError(ErrorCodes.USAGE, `--${stray.join(', --')} ${stray.length > 1 ? 'go' : 'goes'} with --invite only`);
     }
+    if ((opts.functions !== undefined || opts.deny !== undefined) && !opts.grant) throw new RexError(ErrorCodes.USAGE, `--${opts.functions !== undefined ? 'functions' : 'deny'} goes with --grant`);
     const run = { create, list, invite: doInvite, distribute, grant, revoke }[actions[0]!];
     await run(opts);
   });

@@ -359,7 +359,7 @@ export const KEY_SPECS: KeySpec[] = [
     key: 'programs',
     field: 'programs',
     list: true,
-    expected: 'comma-separated NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH entries (DEFINITIONS: repdb\'s .xml, or .sqlite/.db)',
+    expected: 'comma-separated NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH entries, each optionally followed by executables=PATH[:PATH...] (DEFINITIONS: repdb\'s .xml, or .sqlite/.db)',
     parse(raw, ctx) {
       const problems: ValueProblem[] = [];
       const programs: ProgramEntry[] = [];
@@ -386,8 +386,27 @@ export const KEY_SPECS: KeySpec[] = [
 
 const PROGRAM_RE = /^[A-Za-z0-9_][A-Za-z0-9_+-]*$/;
 
-/** Parses one `programs` entry: `NAME=OBJECT[:DEFINITIONS]` or `NAME=exec:PATH`; returns an error message on bad input. */
+/** Parses one `programs` entry: `NAME=OBJECT[:DEFINITIONS]` or `NAME=exec:PATH`, then optionally ` executables=PATH[:PATH...]`; returns an error message on bad input. */
 export function parseProgramEntry(s: string, ctx: PathContext): ProgramEntry | string {
+  const ex = /\s+executables=/.exec(s);
+  if (!ex) return parseProgramMain(s, ctx);
+  const main = parseProgramMain(s.slice(0, ex.index), ctx);
+  if (typeof main === 'string') return main;
+  const list = s.slice(ex.index + ex[0].length).trim();
+  const executables: string[] = [];
+  for (const p of list.split(':')) {
+    if (p.trim() === '') return `entry "${s}": executables= has an empty path (expected executables=/path/prog[:/path/other...])`;
+    const x = expandPath(p.trim(), ctx);
+    if (typeof x !== 'string') return `entry "${s}": executables=: ${x.error}`;
+    if (!x.startsWith('/')) return `entry "${s}": the executable "${p.trim()}" is not an absolute path`;
+    if (/\s/.test(x)) return `entry "${s}": the executable "${p.trim()}" contains a space; one entry carries one executables= list`;
+    if (executables.includes(x)) return `entry "${s}": executable ${x} is listed twice`;
+    executables.push(x);
+  }
+  return { ...main, executables };
+}
+
+function parseProgramMain(s: string, ctx: PathContext): ProgramEntry | string {
   const eq = s.indexOf('=');
   const want = 'expected NAME=/path/libNAME.so[:/path/libNAME.xml] or NAME=exec:/path/program';
   if (eq < 0) return `entry "${s}": no "=" after the program name; ${want}`;
@@ -418,9 +437,10 @@ export function parseProgramEntry(s: string, ctx: PathContext): ProgramEntry | s
 
 function formatProgramEntry(p: ProgramEntry): string {
   const esc = (x: string): string => x.replace(/\$/g, '$$$$');
-  if ('exec' in p) return `${p.name}=exec:${esc(p.exec)}`;
+  const executables = p.executables ? ` executables=${p.executables.map(esc).join(':')}` : '';
+  if ('exec' in p) return `${p.name}=exec:${esc(p.exec)}${executables}`;
   const defs = p.xml ?? p.db;
-  return `${p.name}=${esc(p.object)}${defs !== undefined ? `:${esc(defs)}` : ''}`;
+  return `${p.name}=${esc(p.object)}${defs !== undefined ? `:${esc(defs)}` : ''}${executables}`;
 }
 
 function durationKey(key: string, field: 'loadInterval' | 'peerTimeout'): KeySpec {

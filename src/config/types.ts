@@ -24,8 +24,10 @@ export interface ServerEntry {
  * One program offered for remote calls (rex.rc `programs`): a shared object
  * with its entry-point definitions (repdb's XML or SQLite; absent: the object's
  * own debug info), or an executable linked with librex that serves itself.
+ * `executables` are the files a requester granted only this program may run
+ * by EXEC (docs/KEYS.md, "Grants file"); none listed: such a requester may run nothing.
  */
-export type ProgramEntry = { name: string; object: string; xml?: string; db?: string } | { name: string; exec: string };
+export type ProgramEntry = ({ name: string; object: string; xml?: string; db?: string } | { name: string; exec: string }) & { executables?: string[] };
 
 /** Log verbosity, most to least severe. */
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';

@@ -16,7 +16,7 @@ import { CallManager, CallRouter, loadProgram, type CallIdentity, type ProgramSp
 import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
-import { decide, GrantsFile, type Requester } from '../keys/grants.js';
+import { decide, GrantsFile, type Grant, type Requester } from '../keys/grants.js';
 import { currentUser, localName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type KnownKey, type OwnIdentity } from '../keys/store.js';
 import { peerCert, tlsServerOptions } from '../keys/tls.js';
@@ -28,6 +28,7 @@ import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/jobs.js';
 import { ExecService } from '../exec/service.js';
+import type { ExecLimit } from '../exec/limit.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
@@ -102,6 +103,8 @@ export class Rexd {
   private readonly onBehalf = new WeakMap<Message, string>();
   /** ENROLLs that rotated or replaced a key: what the log row says about it. */
   private readonly enrollNotes = new WeakMap<Message, string>();
+  /** EXECs of requesters granted only one program: what they may run (src/exec/limit.ts). */
+  private readonly execLimits = new WeakMap<Message, ExecLimit>();
   readonly startedAt = Date.now();
   /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
   private readonly exec: ExecService;
@@ -120,7 +123,7 @@ export class Rexd {
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),
-      authorize: (who, program) => this.authorizeCall(who, program),
+      authorize: (who, program, fn) => this.authorizeCall(who, program, fn),
       log: opts.log,
     });
     this.router = new CallRouter({
@@ -390,15 +393,16 @@ export class Rexd {
   }
 
   /** The grants check for a requester; a voided grants file refuses with its own error. */
-  private check(who: Requester, anyProgram: boolean): { ok: true } | { ok: false; reason: string } {
+  private check(who: Requester, anyProgram: boolean, fn?: string): { ok: true; grant: Grant } | { ok: false; reason: string } {
     const cur = this.grantsNow();
     if (cur.error) return { ok: false, reason: `access to ${this.name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
     const d = decide(cur.grants, who, {
       anyProgram,
       self: this.name,
+      ...(fn !== undefined ? { function: fn } : {}),
       hostAddress: (n) => this.config.servers.find((s) => s.name === n)?.address,
     });
-    return d.ok ? { ok: true } : d;
+    return d;
   }
 
   /** Runs at the peer's HELLO: everything that can be decided about who this is. */
@@ -462,7 +466,31 @@ export class Rexd {
     const callish = m.type === 'CALL' || m.type === 'ENTRIES_GET' || m.type === 'CANCEL';
     const d = this.check(who, m.type === 'LOAD_GET' || m.type === 'HOSTS_GET' || callish);
     if (!d.ok) throw this.deny(session, d.reason, false);
+    if (m.type === 'EXEC') {
+      const limit = this.execLimit(session, who, d.grant);
+      if (limit) this.execLimits.set(m, limit);
+    }
     return this.serve(m, session);
+  }
+
+  /**
+   * What a requester may run by EXEC: anything its user may, unless it is
+   * authorized only for one program (a program key, or a grant with
+   * program=P): then only P's executables from this host's rex.rc.
+   */
+  private execLimit(session: Session, who: Requester, grant: Grant): ExecLimit | undefined {
+    const program = session.programKey ? who.program : grant.program;
+    if (program === undefined) return undefined;
+    const entry = this.config.programs.find((p) => p.name === program);
+    return {
+      program,
+      who: `${who.name}.${program} (key ${who.id})`,
+      name: who.name,
+      host: this.name,
+      hasEntry: entry !== undefined,
+      ...(entry?.executables ? { executables: entry.executables } : {}),
+      ...(grant.functions && grant.program === program ? { functions: grant.functions } : {}),
+    };
   }
 
   /** Serves ENROLL: a new key with a one-time token, a re-sent known key, or a rotated key. */
@@ -606,7 +634,7 @@ export class Rexd {
       case 'CANCEL':
         return this.call(m, session);
       case 'EXEC':
-        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}), ...(session.pid ? { pid: session.pid } : {}) }, session.conn!);
+        return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}), ...(session.pid ? { pid: session.pid } : {}), ...(this.execLimits.has(m) ? { limit: this.execLimits.get(m)! } : {}) }, session.conn!);
       case 'ENROLL':
         throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:
@@ -658,12 +686,20 @@ export class Rexd {
     return this.router.handle(m, { identity, mayForward: session.kind === 'local' });
   }
 
-  /** The grants decide calls, with the called program as the requester's program (docs/CALLS.md, Security). */
-  private authorizeCall(who: CallIdentity, program: string): true | string {
+  /**
+   * The grants decide calls, with the called program as the requester's program and the called function
+   * checked against functions=/deny= (docs/CALLS.md, Security). `fn` is undefined (or the manager's internal
+   * "\0entries") for ENTRIES_GET: the program must be granted, and ENTRIES lists only the granted functions.
+   */
+  private authorizeCall(who: CallIdentity, program: string, fn?: string): true | string {
     const session = who.conn ? this.callSessions.get(who.conn) : undefined;
     if (session?.kind === 'local') return true; // the owner, checked by uid at HELLO
     if (!session?.requester) return `${who.name} is not authenticated`;
-    const d = this.check({ ...session.requester, program }, false);
+    const r = session.requester;
+    if (session.programKey && r.program !== program) {
+      return `${r.name}.${r.program} (key ${r.id}) is a program key: it may call program ${r.program} only, not ${program}`;
+    }
+    const d = this.check({ ...r, program }, false, fn === undefined || fn === '\0entries' ? undefined : fn);
     return d.ok ? true : d.reason;
   }
 

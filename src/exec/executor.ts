@@ -19,6 +19,7 @@ import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
 import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
 import { testSwitch } from '../util/testmode.js';
+import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -68,7 +69,7 @@ export function killGroup(child: Child, graceMs = 2000): void {
 }
 
 /** Finds the file to run: a path as given (relative to cwd), or a bare name in PATH (execvp's rule). */
-function resolveProgram(path: string, cwd: string, envPath: string | undefined, host: string): string {
+export function resolveProgram(path: string, cwd: string, envPath: string | undefined, host: string): string {
   const candidates = path.includes('/') ? [isAbsolute(path) ? path : resolve(cwd, path)] : (envPath ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).filter(Boolean).map((d) => join(d, path));
   let denied: string | undefined;
   // Test seam: lets one machine play hosts with different file systems (a program "only on the origin").
@@ -98,12 +99,12 @@ function resolveProgram(path: string, cwd: string, envPath: string | undefined, 
  * answer. Throws ProtocolError (NO_ENTRY, DENIED, BAD_REQUEST) when nothing
  * could be started.
  */
-export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void): Promise<Reply> {
+export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void, limit?: ExecLimit): Promise<Reply> {
   const ptyHelper = join(packageRoot(), 'native', 'build', 'bin', 'rex_pty');
   if (m.pty && !existsSync(ptyHelper)) {
     throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
   }
-  const env = filterEnv(m.env ?? []);
+  const env = limit ? limitedEnv(filterEnv(m.env ?? [])) : filterEnv(m.env ?? []);
   let notice: string | undefined;
   let cwd = m.cwd;
   if (!cwd || !isDir(cwd)) {
@@ -144,9 +145,11 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       if (greet === 3) setImmediate(() => prepareSpare(ctx));
     }
   } else {
-    const file = await programFor(m, cwd, env.PATH, conn, ctx);
+    // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/limit.ts).
+    // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
+    const file = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, filterEnv(m.env ?? []).PATH, ctx.hostName)) : await programFor(m, cwd, env.PATH, conn, ctx);
     // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
-    const libDir = await libraryDir(m, conn, ctx);
+    const libDir = limit ? undefined : await libraryDir(m, conn, ctx);
     if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
     const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
     // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.

@@ -19,6 +19,7 @@ import { dropSpare, killGroup, runHere, running, type ExecutorContext } from './
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
+import { imageRefused, type ExecLimit } from './limit.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
 export interface ExecCaller {
@@ -27,6 +28,8 @@ export interface ExecCaller {
   program?: string;
   /** The local client's pid (SO_PEERCRED): an rfork image is read from that process's own descriptor only. */
   pid?: number;
+  /** A peer's requester granted only one program: it may run that program's executables only (src/exec/limit.ts). */
+  limit?: ExecLimit;
 }
 
 /** Refusals after which the next candidate host is tried (placement only, not an explicit host). */
@@ -61,13 +64,14 @@ export class ExecService {
   async serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
     const self = this.ctx.hostName;
     const explicit = m.host !== undefined && m.host !== '' && m.host !== '*';
+    if (m.image && caller.limit) throw imageRefused(caller.limit);
     if (m.image) m = checkImage(m, caller);
     // EXEC libs is the origin rexd's to set (from the files it offers), never a local client's.
     if (caller.local && m.libs) m = { ...m, libs: [] };
     if (!caller.local) {
       // Only the origin's rexd routes, and only once.
       if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `EXEC for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });
-      return runHere(m, conn, this.ctx);
+      return runHere(m, conn, this.ctx, undefined, caller.limit);
     }
     if (explicit) {
       if (m.host === self) return runHere(m, conn, this.ctx);

@@ -55,18 +55,27 @@ function lineOf(line: string, file: string): { grant?: Grant; revokeId?: string 
 }
 
 /** Adds a grant (replacing one for the same subject, program and origin) and lifts revocations of its keys. */
-export function addGrant(store: KeyStore, nameOrId: string, opts: { program?: string; from?: string; expires?: number } = {}): { line: string; subject: Subject } {
+export function addGrant(store: KeyStore, nameOrId: string, opts: { program?: string; functions?: string[]; deny?: string[]; from?: string; expires?: number } = {}): { line: string; subject: Subject } {
   const subject = resolveSubject(store, nameOrId);
   const program = opts.program ?? subject.program;
+  if ((opts.functions || opts.deny) && !program) {
+    throw new RexError(ErrorCodes.USAGE, `--${opts.functions ? 'functions' : 'deny'} needs --program (or a HOST.USER.PROGRAM name): functions belong to a program`);
+  }
   const g: Omit<Grant, 'line'> = {
     ...(subject.name ? { name: subject.name } : {}),
     ...(subject.id ? { id: subject.id } : {}),
     ...(program ? { program } : {}),
+    ...(opts.functions ? { functions: opts.functions } : {}),
+    ...(opts.deny ? { deny: opts.deny } : {}),
     ...(opts.from ? { from: opts.from } : {}),
     ...(opts.expires !== undefined ? { expires: opts.expires } : {}),
   };
   const text = formatGrant(g);
-  parseGrants(text, 'new grant'); // validates program= and from=
+  try {
+    parseGrants(text, 'new grant'); // validates program=, functions=, deny= and from=
+  } catch (e) {
+    throw new RexError(ErrorCodes.USAGE, `cannot grant: ${(e as Error).message.replace(/; this file grants nothing until it is fixed$/, '')}`);
+  }
   const ids = new Set(subject.keys.map((k) => k.id));
   if (subject.id) ids.add(subject.id);
   const lines = readLines(store.grantsFile).filter((l) => {

@@ -3,11 +3,14 @@
  * hand-editable format (docs/KEYS.md "Grants file"):
  *
  *   # comment
- *   grant SUBJECT [id=ID] [program=P] [from=WHERE] [expires=ISO-8601]
+ *   grant SUBJECT [id=ID] [program=P [functions=F,G | deny=H,I]] [from=WHERE] [expires=ISO-8601]
  *   revoke ID [name=NAME] [at=ISO-8601]
  *
  * SUBJECT is an identity name HOST.USER (or HOST.USER.PROGRAM, short for
- * program=PROGRAM) or an ID. `revoke` refuses a key whatever grants say. A file
+ * program=PROGRAM) or an ID. `functions=` limits a program grant to calls of
+ * the functions it names, `deny=` takes functions out of it. Grants add up: a
+ * request is allowed when one grant allows it. `revoke` refuses a key whatever
+ * grants say. A file
  * with any syntax error grants nothing: a typo must never widen access, and a
  * half-read file could.
  */
@@ -25,6 +28,10 @@ export interface Grant {
   /** Key ID, when the grant pins one. */
   id?: string;
   program?: string;
+  /** `functions=`: the only functions of `program` this grant lets its subject call (and no EXEC). */
+  functions?: string[];
+  /** `deny=`: functions of `program` this grant does not let its subject call. */
+  deny?: string[];
   /** A `clients`-style entry: host name, address, CIDR or `localnets`; or a cluster host name. */
   from?: string;
   /** Milliseconds since the epoch. */
@@ -62,6 +69,9 @@ export class GrantsSyntaxError extends RexError {
 
 const MAX_LINE = 4096;
 
+/** A function name in `functions=` / `deny=`: a C identifier, as entry points are. */
+const C_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
+
 function parseTime(v: string): number | undefined {
   if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?)?$/.test(v)) return undefined;
   const t = Date.parse(v);
@@ -96,7 +106,7 @@ export function parseGrants(text: string, file = 'grants'): Grants {
       if (opts.has(k)) fail(`${k}= given twice`);
       opts.set(k, v);
     }
-    const allowed = verb === 'grant' ? ['id', 'program', 'from', 'expires'] : ['name', 'at'];
+    const allowed = verb === 'grant' ? ['id', 'program', 'functions', 'deny', 'from', 'expires'] : ['name', 'at'];
     for (const k of opts.keys()) if (!allowed.includes(k)) fail(`unknown option "${clip(k)}=" for ${verb}; expected ${allowed.map((a) => `${a}=`).join(', ')}`);
     if (verb === 'revoke') {
       const id = parseId(subject!);
@@ -140,6 +150,19 @@ export function parseGrants(text: string, file = 'grants'): Grants {
       if (!/^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/.test(program)) fail(`program=${clip(program)} is not a program name (letters, digits, '_', '-')`);
       g.program = program;
     }
+    for (const k of ['functions', 'deny'] as const) {
+      const v = opts.get(k);
+      if (v === undefined) continue;
+      if (g.program === undefined) fail(`${k}= needs program= (or a HOST.USER.PROGRAM subject): functions belong to a program`);
+      const names = v.split(',');
+      for (const f of names) {
+        if (f === '') fail(`${k}=${clip(v)} has an empty function name (two commas in a row, or one at an end)`);
+        if (!C_IDENTIFIER.test(f)) fail(`${k}=: "${clip(f)}" is not a function name (a C identifier: letters, digits and '_', not starting with a digit)`);
+      }
+      if (new Set(names).size !== names.length) fail(`${k}=${clip(v)} names a function twice`);
+      g[k] = names;
+    }
+    if (g.functions && g.deny) fail('functions= and deny= on one grant: functions= already allows only the functions it names; give one of them');
     const from = opts.get('from');
     if (from !== undefined) {
       const err = checkClientEntry(from);
@@ -168,6 +191,8 @@ export function formatGrant(g: Omit<Grant, 'line'>): string {
   const parts = ['grant', subject];
   if (g.name !== undefined && g.id !== undefined) parts.push(`id=${g.id}`);
   if (g.program !== undefined) parts.push(`program=${g.program}`);
+  if (g.functions !== undefined) parts.push(`functions=${g.functions.join(',')}`);
+  if (g.deny !== undefined) parts.push(`deny=${g.deny.join(',')}`);
   if (g.from !== undefined) parts.push(`from=${g.from}`);
   if (g.expires !== undefined) parts.push(`expires=${new Date(g.expires).toISOString()}`);
   return parts.join(' ');
@@ -181,7 +206,7 @@ export function formatRevocation(r: Omit<Revocation, 'line'>): string {
 /** The header a new grants file starts with. */
 export const GRANTS_HEADER = [
   '# REX grants: who may use REX as this user on this host (docs/KEYS.md, "Grants file").',
-  '#   grant HOST.USER|ID [id=ID] [program=P] [from=HOST|ADDRESS|CIDR|localnets] [expires=ISO-8601]',
+  '#   grant HOST.USER|ID [id=ID] [program=P [functions=F,G | deny=H,I]] [from=HOST|ADDRESS|CIDR|localnets] [expires=ISO-8601]',
   '#   revoke ID [name=HOST.USER] [at=ISO-8601]',
   '# A syntax error anywhere makes the whole file grant nothing.',
   '',
@@ -208,6 +233,20 @@ export interface DecideOptions {
   hostAddress?: (name: string) => string | undefined;
   /** What this host is called in messages (HOST.USER). */
   self?: string;
+  /** The function a CALL names: grants with `functions=` / `deny=` are checked against it. */
+  function?: string;
+}
+
+/** True when grant `g` lets its subject call function `fn` of its program (or of any program). */
+export function grantAllowsFunction(g: Pick<Grant, 'functions' | 'deny'>, fn: string): boolean {
+  if (g.functions) return g.functions.includes(fn);
+  return !g.deny?.includes(fn);
+}
+
+/** How much a grant allows: all programs, then a whole program, a program but some functions, only some functions. */
+function breadth(g: Grant): number {
+  if (g.program === undefined) return 3;
+  return g.functions ? 0 : g.deny ? 1 : 2;
 }
 
 /** Decides whether `who` may use this host now; the reason names the rule that refused. */
@@ -242,7 +281,20 @@ export function decide(g: Grants, who: Requester, opts: DecideOptions = {}): Dec
   if (fromOk.length === 0) {
     return { ok: false, reason: `${label} is granted${here} only from ${forProgram.map((x) => x.from).join(', ')}, not from ${who.address}` };
   }
-  return { ok: true, grant: fromOk[0]! };
+  const fn = opts.function;
+  const forFunction = fn === undefined ? fromOk : fromOk.filter((x) => grantAllowsFunction(x, fn));
+  if (fn !== undefined && forFunction.length === 0) {
+    const g0 = fromOk[0]!;
+    const what = fromOk.map((x) => (x.functions ? `only ${x.functions.join(', ')} (line ${x.line})` : `all but ${x.deny!.join(', ')} (line ${x.line})`));
+    const fix = g0.functions ? `--functions ${[...g0.functions, fn].join(',')}` : g0.deny!.length > 1 ? `--deny ${g0.deny!.filter((d) => d !== fn).join(',')}` : '';
+    return {
+      ok: false,
+      reason: `function ${fn} of program ${who.program} is not granted to ${label}${here}: its grants allow ${what.join('; ')}; its owner can run \`rex_key --grant ${who.name} --program ${who.program}${fix ? ` ${fix}` : ''}\` there`,
+    };
+  }
+  // The broadest grant that matched: the caller limits what a program grant allows (EXEC of the program's executables).
+  const best = forFunction.reduce((a, b) => (breadth(b) > breadth(a) ? b : a));
+  return { ok: true, grant: best };
 }
 
 /**

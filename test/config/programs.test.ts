@@ -28,6 +28,18 @@ describe('rex.rc programs', () => {
     expect(xml.config.programs).toEqual([{ name: 'demo', object: '/l/libdemo.so', xml: '/l/libdemo.xml' }]);
   });
 
+  it('reads the executables a program grant lets EXEC run, and prints them back', async () => {
+    const rc = parseRc('host-name : h1\nprograms : demo=/l/libdemo.so:/l/libdemo.xml executables=~/bin/demo:/opt/${HOST}/demo-tool, srv=exec:/opt/srv executables=/opt/srv\n', 'x.rc', env);
+    expect(rc.config.programs).toEqual([
+      { name: 'demo', object: '/l/libdemo.so', xml: '/l/libdemo.xml', executables: ['/home/tester/bin/demo', '/opt/h1/demo-tool'] },
+      { name: 'srv', exec: '/opt/srv', executables: ['/opt/srv'] },
+    ]);
+    const { toRcText } = await import('../../src/config/index.js');
+    expect(parseRc(toRcText(rc.config), 'y.rc', env).config.programs).toEqual(rc.config.programs);
+    const xml = await parseXmlConfig('<rex-config>\n  <host-name>h1</host-name>\n  <programs>demo=/l/libdemo.so executables=/bin/demo</programs>\n</rex-config>\n', 'x.xml', env);
+    expect(xml.config.programs).toEqual([{ name: 'demo', object: '/l/libdemo.so', executables: ['/bin/demo'] }]);
+  });
+
   it('refuses bad entries at file:line, naming the entry and what to write', async () => {
     const cases: [string, RegExp][] = [
       ['programs : demo\n', /entry "demo": no "=" after the program name; expected NAME=/],
@@ -38,6 +50,12 @@ describe('rex.rc programs', () => {
       ['programs : demo=/l/x.so, demo=/l/y.so\n', /program "demo" is defined twice/],
       ['programs : demo=/l/x.so,,b=/l/y.so\n', /empty entry/],
       ['programs : demo=/l/${NOPE}/x.so\n', /unknown variable \$\{NOPE\}/],
+      ['programs : demo=/l/x.so executables=\n', /executables= has an empty path/],
+      ['programs : demo=/l/x.so executables=/bin/a::/bin/b\n', /executables= has an empty path/],
+      ['programs : demo=/l/x.so executables=bin/demo\n', /the executable "bin\/demo" is not an absolute path/],
+      ['programs : demo=/l/x.so executables=/bin/a:/bin/a\n', /executable \/bin\/a is listed twice/],
+      ['programs : demo=/l/x.so executables=/bin/a /bin/b\n', /contains a space/],
+      ['programs : demo=lib/x.so executables=/bin/a\n', /the shared object "lib\/x.so" is not an absolute path/],
     ];
     for (const [text, re] of cases) {
       const e = await configError(() => parseRc(`host-name : h1\n${text}`, 'p.rc', env));

@@ -45,7 +45,7 @@ describe('grants file parser', () => {
     ['grant alpha.alice.x.y', 1, 'is not an identity name; expected HOST.USER or HOST.USER.PROGRAM'],
     ['grant alpha.alice program', 1, '"program" is not KEY=VALUE'],
     ['grant alpha.alice program=', 1, 'program= has no value'],
-    ['grant alpha.alice colour=red', 1, 'unknown option "colour=" for grant; expected id=, program=, from=, expires='],
+    ['grant alpha.alice colour=red', 1, 'unknown option "colour=" for grant; expected id=, program=, functions=, deny=, from=, expires='],
     ['grant alpha.alice program=a program=b', 1, 'program= given twice'],
     ['grant alpha.alice program=a/b', 1, 'program=a/b is not a program name'],
     ['grant alpha.alice.x program=y', 1, 'program= given with a HOST.USER.PROGRAM subject'],
@@ -57,6 +57,17 @@ describe('grants file parser', () => {
     [`revoke ${ID} at=never`, 1, 'at=never is not an ISO-8601 time'],
     [`revoke ${ID} program=x`, 1, 'unknown option "program=" for revoke'],
     ['grant alpha.alice\u0001', 1, 'control character in line'],
+    ['grant alpha.alice functions=get', 1, 'functions= needs program= (or a HOST.USER.PROGRAM subject): functions belong to a program'],
+    ['grant alpha.alice deny=reset', 1, 'deny= needs program= (or a HOST.USER.PROGRAM subject): functions belong to a program'],
+    ['grant alpha.alice program=demo functions=get,1x', 1, 'functions=: "1x" is not a function name (a C identifier'],
+    ['grant alpha.alice program=demo deny=admin-reset', 1, 'deny=: "admin-reset" is not a function name (a C identifier'],
+    ['grant alpha.alice program=demo functions=get,,put', 1, 'functions=get,,put has an empty function name'],
+    ['grant alpha.alice program=demo functions=get,', 1, 'functions=get, has an empty function name'],
+    ['grant alpha.alice program=demo functions=get,put,get', 1, 'functions=get,put,get names a function twice'],
+    ['grant alpha.alice program=demo functions=get deny=put', 1, 'functions= and deny= on one grant'],
+    ['grant alpha.alice program=demo functions=a functions=b', 1, 'functions= given twice'],
+    ['grant alpha.alice program=demo deny=', 1, 'deny= has no value'],
+    [`revoke ${ID} functions=x`, 1, 'unknown option "functions=" for revoke'],
   ])('%j: error at line %i', (text, line, message) => {
     const e = syntaxError(text);
     expect(e.line).toBe(line);
@@ -73,13 +84,15 @@ describe('grants file parser', () => {
         name,
         id: fc.constantFrom(ID, ID2),
         program: fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9_-]{0,10}$/),
+        functions: fc.uniqueArray(fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,8}$/), { minLength: 1, maxLength: 4 }),
         from: fc.constantFrom('localnets', '10.0.0.0/8', '192.168.1.7', 'fd00::/8', 'beta'),
         expires: fc.integer({ min: 0, max: 4_000_000_000_000 }),
       },
       { requiredKeys: ['name'] },
     );
     fc.assert(
-      fc.property(grant, (g) => {
+      fc.property(grant, (g0) => {
+        const g = g0.program === undefined ? (({ functions: _f, ...rest }) => rest)(g0) : g0;
         const [back] = parseGrants(formatGrant(g)).grants;
         expect(back).toEqual({ ...g, line: 1 });
       }),
@@ -150,5 +163,35 @@ describe('grant decisions', () => {
     });
     expect(decide(g('grant alpha.alice from=alpha'), who, { now, hostAddress: (n) => (n === 'alpha' ? '10.1.2.3' : undefined) }).ok).toBe(true);
     expect(decide(g('grant alpha.alice from=alpha'), who, { now, hostAddress: () => '10.9.9.9' }).ok).toBe(false);
+  });
+
+  it('reads functions= and deny= of a program grant', () => {
+    expect(g('grant alpha.alice program=demo functions=get,put_2\ngrant alpha.alice.demo deny=admin_reset,_x').grants).toEqual([
+      { name: 'alpha.alice', program: 'demo', functions: ['get', 'put_2'], line: 1 },
+      { name: 'alpha.alice', program: 'demo', deny: ['admin_reset', '_x'], line: 2 },
+    ]);
+    expect(formatGrant({ name: 'alpha.alice', program: 'demo', deny: ['a', 'b'] })).toBe('grant alpha.alice program=demo deny=a,b');
+  });
+
+  it('limits by function: functions= allows only those, deny= all but those, and the refusal says how to grant', () => {
+    const demo = { ...who, program: 'demo' };
+    const only = g('grant alpha.alice program=demo functions=get,put');
+    expect(decide(only, demo, { now, function: 'get' }).ok).toBe(true);
+    expect(decide(only, demo, { now, function: 'admin_reset', self: 'beta.bob' })).toEqual({
+      ok: false,
+      reason: `function admin_reset of program demo is not granted to alpha.alice.demo (key ${ID}) on beta.bob: its grants allow only get, put (line 1); its owner can run \`rex_key --grant alpha.alice --program demo --functions get,put,admin_reset\` there`,
+    });
+    // Without a function (ENTRIES_GET, a connection check) the program grant counts.
+    expect(decide(only, demo, { now }).ok).toBe(true);
+    const deny = g('grant alpha.alice program=demo deny=admin_reset');
+    expect(decide(deny, demo, { now, function: 'get' }).ok).toBe(true);
+    expect(decide(deny, demo, { now, function: 'admin_reset' })).toMatchObject({ ok: false, reason: expect.stringContaining('its grants allow all but admin_reset (line 1); its owner can run `rex_key --grant alpha.alice --program demo` there') });
+    // Grants add up: another grant that allows the function wins, and decide() returns the broadest that matched.
+    const both = g('grant alpha.alice program=demo deny=admin_reset\ngrant alpha.alice program=demo functions=admin_reset');
+    expect(decide(both, demo, { now, function: 'admin_reset' })).toMatchObject({ ok: true, grant: { functions: ['admin_reset'] } });
+    expect(decide(both, demo, { now, function: 'get' })).toMatchObject({ ok: true, grant: { deny: ['admin_reset'] } });
+    const wide = g('grant alpha.alice program=demo functions=get\ngrant alpha.alice');
+    expect(decide(wide, demo, { now, function: 'admin_reset' })).toMatchObject({ ok: true, grant: { line: 2 } });
+    expect((decide(wide, demo, { now }) as { grant: { program?: string } }).grant.program).toBeUndefined();
   });
 });
