@@ -237,6 +237,7 @@ export class TransactionLog {
   private outage: Outage | undefined;
   private closed = false;
   private closing = false;
+  private converted = false;
   private readonly opts: Required<Omit<TxLogOptions, 'onError'>> & Pick<TxLogOptions, 'onError'>;
 
   /** Opens (creating) the database; a failure starts an outage (reported, retried) and never throws. */
@@ -490,7 +491,7 @@ export class TransactionLog {
         if (incremental) db.pragma('incremental_vacuum');
         db.pragma('wal_checkpoint(TRUNCATE)');
       }
-      if (!incremental) this.convert(db);
+      if (!incremental && !this.converted) this.convert(db);
       if (deleted > 0) this.opts.logger.info({ file: this.file, deleted, retentionDays, maxBytes }, 'transaction log: old rows deleted');
     } catch (e) {
       this.startOutage(e as Error);
@@ -503,6 +504,7 @@ export class TransactionLog {
    * reported and tried again at the next start, the log goes on as it is.
    */
   private convert(db: Database.Database): void {
+    this.converted = true; // tried once per start: VACUUM copies the whole database
     try {
       db.pragma('auto_vacuum = INCREMENTAL');
       db.exec('VACUUM');
