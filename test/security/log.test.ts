@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { queryLog } from '../../src/log/txlog.js';
+import { queryLog, TransactionLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -87,6 +87,36 @@ describe('an idle cluster started with umask 000', () => {
       timeout: 20_000,
       interval: 100,
     });
+  });
+});
+
+describe('retention set in rex.rc', () => {
+  let cluster: LocalCluster;
+  let stop: () => Promise<void>;
+
+  beforeAll(async () => {
+    ({ cluster, stop } = await startCluster(1, { netns: false }));
+  });
+  afterAll(async () => {
+    await stop?.();
+  });
+
+  it('log-retention-days and log-max-size are enforced when rexd starts', async () => {
+    const file = join(cluster.host('alpha').stateDir, 'rex-log.sqlite');
+    const seed = new TransactionLog(file, 'alpha', { retentionDays: 0, maxBytes: 0 });
+    const now = Date.now();
+    for (let i = 0; i < 10; i++) seed.record({ time: now - 3 * 86_400_000, kind: 'auth', identity: 'three.days.old', outcome: 'ok' });
+    for (let i = 0; i < 12_000; i++) seed.record({ time: now - 3_600_000 + i, kind: 'transaction', identity: `seed-${i}`, outcome: 'ok', reason: 'z'.repeat(200) });
+    seed.close();
+    expect(statSync(file).size).toBeGreaterThan(2 * 1024 * 1024);
+    await restartWith(cluster, 'alpha', 'log-retention-days : 2\nlog-max-size : 1M');
+    const rows = queryLog(file, { limit: 100_000 });
+    expect(rows.filter((r) => r.identity === 'three.days.old')).toEqual([]);
+    expect(rows.length).toBeLessThan(12_000);
+    expect(rows.some((r) => r.identity === 'seed-11999')).toBe(true); // the newest are kept
+    const size = statSync(file).size + (existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0);
+    expect(size).toBeLessThanOrEqual(1024 * 1024);
+    expect(readFileSync(cluster.host('alpha').logFile, 'utf8')).toContain('transaction log: old rows deleted');
   });
 });
 
