@@ -355,6 +355,31 @@ export const KEY_SPECS: KeySpec[] = [
   durationKey('load-interval', 'loadInterval'),
   durationKey('peer-timeout', 'peerTimeout'),
   pathKey('rex-log-database', 'logDatabase'),
+  yesNoKey('log-fail-closed', 'logFailClosed'),
+  yesNoKey('log-heartbeats', 'logHeartbeats'),
+  {
+    key: 'log-retention-days',
+    field: 'logRetentionDays',
+    expected: 'a number of days (1-36500), or "none" to keep rows forever',
+    parse(raw) {
+      if (raw.text === 'none') return ok(0);
+      if (!/^[0-9]{1,9}$/.test(raw.text) || Number(raw.text) === 0) return bad(`"${raw.text}" is not a number of days; expected e.g. 90, or "none" to keep rows forever`);
+      return ok(Number(raw.text));
+    },
+    print: (v) => (v === 0 ? 'none' : String(v)),
+  },
+  {
+    key: 'log-max-size',
+    field: 'logMaxSize',
+    expected: 'a size: 256M, 1G, 512K (binary units), a number of bytes, or "none"',
+    parse(raw) {
+      if (raw.text === 'none') return ok(0);
+      const n = parseSize(raw.text);
+      if (n === undefined || n === 0) return bad(`"${raw.text}" is not a size; expected e.g. 256M, 1G, 512K (binary units: 1K = 1024 bytes), or "none" for no bound`);
+      return ok(n);
+    },
+    print: (v) => (v === 0 ? 'none' : formatSize(v as number)),
+  },
   {
     key: 'programs',
     field: 'programs',
@@ -441,6 +466,36 @@ function formatProgramEntry(p: ProgramEntry): string {
   if ('exec' in p) return `${p.name}=exec:${esc(p.exec)}${executables}`;
   const defs = p.xml ?? p.db;
   return `${p.name}=${esc(p.object)}${defs !== undefined ? `:${esc(defs)}` : ''}${executables}`;
+}
+
+function yesNoKey(key: string, field: 'logFailClosed' | 'logHeartbeats'): KeySpec {
+  return {
+    key,
+    field,
+    expected: '"yes" or "no"',
+    parse(raw) {
+      const t = raw.text.toLowerCase();
+      if (t === 'yes' || t === 'no') return ok(t === 'yes');
+      return bad(`"${raw.text}" is not valid; expected "yes" or "no"`);
+    },
+    print: (v) => (v ? 'yes' : 'no'),
+  };
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** Parses `256M`, `1G`, `512KiB`, `4096` (bytes); binary units; undefined on bad syntax. */
+export function parseSize(s: string): number | undefined {
+  const m = /^([0-9]{1,13})\s*(?:([KMGT])(?:i?B)?|B)?$/i.exec(s);
+  if (!m) return undefined;
+  const n = Number(m[1]) * SIZE_UNITS[(m[2] ?? '').toUpperCase()]!;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** Prints a byte count in the largest binary unit that divides it (`256M`). */
+export function formatSize(n: number): string {
+  for (const u of ['T', 'G', 'M', 'K']) if (n > 0 && n % SIZE_UNITS[u]! === 0) return `${n / SIZE_UNITS[u]!}${u}`;
+  return String(n);
 }
 
 function durationKey(key: string, field: 'loadInterval' | 'peerTimeout'): KeySpec {

@@ -75,6 +75,10 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     loadInterval: 1000,
     peerTimeout: 5000,
     logDatabase: `${stateDirectory}/rex-log.sqlite`,
+    logFailClosed: false,
+    logHeartbeats: false,
+    logRetentionDays: 90,
+    logMaxSize: 256 * 1024 * 1024,
     programs: [],
   };
 }

@@ -51,6 +51,14 @@ export interface RexConfig {
   peerTimeout: number;
   /** The transaction log database (SQLite file); default <state-directory>/rex-log.sqlite. */
   logDatabase: string;
+  /** Refuse new remote work while the transaction log cannot be written (docs/LOG.md). */
+  logFailClosed: boolean;
+  /** Log heartbeats (LOAD_GET, HOSTS_GET answered ok) as transactions too. */
+  logHeartbeats: boolean;
+  /** Transaction log rows older than this many days are deleted; 0 = never. */
+  logRetentionDays: number;
+  /** The transaction log is kept under this many bytes; 0 = no bound. */
+  logMaxSize: number;
   /** Programs this host's rexd offers for remote calls (docs/CALLS.md). */
   programs: ProgramEntry[];
 }

@@ -182,7 +182,7 @@ export class Rexd {
       );
     }
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
-    this.txlog = new TransactionLog(logFile, this.config.hostName, (e) => this.log.error({ err: e.message, file: logFile }, 'transaction log failed; continuing without it'));
+    this.txlog = new TransactionLog(logFile, this.config.hostName, { logger: this.log, retentionDays: this.config.logRetentionDays, maxBytes: this.config.logMaxSize });
     const credCheck = initPeerCred();
     await this.claimSocket();
     this.unixServer = await listenOn(createServer((s) => this.acceptLocal(s)), { path: this.paths.socket }, `socket ${this.paths.socket}`);
@@ -326,6 +326,8 @@ export class Rexd {
 
   private served(session: Session, info: ServedInfo): void {
     const m = info.msg;
+    // Heartbeats (peers' load polls, status views) answered ok are not transactions (rex.rc log-heartbeats).
+    if ((m.type === 'LOAD_GET' || m.type === 'HOSTS_GET') && !info.error && !this.config.logHeartbeats) return;
     const target =
       m.type === 'PING' ? m.target
       : m.type === 'CALL' || m.type === 'ENTRIES_GET' ? (this.router.routed.get(m) ?? m.target)
@@ -452,7 +454,11 @@ export class Rexd {
   }
 
   private async serveTls(m: Message, session: Session): Promise<Reply> {
-    if (m.type === 'ENROLL') return this.enroll(m, session);
+    const logDown = this.logRefusal(m);
+    if (m.type === 'ENROLL') {
+      if (logDown) throw logDown;
+      return this.enroll(m, session);
+    }
     if (session.restricted) throw this.deny(session, session.restricted, true);
     let who = session.requester!;
     // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
@@ -470,6 +476,7 @@ export class Rexd {
       const limit = this.execLimit(session, who, d.grant);
       if (limit) this.execLimits.set(m, limit);
     }
+    if (logDown) throw logDown;
     return this.serve(m, session);
   }
 
@@ -491,6 +498,17 @@ export class Rexd {
       ...(entry?.executables ? { executables: entry.executables } : {}),
       ...(grant.functions && grant.program === program ? { functions: grant.functions } : {}),
     };
+  }
+
+  /**
+   * rex.rc log-fail-closed: while the transaction log cannot be written, new
+   * work from the TLS port is refused; heartbeats, membership and CANCEL are
+   * not new work (docs/LOG.md).
+   */
+  private logRefusal(m: Message): ProtocolError | undefined {
+    if (!this.config.logFailClosed || m.type === 'LOAD_GET' || m.type === 'HOSTS_GET' || m.type === 'CANCEL') return undefined;
+    if (this.txlog?.writableNow()) return undefined;
+    return new ProtocolError('DENIED', `${this.config.hostName} refuses new work while its transaction log cannot be written (rex.rc log-fail-closed yes); try again later or on another host`, { fatal: false });
   }
 
   /** Serves ENROLL: a new key with a one-time token, a re-sent known key, or a rotated key. */

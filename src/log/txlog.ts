@@ -4,16 +4,24 @@
  * default <state-directory>/rex-log.sqlite). The schema uses only TEXT, INTEGER
  * and REAL columns so that the same table can live in PostgreSQL later
  * (docs/LOG.md). Writes are batched (at most every 100 ms or 200 rows, in one
- * SQLite transaction) to keep them off the request path; a failure to log is
- * reported once and never takes the daemon down.
+ * SQLite transaction) to keep them off the request path.
+ *
+ * The database and its -wal/-shm/-journal files are private (0600, whatever the
+ * umask; one owned by another user is refused). A write that fails (a full
+ * disk, a file removed or made unwritable) starts an *outage*: it is reported
+ * loudly, rows wait in a bounded queue in memory, and the database is reopened
+ * and the write retried with backoff; when it succeeds the queue is written
+ * and a row of kind `log` says how long the outage lasted and how many rows
+ * were written late or dropped. Old rows are deleted by age and by size
+ * (rex.rc log-retention-days, log-max-size), at start and periodically.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, constants as fsc, fchmodSync, fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 
-/** What kind of event a row records. */
-export type EventKind = 'auth' | 'transaction' | 'enroll' | 'session';
+/** What kind of event a row records; `log` rows are written by the log itself (an outage and its losses). */
+export type EventKind = 'auth' | 'transaction' | 'enroll' | 'session' | 'log';
 /** How it ended. */
 export type Outcome = 'ok' | 'denied' | 'error';
 
@@ -82,53 +90,211 @@ CREATE TABLE IF NOT EXISTS rex_log_meta (key TEXT PRIMARY KEY, value TEXT NOT NU
 
 const COLUMNS = ['time', 'time_ms', 'host', 'kind', 'identity', 'identity_id', 'from_host', 'peer_address', 'message_type', 'target', 'outcome', 'reason', 'bytes_in', 'bytes_out', 'duration_ms'];
 
-function openDb(file: string, readonly: boolean): Database.Database {
+/** The files SQLite keeps beside a database. */
+export const SIDE_FILES = ['-wal', '-shm', '-journal'];
+
+/** Defaults of the rex.rc log keys (docs/LOG.md, docs/CONFIG.md). */
+export const LOG_DEFAULTS = { retentionDays: 90, maxBytes: 256 * 1024 * 1024, maxQueue: 10_000 } as const;
+
+/** Where the log reports its own trouble (rexd's logger; pino's Logger fits). */
+export interface LogSink {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+/** How a {@link TransactionLog} behaves; every field has a default. */
+export interface TxLogOptions {
+  /** Warnings about the log itself. */
+  logger?: LogSink;
+  /** Called once when an outage starts (the old single-callback interface). */
+  onError?: (e: Error) => void;
+  /** Rows kept in memory while the database cannot be written (default 10,000); more are counted and dropped. */
+  maxQueue?: number;
+  /** Rows older than this many days are deleted; 0 keeps them forever (default 90). */
+  retentionDays?: number;
+  /** The database (with its WAL) is kept under this many bytes by deleting the oldest rows; 0: no bound (default 256 MiB). */
+  maxBytes?: number;
+  /** First retry after a failed write (default 500 ms); doubled after each failure up to retryMaxMs (default 10 s). */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  /** While an outage lasts, it is reported again this often (default 60 s). */
+  reminderMs?: number;
+  /** How often retention is enforced besides at start (default 10 min). */
+  retentionCheckMs?: number;
+  /** The clock (tests of retention). */
+  now?: () => number;
+}
+
+const silent: LogSink = { error() {}, warn() {}, info() {} };
+
+function logError(file: string, message: string, hint: string): RexError {
+  return new RexError(ErrorCodes.LOG_DATABASE, message, { where: file, hint });
+}
+
+/**
+ * Makes `file` a private file before SQLite opens it: created 0600 whatever
+ * the umask; an existing one (and its -wal/-shm/-journal) must be a regular
+ * file of this user, and loses any group or other bits (reported by `fixed`).
+ * Opened with O_NOFOLLOW and checked by descriptor, so a symlink is refused.
+ */
+export function securePrivateFiles(file: string, fixed: (file: string, mode: number) => void = () => {}, create = true): void {
+  const uid = process.getuid?.();
+  for (const f of [file, ...SIDE_FILES.map((x) => file + x)]) {
+    let fd: number;
+    let created = false;
+    try {
+      try {
+        fd = openSync(f, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || f !== file || !create) throw e;
+        fd = openSync(f, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+        created = true;
+      }
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      if (code === 'ELOOP') throw logError(f, `transaction log file ${f} is a symbolic link; refusing to follow it`, 'set rex-log-database in rex.rc to the real path, or remove the link');
+      throw e;
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw logError(f, `transaction log file ${f} is not a regular file`, 'remove it, or set rex-log-database in rex.rc to another path');
+      if (uid !== undefined && st.uid !== uid) {
+        throw logError(f, `transaction log file ${f} belongs to uid ${st.uid}, not to rexd's user (uid ${uid}); refusing to use it`, `run: chown ${uid} ${f}   (or set rex-log-database in rex.rc to a file of your own)`);
+      }
+      // fchmod: the mode asked of open(2) was cut by the umask; an existing file loses group and other bits.
+      if (created ? (st.mode & 0o777) !== 0o600 : (st.mode & 0o077) !== 0) {
+        fchmodSync(fd, created ? 0o600 : st.mode & 0o700);
+        if (!created) fixed(f, st.mode & 0o777);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: number) => void): Database.Database {
+  let db: Database.Database | undefined;
   try {
-    if (!readonly) mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const db = new Database(file, { readonly, fileMustExist: readonly });
     if (!readonly) {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      securePrivateFiles(file, fixed);
+    }
+    db = new Database(file, { readonly, fileMustExist: readonly });
+    if (!readonly) {
+      // Only takes effect on a new database; an older one is converted after retention (TransactionLog.open).
+      db.pragma('auto_vacuum = INCREMENTAL');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.exec(SCHEMA);
       db.prepare('INSERT OR IGNORE INTO rex_log_meta (key, value) VALUES (?, ?)').run('schema-version', '1');
+      // SQLite gives the side files the database's mode; the check also covers ones left by an older rexd.
+      securePrivateFiles(file, fixed, false);
     }
     db.pragma('busy_timeout = 2000');
     return db;
   } catch (e) {
+    try {
+      db?.close();
+    } catch {
+      /* it is the open that failed */
+    }
+    if (e instanceof RexError && e.code === ErrorCodes.LOG_DATABASE) throw e;
     throw new RexError(ErrorCodes.LOG_DATABASE, `cannot open the transaction log ${file}: ${(e as Error).message}`, {
       where: file,
-      hint: readonly ? 'no rexd has logged here yet, or rex.rc rex-log-database points elsewhere' : 'check the directory permissions, or set rex-log-database in rex.rc',
+      hint: readonly ? 'no rexd has logged here yet, or rex.rc rex-log-database points elsewhere' : 'check the directory permissions and free space, or set rex-log-database in rex.rc',
     });
   }
 }
+
+/** An outage: since when the log could not be written, and what it cost. */
+interface Outage {
+  since: number;
+  /** The error that started it, and the latest. */
+  cause: string;
+  error: string;
+  /** Rows that waited in memory (written when the outage ends). */
+  delayed: number;
+  dropped: number;
+  droppedBy: Map<string, number>;
+  firstDrop?: number;
+  lastDrop?: number;
+  reminded: number;
+}
+
+type Row = unknown[];
 
 /** The writer side, used by rexd. */
 export class TransactionLog {
   private db: Database.Database | undefined;
   private insert: Database.Statement | undefined;
-  private queue: unknown[][] = [];
+  private queue: Row[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private failed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private retryDelay = 0;
+  private outage: Outage | undefined;
+  private closed = false;
+  private closing = false;
+  private converted = false;
+  private readonly opts: Required<Omit<TxLogOptions, 'onError'>> & Pick<TxLogOptions, 'onError'>;
 
-  /** Opens (creating) the database; on failure calls `onError` and logs nothing. */
+  /** Opens (creating) the database; a failure starts an outage (reported, retried) and never throws. */
   constructor(
     readonly file: string,
     private readonly host: string,
-    private readonly onError: (e: Error) => void = () => {},
+    options: TxLogOptions | ((e: Error) => void) = {},
   ) {
+    const o = typeof options === 'function' ? { onError: options } : options;
+    this.opts = {
+      logger: o.logger ?? silent,
+      maxQueue: o.maxQueue ?? LOG_DEFAULTS.maxQueue,
+      retentionDays: o.retentionDays ?? LOG_DEFAULTS.retentionDays,
+      maxBytes: o.maxBytes ?? LOG_DEFAULTS.maxBytes,
+      retryMinMs: o.retryMinMs ?? 500,
+      retryMaxMs: o.retryMaxMs ?? 10_000,
+      reminderMs: o.reminderMs ?? 60_000,
+      retentionCheckMs: o.retentionCheckMs ?? 600_000,
+      now: o.now ?? Date.now,
+      ...(o.onError ? { onError: o.onError } : {}),
+    };
     try {
-      this.db = openDb(file, false);
-      this.insert = this.db.prepare(`INSERT INTO rex_log (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`);
+      this.open();
+      this.enforceRetention();
     } catch (e) {
-      this.fail(e as Error);
+      this.startOutage(e as Error);
+    }
+    if (this.opts.retentionDays > 0 || this.opts.maxBytes > 0) {
+      this.retentionTimer = setInterval(() => this.enforceRetention(), this.opts.retentionCheckMs);
+      this.retentionTimer.unref();
     }
   }
 
-  /** Queues one event; it reaches the database within 100 ms. */
+  /** True while the last write (or open) succeeded: rex.rc log-fail-closed serves remote work only then. */
+  get writable(): boolean {
+    return this.outage === undefined && this.db !== undefined;
+  }
+
+  /** Rows waiting in memory. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Writes what is queued now and says whether the log can be written: a disk
+   * that filled since the last batch is noticed before the caller goes on.
+   */
+  writableNow(): boolean {
+    if (this.outage === undefined && this.queue.length > 0) this.flush();
+    return this.writable;
+  }
+
+  /** Queues one event; it reaches the database within 100 ms (or when an outage ends). */
   record(ev: LogEvent): void {
-    if (!this.db || this.failed) return;
-    const t = ev.time ?? Date.now();
-    this.queue.push([
+    if (this.closed) return;
+    const t = ev.time ?? this.opts.now();
+    const row: Row = [
       new Date(t).toISOString(),
       t,
       this.host,
@@ -144,7 +310,22 @@ export class TransactionLog {
       ev.bytesIn ?? null,
       ev.bytesOut ?? null,
       ev.durationMs === undefined ? null : Math.round(ev.durationMs * 1000) / 1000,
-    ]);
+    ];
+    const o = this.outage;
+    if (o) {
+      if (this.queue.length >= this.opts.maxQueue) {
+        o.dropped += 1;
+        const k = `${ev.kind} ${ev.outcome}`;
+        o.droppedBy.set(k, (o.droppedBy.get(k) ?? 0) + 1);
+        o.firstDrop ??= t;
+        o.lastDrop = t;
+        return;
+      }
+      o.delayed += 1;
+      this.queue.push(row);
+      return; // the retry timer writes it
+    }
+    this.queue.push(row);
     if (this.queue.length >= 200) this.flush();
     else if (!this.timer) {
       this.timer = setTimeout(() => this.flush(), 100);
@@ -152,38 +333,207 @@ export class TransactionLog {
     }
   }
 
-  /** Writes queued events now, in one SQLite transaction. */
+  /** Writes queued events now, in one SQLite transaction (during an outage the retry timer does it). */
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (!this.db || !this.insert || this.queue.length === 0) return;
-    const rows = this.queue;
-    this.queue = [];
+    if (this.outage || this.queue.length === 0) return;
+    if (!this.write()) return;
+    this.checkSize();
+  }
+
+  /** Opens the database (again) and prepares the insert. */
+  private open(): void {
+    this.db = openDb(this.file, false, (f, mode) =>
+      this.opts.logger.warn({ file: f, mode: mode.toString(8).padStart(4, '0') }, 'transaction log file was readable by group or others; its mode is now 0600'),
+    );
+    this.insert = this.db.prepare(`INSERT INTO rex_log (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`);
+    // Keep the WAL small next to the size bound: checkpoint (and truncate it) every 1/8 of it, at most 1000 pages.
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    const walPages = this.opts.maxBytes > 0 ? Math.max(16, Math.min(1000, Math.floor(this.opts.maxBytes / pageSize / 8))) : 1000;
+    this.db.pragma(`wal_autocheckpoint = ${walPages}`);
+    this.db.pragma(`journal_size_limit = ${walPages * pageSize}`);
+  }
+
+  /** Writes the queue; false (and an outage) when that fails. */
+  private write(): boolean {
     try {
-      const ins = this.insert;
-      this.db.transaction(() => {
+      if (!this.db) this.open();
+      const rows = this.queue;
+      const ins = this.insert!;
+      this.db!.transaction(() => {
         for (const r of rows) ins.run(...r);
       })();
+      this.queue = this.queue.slice(rows.length);
+      return true;
     } catch (e) {
-      this.fail(e as Error);
+      this.startOutage(e as Error);
+      return false;
     }
   }
 
-  private fail(e: Error): void {
-    if (this.failed) return;
-    this.failed = true;
-    this.onError(e);
-  }
-
-  /** Flushes and closes. */
-  close(): void {
-    this.flush();
+  private closeDb(): void {
     try {
       this.db?.close();
     } catch {
-      /* closing is best effort */
+      /* closing a broken database is best effort */
     }
     this.db = undefined;
+    this.insert = undefined;
+  }
+
+  /** A write or open failed: report (once per outage), close the database, retry with backoff. */
+  private startOutage(e: Error): void {
+    this.closeDb();
+    const now = this.opts.now();
+    if (!this.outage) {
+      this.outage = { since: now, cause: e.message, error: e.message, delayed: this.queue.length, dropped: 0, droppedBy: new Map(), reminded: now };
+      this.retryDelay = this.opts.retryMinMs;
+      this.opts.logger.error(
+        { err: e.message, file: this.file, queued: this.queue.length, maxQueue: this.opts.maxQueue },
+        `transaction log cannot be written; keeping up to ${this.opts.maxQueue} rows in memory and retrying (docs/LOG.md)`,
+      );
+      this.opts.onError?.(e);
+    } else {
+      this.outage.error = e.message;
+      this.retryDelay = Math.min(this.retryDelay * 2, this.opts.retryMaxMs);
+      if (now - this.outage.reminded >= this.opts.reminderMs) {
+        this.outage.reminded = now;
+        this.opts.logger.error(
+          { err: e.message, file: this.file, since: new Date(this.outage.since).toISOString(), queued: this.queue.length, dropped: this.outage.dropped },
+          'transaction log still cannot be written',
+        );
+      }
+    }
+    if (this.closing) return;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.retry(), this.retryDelay);
+    this.retryTimer.unref();
+  }
+
+  private retry(): void {
+    this.retryTimer = undefined;
+    const o = this.outage;
+    if (!o || !this.write()) return;
+    this.outage = undefined;
+    const now = this.opts.now();
+    const lost = [...o.droppedBy].map(([k, n]) => `${k} ${n}`).join(', ');
+    const reason =
+      `the transaction log could not be written from ${new Date(o.since).toISOString()} to ${new Date(now).toISOString()} (${o.cause}); ` +
+      `${o.delayed} rows were written late` +
+      (o.dropped > 0 ? `, ${o.dropped} were dropped because the queue held ${this.opts.maxQueue} rows (${lost}) between ${new Date(o.firstDrop!).toISOString()} and ${new Date(o.lastDrop!).toISOString()}` : ', none was lost');
+    this.record({ time: now, kind: 'log', outcome: o.dropped > 0 ? 'error' : 'ok', target: this.file, reason, durationMs: now - o.since });
+    const fields = { file: this.file, since: new Date(o.since).toISOString(), delayed: o.delayed, dropped: o.dropped };
+    if (o.dropped > 0) this.opts.logger.error(fields, `transaction log writable again; ${o.dropped} rows were lost`);
+    else this.opts.logger.warn(fields, 'transaction log writable again; no row was lost');
+    this.flush();
+    this.enforceRetention();
+  }
+
+  /** After a write: a database (and WAL) over the size bound is trimmed. */
+  private checkSize(): void {
+    if (this.opts.maxBytes <= 0 || !this.db) return;
+    if (this.sizeOnDisk() > this.opts.maxBytes) this.enforceRetention();
+  }
+
+  /** The database file and its WAL, in bytes. */
+  sizeOnDisk(): number {
+    let n = 0;
+    for (const f of [this.file, `${this.file}-wal`]) {
+      try {
+        n += statSync(f).size;
+      } catch {
+        /* no WAL right now */
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Deletes rows older than retentionDays, then the oldest rows while the
+   * database is over maxBytes (down to 3/4 of it, so that this does not run on
+   * every batch), in batches; frees the pages (incremental vacuum) and
+   * truncates the WAL. Errors start an outage like a failed write.
+   */
+  enforceRetention(): void {
+    const db = this.db;
+    if (!db || this.outage) return;
+    try {
+      const { retentionDays, maxBytes } = this.opts;
+      let deleted = 0;
+      if (retentionDays > 0) {
+        const cutoff = this.opts.now() - retentionDays * 86_400_000;
+        const del = db.prepare('DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log WHERE time_ms < ? ORDER BY time_ms LIMIT 5000)');
+        for (let n = 5000; n === 5000; ) {
+          n = del.run(cutoff).changes;
+          deleted += n;
+        }
+      }
+      const pageSize = db.pragma('page_size', { simple: true }) as number;
+      const used = (): number => ((db.pragma('page_count', { simple: true }) as number) - (db.pragma('freelist_count', { simple: true }) as number)) * pageSize;
+      const over = maxBytes > 0 && (used() > maxBytes || this.sizeOnDisk() > maxBytes);
+      if (over) {
+        const target = Math.floor((maxBytes * 3) / 4);
+        const del = db.prepare('DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log ORDER BY id LIMIT ?)');
+        const count = db.prepare('SELECT COUNT(*) AS n FROM rex_log');
+        for (let round = 0; round < 100; round++) {
+          const u = used();
+          if (u <= target) break;
+          const rows = (count.get() as { n: number }).n;
+          if (rows === 0) break;
+          // Rows to delete, from the average row size; at least a few hundred so the loop ends quickly.
+          const n = Math.min(rows, Math.max(500, Math.ceil(((u - target) / u) * rows)));
+          deleted += del.run(n).changes;
+        }
+      }
+      const incremental = (db.pragma('auto_vacuum', { simple: true }) as number) === 2;
+      if (deleted > 0 || over) {
+        if (incremental) db.pragma('incremental_vacuum');
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      }
+      if (!incremental && !this.converted) this.convert(db);
+      if (deleted > 0) this.opts.logger.info({ file: this.file, deleted, retentionDays, maxBytes }, 'transaction log: old rows deleted');
+    } catch (e) {
+      this.startOutage(e as Error);
+    }
+  }
+
+  /**
+   * A database made by an older rexd (auto_vacuum off) is switched to
+   * incremental vacuum once, by VACUUM; a failure (no room for the copy) is
+   * reported and tried again at the next start, the log goes on as it is.
+   */
+  private convert(db: Database.Database): void {
+    this.converted = true; // tried once per start: VACUUM copies the whole database
+    try {
+      db.pragma('auto_vacuum = INCREMENTAL');
+      db.exec('VACUUM');
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      this.opts.logger.info({ file: this.file }, 'transaction log converted to incremental vacuum, so deleted rows give their space back');
+    } catch (e) {
+      this.opts.logger.warn({ file: this.file, err: (e as Error).message }, 'cannot convert the transaction log to incremental vacuum; deleted rows free space inside the file only');
+    }
+  }
+
+  /** Flushes and closes; rows that still cannot be written are reported as lost. */
+  close(): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    this.timer = this.retryTimer = this.retentionTimer = undefined;
+    this.closing = true;
+    if (this.outage) this.retry();
+    else this.flush();
+    this.closed = true;
+    if (this.queue.length > 0 || this.outage) {
+      this.opts.logger.error(
+        { file: this.file, lost: this.queue.length + (this.outage?.dropped ?? 0), since: this.outage ? new Date(this.outage.since).toISOString() : undefined },
+        'transaction log closed while it could not be written; its queued rows are lost',
+      );
+    }
+    this.queue = [];
+    this.closeDb();
   }
 }
 

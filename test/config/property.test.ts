@@ -100,6 +100,10 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
   loadInterval: duration,
   peerTimeout: duration,
   logDatabase: path,
+  logFailClosed: fc.boolean(),
+  logHeartbeats: fc.boolean(),
+  logRetentionDays: fc.integer({ min: 0, max: 36500 }),
+  logMaxSize: fc.oneof(fc.constant(0), fc.integer({ min: 1024 * 1024, max: 1024 ** 4 })),
   programs: fc.uniqueArray(
     fc.oneof(
       fc.record({ name, object: path }),

@@ -55,6 +55,10 @@ describe('rc form: good files', () => {
       loadInterval: 500,
       peerTimeout: 2000,
       logDatabase: '/home/tester/.rex-alpha/rex-log.sqlite',
+      logFailClosed: true,
+      logHeartbeats: false,
+      logRetentionDays: 30,
+      logMaxSize: 64 * 1024 * 1024,
       programs: [],
     });
     expect(sources.hostName).toEqual({ file: f, line: 5 });
@@ -99,6 +103,21 @@ describe('rc form: good files', () => {
     expect(c('listen: 0.0.0.0').listen).toEqual({ address: '0.0.0.0', port: 7800 });
     expect(c('servers:').servers).toEqual([]);
     expect(c('clients:').clients).toEqual([]);
+  });
+
+  it('reads the transaction log keys, and says what is expected of a bad value', async () => {
+    const c = (t: string) => parseRc(t, 'x.rc', env).config;
+    expect(c('')).toMatchObject({ logFailClosed: false, logHeartbeats: false, logRetentionDays: 90, logMaxSize: 256 * 1024 * 1024 });
+    expect(c('log-fail-closed: YES\nlog-heartbeats: yes')).toMatchObject({ logFailClosed: true, logHeartbeats: true });
+    expect(c('log-retention-days: none\nlog-max-size: none')).toMatchObject({ logRetentionDays: 0, logMaxSize: 0 });
+    expect(c('log-max-size: 1G').logMaxSize).toBe(1024 ** 3);
+    expect(c('log-max-size: 512KiB\nlog-max-size: 2MB').logMaxSize).toBe(2 * 1024 * 1024);
+    const problems = async (t: string) => (await configError(() => parseRc(t, 'x.rc', env))).diagnostics.map((d) => `${d.line}:${d.key}: ${d.message}`);
+    expect(await problems('log-fail-closed: maybe')).toEqual(['1:log-fail-closed: "maybe" is not valid; expected "yes" or "no"']);
+    expect(await problems('\nlog-retention-days: 0')).toEqual(['2:log-retention-days: "0" is not a number of days; expected e.g. 90, or "none" to keep rows forever']);
+    expect(await problems('log-retention-days: 99999')).toEqual(['1:log-retention-days: "99999" is out of range; expected a number of days between 1 and 36500, or none']);
+    expect(await problems('log-max-size: lots')).toEqual(['1:log-max-size: "lots" is not a size; expected e.g. 256M, 1G, 512K (binary units: 1K = 1024 bytes), or "none" for no bound']);
+    expect(await problems('log-max-size: 64K')).toEqual(['1:log-max-size: "64K" is not valid; expected a size between 1M and 1T, or none']);
   });
 
   it('ignores "#" comments that are not directives, and CRLF line ends', () => {

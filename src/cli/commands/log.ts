@@ -57,7 +57,7 @@ export function registerLogCommands(program: Command): void {
     .option('--identity <name-or-id>', 'only this identity (HOST.USER also matches its programs) or key ID')
     .option('--host <host>', 'only events from or on this host')
     .option('--outcome <outcome>', 'only ok, denied or error')
-    .option('--kind <kind>', 'only auth, transaction, enroll or session')
+    .option('--kind <kind>', 'only auth, transaction, enroll, session or log (outages of the log itself)')
     .option('--since <when>', 'only events since 10m/2h/7d ago or an ISO-8601 time')
     .option('-n, --limit <n>', 'at most this many events', '50')
     .option('--json', 'machine-readable output')
@@ -74,7 +74,7 @@ export function registerLogCommands(program: Command): void {
         q.outcome = opts.outcome as Outcome;
       }
       if (opts.kind !== undefined) {
-        if (!['auth', 'transaction', 'enroll', 'session'].includes(opts.kind)) throw new RexError(ErrorCodes.USAGE, `--kind ${opts.kind}: expected auth, transaction, enroll or session`);
+        if (!['auth', 'transaction', 'enroll', 'session', 'log'].includes(opts.kind)) throw new RexError(ErrorCodes.USAGE, `--kind ${opts.kind}: expected auth, transaction, enroll, session or log`);
         q.kind = opts.kind as LogQuery['kind'] & string;
       }
       if (opts.identity !== undefined) q.identity = opts.identity;
