@@ -262,7 +262,7 @@ static void check_header(void) {
     r_exit(EX_CORRUPT);
   }
   if (hdr.version != REX_IMG_VERSION)
-    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 2; dump again with the same librex)", hdr.version);
+    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 3; dump again with the same librex)", hdr.version);
   if (hdr.header_size != sizeof hdr) corrupt_hdr("header_size", HOFF(header_size), "does not match this version's header size", hdr.header_size);
   if (hdr.arch != REX_IMG_ARCH_X86_64) corrupt_hdr("arch", HOFF(arch), "not an x86-64 image (62)", hdr.arch);
   if (hdr.page_size != REX_IMG_PAGE) corrupt_hdr("page_size", HOFF(page_size), "page size must be 4096", hdr.page_size);
@@ -275,6 +275,13 @@ static void check_header(void) {
   if (hdr.xsave_size < 576 || hdr.xsave_size > REX_IMG_MAX_XSAVE) corrupt_hdr("xsave_size", HOFF(xsave_size), "must be 576..16384", hdr.xsave_size);
   if (hdr.xsave_len < REX_IMG_XSAVE_MIN || hdr.xsave_len > hdr.xsave_size)
     corrupt_hdr("xsave_len", HOFF(xsave_len), "must be 576..xsave_size", hdr.xsave_len);
+  const char *why;
+  int bad = rex_img_check_xcomp(&hdr, &why);
+  if (bad >= 0) {
+    say("%s: corrupt image: header.xsave_comp[%u] at offset %u: %s (offset %u, size %u)", img_name, U(bad),
+        U(HOFF(xsave_comp) + 4u * (unsigned)bad), why, U(hdr.xsave_comp[bad].offset), U(hdr.xsave_comp[bad].size));
+    r_exit(EX_CORRUPT);
+  }
   lay = rex_img_layout(&hdr);
   if (hdr.meta_size != lay.total)
     corrupt_hdr("meta_size", HOFF(meta_size), "does not match the sizes of the tables the header announces", hdr.meta_size);
@@ -374,6 +381,7 @@ static void check_xsave(void) {
   uint64_t at = 0;
   if (mxcsr >> 16) field = "mxcsr", at = base + 24, why = "reserved MXCSR bits set";
   else if (xstate_bv & ~hdr.xcr0) field = "xstate_bv", at = base + 512, why = "state components outside the image's XCR0";
+  else if (xstate_bv >> REX_IMG_NXCOMP) field = "xstate_bv", at = base + 512, why = "components 16 and above in use (images do not carry them)";
   for (unsigned off = 520; !why && off < 576; off += 8) {
     memcpy(&rest, x + off, 8);
     if (rest) field = off == 520 ? "xcomp_bv" : "header", at = base + off, why = "not a standard-form XSAVE header (must be zero)";
@@ -381,6 +389,16 @@ static void check_xsave(void) {
   if (why) {
     say("%s: corrupt image: xsave.%s at offset %u: %s", img_name, field, U(at), why);
     r_exit(EX_CORRUPT);
+  }
+  /* Every component in use must lie in the bytes stored, where the image's own layout puts it. */
+  for (unsigned i = 2; i < REX_IMG_NXCOMP; i++) {
+    const struct rex_img_xcomp *c = &hdr.xsave_comp[i];
+    if (xstate_bv >> i & 1 && (uint32_t)c->offset + c->size > hdr.xsave_len) {
+      say("%s: corrupt image: header.xsave_len at offset %u: XSAVE component %u is in use (bytes %u..%u) but only %u bytes "
+          "are stored",
+          img_name, HOFF(xsave_len), U(i), U(c->offset), U((uint32_t)c->offset + c->size), U(hdr.xsave_len));
+      r_exit(EX_CORRUPT);
+    }
   }
 }
 
@@ -515,25 +533,29 @@ static const char *special_name(uint32_t k) {
 }
 
 static void check_host(void) {
-  if (hdr.xcr0 != host_xcr0() || hdr.xsave_size != host_xsave_size()) {
+  if (hdr.xcr0 != host_xcr0()) {
     say("this CPU's XSAVE features differ from the image's: XCR0 %x (area %u bytes) here, %x (%u bytes) in the image; "
         "restore on a host with the same CPU features",
         U(host_xcr0()), U(host_xsave_size()), U(hdr.xcr0), U(hdr.xsave_size));
     r_exit(EX_HOST);
   }
-  /* Same CPU features, so the same standard-form layout: every component in use must lie in what was stored. */
-  uint64_t bv;
-  memcpy(&bv, meta + lay.xsave + 512, 8);
-  for (unsigned i = 2; i < 63; i++) {
-    if (!(bv >> i & 1)) continue;
+  /* The same features can still be laid out differently (vendors differ): XRSTOR reads this CPU's layout. */
+  for (unsigned i = 2; i < REX_IMG_NXCOMP; i++) {
+    if (!(hdr.xcr0 >> i & 1)) continue;
     uint32_t a, b, c, d;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(i));
-    if ((uint64_t)b + a > hdr.xsave_len) {
-      say("%s: corrupt image: header.xsave_len at offset %u: XSAVE component %u is in use (bytes %u..%u) but only %u bytes "
-          "are stored",
-          img_name, HOFF(xsave_len), U(i), U(b), U(b + a), U(hdr.xsave_len));
-      r_exit(EX_CORRUPT);
+    if (b != hdr.xsave_comp[i].offset || a != hdr.xsave_comp[i].size) {
+      say("this CPU lays out XSAVE component %u at bytes %u..%u, the image's CPU at %u..%u; restore on a host with the same "
+          "CPU layout",
+          U(i), U(b), U(b + a), U(hdr.xsave_comp[i].offset), U((uint32_t)hdr.xsave_comp[i].offset + hdr.xsave_comp[i].size));
+      r_exit(EX_HOST);
     }
+  }
+  if (hdr.xsave_size != host_xsave_size()) {
+    say("this CPU's XSAVE area is %u bytes, the image's CPU's %u, for the same features (XCR0 %x); restore on a host with "
+        "the same CPU layout",
+        U(host_xsave_size()), U(hdr.xsave_size), U(hdr.xcr0));
+    r_exit(EX_HOST);
   }
   read_host_maps();
   for (unsigned i = 0; i < REX_IMG_NSPECIAL; i++) {

@@ -825,17 +825,30 @@ static int write_data(struct dumper *d, struct rex_xxh64 *xh) {
  * tile data that a process that never asked for AMX does not use; carrying
  * it would blow the metadata budget (docs/RFORK.md section 6).
  */
-static uint32_t xsave_in_use(const uint8_t *xsave, uint32_t size) {
+static uint32_t xsave_in_use(const struct rex_img_header *h, const uint8_t *xsave) {
   uint64_t bv;
   memcpy(&bv, xsave + 512, 8);
   uint32_t len = REX_IMG_XSAVE_MIN;
-  for (unsigned i = 2; i < 63; i++) {
-    if (!(bv >> i & 1)) continue;
+  for (unsigned i = 2; i < REX_IMG_NXCOMP; i++) {
+    const struct rex_img_xcomp *c = &h->xsave_comp[i];
+    if (bv >> i & 1 && (uint32_t)c->offset + c->size > len) len = (uint32_t)c->offset + c->size;
+  }
+  return len < h->xsave_size ? len : h->xsave_size;
+}
+
+/*
+ * The standard-form layout of the components 2..15 XCR0 enables, as this
+ * CPU reports it (CPUID leaf 0xD: EBX offset, EAX size). Readers of the image
+ * take it from here; none assumes a vendor's table.
+ */
+static void xsave_layout(struct rex_img_header *h) {
+  for (unsigned i = 2; i < REX_IMG_NXCOMP; i++) {
+    if (!(h->xcr0 >> i & 1)) continue;
     uint32_t a, b, c, dd;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(dd) : "a"(0xd), "c"(i));
-    if (b + a > len) len = b + a; /* EBX offset, EAX size in the standard form */
+    h->xsave_comp[i].offset = (uint16_t)b;
+    h->xsave_comp[i].size = (uint16_t)a;
   }
-  return len < size ? len : size;
 }
 
 static uint32_t xsave_size(void) {
@@ -874,7 +887,21 @@ static int dump(struct dumper *d, struct rex_img_regs *regs, const uint8_t *xsav
                    REX__XSAVE_BUF);
     return -ENOTSUP;
   }
-  h->xsave_len = xsave_in_use(xsave, h->xsave_size);
+  uint64_t bv;
+  memcpy(&bv, xsave + 512, 8);
+  if (bv >> REX_IMG_NXCOMP) {
+    rex__set_error("rex_dump_self: XSAVE components 16 and above are in use (XSTATE_BV %#llx: AMX tiles); images do not carry them",
+                   (unsigned long long)bv);
+    return -ENOTSUP;
+  }
+  xsave_layout(h);
+  const char *why;
+  int bad = rex_img_check_xcomp(h, &why);
+  if (bad >= 0) {
+    rex__set_error("rex_dump_self: this CPU's XSAVE component %d is not one an image can describe: %s", bad, why);
+    return -ENOTSUP;
+  }
+  h->xsave_len = xsave_in_use(h, xsave);
   memcpy(d->scr + SCR_XSAVE, xsave, h->xsave_len);
   h->regs = *regs;
   h->resume_block = (uint64_t)(uintptr_t)rex__resume_block_anchor;

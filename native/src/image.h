@@ -32,7 +32,7 @@
 #define REX_IMG_MAGIC "REXIMG\r\n" /* 8 bytes, no NUL; \r\n catches text-mode mangling */
 #define REX_IMG_MAGIC_SIZE 8
 #define REX_IMG_TRAILER_MAGIC "REXEND\r\n"
-#define REX_IMG_VERSION 2u /* 2: per-region page bitmaps (docs/IMAGE.md section 7) */
+#define REX_IMG_VERSION 3u /* 3: the dumping CPU's XSAVE component layout (docs/IMAGE.md section 7) */
 #define REX_IMG_ARCH_X86_64 62u /* EM_X86_64 */
 #define REX_IMG_PAGE 4096u
 
@@ -137,6 +137,18 @@ struct rex_img_special {
   uint32_t pad;
 };
 
+/*
+ * Where the dumping CPU puts one XSAVE state component in the standard
+ * (non-compacted) form: CPUID.(EAX=0Dh, ECX=i) EBX (offset) and EAX (size).
+ * Vendors differ (AMD's AVX-512 components sit lower than Intel's, with no MPX
+ * before them), so no reader may assume a table of its own: each takes the
+ * layout from the image, and the restorer compares it with its own CPU's.
+ */
+struct rex_img_xcomp {
+  uint16_t offset, size;
+};
+#define REX_IMG_NXCOMP 16u /* components 0..15; 0 (x87) and 1 (SSE) are the legacy area, their entries zero */
+
 struct rex_img_header {
   char magic[8];
   uint32_t version;
@@ -179,8 +191,40 @@ struct rex_img_header {
   struct rex_img_special special[REX_IMG_NSPECIAL];
   uint32_t nwords;    /* u64 words in the bitmap table */
   uint32_t xsave_len; /* bytes of the XSAVE area stored: up to the last component in use, 576..xsave_size */
-  uint64_t reserved[8]; /* zero */
+  struct rex_img_xcomp xsave_comp[REX_IMG_NXCOMP]; /* the layout of components 2..15; zero where XCR0 has none */
 };
+
+/*
+ * Checks the header's XSAVE layout against its XCR0 and xsave_size: an
+ * entry for exactly the components 2..15 XCR0 enables, each inside the area
+ * after the legacy region and header (576), none overlapping another.
+ * Returns the first bad component index, or -1; *why says what is wrong.
+ */
+static inline int rex_img_check_xcomp(const struct rex_img_header *h, const char **why) {
+  for (unsigned i = 0; i < REX_IMG_NXCOMP; i++) {
+    const struct rex_img_xcomp *c = &h->xsave_comp[i];
+    int on = i >= 2 && (h->xcr0 >> i & 1);
+    if (!on) {
+      if (c->offset || c->size) {
+        *why = i < 2 ? "the legacy area's components have no entry (must be zero)" : "an entry for a component the image's XCR0 does not enable";
+        return (int)i;
+      }
+      continue;
+    }
+    if (c->size == 0 || c->offset < 576u || (uint32_t)c->offset + c->size > h->xsave_size) {
+      *why = "component outside 576..xsave_size, or of size 0";
+      return (int)i;
+    }
+    for (unsigned j = 2; j < i; j++) {
+      const struct rex_img_xcomp *d = &h->xsave_comp[j];
+      if (d->size && c->offset < (uint32_t)d->offset + d->size && d->offset < (uint32_t)c->offset + c->size) {
+        *why = "overlaps another component";
+        return (int)i;
+      }
+    }
+  }
+  return -1;
+}
 
 /* Memory region: [start, end), page-aligned, sorted, non-overlapping. */
 struct rex_img_region {
@@ -239,6 +283,8 @@ _Static_assert(sizeof(struct rex_img_region) == 128, "region layout");
 _Static_assert(sizeof(struct rex_img_run) == 16, "run layout");
 _Static_assert(sizeof(struct rex_img_fd) == 56, "fd layout");
 _Static_assert(sizeof(struct rex_img_header) % 32 == 0, "header must be a whole number of XXH64 stripes");
+_Static_assert(offsetof(struct rex_img_header, xsave_comp) == 3392, "xsave_comp at 3392 (docs/IMAGE.md)");
+_Static_assert(sizeof(struct rex_img_header) == 3456, "header size (docs/IMAGE.md)");
 
 /* Metadata offsets (from the end of the header), each part 64-byte aligned. */
 static inline uint64_t rex_img_align64(uint64_t v) { return (v + 63) & ~(uint64_t)63; }

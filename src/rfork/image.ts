@@ -1,5 +1,5 @@
 /**
- * A validating reader of rfork process images (docs/IMAGE.md, version 2): the
+ * A validating reader of rfork process images (docs/IMAGE.md, version 3): the
  * header and metadata, never the page data. The executor uses it before it
  * starts `rex-restore`, to learn which files the image maps (to check or fetch
  * them by content hash and pass `--file ORIGINAL=LOCAL`) and which descriptors
@@ -15,8 +15,8 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
 
 /** The image version this reader understands (docs/IMAGE.md section 7). */
-export const IMAGE_VERSION = 2;
-/** Bytes of the version-2 header. */
+export const IMAGE_VERSION = 3;
+/** Bytes of the version-3 header. */
 export const IMAGE_HEADER_SIZE = 3456;
 /** Bytes of the trailer after the page data (magic and data_hash). */
 export const IMAGE_TRAILER_SIZE = 16;
@@ -35,14 +35,8 @@ const ZONE_START = 0x70000000;
 const ZONE_END = 0x80000000;
 const U64_MAX = (1n << 64n) - 1n;
 
-/**
- * Standard-form XSAVE component -> [offset, size] (Intel SDM vol. 1, 13.4.3;
- * the same on AMD): AVX, MPX bounds and control, AVX-512 opmask, ZMM_Hi256
- * and Hi16_ZMM, PKRU.
- */
-const XSAVE_STANDARD: ReadonlyMap<number, readonly [number, number]> = new Map([
-  [2, [576, 256]], [3, [960, 64]], [4, [1024, 64]], [5, [1088, 64]], [6, [1152, 512]], [7, [1664, 1024]], [9, [2688, 8]],
-]);
+/** XSAVE components the image describes (0..15; 0 and 1 are the legacy area and have no entry). */
+const NXCOMP = 16;
 
 /** Header field offsets (docs/IMAGE.md section 2). */
 const H = {
@@ -50,8 +44,15 @@ const H = {
   xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, regs: 80, rsp: 208, rip: 216, fsBase: 224,
   gsBase: 232, mm: 240, auxvWords: 328, sigmask: 2896, altstackFlags: 2920, umask: 2924, rseqAddr: 2928, rseqLen: 2936,
   rlimits: 2968, cwdOff: 3224, cwdLen: 3228, exeOff: 3232, exeLen: 3236, comm: 3240, pid: 3256, tid: 3260, ppid: 3264,
-  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388,
+  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: 3392,
 } as const;
+
+/** One XSAVE state component where the dumping CPU put it (standard form, CPUID leaf 0xD). */
+export interface XsaveComponent {
+  index: number;
+  offset: number;
+  size: number;
+}
 
 /** What a memory region is and how the restorer maps it (docs/IMAGE.md section 3.2). */
 export type RegionKind = 'anon' | 'heap' | 'stack' | 'file' | 'file-shared' | 'anon-copy';
@@ -143,6 +144,8 @@ export interface ImageInfo {
   /** Bytes of the CPU's XSAVE area, and how many of them the image stores (up to the last component in use). */
   xsaveSize: number;
   xsaveLen: number;
+  /** The dumping CPU's layout of the components XCR0 enables (2..15): vendors differ, so it comes with the image. */
+  xsaveComponents: XsaveComponent[];
   dumpRealtimeNs: bigint;
   nruns: number;
   nwords: number;
@@ -263,7 +266,31 @@ function popcount32(v: number): number {
 /** The fixed-size header fields, checked as the restorer's check_header does. */
 interface Header {
   nregions: number; nruns: number; nwords: number; nfds: number; stringsSize: number; xsaveSize: number; xsaveLen: number; flags: number;
-  dataPages: number; layout: Layout;
+  dataPages: number; layout: Layout; xsaveComponents: XsaveComponent[];
+}
+
+/**
+ * The header's XSAVE layout, checked as the restorer's rex_img_check_xcomp
+ * does: an entry for exactly the components 2..15 that XCR0 enables, each in
+ * 576..xsave_size, none overlapping another.
+ */
+function xsaveLayout(b: Buffer, name: string, xsaveSize: number): XsaveComponent[] {
+  const xcr0 = b.readBigUInt64LE(H.xcr0);
+  const out: XsaveComponent[] = [];
+  for (let i = 0; i < NXCOMP; i++) {
+    const at = H.xsaveComp + 4 * i;
+    const offset = b.readUInt16LE(at), size = b.readUInt16LE(at + 2);
+    const bad = (why: string): never => corrupt(name, `header.xsave_comp[${i}]`, at, `${why} (offset ${offset}, size ${size})`);
+    const on = i >= 2 && ((xcr0 >> BigInt(i)) & 1n) === 1n;
+    if (!on) {
+      if (offset || size) bad(i < 2 ? "the legacy area's components have no entry (must be zero)" : "an entry for a component the image's XCR0 does not enable");
+      continue;
+    }
+    if (size === 0 || offset < 576 || offset + size > xsaveSize) bad('component outside 576..xsave_size, or of size 0');
+    if (out.some((c) => offset < c.offset + c.size && c.offset < offset + size)) bad('overlaps another component');
+    out.push({ index: i, offset, size });
+  }
+  return out;
 }
 
 function checkHeader(b: Buffer, name: string): Header {
@@ -292,6 +319,7 @@ function checkHeader(b: Buffer, name: string): Header {
   if (xsaveSize < LIMIT.xsaveMin || xsaveSize > LIMIT.xsaveMax) bad('xsave_size', H.xsaveSize, 'must be 576..16384', xsaveSize);
   const xsaveLen = u32(H.xsaveLen);
   if (xsaveLen < LIMIT.xsaveMin || xsaveLen > xsaveSize) bad('xsave_len', H.xsaveLen, 'must be 576..xsave_size', xsaveLen);
+  const xsaveComponents = xsaveLayout(b, name, xsaveSize);
   const layout = layoutOf(xsaveLen, nregions, nruns, nwords, nfds, stringsSize);
   const metaSize = b.readBigUInt64LE(H.metaSize);
   if (metaSize !== BigInt(layout.end - IMAGE_HEADER_SIZE)) {
@@ -300,7 +328,7 @@ function checkHeader(b: Buffer, name: string): Header {
   if (metaSize > BigInt(LIMIT.meta)) bad('meta_size', H.metaSize, 'above the limit of 64 MiB', metaSize);
   const dataPages = b.readBigUInt64LE(H.dataPages);
   if (dataPages > BigInt(USER_MAX / IMAGE_PAGE)) bad('data_pages', H.dataPages, 'more pages than user space holds', dataPages);
-  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout };
+  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout, xsaveComponents };
 }
 
 /**
@@ -335,15 +363,15 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   const x = IMAGE_HEADER_SIZE;
   if (u32(x + 24) >>> 16) corrupt(name, 'xsave.mxcsr', x + 24, 'reserved MXCSR bits set');
   if (u64(x + 512) & ~u64(H.xcr0) & U64_MAX) corrupt(name, 'xsave.xstate_bv', x + 512, 'state components outside the image\'s XCR0');
+  if (u64(x + 512) >> BigInt(NXCOMP)) corrupt(name, 'xsave.xstate_bv', x + 512, 'components 16 and above in use (images do not carry them)');
   for (let off = 520; off < 576; off += 8) {
     if (u64(x + off) !== 0n) corrupt(name, `xsave.${off === 520 ? 'xcomp_bv' : 'header'}`, x + off, 'not a standard-form XSAVE header (must be zero)');
   }
-  // Every component in use must lie in the bytes stored (the restorer's check_host, which asks CPUID leaf 0xD;
-  // the standard-form offsets below are architectural on x86-64, and a component not listed is left to it).
+  // Every component in use must lie in the bytes stored, where the image's own layout puts it (no vendor's table).
   const bv = u64(x + 512);
-  for (const [i, [off, size]] of XSAVE_STANDARD) {
-    if ((bv >> BigInt(i)) & 1n && off + size > h.xsaveLen) {
-      corrupt(name, 'header.xsave_len', H.xsaveLen, `XSAVE component ${i} is in use (bytes ${off}..${off + size}) but only ${h.xsaveLen} bytes are stored`);
+  for (const c of h.xsaveComponents) {
+    if ((bv >> BigInt(c.index)) & 1n && c.offset + c.size > h.xsaveLen) {
+      corrupt(name, 'header.xsave_len', H.xsaveLen, `XSAVE component ${c.index} is in use (bytes ${c.offset}..${c.offset + c.size}) but only ${h.xsaveLen} bytes are stored`);
     }
   }
   /** The string (off, len) of the table, or undefined when the reference is bad. */
@@ -542,7 +570,7 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   return {
     version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
     tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
-    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
+    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, xsaveComponents: h.xsaveComponents, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
     nwords: h.nwords, dataPages: h.dataPages, metadataEnd: L.end, regions, files: [...files.values()], fds, special,
   };
 }

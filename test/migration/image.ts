@@ -15,7 +15,7 @@ export const program = (name: string): string => join(nativeBuild, 'test', 'migr
 export const H = {
   magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
   stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
-  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, size: 3456,
+  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: 3392, size: 3456,
 } as const;
 export const REGION_SIZE = 128;
 export const RUN_SIZE = 16;
@@ -39,19 +39,50 @@ export function layout(img: Buffer): { xsave: number; regions: number; runs: num
 }
 
 /**
- * The same image with only the first `len` bytes of its XSAVE area stored
- * (576 <= len <= xsave_len): the tables after it move up, meta_size shrinks,
- * and meta_hash is recomputed. Tests build "component in use but not stored"
- * cases with it on any CPU, instead of waiting for one whose image has them.
+ * The same image with `len` bytes of its XSAVE area stored (576 <= len):
+ * cut, or extended with zeros (components in their initial state); the tables
+ * after it move, meta_size follows, and meta_hash is recomputed. Tests build
+ * XSAVE cases with it on any CPU, instead of waiting for one that has them.
  */
 export function withXsaveStored(img: Buffer, len: number): Buffer {
   const old = img.readUInt32LE(H.xsaveLen);
-  if (len < 576 || len > old) throw new Error(`withXsaveStored: ${len} is outside 576..${old}`);
+  if (len < 576 || len > 16384) throw new Error(`withXsaveStored: ${len} is outside 576..16384`);
   const hs = img.readUInt32LE(H.headerSize);
-  const out = Buffer.concat([img.subarray(0, hs + len), Buffer.alloc(align64(len) - len), img.subarray(hs + align64(old))]);
+  const kept = img.subarray(hs, hs + Math.min(old, len));
+  const area = Buffer.concat([kept, Buffer.alloc(align64(len) - kept.length)]);
+  const out = Buffer.concat([img.subarray(0, hs), area, img.subarray(hs + align64(old))]);
   out.writeUInt32LE(len, H.xsaveLen);
-  out.writeBigUInt64LE(out.readBigUInt64LE(H.metaSize) - BigInt(align64(old) - align64(len)), H.metaSize);
+  out.writeBigUInt64LE(out.readBigUInt64LE(H.metaSize) - BigInt(align64(old)) + BigInt(align64(len)), H.metaSize);
   return rehash(out);
+}
+
+/** A CPU's XSAVE layout as test/fixtures/cpu/*.json give it. */
+export interface CpuLayout {
+  cpu: string;
+  xcr0: bigint;
+  xsaveSize: number;
+  components: { index: number; offset: number; size: number }[];
+}
+
+/**
+ * The image as if dumped on a CPU with layout `cpu`: its XCR0, area size and
+ * component table, the components `inUse` marked in use (others in their
+ * initial state), and the area stored up to the last of them.
+ */
+export function withCpuLayout(img: Buffer, cpu: CpuLayout, inUse: number[]): Buffer {
+  const comps = new Map(cpu.components.map((c) => [c.index, c]));
+  const len = Math.max(576, ...inUse.map((i) => comps.get(i)!.offset + comps.get(i)!.size));
+  const b = withXsaveStored(img, len);
+  b.writeBigUInt64LE(cpu.xcr0, H.xcr0);
+  b.writeUInt32LE(cpu.xsaveSize, H.xsaveSize);
+  for (let i = 0; i < 16; i++) {
+    const c = comps.get(i);
+    b.writeUInt16LE(c?.offset ?? 0, H.xsaveComp + 4 * i);
+    b.writeUInt16LE(c?.size ?? 0, H.xsaveComp + 4 * i + 2);
+  }
+  const bv = (b.readBigUInt64LE(XSTATE_BV) & 3n) | inUse.reduce((m, i) => m | (1n << BigInt(i)), 0n);
+  b.writeBigUInt64LE(bv, XSTATE_BV);
+  return rehash(b);
 }
 
 /** The offset of XSTATE_BV (the XSAVE header's in-use bitmap) in an image. */

@@ -198,7 +198,7 @@ describe('what the image holds', () => {
   it('matches docs/IMAGE.md: header fields, table layout and meta_hash computed independently', () => {
     const img = readFileSync(dump('hello'));
     expect(img.toString('latin1', 0, 8)).toBe('REXIMG\r\n');
-    expect(img.readUInt32LE(H.version)).toBe(2);
+    expect(img.readUInt32LE(H.version)).toBe(3);
     expect(img.readUInt32LE(H.headerSize)).toBe(H.size);
     expect(img.readUInt32LE(H.arch)).toBe(62);
     expect(img.readBigUInt64LE(H.metaHash)).toBe(metaHash(img));
