@@ -5,7 +5,7 @@
  * has ended and its last byte of output has been sent.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
@@ -537,6 +537,7 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
   // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
   if (process.env.REX_TEST_CORRUPT_IMAGE === '1') {
     // Flip every bit of one byte of meta_hash: setting it to a constant left 1 image in 256 intact.
+    chmodSync(file, 0o600); // a cached image is read-only (0500)
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(1);
     readSync(fd, b, 0, 1, 64);

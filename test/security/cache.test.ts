@@ -85,7 +85,10 @@ describe('a planted cache entry is never executed', () => {
   const planted = `#!/bin/sh\necho PLANTED\ntouch ${marker}\n`;
   /** Puts a file under `hex` in the cache, new place and old. */
   const plant = (hex: string, make: (p: string) => void): void => {
-    for (const d of [newCache, oldCache]) make(join(d, hex));
+    for (const d of [newCache, oldCache]) {
+      mkdirSync(d, { recursive: true, mode: 0o700 });
+      make(join(d, hex));
+    }
   };
   const rexRun = (...args: string[]) =>
     run(process.execPath, [distBin('rex'), 'run', '--socket', cluster.host('alpha').socket, '--host', 'beta', ...args]).then(
