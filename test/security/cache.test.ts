@@ -10,17 +10,18 @@
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { loadConfig, parseRc } from '../../src/config/index.js';
 import { localName } from '../../src/keys/identity.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { queryLog } from '../../src/log/txlog.js';
+import { spawn } from '../../src/runtime/index.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from '../exec/transfer-helper.js';
@@ -118,6 +119,25 @@ describe('a planted cache entry is never executed', () => {
     expect(await rexRun(real.path)).toEqual({ code: 0, stdout: `the real program ${n} with 0 args\n`, stderr: '' });
     expect(refusals(real.hex)).toHaveLength(1);
     expect(transfers(real.hex)).toHaveLength(1);
+    // With a terminal the pty helper starts it, through the same verified descriptor.
+    const child = spawn(real.path, ['a', 'b'], { socket: cluster.host('alpha').socket, host: 'beta', pty: true });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise((r) => child.on('close', r));
+    expect({ code, out }).toEqual({ code: 0, out: `the real program ${n} with 2 args\r\n` });
+    expect(transfers(real.hex)).toHaveLength(1);
+    // Each verified descriptor was held while its program ran, and closed when it ended.
+    const started = readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').find((l) => l.includes('"msg":"rexd started"'));
+    const pid = (JSON.parse(started!) as { pid: number }).pid;
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain('rexd');
+    const cacheFds = () => readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(newCache);
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+    await vi.waitFor(() => expect(cacheFds()).toEqual([]));
   });
 
   it('a symbolic link under the sha256 name is not followed: it is removed and logged, and the real program is fetched', async () => {
