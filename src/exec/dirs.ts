@@ -48,7 +48,8 @@ export function ensureSafeDir(dir: string, what: string, setting: string): void 
   const uid = ownUid();
   try {
     lstatSync(dir);
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
   const st = lstatSync(dir);

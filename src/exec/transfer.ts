@@ -245,14 +245,20 @@ export class Incoming {
   finishCopied(): string {
     closeSync(this.fd);
     this.fd = -1;
-    const fd = openSync(this.tmp, O_READ);
+    let fd: number;
+    try {
+      fd = openSync(this.tmp, O_READ); // the command may have left a link there: not followed
+    } catch (e) {
+      rmSync(this.tmp, { force: true });
+      throw e;
+    }
+    let out = -1;
+    let fresh = '';
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new Error('the copy is not a regular file');
       if (st.size > TRANSFER_MAX) throw new Error(`the copy is ${st.size} bytes, more than the ${TRANSFER_MAX} a transfer may carry`);
       const own = st.uid === ownUid() && (st.mode & 0o022) === 0;
-      let out = -1;
-      let fresh = '';
       if (!own) {
         fresh = join(cacheDir(this.root), `.${this.hex}.${process.pid}.${randomBytes(6).toString('hex')}`);
         out = openSync(fresh, O_CREATE, 0o600);
@@ -274,6 +280,10 @@ export class Incoming {
     } catch (e) {
       closeSync(fd);
       rmSync(this.tmp, { force: true });
+      if (out >= 0) {
+        closeSync(out);
+        rmSync(fresh, { force: true });
+      }
       throw e;
     }
     return this.publish(this.hash.digest('hex'));

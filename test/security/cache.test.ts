@@ -20,6 +20,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { loadConfig, parseRc } from '../../src/config/index.js';
 import { localName } from '../../src/keys/identity.js';
 import { KeyStore } from '../../src/keys/store.js';
+import { Incoming } from '../../src/exec/transfer.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { spawn } from '../../src/runtime/index.js';
 import { distBin } from '../../src/util/paths.js';
@@ -180,6 +181,34 @@ describe('a planted cache entry is never executed', () => {
     await expect.poll(() => txRows(real.hex)).toHaveLength(1); // the log writes in batches, 100 ms apart
     expect(transfers(real.hex)).toHaveLength(1);
     expect(lstatSync(join(newCache, real.hex)).uid).toBe(process.getuid!());
+  });
+});
+
+describe('a copy written by rex-auto-transfer: command', () => {
+  const root = mkdtempSync(join(tmpdir(), 'rex-sec-cache-copied-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('a symbolic link put at the destination is not followed: the copy is refused and nothing is left', () => {
+    const body = 'the program\n';
+    const inc = new Incoming(root, sha(body));
+    const target = join(root, 'target');
+    writeFileSync(target, body);
+    rmSync(inc.path);
+    symlinkSync(target, inc.path);
+    expect(() => inc.finishCopied()).toThrow(/ELOOP/);
+    expect(readdirSync(join(root, 'cache'))).toEqual([]);
+  });
+
+  it.skipIf(!OTHER)('a copy that another user owns is copied into a file of rexd own before it is published', () => {
+    const body = `#!/bin/sh\necho copied ${Date.now()}\n`;
+    const inc = new Incoming(root, sha(body));
+    rmSync(inc.path);
+    writeFileSync(inc.path, body, { mode: 0o666 });
+    chownSync(inc.path, OTHER!.uid, OTHER!.gid);
+    const final = inc.finishCopied();
+    const st = lstatSync(final);
+    expect({ uid: st.uid, mode: st.mode & 0o7777, body: readFileSync(final, 'utf8') }).toEqual({ uid: process.getuid!(), mode: 0o500, body });
+    expect(readdirSync(join(root, 'cache')).sort()).toEqual([sha(body), `${sha(body)}.stat`]);
   });
 });
 
