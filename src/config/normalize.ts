@@ -66,7 +66,7 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     listen: { address: '127.0.0.1', port: DEFAULT_PORT },
     servers: [],
     clients: ['localnets'],
-    tempDirectory: `/tmp/.rex_${hostName}_${env.user}`,
+    tempDirectory: `${stateDirectory}/tmp`,
     autoTransfer: { mode: 'on' },
     placementPolicy: 'least-loaded',
     stateDirectory,
@@ -149,6 +149,14 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
     if (sources.stateDirectory.file !== '(default)') {
       sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
       derived.set('socket', 'stateDirectory');
+    }
+  }
+
+  if (sources.tempDirectory.file === '(default)') {
+    cfg.tempDirectory = `${cfg.stateDirectory.replace(/\/+$/, '')}/tmp`;
+    if (sources.stateDirectory.file !== '(default)') {
+      sources.tempDirectory = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
+      derived.set('tempDirectory', 'stateDirectory');
     }
   }
 

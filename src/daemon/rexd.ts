@@ -32,6 +32,7 @@ import type { ExecLimit } from '../exec/limit.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
+import { checkExecDirectories } from '../exec/dirs.js';
 import { initPeerCred, localPeer } from './peercred.js';
 import { PeerLink } from './peers.js';
 
@@ -119,7 +120,7 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, stateDirectory: this.paths.stateDir, record: (ev) => this.record(ev), socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),
@@ -155,6 +156,7 @@ export class Rexd {
     const { listen } = this.config;
     ensurePrivateDir(this.paths.stateDir, 'state directory');
     ensurePrivateDir(this.paths.runDir, 'socket directory');
+    checkExecDirectories(this.paths.stateDir, this.config.tempDirectory);
     try {
       this.own = this.store.load(this.name);
     } catch (e) {

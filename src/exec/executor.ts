@@ -5,7 +5,7 @@
  * has ended and its last byte of output has been sent.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
@@ -17,9 +17,11 @@ import { packageRoot } from '../util/paths.js';
 import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import type { JobRecord } from './jobs.js';
-import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir } from './transfer.js';
+import type { LogEvent } from '../log/txlog.js';
 import { testSwitch } from '../util/testmode.js';
+import { execDirs } from './dirs.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
+import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir, openCached } from './transfer.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -33,6 +35,8 @@ export interface ExecutorContext {
   hostName: string;
   /** rex.rc rex-temp-directory: where a program runs when the caller's cwd does not exist here. */
   tempDirectory: string;
+  /** rexd's private state directory: the program cache and the run and image directories are in it (src/exec/dirs.ts). */
+  stateDirectory: string;
   /** This rexd's socket, so that the program's own REX calls reach the executor's daemon. */
   socket: string;
   meter: LoadMeter;
@@ -45,6 +49,8 @@ export interface ExecutorContext {
   transferCommand?: string;
   /** The on-disk record of running programs, for the clean-up after a crash. */
   jobs?: JobRecord;
+  /** A row of rexd's transaction log (a cache entry that failed verification). */
+  record?: (ev: LogEvent) => void;
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
@@ -147,19 +153,22 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   } else {
     // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/limit.ts).
     // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
-    const file = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, filterEnv(m.env ?? []).PATH, ctx.hostName)) : await programFor(m, cwd, env.PATH, conn, ctx);
-    // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
-    const libDir = limit ? undefined : await libraryDir(m, conn, ctx);
-    if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
-    const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
-    // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
+    const limited = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, filterEnv(m.env ?? []).PATH, ctx.hostName)) : undefined;
+    const { file, exe, release } = limited !== undefined ? { file: limited, exe: limited, release: () => {} } : await programFor(m, cwd, env.PATH, conn, ctx);
+    let libDir: string | undefined;
     const removeLibDir = (): void => {
+      release();
       if (libDir) rmSync(libDir, { recursive: true, force: true });
     };
     try {
+      // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
+      libDir = limit ? undefined : await libraryDir(m, conn, ctx);
+      if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
+      const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
+      // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
       child = m.pty
-        ? await start(ptyHelper, [String(m.rows || 24), String(m.cols || 80), file, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }, ctx, file)
-        : await start(file, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }, ctx);
+        ? await start(ptyHelper, [String(m.rows || 24), String(m.cols || 80), exe, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }, ctx, file)
+        : await start(exe, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }, ctx, file);
     } catch (e) {
       removeLibDir();
       throw e;
@@ -317,28 +326,61 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   });
 }
 
+/** /proc/self/fd exists: a verified cache entry is executed through its descriptor. */
+const PROC_FD = existsSync('/proc/self/fd');
+
+/** A program to start: `file` to name in messages, `exe` to execute, `release` once it has ended (or failed to start). */
+interface Program {
+  file: string;
+  exe: string;
+  release: () => void;
+}
+
 /**
  * The file to run for EXEC `m`: the one here when it matches the origin's hash
  * (or no hash was sent), else the cached copy, else one fetched from the
- * origin (FETCH/FILE on the EXEC stream) into the cache.
+ * origin (FETCH/FILE on the EXEC stream) into the cache. A cached program is
+ * opened once and verified through that descriptor (openCached), and what
+ * runs is that descriptor, /proc/<rexd>/fd/N (rexd's own table: posix_spawn's
+ * child closes its inherited descriptors before the exec), held open until
+ * the program ends so that a script's interpreter can open it too: the file
+ * verified is the file executed, whatever happens to the name meanwhile.
  */
-async function programFor(m: MessageOf<'EXEC'>, cwd: string, envPath: string | undefined, conn: Connection, ctx: ExecutorContext): Promise<string> {
+async function programFor(m: MessageOf<'EXEC'>, cwd: string, envPath: string | undefined, conn: Connection, ctx: ExecutorContext): Promise<Program> {
   const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
+  const plain = (file: string): Program => ({ file, exe: file, release: () => {} });
   let here: string | undefined;
   try {
     here = resolveProgram(m.path, cwd, envPath, ctx.hostName);
   } catch (e) {
     if (!want || !(e instanceof ProtocolError) || e.proto !== 'NO_ENTRY') throw e;
   }
-  if (!want) return here!;
-  if (here && fileSha256(here) === want) return here;
-  const hit = cached(ctx.tempDirectory, want);
-  if (hit) return hit;
-  if (ctx.autoTransfer === 'off') {
-    if (here) return here; // differs, but transfer is off: the host's own program runs
-    throw new ProtocolError('NO_ENTRY', `${m.path}: no such program on ${ctx.hostName}, and rex-auto-transfer is off there`, { fatal: false });
+  if (!want) return plain(here!);
+  if (here && fileSha256(here) === want) return plain(here);
+  let hit = await openCached(ctx.stateDirectory, want, ctx);
+  if (!hit) {
+    if (ctx.autoTransfer === 'off') {
+      if (here) return plain(here); // differs, but transfer is off: the host's own program runs
+      throw new ProtocolError('NO_ENTRY', `${m.path}: no such program on ${ctx.hostName}, and rex-auto-transfer is off there`, { fatal: false });
+    }
+    await fetchProgram(m, want, conn, ctx);
+    hit = await openCached(ctx.stateDirectory, want, ctx);
+    if (!hit) throw new ProtocolError('INTERNAL', `${m.path}: the copy fetched into the cache on ${ctx.hostName} failed verification (see rexd's log)`, { fatal: false });
   }
-  return fetchProgram(m, want, conn, ctx);
+  const { path, fd } = hit;
+  if (!PROC_FD) {
+    closeSync(fd);
+    return plain(path);
+  }
+  let open = true;
+  return {
+    file: path,
+    exe: `/proc/${process.pid}/fd/${fd}`,
+    release: () => {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
 }
 
 /** Fetches the program EXEC `m` names from the origin into the cache (docs/EXEC.md, Transfer); resolves with its path. */
@@ -486,7 +528,7 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
   let file: string;
   if (m.imageData) {
     // Sent inside the EXEC: written once for the restorer, private to this rexd's user, removed after the restore.
-    const dir = join(ctx.tempDirectory, 'images');
+    const dir = execDirs(ctx.stateDirectory).images;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const image = inlineImage(m.imageData, m.imageSize);
     file = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}`);
@@ -495,11 +537,12 @@ async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorCon
   } else if (!want) {
     return m.path;
   } else {
-    file = cached(ctx.tempDirectory, want) ?? (await fetchProgram(m, want, conn, ctx));
+    file = (await cached(ctx.stateDirectory, want, ctx)) ?? (await fetchProgram(m, want, conn, ctx));
   }
   // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
   if (testSwitch('REX_TEST_CORRUPT_IMAGE') === '1') {
     // Flip every bit of one byte of meta_hash: setting it to a constant left 1 image in 256 intact.
+    chmodSync(file, 0o600); // a cached image is read-only (0500)
     const fd = openSync(file, 'r+');
     const b = Buffer.alloc(1);
     readSync(fd, b, 0, 1, 64);
@@ -530,7 +573,7 @@ async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorC
     } catch {
       /* not here */
     }
-    local ??= cached(ctx.tempDirectory, hex);
+    local ??= await cached(ctx.stateDirectory, hex, ctx);
     if (!local) {
       if (ctx.autoTransfer === 'off') continue; // the restorer names the file it cannot map
       local = await fetchFile(conn, m.stream, { hex, path: f.path }, ctx);

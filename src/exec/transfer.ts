@@ -7,12 +7,15 @@
  * size limit.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { type BigIntStats, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, read, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { testSwitch } from '../util/testmode.js';
+import type { LogEvent } from '../log/txlog.js';
+import { execDirs, ownUid } from './dirs.js';
 
 /** Largest program transferred (it travels through the daemons' memory once). */
 export const TRANSFER_MAX = 1 << 30;
@@ -33,26 +36,163 @@ export function fileSha256(path: string): string {
   return hex;
 }
 
-/** The cache directory of a host's temp directory. */
-export function cacheDir(tempDirectory: string): string {
-  return join(tempDirectory, 'cache');
+/** The cache directory of a state directory (docs/EXEC.md, "The cache"). */
+export function cacheDir(root: string): string {
+  return join(root, 'cache');
 }
 
-/** The cached program with this hash, touched for LRU, or undefined. */
-export function cached(tempDirectory: string, hex: string): string | undefined {
-  const p = join(cacheDir(tempDirectory), hex);
+/**
+ * How a cache file is opened: never through a symbolic link, and without
+ * blocking on a FIFO someone put there (libuv adds O_CLOEXEC).
+ */
+const O_READ = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+/** How a new cache file is created: it must not exist, not even as a link. */
+const O_CREATE = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+
+/** What a cache entry's insertion record holds: the fstat of the file as it was inserted (ctime cannot be set by anyone). */
+function statKey(st: BigIntStats): string {
+  return `v1 dev=${st.dev} ino=${st.ino} size=${st.size} mtime=${st.mtimeNs} ctime=${st.ctimeNs} mode=${st.mode.toString(8)} uid=${st.uid}`;
+}
+
+function recordPath(dir: string, hex: string): string {
+  return join(dir, `${hex}.stat`);
+}
+
+/** The insertion record of an entry, or undefined (missing, a link, not ours). */
+function readRecord(dir: string, hex: string): string | undefined {
+  let fd: number;
   try {
-    statSync(p);
+    fd = openSync(recordPath(dir, hex), O_READ);
   } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== ownUid() || st.size > 512) return undefined;
+    const buf = Buffer.alloc(512);
+    return buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8').trim();
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Records the entry's fstat at insertion (or after a successful re-hash): written aside, then renamed over. */
+function writeRecord(dir: string, hex: string, st: BigIntStats): void {
+  const tmp = join(dir, `.${hex}.stat.${process.pid}.${randomBytes(6).toString('hex')}`);
+  const fd = openSync(tmp, O_CREATE, 0o600);
+  try {
+    writeSync(fd, `${statKey(st)}\n`);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, recordPath(dir, hex));
+}
+
+/** Where a cache check reports what it removed: rexd's log and its transaction log. */
+export interface CacheReport {
+  log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+  /** A row of the transaction log (docs/LOG.md); absent outside rexd. */
+  record?: (ev: LogEvent) => void;
+}
+
+/** Removes a cache entry that failed verification, and says so in both logs. */
+function reject(dir: string, hex: string, why: string, report: CacheReport | undefined): void {
+  rmSync(join(dir, hex), { recursive: true, force: true });
+  rmSync(recordPath(dir, hex), { force: true });
+  report?.log.warn({ sha256: hex, cached: join(dir, hex), why }, 'EXEC: cache entry failed verification; removed, the file is fetched again');
+  report?.record?.({ kind: 'transaction', messageType: 'EXEC', target: join(dir, hex), outcome: 'denied', reason: `cache entry failed verification (${why}); removed, fetched again` });
+}
+
+const readAt = promisify(read);
+
+/** sha256 of what `fd` holds, read 8 MiB at a time with the event loop free in between. */
+async function hashFd(fd: number): Promise<string> {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(8 << 20);
+  for (let pos = 0; ; ) {
+    const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos);
+    if (bytesRead === 0) break;
+    h.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return h.digest('hex');
+}
+
+/** A verified cache entry: its path, and a descriptor open on the very file that was verified (the caller closes it). */
+export interface CacheHit {
+  path: string;
+  fd: number;
+}
+
+/**
+ * The cached file with this hash, verified, or undefined (docs/EXEC.md, "The
+ * cache"). It is opened once with O_NOFOLLOW and checked through that
+ * descriptor: a regular file of rexd's uid that group and others cannot
+ * write, whose fstat (device, inode, size, mtime, ctime, mode, owner) is the
+ * one recorded when rexd inserted it; when there is no record or it differs,
+ * the content is re-hashed and must match (the record is then rewritten).
+ * Anything else is removed and logged, and the caller fetches the file again.
+ * The insertion record's mtime is the LRU clock.
+ */
+export async function openCached(root: string, hex: string, report?: CacheReport): Promise<CacheHit | undefined> {
+  if (!/^[0-9a-f]{64}$/.test(hex)) return undefined;
+  const dir = cacheDir(root);
+  const path = join(dir, hex);
+  let fd: number;
+  try {
+    fd = openSync(path, O_READ);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    reject(dir, hex, code === 'ELOOP' ? 'it is a symbolic link' : `it cannot be opened (${code})`, report);
+    return undefined;
+  }
+  let why: string | undefined;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    const mode = Number(st.mode);
+    if (!st.isFile()) why = 'it is not a regular file';
+    else if (Number(st.uid) !== ownUid()) why = `it belongs to uid ${st.uid}, not to rexd's uid ${ownUid()}`;
+    else if ((mode & 0o022) !== 0) why = `group or others can write it (mode ${(mode & 0o7777).toString(8)})`;
+    else if (st.size > BigInt(TRANSFER_MAX)) why = `it is ${st.size} bytes, more than a transfer carries`;
+    else if (readRecord(dir, hex) !== statKey(st)) {
+      // No insertion record, or the file changed since: only its content can vouch for it.
+      const got = await hashFd(fd);
+      if (got !== hex) why = `its content has sha256 ${got}`;
+      else {
+        const now = fstatSync(fd, { bigint: true });
+        if (statKey(now) !== statKey(st)) why = 'it changed while it was being hashed';
+        else {
+          writeRecord(dir, hex, st);
+          report?.log.info({ sha256: hex, cached: path }, 'EXEC: cache entry had no matching insertion record; re-hashed and recorded');
+        }
+      }
+    }
+  } catch (e) {
+    why = `it cannot be checked (${(e as Error).message})`;
+  }
+  if (why !== undefined) {
+    closeSync(fd);
+    reject(dir, hex, why, report);
     return undefined;
   }
   const now = new Date();
   try {
-    utimesSync(p, now, now); // mtime is the LRU clock: atime may be off (noatime)
+    utimesSync(recordPath(dir, hex), now, now); // the LRU clock: the entry's own times are part of its record
   } catch {
     /* read-only: still usable */
   }
-  return p;
+  return { path, fd };
+}
+
+/** {@link openCached} for a file used by path (a library, an rfork image or mapped file): verified, its descriptor closed. */
+export async function cached(root: string, hex: string, report?: CacheReport): Promise<string | undefined> {
+  const hit = await openCached(root, hex, report);
+  if (!hit) return undefined;
+  closeSync(hit.fd);
+  return hit.path;
 }
 
 /** Receives one program into the cache: chunks, then verify and publish atomically. */
@@ -63,13 +203,14 @@ export class Incoming {
   private bytes = 0;
 
   constructor(
-    private readonly tempDirectory: string,
+    private readonly root: string,
     private readonly hex: string,
   ) {
-    const dir = cacheDir(tempDirectory);
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`"${hex}" is not a sha256 in hex`);
+    const dir = cacheDir(root);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.tmp = join(dir, `.${hex}.${process.pid}.${Math.random().toString(36).slice(2)}`);
-    this.fd = openSync(this.tmp, 'wx', 0o600);
+    this.tmp = join(dir, `.${hex}.${process.pid}.${randomBytes(6).toString('hex')}`);
+    this.fd = openSync(this.tmp, O_CREATE, 0o600);
   }
 
   /** Appends a chunk; throws when the program is larger than {@link TRANSFER_MAX}. */
@@ -92,65 +233,111 @@ export class Incoming {
 
   /** Verifies the content against the hash the EXEC named and publishes it; returns its path. */
   finish(): string {
-    closeSync(this.fd);
     return this.publish(this.hash.digest('hex'));
   }
 
   /**
    * Verifies and publishes what an external command wrote to {@link path}
    * (the FILE chunks did not carry it): it is hashed here like a received copy.
+   * The command may have replaced the file (rsync renames its own over it):
+   * it is opened without following a link, must be a regular file, and when
+   * it is not rexd's own private file its content is copied into one.
    */
   finishCopied(): string {
     closeSync(this.fd);
-    const fd = openSync(this.tmp, 'r');
+    this.fd = -1;
+    let fd: number;
     try {
-      const size = fstatSync(fd).size;
-      if (size > TRANSFER_MAX) {
-        rmSync(this.tmp, { force: true });
-        throw new Error(`the copy is ${size} bytes, more than the ${TRANSFER_MAX} a transfer may carry`);
+      fd = openSync(this.tmp, O_READ); // the command may have left a link there: not followed
+    } catch (e) {
+      rmSync(this.tmp, { force: true });
+      throw e;
+    }
+    let out = -1;
+    let fresh = '';
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new Error('the copy is not a regular file');
+      if (st.size > TRANSFER_MAX) throw new Error(`the copy is ${st.size} bytes, more than the ${TRANSFER_MAX} a transfer may carry`);
+      const own = st.uid === ownUid() && (st.mode & 0o022) === 0;
+      if (!own) {
+        fresh = join(cacheDir(this.root), `.${this.hex}.${process.pid}.${randomBytes(6).toString('hex')}`);
+        out = openSync(fresh, O_CREATE, 0o600);
       }
       const buf = Buffer.allocUnsafe(1 << 20);
-      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) this.hash.update(buf.subarray(0, n));
-      this.bytes = size;
-    } finally {
+      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
+        this.hash.update(buf.subarray(0, n));
+        if (out >= 0) writeSync(out, buf, 0, n);
+      }
+      this.bytes = st.size;
+      if (out >= 0) {
+        rmSync(this.tmp, { force: true });
+        this.tmp = fresh;
+        this.fd = out;
+        closeSync(fd);
+      } else {
+        this.fd = fd;
+      }
+    } catch (e) {
       closeSync(fd);
+      rmSync(this.tmp, { force: true });
+      if (out >= 0) {
+        closeSync(out);
+        rmSync(fresh, { force: true });
+      }
+      throw e;
     }
     return this.publish(this.hash.digest('hex'));
   }
 
+  /** Publishes the file this.fd is open on: read-only, renamed to its hash, its fstat recorded. */
   private publish(got: string): string {
-    if (got !== this.hex) {
+    try {
+      if (got !== this.hex) throw new Error(`transferred program has sha256 ${got}, expected ${this.hex}; not used`);
+      fchmodSync(this.fd, 0o500);
+      const dir = cacheDir(this.root);
+      const final = join(dir, this.hex);
+      renameSync(this.tmp, final);
+      writeRecord(dir, this.hex, fstatSync(this.fd, { bigint: true })); // after the rename, which changes ctime
+      trimCache(this.root, Number(process.env.REX_EXEC_CACHE_MAX) || CACHE_MAX_DEFAULT, this.hex);
+      return final;
+    } catch (e) {
       rmSync(this.tmp, { force: true });
-      throw new Error(`transferred program has sha256 ${got}, expected ${this.hex}; not used`);
+      throw e;
+    } finally {
+      closeSync(this.fd);
+      this.fd = -1;
     }
-    chmodSync(this.tmp, 0o700);
-    const final = join(cacheDir(this.tempDirectory), this.hex);
-    renameSync(this.tmp, final);
-    trimCache(this.tempDirectory, Number(process.env.REX_EXEC_CACHE_MAX) || CACHE_MAX_DEFAULT, this.hex);
-    return final;
   }
 
   /** Drops a transfer that failed or was interrupted (Ctrl-C at the origin, connection lost). */
   abort(): void {
     try {
-      closeSync(this.fd);
+      if (this.fd >= 0) closeSync(this.fd);
     } catch {
       /* closed */
     }
+    this.fd = -1;
     rmSync(this.tmp, { force: true });
   }
 }
 
 /** Removes least-recently-used entries until the cache is within `max` bytes; `keep` is never removed. */
-export function trimCache(tempDirectory: string, max: number, keep?: string): string[] {
-  const dir = cacheDir(tempDirectory);
+export function trimCache(root: string, max: number, keep?: string): string[] {
+  const dir = cacheDir(root);
   let entries: { name: string; size: number; used: number }[] = [];
   try {
     entries = readdirSync(dir)
       .filter((n) => /^[0-9a-f]{64}$/.test(n))
       .map((name) => {
-        const st = statSync(join(dir, name));
-        return { name, size: st.size, used: st.mtimeMs };
+        const st = lstatSync(join(dir, name));
+        let used = st.mtimeMs;
+        try {
+          used = lstatSync(recordPath(dir, name)).mtimeMs;
+        } catch {
+          /* no record: the entry's own mtime */
+        }
+        return { name, size: st.size, used };
       });
   } catch {
     return [];
@@ -160,7 +347,8 @@ export function trimCache(tempDirectory: string, max: number, keep?: string): st
   for (const e of entries.sort((a, b) => a.used - b.used)) {
     if (total <= max) break;
     if (e.name === keep) continue;
-    rmSync(join(dir, e.name), { force: true });
+    rmSync(join(dir, e.name), { recursive: true, force: true });
+    rmSync(recordPath(dir, e.name), { force: true });
     total -= e.size;
     removed.push(e.name);
   }
@@ -188,11 +376,11 @@ export function localProgram(prog: string, cwd: string, envPath: string | undefi
 }
 
 /** What the executor's side of a transfer needs from its rexd (a subset of ExecutorContext). */
-export interface TransferContext {
+export interface TransferContext extends CacheReport {
   hostName: string;
-  tempDirectory: string;
+  /** rexd's state directory: the cache and the per-run directories are in it (docs/EXEC.md, "Where files live"). */
+  stateDirectory: string;
   autoTransfer?: 'on' | 'off' | 'command';
-  log: { info(obj: object, msg: string): void };
 }
 
 /** Least time between two PROGRESS messages of one transfer: enough for a smooth bar, few frames. */
@@ -209,9 +397,9 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
   return new Promise<string>((resolvePath, reject) => {
     let incoming: Incoming;
     try {
-      incoming = new Incoming(ctx.tempDirectory, want.hex);
+      incoming = new Incoming(ctx.stateDirectory, want.hex);
     } catch (e) {
-      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${ctx.tempDirectory} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
+      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${cacheDir(ctx.stateDirectory)} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
       return;
     }
     let settled = false;
@@ -303,7 +491,7 @@ export async function libraryDir(m: MessageOf<'EXEC'>, conn: Connection, ctx: Tr
       /* not here */
     }
     if (same) continue;
-    let file = cached(ctx.tempDirectory, hex);
+    let file = await cached(ctx.stateDirectory, hex, ctx);
     if (!file) {
       if (ctx.autoTransfer === 'off') continue; // the loader will say which library is missing
       file = await fetchFile(conn, m.stream, { hex, path: lib.path }, ctx);
@@ -311,9 +499,10 @@ export async function libraryDir(m: MessageOf<'EXEC'>, conn: Connection, ctx: Tr
     links.push([lib.name, file]);
   }
   if (links.length === 0) return undefined;
-  sweepRunDirs(join(ctx.tempDirectory, 'run'));
+  const runs = execDirs(ctx.stateDirectory).run;
+  sweepRunDirs(runs);
   // Per run, not shared: two programs may need different libraries under one name at the same time.
-  const dir = join(ctx.tempDirectory, 'run', `${process.pid}-${randomBytes(6).toString('hex')}`);
+  const dir = join(runs, `${process.pid}-${randomBytes(6).toString('hex')}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (const [name, file] of links) symlinkSync(file, join(dir, name));
   return dir;

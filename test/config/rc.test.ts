@@ -18,7 +18,7 @@ describe('rc form: good files', () => {
     expect(config.clients).toEqual(['localnets']);
     const host = sanitizeHostName(hostname());
     expect(config.hostName).toBe(host);
-    expect(config.tempDirectory).toBe(`/tmp/.rex_${host}_tester`);
+    expect(config.tempDirectory).toBe('/home/tester/.rex/tmp');
     expect(config.stateDirectory).toBe('/home/tester/.rex');
     expect(config.socket).toBe('/home/tester/.rex/run/rexd.sock');
     expect(config.logDatabase).toBe('/home/tester/.rex/rex-log.sqlite');
@@ -82,6 +82,14 @@ describe('rc form: good files', () => {
     expect(sources.listen.note).toBe('from servers entry "beta" at x.rc:2');
     // host-name defaults to the system name before its first dot
     expect(parseRc('', 'x.rc', env).config.hostName).toBe('vm');
+  });
+
+  it('rex-temp-directory defaults to <state-directory>/tmp, not a predictable name in /tmp, and follows a configured state-directory', () => {
+    expect(parseRc('', 'x.rc', env).config.tempDirectory).toBe('/home/tester/.rex/tmp');
+    const { config, sources } = parseRc('state-directory: /srv/rex/${USER}\n', 'x.rc', env);
+    expect(config.tempDirectory).toBe('/srv/rex/tester/tmp');
+    expect(sources.tempDirectory.note).toBe('from state-directory at x.rc:1');
+    expect(parseRc('rex-temp-directory: /var/tmp/rex\n', 'x.rc', env).config.tempDirectory).toBe('/var/tmp/rex');
   });
 
   it('expands ~, ${HOST}, ${USER}, ${HOME} and $$ in paths', () => {

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { loadConfig } from '../../src/config/index.js';
 import { transferCommandLine } from '../../src/exec/service.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -47,7 +46,7 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
   const temps = ownTempDirectories();
-  let betaTemp: string;
+  let betaState: string;
   const hidden = mkdtempSync(join(tmpdir(), 'rex-cmd-only-on-origin-'));
   const tools = mkdtempSync(join(tmpdir(), 'rex-cmd-tools-'));
   const script = join(tools, 'copy.sh');
@@ -63,7 +62,7 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
     ({ cluster, stop } = await startCluster(2, { rc: [`rex-auto-transfer : command: ${script} {source} {host} {destination}`, temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
-    betaTemp = (await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory;
+    betaState = cluster.host('beta').stateDir;
   }, 60_000);
   afterAll(async () => {
     await stop?.();
@@ -81,9 +80,9 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
     const [source, host, dest] = lines[0]!.split(' ');
     expect(source).toBe(prog);
     expect(host).toBe(cluster.host('beta').address);
-    expect(dest!.startsWith(join(betaTemp, 'cache', '.'))).toBe(true);
+    expect(dest!.startsWith(join(betaState, 'cache', '.'))).toBe(true);
     expect(existsSync(dest!)).toBe(false); // renamed into the cache once verified
-    expect(sha(readFileSync(join(betaTemp, 'cache', sha(readFileSync(prog)))))).toBe(sha(readFileSync(prog)));
+    expect(sha(readFileSync(join(betaState, 'cache', sha(readFileSync(prog)))))).toBe(sha(readFileSync(prog)));
     const logged = readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').filter((l) => l.includes('program transferred from the origin'));
     expect(logged).toHaveLength(1);
     expect(JSON.parse(logged[0]!)).toMatchObject({ by: 'command', program: prog });
@@ -112,8 +111,8 @@ describe('rex-auto-transfer: command: copies with an external program on the ori
     } finally {
       rmSync(failFlag, { force: true });
     }
-    expect(readdirSync(join(betaTemp, 'cache')).filter((n) => n.startsWith('.'))).toEqual([]);
-    expect(existsSync(join(betaTemp, 'cache', sha(readFileSync(prog))))).toBe(false);
+    expect(readdirSync(join(betaState, 'cache')).filter((n) => n.startsWith('.'))).toEqual([]);
+    expect(existsSync(join(betaState, 'cache', sha(readFileSync(prog))))).toBe(false);
   });
 });
 

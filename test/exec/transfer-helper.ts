@@ -5,9 +5,9 @@ import { join } from 'node:path';
 
 /**
  * A rex.rc line giving every host of a test cluster its own, fresh
- * rex-temp-directory, and its removal. The default (/tmp/.rex_${HOST}_${USER})
- * is the same for every "beta" of every test file running at once, so one
- * file's clean-up would delete the cache another is writing into.
+ * rex-temp-directory outside its state directory, and its removal: the
+ * transfer tests run with a temp directory that is configured, not the
+ * default <state-directory>/tmp (the cache is in the state directory either way).
  */
 export function ownTempDirectories(): { rc: string; remove: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'rex-temps-'));

@@ -184,7 +184,7 @@ describe('readDynamic on damaged input', () => {
 describe('libraryDir refuses EXEC libs entries that would escape or clash in the per-run directory', () => {
   const temp = mkdtempSync(join(tmpdir(), 'rex-libdir-'));
   afterAll(() => rmSync(temp, { recursive: true, force: true }));
-  const ctx = { hostName: 'beta', tempDirectory: temp, log: { info: () => {} } };
+  const ctx = { hostName: 'beta', stateDirectory: temp, log: { info: () => {}, warn: () => {} } };
   // Never reached: each request is refused before anything is fetched.
   const conn = {} as Connection;
   const exec = (libs: { name: string; path: string; sha256: Uint8Array }[]) => ({ type: 'EXEC', stream: 1, path: '/bin/x', libs }) as MessageOf<'EXEC'>;
@@ -197,7 +197,7 @@ describe('libraryDir refuses EXEC libs entries that would escape or clash in the
     [[{ name: 'liba.so', path: '/x', sha256: Buffer.alloc(31) }], /EXEC libs entry 0 \("liba\.so"\).*32-byte sha256/],
   ])('entry %#', async (libs, message) => {
     await expect(libraryDir(exec(libs), conn, ctx)).rejects.toThrow(message);
-    expect(existsSync(join(temp, 'run'))).toBe(false);
+    expect(existsSync(join(temp, 'exec-run'))).toBe(false);
   });
 
   it('a name given twice is refused at its second entry', async () => {

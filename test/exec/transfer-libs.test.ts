@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { loadConfig } from '../../src/config/index.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from './transfer-helper.js';
@@ -29,7 +28,7 @@ describe('shared libraries the executor lacks come along with the program', () =
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
   const temps = ownTempDirectories();
-  let betaTemp: string;
+  let betaState: string;
   const hidden = mkdtempSync(join(tmpdir(), 'rex-libs-only-on-origin-'));
   const prog = join(hidden, 'uses-greet');
   const lib = join(hidden, 'lib', 'libgreet.so.1');
@@ -50,7 +49,7 @@ describe('shared libraries the executor lacks come along with the program', () =
     ({ cluster, stop } = await startCluster(2, { rc: [temps.rc] }));
     delete process.env.REX_EXEC_TEST_HIDE;
     await cluster.waitAllReachable();
-    betaTemp = (await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory;
+    betaState = cluster.host('beta').stateDir;
   }, 60_000);
   afterAll(async () => {
     await stop?.();
@@ -75,7 +74,7 @@ describe('shared libraries the executor lacks come along with the program', () =
 
   it('sends the program and its library once; the executor loads the transferred copy; the second run reuses both', async () => {
     // What a rexd that was killed left behind (its pid is gone) is swept when the next per-run directory is made.
-    const stale = join(betaTemp, 'run', '4194300-deadbeef');
+    const stale = join(betaState, 'exec-run', '4194300-deadbeef');
     mkdirSync(stale, { recursive: true });
     const first = await rexRun(prog);
     expect(existsSync(stale)).toBe(false);
@@ -85,7 +84,7 @@ describe('shared libraries the executor lacks come along with the program', () =
     expect(m).not.toBeNull();
     const loadedFrom = m![1]!;
     // Loaded through the per-run directory of beta's temp directory, under the name the program needs.
-    expect(loadedFrom.startsWith(join(betaTemp, 'run') + '/')).toBe(true);
+    expect(loadedFrom.startsWith(join(betaState, 'exec-run') + '/')).toBe(true);
     expect(loadedFrom.endsWith('/libgreet.so.1')).toBe(true);
     expect(existsSync(loadedFrom)).toBe(false); // the per-run directory is gone once the program ended
 

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { loadConfig } from '../../src/config/index.js';
 import { renderProgress } from '../../src/exec/stub.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -59,7 +58,7 @@ describe('transfer progress on a terminal, and Ctrl-C during a transfer', () => 
       delete process.env.REX_TEST_FETCH_DELAY_MS;
     }));
     await cluster.waitAllReachable();
-    betaCache = join((await loadConfig({ file: cluster.host('beta').rcFile })).config.tempDirectory, 'cache');
+    betaCache = join(cluster.host('beta').stateDir, 'cache');
   }, 60_000);
   afterAll(async () => {
     await stop?.();

@@ -93,11 +93,11 @@ describe('the cache itself', () => {
       inc.write(body);
       inc.finish();
       names.push(sha(body));
-      utimesSync(join(dir, 'cache', sha(body)), 1000 + i, 1000 + i); // i-th oldest
+      utimesSync(join(dir, 'cache', `${sha(body)}.stat`), 1000 + i, 1000 + i); // i-th oldest: the insertion record's mtime is the LRU clock
     }
     mkdirSync(join(dir, 'cache'), { recursive: true });
     expect(trimCache(dir, 2500, names[0])).toEqual([names[1], names[2]]);
-    expect(readdirSync(join(dir, 'cache')).sort()).toEqual([names[0], names[3]].sort());
+    expect(readdirSync(join(dir, 'cache')).sort()).toEqual([names[0], `${names[0]}.stat`, names[3], `${names[3]}.stat`].sort());
     rmSync(dir, { recursive: true, force: true });
   });
 });
