@@ -56,6 +56,11 @@ describe('rc form: good files', () => {
       peerTimeout: 2000,
       logDatabase: '/home/tester/.rex-alpha/rex-log.sqlite',
       programs: [],
+      loginGraceTime: 5000,
+      maxStartups: 50,
+      perSourceMaxStartups: 5,
+      logDenialsBurst: 20,
+      logDenialsInterval: 30_000,
     });
     expect(sources.hostName).toEqual({ file: f, line: 5 });
     expect(sources.servers).toEqual({ file: f, line: 7 }); // a continued line keeps its first line
