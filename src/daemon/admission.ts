@@ -199,38 +199,40 @@ const MAX_REASONS = 16;
  */
 export class DenialLog {
   private sources = new Map<string, SourceCount>();
-  private overflow = { more: 0, sources: 0 };
+  private overflow = { more: 0 };
   private windowStart = Date.now();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly limits: DenialLimits,
-    private readonly write: (ev: LogEvent) => void,
+    /** Writes a row; `summary` is set for the summary rows. */
+    private readonly write: (ev: LogEvent, summary: boolean) => void,
   ) {
     this.timer = setInterval(() => this.flush(), limits.intervalMs);
     this.timer.unref();
   }
 
-  /** Records one denial: a row now, or a count for the interval's summary. */
-  record(ev: LogEvent): void {
+  /** Records one denial: a row now (true), or a count for the interval's summary (false). */
+  record(ev: LogEvent): boolean {
     const source = ev.peerAddress === 'local' || ev.peerAddress === undefined ? `${ev.peerAddress ?? '?'} ${ev.identity ?? ''}`.trim() : ev.peerAddress;
     let c = this.sources.get(source);
     if (!c) {
       if (this.sources.size >= MAX_SOURCES) {
         this.overflow.more++;
-        return;
+        return false;
       }
       c = { rows: 0, more: 0, reasons: new Map() };
       this.sources.set(source, c);
     }
     if (c.rows < this.limits.burst) {
       c.rows++;
-      this.write(ev);
-      return;
+      this.write(ev, false);
+      return true;
     }
     c.more++;
     const r = summaryReason(ev.reason ?? '');
     if (c.reasons.has(r) || c.reasons.size < MAX_REASONS) c.reasons.set(r, (c.reasons.get(r) ?? 0) + 1);
+    return false;
   }
 
   /** Writes the summaries of the interval that ends now and starts a new one. */
@@ -244,13 +246,13 @@ export class DenialLog {
       const others = c.more - (top?.[1] ?? 0);
       const reason = `${c.more} more denied connections from ${source} in the last ${t} s: ${top?.[0] ?? 'denied'}${others > 0 ? ` (and ${others} for other reasons)` : ''}`;
       const local = source.startsWith('local');
-      this.write({ kind: 'auth', peerAddress: local ? 'local' : source, ...(local && source.length > 6 ? { identity: source.slice(6) } : {}), outcome: 'denied', reason, time: now });
+      this.write({ kind: 'auth', peerAddress: local ? 'local' : source, ...(local && source.length > 6 ? { identity: source.slice(6) } : {}), outcome: 'denied', reason, time: now }, true);
     }
     if (this.overflow.more > 0) {
-      this.write({ kind: 'auth', outcome: 'denied', reason: `${this.overflow.more} more denied connections from further sources (over ${MAX_SOURCES} sources) in the last ${t} s`, time: now });
+      this.write({ kind: 'auth', outcome: 'denied', reason: `${this.overflow.more} more denied connections from further sources (over ${MAX_SOURCES} sources) in the last ${t} s`, time: now }, true);
     }
     this.sources = new Map();
-    this.overflow = { more: 0, sources: 0 };
+    this.overflow = { more: 0 };
     this.windowStart = now;
   }
 

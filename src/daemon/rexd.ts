@@ -183,8 +183,13 @@ export class Rexd {
     }
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
     this.txlog = new TransactionLog(logFile, this.config.hostName, (e) => this.log.error({ err: e.message, file: logFile }, 'transaction log failed; continuing without it'));
-    this.denials = new DenialLog({ burst: this.config.logDenialsBurst, intervalMs: this.config.logDenialsInterval }, (ev) => this.txlog?.record(ev));
-    this.admission = new Admission(this.config, (ev) => this.record(ev));
+    this.denials = new DenialLog({ burst: this.config.logDenialsBurst, intervalMs: this.config.logDenialsInterval }, (ev, summary) => {
+      this.txlog?.record(ev);
+      if (summary) this.log.warn({ peer: ev.peerAddress }, ev.reason!);
+    });
+    this.admission = new Admission(this.config, (ev) => {
+      if (this.record(ev)) this.log.info({ peer: ev.peerAddress, reason: ev.reason }, 'connection closed before authentication');
+    });
     const credCheck = initPeerCred();
     await this.claimSocket();
     this.unixServer = await listenOn(createServer((s) => this.acceptLocal(s)), { path: this.paths.socket }, `socket ${this.paths.socket}`);
@@ -270,14 +275,16 @@ export class Rexd {
     safeUnlink(this.paths.socket);
   }
 
-  private record(ev: LogEvent): void {
+  /** Logs one event; false when it was a denial counted for a summary row instead (then rexd's own log skips it too). */
+  private record(ev: LogEvent): boolean {
     try {
       // Denials are rate-limited per source and summed up (admission.ts, docs/LOG.md): a flood cannot flood the log.
-      if (ev.outcome === 'denied' && this.denials) this.denials.record(ev);
-      else this.txlog?.record(ev);
+      if (ev.outcome === 'denied' && this.denials) return this.denials.record(ev);
+      this.txlog?.record(ev);
     } catch {
       /* never let logging break serving */
     }
+    return true;
   }
 
   private track(sock: Socket): boolean {
@@ -372,8 +379,7 @@ export class Rexd {
       : /TLS handshake timeout/.test(err.message)
         ? `TLS handshake not completed within login-grace-time ${this.config.loginGraceTime / 1000} s; connection closed`
         : `TLS handshake failed: ${err.message}`;
-    this.record({ kind: 'auth', peerAddress: address, outcome: 'denied', reason });
-    this.log.info({ peer: address, err: err.message }, 'TLS handshake failed');
+    if (this.record({ kind: 'auth', peerAddress: address, outcome: 'denied', reason })) this.log.info({ peer: address, err: err.message }, 'TLS handshake failed');
     sock?.destroy();
   }
 
@@ -402,7 +408,7 @@ export class Rexd {
   }
 
   private deny(session: Session, reason: string, fatal = true): ProtocolError {
-    this.record({
+    const written = this.record({
       kind: 'auth',
       identity: session.identity,
       ...(session.identityId ? { identityId: session.identityId } : {}),
@@ -411,7 +417,7 @@ export class Rexd {
       outcome: 'denied',
       reason,
     });
-    this.log.info({ peer: session.address, identity: session.identity, id: session.identityId, reason }, 'access denied');
+    if (written) this.log.info({ peer: session.address, identity: session.identity, id: session.identityId, reason }, 'access denied');
     return new ProtocolError('DENIED', reason, { fatal });
   }
 

@@ -9,7 +9,7 @@
  * returning to their baseline after a flood. Sources are told apart by binding
  * the client socket to 127.0.0.2, 127.0.0.3, ... on the loopback.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -236,6 +236,10 @@ describe('caps on unauthenticated connections, and the denial rate limit', () =>
     expect(t.rows).toBeLessThanOrEqual(intervals * 11); // at most 10 rows and 1 summary per 2 s interval
     expect(t.summaries.length).toBeGreaterThanOrEqual(1);
     expect(t.summaries[0]!.reason).toMatch(/not a TLS client|refused at accept/);
+    // rexd's own log is bounded the same way: the rows it wrote, plus the summaries.
+    const daemonLog = readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').filter((l) => l.includes(source));
+    expect(daemonLog.length).toBeGreaterThan(0);
+    expect(daemonLog.length).toBeLessThanOrEqual(intervals * 11);
     // And rexd holds nothing of the floods.
     await vi.waitFor(() => expect(fdCount(beta.pid)).toBeLessThanOrEqual(baseline + 3), { timeout: 15_000, interval: 250 });
   });
