@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { isRexError } from '../util/errors.js';
+import { quote } from '../util/quote.js';
 
 /** The status of a Unix tool killed by SIGPIPE (128 + 13), as coreutils report under `set -o pipefail`. */
 export const EXIT_SIGPIPE = 141;
@@ -27,7 +28,8 @@ export function exitQuietlyOnClosedOutput(): void {
 export async function runMain(program: Command, argv: string[] = process.argv): Promise<void> {
   exitQuietlyOnClosedOutput();
   program.exitOverride();
-  program.configureOutput({ outputError: (str, write) => write(str) });
+  // commander's errors echo the argument they refuse: bounded like every quote of untrusted input.
+  program.configureOutput({ outputError: (str, write) => write(quote(str, 500, true)) });
   try {
     await program.parseAsync(argv);
   } catch (e) {

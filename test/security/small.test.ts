@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config/index.js';
 import { parseGrants } from '../../src/keys/grants.js';
+import { parseIdentityName } from '../../src/keys/identity.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -57,6 +58,23 @@ describe('error texts quote untrusted input bounded', () => {
   it('a long word in the grants file is quoted bounded', () => {
     const word = 'w'.repeat(4000);
     expect(() => parseGrants(`${word} alpha.root\n`, 'grants')).toThrow(/unknown word "w{80}\.\.\. \(4000 bytes\)"/);
+  });
+
+  it('an identity name (a certificate\'s, or a command argument) is quoted bounded', () => {
+    const r = parseIdentityName(`${'a'.repeat(5000)}.b.c.d`);
+    expect(r).toMatch(/^"a{80}\.\.\. \(5006 bytes\)" is not an identity name/);
+  });
+
+  it('a command-line error quotes the refused argument bounded', async () => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [distBin('rex'), `--${'x'.repeat(100_000)}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      c.on('close', (code) => resolve({ code, stderr }));
+    });
+    expect(r.code).toBe(1); // commander's status for an unknown option
+    expect(r.stderr).toMatch(/unknown option '--x+\.\.\. \(\d+ bytes\)/);
+    expect(r.stderr.length).toBeLessThan(1000);
   });
 
   it('control characters in quoted input are escaped, not sent to the terminal', async () => {
