@@ -15,7 +15,9 @@ export const QUOTE_MAX = 80;
  */
 export function quote(s: string, max = QUOTE_MAX, keepLines = false): string {
   const head = s.length > max ? s.slice(0, max) : s;
-  // eslint-disable-next-line no-control-regex
-  const printable = head.replace(keepLines ? /[\u0000-\u0009\u000b-\u001f\u007f\u2028\u2029]/g : /[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const printable = head.replace(keepLines ? /[\u0000-\u0009\u000b-\u001f\u007f\u2028\u2029]/g : /[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n > 0xff ? `\\u${n.toString(16)}` : `\\x${n.toString(16).padStart(2, '0')}`;
+  });
   return s.length > max ? `${printable}... (${Buffer.byteLength(s)} bytes)` : printable;
 }
