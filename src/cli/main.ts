@@ -4,11 +4,32 @@
  */
 import type { Command } from 'commander';
 import { isRexError } from '../util/errors.js';
+import { quote } from '../util/quote.js';
+
+/** The status of a Unix tool killed by SIGPIPE (128 + 13), as coreutils report under `set -o pipefail`. */
+export const EXIT_SIGPIPE = 141;
+
+/**
+ * When the reader of stdout (or stderr) goes away (`rex ping -n 1000 | head -1`),
+ * exits at once and quietly with the status of a tool killed by SIGPIPE, as
+ * `seq`, `cat` and every C tool do; Node ignores SIGPIPE and would otherwise
+ * die on an unhandled EPIPE with a stack trace.
+ */
+export function exitQuietlyOnClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') process.exit(EXIT_SIGPIPE);
+      throw e;
+    });
+  }
+}
 
 /** Runs a commander program and reports failures the same way for every REX command. */
 export async function runMain(program: Command, argv: string[] = process.argv): Promise<void> {
+  exitQuietlyOnClosedOutput();
   program.exitOverride();
-  program.configureOutput({ outputError: (str, write) => write(str) });
+  // commander's errors echo the argument they refuse: bounded like every quote of untrusted input.
+  program.configureOutput({ outputError: (str, write) => write(quote(str, 500, true)) });
   try {
     await program.parseAsync(argv);
   } catch (e) {

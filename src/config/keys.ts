@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import type { AutoTransfer, ProgramEntry, RexConfig, ServerEntry } from './types.js';
+import { quote } from '../util/quote.js';
 
 /** The port a server listens on when its entry names none. */
 export const DEFAULT_PORT = 7800;
@@ -87,23 +88,23 @@ export function splitHostPort(s: string, what: string): { address: string; port?
   let rest: string;
   if (s.startsWith('[')) {
     const close = s.indexOf(']');
-    if (close < 0) return `${what} "${s}": missing "]" after the IPv6 address`;
+    if (close < 0) return `${what} "${quote(s)}": missing "]" after the IPv6 address`;
     address = s.slice(1, close);
-    if (isIP(address) !== 6) return `${what} "${s}": "${address}" is not an IPv6 address`;
+    if (isIP(address) !== 6) return `${what} "${quote(s)}": "${quote(address)}" is not an IPv6 address`;
     rest = s.slice(close + 1);
-    if (rest !== '' && !rest.startsWith(':')) return `${what} "${s}": expected ":PORT" after "]"`;
+    if (rest !== '' && !rest.startsWith(':')) return `${what} "${quote(s)}": expected ":PORT" after "]"`;
   } else {
     const colons = s.split(':').length - 1;
-    if (colons > 1) return `${what} "${s}": write IPv6 addresses in brackets, e.g. [::1]:7801`;
+    if (colons > 1) return `${what} "${quote(s)}": write IPv6 addresses in brackets, e.g. [::1]:7801`;
     const c = s.indexOf(':');
     address = c < 0 ? s : s.slice(0, c);
     rest = c < 0 ? '' : s.slice(c);
-    if (address === '') return `${what} "${s}": the address is empty`;
-    if (isIP(address) === 0 && !isHostName(address)) return `${what} "${s}": "${address}" is neither an IP address nor a host name`;
+    if (address === '') return `${what} "${quote(s)}": the address is empty`;
+    if (isIP(address) === 0 && !isHostName(address)) return `${what} "${quote(s)}": "${quote(address)}" is neither an IP address nor a host name`;
   }
   if (rest === '') return { address };
   const port = parsePort(rest.slice(1));
-  if (port === undefined) return `${what} "${s}": "${rest.slice(1)}" is not a port number (expected 1-65535)`;
+  if (port === undefined) return `${what} "${quote(s)}": "${quote(rest.slice(1))}" is not a port number (expected 1-65535)`;
   return { address, port };
 }
 
@@ -130,14 +131,14 @@ export function parseServerEntry(s: string): ServerEntry | string {
     name = c < 0 ? s : s.slice(0, c);
     hostPort = c < 0 ? undefined : `${name}${s.slice(c)}`;
   }
-  if (name === '') return `entry "${s}": the server name is empty (expected NAME[@ADDRESS][:PORT])`;
+  if (name === '') return `entry "${quote(s)}": the server name is empty (expected NAME[@ADDRESS][:PORT])`;
   if (!isRexName(name)) {
-    return `entry "${s}": "${name}" is not a valid server name (letters, digits, '_' and '-', starting with a letter or digit; '.' is reserved as the HOST.USER.PROGRAM separator)`;
+    return `entry "${quote(s)}": "${quote(name)}" is not a valid server name (letters, digits, '_' and '-', starting with a letter or digit; '.' is reserved as the HOST.USER.PROGRAM separator)`;
   }
   if (hostPort === undefined) return { name, address: name, port: DEFAULT_PORT };
-  if (at >= 0 && hostPort === '') return `entry "${s}": the address after "@" is empty`;
+  if (at >= 0 && hostPort === '') return `entry "${quote(s)}": the address after "@" is empty`;
   const hp = splitHostPort(hostPort, 'entry');
-  if (typeof hp === 'string') return hp.replace(/^entry "[^"]*"/, `entry "${s}"`);
+  if (typeof hp === 'string') return hp.replace(/^entry "[^"]*"/, `entry "${quote(s)}"`);
   return { name, address: hp.address, port: hp.port ?? DEFAULT_PORT };
 }
 
@@ -149,13 +150,13 @@ export function checkClientEntry(s: string): string | undefined {
     const addr = s.slice(0, slash);
     const bits = s.slice(slash + 1);
     const family = isIP(addr);
-    if (family === 0) return `entry "${s}": "${addr}" is not an IP address (expected ADDRESS/PREFIX, e.g. 10.0.0.0/8)`;
+    if (family === 0) return `entry "${quote(s)}": "${quote(addr)}" is not an IP address (expected ADDRESS/PREFIX, e.g. 10.0.0.0/8)`;
     const max = family === 4 ? 32 : 128;
-    if (!/^[0-9]{1,3}$/.test(bits) || Number(bits) > max) return `entry "${s}": prefix length "${bits}" must be 0-${max}`;
+    if (!/^[0-9]{1,3}$/.test(bits) || Number(bits) > max) return `entry "${quote(s)}": prefix length "${quote(bits)}" must be 0-${max}`;
     return undefined;
   }
   if (isIP(s) !== 0 || isHostName(s)) return undefined;
-  return `entry "${s}": expected a host name, an IP address, a CIDR range (10.0.0.0/8) or "localnets"`;
+  return `entry "${quote(s)}": expected a host name, an IP address, a CIDR range (10.0.0.0/8) or "localnets"`;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -193,10 +194,10 @@ export function expandPath(s: string, ctx: PathContext): string | { error: strin
       i += 2;
     } else if (ch === '$' && s[i + 1] === '{') {
       const close = s.indexOf('}', i);
-      if (close < 0) return { error: `"${s}": "\${" without a closing "}"` };
+      if (close < 0) return { error: `"${quote(s)}": "\${" without a closing "}"` };
       const name = s.slice(i + 2, close);
       if (name !== 'HOST' && name !== 'USER' && name !== 'HOME') {
-        return { error: `"${s}": unknown variable \${${name}} (known: \${HOST}, \${USER}, \${HOME}; write $$ for a literal $)` };
+        return { error: `"${quote(s)}": unknown variable \${${name}} (known: \${HOST}, \${USER}, \${HOME}; write $$ for a literal $)` };
       }
       out += ctx[name];
       i = close + 1;
@@ -230,7 +231,7 @@ export const KEY_SPECS: KeySpec[] = [
     expected: "this host's REX name (letters, digits, '_' and '-')",
     parse(raw) {
       if (!isRexName(raw.text)) {
-        return bad(`"${raw.text}" is not a valid REX host name; expected letters, digits, '_' and '-', starting with a letter or digit ('.' separates HOST.USER.PROGRAM)`);
+        return bad(`"${quote(raw.text)}" is not a valid REX host name; expected letters, digits, '_' and '-', starting with a letter or digit ('.' separates HOST.USER.PROGRAM)`);
       }
       return ok(raw.text);
     },
@@ -324,7 +325,7 @@ export const KEY_SPECS: KeySpec[] = [
         if (command === '') return bad('"command:" needs a shell command after it, e.g. "command: rsync -a"');
         return ok({ mode: 'command', command });
       }
-      return bad(`"${t}" is not valid; expected "on", "off" or "command: <shell command>" (e.g. "command: rsync -a")`);
+      return bad(`"${quote(t)}" is not valid; expected "on", "off" or "command: <shell command>" (e.g. "command: rsync -a")`);
     },
     print: (v) => {
       const a = v as AutoTransfer;
@@ -338,7 +339,7 @@ export const KEY_SPECS: KeySpec[] = [
     parse(raw) {
       const t = raw.text;
       if (t === 'least-loaded' || t === 'round-robin' || t === 'random') return ok(t);
-      return bad(`"${t}" is not a placement policy; expected least-loaded (the default), round-robin or random (docs/PLACEMENT.md)`);
+      return bad(`"${quote(t)}" is not a placement policy; expected least-loaded (the default), round-robin or random (docs/PLACEMENT.md)`);
     },
     print: (v) => String(v),
   },
@@ -380,6 +381,11 @@ export const KEY_SPECS: KeySpec[] = [
     },
     print: (v) => (v === 0 ? 'none' : formatSize(v as number)),
   },
+  durationKey('login-grace-time', 'loginGraceTime'),
+  countKey('max-startups', 'maxStartups'),
+  countKey('per-source-max-startups', 'perSourceMaxStartups'),
+  countKey('log-denials-burst', 'logDenialsBurst'),
+  durationKey('log-denials-interval', 'logDenialsInterval'),
   {
     key: 'programs',
     field: 'programs',
@@ -395,7 +401,7 @@ export const KEY_SPECS: KeySpec[] = [
       for (const item of items) {
         const r = item.text === '' ? 'empty entry (two commas in a row, or a trailing comma); expected NAME=OBJECT[:DEFINITIONS]' : parseProgramEntry(item.text, ctx);
         if (typeof r === 'string' || seen.has(r.name)) {
-          const message = typeof r === 'string' ? r : `entry "${item.text}": program "${r.name}" is defined twice; each program needs one entry`;
+          const message = typeof r === 'string' ? r : `entry "${quote(item.text)}": program "${quote(r.name)}" is defined twice; each program needs one entry`;
           problems.push(item.line === undefined ? { message } : { message, line: item.line });
           continue;
         }
@@ -434,15 +440,15 @@ export function parseProgramEntry(s: string, ctx: PathContext): ProgramEntry | s
 function parseProgramMain(s: string, ctx: PathContext): ProgramEntry | string {
   const eq = s.indexOf('=');
   const want = 'expected NAME=/path/libNAME.so[:/path/libNAME.xml] or NAME=exec:/path/program';
-  if (eq < 0) return `entry "${s}": no "=" after the program name; ${want}`;
+  if (eq < 0) return `entry "${quote(s)}": no "=" after the program name; ${want}`;
   const name = s.slice(0, eq).trim();
-  if (!PROGRAM_RE.test(name) || name.length > 255) return `entry "${s}": "${name}" is not a program name (letters, digits, '_', '+' and '-'; no dots: they separate HOST.USER.PROGRAM.FUNCTION)`;
+  if (!PROGRAM_RE.test(name) || name.length > 255) return `entry "${quote(s)}": "${quote(name)}" is not a program name (letters, digits, '_', '+' and '-'; no dots: they separate HOST.USER.PROGRAM.FUNCTION)`;
   const rest = s.slice(eq + 1).trim();
   const path = (p: string, what: string): string | { error: string } => {
-    if (p === '') return { error: `entry "${s}": the ${what} path is empty; ${want}` };
+    if (p === '') return { error: `entry "${quote(s)}": the ${what} path is empty; ${want}` };
     const x = expandPath(p, ctx);
-    if (typeof x !== 'string') return { error: `entry "${s}": ${x.error}` };
-    if (!x.startsWith('/')) return { error: `entry "${s}": the ${what} "${p}" is not an absolute path` };
+    if (typeof x !== 'string') return { error: `entry "${quote(s)}": ${x.error}` };
+    if (!x.startsWith('/')) return { error: `entry "${quote(s)}": the ${what} "${quote(p)}" is not an absolute path` };
     return x;
   };
   if (rest.startsWith('exec:')) {
@@ -457,7 +463,7 @@ function parseProgramMain(s: string, ctx: PathContext): ProgramEntry | string {
   if (typeof defs !== 'string') return defs.error;
   if (/\.xml$/i.test(defs)) return { name, object, xml: defs };
   if (/\.(sqlite3?|db)$/i.test(defs)) return { name, object, db: defs };
-  return `entry "${s}": definitions "${defs}" must end in .xml (repdb -gx) or .sqlite/.db (repdb -gs)`;
+  return `entry "${quote(s)}": definitions "${quote(defs)}" must end in .xml (repdb -gx) or .sqlite/.db (repdb -gs)`;
 }
 
 function formatProgramEntry(p: ProgramEntry): string {
@@ -498,17 +504,31 @@ export function formatSize(n: number): string {
   return String(n);
 }
 
-function durationKey(key: string, field: 'loadInterval' | 'peerTimeout'): KeySpec {
+function durationKey(key: string, field: 'loadInterval' | 'peerTimeout' | 'loginGraceTime' | 'logDenialsInterval'): KeySpec {
   return {
     key,
     field,
     expected: 'a duration: 500ms, 2s, 1m, 1h, or a bare number of milliseconds',
     parse(raw) {
       const d = parseDuration(raw.text);
-      if (d === undefined) return bad(`"${raw.text}" is not a duration; expected e.g. 500ms, 2s, 1m, 1h, or a bare number of milliseconds`);
+      if (d === undefined) return bad(`"${quote(raw.text)}" is not a duration; expected e.g. 500ms, 2s, 1m, 1h, or a bare number of milliseconds`);
       return ok(d);
     },
     print: (v) => formatDuration(v as number),
+  };
+}
+
+/** A count of connections or rows: decimal digits; the range is the schema's business. */
+function countKey(key: string, field: 'maxStartups' | 'perSourceMaxStartups' | 'logDenialsBurst'): KeySpec {
+  return {
+    key,
+    field,
+    expected: 'a whole number, e.g. 10',
+    parse(raw) {
+      if (!/^[0-9]{1,9}$/.test(raw.text)) return bad(`"${quote(raw.text)}" is not a whole number; expected e.g. 10`);
+      return ok(Number(raw.text));
+    },
+    print: (v) => String(v),
   };
 }
 

@@ -2,10 +2,11 @@
  * Finds the active configuration file (the seed's order), reads it and its
  * includes (cpp-style), and normalises everything into one LoadedConfig.
  */
-import { readFile, realpath } from 'node:fs/promises';
-import { statSync } from 'node:fs';
+import { open, realpath } from 'node:fs/promises';
+import { constants, statSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { KEYS_BY_NAME } from './keys.js';
 import { normalize, type Definition } from './normalize.js';
 import { scanRc, type IncludeDirective } from './rc.js';
 import { scanXml } from './xml.js';
@@ -13,6 +14,55 @@ import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './t
 
 /** Includes nested deeper than this are refused (cpp's own limit is 200; ours only needs to stop runaway chains). */
 export const MAX_INCLUDE_DEPTH = 16;
+
+/** A configuration file larger than this is refused unread (a rex.rc is a few kilobytes). */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+/** What kind of file a stat describes, for "is not a regular file" messages. */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * Reads a configuration file, refusing before reading anything that is not a
+ * regular file (/dev/zero, a FIFO) and a file larger than MAX_CONFIG_BYTES;
+ * the descriptor it checks is the one it reads (no race with a swapped path).
+ */
+async function readConfigText(file: string): Promise<string> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error(`it is ${fileKind(st)}, not a regular file; refusing to read it`);
+    if (st.size > MAX_CONFIG_BYTES) throw new Error(`it is ${st.size} bytes, more than a configuration file can be (${MAX_CONFIG_BYTES} bytes); refusing to read it`);
+    const buf = Buffer.alloc(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > st.size) throw new Error(`it grew while being read, past ${st.size} bytes; refusing to read it`);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * True when a scanned rc file looks like a rex.rc: at least one line sets a
+ * known key or includes a file (or it has no settings at all). Problems in a
+ * file that does not (e.g. `#include "/etc/shadow"`) are reported by line number
+ * only, never with its content.
+ */
+function looksLikeRexRc(items: readonly { kind: string; def?: Definition }[], problems: number): boolean {
+  if (items.length === 0 && problems === 0) return true;
+  return items.some((it) => it.kind === 'include' || (it.def !== undefined && KEYS_BY_NAME.has(it.def.key)));
+}
 
 /** Where to look for configuration files; each defaults to the process's own. */
 export interface LookupOptions {
@@ -35,6 +85,14 @@ function isFile(p: string): boolean {
     return statSync(p).isFile();
   } catch {
     return false;
+  }
+}
+
+function statOrUndefined(p: string): Stats | undefined {
+  try {
+    return statSync(p);
+  } catch {
+    return undefined;
   }
 }
 
@@ -89,7 +147,7 @@ class Reader {
     const frame: Frame = { file, real };
     let text: string;
     try {
-      text = await readFile(file, 'utf8');
+      text = await readConfigText(file);
     } catch (e) {
       const from = chain.at(-1);
       const why = (e as NodeJS.ErrnoException).code === 'EISDIR' ? 'it is a directory' : (e as Error).message;
@@ -101,7 +159,20 @@ class Reader {
       return;
     }
     if (!this.files.includes(file)) this.files.push(file);
-    const { items, diagnostics } = file.endsWith('.xml') ? await scanXml(text, file) : scanRc(text, file);
+    const xml = file.endsWith('.xml');
+    const { items, diagnostics } = xml ? await scanXml(text, file) : scanRc(text, file);
+    const defs = items.filter((it) => it.kind === 'def');
+    if (!xml && !looksLikeRexRc(items, diagnostics.length)) {
+      // Not a rex.rc (a secret, a binary): say where, never what. Line numbers come from the first problem.
+      const first = Math.min(...diagnostics.map((d) => d.line ?? Infinity), ...defs.map((it) => it.def.line ?? Infinity));
+      this.diags.push({
+        code: ErrorCodes.CONFIG_SYNTAX,
+        file,
+        ...(Number.isFinite(first) ? { line: first } : {}),
+        message: `line ${Number.isFinite(first) ? first : 1} is not a rex.rc setting, and no line of this file sets a rex.rc key: it does not look like a rex.rc, so its content is not shown (keys are: ${[...KEYS_BY_NAME.keys()].join(', ')})`,
+      });
+      return;
+    }
     this.diags.push(...diagnostics);
     // An XML document that fails the DTD is not interpreted (its elements may not mean what they seem to).
     if (diagnostics.some((d) => d.code === ErrorCodes.CONFIG_XML)) return;
@@ -123,6 +194,8 @@ class Reader {
     const target = tried.find(isFile);
     if (target === undefined) {
       const q = inc.system ? `<${clip(inc.path)}>` : `"${clip(inc.path)}"`;
+      const special = tried.map(statOrUndefined).find((st) => st !== undefined);
+      if (special) return void err(`included file ${q} is ${fileKind(special)}, not a regular file; refusing to read it`);
       return void err(`cannot find included file ${q} (looked for: ${tried.join(', ')})`);
     }
     const real = await realpath(target).catch(() => resolve(target));
@@ -148,6 +221,13 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   if (file !== undefined) {
     // Keep a relative --file as typed: messages then name the file the way the user does.
     const shown = opts.file !== undefined && !isAbsolute(opts.file) && opts.cwd === undefined ? opts.file : file;
+    const special = explicit !== undefined ? statOrUndefined(file) : undefined;
+    if (special && !special.isFile()) {
+      throw new RexError(ErrorCodes.CONFIG_NOT_FOUND, `configuration file is ${fileKind(special)}, not a regular file; refusing to read it`, {
+        where: shown,
+        hint: 'name a rex.rc file with --file/$REX_CONFIG',
+      });
+    }
     if (explicit !== undefined && !isFile(file)) {
       const origin = opts.file !== undefined ? '' : ' (named by $REX_CONFIG)';
       throw new RexError(ErrorCodes.CONFIG_NOT_FOUND, `configuration file not found${origin}`, {

@@ -80,6 +80,11 @@ export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHo
     logRetentionDays: 90,
     logMaxSize: 256 * 1024 * 1024,
     programs: [],
+    loginGraceTime: 10_000,
+    maxStartups: 100,
+    perSourceMaxStartups: 10,
+    logDenialsBurst: 100,
+    logDenialsInterval: 60_000,
   };
 }
 
@@ -210,7 +215,7 @@ function mapSchemaError(
       const s = cfg.servers[idx];
       if (s) what = `entry "${s.name}": `;
     } else {
-      what = `entry "${String((cfg.clients as unknown[])[idx])}": `;
+      what = `entry "${clip(String((cfg.clients as unknown[])[idx]))}": `;
     }
   }
   const leaf = parts.slice(spec?.list ? 2 : 1).join('.');
@@ -218,9 +223,9 @@ function mapSchemaError(
   // Show a top-level value the way it is written in rc (5ms, not 5); nested ones as JSON.
   let shown: string;
   try {
-    shown = spec && parts.length === 1 && !spec.list ? `"${spec.print(e.data as never)}"` : JSON.stringify(e.data);
+    shown = spec && parts.length === 1 && !spec.list ? `"${clip(spec.print(e.data as never))}"` : clip(JSON.stringify(e.data) ?? '');
   } catch {
-    shown = JSON.stringify(e.data);
+    shown = clip(JSON.stringify(e.data) ?? '');
   }
   const verdict: Record<string, string> = { minimum: 'is out of range', maximum: 'is out of range', maxLength: 'is too long', maxItems: 'has too many entries' };
   const subject = leaf === '' ? '' : `${leaf} `;

@@ -4,6 +4,7 @@
  * carries every problem found in a configuration at once.
  */
 import { RexError, type ErrorCode } from '../util/errors.js';
+import { QUOTE_MAX, quote } from '../util/quote.js';
 
 /** rex.rc placement-policy: least-loaded (the default), or round-robin / random for comparison. */
 export type PlacementPolicy = 'least-loaded' | 'round-robin' | 'random';
@@ -61,6 +62,16 @@ export interface RexConfig {
   logMaxSize: number;
   /** Programs this host's rexd offers for remote calls (docs/CALLS.md). */
   programs: ProgramEntry[];
+  /** Milliseconds a connection may take to authenticate (TLS, HELLO, at most an ENROLL) before rexd closes it. */
+  loginGraceTime: number;
+  /** Unauthenticated connections rexd holds at once; more are closed at accept. */
+  maxStartups: number;
+  /** Unauthenticated connections rexd holds at once from one source address. */
+  perSourceMaxStartups: number;
+  /** Denials from one source address logged row by row per log-denials-interval; the rest are summed up. */
+  logDenialsBurst: number;
+  /** Milliseconds of one denial-logging interval. */
+  logDenialsInterval: number;
 }
 
 /** Where a value was set: a file and line, `(default)`, or `(override)`. */
@@ -88,10 +99,9 @@ export interface ConfigDiagnostic {
   message: string;
 }
 
-/** Shortens a user-supplied fragment for a message so a binary file cannot flood the terminal. */
-export function clip(s: string, max = 60): string {
-  const printable = s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return printable.length > max ? `${printable.slice(0, max)}...` : printable;
+/** Shortens a user-supplied fragment for a message so a binary file cannot flood the terminal (src/util/quote.ts). */
+export function clip(s: string, max = QUOTE_MAX): string {
+  return quote(s, max);
 }
 
 /** Orders diagnostics by file (in order of first appearance) and then by line. */

@@ -35,6 +35,8 @@ import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './path
 import { checkExecDirectories } from '../exec/dirs.js';
 import { initPeerCred, localPeer } from './peercred.js';
 import { PeerLink } from './peers.js';
+import { Admission, DenialLog, type Startup } from './admission.js';
+import { quote } from '../util/quote.js';
 
 /** Version string sent in HELLO. */
 export const SOFTWARE = 'rexd/0.2.0';
@@ -87,6 +89,9 @@ export class Rexd {
   private grants: GrantsFile;
   private tokens: TokenStore;
   private txlog: TransactionLog | undefined;
+  /** Deadlines and caps for connections that have not authenticated, and the rate limit of denial rows. */
+  private admission!: Admission;
+  private denials: DenialLog | undefined;
   private readonly peers = new Map<string, PeerLink>();
   private unixServer: Server | undefined;
   private tcpServer: Server | undefined;
@@ -185,13 +190,25 @@ export class Rexd {
     }
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
     this.txlog = new TransactionLog(logFile, this.config.hostName, { logger: this.log, retentionDays: this.config.logRetentionDays, maxBytes: this.config.logMaxSize });
+    this.denials = new DenialLog({ burst: this.config.logDenialsBurst, intervalMs: this.config.logDenialsInterval }, (ev, summary) => {
+      this.txlog?.record(ev);
+      if (summary) this.log.warn({ peer: ev.peerAddress }, ev.reason!);
+    });
+    this.admission = new Admission(this.config, (ev) => {
+      if (this.record(ev)) this.log.info({ peer: ev.peerAddress, reason: ev.reason }, 'connection closed before authentication');
+    });
     const credCheck = initPeerCred();
     await this.claimSocket();
     this.unixServer = await listenOn(createServer((s) => this.acceptLocal(s)), { path: this.paths.socket }, `socket ${this.paths.socket}`);
     try {
-      const tls = createTlsServer(tlsServerOptions(this.own), (s) => this.acceptTls(s));
+      const tls = createTlsServer({ ...tlsServerOptions(this.own), handshakeTimeout: this.config.loginGraceTime }, (s) => this.acceptTls(s));
       tls.on('tlsClientError', (err, s) => this.onTlsError(err, s));
-      this.tcpServer = await listenOn(tls, { host: listen.address, port: listen.port }, `${listen.address}:${listen.port}`);
+      // TCP is accepted here and handed to TLS only within the caps on unauthenticated connections (admission.ts).
+      const tcp = createServer((raw) => {
+        if (this.stopping) raw.destroy();
+        else if (this.admission.admitTcp(raw, normalizeAddress(raw.remoteAddress ?? '?'))) tls.emit('connection', raw);
+      });
+      this.tcpServer = await listenOn(tcp, { host: listen.address, port: listen.port }, `${listen.address}:${listen.port}`);
     } catch (e) {
       this.unixServer.close();
       safeUnlink(this.paths.socket);
@@ -215,6 +232,7 @@ export class Rexd {
       for (const p of this.peers.values()) p.stop();
       this.exec.stop();
       for (const s of this.sessions) s.conn?.close(reason);
+      this.admission?.close();
       await this.calls.close();
       const closed = Promise.all([this.unixServer, this.tcpServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
       // Give GOODBYE frames a moment to flush, then drop whatever is left.
@@ -222,6 +240,7 @@ export class Rexd {
         for (const s of this.sockets) s.destroy();
       }, 200).unref();
       await closed;
+      this.denials?.close();
       this.txlog?.close();
       if (this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);
       safeUnlink(this.paths.socket);
@@ -263,12 +282,16 @@ export class Rexd {
     safeUnlink(this.paths.socket);
   }
 
-  private record(ev: LogEvent): void {
+  /** Logs one event; false when it was a denial counted for a summary row instead (then rexd's own log skips it too). */
+  private record(ev: LogEvent): boolean {
     try {
+      // Denials are rate-limited per source and summed up (admission.ts, docs/LOG.md): a flood cannot flood the log.
+      if (ev.outcome === 'denied' && this.denials) return this.denials.record(ev);
       this.txlog?.record(ev);
     } catch {
       /* never let logging break serving */
     }
+    return true;
   }
 
   private track(sock: Socket): boolean {
@@ -288,6 +311,7 @@ export class Rexd {
     const cred = localPeer(sock);
     const session: Session = { kind: 'local', address: 'local', identity: this.name, identityId: '', fromHost: this.config.hostName, ...(cred ? { pid: cred.pid } : {}) };
     const label = cred ? `local client pid ${cred.pid} uid ${cred.uid}` : 'local client';
+    const startup = this.admission.local(sock);
     const conn = new Connection(sock, {
       initiator: false,
       local: { role: 'daemon', host: this.config.hostName, software: SOFTWARE },
@@ -304,15 +328,18 @@ export class Rexd {
           session.identity = `${this.name}.${hello.program}`;
           session.program = hello.program;
         }
+        startup.authenticated();
       },
       onRequest: (m) => this.serve(m, session),
       onServed: (info) => this.served(session, info),
     });
-    this.attach(session, conn, label);
+    this.attach(session, conn, label, startup);
   }
 
-  private attach(session: Session, conn: Connection, label: string): void {
+  private attach(session: Session, conn: Connection, label: string, startup?: Startup): void {
     session.conn = conn;
+    // At login-grace-time, a connection that has not authenticated (or may only ENROLL) is told DENIED and closed.
+    startup?.onExpire((reason) => conn.abort(new ProtocolError('DENIED', reason, { fatal: true })));
     this.sessions.add(session);
     conn.on('close', (err?: Error) => {
       this.sessions.delete(session);
@@ -358,9 +385,10 @@ export class Rexd {
     const address = normalizeAddress(sock?.remoteAddress ?? '?');
     const reason = /wrong version number|http request|unknown protocol|packet length too long/i.test(err.message)
       ? `not a TLS client (${err.message.replace(/^.*routines:/, '')}); REX peers speak TLS 1.3`
-      : `TLS handshake failed: ${err.message}`;
-    this.record({ kind: 'auth', peerAddress: address, outcome: 'denied', reason });
-    this.log.info({ peer: address, err: err.message }, 'TLS handshake failed');
+      : /TLS handshake timeout/.test(err.message)
+        ? `TLS handshake not completed within login-grace-time ${this.config.loginGraceTime / 1000} s; connection closed`
+        : `TLS handshake failed: ${err.message}`;
+    if (this.record({ kind: 'auth', peerAddress: address, outcome: 'denied', reason })) this.log.info({ peer: address, err: err.message }, 'TLS handshake failed');
     sock?.destroy();
   }
 
@@ -370,20 +398,26 @@ export class Rexd {
     const cert = peerCert(sock);
     const session: Session = { kind: 'tls', address, identity: cert?.name || '(no certificate)', ...(cert ? { cert, identityId: cert.id } : {}) };
     const label = `${cert?.name || 'peer'}@${address}:${sock.remotePort}`;
+    const startup = this.admission.tls(address, sock.remotePort);
     const conn = new Connection(sock, {
       initiator: false,
       local: { role: 'daemon', host: this.config.hostName, software: SOFTWARE },
       label,
       timeoutMs: this.config.peerTimeout,
-      onHello: (hello) => this.authenticate(session, hello),
+      onHello: (hello) => {
+        this.authenticate(session, hello);
+        // A restricted session (unknown key, no grant) may ENROLL but stays a startup: it ends at the deadline.
+        if (session.restricted) startup?.waiting(`an authenticated key (${session.restricted.split(';')[0]})`);
+        else startup?.authenticated();
+      },
       onRequest: (m) => this.serveTls(m, session),
       onServed: (info) => this.served(session, info),
     });
-    this.attach(session, conn, label);
+    this.attach(session, conn, label, startup);
   }
 
   private deny(session: Session, reason: string, fatal = true): ProtocolError {
-    this.record({
+    const written = this.record({
       kind: 'auth',
       identity: session.identity,
       ...(session.identityId ? { identityId: session.identityId } : {}),
@@ -392,7 +426,7 @@ export class Rexd {
       outcome: 'denied',
       reason,
     });
-    this.log.info({ peer: session.address, identity: session.identity, id: session.identityId, reason }, 'access denied');
+    if (written) this.log.info({ peer: session.address, identity: session.identity, id: session.identityId, reason }, 'access denied');
     return new ProtocolError('DENIED', reason, { fatal });
   }
 
@@ -670,7 +704,7 @@ export class Rexd {
     if (kind !== 'local') throw new ProtocolError('BAD_REQUEST', 'peers may not ask for forwarding', { fatal: false });
     const peer = this.peers.get(m.target);
     if (!peer) {
-      throw new ProtocolError('NO_HOST', `no host "${m.target}" in this cluster (known: ${[this.config.hostName, ...this.peers.keys()].join(', ')})`, { fatal: false });
+      throw new ProtocolError('NO_HOST', `no host "${quote(m.target)}" in this cluster (known: ${[this.config.hostName, ...this.peers.keys()].join(', ')})`, { fatal: false });
     }
     const conn = peer.connection ?? (await peer.connectNow());
     if (!conn) {

@@ -11,6 +11,7 @@ import { isIdPrefix, parseId } from './id.js';
 import { parseIdentityName } from './identity.js';
 import { writeFileAtomic, type KeyStore, type KnownKey } from './store.js';
 import { TokenStore, type TokenBinding } from './tokens.js';
+import { quote } from '../util/quote.js';
 
 /** What NAME-or-ID stands for: a name, and the known keys it matches. */
 export interface Subject {
@@ -39,7 +40,7 @@ export function resolveSubject(store: KeyStore, nameOrId: string): Subject {
       hint: 'give more of the ID, or the name; `rex_key --list` shows both',
     });
   }
-  throw new RexError(ErrorCodes.USAGE, `"${nameOrId}" is neither an identity name (HOST.USER[.PROGRAM]) nor a key ID`);
+  throw new RexError(ErrorCodes.USAGE, `"${quote(nameOrId)}" is neither an identity name (HOST.USER[.PROGRAM]) nor a key ID`);
 }
 
 function readLines(file: string): string[] {

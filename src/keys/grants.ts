@@ -18,6 +18,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { clientAllowed } from '../config/clients.js';
 import { checkClientEntry } from '../config/keys.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { quote } from '../util/quote.js';
 import { parseId } from './id.js';
 import { parseIdentityName } from './identity.js';
 
@@ -181,8 +182,7 @@ export function parseGrants(text: string, file = 'grants'): Grants {
 }
 
 function clip(s: string): string {
-  const p = s.replace(/[^\x20-\x7e]/g, '?');
-  return p.length > 40 ? `${p.slice(0, 40)}...` : p;
+  return quote(s);
 }
 
 /** One grants line as text (the inverse of parseGrants for a single entry). */

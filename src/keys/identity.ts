@@ -6,6 +6,7 @@
  */
 import { userInfo } from 'node:os';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { quote } from '../util/quote.js';
 
 /** A parsed identity name. */
 export interface IdentityName {
@@ -24,11 +25,11 @@ export function isNamePart(s: string): boolean {
 /** Parses HOST.USER[.PROGRAM]; returns a message naming what is wrong, or the parts. */
 export function parseIdentityName(s: string): IdentityName | string {
   const parts = s.split('.');
-  if (parts.length < 2 || parts.length > 3) return `"${s}" is not an identity name; expected HOST.USER or HOST.USER.PROGRAM`;
+  if (parts.length < 2 || parts.length > 3) return `"${quote(s)}" is not an identity name; expected HOST.USER or HOST.USER.PROGRAM`;
   const [host, user, program] = parts as [string, string, string | undefined];
   const labels = ['HOST', 'USER', 'PROGRAM'];
   for (const [i, p] of parts.entries()) {
-    if (!isNamePart(p)) return `"${s}": ${labels[i]} part "${p}" must be 1-63 letters, digits, '_' or '-', not starting with '-'`;
+    if (!isNamePart(p)) return `"${quote(s)}": ${labels[i]} part "${quote(p)}" must be 1-63 letters, digits, '_' or '-', not starting with '-'`;
   }
   return program === undefined ? { host, user } : { host, user, program };
 }

@@ -9,6 +9,7 @@ import { ErrorCodes, RexError } from '../util/errors.js';
 import { LIMITS, MsgType, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type MsgTypeName, type RoleName } from './constants.js';
 import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame } from './frame.js';
 import { frameToMessage, messageToFrame, type Message, type MessageOf } from './messages.js';
+import { quote } from '../util/quote.js';
 
 /** What the local side says about itself in HELLO. */
 export interface LocalIdentity {
@@ -391,7 +392,7 @@ export class Connection extends EventEmitter {
       let reason = 'no reason given';
       try {
         const m = frameToMessage(f) as MessageOf<'GOODBYE'>;
-        if (m.reason) reason = m.reason;
+        if (m.reason) reason = quote(m.reason, 500);
       } catch {
         /* a malformed GOODBYE still means goodbye */
       }
@@ -661,7 +662,7 @@ export function remoteError(label: string, m: Message | undefined): RexError {
           : m.code === ProtoError.VERSION
             ? ErrorCodes.PROTO_VERSION
             : ErrorCodes.PROTO_REMOTE;
-  const e = new RexError(code, `${m.host ?? label}: ${name}: ${m.message ?? '(no message)'}`);
+  const e = new RexError(code, `${m.host !== undefined ? quote(m.host) : label}: ${name}: ${m.message !== undefined ? quote(m.message, 4000, true) : '(no message)'}`);
   (e as RexError & { proto?: string }).proto = name;
   return e;
 }

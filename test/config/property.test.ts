@@ -113,6 +113,11 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
     ),
     { selector: (p) => p.name, maxLength: 4 },
   ),
+  loginGraceTime: fc.integer({ min: 100, max: 3_600_000 }),
+  maxStartups: fc.integer({ min: 1, max: 100_000 }),
+  perSourceMaxStartups: fc.integer({ min: 1, max: 100_000 }),
+  logDenialsBurst: fc.integer({ min: 1, max: 100_000 }),
+  logDenialsInterval: fc.integer({ min: 100, max: 3_600_000 }),
 });
 
 describe('toRcText round trip', () => {

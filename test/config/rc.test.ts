@@ -60,6 +60,11 @@ describe('rc form: good files', () => {
       logRetentionDays: 30,
       logMaxSize: 64 * 1024 * 1024,
       programs: [],
+      loginGraceTime: 5000,
+      maxStartups: 50,
+      perSourceMaxStartups: 5,
+      logDenialsBurst: 20,
+      logDenialsInterval: 30_000,
     });
     expect(sources.hostName).toEqual({ file: f, line: 5 });
     expect(sources.servers).toEqual({ file: f, line: 7 }); // a continued line keeps its first line
