@@ -210,6 +210,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     const { code, signal } = exited;
     finish(signal ? { type: 'EXIT', signal: signal.replace(/^SIG/, ''), host: ctx.hostName } : { type: 'EXIT', code: code ?? 0, host: ctx.hostName });
     finish = undefined;
+    // Input the origin never ended (the program exited first) would keep its socket open for good: one fd per job.
+    for (const w of inputs.values()) w.destroy();
   };
   // What the restorer wrote on stderr before the restored program ran comes first.
   for (const d of early) queue.push({ fd: 2, data: d });
