@@ -241,6 +241,7 @@ export class Containment {
   private removeWhenEmpty(cgroup: string, tries = 50): void {
     try {
       rmdirSync(cgroup);
+      if (this.closed) this.removeBase();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EBUSY' && tries > 0) setTimeout(() => this.removeWhenEmpty(cgroup, tries - 1), 100).unref();
@@ -296,9 +297,22 @@ export class Containment {
     return killed;
   }
 
-  /** Stops the sweeper (rexd stopping). */
+  /** Stops the sweeper and removes this rexd's cgroup directory once its last job cgroup is gone (rexd stopping). */
   close(): void {
     clearInterval(this.sweeper);
+    this.closed = true;
+    this.removeBase();
+  }
+
+  private closed = false;
+
+  private removeBase(): void {
+    if (!this.base) return;
+    try {
+      rmdirSync(this.base); // fails while a job cgroup is still being removed: its removal calls this again
+    } catch {
+      /* not empty yet, or gone */
+    }
   }
 }
 

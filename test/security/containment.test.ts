@@ -10,13 +10,18 @@
 // with REX_CONTAINMENT=pgroup.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { buildDemoLibrary, demoCall } from '../../src/cluster/calldemo.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { Containment } from '../../src/exec/contain.js';
+import { JobRecord, processStart } from '../../src/exec/jobs.js';
 import { distBin } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { marked } from '../helpers/procscan.js';
+import { alive } from '../helpers/proc.js';
 
 /** The grandchild: its own session, SIGHUP ignored, stdio on /dev/null, no output ever. */
 const JOB = `setsid sh -c 'trap "" HUP; exec sleep 1000' </dev/null >/dev/null 2>&1 & echo started; exec sleep 1000`;
@@ -61,14 +66,17 @@ for (const { mode, skip } of modes) {
   describe.skipIf(skip !== undefined)(`jobs contained by ${mode === 'cgroup' ? 'cgroup v2' : 'process group and subreaper (REX_CONTAINMENT=pgroup)'}`, () => {
     let cluster: LocalCluster;
     let stop: () => Promise<void>;
+    let libDir: string | undefined;
 
     beforeAll(async () => {
+      libDir = mkdtempSync(join(tmpdir(), 'rex-contain-'));
+      const lib = buildDemoLibrary(libDir);
       const before = process.env.REX_CONTAINMENT;
       if (mode === 'pgroup') process.env.REX_CONTAINMENT = 'pgroup';
       else delete process.env.REX_CONTAINMENT;
       try {
         // cgroup mode on loopback: `ip netns exec` gives rexd a /sys of its own, without the cgroup mounts.
-        ({ cluster, stop } = await startCluster(2, mode === 'cgroup' ? { netns: false } : {}));
+        ({ cluster, stop } = await startCluster(2, { rc: [lib.rcLine], ...(mode === 'cgroup' ? { netns: false } : {}) }));
       } finally {
         if (before === undefined) delete process.env.REX_CONTAINMENT;
         else process.env.REX_CONTAINMENT = before;
@@ -81,13 +89,39 @@ for (const { mode, skip } of modes) {
     }, 90_000);
     afterAll(async () => {
       await stop?.();
+      if (libDir) rmSync(libDir, { recursive: true, force: true });
     });
+
+    /** beta's job cgroups left (cgroup mode): each is removed once its job has ended. */
+    function jobCgroups(): string[] {
+      const base = /"cgroups":"([^"]+)"/.exec(readFileSync(cluster.host('beta').logFile, 'utf8'))?.[1];
+      return base ? readdirSync(base).filter((n) => n.startsWith('job-')) : [];
+    }
+
+    it('a call controller is a contained job, and a restarted rexd reaps the controllers its killed predecessor left', async () => {
+      const client = await cluster.client('alpha');
+      try {
+        const pid = Number((await demoCall(client, 'beta', 'controller_pid', {})).result);
+        expect(alive(pid)).toBe(true);
+        if (mode === 'cgroup') expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toMatch(/^0::\/.*rex-beta-.*\/job-[0-9a-f]+$/m);
+        else expect(readFileSync(`/proc/${pid}/environ`, 'utf8')).toMatch(/(^|\0)REX_JOB=job-[0-9a-f]+\0/);
+        cluster.kill('beta', 'SIGKILL');
+        await cluster.waitExit('beta');
+        expect(alive(pid)).toBe(true); // its rexd is gone; nothing has ended it yet
+        await cluster.startHost(cluster.host('beta'));
+        await vi.waitFor(() => expect(alive(pid)).toBe(false), { timeout: 10_000, interval: 50 });
+        await cluster.waitAllReachable(30_000);
+      } finally {
+        client.close();
+      }
+    }, 90_000);
 
     it('cancel: SIGINT to `rex run` ends the program and its setsid, HUP-ignoring grandchild', async () => {
       const job = await startJob(cluster, 'alpha', 'beta');
       job.rex.kill('SIGINT');
       expect(await job.exited).toMatchObject({ signal: 'SIGINT' });
       await nothingLeft(job.mark);
+      await vi.waitFor(() => expect(jobCgroups()).toEqual([]), { timeout: 10_000, interval: 100 });
     }, 60_000);
 
     it('client death: `rex run` killed -9 ends the whole remote job', async () => {
@@ -144,3 +178,28 @@ for (const { mode, skip } of modes) {
     }, 90_000);
   });
 }
+
+describe('job records: a recycled pid is never killed', () => {
+  it("a record whose start time is not the live process's own leaves that process alone; the right one ends it", async () => {
+    const state = mkdtempSync(join(tmpdir(), 'rex-jobrec-'));
+    const victim = spawn('sleep', ['60'], { stdio: 'ignore', detached: true });
+    try {
+      const pid = victim.pid!;
+      const start = processStart(pid)!;
+      const rec = new JobRecord(state);
+      // The same pid, started at another time: a process that merely reuses the number.
+      mkdirSync(join(state, 'exec-jobs'), { recursive: true });
+      writeFileSync(join(state, 'exec-jobs', String(pid)), `${JSON.stringify({ start: String(Number(start) - 1) })}\n`);
+      expect(rec.reapLeftovers()).toEqual([]);
+      expect(alive(pid)).toBe(true);
+      // The first form of a record (the start time alone) is still read.
+      writeFileSync(join(state, 'exec-jobs', String(pid)), `${start}\n`);
+      expect(rec.reapLeftovers()).toContain(pid);
+      await vi.waitFor(() => expect(victim.signalCode).toBe('SIGKILL'), { timeout: 5000, interval: 20 });
+      expect(readdirSync(join(state, 'exec-jobs'))).toEqual([]);
+    } finally {
+      victim.kill('SIGKILL');
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+});
