@@ -28,7 +28,6 @@ import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/jobs.js';
 import { Containment } from '../exec/contain.js';
-import { controllerJobs } from '../calls/controller.js';
 import { ExecService } from '../exec/service.js';
 import { LoadMeter } from './load.js';
 import type { Logger } from './log.js';
@@ -116,7 +115,8 @@ export class Rexd {
     this.name = localName(config.hostName);
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), originSilenceMs: Math.max(10_000, 3 * Math.max(config.peerTimeout, config.loadInterval)), ...Object.assign(controllerJobs, { jobs: new JobRecord(this.paths.stateDir), containment: new Containment(config.hostName, this.paths.stateDir) }) }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec.contain(new Containment(config.hostName, this.paths.stateDir), Math.max(10_000, 3 * Math.max(config.peerTimeout, config.loadInterval)));
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),

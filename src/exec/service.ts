@@ -16,6 +16,8 @@ import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '
 import { fetchDelayForTests, fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { dropSpare, endContained, killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { controllerJobs } from '../calls/controller.js';
+import type { Containment } from './contain.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
@@ -48,6 +50,18 @@ export class ExecService {
     private readonly peerTimeout = 5000,
   ) {
     this.placer = new Placer(policy);
+  }
+
+  /**
+   * Contains every job of this rexd with `c` (docs/EXEC.md, Containment): EXEC
+   * programs, rfork children and call controllers; an origin link silent for
+   * `originSilenceMs` is taken for dead.
+   */
+  contain(c: Containment, originSilenceMs: number): void {
+    this.ctx.containment = c;
+    this.ctx.originSilenceMs = originSilenceMs;
+    controllerJobs.containment = c;
+    if (this.ctx.jobs) controllerJobs.jobs = this.ctx.jobs;
   }
 
   /** Ends what a crashed predecessor left running (call once at start-up); returns the pids killed. */
