@@ -165,12 +165,14 @@ export class Containment {
     if (candidates.length === 0) return { reason: `${mount} is not writable by ${userInfo().username} (no delegated cgroup)` };
     const base = candidates[0]!;
     try {
-      mkdirSync(base, { recursive: true });
       // A probe: create and remove one job cgroup, so that a read-only or foreign tree falls back now, not per job.
+      // The directory exists only while jobs run (created by the first, removed after the last).
+      mkdirSync(base, { recursive: true });
       const probe = join(base, `probe-${process.pid}`);
       mkdirSync(probe);
       const kill = existsSync(join(probe, 'cgroup.kill'));
       rmdirSync(probe);
+      tryRmdir(base);
       if (!kill) return { reason: `${mount} has no cgroup.kill (Linux 5.14 or later needed)` };
     } catch (e) {
       return { reason: `cannot create cgroups under ${base}: ${(e as Error).message}` };
@@ -196,7 +198,14 @@ export class Containment {
     }
     const cgroup = join(this.base!, id);
     try {
-      mkdirSync(cgroup);
+      try {
+        mkdirSync(this.base!, { recursive: true });
+        mkdirSync(cgroup);
+      } catch {
+        // The last job's end may have removed the base between the two: once more.
+        mkdirSync(this.base!, { recursive: true });
+        mkdirSync(cgroup);
+      }
       // Each process is moved before its children are read: one it forks later is born in the cgroup.
       moveTree(join(cgroup, 'cgroup.procs'), pid);
       return { id, pid, cgroup };
@@ -241,7 +250,7 @@ export class Containment {
   private removeWhenEmpty(cgroup: string, tries = 50): void {
     try {
       rmdirSync(cgroup);
-      if (this.closed) this.removeBase();
+      this.removeBase();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EBUSY' && tries > 0) setTimeout(() => this.removeWhenEmpty(cgroup, tries - 1), 100).unref();
@@ -294,25 +303,27 @@ export class Containment {
       /* no base */
     }
     for (const n of names) killed.push(...reapRecorded({ pid: 0, start: '', cgroup: join(this.base!, n) }));
+    this.removeBase();
     return killed;
   }
 
-  /** Stops the sweeper and removes this rexd's cgroup directory once its last job cgroup is gone (rexd stopping). */
+  /** Stops the sweeper and removes this rexd's cgroup directory if no job cgroup is left (rexd stopping). */
   close(): void {
     clearInterval(this.sweeper);
-    this.closed = true;
     this.removeBase();
   }
 
-  private closed = false;
-
+  /** Removes the base once empty (it fails while another job's cgroup is in it). */
   private removeBase(): void {
-    if (!this.base) return;
-    try {
-      rmdirSync(this.base); // fails while a job cgroup is still being removed: its removal calls this again
-    } catch {
-      /* not empty yet, or gone */
-    }
+    if (this.base) tryRmdir(this.base);
+  }
+}
+
+function tryRmdir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    /* not empty, or gone */
   }
 }
 

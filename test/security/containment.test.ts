@@ -10,7 +10,7 @@
 // with REX_CONTAINMENT=pgroup.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -58,8 +58,7 @@ const modes: { mode: 'cgroup' | 'pgroup'; skip?: string }[] = [
   'base' in probe ? { mode: 'cgroup' } : { mode: 'cgroup', skip: probe.reason },
   { mode: 'pgroup' },
 ];
-// The probe made the (empty) directory of a host called "probe": no rexd's, so it goes.
-if ('base' in probe) rmdirSync(probe.base);
+// The probe leaves no directory behind: rexd's cgroup directory exists only while jobs run.
 
 for (const { mode, skip } of modes) {
   if (skip) console.log(`containment.test.ts: the cgroup v2 way is not tested here: ${skip}`);
@@ -95,7 +94,7 @@ for (const { mode, skip } of modes) {
     /** beta's job cgroups left (cgroup mode): each is removed once its job has ended. */
     function jobCgroups(): string[] {
       const base = /"cgroups":"([^"]+)"/.exec(readFileSync(cluster.host('beta').logFile, 'utf8'))?.[1];
-      return base ? readdirSync(base).filter((n) => n.startsWith('job-')) : [];
+      return base && existsSync(base) ? readdirSync(base).filter((n) => n.startsWith('job-')) : [];
     }
 
     it('a call controller is a contained job, and a restarted rexd reaps the controllers its killed predecessor left', async () => {
@@ -122,6 +121,7 @@ for (const { mode, skip } of modes) {
       expect(await job.exited).toMatchObject({ signal: 'SIGINT' });
       await nothingLeft(job.mark);
       await vi.waitFor(() => expect(jobCgroups()).toEqual([]), { timeout: 10_000, interval: 100 });
+      if (mode === 'cgroup') expect(existsSync(/"cgroups":"([^"]+)"/.exec(readFileSync(cluster.host('beta').logFile, 'utf8'))![1]!), "beta's cgroup directory once its last job ended").toBe(false);
     }, 60_000);
 
     it('client death: `rex run` killed -9 ends the whole remote job', async () => {
