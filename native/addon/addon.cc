@@ -17,6 +17,11 @@
 //     exec) or 0 for /dev/null (returned as -1). An exec failure is thrown with
 //     `code` (ENOENT, EACCES, ...). The child is reaped through a pidfd watched by
 //     the event loop: onExit(code, signal) once, with one of them null.
+//   setChildSubreaper() -> boolean: PR_SET_CHILD_SUBREAPER on this process, so that
+//     the orphans of its jobs are reparented here and not to init (docs/EXEC.md,
+//     Containment); false when the kernel refuses.
+//   reapChild(pid) -> boolean: waitpid(pid, WNOHANG) for such an adopted orphan,
+//     which no pidfd watches; true once it is reaped (or is no child of ours).
 //
 // Built with NAPI_DISABLE_CPP_EXCEPTIONS and -fno-exceptions: errors are thrown
 // into JavaScript with ThrowAsJavaScriptException and an early return.
@@ -31,6 +36,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -306,7 +312,29 @@ Napi::Value SpawnProcess(const Napi::CallbackInfo &info) {
   return out;
 }
 
+Napi::Value SetChildSubreaper(const Napi::CallbackInfo &info) {
+  return Napi::Boolean::New(info.Env(), prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0);
+}
+
+Napi::Value ReapChild(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "reapChild(pid): pid must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  if (pid <= 0) {
+    Napi::RangeError::New(env, "reapChild(pid): pid must be positive").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  pid_t r;
+  do r = waitpid(pid, nullptr, WNOHANG); while (r < 0 && errno == EINTR);
+  return Napi::Boolean::New(env, r != 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaper, "setChildSubreaper"));
+  exports.Set("reapChild", Napi::Function::New(env, ReapChild, "reapChild"));
   exports.Set("spawnProcess", Napi::Function::New(env, SpawnProcess, "spawnProcess"));
   exports.Set("decodeFrame", Napi::Function::New(env, DecodeFrame, "decodeFrame"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));

@@ -6,6 +6,8 @@
  * stream id, and turns the process's death into errors for whatever was in
  * flight: a signal is a crash of the function being called.
  */
+import { JOB_ENV, type Containment } from '../exec/contain.js';
+import type { JobRecord } from '../exec/jobs.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { ProtoError, protoErrorName, type ProtoErrorName } from '../protocol/constants.js';
@@ -30,6 +32,9 @@ interface Pending {
 
 /** Bytes of the controller's stderr kept for messages (why it failed to start). */
 const STDERR_TAIL = 2048;
+
+/** Set by rexd: each controller is a contained job of its own, recorded for the restart clean-up (docs/EXEC.md, Containment). */
+export const controllerJobs: { jobs?: JobRecord; containment?: Containment } = {};
 
 /** A running controller process and its link. */
 export class Controller {
@@ -56,8 +61,18 @@ export class Controller {
     // fd 3 is a socketpair (libuv creates one for each 'pipe'); stdout is dropped,
     // stderr is kept for messages; the controller is its own process group leader
     // so that a kill reaches what it started.
-    this.child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], env: { ...env, REX_CALL_FD: '3' } });
+    const { jobs, containment } = controllerJobs;
+    const id = containment?.newId();
+    this.child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], env: { ...env, REX_CALL_FD: '3', ...(id ? { [JOB_ENV]: id } : {}) } });
     this.pid = this.child.pid ?? -1;
+    if (id && this.pid > 0) {
+      const box = containment!.enter(this.pid, id);
+      jobs?.add(this.pid, box);
+      this.child.once('exit', () => {
+        containment!.end(box);
+        jobs?.remove(this.pid);
+      });
+    }
     this.link = this.child.stdio[3] as Socket;
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (s: string) => {

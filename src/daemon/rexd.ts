@@ -27,6 +27,7 @@ import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/jobs.js';
+import { Containment } from '../exec/contain.js';
 import { ExecService } from '../exec/service.js';
 import type { ExecLimit } from '../exec/limit.js';
 import { LoadMeter } from './load.js';
@@ -126,6 +127,7 @@ export class Rexd {
     this.grants = new GrantsFile(this.store.grantsFile);
     this.tokens = new TokenStore(this.store.tokensFile);
     this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, stateDirectory: this.paths.stateDir, record: (ev) => this.record(ev), socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
+    this.exec.contain(new Containment(config.hostName, this.paths.stateDir), Math.max(10_000, 3 * Math.max(config.peerTimeout, config.loadInterval)));
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),

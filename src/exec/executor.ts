@@ -16,6 +16,7 @@ import type { Logger } from '../daemon/log.js';
 import { packageRoot } from '../util/paths.js';
 import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
+import { JOB_ENV, type Containment, type JobBox } from './contain.js';
 import type { JobRecord } from './jobs.js';
 import type { LogEvent } from '../log/txlog.js';
 import { testSwitch } from '../util/testmode.js';
@@ -51,10 +52,44 @@ export interface ExecutorContext {
   jobs?: JobRecord;
   /** A row of rexd's transaction log (a cache entry that failed verification). */
   record?: (ev: LogEvent) => void;
+  /** Puts each job in a cgroup or process group of its own, ended with it (docs/EXEC.md, Containment). */
+  containment?: Containment;
+  /** An origin rexd's link that brings nothing (not even its LOAD polls) for this long is dead: its jobs end (default 15 s). */
+  originSilenceMs?: number;
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
 export const running = new Set<Child>();
+
+/** Ends every running program's container (rexd stopping): nothing they started survives. */
+export function endContained(ctx: ExecutorContext): void {
+  for (const end of contained.values()) end();
+  contained.clear();
+  ctx.containment?.close();
+}
+const contained = new Map<Child, () => void>();
+
+/**
+ * Watches a peer connection that carries jobs: the origin rexd polls LOAD on it
+ * every load-interval, so a link silent for `originSilenceMs` (cut, or the
+ * origin host gone without a FIN) is closed, which ends its jobs as an origin's
+ * death does. A local client may be silent as long as it likes: not watched.
+ */
+function watchOrigin(conn: Connection, ctx: ExecutorContext): void {
+  if (conn.peer?.role !== 'peer' || watchedOrigins.has(conn)) return;
+  watchedOrigins.add(conn);
+  const limit = ctx.originSilenceMs ?? 15_000;
+  const t = setInterval(() => {
+    if (!conn.isOpen) return clearInterval(t);
+    const silent = performance.now() - conn.lastReceivedAt;
+    if (silent <= limit) return;
+    clearInterval(t);
+    ctx.log.warn({ origin: conn.peer?.host, silentMs: Math.round(silent) }, 'EXEC: origin link silent; closing it and ending its jobs');
+    conn.destroy(new Error(`the origin sent nothing for ${Math.round(silent)} ms (link cut or host gone)`));
+  }, Math.min(1000, limit));
+  t.unref();
+}
+const watchedOrigins = new WeakSet<Connection>();
 
 /** Ends a program's whole process group: HUP first, KILL after `graceMs` if it is still there. */
 export function killGroup(child: Child, graceMs = 2000): void {
@@ -120,6 +155,9 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   }
   env.PWD = cwd;
   env.REX_SOCKET = ctx.socket;
+  // Every process of the job inherits its id: the process-group containment finds escaped descendants by it.
+  const jobId = ctx.containment?.newId();
+  if (jobId) env[JOB_ENV] = jobId;
   const proxied = m.image ? imageFds(m.fds) : [0, 1, 2];
   let child: Child;
   let early: Buffer[] = [];
@@ -178,7 +216,17 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
   winsize?.on('error', () => {});
   running.add(child);
-  ctx.jobs?.add(child.pid!);
+  const box: JobBox | undefined = jobId ? ctx.containment!.enter(child.pid!, jobId) : undefined;
+  ctx.jobs?.add(child.pid!, box);
+  const pid = child.pid!;
+  // The job's end ends everything it started (setsid, HUP ignored, double fork); then its record goes.
+  const endJob = (): void => {
+    if (!contained.delete(child) && box) return;
+    if (box) ctx.containment!.end(box);
+    ctx.jobs?.remove(pid);
+  };
+  contained.set(child, endJob);
+  watchOrigin(conn, ctx);
   const jobDone = ctx.meter.jobStarted();
   onStarted?.();
   const stream = m.stream;
@@ -223,6 +271,9 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     const { code, signal } = exited;
     finish(signal ? { type: 'EXIT', signal: signal.replace(/^SIG/, ''), host: ctx.hostName } : { type: 'EXIT', code: code ?? 0, host: ctx.hostName });
     finish = undefined;
+    endJob();
+    // Input the origin never ended (the program exited first) would keep its socket open for good: one fd per job.
+    for (const w of inputs.values()) w.destroy();
   };
   // What the restorer wrote on stderr before the restored program ran comes first.
   for (const d of early) queue.push({ fd: 2, data: d });
@@ -304,7 +355,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     finish = resolveExit;
     whenExited(child, (code, signal) => {
       running.delete(child);
-      ctx.jobs?.remove(child.pid!);
+      if (!box) ctx.jobs?.remove(pid);
       jobDone();
       exited = { code, signal };
       // Children of the program that still hold the pipes would keep the stream open forever.

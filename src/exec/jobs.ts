@@ -1,11 +1,14 @@
 /**
- * The programs a rexd runs for EXEC, recorded on disk (one file per process
- * in <state-directory>/exec-jobs/) so that a rexd started after a crash
- * (SIGKILL, power cut of the daemon only) can end what its predecessor left
- * running: no leaked children across restarts (docs/EXEC.md, "Faults").
+ * The jobs a rexd runs (EXEC programs, rfork children, call controllers),
+ * recorded on disk (one file per job in <state-directory>/exec-jobs/: its pid,
+ * the pid's start time, its REX_JOB id and its cgroup) so that a rexd started
+ * after a crash (SIGKILL, power cut of the daemon only) can end what its
+ * predecessor left running, descendants included: no leaked processes across
+ * restarts (docs/EXEC.md, "Containment").
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { reapRecorded, type JobBox } from './contain.js';
 
 /** The start time of a process in clock ticks since boot (/proc/PID/stat field 22): tells a pid's reuse apart. */
 export function processStart(pid: number): string | undefined {
@@ -26,13 +29,13 @@ export class JobRecord {
     this.dir = join(stateDir, 'exec-jobs');
   }
 
-  /** Records a started program (its pid is also its process group). */
-  add(pid: number): void {
+  /** Records a started job (its pid is also its process group). */
+  add(pid: number, box?: JobBox): void {
     const start = processStart(pid);
-    if (start === undefined) return; // already gone
+    if (start === undefined && !box?.cgroup) return; // already gone
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      writeFileSync(join(this.dir, String(pid)), `${start}\n`);
+      writeFileSync(join(this.dir, String(pid)), `${JSON.stringify({ start: start ?? '', ...(box ? { id: box.id } : {}), ...(box?.cgroup ? { cgroup: box.cgroup } : {}) })}\n`, { mode: 0o600 });
     } catch {
       /* a record that cannot be written only loses the restart clean-up */
     }
@@ -44,8 +47,9 @@ export class JobRecord {
   }
 
   /**
-   * Kills (SIGKILL, whole process group) every recorded program that is still
-   * the same process, and clears the record; returns the pids killed.
+   * Ends every recorded job (its cgroup; or its process when it is still the
+   * same one by start time, its process group, and every process carrying its
+   * REX_JOB id) and clears the record; returns the pids killed.
    */
   reapLeftovers(): number[] {
     let names: string[];
@@ -57,25 +61,22 @@ export class JobRecord {
     const killed: number[] = [];
     for (const name of names) {
       const pid = Number(name);
-      let recorded = '';
+      let text = '';
       try {
-        recorded = readFileSync(join(this.dir, name), 'utf8').trim();
+        text = readFileSync(join(this.dir, name), 'utf8').trim();
       } catch {
         /* vanished */
       }
-      if (Number.isInteger(pid) && pid > 1 && recorded !== '' && processStart(pid) === recorded) {
+      // The first form held the start time alone.
+      let rec: { start: string; id?: string; cgroup?: string } = { start: text };
+      if (text.startsWith('{')) {
         try {
-          process.kill(-pid, 'SIGKILL');
-          killed.push(pid);
+          rec = JSON.parse(text) as typeof rec;
         } catch {
-          try {
-            process.kill(pid, 'SIGKILL');
-            killed.push(pid);
-          } catch {
-            /* gone meanwhile */
-          }
+          rec = { start: '' };
         }
       }
+      if (Number.isInteger(pid) && pid > 1 && (rec.start !== '' || rec.cgroup)) killed.push(...reapRecorded({ pid, ...rec }));
       rmSync(join(this.dir, name), { force: true });
     }
     return killed;

@@ -15,7 +15,9 @@ import { ProtocolError } from '../protocol/frame.js';
 import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '../protocol/messages.js';
 import { fetchDelayForTests, fileSha256, TRANSFER_MAX } from './transfer.js';
 import type { PeerLink } from '../daemon/peers.js';
-import { dropSpare, killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { dropSpare, endContained, killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { controllerJobs } from '../calls/controller.js';
+import type { Containment } from './contain.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
@@ -53,9 +55,23 @@ export class ExecService {
     this.placer = new Placer(policy);
   }
 
+  /**
+   * Contains every job of this rexd with `c` (docs/EXEC.md, Containment): EXEC
+   * programs, rfork children and call controllers; an origin link silent for
+   * `originSilenceMs` is taken for dead.
+   */
+  contain(c: Containment, originSilenceMs: number): void {
+    this.ctx.containment = c;
+    this.ctx.originSilenceMs = originSilenceMs;
+    controllerJobs.containment = c;
+    if (this.ctx.jobs) controllerJobs.jobs = this.ctx.jobs;
+  }
+
   /** Ends what a crashed predecessor left running (call once at start-up); returns the pids killed. */
   reapLeftovers(): number[] {
-    const killed = this.ctx.jobs?.reapLeftovers() ?? [];
+    const c = this.ctx.containment;
+    if (c) this.ctx.log.info({ containment: c.mode, ...(c.base ? { cgroups: c.base } : { why: c.reason }) }, `EXEC: jobs contained by ${c.mode === 'cgroup' ? 'cgroup v2' : 'process group and subreaper'}`);
+    const killed = [...(this.ctx.jobs?.reapLeftovers() ?? []), ...(c?.reapBase() ?? [])];
     if (killed.length > 0) this.ctx.log.warn({ pids: killed }, 'EXEC: killed programs left running by a previous rexd');
     return killed;
   }
@@ -123,6 +139,7 @@ export class ExecService {
   stop(): void {
     dropSpare(this.ctx);
     for (const c of running) killGroup(c, 500);
+    endContained(this.ctx);
   }
 
   /** Runs `m` on peer `host` and relays its stream to the local client's stream on `conn`. */

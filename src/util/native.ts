@@ -54,6 +54,10 @@ export interface RexAddon {
    * a number), from the event loop.
    */
   spawnProcess(file: string, argv: readonly string[], env: readonly string[], cwd: string, stdio: readonly ('pipe' | 'ignore')[], onExit: (code: number | null, signal: number | null) => void): { pid: number; fds: number[] };
+  /** PR_SET_CHILD_SUBREAPER on this process (orphans of its jobs come back to it); false when refused. */
+  setChildSubreaper(): boolean;
+  /** waitpid(pid, WNOHANG) of an adopted orphan: true once reaped (or not a child of this process). */
+  reapChild(pid: number): boolean;
   /** REX_PROTO_VERSION of the C side. */
   readonly protoVersion: number;
 }
@@ -62,6 +66,8 @@ interface RawAddon {
   decodeFrame(buf: Buffer, maxPayload?: number): NativeDecodeResult;
   peerCredentials(fd: number): PeerCredentials;
   spawnProcess(file: string, argv: readonly string[], env: readonly string[], cwd: string, stdio: number[], onExit: (code: number | null, signal: number | null) => void): number[];
+  setChildSubreaper(): boolean;
+  reapChild(pid: number): boolean;
   protoVersion: number;
 }
 
@@ -121,6 +127,11 @@ export function loadAddon(): RexAddon {
       if (typeof onExit !== 'function') throw new TypeError('spawnProcess: onExit must be a function');
       const [pid, ...fds] = raw.spawnProcess(file, argv, env, cwd, stdio.map((x) => (x === 'pipe' ? 1 : 0)), onExit);
       return { pid: pid!, fds };
+    },
+    setChildSubreaper: () => raw.setChildSubreaper(),
+    reapChild(pid) {
+      if (!Number.isInteger(pid) || pid < 1) throw new RangeError(`reapChild: pid must be a positive integer, got ${pid}`);
+      return raw.reapChild(pid);
     },
   };
   loaded.set(path, addon);
