@@ -151,7 +151,8 @@ for (const { mode, skip } of modes) {
       }
     }, 90_000);
 
-    it.skipIf(!NETNS || mode === 'cgroup')('origin cut off: a job whose origin link goes down (it writes nothing) is ended once the link is found dead', async () => {
+    // A rexd in a network namespace sees no cgroup mount, so a cut-off origin is a case of the process-group way only.
+    if (mode === 'pgroup') it.skipIf(!NETNS)('origin cut off: a job whose origin link goes down (it writes nothing) is ended once the link is found dead', async () => {
       const job = await startJob(cluster, 'alpha', 'beta');
       cluster.cut('alpha');
       try {
