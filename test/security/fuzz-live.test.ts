@@ -2,9 +2,13 @@
  * The live-daemon fuzzer (issue 12): mutated and random frames sent to a running
  * rexd over (a) its Unix socket as its local client, (b) its TLS port with a key
  * it has enrolled and granted, after a valid HELLO, and (c) its TLS port before
- * HELLO. After every batch rexd must still run and answer a PING within a bound;
- * at the end its descriptors must be back to where they were and its memory must
- * not have grown past a bound (see RSS_GROWTH_MAX).
+ * HELLO (with that key or with no certificate). Batches open with a valid
+ * HELLO or none, a mutated one or two; then well-formed but wrong frames
+ * ('deep') or damaged ones ('rough'), split into writes at random points, one
+ * to three connections at once. After every batch rexd must still run and
+ * answer a PING within a bound; at the end its descriptors must be back to
+ * where they were and its memory must not have grown past a bound (see
+ * RSS_GROWTH_MAX), and its log must show no request handler that failed.
  *
  * Budget: REX_FUZZ_SECONDS (default 20 here; `npm run fuzz` gives it 300) and
  * REX_FUZZ_RUNS (batches, unbounded by default). The seed is random and printed;
@@ -57,6 +61,8 @@ interface Batch {
   /** Where to split the bytes into separate writes (fractions of the length). */
   cuts: number[];
   end: 'probe' | 'close' | 'half-close';
+  /** TLS without a client certificate (channel tls-pre only). */
+  anonymous?: boolean;
 }
 
 /** True when every frame of `b` is a valid message of its type (or of a type unknown to version 1, which is not fatal). */
@@ -129,8 +135,8 @@ describe('live rexd under mutated and random frames', () => {
     await stop?.();
   });
 
-  async function open(ch: Channel): Promise<RawPeer> {
-    return ch === 'unix' ? RawPeer.open({ path: target.socket }) : RawPeer.openTls({ host: target.host, port: target.port, own: key });
+  async function open(b: Batch): Promise<RawPeer> {
+    return b.channel === 'unix' ? RawPeer.open({ path: target.socket }) : RawPeer.openTls({ host: target.host, port: target.port, ...(b.anonymous ? {} : { own: key }) });
   }
 
   function bytesOf(b: Batch): Buffer {
@@ -148,7 +154,7 @@ describe('live rexd under mutated and random frames', () => {
   /** Plays one batch on a fresh connection; resolves with how it ended. */
   async function play(b: Batch): Promise<'answered' | 'closed' | 'quiet' | 'refused'> {
     let p: RawPeer;
-    const opening = open(b.channel);
+    const opening = open(b);
     try {
       // A connection rexd closes during the TLS handshake (a cap on connections, say) may settle neither way.
       p = await Promise.race([opening, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no handshake')), 3000).unref())]);
@@ -219,6 +225,7 @@ describe('live rexd under mutated and random frames', () => {
       helloMutations: fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
       cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 5 }),
       end: fc.constantFrom<Batch['end']>('probe', 'probe', 'close', 'half-close'),
+      anonymous: channel === 'tls-pre' ? fc.boolean() : fc.constant(false),
     });
   };
   // A round: one to three connections at once (their writes interleave), on any channels.
