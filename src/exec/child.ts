@@ -48,6 +48,9 @@ class SpawnedChild extends EventEmitter implements Child {
     const { pid, fds } = addon.spawnProcess(file, [o.argv0 ?? file, ...args], env, o.cwd, o.stdio, (code, signal) => {
       this.exitCode = code;
       this.signalCode = signal === null ? null : (signalName(signal) ?? 'SIGKILL');
+      // As node's ChildProcess does: nobody can write to a dead program, so its stdin socket is closed
+      // (otherwise rexd kept one descriptor per job whose origin never sent stdin EOF).
+      this.stdio[0]?.destroy();
       this.emit('exit', this.exitCode, this.signalCode);
     });
     this.pid = pid;

@@ -2,11 +2,11 @@
 // spawnProcess, posix_spawn): what a started program finds (descriptors,
 // session, signals, cwd, environment), what its parent learns (exit code or
 // signal, start errors with their code), and the argument checks.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { startChild, type Child } from '../../src/exec/child.js';
 import { loadAddon } from '../../src/util/native.js';
 
@@ -53,6 +53,16 @@ describe('starting a program with posix_spawn', () => {
     const done = outcome(c);
     (c.stdio[0] as Socket).end('hello\n');
     expect(await done).toEqual({ out: '/dev/null\nHELLO\n', code: 7, signal: null });
+  });
+
+  it('closes the stdin of a program that has exited (as node does), so a job whose origin never sent EOF leaves no descriptor', async () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const c = start('/bin/true', []);
+    (c.stdio[2] as Socket).resume();
+    await outcome(c);
+    expect((c.stdio[0] as Socket).destroyed).toBe(true);
+    await vi.waitFor(() => expect(fds()).toBe(before), { timeout: 5000 });
   });
 
   it('reports death by a signal by name, SIGABRT rather than its alias SIGIOT', async () => {

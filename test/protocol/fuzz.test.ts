@@ -1,13 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { vectors } from '../helpers/vectors.js';
+import { frameCorpus, mutatedFrameArb, validVectorHex } from '../helpers/mutate.js';
 import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
 import { FrameDecoder, ProtocolError, ZERO_COPY_MIN, decodeOne, encodeFrame, encodeFrameParts, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
 import { runs } from '../helpers/property.js';
 
-const validHex: string[] = vectors.filter((c) => c.frames && c.hex.length < 4000).map((c) => c.hex);
+const validHex: string[] = validVectorHex();
 
 const tag = fc.integer({ min: 0, max: 0xffff });
 const leafAttr: fc.Arbitrary<Attr> = fc.oneof(
@@ -92,6 +92,23 @@ describe('protocol v1 properties', () => {
         },
       ),
       { numRuns: runs(3000) },
+    );
+  });
+
+  it('frames bent by the live fuzzer\'s mutations (lengths that lie, repeated and unknown attributes, ...) give frames or a ProtocolError', () => {
+    const corpus = frameCorpus();
+    fc.assert(
+      fc.property(mutatedFrameArb(corpus), ({ bytes }) => {
+        onlyProtocolErrors(() => {
+          for (let rest = bytes; ; ) {
+            const r = decodeOne(rest);
+            if (!('frame' in r)) break;
+            onlyProtocolErrors(() => frameToMessage(r.frame));
+            rest = rest.subarray(r.consumed);
+          }
+        });
+      }),
+      { numRuns: 3000 },
     );
   });
 
