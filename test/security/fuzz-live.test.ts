@@ -178,7 +178,7 @@ describe('live rexd under mutated and random frames', () => {
       const deadline = Date.now() + 300;
       while (Date.now() < deadline && !p.sock.destroyed) {
         if (p.frames.some((f) => f.type === MsgType.PONG && f.stream === PROBE_STREAM)) return 'answered';
-        await Promise.race([p.closed, new Promise((r) => setTimeout(r, 10))]);
+        await Promise.race([p.closed, new Promise((r) => setTimeout(r, 10))]); // sleep-ok: poll step, bounded by the 300 ms deadline above
       }
       return p.sock.destroyed ? 'closed' : 'quiet';
     } finally {
