@@ -347,7 +347,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       }
     },
   };
-  conn.adoptStream(stream, listener);
+  // The origin may have gone while the program was starting: then nothing will ever call onClose, so call it now.
+  if (!conn.adoptStream(stream, listener)) listener.onClose?.(new Error('the origin went away while the program started'));
   conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd });
   if (notice && !m.image) queue.push({ fd: 2, data: Buffer.from(notice) }); // a restored process keeps its own cwd (or was refused)
   flush();

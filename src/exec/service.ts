@@ -164,14 +164,16 @@ export class ExecService {
       let h: StreamHandle | undefined;
       // Set when the local client goes away before STARTED (Ctrl-C during a transfer): the transfer stops, the executor is told.
       const transfer = { cancelled: false, fetching: false };
-      conn.adoptStream(clientStream, {
+      const early = {
         onMessage: () => {}, // the client sends nothing before STARTED (PROTOCOL.md 4.9)
         onClose: () => {
           if (started) return;
           transfer.cancelled = true;
           if (transfer.fetching) h?.send({ type: 'SIGNAL', signal: 'INT' });
         },
-      });
+      };
+      // A client already gone never calls onClose: it is the same as one that leaves now.
+      if (!conn.adoptStream(clientStream, early)) early.onClose();
       let timer: NodeJS.Timeout | undefined;
       // peer-timeout bounds the executor's silence before STARTED, not a transfer: PROGRESS re-arms it, and it
       // is off while this side serves a FETCH (an external copy command sends no PROGRESS).
@@ -199,8 +201,8 @@ export class ExecService {
                 return;
               }
               // From here on, the client's frames on its stream go straight to the executor.
-              conn.adoptStream(clientStream, {
-                onMessage: (y) => {
+              const relay = {
+                onMessage: (y: Message) => {
                   if (y.type === 'DATA' || y.type === 'WINDOW_UPDATE' || y.type === 'SIGNAL' || y.type === 'WINSIZE') h!.send(body(y));
                 },
                 onClose: () => {
@@ -208,7 +210,8 @@ export class ExecService {
                   h!.send({ type: 'SIGNAL', signal: 'HUP' });
                   setTimeout(() => h!.send({ type: 'SIGNAL', signal: 'KILL' }), 2000).unref();
                 },
-              });
+              };
+              if (!conn.adoptStream(clientStream, relay)) relay.onClose();
               conn.sendOn(clientStream, body(x));
               return;
             }

@@ -418,7 +418,7 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
       ctx.log.info({ file: want.path, sha256: want.hex, why }, 'EXEC: transfer failed; partial copy removed');
       reject(new ProtocolError(proto, `${want.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
     };
-    conn.adoptStream(stream, {
+    const adopted = conn.adoptStream(stream, {
       onMessage: (x) => {
         if (settled) return;
         if (x.type === 'SIGNAL') return fail(`cancelled by the origin (SIG${x.signal})`, 'CANCELLED');
@@ -446,6 +446,8 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
       },
       onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
     });
+    // The origin may have gone while the cache was looked up: then no FILE and no close will ever come.
+    if (!adopted) return fail('the origin went away before the transfer began', 'UNREACHABLE');
     conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path, dest: incoming.path });
   });
 }

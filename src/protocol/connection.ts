@@ -246,10 +246,14 @@ export class Connection extends EventEmitter {
   /**
    * Called by a request handler that serves a long-lived stream: the peer's
    * later frames on `stream` go to `listener` until the handler's reply (sent
-   * with END) closes it.
+   * with END) closes it. Returns false, and calls nothing, when the stream is
+   * already gone (the connection closed while the handler awaited something):
+   * the caller must then give up on its own, or it waits forever.
    */
-  adoptStream(stream: number, listener: StreamListener): void {
-    if (this.serving.has(stream)) this.adopted.set(stream, listener);
+  adoptStream(stream: number, listener: StreamListener): boolean {
+    if (this.state === 'closed' || !this.serving.has(stream)) return false;
+    this.adopted.set(stream, listener);
+    return true;
   }
 
   /** Sends a message on a stream the peer opened and this side serves, without closing it. */
@@ -600,6 +604,8 @@ export class Connection extends EventEmitter {
     const streams = [...this.outStreams.values(), ...this.adopted.values()];
     this.outStreams.clear();
     this.adopted.clear();
+    // Handlers still at work find their streams gone (adoptStream returns false) instead of waiting forever.
+    this.serving.clear();
     for (const l of streams) {
       try {
         l.onClose(err);

@@ -1,6 +1,6 @@
 import { socketpair } from './socketpair.js';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Connection, type StreamListener } from '../../src/protocol/connection.js';
 import { decodeOne, encodeFrame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
@@ -105,5 +105,33 @@ describe('long-lived streams on a Connection', () => {
     const closed = new Promise<Error | undefined>((resolve) => client.openStream({ type: 'EXEC', path: '/x' }, { onMessage: () => {}, onClose: resolve }));
     b.destroy();
     expect((await closed)?.message).toMatch(/connection to server/);
+  });
+
+  it('a handler that adopts its stream after the connection dropped is told so (it would wait for frames forever)', async () => {
+    const [a, b] = await socketpair();
+    let adopted: boolean | undefined;
+    let later!: () => void;
+    const gate = new Promise<void>((r) => (later = r));
+    const reached = new Promise<void>((r) => {
+      const server = new Connection(b, {
+        initiator: false,
+        local: { role: 'daemon', host: 'srv', software: 'test' },
+        label: 'client',
+        onRequest: async (m, conn) => {
+          r();
+          await gate; // e.g. a cache lookup or a program start, while the client goes away
+          adopted = conn.adoptStream(m.stream, { onMessage: () => {}, onClose: () => {} });
+          return new Promise(() => {});
+        },
+      });
+      server.on('close', () => later());
+      void server.handshake();
+    });
+    const client = new Connection(a, { initiator: true, local: { role: 'client', software: 'test' }, label: 'server' });
+    await client.handshake();
+    client.openStream({ type: 'EXEC', path: '/x' }, { onMessage: () => {}, onClose: () => {} });
+    await reached;
+    a.destroy();
+    await vi.waitFor(() => expect(adopted).toBe(false), { timeout: 5000, interval: 10 });
   });
 });
