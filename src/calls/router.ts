@@ -48,6 +48,8 @@ export interface RouteCaller {
 }
 
 const SLACK_MS = 5000;
+/** Most (host, program) answers remembered for placement. */
+const OFFERED_MAX = 4096;
 
 /** Routes CALL, ENTRIES_GET and CANCEL to this host's CallManager or to a peer's rexd. */
 export class CallRouter {
@@ -117,6 +119,9 @@ export class CallRouter {
       const c = this.offered.get(key);
       if (c && now - c.at < ttl) return c.has;
       const has = await this.probe(p, program, caller);
+      // Keyed by program names callers choose: a bounded map (oldest entries first out), so no caller can grow it without end.
+      if (this.offered.size >= OFFERED_MAX) this.offered.delete(this.offered.keys().next().value!);
+      this.offered.delete(key);
       this.offered.set(key, { has, at: Date.now() });
       return has;
     });
