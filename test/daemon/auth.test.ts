@@ -23,6 +23,7 @@ import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
 import { logBarrier, settledRows } from '../helpers/logsync.js';
+import { Outsiders, type Outsider, type Target } from '../helpers/outsiders.js';
 
 const run = promisify(execFile);
 
@@ -30,12 +31,14 @@ describe('authentication and authorization on the TLS port', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
   let tmp: string;
+  let users: Outsiders;
   let beta: { store: KeyStore; host: string; port: number; logDb: string; entry: { name: string; address: string; port: number } };
 
   beforeAll(async () => {
     ({ cluster, stop } = await startCluster(2, { netns: false }));
     await cluster.waitAllReachable();
     tmp = mkdtempSync(join(tmpdir(), 'rex-auth-'));
+    users = new Outsiders(tmp);
     const b = cluster.host('beta');
     beta = { store: new KeyStore(b.stateDir), host: b.address, port: b.port, logDb: join(b.stateDir, 'rex-log.sqlite'), entry: { name: 'beta', address: b.address, port: b.port } };
   });
@@ -44,22 +47,18 @@ describe('authentication and authorization on the TLS port', () => {
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  let n = 0;
+  /** Beta as the outsiders meet it. */
+  const target = (): Target => ({ store: beta.store, name: cluster.host('beta').identity, entry: beta.entry });
+
   /** A user's key store somewhere else, with a key for `name` and beta's key trusted (so the client can pin it). */
-  async function outsider(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
-    const store = new KeyStore(join(tmp, `u${++n}`));
-    const own = await store.create(name);
-    store.addKnown(beta.store.load(cluster.host('beta').identity).certPem, 'test');
-    return { store, own };
+  function outsider(name: string): Promise<Outsider> {
+    return users.key(name, target());
   }
 
   /** Enrolls `name` with beta through a real invite token; returns its store and key. */
-  async function enrolled(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
-    const store = new KeyStore(join(tmp, `u${++n}`));
-    const own = await store.create(name);
-    const { token } = invite(beta.store, beta.store.load(cluster.host('beta').identity), 60_000, { subject: name });
-    const r = await enrollWith({ entry: beta.entry, own, store, token: parseToken(token) });
-    expect(r).toMatchObject({ name, id: own.id, server: cluster.host('beta').identity, already: false });
+  async function enrolled(name: string): Promise<Outsider> {
+    const { store, own, result } = await users.enrolled(name, target());
+    expect(result).toMatchObject({ name, id: own.id, server: cluster.host('beta').identity, already: false });
     return { store, own };
   }
 

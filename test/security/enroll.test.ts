@@ -20,17 +20,20 @@ import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
+import { Outsiders, type Outsider } from '../helpers/outsiders.js';
 
 describe('enrollment tokens bind one subject, once; enrollment never replaces a known key', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
   let tmp: string;
+  let users: Outsiders;
   let beta: { store: KeyStore; name: string; id: string; host: string; port: number; logDb: string; entry: { name: string; address: string; port: number } };
 
   beforeAll(async () => {
     ({ cluster, stop } = await startCluster(2, { netns: false }));
     await cluster.waitAllReachable();
     tmp = mkdtempSync(join(tmpdir(), 'rex-enroll-'));
+    users = new Outsiders(tmp);
     const b = cluster.host('beta');
     const store = new KeyStore(b.stateDir);
     beta = { store, name: b.identity, id: store.load(b.identity).id, host: b.address, port: b.port, logDb: join(b.stateDir, 'rex-log.sqlite'), entry: { name: 'beta', address: b.address, port: b.port } };
@@ -40,13 +43,9 @@ describe('enrollment tokens bind one subject, once; enrollment never replaces a 
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  let n = 0;
   /** A key for `name` in a store of its own that trusts beta's key (so it can pin beta). */
-  async function keyFor(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
-    const store = new KeyStore(join(tmp, `u${++n}`));
-    const own = await store.create(name);
-    store.addKnown(beta.store.load(beta.name).certPem, 'test');
-    return { store, own };
+  function keyFor(name: string): Promise<Outsider> {
+    return users.key(name, beta);
   }
 
   function token(subject: string, opts: { keyId?: string; replace?: boolean; ttlMs?: number } = {}): string {

@@ -14,10 +14,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { addGrant, invite, revokeGrants } from '../../src/keys/admin.js';
-import { enrollWith } from '../../src/keys/enroll.js';
 import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';
 import { pinKnownHost } from '../../src/keys/tls.js';
-import { parseToken } from '../../src/keys/tokens.js';
 import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import type { StreamHandle } from '../../src/protocol/connection.js';
 import type { MessageOf } from '../../src/protocol/messages.js';
@@ -25,12 +23,14 @@ import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { buildLibrary, writeXml } from '../calls/helpers.js';
 import { startCluster } from '../helpers/cluster.js';
+import { Outsiders, type Outsider } from '../helpers/outsiders.js';
 
 const run = promisify(execFile);
 
 let cluster: LocalCluster;
 let stop: () => Promise<void>;
 let tmp: string;
+let users: Outsiders;
 /** The demo program's own executable, a symlink to it through `..`, and a symlink to /bin/sh named like it. */
 let demoExe: string;
 let evilDemo: string;
@@ -39,6 +39,7 @@ let beta: { store: KeyStore; host: string; port: number; logDb: string; entry: {
 
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'rex-sec-grants-'));
+  users = new Outsiders(tmp);
   const lib = buildLibrary(tmp);
   const xml = writeXml(tmp, lib);
   mkdirSync(join(tmp, 'bin'));
@@ -65,13 +66,9 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-let n = 0;
 /** A user elsewhere whose key `name` beta enrolled through a real invite token. */
-async function enrolled(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
-  const store = new KeyStore(join(tmp, `u${++n}`));
-  const own = await store.create(name);
-  const { token } = invite(beta.store, beta.store.load(beta.identity), 60_000, { subject: name });
-  await enrollWith({ entry: beta.entry, own, store, token: parseToken(token) });
+async function enrolled(name: string): Promise<Outsider> {
+  const { store, own } = await users.enrolled(name, { store: beta.store, name: beta.identity, entry: beta.entry });
   return { store, own };
 }
 

@@ -13,11 +13,10 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { RemoteProcess } from '../../src/exec/stub.js';
-import { addGrant, invite } from '../../src/keys/admin.js';
+import { addGrant } from '../../src/keys/admin.js';
 import { enrollWith } from '../../src/keys/enroll.js';
 import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';
 import { tlsServerOptions } from '../../src/keys/tls.js';
-import { parseToken } from '../../src/keys/tokens.js';
 import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import { Connection } from '../../src/protocol/connection.js';
 import { ProtocolError } from '../../src/protocol/frame.js';
@@ -25,11 +24,13 @@ import type { Message } from '../../src/protocol/messages.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
 import { RawPeer } from '../helpers/raw.js';
+import { Outsiders, type Outsider } from '../helpers/outsiders.js';
 
 describe('peers are pinned to exactly HOST.USER and one key; from_host is the certificate\'s', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
   let tmp: string;
+  let users: Outsiders;
   let alpha: { store: KeyStore; name: string; host: string; port: number; logDb: string; entry: { name: string; address: string; port: number } };
   let user: string;
 
@@ -37,6 +38,7 @@ describe('peers are pinned to exactly HOST.USER and one key; from_host is the ce
     ({ cluster, stop } = await startCluster(2, { netns: false }));
     await cluster.waitAllReachable();
     tmp = mkdtempSync(join(tmpdir(), 'rex-pinning-'));
+    users = new Outsiders(tmp);
     const a = cluster.host('alpha');
     alpha = { store: new KeyStore(a.stateDir), name: a.identity, host: a.address, port: a.port, logDb: join(a.stateDir, 'rex-log.sqlite'), entry: { name: 'alpha', address: a.address, port: a.port } };
     user = a.identity.split('.')[1]!;
@@ -46,13 +48,9 @@ describe('peers are pinned to exactly HOST.USER and one key; from_host is the ce
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  let n = 0;
   /** A key for `name`, enrolled with alpha through a token issued for that name, and granted there by name. */
-  async function enrolledOnAlpha(name: string): Promise<{ store: KeyStore; own: OwnIdentity }> {
-    const store = new KeyStore(join(tmp, `u${++n}`));
-    const own = await store.create(name);
-    const { token } = invite(alpha.store, alpha.store.load(alpha.name), 60_000, { subject: name });
-    await enrollWith({ entry: alpha.entry, own, store, token: parseToken(token) });
+  async function enrolledOnAlpha(name: string): Promise<Outsider> {
+    const { store, own } = await users.enrolled(name, alpha);
     addGrant(alpha.store, name);
     return { store, own };
   }
