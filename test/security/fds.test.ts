@@ -106,6 +106,6 @@ describe(`rexd's descriptors after ${N_ALL ?? '60-300'} jobs of each kind (REX_F
         },
         { timeout: 15_000, interval: 200 },
       );
-    }, 120_000);
+    }, Math.max(120_000, 60_000 + N * (kind === 'rex run' ? 400 : 100))); // a `rex run` is a whole CLI process start: ~0.2 s each here
   }
 });
