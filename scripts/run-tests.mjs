@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // `npm test`: every check of the project, counted. Steps: type-check (src and
-// tests), the C tests under ASan/UBSan (make -C native check), and the vitest
-// suites. Ends with one plain line "N passed, N failed, N skipped", which CI
+// tests), the bare-sleep lint, the C tests under ASan/UBSan (make -C native
+// check), the vitest suites, and in CI the property tests again at five times
+// their cases. Ends with one plain line "N passed, N failed, N skipped", which CI
 // reads; the same line is kept in test-results/summary.txt.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -78,6 +79,39 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
       }
     }
   } else count('vitest (no report)', 0, 1, 0, r.secs);
+}
+
+// 4. CI's long mode for properties: every test file that uses fast-check again, with five times its
+// cases and a fresh random seed (a failure prints the seed: REX_FC_SEED=N replays it). Locally:
+// REX_LONG_PROPERTIES=1, or `npm run test:long` for the whole suite at ten times.
+if ((requireAll || process.env.REX_LONG_PROPERTIES === '1') && process.argv.length <= 2 && !process.env.REX_PROPERTY_SCALE) {
+  const files = propertyFiles(join(root, 'test')).map((f) => f.replace(`${root}/`, ''));
+  const out = join(results, 'vitest-long.json');
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=dot', '--reporter=json', `--outputFile.json=${out}`, ...files], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, FORCE_COLOR: '0', REX_PROPERTY_SCALE: '5' },
+  });
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  console.log(`\n=== properties x5 (long mode): ${files.length} files`);
+  if (existsSync(out)) {
+    const j = JSON.parse(readFileSync(out, 'utf8'));
+    const broken = (j.testResults ?? []).filter((t) => t.status === 'failed' && (t.assertionResults ?? []).length === 0).length;
+    count('properties x5 (long mode)', j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + broken, (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0), secs);
+  } else count('properties x5 (no report)', 0, 1, 0, secs);
+  if (r.status !== 0 && !existsSync(out)) console.log('properties x5: vitest did not run');
+}
+
+/** Test files that use fast-check, but not the live fuzzer (it has a time budget of its own). */
+function propertyFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...propertyFiles(p));
+    else if (name.endsWith('.test.ts') && name !== 'fuzz-live.test.ts' && /from 'fast-check'/.test(readFileSync(p, 'utf8'))) out.push(p);
+  }
+  return out.sort();
 }
 
 /** Substrings of test names allowed to skip even in CI (test/allowed-skips.txt: `SUBSTRING  # reason`). */
