@@ -5,11 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { RemoteProcess } from '../../src/exec/stub.js';
-import { addGrant, revokeGrants } from '../../src/keys/admin.js';
-import { KeyStore } from '../../src/keys/store.js';
+import { KeyStore, writeFileAtomic } from '../../src/keys/store.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
 import { waitForRows } from '../helpers/logsync.js';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 describe('placement falls back when a host refuses', () => {
@@ -31,10 +31,13 @@ describe('placement falls back when a host refuses', () => {
   it('six jobs placed while beta refuses alpha all run, none on beta, and beta logged each refusal', async () => {
     const beta = cluster.host('beta');
     const store = new KeyStore(beta.stateDir);
-    revokeGrants(store, cluster.host('alpha').identity, { program: undefined });
-    addGrant(store, cluster.host('alpha').identity, { program: 'other' });
-    // Beta keeps answering alpha's load queries, so it stays a candidate.
-    await cluster.waitAllReachable();
+    const alphaId = cluster.host('alpha').identity;
+    // One atomic edit: alpha's grant on beta now covers only program "other". Alpha's session stays (it still has a
+    // grant), and beta keeps answering its load queries, so it stays a candidate that refuses the EXEC itself.
+    const grants = readFileSync(store.grantsFile, 'utf8');
+    const limited = grants.replace(new RegExp(`^grant ${alphaId.replace('.', '\\.')}$`, 'm'), `grant ${alphaId} program=other`);
+    expect(limited).not.toBe(grants);
+    writeFileAtomic(store.grantsFile, limited, 0o600);
     const hosts: string[] = [];
     for (let i = 0; i < 6; i++) {
       let out = '';
@@ -49,7 +52,8 @@ describe('placement falls back when a host refuses', () => {
     }
     expect(hosts).not.toContain('beta');
     expect(new Set(hosts)).toEqual(new Set(['alpha', 'gamma']));
-    const rows = await waitForRows(join(beta.stateDir, 'rex-log.sqlite'), { outcome: 'denied', identity: cluster.host('alpha').identity });
-    expect(rows.some((r) => r.message_type === 'EXEC' && /not granted/.test(r.reason ?? ''))).toBe(true);
+    const refused = (rows: { message_type: string | null; reason: string | null }[]) => rows.filter((r) => r.message_type === 'EXEC' && /not granted/.test(r.reason ?? ''));
+    const rows = await waitForRows(join(beta.stateDir, 'rex-log.sqlite'), { outcome: 'denied', identity: alphaId }, (r) => refused(r).length > 0);
+    expect(refused(rows).length).toBeGreaterThanOrEqual(1);
   });
 });
