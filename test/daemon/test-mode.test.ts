@@ -3,7 +3,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { enableTestMode, testModeEnabled, testSwitch } from '../../src/util/testmode.js';
 
@@ -22,7 +22,15 @@ describe('test switches', () => {
         dirs.push(dir);
         const c = await LocalCluster.up({ dir, hosts: 1, netns: false, testMode });
         try {
-          const log = readFileSync(c.hosts[0]!.logFile, 'utf8');
+          // The start-up lines come before rexd answers on its socket; poll in case the logger writes asynchronously.
+          const log = await vi.waitFor(
+            () => {
+              const text = readFileSync(c.hosts[0]!.logFile, 'utf8');
+              if (!/TEST MODE|are ignored/.test(text)) throw new Error('no start-up line about test switches yet');
+              return text;
+            },
+            { timeout: 10_000, interval: 50 },
+          );
           if (testMode) {
             expect(log).toMatch(/"msg":"TEST MODE: this rexd honours test switches/);
             expect(log).not.toMatch(/are ignored/);
