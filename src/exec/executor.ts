@@ -145,7 +145,10 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   if (m.pty && !existsSync(ptyHelper)) {
     throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
   }
-  const env = limit ? limitedEnv(filterEnv(m.env ?? [])) : filterEnv(m.env ?? []);
+  const clientEnv = filterEnv(m.env ?? []);
+  // The client's PATH, before anything below changes env: under a program grant it still finds a bare name.
+  const clientPath = clientEnv.PATH;
+  const env = limit ? limitedEnv(clientEnv) : clientEnv;
   let notice: string | undefined;
   let cwd = m.cwd;
   if (!cwd || !isDir(cwd)) {
@@ -191,7 +194,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   } else {
     // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/limit.ts).
     // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
-    const limited = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, filterEnv(m.env ?? []).PATH, ctx.hostName)) : undefined;
+    const limited = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, clientPath, ctx.hostName)) : undefined;
     const { file, exe, release } = limited !== undefined ? { file: limited, exe: limited, release: () => {} } : await programFor(m, cwd, env.PATH, conn, ctx);
     let libDir: string | undefined;
     const removeLibDir = (): void => {
