@@ -18,6 +18,7 @@ import { accessSync, constants as fsc, existsSync, mkdirSync, readdirSync, readF
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { loadAddon } from '../util/native.js';
+import { procStat } from '../util/proc.js';
 import { processStart } from './jobs.js';
 
 /** The environment variable that names a process's job (inherited by everything the job starts). */
@@ -76,10 +77,9 @@ function members(root: number, id: string): number[] {
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const pid = Number(e);
+    const f = procStat(pid);
+    if (!f || f[0] === 'Z') continue;
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (f[0] === 'Z') continue;
       parent.set(pid, Number(f[1]));
       if (readFileSync(`/proc/${pid}/environ`, 'utf8').includes(needle)) marked.push(pid);
     } catch {
@@ -274,10 +274,9 @@ export class Containment {
     this.sweeper = setInterval(() => {
       for (const e of readdirSync('/proc')) {
         if (!/^\d+$/.test(e)) continue;
+        const f = procStat(e);
+        if (!f || Number(f[1]) !== process.pid || f[0] === 'Z') continue;
         try {
-          const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-          const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-          if (Number(f[1]) !== process.pid || f[0] === 'Z') continue;
           if (readFileSync(`/proc/${e}/environ`, 'utf8').includes(`${JOB_ENV}=`) && Number(f[2]) !== Number(e)) this.adopted.add(Number(e));
         } catch {
           /* gone */

@@ -8,17 +8,12 @@
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { procStat } from '../util/proc.js';
 import { reapRecorded, type JobBox } from './contain.js';
 
 /** The start time of a process in clock ticks since boot (/proc/PID/stat field 22): tells a pid's reuse apart. */
 export function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
+  return procStat(pid)?.[19];
 }
 
 /** The on-disk record of running EXEC programs of one rexd. */

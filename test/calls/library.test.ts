@@ -1,7 +1,7 @@
 // Remote calls into a C library built here with -g: repdb -gx, marks, typed
 // stubs, and calls through the call manager and the generic controller
 // (native/callctl), compared with the same calls made locally in C.
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { CallManager, CallError, loadProgram, managerTransport, type ProgramSpec
 import { setTransport } from '../../src/runtime/codegen-v1.js';
 import { encodeInput, planEntry } from '../../src/runtime/frames/index.js';
 import { buildLibrary, loadStubs, localResults, memoryLog, tempDir, writeXml } from './helpers.js';
+import { childrenOf } from '../helpers/procscan.js';
 
 type Stubs = Record<string, (...args: unknown[]) => Promise<unknown>>;
 
@@ -40,18 +41,13 @@ afterAll(async () => {
 
 /** Live children of this process running the controller at `path` (from /proc, not from the manager's own count). */
 function controllerProcesses(path: string): number {
-  let n = 0;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
+  return childrenOf(process.pid).filter((c) => {
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid && readlinkSync(`/proc/${d}/exe`) === path) n++;
+      return readlinkSync(`/proc/${c.pid}/exe`) === path;
     } catch {
-      /* gone meanwhile */
+      return false; // gone meanwhile
     }
-  }
-  return n;
+  }).length;
 }
 
 function frameOf(name: string, args: Record<string, unknown>): Uint8Array {

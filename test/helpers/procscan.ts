@@ -1,5 +1,6 @@
 /** Reading /proc for the security tests: descriptor counts, children, and processes marked by a test. */
 import { readdirSync, readFileSync } from 'node:fs';
+import { procStat } from '../../src/util/proc.js';
 
 /** How many descriptors process `pid` holds. */
 export function fdCount(pid: number): number {
@@ -12,12 +13,8 @@ function pids(): number[] {
 
 /** The parent pid of `pid` (field 4 of /proc/PID/stat), or undefined if it is gone. */
 export function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
+  const f = procStat(pid);
+  return f ? Number(f[1]) : undefined;
 }
 
 /** The live (not zombie) children of `pid`, each with its argv. */
