@@ -20,7 +20,7 @@ const steps = [];
 function step(name, cmd, args, opts = {}) {
   console.log(`\n=== ${name}: ${cmd} ${args.join(' ')}`);
   const t0 = Date.now();
-  const r = spawnSync(cmd, args, { cwd: root, stdio: opts.capture ? ['ignore', 'pipe', 'inherit'] : 'inherit', encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: opts.capture ? ['ignore', 'pipe', 'inherit'] : 'inherit', encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0', ...opts.env } });
   if (opts.capture && r.stdout) process.stdout.write(r.stdout);
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   return { status: r.status ?? 1, stdout: r.stdout ?? '', secs };
@@ -53,16 +53,24 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
   else count('C tests (did not run to the end)', 0, 1, 0, r.secs);
 }
 
-// 3. vitest, with a JSON report to count from.
+/** Runs vitest with a JSON report and counts its results as step `name`; returns the report, if there is one. */
+function vitest(name, out, args, env = {}) {
+  const r = step(name, process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`, ...args], { env });
+  if (!existsSync(out)) {
+    count(`${name} (no report)`, 0, 1, 0, r.secs);
+    return undefined;
+  }
+  const j = JSON.parse(readFileSync(out, 'utf8'));
+  // A suite that failed to load has no test results but is a failure.
+  const brokenSuites = (j.testResults ?? []).filter((t) => t.status === 'failed' && (t.assertionResults ?? []).length === 0).length;
+  count(name, j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + brokenSuites, (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0), r.secs);
+  return j;
+}
+
+// 3. vitest.
 {
-  const out = join(results, 'vitest.json');
-  const r = step('vitest', process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`, ...process.argv.slice(2)]);
-  if (existsSync(out)) {
-    const j = JSON.parse(readFileSync(out, 'utf8'));
-    const skipped = (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0);
-    // A suite that failed to load has no test results but is a failure.
-    const brokenSuites = (j.testResults ?? []).filter((s) => s.status === 'failed' && (s.assertionResults ?? []).length === 0).length;
-    count('vitest', j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + brokenSuites, skipped, r.secs);
+  const j = vitest('vitest', join(results, 'vitest.json'), process.argv.slice(2));
+  if (j) {
     // Every skipped test is named. Where everything can run (CI: root, iproute2, libc6-dbg, cgroups),
     // a skip is a failure unless test/allowed-skips.txt lists it with its reason.
     const skippedNames = (j.testResults ?? []).flatMap((s) =>
@@ -78,7 +86,7 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
         count('unexpected skips', 0, unexpected.length, 0, '0.0');
       }
     }
-  } else count('vitest (no report)', 0, 1, 0, r.secs);
+  }
 }
 
 // 4. CI's long mode for properties: every test file that uses fast-check again, with five times its
@@ -86,21 +94,7 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
 // REX_LONG_PROPERTIES=1, or `npm run test:long` for the whole suite at ten times.
 if ((requireAll || process.env.REX_LONG_PROPERTIES === '1') && process.argv.length <= 2 && !process.env.REX_PROPERTY_SCALE) {
   const files = propertyFiles(join(root, 'test')).map((f) => f.replace(`${root}/`, ''));
-  const out = join(results, 'vitest-long.json');
-  const t0 = Date.now();
-  const r = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=dot', '--reporter=json', `--outputFile.json=${out}`, ...files], {
-    cwd: root,
-    stdio: 'inherit',
-    env: { ...process.env, FORCE_COLOR: '0', REX_PROPERTY_SCALE: '5' },
-  });
-  const secs = ((Date.now() - t0) / 1000).toFixed(1);
-  console.log(`\n=== properties x5 (long mode): ${files.length} files`);
-  if (existsSync(out)) {
-    const j = JSON.parse(readFileSync(out, 'utf8'));
-    const broken = (j.testResults ?? []).filter((t) => t.status === 'failed' && (t.assertionResults ?? []).length === 0).length;
-    count('properties x5 (long mode)', j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + broken, (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0), secs);
-  } else count('properties x5 (no report)', 0, 1, 0, secs);
-  if (r.status !== 0 && !existsSync(out)) console.log('properties x5: vitest did not run');
+  vitest('properties x5 (long mode)', join(results, 'vitest-long.json'), files, { REX_PROPERTY_SCALE: '5' });
 }
 
 /** Test files that use fast-check, but not the live fuzzer (it has a time budget of its own). */
