@@ -19,6 +19,7 @@ import { filterEnv } from './env.js';
 import { JOB_ENV, type Containment, type JobBox } from './contain.js';
 import type { JobRecord } from './jobs.js';
 import type { LogEvent } from '../log/txlog.js';
+import { pendingSignals, STOP_SIGNALS_MASK } from '../util/proc.js';
 import { testSwitch } from '../util/testmode.js';
 import { execDirs } from './dirs.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
@@ -90,6 +91,37 @@ function watchOrigin(conn: Connection, ctx: ExecutorContext): void {
   t.unref();
 }
 const watchedOrigins = new WeakSet<Connection>();
+
+/** How long a CONT waits for a stop signal sent before it to be taken by the program (deliverSignal). */
+const STOP_TAKEN_WAIT_MS = 2000;
+
+/**
+ * Sends signal `name` to the program. A CONT first waits (up to
+ * STOP_TAKEN_WAIT_MS) until no stop signal is pending for it: the kernel
+ * discards a pending TSTP, TTIN, TTOU or STOP when a CONT is sent (signal(7)),
+ * so a TSTP relayed just before a CONT (Ctrl-Z, then fg, arriving in one read)
+ * would otherwise never reach a program that had it blocked for a moment, as
+ * a shell does while it forks.
+ */
+async function deliverSignal(child: Child, name: string): Promise<void> {
+  const pid = child.pid;
+  if (pid === undefined) return;
+  if (name === 'CONT') {
+    const until = Date.now() + STOP_TAKEN_WAIT_MS;
+    for (;;) {
+      const pending = pendingSignals(pid);
+      if (pending === undefined || (pending & STOP_SIGNALS_MASK) === 0n || Date.now() >= until) break;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(pid, `SIG${name}` as NodeJS.Signals);
+  } catch {
+    /* it has just exited */
+  }
+}
 
 /** Ends a program's whole process group: HUP first, KILL after `graceMs` if it is still there. */
 export function killGroup(child: Child, graceMs = 2000): void {
@@ -268,6 +300,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     }
     maybeExit();
   };
+  // Signals reach the program one after another, in the order the origin sent them (see deliverSignal).
+  let signals = Promise.resolve();
   let eofs = 0;
   const maybeExit = (): void => {
     if (!exited || eofs < outputs.length || queue.length > 0 || !finish) return;
@@ -327,11 +361,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
             ctx.log.info({ signal: x.signal, pid: child.pid }, 'EXEC: ignoring a signal that is not relayed');
             return;
           }
-          try {
-            process.kill(child.pid!, `SIG${name}` as NodeJS.Signals);
-          } catch {
-            /* it has just exited */
-          }
+          signals = signals.then(() => deliverSignal(child, name));
           return;
         }
         case 'WINSIZE':

@@ -15,3 +15,19 @@ export function procStat(pid: number | string): string[] | undefined {
     return undefined;
   }
 }
+
+/** The stop signals (STOP, TSTP, TTIN, TTOU) as bits of a /proc signal mask (bit N-1 is signal N). */
+export const STOP_SIGNALS_MASK = (1n << 18n) | (1n << 19n) | (1n << 20n) | (1n << 21n);
+
+/**
+ * The signals pending for process `pid` as a whole (ShdPnd of /proc/PID/status,
+ * where kill(2) puts them), as a bit mask; undefined when the process is gone.
+ */
+export function pendingSignals(pid: number): bigint | undefined {
+  try {
+    const m = /^ShdPnd:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? BigInt(`0x${m[1]}`) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,9 +1,9 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { ENV_DENY } from '../../src/exec/env.js';
 import { RemoteProcess, type ExitStatus } from '../../src/exec/stub.js';
@@ -17,11 +17,16 @@ import { alive } from '../helpers/proc.js';
 
 const run = promisify(execFile);
 
+/** `rex run` commands not ended yet: a test that fails or times out leaves none behind, nor their remote jobs (afterEach). */
+const running = new Set<ReturnType<typeof spawn>>();
+
 /** Runs `rex run ARGS` against alpha and resolves with what a parent's wait() would see. */
 function rexRun(socket: string, args: string[], opts: { input?: string | Buffer; stdinFile?: string; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
     const stdin = opts.stdinFile ? openSync(opts.stdinFile, 'r') : 'pipe';
     const child = spawn(process.execPath, [distBin('rex'), 'run', '--socket', socket, ...args], { stdio: [stdin, 'pipe', 'pipe'] });
+    running.add(child);
+    child.on('close', () => running.delete(child));
     const out: Buffer[] = [];
     let err = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -65,6 +70,14 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     socket = cluster.host('alpha').socket;
     client = await RexClient.connect({ socket });
   }, 60_000);
+  afterEach(async () => {
+    for (const c of running) {
+      const closed = new Promise((r) => c.once('close', r));
+      c.kill('SIGKILL');
+      await closed;
+    }
+  });
+
   afterAll(async () => {
     client?.close();
     await stop?.();
@@ -161,6 +174,63 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(wasStopped).toBe(true);
     expect(r.stdout.toString().split('\n').sort()).toEqual(['', 'got CONT', 'got TSTP', 'ready']);
     expect(r).toMatchObject({ code: 0, signal: null });
+  });
+
+  it('a TSTP relayed right before a CONT reaches a program that has TSTP blocked for a moment (a pending stop signal is dropped by a CONT)', async () => {
+    // The program blocks TSTP (as a shell does while it forks), waits until one is pending, holds it 300 ms, then takes it.
+    // The CONT the origin sent right after it must not be delivered meanwhile: the kernel would drop the pending TSTP.
+    const src = join(dir, 'tstp-blocked.c');
+    writeFileSync(
+      src,
+      `#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+static volatile sig_atomic_t tstp, cont;
+static void on(int s) { if (s == SIGTSTP) tstp = 1; else cont = 1; }
+static void nap(long ms) { struct timespec t = { ms / 1000, (ms % 1000) * 1000000L }; nanosleep(&t, 0); }
+int main(void) {
+  struct sigaction sa = { 0 };
+  sa.sa_handler = on;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTSTP, &sa, 0);
+  sigaction(SIGCONT, &sa, 0);
+  sigset_t m, p;
+  sigemptyset(&m);
+  sigaddset(&m, SIGTSTP);
+  sigprocmask(SIG_BLOCK, &m, 0);
+  puts("ready");
+  fflush(stdout);
+  for (int i = 0; i < 5000; i++) { sigpending(&p); if (sigismember(&p, SIGTSTP)) break; nap(1); }
+  nap(300);
+  sigprocmask(SIG_UNBLOCK, &m, 0);
+  for (int i = 0; i < 5000 && !cont; i++) nap(1);
+  printf("tstp=%d cont=%d\\n", tstp, cont);
+  return 0;
+}
+`,
+    );
+    const bin = join(dir, 'tstp-blocked');
+    execFileSync('cc', ['-o', bin, src]);
+    let stdout = '';
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    const rp = await RemoteProcess.start(
+      client.conn,
+      { path: bin, argv: [bin], host: 'gamma', env: ['PATH=/usr/bin:/bin'], sha256: createHash('sha256').update(readFileSync(bin)).digest() },
+      (fd, data, done) => {
+        if (data && fd === 1) stdout += data.toString();
+        if (stdout.startsWith('ready\n')) ready();
+        done();
+      },
+    );
+    rp.end();
+    await isReady;
+    // Back to back, as Ctrl-Z then fg would arrive from a slow link: one read on the executor's side.
+    rp.signal('TSTP');
+    rp.signal('CONT');
+    expect(await rp.exited).toMatchObject({ code: 0 });
+    expect(stdout).toBe('ready\ntstp=1 cont=1\n');
   });
 
   it('a missing program is 127 and a file that is not executable is 126, each with one line naming it', async () => {
