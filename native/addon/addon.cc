@@ -22,6 +22,10 @@
 //     Containment); false when the kernel refuses.
 //   reapChild(pid) -> boolean: waitpid(pid, WNOHANG) for such an adopted orphan,
 //     which no pidfd watches; true once it is reaped (or is no child of ours).
+//   cpuid(leaf, subleaf) -> [eax, ebx, ecx, edx]: what this CPU's CPUID reports
+//     (unsigned 32-bit numbers), for the host's CPU profile (src/cpu/profile.ts).
+//   xgetbv0() -> [lo, hi]: XCR0, the state components the OS enables; [0, 0]
+//     when CPUID says OSXSAVE is off (xgetbv would fault).
 //
 // Built with NAPI_DISABLE_CPP_EXCEPTIONS and -fno-exceptions: errors are thrown
 // into JavaScript with ThrowAsJavaScriptException and an early return.
@@ -312,6 +316,34 @@ Napi::Value SpawnProcess(const Napi::CallbackInfo &info) {
   return out;
 }
 
+Napi::Value Cpuid(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "cpuid(leaf, subleaf): both must be numbers").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint32_t leaf = info[0].As<Napi::Number>().Uint32Value(), sub = info[1].As<Napi::Number>().Uint32Value();
+  uint32_t a, b, c, d;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaf), "c"(sub));
+  Napi::Array out = Napi::Array::New(env, 4);
+  out.Set(0u, Napi::Number::New(env, a));
+  out.Set(1u, Napi::Number::New(env, b));
+  out.Set(2u, Napi::Number::New(env, c));
+  out.Set(3u, Napi::Number::New(env, d));
+  return out;
+}
+
+Napi::Value Xgetbv0(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t a, b, c, d, lo = 0, hi = 0;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+  if (c & (1u << 27)) __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Number::New(env, lo));
+  out.Set(1u, Napi::Number::New(env, hi));
+  return out;
+}
+
 Napi::Value SetChildSubreaper(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0);
 }
@@ -335,6 +367,8 @@ Napi::Value ReapChild(const Napi::CallbackInfo &info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaper, "setChildSubreaper"));
   exports.Set("reapChild", Napi::Function::New(env, ReapChild, "reapChild"));
+  exports.Set("cpuid", Napi::Function::New(env, Cpuid, "cpuid"));
+  exports.Set("xgetbv0", Napi::Function::New(env, Xgetbv0, "xgetbv0"));
   exports.Set("spawnProcess", Napi::Function::New(env, SpawnProcess, "spawnProcess"));
   exports.Set("decodeFrame", Napi::Function::New(env, DecodeFrame, "decodeFrame"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));

@@ -58,6 +58,10 @@ export interface RexAddon {
   setChildSubreaper(): boolean;
   /** waitpid(pid, WNOHANG) of an adopted orphan: true once reaped (or not a child of this process). */
   reapChild(pid: number): boolean;
+  /** CPUID(leaf, subleaf) of this CPU: [eax, ebx, ecx, edx] as unsigned 32-bit numbers. */
+  cpuid(leaf: number, subleaf: number): [number, number, number, number];
+  /** XCR0 (the state components the OS enables); 0n when the OS has not enabled XSAVE. */
+  xcr0(): bigint;
   /** REX_PROTO_VERSION of the C side. */
   readonly protoVersion: number;
 }
@@ -68,6 +72,8 @@ interface RawAddon {
   spawnProcess(file: string, argv: readonly string[], env: readonly string[], cwd: string, stdio: number[], onExit: (code: number | null, signal: number | null) => void): number[];
   setChildSubreaper(): boolean;
   reapChild(pid: number): boolean;
+  cpuid(leaf: number, subleaf: number): [number, number, number, number];
+  xgetbv0(): [number, number];
   protoVersion: number;
 }
 
@@ -129,6 +135,16 @@ export function loadAddon(): RexAddon {
       return { pid: pid!, fds };
     },
     setChildSubreaper: () => raw.setChildSubreaper(),
+    cpuid(leaf, subleaf) {
+      for (const [n, v] of [['leaf', leaf], ['subleaf', subleaf]] as const) {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) throw new RangeError(`cpuid: ${n} must be an unsigned 32-bit integer, got ${v}`);
+      }
+      return raw.cpuid(leaf, subleaf);
+    },
+    xcr0() {
+      const [lo, hi] = raw.xgetbv0();
+      return (BigInt(hi) << 32n) | BigInt(lo);
+    },
     reapChild(pid) {
       if (!Number.isInteger(pid) || pid < 1) throw new RangeError(`reapChild: pid must be a positive integer, got ${pid}`);
       return raw.reapChild(pid);
