@@ -45,6 +45,12 @@ for (const [name, cfg] of [['typecheck src', 'tsconfig.json'], ['typecheck tests
   count('lint: test sleeps', r.status === 0 ? 1 : 0, r.status === 0 ? 0 : 1, 0, r.secs);
 }
 
+// 1c. Every claim the docs mark has a test that names it (scripts/check-claims.mjs; --list shows them all).
+{
+  const r = step('lint: documented claims', process.execPath, ['scripts/check-claims.mjs']);
+  count('lint: documented claims', r.status === 0 ? 1 : 0, r.status === 0 ? 0 : 1, 0, r.secs);
+}
+
 // 2. C tests under sanitizers.
 {
   const r = step('C tests (ASan+UBSan)', 'make', ['-C', 'native', '--no-print-directory', 'check'], { capture: true });

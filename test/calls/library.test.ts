@@ -105,6 +105,7 @@ describe('typed stubs through the call manager', () => {
     expect(await stubs.sum4!([10, 20, 30, -5])).toBe(local.sum4);
   });
 
+  // claim: calls.controller-pool
   it('10,000 calls in flight each get their own answer, from at most maxControllers (3) controller processes', async () => {
     const n = 10_000;
     // The cap, seen from the kernel: the controller processes this process runs, sampled during the flight.

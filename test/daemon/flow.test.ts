@@ -31,6 +31,7 @@ const DATA = new Uint8Array(LIMITS.maxPingData);
 const FRAME = encodeFrame(messageToFrame({ type: 'PING', stream: 1, data: DATA })).length;
 
 describe('backpressure', () => {
+  // claim: protocol.flow-control
   it('a client that sends requests but never reads the answers stops the server from reading, and gets every answer once it reads', async () => {
     let conn: Connection | undefined;
     let served = 0;
@@ -71,6 +72,7 @@ describe('backpressure', () => {
     expect(served).toBe(N);
   });
 
+  // claim: protocol.flow-control
   it('requests to a peer that does not read wait in the requester instead of piling up in its socket', async () => {
     const port = await listen((s) => {
       // Answer HELLO, then stop reading for good.

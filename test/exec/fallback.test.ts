@@ -28,6 +28,7 @@ describe('placement falls back when a host refuses', () => {
     await stop?.();
   });
 
+  // claim: placement.fallback
   it('six jobs placed while beta refuses alpha all run, none on beta, and beta logged each refusal', async () => {
     const beta = cluster.host('beta');
     const store = new KeyStore(beta.stateDir);

@@ -95,6 +95,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(last.stdout.toString()).toBe('last words');
   });
 
+  // claim: exec.exit-status
   it('reproduces every exit code 0-255 and death by signal', async () => {
     const codes: number[] = [];
     for (let n = 0; n < 256; n++) codes.push((await viaStub(['sh', '-c', `exit ${n}`], n % 2 ? 'beta' : 'gamma')).status.code!);
@@ -109,6 +110,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     }
   });
 
+  // claim: exec.signals
   it('forwards signals sent to rex run to the remote program', async () => {
     const script = 'trap "echo got INT" INT; trap "echo got USR1" USR1; trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done';
     const sent = new Set<string>();
@@ -129,6 +131,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(r).toMatchObject({ code: 3, signal: null });
   });
 
+  // claim: exec.signals
   it('forwards HUP, QUIT, USR2, WINCH and ALRM too', async () => {
     const sigs = ['HUP', 'QUIT', 'USR2', 'WINCH', 'ALRM'] as const;
     const script = `${sigs.map((x) => `trap "echo got ${x}" ${x};`).join(' ')} trap "exit 5" TERM; echo ready; while :; do sleep 0.05; done`;
@@ -146,6 +149,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(r).toMatchObject({ code: 5, signal: null });
   });
 
+  // claim: exec.signals
   it('TSTP reaches the remote program and stops rex run; CONT continues rex run and reaches the program', async () => {
     const state = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
     // dash runs pending traps in signal-number order (CONT before TSTP), so the order of the two lines is not fixed.
@@ -176,6 +180,7 @@ describe(`remote execution on a three-host cluster (${NETNS ? 'network namespace
     expect(r).toMatchObject({ code: 0, signal: null });
   });
 
+  // claim: exec.signal-order
   it('a TSTP relayed right before a CONT reaches a program that has TSTP blocked for a moment (a pending stop signal is dropped by a CONT)', async () => {
     // The program blocks TSTP (as a shell does while it forks), waits until one is pending, holds it 300 ms, then takes it.
     // The CONT the origin sent right after it must not be delivered meanwhile: the kernel would drop the pending TSTP.
@@ -233,6 +238,7 @@ int main(void) {
     expect(stdout).toBe('ready\ntstp=1 cont=1\n');
   });
 
+  // claim: exec.exit-status
   it('a missing program is 127 and a file that is not executable is 126, each with one line naming it', async () => {
     const missing = await rexRun(socket, ['--host', 'beta', '/no/such/program']);
     expect(missing.code).toBe(127);
@@ -256,6 +262,7 @@ int main(void) {
     expect(gone.stdout).toBe(`${gone.rp.cwd}\nFOO=bar DISPLAY=unset\n`);
   });
 
+  // claim: exec.env-deny
   it('the executor drops every variable of the deny list (docs/EXEC.md), LD_PRELOAD and LD_AUDIT included, whatever the client sends', async () => {
     // Sent straight in the EXEC, as a client that skips the library's own filtering would.
     const r = await viaStub(['env'], 'beta', { env: ['PATH=/usr/bin:/bin', 'KEPT=yes', ...ENV_DENY.map((n) => `${n}=from-origin`)] });
@@ -281,6 +288,7 @@ int main(void) {
     expect(sum.stdout.toString()).toBe(`${want}  -\n`);
   }, 120_000);
 
+  // claim: exec.output-order
   it('keeps the order of stdout and stderr lines written one write each', async () => {
     // Each line is one write(2); the executor sends in read order, rex run writes in arrival order.
     const script = 'for i in $(seq 1 200); do echo "out $i"; echo "err $i" >&2; done';
@@ -292,6 +300,7 @@ int main(void) {
     expect(lines.filter((l) => l.startsWith('err'))).toEqual([...Array(200).keys()].map((i) => `err ${i + 1}`));
   });
 
+  // claim: exec.pty
   it('gives the program a pseudo-terminal of the asked size, and window size changes follow', async () => {
     let out = '';
     let resized = false;
@@ -342,6 +351,7 @@ int main(void) {
     expect(last).toMatchObject({ type: 'ERROR', code: 1, message: expect.stringMatching(/attribute argv \(tag 2\) must be string, got uint/) });
   });
 
+  // claim: placement.spread
   it('places work without --host on the least-loaded hosts: three jobs at once land on three hosts', async () => {
     // Wait until alpha holds figures from every peer taken after this point, with the jobs of the tests
     // before all ended: placement then starts from a cluster where nothing runs.
@@ -368,6 +378,7 @@ int main(void) {
     expect(r.code).toBe(0);
   });
 
+  // claim: exec.pipelines
   it('stands for the program in shell pipelines and scripts', async () => {
     const rex = `${process.execPath} ${distBin('rex')} run --socket ${socket}`;
     const sh = (script: string) => run('/bin/sh', ['-c', script], { encoding: 'utf8' }).then(
@@ -417,6 +428,7 @@ int main(void) {
     expect(heavy).toEqual([]);
   });
 
+  // claim: exec.exit-status
   it('when the remote rexd dies mid-run, rex run says so in one line and exits 255', async () => {
     const r = rexRun(socket, ['--host', 'gamma', 'sh', '-c', 'echo started; sleep 30'], {
       onStdout: (s) => {

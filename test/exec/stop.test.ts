@@ -23,6 +23,7 @@ describe('rexd on SIGTERM', () => {
     await stop?.();
   });
 
+  // claim: exec.sigterm-ends-jobs
   it('ends the programs it runs, their children included, and exits', async () => {
     // The shell and its background sleep share the program's process group; neither writes anything.
     const a = 3000 + (process.pid % 997), b = a + 1; // durations no other test uses

@@ -75,6 +75,7 @@ describe('neededLibraries: the libraries a program needs, found as ld.so finds t
     expect([...names(libs).keys()].sort()).toEqual([...ldd(prog).keys()].sort());
   });
 
+  // claim: exec.libraries-ldd
   it('agrees with ldd on programs of this host, and never lists glibc\'s own libraries', () => {
     for (const p of ['/usr/bin/python3', '/usr/bin/gdb', '/usr/bin/ssh', '/usr/bin/curl', process.execPath]) {
       if (!existsSync(p)) continue;

@@ -85,6 +85,7 @@ describe('transfer progress on a terminal, and Ctrl-C during a transfer', () => 
     expect(piped.stderr).toBe('');
   });
 
+  // claim: exec.transfer-cancel
   it('Ctrl-C during a transfer stops it: the partial cache file is removed and the program never runs', async () => {
     const marker = join(hidden, 'it-ran');
     const prog = bigProgram('big-cancel', 32, marker);

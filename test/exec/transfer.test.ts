@@ -46,6 +46,7 @@ describe('executable transfer into the content-addressed cache (rex-auto-transfe
     );
   const transfers = () => readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').filter((l) => l.includes('program transferred from the origin'));
 
+  // claim: exec.transfer-cache
   it('sends a program that exists only on the origin once, verified, and reuses the cached copy', async () => {
     const first = await rexRun(prog, 'a', 'b');
     expect(first).toEqual({ code: 5, stdout: `hello from ${prog} with 2 args\n`, stderr: '' });
@@ -59,6 +60,7 @@ describe('executable transfer into the content-addressed cache (rex-auto-transfe
     expect(transfers()).toHaveLength(1); // reused, not sent again
   });
 
+  // claim: exec.transfer-cache
   it('a program that changed on the origin is sent again under its new hash', async () => {
     const src = join(hidden, 'hello.c');
     writeFileSync(src, '#include <stdio.h>\nint main(void) { puts("version two"); return 0; }\n');

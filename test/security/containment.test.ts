@@ -152,6 +152,7 @@ for (const { mode, skip } of modes) {
     }, 90_000);
 
     // A rexd in a network namespace sees no cgroup mount, so a cut-off origin is a case of the process-group way only.
+    // claim: exec.origin-cut
     if (mode === 'pgroup') it.skipIf(!NETNS)('origin cut off: a job whose origin link goes down (it writes nothing) is ended once the link is found dead', async () => {
       const job = await startJob(cluster, 'alpha', 'beta');
       cluster.cut('alpha');
