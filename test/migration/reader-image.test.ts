@@ -132,9 +132,9 @@ describe('refuses bad images, naming field and offset', () => {
     const img = readFileSync(images.get('hello')!);
     const end = layout(img).data;
     const cases: [number, RegExp][] = [
-      [0, /truncated image: the header needs 3456 bytes at offset 0, only 0 there/],
-      [100, /truncated image: the header needs 3456 bytes at offset 0, only 100 there/],
-      [end - 1, new RegExp(`truncated image: the metadata needs ${end - 3456} bytes at offset 3456, only ${end - 3457} there`)],
+      [0, /truncated image: the header needs 3552 bytes at offset 0, only 0 there/],
+      [100, /truncated image: the header needs 3552 bytes at offset 0, only 100 there/],
+      [end - 1, new RegExp(`truncated image: the metadata needs ${end - 3552} bytes at offset 3552, only ${end - 3553} there`)],
       [end + 4096, /truncated image: page data needs \d+ bytes at offset \d+, only 4096 there/],
       [img.length - 1, new RegExp(`truncated image: trailer needs 16 bytes at offset ${img.length - 16}, only 15 there`)],
     ];
