@@ -44,7 +44,7 @@ function once(dir, mib, percent) {
 /** Header fields of docs/IMAGE.md: how the pages are listed (run entries, bitmap words) and the XSAVE bytes stored. */
 function pageMaps(image) {
   const fd = openSync(image, 'r');
-  const h = Buffer.alloc(3456);
+  const h = Buffer.alloc(3552); // the version-4 header (docs/IMAGE.md section 2)
   readSync(fd, h, 0, h.length, 0);
   closeSync(fd);
   return { nruns: h.readUInt32LE(32), nwords: h.readUInt32LE(3384), xsave: h.readUInt32LE(3388) };

@@ -262,7 +262,7 @@ static void check_header(void) {
     r_exit(EX_CORRUPT);
   }
   if (hdr.version != REX_IMG_VERSION)
-    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 3; dump again with the same librex)", hdr.version);
+    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 4; dump again with the same librex)", hdr.version);
   if (hdr.header_size != sizeof hdr) corrupt_hdr("header_size", HOFF(header_size), "does not match this version's header size", hdr.header_size);
   if (hdr.arch != REX_IMG_ARCH_X86_64) corrupt_hdr("arch", HOFF(arch), "not an x86-64 image (62)", hdr.arch);
   if (hdr.page_size != REX_IMG_PAGE) corrupt_hdr("page_size", HOFF(page_size), "page size must be 4096", hdr.page_size);
@@ -280,6 +280,14 @@ static void check_header(void) {
   if (bad >= 0) {
     say("%s: corrupt image: header.xsave_comp[%u] at offset %u: %s (offset %u, size %u)", img_name, U(bad),
         U(HOFF(xsave_comp) + 4u * (unsigned)bad), why, U(hdr.xsave_comp[bad].offset), U(hdr.xsave_comp[bad].size));
+    r_exit(EX_CORRUPT);
+  }
+  struct rex_img_cpu_fault cf;
+  if (rex_img_check_cpu(&hdr.cpu, &cf)) {
+    if (cf.index >= 0)
+      say("%s: corrupt image: header.cpu.%s[%u] at offset %u: %s (value %x)", img_name, cf.field, U(cf.index), U(cf.offset), cf.why, U(cf.value));
+    else
+      say("%s: corrupt image: header.cpu.%s at offset %u: %s (value %x)", img_name, cf.field, U(cf.offset), cf.why, U(cf.value));
     r_exit(EX_CORRUPT);
   }
   lay = rex_img_layout(&hdr);
@@ -532,7 +540,34 @@ static const char *special_name(uint32_t k) {
   return k == REX_IMG_SP_VVAR ? "[vvar]" : k == REX_IMG_SP_VVAR_VCLOCK ? "[vvar_vclock]" : "[vdso]";
 }
 
+/*
+ * The features the image's process may use (header.cpu.in_use: its origin
+ * CPU's, less those GLIBC_TUNABLES turned off) must all be on this CPU: code
+ * chosen for AVX2 at start-up would die of SIGILL here. One line names every
+ * one missing, with the feature table's names.
+ */
+static void check_host_cpu(void) {
+  struct rex_img_cpu here;
+  rex_img_cpu_read(&here);
+  static char names[REX_IMG_NFEATURES * 21];
+  size_t n = 0, missing = 0;
+  for (unsigned i = 0; i < REX_IMG_NFEATURES; i++) {
+    const struct rex_img_feature *f = &rex_img_features[i];
+    uint32_t bit = 1u << f->bit;
+    if (!(hdr.cpu.in_use[f->reg] & bit) || (here.has[f->reg] & bit)) continue;
+    if (missing++) names[n++] = ',', names[n++] = ' ';
+    for (const char *c = f->name; *c && n < sizeof names - 1; c++) names[n++] = *c;
+  }
+  names[n] = 0;
+  if (missing) {
+    say("this host's CPU lacks %s (the process may use %s: its origin CPU has %s); restore on a host that has %s", names,
+        missing > 1 ? "them" : "it", missing > 1 ? "them" : "it", missing > 1 ? "them" : "it");
+    r_exit(EX_HOST);
+  }
+}
+
 static void check_host(void) {
+  check_host_cpu();
   if (hdr.xcr0 != host_xcr0()) {
     say("this CPU's XSAVE features differ from the image's: XCR0 %x (area %u bytes) here, %x (%u bytes) in the image; "
         "restore on a host with the same CPU features",

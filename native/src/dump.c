@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -851,6 +852,47 @@ static void xsave_layout(struct rex_img_header *h) {
   }
 }
 
+/*
+ * Clears from in_use[] the features that `tunables` (GLIBC_TUNABLES) turns
+ * off with glibc.cpu.hwcaps=-NAME, for the names glibc 2.36 honours
+ * (glibc_off in the table; exact spelling, as glibc compares them). The
+ * TypeScript twin is src/cpu/features.ts tunablesDisabled.
+ */
+static void tunables_off(struct rex_img_cpu *p, const char *tunables) {
+  static const char key[] = "glibc.cpu.hwcaps=";
+  for (const char *s = tunables; s && *s;) {
+    const char *end = strchr(s, ':');
+    if (!end) end = s + strlen(s);
+    if ((size_t)(end - s) >= sizeof key - 1 && memcmp(s, key, sizeof key - 1) == 0) {
+      for (const char *item = s + sizeof key - 1; item < end;) {
+        const char *comma = memchr(item, ',', (size_t)(end - item));
+        if (!comma) comma = end;
+        if (*item == '-') {
+          size_t n = (size_t)(comma - item - 1);
+          for (unsigned i = 0; i < REX_IMG_NFEATURES; i++) {
+            const struct rex_img_feature *f = &rex_img_features[i];
+            if (f->glibc_off && strlen(f->name) == n && memcmp(f->name, item + 1, n) == 0) p->in_use[f->reg] &= ~(1u << f->bit);
+          }
+        }
+        item = comma + (comma < end);
+      }
+    }
+    s = *end ? end + 1 : end;
+  }
+}
+
+/*
+ * The dumping CPU's profile and the features the process may use: those of
+ * the feature table the CPU has, less those GLIBC_TUNABLES turned off. glibc
+ * reads GLIBC_TUNABLES once, at start-up; this reads the environment now, so
+ * a process that changed the variable since (or a library that ignores the
+ * tunables) is recorded as the variable says (docs/IMAGE.md section 2.4).
+ */
+static void cpu_profile(struct rex_img_header *h) {
+  rex_img_cpu_read(&h->cpu);
+  tunables_off(&h->cpu, getenv("GLIBC_TUNABLES"));
+}
+
 static uint32_t xsave_size(void) {
   uint32_t a, b, c, dd;
   __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(dd) : "a"(0xd), "c"(0));
@@ -899,6 +941,12 @@ static int dump(struct dumper *d, struct rex_img_regs *regs, const uint8_t *xsav
   int bad = rex_img_check_xcomp(h, &why);
   if (bad >= 0) {
     rex__set_error("rex_dump_self: this CPU's XSAVE component %d is not one an image can describe: %s", bad, why);
+    return -ENOTSUP;
+  }
+  cpu_profile(h);
+  struct rex_img_cpu_fault cf;
+  if (rex_img_check_cpu(&h->cpu, &cf)) {
+    rex__set_error("rex_dump_self: this CPU's profile is not one an image can describe: cpu.%s: %s", cf.field, cf.why);
     return -ENOTSUP;
   }
   h->xsave_len = xsave_in_use(h, xsave);

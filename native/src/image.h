@@ -29,10 +29,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image_cpu.h" /* generated from schema/image-cpu.json: struct rex_img_xcomp, struct rex_img_cpu, the feature table */
+
 #define REX_IMG_MAGIC "REXIMG\r\n" /* 8 bytes, no NUL; \r\n catches text-mode mangling */
 #define REX_IMG_MAGIC_SIZE 8
 #define REX_IMG_TRAILER_MAGIC "REXEND\r\n"
-#define REX_IMG_VERSION 3u /* 3: the dumping CPU's XSAVE component layout (docs/IMAGE.md section 7) */
+#define REX_IMG_VERSION 4u /* 4: the dumping CPU's profile and the features in use (docs/IMAGE.md section 7) */
 #define REX_IMG_ARCH_X86_64 62u /* EM_X86_64 */
 #define REX_IMG_PAGE 4096u
 
@@ -138,16 +140,13 @@ struct rex_img_special {
 };
 
 /*
- * Where the dumping CPU puts one XSAVE state component in the standard
- * (non-compacted) form: CPUID.(EAX=0Dh, ECX=i) EBX (offset) and EAX (size).
- * Vendors differ (AMD's AVX-512 components sit lower than Intel's, with no MPX
- * before them), so no reader may assume a table of its own: each takes the
- * layout from the image, and the restorer compares it with its own CPU's.
+ * struct rex_img_xcomp (image_cpu.h): where the dumping CPU puts one XSAVE
+ * state component in the standard (non-compacted) form: CPUID.(EAX=0Dh,
+ * ECX=i) EBX (offset) and EAX (size). Vendors differ (AMD's AVX-512
+ * components sit lower than Intel's, with no MPX before them), so no reader
+ * may assume a table of its own: each takes the layout from the image, and
+ * the restorer compares it with its own CPU's.
  */
-struct rex_img_xcomp {
-  uint16_t offset, size;
-};
-#define REX_IMG_NXCOMP 16u /* components 0..15; 0 (x87) and 1 (SSE) are the legacy area, their entries zero */
 
 struct rex_img_header {
   char magic[8];
@@ -192,6 +191,7 @@ struct rex_img_header {
   uint32_t nwords;    /* u64 words in the bitmap table */
   uint32_t xsave_len; /* bytes of the XSAVE area stored: up to the last component in use, 576..xsave_size */
   struct rex_img_xcomp xsave_comp[REX_IMG_NXCOMP]; /* the layout of components 2..15; zero where XCR0 has none */
+  struct rex_img_cpu cpu; /* the dumping CPU's profile and the features in use (image_cpu.h, docs/IMAGE.md section 2.4) */
 };
 
 /*
@@ -224,6 +224,76 @@ static inline int rex_img_check_xcomp(const struct rex_img_header *h, const char
     }
   }
   return -1;
+}
+
+/* CPUID (leaf, subleaf) into r[4] = eax, ebx, ecx, edx. */
+static inline void rex_img_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4]) {
+  __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(subleaf));
+}
+
+/*
+ * This CPU's profile as header.cpu records it: leaf 0, leaf 1 EAX and the raw
+ * feature registers (has[]). A leaf above the CPU's highest (basic, extended,
+ * or leaf 7's highest subleaf) reads as zero, as src/cpu/profile.ts does.
+ * in_use[] is the table's bits of has[]; the dumper then clears those
+ * GLIBC_TUNABLES turned off.
+ */
+static inline void rex_img_cpu_read(struct rex_img_cpu *p) {
+  uint32_t r[4];
+  rex_img_cpuid(0, 0, p->leaf0);
+  rex_img_cpuid(1, 0, r);
+  p->leaf1_eax = r[0];
+  uint32_t max = p->leaf0[0], max7 = 0, maxext;
+  if (max >= 7) rex_img_cpuid(7, 0, r), max7 = r[0];
+  rex_img_cpuid(0x80000000u, 0, r);
+  maxext = r[0];
+  for (unsigned i = 0; i < REX_IMG_CPU_NREGS; i++) {
+    const struct rex_img_cpu_regdef *d = &rex_img_cpu_regs[i];
+    int ok = d->leaf >= 0x80000000u ? d->leaf <= maxext : d->leaf <= max && (d->leaf != 7 || d->subleaf <= max7);
+    if (ok) rex_img_cpuid(d->leaf, d->subleaf, r);
+    p->has[i] = ok ? r[d->reg] : 0;
+    p->in_use[i] = p->has[i] & rex_img_feature_mask[i];
+  }
+  p->reserved = 0;
+}
+
+/* What is wrong with a header.cpu: the field (index -1 when not an array), its offset in the header, why, the value. */
+struct rex_img_cpu_fault {
+  const char *field;
+  int index;
+  uint32_t offset;
+  const char *why;
+  uint32_t value;
+};
+
+/*
+ * Checks header.cpu (docs/IMAGE.md section 2.4); the TypeScript reader checks
+ * the same, in the same order, naming the same field. Returns 1 and fills *f
+ * at the first fault, 0 when sound.
+ */
+static inline int rex_img_check_cpu(const struct rex_img_cpu *p, struct rex_img_cpu_fault *f) {
+#define REX_CPU_FAULT(name, idx, off, text, v) \
+  do { f->field = name, f->index = idx, f->offset = REX_IMG_OFF_CPU + (off), f->why = text, f->value = v; return 1; } while (0)
+  if (p->leaf0[0] < 0xd)
+    REX_CPU_FAULT("leaf0", 0, REX_IMG_CPU_OFF_LEAF0, "highest CPUID leaf below 0xd, yet the image has an XSAVE area", p->leaf0[0]);
+  for (unsigned i = 1; i < 4; i++)
+    for (unsigned k = 0; k < 32; k += 8) {
+      uint32_t ch = p->leaf0[i] >> k & 0xff;
+      if (ch < 0x20 || ch > 0x7e) REX_CPU_FAULT("leaf0", (int)i, REX_IMG_CPU_OFF_LEAF0 + 4 * i, "vendor string not printable ASCII", p->leaf0[i]);
+    }
+  if ((p->leaf1_eax & 0xf000c000u) || (p->leaf1_eax >> 8 & 0xf) == 0)
+    REX_CPU_FAULT("leaf1_eax", -1, REX_IMG_CPU_OFF_LEAF1_EAX, "reserved bits set or family 0", p->leaf1_eax);
+  if ((p->has[0] & 0x0c000000u) != 0x0c000000u) /* rex_img_cpu_regs[0] is leaf 1 ECX: XSAVE bit 26, OSXSAVE bit 27 */
+    REX_CPU_FAULT("has", 0, REX_IMG_CPU_OFF_HAS, "the origin CPU must have XSAVE and OSXSAVE: the image has an XSAVE area", p->has[0]);
+  for (unsigned i = 0; i < REX_IMG_CPU_NREGS; i++) {
+    if (p->in_use[i] & ~rex_img_feature_mask[i])
+      REX_CPU_FAULT("in_use", (int)i, REX_IMG_CPU_OFF_IN_USE + 4 * i, "bits that name no feature of the table", p->in_use[i]);
+    if (p->in_use[i] & ~p->has[i])
+      REX_CPU_FAULT("in_use", (int)i, REX_IMG_CPU_OFF_IN_USE + 4 * i, "a feature in use that the origin CPU does not have", p->in_use[i]);
+  }
+  if (p->reserved) REX_CPU_FAULT("reserved", -1, REX_IMG_CPU_OFF_RESERVED, "must be zero", p->reserved);
+  return 0;
+#undef REX_CPU_FAULT
 }
 
 /* Memory region: [start, end), page-aligned, sorted, non-overlapping. */
@@ -283,8 +353,12 @@ _Static_assert(sizeof(struct rex_img_region) == 128, "region layout");
 _Static_assert(sizeof(struct rex_img_run) == 16, "run layout");
 _Static_assert(sizeof(struct rex_img_fd) == 56, "fd layout");
 _Static_assert(sizeof(struct rex_img_header) % 32 == 0, "header must be a whole number of XXH64 stripes");
-_Static_assert(offsetof(struct rex_img_header, xsave_comp) == 3392, "xsave_comp at 3392 (docs/IMAGE.md)");
-_Static_assert(sizeof(struct rex_img_header) == 3456, "header size (docs/IMAGE.md)");
+_Static_assert(offsetof(struct rex_img_header, xsave_comp) == REX_IMG_OFF_XSAVE_COMP, "xsave_comp where schema/image-cpu.json says");
+_Static_assert(offsetof(struct rex_img_header, cpu) == REX_IMG_OFF_CPU, "cpu where schema/image-cpu.json says");
+_Static_assert(sizeof(struct rex_img_cpu) == REX_IMG_CPU_SIZE, "struct rex_img_cpu as schema/image-cpu.json says");
+_Static_assert(offsetof(struct rex_img_cpu, in_use) == REX_IMG_CPU_OFF_IN_USE, "cpu.in_use as schema/image-cpu.json says");
+_Static_assert(offsetof(struct rex_img_cpu, reserved) == REX_IMG_CPU_OFF_RESERVED, "cpu.reserved as schema/image-cpu.json says");
+_Static_assert(sizeof(struct rex_img_header) == REX_IMG_HEADER_SIZE, "header size (docs/IMAGE.md)");
 
 /* Metadata offsets (from the end of the header), each part 64-byte aligned. */
 static inline uint64_t rex_img_align64(uint64_t v) { return (v + 63) & ~(uint64_t)63; }

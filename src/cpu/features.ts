@@ -11,6 +11,7 @@
  * nothing here reads the CPU, so every function is tested against the
  * recorded tables of CPUs the developers do not have (test/fixtures/cpu).
  */
+import { FEATURE_TABLE } from './features.generated.js';
 
 /** The CPUID words a profile keeps, each as [eax, ebx, ecx, edx]. */
 export interface CpuidLeaves {
@@ -38,89 +39,16 @@ export interface Feature {
   leaf: CpuidKey;
   reg: Reg;
   bit: number;
+  /** glibc 2.36 honours `-NAME` in GLIBC_TUNABLES=glibc.cpu.hwcaps for it (others it ignores). */
+  glibcOff: boolean;
 }
 
-const f = (name: string, leaf: CpuidKey, reg: Reg, bit: number): Feature => ({ name, leaf, reg, bit });
-
-/** The features, in glibc's order of leaves. */
-export const FEATURES: readonly Feature[] = [
-  f('SSE3', '0x1.0', 'ecx', 0),
-  f('PCLMULQDQ', '0x1.0', 'ecx', 1),
-  f('SSSE3', '0x1.0', 'ecx', 9),
-  f('FMA', '0x1.0', 'ecx', 12),
-  f('CMPXCHG16B', '0x1.0', 'ecx', 13),
-  f('SSE4_1', '0x1.0', 'ecx', 19),
-  f('SSE4_2', '0x1.0', 'ecx', 20),
-  f('MOVBE', '0x1.0', 'ecx', 22),
-  f('POPCNT', '0x1.0', 'ecx', 23),
-  f('AES', '0x1.0', 'ecx', 25),
-  f('XSAVE', '0x1.0', 'ecx', 26),
-  f('OSXSAVE', '0x1.0', 'ecx', 27),
-  f('AVX', '0x1.0', 'ecx', 28),
-  f('F16C', '0x1.0', 'ecx', 29),
-  f('RDRAND', '0x1.0', 'ecx', 30),
-  f('CMOV', '0x1.0', 'edx', 15),
-  f('FXSR', '0x1.0', 'edx', 24),
-  f('SSE', '0x1.0', 'edx', 25),
-  f('SSE2', '0x1.0', 'edx', 26),
-  f('FSGSBASE', '0x7.0', 'ebx', 0),
-  f('BMI1', '0x7.0', 'ebx', 3),
-  f('HLE', '0x7.0', 'ebx', 4),
-  f('AVX2', '0x7.0', 'ebx', 5),
-  f('BMI2', '0x7.0', 'ebx', 8),
-  f('ERMS', '0x7.0', 'ebx', 9),
-  f('RTM', '0x7.0', 'ebx', 11),
-  f('AVX512F', '0x7.0', 'ebx', 16),
-  f('AVX512DQ', '0x7.0', 'ebx', 17),
-  f('RDSEED', '0x7.0', 'ebx', 18),
-  f('ADX', '0x7.0', 'ebx', 19),
-  f('AVX512_IFMA', '0x7.0', 'ebx', 21),
-  f('CLFLUSHOPT', '0x7.0', 'ebx', 23),
-  f('CLWB', '0x7.0', 'ebx', 24),
-  f('AVX512PF', '0x7.0', 'ebx', 26),
-  f('AVX512ER', '0x7.0', 'ebx', 27),
-  f('AVX512CD', '0x7.0', 'ebx', 28),
-  f('SHA', '0x7.0', 'ebx', 29),
-  f('AVX512BW', '0x7.0', 'ebx', 30),
-  f('AVX512VL', '0x7.0', 'ebx', 31),
-  f('PREFETCHWT1', '0x7.0', 'ecx', 0),
-  f('AVX512_VBMI', '0x7.0', 'ecx', 1),
-  f('WAITPKG', '0x7.0', 'ecx', 5),
-  f('AVX512_VBMI2', '0x7.0', 'ecx', 6),
-  f('GFNI', '0x7.0', 'ecx', 8),
-  f('VAES', '0x7.0', 'ecx', 9),
-  f('VPCLMULQDQ', '0x7.0', 'ecx', 10),
-  f('AVX512_VNNI', '0x7.0', 'ecx', 11),
-  f('AVX512_BITALG', '0x7.0', 'ecx', 12),
-  f('AVX512_VPOPCNTDQ', '0x7.0', 'ecx', 14),
-  f('RDPID', '0x7.0', 'ecx', 22),
-  f('MOVDIRI', '0x7.0', 'ecx', 27),
-  f('MOVDIR64B', '0x7.0', 'ecx', 28),
-  f('AVX512_4VNNIW', '0x7.0', 'edx', 2),
-  f('AVX512_4FMAPS', '0x7.0', 'edx', 3),
-  f('FSRM', '0x7.0', 'edx', 4),
-  f('AVX512_VP2INTERSECT', '0x7.0', 'edx', 8),
-  f('SERIALIZE', '0x7.0', 'edx', 14),
-  f('AMX_BF16', '0x7.0', 'edx', 22),
-  f('AVX512_FP16', '0x7.0', 'edx', 23),
-  f('AMX_TILE', '0x7.0', 'edx', 24),
-  f('AMX_INT8', '0x7.0', 'edx', 25),
-  f('AVX_VNNI', '0x7.1', 'eax', 4),
-  f('AVX512_BF16', '0x7.1', 'eax', 5),
-  f('FZLRM', '0x7.1', 'eax', 10),
-  f('FSRS', '0x7.1', 'eax', 11),
-  f('FSRCS', '0x7.1', 'eax', 12),
-  f('XSAVEOPT', '0xd.1', 'eax', 0),
-  f('XSAVEC', '0xd.1', 'eax', 1),
-  f('XSAVES', '0xd.1', 'eax', 3),
-  f('LAHF64_SAHF64', '0x80000001.0', 'ecx', 0),
-  f('LZCNT', '0x80000001.0', 'ecx', 5),
-  f('SSE4A', '0x80000001.0', 'ecx', 6),
-  f('PREFETCHW', '0x80000001.0', 'ecx', 8),
-  f('XOP', '0x80000001.0', 'ecx', 11),
-  f('FMA4', '0x80000001.0', 'ecx', 16),
-  f('TBM', '0x80000001.0', 'ecx', 21),
-];
+/**
+ * The features, in glibc's order of leaves: schema/image-cpu.json is the one
+ * description (scripts/gen-image-cpu.mjs makes this table and the C one the
+ * dumper and the restorer use from it).
+ */
+export const FEATURES: readonly Feature[] = FEATURE_TABLE.map((x) => ({ name: x.name, leaf: x.leaf, reg: x.reg, bit: x.bit, glibcOff: x.glibcOff }));
 
 const BY_NAME = new Map(FEATURES.map((x) => [x.name, x]));
 
@@ -167,10 +95,28 @@ export function levelOf(features: readonly string[], xcr0: bigint): 1 | 2 | 3 | 
 }
 
 /**
+ * The XSAVE state components (bits of XCR0) that code using `features` needs
+ * the OS to enable: AVX and its successors the YMM upper halves (bit 2), the
+ * AVX-512 subsets also the opmask and ZMM components (5, 6, 7).
+ */
+export function xstateFor(features: readonly string[]): bigint {
+  let x = 0n;
+  for (const n of features) {
+    if (n.startsWith('AVX512')) x |= 0xe4n;
+    else if (n.startsWith('AVX') || ['FMA', 'F16C', 'VAES', 'VPCLMULQDQ'].includes(n)) x |= 0x4n;
+  }
+  return x;
+}
+
+/**
  * The features glibc will not use in a process started with `tunables`
- * (GLIBC_TUNABLES, e.g. `glibc.cpu.hwcaps=-AVX512F,-AVX2_Usable`): those
- * glibc.cpu.hwcaps turns off with a leading '-'. glibc's own spellings with a
- * `_Usable` suffix name the same feature.
+ * (GLIBC_TUNABLES, e.g. `glibc.cpu.hwcaps=-AVX512F,-AVX2`): those
+ * glibc.cpu.hwcaps turns off with a leading '-', spelt exactly as glibc
+ * spells them, and only those glibc 2.36 honours (Feature.glibcOff). Other
+ * names glibc ignores, and so does this: the older `AVX2_Usable` spelling
+ * leaves AVX2 in use (ld.so --list-diagnostics shows it still active), and
+ * counting it as off would let an image that uses AVX2 go to a host without.
+ * The dumper (native/src/dump.c tunables_off) applies the same rule.
  */
 export function tunablesDisabled(tunables: string | undefined): string[] {
   if (!tunables) return [];
@@ -180,10 +126,9 @@ export function tunablesDisabled(tunables: string | undefined): string[] {
     if (eq < 0 || part.slice(0, eq) !== 'glibc.cpu.hwcaps') continue;
     for (const item of part.slice(eq + 1).split(',')) {
       if (!item.startsWith('-')) continue;
-      const name = item.slice(1).replace(/_Usable$/i, '');
-      const ft = feature(name);
-      if (ft && !out.includes(ft.name)) out.push(ft.name);
+      const ft = FEATURES.find((x) => x.name === item.slice(1));
+      if (ft?.glibcOff && !out.includes(ft.name)) out.push(ft.name);
     }
   }
-  return out;
+  return FEATURES.filter((x) => out.includes(x.name)).map((x) => x.name);
 }

@@ -1,5 +1,5 @@
 /**
- * A validating reader of rfork process images (docs/IMAGE.md, version 3): the
+ * A validating reader of rfork process images (docs/IMAGE.md, version 4): the
  * header and metadata, never the page data. The executor uses it before it
  * starts `rex-restore`, to learn which files the image maps (to check or fetch
  * them by content hash and pass `--file ORIGINAL=LOCAL`) and which descriptors
@@ -13,11 +13,14 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { CPU_REGISTERS, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP, FEATURE_MASKS } from '../cpu/features.generated.js';
+import { featureNames, signatureOf, vendorOf, xstateFor, type CpuidKey, type CpuidLeaves } from '../cpu/features.js';
+import type { CpuNeeds } from '../cpu/profile.js';
 
 /** The image version this reader understands (docs/IMAGE.md section 7). */
-export const IMAGE_VERSION = 3;
-/** Bytes of the version-3 header. */
-export const IMAGE_HEADER_SIZE = 3456;
+export const IMAGE_VERSION = 4;
+/** Bytes of the version-4 header (schema/image-cpu.json: header.cpu is its last part). */
+export const IMAGE_HEADER_SIZE = IMAGE_HEADER_BYTES;
 /** Bytes of the trailer after the page data (magic and data_hash). */
 export const IMAGE_TRAILER_SIZE = 16;
 /** Page size of every image (x86-64). */
@@ -36,7 +39,7 @@ const ZONE_END = 0x80000000;
 const U64_MAX = (1n << 64n) - 1n;
 
 /** XSAVE components the image describes (0..15; 0 and 1 are the legacy area and have no entry). */
-const NXCOMP = 16;
+const NXCOMP = IMAGE_XSAVE_COMP.count;
 
 /** Header field offsets (docs/IMAGE.md section 2). */
 const H = {
@@ -44,7 +47,8 @@ const H = {
   xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, regs: 80, rsp: 208, rip: 216, fsBase: 224,
   gsBase: 232, mm: 240, auxvWords: 328, sigmask: 2896, altstackFlags: 2920, umask: 2924, rseqAddr: 2928, rseqLen: 2936,
   rlimits: 2968, cwdOff: 3224, cwdLen: 3228, exeOff: 3232, exeLen: 3236, comm: 3240, pid: 3256, tid: 3260, ppid: 3264,
-  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: 3392,
+  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: IMAGE_XSAVE_COMP.headerOffset,
+  cpu: IMAGE_CPU.headerOffset,
 } as const;
 
 /** One XSAVE state component where the dumping CPU put it (standard form, CPUID leaf 0xD). */
@@ -127,6 +131,21 @@ export interface ImageSpecial {
   end: number;
 }
 
+/** The origin CPU as header.cpu records it (docs/IMAGE.md section 2.4). */
+export interface ImageCpu {
+  /** GenuineIntel, AuthenticAMD, ... */
+  vendor: string;
+  family: number;
+  model: number;
+  stepping: number;
+  /** The features of the table (src/cpu/features.ts FEATURES) the origin CPU has, in that order. */
+  features: string[];
+  /** The features the process may use: `features` less those GLIBC_TUNABLES turned off at dump time. */
+  inUse: string[];
+  /** The raw words recorded (leaf 0, leaf 1 EAX and the feature registers; unrecorded words are 0). */
+  leaves: CpuidLeaves;
+}
+
 /** Everything the header and metadata of a valid image say, as readImageInfo returns it. */
 export interface ImageInfo {
   version: number;
@@ -146,6 +165,15 @@ export interface ImageInfo {
   xsaveLen: number;
   /** The dumping CPU's layout of the components XCR0 enables (2..15): vendors differ, so it comes with the image. */
   xsaveComponents: XsaveComponent[];
+  /** The origin CPU and the features in use. */
+  cpu: ImageCpu;
+  /**
+   * What a host must have to restore the image (src/cpu/profile.ts
+   * missingFor): the features in use, and the XSAVE components in use
+   * (XSTATE_BV, x87 and SSE, and those the features in use need), within the
+   * image's XCR0.
+   */
+  cpuNeeds: CpuNeeds;
   dumpRealtimeNs: bigint;
   nruns: number;
   nwords: number;
@@ -266,7 +294,51 @@ function popcount32(v: number): number {
 /** The fixed-size header fields, checked as the restorer's check_header does. */
 interface Header {
   nregions: number; nruns: number; nwords: number; nfds: number; stringsSize: number; xsaveSize: number; xsaveLen: number; flags: number;
-  dataPages: number; layout: Layout; xsaveComponents: XsaveComponent[];
+  dataPages: number; layout: Layout; xsaveComponents: XsaveComponent[]; cpu: ImageCpu;
+}
+
+/**
+ * header.cpu, checked as the restorer's rex_img_check_cpu does (image.h), in
+ * the same order and naming the same field: leaf 0 (highest leaf at least
+ * 0xd, a printable vendor), leaf 1 EAX (no reserved bits, family not 0),
+ * has[0] with XSAVE and OSXSAVE, in_use[] only the table's bits and only
+ * those of has[], reserved zero.
+ */
+function cpuProfile(b: Buffer, name: string): ImageCpu {
+  const F = IMAGE_CPU.fields;
+  const at = (field: keyof typeof F, i = 0): number => IMAGE_CPU.headerOffset + F[field].offset + 4 * i;
+  const word = (field: keyof typeof F, i = 0): number => b.readUInt32LE(at(field, i));
+  const bad = (field: keyof typeof F, i: number | undefined, why: string): never => {
+    const v = word(field, i ?? 0);
+    return corrupt(name, `header.cpu.${field}${i === undefined ? '' : `[${i}]`}`, at(field, i ?? 0), `${why} (value 0x${v.toString(16)})`);
+  };
+  const leaf0 = [0, 1, 2, 3].map((i) => word('leaf0', i));
+  if (leaf0[0]! < 0xd) bad('leaf0', 0, 'highest CPUID leaf below 0xd, yet the image has an XSAVE area');
+  for (let i = 1; i < 4; i++) {
+    for (let k = 0; k < 32; k += 8) {
+      const ch = (leaf0[i]! >>> k) & 0xff;
+      if (ch < 0x20 || ch > 0x7e) bad('leaf0', i, 'vendor string not printable ASCII');
+    }
+  }
+  const eax1 = word('leaf1_eax');
+  if (eax1 & 0xf000c000 || ((eax1 >>> 8) & 0xf) === 0) bad('leaf1_eax', undefined, 'reserved bits set or family 0');
+  const has = CPU_REGISTERS.map((_, i) => word('has', i));
+  const inUse = CPU_REGISTERS.map((_, i) => word('in_use', i));
+  if ((has[0]! & 0x0c000000) !== 0x0c000000) bad('has', 0, 'the origin CPU must have XSAVE and OSXSAVE: the image has an XSAVE area');
+  for (let i = 0; i < CPU_REGISTERS.length; i++) {
+    if (inUse[i]! & ~FEATURE_MASKS[i]!) bad('in_use', i, 'bits that name no feature of the table');
+    if (inUse[i]! & ~has[i]!) bad('in_use', i, 'a feature in use that the origin CPU does not have');
+  }
+  if (word('reserved')) bad('reserved', undefined, 'must be zero');
+  const leavesOf = (words: number[]): CpuidLeaves => {
+    const l: Record<CpuidKey, number[]> = {
+      '0x0.0': leaf0, '0x1.0': [eax1, 0, 0, 0], '0x7.0': [0, 0, 0, 0], '0x7.1': [0, 0, 0, 0], '0xd.1': [0, 0, 0, 0], '0x80000001.0': [0, 0, 0, 0],
+    };
+    CPU_REGISTERS.forEach((r, i) => { l[r.key][['eax', 'ebx', 'ecx', 'edx'].indexOf(r.reg)] = words[i]!; });
+    return l;
+  };
+  const leaves = leavesOf(has);
+  return { vendor: vendorOf(leaves), ...signatureOf(leaves), features: featureNames(leaves), inUse: featureNames(leavesOf(inUse)), leaves };
 }
 
 /**
@@ -320,6 +392,7 @@ function checkHeader(b: Buffer, name: string): Header {
   const xsaveLen = u32(H.xsaveLen);
   if (xsaveLen < LIMIT.xsaveMin || xsaveLen > xsaveSize) bad('xsave_len', H.xsaveLen, 'must be 576..xsave_size', xsaveLen);
   const xsaveComponents = xsaveLayout(b, name, xsaveSize);
+  const cpu = cpuProfile(b, name);
   const layout = layoutOf(xsaveLen, nregions, nruns, nwords, nfds, stringsSize);
   const metaSize = b.readBigUInt64LE(H.metaSize);
   if (metaSize !== BigInt(layout.end - IMAGE_HEADER_SIZE)) {
@@ -328,7 +401,7 @@ function checkHeader(b: Buffer, name: string): Header {
   if (metaSize > BigInt(LIMIT.meta)) bad('meta_size', H.metaSize, 'above the limit of 64 MiB', metaSize);
   const dataPages = b.readBigUInt64LE(H.dataPages);
   if (dataPages > BigInt(USER_MAX / IMAGE_PAGE)) bad('data_pages', H.dataPages, 'more pages than user space holds', dataPages);
-  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout, xsaveComponents };
+  return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout, xsaveComponents, cpu };
 }
 
 /**
@@ -570,7 +643,8 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   return {
     version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
     tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
-    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, xsaveComponents: h.xsaveComponents, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
+    cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, xsaveComponents: h.xsaveComponents, cpu: h.cpu,
+    cpuNeeds: { features: h.cpu.inUse, xcr0: (bv | 3n | xstateFor(h.cpu.inUse)) & u64(H.xcr0) }, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
     nwords: h.nwords, dataPages: h.dataPages, metadataEnd: L.end, regions, files: [...files.values()], fds, special,
   };
 }

@@ -108,8 +108,8 @@ describe('a refused image never runs', () => {
 describe('field validation names the field (consistent images, one bad field)', () => {
   const l = () => layout(good);
   const cases: [string, (b: Buffer) => void, RegExp, number?][] = [
-    ['version 2 (before the XSAVE layout)', (b) => b.writeUInt32LE(2, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 3/],
-    ['version 4', (b) => b.writeUInt32LE(4, H.version), /header\.version at offset 8: unsupported image version/],
+    ['version 3 (before the CPU profile)', (b) => b.writeUInt32LE(3, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 4/],
+    ['version 5', (b) => b.writeUInt32LE(5, H.version), /header\.version at offset 8: unsupported image version/],
     ['magic', (b) => b.write('REXIMX', 0, 'latin1'), /not a REX image: header\.magic at offset 0/],
     ['region start misaligned', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 1n, l().regions),
       /region\[0\]\.start at offset \d+: start and end must be page-aligned/],
@@ -135,11 +135,11 @@ describe('field validation names the field (consistent images, one bad field)', 
       b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 4096n, H.special + 8);
     }, /header\.special\.start at offset 3288: overlaps a memory region/],
     // XRSTOR at the very end would fault on these: refused before anything is mapped.
-    ['MXCSR reserved bits', (b) => b.writeUInt32LE(0x11f80, H.size + 24), /xsave\.mxcsr at offset 3480: reserved MXCSR bits set/],
+    ['MXCSR reserved bits', (b) => b.writeUInt32LE(0x11f80, H.size + 24), /xsave\.mxcsr at offset 3576: reserved MXCSR bits set/],
     ['XSTATE_BV outside XCR0', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(H.size + 512) | (1n << 62n), H.size + 512),
-      /xsave\.xstate_bv at offset 3968: state components outside the image's XCR0/],
+      /xsave\.xstate_bv at offset 4064: state components outside the image's XCR0/],
     ['XSAVE area in compacted form', (b) => b.writeBigUInt64LE((1n << 63n) | 3n, H.size + 520),
-      /xsave\.xcomp_bv at offset 3976: not a standard-form XSAVE header/],
+      /xsave\.xcomp_bv at offset 4072: not a standard-form XSAVE header/],
     // PKRU (component 9) switched on or off, with the layout entry and the area size to match: a valid image of another CPU.
     ['XSAVE features of another CPU', (b) => {
       const xcr0 = b.readBigUInt64LE(H.xcr0) ^ 0x200n, size = b.readUInt32LE(H.xsaveSize);

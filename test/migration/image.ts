@@ -5,6 +5,8 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/util/paths.js';
 import { xxh64 } from '../../src/rfork/image.js';
+import { CPU_REGISTERS, FEATURE_TABLE, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP } from '../../src/cpu/features.generated.js';
+import type { CpuidLeaves } from '../../src/cpu/features.js';
 
 /** Where `make -C native all` puts the restorer and the fidelity programs. */
 export const nativeBuild = join(packageRoot(), 'native', 'build');
@@ -15,7 +17,8 @@ export const program = (name: string): string => join(nativeBuild, 'test', 'migr
 export const H = {
   magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
   stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
-  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: 3392, size: 3456,
+  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388,
+  xsaveComp: IMAGE_XSAVE_COMP.headerOffset, cpu: IMAGE_CPU.headerOffset, size: IMAGE_HEADER_BYTES,
 } as const;
 export const REGION_SIZE = 128;
 export const RUN_SIZE = 16;
@@ -82,6 +85,35 @@ export function withCpuLayout(img: Buffer, cpu: CpuLayout, inUse: number[]): Buf
   }
   const bv = (b.readBigUInt64LE(XSTATE_BV) & 3n) | inUse.reduce((m, i) => m | (1n << BigInt(i)), 0n);
   b.writeBigUInt64LE(bv, XSTATE_BV);
+  return rehash(b);
+}
+
+/** Byte offset in the image of header.cpu's field `field`, word `i` (schema/image-cpu.json). */
+export function cpuOffset(field: keyof typeof IMAGE_CPU.fields, i = 0): number {
+  return IMAGE_CPU.headerOffset + IMAGE_CPU.fields[field].offset + 4 * i;
+}
+
+/**
+ * The image as if dumped on a CPU whose CPUID words are `leaves`, with the
+ * features `inUse` in use (default: every feature of the table the CPU has):
+ * header.cpu rewritten and meta_hash recomputed, the rest as it was. Tests
+ * build images of CPUs they do not run on with it.
+ */
+export function withCpuProfile(img: Buffer, leaves: CpuidLeaves, inUse?: readonly string[]): Buffer {
+  const b = Buffer.from(img);
+  const REG = ['eax', 'ebx', 'ecx', 'edx'] as const;
+  leaves['0x0.0'].forEach((w, i) => b.writeUInt32LE(w >>> 0, cpuOffset('leaf0', i)));
+  b.writeUInt32LE(leaves['0x1.0'][0]! >>> 0, cpuOffset('leaf1_eax'));
+  CPU_REGISTERS.forEach((r, i) => {
+    const has = (leaves[r.key][REG.indexOf(r.reg)] ?? 0) >>> 0;
+    let use = 0;
+    for (const f of FEATURE_TABLE) {
+      if (f.leaf === r.key && f.reg === r.reg && (has >>> f.bit) & 1 && (!inUse || inUse.includes(f.name))) use |= 1 << f.bit;
+    }
+    b.writeUInt32LE(has, cpuOffset('has', i));
+    b.writeUInt32LE(use >>> 0, cpuOffset('in_use', i));
+  });
+  b.writeUInt32LE(0, cpuOffset('reserved'));
   return rehash(b);
 }
 

@@ -198,8 +198,9 @@ describe('what the image holds', () => {
   it('matches docs/IMAGE.md: header fields, table layout and meta_hash computed independently', () => {
     const img = readFileSync(dump('hello'));
     expect(img.toString('latin1', 0, 8)).toBe('REXIMG\r\n');
-    expect(img.readUInt32LE(H.version)).toBe(3);
+    expect(img.readUInt32LE(H.version)).toBe(4);
     expect(img.readUInt32LE(H.headerSize)).toBe(H.size);
+    expect(H.size).toBe(3552); // docs/IMAGE.md section 2, independently of the generated offsets
     expect(img.readUInt32LE(H.arch)).toBe(62);
     expect(img.readBigUInt64LE(H.metaHash)).toBe(metaHash(img));
     const l = layout(img);

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, RexError, isRexError } from '../../src/util/errors.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { IMAGE_HEADER_SIZE, imageMetadataLength, readImageInfo, type ImageInfo } from '../../src/rfork/image.js';
-import { H, REGION_SIZE, XSTATE_BV, fds, layout, program, regions, rehash, restorer, run, withXsaveStored } from './image.js';
+import { H, REGION_SIZE, XSTATE_BV, cpuOffset, fds, layout, program, regions, rehash, restorer, run, withXsaveStored } from './image.js';
 import { runs } from '../helpers/property.js';
 
 let dir: string;
@@ -132,9 +132,9 @@ describe('refuses bad images, naming field and offset', () => {
     const img = readFileSync(images.get('hello')!);
     const end = layout(img).data;
     const cases: [number, RegExp][] = [
-      [0, /truncated image: the header needs 3456 bytes at offset 0, only 0 there/],
-      [100, /truncated image: the header needs 3456 bytes at offset 0, only 100 there/],
-      [end - 1, new RegExp(`truncated image: the metadata needs ${end - 3456} bytes at offset 3456, only ${end - 3457} there`)],
+      [0, /truncated image: the header needs 3552 bytes at offset 0, only 0 there/],
+      [100, /truncated image: the header needs 3552 bytes at offset 0, only 100 there/],
+      [end - 1, new RegExp(`truncated image: the metadata needs ${end - 3552} bytes at offset 3552, only ${end - 3553} there`)],
       [end + 4096, /truncated image: page data needs \d+ bytes at offset \d+, only 4096 there/],
       [img.length - 1, new RegExp(`truncated image: trailer needs 16 bytes at offset ${img.length - 16}, only 15 there`)],
     ];
@@ -191,6 +191,13 @@ describe('refuses bad images, naming field and offset', () => {
       ['mxcsr', (b) => b.writeUInt32LE(0x11f80, IMAGE_HEADER_SIZE + 24)],
       ['xstate_bv', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(IMAGE_HEADER_SIZE + 512) | (1n << 62n), IMAGE_HEADER_SIZE + 512)],
       ['xsave header', (b) => b.writeUInt8(1, IMAGE_HEADER_SIZE + 560)],
+      ['cpu highest leaf', (b) => b.writeUInt32LE(0xc, cpuOffset('leaf0', 0))],
+      ['cpu vendor', (b) => b.writeUInt8(0, cpuOffset('leaf0', 3) + 3)],
+      ['cpu signature', (b) => b.writeUInt32LE(0x80000000, cpuOffset('leaf1_eax'))],
+      ['cpu has', (b) => b.writeUInt32LE(0, cpuOffset('has', 0))],
+      ['cpu in_use outside the table', (b) => b.writeUInt32LE(1, cpuOffset('in_use', 8))],
+      ['cpu in_use outside has', (b) => b.writeUInt32LE(0, cpuOffset('has', 2))],
+      ['cpu reserved', (b) => b.writeUInt32LE(7, cpuOffset('reserved'))],
     ];
     for (const [what, edit] of edits) {
       const b = Buffer.from(img);
@@ -290,6 +297,30 @@ describe('mutated and truncated images (property)', () => {
     );
     expect(refused).toBeGreaterThan(0);
   });
+
+  it('any change to header.cpu: the restorer refuses it as corrupt exactly when the reader does, naming the same field', () => {
+    const src = readFileSync(images.get('hello')!);
+    fc.assert(
+      fc.property(fc.integer({ min: cpuOffset('leaf0'), max: cpuOffset('reserved') + 3 }), fc.integer({ min: 1, max: 255 }), (at, mask) => {
+        const b = Buffer.from(src);
+        b[at]! ^= mask;
+        rehash(b);
+        const c = check(b);
+        let msg = '';
+        try {
+          readImageInfo(b);
+        } catch (e) {
+          if (!(e instanceof RexError)) throw e;
+          msg = e.message;
+        }
+        expect(c.status === 3, `flip ${mask} at ${at}: restorer says ${c.stderr}, reader ${msg}`).toBe(msg !== '');
+        const where = (t: string) => /corrupt image: (\S+) at offset (\d+)/.exec(t)?.slice(1);
+        if (msg) expect(where(msg)).toEqual(where(c.stderr));
+        return true;
+      }),
+      { numRuns: runs(80) },
+    );
+  }, 60_000);
 
   it('every image the restorer refuses as corrupt, the reader refuses too (rehashed metadata mutations)', () => {
     const src = readFileSync(images.get('hello')!);

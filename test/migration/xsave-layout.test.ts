@@ -5,24 +5,18 @@
 // host's own; the TypeScript reader must take every one from the image, and
 // the restorer must read it there and refuse, naming the difference, a layout
 // its own CPU does not have.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readImageInfo } from '../../src/rfork/image.js';
-import { packageRoot } from '../../src/util/paths.js';
 import { isRexError } from '../../src/util/errors.js';
 import { runs } from '../helpers/property.js';
+import { recordedCpus } from '../helpers/cpu.js';
 import { H, XSTATE_BV, program, rehash, restorer, run, withCpuLayout, withXsaveStored, type CpuLayout } from './image.js';
 
-const fixtures = join(packageRoot(), 'test', 'fixtures', 'cpu');
-const cpus: CpuLayout[] = readdirSync(fixtures)
-  .filter((f) => f.endsWith('.json'))
-  .map((f) => {
-    const j = JSON.parse(readFileSync(join(fixtures, f), 'utf8')) as { cpu: string; xcr0: string; xsaveSize: number; components: CpuLayout['components'] };
-    return { cpu: j.cpu, xcr0: BigInt(j.xcr0), xsaveSize: j.xsaveSize, components: j.components };
-  });
+const cpus: CpuLayout[] = recordedCpus().map((c) => ({ cpu: c.cpu, xcr0: c.xcr0, xsaveSize: c.xsaveSize, components: c.components }));
 
 let dir: string;
 let hello: Buffer;
@@ -158,9 +152,9 @@ describe('this host in the image, another CPU in its place', () => {
     b.writeBigUInt64LE(b.readBigUInt64LE(H.xcr0) | (1n << 17n), H.xcr0);
     b.writeBigUInt64LE(b.readBigUInt64LE(XSTATE_BV) | (1n << 17n), XSTATE_BV);
     rehash(b);
-    expect(readerError(b)).toMatch(/xsave\.xstate_bv at offset 3968: components 16 and above in use/);
+    expect(readerError(b)).toMatch(/xsave\.xstate_bv at offset 4064: components 16 and above in use/);
     const r = check(b);
     expect(r.status).toBe(3);
-    expect(r.stderr).toMatch(/xsave\.xstate_bv at offset 3968: components 16 and above in use/);
+    expect(r.stderr).toMatch(/xsave\.xstate_bv at offset 4064: components 16 and above in use/);
   });
 });
