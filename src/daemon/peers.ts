@@ -114,7 +114,13 @@ export class PeerLink {
       if (m.type !== 'LOAD') throw new Error(`answered LOAD_GET with ${m.type}`);
       if (m.host !== this.entry.name) throw new Error(`answered as host "${m.host}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`);
       // A malformed profile is a protocol error naming the field: the link is refused like any malformed frame.
-      const cpu = m.cpu ? profileFromWire(m.cpu, `LOAD from ${this.entry.name} cpu`) : undefined;
+      let cpu;
+      try {
+        cpu = m.cpu ? profileFromWire(m.cpu, `LOAD from ${this.entry.name} cpu`) : undefined;
+      } catch (e) {
+        delete this.state.cpu; // what it said before is no longer to be believed
+        throw e;
+      }
       const la = m.loadavg ?? [];
       this.state.figure = {
         host: m.host,
