@@ -3,7 +3,7 @@
 // rexd advertises this host's profile less one feature this CPU has (test
 // switch REX_TEST_CPU_PROFILE), so the test holds on any CPU.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,11 +79,14 @@ beforeAll(async () => {
   writeFileSync(file, profileToJson(beta));
   cluster.kill('beta');
   await cluster.waitExit('beta');
+  // And treats files under `dir` as absent, so that programs there are transferred to it (REX_EXEC_TEST_HIDE).
   process.env.REX_TEST_CPU_PROFILE = file;
+  process.env.REX_EXEC_TEST_HIDE = dir;
   try {
     await cluster.startHost(cluster.host('beta'));
   } finally {
     delete process.env.REX_TEST_CPU_PROFILE;
+    delete process.env.REX_EXEC_TEST_HIDE;
   }
   // alpha has beta's new profile once its view of beta lacks the dropped feature.
   await cluster.waitFor((hosts, from) => from !== 'alpha' || hosts.every((h) => h.reachable && h.cpu !== undefined && (h.name !== 'beta' || !h.cpu.features.includes(DROPPED))), { from: ['alpha'], timeoutMs: 20_000 });
@@ -130,6 +133,18 @@ describe('rfork and the CPU of each host', () => {
     const refused = (await imageRows('alpha')).filter((x) => x.outcome === 'error' && x.reason?.includes('beta cannot run this image'));
     expect(refused.length).toBe(1);
     expect(refused[0]!.reason).toContain(`no ${DROPPED}`);
+  }, 60_000);
+
+  it('rex run of an executable transferred to beta only warns (origin log and one stderr line naming beta and the missing feature)', async () => {
+    const prog = join(dir, 'echo');
+    copyFileSync('/bin/echo', prog);
+    const r = await run(process.execPath, [REX, 'run', '--socket', cluster.host('alpha').socket, '--host', 'beta', prog, 'ran', 'anyway'], {});
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('ran anyway\n');
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^rex: warning: ${prog} was sent to beta, whose CPU lacks what this host's has \\(no ${DROPPED}[,)]`));
+    expect(readFileSync(cluster.host('alpha').logFile, 'utf8')).toMatch(new RegExp(`"host":"beta","missing":\\["no ${DROPPED}".*"msg":"EXEC: transferred executable to a host whose CPU lacks features of the origin"`));
   }, 60_000);
 
   it('a LOAD whose CPU profile is malformed is refused naming the field; the receiving rexd goes on', async () => {
