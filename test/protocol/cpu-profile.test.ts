@@ -2,7 +2,10 @@
 // wire, and every malformed field is refused with a MALFORMED (or
 // BAD_REQUEST for a missing one) error naming it, at the frame layer or at
 // src/cpu/wire.ts's check.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { CPU_SAMPLE, mutatedFrameArb } from '../helpers/mutate.js';
+import { runs } from '../helpers/property.js';
 import { decodeOne, encodeFrame, ProtocolError, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame, type MessageOf } from '../../src/protocol/messages.js';
 import { hostCpuProfile } from '../../src/cpu/profile.js';
@@ -98,5 +101,28 @@ describe('LOAD carries the CPU profile (docs/PROTOCOL.md 4.5)', () => {
     check({ xcr0: 7n, xsaveSize: 832, components: [{ index: 2, offset: 576, size: 256 }, { index: 2, offset: 576, size: 256 }] }, /^LOAD from beta cpu: components\[1\]\.index = 2: components must be in increasing order/);
     check({ xcr0: 7n, xsaveSize: 832, components: [] }, /^LOAD from beta cpu: components: xcr0 0x7 enables component 2, but its place is not given/);
     check({ modelName: 'Evil\x1b[2J CPU' }, /^LOAD from beta cpu: modelName: only printable ASCII is allowed/);
+  });
+
+  it('property: mutated LOAD and HOSTS frames with a profile decode, or fail with a protocol error; never anything else', () => {
+    const corpus = [
+      encodeFrame(messageToFrame(load(CPU_SAMPLE))),
+      encodeFrame(messageToFrame(load(profileToWire(host)))),
+      encodeFrame(messageToFrame({ type: 'HOSTS', stream: 4, hosts: [{ name: 'alpha', self: true, cpu: CPU_SAMPLE }, { name: 'beta', cpu: profileToWire(host) }] })),
+    ];
+    expect(profileFromWire(CPU_SAMPLE, 'sample').features).toContain('AVX2');
+    fc.assert(
+      fc.property(mutatedFrameArb(corpus), ({ bytes }) => {
+        try {
+          const r = decodeOne(bytes);
+          if (!('frame' in r)) return;
+          const m = frameToMessage(r.frame);
+          const cpus = m.type === 'LOAD' ? [m.cpu] : m.type === 'HOSTS' ? (m.hosts ?? []).map((h) => h.cpu) : [];
+          for (const c of cpus) if (c) profileFromWire(c, 'fuzz');
+        } catch (e) {
+          if (!(e instanceof ProtocolError)) throw e;
+        }
+      }),
+      { numRuns: runs(2000) },
+    );
   });
 });
