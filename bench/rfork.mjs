@@ -127,6 +127,13 @@ async function main() {
     const env = { ...process.env, REX_SOCKET: cluster.host('alpha').socket, REX_HOST: 'beta' };
     const betaLog = cluster.host('beta').logFile;
     console.log(`2 hosts (alpha -> beta), ${netns ? 'network namespaces' : 'loopback, no namespaces (not root)'}; load average at start: ${load()}`);
+    // The CPU each host advertises (docs/PLACEMENT.md, CPU compatibility): rfork places an image only where it can run.
+    const viewer = await cluster.client('alpha');
+    try {
+      for (const h of await viewer.hosts()) console.log(`CPU of ${h.name}: ${h.cpu ? h.cpu.description : `unknown${h.cpuError ? ` (${h.cpuError})` : ''}`}`);
+    } finally {
+      viewer.close();
+    }
 
     // Warm up: the first rfork may fetch nothing (same files), but pages, caches and connections warm.
     await run(join(bin, 'rf_bench'), ['rfork', '5'], env);

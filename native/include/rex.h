@@ -373,6 +373,8 @@ enum { REX_COUNT_ONE = 1, REX_COUNT_VALUE = 2, REX_COUNT_PARAM = 3, REX_COUNT_NU
 #define REX_EPROTO_CRASHED (-13)   /* the function killed its controller (signal or exit) */
 #define REX_EPROTO_NO_ENTRY (-14)  /* no such program or function */
 #define REX_EPROTO_CANCELLED (-15) /* the caller cancelled the call */
+/* ERROR code of EXEC with an rfork image (docs/PROTOCOL.md 4.2): rfork() gives ENOEXEC. */
+#define REX_EPROTO_INCOMPATIBLE (-16) /* the host cannot run this image (CPU features or state it lacks) */
 
 /** Largest input or output frame a call carries (it travels in one protocol frame). */
 #define REX_CALL_MAX_FRAME (REX_PROTO_MAX_PAYLOAD - 1024u)

@@ -217,7 +217,8 @@ static int exec_error(const struct rex_frame *f) {
     case (uint64_t)-REX_EPROTO_TIMEOUT: return EHOSTUNREACH;
     case (uint64_t)-REX_EPROTO_BUSY: return EAGAIN;
     case (uint64_t)-REX_EPROTO_BAD_REQUEST: return EINVAL;
-    case (uint64_t)-REX_EPROTO_UNSUPPORTED: return ENOEXEC;
+    case (uint64_t)-REX_EPROTO_UNSUPPORTED:
+    case (uint64_t)-REX_EPROTO_INCOMPATIBLE: return ENOEXEC;
     default: return EPROTO;
   }
 }

@@ -1,5 +1,5 @@
 /** Text output shared by the commands: aligned tables and the host view. */
-import type { HostEntry } from '../protocol/messages.js';
+import type { HostView } from '../runtime/client.js';
 
 /** Left-aligned columns separated by two spaces; numbers may be right-aligned with `right`. */
 export function table(head: string[], rows: string[][], right: Set<number> = new Set()): string {
@@ -21,7 +21,7 @@ export function formatAge(ms: number | undefined): string {
 }
 
 /** The `rex hosts` table. */
-export function hostsTable(hosts: HostEntry[]): string {
+export function hostsTable(hosts: HostView[]): string {
   const rows = hosts.map((h) => [
     h.name + (h.self ? ' *' : ''),
     h.address !== undefined ? `${h.address.includes(':') ? `[${h.address}]` : h.address}:${h.port ?? ''}` : '-',
@@ -31,8 +31,9 @@ export function hostsTable(hosts: HostEntry[]): string {
     h.jobs !== undefined ? String(h.jobs) : '-',
     h.reachable ? 'up' : `down${h.error ? ` (${h.error})` : ''}`,
     formatAge(h.ageMs),
+    h.cpu ? `${h.cpu.class} ${h.cpu.vendor} ${h.cpu.modelName || `family ${h.cpu.family} model ${h.cpu.model}`}` : h.cpuError ? `? (${h.cpuError})` : '-',
   ]);
-  return table(['HOST', 'ADDRESS', 'RLOAD', 'LOADAVG1', 'CORES', 'JOBS', 'STATE', 'AGE'], rows, new Set([2, 3, 4, 5, 7]));
+  return table(['HOST', 'ADDRESS', 'RLOAD', 'LOADAVG1', 'CORES', 'JOBS', 'STATE', 'AGE', 'CPU'], rows, new Set([2, 3, 4, 5, 7]));
 }
 
 /** JSON for --json output: stable key order, one document. */

@@ -5,7 +5,7 @@
  * refreshed every --delay seconds.
  */
 import { Command } from 'commander';
-import type { HostEntry } from '../protocol/messages.js';
+import type { HostView as HostEntry } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { clientOptions, connectFor } from './commands/hosts.js';
 import { hostsTable, toJson } from './format.js';

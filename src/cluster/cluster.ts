@@ -12,7 +12,7 @@ import { addGrant, invite } from '../keys/admin.js';
 import { localName } from '../keys/identity.js';
 import { KeyStore } from '../keys/store.js';
 import { RexClient } from '../runtime/client.js';
-import type { HostEntry } from '../protocol/messages.js';
+import type { HostView as HostEntry } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { distBin } from '../util/paths.js';
 import { NetnsNetwork, attachNetwork, netnsAvailable, type NetnsHost } from './netns.js';

@@ -14,6 +14,8 @@ import type { MessageOf } from '../protocol/messages.js';
 import { ErrorCodes, type RexError } from '../util/errors.js';
 import type { Logger } from './log.js';
 import type { LoadFigure } from './load.js';
+import type { CpuProfile } from '../cpu/profile.js';
+import { profileFromWire } from '../cpu/wire.js';
 
 /** What is known about one peer. */
 export interface PeerState {
@@ -25,6 +27,8 @@ export interface PeerState {
   figure?: LoadFigure;
   receivedAt?: number;
   error?: string;
+  /** The CPU profile of its last LOAD (absent from a rexd that sends none: such a host takes no rfork image). */
+  cpu?: CpuProfile;
 }
 
 const MAX_BACKOFF_MS = 5_000;
@@ -109,6 +113,14 @@ export class PeerLink {
       const m = (await this.connection!.request({ type: 'LOAD_GET' }, this.opts.peerTimeout)) as MessageOf<'LOAD'>;
       if (m.type !== 'LOAD') throw new Error(`answered LOAD_GET with ${m.type}`);
       if (m.host !== this.entry.name) throw new Error(`answered as host "${m.host}", but rex.rc says ${this.entry.address}:${this.entry.port} is "${this.entry.name}"`);
+      // A malformed profile is a protocol error naming the field: the link is refused like any malformed frame.
+      let cpu;
+      try {
+        cpu = m.cpu ? profileFromWire(m.cpu, `LOAD from ${this.entry.name} cpu`) : undefined;
+      } catch (e) {
+        delete this.state.cpu; // what it said before is no longer to be believed
+        throw e;
+      }
       const la = m.loadavg ?? [];
       this.state.figure = {
         host: m.host,
@@ -120,6 +132,8 @@ export class PeerLink {
         ...(m.memAvailable !== undefined ? { memAvailable: m.memAvailable } : {}),
       };
       this.state.receivedAt = Date.now();
+      if (cpu) this.state.cpu = cpu;
+      else delete this.state.cpu;
       if (!this.state.reachable) this.opts.log.info({ peer: this.label }, 'peer reachable');
       this.state.reachable = true;
       delete this.state.error;

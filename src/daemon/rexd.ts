@@ -31,6 +31,8 @@ import { Containment } from '../exec/contain.js';
 import { ExecService } from '../exec/service.js';
 import type { ExecLimit } from '../exec/limit.js';
 import { LoadMeter } from './load.js';
+import { advertisedCpuProfile, profileToWire } from '../cpu/wire.js';
+import { describeCpu } from '../cpu/profile.js';
 import type { Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
 import { checkExecDirectories } from '../exec/dirs.js';
@@ -164,6 +166,8 @@ export class Rexd {
     ensurePrivateDir(this.paths.stateDir, 'state directory');
     ensurePrivateDir(this.paths.runDir, 'socket directory');
     checkExecDirectories(this.paths.stateDir, this.config.tempDirectory);
+    // The CPU profile advertised with the load (docs/PLACEMENT.md): read now, so that a bad test profile stops start-up.
+    this.log.info({ cpu: describeCpu(advertisedCpuProfile()), features: advertisedCpuProfile().features.join(' ') }, 'CPU profile');
     try {
       this.own = this.store.load(this.name);
     } catch (e) {
@@ -682,7 +686,7 @@ export class Rexd {
       case 'PING':
         return this.ping(m, session);
       case 'LOAD_GET':
-        return { type: 'LOAD', ...this.meter.measure() };
+        return { type: 'LOAD', ...this.meter.measure(), cpu: profileToWire(advertisedCpuProfile()) };
       case 'HOSTS_GET':
         return { type: 'HOSTS', hosts: this.hosts() };
       case 'CALL':
@@ -791,6 +795,7 @@ export class Rexd {
         reachable: true,
         ageMs: 0,
         self: true,
+        cpu: profileToWire(advertisedCpuProfile()),
       },
     ];
     for (const p of this.peers.values()) {
@@ -799,6 +804,7 @@ export class Rexd {
       if (s.figure && s.receivedAt !== undefined) {
         Object.assign(e, { load: s.figure.load, loadavg1: s.figure.loadavg[0], cores: s.figure.cores, jobs: s.figure.jobs, ageMs: Math.max(0, now - s.receivedAt) });
       }
+      if (s.cpu) e.cpu = profileToWire(s.cpu);
       if (s.error) e.error = s.error;
       out.push(e);
     }

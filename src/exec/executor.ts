@@ -675,7 +675,8 @@ function dropImage(m: MessageOf<'EXEC'>, file: string | undefined): void {
 }
 
 /** How rex-restore's exit status before the jump maps to an EXEC error (docs/RFORK.md section 2). */
-const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUEST', 3: 'BAD_REQUEST', 4: 'UNSUPPORTED', 5: 'INTERNAL' };
+// Exit 4 (EX_HOST): this host cannot run the image (its CPU, a mapped file that differs): INCOMPATIBLE, ENOEXEC in librex.
+const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUEST', 3: 'BAD_REQUEST', 4: 'INCOMPATIBLE', 5: 'INTERNAL' };
 
 /**
  * Waits until the restored program says it runs (one byte on the greeting

@@ -6,6 +6,7 @@
  */
 
 import type { PlacementPolicy } from '../config/types.js';
+import { missingFor, type CpuNeeds, type CpuProfile } from '../cpu/profile.js';
 
 export type { PlacementPolicy };
 
@@ -21,6 +22,36 @@ export interface Candidate {
   cores: number;
   /** Local clock time (ms) when that figure was received; the origin's own figure is live. */
   figureAt: number;
+  /** The host's advertised CPU profile; absent when its rexd sent none (it then takes no rfork image). */
+  cpu?: Pick<CpuProfile, 'features' | 'xcr0'>;
+}
+
+/** Why `c` cannot run an image with `needs` (one phrase per missing item), or [] when it can. */
+export function cpuShortfall(needs: CpuNeeds, c: Pick<Candidate, 'cpu'>): string[] {
+  if (!c.cpu) return ['its CPU profile is unknown (its rexd advertises none; upgrade it)'];
+  return missingFor(needs, c.cpu);
+}
+
+/** The refusal for a host that cannot run the image: "beta cannot run this image: no AVX512F (used by the origin)". */
+export function cannotRunMessage(host: string, missing: readonly string[]): string {
+  const known = missing.filter((m) => m.startsWith('no '));
+  const other = missing.filter((m) => !m.startsWith('no '));
+  return `${host} cannot run this image: ${[...(known.length ? [`${known.join(', ')} (used by the origin)`] : []), ...other].join('; ')}`;
+}
+
+/**
+ * The candidates that can run an image with `needs`, in the same order, and
+ * for each other one why not.
+ */
+export function cpuCandidates<C extends Pick<Candidate, 'name' | 'cpu'>>(candidates: readonly C[], needs: CpuNeeds): { fit: C[]; unfit: { name: string; missing: string[] }[] } {
+  const fit: C[] = [];
+  const unfit: { name: string; missing: string[] }[] = [];
+  for (const c of candidates) {
+    const missing = cpuShortfall(needs, c);
+    if (missing.length === 0) fit.push(c);
+    else unfit.push({ name: c.name, missing });
+  }
+  return { fit, unfit };
 }
 
 /**

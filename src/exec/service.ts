@@ -20,7 +20,9 @@ import { controllerJobs } from '../calls/controller.js';
 import type { Containment } from './contain.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
-import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
+import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, type PlacementPolicy } from './placement.js';
+import { advertisedCpuProfile } from '../cpu/wire.js';
+import { missingFor, type CpuNeeds } from '../cpu/profile.js';
 import { imageRefused, type ExecLimit } from './limit.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
@@ -35,7 +37,7 @@ export interface ExecCaller {
 }
 
 /** Refusals after which the next candidate host is tried (placement only, not an explicit host). */
-const TRY_NEXT = new Set(['DENIED', 'UNREACHABLE', 'TIMEOUT', 'BUSY', 'NO_ENTRY']);
+const TRY_NEXT = new Set(['DENIED', 'UNREACHABLE', 'TIMEOUT', 'BUSY', 'NO_ENTRY', 'INCOMPATIBLE']);
 
 function body(m: Message): Reply {
   const { stream: _s, end: _e, ...rest } = m;
@@ -94,13 +96,22 @@ export class ExecService {
       if (!this.peers.has(m.host!)) {
         throw new ProtocolError('NO_HOST', `no host "${m.host}" in this cluster (known: ${[self, ...this.peers.keys()].join(', ')})`, { fatal: false });
       }
+      if (m.image) await this.checkNamedHost(m, m.host!);
       try {
         return await this.relay(m, m.host!, caller, conn);
       } catch (e) {
         throw e instanceof NotStarted ? e.cause : e;
       }
     }
-    const order = this.placer.order(this.candidates());
+    let candidates = this.candidates();
+    // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
+    let unfit: { name: string; missing: string[] }[] = [];
+    if (m.image && candidates.some((c) => !c.self)) {
+      ({ fit: candidates, unfit } = cpuCandidates(candidates, this.imageNeeds(m)));
+      if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
+      if (candidates.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
+    }
+    const order = this.placer.order(candidates);
     const refusals: ProtocolError[] = [];
     for (const host of order) {
       const release = this.placer.reserve(host);
@@ -119,20 +130,61 @@ export class ExecService {
     if (refusals.length === 1) throw refusals[0]!;
     // The same answer everywhere (no such program, not permitted) is that answer; a mixture says it all.
     const proto = refusals.every((r) => r.proto === refusals[0]?.proto) ? refusals[0]!.proto : 'UNREACHABLE';
-    throw new ProtocolError(proto, `no host could run ${m.path}: ${refusals.map((r) => r.message).join('; ') || 'no reachable host'}`, { fatal: false });
+    const notCandidates = unfit.map((u) => `; not tried: ${cannotRunMessage(u.name, u.missing)}`).join('');
+    throw new ProtocolError(proto, `no host could run ${m.path}: ${refusals.map((r) => r.message).join('; ') || 'no reachable host'}${notCandidates}`, { fatal: false });
+  }
+
+  /** What a local client's rfork image needs of the CPU (its metadata only is read). */
+  private imageNeeds(m: MessageOf<'EXEC'>): CpuNeeds {
+    try {
+      return readImageInfo(m.path, { metadataOnly: true, name: 'rfork image', checkHash: false }).cpuNeeds;
+    } catch (e) {
+      throw new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false });
+    }
+  }
+
+  /**
+   * A peer named for an rfork image (--host, REX_HOST, rfork_on) must be able
+   * to run it: refused before the image is sent, naming what it lacks. A peer
+   * not reached yet is reached first; one that cannot be is left to the relay
+   * (UNREACHABLE).
+   */
+  private async checkNamedHost(m: MessageOf<'EXEC'>, host: string): Promise<void> {
+    const peer = this.peers.get(host)!;
+    if (!peer.state.figure && !peer.connection) await peer.connectNow();
+    if (!peer.state.reachable || !peer.state.figure) return;
+    const missing = cpuShortfall(this.imageNeeds(m), { ...(peer.state.cpu ? { cpu: peer.state.cpu } : {}) });
+    if (missing.length === 0) return;
+    const msg = cannotRunMessage(host, missing);
+    this.ctx.log.warn({ image: m.path, host, missing }, `EXEC: ${msg}`);
+    throw new ProtocolError('INCOMPATIBLE', msg, { fatal: false });
   }
 
   /** Hosts that can be asked now: this one, and peers with a fresh figure, in rex.rc order. */
   candidates(): Candidate[] {
     const now = Date.now();
     const fig = this.ctx.meter.measure();
-    const out: Candidate[] = [{ name: this.ctx.hostName, self: true, load: fig.load, cores: fig.cores, figureAt: now }];
+    const out: Candidate[] = [{ name: this.ctx.hostName, self: true, load: fig.load, cores: fig.cores, figureAt: now, cpu: advertisedCpuProfile() }];
     for (const p of this.peers.values()) {
       const s = p.state;
       if (!s.reachable || !s.figure || s.receivedAt === undefined) continue;
-      out.push({ name: s.name, self: false, load: s.figure.load, cores: s.figure.cores, figureAt: s.receivedAt });
+      out.push({ name: s.name, self: false, load: s.figure.load, cores: s.figure.cores, figureAt: s.receivedAt, ...(s.cpu ? { cpu: s.cpu } : {}) });
     }
     return out;
+  }
+
+  /**
+   * An executable sent to a host whose CPU lacks features this one has may
+   * have been built for them: a warning (never a refusal) in this rexd's log
+   * and, as one line on the client's stderr, right after STARTED.
+   */
+  private warnTransferred(path: string, host: string, peer: PeerLink, conn: Connection, clientStream: number): void {
+    const own = advertisedCpuProfile();
+    const missing = peer.state.cpu ? missingFor({ features: own.features, xcr0: own.xcr0 }, peer.state.cpu) : [];
+    if (missing.length === 0) return;
+    const line = `rex: warning: ${path} was sent to ${host}, whose CPU lacks what this host's has (${missing.join(', ')}): if it was built for them it may stop with SIGILL there`;
+    this.ctx.log.warn({ program: path, host, missing }, 'EXEC: transferred executable to a host whose CPU lacks features of the origin');
+    conn.sendOn(clientStream, { type: 'DATA', fd: 2, data: Buffer.from(`${line}\n`) });
   }
 
   /** Ends every program this rexd runs (rexd stopping: no orphans). */
@@ -163,7 +215,7 @@ export class ExecService {
       let ended: (() => void) | undefined;
       let h: StreamHandle | undefined;
       // Set when the local client goes away before STARTED (Ctrl-C during a transfer): the transfer stops, the executor is told.
-      const transfer = { cancelled: false, fetching: false };
+      const transfer = { cancelled: false, fetching: false, program: false };
       const early = {
         onMessage: () => {}, // the client sends nothing before STARTED (PROTOCOL.md 4.9)
         onClose: () => {
@@ -213,10 +265,12 @@ export class ExecService {
               };
               if (!conn.adoptStream(clientStream, relay)) relay.onClose();
               conn.sendOn(clientStream, body(x));
+              if (transfer.program) this.warnTransferred(m.path, host, peer, conn, clientStream);
               return;
             }
             if (x.type === 'FETCH' && !started) {
               transfer.fetching = true;
+              if (!m.image && m.sha256 && Buffer.compare(Buffer.from(x.sha256), Buffer.from(m.sha256)) === 0) transfer.program = true;
               const how = { mode: this.ctx.autoTransfer ?? 'on', ...(this.ctx.transferCommand ? { command: this.ctx.transferCommand } : {}), self: this.ctx.hostName, peer: host, address: peer.state.address };
               clearTimeout(timer);
               // After a transfer the executor still works silently on a file of up to 256 MiB (an rfork image is

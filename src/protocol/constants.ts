@@ -103,6 +103,7 @@ export const ProtoError = {
   CRASHED: 13,
   NO_ENTRY: 14,
   CANCELLED: 15,
+  INCOMPATIBLE: 16,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;
 

@@ -52,6 +52,7 @@ const CODE_FOR: Record<ProtoErrorName, ErrorCode> = {
   CRASHED: ErrorCodes.CALL_CRASHED,
   NO_ENTRY: ErrorCodes.CALL_NO_ENTRY,
   CANCELLED: ErrorCodes.CALL_CANCELLED,
+  INCOMPATIBLE: ErrorCodes.PROTO_REMOTE,
 };
 
 /** A protocol violation, with the ERROR code (docs/PROTOCOL.md section 4.2) to answer with. */

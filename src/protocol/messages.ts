@@ -16,7 +16,24 @@ type FieldSpec =
   | { tag: number; t: 'bool'; required?: boolean }
   | { tag: number; t: 'strs'; max: number; maxEach: number } // a repeated string attribute, in order
   | { tag: number; t: 'f64list'; required?: boolean; max: number }
-  | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number };
+  | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number }
+  | { tag: number; t: 'struct'; fields: Record<string, FieldSpec>; required?: boolean }; // one nested list
+
+/** One XSAVE state component of a CPU profile (docs/PROTOCOL.md 4.5). */
+const CPU_COMPONENT = {
+  index: { tag: 1, t: 'u32', required: true },
+  offset: { tag: 2, t: 'u32', required: true },
+  size: { tag: 3, t: 'u32', required: true },
+} as const satisfies Record<string, FieldSpec>;
+
+/** A host's CPU profile in LOAD and HOSTS (docs/PROTOCOL.md 4.5; src/cpu/wire.ts checks the values). */
+const CPU_PROFILE = {
+  leaves: { tag: 1, t: 'bytes', required: true, max: 1024 },
+  xcr0: { tag: 2, t: 'u64', required: true },
+  xsaveSize: { tag: 3, t: 'u32' },
+  components: { tag: 4, t: 'group', fields: CPU_COMPONENT, repeated: true, max: 62 },
+  modelName: { tag: 5, t: 'str', max: 48 },
+} as const satisfies Record<string, FieldSpec>;
 
 const HOST_ENTRY = {
   name: { tag: 1, t: 'str', required: true, max: 255 },
@@ -30,6 +47,7 @@ const HOST_ENTRY = {
   self: { tag: 9, t: 'bool' },
   error: { tag: 10, t: 'str', max: 4096 },
   loadavg1: { tag: 11, t: 'f64' },
+  cpu: { tag: 12, t: 'struct', fields: CPU_PROFILE },
 } as const satisfies Record<string, FieldSpec>;
 
 /** Largest input or output frame of a remote call: it travels in one protocol frame (REX_CALL_MAX_FRAME in rex.h). */
@@ -119,6 +137,7 @@ export const MESSAGE_SPECS = {
     jobs: { tag: 5, t: 'u32' },
     time: { tag: 6, t: 'u64n' },
     memAvailable: { tag: 7, t: 'u64n' },
+    cpu: { tag: 8, t: 'struct', fields: CPU_PROFILE },
   },
   HOSTS_GET: {},
   HOSTS: { hosts: { tag: 1, t: 'group', fields: HOST_ENTRY, repeated: true, max: 1024 } },
@@ -239,7 +258,9 @@ type FieldValue<F> = F extends { t: 'u32' | 'u64n' }
                 ? string[]
               : F extends { t: 'group'; fields: infer G }
                 ? Body<G>[]
-                : never;
+                : F extends { t: 'struct'; fields: infer G }
+                  ? Body<G>
+                  : never;
 
 type Body<S> = { -readonly [K in keyof S as S[K] extends { required: true } ? K : never]: FieldValue<S[K]> } & {
   -readonly [K in keyof S as S[K] extends { required: true } ? never : K]?: FieldValue<S[K]>;
@@ -277,6 +298,8 @@ function fieldToAttr(spec: FieldSpec, value: unknown): Attr[] {
       return [{ tag: spec.tag, kind: 'list', value: (value as number[]).map((v) => ({ tag: 1, kind: 'f64' as const, value: v })) }];
     case 'group':
       return (value as Record<string, unknown>[]).map((g) => ({ tag: spec.tag, kind: 'list' as const, value: bodyToAttrs(spec.fields, g) }));
+    case 'struct':
+      return [{ tag: spec.tag, kind: 'list', value: bodyToAttrs(spec.fields, value as Record<string, unknown>) }];
   }
 }
 
@@ -313,6 +336,7 @@ const KIND_OF: Record<FieldSpec['t'], Attr['kind']> = {
   f64list: 'list',
   strs: 'string',
   group: 'list',
+  struct: 'list',
 };
 
 function bad(where: string, msg: string): ProtocolError {
@@ -394,6 +418,9 @@ function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: str
         body[name] = a.value;
         break;
       }
+      case 'struct':
+        body[name] = attrsToBody(spec.fields, a.value as Attr[], `${where} ${name}`);
+        break;
       case 'f64list': {
         const items = a.value as Attr[];
         if (items.length > spec.max || items.some((i) => i.kind !== 'f64')) throw bad(where, `attribute ${name} must be a list of at most ${spec.max} f64`);

@@ -11,8 +11,12 @@ import type { PinCheck } from '../keys/tls.js';
 import type { LoadOptions } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
 import type { HostEntry, MessageOf } from '../protocol/messages.js';
+import { cpuSummary, profileFromWire, type CpuSummary } from '../cpu/wire.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { toCallError } from '../calls/transport.js';
+
+/** A host of the cluster view: its HOSTS entry with the CPU profile decoded (docs/PROTOCOL.md 4.6). */
+export type HostView = Omit<HostEntry, 'cpu'> & { cpu?: CpuSummary; cpuError?: string };
 
 /** Software string sent in HELLO by TypeScript clients. */
 export const CLIENT_SOFTWARE = 'rex-ts/0.1.0';
@@ -102,11 +106,18 @@ export class RexClient {
     return this.conn.peer?.host;
   }
 
-  /** The cluster view of the daemon: itself first, then its peers. */
-  async hosts(): Promise<HostEntry[]> {
+  /** The cluster view of the daemon: itself first, then its peers, each with its CPU (model, class) when known. */
+  async hosts(): Promise<HostView[]> {
     const m = await this.conn.request({ type: 'HOSTS_GET' });
     if (m.type !== 'HOSTS') throw unexpected('HOSTS_GET', m.type);
-    return m.hosts ?? [];
+    return (m.hosts ?? []).map(({ cpu, ...h }) => {
+      if (!cpu) return h;
+      try {
+        return { ...h, cpu: cpuSummary(profileFromWire(cpu, `HOSTS ${h.name} cpu`)) };
+      } catch (e) {
+        return { ...h, cpuError: (e as Error).message };
+      }
+    });
   }
 
   /** This host's load figure (rload and its parts). */

@@ -7,4 +7,5 @@ export { spawn, exec, RemoteChildProcess, type SpawnOptions, type SpawnError, ty
 export { rcall, rexTransport, closeSharedChannel } from './rcall.js';
 export { CallError } from '../calls/transport.js';
 export type { HostEntry, Message, MessageOf } from '../protocol/messages.js';
+export type { HostView } from './client.js';
 export { RexError, ErrorCodes, isRexError, type ErrorCode } from '../util/errors.js';

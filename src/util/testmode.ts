@@ -15,6 +15,8 @@ export const TEST_SWITCHES = {
   REX_TEST_CORRUPT_IMAGE: 'damage each rfork image received',
   /** Milliseconds the origin waits before each FILE chunk it sends (at most 1000). */
   REX_TEST_FETCH_DELAY_MS: 'slow down program transfers',
+  /** A JSON file (src/cpu/wire.ts profileToJson): the CPU profile rexd advertises instead of its own. */
+  REX_TEST_CPU_PROFILE: 'advertise this CPU profile instead of the host\'s',
 } as const;
 
 /** The name of a test switch. */

@@ -82,7 +82,7 @@ describe('npm start (rex cluster demo)', () => {
     const dir = join(tmp, 'demo');
     const { stdout } = await run(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--watch', '1'], { timeout: 60_000 });
     expect(stdout).toContain('Starting a local REX cluster of 3 hosts');
-    expect(stdout).toMatch(/^HOST\s+ADDRESS\s+RLOAD\s+LOADAVG1\s+CORES\s+JOBS\s+STATE\s+AGE$/m);
+    expect(stdout).toMatch(/^HOST\s+ADDRESS\s+RLOAD\s+LOADAVG1\s+CORES\s+JOBS\s+STATE\s+AGE\s+CPU$/m);
     for (const h of ['alpha \\*', 'beta', 'gamma']) expect(stdout).toMatch(new RegExp(`^${h}\\s+127\\.0\\.0\\.1:\\d+\\s+\\d+\\.\\d\\d\\s+\\d+\\.\\d\\d\\s+\\d+\\s+\\d+\\s+up\\s`, 'm'));
     expect(stdout).toMatch(/^beta\s+1\s+\d+\.\d+\s+\d+\.\d+$/m); // routed ping: one hop
     expect(stdout).toMatch(/^\s+t\+1s\s+alpha \d+\.\d\d/m);

@@ -49,7 +49,7 @@ describe(`a three-host cluster (${NETNS ? 'network namespaces' : 'loopback'})`, 
   it('rex hosts prints a table and rex load prints rload', async () => {
     const env = { ...process.env, REX_SOCKET: cluster.host('beta').socket };
     const { stdout } = await run(process.execPath, [distBin('rex'), 'hosts'], { env });
-    expect(stdout).toMatch(/^HOST\s+ADDRESS\s+RLOAD\s+LOADAVG1\s+CORES\s+JOBS\s+STATE\s+AGE$/m);
+    expect(stdout).toMatch(/^HOST\s+ADDRESS\s+RLOAD\s+LOADAVG1\s+CORES\s+JOBS\s+STATE\s+AGE\s+CPU$/m);
     expect(stdout).toMatch(/^beta \*\s+\S+:\d+\s+\d+\.\d\d/m);
     const load = await run(process.execPath, [distBin('rex'), 'load'], { env });
     expect(Number(load.stdout)).toBeGreaterThanOrEqual(0);

@@ -21,6 +21,16 @@ export function validVectorHex(maxHex = 4000): string[] {
  * Valid frames of every message type, as bytes: the shared vectors, except that
  * programs a daemon would really start are harmless ones (/bin/true, not vi).
  */
+/** A CPU profile as LOAD carries it (docs/PROTOCOL.md 4.5): an AVX2 CPU with the AVX state component. */
+export const CPU_SAMPLE = (() => {
+  const leaves = Buffer.alloc(96);
+  leaves.write('GenuntelineI', 4, 'latin1');
+  leaves.writeUInt32LE(0x000a0f11, 16); // leaf 1 eax: family 0x19
+  leaves.writeUInt32LE(0x7ed8320b, 24); // leaf 1 ecx
+  leaves.writeUInt32LE(0x219c91a9, 36); // leaf 7 ebx: AVX2, BMI, ...
+  return { leaves, xcr0: 7n, xsaveSize: 832, components: [{ index: 2, offset: 576, size: 256 }], modelName: 'Sample CPU' };
+})();
+
 export function frameCorpus(): Buffer[] {
   const skip = new Set(['exec-pty', 'exec', 'exec-libs']);
   const fromVectors = vectors.filter((c) => c.frames && c.hex.length < 4000 && !skip.has(c.name)).map((c) => Buffer.from(c.hex, 'hex'));
@@ -32,6 +42,7 @@ export function frameCorpus(): Buffer[] {
     { type: 'WINDOW_UPDATE', stream: 15, increment: 65536 },
     { type: 'PROGRESS', stream: 19, done: 8192, total: 15872, path: '/nonexistent/libx.so.1' },
     { type: 'PING', stream: 1, nonce: new Uint8Array(16).fill(1), data: new Uint8Array(300).fill(2) },
+    { type: 'LOAD', stream: 2, host: 'beta', load: 0.5, cores: 2, cpu: CPU_SAMPLE },
   ];
   const all = [...fromVectors, ...own.map((m) => encodeFrame(messageToFrame(m)))];
   const types = new Set(all.map((b) => b.readUInt16BE(4)));

@@ -2,7 +2,9 @@
 // the daemons: an image must be the client's own descriptor, the `fds` list
 // is validated before anything starts, and an image the restorer refuses is
 // the request's error, with nothing left running.
-import { openSync, closeSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { openSync, closeSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { H, program, rehash } from '../migration/image.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -155,6 +157,26 @@ describe('EXEC image at rexd', () => {
     const other = await execError({ path: '/proc/1/fd/0', image: true, host: 'alpha' });
     expect(other.message).toMatch(/client's own descriptor/);
   }, 30_000);
+
+  it("an image the executor's restorer refuses for its host (exit 4) is INCOMPATIBLE, carrying the restorer's line (ENOEXEC in librex)", async () => {
+    // A real image whose vDSO is recorded a page smaller than this kernel's: valid everywhere, for no host.
+    const path = join(dir, 'hello.img');
+    const made = spawnSync(program('hello'), [path], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    const img = readFileSync(path);
+    const slots = [0, 1, 2].map((i) => H.special + i * 24).filter((o) => img.readBigUInt64LE(o + 8) - img.readBigUInt64LE(o) > 4096n);
+    expect(slots.length).toBeGreaterThan(0);
+    img.writeBigUInt64LE(img.readBigUInt64LE(slots[0]! + 8) - 4096n, slots[0]! + 8);
+    writeFileSync(path, rehash(img));
+    const fd = openSync(path, 'r');
+    try {
+      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'beta' });
+      expect(e.proto).toBe('INCOMPATIBLE');
+      expect(e.message).toMatch(/restore failed on beta \(rex-restore exit 4\): .*differs from the image's .*restore on a host with the same kernel/);
+    } finally {
+      closeSync(fd);
+    }
+  }, 60_000);
 
   it('a bad image: refused by the restorer here (exit 3, the field), and by the origin before it leaves for a peer', async () => {
     const junk = join(dir, 'junk.img');

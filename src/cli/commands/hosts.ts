@@ -34,7 +34,7 @@ export function clientOptions(cmd: Command): Command {
 /** Registers hosts, load and ping on the `rex` program. */
 export function registerHostCommands(program: Command): void {
   clientOptions(program.command('hosts'))
-    .description('list the cluster: name, address, rload, load average, cores, REX jobs, reachability, age of the figure')
+    .description('list the cluster: name, address, rload, load average, cores, REX jobs, reachability, age of the figure, CPU class and model')
     .option('--json', 'machine-readable output')
     .action(async (opts: CommonOpts) => {
       const hosts = await withClient(opts, (c) => c.hosts());
