@@ -22,6 +22,7 @@ import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.
 import { readImageInfo } from '../rfork/image.js';
 import { Placer, type Candidate, type PlacementPolicy } from './placement.js';
 import { imageRefused, type ExecLimit } from './limit.js';
+import { testSwitch } from '../util/testmode.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
 export interface ExecCaller {
@@ -100,7 +101,9 @@ export class ExecService {
         throw e instanceof NotStarted ? e.cause : e;
       }
     }
-    const order = this.placer.order(this.candidates());
+    // Test switch: placement by load skips this host, so that the tests move every child to another one.
+    const away = testSwitch('REX_TEST_PLACE_ELSEWHERE') === '1';
+    const order = this.placer.order(this.candidates()).filter((h) => !away || h !== self);
     const refusals: ProtocolError[] = [];
     for (const host of order) {
       const release = this.placer.reserve(host);

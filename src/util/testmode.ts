@@ -15,6 +15,8 @@ export const TEST_SWITCHES = {
   REX_TEST_CORRUPT_IMAGE: 'damage each rfork image received',
   /** Milliseconds the origin waits before each FILE chunk it sends (at most 1000). */
   REX_TEST_FETCH_DELAY_MS: 'slow down program transfers',
+  /** '1': placement by load never picks the origin itself (an EXEC without a host goes to a peer). */
+  REX_TEST_PLACE_ELSEWHERE: 'placement never picks this host',
 } as const;
 
 /** The name of a test switch. */
