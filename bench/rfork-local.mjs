@@ -4,14 +4,16 @@
 // of the same process in the same state, in the same run. Three subjects: the
 // small program, 256 MiB touched, and 256 MiB with 10% of its pages touched.
 // Prints medians, image bytes against the private pages, the metadata bytes
-// (header, tables, trailer: everything but page data) against the issue's
-// 16 KiB, and the ratios.
+// (header, tables, trailer: everything but page data) against the bound of
+// docs/IMAGE.md (16 KiB plus the XSAVE area the image stores, from its header
+// through readImageInfo), and the ratios.
 // Run with `npm run bench -- rfork` (after npm install) or `node bench/rfork-local.mjs`.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readImageInfo } from '../dist/rfork/image.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const build = join(root, 'native', 'build');
@@ -41,13 +43,10 @@ function once(dir, mib, percent) {
   };
 }
 
-/** Header fields of docs/IMAGE.md: how the pages are listed (run entries, bitmap words) and the XSAVE bytes stored. */
+/** What the image's header says (readImageInfo): how the pages are listed (run entries, bitmap words) and the XSAVE bytes stored. */
 function pageMaps(image) {
-  const fd = openSync(image, 'r');
-  const h = Buffer.alloc(3552); // the version-4 header (docs/IMAGE.md section 2)
-  readSync(fd, h, 0, h.length, 0);
-  closeSync(fd);
-  return { nruns: h.readUInt32LE(32), nwords: h.readUInt32LE(3384), xsave: h.readUInt32LE(3388) };
+  const info = readImageInfo(image, { metadataOnly: true });
+  return { nruns: info.nruns, nwords: info.nwords, xsave: info.xsaveLen };
 }
 
 const subjects = [
@@ -76,7 +75,7 @@ try {
     console.log(`  local fork()+_exit+waitpid            ${ms(fork)}`);
     console.log(`  image ${kb(bytes)}, private pages ${kb(priv)} (image/private ${(bytes / priv).toFixed(3)})`);
     console.log(`  metadata ${meta} bytes (header, XSAVE ${xsave}, ${nruns} runs, ${nwords} bitmap words, trailer): ` +
-      `${meta <= 16384 ? 'within' : 'OVER'} the 16 KiB target`);
+      `${meta <= 16384 + xsave ? 'within' : 'OVER'} the bound, 16 KiB + the XSAVE area stored = ${16384 + xsave} bytes`);
     console.log(`  ratio (dump + restore process) / fork ${((dump + wall) / fork).toFixed(1)}x; throughput ${mbps.toFixed(0)} MB/s`);
   }
 } finally {

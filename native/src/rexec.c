@@ -73,10 +73,17 @@ static void tty_make_raw(void) {
 /* The caller's name in messages: "rexecve" or "rfork". */
 static const char *who = "rexecve";
 
-/* One relayed descriptor: in = the stub reads it and sends DATA; out = DATA from the remote is written to it. */
+/*
+ * One relayed descriptor: in = the stub reads it and sends DATA; out = DATA
+ * from the remote is written to it. unacked: bytes of it sent and not yet
+ * credited back, when the executor credits each descriptor on its own
+ * (STARTED fd_window): a descriptor the child does not read then stops only
+ * itself, never the others (docs/RFORK.md section 4).
+ */
 struct proxy {
   int fd;
   unsigned char in, out, in_open;
+  uint64_t unacked;
 };
 
 static const char *sig_name(int sig) {
@@ -98,6 +105,7 @@ struct rx {
   struct rex_attr *arena;
   size_t arena_cap;
   uint64_t window; /* STARTED's credit towards the executor */
+  uint64_t fd_window; /* STARTED's credit per relayed descriptor (rfork); 0: one window for all */
   int pty;         /* the program has a pseudo-terminal (EXEC pty) */
   uint8_t *out; /* encode buffer: one frame */
   size_t out_cap;
@@ -305,6 +313,8 @@ static int start(struct rx *c, const struct rex__stub_req *rq) {
     if (f.type == REX_MSG_STARTED) {
       const struct rex_attr *w = attr(&f, REX_STARTED_WINDOW);
       c->window = w && w->kind == REX_KIND_UINT ? w->v.u : REXEC_WINDOW;
+      const struct rex_attr *fw = attr(&f, REX_STARTED_FD_WINDOW);
+      c->fd_window = fw && fw->kind == REX_KIND_UINT ? fw->v.u : 0;
       return 0;
     }
     /* Anything else before STARTED (transfer progress, later additions) is information only. */
@@ -404,6 +414,18 @@ static void relay_signals(void) {
   signal(SIGPIPE, SIG_IGN);
 }
 
+/*
+ * How many bytes of `p` the stub may send now: its own window's rest when the
+ * executor credits each descriptor (STARTED fd_window), else the stream's.
+ * With one window for all, a descriptor read ahead that the child never reads
+ * (a file, a busy socket) takes all the credit, and a pipe the child waits
+ * on is no longer read: the child, and the parent's wait(), hang.
+ */
+static uint64_t room(const struct rx *c, const struct proxy *p, uint64_t credit) {
+  if (!c->fd_window) return credit;
+  return p->unacked < c->fd_window ? c->fd_window - p->unacked : 0;
+}
+
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
 static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size_t npx) {
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
@@ -441,9 +463,16 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
           if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
           break;
         }
-        case REX_MSG_WINDOW_UPDATE:
-          if ((a = attr(&f, REX_WINDOW_UPDATE_INCREMENT)) && a->kind == REX_KIND_UINT) credit += a->v.u;
+        case REX_MSG_WINDOW_UPDATE: {
+          const struct rex_attr *on = attr(&f, REX_WINDOW_UPDATE_FD);
+          if (!(a = attr(&f, REX_WINDOW_UPDATE_INCREMENT)) || a->kind != REX_KIND_UINT) break;
+          struct proxy *of = c->fd_window && on && on->kind == REX_KIND_UINT ? find_proxy(px, npx, on->v.u) : NULL;
+          if (of)
+            of->unacked -= a->v.u < of->unacked ? a->v.u : of->unacked;
+          else
+            credit += a->v.u;
           break;
+        }
         case REX_MSG_EXIT: {
           const struct rex_attr *s = attr(&f, REX_EXIT_SIGNAL);
           a = attr(&f, REX_EXIT_CODE);
@@ -460,8 +489,8 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
     p[0] = (struct pollfd){.fd = c->fd, .events = POLLIN, .revents = 0};
     p[1] = (struct pollfd){.fd = sigpipe_fds[0], .events = POLLIN, .revents = 0};
     nfds_t np = 2;
-    for (size_t i = 0; i < npx && credit > 0; i++) {
-      if (!px[i].in || !px[i].in_open) continue;
+    for (size_t i = 0; i < npx; i++) {
+      if (!px[i].in || !px[i].in_open || room(c, &px[i], credit) == 0) continue;
       which[np] = i;
       p[np++] = (struct pollfd){.fd = px[i].fd, .events = POLLIN, .revents = 0};
     }
@@ -497,16 +526,20 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
       }
     }
     for (nfds_t k = 2; k < np; k++) {
-      if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) || credit == 0) continue;
       struct proxy *in = &px[which[k]];
-      size_t want = credit < REXEC_CHUNK ? (size_t)credit : REXEC_CHUNK;
+      uint64_t can = room(c, in, credit);
+      if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) || can == 0) continue;
+      size_t want = can < REXEC_CHUNK ? (size_t)can : REXEC_CHUNK;
       ssize_t n = (p[k].revents & POLLNVAL) ? 0 : read(in->fd, inbuf, want);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n <= 0) {
         in->in_open = 0;
         if (send_simple(c, REX_MSG_DATA, 0, (uint64_t)in->fd, NULL, NULL, 0, 1)) lost("lost rexd");
       } else {
-        credit -= (uint64_t)n;
+        if (c->fd_window)
+          in->unacked += (uint64_t)n;
+        else
+          credit -= (uint64_t)n;
         if (send_simple(c, REX_MSG_DATA, 0, (uint64_t)in->fd, NULL, inbuf, (size_t)n, 0)) lost("lost rexd");
       }
     }
@@ -539,9 +572,9 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
   struct proxy *px = calloc(npx ? npx : 1, sizeof *px);
   if (!px) return ENOMEM;
   if (!rq->image) {
-    px[0] = (struct proxy){0, 1, 0, 1};
-    px[1] = (struct proxy){1, 0, 1, 0};
-    px[2] = (struct proxy){2, 0, 1, 0};
+    px[0] = (struct proxy){0, 1, 0, 1, 0};
+    px[1] = (struct proxy){1, 0, 1, 0, 0};
+    px[2] = (struct proxy){2, 0, 1, 0, 0};
   } else {
     for (size_t i = 0; i < npx; i++) {
       int fd = rq->fds[i];

@@ -28,6 +28,18 @@ import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir, openCached }
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
 
+/**
+ * rfork's credit per relayed descriptor (STARTED fdWindow): each descriptor the
+ * child reads has a window of its own, so one the stub reads ahead and the
+ * child leaves unread (a file, a busy socket) cannot take the credit another
+ * one (the pipe it waits on) needs. DEFAULT_WINDOW each, less when there are
+ * many, so that what this rexd may hold for one child stays near 16 MiB
+ * (64 KiB each at least: 64 MiB for the 1024 descriptors allowed).
+ */
+export function fdWindow(inputs: number): number {
+  return Math.max(64 << 10, Math.min(DEFAULT_WINDOW, Math.floor((16 << 20) / Math.max(1, inputs))));
+}
+
 /** Signals an origin may send (names without SIG). KILL is for the origin's rexd when its stub vanished. */
 export const RELAYED_SIGNALS: readonly string[] = ['INT', 'TERM', 'HUP', 'QUIT', 'USR1', 'USR2', 'WINCH', 'TSTP', 'STOP', 'CONT', 'KILL', 'ALRM', 'PIPE', 'TTIN', 'TTOU'];
 const RELAYED = new Set(RELAYED_SIGNALS);
@@ -303,6 +315,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   // Signals reach the program one after another, in the order the origin sent them (see deliverSignal).
   let signals = Promise.resolve();
   let eofs = 0;
+  // Descriptors whose end has been queued: each once, whichever of 'end', 'close' or the orphan check comes first.
+  const ended = new Set<number>();
   const maybeExit = (): void => {
     if (!exited || eofs < outputs.length || queue.length > 0 || !finish) return;
     const { code, signal } = exited;
@@ -320,14 +334,22 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       queue.push({ fd, data: d });
       flush();
     });
-    s.on('end', () => {
+    const end = (): void => {
+      if (ended.has(fd)) return;
+      ended.add(fd);
       queue.push({ fd, eof: true });
       eofs++;
       flush();
-    });
+    };
+    s.on('end', end);
+    // An rfork child that exits with input still coming (a file read ahead, a pipe it stopped reading) makes the
+    // write into its socket fail (EPIPE), and Node destroys that socket without an 'end': its close is the end. Else
+    // the EXIT waited for the orphan check (2 s) after every such child.
+    s.on('close', end);
     // Node starts reading a child's stdio socket at once: an end that came before these listeners (a restored
     // child closing a descriptor right after its greeting) has been emitted already and will not come again.
-    if (s.readableEnded) {
+    if (s.readableEnded || s.destroyed) {
+      ended.add(fd);
       queue.push({ fd, eof: true });
       eofs++;
     }
@@ -341,9 +363,10 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
           const open = input !== undefined && inputOpen.has(x.fd) && !input.destroyed;
           const len = x.data?.byteLength ?? 0;
           if (len > 0) {
-            // Credit goes back once the bytes are handed on (or dropped: nobody reads that descriptor).
-            if (open) input.write(x.data!, () => conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len }));
-            else conn.sendOn(stream, { type: 'WINDOW_UPDATE', increment: len });
+            // Credit goes back once the bytes are handed on (or dropped: nobody reads that descriptor), naming the descriptor (fdWindow).
+            const credit = { type: 'WINDOW_UPDATE', increment: len, fd: x.fd } as const;
+            if (open) input.write(x.data!, () => conn.sendOn(stream, credit));
+            else conn.sendOn(stream, credit);
           }
           if (x.eof && open) {
             inputOpen.delete(x.fd);
@@ -382,7 +405,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   };
   // The origin may have gone while the program was starting: then nothing will ever call onClose, so call it now.
   if (!conn.adoptStream(stream, listener)) listener.onClose?.(new Error('the origin went away while the program started'));
-  conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd });
+  conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd, ...(m.image ? { fdWindow: fdWindow(inputs.size) } : {}) });
   if (notice && !m.image) queue.push({ fd: 2, data: Buffer.from(notice) }); // a restored process keeps its own cwd (or was refused)
   flush();
   return new Promise<Reply>((resolveExit) => {
@@ -401,7 +424,10 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
           setTimeout(orphanCheck, 2000).unref();
           return;
         }
-        for (const [, o] of outputs) o.destroy();
+        for (const [fd, o] of outputs) {
+          ended.add(fd);
+          o.destroy();
+        }
         eofs = outputs.length;
         maybeExit();
       };

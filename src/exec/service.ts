@@ -24,6 +24,7 @@ import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, 
 import { advertisedCpuProfile } from '../cpu/wire.js';
 import { missingFor, type CpuNeeds } from '../cpu/profile.js';
 import { imageRefused, type ExecLimit } from './limit.js';
+import { testSwitch } from '../util/testmode.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
 export interface ExecCaller {
@@ -111,7 +112,9 @@ export class ExecService {
       if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
       if (candidates.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
     }
-    const order = this.placer.order(candidates);
+    // Test switch: placement by load skips this host, so that the tests move every child to another one.
+    const away = testSwitch('REX_TEST_PLACE_ELSEWHERE') === '1';
+    const order = this.placer.order(candidates).filter((h) => !away || h !== self);
     const refusals: ProtocolError[] = [];
     for (const host of order) {
       const release = this.placer.reserve(host);

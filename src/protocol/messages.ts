@@ -115,7 +115,7 @@ export const MESSAGE_SPECS = {
     host: { tag: 5, t: 'str', max: 255 },
   },
   GOODBYE: { reason: { tag: 1, t: 'str', max: 4096 } },
-  WINDOW_UPDATE: { increment: { tag: 1, t: 'u32', required: true } },
+  WINDOW_UPDATE: { increment: { tag: 1, t: 'u32', required: true }, fd: { tag: 2, t: 'u32' } },
   PING: {
     nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
     target: { tag: 2, t: 'str', max: 255 },
@@ -176,6 +176,7 @@ export const MESSAGE_SPECS = {
     pid: { tag: 2, t: 'u32' },
     window: { tag: 3, t: 'u32' },
     cwd: { tag: 4, t: 'str', max: 4096 },
+    fdWindow: { tag: 5, t: 'u32' },
   },
   DATA: {
     fd: { tag: 1, t: 'u32', required: true },

@@ -17,6 +17,8 @@ export const TEST_SWITCHES = {
   REX_TEST_FETCH_DELAY_MS: 'slow down program transfers',
   /** A JSON file (src/cpu/wire.ts profileToJson): the CPU profile rexd advertises instead of its own. */
   REX_TEST_CPU_PROFILE: 'advertise this CPU profile instead of the host\'s',
+  /** '1': placement by load never picks the origin itself (an EXEC without a host goes to a peer). */
+  REX_TEST_PLACE_ELSEWHERE: 'placement never picks this host',
 } as const;
 
 /** The name of a test switch. */

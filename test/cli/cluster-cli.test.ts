@@ -90,9 +90,33 @@ describe('npm start (rex cluster demo)', () => {
     expect(stdout).toMatch(/^beta\.demo\.fib\(30\)\s+832040\s+beta\s+\d+\.\d+$/m);
     expect(stdout).toMatch(/^beta\.demo\.power\(1\.5, 10\)\s+57\.6650390625\s+beta\s/m);
     expect(stdout).toMatch(/^\*\.demo\.fib\(25\)\s+75025\s+(alpha|beta|gamma)\s/m);
-    // rfork: the 2009 guide's example, its child on beta (its parent there is beta's rexd).
-    expect(stdout).toMatch(/^  parent (\d+) runs on host \S+ - load: \S+\n  child \d+ parent \d+ origin pid \d+ origin parent \1 origin host \S+ runs on host \S+ - REX loadavg: \S+$/m);
+    // rfork: the 2009 guide's example, its child forced onto beta (its parent there is beta's rexd).
+    expect(stdout).toContain("forks on alpha; its child is sent to beta (REX_HOST=beta):");
+    expect(stdout).toMatch(/^  parent (\d+) runs on host \S+ - load: \S+\n  child \d+ parent (\d+) origin pid \d+ origin parent \1 origin host \S+ runs on host \S+ - REX loadavg: \S+\n  The child ran on beta: its parent there is beta's rexd \(pid \2\)\.$/m);
+    expect(stdout).not.toContain('FAILED');
     expect(stdout).toContain('All hosts stopped.');
+    expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
+  });
+
+  it('exits non-zero when a step fails (an rfork whose image the executor damages), after stopping every host', async () => {
+    const dir = join(tmp, 'demo-fail');
+    // REX_TEST_CORRUPT_IMAGE: a test switch, honoured only by a rexd started with --test-mode (the demo's --test-mode).
+    const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--hosts', '2', '--watch', '0', '--test-mode'], {
+      env: { ...process.env, REX_TEST_CORRUPT_IMAGE: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    expect(code, out + err).toBe(1);
+    expect(out).toMatch(/^  FAILED: rfork: test_rfork_1 ended with status \d+$/m);
+    expect(out).toMatch(/restore failed on beta/);
+    expect(err).toContain('rex: the demo failed: rfork (the lines marked FAILED above say why)');
+    // The steps after it still ran, and the hosts were stopped.
+    expect(out).toContain('Next: `rex cluster up`');
+    expect(out).toContain('All hosts stopped.');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });
 

@@ -4,6 +4,12 @@
 // root) and the child checks its state there; the parent's wait() carries
 // the verdict. Plus the rfork-only programs (rf_*): descriptors shared with
 // the parent, signals, exit statuses, nesting, loops, refusals and faults.
+// Every child is forced onto another host than its origin (REX_HOST=beta, a
+// nested one onto alpha, placement with the origin excluded by the test switch
+// REX_TEST_PLACE_ELSEWHERE), and each test asserts where its children ran:
+// every moved child of these programs writes a WHERE line (zdtm.h zdtm_where),
+// whose parent pid names the executor's rexd. The one rfork to the origin
+// itself is the test of that path (files mapped without --file).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
@@ -11,6 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
+import { readImageInfo } from '../../src/rfork/image.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from '../exec/transfer-helper.js';
 import { alive } from '../helpers/proc.js';
@@ -65,10 +72,52 @@ let stop: () => Promise<void>;
 let env: Record<string, string>;
 let dir: string;
 
+/** One moved child, as zdtm_where wrote it: its program, pid, parent (the executor's rexd), host name and origin host name. */
+interface Where {
+  name: string;
+  pid: number;
+  ppid: number;
+  host: string;
+  origin: string;
+}
+let whereCount = 0;
+
+/** The environment of one test: REX_HOST=beta (unless `extra` says otherwise) and a fresh file for its WHERE lines. */
+function traced(extra: Record<string, string> = {}): { env: Record<string, string>; where: () => Where[] } {
+  const file = join(dir, `where-${++whereCount}`);
+  return {
+    env: { ...env, REX_TEST_WHERE: file, ...extra },
+    where: () =>
+      (existsSync(file) ? readFileSync(file, 'utf8') : '')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          const [, name, pid, ppid, host, origin] = l.split(' ');
+          return { name: name!, pid: Number(pid), ppid: Number(ppid), host: host!, origin: origin! };
+        }),
+  };
+}
+
+/** Asserts that `count` children ran on `host` of cluster `c` (the other host than their origin): its rexd is their parent. */
+function expectRanOn(ws: Where[], host: string, count: number, c: LocalCluster = cluster): void {
+  expect(ws, `the moved children's WHERE lines`).toHaveLength(count);
+  const rexd = c.host(host).pid;
+  const names = new Map(c.hosts.map((h) => [h.pid, h.name]));
+  for (const w of ws) {
+    expect(names.get(w.ppid) ?? `pid ${w.ppid}`, `${w.name}: child ${w.pid} ran under`).toBe(host);
+    expect(w.ppid).toBe(rexd);
+    // In network namespaces each host has its own UTS name; the origin's name is what rgethostname() keeps.
+    if (NETNS) expect(w.host).toBe(host);
+    if (NETNS) expect(w.origin).not.toBe(host);
+  }
+}
+
 beforeAll(async () => {
   execFileSync('make', ['-s', '-C', NATIVE, 'all', 'restorer', 'migration-tests'], { stdio: 'pipe' });
   dir = mkdtempSync(join(tmpdir(), 'rex-rfork-'));
-  const c = await startCluster(2);
+  // Placement by load never picks the origin in this cluster: every child of these tests moves to another host.
+  process.env.REX_TEST_PLACE_ELSEWHERE = '1';
+  const c = await startCluster(2).finally(() => delete process.env.REX_TEST_PLACE_ELSEWHERE);
   cluster = c.cluster;
   stop = c.stop;
   await cluster.waitAllReachable();
@@ -134,12 +183,12 @@ describe("the 2009 guide's example, test_rfork_1", () => {
     expect(row!.bytes_in).toBeLessThan(bytes);
   }, 60_000);
 
-  it('without REX_HOST it is placed on a host of the cluster and prints the same lines', async () => {
+  it('without REX_HOST it is placed by load on the other host (the origin excluded) and prints the same lines', async () => {
     const r = await run(join(NATIVE, 'build', 'bin', 'test_rfork_1'), [], { REX_SOCKET: env.REX_SOCKET! });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^parent \d+ runs on host \S+ - load: \S+\nchild \d+ parent (\d+) origin pid \d+ origin parent \d+ origin host \S+ runs on host \S+ - REX loadavg: \S+\n$/);
     const executor = Number(/child \d+ parent (\d+)/.exec(r.stdout)![1]);
-    expect([cluster.host('alpha').pid, cluster.host('beta').pid]).toContain(executor);
+    expect(executor, "the child's parent: beta's rexd").toBe(cluster.host('beta').pid);
   }, 60_000);
 });
 
@@ -163,93 +212,192 @@ describe('fidelity: state that moves with rfork() from alpha to beta', () => {
   ] as const;
   for (const [name, what] of programs) {
     it(`${name}: ${what}`, async () => {
-      const r = await run(join(BIN, name), ['rfork'], env);
+      const t = traced();
+      const r = await run(join(BIN, name), ['rfork'], t.env);
       expect(r.stdout + r.stderr, name).toContain(`PASS ${name}`);
       expect(r.stdout).not.toMatch(/FAIL|RFORKFAIL/);
       expect(r.code).toBe(0);
+      expectRanOn(t.where(), 'beta', 1);
     }, 60_000);
   }
 
   it('mem256: 256 MiB of touched memory', async () => {
-    const r = await run(join(BIN, 'rf_mem'), ['rfork', '256'], env, { timeoutMs: 120_000 });
+    const t = traced();
+    const r = await run(join(BIN, 'rf_mem'), ['rfork', '256'], t.env, { timeoutMs: 120_000 });
     expect(r.stdout).toContain('PASS rf_mem');
     expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', 1);
   }, 150_000);
 
   it('atexit_order: handlers registered before rfork run in the moved child, in reverse order', async () => {
-    const r = await run(join(BIN, 'atexit_order'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'atexit_order'), ['rfork'], t.env);
     expect(r.stdout).toBe('PASS atexit_order (handlers follow)\nATEXIT second\nATEXIT first\n');
     expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 
   it('rf_fpu: MXCSR, the x87 control word and a floating-point series across rfork, errno kept', async () => {
-    const r = await run(join(BIN, 'rf_fpu'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_fpu'), ['rfork'], t.env);
     expect(r.stdout).toContain('PASS rf_fpu');
     expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 
   it('rf_ids: rgetpid/rgetppid/rgethostname in the child, errno unchanged by a successful rfork', async () => {
-    const r = await run(join(BIN, 'rf_ids'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_ids'), ['rfork'], t.env);
     expect(r.stdout).toContain('PASS rf_ids');
     expect(r.stdout).toContain(`CHILD-HOST ${NETNS ? 'beta' : hostname()} PPID ${cluster.host('beta').pid}`);
     expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
+});
+
+describe('glibc tunables: other XSAVE components in use, real migrations from alpha to beta', () => {
+  // GLIBC_TUNABLES glibc.cpu.hwcaps turns features off for glibc's IFUNC selection (string functions, memcpy, libm),
+  // so that other code, and other XSAVE components, are in use at the dump: on an AVX-512 CPU the EVEX functions leave
+  // ZMM16-31 (component 7) in use, without AVX-512 the AVX2 ones YMM (2), with SSE only neither. glibc 2.36 (Debian
+  // 12) spells the names as below: it ignores the older "-AVX2_Usable" (ld.so --list-diagnostics shows what a setting
+  // turned off). On a CPU without a feature its '-' changes nothing: what is asserted holds on every CPU; which
+  // components the image stored is only printed.
+  const AVX512 = '-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD';
+  const variants = [
+    ['no AVX-512', `glibc.cpu.hwcaps=${AVX512}`],
+    ['AVX-512 code not preferred, no VZEROUPPER', 'glibc.cpu.hwcaps=Prefer_No_AVX512,Prefer_No_VZEROUPPER'],
+    ['AVX but no AVX2', `glibc.cpu.hwcaps=-AVX2,${AVX512}`],
+    ['SSE only (no AVX, no FMA)', `glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,${AVX512}`],
+    ['x86-64 baseline (SSE2), no ERMS', `glibc.cpu.hwcaps=-SSE4_2,-SSE4_1,-SSSE3,-POPCNT,-AVX,-AVX2,-FMA,-ERMS,${AVX512}`],
+  ] as const;
+  const programs: readonly (readonly [string, string[], RegExp])[] = [
+    ['hello', ['rfork'], /PASS hello/],
+    ['heap_globals', ['rfork'], /PASS heap_globals/],
+    ['dlopen_after', ['rfork'], /PASS dlopen_after/],
+    ['rf_fpu', ['rfork'], /PASS rf_fpu/],
+    ['rf_file', ['rfork', '<dir>'], /^PASS rf_file\nPARENT-OK\n$/],
+  ];
+  variants.forEach(([what, tunables], i) => {
+    it(`${what}: ${tunables}`, async () => {
+      // The XSAVE state a dump under these tunables stores, from the image itself (readImageInfo): printed, not asserted.
+      const image = join(dir, `tunables-${i}.img`);
+      const d = await run(join(BIN, 'hello'), [image], { GLIBC_TUNABLES: tunables });
+      expect(d.stdout, d.stderr).toMatch(/^DUMPED hello/);
+      const info = readImageInfo(image);
+      rmSync(image);
+      const stored = info.xsaveComponents.filter((c) => c.offset + c.size <= info.xsaveLen).map((c) => c.index);
+      console.log(`${what}: XCR0 0x${info.xcr0.toString(16)}, XSAVE ${info.xsaveLen} of ${info.xsaveSize} bytes stored, components ${stored.join(',') || 'none past the legacy area'}`);
+      expect(info.xsaveLen).toBeGreaterThanOrEqual(576);
+      for (const [name, args, want] of programs) {
+        const t = traced({ GLIBC_TUNABLES: tunables });
+        const r = await run(join(BIN, name), args.map((a) => (a === '<dir>' ? dir : a)), t.env);
+        expect(r.stdout, `${name} under ${tunables}: ${r.stderr}`).toMatch(want);
+        expect(r.stdout).not.toMatch(/FAIL|RFORKFAIL/);
+        expect(r.code).toBe(0);
+        expectRanOn(t.where(), 'beta', 1);
+      }
+    }, 120_000);
+  });
 });
 
 describe('descriptors the child had at rfork time keep working through the stub', () => {
   it('rf_pipes: pipes in both directions with the parent, EOF included', async () => {
-    const r = await run(join(BIN, 'rf_pipes'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_pipes'), ['rfork'], t.env);
     expect(r.stdout).toBe('PASS rf_pipes\nPARENT-OK\n');
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 
   it('rf_socket: a TCP connection to a server in the parent on the origin', async () => {
-    const r = await run(join(BIN, 'rf_socket'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_socket'), ['rfork'], t.env);
     expect(r.stdout).toBe('PASS rf_socket\nPARENT-OK\n');
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 
   it('rf_file: a read-only file continues at the shared offset, an O_APPEND file gets the child lines between the parent ones', async () => {
-    const r = await run(join(BIN, 'rf_file'), ['rfork', dir], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_file'), ['rfork', dir], t.env);
     expect(r.stdout).toBe('PASS rf_file\nPARENT-OK\n');
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 
   it('rf_order: stdout and stderr of parent and child in the order written', async () => {
-    const r = await run(join(BIN, 'rf_order'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_order'), ['rfork'], t.env);
+    expectRanOn(t.where(), 'beta', 1);
     const want = ['P1', 'P2', ...Array.from({ length: 50 }, (_, i) => `C${i}`), 'P3 0', ''];
     expect(r.stdout.split('\n')).toEqual(want);
     expect(r.stderr.split('\n')).toEqual(['p-err-1', ...Array.from({ length: 50 }, (_, i) => `c-err-${i}`), '']);
   }, 60_000);
+
+  it('rf_reads, 200 runs: blocking reads on a relayed file and pipe, and every wait() returns (issue 13: the hang)', async () => {
+    // Each run: the stub reads the file ahead by 1 MiB before the parent writes the pipe the child waits on. With one
+    // credit window for every descriptor that read-ahead took it all and the pipe was never read again; odd runs exit
+    // with the file unread, whose EXIT waited for the executor's 2 s orphan check. 200 runs in one process, one cluster.
+    const t = traced();
+    const runs = 200;
+    const r = await run(join(BIN, 'rf_reads'), ['rfork', dir, String(runs), '10000'], t.env, { timeoutMs: 170_000 });
+    const hang = /^HANG run .*$/m.exec(r.stdout)?.[0];
+    const done = r.stdout.split('\n').filter((l) => l.startsWith('RUN ')).length;
+    expect(hang, `a run whose wait() did not return (after ${done} good runs)`).toBeUndefined();
+    expect(r.stdout, `stderr: ${r.stderr}`).not.toMatch(/FAIL/);
+    const ok = /^OK RUNS (\d+) MS (\d+) SLOW (\d+)$/m.exec(r.stdout);
+    expect(ok, r.stdout.slice(-2000)).not.toBeNull();
+    expect(Number(ok![1])).toBe(runs);
+    // A slow wait (2 s or more) was the orphan check's: none expected, a few tolerated on a loaded machine.
+    expect(Number(ok![3]), 'waits of 2 s or more').toBeLessThanOrEqual(runs / 20);
+    console.log(`rf_reads: ${runs} runs in ${ok![2]} ms, ${ok![3]} slow`);
+    expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', runs);
+  }, 180_000);
 });
 
 describe("signals and exit statuses, as the parent's wait() sees them", () => {
   it('rf_exit: every exit code 0-255 and death by each fatal signal', async () => {
-    const r = await run(join(BIN, 'rf_exit'), ['rfork', '24'], env, { timeoutMs: 240_000 });
+    const t = traced();
+    const r = await run(join(BIN, 'rf_exit'), ['rfork', '24'], t.env, { timeoutMs: 240_000 });
     expect(r.stdout).toBe('OK 276 children\n');
     expect(r.code).toBe(0);
+    expectRanOn(t.where(), 'beta', 276);
   }, 250_000);
 
   it('rf_kill: USR1 to the stub runs the child handler, TERM kills it, KILL of the stub ends it', async () => {
-    const r = await run(join(BIN, 'rf_kill'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_kill'), ['rfork'], t.env);
     expect(r.stdout).toMatch(/^KCHILD \d+\nOK\n$/);
+    expectRanOn(t.where(), 'beta', 4);
     // The child of the KILLed stub ends too: its rexd ends a job whose stub vanished (HUP, then KILL).
     const pid = Number(/KCHILD (\d+)/.exec(r.stdout)![1]);
     for (let i = 0; i < 100 && alive(pid); i++) await new Promise((res) => setTimeout(res, 50));
     expect(alive(pid)).toBe(false);
   }, 60_000);
 
-  it('rf_nested: the moved child rforks again', async () => {
-    const r = await run(join(BIN, 'rf_nested'), ['rfork'], env);
+  it('rf_nested: the moved child rforks again, from beta back onto alpha', async () => {
+    const t = traced();
+    const r = await run(join(BIN, 'rf_nested'), ['rfork', 'alpha'], t.env);
     expect(r.stdout).toBe('PASS rf_nested\n');
     expect(r.code).toBe(0);
+    const ws = t.where();
+    expect(ws.map((w) => w.name)).toEqual(['rf_nested', 'rf_nested']);
+    expectRanOn(ws.slice(0, 1), 'beta', 1);
+    expectRanOn(ws.slice(1), 'alpha', 1);
   }, 60_000);
 
   it('rf_loop: 100 children rforked in a loop, then waited for', async () => {
-    const r = await run(join(BIN, 'rf_loop'), ['rfork', '100'], env, { timeoutMs: 120_000 });
+    const t = traced();
+    const r = await run(join(BIN, 'rf_loop'), ['rfork', '100'], t.env, { timeoutMs: 120_000 });
     expect(r.stdout).toBe('OK 100 children\n');
+    expectRanOn(t.where(), 'beta', 100);
   }, 150_000);
 
-  it('concurrent rforks from four processes, placed by load (no REX_HOST)', async () => {
-    const rs = await Promise.all(Array.from({ length: 4 }, () => run(join(BIN, 'rf_loop'), ['rfork', '10'], { REX_SOCKET: env.REX_SOCKET! }, { timeoutMs: 120_000 })));
+  it('concurrent rforks from four processes, placed by load (no REX_HOST; the origin excluded)', async () => {
+    const t = traced();
+    const placed = { ...t.env };
+    delete placed.REX_HOST;
+    const rs = await Promise.all(Array.from({ length: 4 }, () => run(join(BIN, 'rf_loop'), ['rfork', '10'], placed, { timeoutMs: 120_000 })));
     for (const r of rs) expect(r.stdout).toBe('OK 10 children\n');
+    expectRanOn(t.where(), 'beta', 40);
   }, 150_000);
 });
 
@@ -264,8 +412,10 @@ describe('files the image maps are matched by content, and fetched when the exec
       await c2.cluster.waitAllReachable();
       const e2 = { REX_SOCKET: c2.cluster.host('alpha').socket, REX_HOST: 'beta' };
       const transferred = () => readFileSync(c2.cluster.host('beta').logFile, 'utf8').split('\n').filter((l) => l.includes('program transferred from the origin') && l.includes(join(BIN, 'rf_maps')));
-      const first = await run(join(BIN, 'rf_maps'), ['rfork'], e2);
+      const t = traced();
+      const first = await run(join(BIN, 'rf_maps'), ['rfork'], { ...e2, REX_TEST_WHERE: t.env.REX_TEST_WHERE! });
       expect(first.stdout, first.stderr).toMatch(/^MAPPED \S+\/cache\/[0-9a-f]{64}\nPASS rf_maps\n$/);
+      expectRanOn(t.where(), 'beta', 1, c2.cluster);
       expect(transferred()).toHaveLength(1);
       const second = await run(join(BIN, 'rf_maps'), ['rfork'], e2);
       expect(second.stdout).toBe(first.stdout);
@@ -297,7 +447,7 @@ describe('a spare restorer', () => {
   }
 
   /** Runs hello with descriptors 0-2 only (whatever this test process inherited above 2 is closed first). */
-  const hello = () => run('bash', ['-c', 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; exec "$0" rfork', join(BIN, 'hello')], env);
+  const hello = (e = env) => run('bash', ['-c', 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; exec "$0" rfork', join(BIN, 'hello')], e);
 
   it('waits on beta after an rfork of a child with descriptors 0-2, and becomes the next such child', async () => {
     const beta = cluster.host('beta').pid!;
@@ -311,17 +461,21 @@ describe('a spare restorer', () => {
       { timeout: 10_000, interval: 50 },
     );
     expect(spare, 'a spare restorer under beta').toBeDefined();
-    const r = await hello();
+    const t = traced();
+    const r = await hello(t.env);
     expect(r.stdout).toContain(`hello again: pid ${spare},`);
     expect(r.stdout).toContain('PASS hello');
+    expectRanOn(t.where(), 'beta', 1);
   }, 60_000);
 });
 
 describe('refusals and faults', () => {
   it('rf_shared: shared memory makes rfork fail with EOPNOTSUPP naming the mapping; REX_RFORK_LOCAL forks locally', async () => {
-    const r = await run(join(BIN, 'rf_shared'), ['rfork'], env);
+    const t = traced();
+    const r = await run(join(BIN, 'rf_shared'), ['rfork'], t.env);
     expect(r.stdout).toMatch(/^REFUSED rfork: .*shared anonymous mapping [0-9a-f]+-[0-9a-f]+ .*REX_RFORK_LOCAL/m);
     expect(r.stdout).toContain('PASS rf_shared');
+    expect(t.where(), 'no child moved (the REX_RFORK_LOCAL one stayed here)').toEqual([]);
   }, 60_000);
 
   it('a restore that fails on the executor: rfork returns -1 with errno and the reason, nothing is left running', async () => {
@@ -355,7 +509,8 @@ describe('refusals and faults', () => {
 
   it('the executor dies after the move: the stub says so in one line and exits 255; the restarted rexd ends the orphan', async () => {
     let childPid = 0;
-    const r = await run(join(BIN, 'sleeper'), ['rfork'], env, {
+    const t = traced();
+    const r = await run(join(BIN, 'sleeper'), ['rfork'], t.env, {
       onStdout: (s) => {
         const m = /^READY (\d+)\n/.exec(s);
         if (m && !childPid) {
@@ -367,6 +522,7 @@ describe('refusals and faults', () => {
     expect(r.code).toBe(255);
     expect(r.stderr).toMatch(/^rfork: .*lost beta.*\n$/);
     expect(childPid).toBeGreaterThan(0);
+    expect(t.where().map((w) => w.pid)).toEqual([childPid]);
     await cluster.waitExit('beta');
     await cluster.startHost(cluster.host('beta'));
     for (let i = 0; i < 100 && alive(childPid); i++) await new Promise((res) => setTimeout(res, 50));
@@ -376,7 +532,7 @@ describe('refusals and faults', () => {
 });
 
 it('the programs of this suite exist (built by npm install)', () => {
-  for (const p of ['rf_maps', 'rf_pipes', 'rf_socket', 'rf_file', 'rf_order', 'rf_exit', 'rf_kill', 'rf_nested', 'rf_loop', 'rf_ids', 'rf_shared', 'rf_fail', 'rf_fpu', 'rf_mem']) {
+  for (const p of ['rf_reads', 'rf_maps', 'rf_pipes', 'rf_socket', 'rf_file', 'rf_order', 'rf_exit', 'rf_kill', 'rf_nested', 'rf_loop', 'rf_ids', 'rf_shared', 'rf_fail', 'rf_fpu', 'rf_mem']) {
     expect(existsSync(join(BIN, p)), p).toBe(true);
   }
   expect(readFileSync(join(NATIVE, 'examples', 'test_rfork_1.c'), 'utf8')).toContain('rfork()');

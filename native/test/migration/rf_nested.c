@@ -1,4 +1,4 @@
-/* rf_nested: the moved child rforks again; the grandchild sees its own origin (the child), the child its exit status. */
+/* rf_nested [HOST]: the moved child rforks again (onto HOST, else where $REX_HOST or placement says); the grandchild sees its own origin (the child), the child its exit status. */
 #include "zdtm.h"
 
 int main(int argc, char **argv) {
@@ -9,7 +9,7 @@ int main(int argc, char **argv) {
   if (pid == 0) {
     if (rgetppid() != top) fail("child: rgetppid %d, expected %d", rgetppid(), top);
     pid_t mid = getpid();
-    pid_t g = rfork();
+    pid_t g = rfork_on(argc > 2 ? argv[2] : NULL, 0);
     if (g < 0) fail("nested rfork: %s", rex_last_error());
     if (g == 0) {
       if (rgetppid() != mid) _exit(20);

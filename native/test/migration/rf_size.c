@@ -8,7 +8,9 @@
  * a forked copy calls rex_dump_self into a memfd, as rfork()'s stub does, and
  * sends its struct rex_dump_info back. The image rfork then sends is that
  * image plus the few bytes the second fork changed; the benchmark reads the
- * bytes actually sent from the executor's log and compares.
+ * bytes actually sent from the executor's log and compares. With
+ * $RF_SIZE_IMAGE set, that measuring image is also copied to the path it
+ * names (the benchmark reads its XSAVE bytes with readImageInfo).
  *
  * Prints "dump bytes B data_pages D private_pages P", then
  * "rfork_ns N fork_ns F" (rfork() until the child runs remotely; a local fork()
@@ -41,6 +43,17 @@ static struct rex_dump_info measure(void) {
     int img = memfd_create("rf-size-image", MFD_CLOEXEC);
     /* A copy restored from this image (nobody restores it) would continue here: never, so _exit either way. */
     if (img < 0 || rex_dump_self(img, 0, &info) != 0) info.image_bytes = 0;
+    /* $RF_SIZE_IMAGE: a copy of that image for the benchmark to read (readImageInfo: the XSAVE bytes it stores). */
+    const char *copy = getenv("RF_SIZE_IMAGE");
+    if (info.image_bytes && copy && *copy) {
+      int out = open(copy, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      char buf[65536];
+      ssize_t n;
+      lseek(img, 0, SEEK_SET);
+      while (out >= 0 && (n = read(img, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) break;
+      if (out >= 0) close(out);
+    }
     ssize_t w = write(p[1], &info, sizeof info);
     _exit(w == (ssize_t)sizeof info ? 0 : 1);
   }

@@ -45,6 +45,36 @@ __attribute__((format(printf, 1, 2), unused)) static void fail(const char *fmt, 
   exit(1);
 }
 
+/*
+ * Where a moved child runs (test/rfork/): with $REX_TEST_WHERE set, a child
+ * that rfork() moved appends "WHERE name pid ppid host origin-host" to that
+ * file in one write (ppid is the executor's rexd). errno is left as it was.
+ */
+__attribute__((unused)) static void zdtm_where(void) {
+  const char *path = getenv("REX_TEST_WHERE");
+  if (!path || !*path) return;
+  int e = errno;
+  char host[256], line[640];
+  if (gethostname(host, sizeof host)) strcpy(host, "?");
+  int n = snprintf(line, sizeof line, "WHERE %s %d %d %s %s\n", zdtm_name, (int)getpid(), (int)getppid(), host, rgethostname());
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ssize_t w = write(fd, line, (size_t)n);
+    (void)w;
+    close(fd);
+  }
+  errno = e;
+}
+
+/* rfork() and rfork_on() in these programs: the moved child says where it runs (zdtm_where) before the program goes on. */
+__attribute__((unused)) static pid_t zdtm_rfork_on(const char *host, unsigned flags) {
+  pid_t pid = rfork_on(host, flags);
+  if (pid == 0 && rforked()) zdtm_where();
+  return pid;
+}
+#define rfork() zdtm_rfork_on(NULL, 0)
+#define rfork_on(host, flags) zdtm_rfork_on((host), (flags))
+
 /* Opens the image file; -1 after printing why. */
 __attribute__((unused)) static int zdtm_open_image(const char *path) {
   int fd = strcmp(path, "-") == 0 ? 1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -19,6 +19,7 @@ interface ClusterCliOpts {
   json?: boolean;
   watch?: string;
   rc?: string[];
+  testMode?: boolean;
 }
 
 function hostCount(s: string): number {
@@ -54,7 +55,17 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
     noLib = ((e as { stderr?: Buffer | string }).stderr?.toString() || (e as Error).message).trim().split('\n')[0] ?? '';
   }
   out(`Starting a local REX cluster of ${opts.hosts} hosts in ${dir} ...\n`);
-  const cluster = await LocalCluster.up({ dir, hosts, netns: opts.netns ?? false, ...(lib ? { rc: [lib.rcLine] } : {}) });
+  const cluster = await LocalCluster.up({ dir, hosts, netns: opts.netns ?? false, ...(lib ? { rc: [lib.rcLine] } : {}), ...(opts.testMode ? { testMode: true } : {}) });
+  // Steps that failed: each is said where it fails, the demo goes on with the next, and exits non-zero at the end.
+  const failed: string[] = [];
+  const step = async (name: string, body: () => Promise<void>): Promise<void> => {
+    try {
+      await body();
+    } catch (e) {
+      failed.push(name);
+      out(`  FAILED: ${name}: ${(e as Error).message}\n`);
+    }
+  };
   let done = false;
   const shutdown = async (why: string) => {
     if (done) return;
@@ -77,42 +88,57 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
       out(hostsTable(await c.hosts()));
       if (!cluster.network) out('(The hosts share this machine, so their load averages match; each counts its own REX jobs.)\n');
       out(`\nDemo: a round trip from a client through ${first}'s rexd to every host:\n`);
-      const rows: string[][] = [];
-      for (const h of cluster.hosts) {
-        const rtts: number[] = [];
-        let hops = 0;
-        for (let i = 0; i < 20; i++) {
-          const r = await c.ping(h.name);
-          rtts.push(r.rttMs);
-          hops = r.hops;
+      await step('the round trips', async () => {
+        const rows: string[][] = [];
+        for (const h of cluster.hosts) {
+          const rtts: number[] = [];
+          let hops = 0;
+          for (let i = 0; i < 20; i++) {
+            const r = await c.ping(h.name);
+            rtts.push(r.rttMs);
+            hops = r.hops;
+          }
+          rtts.sort((a, b) => a - b);
+          rows.push([h.name, String(hops), rtts[0]!.toFixed(3), rtts[10]!.toFixed(3)]);
         }
-        rtts.sort((a, b) => a - b);
-        rows.push([h.name, String(hops), rtts[0]!.toFixed(3), rtts[10]!.toFixed(3)]);
-      }
-      out(table(['HOST', 'HOPS', 'MIN ms', 'MEDIAN ms'], rows, new Set([1, 2, 3])));
+        out(table(['HOST', 'HOPS', 'MIN ms', 'MEDIAN ms'], rows, new Set([1, 2, 3])));
+      });
       const other = cluster.hosts[1]?.name ?? first;
       if (lib) {
         out(`\nDemo: a remote call. ${lib.object} was built with gcc -g, its entry points written with repdb -gx (${lib.xml}),\n`);
         out(`and offered as program "demo" in cluster.rc (${lib.rcLine.replace(/=.*/, '=...')}). From ${first}:\n`);
-        const calls = [await demoCall(c, other, 'fib', { n: 30 }), await demoCall(c, other, 'power', { x: 1.5, n: 10 }), await demoCall(c, '*', 'fib', { n: 25 })];
-        out(table(['CALL', 'RESULT', 'RAN ON', 'ms'], calls.map((r) => [r.call, r.result, r.host, r.ms.toFixed(3)]), new Set([3])));
-        out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} rex call ${other}.demo.fib 20)\n`);
+        await step('the remote calls', async () => {
+          const calls = [await demoCall(c, other, 'fib', { n: 30 }), await demoCall(c, other, 'power', { x: 1.5, n: 10 }), await demoCall(c, '*', 'fib', { n: 25 })];
+          out(table(['CALL', 'RESULT', 'RAN ON', 'ms'], calls.map((r) => [r.call, r.result, r.host, r.ms.toFixed(3)]), new Set([3])));
+          out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} rex call ${other}.demo.fib 20)\n`);
+        });
       } else {
         out(`\n(Skipping the remote-call demo: cannot build its C library: ${noLib})\n`);
       }
-      // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so.
+      // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so, its child forced onto
+      // another host than the origin (an rfork to the origin itself would not show a migration).
       const example = resolve(packageRoot(), 'native', 'build', 'bin', 'test_rfork_1');
-      if (existsSync(example)) {
-        out(`\nDemo: rfork(). The 2009 guide's test_rfork_1 (native/examples/test_rfork_1.c) forks on ${first}; its child continues on ${other}:\n`);
-        const r = await new Promise<{ text: string; code: number | null }>((ok) => {
-          execFile(example, [], { env: { ...process.env, REX_SOCKET: cluster.hosts[0]!.socket, REX_HOST: other }, timeout: 20_000 }, (err, stdout, stderr) =>
-            ok({ text: `${stdout}${stderr}`, code: err ? ((err as { code?: number }).code ?? 1) : 0 }),
-          );
-        });
-        out(r.text.trimEnd().replace(/^/gm, '  ') + '\n');
-        if (r.code !== 0) out(`  (test_rfork_1 ended with status ${r.code})\n`);
-      } else {
+      const target = cluster.hosts[1];
+      if (!existsSync(example)) {
         out(`\n(Skipping the rfork demo: ${example} is not built; run make -C native all)\n`);
+      } else if (!target) {
+        out(`\n(Skipping the rfork demo: it moves the child to another host than ${first}, and this cluster has only one)\n`);
+      } else {
+        out(`\nDemo: rfork(). The 2009 guide's test_rfork_1 (native/examples/test_rfork_1.c) forks on ${first}; its child is sent to ${target.name} (REX_HOST=${target.name}):\n`);
+        await step('rfork', async () => {
+          const r = await new Promise<{ text: string; stdout: string; code: number | null }>((ok) => {
+            execFile(example, [], { env: { ...process.env, REX_SOCKET: cluster.hosts[0]!.socket, REX_HOST: target.name }, timeout: 20_000 }, (err, stdout, stderr) =>
+              ok({ text: `${stdout}${stderr}`, stdout, code: err ? ((err as { code?: number }).code ?? 1) : 0 }),
+            );
+          });
+          out(r.text.trimEnd().replace(/^/gm, '  ') + '\n');
+          if (r.code !== 0) throw new Error(`test_rfork_1 ended with status ${r.code}`);
+          // The moved child's parent is the executor's rexd: that names the host it ran on.
+          const parent = Number(/^child \d+ parent (\d+) /m.exec(r.stdout)?.[1]);
+          const ran = cluster.hosts.find((h) => h.pid === parent);
+          if (ran?.name !== target.name) throw new Error(`the child did not run on ${target.name}: its parent is pid ${parent || '?'}${ran ? ` (${ran.name}'s rexd)` : ''}`);
+          out(`  The child ran on ${target.name}: its parent there is ${target.name}'s rexd (pid ${parent}).\n`);
+        });
       }
       const watch = Number(opts.watch ?? '3');
       if (watch > 0) {
@@ -131,6 +157,11 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
     await shutdown('Demo finished');
+  }
+  if (failed.length > 0) {
+    // npm start, and whoever runs the demo to check an installation, must see the failure in the exit status.
+    process.stderr.write(`rex: the demo failed: ${failed.join(', ')} (the lines marked FAILED above say why)\n`);
+    process.exitCode = 1;
   }
 }
 
@@ -212,5 +243,6 @@ export function registerClusterCommands(program: Command): void {
     .option('-n, --hosts <n>', 'number of hosts', '3')
     .option('--netns', 'put each host in a network namespace of its own (root only)')
     .option('--watch <seconds>', 'how long to show live load figures', '3')
+    .option('--test-mode', 'start each rexd with --test-mode, which honours the test switches of rexd(8) (tests make a step fail with them)')
     .action(demo);
 }
