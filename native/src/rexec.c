@@ -638,7 +638,8 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
       if (rq->served && rq->served[i]) {
         /* A file or directory: the child's calls on it come as requests on the file channel (docs/RFORK.md 4.1). */
         px[i].served = 1;
-        px[i].in = px[i].out = 0;
+        px[i].in = 0; /* never read ahead: that would move the offset the parent shares */
+        /* out stays: bytes written to the socket outside the filter (the restorer's warnings on a file as stderr) still reach the file */
       }
       if (fd == rq->chan) { /* the channel has no descriptor here: never read, written or closed */
         px[i].fd = -1;

@@ -6,13 +6,15 @@
  * fstat on the directory, which lists the entries of the directory the
  * origin has open (its path names another directory by then). An mmap, a
  * dup and an fstatat of a relative path are refused with ENOTSUP, not a
- * crash. The parent checks the content and the offset the child left.
+ * crash. A relayed number closed and reused for a local file is the kernel's
+ * again. The parent checks the content and the offset the child left.
  */
 #include "zdtm.h"
 
 #include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 static int has(char names[][16], int n, const char *want) {
   for (int i = 0; i < n; i++)
@@ -47,6 +49,15 @@ int main(int argc, char **argv) {
     snprintf(p2, sizeof p2, "%s/%c", tree, *e);
     close(open(p2, O_WRONLY | O_CREAT, 0600));
   }
+  /* A bigger file, read by the child in one call. */
+  snprintf(p2, sizeof p2, "%s/relay.big", argv[2]);
+  int g = open(p2, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (g < 0) fail("create %s", p2);
+  for (int i = 0; i < 200000; i++) {
+    char c = (char)('a' + i % 26);
+    if (write(g, &c, 1) != 1) fail("write big");
+  }
+  if (lseek(g, 0, SEEK_SET) != 0) fail("lseek big");
   printf("FD %d %d\n", f, d);
   fflush(stdout);
 
@@ -72,6 +83,16 @@ int main(int argc, char **argv) {
     if (statx(f, "", AT_EMPTY_PATH, STATX_SIZE, &sx) || sx.stx_size != 22) fail("statx: %s", strerror(errno));
     if (fsync(f) || fdatasync(f)) fail("fsync: %s", strerror(errno));
     if ((fcntl(f, F_GETFL) & O_ACCMODE) != O_RDWR) fail("F_GETFL is not O_RDWR");
+    char v1[3] = {0}, v2[3] = {0};
+    struct iovec iov[2] = {{v1, 2}, {v2, 2}};
+    if (lseek(f, 2, SEEK_SET) != 2 || readv(f, iov, 2) != 4 || strcmp(v1, "23") || strcmp(v2, "45")) fail("readv: '%s' '%s'", v1, v2);
+    if (preadv(f, iov, 2, 10) != 4 || strcmp(v1, "ab") || strcmp(v2, "cd")) fail("preadv: '%s' '%s'", v1, v2);
+    /* More than one request carries (64 KiB): one read() of the whole big file. */
+    static char big[300000];
+    ssize_t nb = read(g, big, sizeof big);
+    if (nb != 200000) fail("read of the big file: %zd (%s)", nb, strerror(errno));
+    for (int i = 0; i < 200000; i++)
+      if (big[i] != (char)('a' + i % 26)) fail("big file byte %d", i);
     if (lseek(f, 7, SEEK_SET) != 7) fail("lseek set");
 
     if (fstat(d, &st) || !S_ISDIR(st.st_mode) || st.st_ino != dst.st_ino) fail("fstat dir");
@@ -92,6 +113,13 @@ int main(int argc, char **argv) {
     if (m != MAP_FAILED || errno != ENOTSUP) fail("mmap of a relayed file: %p, %s", m, strerror(errno));
     if (dup(f) != -1 || errno != ENOTSUP) fail("dup of a relayed file: %s", strerror(errno));
     if (fstatat(dirfd(dp), "a", &st, 0) != -1 || errno != ENOTSUP) fail("fstatat of a relative path: %s", strerror(errno));
+    /* A relayed number closed and reused for a local file: the kernel serves it, not the origin. */
+    int fnum = f;
+    close(f);
+    int local = open("/proc/self/stat", O_RDONLY);
+    if (local != fnum) fail("the local file got %d, not %d", local, fnum);
+    if (lseek(local, 0, SEEK_CUR) != 0 || read(local, b, 1) != 1 || fstat(local, &st) || S_ISREG(st.st_mode) == 0)
+      fail("the local file at a reused number: %s", strerror(errno));
     pass();
   }
   int st;
