@@ -5,10 +5,10 @@
 // Calls the stub does not perform are refused with ENOTSUP and a message
 // naming the descriptor.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -29,6 +29,21 @@ function run(cmd: string, args: string[], env: Record<string, string>): Promise<
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Live (not zombie) supervisors of relayed files: processes named rex-fileproxy. */
+function supervisors(): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      if (stat.includes('(rex-fileproxy)') && !/\) Z /.test(stat)) out.push(Number(e));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
 }
 
 let cluster: LocalCluster;
@@ -62,3 +77,11 @@ it('a file and a directory opened before rfork behave as such on beta, with the 
   expect(r.stderr).toContain(`rfork: dup on descriptor ${f} is not supported`);
   expect(r.stderr).toContain(`rfork: fstatat of a path relative to it on descriptor ${m![2]} is not supported`);
 }, 90_000);
+
+it('five runs in a row: each passes and no supervisor is left running after its child', async () => {
+  for (let i = 0; i < 5; i++) {
+    const r = await run(join(BIN, 'rf_relayfile'), ['rfork', mkdtempSync(join(dir, 'run-'))], env);
+    expect(r.stdout).toMatch(/PASS rf_relayfile\nPARENT-OK\n$/);
+  }
+  await vi.waitFor(() => expect(supervisors()).toEqual([]), { timeout: 10_000, interval: 100 });
+}, 120_000);

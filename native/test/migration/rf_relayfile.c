@@ -113,6 +113,16 @@ int main(int argc, char **argv) {
     if (m != MAP_FAILED || errno != ENOTSUP) fail("mmap of a relayed file: %p, %s", m, strerror(errno));
     if (dup(f) != -1 || errno != ENOTSUP) fail("dup of a relayed file: %s", strerror(errno));
     if (fstatat(dirfd(dp), "a", &st, 0) != -1 || errno != ENOTSUP) fail("fstatat of a relative path: %s", strerror(errno));
+    /* The supervisor is this process's child, named rex-fileproxy (the test checks none is left afterwards). */
+    char kids[256] = {0}, cpath[64], comm[32] = {0};
+    snprintf(cpath, sizeof cpath, "/proc/self/task/%d/children", (int)getpid());
+    int kf = open(cpath, O_RDONLY);
+    if (kf < 0 || read(kf, kids, sizeof kids - 1) <= 0) fail("no child process: the supervisor is missing");
+    close(kf);
+    snprintf(cpath, sizeof cpath, "/proc/%d/comm", atoi(kids));
+    kf = open(cpath, O_RDONLY);
+    if (kf < 0 || read(kf, comm, sizeof comm - 1) <= 0 || strcmp(comm, "rex-fileproxy\n")) fail("the child process is '%s', not rex-fileproxy", comm);
+    close(kf);
     /* A relayed number closed and reused for a local file: the kernel serves it, not the origin. */
     int fnum = f;
     close(f);
