@@ -28,4 +28,6 @@
   X(fileproxy_request_fields)     \
   X(fileproxy_answer_fields)      \
   X(fileproxy_fuzz_parsers)       \
-  X(fileproxy_perform_served_only)
+  X(fileproxy_perform_served_only) \
+  X(fileproxy_filter_unprivileged) \
+  X(fileproxy_filter_privileged_keeps_credentials)

@@ -10,6 +10,12 @@
 #include "fileproxy.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,4 +212,96 @@ TEST_IMPL(fileproxy_perform_served_only) {
   free(data);
   close(fd);
   close(other);
+}
+
+/*
+ * The filter and the supervisor without the cluster: descriptor N of this
+ * process is a socket (as in a moved child), a forked "stub" holds the real
+ * file at N and answers the channel, and rex__fp_start makes lseek, read,
+ * write and fstat on N act on that file. `unprivileged`: as root, the test
+ * first becomes nobody (no CAP_SYS_ADMIN), so the filter needs
+ * no_new_privs and the child sets it; with CAP_SYS_ADMIN it is left unset.
+ */
+
+static void stub_serve(int chan, int n) {
+  static uint8_t in[REX_FP_REQ_SIZE + REX_FP_MAX_IO], out[REX_FP_RESP_SIZE + REX_FP_MAX_IO];
+  size_t len = 0;
+  serve_only = n;
+  for (;;) {
+    ssize_t r = read(chan, in + len, sizeof in - len);
+    if (r <= 0) _exit(0);
+    len += (size_t)r;
+    for (;;) {
+      struct rex_fp_req rq;
+      char why[200];
+      long used = rex__fp_parse_req(in, len, &rq, why, sizeof why);
+      if (used < 0) _exit(3);
+      if (used == 0) break;
+      size_t d = rex__fp_perform(&rq, only, NULL, out, out + REX_FP_RESP_SIZE);
+      if (write(chan, out, REX_FP_RESP_SIZE + d) != (ssize_t)(REX_FP_RESP_SIZE + d)) _exit(4);
+      memmove(in, in + used, len - (size_t)used);
+      len -= (size_t)used;
+    }
+  }
+}
+
+static void filter_case(int drop, int expect_nnp) {
+  const int N = 40;
+  char path[] = "/tmp/rex-fp-XXXXXX";
+  int real = mkstemp(path);
+  ASSERT(real >= 0);
+  unlink(path);
+  ASSERT_EQ(write(real, "0123456789", 10), 10);
+  ASSERT_EQ(lseek(real, 3, SEEK_SET), 3);
+  int rs[2], ch[2];
+  ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, rs) == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, ch) == 0);
+  pid_t stub = fork();
+  ASSERT(stub >= 0);
+  if (stub == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* the test process, once nobody, may not kill it */
+    dup2(real, N);
+    close(ch[0]);
+    stub_serve(ch[1], N);
+  }
+  close(real);
+  close(ch[1]);
+  ASSERT_EQ(dup2(rs[0], N), N);
+  close(rs[0]);
+  if (drop) {
+    ASSERT(setgroups(0, NULL) == 0 && setresgid(65534, 65534, 65534) == 0 && setresuid(65534, 65534, 65534) == 0);
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* setuid made it undumpable; a process rexd starts as its user is dumpable */
+  }
+  ASSERT_EQ(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
+  ASSERT_EQ(rex__fp_start(&N, 1, ch[0]), 0);
+  ASSERT_EQ(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), expect_nnp);
+  ASSERT_EQ(lseek(N, 0, SEEK_CUR), 3);
+  char b[8] = {0};
+  ASSERT_EQ(read(N, b, 4), 4);
+  ASSERT(memcmp(b, "3456", 4) == 0);
+  ASSERT_EQ(write(N, "X", 1), 1);
+  ASSERT_EQ(pread(N, b, 3, 6), 3);
+  ASSERT(memcmp(b, "6X8", 3) == 0);
+  struct stat st;
+  ASSERT(fstat(N, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 10);
+  close(N);
+  if (!drop) {
+    kill(stub, SIGKILL);
+    waitpid(stub, NULL, 0);
+  }
+}
+
+TEST_IMPL(fileproxy_filter_unprivileged) {
+  if (geteuid() != 0) {
+    filter_case(0, 1); /* already an ordinary user (without CAP_SYS_ADMIN) */
+    return;
+  }
+  filter_case(1, 1);
+}
+
+TEST_IMPL(fileproxy_filter_privileged_keeps_credentials) {
+  if (geteuid() != 0) {
+    printf("# skipped: not root (no CAP_SYS_ADMIN to keep)\n");
+    return;
+  }
+  filter_case(0, 0);
 }
