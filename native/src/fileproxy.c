@@ -103,6 +103,7 @@ static const uint8_t OPS[REX_FP_OP_MAX + 1] = {
     [REX_FP_SETFL] = USES_AUX,
     [REX_FP_FSTATFS] = 0,
     [REX_FP_FALLOCATE] = USES_A | USES_B | USES_AUX,
+    [REX_FP_STREAM] = 0,
 };
 
 long rex__fp_parse_req(const uint8_t *buf, size_t n, struct rex_fp_req *rq, char *why, size_t whylen) {
@@ -571,6 +572,20 @@ static size_t build_filter(struct sock_filter *f, const int *fds, size_t n) {
 
 static struct sock_filter filter_prog[4 + NCALLS + 3 + 2 * (2 + 2 * REX_FP_MAX_FILES)];
 
+/*
+ * The filter cannot be had here: the child tells the stub on the channel
+ * (STREAM) to relay its files as byte streams, as for pipes (docs/RFORK.md
+ * 4.1), and closes its end. Returns -e.
+ */
+int rex__fp_fall_back(int chan, int e) {
+  uint8_t hdr[REX_FP_REQ_SIZE];
+  struct rex_fp_req rq = {.op = REX_FP_STREAM};
+  rex__fp_put_req(hdr, &rq);
+  write_full(chan, hdr, sizeof hdr);
+  close(chan);
+  return -e;
+}
+
 int rex__fp_start(const int *fds, size_t n, int chan) {
   if (n == 0) return 0;
   if (n > REX_FP_MAX_FILES) n = REX_FP_MAX_FILES;
@@ -580,9 +595,8 @@ int rex__fp_start(const int *fds, size_t n, int chan) {
   int sp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
     int e = errno;
-    say("rfork: relayed files: socketpair: %s; they stay plain relay sockets\n", strerror(e));
-    close(chan);
-    return -e;
+    say("rfork: relayed files: socketpair: %s; they are relayed as streams\n", strerror(e));
+    return rex__fp_fall_back(chan, e);
   }
   /* A clone with no exit signal: the program's wait() and SIGCHLD never see it (only __WALL/__WCLONE would). */
   long pid = syscall(SYS_clone, 0L, 0L, 0L, 0L, 0L);
@@ -591,12 +605,11 @@ int rex__fp_start(const int *fds, size_t n, int chan) {
     supervise(sp[1]);
   }
   close(sp[1]);
-  close(chan);
   if (pid < 0) {
     int e = errno;
     close(sp[0]);
-    say("rfork: relayed files: cannot start their supervisor: %s; they stay plain relay sockets\n", strerror(e));
-    return -e;
+    say("rfork: relayed files: cannot start their supervisor: %s; they are relayed as streams\n", strerror(e));
+    return rex__fp_fall_back(chan, e);
   }
   /* Where Yama restricts ptrace to ancestors, the supervisor (a child) still needs to reach this process's memory. */
   prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0);
@@ -616,9 +629,10 @@ int rex__fp_start(const int *fds, size_t n, int chan) {
   if (lfd < 0) {
     int e = errno;
     close(sp[0]); /* the supervisor reads EOF and exits */
-    say("rfork: relayed files: seccomp filter refused: %s; they stay plain relay sockets\n", strerror(e));
-    return -e;
+    say("rfork: relayed files: seccomp filter refused: %s; they are relayed as streams\n", strerror(e));
+    return rex__fp_fall_back(chan, e);
   }
+  close(chan);
   char cbuf[CMSG_SPACE(sizeof(int))];
   memset(cbuf, 0, sizeof cbuf);
   char one = 'L';
@@ -636,6 +650,7 @@ int rex__fp_start(const int *fds, size_t n, int chan) {
   int e = w == 1 ? 0 : errno;
   close(l);
   close(sp[0]);
-  if (e) say("rfork: relayed files: cannot hand the filter to the supervisor: %s\n", strerror(e));
+  /* The filter is in place but nobody serves it: the calls it catches fail with ENOSYS from now on. */
+  if (e) say("rfork: relayed files: cannot hand the filter to the supervisor: %s; calls on them fail with ENOSYS\n", strerror(e));
   return -e;
 }

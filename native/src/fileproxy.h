@@ -41,7 +41,8 @@ enum rex_fp_op {
   REX_FP_SETFL = 13,     /* aux = flags */
   REX_FP_FSTATFS = 14,   /* answer: struct statfs */
   REX_FP_FALLOCATE = 15, /* aux = mode, a = offset, b = length */
-  REX_FP_OP_MAX = 15
+  REX_FP_STREAM = 16,    /* from the child itself, never answered: no filter here, relay the files as byte streams */
+  REX_FP_OP_MAX = 16
 };
 
 /*
@@ -100,5 +101,8 @@ size_t rex__fp_perform(const struct rex_fp_req *rq, int (*served)(void *ctx, int
  * stderr (the descriptors then stay plain relay sockets).
  */
 int rex__fp_start(const int *fds, size_t n, int chan);
+
+/* Tells the stub on the channel to relay the files as byte streams (STREAM) and closes it; returns -e. */
+int rex__fp_fall_back(int chan, int e);
 
 #endif /* REX_FILEPROXY_H */

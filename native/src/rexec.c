@@ -443,6 +443,20 @@ static int fp_input(struct rx *c, const uint8_t *d, size_t n, uint64_t *credit) 
         return send_simple(c, REX_MSG_DATA, 0, (uint64_t)fp_chan, NULL, NULL, 0, 1) ? -1 : 0;
       }
       if (used == 0) break;
+      if (rq.op == REX_FP_STREAM) {
+        /* The child could not install its filter: its files are relayed as byte streams from now on, as pipes are. */
+        for (size_t i = 0; i < fp_npx; i++) {
+          struct proxy *p = &fp_px[i];
+          if (!p->served) continue;
+          p->served = 0;
+          int fl = fcntl(p->fd, F_GETFL);
+          int acc = fl < 0 ? O_RDWR : (fl & O_ACCMODE);
+          p->in = p->fd == 0 || (p->fd > 2 && (acc == O_RDONLY || acc == O_RDWR)); /* as rex__stub_exec decides for streams */
+          p->in_open = p->in;
+        }
+        fp_broken = 1;
+        return 0;
+      }
       size_t dlen = rex__fp_perform(&rq, fp_served, NULL, fp_out, fp_out + REX_FP_RESP_SIZE);
       memmove(fp_in, fp_in + used, fp_len - (size_t)used);
       fp_len -= (size_t)used;

@@ -106,6 +106,12 @@ static int mark_files(int n) {
 /* In the restored copy: the supervisor of the relayed files takes their calls (fileproxy.c). */
 static void serve_files(int nfds) {
   if (rf_chan < 0) return;
+  /* REX_RFORK_FILES=stream (the origin's environment, docs/man/rfork.3.md): files relayed as byte streams, as before 4.1. */
+  const char *how = getenv("REX_RFORK_FILES");
+  if (how && strcmp(how, "stream") == 0) {
+    rex__fp_fall_back(rf_chan, 0);
+    return;
+  }
   static int files[REX_FP_MAX_FILES];
   size_t n = 0;
   for (int i = 0; i < nfds && n < REX_FP_MAX_FILES; i++)

@@ -30,4 +30,5 @@
   X(fileproxy_fuzz_parsers)       \
   X(fileproxy_perform_served_only) \
   X(fileproxy_filter_unprivileged) \
-  X(fileproxy_filter_privileged_keeps_credentials)
+  X(fileproxy_filter_privileged_keeps_credentials) \
+  X(fileproxy_filter_refused_falls_back)

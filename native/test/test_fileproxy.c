@@ -16,6 +16,10 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,4 +308,37 @@ TEST_IMPL(fileproxy_filter_privileged_keeps_credentials) {
     return;
   }
   filter_case(0, 0);
+}
+
+/* Where no filter can be installed (here: a filter already in place refuses seccomp()), the child tells the stub STREAM and its descriptors stay sockets. */
+TEST_IMPL(fileproxy_filter_refused_falls_back) {
+  const int N = 41;
+  int rs[2], ch[2];
+  ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, rs) == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, ch) == 0);
+  ASSERT_EQ(dup2(rs[0], N), N);
+  struct sock_filter deny[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_seccomp, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {.len = 4, .filter = deny};
+  ASSERT(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+  ASSERT(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0);
+  ASSERT_EQ(rex__fp_start(&N, 1, ch[0]), -EPERM);
+  uint8_t b[REX_FP_REQ_SIZE];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t r = read(ch[1], b + got, sizeof b - got);
+    ASSERT(r > 0);
+    got += (size_t)r;
+  }
+  struct rex_fp_req rq;
+  char why[200];
+  ASSERT_EQ(rex__fp_parse_req(b, sizeof b, &rq, why, sizeof why), REX_FP_REQ_SIZE);
+  ASSERT_EQ(rq.op, REX_FP_STREAM);
+  char more;
+  ASSERT_EQ(read(ch[1], &more, 1), 0); /* and the child's end of the channel is closed */
+  struct stat st;
+  ASSERT(fstat(N, &st) == 0 && S_ISSOCK(st.st_mode));
 }

@@ -36,6 +36,7 @@ const OPS: Record<number, { a?: boolean; b?: boolean; aux?: boolean; payload?: b
   13: { aux: true }, // SETFL
   14: { stat: 120 }, // FSTATFS
   15: { a: true, b: true, aux: true }, // FALLOCATE
+  16: {}, // STREAM (from the child: no filter, relay as streams)
 };
 
 type Verdict = string; // "OK ...", "MORE" or "BAD <field>"
@@ -135,7 +136,7 @@ const request = fc
 
 const answer = fc
   .record({
-    op: fc.integer({ min: 1, max: 15 }),
+    op: fc.integer({ min: 1, max: 16 }),
     echo: fc.oneof({ weight: 9, arbitrary: fc.constant(-1) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }),
     magic: fc.oneof({ weight: 9, arbitrary: fc.constant(RESP_MAGIC) }, { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) }),
     zero16: fc.oneof({ weight: 9, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }),

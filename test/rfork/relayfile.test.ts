@@ -85,3 +85,12 @@ it('five runs in a row: each passes and no supervisor is left running after its 
   }
   await vi.waitFor(() => expect(supervisors()).toEqual([]), { timeout: 10_000, interval: 100 });
 }, 120_000);
+
+it('REX_RFORK_FILES=stream: the child sends STREAM, the stub relays its files as byte streams again (rf_file passes, rf_relayfile sees a socket)', async () => {
+  const streamed = { ...env, REX_RFORK_FILES: 'stream' };
+  const ok = await run(join(BIN, 'rf_file'), ['rfork', mkdtempSync(join(dir, 'stream-'))], streamed);
+  expect(ok.stdout).toBe('PASS rf_file\nPARENT-OK\n');
+  const sock = await run(join(BIN, 'rf_relayfile'), ['rfork', mkdtempSync(join(dir, 'stream-'))], streamed);
+  expect(sock.stdout).toMatch(/FAIL rf_relayfile: fstat: mode 0140777 size 0/);
+  expect(sock.code).not.toBe(0);
+}, 90_000);
