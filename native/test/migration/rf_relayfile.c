@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <stdint.h>
 
 static int has(char names[][16], int n, const char *want) {
   for (int i = 0; i < n; i++)
@@ -94,6 +95,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 200000; i++)
       if (big[i] != (char)('a' + i % 26)) fail("big file byte %d", i);
     if (lseek(f, 7, SEEK_SET) != 7) fail("lseek set");
+    /* A read into a bad buffer fails with EFAULT before the origin reads: the shared offset stays. */
+    volatile uintptr_t bad = 1;
+    if (read(f, (void *)bad, 4) != -1 || errno != EFAULT) fail("read into a bad buffer: %s", strerror(errno));
+    if (lseek(f, 0, SEEK_CUR) != 7) fail("a failed read moved the offset");
 
     if (fstat(d, &st) || !S_ISDIR(st.st_mode) || st.st_ino != dst.st_ino) fail("fstat dir");
     DIR *dp = fdopendir(d);
