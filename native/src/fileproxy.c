@@ -303,7 +303,8 @@ static int64_t fwd_read(pid_t pid, uint64_t id, int fd, uint64_t addr, uint64_t 
   uint64_t done = 0;
   /* Can the caller's buffer be reached at all (a bad pointer, or ptrace refused)? Asked before the origin reads: its offset must not move for nothing. */
   char probe;
-  if (n && (mem_read(pid, addr, &probe, 1) || mem_read(pid, addr + n - 1, &probe, 1))) return -EFAULT;
+  uint64_t first = n > REX_FP_MAX_IO ? REX_FP_MAX_IO : n; /* a count beyond the buffer is the kernel's business only where data reaches it */
+  if (n && (mem_read(pid, addr, &probe, 1) || mem_read(pid, addr + first - 1, &probe, 1))) return -EFAULT;
   while (done < n) {
     uint32_t chunk = n - done > REX_FP_MAX_IO ? REX_FP_MAX_IO : (uint32_t)(n - done);
     const uint8_t *d = NULL;
