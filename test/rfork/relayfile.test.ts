@@ -94,3 +94,9 @@ it('REX_RFORK_FILES=stream: the child sends STREAM, the stub relays its files as
   expect(sock.stdout).toMatch(/FAIL rf_relayfile: fstat: mode 0140777 size 0/);
   expect(sock.code).not.toBe(0);
 }, 90_000);
+
+it('relayed twice: alpha to beta to alpha, the grandchild reads and seeks the file at the offset all three share', async () => {
+  const r = await run(join(BIN, 'rf_relaynested'), ['rfork', mkdtempSync(join(dir, 'nested-'))], { REX_SOCKET: cluster.host('alpha').socket });
+  expect(r.stdout).toBe('PASS rf_relaynested\nPARENT-OK\n');
+  expect(r.code).toBe(0);
+}, 90_000);
