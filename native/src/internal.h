@@ -48,6 +48,8 @@ struct rex__stub_req {
   int pty;                         /* ask for a pseudo-terminal of stdin's size (stdin is a terminal) */
   const int *fds;                  /* image: the descriptors to proxy, 0-2 included */
   size_t nfds;
+  const unsigned char *served;     /* image: per fds[i], 1 = a file or directory answered on the file channel (NULL: none) */
+  int chan;                        /* image: the file channel's number among fds, or -1 (docs/RFORK.md 4.1) */
 };
 
 /*

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE /* SOCK_CLOEXEC, MSG_NOSIGNAL, pipe2 */
 #include "internal.h"
 #include "die.h"
+#include "fileproxy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,8 +84,15 @@ static const char *who = "rexecve";
 struct proxy {
   int fd;
   unsigned char in, out, in_open;
+  unsigned char served; /* a file or directory: answered on the file channel, never read or written as a stream */
   uint64_t unacked;
 };
+
+/* The file channel (docs/RFORK.md 4.1): requests from the moved child's supervisor, answered here on the real descriptors. */
+static int fp_chan = -1;
+static int fp_broken;
+static uint8_t *fp_in, *fp_out;
+static size_t fp_len;
 
 static const char *sig_name(int sig) {
   for (size_t i = 0; i < sizeof SIGNALS / sizeof *SIGNALS; i++)
@@ -383,6 +391,12 @@ static struct proxy *find_proxy(struct proxy *px, size_t n, uint64_t fd) {
  * would act on the socket the parent shares, not on the child's copy.
  */
 static int remote_closed(struct rx *c, struct proxy *p) {
+  if (p && p->served && p->fd > 2) {
+    /* The child closed its last copy of a relayed file: requests on it are EBADF from now on, the parent keeps its own. */
+    p->served = 0;
+    close(p->fd);
+    return 0;
+  }
   if (!p || p->fd <= 2 || (!p->out && !p->in)) return 0; /* 0-2 stay: the stub reports on stderr */
   p->out = 0;
   p->in = 0;
@@ -393,6 +407,77 @@ static int remote_closed(struct rx *c, struct proxy *p) {
   }
   close(p->fd);
   return rc;
+}
+
+static struct proxy *fp_px;
+static size_t fp_npx;
+
+static int fp_served(void *ctx, int fd) {
+  (void)ctx;
+  struct proxy *p = find_proxy(fp_px, fp_npx, (uint64_t)fd);
+  return p && p->served;
+}
+
+/*
+ * Bytes from the file channel: each complete request is performed on the
+ * real descriptor and answered on the channel. A malformed request ends the
+ * channel (the supervisor then fails the child's calls with EIO) with a
+ * message naming the field. Returns -1 when rexd is lost.
+ */
+static int fp_input(struct rx *c, const uint8_t *d, size_t n, uint64_t *credit) {
+  if (fp_broken) return 0;
+  if (!fp_in) {
+    fp_in = malloc(REX_FP_REQ_SIZE + REX_FP_MAX_IO);
+    fp_out = malloc(REX_FP_RESP_SIZE + REX_FP_MAX_IO);
+    if (!fp_in || !fp_out) lost("out of memory");
+  }
+  while (n) {
+    size_t take = REX_FP_REQ_SIZE + REX_FP_MAX_IO - fp_len;
+    if (take > n) take = n;
+    memcpy(fp_in + fp_len, d, take);
+    fp_len += take;
+    d += take;
+    n -= take;
+    for (;;) {
+      struct rex_fp_req rq;
+      char why[200];
+      long used = rex__fp_parse_req(fp_in, fp_len, &rq, why, sizeof why);
+      if (used == 0 && fp_len == REX_FP_REQ_SIZE + REX_FP_MAX_IO) {
+        snprintf(why, sizeof why, "a request longer than %u bytes", REX_FP_REQ_SIZE + REX_FP_MAX_IO);
+        used = -1;
+      }
+      if (used < 0) {
+        char line[400];
+        int k = snprintf(line, sizeof line, "%s: bad request on the file channel from the moved child: %s; its relayed files fail with EIO\n", who, why);
+        if (k > 0) write_all(2, (const uint8_t *)line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1, 0);
+        fp_broken = 1;
+        return send_simple(c, REX_MSG_DATA, 0, (uint64_t)fp_chan, NULL, NULL, 0, 1) ? -1 : 0;
+      }
+      if (used == 0) break;
+      if (rq.op == REX_FP_STREAM) {
+        /* The child could not install its filter: its files are relayed as byte streams from now on, as pipes are. */
+        for (size_t i = 0; i < fp_npx; i++) {
+          struct proxy *p = &fp_px[i];
+          if (!p->served) continue;
+          p->served = 0;
+          int fl = fcntl(p->fd, F_GETFL);
+          int acc = fl < 0 ? O_RDWR : (fl & O_ACCMODE);
+          p->in = p->fd == 0 || (p->fd > 2 && (acc == O_RDONLY || acc == O_RDWR)); /* as rex__stub_exec decides for streams */
+          p->in_open = p->in;
+        }
+        fp_broken = 1;
+        return 0;
+      }
+      size_t dlen = rex__fp_perform(&rq, fp_served, NULL, fp_out, fp_out + REX_FP_RESP_SIZE);
+      memmove(fp_in, fp_in + used, fp_len - (size_t)used);
+      fp_len -= (size_t)used;
+      size_t all = REX_FP_RESP_SIZE + dlen;
+      /* Answers are bounded (one per request, the supervisor waits for each): they go out whatever the credit, and count against it. */
+      *credit = *credit > all ? *credit - all : 0;
+      if (send_simple(c, REX_MSG_DATA, 0, (uint64_t)fp_chan, NULL, fp_out, all, 0)) return -1;
+    }
+  }
+  return 0;
 }
 
 /* The stub's signal handling: the relayed signals only write their number to a self-pipe, which the loop reads. */
@@ -454,6 +539,14 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
           const struct rex_attr *d = attr(&f, REX_DATA_DATA);
           const struct rex_attr *eof = attr(&f, REX_DATA_EOF);
           if (!a || a->kind != REX_KIND_UINT) break;
+          if (fp_chan >= 0 && a->v.u == (uint64_t)fp_chan) {
+            /* The file channel: requests, not a descriptor's bytes; its end (the supervisor exited) needs nothing. */
+            if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
+              if (fp_input(c, d->data, d->len, &credit)) lost("lost rexd");
+              if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+            }
+            break;
+          }
           struct proxy *to = find_proxy(px, npx, a->v.u);
           if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
             /* EPIPE or a closed descriptor: the reader is gone; drop, keep the credit flowing. */
@@ -590,8 +683,21 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
         px[i].in = acc == O_RDONLY || acc == O_RDWR;
         px[i].out = acc == O_WRONLY || acc == O_RDWR;
       }
+      if (rq->served && rq->served[i]) {
+        /* A file or directory: the child's calls on it come as requests on the file channel (docs/RFORK.md 4.1). */
+        px[i].served = 1;
+        px[i].in = 0; /* never read ahead: that would move the offset the parent shares */
+        /* out stays: bytes written to the socket outside the filter (the restorer's warnings on a file as stderr) still reach the file */
+      }
+      if (fd == rq->chan) { /* the channel has no descriptor here: never read, written or closed */
+        px[i].fd = -1;
+        px[i].in = px[i].out = 0;
+      }
       px[i].in_open = px[i].in;
     }
+    fp_chan = rq->chan;
+    fp_px = px;
+    fp_npx = npx;
   }
   struct rx c = {.fd = -1};
   int e = start(&c, rq);

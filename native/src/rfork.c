@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE /* memfd_create, pipe2 */
 #include "internal.h"
+#include "fileproxy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +72,52 @@ static void send_report(int fd, int err) {
 
 /* Filled before the dump: no malloc may run between fork() and the dump, or the child's heap (and brk) would differ from the parent's. */
 static int rf_fds[RF_MAX_FDS];
+/* Per rf_fds[i]: 1 = a regular file or directory, served through the file channel rf_chan (docs/RFORK.md 4.1). */
+static unsigned char rf_served[RF_MAX_FDS];
+static int rf_chan = -1;
+
+/*
+ * Marks the regular files and directories among rf_fds[0..n) and, when there
+ * are any, adds the file channel's number (one above the highest) to the
+ * list. The new count, or -EMFILE.
+ */
+static int mark_files(int n) {
+  int files = 0;
+  rf_chan = -1;
+  for (int i = 0; i < n; i++) {
+    struct stat st;
+    rf_served[i] = 0;
+    if (files < (int)REX_FP_MAX_FILES && fstat(rf_fds[i], &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+      rf_served[i] = 1;
+      files++;
+    }
+  }
+  if (!files) return n;
+  if (n == RF_MAX_FDS) {
+    rex__set_error("rfork: more than %d open descriptors to proxy", RF_MAX_FDS - 1);
+    return -EMFILE;
+  }
+  rf_chan = rf_fds[n - 1] + 1;
+  rf_served[n] = 0;
+  rf_fds[n] = rf_chan;
+  return n + 1;
+}
+
+/* In the restored copy: the supervisor of the relayed files takes their calls (fileproxy.c). */
+static void serve_files(int nfds) {
+  if (rf_chan < 0) return;
+  /* REX_RFORK_FILES=stream (the origin's environment, docs/man/rfork.3.md): files relayed as byte streams, as before 4.1. */
+  const char *how = getenv("REX_RFORK_FILES");
+  if (how && strcmp(how, "stream") == 0) {
+    rex__fp_fall_back(rf_chan, 0);
+    return;
+  }
+  static int files[REX_FP_MAX_FILES];
+  size_t n = 0;
+  for (int i = 0; i < nfds && n < REX_FP_MAX_FILES; i++)
+    if (rf_served[i]) files[n++] = rf_fds[i];
+  rex__fp_start(files, n, rf_chan);
+}
 
 /*
  * The descriptors to proxy: 0-2 always, then every open one but `skip`,
@@ -224,6 +272,7 @@ pid_t rfork_on(const char *host, unsigned rflags) {
   }
   int skip[2] = {rep[1], img};
   int nfds = list_fds(skip, 2);
+  if (nfds >= 0) nfds = mark_files(nfds);
   if (nfds < 0) {
     if (nfds != -EMFILE) rex__set_error("rfork: reading /proc/self/fd: %s", strerror(-nfds));
     send_report(rep[1], -nfds);
@@ -237,6 +286,7 @@ pid_t rfork_on(const char *host, unsigned rflags) {
     /* The restored copy, on the executor. rep[1] and img name nothing here: leave them. */
     rf_migrated = 1;
     greet_executor(ready_fd);
+    serve_files(nfds);
     errno = saved_errno;
     return 0;
   }
@@ -260,7 +310,7 @@ pid_t rfork_on(const char *host, unsigned rflags) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), img);
   struct started st = {rep[1], img};
-  struct rex__stub_req rq = {.who = "rfork", .host = host, .path = path, .image = 1, .fds = rf_fds, .nfds = (size_t)nfds};
+  struct rex__stub_req rq = {.who = "rfork", .host = host, .path = path, .image = 1, .fds = rf_fds, .nfds = (size_t)nfds, .served = rf_served, .chan = rf_chan};
   int e = rex__stub_exec(&rq, on_started, &st);
   send_report(rep[1], e);
   _exit(127);

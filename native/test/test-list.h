@@ -24,4 +24,11 @@
   X(client_error_answer)          \
   X(client_garbage_answer)        \
   X(client_timeout)               \
-  X(client_closed_early)
+  X(client_closed_early)          \
+  X(fileproxy_request_fields)     \
+  X(fileproxy_answer_fields)      \
+  X(fileproxy_fuzz_parsers)       \
+  X(fileproxy_perform_served_only) \
+  X(fileproxy_filter_unprivileged) \
+  X(fileproxy_filter_privileged_keeps_credentials) \
+  X(fileproxy_filter_refused_falls_back)
