@@ -665,9 +665,9 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
   struct proxy *px = calloc(npx ? npx : 1, sizeof *px);
   if (!px) return ENOMEM;
   if (!rq->image) {
-    px[0] = (struct proxy){0, 1, 0, 1, 0};
-    px[1] = (struct proxy){1, 0, 1, 0, 0};
-    px[2] = (struct proxy){2, 0, 1, 0, 0};
+    px[0] = (struct proxy){0, 1, 0, 1, 0, 0};
+    px[1] = (struct proxy){1, 0, 1, 0, 0, 0};
+    px[2] = (struct proxy){2, 0, 1, 0, 0, 0};
   } else {
     for (size_t i = 0; i < npx; i++) {
       int fd = rq->fds[i];
