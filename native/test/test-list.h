@@ -24,4 +24,7 @@
   X(client_error_answer)          \
   X(client_garbage_answer)        \
   X(client_timeout)               \
-  X(client_closed_early)
+  X(client_closed_early)          \
+  X(xsave_convert_intel_amd_round_trip) \
+  X(xsave_convert_refusals)       \
+  X(xsave_compare_superset)
