@@ -6,10 +6,14 @@
 // Prints medians, image bytes against the private pages, the metadata bytes
 // (header, tables, trailer: everything but page data) against the bound of
 // docs/IMAGE.md (16 KiB plus the XSAVE area the image stores, from its header
-// through readImageInfo), and the ratios.
+// through readImageInfo), and the ratios. Last, the cost of an XSAVE layout
+// conversion in the restorer (docs/IMAGE.md section 3.1): the small program's
+// image as dumped with every component in use (same layout: the plain copy)
+// against the same image rewritten to a layout with this CPU's components in
+// reverse order (converted), as the restorer reports it with REX_RESTORE_TIMING=1.
 // Run with `npm run bench -- rfork` (after npm install) or `node bench/rfork-local.mjs`.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +53,75 @@ function pageMaps(image) {
   return { nruns: info.nruns, nwords: info.nwords, xsave: info.xsaveLen };
 }
 
+/**
+ * The image with every XSAVE component but PKRU marked in use (those that
+ * were in their initial state stored as zeros, the same state), laid out as
+ * this CPU does (reverse false) or as a CPU that puts this CPU's components
+ * in reverse order from byte 640 would (reverse true: valid, and different
+ * from this CPU's layout, so the restorer must convert it). Each component's
+ * bytes move with it; the tables after the area follow; meta_hash is
+ * recomputed. Offsets are docs/IMAGE.md section 2's.
+ */
+async function withXsaveLayout(img, reverse) {
+  const { xxh64, IMAGE_HEADER_SIZE: HS } = await import('../dist/rfork/image.js');
+  const a64 = (v) => (v + 63) & ~63;
+  const oldLen = img.readUInt32LE(3388);
+  let bv = img.readBigUInt64LE(HS + 512);
+  const comps = [];
+  for (let i = 2; i < 16; i++) {
+    const size = img.readUInt16LE(3392 + 4 * i + 2);
+    if (size) comps.push({ i, from: img.readUInt16LE(3392 + 4 * i), to: img.readUInt16LE(3392 + 4 * i), size, was: (bv >> BigInt(i)) & 1n });
+  }
+  let at = img.readUInt32LE(44);
+  if (reverse) {
+    at = 640;
+    for (const c of [...comps].reverse()) (c.to = at), (at = a64(at + c.size));
+  }
+  const inUse = comps.filter((c) => c.i !== 9 || c.was);
+  for (const c of inUse) bv |= 1n << BigInt(c.i);
+  const len = Math.max(576, ...inUse.map((c) => c.to + c.size));
+  const area = Buffer.alloc(a64(len));
+  img.copy(area, 0, HS, HS + 576);
+  area.writeBigUInt64LE(bv, 512);
+  for (const c of inUse) if (c.was) img.copy(area, c.to, HS + c.from, HS + c.from + c.size);
+  const metaSize = Number(img.readBigUInt64LE(48)) - a64(oldLen) + a64(len);
+  const out = Buffer.concat([img.subarray(0, HS), area, img.subarray(HS + a64(oldLen))]);
+  out.writeUInt32LE(len, 3388);
+  out.writeUInt32LE(at, 44);
+  for (const c of comps) out.writeUInt16LE(c.to, 3392 + 4 * c.i);
+  out.writeBigUInt64LE(BigInt(metaSize), 48);
+  out.writeBigUInt64LE(0n, 64);
+  out.writeBigUInt64LE(xxh64(out.subarray(0, HS + metaSize)), 64);
+  return out;
+}
+
+/** Restores an image with REX_RESTORE_TIMING=1: the restorer's XSAVE line and its start-to-jump time. */
+function timedRestore(image) {
+  const r = spawnSync(restorer, [image], { encoding: 'utf8', env: { ...process.env, REX_RESTORE_TIMING: '1' } });
+  const x = /timing: xsave (copied|converted) (\d+) ns \((\d+) bytes stored, (\d+) bytes for XRSTOR\)/.exec(r.stderr);
+  const rm = /restore_ns (\d+)/.exec(r.stdout);
+  if (r.status !== 0 || !x || !rm) throw new Error(`restore failed: ${r.stdout}${r.stderr}`);
+  return { how: x[1], ns: Number(x[2]), stored: Number(x[3]), loaded: Number(x[4]), restore: Number(rm[1]) };
+}
+
+async function conversionCost(dir, runs = 21) {
+  const dumped = join(dir, 'xsave.img'), plain = join(dir, 'xsave-plain.img'), moved = join(dir, 'xsave-moved.img');
+  const d = spawnSync(subject, [dumped, '0', '0'], { encoding: 'utf8' });
+  if (d.status !== 0) throw new Error(`bench_rfork failed: ${d.stdout}${d.stderr}`);
+  writeFileSync(plain, await withXsaveLayout(readFileSync(dumped), false));
+  writeFileSync(moved, await withXsaveLayout(readFileSync(dumped), true));
+  // bench_rfork's image is consumed by nothing: restore it as often as needed.
+  const a = [], b = [];
+  timedRestore(plain), timedRestore(moved); // warm
+  for (let k = 0; k < runs; k++) a.push(timedRestore(plain)), b.push(timedRestore(moved));
+  if (a[0].how !== 'copied' || b[0].how !== 'converted') throw new Error(`expected copied/converted, got ${a[0].how}/${b[0].how}`);
+  const us = (ns) => `${(ns / 1000).toFixed(1)} us`;
+  console.log(`\nXSAVE layout conversion in the restorer (small program, every component but PKRU in use, ${runs} runs each, medians; REX_RESTORE_TIMING=1)`);
+  console.log(`  same layout, plain copy               ${us(median(a.map((r) => r.ns)))} (${a[0].stored} bytes); restore ${ms(median(a.map((r) => r.restore)))}`);
+  console.log(`  another layout, converted             ${us(median(b.map((r) => r.ns)))} (${b[0].stored} bytes stored, ${b[0].loaded} for XRSTOR); restore ${ms(median(b.map((r) => r.restore)))}`);
+  console.log('  (each figure includes one clock_gettime system call, which the restorer makes without the vDSO)');
+}
+
 const subjects = [
   { name: 'small program', mib: 0, percent: 0, runs: 21 },
   { name: '256 MiB touched', mib: 256, percent: 100, runs: 5 },
@@ -78,6 +151,7 @@ try {
       `${meta <= 16384 + xsave ? 'within' : 'OVER'} the bound, 16 KiB + the XSAVE area stored = ${16384 + xsave} bytes`);
     console.log(`  ratio (dump + restore process) / fork ${((dump + wall) / fork).toFixed(1)}x; throughput ${mbps.toFixed(0)} MB/s`);
   }
+  await conversionCost(dir);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -26,6 +26,7 @@
 #include <stdarg.h>
 
 #include "../src/image.h"
+#include "../src/xsave.h"
 #include "sys.h"
 
 /* ------------------------------------------------------------ libc bits */
@@ -566,32 +567,93 @@ static void check_host_cpu(void) {
   }
 }
 
-static void check_host(void) {
-  check_host_cpu();
-  if (hdr.xcr0 != host_xcr0()) {
-    say("this CPU's XSAVE features differ from the image's: XCR0 %x (area %u bytes) here, %x (%u bytes) in the image; "
-        "restore on a host with the same CPU features",
-        U(host_xcr0()), U(host_xsave_size()), U(hdr.xcr0), U(hdr.xsave_size));
-    r_exit(EX_HOST);
-  }
-  /* The same features can still be laid out differently (vendors differ): XRSTOR reads this CPU's layout. */
+/*
+ * The XSAVE area XRSTOR will load, in this CPU's layout (docs/IMAGE.md
+ * section 3.1). This CPU must enable every component the image's CPU did
+ * (a superset is fine: the others start in their initial state), each at the
+ * same size; where a component sits may differ (vendors differ), and then the
+ * area is converted (xsave.h). When every component in use sits where it sat,
+ * the stored bytes are copied as they are. Either way the area is ready in
+ * xsave_area (in the restorer's zone, 64-byte aligned) before anything is mapped.
+ */
+static struct rex_xsave_layout host_layout;
+static uint64_t xrstor_mask; /* XRSTOR's requested-feature bitmap */
+static int restore_timing;   /* REX_RESTORE_TIMING=1 in the environment: report the XSAVE cost on stderr */
+
+static void check_host_xsave(void) {
+  host_layout.xcr0 = host_xcr0();
+  host_layout.size = host_xsave_size();
   for (unsigned i = 2; i < REX_IMG_NXCOMP; i++) {
-    if (!(hdr.xcr0 >> i & 1)) continue;
+    if (!(host_layout.xcr0 >> i & 1)) continue;
     uint32_t a, b, c, d;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(i));
-    if (b != hdr.xsave_comp[i].offset || a != hdr.xsave_comp[i].size) {
-      say("this CPU lays out XSAVE component %u at bytes %u..%u, the image's CPU at %u..%u; restore on a host with the same "
-          "CPU layout",
-          U(i), U(b), U(b + a), U(hdr.xsave_comp[i].offset), U((uint32_t)hdr.xsave_comp[i].offset + hdr.xsave_comp[i].size));
-      r_exit(EX_HOST);
-    }
+    host_layout.comp[i].offset = (uint16_t)b, host_layout.comp[i].size = (uint16_t)a;
   }
-  if (hdr.xsave_size != host_xsave_size()) {
-    say("this CPU's XSAVE area is %u bytes, the image's CPU's %u, for the same features (XCR0 %x); restore on a host with "
-        "the same CPU layout",
-        U(host_xsave_size()), U(hdr.xsave_size), U(hdr.xcr0));
+  struct rex_xsave_layout img = rex_xsave_image_layout(&hdr);
+  /* Components 16 and above (AMX tiles) are never carried (the dumper refuses them in use), so only 0..15 must be here. */
+  uint64_t missing = hdr.xcr0 & ~host_layout.xcr0 & 0xffffu;
+  if (missing) {
+    /* "5 (AVX-512 opmask), 6 (...)": msgbuf is say()'s, so the list is built in a buffer of its own. */
+    static char names[512];
+    unsigned n = 0, count = 0;
+#define PUT(c) (n < sizeof names - 1 ? (void)(names[n++] = (c)) : (void)0)
+    for (unsigned i = 0; i < REX_IMG_NXCOMP; i++) {
+      if (!(missing >> i & 1)) continue;
+      if (count++) PUT(','), PUT(' ');
+      if (i >= 10) PUT((char)('0' + i / 10));
+      PUT((char)('0' + i % 10));
+      const char *nm = rex_xsave_name(i);
+      if (*nm) {
+        PUT(' '), PUT('(');
+        while (*nm) PUT(*nm++);
+        PUT(')');
+      }
+    }
+#undef PUT
+    names[n] = '\0';
+    say("this CPU's XSAVE features differ from the image's: XCR0 %x (area %u bytes) here, %x (%u bytes) in the image; "
+        "this CPU lacks component%s %s; restore on a host whose CPU has %s",
+        U(host_layout.xcr0), U(host_layout.size), U(hdr.xcr0), U(hdr.xsave_size), count > 1 ? "s" : "", names,
+        count > 1 ? "them" : "it");
     r_exit(EX_HOST);
   }
+  unsigned bad;
+  if (rex_xsave_compare(&img, &host_layout, hdr.xcr0 & 0xffffu, &bad) == REX_XSAVE_RESIZED) {
+    say("this CPU's XSAVE component %u (%s) is %u bytes, the image's CPU's %u bytes: the same state cannot be carried over; "
+        "restore on a host with the image's CPU features",
+        U(bad), rex_xsave_name(bad), U(host_layout.comp[bad].size), U(hdr.xsave_comp[bad].size));
+    r_exit(EX_HOST);
+  }
+  uint32_t need = rex_xsave_extent(&host_layout, host_layout.xcr0);
+  if (need > sizeof xsave_area) {
+    say("this CPU's XSAVE area (%u bytes for components 0..15) is larger than the restorer's buffer (%u bytes)", U(need),
+        U(sizeof xsave_area));
+    r_exit(EX_HOST);
+  }
+  /* Components 0..15 only: AMX (17, 18) is never in an image and stays as the kernel gave it (off). PKRU stays this
+     host's default for a new process when the image's CPU had none (XRSTOR's initial value 0 would open every key). */
+  xrstor_mask = host_layout.xcr0 & 0xffffu;
+  if (!(hdr.xcr0 >> 9 & 1)) xrstor_mask &= ~(1ull << 9);
+
+  uint64_t t0 = now_ns();
+  const uint8_t *x = meta + lay.xsave;
+  int r = rex_xsave_compare(&img, &host_layout, rex_xsave_rd64(x + 512), &bad);
+  if (r == REX_XSAVE_SAME) memcpy(xsave_area, x, hdr.xsave_len); /* the rest stays zero: components in their initial state */
+  else if (r == REX_XSAVE_MOVED) r = rex_xsave_convert(xsave_area, need, x, hdr.xsave_len, &img, &host_layout, &bad);
+  if (r < 0) { /* check_xsave and the checks above leave nothing to fail here; kept so that nothing half-converted is loaded */
+    say("cannot convert the image's XSAVE area to this CPU's layout: component %u (%s): error %d", U(bad), rex_xsave_name(bad),
+        D(r));
+    r_exit(EX_HOST);
+  }
+  uint64_t t1 = now_ns();
+  if (restore_timing)
+    say("timing: xsave %s %u ns (%u bytes stored, %u bytes for XRSTOR)", r == REX_XSAVE_SAME ? "copied" : "converted",
+        U(t1 - t0), U(hdr.xsave_len), U(r == REX_XSAVE_SAME ? hdr.xsave_len : need));
+}
+
+static void check_host(void) {
+  check_host_cpu();
+  check_host_xsave();
   read_host_maps();
   for (unsigned i = 0; i < REX_IMG_NSPECIAL; i++) {
     const struct rex_img_special *s = &hdr.special[i];
@@ -807,7 +869,6 @@ static _Noreturn void jump(void) {
   b[16] = g->rsp - 8;
   /* ret pops rip from the image's stack: the slot below rsp is dead (it held rex_dump_self's frame). */
   *(uint64_t *)(g->rsp - 8) = g->rip;
-  memcpy(xsave_area, meta + lay.xsave, hdr.xsave_len); /* the rest stays zero: components in their initial state */
 
   struct rex_img_resume res = {REX_IMG_RESUME_MAGIC, REX_IMG_ZONE_START, REX_IMG_ZONE_END, hdr.pid,
                                (int32_t)sys0(NR_getpid), t_start, 0};
@@ -837,7 +898,7 @@ static _Noreturn void jump(void) {
                    "pop %%rsp\n"
                    "ret\n"
                    :
-                   : "r"(xsave_area), "a"((uint32_t)hdr.xcr0), "d"((uint32_t)(hdr.xcr0 >> 32)), "r"(FINAL_BLOCK)
+                   : "r"(xsave_area), "a"((uint32_t)xrstor_mask), "d"((uint32_t)(xrstor_mask >> 32)), "r"(FINAL_BLOCK)
                    : "memory");
   __builtin_unreachable();
 }
@@ -961,6 +1022,8 @@ _Noreturn void restorer_main(uint64_t *sp) {
   sys4(NR_rt_sigprocmask, SIG_SETMASK_, &all, 0, 8);
 
   parse_args((int)sp[0] - 1, (char **)(sp + 2));
+  for (char **e = (char **)(sp + 2 + sp[0]); *e; e++)
+    if (streq(*e, "REX_RESTORE_TIMING=1")) restore_timing = 1;
   if (args_fd >= 0) {
     read_args_fd();
     t_start = now_ns(); /* a spare waited for its image: the restore starts now */

@@ -8,7 +8,7 @@
 
 RESTORER := $(BUILD)/bin/rex-restore
 RESTORER_SRCS := restorer/restorer.c
-RESTORER_DEPS := restorer/restorer.c restorer/sys.h restorer/restorer.lds src/image.h src/image_cpu.h
+RESTORER_DEPS := restorer/restorer.c restorer/sys.h restorer/restorer.lds src/image.h src/image_cpu.h src/xsave.h
 
 # Flags of the restorer, each for a reason:
 #   -ffreestanding            no hosted libc: it runs before any libc could exist in its process
@@ -42,7 +42,14 @@ $(BUILD)/test/migration/%: test/migration/%.c test/migration/zdtm.h $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(WARN) -O1 -g -Iinclude -o $@ $< $(BUILD)/lib/librex.a -lm
 
-.PHONY: restorer migration-tests
+# The restorer's XSAVE converter (src/xsave.h) on cases from stdin, for test/migration/xsave-convert.test.ts.
+XSAVE_CONV := $(BUILD)/test/rex_xsave_conv
+$(XSAVE_CONV): test/xsave_conv.c src/xsave.h src/image.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT) -o $@ $<
+
+.PHONY: restorer migration-tests xsave-conv
+xsave-conv: $(XSAVE_CONV)
 restorer: $(RESTORER)
 migration-tests: $(MIGRATION_BINS)
 
@@ -54,6 +61,6 @@ restorer-check: $(RESTORER) $(BUILD)/test/migration/hello
 	@rm -f $(BUILD)/test/migration/hello.img
 	@echo "restorer-check: hello round trip passed"
 
-all: restorer migration-tests
+all: restorer migration-tests $(XSAVE_CONV)
 check: restorer-check
 .PHONY: restorer-check

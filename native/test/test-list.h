@@ -31,4 +31,7 @@
   X(fileproxy_perform_served_only) \
   X(fileproxy_filter_unprivileged) \
   X(fileproxy_filter_privileged_keeps_credentials) \
-  X(fileproxy_filter_refused_falls_back)
+  X(fileproxy_filter_refused_falls_back) \
+  X(xsave_convert_intel_amd_round_trip) \
+  X(xsave_convert_refusals)       \
+  X(xsave_compare_superset)

@@ -117,6 +117,32 @@ export function withCpuProfile(img: Buffer, leaves: CpuidLeaves, inUse?: readonl
   return rehash(b);
 }
 
+/**
+ * The image as if dumped on a CPU with layout `cpu` with the same state:
+ * unlike withCpuLayout, which only relabels, each component in use moves
+ * from where the image's layout puts it to where `cpu` puts it (the legacy
+ * area and XSAVE header stay), the area is stored up to the last of them,
+ * and the header takes `cpu`'s XCR0, size and table. Every component in use
+ * must be in `cpu`'s layout.
+ */
+export function withXsaveLayout(img: Buffer, cpu: CpuLayout): Buffer {
+  const hs = img.readUInt32LE(H.headerSize);
+  const bv = img.readBigUInt64LE(XSTATE_BV);
+  const oldComp = (i: number) => ({ offset: img.readUInt16LE(H.xsaveComp + 4 * i), size: img.readUInt16LE(H.xsaveComp + 4 * i + 2) });
+  const inUse = [...Array(16).keys()].filter((i) => i >= 2 && ((bv >> BigInt(i)) & 1n) === 1n);
+  const comps = new Map(cpu.components.map((c) => [c.index, c]));
+  for (const i of inUse) {
+    const c = comps.get(i);
+    if (!c) throw new Error(`withXsaveLayout: component ${i} is in use but ${cpu.cpu} has none`);
+    if (c.size !== oldComp(i).size) throw new Error(`withXsaveLayout: component ${i} is ${oldComp(i).size} bytes, ${c.size} on ${cpu.cpu}`);
+  }
+  const moved = inUse.map((i) => ({ at: comps.get(i)!.offset, bytes: Buffer.from(img.subarray(hs + oldComp(i).offset, hs + oldComp(i).offset + oldComp(i).size)) }));
+  const b = withCpuLayout(img, cpu, inUse);
+  b.fill(0, hs + 576, hs + b.readUInt32LE(H.xsaveLen));
+  for (const m of moved) m.bytes.copy(b, hs + m.at);
+  return rehash(b);
+}
+
 /** The offset of XSTATE_BV (the XSAVE header's in-use bitmap) in an image. */
 export const XSTATE_BV = H.size + 512;
 
