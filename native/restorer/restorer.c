@@ -580,6 +580,40 @@ static struct rex_xsave_layout host_layout;
 static uint64_t xrstor_mask; /* XRSTOR's requested-feature bitmap */
 static int restore_timing;   /* REX_RESTORE_TIMING=1 in the environment: report the XSAVE cost on stderr */
 
+/* "5 (AVX-512 opmask), 6 (...)" for the components of `mask`: msgbuf is say()'s, so the list has a buffer of its own. */
+static const char *component_list(uint64_t mask, unsigned *count) {
+  static char names[512];
+  unsigned n = 0;
+  *count = 0;
+#define PUT(c) (n < sizeof names - 1 ? (void)(names[n++] = (c)) : (void)0)
+  for (unsigned i = 0; i < REX_IMG_NXCOMP; i++) {
+    if (!(mask >> i & 1)) continue;
+    if ((*count)++) PUT(','), PUT(' ');
+    if (i >= 10) PUT((char)('0' + i / 10));
+    PUT((char)('0' + i % 10));
+    const char *nm = rex_xsave_name(i);
+    if (*nm) {
+      PUT(' '), PUT('(');
+      while (*nm) PUT(*nm++);
+      PUT(')');
+    }
+  }
+#undef PUT
+  names[n] = '\0';
+  return names;
+}
+
+/* Whether the image's record says the process may use feature `name` (header.cpu.in_use, the generated table's names). */
+static int image_uses_feature(const char *name) {
+  for (unsigned i = 0; i < REX_IMG_NFEATURES; i++) {
+    const struct rex_img_feature *f = &rex_img_features[i];
+    const char *a = f->name, *b = name;
+    while (*a && *a == *b) a++, b++;
+    if (!*a && !*b) return (int)(hdr.cpu.in_use[f->reg] >> f->bit & 1);
+  }
+  return 0;
+}
+
 static void check_host_xsave(void) {
   host_layout.xcr0 = host_xcr0();
   host_layout.size = host_xsave_size();
@@ -593,28 +627,39 @@ static void check_host_xsave(void) {
   /* Components 16 and above (AMX tiles) are never carried (the dumper refuses them in use), so only 0..15 must be here. */
   uint64_t missing = hdr.xcr0 & ~host_layout.xcr0 & 0xffffu;
   if (missing) {
-    /* "5 (AVX-512 opmask), 6 (...)": msgbuf is say()'s, so the list is built in a buffer of its own. */
-    static char names[512];
-    unsigned n = 0, count = 0;
-#define PUT(c) (n < sizeof names - 1 ? (void)(names[n++] = (c)) : (void)0)
-    for (unsigned i = 0; i < REX_IMG_NXCOMP; i++) {
-      if (!(missing >> i & 1)) continue;
-      if (count++) PUT(','), PUT(' ');
-      if (i >= 10) PUT((char)('0' + i / 10));
-      PUT((char)('0' + i % 10));
-      const char *nm = rex_xsave_name(i);
-      if (*nm) {
-        PUT(' '), PUT('(');
-        while (*nm) PUT(*nm++);
-        PUT(')');
-      }
-    }
-#undef PUT
-    names[n] = '\0';
+    unsigned count;
+    const char *names = component_list(missing, &count);
     say("this CPU's XSAVE features differ from the image's: XCR0 %x (area %u bytes) here, %x (%u bytes) in the image; "
         "this CPU lacks component%s %s; restore on a host whose CPU has %s",
         U(host_layout.xcr0), U(host_layout.size), U(hdr.xcr0), U(hdr.xsave_size), count > 1 ? "s" : "", names,
         count > 1 ? "them" : "it");
+    r_exit(EX_HOST);
+  }
+  /*
+   * More is not always fine. glibc's lazy-binding trampoline
+   * (_dl_runtime_resolve_xsave/_xsavec) saves the components of its
+   * STATE_SAVE_MASK into a stack buffer it sized from the origin CPU's CPUID
+   * at start-up: a component of that mask this CPU enables and the image's
+   * did not would be written past the buffer, and so would a standard-form
+   * area reaching further than the image's where glibc saves with XSAVE
+   * (XSAVEC not in use). CRIU refuses the same (its FPU cpu-cap check).
+   */
+  uint64_t extra = host_layout.xcr0 & ~hdr.xcr0 & REX_GLIBC_STATE_SAVE_MASK;
+  if (extra) {
+    unsigned count;
+    const char *names = component_list(extra, &count);
+    say("this CPU enables XSAVE component%s %s, which the image's CPU did not (XCR0 %x here, %x in the image): the "
+        "process's glibc saves %s into stack buffers sized for the image's CPU; restore on a host with the image's XSAVE "
+        "features",
+        count > 1 ? "s" : "", names, U(host_layout.xcr0), U(hdr.xcr0), count > 1 ? "them" : "it");
+    r_exit(EX_HOST);
+  }
+  uint32_t saved = rex_xsave_extent(&host_layout, REX_GLIBC_STATE_SAVE_MASK);
+  if (!image_uses_feature("XSAVEC") && saved > hdr.xsave_size) {
+    say("this CPU's XSAVE area reaches byte %u for the components glibc saves, the image's CPU's %u, and the process's "
+        "glibc saves them with XSAVE (no XSAVEC) into stack buffers sized for the image's CPU; restore on a host with the "
+        "image's XSAVE layout",
+        U(saved), U(hdr.xsave_size));
     r_exit(EX_HOST);
   }
   unsigned bad;

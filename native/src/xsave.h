@@ -18,6 +18,14 @@
 
 #include "image.h"
 
+/*
+ * The components glibc's lazy-binding trampoline saves (STATE_SAVE_MASK of
+ * sysdeps/x86/sysdep.h: SSE, AVX, MPX bounds, AVX-512 opmask, ZMM upper
+ * halves, ZMM16-31) into a stack buffer sized from CPUID at the process's
+ * start: a restoring CPU may not enable more of them than the image's did.
+ */
+#define REX_GLIBC_STATE_SAVE_MASK ((1ull << 1) | (1ull << 2) | (1ull << 3) | (1ull << 5) | (1ull << 6) | (1ull << 7))
+
 /* One CPU's standard-form layout of the components its XCR0 enables. */
 struct rex_xsave_layout {
   uint64_t xcr0;                             /* XGETBV(0): the components the OS enables */

@@ -94,9 +94,21 @@ export function hostCpuProfile(): CpuProfile {
 export interface CpuNeeds {
   /** Features the origin's code may have chosen (the origin CPU's, less those GLIBC_TUNABLES turned off). */
   features: readonly string[];
-  /** XSAVE components the image's state uses (bits of XCR0). */
+  /**
+   * XSAVE components the restoring CPU must enable: the image's XCR0,
+   * components 0..15 (the restorer requires each of them, in use or not; AMX
+   * state is never carried).
+   */
   xcr0: bigint;
 }
+
+/**
+ * The components glibc's lazy-binding trampoline saves (STATE_SAVE_MASK: SSE,
+ * AVX, MPX bounds, AVX-512 opmask, ZMM upper halves, ZMM16-31) into a stack
+ * buffer sized from CPUID at the process's start: a host may not enable more
+ * of them than the image's CPU did (native/src/xsave.h, the restorer's check).
+ */
+export const GLIBC_STATE_SAVE_MASK = (1n << 1n) | (1n << 2n) | (1n << 3n) | (1n << 5n) | (1n << 6n) | (1n << 7n);
 
 /** XSAVE state component names (Intel SDM vol. 1, 13.1) for messages. */
 const COMPONENT_NAMES: Record<number, string> = {
@@ -114,15 +126,20 @@ const COMPONENT_NAMES: Record<number, string> = {
 /**
  * Why `host` cannot run an image with `needs`, one phrase per missing
  * feature or state component ("no AVX512F", "no XSAVE component 7
- * (AVX-512 ZMM16-31)"); empty when it can. Offsets may differ (the restorer
- * converts the XSAVE area), and the host may have more.
+ * (AVX-512 ZMM16-31)") and per component of GLIBC_STATE_SAVE_MASK it
+ * enables beyond the image's ("XSAVE component 5 (AVX-512 opmask) beyond
+ * the origin's"); empty when it can. Offsets may differ (the restorer
+ * converts the XSAVE area), and the host may have other components (PKRU,
+ * AMX) and features more.
  */
 export function missingFor(needs: CpuNeeds, host: Pick<CpuProfile, 'features' | 'xcr0'>): string[] {
   const out: string[] = [];
   for (const ft of FEATURES) if (needs.features.includes(ft.name) && !host.features.includes(ft.name)) out.push(`no ${ft.name}`);
   for (let i = 2; i < 64; i++) {
     const bit = 1n << BigInt(i);
-    if (needs.xcr0 & bit && !(host.xcr0 & bit)) out.push(`no XSAVE component ${i}${COMPONENT_NAMES[i] ? ` (${COMPONENT_NAMES[i]})` : ''}`);
+    const name = `XSAVE component ${i}${COMPONENT_NAMES[i] ? ` (${COMPONENT_NAMES[i]})` : ''}`;
+    if (needs.xcr0 & bit && !(host.xcr0 & bit)) out.push(`no ${name}`);
+    else if (GLIBC_STATE_SAVE_MASK & bit && host.xcr0 & bit && !(needs.xcr0 & bit)) out.push(`${name} beyond the origin's (glibc's save buffers are sized for the origin's CPU)`);
   }
   return out;
 }

@@ -14,7 +14,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { CPU_REGISTERS, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP, FEATURE_MASKS } from '../cpu/features.generated.js';
-import { featureNames, signatureOf, vendorOf, xstateFor, type CpuidKey, type CpuidLeaves } from '../cpu/features.js';
+import { featureNames, signatureOf, vendorOf, type CpuidKey, type CpuidLeaves } from '../cpu/features.js';
 import type { CpuNeeds } from '../cpu/profile.js';
 
 /** The image version this reader understands (docs/IMAGE.md section 7). */
@@ -169,9 +169,8 @@ export interface ImageInfo {
   cpu: ImageCpu;
   /**
    * What a host must have to restore the image (src/cpu/profile.ts
-   * missingFor): the features in use, and the XSAVE components in use
-   * (XSTATE_BV, x87 and SSE, and those the features in use need), within the
-   * image's XCR0.
+   * missingFor): the features in use, and the image's XCR0 (components
+   * 0..15), every one of which the restorer requires.
    */
   cpuNeeds: CpuNeeds;
   dumpRealtimeNs: bigint;
@@ -644,7 +643,7 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
     version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
     tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
     cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, xsaveComponents: h.xsaveComponents, cpu: h.cpu,
-    cpuNeeds: { features: h.cpu.inUse, xcr0: (bv | 3n | xstateFor(h.cpu.inUse)) & u64(H.xcr0) }, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
+    cpuNeeds: { features: h.cpu.inUse, xcr0: u64(H.xcr0) & 0xffffn }, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
     nwords: h.nwords, dataPages: h.dataPages, metadataEnd: L.end, regions, files: [...files.values()], fds, special,
   };
 }
