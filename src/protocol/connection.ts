@@ -101,6 +101,11 @@ export interface StreamHandle {
   forget(): void;
 }
 
+/** How many ended long-lived streams a connection remembers, to drop the peer's late frames on them. */
+const ENDED_STREAMS = 1024;
+/** Frames that only ever continue a stream (never open one). */
+const STREAM_FRAME_TYPES: ReadonlySet<number> = new Set([MsgType.DATA, MsgType.WINDOW_UPDATE, MsgType.SIGNAL, MsgType.WINSIZE]);
+
 /** A protocol v1 connection; emits 'close' (with an Error or undefined) once. */
 export class Connection extends EventEmitter {
   readonly label: string;
@@ -115,6 +120,15 @@ export class Connection extends EventEmitter {
   private outStreams = new Map<number, StreamListener>();
   /** Peer streams whose handler asked to see the peer's later frames on them. */
   private adopted = new Map<number, StreamListener>();
+  /**
+   * Streams this side served as long-lived ones and has ended, most recent
+   * last (at most ENDED_STREAMS): stream frames the peer sent before it saw
+   * the end (DATA, WINDOW_UPDATE, SIGNAL, WINSIZE crossing the EXIT) are
+   * dropped quietly instead of being answered as unknown requests.
+   */
+  private ended = new Set<number>();
+  /** Stream frames dropped because their stream had just ended (see `ended`). */
+  lateFrames = 0;
   private helloWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private closedWith: Error | undefined;
@@ -511,7 +525,19 @@ export class Connection extends EventEmitter {
     this.emit('open', this.peer);
   }
 
+  /** Forgets an adopted stream, remembering that it ended (late frames on it are dropped). */
+  private endAdopted(stream: number): void {
+    if (!this.adopted.delete(stream)) return;
+    this.ended.delete(stream);
+    this.ended.add(stream);
+    if (this.ended.size > ENDED_STREAMS) this.ended.delete(this.ended.values().next().value!);
+  }
+
   private onPeerRequest(f: Frame): void {
+    if (this.ended.has(f.stream) && STREAM_FRAME_TYPES.has(f.type)) {
+      this.lateFrames++;
+      return;
+    }
     if (f.stream === 0) {
       this.sendError(0, new ProtocolError('UNEXPECTED', `request type 0x${f.type.toString(16)} on stream 0`, { fatal: false }), f.type);
       return;
@@ -552,7 +578,7 @@ export class Connection extends EventEmitter {
     };
     const answer = (reply: Reply) => {
       this.serving.delete(f.stream);
-      this.adopted.delete(f.stream);
+      this.endAdopted(f.stream);
       report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
     };
     let result: Reply | Promise<Reply>;
@@ -571,7 +597,7 @@ export class Connection extends EventEmitter {
         answer,
         (e: unknown) => {
           this.serving.delete(f.stream);
-          this.adopted.delete(f.stream);
+          this.endAdopted(f.stream);
           if (e instanceof ProtocolError && e.fatal) {
             // A handler may refuse so firmly that the connection ends (e.g. an unknown key).
             report(0, e);

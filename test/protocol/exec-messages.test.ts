@@ -96,6 +96,40 @@ describe('long-lived streams on a Connection', () => {
     client.close();
   });
 
+  it('drops the late frames of a stream it has just ended (they crossed its answer) without answering them; a stream never opened still gets an ERROR', async () => {
+    const [a, b] = await socketpair();
+    const server = new Connection(b, {
+      initiator: false,
+      local: { role: 'daemon', host: 'srv', software: 'test' },
+      label: 'client',
+      onRequest: (m, conn) => {
+        if (m.type !== 'EXEC') throw new Error(`not EXEC: ${m.type}`);
+        conn.adoptStream(m.stream, { onMessage: () => {}, onClose: () => {} });
+        return Promise.resolve({ type: 'EXIT', code: 0, host: 'srv' });
+      },
+    });
+    const client = new Connection(a, { initiator: true, local: { role: 'client', software: 'test' }, label: 'server' });
+    void server.handshake();
+    await client.handshake();
+    let id = 0;
+    await new Promise<Error | undefined>((resolve) => {
+      id = client.openStream({ type: 'EXEC', path: '/x' }, { onMessage: () => {}, onClose: resolve }).id;
+    });
+    // As a peer whose input and window updates were on their way when the EXIT left: straight onto the socket.
+    a.write(encodeFrame(messageToFrame({ type: 'DATA', stream: id, fd: 0, data: Buffer.from('late') })));
+    a.write(encodeFrame(messageToFrame({ type: 'WINDOW_UPDATE', stream: id, increment: 4096 })));
+    // A request after them: once it is answered, the server has read both.
+    await expect(client.request({ type: 'PING' })).rejects.toThrow(/not EXEC: PING/);
+    expect(server.lateFrames).toBe(2);
+    expect(client.droppedResponses).toBe(0);
+    // DATA on a stream nobody opened is still a protocol error, answered.
+    a.write(encodeFrame(messageToFrame({ type: 'DATA', stream: id + 1000, fd: 0, data: Buffer.from('stray') })));
+    await expect(client.request({ type: 'PING' })).rejects.toThrow(/not EXEC: PING/);
+    expect(server.lateFrames).toBe(2);
+    expect(client.droppedResponses).toBe(1);
+    client.close();
+  });
+
   it('tells an open stream when the connection drops', async () => {
     const [a, b] = await socketpair();
     const server = new Connection(b, { initiator: false, local: { role: 'daemon', host: 'srv', software: 'test' }, label: 'client', onRequest: () => new Promise(() => {}) });
