@@ -6,9 +6,10 @@
  */
 import { planEntry, type EntryPlan } from './frames/plan.js';
 import { encodeInput, decodeOutput, type FrameValues } from './frames/codec.js';
+import { fromReadableArgs, readableResults } from './frames/values.js';
 import type { EntryDesc } from './frames/types.js';
 
-export type { EntryDesc, AggregateDesc, TypeDesc, ParamDesc, FieldDesc, Prim } from './frames/types.js';
+export type { EntryDesc, AggregateDesc, EnumDesc, TypeDesc, ParamDesc, FieldDesc, Prim } from './frames/types.js';
 
 /** The codegen ABI version generated stubs were written against. */
 export const CODEGEN_VERSION = 1;
@@ -52,20 +53,33 @@ export interface EntryPoint {
   call(args: FrameValues, opts?: CallOptions): Promise<FrameValues>;
 }
 
+/** How a stub's values look (stubs written by this version of repdb pass `{ readable: true }`). */
+export interface EntryOptions {
+  /**
+   * Values as users read them (docs/CALLS.md, "Values"): `char[N]` members are
+   * strings (a Uint8Array is still taken), enums are their constant's name (a
+   * value no constant names stays a number; names or numbers are taken).
+   * Without it, char arrays are Uint8Array and enums numbers, as earlier stubs expect.
+   */
+  readable?: boolean;
+}
+
 /** Builds the entry point a generated stub calls; frame layout is computed here, once, by the runtime. */
-export function defineEntryPoint(target: EntryTarget, desc: EntryDesc): EntryPoint {
+export function defineEntryPoint(target: EntryTarget, desc: EntryDesc, options: EntryOptions = {}): EntryPoint {
   const plan = planEntry(desc);
+  const encode = (args: FrameValues): Uint8Array => encodeInput(plan, options.readable ? fromReadableArgs(plan, args) : args);
+  const decode = (buf: Uint8Array): FrameValues => (options.readable ? readableResults(plan, decodeOutput(plan, buf)) : decodeOutput(plan, buf));
   return {
     name: desc.name,
     plan,
-    encode: (args) => encodeInput(plan, args),
-    decode: (buf) => decodeOutput(plan, buf),
+    encode,
+    decode,
     async call(args, opts = {}) {
-      const input = encodeInput(plan, args);
+      const input = encode(args);
       // Without an installed transport, stubs call through the local rexd (loaded on first use: encode/decode need no socket).
       transport ??= (await import('./rcall.js')).rexTransport();
       const out = await transport({ ...target, name: desc.name }, input, opts);
-      return decodeOutput(plan, out);
+      return decode(out);
     },
   };
 }

@@ -45,10 +45,16 @@ async function rex(...args: string[]): Promise<{ code: number; stdout: string; s
 
 describe('rex call', () => {
   it('encodes scalars, structs and strings from the definition and prints the result', async () => {
-    expect((await rex('call', 'calltest.neg64', '-9223372036854775807')).stdout).toBe('return = "9223372036854775807"\n');
+    // A lone return value prints alone; out-parameters print by name.
+    expect((await rex('call', 'calltest.neg64', '-9223372036854775807')).stdout).toBe('9223372036854775807\n');
+    expect((await rex('call', 'calltest.upper', 'shout it', '8')).stdout).toBe('return = 7\nout = "SHOUT I"\n');
     expect(JSON.parse((await rex('call', 'alpha.calltest.vscale', '{"x":1.5,"y":-2.25,"z":3}', '2', '--json')).stdout)).toEqual({ return: { x: 3, y: -4.5, z: 6 } });
-    expect(JSON.parse((await rex('call', 'calltest.upper', 'shout it', '8', '--json')).stdout)).toEqual({ return: 7, out: 'SHOUT I' });
+    expect(JSON.parse((await rex('call', 'calltest.upper', 'shout it', '8', '--json')).stdout)).toEqual({ return: 7, out: { text: 'SHOUT I', bytes: '53484f55542049' + '00' } });
     expect(JSON.parse((await rex('call', 'calltest.reverse', '[1,2,3]', '--json')).stdout)).toEqual({ xs: [3, 2, 1] });
+    // A char[6] member given as text (NUL-padded) or as the bytes --json prints.
+    expect((await rex('call', 'calltest.tag_sum', '{"name":"rex","id":1000}')).stdout).toBe(`${1000 + 114 + 101 + 120}\n`);
+    expect((await rex('call', 'calltest.tag_sum', '{"name":{"bytes":"726578000001"},"id":1000}')).stdout).toBe(`${1000 + 114 + 101 + 120 + 1}\n`);
+    expect((await rex('call', 'calltest.tag_sum', '{"name":"toolong","id":1}')).stderr).toContain('t.name: "toolong" is 7 bytes, more than the 6 of char[6]');
   });
 
   it('sends a raw frame with --hex', async () => {

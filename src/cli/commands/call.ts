@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { CallChannel } from '../../calls/transport.js';
 import { parseTarget, formatTarget } from '../../calls/target.js';
 import { planEntry, isByteType, encodeInput, decodeOutput, type EntryPlan, type TypeDesc, type EntryDesc } from '../../runtime/frames/index.js';
+import { fromReadableArgs, resultJson, resultText } from '../../runtime/frames/values.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { toJson } from '../format.js';
 import { clientOptions, connectFor } from './hosts.js';
@@ -24,7 +25,7 @@ function usage(message: string, hint?: string): never {
   throw new RexError(ErrorCodes.USAGE, message, hint ? { hint } : {});
 }
 
-/** Parses one command-line argument as a value of type `t` (numbers, booleans, JSON for structs and arrays, hex for bytes). */
+/** Parses one command-line argument as a value of type `t` (numbers, booleans, enum constants by name, JSON for structs and arrays, hex for bytes). */
 export function parseArg(t: TypeDesc, text: string, name: string): unknown {
   const fromJson = (): unknown => {
     try {
@@ -46,7 +47,9 @@ export function parseArg(t: TypeDesc, text: string, name: string): unknown {
         if (text.trim() === '' || Number.isNaN(v) && text !== 'NaN') usage(`argument ${name}: expected a number, got '${text}'`);
         return v;
       }
-      if (!/^-?(0x[0-9a-f]+|\d+)$/i.test(text)) usage(`argument ${name}: expected an integer (${t.prim}), got '${text}'`);
+      // An enum constant by name is looked up in the definition (fromReadableArgs).
+      if (t.kind === 'enum' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(text)) return text;
+      if (!/^-?(0x[0-9a-f]+|\d+)$/i.test(text)) usage(`argument ${name}: expected an integer (${t.kind === 'enum' ? `enum ${t.name}: a constant's name or a number` : t.prim}), got '${text}'`);
       const neg = text.startsWith('-');
       const b = BigInt(neg ? text.slice(1) : text) * (neg ? -1n : 1n);
       return /64|128/.test(t.prim) ? b : Number(b);
@@ -70,15 +73,6 @@ function reviveBigints(v: unknown): unknown {
 /** The parameters a caller gives, in order (out buffers and sizes filled from buffers are left out). */
 export function inputParams(plan: EntryPlan): EntryDesc['params'] {
   return plan.desc.params.filter((p) => p.direction !== 'out' && !plan.derived.has(p.name));
-}
-
-/** Values for printing: bigint as decimal strings, bytes as hex. */
-function printable(v: unknown): unknown {
-  if (typeof v === 'bigint') return v.toString();
-  if (v instanceof Uint8Array) return Buffer.from(v).toString('hex');
-  if (Array.isArray(v)) return v.map(printable);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, printable(x)]));
-  return v;
 }
 
 /** Registers `call` and `entries` on the `rex` program. */
@@ -113,9 +107,10 @@ export function registerCallCommands(program: Command): void {
         }
         const values: Record<string, unknown> = {};
         params.forEach((p, i) => (values[p.name] = parseArg(p.type, args[i]!, p.name)));
-        const out = decodeOutput(plan, await ch.call(target, encodeInput(plan, values), { timeoutMs }));
-        if (opts.json) process.stdout.write(toJson(printable(out)));
-        else for (const [k, v] of Object.entries(out)) process.stdout.write(`${k} = ${JSON.stringify(printable(v))}\n`);
+        const input = encodeInput(plan, fromReadableArgs(plan, values, { json: true }));
+        // Values as users read them (docs/CALLS.md, "rex call output"): text, enum names, out-pointers by name.
+        const out = decodeOutput(plan, await ch.call(target, input, { timeoutMs }), { stringBytes: true });
+        process.stdout.write(opts.json ? toJson(resultJson(plan, out)) : resultText(plan, out));
       } finally {
         client.close();
       }

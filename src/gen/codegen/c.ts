@@ -48,7 +48,9 @@ function frameFields(f: FrameDef, structName: string, ep: EntryPoint, names: Map
   for (const s of f.slots) {
     const id = scope.take(s.role === 'return' ? 'rex_return' : s.name, where);
     const decl = s.role === 'length' ? `uint32_t ${id}` : cDeclare(s.type, id, names, true);
-    const note = s.role === 'length' ? ` /* byte length of ${s.name}'s data section */` : s.role === 'return' ? ' /* return value */' : '';
+    // Enums travel as their integer; the note names the enum whose constants the value takes.
+    const en = s.role !== 'length' && s.type.kind === 'enum' ? `enum ${names.get(s.type.name) ?? s.type.name}` : undefined;
+    const note = s.role === 'length' ? ` /* byte length of ${s.name}'s data section */` : s.role === 'return' ? ` /* return value${en ? ` (${en})` : ''} */` : en ? ` /* ${en} */` : '';
     fields.push(`${decl};${note}`);
     asserts.push(`REX_ASSERT_OFFSET(${structName}, ${id}, ${s.offset});`);
   }

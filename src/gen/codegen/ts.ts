@@ -6,6 +6,7 @@
 import { isBigPrim } from '../../runtime/frames/codec.js';
 import { isByteType, type BufferDef } from '../../runtime/frames/plan.js';
 import type { TypeDesc } from '../../runtime/frames/types.js';
+import { isCharArray } from '../../runtime/frames/values.js';
 import { formatType } from '../model/typestr.js';
 import { locString, type EntryPoint, type EntryPointSet } from '../model/entrypoint.js';
 import { NameScope } from './names.js';
@@ -54,15 +55,20 @@ export function moduleBaseName(elfFile: string): string {
 }
 
 class TsTypes {
-  constructor(readonly structNames: Map<string, string>) {}
+  constructor(readonly structNames: Map<string, string>, readonly enumNames: Map<string, string>) {}
 
   value(t: TypeDesc): string {
     switch (t.kind) {
       case 'prim': return t.prim === 'bool' ? 'boolean' : isBigPrim(t.prim) ? 'bigint' : 'number';
-      case 'enum': return isBigPrim(t.prim) ? 'bigint' : 'number';
+      case 'enum': {
+        // A constant's name, or the number when no constant names the value (docs/CALLS.md, "Values").
+        const num = isBigPrim(t.prim) ? 'bigint' : 'number';
+        const n = this.enumNames.get(t.name);
+        return n ? `${n} | ${num}` : num;
+      }
       case 'struct': return this.structNames.get(t.name)!;
       case 'union': return 'Uint8Array';
-      case 'array': return isByteType(t.elem) ? 'Uint8Array' : `${this.wrap(this.value(t.elem))}[]`;
+      case 'array': return isCharArray(t) ? 'string' : isByteType(t.elem) ? 'Uint8Array' : `${this.wrap(this.value(t.elem))}[]`;
       default: return 'never';
     }
   }
@@ -110,7 +116,15 @@ export function tsModuleView(set: EntryPointSet, from: string): TsModuleView {
   const structNames = new Map<string, string>();
   const where = (n: string) => { const o = set.typeOrigins.get(n); return o ? locString(o) : set.elfFile; };
   for (const t of set.types) if (usedStructs.has(t.name)) structNames.set(t.name, types.take(t.name, where(t.name)));
-  const tt = new TsTypes(structNames);
+  // An enum is a const object of its numbers and a type of its names, both under the enum's name.
+  const enumNames = new Map<string, string>();
+  for (const e of set.enums) {
+    if (!usedEnums.has(e.name)) continue;
+    const id = values.take(e.name, where(e.name));
+    types.take(e.name, where(e.name));
+    enumNames.set(e.name, id);
+  }
+  const tt = new TsTypes(structNames, enumNames);
 
   const interfaces = set.types.filter((t) => usedStructs.has(t.name)).map((t) => ({
     name: structNames.get(t.name)!,
@@ -118,8 +132,8 @@ export function tsModuleView(set: EntryPointSet, from: string): TsModuleView {
     fields: t.fields.map((f) => ({ name: /^[A-Za-z_][A-Za-z0-9_]*$/.test(f.name) ? f.name : jsString(f.name), type: tt.value(f.type), comment: formatType(f.type) })),
   }));
   const enums = set.enums.filter((e) => usedEnums.has(e.name)).map((e) => ({
-    name: values.take(e.name, where(e.name)),
-    comment: `enum ${e.name}: values of its ${e.prim} constants`,
+    name: enumNames.get(e.name)!,
+    comment: `enum ${e.name}: values of its ${e.prim} constants; stubs take and give a constant by name (a value no constant names comes back as its number)`,
     members: e.values.map((v) => ({ name: v.name, value: isBigPrim(e.prim) ? `${v.value}n` : v.value })),
   }));
 

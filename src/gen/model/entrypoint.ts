@@ -119,12 +119,14 @@ export function makeEntryPoint(spec: EntrySpec, table: Map<string, AggregateDesc
     }
     types.push(a);
   }
-  const desc: EntryDesc = { name: spec.name, params: spec.params.map(stripOrigin), returns: spec.returns, variadic: spec.variadic, types };
+  const enumDescs = enums.sort().map((n) => enumTable.get(n)).filter((e): e is EnumDesc => e !== undefined);
+  // The enums travel with the definition (ENTRIES, stubs) so callers show values by name.
+  const desc: EntryDesc = { name: spec.name, params: spec.params.map(stripOrigin), returns: spec.returns, variadic: spec.variadic, types, ...(enumDescs.length ? { enums: enumDescs } : {}) };
   const plan = planEntry(desc);
   const ep: EntryPoint = {
     ...spec,
     types,
-    enums: enums.sort().map((n) => enumTable.get(n)).filter((e): e is EnumDesc => e !== undefined),
+    enums: enumDescs,
     input: plan.input,
     output: plan.output,
     plan,

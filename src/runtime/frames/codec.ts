@@ -201,7 +201,8 @@ function encodeBuffer(engine: LayoutEngine, b: BufferDef, v: unknown, path: stri
   return { data: w.bytes, count: items.length };
 }
 
-function decodeBuffer(engine: LayoutEngine, b: BufferDef, data: Uint8Array): unknown {
+function decodeBuffer(engine: LayoutEngine, b: BufferDef, data: Uint8Array, stringBytes = false): unknown {
+  if (b.string && stringBytes) return data.slice();
   if (b.string) {
     const nul = data.indexOf(0);
     return utf8d.decode(nul < 0 ? data : data.subarray(0, nul));
@@ -340,10 +341,14 @@ export function encodeOutput(plan: EntryPlan, results: FrameValues, counts?: Rec
   return assemble(plan.engine, plan.output, results, sections, `${plan.desc.name} output`);
 }
 
-/** Decodes an output frame on the calling side: `return` and every out/inout parameter by name. */
-export function decodeOutput(plan: EntryPlan, buf: Uint8Array): FrameValues {
+/**
+ * Decodes an output frame on the calling side: `return` and every out/inout
+ * parameter by name. Marked strings are text up to their NUL, or, with
+ * `stringBytes`, their whole data section as bytes (for `rex call --json`).
+ */
+export function decodeOutput(plan: EntryPlan, buf: Uint8Array, opts: { stringBytes?: boolean } = {}): FrameValues {
   refuseIfNeeded(plan);
   const { values, sections } = disassemble(plan.engine, plan.output, buf, `${plan.desc.name} output`, () => true);
-  for (const b of plan.output.buffers) values[b.param] = decodeBuffer(plan.engine, b, sections.get(b.param)!.data!);
+  for (const b of plan.output.buffers) values[b.param] = decodeBuffer(plan.engine, b, sections.get(b.param)!.data!, opts.stringBytes);
   return values;
 }

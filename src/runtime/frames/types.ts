@@ -94,6 +94,8 @@ export interface EntryDesc {
   variadic?: boolean;
   /** Every struct/union reachable from the parameters and return type. */
   types: AggregateDesc[];
+  /** The enums reachable from the signature, so values can be shown by name (absent: shown as numbers). */
+  enums?: EnumDesc[];
 }
 
 /** Why an entry point cannot be called remotely, and how to fix the definition. */

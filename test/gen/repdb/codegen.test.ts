@@ -44,9 +44,13 @@ describe('the generated module', () => {
       "  const g: { return: number; out: string } = await greet('bob', 32);",
       '  const s: bigint = await sum([1n, 2n]);',
       '  const r = await make_rect(p, { x: 3, y: 4 });',
+      '  const label: string = r.label;',
       '  const f = await fill(8n, 255);',
-      '  const c: number = await next_color(color.GREEN);',
-      '  return `${g.out} ${s} ${r.area} ${f.buf.length} ${c}`;',
+      // An enum is a union of its constants' names (or a number no constant names); the numbers stay available.
+      "  const c: color | number = await next_color('GREEN');",
+      '  const d = await next_color(color.BLUE);',
+      "  const named: 'RED' | 'GREEN' | 'BLUE' | undefined = typeof d === 'string' ? d : undefined;",
+      '  return `${g.out} ${s} ${r.area} ${label} ${f.buf.length} ${c} ${named}`;',
       '}',
       '',
     ].join('\n'));
@@ -88,6 +92,21 @@ describe('the generated module', () => {
         return encodeOutput(sumPlan, { return: (args.xs as bigint[]).reduce((a, b) => a + b, 0n) });
       });
       await expect(mod.sum([5n, 6n, 7n])).resolves.toBe(18n);
+      // Values as users read them: enum constants by name both ways (numbers taken too), char arrays as text.
+      const colorPlan = planEntry(set().entries.find((e) => e.name === 'next_color')!.plan.desc);
+      const colorsSeen: unknown[] = [];
+      setTransport(async (_t, input) => {
+        const c = decodeInput(colorPlan, input).args.c as number;
+        colorsSeen.push(c);
+        return encodeOutput(colorPlan, { return: c === 5 ? 6 : 9 });
+      });
+      await expect(mod.next_color('GREEN')).resolves.toBe('BLUE');
+      await expect(mod.next_color(0)).resolves.toBe(9); // no constant names 9
+      expect(colorsSeen).toEqual([5, 0]);
+      await expect(mod.next_color('PURPLE')).rejects.toMatchObject({ message: "c: 'PURPLE' is not a constant of enum color", hint: 'use one of: RED, GREEN, BLUE, or a number' });
+      const rectPlan = planEntry(set().entries.find((e) => e.name === 'make_rect')!.plan.desc);
+      setTransport(async () => encodeOutput(rectPlan, { return: { min: { x: 0, y: 0 }, max: { x: 2, y: 2 }, label: Uint8Array.of(0x72, 0x65, 0x63, 0x74, 0, 0x7a), area: 4 } }));
+      await expect(mod.make_rect({ x: 0, y: 0 }, { x: 2, y: 2 })).resolves.toMatchObject({ label: 'rect', area: 4 });
     } finally {
       setTransport(undefined);
       rmSync(file, { force: true });
