@@ -80,8 +80,8 @@ export function registerCallCommands(program: Command): void {
   clientOptions(program.command('call'))
     .description('call a remote entry point HOST.USER.PROGRAM.FUNCTION (or PROGRAM.FUNCTION) with arguments encoded from its definition')
     .argument('<target>', 'HOST.USER.PROGRAM.FUNCTION, HOST.PROGRAM.FUNCTION or PROGRAM.FUNCTION')
-    .argument('[args...]', 'arguments in parameter order: numbers, true/false, strings, JSON for structs and arrays, hex:.. for bytes')
-    .option('--json', 'print the result as JSON')
+    .argument('[args...]', 'arguments in parameter order: numbers, true/false, enum constants by name, strings, JSON for structs and arrays (char[N] as text), hex:.. for bytes')
+    .option('--json', 'print the results as JSON: return and out-parameters by name, text as {text, bytes}, enums as {name, value} (rex(1))')
     .option('--hex <frame>', 'send this input frame (hex) as is; prints the output frame in hex')
     .option('--timeout <ms>', 'deadline of the call', '30000')
     .action(async (target: string, args: string[], opts: CallOpts) => {
