@@ -101,6 +101,12 @@ describe('results in --json form', () => {
     };
     expect(f({ kind: 'prim', prim: 'double' }, 3)).toEqual({ text: '3\n', json: { return: 3 } });
     expect(f({ kind: 'prim', prim: 'double' }, NaN)).toEqual({ text: 'NaN\n', json: { return: 'NaN' } });
+    // Text gives the digits the type guarantees (DBL_DIG, FLT_DIG); --json the exact value.
+    expect(f({ kind: 'prim', prim: 'double' }, 3.0000000000000004)).toEqual({ text: '3\n', json: { return: 3.0000000000000004 } });
+    expect(f({ kind: 'prim', prim: 'double' }, 0.1 + 0.2)).toEqual({ text: '0.3\n', json: { return: 0.30000000000000004 } });
+    expect(f({ kind: 'prim', prim: 'double' }, -1e-300)).toEqual({ text: '-1e-300\n', json: { return: -1e-300 } });
+    expect(f({ kind: 'prim', prim: 'float' }, Math.fround(1.1))).toEqual({ text: '1.1\n', json: { return: Math.fround(1.1) } });
+    expect(f({ kind: 'prim', prim: 'double' }, -0).text).toBe('-0\n');
     expect(f(moodT, 2)).toEqual({ text: 'ANGRY\n', json: { return: { name: 'ANGRY', value: 2 } } });
     expect(f(moodT, 42)).toEqual({ text: '42\n', json: { return: { name: null, value: 42 } } });
     expect(f({ kind: 'prim', prim: 'int64' }, -(2n ** 63n))).toEqual({ text: '-9223372036854775808\n', json: { return: '-9223372036854775808' } });

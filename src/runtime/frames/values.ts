@@ -137,10 +137,11 @@ export function resultJson(plan: EntryPlan, values: Record<string, unknown>): Re
   return out;
 }
 
-/** A value as text: JSON, with 64-bit integers as bare digits, NaN/Infinity bare (JSON5), enums by name (bare at the top). */
+/** A value as text: JSON, with 64-bit integers as bare digits, floats to the digits their type guarantees, NaN/Infinity bare (JSON5), enums by name (bare at the top). */
 function textOf(v: unknown, top: boolean): string {
   if (typeof v === 'bigint') return v.toString();
   if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
+  if (v instanceof FloatText) return v.toString();
   if (v instanceof EnumText) return top || v.name === undefined ? String(v.name ?? v.value) : JSON.stringify(v.name);
   if (v instanceof Uint8Array) return JSON.stringify(hex(v));
   if (Array.isArray(v)) return `[${v.map((x) => textOf(x, false)).join(', ')}]`;
@@ -152,16 +153,30 @@ class EnumText {
   constructor(readonly name: string | undefined, readonly value: unknown) {}
 }
 
+/** A float or double for reading: the digits its type guarantees (FLT_DIG 6, DBL_DIG 15), as C's %.6g/%.15g; --json keeps the exact value. */
+class FloatText {
+  constructor(readonly value: number, readonly digits: number) {}
+  toString(): string {
+    const v = this.value;
+    if (!Number.isFinite(v)) return String(v);
+    if (Object.is(v, -0)) return '-0';
+    return String(Number(v.toPrecision(this.digits)));
+  }
+}
+
 /**
  * The results of a call as `rex call` prints them: a lone return value alone on
  * its line (`3`); otherwise one `NAME = VALUE` line each for `return` and the
- * out/inout pointer parameters. Text in quotes, enums by name, bytes as hex.
+ * out/inout pointer parameters. Text in quotes, enums by name, bytes as hex,
+ * a double to 15 significant digits (DBL_DIG; glibc's cbrt(27) is
+ * 3.0000000000000004 and prints 3), a float to 6 (FLT_DIG).
  */
 export function resultText(plan: EntryPlan, values: Record<string, unknown>): string {
   const enums = enumsOf(plan);
   const leaf: Leaf = (t, v) => {
     if (isCharArray(t) && v instanceof Uint8Array) return cText(v);
     if (t.kind === 'enum') return new EnumText(enumName(enums, t.name, v), v);
+    if (t.kind === 'prim' && (t.prim === 'float' || t.prim === 'double') && typeof v === 'number') return new FloatText(v, t.prim === 'float' ? 6 : 15);
     return v;
   };
   const shapes = resultShapes(plan);
