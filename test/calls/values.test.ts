@@ -114,6 +114,18 @@ describe('results in --json form', () => {
   });
 });
 
+describe('enum constants spelled as the definition has them', () => {
+  it('an unsigned enum whose constant is written negative (DWARF sdata) still names its value, both ways', () => {
+    const wide = { name: 'flags', prim: 'uint32' as const, values: [{ name: 'ALL', value: '-1' }, { name: 'NONE', value: '0' }] };
+    const t = { kind: 'enum' as const, name: 'flags', prim: 'uint32' as const };
+    const plan = planEntry({ name: 'g', params: [{ name: 'f', type: t }], returns: t, types: [], enums: [wide] });
+    const values = decodeOutput(plan, encodeOutput(plan, { return: 0xffffffff }), { stringBytes: true });
+    expect(resultText(plan, values)).toBe('ALL\n');
+    expect(resultJson(plan, values)).toEqual({ return: { name: 'ALL', value: 0xffffffff } });
+    expect(decodeInput(plan, encodeInput(plan, fromReadableArgs(plan, { f: 'ALL' }))).args.f).toBe(0xffffffff);
+  });
+});
+
 describe('arguments in readable and --json form', () => {
   /** void put(struct badge b, enum mood m, enum mood *pm [in]) */
   const put = (n: number) => planEntry({

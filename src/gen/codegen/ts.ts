@@ -6,7 +6,7 @@
 import { isBigPrim } from '../../runtime/frames/codec.js';
 import { isByteType, type BufferDef } from '../../runtime/frames/plan.js';
 import type { TypeDesc } from '../../runtime/frames/types.js';
-import { isCharArray } from '../../runtime/frames/values.js';
+import { enumConstant, isCharArray } from '../../runtime/frames/values.js';
 import { formatType } from '../model/typestr.js';
 import { locString, type EntryPoint, type EntryPointSet } from '../model/entrypoint.js';
 import { NameScope } from './names.js';
@@ -134,7 +134,7 @@ export function tsModuleView(set: EntryPointSet, from: string): TsModuleView {
   const enums = set.enums.filter((e) => usedEnums.has(e.name)).map((e) => ({
     name: enumNames.get(e.name)!,
     comment: `enum ${e.name}: values of its ${e.prim} constants; stubs take and give a constant by name (a value no constant names comes back as its number)`,
-    members: e.values.map((v) => ({ name: v.name, value: isBigPrim(e.prim) ? `${v.value}n` : v.value })),
+    members: e.values.map((v) => ({ name: v.name, value: isBigPrim(e.prim) ? `${enumConstant(e.prim, v.value)}n` : enumConstant(e.prim, v.value) })),
   }));
 
   const functions = callable.map((ep) => {

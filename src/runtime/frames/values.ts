@@ -14,9 +14,9 @@
  */
 import { RexError, ErrorCodes } from '../../util/errors.js';
 import { isBigPrim } from './codec.js';
-import type { LayoutEngine } from './layout.js';
+import { primLayout, type LayoutEngine } from './layout.js';
 import { isByteType, type BufferDef, type EntryPlan } from './plan.js';
-import type { EnumDesc, TypeDesc } from './types.js';
+import type { EnumDesc, Prim, TypeDesc } from './types.js';
 
 /** The shape of one value of a call: a plain type, a marked string buffer, a byte buffer, or a buffer of many elements. */
 type Shape = { t: TypeDesc } | { cstring: true } | { bytes: true } | { list: TypeDesc };
@@ -55,12 +55,27 @@ function enumsOf(plan: EntryPlan): Map<string, EnumDesc> {
   return new Map((plan.desc.enums ?? []).map((e) => [e.name, e]));
 }
 
+/**
+ * A constant's value as the enum's integer type holds it: definitions may
+ * spell an unsigned enum's constant as a negative number (DWARF's sdata), so
+ * both sides are wrapped to the type's width and signedness.
+ */
+function asPrim(prim: Prim, v: bigint): bigint {
+  const bits = primLayout(prim).size * 8;
+  return prim.startsWith('uint') || prim === 'bool' ? BigInt.asUintN(bits, v) : BigInt.asIntN(bits, v);
+}
+
+/** A constant's value (decimal, as definitions spell it) as the enum's type holds it. */
+export function enumConstant(prim: Prim, value: string): string {
+  return /^-?\d+$/.test(value) ? asPrim(prim, BigInt(value)).toString() : value;
+}
+
 /** The enumerator that names `v` in enum `name`, if the definition has one. */
 function enumName(enums: Map<string, EnumDesc>, name: string, v: unknown): string | undefined {
   const e = enums.get(name);
   if (!e || (typeof v !== 'number' && typeof v !== 'bigint')) return undefined;
-  const s = BigInt(v).toString();
-  return e.values.find((x) => x.value === s)?.name;
+  const want = asPrim(e.prim, BigInt(v));
+  return e.values.find((x) => /^-?\d+$/.test(x.value) && asPrim(e.prim, BigInt(x.value)) === want)?.name;
 }
 
 /* ------------------------------------------------------------------ results */
@@ -234,7 +249,7 @@ function argLeaf(enums: Map<string, EnumDesc>, opts: ReadableArgOptions) {
         const e = enums.get(t.name);
         const found = e?.values.find((m) => m.name === x);
         if (!found) bad(path, `'${x}' is not a constant of enum ${t.name}`, e ? `use one of: ${e.values.map((m) => m.name).join(', ')}, or a number` : 'the definition does not name its constants; give the number');
-        x = found.value;
+        x = asPrim(t.prim, BigInt(found.value)).toString();
       }
       if (typeof x === 'string') return isBigPrim(t.prim) ? BigInt(x) : Number(x);
       if (typeof x === 'number' && isBigPrim(t.prim) && Number.isInteger(x)) return BigInt(x);

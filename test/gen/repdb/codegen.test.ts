@@ -142,6 +142,13 @@ describe('identifiers', () => {
     expect(() => generateTs(s)).toThrow(expect.objectContaining({ code: 'REX_ERR_CODEGEN_NAME', where: 'k.xml:5', message: expect.stringMatching(/'delete_' becomes the identifier 'delete_', which 'delete' \(k\.xml:3\) already uses/) }));
   });
 
+  it('an unsigned enum constant written negative (DWARF sdata) is its unsigned value in the stub, and names that value', () => {
+    const s = readEntryPointsXml(doc('<enum name="flags" type="uint32">\n<enumerator name="ALL" value="-1"/>\n<enumerator name="NONE" value="0"/>\n</enum>\n<entry-point name="f">\n<returns type="enum flags"/>\n<param name="v" type="enum flags"/>\n</entry-point>'), 'k.xml');
+    const ts = generateTs(s);
+    expect(ts).toContain('  ALL: 4294967295,');
+    expect(ts).toContain('export async function f(v: flags | number, $opts?: rex.CallOptions): Promise<flags | number>');
+  });
+
   it('C keywords as struct members compile in the generated header', () => {
     const s = readEntryPointsXml(doc('<struct name="s">\n<field name="int" type="int32"/>\n<field name="char" type="char"/>\n</struct>\n<entry-point name="f">\n<param name="v" type="struct s"/>\n</entry-point>'), 'k.xml');
     writeFileSync(join(dir, 'k.rex.h'), generateCHeader(s));
