@@ -108,7 +108,7 @@ export function registerCallCommands(program: Command): void {
         const values: Record<string, unknown> = {};
         params.forEach((p, i) => (values[p.name] = parseArg(p.type, args[i]!, p.name)));
         const input = encodeInput(plan, fromReadableArgs(plan, values, { json: true }));
-        // Values as users read them (docs/CALLS.md, "rex call output"): text, enum names, out-pointers by name.
+        // Values as users read them (docs/CALLS.md; --json defined in rex(1)): text, enum names, out-pointers by name.
         const out = decodeOutput(plan, await ch.call(target, input, { timeoutMs }), { stringBytes: true });
         process.stdout.write(opts.json ? toJson(resultJson(plan, out)) : resultText(plan, out));
       } finally {

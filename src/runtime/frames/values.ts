@@ -125,7 +125,7 @@ function jsonNumber(v: number): number | string {
 }
 
 /**
- * One value in `rex call --json` form (docs/CALLS.md, "rex call --json"):
+ * One value in `rex call --json` form (rex(1); docs/CALLS.md, "Values as users read them"):
  * 64-bit and 128-bit integers as decimal strings, non-finite floats as
  * "NaN"/"Infinity"/"-Infinity", enums as `{name, value}` (name null when no
  * enumerator names the value), char arrays and marked strings as
