@@ -23,6 +23,7 @@ import { RexClient } from '../../src/runtime/client.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { startCluster } from '../helpers/cluster.js';
 import { runs } from '../helpers/property.js';
+import { vectors } from '../helpers/vectors.js';
 import { NATIVE, ROOT, repdb, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
@@ -277,6 +278,23 @@ describe('hostile ENTRIES pages are refused with the field named', () => {
       await new Promise((r) => server.close(r));
     }
   }, 30_000);
+});
+
+describe('shared vectors of the paging attributes (TypeScript side; native/test/test_vectors.c reads the same)', () => {
+  const msg = (name: string): Message => {
+    const v = vectors.find((x) => x.name === name)!;
+    const r = decodeOne(Buffer.from(v.hex, 'hex'));
+    if (!('frame' in r)) throw new Error(`${name}: incomplete`);
+    return frameToMessage(r.frame);
+  };
+  it('ENTRIES_GET by name, ENTRIES_GET with match/after/limit, ENTRIES with next', () => {
+    expect(msg('entries-get-name')).toMatchObject({ type: 'ENTRIES_GET', target: 'beta.m', name: 'cbrt' });
+    expect(msg('entries-get-page')).toMatchObject({ type: 'ENTRIES_GET', target: 'beta.c', match: 'str*', after: 'strcat', limit: 1000 });
+    const page = msg('entries-page') as MessageOf<'ENTRIES'>;
+    expect(page.next).toBe('strcmp');
+    expect(page.entries!.map((e) => e.name)).toEqual(['strchr', 'strcmp']);
+    expect(() => checkPage({ after: 'strcat', limit: 1000 }, page, 'vector')).not.toThrow();
+  });
 });
 
 // ------------------------------------------------------------------ properties
