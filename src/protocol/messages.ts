@@ -296,6 +296,36 @@ export function entryWireSize(e: EntryInfo): { bytes: number; attrs: number } {
   return { bytes: ATTR_HEADER_SIZE + attrsSize(value), attrs: 1 + value.length };
 }
 
+/**
+ * The HOSTS answer for a receiver that accepts `maxPayload` bytes: the cluster
+ * view as it is when it fits one frame; else without the peers' CPU profiles
+ * (the largest part: `rex hosts` then shows their CPU as unknown); else a
+ * clear error. HOSTS does not page: its length is the cluster's, which rex.rc
+ * bounds (docs/PROTOCOL.md 4.6).
+ */
+export function fitHosts(hosts: HostEntry[], maxPayload: number = LIMITS.maxPayload): { hosts: HostEntry[]; cpuOmitted: boolean } {
+  const budget = Math.min(maxPayload, LIMITS.maxPayload);
+  const measure = (hs: HostEntry[]): { bytes: number; attrs: number } => {
+    const attrs = bodyToAttrs(MESSAGE_SPECS.HOSTS as Record<string, FieldSpec>, { hosts: hs });
+    return { bytes: attrsSize(attrs), attrs: countAttrs(attrs) };
+  };
+  const fits = (m: { bytes: number; attrs: number }): boolean => m.bytes <= budget && m.attrs <= LIMITS.maxAttrs;
+  if (fits(measure(hosts))) return { hosts, cpuOmitted: false };
+  const lean = hosts.map((h) => (h.self || !h.cpu ? h : (({ cpu: _, ...rest }) => rest)(h)));
+  const m = measure(lean);
+  if (fits(m)) return { hosts: lean, cpuOmitted: true };
+  throw new ProtocolError('INTERNAL', `the cluster view of ${hosts.length} hosts does not fit one HOSTS frame even without CPU profiles (${m.bytes} bytes, ${m.attrs} attributes; at most ${budget} bytes and ${LIMITS.maxAttrs} attributes)`, {
+    fatal: false,
+    hint: 'protocol version 1 carries about 300 hosts per cluster view: split the cluster (rex.rc hosts)',
+  });
+}
+
+function countAttrs(attrs: Attr[]): number {
+  let n = 0;
+  for (const a of attrs) n += 1 + (a.kind === 'list' ? countAttrs(a.value) : 0);
+  return n;
+}
+
 /** Entries of a HOSTS message. */
 export type HostEntry = NonNullable<MessageOf<'HOSTS'>['hosts']>[number];
 
