@@ -8,6 +8,10 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { KeyStore } from '../../src/keys/store.js';
+import { tlsServerOptions } from '../../src/keys/tls.js';
+import { ProtocolError } from '../../src/protocol/frame.js';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
@@ -295,6 +299,71 @@ describe('shared vectors of the paging attributes (TypeScript side; native/test/
     expect(page.entries!.map((e) => e.name)).toEqual(['strchr', 'strcmp']);
     expect(() => checkPage({ after: 'strcat', limit: 1000 }, page, 'vector')).not.toThrow();
   });
+});
+
+describe('a hostile peer rexd answering ENTRIES through the relay', () => {
+  // beta's rexd is replaced by an impostor holding beta's own key (a compromised peer): the origin rexd checks its pages
+  // before relaying them, refuses with the field named, and logs the refusal. Not in network namespaces: the impostor
+  // listens on beta's address from this process.
+  let cluster: LocalCluster;
+  let stop: () => Promise<void>;
+  let alpha: RexClient;
+  let server: TlsServer | undefined;
+  const sockets = new Set<{ destroy(): void }>();
+  let answer: (m: MessageOf<'ENTRIES_GET'>) => Reply = () => ({ type: 'ENTRIES', entries: [] });
+
+  beforeAll(async () => {
+    ({ cluster, stop } = await startCluster(2, { netns: false, peerTimeout: '10s' }));
+    await cluster.waitAllReachable();
+    const beta = cluster.host('beta');
+    cluster.kill('beta');
+    await cluster.waitExit('beta');
+    const own = new KeyStore(beta.stateDir).load(beta.identity);
+    server = createTlsServer(tlsServerOptions(own), (sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      const conn: Connection = new Connection(sock, {
+        initiator: false,
+        local: { role: 'daemon', host: 'beta', software: 'impostor/0' },
+        label: 'alpha',
+        onRequest: (m: Message): Reply => {
+          if (m.type === 'LOAD_GET') return { type: 'LOAD', host: 'beta', load: 0.1, cores: 1, jobs: 0, time: Date.now() };
+          if (m.type === 'ENTRIES_GET') return answer(m);
+          throw new ProtocolError('UNSUPPORTED', `impostor does not serve ${m.type}`, { fatal: false });
+        },
+      });
+      conn.handshake().catch(() => undefined);
+    });
+    await new Promise<void>((r) => server!.listen(beta.port, beta.address, r));
+    alpha = await cluster.client('alpha');
+  }, 120_000);
+
+  afterAll(async () => {
+    alpha?.close();
+    await stop?.();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  }, 60_000);
+
+  it('a page whose next is not its last name is refused by alpha with the field named, and logged', async () => {
+    answer = () => ({ type: 'ENTRIES', program: 'big', entries: [entry('a'), entry('b')], next: 'a' });
+    await vi.waitFor(async () => expect((await alpha.hosts()).find((h) => h.name === 'beta')?.reachable).toBe(true), { timeout: 30_000 });
+    await expect(alpha.entries('beta.big')).rejects.toThrow(/MALFORMED: ENTRIES from beta: next 'a' is not the page's last name 'b'/);
+    await vi.waitFor(() => {
+      const rows = queryLog(join(cluster.host('alpha').stateDir, 'rex-log.sqlite'), { outcome: 'error' }).filter((x) => x.message_type === 'ENTRIES_GET' && x.target === 'beta.big');
+      expect(rows.map((x) => x.reason)).toContainEqual(expect.stringMatching(/ENTRIES from beta: next 'a' is not the page's last name 'b'/));
+    }, { timeout: 10_000 });
+  }, 60_000);
+
+  it('a page of entries already given (a loop) is refused, and so is an empty page with next', async () => {
+    answer = (m) => ({ type: 'ENTRIES', entries: [entry('a')], ...(m.after === undefined ? { next: 'a' } : {}) });
+    await expect(alpha.entries('beta.big')).rejects.toThrow(/ENTRIES from beta: entries\[0\]\.name 'a' is not after the cursor 'a'/);
+    answer = () => ({ type: 'ENTRIES', entries: [], next: 'zz' });
+    await expect(alpha.entries('beta.big')).rejects.toThrow(/ENTRIES from beta: next 'zz' on a page without entries/);
+    // A peer's honest answer still goes through the same connection.
+    answer = () => ({ type: 'ENTRIES', entries: [entry('a'), entry('b')] });
+    expect((await alpha.entries('beta.big')).map((e) => e.name)).toEqual(['a', 'b']);
+  }, 60_000);
 });
 
 // ------------------------------------------------------------------ properties
