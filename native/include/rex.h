@@ -422,7 +422,8 @@ REX_EXTERN int rex_register_entry(const char *name, rex_entry_fn fn, size_t in_s
  * Serves the registered entry points to rexd until rexd closes the link;
  * returns 0 then. rexd starts the program as a call controller with the link
  * on file descriptor $REX_CALL_FD; without it returns -1 with errno EBADF.
- * Calls run one at a time, on the calling thread.
+ * Calls run one at a time, on the calling thread. Up to 4096 entry points may
+ * be registered: rexd reads the list page by page (docs/PROTOCOL.md 4.7).
  */
 REX_EXTERN int rex_serve(void);
 
