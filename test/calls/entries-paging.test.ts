@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CallManager } from '../../src/calls/index.js';
+import { CallManager, loadProgram } from '../../src/calls/index.js';
 import { checkPage, compareNames, fitPage, globMatcher, listEntries, pageBudget, selectEntries, sortEntries, type EntriesQuery } from '../../src/calls/entries.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { LIMITS } from '../../src/protocol/constants.js';
@@ -28,7 +28,7 @@ import { queryLog } from '../../src/log/txlog.js';
 import { startCluster } from '../helpers/cluster.js';
 import { runs } from '../helpers/property.js';
 import { vectors } from '../helpers/vectors.js';
-import { NATIVE, ROOT, repdb, tempDir } from './helpers.js';
+import { NATIVE, ROOT, buildLibrary, repdb, tempDir, writeXml } from './helpers.js';
 
 const run = promisify(execFile);
 const REX = join(ROOT, 'dist/cli/rex.js');
@@ -454,6 +454,46 @@ describe('paging properties', () => {
       { numRuns: runs(500) },
     );
   });
+
+  it('any ENTRIES_GET (fuzzed name, match, after, limit, max-payload) gets a legal page from CallManager.handle or a clear non-fatal error, never a crash', async () => {
+    const dir = tempDir('rex-paging-fuzz-');
+    const lib = buildLibrary(dir);
+    const spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
+    const manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
+    const text = fc.string({ unit: fc.constantFrom('s', 'l', 'e', 'n', '*', '?', '[', ']', '!', '-', '\\', '3', '2', '_', 'é', '𝒳'), maxLength: 10 });
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({ name: text, match: text, after: text, limit: fc.nat({ max: 40 }) }, { requiredKeys: [] }),
+          fc.integer({ min: LIMITS.minPayload, max: LIMITS.maxPayload }),
+          async (q, maxPayload) => {
+            // The asking connection's HELLO max-payload is what the page is cut to.
+            const conn = Object.assign(Object.create(Connection.prototype) as Connection, { peer: { role: 'client', version: 1, maxPayload } });
+            let reply: Reply;
+            try {
+              reply = await manager.handle({ type: 'ENTRIES_GET', stream: 3, target: 'calltest', ...q }, { name: 'tester', conn });
+            } catch (e) {
+              expect(e).toBeInstanceOf(ProtocolError);
+              expect(`${(e as ProtocolError).proto}:${(e as ProtocolError).fatal}`).toMatch(/^(BAD_REQUEST|NO_ENTRY):false$/);
+              expect((e as Error).message).toMatch(/calltest|^ENTRIES_GET match '/); // names the target or the field
+              return;
+            }
+            const r = decodeOne(encodeFrame(messageToFrame({ ...reply, stream: 3 } as Message)), maxPayload);
+            expect('frame' in r).toBe(true);
+            if (!('frame' in r)) return;
+            const page = frameToMessage(r.frame) as MessageOf<'ENTRIES'>;
+            checkPage(q, page, 'alpha');
+            if (q.name !== undefined) expect(page.entries!.map((e) => e.name)).toEqual([q.name]);
+            else if (q.match !== undefined) expect((page.entries ?? []).every((e) => globMatcher(q.match!)(e.name))).toBe(true);
+          },
+        ),
+        { numRuns: runs(400) },
+      );
+    } finally {
+      await manager.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('listEntries collects pages of a list that changes between requests without duplicates', async () => {
     await fc.assert(
