@@ -63,7 +63,7 @@ type GlobToken = { t: 'lit'; c: string } | { t: 'any' } | { t: 'star' } | { t: '
  * regular expression is built, and matching takes at most
  * O(name x pattern) steps, so a hostile pattern costs little.
  */
-export function globMatcher(pattern: string): (name: string) => boolean {
+export function globMatcher(pattern: string, what?: string): (name: string) => boolean {
   const cs = Array.from(pattern);
   const toks: GlobToken[] = [];
   for (let i = 0; i < cs.length; i++) {
@@ -72,7 +72,7 @@ export function globMatcher(pattern: string): (name: string) => boolean {
       if (toks.at(-1)?.t !== 'star') toks.push({ t: 'star' });
     } else if (c === '?') toks.push({ t: 'any' });
     else if (c === '\\') {
-      if (i + 1 >= cs.length) throw badMatch(pattern, 'ends in a lone \\');
+      if (i + 1 >= cs.length) throw badMatch(pattern, 'ends in a lone \\', what);
       toks.push({ t: 'lit', c: cs[++i]! });
     } else if (c === '[') {
       let j = i + 1;
@@ -87,7 +87,7 @@ export function globMatcher(pattern: string): (name: string) => boolean {
           j += 2;
         } else ranges.push([lo, lo]);
       }
-      if (j >= cs.length) throw badMatch(pattern, `the [ at character ${i + 1} is not closed`);
+      if (j >= cs.length) throw badMatch(pattern, `the [ at character ${i + 1} is not closed`, what);
       toks.push({ t: 'class', neg, ranges });
       i = j;
     } else toks.push({ t: 'lit', c });
@@ -132,8 +132,8 @@ export function globMatcher(pattern: string): (name: string) => boolean {
   };
 }
 
-function badMatch(pattern: string, why: string): ProtocolError {
-  return new ProtocolError('BAD_REQUEST', `ENTRIES_GET match '${pattern}': ${why}`, { fatal: false, hint: "write a shell glob such as 'str*' or 'f[0-9]?'" });
+function badMatch(pattern: string, why: string, what?: string): ProtocolError {
+  return new ProtocolError('BAD_REQUEST', `ENTRIES_GET ${what ? `${what} ` : ''}match '${pattern}': ${why}`, { fatal: false, hint: "write a shell glob such as 'str*' or 'f[0-9]?'" });
 }
 
 /** Room for entries in one ENTRIES towards a receiver that accepts `maxPayload` bytes (its HELLO). */
@@ -142,8 +142,8 @@ export function pageBudget(maxPayload: number = LIMITS.maxPayload): { bytes: num
 }
 
 /** The entries of a sorted list a query selects, before paging: names after `after` that `match`. */
-export function selectEntries<T extends { name: string }>(sorted: readonly T[], q: EntriesQuery): T[] {
-  const match = q.match !== undefined ? globMatcher(q.match) : undefined;
+export function selectEntries<T extends { name: string }>(sorted: readonly T[], q: EntriesQuery, what?: string): T[] {
+  const match = q.match !== undefined ? globMatcher(q.match, what) : undefined;
   let from = 0;
   if (q.after !== undefined) {
     // Binary search for the first name after the cursor: the cursor need not be a name of this list (it may have changed).
@@ -242,7 +242,7 @@ function expectEntries(m: Message, from: string): MessageOf<'ENTRIES'> {
  */
 export async function listEntries(request: EntriesRequest, target: string, opts: { match?: string; from?: string; pageLimit?: number } = {}): Promise<EntryInfo[]> {
   const from = opts.from ?? 'rexd';
-  const match = opts.match !== undefined ? globMatcher(opts.match) : undefined;
+  const match = opts.match !== undefined ? globMatcher(opts.match, target) : undefined;
   const limit = opts.pageLimit ?? ENTRIES_PAGE_LIMIT;
   const out: EntryInfo[] = [];
   let after: string | undefined;

@@ -271,7 +271,7 @@ export class CallManager {
     const t = this.parse(target, false);
     const pool = await this.admit(t, identity, undefined);
     const all = pool.spec.kind === 'library' ? pool.listing() : await this.programEntries(pool, t, identity);
-    return { program: t.program, entries: await this.granted(identity, t.program, selectEntries(all, q)) };
+    return { program: t.program, entries: await this.granted(identity, t.program, selectEntries(all, q, formatTarget(t))) };
   }
 
   /** One entry point by name, without the list: DENIED when the caller may not call it, NO_ENTRY (with near names) when there is none. */

@@ -475,7 +475,7 @@ describe('paging properties', () => {
             } catch (e) {
               expect(e).toBeInstanceOf(ProtocolError);
               expect(`${(e as ProtocolError).proto}:${(e as ProtocolError).fatal}`).toMatch(/^(BAD_REQUEST|NO_ENTRY):false$/);
-              expect((e as Error).message).toMatch(/calltest|^ENTRIES_GET match '/); // names the target or the field
+              expect((e as Error).message).toMatch(/calltest/);
               return;
             }
             const r = decodeOne(encodeFrame(messageToFrame({ ...reply, stream: 3 } as Message)), maxPayload);
