@@ -69,6 +69,10 @@ ok('result', [frame(0x0071, 1, 7, [by(1, '05000000'), s(2, 'alpha')])]);
 ok('result-accepted-then-end', [frame(0x0071, 0, 9, [bo(3, true)]), frame(0x0071, 1, 9, [by(1, '')])]);
 ok('entries-get', [frame(0x0072, 0, 11, [s(1, 'demo')])]);
 ok('entries', [frame(0x0073, 1, 11, [l(1, [s(1, 'add'), u(2, 8, 1), u(3, 4, 1), bo(4, true), s(6, 'int32 add(int32 a, int32 b)')]), l(1, [s(1, 'log_msg'), bo(4, false), s(5, 'log_msg is variadic')]), s(2, 'demo'), s(3, 'alpha')])]);
+// paging (section 4.7): one entry point by name; a page of the names after a cursor that match a glob; a page that says where the next starts
+ok('entries-get-name', [frame(0x0072, 0, 13, [s(1, 'beta.m'), s(2, 'cbrt')])]);
+ok('entries-get-page', [frame(0x0072, 0, 15, [s(1, 'beta.c'), s(3, 'str*'), s(4, 'strcat'), u(5, 1000, 2)])]);
+ok('entries-page', [frame(0x0073, 1, 15, [l(1, [s(1, 'strchr'), u(2, 16, 1), u(3, 8, 1), bo(4, true)]), l(1, [s(1, 'strcmp'), u(2, 16, 1), u(3, 4, 1), bo(4, true)]), s(2, 'c'), s(3, 'beta'), s(4, 'strcmp')])]);
 ok('cancel', [frame(0x0074, 0, 13, [u(1, 7, 1)])]);
 ok('cancelled', [frame(0x0075, 1, 13, [bo(1, true)])]);
 ok('define', [frame(0x0076, 0, 1, [s(1, 'scale'), u(2, 16, 1), u(3, 8, 1), s(4, 'd'), l(5, [u(1, 1, 1), s(2, '{ii}'), u(3, 0, 1), u(4, 8, 1)]), l(5, [u(1, 1, 1), s(2, 'd'), u(3, 8, 1), u(4, 8, 1)])])]);

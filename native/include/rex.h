@@ -354,8 +354,9 @@ enum rex_call_msg_type {
 /* Attribute tags of the call messages. */
 enum { REX_CALL_TARGET = 1, REX_CALL_INPUT = 2, REX_CALL_DEADLINE_MS = 3, REX_CALL_ASYNC = 4, REX_CALL_OUT_MAX = 5 };
 enum { REX_RESULT_OUTPUT = 1, REX_RESULT_HOST = 2, REX_RESULT_ACCEPTED = 3 };
-enum { REX_ENTRIES_GET_TARGET = 1 };
-enum { REX_ENTRIES_ENTRY = 1, REX_ENTRIES_PROGRAM = 2, REX_ENTRIES_HOST = 3 };
+/* ENTRIES_GET pages (docs/PROTOCOL.md 4.7): one entry by NAME, or names AFTER a cursor, at most LIMIT; ENTRIES NEXT = the cursor of the next page. */
+enum { REX_ENTRIES_GET_TARGET = 1, REX_ENTRIES_GET_NAME = 2, REX_ENTRIES_GET_MATCH = 3, REX_ENTRIES_GET_AFTER = 4, REX_ENTRIES_GET_LIMIT = 5 };
+enum { REX_ENTRIES_ENTRY = 1, REX_ENTRIES_PROGRAM = 2, REX_ENTRIES_HOST = 3, REX_ENTRIES_NEXT = 4 };
 enum { REX_ENTRY_NAME = 1, REX_ENTRY_INPUT_SIZE = 2, REX_ENTRY_OUTPUT_SIZE = 3, REX_ENTRY_CALLABLE = 4,
        REX_ENTRY_REFUSAL = 5, REX_ENTRY_SIGNATURE = 6, REX_ENTRY_DEFINITION = 7, REX_ENTRY_VARIABLE = 8 };
 enum { REX_CANCEL_CALL = 1 };
@@ -421,7 +422,8 @@ REX_EXTERN int rex_register_entry(const char *name, rex_entry_fn fn, size_t in_s
  * Serves the registered entry points to rexd until rexd closes the link;
  * returns 0 then. rexd starts the program as a call controller with the link
  * on file descriptor $REX_CALL_FD; without it returns -1 with errno EBADF.
- * Calls run one at a time, on the calling thread.
+ * Calls run one at a time, on the calling thread. Up to 4096 entry points may
+ * be registered: rexd reads the list page by page (docs/PROTOCOL.md 4.7).
  */
 REX_EXTERN int rex_serve(void);
 

@@ -228,24 +228,78 @@ static int serve_call(int fd, const struct rex_frame *f) {
   return rc;
 }
 
+static int by_name(const void *a, const void *b) {
+  return strcmp((*(struct entry *const *)a)->name, (*(struct entry *const *)b)->name);
+}
+
+/* Wire bytes of one entry as serve_entries writes it: the list and its five attributes (uints at most 8 bytes). */
+static size_t entry_wire(const struct entry *e) {
+  return 6 * REX_PROTO_ATTR_HEADER_SIZE + strlen(e->name) + 8 + 8 + 1 + 1;
+}
+
+/*
+ * ENTRIES, one page (docs/PROTOCOL.md 4.7): with `name` just that entry; else
+ * the names after `after` in strcmp order, at most `limit` and never more than
+ * one frame holds (bytes and attributes), with `next` = the last name sent
+ * when more follow. `match` is not evaluated here: rexd pages through the
+ * whole list once and matches itself. A request without `limit` (a rexd that
+ * predates paging) gets the whole list when it fits, else BAD_REQUEST.
+ */
 static int serve_entries(int fd, const struct rex_frame *f) {
-  size_t nattrs = 2 + nentries * 6, cap = 128;
-  struct rex_attr *attrs = malloc(nattrs * sizeof *attrs);
-  if (!attrs) return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory", f->type);
-  struct rex_frame out;
-  rex_frame_init(&out, attrs, nattrs);
-  rex_frame_start(&out, REX_MSG_ENTRIES, REX_FLAG_END, f->stream);
-  for (size_t i = 0; i < nentries; i++) {
-    rex_attr_list_begin(&out, REX_ENTRIES_ENTRY);
-    rex_attr_string(&out, REX_ENTRY_NAME, entries[i]->name);
-    rex_attr_uint(&out, REX_ENTRY_INPUT_SIZE, entries[i]->in_size);
-    rex_attr_uint(&out, REX_ENTRY_OUTPUT_SIZE, entries[i]->out_size);
-    rex_attr_bool(&out, REX_ENTRY_CALLABLE, 1);
-    rex_attr_bool(&out, REX_ENTRY_VARIABLE, entries[i]->variable);
-    rex_attr_list_end(&out);
-    cap += strlen(entries[i]->name) + 6 * REX_PROTO_ATTR_HEADER_SIZE + 24;
+  const struct rex_attr *name = attr(f, REX_ENTRIES_GET_NAME, REX_KIND_STRING);
+  const struct rex_attr *after = attr(f, REX_ENTRIES_GET_AFTER, REX_KIND_STRING);
+  const struct rex_attr *limit = attr(f, REX_ENTRIES_GET_LIMIT, REX_KIND_UINT);
+  char msg[400], cursor[MAX_NAME + 1] = "";
+  if ((name && name->len > MAX_NAME) || (after && after->len > MAX_NAME))
+    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET name and after are at most 255 bytes", f->type);
+  if (limit && limit->v.u == 0) return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET limit 0: expected 1 or more", f->type);
+  struct entry **sorted = malloc((nentries ? nentries : 1) * sizeof *sorted);
+  struct rex_attr *attrs = malloc(REX_PROTO_MAX_ATTRS * sizeof *attrs);
+  if (!sorted || !attrs) {
+    free(sorted);
+    free(attrs);
+    return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory", f->type);
   }
-  int rc = send_frame(fd, &out, cap);
+  size_t n = 0;
+  if (name) {
+    struct entry *e = find((const char *)name->data, name->len);
+    if (!e) {
+      free(sorted);
+      free(attrs);
+      snprintf(msg, sizeof msg, "no entry point '%.*s' in this program", (int)name->len, (const char *)name->data);
+      return send_error(fd, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
+    }
+    sorted[n++] = e;
+  } else {
+    if (after) memcpy(cursor, after->data, after->len), cursor[after->len] = '\0';
+    for (size_t i = 0; i < nentries; i++)
+      if (!after || strcmp(entries[i]->name, cursor) > 0) sorted[n++] = entries[i];
+    qsort(sorted, n, sizeof *sorted, by_name);
+  }
+  size_t budget = REX_PROTO_MAX_PAYLOAD - 1024, used = 0, take = 0, max = limit && limit->v.u < n ? (size_t)limit->v.u : n;
+  size_t max_attrs = (REX_PROTO_MAX_ATTRS - 8) / 6;
+  while (take < max && take < max_attrs && used + entry_wire(sorted[take]) <= budget) used += entry_wire(sorted[take++]);
+  if (take < n && !limit && !name) {
+    free(sorted);
+    free(attrs);
+    snprintf(msg, sizeof msg, "%zu entry points do not fit in one ENTRIES and this request does not page: send limit and after (docs/PROTOCOL.md 4.7)", n);
+    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
+  }
+  struct rex_frame out;
+  rex_frame_init(&out, attrs, REX_PROTO_MAX_ATTRS);
+  rex_frame_start(&out, REX_MSG_ENTRIES, REX_FLAG_END, f->stream);
+  for (size_t i = 0; i < take; i++) {
+    rex_attr_list_begin(&out, REX_ENTRIES_ENTRY);
+    rex_attr_string(&out, REX_ENTRY_NAME, sorted[i]->name);
+    rex_attr_uint(&out, REX_ENTRY_INPUT_SIZE, sorted[i]->in_size);
+    rex_attr_uint(&out, REX_ENTRY_OUTPUT_SIZE, sorted[i]->out_size);
+    rex_attr_bool(&out, REX_ENTRY_CALLABLE, 1);
+    rex_attr_bool(&out, REX_ENTRY_VARIABLE, sorted[i]->variable);
+    rex_attr_list_end(&out);
+  }
+  if (take < n && take > 0) rex_attr_string(&out, REX_ENTRIES_NEXT, sorted[take - 1]->name);
+  int rc = send_frame(fd, &out, used + 1024);
+  free(sorted);
   free(attrs);
   return rc;
 }

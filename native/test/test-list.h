@@ -3,6 +3,7 @@
   X(vectors_decode)               \
   X(vectors_reencode)             \
   X(vectors_byte_by_byte)         \
+  X(vectors_entries_paging)       \
   X(codec_builders_roundtrip)     \
   X(codec_minimal_widths)         \
   X(codec_malformed_rules)        \

@@ -215,3 +215,41 @@ TEST_IMPL(vectors_byte_by_byte) {
   }
   json_free(root);
 }
+
+TEST_IMPL(vectors_entries_paging) {
+  /* The paging attributes of ENTRIES_GET and ENTRIES (docs/PROTOCOL.md 4.7) sit at rex.h's tags. */
+  struct json *root = rex_test_load_vectors();
+  const struct json *cases = json_get(root, "cases");
+  int seen = 0;
+  for (size_t ci = 0; ci < cases->n; ci++) {
+    const struct json *c = &cases->items[ci];
+    const char *name = json_get(c, "name")->str;
+    if (strcmp(name, "entries-get-name") && strcmp(name, "entries-get-page") && strcmp(name, "entries-page")) continue;
+    size_t len, used;
+    uint8_t *buf = rex_test_unhex(json_get(c, "hex")->str, &len);
+    struct rex_frame f;
+    rex_frame_init(&f, arena, REX_PROTO_MAX_ATTRS);
+    ASSERT(rex_frame_decode(buf, len, REX_PROTO_MAX_PAYLOAD, &f, &used) == 0);
+    const struct rex_attr *a;
+    if (!strcmp(name, "entries-get-name")) {
+      ASSERT(f.type == REX_MSG_ENTRIES_GET);
+      a = rex_attr_find(&f, REX_ATTR_NONE, REX_ENTRIES_GET_NAME);
+      ASSERT(a && a->kind == REX_KIND_STRING && a->len == 4 && !memcmp(a->data, "cbrt", 4));
+    } else if (!strcmp(name, "entries-get-page")) {
+      a = rex_attr_find(&f, REX_ATTR_NONE, REX_ENTRIES_GET_MATCH);
+      ASSERT(a && a->kind == REX_KIND_STRING && a->len == 4 && !memcmp(a->data, "str*", 4));
+      a = rex_attr_find(&f, REX_ATTR_NONE, REX_ENTRIES_GET_AFTER);
+      ASSERT(a && a->kind == REX_KIND_STRING && a->len == 6 && !memcmp(a->data, "strcat", 6));
+      a = rex_attr_find(&f, REX_ATTR_NONE, REX_ENTRIES_GET_LIMIT);
+      ASSERT(a && a->kind == REX_KIND_UINT && a->v.u == 1000);
+    } else {
+      ASSERT(f.type == REX_MSG_ENTRIES);
+      a = rex_attr_find(&f, REX_ATTR_NONE, REX_ENTRIES_NEXT);
+      ASSERT(a && a->kind == REX_KIND_STRING && a->len == 6 && !memcmp(a->data, "strcmp", 6));
+    }
+    seen++;
+    free(buf);
+  }
+  ASSERT(seen == 3);
+  json_free(root);
+}

@@ -16,13 +16,16 @@
  */
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
+import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
-import type { Message, MessageOf, Reply } from '../protocol/index.js';
+import type { Message, Reply } from '../protocol/index.js';
+import type { EntryInfo as MessageEntryInfo } from '../protocol/messages.js';
 import { typeName } from '../runtime/frames/plan.js';
 import type { EntryPoint, EntryPointSet } from '../gen/model/entrypoint.js';
 import { packageRoot } from '../util/paths.js';
 import { Controller, type ControllerLaunch } from './controller.js';
 import { defineBody, type DefineBody } from './define.js';
+import { fitPage, listEntries, pageBudget, queryOf, selectEntries, sortEntries, type EntriesQuery } from './entries.js';
 import { formatTarget, parseTarget, type CallTarget } from './target.js';
 
 /** What a program is, as rexd's configuration says: a shared object with definitions, or a program linked with librex that serves itself. */
@@ -85,7 +88,7 @@ export interface ManagerCallOptions {
 }
 
 /** One entry point as ENTRIES lists it. */
-export type EntryInfo = NonNullable<MessageOf<'ENTRIES'>['entries']>[number];
+export type EntryInfo = MessageEntryInfo;
 
 /** Default deadline of a call. */
 export const DEFAULT_DEADLINE_MS = 30_000;
@@ -120,7 +123,10 @@ class Pool {
   readonly queue: Job[] = [];
   /** Library: entry points by name. Program: filled from its ENTRIES at first start. */
   readonly prepared = new Map<string, Prepared>();
+  /** Program: its entry points in byte order of names (ENTRIES pages are cut from it). */
   remote: EntryInfo[] | undefined;
+  /** Library: the entry points as ENTRIES lists them, in byte order of names; rebuilt when `broken` grows. */
+  private listed: { broken: number; entries: EntryInfo[] } | undefined;
   /** Entry points whose DEFINE the controller refused (symbol missing in a stripped object...). */
   readonly broken = new Map<string, string>();
   /** Consecutive start failures: after 2, queued calls fail instead of restarting forever. */
@@ -141,6 +147,14 @@ class Pool {
         this.prepared.set(ep.name, 'body' in d ? { ep, define: d.body } : { ep, problem: { message: `${ep.name}: remote call refused: ${d.problem}` } });
       }
     }
+  }
+
+  /** Library: every entry point as ENTRIES lists it, in byte order of names. */
+  listing(): EntryInfo[] {
+    if (!this.listed || this.listed.broken !== this.broken.size) {
+      this.listed = { broken: this.broken.size, entries: sortEntries([...this.prepared.values()].map((p) => entryInfo(p, this.broken.get(p.ep.name)))) };
+    }
+    return this.listed.entries;
   }
 
   get size(): number {
@@ -186,8 +200,13 @@ export class CallManager {
         return { type: 'RESULT', output, ...(this.opts.host ? { host: this.opts.host } : {}) };
       }
       case 'ENTRIES_GET': {
-        const entries = await this.entries(m.target, identity);
-        return { type: 'ENTRIES', entries: entries.entries, program: entries.program, ...(this.opts.host ? { host: this.opts.host } : {}) };
+        // One entry by name, or one page of the list cut to what the asking connection accepts (docs/PROTOCOL.md 4.7).
+        const q = queryOf(m);
+        const budget = pageBudget(identity.conn instanceof Connection ? identity.conn.peer?.maxPayload : undefined);
+        const one = q.name !== undefined ? await this.entry(m.target, q.name, identity) : undefined;
+        const r = one ? { program: one.program, entries: [one.entry] } : await this.entries(m.target, identity, q);
+        const page = fitPage(r.entries, q.name !== undefined ? undefined : q.limit, budget, m.target);
+        return { type: 'ENTRIES', entries: page.entries, program: r.program, ...(page.next !== undefined ? { next: page.next } : {}), ...(this.opts.host ? { host: this.opts.host } : {}) };
       }
       case 'CANCEL':
         return { type: 'CANCELLED', found: this.cancel(m.call, identity) };
@@ -243,20 +262,41 @@ export class CallManager {
     });
   }
 
-  /** The entry points of `[HOST.][USER.]PROGRAM`, with definitions for callers that encode frames. */
-  async entries(target: string | CallTarget, identity: CallIdentity = { name: this.user }): Promise<{ program: string; entries: EntryInfo[] }> {
+  /**
+   * The entry points of `[HOST.][USER.]PROGRAM` the caller may call, with
+   * definitions for callers that encode frames, in byte order of names; `q`
+   * selects names after its cursor that match its glob (paging is the caller's).
+   */
+  async entries(target: string | CallTarget, identity: CallIdentity = { name: this.user }, q: EntriesQuery = {}): Promise<{ program: string; entries: EntryInfo[] }> {
     const t = this.parse(target, false);
     const pool = await this.admit(t, identity, undefined);
+    const all = pool.spec.kind === 'library' ? pool.listing() : await this.programEntries(pool, t, identity);
+    return { program: t.program, entries: await this.granted(identity, t.program, selectEntries(all, q, formatTarget(t))) };
+  }
+
+  /** One entry point by name, without the list: DENIED when the caller may not call it, NO_ENTRY (with near names) when there is none. */
+  async entry(target: string | CallTarget, name: string, identity: CallIdentity = { name: this.user }): Promise<{ program: string; entry: EntryInfo }> {
+    const t = this.parse(target, false);
+    const pool = await this.admit(t, identity, name);
     if (pool.spec.kind === 'library') {
-      return { program: t.program, entries: await this.granted(identity, t.program, [...pool.prepared.values()].map((p) => entryInfo(p, pool.broken.get(p.ep.name)))) };
+      const p = pool.prepared.get(name);
+      if (!p) throw noEntry(pool, name, [...pool.prepared.keys()]);
+      return { program: t.program, entry: entryInfo(p, pool.broken.get(name)) };
     }
+    const all = await this.programEntries(pool, t, identity);
+    const e = all.find((x) => x.name === name);
+    if (!e) throw noEntry(pool, name, all.map((x) => x.name));
+    return { program: t.program, entry: e };
+  }
+
+  /** A self-serving program's entry points: it registers them at start-up, so a controller is started (or borrowed) first. */
+  private async programEntries(pool: Pool, t: CallTarget, identity: CallIdentity): Promise<EntryInfo[]> {
     if (!pool.remote) {
-      // Start (or borrow) a controller: the program registers its entry points at start-up.
       await this.call({ ...t, function: '\0entries' }, new Uint8Array(0), { identity }).catch((e: unknown) => {
         if (!pool.remote) throw e;
       });
     }
-    return { program: t.program, entries: await this.granted(identity, t.program, pool.remote ?? []) };
+    return pool.remote ?? [];
   }
 
   /** The entries `identity` may call: a caller sees only the functions its grants allow (docs/CALLS.md, Security). */
@@ -383,8 +423,9 @@ export class CallManager {
           ),
         );
       } else {
-        const m = await c.request({ type: 'ENTRIES_GET', target: spec.name });
-        pool.remote = m.type === 'ENTRIES' ? (m.entries ?? []) : [];
+        // Page by page: a program may register more entry points than one frame holds.
+        const list = await listEntries((m) => c.request({ type: 'ENTRIES_GET', target: m.target, ...queryOf(m) }), spec.name, { from: `the controller of ${pool.key}` });
+        pool.remote = sortEntries(list);
       }
     };
     setup().then(

@@ -6,12 +6,13 @@
  * reachable host that offers the program. Everything for this host goes to its
  * CallManager. rexd owns one router; the router owns no sockets.
  */
-import type { Connection } from '../protocol/connection.js';
+import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { ProtoErrorName } from '../protocol/constants.js';
 import { ProtoError } from '../protocol/constants.js';
 import type { Message, Reply } from '../protocol/index.js';
 import type { CallIdentity, CallManager } from './manager.js';
+import { checkPage, fitPage, pageBudget, queryOf } from './entries.js';
 import { formatTarget, parseTarget, type CallTarget } from './target.js';
 
 /** What the router needs to know about one peer host. */
@@ -148,7 +149,8 @@ export class CallRouter {
     const conn = await p.connect();
     if (!(conn && 'request' in conn)) return false;
     try {
-      const r = await conn.request({ type: 'ENTRIES_GET', target: `${p.name}.${program}` }, this.opts.probeTimeoutMs ?? 2000);
+      // One entry is enough to learn that the program is offered (a server that predates paging sends all).
+      const r = await conn.request({ type: 'ENTRIES_GET', target: `${p.name}.${program}`, limit: 1 }, this.opts.probeTimeoutMs ?? 2000);
       return r.type === 'ENTRIES';
     } catch {
       void caller;
@@ -175,7 +177,7 @@ export class CallRouter {
             { type: 'CALL', target, input: m.input, deadlineMs, ...(m.async ? { async: true } : {}), ...(m.outMax !== undefined ? { outMax: m.outMax } : {}) },
             deadlineMs + SLACK_MS,
           )
-        : conn.request({ type: 'ENTRIES_GET', target }, deadlineMs);
+        : conn.request({ type: 'ENTRIES_GET', target, ...queryOf(m) }, deadlineMs);
     const scope = caller.identity.conn ?? this.scope;
     let byStream = this.forwarded.get(scope);
     if (!byStream) this.forwarded.set(scope, (byStream = new Map()));
@@ -191,7 +193,16 @@ export class CallRouter {
         return { type: 'RESULT', host: r.host ?? peer.name, ...(r.output ? { output: r.output } : {}), ...(r.accepted ? { accepted: true } : {}) };
       }
       if (m.type === 'ENTRIES_GET' && r.type === 'ENTRIES') {
-        return { type: 'ENTRIES', host: r.host ?? peer.name, ...(r.entries ? { entries: r.entries } : {}), ...(r.program ? { program: r.program } : {}) };
+        // The peer's page is checked as any client checks it, then cut again to what the caller's connection accepts:
+        // the cursor is the last name sent, so a shorter page only moves `next` back.
+        const q = queryOf(m);
+        checkPage(q, r, peer.name);
+        const entries = r.entries ?? [];
+        const budget = pageBudget(caller.identity.conn instanceof Connection ? caller.identity.conn.peer?.maxPayload : undefined);
+        const paged = q.limit !== undefined && q.name === undefined;
+        const fit = paged && entries.length === 0 ? { entries } : fitPage(entries, paged ? entries.length : undefined, budget, target);
+        const next = fit.next ?? r.next;
+        return { type: 'ENTRIES', host: r.host ?? peer.name, entries: fit.entries, ...(r.program ? { program: r.program } : {}), ...(next !== undefined ? { next } : {}) };
       }
       throw new ProtocolError('INTERNAL', `${peer.name} answered ${m.type} with ${r.type}`, { fatal: false });
     } catch (e) {

@@ -12,6 +12,8 @@ import type { CallOptions, EntryTarget, Transport } from '../runtime/codegen-v1.
 import { ErrorCodes, RexError, type ErrorCode } from '../util/errors.js';
 import type { CallIdentity, CallManager } from './manager.js';
 import { formatTarget, type CallTarget } from './target.js';
+import { listEntries, lookupEntry } from './entries.js';
+import type { EntryInfo } from '../protocol/messages.js';
 
 const CODE_OF: Partial<Record<ProtoErrorName, ErrorCode>> = {
   CRASHED: ErrorCodes.CALL_CRASHED,
@@ -108,12 +110,19 @@ export class CallChannel {
     }
   }
 
-  /** The entry points of `[HOST.][USER.]PROGRAM` as rexd lists them. */
-  async entries(target: string): Promise<NonNullable<Extract<Awaited<ReturnType<Connection['request']>>, { type: 'ENTRIES' }>['entries']>> {
+  /** The entry points of `[HOST.][USER.]PROGRAM` as rexd lists them: every page, or those `match` (a glob) selects. */
+  async entries(target: string, opts: { match?: string } = {}): Promise<EntryInfo[]> {
     try {
-      const m = await this.conn.request({ type: 'ENTRIES_GET', target });
-      if (m.type !== 'ENTRIES') throw new RexError(ErrorCodes.PROTO_UNEXPECTED, `rexd answered ENTRIES_GET with ${m.type}`);
-      return m.entries ?? [];
+      return await listEntries((m) => this.conn.request(m), target, { ...opts, from: `rexd at ${this.conn.label}` });
+    } catch (e) {
+      throw toCallError(e);
+    }
+  }
+
+  /** One entry point by name, without fetching the list (what a call needs). */
+  async entry(target: string, name: string): Promise<EntryInfo> {
+    try {
+      return await lookupEntry((m) => this.conn.request(m), target, name, `rexd at ${this.conn.label}`);
     } catch (e) {
       throw toCallError(e);
     }

@@ -25,6 +25,7 @@ import { TransactionLog, type LogEvent } from '../log/txlog.js';
 import { Connection, type PeerHello, type Reply, type ServedInfo } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf, HostEntry } from '../protocol/messages.js';
+import { fitHosts } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/jobs.js';
 import { Containment } from '../exec/contain.js';
@@ -688,7 +689,7 @@ export class Rexd {
       case 'LOAD_GET':
         return { type: 'LOAD', ...this.meter.measure(), cpu: profileToWire(advertisedCpuProfile()) };
       case 'HOSTS_GET':
-        return { type: 'HOSTS', hosts: this.hosts() };
+        return { type: 'HOSTS', hosts: fitHosts(this.hosts(), session.conn?.peer?.maxPayload).hosts }; // bounded, docs/PROTOCOL.md 4.6
       case 'CALL':
       case 'ENTRIES_GET':
       case 'CANCEL':

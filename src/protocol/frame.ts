@@ -108,7 +108,8 @@ function attrValueSize(a: Attr): number {
   }
 }
 
-function attrsSize(attrs: Attr[]): number {
+/** Encoded size of a sequence of attributes (headers included). */
+export function attrsSize(attrs: Attr[]): number {
   let n = 0;
   for (const a of attrs) n += ATTR_HEADER_SIZE + attrValueSize(a);
   return n;

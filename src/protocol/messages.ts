@@ -3,8 +3,8 @@
  * type has (docs/PROTOCOL.md section 4), and the same table drives encoding,
  * decoding and validation, so the spec, the encoder and the checker cannot drift.
  */
-import { MsgType, TAG_CRITICAL, LIMITS, type MsgTypeName } from './constants.js';
-import { ProtocolError, type Attr, type Frame } from './frame.js';
+import { ATTR_HEADER_SIZE, MsgType, TAG_CRITICAL, LIMITS, type MsgTypeName } from './constants.js';
+import { ProtocolError, attrsSize, type Attr, type Frame } from './frame.js';
 
 /** How a field maps to an attribute: its tag, wire kind and TypeScript form. */
 type FieldSpec =
@@ -220,11 +220,23 @@ export const MESSAGE_SPECS = {
     host: { tag: 2, t: 'str', max: 255 },
     accepted: { tag: 3, t: 'bool' },
   },
-  ENTRIES_GET: { target: { tag: 1, t: 'str', required: true, max: 1024 } },
+  ENTRIES_GET: {
+    target: { tag: 1, t: 'str', required: true, max: 1024 },
+    /** Exactly this entry point (docs/PROTOCOL.md 4.7): what a call needs, without the list. */
+    name: { tag: 2, t: 'str', max: 255 },
+    /** A glob (`*`, `?`, `[...]`) the serving rexd matches names against. */
+    match: { tag: 3, t: 'str', max: 255 },
+    /** Cursor: the `next` of the previous page; only names after it (byte order). */
+    after: { tag: 4, t: 'str', max: 255 },
+    /** At most this many entries; the server may send fewer (a page never exceeds the frame limits). */
+    limit: { tag: 5, t: 'u32' },
+  },
   ENTRIES: {
     entries: { tag: 1, t: 'group', fields: CALL_ENTRY, repeated: true, max: 4096 },
     program: { tag: 2, t: 'str', max: 255 },
     host: { tag: 3, t: 'str', max: 255 },
+    /** More entries follow: ask again with `after` = this (the last name of this page). Absent: the last page. */
+    next: { tag: 4, t: 'str', max: 255 },
   },
   CANCEL: { call: { tag: 1, t: 'u32', required: true } },
   CANCELLED: { found: { tag: 1, t: 'bool' } },
@@ -274,6 +286,45 @@ export type Message = {
 
 /** The message of type N. */
 export type MessageOf<N extends MsgTypeName> = Extract<Message, { type: N }>;
+
+/** One entry of an ENTRIES answer. */
+export type EntryInfo = NonNullable<MessageOf<'ENTRIES'>['entries']>[number];
+
+/** Bytes and attributes one entry takes inside an ENTRIES payload (its list attribute included). */
+export function entryWireSize(e: EntryInfo): { bytes: number; attrs: number } {
+  const value = bodyToAttrs(MESSAGE_SPECS.ENTRIES.entries.fields as Record<string, FieldSpec>, e as unknown as Record<string, unknown>);
+  return { bytes: ATTR_HEADER_SIZE + attrsSize(value), attrs: 1 + value.length };
+}
+
+/**
+ * The HOSTS answer for a receiver that accepts `maxPayload` bytes: the cluster
+ * view as it is when it fits one frame; else without the peers' CPU profiles
+ * (the largest part: `rex hosts` then shows their CPU as unknown); else a
+ * clear error. HOSTS does not page: its length is the cluster's, which rex.rc
+ * bounds (docs/PROTOCOL.md 4.6).
+ */
+export function fitHosts(hosts: HostEntry[], maxPayload: number = LIMITS.maxPayload): { hosts: HostEntry[]; cpuOmitted: boolean } {
+  const budget = Math.min(maxPayload, LIMITS.maxPayload);
+  const measure = (hs: HostEntry[]): { bytes: number; attrs: number } => {
+    const attrs = bodyToAttrs(MESSAGE_SPECS.HOSTS as Record<string, FieldSpec>, { hosts: hs });
+    return { bytes: attrsSize(attrs), attrs: countAttrs(attrs) };
+  };
+  const fits = (m: { bytes: number; attrs: number }): boolean => m.bytes <= budget && m.attrs <= LIMITS.maxAttrs;
+  if (fits(measure(hosts))) return { hosts, cpuOmitted: false };
+  const lean = hosts.map((h) => (h.self || !h.cpu ? h : (({ cpu: _, ...rest }) => rest)(h)));
+  const m = measure(lean);
+  if (fits(m)) return { hosts: lean, cpuOmitted: true };
+  throw new ProtocolError('INTERNAL', `the cluster view of ${hosts.length} hosts does not fit one HOSTS frame even without CPU profiles (${m.bytes} bytes, ${m.attrs} attributes; at most ${budget} bytes and ${LIMITS.maxAttrs} attributes)`, {
+    fatal: false,
+    hint: 'protocol version 1 carries about 300 hosts per cluster view: split the cluster (rex.rc hosts)',
+  });
+}
+
+function countAttrs(attrs: Attr[]): number {
+  let n = 0;
+  for (const a of attrs) n += 1 + (a.kind === 'list' ? countAttrs(a.value) : 0);
+  return n;
+}
 
 /** Entries of a HOSTS message. */
 export type HostEntry = NonNullable<MessageOf<'HOSTS'>['hosts']>[number];

@@ -10,10 +10,11 @@ import type { OwnIdentity } from '../keys/store.js';
 import type { PinCheck } from '../keys/tls.js';
 import type { LoadOptions } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
-import type { HostEntry, MessageOf } from '../protocol/messages.js';
+import type { EntryInfo, HostEntry, MessageOf } from '../protocol/messages.js';
 import { cpuSummary, profileFromWire, type CpuSummary } from '../cpu/wire.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { toCallError } from '../calls/transport.js';
+import { listEntries, lookupEntry } from '../calls/entries.js';
 
 /** A host of the cluster view: its HOSTS entry with the CPU profile decoded (docs/PROTOCOL.md 4.6). */
 export type HostView = Omit<HostEntry, 'cpu'> & { cpu?: CpuSummary; cpuError?: string };
@@ -159,16 +160,26 @@ export class RexClient {
     return { output: m.output ?? new Uint8Array(0), ...(m.host ? { host: m.host } : {}), ...(m.accepted ? { accepted: true } : {}) };
   }
 
-  /** The entry points `[HOST.][USER.]PROGRAM` offers (names, frame sizes, signatures, refusals). */
-  async entries(target: string): Promise<NonNullable<MessageOf<'ENTRIES'>['entries']>> {
-    let m;
+  /**
+   * The entry points `[HOST.][USER.]PROGRAM` offers (names, frame sizes,
+   * signatures, refusals), all pages of them in byte order of names;
+   * `match` (a glob such as 'str*') is evaluated by the serving rexd.
+   */
+  async entries(target: string, opts: { match?: string } = {}): Promise<EntryInfo[]> {
     try {
-      m = await this.conn.request({ type: 'ENTRIES_GET', target });
+      return await listEntries((m) => this.conn.request(m), target, { ...opts, from: `rexd at ${this.conn.label}` });
     } catch (e) {
       throw toCallError(e);
     }
-    if (m.type !== 'ENTRIES') throw unexpected('ENTRIES_GET', m.type);
-    return m.entries ?? [];
+  }
+
+  /** One entry point of `[HOST.][USER.]PROGRAM` by name, without fetching the list. */
+  async entry(target: string, name: string): Promise<EntryInfo> {
+    try {
+      return await lookupEntry((m) => this.conn.request(m), target, name, `rexd at ${this.conn.label}`);
+    } catch (e) {
+      throw toCallError(e);
+    }
   }
 
   /** Lets the process exit while this connection is idle (a request in flight still holds it through its timer). */

@@ -96,9 +96,8 @@ export function registerCallCommands(program: Command): void {
           process.stdout.write(opts.json ? toJson({ output: Buffer.from(out).toString('hex') }) : `${Buffer.from(out).toString('hex')}\n`);
           return;
         }
-        const entries = await ch.entries(formatTarget({ ...t, function: undefined } as typeof t));
-        const e = entries.find((x) => x.name === t.function);
-        if (!e) usage(`${target}: no entry point '${t.function}' (there are: ${entries.map((x) => x.name).join(', ') || 'none'})`);
+        // Only this entry point's definition travels, however many the program has (ENTRIES_GET name).
+        const e = await ch.entry(formatTarget({ ...t, function: undefined } as typeof t), t.function!);
         if (!e.definition) usage(`${target}: the program did not publish a definition of ${e.name} (${e.inputSize} bytes in, ${e.outputSize} out)`, 'send a raw frame with --hex');
         const plan = planEntry(JSON.parse(e.definition) as EntryDesc);
         const params = inputParams(plan);
@@ -120,11 +119,12 @@ export function registerCallCommands(program: Command): void {
     .description('list the entry points a program offers for remote calls')
     .argument('<target>', '[HOST.][USER.]PROGRAM')
     .option('--json', 'machine-readable output, with each definition')
-    .action(async (target: string, opts: CallOpts) => {
+    .option('--match <glob>', "only names matching a shell glob ('str*', 'f[0-9]?'), evaluated by the serving rexd")
+    .action(async (target: string, opts: CallOpts & { match?: string }) => {
       parseTarget(target, false);
       const client = await connectFor(opts);
       try {
-        const entries = await new CallChannel(client.conn).entries(target);
+        const entries = await new CallChannel(client.conn).entries(target, opts.match !== undefined ? { match: opts.match } : {});
         if (opts.json) {
           process.stdout.write(toJson(entries.map((e) => ({ ...e, definition: e.definition ? (JSON.parse(e.definition) as unknown) : undefined }))));
           return;
