@@ -81,6 +81,8 @@ async function freePort(): Promise<number> {
 /** A running (or described) local cluster. */
 export class LocalCluster {
   private children = new Map<string, ChildProcess>();
+  /** Pids of the rexds this cluster itself has signalled (kill, down): their exit is expected. */
+  private signalled = new Set<number>();
   /** Each rexd runs with --test-mode (ClusterOptions.testMode). */
   testMode = false;
 
@@ -269,6 +271,11 @@ export class LocalCluster {
       }
     }
     child.unref();
+    // A rexd that ends without being asked to is news (a crash): say so at once, with its last log lines.
+    child.once('exit', (code, sig) => {
+      if (this.signalled.has(child.pid ?? -1)) return;
+      process.stderr.write(`rex cluster: host ${h.name}: rexd (pid ${child.pid}) exited with ${sig ?? `status ${code}`} unasked; last log lines of ${h.logFile}:\n${tail(h.logFile)}\n`);
+    });
     this.save();
   }
 
@@ -301,7 +308,10 @@ export class LocalCluster {
   /** Sends `signal` to one host's rexd (SIGKILL to simulate a crash). */
   kill(name: string, signal: NodeJS.Signals = 'SIGTERM'): void {
     const h = this.host(name);
-    if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, signal);
+    if (h.pid !== undefined && alive(h.pid)) {
+      this.signalled.add(h.pid);
+      process.kill(h.pid, signal);
+    }
   }
 
   /** Resolves when `name`'s rexd has exited. */
@@ -370,7 +380,11 @@ export class LocalCluster {
 
   /** Stops every host (SIGTERM, then SIGKILL after 5 s), removes namespaces and cluster.json. */
   async down(): Promise<void> {
-    for (const h of this.hosts) if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, 'SIGTERM');
+    for (const h of this.hosts) {
+      if (h.pid === undefined || !alive(h.pid)) continue;
+      this.signalled.add(h.pid);
+      process.kill(h.pid, 'SIGTERM');
+    }
     const deadline = Date.now() + 5000;
     for (const h of this.hosts) {
       while (h.pid !== undefined && alive(h.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

@@ -150,7 +150,9 @@ export class PeerLink {
         this.schedule(this.opts.loadInterval);
         return;
       }
-      if (this.state.reachable || this.failures === 0) this.opts.log.warn({ peer: this.label, err: msg }, 'peer unreachable');
+      // Logged when the peer becomes unreachable, and again whenever the reason changes (a peer that was down and now
+      // answers with a malformed frame, or with another key, is news); the same reason again and again is not.
+      if (this.state.reachable || this.failures === 0 || this.state.error !== msg) this.opts.log.warn({ peer: this.label, err: msg }, 'peer unreachable');
       this.state.reachable = false;
       this.state.error = msg;
       this.failures++;

@@ -14,6 +14,9 @@ let seq = 0;
 /** Resolves once every row rexd at `socket` recorded before the call is in `db`. */
 export async function logBarrier(socket: string, db: string, timeout = 10_000): Promise<void> {
   const program = `barrier${process.pid}x${++seq}`;
+  // Rows since just before the barrier, all of them: a busy host (peer polls, other tests' work) may log more than a
+  // page of rows after it, so "among the newest 20" could miss it for good.
+  const since = Date.now() - 1000;
   const c = await RexClient.connect({ socket, program });
   try {
     await c.ping();
@@ -22,7 +25,7 @@ export async function logBarrier(socket: string, db: string, timeout = 10_000): 
   }
   await vi.waitFor(
     () => {
-      if (!queryLog(db, { limit: 20 }).some((r) => r.identity?.endsWith(`.${program}`))) throw new Error(`the barrier row (program ${program}) is not in ${db} yet`);
+      if (!queryLog(db, { since, limit: 100_000 }).some((r) => r.identity?.endsWith(`.${program}`))) throw new Error(`the barrier row (program ${program}) is not in ${db} yet`);
     },
     { timeout, interval: 25 },
   );
