@@ -1,0 +1,90 @@
+// Calls by public name on a real local cluster (docs/ENTRYPOINTS.md, "Public
+// names"): beta offers the fixture library (test/fixtures/names) with the
+// definitions repdb -gx wrote, plus a hand-written prototype for its IFUNC;
+// `rex call` on alpha calls it on beta by public name, by weak alias, by an
+// old symbol version (NAME@VERSION, old behaviour) and by the default one (new
+// behaviour), and the IFUNC as beta's loader resolved it.
+import { execFile, execFileSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/cluster/cluster.js';
+import { startCluster } from '../helpers/cluster.js';
+import { REPDB, ROOT, tempDir } from './helpers.js';
+
+const run = promisify(execFile);
+const REX = join(ROOT, 'dist/cli/rex.js');
+const NAMES = join(ROOT, 'test/fixtures/names');
+
+let dir: string;
+let cluster: LocalCluster;
+let stop: () => Promise<void>;
+
+beforeAll(async () => {
+  dir = tempDir('rex-names-');
+  const lib = join(dir, 'libnames.so');
+  execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', `-Wl,--version-script=${join(NAMES, 'names.map')}`, '-o', lib, join(NAMES, 'names.c')], { stdio: 'pipe' });
+  const xml = execFileSync(process.execPath, [REPDB, '-gx', '-q', lib], { encoding: 'utf8' });
+  // The IFUNC has no DWARF prototype (its address is the resolver's): give it one by hand.
+  const withBump = xml.replace(/(<entry-point name="bump"[^>]*) prototype="no">\n\s*<\/entry-point>/, '$1><returns type="int32"/><param name="x" type="int32"/></entry-point>');
+  expect(withBump).not.toBe(xml);
+  writeFileSync(join(dir, 'names.xml'), withBump);
+  ({ cluster, stop } = await startCluster(2, { rc: [`programs : names=${lib}:${join(dir, 'names.xml')}`] }));
+  await cluster.waitAllReachable();
+}, 120_000);
+
+afterAll(async () => {
+  await stop?.();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function rex(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [REX, ...args, '--socket', cluster.host('alpha').socket], { encoding: 'utf8' });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+async function call(target: string, ...args: string[]): Promise<unknown> {
+  const r = await rex('call', target, ...args, '--json');
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  return (JSON.parse(r.stdout) as { return: unknown }).return;
+}
+
+describe('rex call by public name, on another host', () => {
+  it('the public name and its weak alias call the same function', async () => {
+    expect(await call('beta.names.twice', '21')).toBe(42);
+    expect(await call('beta.names.twice_alias', '21')).toBe(42);
+  });
+
+  it('the default version is the plain name (new behaviour); NAME@VERSION reaches the old one', async () => {
+    expect(await call('beta.names.scale', '3')).toBe(300);
+    expect(await call('beta.names.scale@V1', '3')).toBe(30);
+  });
+
+  it('the IFUNC runs the implementation beta\'s loader picked (SSE2: x + 2)', async () => {
+    expect(await call('beta.names.bump', '1')).toBe(3);
+  });
+
+  it('a hidden function is not offered, and an unknown version is refused by name', async () => {
+    const s = await rex('call', 'beta.names.secret', '1');
+    expect(s.code).not.toBe(0);
+    expect(s.stderr).toContain("no entry point 'secret'");
+    const v = await rex('call', 'beta.names.scale@V7', '1');
+    expect(v.code).not.toBe(0);
+    expect(v.stderr).toContain("no entry point 'scale@V7'");
+  });
+
+  it('rex entries lists the public names with their versions', async () => {
+    const r = await rex('entries', 'beta.names');
+    expect(r.code).toBe(0);
+    for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@V1(', 'bump(', 'use_secret(']) expect(r.stdout).toContain(n);
+    expect(r.stdout).toMatch(/^\+ int32 scale@V1\(int32 x\)$/m);
+    expect(r.stdout).not.toMatch(/ secret\(/);
+  });
+});
