@@ -69,6 +69,8 @@ describe('rex call by public name, on another host', () => {
 
   it('the IFUNC runs the implementation beta\'s loader picked (SSE2: x + 2)', async () => {
     expect(await call('beta.names.bump', '1')).toBe(3);
+    // bump2's prototype came from DWARF (its implementations' names); the loader picks __bump2_sse2
+    expect(await call('beta.names.bump2', '1')).toBe(21);
   });
 
   it('a hidden function is not offered, and an unknown version is refused by name', async () => {
@@ -83,7 +85,7 @@ describe('rex call by public name, on another host', () => {
   it('rex entries lists the public names with their versions', async () => {
     const r = await rex('entries', 'beta.names');
     expect(r.code).toBe(0);
-    for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@V1(', 'bump(', 'use_secret(']) expect(r.stdout).toContain(n);
+    for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@V1(', 'bump(', 'bump2(', 'use_secret(']) expect(r.stdout).toContain(n);
     expect(r.stdout).toMatch(/^\+ int32 scale@V1\(int32 x\)$/m);
     expect(r.stdout).not.toMatch(/ secret\(/);
   });

@@ -68,6 +68,9 @@ export interface ExportedSymbol {
   versionHidden?: boolean;
 }
 
+/** Suffixes of IFUNC implementations (glibc's multiarch names: __sin_fma, __memcpy_avx_unaligned_erms). */
+const IFUNC_VARIANTS = '(?:sse2|sse3|ssse3|sse4_1|sse4_2|sse41|sse42|avx|avx2|avx512f|avx512|evex|evex512|fma|fma4|c|generic|x86_64)(?:_[a-z0-9_]+)?';
+
 /** Options of {@link publicEntryPoints}. */
 export interface PublicNamesOptions {
   /** Also list the DWARF functions no exported symbol reaches (hidden or local), marked internal. */
@@ -114,6 +117,17 @@ export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: Ex
     const l = byAddr.get(addr);
     return l?.find((e) => e.name.replace(/^_+/, '') === name) ?? l?.[0];
   };
+  // An IFUNC's prototype: a DWARF function of its name, or else its implementations named as glibc
+  // names them (__sin_fma, __sin_avx2, __strchr_sse2...), provided they all have one prototype.
+  const ifuncPrototype = (primary: string, name: string): EntryPoint | undefined => {
+    const same = byName.get(name) ?? byName.get(primary) ?? byName.get(`__${primary}`);
+    if (same) return same;
+    const variant = new RegExp(`^__${primary.replace(/[^A-Za-z0-9_]/g, '')}_(${IFUNC_VARIANTS})$`);
+    const impls = (dwarf?.entries ?? []).filter((e) => variant.test(e.name));
+    if (impls.length === 0) return undefined;
+    const proto = (e: EntryPoint): string => JSON.stringify({ ...e.plan.desc, name: '' });
+    return impls.every((e) => proto(e) === proto(impls[0]!)) ? impls[0] : undefined;
+  };
   const groups = new Map<bigint, ExportedSymbol[]>();
   const seen = new Set<string>();
   for (const s of exported) {
@@ -132,7 +146,7 @@ export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: Ex
     for (const s of syms) {
       const ifunc = s.type === 'ifunc';
       // An IFUNC's address is its resolver (which returns a function pointer): never its prototype.
-      const src = ifunc ? byName.get(s.name) : atAddr(addr, s.name);
+      const src = ifunc ? ifuncPrototype(syms[0]!.name, s.name) : atAddr(addr, s.name);
       if (src && !ifunc) reached.add(addr);
       const name = callerName(s);
       const info: PublicName = {

@@ -78,12 +78,17 @@ describe.skipIf(!haveDbg)('repdb -gx on glibc with libc6-dbg', () => {
     expect(fmax.noPrototype ? fmax.refusals[0]!.message : sig(fmax)).toMatch(/^(no prototype: 'fmax' is exported|double fmax\(double, double\))/);
     // an IFUNC (sin: FMA/AVX2/SSE2 variants) is marked, and resolved only on the callee host
     expect(byName.get('sin')!.ifunc).toBe(true);
+    // its prototype comes from its C implementations (__sin_fma, __sin_avx...), which agree
+    expect(sig(byName.get('sin')!)).toBe('double sin(double)');
+    expect(byName.get('sin')!.dwarfName).toMatch(/^__sin_(fma|avx|sse2)/);
   });
 
   it('libc.so.6: strlen (an IFUNC) and strtol', () => {
     const { byName } = listing(LIBC);
     expect([...byName.keys()].sort()).toEqual(exportedNames(LIBC));
     expect(byName.get('strlen')!.ifunc).toBe(true);
+    // its implementations are assembly (__strlen_avx2, __strlen_sse2...): no prototype from DWARF
+    expect(byName.get('strlen')!.noPrototype).toBe(true);
     expect(sig(byName.get('strtol')!)).toBe('int64 strtol(char*, char**, int32)');
     expect(byName.has('__strtol')).toBe(false);
   });

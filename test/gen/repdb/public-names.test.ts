@@ -60,7 +60,7 @@ describe('the ELF reader: .dynsym with .gnu.version and .gnu.version_d', () => {
     const syms = exportedFunctions(readElf(readFileSync(lib), lib));
     const mine = syms.map((s) => ({ name: s.version !== undefined && s.versionHidden ? `${s.name}@${s.version}` : s.name, type: s.type === 'ifunc' ? 'IFUNC' : 'FUNC', bind: s.binding.toUpperCase(), value: s.value })).sort((a, b) => (a.name < b.name ? -1 : 1));
     expect(mine).toEqual(readelfExports(lib));
-    expect(mine.map((s) => s.name)).toEqual(['bump', 'scale', 'scale@V1', 'twice', 'twice_alias', 'use_secret']);
+    expect(mine.map((s) => s.name)).toEqual(['bump', 'bump2', 'scale', 'scale@V1', 'twice', 'twice_alias', 'use_secret']);
     const scale = syms.filter((s) => s.name === 'scale').map((s) => [s.version, s.versionHidden === true]);
     expect(scale.sort()).toEqual([['V1', true], ['V2', false]]);
     // the hidden function is in .symtab only (the linker made it local), never in .dynsym
@@ -105,6 +105,9 @@ describe('repdb -gx: public names', () => {
     expect(e.get('scale@V1')).toMatchObject({ version: 'V1', 'dwarf-name': 'old_scale' });
     // the IFUNC is marked; its address is the resolver's, so DWARF gives no prototype for it
     expect(e.get('bump')).toMatchObject({ ifunc: 'yes', prototype: 'no' });
+    // ... unless its implementations are in DWARF under glibc's names (__bump2_c, __bump2_sse2) with one prototype
+    expect(e.get('bump2')).toMatchObject({ ifunc: 'yes', 'dwarf-name': '__bump2_c' });
+    expect(e.get('bump2')!.prototype).toBeUndefined();
     expect(e.has('secret')).toBe(false);
     expect(e.has('old_scale')).toBe(false);
     const set = readEntryPointsXml(r.stdout, 'x.xml');
@@ -121,15 +124,15 @@ describe('repdb -gx: public names', () => {
     const r = repdb(['-gx', '--internal', lib]);
     expect(r.status).toBe(0);
     const e = entries(r.stdout);
-    expect([...e.keys()].sort()).toEqual([...readelfExports(lib).map((s) => s.name), 'secret'].sort());
-    expect(e.get('secret')).toMatchObject({ internal: 'yes', source: 'names.c:27' });
+    expect([...e.keys()].sort()).toEqual([...readelfExports(lib).map((s) => s.name), '__bump2_c', '__bump2_sse2', 'secret'].sort());
+    expect(e.get('secret')).toMatchObject({ internal: 'yes', source: 'names.c:37' });
     expect(repdb(['--internal', '-x', lib]).stderr).toContain('--internal lists what DWARF knows, so it needs -g');
   });
 
   it('a stripped copy lists the same names with no prototype, and a hand-written prototype makes one callable', () => {
     const r = repdb(['-gx', stripped]);
     expect(r.status).toBe(0);
-    expect(r.stderr).toContain('its 6 exported functions are listed with no prototype');
+    expect(r.stderr).toContain('its 7 exported functions are listed with no prototype');
     const e = entries(r.stdout);
     expect([...e.keys()].sort()).toEqual(readelfExports(stripped).map((s) => s.name));
     for (const a of e.values()) expect(a.prototype).toBe('no');
@@ -140,7 +143,7 @@ describe('repdb -gx: public names', () => {
     const xml = join(dir, 'stripped.xml');
     writeFileSync(xml, edited);
     const ok = repdb(['--xml', xml, stripped]);
-    expect(ok.stdout).toBe('ok: libnames-stripped.so: 6 entry points, 1 callable, symbols checked\n');
+    expect(ok.stdout).toBe('ok: libnames-stripped.so: 7 entry points, 1 callable, symbols checked\n');
     writeFileSync(xml, edited.replace(/name="scale@V1"( address="[^"]*") version="V1"/, 'name="scale@V9"$1 version="V9"'));
     expect(repdb(['--xml', xml, stripped]).stderr).toMatch(/stripped.xml:\d+: error: entry point 'scale@V9' is not a defined function in .*libnames-stripped.so[\s\S]*did you mean 'scale@V1'/);
   });
