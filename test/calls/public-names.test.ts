@@ -11,7 +11,9 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { startCluster } from '../helpers/cluster.js';
-import { REPDB, ROOT, tempDir } from './helpers.js';
+import { CallChannel } from '../../src/calls/index.js';
+import { setTransport } from '../../src/runtime/codegen-v1.js';
+import { REPDB, ROOT, loadStubs, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const REX = join(ROOT, 'dist/cli/rex.js');
@@ -20,21 +22,24 @@ const NAMES = join(ROOT, 'test/fixtures/names');
 let dir: string;
 let cluster: LocalCluster;
 let stop: () => Promise<void>;
+let stubs: Record<string, (...args: unknown[]) => Promise<unknown>>;
 
 beforeAll(async () => {
   dir = tempDir('rex-names-');
   const lib = join(dir, 'libnames.so');
   execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', `-Wl,--version-script=${join(NAMES, 'names.map')}`, '-o', lib, join(NAMES, 'names.c')], { stdio: 'pipe' });
-  const xml = execFileSync(process.execPath, [REPDB, '-gx', '-q', lib], { encoding: 'utf8' });
+  const xml = execFileSync(process.execPath, [REPDB, '-gx', '-q', '--program', 'names', lib], { encoding: 'utf8' });
   // The IFUNC has no DWARF prototype (its address is the resolver's): give it one by hand.
   const withBump = xml.replace(/(<entry-point name="bump"[^>]*) prototype="no">\n\s*<\/entry-point>/, '$1><returns type="int32"/><param name="x" type="int32"/></entry-point>');
   expect(withBump).not.toBe(xml);
   writeFileSync(join(dir, 'names.xml'), withBump);
+  stubs = await loadStubs(dir, join(dir, 'names.xml'));
   ({ cluster, stop } = await startCluster(2, { rc: [`programs : names=${lib}:${join(dir, 'names.xml')}`] }));
   await cluster.waitAllReachable();
 }, 120_000);
 
 afterAll(async () => {
+  setTransport(undefined);
   await stop?.();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -88,5 +93,20 @@ describe('rex call by public name, on another host', () => {
     for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@V1(', 'bump(', 'bump2(', 'use_secret(']) expect(r.stdout).toContain(n);
     expect(r.stdout).toMatch(/^\+ int32 scale@V1\(int32 x\)$/m);
     expect(r.stdout).not.toMatch(/ secret\(/);
+  });
+
+  it('generated TypeScript stubs call them too: NAME@VERSION under its escaped name (scale_V1)', async () => {
+    const alpha = await cluster.client('alpha');
+    const channel = new CallChannel(alpha.conn);
+    setTransport((t, input, o) => channel.transport()(t, input, { ...o, host: 'beta' }));
+    try {
+      expect(await stubs.scale_V1!(3)).toBe(30);
+      expect(await stubs.scale!(3)).toBe(300);
+      expect(await stubs.twice_alias!(4)).toBe(8);
+      expect(await stubs.bump!(1)).toBe(3);
+    } finally {
+      setTransport(undefined);
+      alpha.close();
+    }
   });
 });
