@@ -69,7 +69,7 @@ describe('rex call by public name, on another host', () => {
 
   it('the default version is the plain name (new behaviour); NAME@VERSION reaches the old one', async () => {
     expect(await call('beta.names.scale', '3')).toBe(300);
-    expect(await call('beta.names.scale@V1', '3')).toBe(30);
+    expect(await call('beta.names.scale@NAMES_1.0', '3')).toBe(30);
   });
 
   it('the IFUNC runs the implementation beta\'s loader picked (SSE2: x + 2)', async () => {
@@ -82,25 +82,25 @@ describe('rex call by public name, on another host', () => {
     const s = await rex('call', 'beta.names.secret', '1');
     expect(s.code).not.toBe(0);
     expect(s.stderr).toContain("no entry point 'secret'");
-    const v = await rex('call', 'beta.names.scale@V7', '1');
+    const v = await rex('call', 'beta.names.scale@NAMES_7.0', '1');
     expect(v.code).not.toBe(0);
-    expect(v.stderr).toContain("no entry point 'scale@V7'");
+    expect(v.stderr).toContain("no entry point 'scale@NAMES_7.0'");
   });
 
   it('rex entries lists the public names with their versions', async () => {
     const r = await rex('entries', 'beta.names');
     expect(r.code).toBe(0);
-    for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@V1(', 'bump(', 'bump2(', 'use_secret(']) expect(r.stdout).toContain(n);
-    expect(r.stdout).toMatch(/^\+ int32 scale@V1\(int32 x\)$/m);
+    for (const n of ['twice(', 'twice_alias(', 'scale(', 'scale@NAMES_1.0(', 'bump(', 'bump2(', 'use_secret(']) expect(r.stdout).toContain(n);
+    expect(r.stdout).toMatch(/^\+ int32 scale@NAMES_1.0\(int32 x\)$/m);
     expect(r.stdout).not.toMatch(/ secret\(/);
   });
 
-  it('generated TypeScript stubs call them too: NAME@VERSION under its escaped name (scale_V1)', async () => {
+  it('generated TypeScript stubs call them too: NAME@VERSION under its escaped name (scale_NAMES_1_0)', async () => {
     const alpha = await cluster.client('alpha');
     const channel = new CallChannel(alpha.conn);
     setTransport((t, input, o) => channel.transport()(t, input, { ...o, host: 'beta' }));
     try {
-      expect(await stubs.scale_V1!(3)).toBe(30);
+      expect(await stubs.scale_NAMES_1_0!(3)).toBe(30);
       expect(await stubs.scale!(3)).toBe(300);
       expect(await stubs.twice_alias!(4)).toBe(8);
       expect(await stubs.bump!(1)).toBe(3);

@@ -60,9 +60,9 @@ describe('the ELF reader: .dynsym with .gnu.version and .gnu.version_d', () => {
     const syms = exportedFunctions(readElf(readFileSync(lib), lib));
     const mine = syms.map((s) => ({ name: s.version !== undefined && s.versionHidden ? `${s.name}@${s.version}` : s.name, type: s.type === 'ifunc' ? 'IFUNC' : 'FUNC', bind: s.binding.toUpperCase(), value: s.value })).sort((a, b) => (a.name < b.name ? -1 : 1));
     expect(mine).toEqual(readelfExports(lib));
-    expect(mine.map((s) => s.name)).toEqual(['bump', 'bump2', 'scale', 'scale@V1', 'twice', 'twice_alias', 'use_secret']);
+    expect(mine.map((s) => s.name)).toEqual(['bump', 'bump2', 'scale', 'scale@NAMES_1.0', 'twice', 'twice_alias', 'use_secret']);
     const scale = syms.filter((s) => s.name === 'scale').map((s) => [s.version, s.versionHidden === true]);
-    expect(scale.sort()).toEqual([['V1', true], ['V2', false]]);
+    expect(scale.sort()).toEqual([['NAMES_1.0', true], ['NAMES_2.0', false]]);
     // the hidden function is in .symtab only (the linker made it local), never in .dynsym
     const secret = readElf(readFileSync(lib), lib).symbols().filter((s) => s.name === 'secret');
     expect(secret.map((s) => [s.table, s.binding])).toEqual([['.symtab', 'local']]);
@@ -97,12 +97,12 @@ describe('repdb -gx: public names', () => {
     const e = entries(r.stdout);
     expect([...e.keys()].sort()).toEqual(readelfExports(lib).map((s) => s.name));
     // aliases share the prototype of the public name
-    expect(e.get('twice')).toMatchObject({ version: 'V1', source: 'names.c:6' });
+    expect(e.get('twice')).toMatchObject({ version: 'NAMES_1.0', source: 'names.c:6' });
     expect(e.get('twice')!['alias-of']).toBeUndefined();
     expect(e.get('twice_alias')).toMatchObject({ 'alias-of': 'twice', 'dwarf-name': 'twice', source: 'names.c:6' });
     // the default version is the plain name; the old one is NAME@VERSION; each has its own DWARF function
-    expect(e.get('scale')).toMatchObject({ version: 'V2', 'dwarf-name': 'new_scale' });
-    expect(e.get('scale@V1')).toMatchObject({ version: 'V1', 'dwarf-name': 'old_scale' });
+    expect(e.get('scale')).toMatchObject({ version: 'NAMES_2.0', 'dwarf-name': 'new_scale' });
+    expect(e.get('scale@NAMES_1.0')).toMatchObject({ version: 'NAMES_1.0', 'dwarf-name': 'old_scale' });
     // the IFUNC is marked; its address is the resolver's, so DWARF gives no prototype for it
     expect(e.get('bump')).toMatchObject({ ifunc: 'yes', prototype: 'no' });
     // ... unless its implementations are in DWARF under glibc's names (__bump2_c, __bump2_sse2) with one prototype
@@ -114,7 +114,7 @@ describe('repdb -gx: public names', () => {
     const byName = new Map(set.entries.map((x) => [x.name, x]));
     expect(byName.get('twice_alias')!.plan.desc).toEqual({ ...byName.get('twice')!.plan.desc, name: 'twice_alias' });
     expect(byName.get('bump')!.refusals[0]!.message).toContain("no prototype: 'bump' is exported");
-    expect(byName.get('scale@V1')!.refusals).toEqual([]);
+    expect(byName.get('scale@NAMES_1.0')!.refusals).toEqual([]);
     // the document is valid against rex.dtd, and its names check against the object's symbols
     expect(() => validateXmlText(r.stdout, 'x.xml')).not.toThrow();
     expect(checkAgainstElf(set, { path: stripped })).toEqual([]);
@@ -137,15 +137,15 @@ describe('repdb -gx: public names', () => {
     expect([...e.keys()].sort()).toEqual(readelfExports(stripped).map((s) => s.name));
     for (const a of e.values()) expect(a.prototype).toBe('no');
     expect(e.get('twice_alias')!['alias-of']).toBe('twice');
-    // give scale@V1 its prototype by hand: callable, and checked against the stripped object
-    const edited = r.stdout.replace(/<entry-point name="scale@V1"([^>]*) prototype="no">\n\s*<\/entry-point>/, '<entry-point name="scale@V1"$1><returns type="int32"/><param name="x" type="int32"/></entry-point>');
+    // give scale@NAMES_1.0 its prototype by hand: callable, and checked against the stripped object
+    const edited = r.stdout.replace(/<entry-point name="scale@NAMES_1.0"([^>]*) prototype="no">\n\s*<\/entry-point>/, '<entry-point name="scale@NAMES_1.0"$1><returns type="int32"/><param name="x" type="int32"/></entry-point>');
     expect(edited).not.toBe(r.stdout);
     const xml = join(dir, 'stripped.xml');
     writeFileSync(xml, edited);
     const ok = repdb(['--xml', xml, stripped]);
     expect(ok.stdout).toBe('ok: libnames-stripped.so: 7 entry points, 1 callable, symbols checked\n');
-    writeFileSync(xml, edited.replace(/name="scale@V1"( address="[^"]*") version="V1"/, 'name="scale@V9"$1 version="V9"'));
-    expect(repdb(['--xml', xml, stripped]).stderr).toMatch(/stripped.xml:\d+: error: entry point 'scale@V9' is not a defined function in .*libnames-stripped.so[\s\S]*did you mean 'scale@V1'/);
+    writeFileSync(xml, edited.replace(/name="scale@NAMES_1\.0"( address="[^"]*") version="NAMES_1\.0"/, 'name="scale@NAMES_9.0"$1 version="NAMES_9.0"'));
+    expect(repdb(['--xml', xml, stripped]).stderr).toMatch(/stripped.xml:\d+: error: entry point 'scale@NAMES_9.0' is not a defined function in .*libnames-stripped.so[\s\S]*did you mean 'scale@NAMES_1.0'/);
   });
 
   it('a name and its version attribute must agree, and a prototype="no" entry may not have parameters', () => {
