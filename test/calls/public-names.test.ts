@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { startCluster } from '../helpers/cluster.js';
-import { CallChannel } from '../../src/calls/index.js';
+import { CallChannel, formatTarget, parseTarget } from '../../src/calls/index.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
 import { REPDB, ROOT, loadStubs, tempDir } from './helpers.js';
 
@@ -108,5 +108,19 @@ describe('rex call by public name, on another host', () => {
       setTransport(undefined);
       alpha.close();
     }
+  });
+});
+
+describe('call targets with FUNCTION@VERSION', () => {
+  it('the version may contain dots; the host may too', () => {
+    expect(parseTarget('beta.m.pow@GLIBC_2.2.5')).toEqual({ host: 'beta', program: 'm', function: 'pow@GLIBC_2.2.5' });
+    expect(parseTarget('h.example.org.alice.m.pow@GLIBC_2.2.5')).toEqual({ host: 'h.example.org', user: 'alice', program: 'm', function: 'pow@GLIBC_2.2.5' });
+    expect(formatTarget(parseTarget('beta.m.pow@GLIBC_2.2.5'))).toBe('beta.m.pow@GLIBC_2.2.5');
+  });
+
+  it('a bad version or a version without a function is refused by name', () => {
+    expect(() => parseTarget('beta.m.pow@')).toThrow(/target 'beta.m.pow@': version '' is not a symbol version/);
+    expect(() => parseTarget('beta.m.pow@GLIBC 2')).toThrow(/version 'GLIBC 2' is not a symbol version/);
+    expect(() => parseTarget('beta.m.@V1')).toThrow(/has an empty part/);
   });
 });
