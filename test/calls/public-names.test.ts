@@ -95,6 +95,13 @@ describe('rex call by public name, on another host', () => {
     expect(r.stdout).not.toMatch(/ secret\(/);
   });
 
+  it('C rcall() calls them too, NAME@VERSION included', async () => {
+    const exe = join(dir, 'rcall_names');
+    execFileSync('gcc', ['-std=c11', '-Wall', '-Werror', `-I${join(ROOT, 'native', 'include')}`, '-o', exe, join(NAMES, 'rcall_names.c'), join(ROOT, 'native', 'build', 'lib', 'librex.a')], { stdio: 'pipe' });
+    const { stdout } = await run(exe, ['beta.names'], { encoding: 'utf8', env: { ...process.env, REX_SOCKET: cluster.host('alpha').socket, REX_CALL_TIMEOUT_MS: '10000' }, timeout: 60_000 });
+    expect(stdout).toBe('twice 42\ntwice_alias 42\nscale 300\nscale@NAMES_1.0 30\nbump2 21\n');
+  });
+
   it('generated TypeScript stubs call them too: NAME@VERSION under its escaped name (scale_NAMES_1_0)', async () => {
     const alpha = await cluster.client('alpha');
     const channel = new CallChannel(alpha.conn);
