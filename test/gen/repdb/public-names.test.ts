@@ -90,6 +90,22 @@ describe('the ELF reader: .dynsym with .gnu.version and .gnu.version_d', () => {
   });
 });
 
+describe('the ELF reader: malformed version sections', () => {
+  it('a version definition or requirement chain that leaves its section is an error naming section and offset', () => {
+    const elf = readElf(readFileSync(lib), lib);
+    const vd = elf.sections.find((s) => s.name === '.gnu.version_d')!;
+    const bad = Buffer.from(readFileSync(lib));
+    bad.writeUInt32LE(0x100000, vd.offset + 16); // vd_next of the first Elf64_Verdef
+    expect(() => exportedFunctions(readElf(bad, 'vd.so'))).toThrow(/vd.so: section .gnu.version_d offset 0x100000: Elf64_Verdef runs past the end of the section/);
+    // libm needs versions of libc: it has a .gnu.version_r
+    const libm = '/lib/x86_64-linux-gnu/libm.so.6';
+    const vr = readElf(readFileSync(libm), libm).sections.find((s) => s.name === '.gnu.version_r')!;
+    const badr = Buffer.from(readFileSync(libm));
+    badr.writeUInt32LE(0x100000, vr.offset + 8); // vn_aux
+    expect(() => exportedFunctions(readElf(badr, 'vr.so'))).toThrow(/vr.so: section .gnu.version_r offset 0x100000: Elf64_Vernaux runs past the end of the section/);
+  });
+});
+
 describe('repdb -gx: public names', () => {
   it('lists exactly the exported functions (readelf --dyn-syms), by the names callers use', () => {
     const r = repdb(['-gx', lib]);
