@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryPointsXml, validateXmlText, checkAgainstElf } from '../../../src/gen/index.js';
 import { exportedFunctions, readElf } from '../../../src/gen/elf/index.js';
@@ -134,6 +135,17 @@ describe('repdb -gx: public names', () => {
     // the document is valid against rex.dtd, and its names check against the object's symbols
     expect(() => validateXmlText(r.stdout, 'x.xml')).not.toThrow();
     expect(checkAgainstElf(set, { path: stripped })).toEqual([]);
+  });
+
+  it('SQL (-d) keeps the public-name attributes: read back from the database, the XML is the same', () => {
+    const db = join(dir, 'names.db');
+    const conn = new Database(db);
+    conn.exec(repdb(['-gd', '-q', lib]).stdout);
+    conn.close();
+    const back = repdb(['-x', '--db', db, lib]);
+    expect(back.stderr).toBe('');
+    const strip = (t: string): string => t.replace(/<!--.*-->\n/g, '');
+    expect(strip(back.stdout)).toBe(strip(repdb(['-gx', '-q', lib]).stdout));
   });
 
   it('--internal adds the hidden function, marked internal', () => {
