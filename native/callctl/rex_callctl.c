@@ -167,7 +167,17 @@ static int define(const struct rex_frame *f, char *msg, size_t cap) {
   snprintf(symbol, sizeof symbol, "%.*s", (int)(sym->len > 255 ? 255 : sym->len), (const char *)sym->data);
   int err = REX_EPROTO_BAD_REQUEST;
   dlerror();
-  d->fn = dlsym(object, symbol);
+  /* NAME@VERSION is an older version of an exported symbol (pow@GLIBC_2.2.5): dlvsym() finds
+     exactly that version; a plain name gets the default one. Either returns an IFUNC's
+     implementation as this host's dynamic linker resolves it, not its resolver. */
+  char *at = strchr(symbol, '@');
+  if (at) {
+    *at = '\0';
+    d->fn = dlvsym(object, symbol, at + 1);
+    *at = '@';
+  } else {
+    d->fn = dlsym(object, symbol);
+  }
   if (!d->fn) {
     const char *why = dlerror();
     snprintf(msg, cap, "%s: no function '%s' in %s (%s); rebuild the definitions against this object", d->name, symbol,

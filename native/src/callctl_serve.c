@@ -184,8 +184,15 @@ static int serve_call(int fd, const struct rex_frame *f) {
   if (!t || !in) return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "CALL needs a target and an input frame", f->type);
   const char *name = (const char *)t->data;
   size_t nlen = t->len;
-  /* The function name is the last dot-separated part: rexd may pass the full target on. */
-  for (size_t i = t->len; i > 0; i--)
+  /* The function name is the last dot-separated part: rexd may pass the full target on.
+     In NAME@VERSION the version may contain dots (pow@GLIBC_2.2.5): look before the '@'. */
+  size_t end = t->len;
+  for (size_t i = 0; i < t->len; i++)
+    if (t->data[i] == '@') {
+      end = i;
+      break;
+    }
+  for (size_t i = end; i > 0; i--)
     if (t->data[i - 1] == '.') {
       name = (const char *)t->data + i;
       nlen = t->len - i;

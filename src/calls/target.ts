@@ -28,7 +28,11 @@ function bad(target: string, why: string): never {
  */
 export function parseTarget(target: string, withFunction = true): CallTarget {
   if (target.length === 0 || target.length > 1024) bad(target, 'must be 1..1024 characters');
-  const parts = target.split('.');
+  // FUNCTION@VERSION (an older symbol version, pow@GLIBC_2.2.5): the version may hold dots, so it comes off first.
+  const at = withFunction ? target.indexOf('@') : -1;
+  const version = at >= 0 ? target.slice(at + 1) : undefined;
+  if (version !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/.test(version)) bad(target, `version '${version}' is not a symbol version (FUNCTION@VERSION, as readelf prints it)`);
+  const parts = (at >= 0 ? target.slice(0, at) : target).split('.');
   if (parts.some((p) => p === '')) bad(target, 'has an empty part');
   const fn = withFunction ? parts.pop() : undefined;
   if (withFunction && parts.length === 0) bad(target, 'names a function but no program');
@@ -48,7 +52,7 @@ export function parseTarget(target: string, withFunction = true): CallTarget {
   const t: CallTarget = { program };
   if (host !== undefined && host !== '*') t.host = host;
   if (user !== undefined) t.user = user;
-  if (fn !== undefined) t.function = fn;
+  if (fn !== undefined) t.function = version !== undefined ? `${fn}@${version}` : fn;
   return t;
 }
 

@@ -32,6 +32,7 @@ interface Opts {
   program?: string;
   config?: string;
   quiet?: boolean;
+  internal?: boolean;
 }
 
 const HELP_AFTER = `
@@ -45,6 +46,9 @@ Examples:
   strip libdemo.so && repdb --xml libdemo.xml libdemo.so   check definitions made before stripping
   repdb --db rex.db libdemo.so                check database rows against the library's symbols
 
+With -g, entry points are the library's exported functions by the names callers use (cbrt, not
+__cbrt; an older symbol version as pow@GLIBC_2.2.5), with prototypes from DWARF; --internal adds
+hidden and local functions. Exported functions without DWARF are listed with prototype="no".
 Without -g the definitions come from XML (FILE, stdin or --xml) or a database (--db), and
 are checked against the ELF symbols when an ELF object is given (FILE or --elf).
 Pointer parameters need marks (direction, size-is, string) before they can be called remotely;
@@ -68,6 +72,7 @@ const program = new Command('repdb')
   .option('--user <user>', 'owner user recorded with -g')
   .option('--program <program>', 'owner program recorded with -g')
   .option('--config <name>', 'configuration name recorded with -g')
+  .option('--internal', 'with -g: also list the functions only DWARF knows (hidden or local, not exported), marked internal="yes"')
   .option('-q, --quiet', 'no warnings or summary on stderr')
   .addHelpText('after', HELP_AFTER)
   .action(async (file: string | undefined, opts: Opts) => {
@@ -96,6 +101,7 @@ function warn(opts: Opts, where: string, message: string): void {
 async function run(file: string | undefined, opts: Opts): Promise<void> {
   const outputs = [opts.xmlOut, opts.sql, opts.ts, opts.cHeader].filter(Boolean).length;
   if (outputs > 1) throw usage('choose one output: -x, -d, --ts or --c-header', 'run repdb once per output');
+  if (opts.internal && !opts.debugInfo) throw usage('--internal lists what DWARF knows, so it needs -g', 'repdb -gx --internal libfoo.so');
   if (opts.debugInfo && (opts.xml || opts.db)) throw usage('-g reads DWARF; --xml and --db are for definitions made without it', 'drop -g, or drop --xml/--db');
 
   // The positional input: an ELF object or XML, from a file or stdin.
@@ -125,7 +131,7 @@ async function run(file: string | undefined, opts: Opts): Promise<void> {
     if (!isElf(input.bytes)) throw new RexError(ErrorCodes.ELF_MALFORMED, 'not an ELF object (no \\x7fELF magic)', { where: input.name, hint: '-g reads a shared library or executable built with -g' });
     const elfIn: ElfInput = input.name === '<stdin>' ? { bytes: input.bytes, name: input.name } : { path: input.name };
     if (input.name === '<stdin>' && opts.elfFile === undefined) warn(opts, '<stdin>', 'the ELF object came from stdin, so elf-file is recorded as "<stdin>"; name it with --elf-file NAME');
-    const r = entryPointsFromElf(elfIn, owner, opts.elfFile);
+    const r = entryPointsFromElf(elfIn, owner, opts.elfFile, { internal: opts.internal === true });
     for (const d of r.diagnostics) warn(opts, d.where, d.message);
     set = r.set;
     from = basename(input.name);

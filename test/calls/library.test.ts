@@ -232,7 +232,16 @@ describe('authorization and stripped objects', () => {
     const stripped = join(sdir, 'libcalltest.so');
     copyFileSync(lib, stripped);
     execFileSync('strip', [stripped]);
-    expect(() => loadProgram({ name: 'calltest', object: stripped })).toThrow(/debug|DWARF/i);
+    // Without definitions its exported functions are listed with no prototype, and refused by name
+    const bare = loadProgram({ name: 'calltest', object: stripped }).spec as Extract<ProgramSpec, { kind: 'library' }>;
+    expect(bare.definitions.entries.map((e) => e.name)).toContain('neg32');
+    expect(bare.definitions.entries.filter((e) => !e.noPrototype)).toEqual([]);
+    const mb = new CallManager({ programs: () => bare });
+    try {
+      await expect(mb.call('calltest.neg32', Uint8Array.of(1, 0, 0, 0))).rejects.toThrow(/neg32: remote call refused: no prototype: 'neg32' is exported/);
+    } finally {
+      await mb.close();
+    }
     const s = loadProgram({ name: 'calltest', object: stripped, xml }).spec;
     const m = new CallManager({ programs: () => s });
     try {

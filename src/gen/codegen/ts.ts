@@ -164,7 +164,7 @@ export function tsModuleView(set: EntryPointSet, from: string): TsModuleView {
     const comment = [`${signature(ep)}`, `Defined at ${ep.source ?? origin}; input frame ${ep.input.fixedSize} bytes${ep.input.buffers.length ? ' + data' : ''}, output frame ${ep.output.fixedSize} bytes${ep.output.buffers.length ? ' + data' : ''}.`, ...derivedNote].map(commentSafe);
     return {
       name,
-      constName: `$ep_${ep.name}`,
+      constName: `$ep_${name}`,
       comment: comment.join('\n * '),
       params,
       argsObject: `{ ${argPairs.join(', ')} }`.replace('{  }', '{}'),

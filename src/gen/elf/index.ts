@@ -36,6 +36,16 @@ export interface ElfSymbol {
   /** Section index; 0 (SHN_UNDEF) for undefined symbols. */
   shndx: number;
   table: '.symtab' | '.dynsym';
+  /** st_other's visibility (STV_*). */
+  visibility: 'default' | 'internal' | 'hidden' | 'protected';
+  /**
+   * .dynsym only, from .gnu.version with .gnu.version_d (defined symbols) or
+   * .gnu.version_r (undefined ones): the symbol's version name, absent for an
+   * unversioned symbol (index 0/1, or the file's base version).
+   */
+  version?: string;
+  /** The version is not the default one (readelf's `name@V`, as opposed to `name@@V`). */
+  versionHidden?: boolean;
 }
 
 /** The .gnu_debuglink contents: a file name and the CRC-32 of that file. */
@@ -67,6 +77,11 @@ export const SHT_NOBITS = 8;
 export const SHT_SYMTAB = 2;
 export const SHT_DYNSYM = 11;
 export const SHT_NOTE = 7;
+export const SHT_GNU_VERDEF = 0x6ffffffd;
+export const SHT_GNU_VERNEED = 0x6ffffffe;
+export const SHT_GNU_VERSYM = 0x6fffffff;
+const VER_FLG_BASE = 1;
+const VERSYM_HIDDEN = 0x8000;
 export const SHF_COMPRESSED = 0x800n;
 const ELFCOMPRESS_ZLIB = 1;
 const EM_X86_64 = 62;
@@ -206,6 +221,70 @@ function sectionData(buf: Buffer, s: ElfSection, file: string): Buffer {
 }
 
 const BINDINGS = ['local', 'global', 'weak'] as const;
+const VISIBILITIES = ['default', 'internal', 'hidden', 'protected'] as const;
+
+/**
+ * Version names by version index, from .gnu.version_d (definitions: the file's
+ * own versions; the base one, which names the file, reads as unversioned) and
+ * .gnu.version_r (versions needed from other objects). Every entry and every
+ * name is bounds-checked: a version section is as untrusted as the rest.
+ */
+function readVersionNames(elf: ElfFile): Map<number, string> {
+  const names = new Map<number, string>();
+  const strsOf = (sec: ElfSection): Buffer => {
+    if (sec.link >= elf.sections.length) fail(elf.name, `section ${sec.name} header`, `string table link ${sec.link} is out of range`);
+    return elf.data(elf.sections[sec.link]!);
+  };
+  const str = (strs: Buffer, off: number, sec: ElfSection, at: number): string =>
+    cstring(strs, 0, strs.length, off, elf.name, `version name at ${sec.name}+${hex(at)}`, elf.sections[sec.link]!.name);
+  const need = (d: Buffer, sec: ElfSection, o: number, n: number, what: string): void => {
+    if (o < 0 || o + n > d.length) fail(elf.name, `section ${sec.name} offset ${hex(o)}`, `${what} runs past the end of the section (${hex(d.length)} bytes)`);
+  };
+  const def = elf.sections.find((s) => s.type === SHT_GNU_VERDEF);
+  if (def) {
+    const d = elf.data(def);
+    const strs = strsOf(def);
+    let o = 0;
+    // vd_next/vn_next are unsigned, so the chain only moves forward; 0x10000 entries bound it anyway.
+    for (let i = 0; i < 0x10000; i++) {
+      need(d, def, o, 20, 'Elf64_Verdef');
+      const flags = d.readUInt16LE(o + 2);
+      const ndx = d.readUInt16LE(o + 4);
+      const cnt = d.readUInt16LE(o + 6);
+      const aux = d.readUInt32LE(o + 12);
+      const next = d.readUInt32LE(o + 16);
+      if (cnt > 0) {
+        need(d, def, o + aux, 8, 'Elf64_Verdaux');
+        if ((flags & VER_FLG_BASE) === 0) names.set(ndx & 0x7fff, str(strs, d.readUInt32LE(o + aux), def, o + aux));
+      }
+      if (next === 0) break;
+      o += next;
+    }
+  }
+  const req = elf.sections.find((s) => s.type === SHT_GNU_VERNEED);
+  if (req) {
+    const d = elf.data(req);
+    const strs = strsOf(req);
+    let o = 0;
+    // vd_next/vn_next are unsigned, so the chain only moves forward; 0x10000 entries bound it anyway.
+    for (let i = 0; i < 0x10000; i++) {
+      need(d, req, o, 16, 'Elf64_Verneed');
+      const cnt = d.readUInt16LE(o + 2);
+      let a = o + d.readUInt32LE(o + 8);
+      for (let k = 0; k < cnt; k++) {
+        need(d, req, a, 16, 'Elf64_Vernaux');
+        names.set(d.readUInt16LE(a + 6) & 0x7fff, str(strs, d.readUInt32LE(a + 8), req, a));
+        const an = d.readUInt32LE(a + 12);
+        if (an === 0) break;
+        a += an;
+      }
+      const next = d.readUInt32LE(o + 12);
+      if (next === 0) break;
+      o += next;
+    }
+  }
+  return names;
+}
 const STTYPES = ['notype', 'object', 'func', 'section', 'file', 'common', 'tls'] as const;
 
 function readSymbols(elf: ElfFile, tableName: '.symtab' | '.dynsym'): ElfSymbol[] {
@@ -219,6 +298,17 @@ function readSymbols(elf: ElfFile, tableName: '.symtab' | '.dynsym'): ElfSymbol[
   const d = elf.data(sec);
   const strs = elf.data(strsec);
   if (d.length % 24 !== 0) fail(elf.name, `section ${sec.name} offset 0x0`, `size ${hex(d.length)} is not a multiple of the 24-byte symbol entry`);
+  // .gnu.version: one 16-bit index per .dynsym entry (0 local, 1 global, else a version; bit 15: not the default).
+  let versym: Buffer | undefined;
+  let verNames: Map<number, string> | undefined;
+  if (tableName === '.dynsym') {
+    const vs = elf.sections.find((s) => s.type === SHT_GNU_VERSYM);
+    if (vs) {
+      versym = elf.data(vs);
+      if (versym.length !== (d.length / 24) * 2) fail(elf.name, `section ${vs.name} header`, `${versym.length / 2} version entries for ${d.length / 24} symbols in ${sec.name}`);
+      verNames = readVersionNames(elf);
+    }
+  }
   const out: ElfSymbol[] = [];
   for (let o = 0; o < d.length; o += 24) {
     const nameOff = d.readUInt32LE(o);
@@ -234,9 +324,52 @@ function readSymbols(elf: ElfFile, tableName: '.symtab' | '.dynsym'): ElfSymbol[
       type: t === 10 ? 'ifunc' : (STTYPES[t] ?? 'other'),
       shndx,
       table: tableName,
+      visibility: VISIBILITIES[d[o + 5]! & 3]!,
     });
+    if (versym && verNames) {
+      const v = versym.readUInt16LE((o / 24) * 2);
+      const idx = v & 0x7fff;
+      const name = idx > 1 ? verNames.get(idx) : undefined;
+      if (idx > 1 && name === undefined && !isBaseIndex(elf, idx)) {
+        fail(elf.name, `section .gnu.version entry ${o / 24}`, `version index ${idx} of symbol '${out[out.length - 1]!.name}' is not defined in .gnu.version_d or .gnu.version_r`);
+      }
+      if (name !== undefined) {
+        out[out.length - 1]!.version = name;
+        if (v & VERSYM_HIDDEN) out[out.length - 1]!.versionHidden = true;
+      }
+    }
   }
   return out;
+}
+
+/** The index of the file's base version (VER_FLG_BASE in .gnu.version_d): symbols with it are unversioned. */
+function isBaseIndex(elf: ElfFile, idx: number): boolean {
+  const def = elf.sections.find((s) => s.type === SHT_GNU_VERDEF);
+  if (!def) return false;
+  const d = elf.data(def);
+  for (let o = 0, i = 0; o + 20 <= d.length && i < 0x10000; i++) {
+    if ((d.readUInt16LE(o + 2) & VER_FLG_BASE) !== 0 && (d.readUInt16LE(o + 4) & 0x7fff) === idx) return true;
+    const next = d.readUInt32LE(o + 16);
+    if (next === 0) break;
+    o += next;
+  }
+  return false;
+}
+
+/**
+ * The functions an object exports: .dynsym symbols that are defined, global or
+ * weak, STT_FUNC or STT_GNU_IFUNC, with default or protected visibility (what
+ * dlsym() can find and a program can link against).
+ */
+export function exportedFunctions(elf: ElfFile): ElfSymbol[] {
+  return readSymbols(elf, '.dynsym').filter(
+    (s) => s.name !== '' && s.shndx !== 0 && (s.type === 'func' || s.type === 'ifunc') && (s.binding === 'global' || s.binding === 'weak') && (s.visibility === 'default' || s.visibility === 'protected'),
+  );
+}
+
+/** The name a caller uses for an exported symbol: plain for the default (or no) version, `name@VERSION` for an older one. */
+export function callableName(s: ElfSymbol): string {
+  return s.version !== undefined && s.versionHidden ? `${s.name}@${s.version}` : s.name;
 }
 
 function readBuildId(elf: ElfFile): string | undefined {

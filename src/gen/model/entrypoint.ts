@@ -33,8 +33,29 @@ export interface Owner {
   config?: string;
 }
 
+/**
+ * How an entry point's name relates to the object's dynamic symbols (docs/ENTRYPOINTS.md,
+ * "Public names"). The entry point's `name` is what callers call: an exported
+ * symbol's name (`pow`), `name@VERSION` for an older version (`pow@GLIBC_2.2.5`),
+ * or a DWARF name for an internal function (with `internal`).
+ */
+export interface PublicName {
+  /** The symbol's version (from .gnu.version_d); with a plain name it is the default one (`@@`). */
+  version?: string;
+  /** Another entry point's name at the same address (a weak alias or a second name): same function, same prototype. */
+  aliasOf?: string;
+  /** An STT_GNU_IFUNC symbol: the callee host's dynamic linker picks the implementation when the controller loads the object. */
+  ifunc?: boolean;
+  /** Not exported (hidden or local): listed only with `repdb --internal`; dlsym() cannot find it. */
+  internal?: boolean;
+  /** The DWARF subprogram the prototype came from, when its name differs (`__cbrt` for `cbrt`). */
+  dwarfName?: string;
+  /** Exported, but no prototype is known (stripped, or an IFUNC whose implementations have no DWARF): refused until a definition gives one. */
+  noPrototype?: boolean;
+}
+
 /** One remote entry point: a function in an ELF object with its frame definitions. */
-export interface EntryPoint extends Owner {
+export interface EntryPoint extends Owner, PublicName {
   name: string;
   elfFile: string;
   address?: bigint;
@@ -93,7 +114,7 @@ export function reachable(roots: TypeDesc[], table: Map<string, AggregateDesc>):
 }
 
 /** Input to {@link makeEntryPoint}: the signature and identity, without computed frames. */
-export interface EntrySpec extends Owner {
+export interface EntrySpec extends Owner, PublicName {
   name: string;
   elfFile: string;
   address?: bigint;
@@ -130,9 +151,18 @@ export function makeEntryPoint(spec: EntrySpec, table: Map<string, AggregateDesc
     input: plan.input,
     output: plan.output,
     plan,
-    refusals: plan.refusals,
+    refusals: spec.noPrototype ? [noPrototypeRefusal(spec.name), ...plan.refusals] : plan.refusals,
   };
   return ep;
+}
+
+/** Why an exported function without a prototype cannot be called yet, and how to give it one. */
+export function noPrototypeRefusal(name: string): Refusal {
+  return {
+    where: 'prototype',
+    message: `no prototype: '${name}' is exported but neither DWARF nor a definition gives its parameters`,
+    hint: `write its <returns> and <param> elements in the XML (docs/ENTRYPOINTS.md, "Public names"), drop prototype="no", and offer the XML with the object (rex.rc programs NAME=OBJECT:DEFINITIONS.xml)`,
+  };
 }
 
 function stripOrigin(p: ParamDef): ParamDesc {

@@ -11,10 +11,13 @@ import { PRIMS, type AggregateDesc, type EnumDesc, type FieldDesc, type Prim, ty
 import { LayoutEngine } from '../../runtime/frames/layout.js';
 import type { FrameDef } from '../../runtime/frames/plan.js';
 import { parseTypeString, type TypeSyntax } from '../model/typestr.js';
-import { makeEntryPoint, type EntryPoint, type EntryPointSet, type Loc, type Owner, type ParamDef } from '../model/entrypoint.js';
+import { makeEntryPoint, type EntryPoint, type EntryPointSet, type Loc, type Owner, type ParamDef, type PublicName } from '../model/entrypoint.js';
 import { parseXml, validateDoc } from './dtd.js';
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** An entry point's name: a C identifier, or NAME@VERSION (an older version of an exported symbol). */
+const ENTRY_NAME = /^[A-Za-z_][A-Za-z0-9_]*(@[A-Za-z0-9_.+-]+)?$/;
+const VERSION_NAME = /^[A-Za-z0-9_.+-]+$/;
 const INT_ENUM_PRIMS: Prim[] = ['char', 'int8', 'uint8', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64'];
 
 /** Options of {@link readEntryPointsXml}. */
@@ -232,8 +235,29 @@ class Reader {
   }
 
   entry(el: XmlElement, elfFile: string, rootOwner: Owner, table: Map<string, AggregateDesc>, enumTable: Map<string, EnumDesc>): EntryPoint {
-    const name = this.ident(el, 'entry point');
+    const name = this.req(el, 'name');
+    // A C identifier, or NAME@VERSION for an older version of an exported symbol.
+    if (!ENTRY_NAME.test(name)) this.fail(el, `entry point name '${name}' is not a C identifier (or NAME@VERSION)`, 'use letters, digits and _ , not starting with a digit; an older symbol version is written pow@GLIBC_2.2.5');
+    const version = this.attr(el, 'version');
+    if (version !== undefined && !VERSION_NAME.test(version)) this.fail(el, `version="${version}" is not a symbol version name`, 'write it as readelf --dyn-syms prints it after @ (GLIBC_2.29)');
+    if (name.includes('@') && version !== undefined && name.slice(name.indexOf('@') + 1) !== version) {
+      this.fail(el, `entry point '${name}' names version ${name.slice(name.indexOf('@') + 1)} but version="${version}"`, 'make them agree, or drop the version attribute');
+    }
+    const aliasOf = this.attr(el, 'alias-of');
+    if (aliasOf !== undefined && !ENTRY_NAME.test(aliasOf)) this.fail(el, `alias-of="${aliasOf}" is not an entry point name`);
+    const noPrototype = this.attr(el, 'prototype') === 'no';
     const kids = children(el);
+    if (noPrototype && kids.some((k) => k.name === 'returns' || k.name === 'param')) {
+      this.fail(el, `entry point '${name}' says prototype="no" but has <returns>/<param> elements`, 'drop prototype="no" once you have written its prototype');
+    }
+    const pub: PublicName = {
+      ...(version !== undefined ? { version } : {}),
+      ...(aliasOf !== undefined ? { aliasOf } : {}),
+      ...(this.attr(el, 'ifunc') === 'yes' ? { ifunc: true } : {}),
+      ...(this.attr(el, 'internal') === 'yes' ? { internal: true } : {}),
+      ...(this.attr(el, 'dwarf-name') !== undefined ? { dwarfName: this.attr(el, 'dwarf-name')! } : {}),
+      ...(noPrototype ? { noPrototype: true } : {}),
+    };
     const retEl = kids.find((k) => k.name === 'returns');
     const returns: TypeDesc = retEl ? this.type(retEl, this.req(retEl, 'type')) : { kind: 'void' };
     if (retEl && returns.kind === 'array') this.fail(retEl, 'a C function cannot return an array');
@@ -270,6 +294,7 @@ class Reader {
       variadic: this.attr(el, 'variadic') === 'yes',
       origin: { file: this.file, line: el.line + this.lineOffset },
       ...(this.attr(el, 'source') !== undefined ? { source: this.attr(el, 'source')! } : {}),
+      ...pub,
     };
     let ep: EntryPoint;
     try {

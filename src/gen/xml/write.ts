@@ -61,6 +61,12 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
     ['name', ep.name],
     ['address', ep.address !== undefined ? `0x${ep.address.toString(16)}` : undefined],
     ['variadic', ep.variadic ? 'yes' : undefined],
+    ['version', ep.version],
+    ['alias-of', ep.aliasOf],
+    ['ifunc', ep.ifunc ? 'yes' : undefined],
+    ['internal', ep.internal ? 'yes' : undefined],
+    ['dwarf-name', ep.dwarfName],
+    ['prototype', ep.noPrototype ? 'no' : undefined],
     ...ownerAttrs(ep, root),
     ['source', ep.source],
   ])}>`);
@@ -75,7 +81,8 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
       ['string', p.string ? 'yes' : undefined],
     ])}/>`);
   }
-  lines.push(...frameXml('input', ep.input, i2), ...frameXml('output', ep.output, i2));
+  // No prototype: no frames either, so that writing the prototype in needs no other edit.
+  if (!ep.noPrototype) lines.push(...frameXml('input', ep.input, i2), ...frameXml('output', ep.output, i2));
   lines.push(`${ind}</entry-point>`);
   return lines;
 }

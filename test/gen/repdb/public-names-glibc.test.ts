@@ -1,0 +1,95 @@
+// Public names against the real thing: Debian's libm.so.6 and libc.so.6 with
+// their debug information from libc6-dbg (under /usr/lib/debug/.build-id,
+// found by build-id). repdb -gx lists the names users call (cbrt, not __cbrt;
+// pow at its default version and pow@GLIBC_2.2.5), with the prototypes of the
+// DWARF functions at their addresses; readelf --dyn-syms is the oracle for
+// what is exported. Without libc6-dbg the tests say so and are skipped (CI
+// installs it, and allows no skip: test/allowed-skips.txt).
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { readElf } from '../../../src/gen/elf/index.js';
+import { readEntryPointsXml, validateXmlText, type EntryPoint } from '../../../src/gen/index.js';
+import { formatType } from '../../../src/gen/model/typestr.js';
+import { repdb } from './helpers.js';
+
+const LIBM = '/lib/x86_64-linux-gnu/libm.so.6';
+const LIBC = '/lib/x86_64-linux-gnu/libc.so.6';
+
+function debugFileOf(path: string): string | undefined {
+  if (!existsSync(path)) return undefined;
+  const id = readElf(readFileSync(path), path).buildId();
+  if (!id) return undefined;
+  const f = `/usr/lib/debug/.build-id/${id.slice(0, 2)}/${id.slice(2)}.debug`;
+  return existsSync(f) ? f : undefined;
+}
+
+const haveDbg = debugFileOf(LIBM) !== undefined && debugFileOf(LIBC) !== undefined;
+if (!haveDbg) {
+  console.warn(`public-names-glibc: SKIPPED: no debug information for ${LIBM} / ${LIBC} under /usr/lib/debug/.build-id (install libc6-dbg: apt-get install libc6-dbg)`);
+}
+
+function exportedNames(path: string): string[] {
+  const out = execFileSync('readelf', ['--dyn-syms', '-W', path], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const names = new Set<string>();
+  for (const line of out.split('\n')) {
+    const m = /^\s*\d+:\s+[0-9a-f]+\s+\d+\s+(?:FUNC|IFUNC)\s+(?:GLOBAL|WEAK)\s+(?:DEFAULT|PROTECTED)\s+\d+\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const sym = m[1]!.replace(/\s*\(\d+\)$/, '');
+    names.add(sym.includes('@@') ? sym.slice(0, sym.indexOf('@@')) : sym);
+  }
+  return [...names].sort();
+}
+
+function sig(ep: EntryPoint): string {
+  return `${formatType(ep.returns)} ${ep.name}(${ep.params.map((p) => formatType(p.type)).join(', ')})`;
+}
+
+function listing(path: string): { text: string; byName: Map<string, EntryPoint> } {
+  const r = repdb(['-gx', '-q', path]);
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+  const set = readEntryPointsXml(r.stdout, `${path}.xml`);
+  return { text: r.stdout, byName: new Map(set.entries.map((e) => [e.name, e])) };
+}
+
+describe.skipIf(!haveDbg)('repdb -gx on glibc with libc6-dbg', () => {
+  it('libm.so.6: the public names readelf shows, with prototypes from DWARF', () => {
+    const { text, byName } = listing(LIBM);
+    expect(() => validateXmlText(text, 'libm.xml')).not.toThrow();
+    expect([...byName.keys()].sort()).toEqual(exportedNames(LIBM));
+    expect(byName.has('__cbrt')).toBe(false);
+    expect(sig(byName.get('cbrt')!)).toBe('double cbrt(double)');
+    expect(byName.get('cbrt')!.dwarfName).toBe('__cbrt');
+    // pow: the default version is the plain name, the old one NAME@VERSION (SVID error handling)
+    expect(sig(byName.get('pow')!)).toBe('double pow(double, double)');
+    expect(byName.get('pow')!.version).toBe('GLIBC_2.29');
+    expect(sig(byName.get('pow@GLIBC_2.2.5')!)).toBe('double pow@GLIBC_2.2.5(double, double)');
+    expect(byName.get('pow@GLIBC_2.2.5')!.address).not.toBe(byName.get('pow')!.address);
+    expect(sig(byName.get('ldexp')!)).toBe('double ldexp(double, int32)');
+    expect(sig(byName.get('frexp')!)).toBe('double frexp(double, int32*)');
+    expect(sig(byName.get('lround')!)).toBe('int64 lround(double)');
+    for (const n of ['cbrt', 'pow', 'pow@GLIBC_2.2.5', 'ldexp', 'lround']) expect(byName.get(n)!.refusals).toEqual([]);
+    // aliases name their public entry point
+    expect(byName.get('powf64')!.aliasOf).toBe('pow');
+    // fmax is listed; this glibc builds it from assembly (sysdeps/x86_64/fpu/s_fmax.S), so it has
+    // DWARF only where a C version is built: with no DWARF function it must say "no prototype"
+    const fmax = byName.get('fmax')!;
+    expect(fmax.noPrototype ? fmax.refusals[0]!.message : sig(fmax)).toMatch(/^(no prototype: 'fmax' is exported|double fmax\(double, double\))/);
+    // an IFUNC (sin: FMA/AVX2/SSE2 variants) is marked, and resolved only on the callee host
+    expect(byName.get('sin')!.ifunc).toBe(true);
+    // its prototype comes from its C implementations (__sin_fma, __sin_avx...), which agree
+    expect(sig(byName.get('sin')!)).toBe('double sin(double)');
+    expect(byName.get('sin')!.dwarfName).toMatch(/^__sin_(fma|avx|sse2)/);
+  });
+
+  it('libc.so.6: strlen (an IFUNC) and strtol', () => {
+    const { byName } = listing(LIBC);
+    expect([...byName.keys()].sort()).toEqual(exportedNames(LIBC));
+    expect(byName.get('strlen')!.ifunc).toBe(true);
+    // its implementations are assembly (__strlen_avx2, __strlen_sse2...): no prototype from DWARF
+    expect(byName.get('strlen')!.noPrototype).toBe(true);
+    expect(sig(byName.get('strtol')!)).toBe('int64 strtol(char*, char**, int32)');
+    expect(byName.has('__strtol')).toBe(false);
+  });
+});
