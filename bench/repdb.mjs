@@ -13,7 +13,7 @@
 // installed (as bench/exec.mjs does for openssh-server); otherwise the peer is
 // `readelf --debug-dump=info` from binutils. Needs `npm run build` first.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,7 +41,8 @@ function which(names) {
 function systemLibc() {
   const r = spawnSync('gcc', ['-print-file-name=libc.so.6'], { encoding: 'utf8' });
   const viaGcc = r.status === 0 ? r.stdout.trim() : '';
-  return [viaGcc, '/lib/x86_64-linux-gnu/libc.so.6', '/usr/lib/x86_64-linux-gnu/libc.so.6', '/lib64/libc.so.6'].find((p) => p.startsWith('/') && existsSync(p));
+  const found = ['/lib/x86_64-linux-gnu/libc.so.6', '/usr/lib/x86_64-linux-gnu/libc.so.6', '/lib64/libc.so.6', viaGcc].find((p) => p.startsWith('/') && existsSync(p));
+  return found && resolve(dirname(realpathSync(found)), 'libc.so.6');
 }
 
 const lib = args[0] ?? systemLibc();

@@ -619,16 +619,15 @@ class Converter {
         cls[i] = c;
       }
     }
-    // Each round keys a type by its class and its successors' classes. Keys are numbers
-    // for types with at most one successor (most: pointers, typedefs, qualifiers, arrays,
-    // base types), strings only for aggregates and function types; a shared counter keeps
-    // the classes of the three maps distinct, so the partition is the same as with strings.
+    // Each round keys a type by its class and its successors' classes. Most types have
+    // at most one successor (pointers, typedefs, qualifiers, arrays, base types): they
+    // are keyed by small integers (one map per own class), not strings; aggregates and
+    // function types by strings. A shared counter keeps the classes of the maps
+    // distinct, so the partition is the one the string keys gave.
     let classes = -1;
-    const width = 2 ** 26; // class ids stay below n, and n (a count of DIEs) below 2^26
-    if (n >= width) dwarfFail(this.s.file, '.debug_info', 0, `${n} types are more than repdb merges (${width})`);
     for (let round = 0; round < n + 1; round++) {
       const leaf = new Map<number, number>();
-      const one = new Map<number, number>();
+      const one = new Map<number, Map<number, number>>();
       const many = new Map<string, number>();
       let count = 0;
       const next = new Int32Array(n);
@@ -641,9 +640,11 @@ class Converter {
           c = leaf.get(own);
           if (c === undefined) leaf.set(own, (c = count++));
         } else if (ss.length === 1) {
-          const k = own * width + cls[ss[0]!]!;
-          c = one.get(k);
-          if (c === undefined) one.set(k, (c = count++));
+          let m = one.get(own);
+          if (m === undefined) one.set(own, (m = new Map()));
+          const k = cls[ss[0]!]!;
+          c = m.get(k);
+          if (c === undefined) m.set(k, (c = count++));
         } else {
           let k = own + ':' + cls[ss[0]!]!;
           for (let j = 1; j < ss.length; j++) k += ',' + cls[ss[j]!]!;

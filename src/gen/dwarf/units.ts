@@ -157,7 +157,8 @@ function readAbbrevsFast(buf: Buffer, offset: number): Map<number, Abbrev> | und
   }
 }
 
-function readAbbrevsChecked(s: Sections, offset: number): Map<number, Abbrev> {
+/** The checked reader alone (every malformation is an error naming its offset); exported for tests of the fast path. */
+export function readAbbrevsChecked(s: Sections, offset: number): Map<number, Abbrev> {
   const c = new Cursor(s.abbrev, '.debug_abbrev', s.file, offset);
   if (offset >= s.abbrev.length) c.fail(`abbreviation table offset ${hex(offset)} is past the end of .debug_abbrev (${hex(s.abbrev.length)} bytes)`, offset);
   const out = new Map<number, Abbrev>();
