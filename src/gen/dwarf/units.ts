@@ -429,11 +429,11 @@ export class DieReader {
         case DW_FORM.addr:
           return skip ? void c.skip(u.addrSize, 'address') : { k: 'addr', v: c.uN(u.addrSize, 'address') };
         case DW_FORM.data1:
-          return skip ? void c.skip(1, 'data1') : { k: 'const', v: BigInt(c.u8('data1')), form };
+          return skip ? void c.skip(1, 'data1') : { k: 'const', v: smallBig(c.u8('data1')), form };
         case DW_FORM.data2:
-          return skip ? void c.skip(2, 'data2') : { k: 'const', v: BigInt(c.u16('data2')), form };
+          return skip ? void c.skip(2, 'data2') : { k: 'const', v: smallBig(c.u16('data2')), form };
         case DW_FORM.data4:
-          return skip ? void c.skip(4, 'data4') : { k: 'const', v: BigInt(c.u32('data4')), form };
+          return skip ? void c.skip(4, 'data4') : { k: 'const', v: smallBig(c.u32('data4')), form };
         case DW_FORM.data8:
           return skip ? void c.skip(8, 'data8') : { k: 'const', v: c.u64('data8'), form };
         case DW_FORM.data16:
@@ -702,4 +702,11 @@ function fixedAttrSize(ab: Abbrev, u: Unit): number {
     }
   }
   return n;
+}
+
+/** Shared bigints for the small constants (sizes, lines, file numbers) most DIEs carry: one allocation each instead of one per attribute. */
+const SMALL_BIGS: bigint[] = Array.from({ length: 4096 }, (_, i) => BigInt(i));
+
+function smallBig(n: number): bigint {
+  return n < 4096 ? SMALL_BIGS[n]! : BigInt(n);
 }
