@@ -7,8 +7,8 @@
  *   are assigned before recursing, and a cycle that does not pass through a
  *   pointer or function type is rejected;
  * - DW_AT_abstract_origin / DW_AT_specification chains that loop;
- * - unbounded recursion (depth limit) and unbounded work (every DIE is decoded
- *   at most once, every unit walked once).
+ * - unbounded recursion (depth limit) and unbounded work (every type DIE is
+ *   converted once, origin chains are cached, every unit walked once).
  */
 import type { BaseEncoding, CType, DebugInfo, Diagnostic, FunctionInfo, Member, Origin, Param, TypeId } from '../debuginfo.js';
 import { dwarfFail, hex } from './cursor.js';
@@ -57,6 +57,8 @@ class Converter {
   private readonly diagnostics: Diagnostic[] = [];
   private readonly sigs = new Map<bigint, number>();
   private readonly versions = new Set<number>();
+  /** DIEs reached through DW_AT_abstract_origin/DW_AT_specification, by offset (shared by clones and parameters). */
+  private readonly targets = new Map<number, Die>();
 
   constructor(
     private readonly s: Sections,
@@ -158,9 +160,12 @@ class Converter {
       if (v.k === 'alt') return undefined;
       dwarfFail(this.s.file, '.debug_info', from.offset, `attribute ${hex(at)} is not a reference (form class ${v.k})`);
     }
+    const hit = this.targets.get(v.v);
+    if (hit) return hit;
     const u = this.r.unitAt(v.v, `DIE at .debug_info+${hex(from.offset)}`);
     const d = this.r.read(u, v.v);
     if (!d) dwarfFail(this.s.file, '.debug_info', v.v, `reference from the DIE at ${hex(from.offset)} points at a null entry`);
+    this.targets.set(v.v, d);
     return d;
   }
 
@@ -272,6 +277,12 @@ class Converter {
     if (!v) return VOID;
     switch (v.k) {
       case 'ref': {
+        // A type already converted (or being converted) is known by its offset: no need to decode its DIE again.
+        const hit = this.byKey.get(v.v);
+        if (hit !== undefined) {
+          if (this.active.has(v.v)) this.checkCycle(v.v);
+          return hit;
+        }
         const u = this.r.unitAt(v.v, `DW_AT_type of the DIE at .debug_info+${hex(d.offset)}`);
         const t = this.r.read(u, v.v);
         if (!t) dwarfFail(this.s.file, '.debug_info', v.v, `DW_AT_type of the DIE at ${hex(d.offset)} points at a null entry`);
@@ -318,7 +329,7 @@ class Converter {
     }
     const hit = this.byKey.get(d.offset);
     if (hit !== undefined) {
-      if (this.active.has(d.offset)) this.checkCycle(d);
+      if (this.active.has(d.offset)) this.checkCycle(d.offset);
       return hit;
     }
     if (this.stack.length >= MAX_TYPE_DEPTH) dwarfFail(this.s.file, '.debug_info', d.offset, `types nest deeper than ${MAX_TYPE_DEPTH} levels`);
@@ -337,11 +348,11 @@ class Converter {
   }
 
   /** A type may refer back to one being built only through a pointer or function type (a linked list); anything else has infinite size. */
-  private checkCycle(d: Die): void {
-    const i = this.stack.findIndex((x) => x.offset === d.offset);
+  private checkCycle(offset: number): void {
+    const i = this.stack.findIndex((x) => x.offset === offset);
     const path = this.stack.slice(i);
     if (path.some((x) => x.tag === DW_TAG.pointer_type || x.tag === DW_TAG.subroutine_type || x.tag === DW_TAG.ptr_to_member_type || x.tag === DW_TAG.reference_type || x.tag === DW_TAG.rvalue_reference_type)) return;
-    dwarfFail(this.s.file, '.debug_info', d.offset, `type reference cycle: ${path.map((x) => `${tagName(x.tag)} at ${hex(x.offset)}`).join(' -> ')} -> back to ${hex(d.offset)} without a pointer`);
+    dwarfFail(this.s.file, '.debug_info', offset, `type reference cycle: ${path.map((x) => `${tagName(x.tag)} at ${hex(x.offset)}`).join(' -> ')} -> back to ${hex(offset)} without a pointer`);
   }
 
   private size(d: Die): number | undefined {
@@ -608,20 +619,43 @@ class Converter {
         cls[i] = c;
       }
     }
+    // Each round keys a type by its class and its successors' classes. Most types have
+    // at most one successor (pointers, typedefs, qualifiers, arrays, base types): they
+    // are keyed by small integers (one map per own class), not strings; aggregates and
+    // function types by strings. A shared counter keeps the classes of the maps
+    // distinct, so the partition is the one the string keys gave.
     let classes = -1;
     for (let round = 0; round < n + 1; round++) {
-      const ids = new Map<string, number>();
+      const leaf = new Map<number, number>();
+      const one = new Map<number, Map<number, number>>();
+      const many = new Map<string, number>();
+      let count = 0;
       const next = new Int32Array(n);
       for (let i = 0; i < n; i++) {
         const src = alias[i]!;
-        const k = cls[src] + ':' + succ[src]!.map((x) => cls[x]).join(',');
-        let c = ids.get(k);
-        if (c === undefined) ids.set(k, (c = ids.size));
+        const ss = succ[src]!;
+        const own = cls[src]!;
+        let c: number | undefined;
+        if (ss.length === 0) {
+          c = leaf.get(own);
+          if (c === undefined) leaf.set(own, (c = count++));
+        } else if (ss.length === 1) {
+          let m = one.get(own);
+          if (m === undefined) one.set(own, (m = new Map()));
+          const k = cls[ss[0]!]!;
+          c = m.get(k);
+          if (c === undefined) m.set(k, (c = count++));
+        } else {
+          let k = own + ':' + cls[ss[0]!]!;
+          for (let j = 1; j < ss.length; j++) k += ',' + cls[ss[j]!]!;
+          c = many.get(k);
+          if (c === undefined) many.set(k, (c = count++));
+        }
         next[i] = c;
       }
       cls = next;
-      if (ids.size === classes) break;
-      classes = ids.size;
+      if (count === classes) break;
+      classes = count;
     }
     // 3. Representatives (lowest id per class), then keep only what functions reach.
     const rep = new Map<number, number>();

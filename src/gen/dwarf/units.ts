@@ -33,6 +33,13 @@ export interface Abbrev {
   implicit: (bigint | undefined)[];
   /** Offset in .debug_abbrev, for messages. */
   offset: number;
+  /**
+   * Cache for skipping: the byte size of the attributes when every form has a fixed
+   * size for the unit shape `skipShape` (offset size, address size, version class),
+   * or -1 when one is variable (LEB128, inline string, block, indirect).
+   */
+  skipShape?: number;
+  skipSize?: number;
 }
 
 export interface Unit {
@@ -73,18 +80,106 @@ export type AttrValue =
   | { k: 'block'; v: Buffer; form: number }
   | { k: 'secoff'; v: number; form: number };
 
+/**
+ * A decoded DIE's attributes by DW_AT code: the abbrev's names beside the values, no
+ * Map per DIE (a DIE has a handful of attributes; a libc run decodes ~100,000 DIEs).
+ * As with a Map filled in order, a name given twice in an abbrev reads as its last value.
+ */
+export class DieAttrs {
+  constructor(
+    private readonly names: readonly number[],
+    private readonly values: readonly (AttrValue | undefined)[],
+  ) {}
+
+  get(at: number): AttrValue | undefined {
+    const i = this.names.lastIndexOf(at);
+    return i < 0 ? undefined : this.values[i];
+  }
+
+  has(at: number): boolean {
+    return this.get(at) !== undefined;
+  }
+}
+
 export interface Die {
   offset: number;
   tag: number;
   hasChildren: boolean;
   unit: Unit;
-  attrs: Map<number, AttrValue>;
+  attrs: DieAttrs;
   /** Offset just past this DIE's attributes (where its children begin). */
   attrEnd: number;
 }
 
 /** Parses the abbreviation table at `offset` of .debug_abbrev. */
 export function readAbbrevs(s: Sections, offset: number): Map<number, Abbrev> {
+  return readAbbrevsFast(s.abbrev, offset) ?? readAbbrevsChecked(s, offset);
+}
+
+/**
+ * The common case without a Cursor call per number: LEB128s of up to 4 bytes, no
+ * implicit_const, a well-formed table. Returns undefined at anything else (and at
+ * every malformation), so the checked reader parses the table and words the error.
+ */
+function readAbbrevsFast(buf: Buffer, offset: number): Map<number, Abbrev> | undefined {
+  const end = buf.length;
+  let pos = offset;
+  let bad = false;
+  const leb = (): number => {
+    let v = 0;
+    for (let shift = 0; shift < 28; shift += 7) {
+      if (pos >= end) break;
+      const b = buf[pos++]!;
+      v |= (b & 0x7f) << shift;
+      if (b < 0x80) return v;
+    }
+    bad = true;
+    return 0;
+  };
+  if (offset >= end) return undefined;
+  const out = new Map<number, Abbrev>();
+  for (;;) {
+    const at = pos;
+    const code = leb();
+    if (bad) return undefined;
+    if (code === 0) return out;
+    const tag = leb();
+    if (bad || pos >= end) return undefined;
+    const children = buf[pos++]!;
+    if (children > 1 || out.has(code)) return undefined;
+    const attrs: number[] = [];
+    const forms: number[] = [];
+    const implicit: (bigint | undefined)[] = [];
+    for (;;) {
+      const name = leb();
+      const form = leb();
+      if (bad) return undefined;
+      if (name === 0 && form === 0) break;
+      if (name === 0 || form === 0) return undefined;
+      attrs.push(name);
+      forms.push(form);
+      if (form === DW_FORM.implicit_const) {
+        // SLEB128 of up to 4 bytes (28 bits), sign-extended from its last byte.
+        let v = 0;
+        let shift = 0;
+        let b = 0x80;
+        while (shift < 28 && pos < end) {
+          b = buf[pos++]!;
+          v |= (b & 0x7f) << shift;
+          shift += 7;
+          if (b < 0x80) break;
+        }
+        if (b >= 0x80) return undefined;
+        if (b & 0x40) v -= 2 ** shift;
+        implicit.push(BigInt(v));
+      } else implicit.push(undefined);
+    }
+    out.set(code, { code, tag, hasChildren: children === 1, attrs, forms, implicit, offset: at });
+  }
+}
+
+/** The checked reader alone (every malformation is an error naming its offset); exported for tests of the fast path. */
+export function readAbbrevsChecked(s: Sections, offset: number): Map<number, Abbrev> {
   const c = new Cursor(s.abbrev, '.debug_abbrev', s.file, offset);
   if (offset >= s.abbrev.length) c.fail(`abbreviation table offset ${hex(offset)} is past the end of .debug_abbrev (${hex(s.abbrev.length)} bytes)`, offset);
   const out = new Map<number, Abbrev>();
@@ -172,11 +267,18 @@ export function readUnits(s: Sections): Unit[] {
   return units;
 }
 
-/** Decodes DIEs of .debug_info, caching them by offset. */
+/**
+ * Decodes DIEs of .debug_info. Decoded DIEs are not cached: the converter decodes a
+ * type's DIE once (it keys converted types by offset) and skips the rest undecoded,
+ * so a cache held ~100,000 DIEs of libc alive for a few dozen hits.
+ */
 export class DieReader {
-  private cache = new Map<number, Die>();
   private readonly skipCursor: Cursor;
   private unitStarts: number[];
+  /** Offset just past the attributes of the DIE {@link skipAttrs} last skipped. */
+  skipEnd = 0;
+  /** .debug_str strings by offset: libc's units repeat the same type and member names thousands of times. */
+  private readonly strCache = new Map<number, string>();
 
   constructor(
     readonly s: Sections,
@@ -204,35 +306,66 @@ export class DieReader {
 
   /** Decodes the DIE at `offset`; returns null for a null entry (end of siblings). */
   read(unit: Unit, offset: number): Die | null {
-    const hit = this.cache.get(offset);
-    if (hit) return hit;
     const c: Cursor = new Cursor(this.s.info, '.debug_info', this.s.file, offset, unit.end);
     const code = c.uleb('abbreviation code');
     if (code === 0) return null;
     const ab = unit.abbrevs.get(code);
     if (!ab) c.fail(`abbreviation code ${code} is not in the table at .debug_abbrev+${hex(unit.abbrevOffset)}`, offset);
-    const attrs = new Map<number, AttrValue>();
-    for (let i = 0; i < ab.attrs.length; i++) {
-      const v = this.readForm(c, unit, ab.forms[i]!, ab.implicit[i]);
-      if (v) attrs.set(ab.attrs[i]!, v);
-    }
-    const die: Die = { offset, tag: ab.tag, hasChildren: ab.hasChildren, unit, attrs, attrEnd: c.pos };
-    this.cache.set(offset, die);
-    return die;
+    const values: (AttrValue | undefined)[] = new Array(ab.attrs.length);
+    for (let i = 0; i < ab.attrs.length; i++) values[i] = this.readForm(c, unit, ab.forms[i]!, ab.implicit[i]);
+    const attrs = new DieAttrs(ab.attrs, values);
+    return { offset, tag: ab.tag, hasChildren: ab.hasChildren, unit, attrs, attrEnd: c.pos };
   }
 
-  /** Skips the DIE at `offset` without allocating; returns the abbrev (null for a null entry) and the offset past its attributes. */
-  skipAttrs(unit: Unit, offset: number): { ab: Abbrev | null; end: number } {
+  /**
+   * Skips the DIE at `offset` without allocating: returns its abbrev (null for a null
+   * entry) and leaves the offset past its attributes in {@link skipEnd}.
+   */
+  skipAttrs(unit: Unit, offset: number): Abbrev | null {
     // One reused cursor: skipping visits every DIE of the file, and a fresh object per DIE dominated the heap.
     const c: Cursor = this.skipCursor;
-    c.pos = offset;
-    c.end = Math.min(unit.end, this.s.info.length);
-    const code = c.uleb('abbreviation code');
-    if (code === 0) return { ab: null, end: c.pos };
+    const buf = this.s.info;
+    const end = unit.end < buf.length ? unit.end : buf.length;
+    c.end = end;
+    let pos = offset;
+    let code: number;
+    // One- and two-byte codes inline (nearly all of them); longer ones through the checked reader.
+    const b0 = pos < end ? buf[pos]! : 0x80;
+    if (b0 < 0x80) {
+      code = b0;
+      pos++;
+    } else if (pos + 1 < end && buf[pos + 1]! < 0x80) {
+      code = (b0 & 0x7f) | (buf[pos + 1]! << 7);
+      pos += 2;
+    } else {
+      c.pos = pos;
+      code = c.uleb('abbreviation code');
+      pos = c.pos;
+    }
+    if (code === 0) {
+      this.skipEnd = pos;
+      return null;
+    }
     const ab = unit.abbrevs.get(code);
-    if (!ab) c.fail(`abbreviation code ${code} is not in the table at .debug_abbrev+${hex(unit.abbrevOffset)}`, offset);
+    if (!ab) {
+      c.pos = pos;
+      c.fail(`abbreviation code ${code} is not in the table at .debug_abbrev+${hex(unit.abbrevOffset)}`, offset);
+    }
+    const shape = unit.offsetSize | (unit.addrSize << 4) | (unit.version <= 2 ? 0x100 : 0);
+    if (ab.skipShape !== shape) {
+      ab.skipShape = shape;
+      ab.skipSize = fixedAttrSize(ab, unit);
+    }
+    const size = ab.skipSize!;
+    if (size >= 0 && pos + size <= end) {
+      this.skipEnd = pos + size;
+      return ab;
+    }
+    // Variable-size forms, or a DIE that runs past the unit: the checked reader, which also words the error.
+    c.pos = pos;
     for (let i = 0; i < ab.forms.length; i++) this.readForm(c, unit, ab.forms[i]!, ab.implicit[i], true);
-    return { ab, end: c.pos };
+    this.skipEnd = c.pos;
+    return ab;
   }
 
   /** Offset just past the DIE at `offset` and all its descendants. Iterative, so deep nesting cannot overflow the stack. */
@@ -241,8 +374,8 @@ export class DieReader {
     let pos = offset;
     do {
       if (pos >= unit.end) dwarfFail(this.s.file, '.debug_info', pos, `DIE children of the DIE at ${hex(offset)} are not terminated before the end of the unit at ${hex(unit.end)}`);
-      const { ab, end } = this.skipAttrs(unit, pos);
-      pos = end;
+      const ab = this.skipAttrs(unit, pos);
+      pos = this.skipEnd;
       if (ab === null) depth--;
       else if (ab.hasChildren) depth++;
     } while (depth > 0);
@@ -266,8 +399,9 @@ export class DieReader {
     let pos = die.attrEnd;
     for (;;) {
       if (pos >= unit.end) dwarfFail(this.s.file, '.debug_info', pos, `children of the DIE at ${hex(die.offset)} are not terminated before the end of the unit at ${hex(unit.end)}`);
-      const { ab, end } = this.skipAttrs(unit, pos);
+      const ab = this.skipAttrs(unit, pos);
       if (ab === null) return;
+      const end = this.skipEnd;
       fn(pos, ab);
       pos = ab.hasChildren ? this.skipSubtree(unit, pos) : end;
     }
@@ -295,21 +429,23 @@ export class DieReader {
         case DW_FORM.addr:
           return skip ? void c.skip(u.addrSize, 'address') : { k: 'addr', v: c.uN(u.addrSize, 'address') };
         case DW_FORM.data1:
-          return skip ? void c.skip(1, 'data1') : { k: 'const', v: BigInt(c.u8('data1')), form };
+          return skip ? void c.skip(1, 'data1') : { k: 'const', v: smallBig(c.u8('data1')), form };
         case DW_FORM.data2:
-          return skip ? void c.skip(2, 'data2') : { k: 'const', v: BigInt(c.u16('data2')), form };
+          return skip ? void c.skip(2, 'data2') : { k: 'const', v: smallBig(c.u16('data2')), form };
         case DW_FORM.data4:
-          return skip ? void c.skip(4, 'data4') : { k: 'const', v: BigInt(c.u32('data4')), form };
+          return skip ? void c.skip(4, 'data4') : { k: 'const', v: smallBig(c.u32('data4')), form };
         case DW_FORM.data8:
           return skip ? void c.skip(8, 'data8') : { k: 'const', v: c.u64('data8'), form };
         case DW_FORM.data16:
           c.skip(16, 'data16');
           return skip ? undefined : { k: 'block', v: c.buf.subarray(at, at + 16), form };
         case DW_FORM.sdata: {
+          if (skip && skipShortLeb(c)) return undefined;
           const v = c.sleb('sdata');
           return skip ? undefined : { k: 'const', v, form };
         }
         case DW_FORM.udata: {
+          if (skip && skipShortLeb(c)) return undefined;
           const v = c.ulebBig('udata');
           return skip ? undefined : { k: 'const', v, form };
         }
@@ -320,12 +456,19 @@ export class DieReader {
         case DW_FORM.flag_present:
           return skip ? undefined : { k: 'flag', v: true };
         case DW_FORM.string: {
+          if (skip) {
+            const nul = c.buf.indexOf(0, c.pos);
+            if (nul >= 0 && nul < c.end) {
+              c.pos = nul + 1;
+              return undefined;
+            }
+          }
           const v = c.cstr('inline string');
           return skip ? undefined : { k: 'str', v };
         }
         case DW_FORM.strp: {
           const o = c.offset(u.offsetSize, 'strp offset');
-          return skip ? undefined : { k: 'str', v: stringAt(this.s.str, '.debug_str', this.s.file, o, `.debug_info+${hex(at)}`) };
+          return skip ? undefined : { k: 'str', v: this.debugStr(o, at) };
         }
         case DW_FORM.line_strp: {
           const o = c.offset(u.offsetSize, 'line_strp offset');
@@ -446,7 +589,20 @@ export class DieReader {
       dwarfFail(this.s.file, '.debug_str_offsets', o, `string index ${index} (from DIE at .debug_info+${hex(from)}) is past the end of .debug_str_offsets (${hex(this.s.strOffsets.length)} bytes)`);
     }
     const so = u.offsetSize === 4 ? this.s.strOffsets.readUInt32LE(o) : Number(this.s.strOffsets.readBigUInt64LE(o));
-    return stringAt(this.s.str, '.debug_str', this.s.file, so, `.debug_str_offsets+${hex(o)}`);
+    const hit = this.strCache.get(so);
+    if (hit !== undefined) return hit;
+    const v = stringAt(this.s.str, '.debug_str', this.s.file, so, `.debug_str_offsets+${hex(o)}`);
+    this.strCache.set(so, v);
+    return v;
+  }
+
+  /** The .debug_str string at `o` (read from the DIE attribute at `at`), cached by offset. */
+  private debugStr(o: number, at: number): string {
+    const hit = this.strCache.get(o);
+    if (hit !== undefined) return hit;
+    const v = stringAt(this.s.str, '.debug_str', this.s.file, o, `.debug_info+${hex(at)}`);
+    this.strCache.set(o, v);
+    return v;
   }
 
   /** Resolves an address-class attribute (addr, addrx). */
@@ -465,4 +621,92 @@ export class DieReader {
     }
     return undefined;
   }
+}
+
+/**
+ * Skips a LEB128 of at most 9 bytes (63 bits, so neither reader could reject it) and
+ * returns true; otherwise leaves the cursor alone so the checked reader words the error.
+ */
+function skipShortLeb(c: Cursor): boolean {
+  const buf = c.buf;
+  const lim = Math.min(c.end, c.pos + 9);
+  for (let p = c.pos; p < lim; p++) {
+    if (buf[p]! < 0x80) {
+      c.pos = p + 1;
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Byte size of the abbrev's attributes when every form has a fixed size in `u`, else -1. */
+function fixedAttrSize(ab: Abbrev, u: Unit): number {
+  let n = 0;
+  for (const form of ab.forms) {
+    switch (form) {
+      case DW_FORM.flag_present:
+      case DW_FORM.implicit_const:
+        break;
+      case DW_FORM.data1:
+      case DW_FORM.flag:
+      case DW_FORM.strx1:
+      case DW_FORM.addrx1:
+      case DW_FORM.ref1:
+        n += 1;
+        break;
+      case DW_FORM.data2:
+      case DW_FORM.strx2:
+      case DW_FORM.addrx2:
+      case DW_FORM.ref2:
+        n += 2;
+        break;
+      case DW_FORM.strx3:
+      case DW_FORM.addrx3:
+        n += 3;
+        break;
+      case DW_FORM.data4:
+      case DW_FORM.strx4:
+      case DW_FORM.addrx4:
+      case DW_FORM.ref4:
+      case DW_FORM.ref_sup4:
+        n += 4;
+        break;
+      case DW_FORM.data8:
+      case DW_FORM.ref8:
+      case DW_FORM.ref_sig8:
+      case DW_FORM.ref_sup8:
+        n += 8;
+        break;
+      case DW_FORM.data16:
+        n += 16;
+        break;
+      case DW_FORM.addr:
+        n += u.addrSize;
+        break;
+      case DW_FORM.ref_addr:
+        // 64-bit offsets are range-checked when read (too large for a JS number): not skipped blind.
+        if (u.version > 2 && u.offsetSize === 8) return -1;
+        n += u.version <= 2 ? u.addrSize : u.offsetSize;
+        break;
+      case DW_FORM.strp:
+      case DW_FORM.line_strp:
+      case DW_FORM.sec_offset:
+      case DW_FORM.GNU_ref_alt:
+      case DW_FORM.GNU_strp_alt:
+      case DW_FORM.strp_sup:
+        if (u.offsetSize === 8) return -1;
+        n += 4;
+        break;
+      default:
+        return -1;
+    }
+  }
+  return n;
+}
+
+/** Shared bigints for the small constants (sizes, lines, file numbers) most DIEs carry: one allocation each instead of one per attribute. */
+const SMALL_BIGS: bigint[] = Array.from({ length: 4096 }, (_, i) => BigInt(i));
+
+function smallBig(n: number): bigint {
+  return n < 4096 ? SMALL_BIGS[n]! : BigInt(n);
 }

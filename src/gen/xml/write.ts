@@ -10,6 +10,8 @@ import { validateXmlText } from './dtd.js';
 
 /** Escapes text for an XML attribute value in double quotes. */
 export function xmlAttr(s: string): string {
+  // Most values (names, numbers, types) need no escaping: one test instead of six replaces.
+  if (!/[&<>"\n\t]/.test(s)) return s;
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/\n/g, '&#10;').replace(/\t/g, '&#9;');
 }
 
