@@ -318,7 +318,12 @@ export class Connection extends EventEmitter {
   private sendRaw(f: Frame): number {
     if (this.socket.destroyed || !this.socket.writable) return 0;
     // Large byte values (stdio, file chunks) go out as they are, next to the frame's own bytes, in one writev.
-    const parts = encodeFrameParts(f);
+    return this.sendParts(encodeFrameParts(f));
+  }
+
+  /** Writes an encoded frame (encodeFrameParts). */
+  private sendParts(parts: Uint8Array[]): number {
+    if (this.socket.destroyed || !this.socket.writable) return 0;
     let bytes = 0;
     if (parts.length === 1) {
       this.socket.write(parts[0]!);
@@ -579,7 +584,18 @@ export class Connection extends EventEmitter {
     const answer = (reply: Reply) => {
       this.serving.delete(f.stream);
       this.endAdopted(f.stream);
-      report(this.sendRaw(messageToFrame({ ...reply, stream: f.stream, end: true } as Message)));
+      let parts: Uint8Array[];
+      try {
+        // An answer that cannot be encoded (past the frame's limits, a bad value) is this side's fault: the peer gets
+        // INTERNAL on its stream and the connection and the daemon go on (it used to escape as an unhandled rejection).
+        parts = encodeFrameParts(messageToFrame({ ...reply, stream: f.stream, end: true } as Message));
+      } catch (e) {
+        this.emit('handler-error', e);
+        const pe = new ProtocolError('INTERNAL', `internal error: the answer to ${m.type} (${reply.type}) cannot be sent: ${(e as Error).message}`, { fatal: false });
+        report(this.sendError(f.stream, pe, f.type), pe);
+        return;
+      }
+      report(this.sendParts(parts));
     };
     let result: Reply | Promise<Reply>;
     try {

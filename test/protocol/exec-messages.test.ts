@@ -130,6 +130,31 @@ describe('long-lived streams on a Connection', () => {
     client.close();
   });
 
+  it('an answer that cannot be encoded gets INTERNAL on its stream; the connection and the serving side go on', async () => {
+    const [a, b] = await socketpair();
+    const handlerErrors: unknown[] = [];
+    const big = 'x'.repeat(200_000);
+    const server = new Connection(b, {
+      initiator: false,
+      local: { role: 'daemon', host: 'srv', software: 'test' },
+      label: 'client',
+      // Asynchronous answers, as rexd's handlers give: an encoding error there used to escape as an unhandled rejection.
+      onRequest: async (m) => {
+        await Promise.resolve();
+        if (m.type === 'ENTRIES_GET' && m.target === 'big') return { type: 'ENTRIES', entries: Array.from({ length: 8 }, (_, i) => ({ name: `f${i}`, definition: big })) };
+        return { type: 'PONG', host: 'srv' };
+      },
+    });
+    server.on('handler-error', (e) => handlerErrors.push(e));
+    const client = new Connection(a, { initiator: true, local: { role: 'client', software: 'test' }, label: 'server' });
+    void server.handshake();
+    await client.handshake();
+    await expect(client.request({ type: 'ENTRIES_GET', target: 'big' })).rejects.toThrow(/INTERNAL.*the answer to ENTRIES_GET \(ENTRIES\) cannot be sent: payload of \d+ bytes exceeds/);
+    expect(await client.request({ type: 'PING' })).toMatchObject({ type: 'PONG', host: 'srv' });
+    expect(handlerErrors).toHaveLength(1);
+    client.close();
+  });
+
   it('tells an open stream when the connection drops', async () => {
     const [a, b] = await socketpair();
     const server = new Connection(b, { initiator: false, local: { role: 'daemon', host: 'srv', software: 'test' }, label: 'client', onRequest: () => new Promise(() => {}) });
