@@ -42,11 +42,11 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
   const specs = fns.flatMap((f) => {
     const used = new Set<string>();
     try {
-      const params: ParamDef[] = f.params.map((p, i) => {
+      const params: (ParamDef & { cType: TypeId })[] = f.params.map((p, i) => {
         let name = p.name ?? `arg${i}`;
         while (used.has(name)) name = `${name}_`;
         used.add(name);
-        return { name, type: conv.type(p.type) };
+        return { name, type: conv.type(p.type), cType: p.type };
       });
       return [{ f, params, returns: conv.type(f.returnType) }];
     } catch (e) {
@@ -93,9 +93,10 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
       elfFile,
       ...ownerOf(opts),
       ...(f.address !== undefined ? { address: f.address } : {}),
-      params: params.map((p) => ({ ...p, type: fix(p.type) })),
+      params: params.map(({ cType, ...p }) => withInferredDirection({ ...p, type: fix(p.type) }, info, cType)),
       returns: fix(returns),
       variadic: f.variadic,
+      ...(f.declaration ? { prototypeFrom: 'declaration' as const } : {}),
       origin: locOf(f.origin),
       ...(f.origin.file && f.origin.line !== undefined ? { source: `${basename(f.origin.file)}:${f.origin.line}` } : {}),
     };
@@ -114,8 +115,54 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
   }
   return {
     set: { elfFile, ...ownerOf(opts), entries, types: [...table.values()].sort(byName), enums: [...enumTable.values()].sort(byName), typeOrigins, typeSources },
-    diagnostics: [...info.diagnostics.filter((d) => d.severity === 'error').map((d) => ({ where: d.where, message: d.message })), ...diagnostics],
+    diagnostics: [...info.diagnostics.filter((d) => d.severity === 'error' || d.entry).map((d) => ({ where: d.where, message: d.message })), ...diagnostics],
   };
+}
+
+/**
+ * The direction repdb guesses for a pointer parameter from its C type when nothing else
+ * says (docs/ENTRYPOINTS.md, "Inferred directions"), marked `directionInferred`:
+ * - `const char *` is an input string;
+ * - a pointer to a non-const arithmetic scalar (int *, long *, double *, float *; not a
+ *   char type, not bool) is an output of one element (frexp's `int *eptr`);
+ * - a pointer to a const scalar, enum, struct or union is an input of one element;
+ * - anything else (void *, char *, pointers to pointers, non-const structs) stays bare,
+ *   so the entry point is refused until a definition says how the buffer travels.
+ * `ctype` is the parameter's DWARF type, which still has its const qualifiers; `p.type`
+ * is the model's type, on which the kinds are checked (so an opaque struct is never guessed).
+ */
+export function withInferredDirection(p: ParamDef, info: DebugInfo, ctype: TypeId): ParamDef {
+  const inferred = inferDirection(p.type, targetIsConst(info, ctype));
+  return inferred ? { ...p, ...inferred, directionInferred: true } : p;
+}
+
+/** The rules of {@link withInferredDirection} on a model type and the constness of what it points at. */
+export function inferDirection(t: TypeDesc, constTarget: boolean): Pick<ParamDef, 'direction' | 'string'> | undefined {
+  if (t.kind !== 'pointer') return undefined;
+  const target = t.target;
+  if (constTarget) {
+    if (target.kind === 'prim' && target.prim === 'char') return { direction: 'in', string: true };
+    if (target.kind === 'prim' || target.kind === 'enum' || target.kind === 'struct' || target.kind === 'union') return { direction: 'in' };
+    return undefined;
+  }
+  if (target.kind === 'prim' && !['char', 'int8', 'uint8', 'bool'].includes(target.prim)) return { direction: 'out' };
+  return undefined;
+}
+
+/** Whether the DWARF pointer type `id` (through typedefs and qualifiers) points at a const-qualified type. */
+function targetIsConst(info: DebugInfo, id: TypeId): boolean {
+  const strip = (i: TypeId): { t: CType | undefined; isConst: boolean } => {
+    let t = info.types[i];
+    let isConst = false;
+    for (let n = 0; n < 64 && t && (t.kind === 'const' || t.kind === 'volatile' || t.kind === 'restrict' || t.kind === 'atomic' || t.kind === 'typedef'); n++) {
+      if (t.kind === 'const') isConst = true;
+      t = info.types[t.target];
+    }
+    return { t, isConst };
+  };
+  const ptr = strip(id).t;
+  if (!ptr || ptr.kind !== 'pointer') return false;
+  return strip(ptr.target).isConst;
 }
 
 function byName<T extends { name: string }>(a: T, b: T): number {
