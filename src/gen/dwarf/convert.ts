@@ -127,7 +127,8 @@ class Converter {
     for (const { unit, offsets } of sites) {
       for (const off of offsets) {
         const d = this.r.read(unit, off);
-        if (!d || !this.flag(d, DW_AT.external) || !this.flag(d, DW_AT.declaration)) continue;
+        // An unprototyped K&R declaration (`int f();`, no DW_AT_prototyped) says nothing of the parameters.
+        if (!d || !this.flag(d, DW_AT.external) || !this.flag(d, DW_AT.declaration) || !this.flag(d, DW_AT.prototyped)) continue;
         const name = this.r.str(d, DW_AT.name);
         if (name === undefined || !wanted.has(name)) continue;
         const f = this.functionInfo({ name, die: d, chain: [d] });

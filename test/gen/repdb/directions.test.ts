@@ -2,7 +2,7 @@
 // "Inferred directions" and "Prototypes from declarations"). The fixture
 // (test/fixtures/directions) has one function per rule, and two functions written
 // in assembly that C units declare: asm_len the same way in both units (its
-// prototype comes from the declarations), asm_bad differently (no prototype, and a
+// prototype comes from the declarations; kr.c's unprototyped one is ignored), asm_bad differently (no prototype, and a
 // warning naming both declarations).
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -22,7 +22,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 beforeAll(() => {
   const lib = join(dir, 'librules.so');
-  execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', '-o', lib, ...['rules.c', 'other.c', 'asm.S'].map((f) => join(FIXDIR, f))], { stdio: 'pipe' });
+  execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', '-o', lib, ...['rules.c', 'other.c', 'kr.c', 'asm.S'].map((f) => join(FIXDIR, f))], { stdio: 'pipe' });
   const r = repdb(['-gx', lib]);
   expect(r.status).toBe(0);
   xml = r.stdout;
