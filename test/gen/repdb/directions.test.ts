@@ -70,6 +70,12 @@ describe('inferred pointer directions from DWARF', () => {
     expect(r[0]!.hint).toMatch(/direction="in\|out\|inout"/);
   });
 
+  it('a later parameter named like a count is a clue of an array: no one-element guess', () => {
+    expect(dirs('r_sum')).toEqual(['xs:bare', 'n:bare']);
+    expect(dirs('r_fill')).toEqual(['out:bare', 'len:bare', 'tag:in:string*']);
+    expect(byName.get('r_sum')!.refusals[0]!.hint).toContain('size-is="n"');
+  });
+
   it('a hand-written XML overrides the guess, and a guess read back from XML stays marked', () => {
     // Frames are optional in a hand-written XML (re-planned when read): drop them so the edits need no other change.
     const noFrames = xml.replace(/\s*<(input|output)\b[^>]*\/>/g, '').replace(/\s*<(input|output)\b[^>]*>[\s\S]*?<\/\1>/g, '');
@@ -100,6 +106,10 @@ describe('inferred pointer directions from DWARF', () => {
     expect(inferDirection(T.ptr(T.ptr(p('char'))), true)).toBeUndefined();
     expect(inferDirection(T.ptr({ kind: 'opaque', size: 8, align: 8 }), true)).toBeUndefined();
     expect(inferDirection(p('int32'), true)).toBeUndefined();
+    // with a count clue the one-element rules stay silent; a const char * is still a string
+    expect(inferDirection(T.ptr(p('int32')), false, true)).toBeUndefined();
+    expect(inferDirection(T.ptr(p('int32')), true, true)).toBeUndefined();
+    expect(inferDirection(T.ptr(p('char')), true, true)).toEqual({ direction: 'in', string: true });
   });
 });
 
