@@ -76,6 +76,12 @@ export interface FunctionInfo {
   returnType: TypeId;
   params: Param[];
   variadic: boolean;
+  /**
+   * Taken from DW_AT_declaration DIEs of this name (all of which agree), there being no
+   * definition: an exported function written in assembly (glibc's strlen) whose callers'
+   * units declare it. No address.
+   */
+  declaration?: boolean;
   /** Entry address when the DIE has one (DW_AT_low_pc); undefined for declarations. */
   address?: bigint;
   origin: Origin;
@@ -83,6 +89,8 @@ export interface FunctionInfo {
 
 export interface Diagnostic {
   severity: 'warning' | 'error';
+  /** A warning about an entry point a user will look for (repdb prints it; most reader warnings it does not). */
+  entry?: boolean;
   /** Section and offset (".debug_info+0x1a2") or file:line the message is about. */
   where: string;
   message: string;
@@ -97,7 +105,11 @@ export interface DebugInfo {
   dwarfVersions: number[];
   /** Always contains a `void` entry; TypeIds index this array. */
   types: CType[];
-  /** Every function with a definition (DW_AT_low_pc or ranges) that is external, deduplicated by name. */
+  /**
+   * Every function with a definition (DW_AT_low_pc or ranges) that is external, deduplicated by name;
+   * plus, marked `declaration`, the defined ELF function symbols without a DWARF definition whose
+   * external DWARF declarations all agree.
+   */
   functions: FunctionInfo[];
   diagnostics: Diagnostic[];
 }

@@ -53,7 +53,8 @@ export function markXml(xml: string): string {
   for (const [fn, params] of Object.entries(MARKS)) {
     out = out.replace(new RegExp(`(<entry-point name="${fn}"[\\s\\S]*?</entry-point>)`), (block) => {
       let b = block;
-      for (const [p, marks] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"/>`), `<param name="${p}" type="$1" ${marks}/>`);
+      // The marks written by hand replace any repdb inferred (direction-inferred="yes": reverse's `int *xs` is guessed an out of one element).
+      for (const [p, marks] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"[^/]*/>`), `<param name="${p}" type="$1" ${marks}/>`);
       return b;
     });
   }

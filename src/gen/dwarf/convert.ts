@@ -14,7 +14,7 @@ import type { BaseEncoding, CType, DebugInfo, Diagnostic, FunctionInfo, Member, 
 import { dwarfFail, hex } from './cursor.js';
 import { DW_AT, DW_ATE, DW_FORM, DW_OP_constu, DW_OP_plus_uconst, DW_TAG, DW_UT, tagName } from './constants.js';
 import { readLineFiles } from './lines.js';
-import { DieReader, readUnits, type Die, type Sections, type Unit } from './units.js';
+import { DieReader, readUnits, type Abbrev, type Die, type Sections, type Unit } from './units.js';
 import { isRexError } from '../../util/errors.js';
 
 /** Deepest type nesting accepted; real C headers stay far below it. */
@@ -76,6 +76,8 @@ class Converter {
       if (u.typeSignature !== undefined && u.typeOffset !== undefined) this.sigs.set(u.typeSignature, u.typeOffset);
     }
     const candidates: Candidate[] = [];
+    // External declarations (DW_AT_declaration) of called functions: only their offsets, decoded later by need.
+    const declSites: { unit: Unit; offsets: number[] }[] = [];
     for (const u of this.units) {
       if (u.unitType !== DW_UT.compile && u.unitType !== DW_UT.partial && u.unitType !== DW_UT.skeleton) continue;
       const root = this.r.root(u);
@@ -87,10 +89,15 @@ class Converter {
       }
       if (root.tag !== DW_TAG.compile_unit && root.tag !== DW_TAG.partial_unit) continue;
       const assembly = this.constAttr(root, DW_AT.language) === DW_LANG_Mips_Assembler;
+      const decls: number[] = [];
       this.r.forEachChild(root, (off, ab) => {
         if (ab.tag !== DW_TAG.subprogram) return;
-        // Most top-level subprograms are declarations of called functions: skip them by abbreviation, undecoded.
-        if (!ab.attrs.some((a) => a === DW_AT.low_pc || a === DW_AT.ranges || a === DW_AT.entry_pc)) return;
+        // Most top-level subprograms are declarations of called functions: skip them by abbreviation,
+        // undecoded, noting only where the external ones are (prototypes of functions without a definition).
+        if (!ab.attrs.some((a) => a === DW_AT.low_pc || a === DW_AT.ranges || a === DW_AT.entry_pc)) {
+          if (!assembly && isExternalDeclaration(ab)) decls.push(off);
+          return;
+        }
         const c = this.candidate(this.r.read(u, off)!);
         if (!c) return;
         if (assembly) {
@@ -100,9 +107,38 @@ class Converter {
         }
         candidates.push(c);
       });
+      if (decls.length > 0) declSites.push({ unit: u, offsets: decls });
     }
     const functions = this.pick(candidates).map((c) => this.functionInfo(c));
-    return this.finish(functions);
+    return this.finish(functions, this.declared(declSites, functions));
+  }
+
+  /**
+   * The declarations, grouped by name, of the defined ELF function symbols that have no
+   * DWARF definition (glibc's assembly strlen is declared by string.h in every unit that
+   * calls it). Only the DIEs of external declarations are decoded, and only their name
+   * first; the signature only for a wanted name.
+   */
+  private declared(sites: { unit: Unit; offsets: number[] }[], defined: FunctionInfo[]): FunctionInfo[][] {
+    const wanted = new Set(this.opts.symbols?.keys() ?? []);
+    for (const f of defined) wanted.delete(f.name);
+    if (wanted.size === 0) return [];
+    const groups = new Map<string, FunctionInfo[]>();
+    for (const { unit, offsets } of sites) {
+      for (const off of offsets) {
+        const d = this.r.read(unit, off);
+        // An unprototyped K&R declaration (`int f();`, no DW_AT_prototyped) says nothing of the parameters.
+        if (!d || !this.flag(d, DW_AT.external) || !this.flag(d, DW_AT.declaration) || !this.flag(d, DW_AT.prototyped)) continue;
+        const name = this.r.str(d, DW_AT.name);
+        if (name === undefined || !wanted.has(name)) continue;
+        const f = this.functionInfo({ name, die: d, chain: [d] });
+        f.declaration = true;
+        const l = groups.get(name);
+        if (l) l.push(f);
+        else groups.set(name, [f]);
+      }
+    }
+    return [...groups.values()];
   }
 
   private warn(where: string, message: string): void {
@@ -586,7 +622,7 @@ class Converter {
   }
 
   /** Resolves declarations to unique definitions, merges structurally equal types, keeps only types reachable from functions. */
-  private finish(functions: FunctionInfo[]): DebugInfo {
+  private finish(functions: FunctionInfo[], declGroups: FunctionInfo[][] = []): DebugInfo {
     const types = this.types;
     const n = types.length;
     // 1. `struct foo;` in one unit and its definition in another: use the definition when it is unique.
@@ -673,15 +709,33 @@ class Converter {
         for (const s of successors(types[c]!)) work.push(canon(s));
       }
     };
-    for (const f of functions) {
+    const declared = declGroups.flat();
+    for (const f of [...functions, ...declared]) {
       visit(f.returnType);
       for (const p of f.params) visit(p.type);
     }
     const map = (i: number): number => newId.get(canon(i))!;
     const out = order.map((i) => remap(types[i]!, map));
-    for (const f of functions) {
+    for (const f of [...functions, ...declared]) {
       f.returnType = map(f.returnType);
       for (const p of f.params) p.type = map(p.type);
+    }
+    // A declaration gives the prototype only when every declaration of the name says the same (types merged above).
+    for (const g of declGroups) {
+      const sig = (f: FunctionInfo): string => `${f.returnType}(${f.params.map((p) => p.type).join(',')}${f.variadic ? ',...' : ''})`;
+      const first = g[0]!;
+      const other = g.find((f) => sig(f) !== sig(first));
+      if (other) {
+        const at = (f: FunctionInfo): string => (f.origin.file ? `${f.origin.file.replace(/^.*\//, '')}:${f.origin.line ?? '?'}` : f.origin.die);
+        this.diagnostics.push({
+          severity: 'warning',
+          entry: true,
+          where: other.origin.die,
+          message: `function ${first.name} has no DWARF definition and its ${g.length} declarations disagree (${at(first)} and ${at(other)} give different types): listed with no prototype; describe it in the entry-point XML`,
+        });
+        continue;
+      }
+      functions.push(first);
     }
     functions.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return {
@@ -693,6 +747,11 @@ class Converter {
       diagnostics: this.diagnostics,
     };
   }
+}
+
+/** A subprogram abbreviation with DW_AT_declaration and DW_AT_external (their values are checked when decoded). */
+function isExternalDeclaration(ab: Abbrev): boolean {
+  return ab.attrs.includes(DW_AT.declaration) && ab.attrs.includes(DW_AT.external);
 }
 
 function encoding(ate: number): BaseEncoding {

@@ -23,6 +23,8 @@ export function locString(l: Loc): string {
 /** A parameter with the location it was defined at. */
 export interface ParamDef extends ParamDesc {
   origin?: Loc;
+  /** The direction (and string) was guessed from the C type by repdb (docs/ENTRYPOINTS.md, "Inferred directions"), not written by hand. */
+  directionInferred?: boolean;
 }
 
 /** The identity of an entry point's owner (the seed's HOST.USER.PROGRAM) and its configuration name. */
@@ -52,6 +54,8 @@ export interface PublicName {
   dwarfName?: string;
   /** Exported, but no prototype is known (stripped, or an IFUNC whose implementations have no DWARF): refused until a definition gives one. */
   noPrototype?: boolean;
+  /** The prototype was taken from DWARF declarations of the name (DW_AT_declaration), the function having no DWARF definition (glibc's assembly IFUNCs). */
+  prototypeFrom?: 'declaration';
 }
 
 /** One remote entry point: a function in an ELF object with its frame definitions. */

@@ -8,6 +8,7 @@ import { basename } from 'node:path';
 import type { CType, DebugInfo, TypeId } from '../debuginfo.js';
 import type { AggregateDesc, EnumDesc, FieldDesc, Prim, TypeDesc } from '../../runtime/frames/types.js';
 import { LayoutEngine, alignUp } from '../../runtime/frames/layout.js';
+import { isCountType } from '../../runtime/frames/plan.js';
 import { ErrorCodes, RexError, isRexError } from '../../util/errors.js';
 import { makeEntryPoint, type EntryPoint, type EntryPointSet, type Loc, type Owner, type ParamDef } from './entrypoint.js';
 
@@ -42,11 +43,11 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
   const specs = fns.flatMap((f) => {
     const used = new Set<string>();
     try {
-      const params: ParamDef[] = f.params.map((p, i) => {
+      const params: (ParamDef & { cType: TypeId })[] = f.params.map((p, i) => {
         let name = p.name ?? `arg${i}`;
         while (used.has(name)) name = `${name}_`;
         used.add(name);
-        return { name, type: conv.type(p.type) };
+        return { name, type: conv.type(p.type), cType: p.type };
       });
       return [{ f, params, returns: conv.type(f.returnType) }];
     } catch (e) {
@@ -93,9 +94,10 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
       elfFile,
       ...ownerOf(opts),
       ...(f.address !== undefined ? { address: f.address } : {}),
-      params: params.map((p) => ({ ...p, type: fix(p.type) })),
+      params: params.map(({ cType, ...p }, i) => withInferredDirection({ ...p, type: fix(p.type) }, info, cType, countClue(params.slice(i + 1)))),
       returns: fix(returns),
       variadic: f.variadic,
+      ...(f.declaration ? { prototypeFrom: 'declaration' as const } : {}),
       origin: locOf(f.origin),
       ...(f.origin.file && f.origin.line !== undefined ? { source: `${basename(f.origin.file)}:${f.origin.line}` } : {}),
     };
@@ -114,8 +116,66 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
   }
   return {
     set: { elfFile, ...ownerOf(opts), entries, types: [...table.values()].sort(byName), enums: [...enumTable.values()].sort(byName), typeOrigins, typeSources },
-    diagnostics: [...info.diagnostics.filter((d) => d.severity === 'error').map((d) => ({ where: d.where, message: d.message })), ...diagnostics],
+    diagnostics: [...info.diagnostics.filter((d) => d.severity === 'error' || d.entry).map((d) => ({ where: d.where, message: d.message })), ...diagnostics],
   };
+}
+
+/**
+ * The direction repdb guesses for a pointer parameter from its C type when nothing else
+ * says (docs/ENTRYPOINTS.md, "Inferred directions"), marked `directionInferred`:
+ * - `const char *` is an input string;
+ * - a pointer to a non-const arithmetic scalar (int *, long *, double *, float *; not a
+ *   char type, not bool) is an output of one element (frexp's `int *eptr`);
+ * - a pointer to a const scalar, enum, struct or union is an input of one element;
+ * - except that a later integer parameter named like a count (n, len, size, count...) is a
+ *   clue that the pointer is an array, so the two one-element rules leave it bare;
+ * - anything else (void *, char *, pointers to pointers, non-const structs) stays bare,
+ *   so the entry point is refused until a definition says how the buffer travels.
+ * `ctype` is the parameter's DWARF type, which still has its const qualifiers; `p.type`
+ * is the model's type, on which the kinds are checked (so an opaque struct is never guessed).
+ */
+export function withInferredDirection(p: ParamDef, info: DebugInfo, ctype: TypeId, arrayClue = false): ParamDef {
+  const inferred = inferDirection(p.type, targetIsConst(info, ctype), arrayClue);
+  return inferred ? { ...p, ...inferred, directionInferred: true } : p;
+}
+
+/** The rules of {@link withInferredDirection} on a model type and the constness of what it points at. */
+export function inferDirection(t: TypeDesc, constTarget: boolean, arrayClue = false): Pick<ParamDef, 'direction' | 'string'> | undefined {
+  if (t.kind !== 'pointer') return undefined;
+  const target = t.target;
+  if (constTarget && target.kind === 'prim' && target.prim === 'char') return { direction: 'in', string: true };
+  // A later count parameter (`sum(const long *xs, unsigned n)`) says the pointer is an array: one element would be wrong.
+  if (arrayClue) return undefined;
+  if (constTarget) {
+    if (target.kind === 'prim' || target.kind === 'enum' || target.kind === 'struct' || target.kind === 'union') return { direction: 'in' };
+    return undefined;
+  }
+  if (target.kind === 'prim' && !['char', 'int8', 'uint8', 'bool'].includes(target.prim)) return { direction: 'out' };
+  return undefined;
+}
+
+/** Names of integer parameters that count elements (n, len, size, count, nmemb, cap...). */
+const COUNT_NAME = /^(n|nb|nr|num|cnt|cap|nmemb|nel|nelem|nelems|nitems)$|len|size|count|num|cnt|elem|cap/i;
+
+/** Whether one of `later` (the parameters after a pointer) is an integer named like an element count. */
+export function countClue(later: ParamDef[]): boolean {
+  return later.some((q) => isCountType(q.type) && COUNT_NAME.test(q.name));
+}
+
+/** Whether the DWARF pointer type `id` (through typedefs and qualifiers) points at a const-qualified type. */
+function targetIsConst(info: DebugInfo, id: TypeId): boolean {
+  const strip = (i: TypeId): { t: CType | undefined; isConst: boolean } => {
+    let t = info.types[i];
+    let isConst = false;
+    for (let n = 0; n < 64 && t && (t.kind === 'const' || t.kind === 'volatile' || t.kind === 'restrict' || t.kind === 'atomic' || t.kind === 'typedef'); n++) {
+      if (t.kind === 'const') isConst = true;
+      t = info.types[t.target];
+    }
+    return { t, isConst };
+  };
+  const ptr = strip(id).t;
+  if (!ptr || ptr.kind !== 'pointer') return false;
+  return strip(ptr.target).isConst;
 }
 
 function byName<T extends { name: string }>(a: T, b: T): number {

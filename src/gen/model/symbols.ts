@@ -108,7 +108,13 @@ function primaryFirst(a: ExportedSymbol, b: ExportedSymbol): number {
 export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: ExportedSymbol[], base: { elfFile: string } & Owner, opts: PublicNamesOptions = {}): EntryPointSet {
   const byAddr = new Map<bigint, EntryPoint[]>();
   const byName = new Map<string, EntryPoint>();
+  // Prototypes from declarations (no DWARF definition, no address): found by name only.
+  const declared = new Map<string, EntryPoint>();
   for (const ep of dwarf?.entries ?? []) {
+    if (ep.prototypeFrom === 'declaration') {
+      declared.set(ep.name, ep);
+      continue;
+    }
     if (ep.address !== undefined) byAddr.set(ep.address, [...(byAddr.get(ep.address) ?? []), ep]);
     byName.set(ep.name, ep);
   }
@@ -122,6 +128,8 @@ export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: Ex
   const ifuncPrototype = (primary: string, name: string): EntryPoint | undefined => {
     const same = byName.get(name) ?? byName.get(primary) ?? byName.get(`__${primary}`);
     if (same) return same;
+    const decl = declared.get(name) ?? declared.get(primary);
+    if (decl) return decl;
     const variant = new RegExp(`^__${primary.replace(/[^A-Za-z0-9_]/g, '')}_(${IFUNC_VARIANTS})$`);
     const impls = (dwarf?.entries ?? []).filter((e) => variant.test(e.name));
     if (impls.length === 0) return undefined;
@@ -146,7 +154,7 @@ export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: Ex
     for (const s of syms) {
       const ifunc = s.type === 'ifunc';
       // An IFUNC's address is its resolver (which returns a function pointer): never its prototype.
-      const src = ifunc ? ifuncPrototype(syms[0]!.name, s.name) : atAddr(addr, s.name);
+      const src = ifunc ? ifuncPrototype(syms[0]!.name, s.name) : (atAddr(addr, s.name) ?? declared.get(s.name) ?? declared.get(syms[0]!.name));
       if (src && !ifunc) reached.add(addr);
       const name = callerName(s);
       const info: PublicName = {
@@ -160,7 +168,7 @@ export function publicEntryPoints(dwarf: EntryPointSet | undefined, exported: Ex
   if (opts.internal) {
     for (const ep of dwarf?.entries ?? []) {
       if (ep.address !== undefined && (reached.has(ep.address) || groups.has(ep.address))) continue;
-      if (seen.has(ep.name)) continue;
+      if (seen.has(ep.name) || ep.prototypeFrom === 'declaration') continue;
       entries.push({ ...ep, internal: true });
     }
   }
@@ -192,6 +200,7 @@ function rename(ep: EntryPoint, name: string, addr: bigint, info: PublicName): E
     ...(ep.source !== undefined ? { source: ep.source } : {}),
     ...info,
     ...(ep.name !== name ? { dwarfName: ep.name } : {}),
+    ...(ep.prototypeFrom !== undefined ? { prototypeFrom: ep.prototypeFrom } : {}),
   };
   return makeEntryPoint(spec, new Map(ep.types.map((t) => [t.name, t])), new Map(ep.enums.map((e) => [e.name, e])));
 }

@@ -257,6 +257,7 @@ class Reader {
       ...(this.attr(el, 'internal') === 'yes' ? { internal: true } : {}),
       ...(this.attr(el, 'dwarf-name') !== undefined ? { dwarfName: this.attr(el, 'dwarf-name')! } : {}),
       ...(noPrototype ? { noPrototype: true } : {}),
+      ...(this.attr(el, 'prototype-from') === 'declaration' ? { prototypeFrom: 'declaration' as const } : {}),
     };
     const retEl = kids.find((k) => k.name === 'returns');
     const returns: TypeDesc = retEl ? this.type(retEl, this.req(retEl, 'type')) : { kind: 'void' };
@@ -275,6 +276,7 @@ class Reader {
         else this.fail(p, `size-is="${size}" is neither a parameter name nor a count`);
       }
       if (this.attr(p, 'string') === 'yes') pd.string = true;
+      if (this.attr(p, 'direction-inferred') === 'yes') pd.directionInferred = true;
       return pd;
     });
     const addr = this.attr(el, 'address');

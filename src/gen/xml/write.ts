@@ -69,6 +69,7 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
     ['internal', ep.internal ? 'yes' : undefined],
     ['dwarf-name', ep.dwarfName],
     ['prototype', ep.noPrototype ? 'no' : undefined],
+    ['prototype-from', ep.prototypeFrom],
     ...ownerAttrs(ep, root),
     ['source', ep.source],
   ])}>`);
@@ -81,6 +82,7 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
       ['direction', p.direction],
       ['size-is', p.sizeIs],
       ['string', p.string ? 'yes' : undefined],
+      ['direction-inferred', p.directionInferred ? 'yes' : undefined],
     ])}/>`);
   }
   // No prototype: no frames either, so that writing the prototype in needs no other edit.

@@ -268,9 +268,9 @@ export function oracleEnums(path: string): Map<string, string> {
   return out;
 }
 
-/** Our functions in the same shape as {@link oracleFunctions}. */
+/** Our function definitions (not those taken from declarations) in the same shape as {@link oracleFunctions}. */
 export function ourFunctions(info: DebugInfo): Map<string, { ret: string; params: string[]; variadic: boolean }> {
-  return new Map(info.functions.map((f) => [f.name, { ret: renderOurs(info, f.returnType), params: f.params.map((p) => `${p.name ?? ''}: ${renderOurs(info, p.type)}`), variadic: f.variadic }]));
+  return new Map(info.functions.filter((f) => !f.declaration).map((f) => [f.name, { ret: renderOurs(info, f.returnType), params: f.params.map((p) => `${p.name ?? ''}: ${renderOurs(info, p.type)}`), variadic: f.variadic }]));
 }
 
 /** Our named aggregates in the same shape as {@link oracleAggregates}. */

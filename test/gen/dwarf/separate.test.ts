@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { readDebugInfo } from '../../../src/gen/dwarf/index.js';
 import { readElf } from '../../../src/gen/elf/index.js';
 import { isRexError, ErrorCodes } from '../../../src/util/errors.js';
-import { buildFixture, oracleFunctions, ourFunctions, tempDir } from './helpers.js';
+import { buildFixture, oracleFunctions, ourFunctions, renderOurs, tempDir } from './helpers.js';
 
 const dir = tempDir();
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,6 +142,21 @@ describe.skipIf(!hasLibcDebug)('a real system library with installed debug info 
       }
     }
     expect(compared).toBeGreaterThan(ours.size * 0.95);
+  }, 120_000);
+
+  it('takes prototypes from declarations only for defined symbols readelf shows no DWARF definition of', () => {
+    const oracle = oracleFunctions(info.debugFile);
+    const declared = info.functions.filter((f) => f.declaration);
+    expect(declared.length).toBeGreaterThan(0);
+    // readelf shows assembly units' subprograms too (name and address, no signature): those the reader skips with a warning
+    const assembly = new Set(info.diagnostics.flatMap((d) => /^function (\S+) is written in assembly/.exec(d.message)?.[1] ?? []));
+    for (const f of declared) {
+      expect(oracle.has(f.name) && !assembly.has(f.name), f.name).toBe(false);
+      expect(f.address, f.name).toBeUndefined();
+    }
+    const strlen = declared.find((f) => f.name === 'strlen')!;
+    expect([renderOurs(info, strlen.returnType), ...strlen.params.map((p) => renderOurs(info, p.type))]).toEqual([renderOurs(info, strlen.returnType), expect.stringMatching(/const/)]);
+    expect(strlen.variadic).toBe(false);
   }, 120_000);
 
   it('lists assembly functions only as diagnostics, never with a guessed signature', () => {

@@ -90,7 +90,8 @@ describe('refusals', () => {
         { kind: 'base', name: 'int', size: 4, encoding: 'signed', origin: { die: 'd1' } },
         { kind: 'base', name: 'char', size: 1, encoding: 'signed_char', origin: { die: 'd2' } },
         { kind: 'const', target: 2, origin: { die: 'd3' } },
-        { kind: 'pointer', size: 8, target: 3, origin: { die: 'd4' } },
+        // char * (not const char *, which would be inferred an input string): a bare pointer
+        { kind: 'pointer', size: 8, target: 2, origin: { die: 'd4' } },
         { kind: 'typedef', name: 'size_t', target: 6, origin: { die: 'd5' } },
         { kind: 'base', name: 'long unsigned int', size: 8, encoding: 'unsigned', origin: { die: 'd6' } },
       ],

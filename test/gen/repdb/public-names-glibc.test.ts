@@ -68,6 +68,20 @@ describe.skipIf(!haveDbg)('repdb -gx on glibc with libc6-dbg', () => {
     expect(byName.get('pow@GLIBC_2.2.5')!.address).not.toBe(byName.get('pow')!.address);
     expect(sig(byName.get('ldexp')!)).toBe('double ldexp(double, int32)');
     expect(sig(byName.get('frexp')!)).toBe('double frexp(double, int32*)');
+    // int *eptr: a pointer to a non-const scalar with no other clue is an output of one element, marked as guessed
+    const eptr = byName.get('frexp')!.params[1]!;
+    expect([eptr.name, eptr.direction, eptr.directionInferred, eptr.sizeIs, eptr.string]).toEqual(['eptr', 'out', true, undefined, undefined]);
+    expect(byName.get('frexp')!.refusals).toEqual([]);
+    expect(text).toMatch(/<param name="eptr" type="int32\*" direction="out" direction-inferred="yes"\/>/);
+    for (const [f, p] of [['modf', 'iptr'], ['remquo', 'quo'], ['lgamma_r', 'signgamp']] as const) {
+      const q = byName.get(f)!.params.find((x) => x.name === p)!;
+      expect([f, q.direction, q.directionInferred]).toEqual([f, 'out', true]);
+      expect(byName.get(f)!.refusals).toEqual([]);
+    }
+    expect(byName.get('sincos')!.params.slice(1).map((p) => p.direction)).toEqual(['out', 'out']);
+    // the value parameters are left alone
+    expect(byName.get('frexp')!.params[0]!.direction).toBeUndefined();
+    expect(byName.get('frexp')!.params[0]!.directionInferred).toBeUndefined();
     expect(sig(byName.get('lround')!)).toBe('int64 lround(double)');
     for (const n of ['cbrt', 'pow', 'pow@GLIBC_2.2.5', 'ldexp', 'lround']) expect(byName.get(n)!.refusals).toEqual([]);
     // aliases name their public entry point
@@ -84,12 +98,30 @@ describe.skipIf(!haveDbg)('repdb -gx on glibc with libc6-dbg', () => {
   });
 
   it('libc.so.6: strlen (an IFUNC) and strtol', () => {
-    const { byName } = listing(LIBC);
+    const { text, byName } = listing(LIBC);
+    expect(() => validateXmlText(text, 'libc.xml')).not.toThrow();
     expect([...byName.keys()].sort()).toEqual(exportedNames(LIBC));
-    expect(byName.get('strlen')!.ifunc).toBe(true);
-    // its implementations are assembly (__strlen_avx2, __strlen_sse2...): no prototype from DWARF
-    expect(byName.get('strlen')!.noPrototype).toBe(true);
-    expect(sig(byName.get('strtol')!)).toBe('int64 strtol(char*, char**, int32)');
+    const strlen = byName.get('strlen')!;
+    expect(strlen.ifunc).toBe(true);
+    // its implementations are assembly (__strlen_avx2, __strlen_sse2...), with no DWARF definition; the
+    // units that call it declare it (string.h, DW_AT_declaration), and those declarations agree
+    expect(strlen.noPrototype).toBeUndefined();
+    expect(strlen.prototypeFrom).toBe('declaration');
+    expect(sig(strlen)).toBe('uint64 strlen(char*)');
+    expect([strlen.params[0]!.direction, strlen.params[0]!.string, strlen.params[0]!.directionInferred]).toEqual(['in', true, true]);
+    expect(strlen.refusals).toEqual([]);
+    expect(text).toMatch(/<entry-point name="strlen"[^>]* prototype-from="declaration"/);
+    // strtol: nptr (const char *) is an input string; endptr (char **) has no clue, so it stays bare and refuses the call
+    const strtol = byName.get('strtol')!;
+    expect(sig(strtol)).toBe('int64 strtol(char*, char**, int32)');
+    expect(strtol.prototypeFrom).toBeUndefined();
+    expect(strtol.params.map((p) => [p.name, p.direction, p.string, p.directionInferred])).toEqual([
+      ['nptr', 'in', true, true],
+      ['endptr', undefined, undefined, undefined],
+      ['base', undefined, undefined, undefined],
+    ]);
+    expect(strtol.refusals.length).toBeGreaterThan(0);
+    expect(strtol.refusals[0]!.where).toMatch(/endptr/);
     expect(byName.has('__strtol')).toBe(false);
   });
 });
