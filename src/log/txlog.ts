@@ -16,7 +16,7 @@
  * (rex.rc log-retention-days, log-max-size), at start and periodically.
  */
 import Database from 'better-sqlite3';
-import { closeSync, constants as fsc, fchmodSync, fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 
@@ -140,6 +140,30 @@ function logError(file: string, message: string, hint: string): RexError {
  */
 export function securePrivateFiles(file: string, fixed: (file: string, mode: number) => void = () => {}, create = true): void {
   const uid = process.getuid?.();
+  if (!create) {
+    // The database is open: its files must not be opened and closed here, because closing any descriptor of a file
+    // drops every POSIX lock this process holds on it (fcntl(2)), SQLite's included. Without the shared lock on -shm,
+    // another process opening the log (rex log, a reader) took itself for the first, truncated the -shm that this
+    // rexd has mapped, and rexd died of SIGBUS. So the check is by path (lstat, chmod), in rexd's private directory.
+    for (const f of [file, ...SIDE_FILES.map((x) => file + x)]) {
+      let st;
+      try {
+        st = lstatSync(f);
+      } catch {
+        continue;
+      }
+      if (st.isSymbolicLink()) throw logError(f, `transaction log file ${f} is a symbolic link; refusing to follow it`, 'set rex-log-database in rex.rc to the real path, or remove the link');
+      if (!st.isFile()) throw logError(f, `transaction log file ${f} is not a regular file`, 'remove it, or set rex-log-database in rex.rc to another path');
+      if (uid !== undefined && st.uid !== uid) {
+        throw logError(f, `transaction log file ${f} belongs to uid ${st.uid}, not to rexd's user (uid ${uid}); refusing to use it`, `run: chown ${uid} ${f}   (or set rex-log-database in rex.rc to a file of your own)`);
+      }
+      if ((st.mode & 0o077) !== 0) {
+        chmodSync(f, st.mode & 0o700);
+        fixed(f, st.mode & 0o777);
+      }
+    }
+    return;
+  }
   for (const f of [file, ...SIDE_FILES.map((x) => file + x)]) {
     let fd: number;
     let created = false;
