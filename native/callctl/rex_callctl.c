@@ -55,6 +55,7 @@ struct param {
   int count_kind;    /* REX_COUNT_* */
   uint32_t count;    /* REX_COUNT_VALUE: elements; REX_COUNT_PARAM: index of the size parameter */
   uint32_t out_offset;
+  uint32_t into;     /* an out char ** returned as an offset: 1 + the index of the char * it points into; 0: none */
 };
 
 struct def {
@@ -231,6 +232,7 @@ static int define(const struct rex_frame *f, char *msg, size_t cap) {
       q->count_kind = (int)child_u32(f, i, REX_PARAM_COUNT_KIND, 0);
       q->count = child_u32(f, i, REX_PARAM_COUNT, 0);
       q->out_offset = child_u32(f, i, REX_PARAM_OUT_OFFSET, UINT32_MAX);
+      q->into = child_u32(f, i, REX_PARAM_INTO, 0);
       int align_ok = q->align >= 8 && q->align <= 64 && (q->align & (q->align - 1)) == 0;
       if (q->dir < REX_DIR_IN || q->dir > REX_DIR_INOUT || q->elem_size == 0 || !align_ok ||
           q->count_kind < REX_COUNT_ONE || q->count_kind > REX_COUNT_NUL || (uint64_t)q->offset + 4 > d->in_size ||
@@ -244,6 +246,17 @@ static int define(const struct rex_frame *f, char *msg, size_t cap) {
       goto fail;
     }
     d->nparams++;
+  }
+  /* An into parameter is one out pointer, into an earlier or later in/inout byte buffer. */
+  for (size_t k = 0; k < d->nparams; k++) {
+    const struct param *q = &d->params[k];
+    if (q->kind != REX_PARAM_BUFFER || q->into == 0) continue;
+    const struct param *s = q->into <= d->nparams ? &d->params[q->into - 1] : NULL;
+    if (q->dir != REX_DIR_OUT || q->elem_size != sizeof(int64_t) || q->count_kind != REX_COUNT_ONE || !s || s == q ||
+        s->kind != REX_PARAM_BUFFER || s->dir == REX_DIR_OUT || s->elem_size != 1) {
+      snprintf(msg, cap, "%s: parameter %zu: into names parameter %u, which is not an in or inout byte buffer", d->name, k, q->into - 1);
+      goto fail;
+    }
   }
   /* A size-is parameter must be an integer value parameter. */
   for (size_t k = 0; k < d->nparams; k++) {
@@ -418,6 +431,17 @@ static void invoke(void *ctx, uint8_t *in, size_t in_len, struct rex__call *call
 
   /* 4. The output frame: return value at offset 0, then length words and data sections. */
   if (d->ret != &ffi_type_void) memcpy(out, rbuf, d->ret->size); /* little-endian: the low bytes of a widened integer */
+  for (size_t k = 0; k < d->nparams; k++) {
+    /* A pointer into a string goes back as its offset there: the address means nothing to the caller. */
+    const struct param *q = &d->params[k];
+    if (q->kind != REX_PARAM_BUFFER || q->into == 0) continue;
+    const char *p, *base = ptrs[q->into - 1];
+    memcpy(&p, ptrs[k], sizeof p);
+    int64_t off = p && (uintptr_t)p >= (uintptr_t)base && (uintptr_t)p - (uintptr_t)base <= lens[q->into - 1]
+                      ? (int64_t)((uintptr_t)p - (uintptr_t)base)
+                      : -1;
+    memcpy(ptrs[k], &off, sizeof off);
+  }
   size_t opos = d->out_size;
   for (size_t k = 0; k < d->nparams; k++) {
     const struct param *q = &d->params[k];

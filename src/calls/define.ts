@@ -137,6 +137,8 @@ export function defineBody(plan: EntryPlan, symbol?: string): { body: DefineBody
         countKind,
         count: countVal,
         ...(ob ? { outOffset: ob.lengthSlot.offset } : {}),
+        // The index + 1 of the string parameter an out char ** points into (0, absent: none).
+        ...(b.into !== undefined ? { into: desc.params.findIndex((q) => q.name === b.into) + 1 } : {}),
       });
     }
     return { body: { name: desc.name, inputSize: input.fixedSize, outputSize: output.fixedSize, returns, params, ...(symbol && symbol !== desc.name ? { symbol } : {}) } };

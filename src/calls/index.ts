@@ -11,7 +11,7 @@ export { Controller, type ControllerLaunch } from './controller.js';
 export { defineBody, ffiCode, type DefineBody } from './define.js';
 export { parseTarget, formatTarget, type CallTarget } from './target.js';
 export { CallChannel, CallError, managerTransport, programOf, toCallError, MAX_IN_FLIGHT } from './transport.js';
-export { loadProgram, type ProgramConfig } from './programs.js';
+export { loadProgram, loadProgramOffThread, type LoadedProgram, type ProgramConfig } from './programs.js';
 export { CallRouter, type CallRouterOptions, type RoutePeer, type RouteCaller } from './router.js';
 
 export { closeSharedChannel, rcall, rexTransport, sharedChannel } from '../runtime/rcall.js';

@@ -58,7 +58,9 @@ export interface CallLog {
 /** Options of {@link CallManager}. */
 export interface CallManagerOptions {
   /** Finds a program by name for the caller; undefined: NO_ENTRY. */
-  programs: (name: string, identity: CallIdentity) => ProgramSpec | undefined;
+  programs: (name: string, identity: CallIdentity) => ProgramSpec | undefined | Promise<ProgramSpec | undefined>;
+  /** Whether this host offers `name` (rex.rc programs), known without reading its definitions; placement's probe asks it. */
+  offers?: (name: string) => boolean;
   /** Per-identity, per-program (and per-function) authorization; default: allow (rexd passes its grants check). */
   authorize?: Authorize;
   log?: CallLog;
@@ -167,6 +169,8 @@ class Pool {
 /** The call-controller manager of one rexd (or of a test). */
 export class CallManager {
   private readonly pools = new Map<string, Pool>();
+  /** Programs whose definitions are being read, by pool key. */
+  private readonly loading = new Map<string, Promise<Pool | undefined>>();
   private readonly calls = new WeakMap<object, Map<number, Job>>();
   private readonly sharedScope = {};
   private readonly max: number;
@@ -202,6 +206,7 @@ export class CallManager {
       case 'ENTRIES_GET': {
         // One entry by name, or one page of the list cut to what the asking connection accepts (docs/PROTOCOL.md 4.7).
         const q = queryOf(m);
+        if (q.limit === 0 && q.name === undefined) return this.offeredAnswer(m.target, identity);
         const budget = pageBudget(identity.conn instanceof Connection ? identity.conn.peer?.maxPayload : undefined);
         const one = q.name !== undefined ? await this.entry(m.target, q.name, identity) : undefined;
         const r = one ? { program: one.program, entries: [one.entry] } : await this.entries(m.target, identity, q);
@@ -355,8 +360,30 @@ export class CallManager {
     return t;
   }
 
+  /**
+   * ENTRIES_GET with limit 0, placement's probe (docs/PROTOCOL.md 4.7): an empty ENTRIES when the program is
+   * offered here to this caller, NO_ENTRY or DENIED otherwise; answered from rex.rc and the grants, without
+   * reading the program's definitions (seconds for a large library), so a probe's short timeout holds.
+   */
+  private async offeredAnswer(target: string, identity: CallIdentity): Promise<Reply> {
+    const t = this.parse(target, false);
+    if (this.opts.offers) {
+      await this.authorize(t, identity, undefined);
+      if (!this.opts.offers(t.program)) throw new ProtocolError('NO_ENTRY', `${formatTarget(t)}: no program '${t.program}' is offered for remote calls on this host`, { fatal: false });
+    } else {
+      await this.admit(t, identity, undefined);
+    }
+    return { type: 'ENTRIES', entries: [], program: t.program, ...(this.opts.host ? { host: this.opts.host } : {}) };
+  }
+
   /** Authorization, then the program's pool. */
   private async admit(t: CallTarget, identity: CallIdentity, fn: string | undefined): Promise<Pool> {
+    await this.authorize(t, identity, fn);
+    return this.poolOf(t, identity, `${this.user}.${t.program}`);
+  }
+
+  /** The caller's grants for the program (and function): DENIED, logged, when they do not cover it. */
+  private async authorize(t: CallTarget, identity: CallIdentity, fn: string | undefined): Promise<void> {
     if (this.closed) throw new ProtocolError('UNREACHABLE', 'the call manager is shut down', { fatal: false });
     if (this.opts.authorize) {
       const verdict = await this.opts.authorize(identity, t.program, fn);
@@ -366,17 +393,32 @@ export class CallManager {
         throw new ProtocolError('DENIED', `${formatTarget(t)}: ${reason}`, { fatal: false });
       }
     }
-    const key = `${this.user}.${t.program}`;
-    let pool = this.pools.get(key);
-    if (!pool) {
-      const spec = this.opts.programs(t.program, identity);
-      if (!spec) {
-        throw new ProtocolError('NO_ENTRY', `${formatTarget(t)}: no program '${t.program}' is offered for remote calls on this host`, { fatal: false });
-      }
-      pool = new Pool(key, spec);
-      this.pools.set(key, pool);
+  }
+
+  /** The program's pool, its definitions read on first use (once, however many calls wait for them). */
+  private async poolOf(t: CallTarget, identity: CallIdentity, key: string): Promise<Pool> {
+    const pool = this.pools.get(key);
+    if (pool) return pool;
+    // Calls that arrive while the definitions are read wait for the same read.
+    let loading = this.loading.get(key);
+    if (!loading) {
+      loading = (async () => {
+        try {
+          const spec = await this.opts.programs(t.program, identity);
+          if (!spec) return undefined;
+          const made = new Pool(key, spec);
+          if (!this.closed) this.pools.set(key, made);
+          return made;
+        } finally {
+          this.loading.delete(key);
+        }
+      })();
+      this.loading.set(key, loading);
     }
-    return pool;
+    const made = await loading;
+    if (!made) throw new ProtocolError('NO_ENTRY', `${formatTarget(t)}: no program '${t.program}' is offered for remote calls on this host`, { fatal: false });
+    if (this.closed) throw new ProtocolError('UNREACHABLE', 'the call manager is shut down', { fatal: false });
+    return made;
   }
 
   private checkEntry(pool: Pool, fn: string): void {
@@ -573,7 +615,7 @@ function distance(a: string, b: string): number {
 /** A C-like signature with pointer marks, for listings. */
 export function signature(ep: EntryPoint): string {
   const ps = ep.params.map((p) => {
-    const marks = [p.direction, p.sizeIs !== undefined ? `size-is=${p.sizeIs}` : undefined, p.string ? 'string' : undefined].filter(Boolean);
+    const marks = [p.direction, p.sizeIs !== undefined ? `size-is=${p.sizeIs}` : undefined, p.string ? 'string' : undefined, p.into !== undefined ? `into=${p.into}` : undefined].filter(Boolean);
     return `${typeName(p.type)} ${p.name}${marks.length ? ` [${marks.join(' ')}]` : ''}`;
   });
   if (ep.variadic) ps.push('...');

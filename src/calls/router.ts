@@ -49,6 +49,9 @@ export interface RouteCaller {
 }
 
 const SLACK_MS = 5000;
+/** How long a forwarded ENTRIES_GET may take (a backstop: a first read of libc's debug info takes seconds). */
+const ENTRIES_DEADLINE_MS = 60_000;
+
 /** Most (host, program) answers remembered for placement. */
 const OFFERED_MAX = 4096;
 
@@ -149,8 +152,8 @@ export class CallRouter {
     const conn = await p.connect();
     if (!(conn && 'request' in conn)) return false;
     try {
-      // One entry is enough to learn that the program is offered (a server that predates paging sends all).
-      const r = await conn.request({ type: 'ENTRIES_GET', target: `${p.name}.${program}`, limit: 1 }, this.opts.probeTimeoutMs ?? 2000);
+      // limit 0: "is it offered to me?", answered from the peer's rex.rc and grants without reading the definitions.
+      const r = await conn.request({ type: 'ENTRIES_GET', target: `${p.name}.${program}`, limit: 0 }, this.opts.probeTimeoutMs ?? 2000);
       return r.type === 'ENTRIES';
     } catch {
       void caller;
@@ -170,7 +173,9 @@ export class CallRouter {
       throw new ProtocolError('UNREACHABLE', `${formatTarget(t)}: host ${peer.name} is unreachable: ${conn.error}`, { fatal: false });
     }
     const target = formatTarget(t);
-    const deadlineMs = m.type === 'CALL' ? (m.deadlineMs ?? 30_000) : 10_000;
+    // An ENTRIES_GET may wait while the peer reads the program's definitions (libc's DWARF: seconds, more on a
+    // loaded host); the peer link's PINGs, not this deadline, notice a dead peer.
+    const deadlineMs = m.type === 'CALL' ? (m.deadlineMs ?? 30_000) : ENTRIES_DEADLINE_MS;
     const request =
       m.type === 'CALL'
         ? conn.request(

@@ -111,18 +111,22 @@ export class CallChannel {
   }
 
   /** The entry points of `[HOST.][USER.]PROGRAM` as rexd lists them: every page, or those `match` (a glob) selects. */
-  async entries(target: string, opts: { match?: string } = {}): Promise<EntryInfo[]> {
+  async entries(target: string, opts: { match?: string; timeoutMs?: number } = {}): Promise<EntryInfo[]> {
+    const { timeoutMs, ...query } = opts;
     try {
-      return await listEntries((m) => this.conn.request(m), target, { ...opts, from: `rexd at ${this.conn.label}` });
+      return await listEntries((m) => this.conn.request(m, timeoutMs), target, { ...query, from: `rexd at ${this.conn.label}` });
     } catch (e) {
       throw toCallError(e);
     }
   }
 
-  /** One entry point by name, without fetching the list (what a call needs). */
-  async entry(target: string, name: string): Promise<EntryInfo> {
+  /**
+   * One entry point by name, without fetching the list (what a call needs). The first request for a
+   * program may wait while its host reads the definitions (seconds for libc's debug info): `timeoutMs`.
+   */
+  async entry(target: string, name: string, opts: { timeoutMs?: number } = {}): Promise<EntryInfo> {
     try {
-      return await lookupEntry((m) => this.conn.request(m), target, name, `rexd at ${this.conn.label}`);
+      return await lookupEntry((m) => this.conn.request(m, opts.timeoutMs), target, name, `rexd at ${this.conn.label}`);
     } catch (e) {
       throw toCallError(e);
     }

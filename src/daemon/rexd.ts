@@ -12,7 +12,7 @@ import { existsSync, unlinkSync, watch, writeFileSync, type FSWatcher } from 'no
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { CallManager, CallRouter, loadProgram, type CallIdentity, type ProgramSpec } from '../calls/index.js';
+import { CallManager, CallRouter, loadProgramOffThread, type CallIdentity, type ProgramSpec } from '../calls/index.js';
 import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
@@ -134,6 +134,7 @@ export class Rexd {
     this.calls = new CallManager({
       host: config.hostName,
       programs: (name) => this.program(name),
+      offers: (name) => config.programs.some((p) => p.name === name),
       authorize: (who, program, fn) => this.authorizeCall(who, program, fn),
       log: opts.log,
     });
@@ -764,12 +765,15 @@ export class Rexd {
     return d.ok ? true : d.reason;
   }
 
-  /** The rex.rc `programs` entry called `name`, with its definitions read (once per program: the manager keeps it). */
-  private program(name: string): ProgramSpec | undefined {
+  /**
+   * The rex.rc `programs` entry called `name`, with its definitions read (once per program: the manager keeps it),
+   * in a worker thread: libc's debug info takes seconds, during which sessions and peer links are still served.
+   */
+  private async program(name: string): Promise<ProgramSpec | undefined> {
     const entry = this.config.programs.find((p) => p.name === name);
     if (!entry) return undefined;
     try {
-      const { spec, warnings } = loadProgram(entry);
+      const { spec, warnings } = await loadProgramOffThread(entry);
       for (const w of warnings) this.log.warn({ program: name, warning: w }, 'program definitions do not match its object');
       return spec;
     } catch (e) {

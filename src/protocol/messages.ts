@@ -79,6 +79,8 @@ const DEFINE_PARAM = {
   countKind: { tag: 9, t: 'u32' },
   count: { tag: 10, t: 'u32' },
   outOffset: { tag: 11, t: 'u32' },
+  /** An out char ** returned as an offset: 1 + the index of the char * parameter it points into. */
+  into: { tag: 12, t: 'u32' },
 } as const satisfies Record<string, FieldSpec>;
 
 /** One shared library named by EXEC (docs/PROTOCOL.md 4.9): the executor fetches it when it lacks it. */

@@ -29,7 +29,7 @@ function buildC(src: string, out: string): string {
 beforeAll(async () => {
   dir = tempDir();
   const lib = buildLibrary(dir);
-  spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
+  spec = (await loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) })).spec;
   served = buildC('served.c', 'served');
   local = localResults(dir, lib);
   manager = new CallManager({

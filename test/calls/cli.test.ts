@@ -21,7 +21,7 @@ let socket: string;
 beforeAll(async () => {
   dir = tempDir();
   const lib = buildLibrary(dir);
-  spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
+  spec = (await loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) })).spec;
   manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
   socket = join(dir, 'rexd.sock');
   server = await standInDaemon(manager, socket);

@@ -60,7 +60,8 @@ describe('a library with more entry points than one frame holds, on a real clust
     dir = tempDir('rex-paging-');
     const v1 = bigLibrary(dir, 'big', range(N));
     v2 = bigLibrary(dir, 'big2', range(N + 200).filter((i) => i % 7 !== 0));
-    ({ cluster, stop } = await startCluster(2, { peerTimeout: '10s', rc: [`programs : big=${v1.lib}:${v1.xml}`] }));
+    // `late`'s definitions do not exist yet: only a request that reads them can notice.
+    ({ cluster, stop } = await startCluster(2, { peerTimeout: '10s', rc: [`programs : big=${v1.lib}:${v1.xml}, late=${v1.lib}:${join(dir, 'late.xml')}`] }));
     await cluster.waitAllReachable();
     alpha = await cluster.client('alpha');
   }, 180_000);
@@ -85,7 +86,8 @@ describe('a library with more entry points than one frame holds, on a real clust
     const pages: MessageOf<'ENTRIES'>[] = [];
     let after: string | undefined;
     do {
-      const m = await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 100000, ...(after ? { after } : {}) });
+      // The first page waits while beta reads the 3,000 definitions (in a worker thread): more than the 5 s default on a loaded machine.
+      const m = await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 100000, ...(after ? { after } : {}) }, 60_000);
       expect(m.type).toBe('ENTRIES');
       const page = m as MessageOf<'ENTRIES'>;
       // Re-encoded, each page is a legal frame: within the payload and attribute limits.
@@ -115,6 +117,14 @@ describe('a library with more entry points than one frame holds, on a real clust
     expect(bad.stderr).toContain("match 'f[12': the [ at character 2 is not closed");
   }, 60_000);
 
+  it('limit 0 asks only whether a program is offered: answered from rex.rc, without reading its definitions', async () => {
+    const late = (await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.late', limit: 0 })) as MessageOf<'ENTRIES'>;
+    expect([late.type, late.entries ?? [], late.program, late.host]).toEqual(['ENTRIES', [], 'late', 'beta']);
+    // reading them is what fails: the definitions file is missing
+    await expect(alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.late', name: 'F0' }, 60_000)).rejects.toThrow(/NO_ENTRY: .*program 'late' \(rex.rc programs\) cannot be loaded on beta/);
+    await expect(alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.nosuch', limit: 0 })).rejects.toThrow(/NO_ENTRY: .*no program 'nosuch' is offered/);
+  }, 60_000);
+
   it('a call by name needs no listing: rex call beta.big.F and RexClient.entry', async () => {
     const r = await rex('call', `beta.big.${fname(2999)}`, '5');
     expect(r.stderr).toBe('');
@@ -131,7 +141,7 @@ describe('a library with more entry points than one frame holds, on a real clust
   }, 60_000);
 
   it('paging through a list that changes between pages (program reloaded) gives each name once, and no crash', async () => {
-    const first = (await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 1000 })) as MessageOf<'ENTRIES'>;
+    const first = (await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 1000 }, 60_000)) as MessageOf<'ENTRIES'>;
     // The page is cut by size (attributes), before the limit: the cursor is its last name.
     const cut = (first.entries ?? []).length;
     expect(cut).toBeGreaterThan(100);
@@ -147,7 +157,7 @@ describe('a library with more entry points than one frame holds, on a real clust
     const names = (first.entries ?? []).map((e) => e.name);
     let after = first.next;
     while (after !== undefined) {
-      const m = (await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 1000, after })) as MessageOf<'ENTRIES'>;
+      const m = (await alpha.conn.request({ type: 'ENTRIES_GET', target: 'beta.big', limit: 1000, after }, 60_000)) as MessageOf<'ENTRIES'>;
       names.push(...(m.entries ?? []).map((e) => e.name));
       after = m.next;
     }
@@ -458,7 +468,7 @@ describe('paging properties', () => {
   it('any ENTRIES_GET (fuzzed name, match, after, limit, max-payload) gets a legal page from CallManager.handle or a clear non-fatal error, never a crash', async () => {
     const dir = tempDir('rex-paging-fuzz-');
     const lib = buildLibrary(dir);
-    const spec = loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) }).spec;
+    const spec = (await loadProgram({ name: 'calltest', object: lib, xml: writeXml(dir, lib) })).spec;
     const manager = new CallManager({ host: 'alpha', programs: (n) => (n === 'calltest' ? spec : undefined) });
     const text = fc.string({ unit: fc.constantFrom('s', 'l', 'e', 'n', '*', '?', '[', ']', '!', '-', '\\', '3', '2', '_', 'é', '𝒳'), maxLength: 10 });
     try {

@@ -26,7 +26,7 @@ beforeAll(async () => {
   dir = tempDir();
   lib = buildLibrary(dir);
   xml = writeXml(dir, lib);
-  spec = loadProgram({ name: 'calltest', object: lib, xml }).spec;
+  spec = (await loadProgram({ name: 'calltest', object: lib, xml })).spec;
   manager = new CallManager({ programs: (n) => (n === 'calltest' ? spec : undefined), maxControllers: 3, log });
   setTransport(managerTransport(manager));
   stubs = await loadStubs(dir, xml);
@@ -233,7 +233,7 @@ describe('authorization and stripped objects', () => {
     copyFileSync(lib, stripped);
     execFileSync('strip', [stripped]);
     // Without definitions its exported functions are listed with no prototype, and refused by name
-    const bare = loadProgram({ name: 'calltest', object: stripped }).spec as Extract<ProgramSpec, { kind: 'library' }>;
+    const bare = (await loadProgram({ name: 'calltest', object: stripped })).spec as Extract<ProgramSpec, { kind: 'library' }>;
     expect(bare.definitions.entries.map((e) => e.name)).toContain('neg32');
     expect(bare.definitions.entries.filter((e) => !e.noPrototype)).toEqual([]);
     const mb = new CallManager({ programs: () => bare });
@@ -242,7 +242,7 @@ describe('authorization and stripped objects', () => {
     } finally {
       await mb.close();
     }
-    const s = loadProgram({ name: 'calltest', object: stripped, xml }).spec;
+    const s = (await loadProgram({ name: 'calltest', object: stripped, xml })).spec;
     const m = new CallManager({ programs: () => s });
     try {
       const out = await m.call('calltest.vdot', frameOf('vdot', { a: { x: 1, y: 2, z: 3 }, b: { x: 4, y: -5, z: 6 } }));

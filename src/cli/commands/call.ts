@@ -97,7 +97,9 @@ export function registerCallCommands(program: Command): void {
           return;
         }
         // Only this entry point's definition travels, however many the program has (ENTRIES_GET name).
-        const e = await ch.entry(formatTarget({ ...t, function: undefined } as typeof t), t.function!);
+        const e = await ch.entry(formatTarget({ ...t, function: undefined } as typeof t), t.function!, { timeoutMs });
+        // A refused entry point is said so before its arguments are counted (its prototype may be unknown).
+        if (e.callable === false) throw new RexError(ErrorCodes.ENTRY_INVALID, e.refusal ?? `${target} cannot be called remotely`, { where: target, hint: `rex entries ${formatTarget({ ...t, function: undefined } as typeof t)} lists it with the reason` });
         if (!e.definition) usage(`${target}: the program did not publish a definition of ${e.name} (${e.inputSize} bytes in, ${e.outputSize} out)`, 'send a raw frame with --hex');
         const plan = planEntry(JSON.parse(e.definition) as EntryDesc);
         const params = inputParams(plan);
@@ -120,11 +122,14 @@ export function registerCallCommands(program: Command): void {
     .argument('<target>', '[HOST.][USER.]PROGRAM')
     .option('--json', 'machine-readable output, with each definition')
     .option('--match <glob>', "only names matching a shell glob ('str*', 'f[0-9]?'), evaluated by the serving rexd")
+    .option('--timeout <ms>', 'how long each page may take (the first listing of a library waits while its host reads the definitions)', '30000')
     .action(async (target: string, opts: CallOpts & { match?: string }) => {
       parseTarget(target, false);
+      const timeoutMs = Number(opts.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage(`--timeout ${opts.timeout}: expected milliseconds`);
       const client = await connectFor(opts);
       try {
-        const entries = await new CallChannel(client.conn).entries(target, opts.match !== undefined ? { match: opts.match } : {});
+        const entries = await new CallChannel(client.conn).entries(target, { timeoutMs, ...(opts.match !== undefined ? { match: opts.match } : {}) });
         if (opts.json) {
           process.stdout.write(toJson(entries.map((e) => ({ ...e, definition: e.definition ? (JSON.parse(e.definition) as unknown) : undefined }))));
           return;

@@ -74,6 +74,7 @@ class TsTypes {
   }
 
   buffer(b: BufferDef): string {
+    if (b.into !== undefined) return 'number';
     if (b.string) return 'string';
     if (isByteType(b.elem)) return 'Uint8Array';
     const v = this.value(b.elem);
@@ -95,7 +96,7 @@ function commentSafe(s: string): string {
 
 function signature(ep: EntryPoint): string {
   const ps = ep.params.map((p) => {
-    const marks = [p.direction, p.sizeIs !== undefined ? `size-is=${p.sizeIs}` : undefined, p.string ? 'string' : undefined].filter(Boolean).join(' ');
+    const marks = [p.direction, p.sizeIs !== undefined ? `size-is=${p.sizeIs}` : undefined, p.string ? 'string' : undefined, p.into !== undefined ? `into=${p.into}` : undefined].filter(Boolean).join(' ');
     return `${formatType(p.type)} ${p.name}${marks ? ` [${marks}]` : ''}`;
   });
   if (ep.variadic) ps.push('...');

@@ -174,6 +174,7 @@ function stripOrigin(p: ParamDef): ParamDesc {
   if (p.direction !== undefined) out.direction = p.direction;
   if (p.sizeIs !== undefined) out.sizeIs = p.sizeIs;
   if (p.string) out.string = true;
+  if (p.into !== undefined) out.into = p.into;
   return out;
 }
 

@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import type { CType, DebugInfo, TypeId } from '../debuginfo.js';
 import type { AggregateDesc, EnumDesc, FieldDesc, Prim, TypeDesc } from '../../runtime/frames/types.js';
 import { LayoutEngine, alignUp } from '../../runtime/frames/layout.js';
-import { isCountType } from '../../runtime/frames/plan.js';
+import { isByteType, isCountType } from '../../runtime/frames/plan.js';
 import { ErrorCodes, RexError, isRexError } from '../../util/errors.js';
 import { makeEntryPoint, type EntryPoint, type EntryPointSet, type Loc, type Owner, type ParamDef } from './entrypoint.js';
 
@@ -94,7 +94,7 @@ export function fromDebugInfo(info: DebugInfo, opts: FromDebugInfoOptions = {}):
       elfFile,
       ...ownerOf(opts),
       ...(f.address !== undefined ? { address: f.address } : {}),
-      params: params.map(({ cType, ...p }, i) => withInferredDirection({ ...p, type: fix(p.type) }, info, cType, countClue(params.slice(i + 1)))),
+      params: withInferredInto(params.map(({ cType, ...p }, i) => withInferredDirection({ ...p, type: fix(p.type) }, info, cType, countClue(params.slice(i + 1))))),
       returns: fix(returns),
       variadic: f.variadic,
       ...(f.declaration ? { prototypeFrom: 'declaration' as const } : {}),
@@ -152,6 +152,25 @@ export function inferDirection(t: TypeDesc, constTarget: boolean, arrayClue = fa
   }
   if (target.kind === 'prim' && !['char', 'int8', 'uint8', 'bool'].includes(target.prim)) return { direction: 'out' };
   return undefined;
+}
+
+/** Names of a `char **` that tell it is an end pointer into a string (strtol's endptr, strtod's __endptr, endp, end). */
+const END_NAME = /^_*end(ptr|p)?$/i;
+
+/**
+ * The end-pointer rule (docs/ENTRYPOINTS.md, "Inferred directions"): a bare `char **` named
+ * like an end pointer (endptr, endp, end), in a function with exactly one input string, is
+ * an out pointer into that string (`into`), as in strtol, strtod and strtoul. Only the name
+ * tells an end pointer from an in/out cursor (strsep's `char **stringp`), so nothing else is guessed.
+ */
+export function withInferredInto(params: ParamDef[]): ParamDef[] {
+  const strings = params.filter((q) => q.direction === 'in' && q.string);
+  if (strings.length !== 1) return params;
+  return params.map((p) =>
+    p.direction === undefined && END_NAME.test(p.name) && p.type.kind === 'pointer' && p.type.target.kind === 'pointer' && isByteType(p.type.target.target)
+      ? { ...p, direction: 'out' as const, into: strings[0]!.name, directionInferred: true }
+      : p,
+  );
 }
 
 /** Names of integer parameters that count elements (n, len, size, count, nmemb, cap...). */

@@ -276,6 +276,11 @@ class Reader {
         else this.fail(p, `size-is="${size}" is neither a parameter name nor a count`);
       }
       if (this.attr(p, 'string') === 'yes') pd.string = true;
+      const into = this.attr(p, 'into');
+      if (into !== undefined) {
+        if (!IDENT.test(into.trim())) this.fail(p, `into="${into}" is not a parameter name`, 'name the char * parameter the pointer points into');
+        pd.into = into.trim();
+      }
       if (this.attr(p, 'direction-inferred') === 'yes') pd.directionInferred = true;
       return pd;
     });

@@ -82,6 +82,7 @@ export function entryPointXml(ep: EntryPoint, root: Owner, ind = '  '): string[]
       ['direction', p.direction],
       ['size-is', p.sizeIs],
       ['string', p.string ? 'yes' : undefined],
+      ['into', p.into],
       ['direction-inferred', p.directionInferred ? 'yes' : undefined],
     ])}/>`);
   }

@@ -349,6 +349,10 @@ export function encodeOutput(plan: EntryPlan, results: FrameValues, counts?: Rec
 export function decodeOutput(plan: EntryPlan, buf: Uint8Array, opts: { stringBytes?: boolean } = {}): FrameValues {
   refuseIfNeeded(plan);
   const { values, sections } = disassemble(plan.engine, plan.output, buf, `${plan.desc.name} output`, () => true);
-  for (const b of plan.output.buffers) values[b.param] = decodeBuffer(plan.engine, b, sections.get(b.param)!.data!, opts.stringBytes);
+  for (const b of plan.output.buffers) {
+    const v = decodeBuffer(plan.engine, b, sections.get(b.param)!.data!, opts.stringBytes);
+    // An offset into a string (ParamDesc.into) is at most a frame's size: a number, -1 when it points elsewhere.
+    values[b.param] = b.into !== undefined ? Number(v as bigint) : v;
+  }
   return values;
 }

@@ -33,6 +33,8 @@ export interface BufferDef {
   count: { param: string } | { value: number } | { one: true } | { nul: true };
   /** The uint32 slot in the fixed part that holds the section's byte length. */
   lengthSlot: Slot;
+  /** An out `char **` returned as an int64 offset into this parameter's buffer (ParamDesc.into). */
+  into?: string;
 }
 
 /** One frame: a fixed part laid out like a C struct, then data sections. */
@@ -150,10 +152,11 @@ function checkMarks(desc: EntryDesc, p: ParamDesc): void {
     throw new RexError(ErrorCodes.ENTRY_INVALID, `${desc.name}: parameter '${p.name}': ${message}`, { where, hint });
   };
   const isPtr = p.type.kind === 'pointer';
-  if (!isPtr && (p.direction !== undefined || p.sizeIs !== undefined || p.string)) {
-    bad(`direction, size-is and string apply only to pointer parameters, but its type is ${typeName(p.type)}`, 'remove the mark');
+  if (!isPtr && (p.direction !== undefined || p.sizeIs !== undefined || p.string || p.into !== undefined)) {
+    bad(`direction, size-is, string and into apply only to pointer parameters, but its type is ${typeName(p.type)}`, 'remove the mark');
   }
   if (!isPtr) return;
+  if (p.into !== undefined) return checkInto(desc, p, bad);
   if (p.direction === undefined && (p.sizeIs !== undefined || p.string)) {
     bad('size-is or string needs a direction', `add direction="in", "out" or "inout"`);
   }
@@ -173,6 +176,24 @@ function checkMarks(desc: EntryDesc, p: ParamDesc): void {
   }
   if (target.kind === 'void' && p.direction !== undefined && p.sizeIs === undefined) {
     bad('a void * buffer needs a size', 'add size-is="LEN" giving the size in bytes');
+  }
+}
+
+/**
+ * The marks of an `into` parameter (strtol's `char **endptr`, docs/FRAMES.md 3.4): an out
+ * `char **` of one element, pointing into an in or inout `char *` parameter of the same call.
+ */
+function checkInto(desc: EntryDesc, p: ParamDesc, bad: (message: string, hint: string) => never): void {
+  const hint = `<param name="${p.name}" type="char**" direction="out" into="NPTR"/>, NPTR naming the string it points into`;
+  const target = (p.type as { target: TypeDesc }).target;
+  if (target.kind !== 'pointer' || !isByteType(target.target)) bad(`into= needs a char ** (a pointer to a char *), but its type is ${typeName(p.type)}`, hint);
+  if (p.direction !== 'out') bad(`into= needs direction="out" (the function stores a pointer; the caller sends none)`, hint);
+  if (p.sizeIs !== undefined || p.string) bad('into= takes no size-is or string (it is one pointer)', hint);
+  const ref = desc.params.find((q) => q.name === p.into);
+  if (!ref) bad(`into names '${p.into}', which is not a parameter`, `use one of: ${desc.params.filter((q) => q.type.kind === 'pointer' && q !== p).map((q) => q.name).join(', ') || '(no pointer parameter)'}`);
+  const refTarget = ref!.type.kind === 'pointer' ? ref!.type.target : undefined;
+  if (ref === p || !refTarget || !isByteType(refTarget) || (ref!.direction !== 'in' && ref!.direction !== 'inout')) {
+    bad(`into names '${p.into}', which is not an in or inout char * parameter`, `name the string parameter the function's pointer points into, marked direction="in" string="yes"`);
   }
 }
 
@@ -232,7 +253,10 @@ export function planEntry(desc: EntryDesc): EntryPlan {
       continue;
     }
     let elem: TypeDesc = t.target.kind === 'void' ? { kind: 'prim', prim: 'uint8' } : t.target;
-    if (t.target.kind === 'pointer' || t.target.kind === 'funcptr') {
+    if (p.into !== undefined) {
+      // The callee's pointer comes back as an offset into the named parameter's buffer.
+      elem = { kind: 'prim', prim: 'int64' };
+    } else if (t.target.kind === 'pointer' || t.target.kind === 'funcptr') {
       refusals.push({ where: `param ${p.name}`, message: `parameter '${p.name}' points to a pointer (${typeName(t)}); the inner addresses cannot cross hosts`, hint: 'flatten the data into one buffer and pass that' });
       elem = { kind: 'prim', prim: 'uint8' };
     } else {
@@ -254,7 +278,7 @@ export function planEntry(desc: EntryDesc): EntryPlan {
     } catch {
       el = { size: 1, align: 1 };
     }
-    const base = { param: p.name, direction: p.direction, elem, elemSize: el.size, align: Math.max(8, el.align), string: !!p.string, count };
+    const base = { param: p.name, direction: p.direction, elem, elemSize: el.size, align: Math.max(8, el.align), string: !!p.string, count, ...(p.into !== undefined ? { into: p.into } : {}) };
     const inLen = input.slot(p.name, 'length', { kind: 'prim', prim: 'uint32' }, engine);
     input.buffers.push({ ...base, lengthSlot: inLen });
     if (p.direction !== 'in') {

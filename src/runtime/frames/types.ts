@@ -84,6 +84,13 @@ export interface ParamDesc {
   sizeIs?: string | number;
   /** Only for `char *`: a NUL-terminated string. */
   string?: boolean;
+  /**
+   * Only for an out `char **` (strtol's endptr): the name of the in or inout `char *`
+   * parameter it points into. The pointer the function stores comes back as a byte
+   * offset into that parameter's buffer (an int64; -1 when it is NULL or points
+   * elsewhere), since an address means nothing on the caller's host (docs/FRAMES.md).
+   */
+  into?: string;
 }
 
 /** Everything needed to lay out and encode the frames of one entry point. */

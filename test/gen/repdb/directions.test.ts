@@ -111,6 +111,19 @@ describe('inferred pointer directions from DWARF', () => {
     expect(inferDirection(T.ptr(p('int32')), true, true)).toBeUndefined();
     expect(inferDirection(T.ptr(p('char')), true, true)).toEqual({ direction: 'in', string: true });
   });
+
+  it('a char ** named like an end pointer, beside one input string, points into it (strtol); a cursor or two strings stay bare', () => {
+    expect(dirs('r_end')).toEqual(['text:in:string*', 'endptr:out*', 'base:bare']);
+    expect(byName.get('r_end')!.params[1]!.into).toBe('text');
+    expect(byName.get('r_end')!.refusals).toEqual([]);
+    expect(xml).toMatch(/<param name="endptr" type="char\*\*" direction="out" into="text" direction-inferred="yes"\/>/);
+    expect(dirs('r_cursor')).toEqual(['text:in:string*', 'cursor:bare']);
+    expect(dirs('r_two')).toEqual(['a:in:string*', 'b:in:string*', 'endptr:bare']);
+    expect(byName.get('r_two')!.refusals[0]!.message).toMatch(/'endptr' is a bare pointer \(char\*\*\)/);
+    // the end-pointer's value travels as an int64 offset: the plan's output buffer says so
+    const ob = byName.get('r_end')!.plan.output.buffers[0]!;
+    expect([ob.param, ob.into, ob.elemSize, formatType(ob.elem)]).toEqual(['endptr', 'text', 8, 'int64']);
+  });
 });
 
 describe('prototypes from DWARF declarations', () => {

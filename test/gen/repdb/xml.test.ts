@@ -79,6 +79,31 @@ describe('hand-written XML errors are located', () => {
     expect(d.message).toMatch(/already defined at line 3/);
   });
 
+  it('into= on anything but an out char ** into an in or inout char * is refused by line, saying how to mark it', () => {
+    const ep = (endptr: string, text = 'type="char*" direction="in" string="yes"') =>
+      doc(`<entry-point name="f">\n  <returns type="int64"/>\n  <param name="text" ${text}/>\n  <param name="endptr" ${endptr}/>\n</entry-point>`);
+    const cases: [string, string | undefined, RegExp][] = [
+      ['type="char**" direction="out" into="nope"', undefined, /into names 'nope', which is not a parameter/],
+      ['type="char**" direction="in" into="text"', undefined, /into= needs direction="out"/],
+      ['type="int32**" direction="out" into="text"', undefined, /into= needs a char \*\* \(a pointer to a char \*\), but its type is int32\*\*/],
+      ['type="char**" direction="out" into="text" size-is="4"', undefined, /into= takes no size-is or string/],
+      ['type="char**" direction="out" into="endptr"', undefined, /into names 'endptr', which is not an in or inout char \* parameter/],
+      ['type="char**" direction="out" into="text"', 'type="char*" direction="out" size-is="8"', /into names 'text', which is not an in or inout char \* parameter/],
+      ['type="char**" into="text"', undefined, /into= needs direction="out"/],
+      ['type="int64" into="text"', undefined, /direction, size-is, string and into apply only to pointer parameters/],
+      ['type="char**" direction="out" into="1x"', undefined, /into="1x" is not a parameter name/],
+    ];
+    for (const [endptr, text, want] of cases) {
+      const e = err(ep(endptr, text));
+      expect(e.message).toMatch(want);
+      expect(e.where).toMatch(/^hand\.xml:\d+$/);
+    }
+    // the good mark round-trips through the XML writer
+    const good = readEntryPointsXml(ep('type="char**" direction="out" into="text"'), 'hand.xml');
+    expect(good.entries[0]!.params[1]!.into).toBe('text');
+    expect(writeEntryPointsXml(good)).toContain('<param name="endptr" type="char**" direction="out" into="text"/>');
+  });
+
   it('size-is naming a missing parameter, marks on a non-pointer', () => {
     let e = err(doc('<entry-point name="f">\n  <param name="buf" type="uint8*" direction="out" size-is="len"/>\n  <param name="n" type="uint32"/>\n</entry-point>'));
     expect(e.where).toBe('hand.xml:4');
