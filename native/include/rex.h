@@ -544,8 +544,9 @@ REX_EXTERN int rex_serve(void);
 /**
  * execve() on the cluster: runs path with argv and envp on the least-loaded
  * host (or on $REX_HOST). On success it does not return: the calling process
- * becomes the program's local stub, relaying fds 0-2 and the signals INT,
- * TERM, HUP, QUIT, USR1, USR2, WINCH, TSTP, CONT and ALRM, and it ends with
+ * becomes the program's local stub, relaying fds 0-2 and the signals of
+ * REX_FORWARDED_SIGNALS (INT, TERM, HUP, QUIT, USR1, USR2, WINCH, TSTP, CONT
+ * and ALRM), and it ends with
  * the remote exit code or dies of the remote program's signal, so the parent's
  * wait() sees what a local child would give. On failure before anything
  * started it returns -1 with errno set (ENOENT: no such program there;

@@ -42,7 +42,7 @@ export function fdWindow(inputs: number): number {
 }
 
 /** Signals an origin may send (names without SIG): the table of src/protocol/signals.ts. */
-const RELAYED = new Set<string>(RELAYED_SIGNALS);
+const RELAYED = new Set(RELAYED_SIGNALS);
 
 /** What the executor needs from its rexd. */
 export interface ExecutorContext {

@@ -27,8 +27,8 @@ export const SIGNAL_TABLE = {
 export type SignalName = keyof typeof SIGNAL_TABLE;
 type Forwarded = { [K in SignalName]: (typeof SIGNAL_TABLE)[K]['forwarded'] extends true ? K : never }[SignalName];
 
-/** Names (without SIG) an executor delivers to the program: every name of the table. */
-export const RELAYED_SIGNALS: readonly SignalName[] = Object.keys(SIGNAL_TABLE) as SignalName[];
+/** Names (without SIG) an executor delivers to the program: every name of the table (strings, as SIGNAL carries them). */
+export const RELAYED_SIGNALS: readonly string[] = Object.keys(SIGNAL_TABLE);
 
 /** Names (without SIG) a stub forwards to its remote program, in the table's order. */
-export const FORWARDED_SIGNALS: readonly Forwarded[] = RELAYED_SIGNALS.filter((s): s is Forwarded => SIGNAL_TABLE[s].forwarded);
+export const FORWARDED_SIGNALS: readonly Forwarded[] = (Object.keys(SIGNAL_TABLE) as SignalName[]).filter((s): s is Forwarded => SIGNAL_TABLE[s].forwarded);

@@ -131,7 +131,7 @@ describe('protocol v1 properties', () => {
     const d = new FrameDecoder();
     const header = Buffer.alloc(HEADER_SIZE);
     header.writeUInt32BE(LIMITS.maxPayload + 1, 0);
-    header.writeUInt16BE(0x10, 4);
+    header.writeUInt16BE(MsgType.PING, 4);
     expect(() => d.push(header)).toThrow(/PING frame of 1048577 bytes exceeds the limit of 1048576/);
     // Poisoned: the stream cannot be resynchronised, so later input is refused too.
     expect(() => d.push(Buffer.alloc(1))).toThrow(ProtocolError);
