@@ -27,9 +27,13 @@
 #include <unistd.h>
 
 #include "die.h"
+#include "rex.h"
 
 static int sigfds[2];
-static const int PASSED[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT, SIGALRM};
+/* The signals a stub forwards (rex.h, from src/protocol/signals.ts); WINCH is not among those passed on: sizes come on fd 3. */
+#define REX_SIGNUM(name) SIG##name,
+static const int FORWARDED[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
+#undef REX_SIGNUM
 
 static void on_signal(int sig) {
   int e = errno;
@@ -80,7 +84,8 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < sizeof PASSED / sizeof *PASSED; i++) sigaction(PASSED[i], &sa, NULL);
+  for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
+    if (FORWARDED[i] != SIGWINCH) sigaction(FORWARDED[i], &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   char buf[65536];
   char line[64];

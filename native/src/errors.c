@@ -8,19 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The ERROR codes come from rex.h's generated REX_EPROTO_CODES; the library's own follow. */
+#define REX_EPROTO_ENTRY(name, code, msg) X(code, #name, msg)
 #define REX_ERRNO_MAP(X)                                                                                     \
-  X(REX_EPROTO_MALFORMED, "MALFORMED", "malformed frame or attribute")                                      \
-  X(REX_EPROTO_VERSION, "VERSION", "no common protocol version")                                            \
-  X(REX_EPROTO_TOO_BIG, "TOO_BIG", "frame payload above the receiver's limit")                              \
-  X(REX_EPROTO_UNSUPPORTED, "UNSUPPORTED", "unknown message type or critical attribute")                    \
-  X(REX_EPROTO_UNEXPECTED, "UNEXPECTED", "frame at the wrong time")                                         \
-  X(REX_EPROTO_NO_HOST, "NO_HOST", "no such REX host")                                                      \
-  X(REX_EPROTO_UNREACHABLE, "UNREACHABLE", "REX host unreachable")                                          \
-  X(REX_EPROTO_TIMEOUT, "TIMEOUT", "timed out waiting for a REX host")                                      \
-  X(REX_EPROTO_BUSY, "BUSY", "too many open requests")                                                      \
-  X(REX_EPROTO_INTERNAL, "INTERNAL", "internal error in the REX daemon")                                    \
-  X(REX_EPROTO_DENIED, "DENIED", "not authorized")                                                          \
-  X(REX_EPROTO_BAD_REQUEST, "BAD_REQUEST", "request attributes missing or out of range")                    \
+  REX_EPROTO_CODES(REX_EPROTO_ENTRY)                                                                         \
   X(REX_EAGAIN, "EAGAIN", "incomplete frame: more bytes needed")                                            \
   X(REX_ENOSPC, "ENOSPC", "buffer or attribute arena too small")                                            \
   X(REX_EINVAL, "EINVAL", "invalid argument")                                                               \

@@ -15,17 +15,13 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Every message type by name, from the table rex.h's generated REX_MSG_TYPES carries (as msgTypeName of constants.ts). */
 static const char *type_name(uint16_t type) {
   switch (type) {
-  case REX_MSG_HELLO: return "HELLO";
-  case REX_MSG_ERROR: return "ERROR";
-  case REX_MSG_GOODBYE: return "GOODBYE";
-  case REX_MSG_PING: return "PING";
-  case REX_MSG_PONG: return "PONG";
-  case REX_MSG_LOAD_GET: return "LOAD_GET";
-  case REX_MSG_LOAD: return "LOAD";
-  case REX_MSG_HOSTS_GET: return "HOSTS_GET";
-  case REX_MSG_HOSTS: return "HOSTS";
+#define X(name, value) \
+  case REX_MSG_##name: return #name;
+    REX_MSG_TYPES(X)
+#undef X
   default: return NULL;
   }
 }

@@ -49,8 +49,10 @@ static const struct {
                {SIGTTOU, "TTOU"}, {SIGURG, "URG"},   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},     {SIGVTALRM, "VTALRM"},
                {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},   {SIGPWR, "PWR"},       {SIGSYS, "SYS"}};
 
-/* What the stub forwards (as rex run does). */
-static const int FORWARD[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT, SIGALRM};
+/* What the stub forwards (as rex run does): the table of src/protocol/signals.ts, through rex.h. */
+#define REX_SIGNUM(name) SIG##name,
+static const int FORWARD[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
+#undef REX_SIGNUM
 
 /* With a pseudo-terminal (stdin is a terminal, rexecve): the terminal's mode before the stub made it raw. */
 static struct termios saved_tty;

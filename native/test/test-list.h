@@ -15,6 +15,7 @@
   X(codec_encode_errors)          \
   X(codec_utf8)                   \
   X(codec_strerror)               \
+  X(codec_generated_tables)       \
   X(fuzz_random_bytes)            \
   X(fuzz_mutated_frames)          \
   X(client_socket_path)           \

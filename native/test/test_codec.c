@@ -407,3 +407,29 @@ TEST_IMPL(codec_strerror) {
   ASSERT_EQ(strcmp(rex_err_name(2), "ENOENT"), 0);
   ASSERT_EQ(strcmp(rex_err_name(REX_EAGAIN), "EAGAIN"), 0);
 }
+
+TEST_IMPL(codec_generated_tables) {
+  /* Every ERROR code of the generated table has its name and text in errors.c. */
+  int n = 0;
+#define X(name, code, text)                                     \
+  n++;                                                          \
+  ASSERT(REX_IS_EPROTO(code));                                  \
+  ASSERT_EQ(REX_EPROTO_WIRE(code), n);                          \
+  ASSERT_EQ(strcmp(rex_err_name(code), #name), 0);              \
+  ASSERT_EQ(strcmp(rex_strerror(code), text), 0);
+  REX_EPROTO_CODES(X)
+#undef X
+  ASSERT_EQ(n, -REX_EPROTO_LAST);
+  /* proto.c names every message type of the generated table (the name is in the decoder's errors). */
+  uint8_t hdr[REX_PROTO_HEADER_SIZE] = {0, 0x10, 0, 1};
+  struct rex_frame f;
+  char want[64];
+#define X(name, value)                                                   \
+  hdr[4] = (uint8_t)((value) >> 8);                                      \
+  hdr[5] = (uint8_t)((value)&0xff);                                      \
+  ASSERT_EQ(decode(hdr, sizeof hdr, &f), REX_EPROTO_TOO_BIG);            \
+  snprintf(want, sizeof want, "%s frame of", #name);                     \
+  ASSERT_STR_CONTAINS(f.err, want);
+  REX_MSG_TYPES(X)
+#undef X
+}

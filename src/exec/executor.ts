@@ -24,6 +24,7 @@ import { testSwitch } from '../util/testmode.js';
 import { execDirs } from './dirs.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
 import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir, openCached } from './transfer.js';
+import { RELAYED_SIGNALS } from '../protocol/signals.js';
 
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
@@ -40,8 +41,7 @@ export function fdWindow(inputs: number): number {
   return Math.max(64 << 10, Math.min(DEFAULT_WINDOW, Math.floor((16 << 20) / Math.max(1, inputs))));
 }
 
-/** Signals an origin may send (names without SIG). KILL is for the origin's rexd when its stub vanished. */
-export const RELAYED_SIGNALS: readonly string[] = ['INT', 'TERM', 'HUP', 'QUIT', 'USR1', 'USR2', 'WINCH', 'TSTP', 'STOP', 'CONT', 'KILL', 'ALRM', 'PIPE', 'TTIN', 'TTOU'];
+/** Signals an origin may send (names without SIG): the table of src/protocol/signals.ts. */
 const RELAYED = new Set(RELAYED_SIGNALS);
 
 /** What the executor needs from its rexd. */

@@ -1,7 +1,11 @@
 /**
- * Constants of wire protocol v1 (docs/PROTOCOL.md). The C twin is native/include/rex.h;
- * test/vectors/protocol-v1.json keeps the two in step.
+ * Constants of wire protocol v1 (docs/PROTOCOL.md): with messages.ts and
+ * signals.ts the one description of the protocol. native/include/rex.h's
+ * protocol block is generated from them (scripts/gen-protocol.mjs);
+ * test/vectors/protocol-v1.json checks both implementations against the spec.
  */
+import { ErrorCodes, type ErrorCode } from '../util/errors.js';
+
 
 /** Bytes the initiator sends before its first frame: "REX!\r\n\x1a\n". */
 export const PREFACE = Buffer.from([0x52, 0x45, 0x58, 0x21, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -86,25 +90,35 @@ export function kindName(kind: number): KindName | undefined {
   return KIND_NAMES[kind];
 }
 
-/** Error codes carried by ERROR frames (the same numbers are REX_EPROTO_* in rex.h). */
-export const ProtoError = {
-  MALFORMED: 1,
-  VERSION: 2,
-  TOO_BIG: 3,
-  UNSUPPORTED: 4,
-  UNEXPECTED: 5,
-  NO_HOST: 6,
-  UNREACHABLE: 7,
-  TIMEOUT: 8,
-  BUSY: 9,
-  INTERNAL: 10,
-  DENIED: 11,
-  BAD_REQUEST: 12,
-  CRASHED: 13,
-  NO_ENTRY: 14,
-  CANCELLED: 15,
-  INCOMPATIBLE: 16,
-} as const;
+/**
+ * The codes of ERROR frames (docs/PROTOCOL.md 4.2), the one table of them: the
+ * number on the wire, the short text (rex_strerror's in C), and the RexError
+ * code a TypeScript caller sees. rex.h's REX_EPROTO_* (the number negated) and
+ * errors.c's names and texts are generated from it (scripts/gen-protocol.mjs).
+ */
+export const PROTO_ERRORS = {
+  MALFORMED: { code: 1, text: 'malformed frame or attribute', rex: ErrorCodes.PROTO_MALFORMED },
+  VERSION: { code: 2, text: 'no common protocol version', rex: ErrorCodes.PROTO_VERSION },
+  TOO_BIG: { code: 3, text: "frame payload above the receiver's limit", rex: ErrorCodes.PROTO_TOO_BIG },
+  UNSUPPORTED: { code: 4, text: 'unknown message type or critical attribute', rex: ErrorCodes.PROTO_UNSUPPORTED },
+  UNEXPECTED: { code: 5, text: 'frame at the wrong time', rex: ErrorCodes.PROTO_UNEXPECTED },
+  NO_HOST: { code: 6, text: 'no such REX host', rex: ErrorCodes.HOST_UNKNOWN },
+  UNREACHABLE: { code: 7, text: 'REX host unreachable', rex: ErrorCodes.HOST_UNREACHABLE },
+  TIMEOUT: { code: 8, text: 'timed out waiting for a REX host', rex: ErrorCodes.CONN_TIMEOUT },
+  BUSY: { code: 9, text: 'too many open requests', rex: ErrorCodes.PROTO_REMOTE },
+  INTERNAL: { code: 10, text: 'internal error in the REX daemon', rex: ErrorCodes.PROTO_REMOTE },
+  DENIED: { code: 11, text: 'not authorized', rex: ErrorCodes.PROTO_REMOTE },
+  BAD_REQUEST: { code: 12, text: 'request attributes missing or out of range', rex: ErrorCodes.PROTO_MALFORMED },
+  CRASHED: { code: 13, text: 'the called function crashed its controller', rex: ErrorCodes.CALL_CRASHED },
+  NO_ENTRY: { code: 14, text: 'no such program or function', rex: ErrorCodes.CALL_NO_ENTRY },
+  CANCELLED: { code: 15, text: 'the call was cancelled', rex: ErrorCodes.CALL_CANCELLED },
+  INCOMPATIBLE: { code: 16, text: 'the host cannot run this image', rex: ErrorCodes.PROTO_REMOTE },
+} as const satisfies Record<string, { code: number; text: string; rex: ErrorCode }>;
+
+/** ERROR codes by name: PROTO_ERRORS' numbers. */
+export const ProtoError = Object.fromEntries(Object.entries(PROTO_ERRORS).map(([k, v]) => [k, v.code])) as {
+  readonly [K in keyof typeof PROTO_ERRORS]: (typeof PROTO_ERRORS)[K]['code'];
+};
 export type ProtoErrorName = keyof typeof ProtoError;
 
 /** Reverse lookup of {@link ProtoError}. */

@@ -4,13 +4,14 @@
  * payload limit, checks every length before reading, and reports malformed input
  * as a ProtocolError carrying the ERROR code to send back.
  */
-import { ErrorCodes, RexError, type ErrorCode } from '../util/errors.js';
+import { RexError } from '../util/errors.js';
 import {
   ATTR_HEADER_SIZE,
   FLAGS_KNOWN,
   HEADER_SIZE,
   Kind,
   LIMITS,
+  PROTO_ERRORS,
   ProtoError,
   kindName,
   msgTypeName,
@@ -36,24 +37,6 @@ export interface Frame {
   attrs: Attr[];
 }
 
-const CODE_FOR: Record<ProtoErrorName, ErrorCode> = {
-  MALFORMED: ErrorCodes.PROTO_MALFORMED,
-  VERSION: ErrorCodes.PROTO_VERSION,
-  TOO_BIG: ErrorCodes.PROTO_TOO_BIG,
-  UNSUPPORTED: ErrorCodes.PROTO_UNSUPPORTED,
-  UNEXPECTED: ErrorCodes.PROTO_UNEXPECTED,
-  NO_HOST: ErrorCodes.HOST_UNKNOWN,
-  UNREACHABLE: ErrorCodes.HOST_UNREACHABLE,
-  TIMEOUT: ErrorCodes.CONN_TIMEOUT,
-  BUSY: ErrorCodes.PROTO_REMOTE,
-  INTERNAL: ErrorCodes.PROTO_REMOTE,
-  DENIED: ErrorCodes.PROTO_REMOTE,
-  BAD_REQUEST: ErrorCodes.PROTO_MALFORMED,
-  CRASHED: ErrorCodes.CALL_CRASHED,
-  NO_ENTRY: ErrorCodes.CALL_NO_ENTRY,
-  CANCELLED: ErrorCodes.CALL_CANCELLED,
-  INCOMPATIBLE: ErrorCodes.PROTO_REMOTE,
-};
 
 /** A protocol violation, with the ERROR code (docs/PROTOCOL.md section 4.2) to answer with. */
 export class ProtocolError extends RexError {
@@ -62,7 +45,7 @@ export class ProtocolError extends RexError {
   readonly fatal: boolean;
 
   constructor(proto: ProtoErrorName, message: string, opts: { fatal?: boolean; where?: string; hint?: string } = {}) {
-    super(CODE_FOR[proto], message, { ...(opts.where ? { where: opts.where } : {}), ...(opts.hint ? { hint: opts.hint } : {}) });
+    super(PROTO_ERRORS[proto].rex, message, { ...(opts.where ? { where: opts.where } : {}), ...(opts.hint ? { hint: opts.hint } : {}) });
     this.name = 'ProtocolError';
     this.proto = proto;
     this.fatal = opts.fatal ?? (proto === 'MALFORMED' || proto === 'TOO_BIG' || proto === 'VERSION');

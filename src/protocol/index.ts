@@ -4,3 +4,4 @@ export * from './frame.js';
 export * from './messages.js';
 export * from './connection.js';
 export * from './json.js';
+export * from './signals.js';

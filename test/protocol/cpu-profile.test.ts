@@ -8,6 +8,7 @@ import { CPU_SAMPLE, mutatedFrameArb } from '../helpers/mutate.js';
 import { runs } from '../helpers/property.js';
 import { decodeOne, encodeFrame, ProtocolError, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame, type MessageOf } from '../../src/protocol/messages.js';
+import { MsgType } from '../../src/protocol/constants.js';
 import { hostCpuProfile } from '../../src/cpu/profile.js';
 import { profileFromJson, profileFromWire, profileToJson, profileToWire, type CpuWire } from '../../src/cpu/wire.js';
 
@@ -23,7 +24,7 @@ const load = (cpu: CpuWire): MessageOf<'LOAD'> => ({ type: 'LOAD', stream: 3, ho
 
 /** The LOAD frame with `cpu` replaced by these raw attributes. */
 function loadWithCpuAttrs(cpuAttrs: Attr[]): Frame {
-  return { type: 0x21, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'beta' }, { tag: 2, kind: 'f64', value: 0.1 }, { tag: 8, kind: 'list', value: cpuAttrs }] };
+  return { type: MsgType.LOAD, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'beta' }, { tag: 2, kind: 'f64', value: 0.1 }, { tag: 8, kind: 'list', value: cpuAttrs }] };
 }
 
 function refusal(fn: () => unknown): ProtocolError {
@@ -59,7 +60,7 @@ describe('LOAD carries the CPU profile (docs/PROTOCOL.md 4.5)', () => {
     const good = messageToFrame(load(profileToWire(host))).attrs.find((a) => a.tag === 8)!.value as Attr[];
     const without = (tag: number) => good.filter((a) => a.tag !== tag);
     // cpu itself of the wrong kind
-    const f1: Frame = { type: 0x21, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'beta' }, { tag: 2, kind: 'f64', value: 0.1 }, { tag: 8, kind: 'string', value: 'AVX2' }] };
+    const f1: Frame = { type: MsgType.LOAD, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'beta' }, { tag: 2, kind: 'f64', value: 0.1 }, { tag: 8, kind: 'string', value: 'AVX2' }] };
     expect(refusal(() => frameToMessage(f1))).toMatchObject({ proto: 'MALFORMED', message: expect.stringMatching(/^LOAD: attribute cpu \(tag 8\) must be list, got string/) as unknown as string });
     // leaves too long
     const e2 = refusal(() => frameToMessage(loadWithCpuAttrs([...without(1), { tag: 1, kind: 'bytes', value: new Uint8Array(2048) }])));

@@ -4,6 +4,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { Connection, type StreamListener } from '../../src/protocol/connection.js';
 import { decodeOne, encodeFrame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
+import { MsgType } from '../../src/protocol/constants.js';
 import { runs } from '../helpers/property.js';
 
 function roundTrip(m: Message): Message {
@@ -26,14 +27,14 @@ describe('remote execution messages (docs/PROTOCOL.md 4.9)', () => {
   });
 
   it('refuses an EXEC without a path, naming the attribute', () => {
-    expect(() => frameToMessage({ type: 0x40, flags: 0, stream: 1, attrs: [{ tag: 2, kind: 'string', value: 'x' }] })).toThrow(/EXEC: required attribute path \(tag 1\) missing/);
+    expect(() => frameToMessage({ type: MsgType.EXEC, flags: 0, stream: 1, attrs: [{ tag: 2, kind: 'string', value: 'x' }] })).toThrow(/EXEC: required attribute path \(tag 1\) missing/);
   });
 
   it('refuses a DATA chunk above the limit and a wrongly typed argv entry', () => {
-    expect(() => frameToMessage({ type: 0x42, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'uint', value: 1n }, { tag: 2, kind: 'bytes', value: new Uint8Array(256 * 1024 + 1) }] })).toThrow(
+    expect(() => frameToMessage({ type: MsgType.DATA, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'uint', value: 1n }, { tag: 2, kind: 'bytes', value: new Uint8Array(256 * 1024 + 1) }] })).toThrow(
       /DATA: attribute data is 262145 bytes, at most 262144 allowed/,
     );
-    expect(() => frameToMessage({ type: 0x40, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'string', value: '/x' }, { tag: 2, kind: 'uint', value: 1n }] })).toThrow(/EXEC: attribute argv \(tag 2\) must be string, got uint/);
+    expect(() => frameToMessage({ type: MsgType.EXEC, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'string', value: '/x' }, { tag: 2, kind: 'uint', value: 1n }] })).toThrow(/EXEC: attribute argv \(tag 2\) must be string, got uint/);
   });
 
   it('any argv/env survives a round trip (property)', () => {

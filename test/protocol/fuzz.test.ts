@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { frameCorpus, mutatedFrameArb, validVectorHex } from '../helpers/mutate.js';
-import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
+import { HEADER_SIZE, LIMITS, MsgType } from '../../src/protocol/constants.js';
 import { FrameDecoder, ProtocolError, ZERO_COPY_MIN, decodeOne, encodeFrame, encodeFrameParts, type Attr, type Frame } from '../../src/protocol/frame.js';
 import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
@@ -131,14 +131,14 @@ describe('protocol v1 properties', () => {
     const d = new FrameDecoder();
     const header = Buffer.alloc(HEADER_SIZE);
     header.writeUInt32BE(LIMITS.maxPayload + 1, 0);
-    header.writeUInt16BE(0x10, 4);
+    header.writeUInt16BE(MsgType.PING, 4);
     expect(() => d.push(header)).toThrow(/PING frame of 1048577 bytes exceeds the limit of 1048576/);
     // Poisoned: the stream cannot be resynchronised, so later input is refused too.
     expect(() => d.push(Buffer.alloc(1))).toThrow(ProtocolError);
   });
 
   it('frames before a malformed one are still delivered', () => {
-    const good = encodeFrame({ type: 0x20, flags: 0, stream: 1, attrs: [] });
+    const good = encodeFrame({ type: MsgType.LOAD_GET, flags: 0, stream: 1, attrs: [] });
     const badFrame = Buffer.from(good);
     badFrame.writeUInt16BE(0x8000, 6); // reserved flag bit
     const seen: Frame[] = [];
@@ -178,12 +178,12 @@ describe('protocol v1 messages', () => {
   });
 
   it('refuses a known tag of the wrong kind, naming the attribute', () => {
-    const f: Frame = { type: 0x21, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'uint', value: 1n }, { tag: 2, kind: 'f64', value: 1 }] };
+    const f: Frame = { type: MsgType.LOAD, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'uint', value: 1n }, { tag: 2, kind: 'f64', value: 1 }] };
     expect(() => frameToMessage(f)).toThrow(/LOAD: attribute host \(tag 1\) must be string, got uint/);
   });
 
   it('refuses a missing required attribute with BAD_REQUEST', () => {
-    const f: Frame = { type: 0x21, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'alpha' }] };
+    const f: Frame = { type: MsgType.LOAD, flags: 1, stream: 3, attrs: [{ tag: 1, kind: 'string', value: 'alpha' }] };
     let err: unknown;
     try {
       frameToMessage(f);
@@ -197,14 +197,14 @@ describe('protocol v1 messages', () => {
 
   it('ignores unknown tags but refuses unknown critical ones', () => {
     const base: Attr[] = [{ tag: 99, kind: 'string', value: 'future field' }];
-    expect(frameToMessage({ type: 0x20, flags: 0, stream: 1, attrs: base })).toEqual({ type: 'LOAD_GET', stream: 1, end: false });
-    expect(() => frameToMessage({ type: 0x20, flags: 0, stream: 1, attrs: [{ tag: 0x8000 | 99, kind: 'bool', value: true }] })).toThrow(/critical attribute 99/);
+    expect(frameToMessage({ type: MsgType.LOAD_GET, flags: 0, stream: 1, attrs: base })).toEqual({ type: 'LOAD_GET', stream: 1, end: false });
+    expect(() => frameToMessage({ type: MsgType.LOAD_GET, flags: 0, stream: 1, attrs: [{ tag: 0x8000 | 99, kind: 'bool', value: true }] })).toThrow(/critical attribute 99/);
   });
 
   it('refuses a repeated non-repeated attribute and oversized strings', () => {
     const s = (v: string): Attr => ({ tag: 1, kind: 'string', value: v });
-    expect(() => frameToMessage({ type: 0x03, flags: 0, stream: 0, attrs: [s('a'), s('b')] })).toThrow(/reason \(tag 1\) repeated/);
-    expect(() => frameToMessage({ type: 0x03, flags: 0, stream: 0, attrs: [s('x'.repeat(4097))] })).toThrow(/at most 4096/);
+    expect(() => frameToMessage({ type: MsgType.GOODBYE, flags: 0, stream: 0, attrs: [s('a'), s('b')] })).toThrow(/reason \(tag 1\) repeated/);
+    expect(() => frameToMessage({ type: MsgType.GOODBYE, flags: 0, stream: 0, attrs: [s('x'.repeat(4097))] })).toThrow(/at most 4096/);
   });
 
   it('answers an unknown message type with UNSUPPORTED, not a crash', () => {

@@ -11,9 +11,10 @@ import { envList } from '../../exec/env.js';
 import { localProgram } from '../../exec/transfer.js';
 import { RemoteProcess, type ExitStatus } from '../../exec/stub.js';
 import { isRexError } from '../../util/errors.js';
+import { FORWARDED_SIGNALS as FORWARDED } from '../../protocol/signals.js';
 
 /** Signals `rex run` forwards to the remote program (TSTP also stops this command, as a local child's terminal would). */
-export const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTSTP', 'SIGCONT', 'SIGALRM'] as const;
+export const FORWARDED_SIGNALS = FORWARDED.map((s) => `SIG${s}` as const);
 
 /** Exit statuses of `rex run` when the remote program did not decide it (as a shell and ssh use them). */
 export const RUN_STATUS = { notExecutable: 126, notFound: 127, lost: 255 } as const;
