@@ -8,13 +8,13 @@
 #ifndef REX_CALLCTL_H
 #define REX_CALLCTL_H
 
-#include "internal.h"
+#include "conn.h"
 
 /* One call being served: the serve loop owns it, an invoke function fills the result. */
 struct rex__call {
   uint32_t stream;
   int async;       /* rjump with REX_RFLAG_ASYNC: answer "accepted" before entering the code */
-  int fd;          /* the link, for rex__call_ready */
+  struct rex__conn *link; /* for rex__call_ready */
   int answered;    /* the accepted RESULT was sent */
   uint8_t *out;    /* invoke: malloc'ed output frame */
   size_t out_len;

@@ -19,7 +19,7 @@
  * function sees it (frames are specified as received into aligned buffers,
  * and attributes are not aligned); a rexd that died gives EPIPE, not SIGPIPE.
  */
-#define _GNU_SOURCE /* MSG_NOSIGNAL */
+#define _GNU_SOURCE /* strdup */
 #include "callctl.h"
 
 #include <errno.h>
@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 struct entry {
@@ -98,34 +97,6 @@ void rex__call_fail(struct rex__call *call, int err, const char *fmt, ...) {
 
 /* ------------------------------------------------------------------ sending */
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == ENOTSOCK) w = write(fd, p, n); /* a pipe pair instead of a socketpair */
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      rex__set_error("write to rexd: %s", strerror(e));
-      return -e;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* Encodes f into a buffer of cap bytes and writes it. 0 or -errno. */
-static int send_frame(int fd, const struct rex_frame *f, size_t cap) {
-  uint8_t *buf = malloc(cap);
-  if (!buf) return -ENOMEM;
-  size_t len;
-  int rc = rex_frame_encode(f, buf, cap, &len);
-  if (rc == 0) rc = write_all(fd, buf, len);
-  else rex__set_error("encoding a 0x%04x answer: %s", f->type, rex_strerror(rc));
-  free(buf);
-  return rc < 0 && rc > -100 ? rc : rc ? -EPROTO : 0;
-}
-
 /* Copies s into dst as valid UTF-8 (other bytes become '?'), so any text can go into a string attribute. */
 static void utf8_clean(char *dst, size_t cap, const char *s) {
   size_t n = strlen(s);
@@ -138,7 +109,7 @@ static void utf8_clean(char *dst, size_t cap, const char *s) {
   }
 }
 
-static int send_error(int fd, uint32_t stream, int err, const char *msg, uint16_t ref_type) {
+static int send_error(struct rex__conn *c, uint32_t stream, int err, const char *msg, uint16_t ref_type) {
   struct rex_attr attrs[4];
   struct rex_frame f;
   char text[600];
@@ -148,24 +119,24 @@ static int send_error(int fd, uint32_t stream, int err, const char *msg, uint16_
   rex_attr_uint(&f, REX_ERROR_CODE, (uint64_t)REX_EPROTO_WIRE(err));
   rex_attr_string(&f, REX_ERROR_MESSAGE, text);
   rex_attr_uint(&f, REX_ERROR_REF_TYPE, ref_type);
-  return send_frame(fd, &f, sizeof text + 64);
+  return rex__conn_send(c, &f);
 }
 
-static int send_result(int fd, uint32_t stream, uint16_t flags, const uint8_t *out, size_t len, int accepted) {
+static int send_result(struct rex__conn *c, uint32_t stream, uint16_t flags, const uint8_t *out, size_t len, int accepted) {
   struct rex_attr attrs[2];
   struct rex_frame f;
   rex_frame_init(&f, attrs, 2);
   rex_frame_start(&f, REX_MSG_RESULT, flags, stream);
   if (accepted) rex_attr_bool(&f, REX_RESULT_ACCEPTED, 1);
   else rex_attr_bytes(&f, REX_RESULT_OUTPUT, out ? (const void *)out : (const void *)"", len);
-  return send_frame(fd, &f, len + 64);
+  return rex__conn_send(c, &f);
 }
 
 void rex__call_ready(struct rex__call *call) {
   if (!call->async || call->answered) return;
   call->answered = 1;
   /* Not END: the final RESULT follows when (if) the function returns. */
-  if (send_result(call->fd, call->stream, 0, NULL, 0, 1) != 0) _exit(3); /* rexd is gone: nobody to serve */
+  if (send_result(call->link, call->stream, 0, NULL, 0, 1) != 0) _exit(3); /* rexd is gone: nobody to serve */
 }
 
 /* ---------------------------------------------------------------- handlers */
@@ -176,12 +147,12 @@ static const struct rex_attr *attr(const struct rex_frame *f, uint16_t tag, uint
   return a && a->kind == kind ? a : NULL;
 }
 
-static int serve_call(int fd, const struct rex_frame *f) {
+static int serve_call(struct rex__conn *c, const struct rex_frame *f) {
   const struct rex_attr *t = attr(f, REX_CALL_TARGET, REX_KIND_STRING);
   const struct rex_attr *in = attr(f, REX_CALL_INPUT, REX_KIND_BYTES);
   const struct rex_attr *async = attr(f, REX_CALL_ASYNC, REX_KIND_BOOL);
   char msg[400];
-  if (!t || !in) return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "CALL needs a target and an input frame", f->type);
+  if (!t || !in) return send_error(c, f->stream, REX_EPROTO_BAD_REQUEST, "CALL needs a target and an input frame", f->type);
   const char *name = (const char *)t->data;
   size_t nlen = t->len;
   /* The function name is the last dot-separated part: rexd may pass the full target on.
@@ -204,32 +175,32 @@ static int serve_call(int fd, const struct rex_frame *f) {
     for (size_t i = 0; i < nentries && off < sizeof msg - 40; i++)
       off += (size_t)snprintf(msg + off, sizeof msg - off, " %s", entries[i]->name);
     if (nentries == 0) snprintf(msg + off, sizeof msg - off, " (nothing)");
-    return send_error(fd, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
+    return send_error(c, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
   }
   if (in->len > REX_CALL_MAX_FRAME || (!e->variable && in->len != e->in_size) || (e->variable && in->len < e->in_size)) {
     snprintf(msg, sizeof msg, "%s: the input frame is %u bytes, but the entry point's definition says %s%zu; nothing was called",
              e->name, in->len, e->variable ? "at least " : "", e->in_size);
-    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
+    return send_error(c, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
   }
   /* C11 aligned_alloc wants a size that is a multiple of the alignment. */
   uint8_t *frame = aligned_alloc(16, ((size_t)in->len + 16) & ~(size_t)15);
-  if (!frame) return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory for the input frame", f->type);
+  if (!frame) return send_error(c, f->stream, REX_EPROTO_INTERNAL, "out of memory for the input frame", f->type);
   memcpy(frame, in->data, in->len);
   struct rex__call call;
   memset(&call, 0, sizeof call);
   call.stream = f->stream;
   call.async = async && async->v.b;
-  call.fd = fd;
+  call.link = c;
   e->invoke(e->ctx, frame, in->len, &call);
   free(frame);
   int rc;
   if (call.err) {
-    rc = send_error(fd, f->stream, call.err, call.msg, f->type);
+    rc = send_error(c, f->stream, call.err, call.msg, f->type);
   } else if (call.out_len > REX_CALL_MAX_FRAME) {
     snprintf(msg, sizeof msg, "%s: the output frame is %zu bytes, more than the %u-byte limit", e->name, call.out_len, REX_CALL_MAX_FRAME);
-    rc = send_error(fd, f->stream, REX_EPROTO_INTERNAL, msg, f->type);
+    rc = send_error(c, f->stream, REX_EPROTO_INTERNAL, msg, f->type);
   } else {
-    rc = send_result(fd, f->stream, REX_FLAG_END, call.out, call.out_len, 0);
+    rc = send_result(c, f->stream, REX_FLAG_END, call.out, call.out_len, 0);
   }
   free(call.out);
   return rc;
@@ -252,20 +223,20 @@ static size_t entry_wire(const struct entry *e) {
  * whole list once and matches itself. A request without `limit` (a rexd that
  * predates paging) gets the whole list when it fits, else BAD_REQUEST.
  */
-static int serve_entries(int fd, const struct rex_frame *f) {
+static int serve_entries(struct rex__conn *c, const struct rex_frame *f) {
   const struct rex_attr *name = attr(f, REX_ENTRIES_GET_NAME, REX_KIND_STRING);
   const struct rex_attr *after = attr(f, REX_ENTRIES_GET_AFTER, REX_KIND_STRING);
   const struct rex_attr *limit = attr(f, REX_ENTRIES_GET_LIMIT, REX_KIND_UINT);
   char msg[400], cursor[MAX_NAME + 1] = "";
   if ((name && name->len > MAX_NAME) || (after && after->len > MAX_NAME))
-    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET name and after are at most 255 bytes", f->type);
-  if (limit && limit->v.u == 0) return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET limit 0: expected 1 or more", f->type);
+    return send_error(c, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET name and after are at most 255 bytes", f->type);
+  if (limit && limit->v.u == 0) return send_error(c, f->stream, REX_EPROTO_BAD_REQUEST, "ENTRIES_GET limit 0: expected 1 or more", f->type);
   struct entry **sorted = malloc((nentries ? nentries : 1) * sizeof *sorted);
   struct rex_attr *attrs = malloc(REX_PROTO_MAX_ATTRS * sizeof *attrs);
   if (!sorted || !attrs) {
     free(sorted);
     free(attrs);
-    return send_error(fd, f->stream, REX_EPROTO_INTERNAL, "out of memory", f->type);
+    return send_error(c, f->stream, REX_EPROTO_INTERNAL, "out of memory", f->type);
   }
   size_t n = 0;
   if (name) {
@@ -274,7 +245,7 @@ static int serve_entries(int fd, const struct rex_frame *f) {
       free(sorted);
       free(attrs);
       snprintf(msg, sizeof msg, "no entry point '%.*s' in this program", (int)name->len, (const char *)name->data);
-      return send_error(fd, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
+      return send_error(c, f->stream, REX_EPROTO_NO_ENTRY, msg, f->type);
     }
     sorted[n++] = e;
   } else {
@@ -290,7 +261,7 @@ static int serve_entries(int fd, const struct rex_frame *f) {
     free(sorted);
     free(attrs);
     snprintf(msg, sizeof msg, "%zu entry points do not fit in one ENTRIES and this request does not page: send limit and after (docs/PROTOCOL.md 4.7)", n);
-    return send_error(fd, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
+    return send_error(c, f->stream, REX_EPROTO_BAD_REQUEST, msg, f->type);
   }
   struct rex_frame out;
   rex_frame_init(&out, attrs, REX_PROTO_MAX_ATTRS);
@@ -305,27 +276,27 @@ static int serve_entries(int fd, const struct rex_frame *f) {
     rex_attr_list_end(&out);
   }
   if (take < n && take > 0) rex_attr_string(&out, REX_ENTRIES_NEXT, sorted[take - 1]->name);
-  int rc = send_frame(fd, &out, used + 1024);
+  int rc = rex__conn_send(c, &out);
   free(sorted);
   free(attrs);
   return rc;
 }
 
-static int serve_frame(int fd, const struct rex_frame *f, rex__define_fn define) {
+static int serve_frame(struct rex__conn *c, const struct rex_frame *f, rex__define_fn define) {
   char msg[400];
   switch (f->type) {
-  case REX_MSG_CALL: return serve_call(fd, f);
-  case REX_MSG_ENTRIES_GET: return serve_entries(fd, f);
+  case REX_MSG_CALL: return serve_call(c, f);
+  case REX_MSG_ENTRIES_GET: return serve_entries(c, f);
   case REX_MSG_DEFINE: {
-    if (!define) return send_error(fd, f->stream, REX_EPROTO_UNSUPPORTED, "this controller serves its own registered entry points; it takes no DEFINE", f->type);
+    if (!define) return send_error(c, f->stream, REX_EPROTO_UNSUPPORTED, "this controller serves its own registered entry points; it takes no DEFINE", f->type);
     msg[0] = '\0';
     int err = define(f, msg, sizeof msg);
-    if (err) return send_error(fd, f->stream, err, msg, f->type);
+    if (err) return send_error(c, f->stream, err, msg, f->type);
     struct rex_attr a[1];
     struct rex_frame out;
     rex_frame_init(&out, a, 1);
     rex_frame_start(&out, REX_MSG_DEFINED, REX_FLAG_END, f->stream);
-    return send_frame(fd, &out, 64);
+    return rex__conn_send(c, &out);
   }
   case REX_MSG_PING: {
     const struct rex_attr *nonce = attr(f, 1, REX_KIND_BYTES);
@@ -334,72 +305,26 @@ static int serve_frame(int fd, const struct rex_frame *f, rex__define_fn define)
     rex_frame_init(&out, a, 1);
     rex_frame_start(&out, REX_MSG_PONG, REX_FLAG_END, f->stream);
     if (nonce && nonce->len <= REX_PROTO_MAX_NONCE) rex_attr_bytes(&out, 1, nonce->data, nonce->len);
-    return send_frame(fd, &out, 128);
+    return rex__conn_send(c, &out);
   }
   default:
     snprintf(msg, sizeof msg, "a call controller does not serve message type 0x%04x", f->type);
-    return send_error(fd, f->stream, REX_EPROTO_UNSUPPORTED, msg, f->type);
+    return send_error(c, f->stream, REX_EPROTO_UNSUPPORTED, msg, f->type);
   }
 }
 
 int rex__serve_fd(int fd, rex__define_fn define) {
-  uint8_t *buf = NULL;
-  size_t len = 0, cap = 0, used = 0;
-  struct rex_attr *arena = malloc(REX_PROTO_MAX_ATTRS * sizeof *arena);
-  int rc = 0;
-  if (!arena) return -ENOMEM;
-  for (;;) {
-    if (used) {
-      memmove(buf, buf + used, len - used);
-      len -= used;
-      used = 0;
-    }
-    struct rex_frame f;
-    rex_frame_init(&f, arena, REX_PROTO_MAX_ATTRS);
-    size_t consumed = 0;
-    int d = len ? rex_frame_decode(buf, len, REX_PROTO_MAX_PAYLOAD, &f, &consumed) : REX_EAGAIN;
-    if (d == 0) {
-      used = consumed;
-      rc = serve_frame(fd, &f, define);
-      if (rc) break;
-      if (f.type == REX_MSG_GOODBYE) break;
-      continue;
-    }
-    if (d != REX_EAGAIN) {
-      rex__set_error("rexd sent a bad frame on the call link: %s: %s", rex_err_name(d), f.err);
-      rc = -EPROTO;
-      break;
-    }
-    size_t need = len < REX_PROTO_HEADER_SIZE ? 65536 : REX_PROTO_HEADER_SIZE + (size_t)f.length;
-    if (need > cap) {
-      size_t c = cap ? cap : 65536;
-      while (c < need) c *= 2;
-      uint8_t *b = realloc(buf, c);
-      if (!b) {
-        rc = -ENOMEM;
-        break;
-      }
-      buf = b;
-      cap = c;
-    }
-    ssize_t r = read(fd, buf + len, cap - len);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      rc = -errno;
-      rex__set_error("read from rexd: %s", strerror(errno));
-      break;
-    }
-    if (r == 0) {
-      if (len) {
-        rex__set_error("rexd closed the call link in the middle of a frame");
-        rc = -ECONNRESET;
-      }
-      break;
-    }
-    len += (size_t)r;
+  struct rex__conn c;
+  rex__conn_attach(&c, fd, "rexd on the call link");
+  struct rex_frame f;
+  int rc;
+  while ((rc = rex__conn_recv(&c, &f)) == 0 && (rc = serve_frame(&c, &f, define)) == 0 && f.type != REX_MSG_GOODBYE) {
   }
-  free(buf);
-  free(arena);
+  if (rc == -ECONNRESET && rex__conn_pending(&c) == 0) {
+    rex__clear_error(); /* rexd closed the link between frames: the controller's work is done */
+    rc = 0;
+  }
+  rex__conn_close(&c);
   return rc;
 }
 

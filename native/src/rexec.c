@@ -15,8 +15,8 @@
  * happens in the loop. A death signal is re-raised with RLIMIT_CORE 0, so the
  * stub does not leave a core file of its own where the remote dumped one.
  */
-#define _GNU_SOURCE /* SOCK_CLOEXEC, MSG_NOSIGNAL, pipe2 */
-#include "internal.h"
+#define _GNU_SOURCE /* pipe2 */
+#include "conn.h"
 #include "die.h"
 #include "fileproxy.h"
 
@@ -29,11 +29,8 @@
 #include <string.h>
 #include <termios.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#define REXEC_SOFTWARE "librex/0.1.0"
 #define REXEC_WINDOW (1u << 20)
 #define REXEC_CHUNK (64u * 1024u)
 #define STREAM 1u
@@ -108,31 +105,18 @@ static int sig_number(const struct rex_attr *a) {
   return 0;
 }
 
-struct rx {
-  int fd;
-  uint8_t *buf;
-  size_t len, cap, used;
-  struct rex_attr *arena;
-  size_t arena_cap;
-  uint64_t window; /* STARTED's credit towards the executor */
+/* The stub's connection to rexd, and what STARTED granted. */
+struct stub {
+  struct rex__conn conn;
+  uint64_t window;    /* STARTED's credit towards the executor */
   uint64_t fd_window; /* STARTED's credit per relayed descriptor (rfork); 0: one window for all */
-  int pty;         /* the program has a pseudo-terminal (EXEC pty) */
-  uint8_t *out; /* encode buffer: one frame */
-  size_t out_cap;
+  int pty;            /* the program has a pseudo-terminal (EXEC pty) */
 };
 
-static void rx_free(struct rx *c) {
-  if (c->fd >= 0) close(c->fd);
-  free(c->buf);
-  free(c->arena);
-  free(c->out);
-  c->fd = -1;
-}
-
-/* Writes all of p to fd, waiting with poll when fd is non-blocking. 0 or -errno. */
-static int write_all(int fd, const uint8_t *p, size_t n, int sock) {
+/* Writes all of p to the local descriptor fd, waiting with poll when it is non-blocking. 0 or -errno. */
+static int write_all(int fd, const uint8_t *p, size_t n) {
   while (n) {
-    ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    ssize_t w = write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -148,132 +132,29 @@ static int write_all(int fd, const uint8_t *p, size_t n, int sock) {
   return 0;
 }
 
-/* Encodes f and sends it. 0 or -errno. */
-static int rx_send(struct rx *c, const struct rex_frame *f, size_t extra) {
-  size_t need = REX_PROTO_HEADER_SIZE + 4096 + extra;
-  if (need > c->out_cap) {
-    uint8_t *o = realloc(c->out, need);
-    if (!o) return -ENOMEM;
-    c->out = o;
-    c->out_cap = need;
-  }
-  size_t n;
-  int rc = rex_frame_encode(f, c->out, c->out_cap, &n);
-  if (rc) {
-    rex__set_error("encoding frame type 0x%04x: %s", f->type, rex_strerror(rc));
-    return -EINVAL;
-  }
-  return write_all(c->fd, c->out, n, 1);
-}
-
-/* Receives the next frame (valid until the next call). 0, -ECONNRESET on close, or -errno. */
-static int rx_recv(struct rx *c, struct rex_frame *f) {
-  if (c->used) {
-    memmove(c->buf, c->buf + c->used, c->len - c->used);
-    c->len -= c->used;
-    c->used = 0;
-  }
-  for (;;) {
-    size_t want = REX_PROTO_MAX_ATTRS;
-    if (want > c->arena_cap) {
-      struct rex_attr *a = realloc(c->arena, want * sizeof *a);
-      if (!a) return -ENOMEM;
-      c->arena = a;
-      c->arena_cap = want;
-    }
-    rex_frame_init(f, c->arena, c->arena_cap);
-    size_t consumed = 0;
-    int rc = c->len ? rex_frame_decode(c->buf, c->len, REX_PROTO_MAX_PAYLOAD, f, &consumed) : REX_EAGAIN;
-    if (rc == 0) {
-      c->used = consumed;
-      return 0;
-    }
-    if (rc != REX_EAGAIN) {
-      rex__set_error("rexd sent a bad frame: %s: %s", rex_err_name(rc), f->err);
-      return -EPROTO;
-    }
-    size_t need = c->len < REX_PROTO_HEADER_SIZE ? REX_PROTO_HEADER_SIZE : REX_PROTO_HEADER_SIZE + (size_t)f->length;
-    if (need < c->len + 65536) need = c->len + 65536;
-    if (need > c->cap) {
-      uint8_t *b = realloc(c->buf, need);
-      if (!b) return -ENOMEM;
-      c->buf = b;
-      c->cap = need;
-    }
-    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (r == 0) return -ECONNRESET;
-    c->len += (size_t)r;
-  }
-}
-
-/* Bytes of c->buf not yet returned as frames: the loop must decode them before it polls. */
-static size_t rx_pending(const struct rx *c) { return c->len - c->used; }
-
 static const struct rex_attr *attr(const struct rex_frame *f, uint16_t tag) { return rex_attr_find(f, REX_ATTR_NONE, tag); }
 
-/* ERROR answering EXEC -> errno, with rex_last_error() set to rexd's message. */
+/* ERROR from rexd -> errno (docs/man/rexecve.3.md), with rex_last_error() set to "WHO: rexd's message". */
 static int exec_error(const struct rex_frame *f) {
-  const struct rex_attr *code = attr(f, REX_ERROR_CODE);
-  const struct rex_attr *msg = attr(f, REX_ERROR_MESSAGE);
-  char text[512] = "";
-  if (msg && msg->kind == REX_KIND_STRING) {
-    size_t n = msg->len < sizeof text - 1 ? msg->len : sizeof text - 1;
-    memcpy(text, msg->data, n);
-    text[n] = '\0';
-  }
-  uint64_t v = code && code->kind == REX_KIND_UINT ? code->v.u : 0;
-  rex__set_error("%s: %s", who, text);
-  switch (v) {
-    case (uint64_t)-REX_EPROTO_NO_ENTRY: return ENOENT;
-    case (uint64_t)-REX_EPROTO_DENIED: return EACCES;
-    case (uint64_t)-REX_EPROTO_NO_HOST:
-    case (uint64_t)-REX_EPROTO_UNREACHABLE:
-    case (uint64_t)-REX_EPROTO_TIMEOUT: return EHOSTUNREACH;
-    case (uint64_t)-REX_EPROTO_BUSY: return EAGAIN;
-    case (uint64_t)-REX_EPROTO_BAD_REQUEST: return EINVAL;
-    case (uint64_t)-REX_EPROTO_UNSUPPORTED:
-    case (uint64_t)-REX_EPROTO_INCOMPATIBLE: return ENOEXEC;
-    default: return EPROTO;
-  }
+  static const struct rex__errno_map map[] = {
+      {REX_EPROTO_NO_ENTRY, ENOENT},        {REX_EPROTO_DENIED, EACCES},      {REX_EPROTO_NO_HOST, EHOSTUNREACH},
+      {REX_EPROTO_UNREACHABLE, EHOSTUNREACH}, {REX_EPROTO_TIMEOUT, EHOSTUNREACH}, {REX_EPROTO_BUSY, EAGAIN},
+      {REX_EPROTO_BAD_REQUEST, EINVAL},     {REX_EPROTO_UNSUPPORTED, ENOEXEC}, {REX_EPROTO_INCOMPATIBLE, ENOEXEC},
+      {0, 0}};
+  struct rex__remote_error e;
+  int err = rex__conn_error(f, map, &e);
+  rex__set_error("%s: %s", who, e.text);
+  return err;
 }
 
-/* Connects, says HELLO, sends EXEC and waits for STARTED. 0, or an errno (nothing started). */
-static int start(struct rx *c, const struct rex__stub_req *rq) {
+/*
+ * The request that starts the program: EXEC with path, argv, env, cwd, host,
+ * window (docs/PROTOCOL.md 4.9), and for a migration image the descriptors
+ * to proxy. Sizes are checked by the encoder (too big: E2BIG). 0 or an errno.
+ */
+static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   const char *host = rq->host, *path = rq->path;
   char *const *argv = rq->argv, *const *envp = rq->envp;
-  char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  int rc = rex__socket_path(sockpath, sizeof sockpath);
-  if (rc) return -rc;
-  c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) return errno;
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, sockpath, strlen(sockpath) + 1);
-  while (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    if (errno == EINTR) continue;
-    int e = errno;
-    rex__set_error("%s: connect %s: %s (is rexd running?)", who, sockpath, strerror(e));
-    return e == ENOENT || e == ECONNREFUSED ? EHOSTUNREACH : e;
-  }
-  struct rex_frame f;
-  struct rex_attr hattrs[8];
-  rex_frame_init(&f, hattrs, 8);
-  rex_frame_start(&f, REX_MSG_HELLO, 0, 0);
-  rex_attr_uint(&f, REX_HELLO_VERSION_MIN, REX_PROTO_VERSION_MIN);
-  rex_attr_uint(&f, REX_HELLO_VERSION_MAX, REX_PROTO_VERSION_MAX);
-  rex_attr_uint(&f, REX_HELLO_ROLE, REX_ROLE_CLIENT);
-  rex_attr_string(&f, REX_HELLO_SOFTWARE, REXEC_SOFTWARE);
-  if ((rc = write_all(c->fd, (const uint8_t *)REX_PROTO_PREFACE, REX_PROTO_PREFACE_SIZE, 1)) || (rc = rx_send(c, &f, 0))) return -rc;
-  if ((rc = rx_recv(c, &f))) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
-  if (f.type == REX_MSG_ERROR) return exec_error(&f) == EACCES ? EACCES : EHOSTUNREACH;
-  if (f.type != REX_MSG_HELLO) return EPROTO;
-
-  /* EXEC: path, argv, env, cwd, host, window. Sizes are checked by the encoder (TOO_BIG: E2BIG). */
   size_t nargs = 0, nenv = 0, bytes = 0;
   for (; argv && argv[nargs]; nargs++) bytes += strlen(argv[nargs]) + 7;
   for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
@@ -284,6 +165,7 @@ static int start(struct rx *c, const struct rex__stub_req *rq) {
   struct rex_attr *ea = calloc(nargs + nenv + 8, sizeof *ea);
   if (!ea) return ENOMEM;
   char cwd[4096];
+  struct rex_frame f;
   rex_frame_init(&f, ea, nargs + nenv + 8);
   rex_frame_start(&f, REX_MSG_EXEC, 0, STREAM);
   rex_attr_string(&f, REX_EXEC_PATH, path);
@@ -296,7 +178,7 @@ static int start(struct rx *c, const struct rex__stub_req *rq) {
   if (rq->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
     /* As rex run: the program gets a terminal of the same size; its stdout and stderr both arrive as fd 1. */
     rex_attr_bool(&f, REX_EXEC_PTY, 1);
-    c->pty = 1;
+    s->pty = 1;
     rex_attr_uint(&f, REX_EXEC_ROWS, ws.ws_row ? ws.ws_row : 24);
     rex_attr_uint(&f, REX_EXEC_COLS, ws.ws_col ? ws.ws_col : 80);
   }
@@ -311,20 +193,32 @@ static int start(struct rx *c, const struct rex__stub_req *rq) {
     for (size_t i = 0; i < rq->nfds; i++) rex__wr32(fdlist + 4 * i, (uint32_t)rq->fds[i]);
     rex_attr_bytes(&f, REX_EXEC_FDS, fdlist, rq->nfds * 4);
   }
-  rc = rx_send(c, &f, bytes + strlen(path) + 8192 + rq->nfds * 4);
+  int rc = rex__conn_send(&s->conn, &f);
   free(fdlist);
   free(ea);
-  if (rc) return rc == -EINVAL ? E2BIG : -rc;
+  return rc == -EINVAL ? E2BIG : -rc;
+}
+
+/* Connects, says HELLO, sends the request and waits for STARTED. 0, or an errno (nothing started). */
+static int start(struct stub *s, const struct rex__stub_req *rq) {
+  struct rex__conn *c = &s->conn;
+  struct rex_frame f;
+  /* No deadline: a transfer may take long, and after STARTED the link lives as long as the program. */
+  int rc = rex__conn_open(c, who, 0, NULL);
+  if (rc) return c->fd >= 0 && (rc == -ENOENT || rc == -ECONNREFUSED) ? EHOSTUNREACH : -rc;
+  if (!(rc = rex__conn_queue_hello(c)) && !(rc = rex__conn_flush(c))) rc = rex__conn_welcome(c, &f);
+  if (rc == REX__CONN_ERROR) return exec_error(&f) == EACCES ? EACCES : EHOSTUNREACH;
+  if (rc) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
+  if ((rc = send_request(s, rq))) return rc;
   for (;;) {
-    if ((rc = rx_recv(c, &f))) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
-    if (f.stream == 0 && f.type == REX_MSG_ERROR) return exec_error(&f);
-    if (f.stream != STREAM) continue;
-    if (f.type == REX_MSG_ERROR) return exec_error(&f);
+    rc = rex__conn_await(c, STREAM, &f);
+    if (rc == REX__CONN_ERROR) return exec_error(&f);
+    if (rc) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
     if (f.type == REX_MSG_STARTED) {
       const struct rex_attr *w = attr(&f, REX_STARTED_WINDOW);
-      c->window = w && w->kind == REX_KIND_UINT ? w->v.u : REXEC_WINDOW;
+      s->window = w && w->kind == REX_KIND_UINT ? w->v.u : REXEC_WINDOW;
       const struct rex_attr *fw = attr(&f, REX_STARTED_FD_WINDOW);
-      c->fd_window = fw && fw->kind == REX_KIND_UINT ? fw->v.u : 0;
+      s->fd_window = fw && fw->kind == REX_KIND_UINT ? fw->v.u : 0;
       return 0;
     }
     /* Anything else before STARTED (transfer progress, later additions) is information only. */
@@ -355,11 +249,11 @@ static void __attribute__((noreturn)) lost(const char *why) {
   tty_restore();
   char line[640];
   int n = snprintf(line, sizeof line, "%s: %s\n", who, why);
-  if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, 0);
+  if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
   _exit(255);
 }
 
-static int send_simple(struct rx *c, uint16_t type, uint16_t tag, uint64_t v, const char *s, const void *bytes, size_t n,
+static int send_simple(struct stub *c, uint16_t type, uint16_t tag, uint64_t v, const char *s, const void *bytes, size_t n,
                        int eof) {
   /* For DATA, v is the descriptor. */
   struct rex_attr a[4];
@@ -374,7 +268,7 @@ static int send_simple(struct rx *c, uint16_t type, uint16_t tag, uint64_t v, co
     rex_attr_string(&f, tag, s);
   else
     rex_attr_uint(&f, tag, v);
-  return rx_send(c, &f, n);
+  return rex__conn_send(&c->conn, &f);
 }
 
 static struct proxy *find_proxy(struct proxy *px, size_t n, uint64_t fd) {
@@ -392,7 +286,7 @@ static struct proxy *find_proxy(struct proxy *px, size_t n, uint64_t fd) {
  * last close is what the other end sees. A shutdown() is never issued: it
  * would act on the socket the parent shares, not on the child's copy.
  */
-static int remote_closed(struct rx *c, struct proxy *p) {
+static int remote_closed(struct stub *c, struct proxy *p) {
   if (p && p->served && p->fd > 2) {
     /* The child closed its last copy of a relayed file: requests on it are EBADF from now on, the parent keeps its own. */
     p->served = 0;
@@ -426,7 +320,7 @@ static int fp_served(void *ctx, int fd) {
  * channel (the supervisor then fails the child's calls with EIO) with a
  * message naming the field. Returns -1 when rexd is lost.
  */
-static int fp_input(struct rx *c, const uint8_t *d, size_t n, uint64_t *credit) {
+static int fp_input(struct stub *c, const uint8_t *d, size_t n, uint64_t *credit) {
   if (fp_broken) return 0;
   if (!fp_in) {
     fp_in = malloc(REX_FP_REQ_SIZE + REX_FP_MAX_IO);
@@ -451,7 +345,7 @@ static int fp_input(struct rx *c, const uint8_t *d, size_t n, uint64_t *credit) 
       if (used < 0) {
         char line[400];
         int k = snprintf(line, sizeof line, "%s: bad request on the file channel from the moved child: %s; its relayed files fail with EIO\n", who, why);
-        if (k > 0) write_all(2, (const uint8_t *)line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1, 0);
+        if (k > 0) write_all(2, (const uint8_t *)line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
         fp_broken = 1;
         return send_simple(c, REX_MSG_DATA, 0, (uint64_t)fp_chan, NULL, NULL, 0, 1) ? -1 : 0;
       }
@@ -508,13 +402,13 @@ static void relay_signals(void) {
  * (a file, a busy socket) takes all the credit, and a pipe the child waits
  * on is no longer read: the child, and the parent's wait(), hang.
  */
-static uint64_t room(const struct rx *c, const struct proxy *p, uint64_t credit) {
+static uint64_t room(const struct stub *c, const struct proxy *p, uint64_t credit) {
   if (!c->fd_window) return credit;
   return p->unacked < c->fd_window ? c->fd_window - p->unacked : 0;
 }
 
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
-static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size_t npx) {
+static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, size_t npx) {
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
   uint8_t *inbuf = malloc(REXEC_CHUNK);
   struct pollfd *p = calloc(npx + 2, sizeof *p);
@@ -523,11 +417,8 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
   struct rex_frame f;
   for (;;) {
     /* Frames already received are handled before waiting again. */
-    while (rx_pending(c) >= REX_PROTO_HEADER_SIZE) {
-      uint32_t plen = rex__rd32(c->buf + c->used);
-      if (rx_pending(c) < REX_PROTO_HEADER_SIZE + (size_t)plen) break;
-      int rc = rx_recv(c, &f);
-      if (rc) lost("bad frame from rexd");
+    int got;
+    while ((got = rex__conn_take(&c->conn, &f)) > 0) {
       if (f.type == REX_MSG_ERROR) {
         exec_error(&f);
         lost(rex_last_error() + strlen(who) + 2); /* without its "who: " prefix: lost() adds it */
@@ -552,7 +443,7 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
           struct proxy *to = find_proxy(px, npx, a->v.u);
           if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
             /* EPIPE or a closed descriptor: the reader is gone; drop, keep the credit flowing. */
-            if (to && to->out) write_all(to->fd, d->data, d->len, 0);
+            if (to && to->out) write_all(to->fd, d->data, d->len);
             if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
           }
           if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
@@ -581,7 +472,8 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
           break;
       }
     }
-    p[0] = (struct pollfd){.fd = c->fd, .events = POLLIN, .revents = 0};
+    if (got < 0) lost("bad frame from rexd");
+    p[0] = (struct pollfd){.fd = c->conn.fd, .events = POLLIN, .revents = 0};
     p[1] = (struct pollfd){.fd = sigpipe_fds[0], .events = POLLIN, .revents = 0};
     nfds_t np = 2;
     for (size_t i = 0; i < npx; i++) {
@@ -606,7 +498,7 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
           rex_frame_start(&w, REX_MSG_WINSIZE, 0, STREAM);
           rex_attr_uint(&w, REX_WINSIZE_ROWS, ws.ws_row);
           rex_attr_uint(&w, REX_WINSIZE_COLS, ws.ws_col);
-          if (rx_send(c, &w, 0)) lost("lost rexd");
+          if (rex__conn_send(&c->conn, &w)) lost("lost rexd");
           continue;
         }
         const char *name = sig_name(sigs[i]);
@@ -640,23 +532,7 @@ static void __attribute__((noreturn)) relay(struct rx *c, struct proxy *px, size
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       /* Read what is there; the top of the loop decodes it. */
-      if (c->used) {
-        memmove(c->buf, c->buf + c->used, c->len - c->used);
-        c->len -= c->used;
-        c->used = 0;
-      }
-      if (c->cap - c->len < 65536) {
-        size_t cap = c->cap * 2 < c->len + 65536 ? c->len + 65536 : c->cap * 2;
-        if (cap > 2 * (REX_PROTO_MAX_PAYLOAD + REX_PROTO_HEADER_SIZE)) cap = 2 * (REX_PROTO_MAX_PAYLOAD + REX_PROTO_HEADER_SIZE);
-        uint8_t *b = realloc(c->buf, cap);
-        if (!b) lost("out of memory");
-        c->buf = b;
-        c->cap = cap;
-      }
-      ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-      if (r == 0) lost("lost the connection to rexd while the program ran");
-      if (r < 0 && errno != EINTR && errno != EAGAIN) lost("lost the connection to rexd while the program ran");
-      if (r > 0) c->len += (size_t)r;
+      if (rex__conn_fill(&c->conn) < 0) lost("lost the connection to rexd while the program ran");
     }
   }
 }
@@ -701,10 +577,11 @@ int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg)
     fp_px = px;
     fp_npx = npx;
   }
-  struct rx c = {.fd = -1};
+  struct stub c;
+  memset(&c, 0, sizeof c);
   int e = start(&c, rq);
   if (e) {
-    rx_free(&c);
+    rex__conn_close(&c.conn);
     free(px);
     return e;
   }
