@@ -4,6 +4,7 @@
 //   schema/rex.schema.json   the JSON Schema of the normalised configuration (whole file)
 //   schema/rex.dtd           section 1, the XML form's elements (the block between the markers)
 //   docs/CONFIG.md           the key table of section 3 (the block between the markers)
+//   docs/man/rex.rc.5.md     the list of every key, value and default at the end of KEYS (ditto)
 //
 // All three are committed; test/config/gen-config.test.ts runs this script
 // into a temporary directory and requires byte-identical output, so no view
@@ -131,3 +132,7 @@ const table = [
   '',
 ].join('\n');
 write('docs/CONFIG.md', block('docs/CONFIG.md', `<!-- ${BEGIN} -->`, `<!-- ${END} -->`, table));
+
+// ------------------------------------------------------------ docs/man/rex.rc.5.md, end of KEYS
+const summary = [...KEY_SPECS.map((s) => `- **${s.key}**: ${cell(s.value.expected, `${s.key} expected`).replace(/</g, '&lt;').replace(/>/g, '&gt;')}. Default: ${s.defaultHelp}.`), ''].join('\n');
+write('docs/man/rex.rc.5.md', block('docs/man/rex.rc.5.md', `<!-- ${BEGIN} -->`, `<!-- ${END} -->`, summary));

@@ -1,7 +1,7 @@
 // One description (the table KEYS of src/config/keys.ts) generates the JSON
-// Schema, section 1 of the DTD and the key table of docs/CONFIG.md: the
-// committed views must be exactly what the generator writes now, so none can
-// drift from the table.
+// Schema, section 1 of the DTD, the key table of docs/CONFIG.md and the key
+// list of rex.rc(5): the committed views must be exactly what the generator
+// writes now, so none can drift from the table.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +17,7 @@ afterAll(() => rmSync(out, { recursive: true, force: true }));
 describe('src/config/keys.ts generates its views', () => {
   it('running the generator gives exactly the committed files', () => {
     execFileSync(process.execPath, [join(root, 'scripts', 'gen-config.mjs'), '--out', out], { stdio: 'pipe' });
-    for (const rel of ['schema/rex.schema.json', 'schema/rex.dtd', 'docs/CONFIG.md']) {
+    for (const rel of ['schema/rex.schema.json', 'schema/rex.dtd', 'docs/CONFIG.md', 'docs/man/rex.rc.5.md']) {
       expect(readFileSync(join(out, rel), 'utf8'), `${rel} differs from what scripts/gen-config.mjs writes: run it and commit`).toBe(
         readFileSync(join(root, rel), 'utf8'));
     }
@@ -30,9 +30,11 @@ describe('src/config/keys.ts generates its views', () => {
     expect(committed).toEqual(JSON.parse(JSON.stringify(configSchema())));
     const dtd = readFileSync(join(root, 'schema', 'rex.dtd'), 'utf8');
     const docs = readFileSync(join(root, 'docs', 'CONFIG.md'), 'utf8');
+    const man = readFileSync(join(root, 'docs', 'man', 'rex.rc.5.md'), 'utf8');
     for (const s of KEY_SPECS) {
       expect(dtd).toContain(`<!ELEMENT ${s.key} `);
       expect(docs).toContain(`| \`${s.key}\` | `);
+      expect(man).toContain(`- **${s.key}**: `);
     }
   });
 });
