@@ -4,8 +4,9 @@
  * derived from this table: the RexConfig type (src/config/types.ts),
  * normalisation and its schema (src/config/normalize.ts), `rex config show`,
  * and, by scripts/gen-config.mjs, schema/rex.schema.json, section 1 of
- * schema/rex.dtd and the key table of docs/CONFIG.md (checked by
- * test/config/gen-config.test.ts). Adding a key is adding an entry here.
+ * schema/rex.dtd, the key table of docs/CONFIG.md and the key list of
+ * docs/man/rex.rc.5.md (checked by test/config/gen-config.test.ts).
+ * Adding a key is adding an entry here and running that script.
  */
 import type { ServerEntry } from './types.js';
 import {
