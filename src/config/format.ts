@@ -21,7 +21,7 @@ export function formatConfig(loaded: LoadedConfig, opts: { json?: boolean } = {}
   if (opts.json) return `${JSON.stringify({ config: loaded.config, sources: loaded.sources, files: loaded.files }, null, 2)}\n`;
   const width = Math.max(...KEY_SPECS.map((s) => s.key.length));
   const rows = KEY_SPECS.map((s) => ({
-    left: `${s.key.padEnd(width)} : ${s.print(loaded.config[s.field] as never)}`,
+    left: `${s.key.padEnd(width)} : ${s.value.print(loaded.config[s.field])}`,
     src: formatSource(loaded.sources[s.field]),
   }));
   const col = Math.min(72, Math.max(...rows.map((r) => r.left.length)));
@@ -40,7 +40,7 @@ export function formatConfig(loaded: LoadedConfig, opts: { json?: boolean } = {}
 export function toRcText(config: RexConfig): string {
   const lines = ['# Written by REX (toRcText); see docs/CONFIG.md.'];
   for (const s of KEY_SPECS) {
-    const text = s.print(config[s.field] as never);
+    const text = s.value.print(config[s.field]);
     if (/[\r\n]|\/\*|\\$/.test(text) || text !== text.trim()) {
       throw new RexError(ErrorCodes.CONFIG_VALUE, `key "${s.key}": the value ${JSON.stringify(text)} cannot be written in rc syntax`, {
         hint: 'use the XML form for values with newlines, "/*", a trailing backslash or surrounding spaces',

@@ -2,9 +2,9 @@
  * The REX configuration: rex.rc and its XML form, read into one validated
  * RexConfig that remembers where every value came from (docs/CONFIG.md).
  */
-export type { AutoTransfer, ConfigDiagnostic, LoadedConfig, LogLevel, RexConfig, ServerEntry, Source } from './types.js';
+export type { AutoTransfer, ConfigDiagnostic, LoadedConfig, LogLevel, PlacementPolicy, ProgramEntry, RexConfig, ServerEntry, Source } from './types.js';
 export { ConfigError, formatDiagnostic } from './types.js';
-export { DEFAULT_PORT, KEY_SPECS, didYouMean, expandPath, formatDuration, isRexName, levenshtein, parseDuration, sanitizeHostName } from './keys.js';
+export { DEFAULT_PORT, KEYS, KEY_SPECS, configSchema, didYouMean, expandPath, formatDuration, isRexName, levenshtein, parseDuration, sanitizeHostName } from './keys.js';
 export { defaultConfig, type NormalizeEnv } from './normalize.js';
 export { parseRc, scanRc, type ConfigItem, type IncludeDirective, type ScanResult } from './rc.js';
 export { parseXmlConfig, scanXml } from './xml.js';

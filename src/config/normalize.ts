@@ -1,14 +1,27 @@
 /**
  * Turns the definitions read from rc and XML files into one RexConfig: each key's
- * last definition wins, defaults fill the rest, and schema/rex.schema.json (ajv)
- * checks the result. Every problem is mapped back to the key and file:line that
- * caused it.
+ * last definition wins, defaults fill the rest (both as the table of
+ * src/config/keys.ts says), and the table's schema (ajv; schema/rex.schema.json
+ * is its written form) checks the result. Every problem is mapped back to the
+ * key and file:line that caused it.
  */
-import { readFileSync } from 'node:fs';
 import { homedir, hostname, userInfo } from 'node:os';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { ErrorCodes } from '../util/errors.js';
-import { DEFAULT_PORT, KEYS_BY_NAME, KEY_SPECS, sanitizeHostName, unknownKeyMessage, type PathContext, type RawValue } from './keys.js';
+import {
+  KEYS,
+  KEYS_BY_FIELD,
+  KEYS_BY_NAME,
+  KEY_SPECS,
+  configSchema,
+  sanitizeHostName,
+  unknownKeyMessage,
+  type Basis,
+  type DefaultEnv,
+  type Field,
+  type PathContext,
+  type RawValue,
+} from './keys.js';
 import { clip, type ConfigDiagnostic, type LoadedConfig, type RexConfig, type Source } from './types.js';
 
 /** One `key : value` (or XML element) as read, before interpretation. */
@@ -45,47 +58,34 @@ export function resolveEnv(env: NormalizeEnv & { processEnv?: NodeJS.ProcessEnv 
   };
 }
 
-const SCHEMA_URL = new URL('../../schema/rex.schema.json', import.meta.url);
 let validator: ValidateFunction | undefined;
 
 /** The compiled schema validator, built on first use (compiling costs tens of ms). */
 function getValidator(): ValidateFunction {
   if (!validator) {
-    const schema = JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as object;
     const ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true });
-    validator = ajv.compile(schema);
+    validator = ajv.compile(configSchema());
   }
   return validator;
 }
 
+/** Every RexConfig is a Basis: the values derived defaults follow are typed alike in both. */
+const asBasis = (c: RexConfig): Basis => c;
+
 /** The built-in value of every key, given this host's name, user and home. */
 export function defaultConfig(env: Required<NormalizeEnv>, hostName = sanitizeHostName(env.systemHostName)): RexConfig {
-  const stateDirectory = `${env.home.replace(/\/+$/, '')}/.rex`;
-  return {
-    hostName,
-    listen: { address: '127.0.0.1', port: DEFAULT_PORT },
-    servers: [],
-    clients: ['localnets'],
-    tempDirectory: `${stateDirectory}/tmp`,
-    autoTransfer: { mode: 'on' },
-    placementPolicy: 'least-loaded',
-    stateDirectory,
-    socket: `${stateDirectory}/run/rexd.sock`,
-    logLevel: 'info',
-    loadInterval: 1000,
-    peerTimeout: 5000,
-    logDatabase: `${stateDirectory}/rex-log.sqlite`,
-    logFailClosed: false,
-    logHeartbeats: false,
-    logRetentionDays: 90,
-    logMaxSize: 256 * 1024 * 1024,
-    programs: [],
-    loginGraceTime: 10_000,
-    maxStartups: 100,
-    perSourceMaxStartups: 10,
-    logDenialsBurst: 100,
-    logDenialsInterval: 60_000,
-  };
+  const denv: DefaultEnv = { hostName, home: env.home.replace(/\/+$/, ''), user: env.user };
+  const config: Record<string, unknown> = {};
+  for (const s of KEY_SPECS) {
+    // A copy: the table's own arrays and objects must not be shared with a config someone may change.
+    config[s.field] = typeof s.default === 'function' ? (s.default as (e: DefaultEnv) => unknown)(denv) : structuredClone(s.default);
+  }
+  const cfg = config as RexConfig;
+  for (const s of KEY_SPECS) {
+    const d = s.derive?.value(asBasis(cfg));
+    if (d !== undefined) config[s.field] = d.value;
+  }
+  return cfg;
 }
 
 /**
@@ -114,8 +114,8 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
   const hostDef = winner.get('host-name');
   const ctx: PathContext = { HOST: hostName, USER: env.user, HOME: env.home.replace(/\/+$/, '') || '/' };
   if (hostDef) {
-    const r = KEYS_BY_NAME.get('host-name')!.parse(hostDef.value, ctx);
-    if (r.ok) hostName = r.value as string;
+    const r = KEYS.hostName.value.parse(hostDef.value, ctx);
+    if (r.ok) hostName = r.value;
   }
   ctx.HOST = hostName;
 
@@ -126,7 +126,7 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
 
   for (const d of known) {
     const spec = KEYS_BY_NAME.get(d.key)!;
-    const r = spec.parse(d.value, ctx);
+    const r = spec.value.parse(d.value, ctx);
     if (!r.ok) {
       for (const p of r.problems) diag({ code: ErrorCodes.CONFIG_VALUE, file: d.file, line: p.line ?? d.line, key: d.key, message: p.message });
       if (r.partial === undefined) continue;
@@ -137,39 +137,20 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
     if (r.itemLines) itemLines.set(spec.field, r.itemLines);
   }
 
-  // Derived defaults: listen follows this host's servers entry, socket follows state-directory.
+  // Derived defaults (listen follows this host's servers entry, paths follow state-directory),
+  // computed from the values as set.
   const cfg = config as unknown as RexConfig;
   // A derived default that turns out invalid is reported at the definition it was derived from.
-  const derived = new Map<keyof RexConfig, keyof RexConfig>();
-  if (sources.listen.file === '(default)') {
-    const self = cfg.servers.find((s) => s.name === cfg.hostName);
-    if (self) {
-      cfg.listen = { address: self.address, port: self.port };
-      sources.listen = { file: '(default)', note: `from servers entry "${self.name}"${at(sources.servers)}` };
-      derived.set('listen', 'servers');
-    }
-  }
-  if (sources.socket.file === '(default)') {
-    cfg.socket = `${cfg.stateDirectory.replace(/\/+$/, '')}/run/rexd.sock`;
-    if (sources.stateDirectory.file !== '(default)') {
-      sources.socket = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
-      derived.set('socket', 'stateDirectory');
-    }
-  }
-
-  if (sources.tempDirectory.file === '(default)') {
-    cfg.tempDirectory = `${cfg.stateDirectory.replace(/\/+$/, '')}/tmp`;
-    if (sources.stateDirectory.file !== '(default)') {
-      sources.tempDirectory = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
-      derived.set('tempDirectory', 'stateDirectory');
-    }
-  }
-
-  if (sources.logDatabase.file === '(default)') {
-    cfg.logDatabase = `${cfg.stateDirectory.replace(/\/+$/, '')}/rex-log.sqlite`;
-    if (sources.stateDirectory.file !== '(default)') {
-      sources.logDatabase = { file: '(default)', note: `from state-directory${at(sources.stateDirectory)}` };
-      derived.set('logDatabase', 'stateDirectory');
+  const derived = new Map<Field, Field>();
+  for (const s of KEY_SPECS) {
+    if (s.derive === undefined || sources[s.field].file !== '(default)') continue;
+    const d = s.derive.value(asBasis(cfg));
+    if (d === undefined) continue;
+    config[s.field] = d.value;
+    const from = sources[s.derive.from];
+    if (from.file !== '(default)') {
+      sources[s.field] = { file: '(default)', note: `from ${d.via ?? KEYS[s.derive.from].key}${at(from)}` };
+      derived.set(s.field, s.derive.from);
     }
   }
 
@@ -178,7 +159,7 @@ export function normalize(defs: readonly Definition[], envIn: NormalizeEnv, diag
     const errors = validate.errors ?? [];
     const failed = new Set(errors.map((e) => e.instancePath.split('/')[1]));
     for (const e of errors) {
-      const field = e.instancePath.split('/')[1] as keyof RexConfig;
+      const field = e.instancePath.split('/')[1] as Field;
       const origin = derived.get(field);
       if (origin !== undefined && failed.has(origin)) continue; // the origin's own error says it all
       const located = origin === undefined ? sources : { ...sources, [field]: { ...sources[origin], note: sources[field].note } };
@@ -203,27 +184,23 @@ function mapSchemaError(
   // oneOf reports each failing branch and then itself; the summary is enough.
   if (e.schemaPath.includes('/oneOf/')) return undefined;
   const parts = e.instancePath.split('/').slice(1);
-  const field = parts[0] as keyof RexConfig | undefined;
-  const spec = field === undefined ? undefined : KEY_SPECS.find((s) => s.field === field);
+  const field = parts[0] as Field | undefined;
+  const spec = field === undefined ? undefined : KEYS_BY_FIELD.get(field);
+  const list = spec?.value.list;
   const source: Source = field !== undefined && sources[field] ? sources[field] : { file: '(default)' };
   let line = source.line;
   let what = '';
-  if (spec?.list && parts[1] !== undefined) {
+  if (spec && list && parts[1] !== undefined) {
     const idx = Number(parts[1]);
     line = itemLines.get(spec.field)?.[idx] ?? line;
-    if (spec.field === 'servers') {
-      const s = cfg.servers[idx];
-      if (s) what = `entry "${s.name}": `;
-    } else {
-      what = `entry "${clip(String((cfg.clients as unknown[])[idx]))}": `;
-    }
+    what = list.entry(cfg[spec.field], idx) ?? '';
   }
-  const leaf = parts.slice(spec?.list ? 2 : 1).join('.');
+  const leaf = parts.slice(list ? 2 : 1).join('.');
   const desc = (e.parentSchema as { description?: string } | undefined)?.description;
   // Show a top-level value the way it is written in rc (5ms, not 5); nested ones as JSON.
   let shown: string;
   try {
-    shown = spec && parts.length === 1 && !spec.list ? `"${clip(spec.print(e.data as never))}"` : clip(JSON.stringify(e.data) ?? '');
+    shown = spec && parts.length === 1 && !list ? `"${clip(spec.value.print(e.data))}"` : clip(JSON.stringify(e.data) ?? '');
   } catch {
     shown = clip(JSON.stringify(e.data) ?? '');
   }

@@ -5,9 +5,7 @@
  */
 import { RexError, type ErrorCode } from '../util/errors.js';
 import { QUOTE_MAX, quote } from '../util/quote.js';
-
-/** rex.rc placement-policy: least-loaded (the default), or round-robin / random for comparison. */
-export type PlacementPolicy = 'least-loaded' | 'round-robin' | 'random';
+import type { ConfigOf, KEYS } from './keys.js';
 
 /** How REX copies program files to an executor host that lacks them. */
 export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
@@ -30,49 +28,18 @@ export interface ServerEntry {
  */
 export type ProgramEntry = ({ name: string; object: string; xml?: string; db?: string } | { name: string; exec: string }) & { executables?: string[] };
 
-/** Log verbosity, most to least severe. */
-export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+/**
+ * The normalised configuration that both the rc and the XML form produce: one
+ * field per key of the table in src/config/keys.ts, of the type its value
+ * parses to (see that table for what each field means).
+ */
+export type RexConfig = ConfigOf<typeof KEYS>;
 
-/** The normalised configuration that both the rc and the XML form produce. */
-export interface RexConfig {
-  hostName: string;
-  listen: { address: string; port: number };
-  servers: ServerEntry[];
-  clients: string[];
-  tempDirectory: string;
-  autoTransfer: AutoTransfer;
-  /** How EXEC picks a host when the caller names none (docs/PLACEMENT.md). */
-  placementPolicy: PlacementPolicy;
-  stateDirectory: string;
-  socket: string;
-  logLevel: LogLevel;
-  /** Milliseconds between load measurements. */
-  loadInterval: number;
-  /** Milliseconds after which a peer's load figure is stale. */
-  peerTimeout: number;
-  /** The transaction log database (SQLite file); default <state-directory>/rex-log.sqlite. */
-  logDatabase: string;
-  /** Refuse new remote work while the transaction log cannot be written (docs/LOG.md). */
-  logFailClosed: boolean;
-  /** Log heartbeats (LOAD_GET, HOSTS_GET answered ok) as transactions too. */
-  logHeartbeats: boolean;
-  /** Transaction log rows older than this many days are deleted; 0 = never. */
-  logRetentionDays: number;
-  /** The transaction log is kept under this many bytes; 0 = no bound. */
-  logMaxSize: number;
-  /** Programs this host's rexd offers for remote calls (docs/CALLS.md). */
-  programs: ProgramEntry[];
-  /** Milliseconds a connection may take to authenticate (TLS, HELLO, at most an ENROLL) before rexd closes it. */
-  loginGraceTime: number;
-  /** Unauthenticated connections rexd holds at once; more are closed at accept. */
-  maxStartups: number;
-  /** Unauthenticated connections rexd holds at once from one source address. */
-  perSourceMaxStartups: number;
-  /** Denials from one source address logged row by row per log-denials-interval; the rest are summed up. */
-  logDenialsBurst: number;
-  /** Milliseconds of one denial-logging interval. */
-  logDenialsInterval: number;
-}
+/** rex.rc placement-policy: least-loaded (the default), or round-robin / random for comparison. */
+export type PlacementPolicy = RexConfig['placementPolicy'];
+
+/** Log verbosity, most to least severe. */
+export type LogLevel = RexConfig['logLevel'];
 
 /** Where a value was set: a file and line, `(default)`, or `(override)`. */
 export interface Source {

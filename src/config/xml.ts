@@ -4,9 +4,8 @@
  * is interpreted; libxml2's DOM gives the line of every element for messages.
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { ErrorCodes } from '../util/errors.js';
-import { KEYS_BY_NAME, didYouMean } from './keys.js';
+import { KEYS_BY_NAME, KEY_SPECS, didYouMean } from './keys.js';
 import { normalize, type Definition, type NormalizeEnv } from './normalize.js';
 import type { ConfigItem, ScanResult } from './rc.js';
 import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
@@ -14,8 +13,8 @@ import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './t
 const DTD_URL = new URL('../../schema/rex.dtd', import.meta.url);
 let dtdText: string | undefined;
 
-/** The element names the configuration section of the DTD defines (for did-you-mean). */
-const CONFIG_ELEMENTS = ['include', 'servers', 'server', 'clients', 'client', ...KEYS_BY_NAME.keys()];
+/** The element names the configuration section of the DTD defines (for did-you-mean): <include>, the keys, and their list items. */
+const CONFIG_ELEMENTS = ['include', ...KEY_SPECS.flatMap((s) => [s.key, ...(s.value.list?.xml ? [s.value.list.xml.child] : [])])];
 
 type LibXml = typeof import('libxml2-wasm');
 let libxml: Promise<LibXml> | undefined;
@@ -105,21 +104,13 @@ export async function scanXml(text: string, file: string): Promise<ScanResult> {
         continue;
       }
       const value: Definition['value'] = { text: n.content.trim() };
-      if (n.name === 'servers' || n.name === 'clients') {
+      const listXml = KEYS_BY_NAME.get(n.name)?.value.list?.xml;
+      if (listXml) {
         value.items = [];
         for (let c = n.firstChild; c; c = c.next) {
           if (!(c instanceof lx.XmlElement)) continue;
           const cattr = (name: string) => c.attr(name)?.value.trim();
-          let itemText: string;
-          if (c.name === 'server') {
-            // Rebuilt as NAME@ADDRESS:PORT so both forms share one parser and one set of messages.
-            const address = cattr('address');
-            const port = cattr('port');
-            itemText = `${cattr('name') ?? ''}${address === undefined ? '' : `@${isIP(address) === 6 ? `[${address}]` : address}`}${port === undefined ? '' : `:${port}`}`;
-          } else {
-            itemText = c.content.trim();
-          }
-          value.items.push({ text: itemText, line: c.line });
+          value.items.push({ text: listXml.text(cattr, c.content.trim()), line: c.line });
         }
         value.text = value.items.map((i) => i.text).join(', ');
       }

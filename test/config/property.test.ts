@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isRexError } from '../../src/util/errors.js';
 import { parseRc, parseXmlConfig, toRcText, type RexConfig } from '../../src/config/index.js';
+import { KEY_SPECS } from '../../src/config/keys.js';
 import { FIXTURES } from './helpers.js';
 import { runs } from '../helpers/property.js';
 
@@ -86,7 +87,10 @@ const path = fc.stringMatching(/^\/[A-Za-z0-9_.${}~ -]{0,40}[A-Za-z0-9_]$/);
 const duration = fc.integer({ min: 10, max: 3_600_000 });
 const command = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => s === s.trim() && s !== '' && !/[\r\n\u0000-\u001f]|\/\*|\\$/.test(s));
 
-const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
+type Arbitraries = { [F in keyof RexConfig]: fc.Arbitrary<RexConfig[F]> };
+/** A key without an arbitrary of its own below (one added to the table since) takes its examples from the table. */
+const byExample = Object.fromEntries(KEY_SPECS.map((s) => [s.field, fc.constantFrom(...s.examples.map((e) => e.value))])) as unknown as Arbitraries;
+const own: Partial<Arbitraries> = {
   hostName: name,
   listen: fc.record({ address, port }),
   servers: fc.uniqueArray(fc.record({ name, address, port }), { selector: (s) => s.name, maxLength: 6 }),
@@ -118,7 +122,8 @@ const rexConfig: fc.Arbitrary<RexConfig> = fc.record({
   perSourceMaxStartups: fc.integer({ min: 1, max: 100_000 }),
   logDenialsBurst: fc.integer({ min: 1, max: 100_000 }),
   logDenialsInterval: fc.integer({ min: 100, max: 3_600_000 }),
-});
+};
+const rexConfig: fc.Arbitrary<RexConfig> = fc.record({ ...byExample, ...own });
 
 describe('toRcText round trip', () => {
   it('any valid RexConfig printed as rc text parses back to the same config', () => {
