@@ -13,23 +13,10 @@ import { Connection } from '../protocol/connection.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { ErrorCodes, type RexError } from '../util/errors.js';
 import type { Logger } from './log.js';
-import type { LoadFigure } from './load.js';
-import type { CpuProfile } from '../cpu/profile.js';
+import type { PeerState } from './load.js';
 import { profileFromWire } from '../cpu/wire.js';
 
-/** What is known about one peer. */
-export interface PeerState {
-  name: string;
-  address: string;
-  port: number;
-  reachable: boolean;
-  /** The last figure received and when (local clock) it arrived. */
-  figure?: LoadFigure;
-  receivedAt?: number;
-  error?: string;
-  /** The CPU profile of its last LOAD (absent from a rexd that sends none: such a host takes no rfork image). */
-  cpu?: CpuProfile;
-}
+export type { PeerState };
 
 const MAX_BACKOFF_MS = 5_000;
 

@@ -1,0 +1,103 @@
+/**
+ * Remote calls in rexd (docs/CALLS.md): the call-controller manager of this
+ * host's programs, the routing of local clients' calls to peers, and CALL,
+ * ENTRIES_GET and CANCEL in rexd's request table. A session is admitted by any
+ * grant of its requester; each call is then checked for the program and
+ * function it calls (authorize, below).
+ */
+import type { RexConfig } from '../config/index.js';
+import type { Request, RequestTable } from '../daemon/dispatch.js';
+import type { LoadMeter } from '../daemon/load.js';
+import type { Logger } from '../daemon/log.js';
+import type { PeerLink } from '../daemon/peers.js';
+import type { Endpoint } from '../daemon/session.js';
+import type { Decision, Requester } from '../keys/grants.js';
+import type { Reply } from '../protocol/connection.js';
+import type { Message } from '../protocol/messages.js';
+import { CallManager, type CallIdentity, type CallManagerOptions } from './manager.js';
+import { CallRouter } from './router.js';
+
+/** What the call side needs of the daemon. */
+export interface CallsContext {
+  config: Pick<RexConfig, 'hostName' | 'programs'>;
+  meter: LoadMeter;
+  peers: ReadonlyMap<string, PeerLink>;
+  /** The rex.rc `programs` entry called `name`, its definitions read (rexd.ts). */
+  program: CallManagerOptions['programs'];
+  /** The grants check (src/keys/service.ts). */
+  check(who: Requester, anyProgram: boolean, fn?: string): Decision;
+  log: Logger;
+}
+
+/** The call side of one rexd: its manager (closed at stop) and its router. */
+export interface CallService {
+  manager: CallManager;
+  router: CallRouter;
+}
+
+/** Makes the call manager and router, and registers CALL, ENTRIES_GET and CANCEL. */
+export function registerCalls(table: RequestTable, ctx: CallsContext): CallService {
+  const { config, peers } = ctx;
+  /** The endpoint of each connection that called: authorize() is given the connection only. */
+  const endpoints = new WeakMap<object, Endpoint>();
+  const manager = new CallManager({
+    host: config.hostName,
+    programs: ctx.program,
+    offers: (name) => config.programs.some((p) => p.name === name),
+    authorize: (who, program, fn) => authorize(who, program, fn),
+    log: ctx.log,
+  });
+  const router = new CallRouter({
+    manager,
+    host: config.hostName,
+    offers: (program) => config.programs.some((p) => p.name === program),
+    selfLoad: () => ctx.meter.measure().load,
+    peers: () =>
+      [...peers.values()].map((p) => ({
+        name: p.entry.name,
+        reachable: p.state.reachable,
+        ...(p.state.figure ? { load: p.state.figure.load } : {}),
+        connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
+      })),
+  });
+
+  /** Local clients' requests may be routed to peers, peers' are served here. */
+  const handle = (m: Message, req: Request): Promise<Reply> => {
+    const { from, session } = req;
+    endpoints.set(from.conn, from);
+    const program = session.state === 'client' ? session.program : session.requester.program;
+    const identity: CallIdentity = {
+      name: session.identity,
+      conn: from.conn,
+      ...(session.identityId ? { id: session.identityId } : {}),
+      ...(program ? { program } : {}),
+      address: from.address,
+    };
+    return router.handle(m, { identity, mayForward: session.state === 'client' });
+  };
+
+  /**
+   * The grants decide calls, with the called program as the requester's program and the called function
+   * checked against functions=/deny= (docs/CALLS.md, Security). `fn` is undefined (or the manager's internal
+   * "\0entries") for ENTRIES_GET: the program must be granted, and ENTRIES lists only the granted functions.
+   */
+  const authorize = (who: CallIdentity, program: string, fn?: string): true | string => {
+    const s = who.conn ? endpoints.get(who.conn)?.session : undefined;
+    if (s?.state === 'client') return true; // the owner, checked by uid at HELLO
+    if (!s || s.state === 'pending') return `${who.name} is not authenticated`;
+    const r = s.requester;
+    if (s.programKey && r.program !== program) {
+      return `${r.name}.${r.program} (key ${r.id}) is a program key: it may call program ${r.program} only, not ${program}`;
+    }
+    const d = ctx.check({ ...r, program }, false, fn === undefined || fn === '\0entries' ? undefined : fn);
+    return d.ok ? true : d.reason;
+  };
+
+  const routedTarget = (m: Message & { target: string }): string => router.routed.get(m) ?? m.target;
+  // Calls act as the user (controllers run its programs) and may go to a peer over this host's key.
+  table.register('CALL', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
+  table.register('ENTRIES_GET', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
+  // CANCEL ends work already admitted: it is no new work, even while the transaction log is down.
+  table.register('CANCEL', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: false, handler: handle });
+  return { manager, router };
+}

@@ -1,0 +1,186 @@
+/**
+ * rexd's request table: for every message type rexd serves, who may send it
+ * (which session states, session.ts), how it is authorized before its handler
+ * runs, what the handler needs of the process (its privilege), and the
+ * handler. It is the one place a request is dispatched (the model is OpenSSH's
+ * monitor table, monitor.c mon_dispatch_proto20, with its MON_AUTH/MON_ONCE
+ * flags): a type with no entry, or sent from a state its entry does not
+ * allow, gets the same protocol errors whatever the connection.
+ *
+ * Each feature registers its own entries from its own module (src/keys/service.ts:
+ * ENROLL; src/calls/service.ts: CALL, ENTRIES_GET, CANCEL; src/exec/requests.ts:
+ * EXEC; load.ts: LOAD_GET, HOSTS_GET, PING); rexd.ts only wires them. The
+ * privilege column is where the root installation's privilege separation will
+ * cut: today all of rexd is one process of its user.
+ */
+import type { Grant, Requester } from '../keys/grants.js';
+import type { LogEvent } from '../log/txlog.js';
+import type { Reply, ServedInfo } from '../protocol/connection.js';
+import type { MsgTypeName } from '../protocol/constants.js';
+import { ProtocolError } from '../protocol/frame.js';
+import type { Message, MessageOf } from '../protocol/messages.js';
+import type { Endpoint, Established, Role } from './session.js';
+
+/** What a handler needs of the process that runs it (the lines privilege separation will split rexd along). */
+export type Privilege =
+  /** This host's key: connections to peers (forwarding, relaying, routing). */
+  | 'host-key'
+  /** Writes the trust store and spends enrollment tokens. */
+  | 'key-store'
+  /** Acts as the user: starts programs and call controllers, reads and writes the user's files. */
+  | 'user';
+
+/**
+ * How a peer's request is authorized before its handler runs. The owner on the
+ * local socket was authorized once, by uid at HELLO; a restricted session has no
+ * grant, so only entries with `handler` admit it.
+ */
+export type Authorization =
+  /** The requester's grant for its program; a peer rexd forwarding for one of its user's programs names it in `program`. */
+  | 'grant'
+  /** Any grant of the requester, whatever program it is limited to (load, membership; calls are then checked per program and function by the call manager). */
+  | 'grant-any'
+  /** None here: the handler proves the request itself (ENROLL: a one-time token, or the key the connection is authenticated by). */
+  | 'handler';
+
+/** What a handler is given besides its message. */
+export interface Request {
+  readonly from: Endpoint;
+  /** The session as it was when the request arrived. */
+  readonly session: Established;
+  /** A peer's request: the requester its grant was checked for (a forwarded program applied) and that grant. */
+  readonly access?: { who: Requester; grant: Grant };
+  /** Adds to this request's transaction log row. */
+  note(n: { identity?: string; reason?: string }): void;
+}
+
+export type Handler<T extends MsgTypeName> = (m: MessageOf<T>, req: Request) => Reply | Promise<Reply>;
+
+/** One row of the table. */
+export interface Entry<T extends MsgTypeName> {
+  /** The session states that may send it. */
+  roles: readonly Role[];
+  /** For peers: the check before the handler. */
+  auth: Authorization;
+  /** What the handler needs beyond answering from memory (empty: nothing). */
+  privilege: readonly Privilege[];
+  /** New work: refused from the TLS port while the transaction log cannot be written (rex.rc log-fail-closed, docs/LOG.md). */
+  newWork: boolean;
+  /** Answered ok, it is a heartbeat, not a transaction row (unless rex.rc log-heartbeats). */
+  heartbeat?: boolean;
+  /** The kind of its log row (default `transaction`). */
+  logKind?: 'enroll';
+  /** What its log row names as the target (read after the handler ran). */
+  target?: (m: MessageOf<T>) => string | undefined;
+  /** The BAD_REQUEST message for a role not in `roles` (restricted sessions are always told their reason). */
+  refuse?: Partial<Record<Role, string>>;
+  handler: Handler<T>;
+}
+
+/** One row as {@link RequestTable.describe} shows it. */
+export interface EntrySummary {
+  type: MsgTypeName;
+  roles: readonly Role[];
+  auth: Authorization;
+  privilege: readonly Privilege[];
+  newWork: boolean;
+}
+
+/** What the table needs of the daemon. */
+export interface TableOptions {
+  /** The grants check (src/keys/service.ts). */
+  check(who: Requester, anyProgram: boolean): { ok: true; grant: Grant } | { ok: false; reason: string };
+  /** Logs a denial of `from` and returns the error to answer with. */
+  deny(from: Endpoint, reason: string, fatal: boolean): ProtocolError;
+  /** The refusal of new work while the transaction log cannot be written, if that is the case now. */
+  logRefusal(): ProtocolError | undefined;
+  /** Writes a transaction log row. */
+  record(ev: LogEvent): void;
+  /** rex.rc log-heartbeats. */
+  logHeartbeats: boolean;
+}
+
+const ROLE_NAMES: Record<Role, string> = { client: 'local clients', peer: 'peers and remote clients', restricted: 'sessions that may only ENROLL' };
+
+/** An entry of any type (its handler is called with the message of its own type only). */
+type AnyEntry = Entry<never>;
+
+export class RequestTable {
+  private readonly entries = new Map<MsgTypeName, AnyEntry>();
+  /** What handlers and the authorization added to a request's log row. */
+  private readonly notes = new WeakMap<Message, { identity?: string; reason?: string }>();
+
+  constructor(private readonly opts: TableOptions) {}
+
+  /** Adds the entry of `type`; each type has one. */
+  register<T extends MsgTypeName>(type: T, entry: Entry<T>): void {
+    if (this.entries.has(type)) throw new Error(`request table: ${type} is registered twice`);
+    this.entries.set(type, entry as unknown as AnyEntry);
+  }
+
+  /** The table as data, in registration order (for tests and docs). */
+  describe(): EntrySummary[] {
+    return [...this.entries].map(([type, e]) => ({ type, roles: e.roles, auth: e.auth, privilege: e.privilege, newWork: e.newWork }));
+  }
+
+  /**
+   * Serves one request of `from`. Always a promise: an answer, a refusal, or a
+   * handler's error, in the order the requests arrived.
+   */
+  async serve(from: Endpoint, m: Message): Promise<Reply> {
+    const s = from.session;
+    if (s.state === 'pending') throw new ProtocolError('UNEXPECTED', `${m.type} before HELLO`);
+    const entry = this.entries.get(m.type);
+    // A session that may only ENROLL is told why, and closed, whatever else it sends.
+    if (s.state === 'restricted' && !entry?.roles.includes('restricted')) throw this.opts.deny(from, s.reason, true);
+    if (!entry) throw new ProtocolError('UNSUPPORTED', `${m.type} is not a request rexd serves`, { fatal: false });
+    if (!entry.roles.includes(s.state)) {
+      throw new ProtocolError('BAD_REQUEST', entry.refuse?.[s.state] ?? `${m.type} is not served to ${ROLE_NAMES[s.state]}`, { fatal: false });
+    }
+    let access: Request['access'];
+    if (s.state === 'peer' && entry.auth !== 'handler') {
+      let who = s.requester;
+      // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
+      // the claim grants nothing the user's own key does not, and lets grants limited to programs apply.
+      const claim = entry.auth === 'grant' ? (m as { program?: string }).program : undefined;
+      if (claim && !s.programKey) {
+        who = { ...who, program: claim };
+        this.note(m, { identity: `${who.name}.${claim}` });
+      }
+      const d = this.opts.check(who, entry.auth === 'grant-any');
+      if (!d.ok) throw this.opts.deny(from, d.reason, false);
+      access = { who, grant: d.grant };
+    }
+    if (s.transport === 'tls' && entry.newWork) {
+      const down = this.opts.logRefusal();
+      if (down) throw down;
+    }
+    return entry.handler(m as never, { from, session: s, ...(access ? { access } : {}), note: (n) => this.note(m, n) });
+  }
+
+  /** Writes the transaction log row of one answered request. */
+  served(from: Endpoint, info: ServedInfo): void {
+    const m = info.msg;
+    const entry = this.entries.get(m.type);
+    if (entry?.heartbeat && !info.error && !this.opts.logHeartbeats) return;
+    const note = this.notes.get(m);
+    const target = entry?.target?.(m as never);
+    const facts = from.facts();
+    this.opts.record({
+      kind: entry?.logKind ?? 'transaction',
+      ...facts,
+      identity: note?.identity ?? facts.identity,
+      messageType: m.type,
+      ...(target ? { target } : {}),
+      outcome: info.error ? (info.error.proto === 'DENIED' ? 'denied' : 'error') : 'ok',
+      ...(info.error ? { reason: info.error.message } : note?.reason !== undefined ? { reason: note.reason } : {}),
+      bytesIn: info.requestBytes,
+      bytesOut: info.responseBytes,
+      durationMs: info.ms,
+    });
+  }
+
+  private note(m: Message, n: { identity?: string; reason?: string }): void {
+    this.notes.set(m, { ...this.notes.get(m), ...n });
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * rexd's keys side (docs/KEYS.md): who a TLS connection is (authentication at
+ * HELLO, turning a pending session into a peer or a restricted one), what it
+ * may do (the grants, re-read on change; sessions whose grant is revoked or
+ * whose key is replaced are closed at once), and ENROLL (a new key with a
+ * one-time token, a re-sent known key, a rotated key) in rexd's request table.
+ * In a root installation this is the privileged part: it holds the trust store.
+ */
+import { X509Certificate } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import type { RexConfig } from '../config/index.js';
+import { clientAllowed } from '../config/clients.js';
+import type { Request, RequestTable } from '../daemon/dispatch.js';
+import type { DaemonLog, Logger } from '../daemon/log.js';
+import { enrolled, restrict, toPeer, toRestricted, type Authenticated, type Endpoint, type PeerSession, type RestrictedSession } from '../daemon/session.js';
+import type { PeerHello, Reply } from '../protocol/connection.js';
+import { ProtocolError } from '../protocol/frame.js';
+import type { MessageOf } from '../protocol/messages.js';
+import { certInfo, type CertInfo } from './certs.js';
+import { decide, GrantsFile, type Decision, type Requester } from './grants.js';
+import { parseIdentityName } from './identity.js';
+import type { KeyStore, OwnIdentity } from './store.js';
+import { proofMatches, TokenStore } from './tokens.js';
+
+/** What the keys side needs of the daemon. */
+export interface KeysContext {
+  config: RexConfig;
+  store: KeyStore;
+  /** This daemon's identity name (HOST.USER). */
+  name: string;
+  /** This daemon's key (loaded at start). */
+  own: () => OwnIdentity;
+  log: Logger;
+  txlog: DaemonLog;
+  /** The open sessions (for revocation). */
+  sessions: ReadonlySet<Endpoint>;
+}
+
+export class KeysService {
+  private readonly grants: GrantsFile;
+  private readonly tokens: TokenStore;
+  private watcher: FSWatcher | undefined;
+  private knownWatcher: FSWatcher | undefined;
+
+  constructor(private readonly ctx: KeysContext) {
+    this.grants = new GrantsFile(ctx.store.grantsFile);
+    this.tokens = new TokenStore(ctx.store.tokensFile);
+  }
+
+  /** ENROLL in the request table: the only request of a restricted session; its handler checks the token or the key. */
+  register(table: RequestTable): void {
+    table.register('ENROLL', {
+      roles: ['restricted', 'peer'],
+      auth: 'handler',
+      privilege: ['key-store'],
+      newWork: true,
+      logKind: 'enroll',
+      refuse: { client: 'ENROLL is served on the TLS port only (rex_key --distribute)' },
+      handler: (m, req) => this.enroll(m, req),
+    });
+  }
+
+  /** The grants check for a requester; a voided grants file refuses with its own error. */
+  check(who: Requester, anyProgram: boolean, fn?: string): Decision {
+    const { config, name } = this.ctx;
+    const cur = this.grantsNow();
+    if (cur.error) return { ok: false, reason: `access to ${name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
+    return decide(cur.grants, who, {
+      anyProgram,
+      self: name,
+      ...(fn !== undefined ? { function: fn } : {}),
+      hostAddress: (n) => config.servers.find((s) => s.name === n)?.address,
+    });
+  }
+
+  /**
+   * Runs at a TLS peer's HELLO: everything that can be decided about who this
+   * is. The session becomes a peer, or restricted (it may still ENROLL); an
+   * impostor or a refused address is denied and the connection closed.
+   */
+  authenticate(from: Endpoint, hello: PeerHello): void {
+    const { config, store, name } = this.ctx;
+    const p = from.session;
+    if (p.state !== 'pending' || p.transport !== 'tls') throw new ProtocolError('UNEXPECTED', 'HELLO on a session that has one');
+    const deny = (reason: string) => this.ctx.txlog.deny(from, reason);
+    const { cert } = p;
+    if (config.clients.length > 0 && !clientAllowed(config.clients, from.address, config.servers.filter((s) => s.address === from.address).map((s) => s.name))) {
+      throw deny(`address ${from.address} is not in the clients list of ${config.hostName} (rex.rc clients: ${config.clients.join(', ')})`);
+    }
+    if (!cert) throw deny('no client certificate: REX peers authenticate with their key (rex_key --create)');
+    const claimed = parseIdentityName(cert.name);
+    if (typeof claimed === 'string') throw deny(`the certificate's name is not an identity: ${claimed}`);
+    if (hello.role === 'daemon') throw deny('role daemon is for answers only');
+    const known = store.knownById(cert.id);
+    if (known && known.name !== cert.name) {
+      throw deny(`key ${cert.id} is known here as ${known.name}, but its certificate claims to be ${cert.name}; refusing the impostor`);
+    }
+    if (hello.host !== undefined || hello.role === 'peer') {
+      if (hello.host !== claimed.host) throw deny(`HELLO says host "${hello.host ?? ''}", but key ${cert.id} belongs to ${cert.name}`);
+    }
+    // A peer rexd is HOST.USER of this user exactly: a program key or another user's key is not a peer.
+    const self = parseIdentityName(name);
+    if (hello.role === 'peer' && (claimed.program !== undefined || typeof self === 'string' || claimed.user !== self.user)) {
+      throw deny(`role peer is for the rexd of another host of ${typeof self === 'string' ? 'this user' : `user ${self.user}`} (HOST.${typeof self === 'string' ? 'USER' : self.user}), not for ${cert.name}; connect as a client`);
+    }
+    const requester: Requester = { id: cert.id, name: `${claimed.host}.${claimed.user}`, address: from.address, ...(claimed.program ? { program: claimed.program } : {}) };
+    let identity = cert.name;
+    if (!claimed.program && hello.program) {
+      requester.program = hello.program;
+      identity = `${cert.name}.${hello.program}`;
+    }
+    const a: Authenticated = { identity, cert, requester, programKey: claimed.program !== undefined, ...(known ? { known } : {}) };
+    if (!known) {
+      // It may still ENROLL with a token.
+      from.session = toRestricted(
+        p,
+        a,
+        `unknown key ${cert.id} (claims to be ${cert.name}); ${name} has never enrolled it. Ask the owner of ${config.hostName} to run \`rex_key --invite --for ${cert.name}\` there, then run \`rex_key --distribute --token TOKEN\``,
+      );
+      return;
+    }
+    const d = this.check(requester, true);
+    if (!d.ok) {
+      from.session = toRestricted(p, a, d.reason); // it may still re-send its key (ENROLL); everything else is refused
+      return;
+    }
+    const s = (from.session = toPeer(p, { ...a, known }));
+    this.ctx.txlog.record({ kind: 'auth', identity: s.identity, identityId: cert.id, fromHost: s.fromHost, peerAddress: from.address, outcome: 'ok' });
+  }
+
+  // ------------------------------------------------------------ enrollment
+
+  /** Serves ENROLL: a new key with a one-time token, a re-sent known key, or a rotated key. */
+  private enroll(m: MessageOf<'ENROLL'>, req: Request): Reply {
+    const { store, name, log, txlog } = this.ctx;
+    const { from } = req;
+    const session = req.session as PeerSession | RestrictedSession;
+    const deny = (reason: string) => txlog.deny(from, reason, true);
+    const cert = session.cert;
+    const restricted = session.state === 'restricted' ? session.reason : undefined;
+    const answer = (n: string, id: string, already: boolean): Reply => ({ type: 'ENROLLED', server: name, serverId: this.ctx.own().id, name: n, id, already });
+    if (m.secret === undefined) {
+      if (!session.known) throw deny(restricted ?? `unknown key ${cert.id}`);
+      if (m.cert === undefined) return answer(cert.name, cert.id, true);
+      // Rotation: a granted identity sends its new certificate over a connection authenticated by the old key.
+      if (restricted) throw deny(`cannot replace the key of ${cert.name}: ${restricted}`);
+      let info: CertInfo;
+      try {
+        info = certInfo(m.cert, 'new certificate');
+      } catch (e) {
+        throw deny(`key rotation refused: ${(e as Error).message}`);
+      }
+      if (info.name !== cert.name) throw deny(`key rotation refused: a rotated key must keep its name, but ${cert.name} sent a certificate for ${info.name}`);
+      const clash = store.knownById(info.id);
+      if (clash && clash.name !== cert.name) throw deny(`key rotation refused: key ${info.id} already belongs to ${clash.name}`);
+      // The self-signature shows that whoever made the certificate holds the new key.
+      if (!new X509Certificate(info.der).verify(new X509Certificate(info.der).publicKey)) {
+        throw deny('key rotation refused: the new certificate is not signed by its own key');
+      }
+      const next = store.addKnown(info.pem, 'rotation', 'new certificate');
+      if (next.id !== cert.id) store.removeKnown(cert.id);
+      req.note({ reason: `rotated ${cert.name}: key ${cert.id} replaced by ${next.id} over a connection authenticated by the old key` });
+      log.info({ identity: cert.name, old: cert.id, id: next.id }, 'key rotated');
+      return answer(next.name, next.id, false);
+    }
+    if (!m.proof || !proofMatches(m.secret, cert.id, this.ctx.own().id, m.proof)) {
+      throw deny('enrollment proof does not match the token and this key; the token was not used');
+    }
+    // Every check that can refuse comes before the token is spent: a refused enrollment leaves it usable.
+    let binding;
+    try {
+      ({ binding } = this.tokens.check(m.secret));
+    } catch (e) {
+      throw deny(`enrollment refused: ${(e as Error).message}`);
+    }
+    if (binding.subject !== cert.name) {
+      throw deny(`enrollment refused: the token was issued for ${binding.subject}, not for ${cert.name}; the token was not used`);
+    }
+    if (binding.keyId !== undefined && binding.keyId !== cert.id) {
+      throw deny(`enrollment refused: the token was issued for key ${binding.keyId} of ${binding.subject}, not for key ${cert.id}; the token was not used`);
+    }
+    if (cert.name === name) throw deny(`enrollment refused: ${cert.name} is this host's own identity; the token was not used`);
+    const old = store.known().filter((k) => k.name === cert.name && k.id !== cert.id);
+    if (old.length > 0 && !binding.replace) {
+      throw deny(
+        `enrollment refused: ${cert.name} already has a known key (${old.map((k) => k.id).join(', ')}), and enrollment never replaces a known key; the token was not used. ` +
+          `To rotate, the holder of that key runs \`rex_key --create --force\` and \`rex_key --distribute\` (the new key is announced over a connection authenticated by the old one); ` +
+          `if that key is lost or compromised, the owner of ${name} runs \`rex_key --invite --for ${cert.name} --replace\``,
+      );
+    }
+    try {
+      this.tokens.consume(m.secret, cert.id);
+    } catch (e) {
+      throw deny(`enrollment refused: ${(e as Error).message}`);
+    }
+    for (const k of old) store.removeKnown(k.id);
+    const k = store.addKnown(cert.pem, 'token', 'peer certificate');
+    // The session stays what it was (a restricted one reconnects to be a peer), now with its key known.
+    if (from.session.state === 'peer' || from.session.state === 'restricted') from.session = enrolled(from.session, k);
+    if (old.length > 0) {
+      const note = `replaced key ${old.map((x) => x.id).join(', ')} of ${k.name} by ${k.id} (a token issued with --replace)`;
+      req.note({ reason: note });
+      log.warn({ identity: k.name, old: old.map((x) => x.id), id: k.id, peer: from.address }, 'replaced a known key with a --replace token');
+      this.closeSessionsOf(new Set(old.map((x) => x.id)), `key replaced: ${note}`);
+    } else log.info({ identity: k.name, id: k.id, peer: from.address }, 'enrolled a key with a token');
+    return answer(k.name, k.id, false);
+  }
+
+  /** Ends the open sessions of these keys at once (their key was replaced by the host's owner). */
+  private closeSessionsOf(ids: Set<string>, reason: string): void {
+    for (const ep of this.ctx.sessions) {
+      const s = ep.session;
+      if (s.transport !== 'tls' || !s.identityId || !ids.has(s.identityId) || !ep.conn?.isOpen) continue;
+      this.ctx.txlog.record({ kind: 'session', ...ep.facts(), outcome: 'denied', reason });
+      if (s.state === 'peer' || s.state === 'restricted') ep.session = restrict(s, reason);
+      ep.conn.abort(new ProtocolError('DENIED', reason, { fatal: true }));
+    }
+  }
+
+  // ------------------------------------------------------------ grants and revocation
+
+  /** Watches the grants file (revocations apply at once) and the trust store (`onKnown`: a key was enrolled). */
+  watch(stateDir: string, onKnown: () => void): void {
+    this.grants.current();
+    try {
+      this.watcher = watch(stateDir, (_ev, file) => {
+        if (file === 'grants' || file === null) this.grantsNow();
+      });
+      this.watcher.on('error', () => {});
+      this.ctx.store.ensureDirs();
+      this.knownWatcher = watch(this.ctx.store.knownDir, onKnown);
+      this.knownWatcher.on('error', () => {});
+    } catch (e) {
+      this.ctx.log.warn({ err: (e as Error).message }, 'cannot watch the grants file; revocations apply at the next request only');
+    }
+  }
+
+  /** Stops watching. */
+  close(): void {
+    this.watcher?.close();
+    this.knownWatcher?.close();
+  }
+
+  /**
+   * The grants in force. Whoever notices a change first (the directory watch or
+   * a request's stat) triggers the session check, so no change goes unacted on.
+   */
+  private grantsNow(): ReturnType<GrantsFile['current']> {
+    const cur = this.grants.current();
+    if (cur.changed) queueMicrotask(() => this.closeRevokedSessions());
+    return cur;
+  }
+
+  /** After a grants change: closes every session whose identity no longer has a grant. */
+  private closeRevokedSessions(): void {
+    for (const ep of this.ctx.sessions) {
+      const s = ep.session;
+      if (s.state !== 'peer' || !ep.conn?.isOpen) continue;
+      const d = this.check(s.requester, true);
+      if (d.ok) continue;
+      const reason = `access revoked: ${d.reason}`;
+      this.ctx.txlog.record({ kind: 'session', ...ep.facts(), outcome: 'denied', reason });
+      this.ctx.log.info({ identity: s.identity, peer: ep.address }, 'closing session: grant revoked');
+      ep.session = restrict(s, reason);
+      ep.conn.abort(new ProtocolError('DENIED', reason, { fatal: true }));
+    }
+  }
+}
