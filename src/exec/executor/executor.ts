@@ -8,25 +8,23 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
-import { ProtocolError } from '../protocol/frame.js';
-import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type MessageOf } from '../protocol/messages.js';
-import type { LoadMeter } from '../daemon/load.js';
-import type { Logger } from '../daemon/log.js';
-import { packageRoot } from '../util/paths.js';
+import type { Connection, Reply, StreamListener } from '../../protocol/connection.js';
+import { ProtocolError } from '../../protocol/frame.js';
+import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type MessageOf } from '../../protocol/messages.js';
+import type { LoadMeter } from '../../daemon/load.js';
+import type { Logger } from '../../daemon/log.js';
+import { packageRoot } from '../../util/paths.js';
 import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import { JOB_ENV, type Containment, type JobBox } from './contain.js';
 import type { JobRecord } from './jobs.js';
-import type { LogEvent } from '../log/txlog.js';
-import { pendingSignals, STOP_SIGNALS_MASK } from '../util/proc.js';
-import { testSwitch } from '../util/testmode.js';
+import type { LogEvent } from '../../log/txlog.js';
+import { pendingSignals, STOP_SIGNALS_MASK } from '../../util/proc.js';
+import { testSwitch } from '../../util/testmode.js';
 import { execDirs } from './dirs.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
-import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir, openCached } from './transfer.js';
-
-/** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
-export const DEFAULT_WINDOW = 1 << 20;
+import { cached, fetchFile, hiddenForTests, libraryDir, openCached } from './transfer.js';
+import { DEFAULT_WINDOW, fileSha256, RELAYED_SIGNALS } from '../protocol.js';
 
 /**
  * rfork's credit per relayed descriptor (STARTED fdWindow): each descriptor the
@@ -40,8 +38,6 @@ export function fdWindow(inputs: number): number {
   return Math.max(64 << 10, Math.min(DEFAULT_WINDOW, Math.floor((16 << 20) / Math.max(1, inputs))));
 }
 
-/** Signals an origin may send (names without SIG). KILL is for the origin's rexd when its stub vanished. */
-export const RELAYED_SIGNALS: readonly string[] = ['INT', 'TERM', 'HUP', 'QUIT', 'USR1', 'USR2', 'WINCH', 'TSTP', 'STOP', 'CONT', 'KILL', 'ALRM', 'PIPE', 'TTIN', 'TTOU'];
 const RELAYED = new Set(RELAYED_SIGNALS);
 
 /** What the executor needs from its rexd. */

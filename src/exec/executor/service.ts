@@ -4,27 +4,27 @@
  * the origin rexd relays the stream both ways without buffering beyond the
  * per-stream credit; a peer's EXEC always runs here.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, isAbsolute, resolve } from 'node:path';
+import { basename } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
-import type { Connection, Reply, StreamHandle } from '../protocol/connection.js';
-import { ProtocolError } from '../protocol/frame.js';
-import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type Message, type MessageOf } from '../protocol/messages.js';
-import { fetchDelayForTests, fileSha256, TRANSFER_MAX } from './transfer.js';
-import type { PeerLink } from '../daemon/peers.js';
+import type { Connection, Reply, StreamHandle } from '../../protocol/connection.js';
+import { ProtocolError } from '../../protocol/frame.js';
+import { IMAGE_INLINE_MAX, type Message, type MessageOf } from '../../protocol/messages.js';
+import { fileSha256, TRANSFER_MAX } from '../protocol.js';
+import { offeredFiles, serveFetch } from '../origin/transfer.js';
+import type { PeerLink } from '../../daemon/peers.js';
 import { dropSpare, endContained, killGroup, runHere, running, type ExecutorContext } from './executor.js';
-import { controllerJobs } from '../calls/controller.js';
+import { controllerJobs } from '../../calls/controller.js';
 import type { Containment } from './contain.js';
-import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
-import { readImageInfo } from '../rfork/image.js';
-import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, type PlacementPolicy } from './placement.js';
-import { advertisedCpuProfile } from '../cpu/wire.js';
-import { missingFor, type CpuNeeds } from '../cpu/profile.js';
+import { MAX_LIBRARIES, type NeededLibrary } from './libraries.js';
+import { readImageInfo } from '../../rfork/image.js';
+import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, type PlacementPolicy } from '../placement.js';
+import { advertisedCpuProfile } from '../../cpu/wire.js';
+import { missingFor, type CpuNeeds } from '../../cpu/profile.js';
 import { imageRefused, type ExecLimit } from './limit.js';
-import { testSwitch } from '../util/testmode.js';
+import { testSwitch } from '../../util/testmode.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
 export interface ExecCaller {
@@ -315,24 +315,6 @@ export class ExecService {
   }
 }
 
-/** The program (by the hash the executor will be told) and its libraries, as this origin offers them for FETCH. */
-function offeredFiles(m: MessageOf<'EXEC'>, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
-  const files = new Map<string, string>();
-  if (!sha256 || sha256.byteLength !== 32) return { files, libs: [] };
-  const path = isAbsolute(m.path) ? m.path : resolve(m.cwd ?? '/', m.path);
-  files.set(Buffer.from(sha256).toString('hex'), path);
-  if (ctx.autoTransfer === 'off') return { files, libs: [] };
-  let libs: NeededLibrary[] = [];
-  try {
-    const ld = [...(m.env ?? [])].reverse().find((e) => e.startsWith('LD_LIBRARY_PATH='))?.slice('LD_LIBRARY_PATH='.length);
-    libs = neededLibraries(path, ld);
-  } catch (e) {
-    ctx.log.warn({ program: path, err: (e as Error).message }, 'EXEC: cannot list the shared libraries of the program; sending none');
-  }
-  for (const l of libs) files.set(l.sha256, l.path);
-  return { files, libs };
-}
-
 /**
  * What an origin offers for an rfork image: the image itself, and each file
  * it maps privately (program, libraries), named in EXEC `libs` with its
@@ -362,141 +344,6 @@ function imageOffer(path: string, data: Buffer, sha256: Uint8Array | undefined, 
     libs.push({ name: basename(f.path), path: f.path, sha256: hex, size: f.size });
   }
   return { files, libs };
-}
-
-/** How this origin answers FETCH: its rex-auto-transfer setting and the executor's name and address. */
-interface FetchHow {
-  mode: 'on' | 'off' | 'command';
-  command?: string;
-  self: string;
-  peer: string;
-  address: string;
-}
-
-/** Quotes a word for /bin/sh. */
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/**
- * The shell command of `rex-auto-transfer: command: ...` for one file:
- * {source}, {host} (the executor's address in rex.rc servers), {name} (its
- * REX name) and {destination} replaced by quoted words. A command naming none
- * of {source}, {host}, {destination} gets ` {source} {host}:{destination}`
- * appended, so `rsync -a` and `scp -q` work as written.
- */
-export function transferCommandLine(command: string, v: { source: string; host: string; name: string; destination: string }): string {
-  const full = /\{(source|host|destination)\}/.test(command) ? command : `${command} {source} {host}:{destination}`;
-  return full.replace(/\{(source|host|name|destination)\}/g, (_, k: keyof typeof v) => shq(v[k]));
-}
-
-/**
- * Answers an executor's FETCH with a file this origin offered (the program or
- * one of its libraries, read here as the client's user): FILE chunks sent as
- * the peer link drains (so that a cancelled transfer stops within one
- * high-water mark), or an external copy by the rex-auto-transfer command.
- * The executor verifies the hash either way.
- */
-async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH'>, h: StreamHandle, link: Connection, how: FetchHow, transfer: { cancelled: boolean }, log: ExecutorContext['log']): Promise<void> {
-  const want = Buffer.from(f.sha256).toString('hex');
-  const path = files.get(want);
-  if (!path) {
-    h.send({ type: 'FILE', error: `${how.self} offers no file with sha256 ${want} for this program` });
-    return;
-  }
-  if (how.mode === 'off') {
-    h.send({ type: 'FILE', error: `${path} is not sent: rex-auto-transfer is off on ${how.self}` });
-    return;
-  }
-  if (how.mode === 'command' && how.command) {
-    // The destination comes from the peer: an absolute path only, so that it can never read as an option (-e...) of cp or rsync.
-    if (!f.dest || !f.dest.startsWith('/') || /[\n\r\0]/.test(f.dest)) {
-      h.send({ type: 'FILE', error: `${how.peer} named no usable destination (FETCH dest must be an absolute path) for the rex-auto-transfer command of ${how.self}` });
-      return;
-    }
-    const line = transferCommandLine(how.command, { source: path, host: how.address, name: how.peer, destination: f.dest });
-    const why = await runTransferCommand(line, transfer);
-    if (transfer.cancelled) {
-      h.send({ type: 'FILE', error: `cancelled: the client on ${how.self} went away` });
-      return;
-    }
-    if (why) {
-      log.warn({ command: line, why }, 'EXEC: rex-auto-transfer command failed');
-      h.send({ type: 'FILE', error: `rex-auto-transfer command on ${how.self} failed: ${why}` });
-    } else h.send({ type: 'FILE', eof: true, copied: true });
-    return;
-  }
-  let fd: number;
-  let size: number;
-  try {
-    fd = openSync(path, 'r');
-    size = fstatSync(fd).size;
-  } catch (e) {
-    h.send({ type: 'FILE', error: `the origin cannot read ${path}: ${(e as Error).message}` });
-    return;
-  }
-  try {
-    if (size > TRANSFER_MAX) {
-      h.send({ type: 'FILE', error: `${path} is ${size} bytes, more than the ${TRANSFER_MAX} a transfer carries` });
-      return;
-    }
-    const hash = createHash('sha256');
-    h.send({ type: 'FILE', size });
-    const delay = fetchDelayForTests();
-    for (let off = 0; off <= TRANSFER_MAX; ) {
-      if (delay) await new Promise((r) => setTimeout(r, delay));
-      // Backpressure: the link is shared with other streams, and a cancelled transfer must stop soon.
-      while (link.congested && !transfer.cancelled && link.isOpen) await new Promise((r) => setTimeout(r, 5));
-      if (!link.isOpen) return;
-      if (transfer.cancelled) {
-        // The executor may be between two files and miss the SIGNAL: this answer ends its wait too.
-        h.send({ type: 'FILE', error: `cancelled: the client on ${how.self} went away` });
-        return;
-      }
-      const chunk = Buffer.allocUnsafe(EXEC_MAX_CHUNK);
-      const n = readSync(fd, chunk, 0, chunk.length, off);
-      if (n === 0) break;
-      off += n;
-      hash.update(chunk.subarray(0, n));
-      h.send({ type: 'FILE', data: chunk.subarray(0, n) });
-    }
-    const hex = hash.digest('hex');
-    if (hex !== want) h.send({ type: 'FILE', error: `${path} changed on the origin since the request (sha256 ${hex})` });
-    else h.send({ type: 'FILE', eof: true });
-  } catch (e) {
-    h.send({ type: 'FILE', error: `the origin cannot read ${path}: ${(e as Error).message}` });
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Runs a transfer command with /bin/sh; resolves undefined on success, else why it failed. Killed when the transfer is cancelled. */
-function runTransferCommand(line: string, transfer: { cancelled: boolean }): Promise<string | undefined> {
-  return new Promise((done) => {
-    const child = spawn('/bin/sh', ['-c', line], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      if (err.length < 4096) err += d.toString('utf8');
-    });
-    const watch = setInterval(() => {
-      if (!transfer.cancelled || child.pid === undefined) return;
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }, 50);
-    child.once('error', (e) => {
-      clearInterval(watch);
-      done(`cannot start /bin/sh: ${e.message}`);
-    });
-    child.once('close', (code, signal) => {
-      clearInterval(watch);
-      if (code === 0) return done(undefined);
-      const tail = err.trim().split('\n').slice(-2).join('; ');
-      done(`${signal ? `killed by ${signal}` : `exit status ${code}`}${tail ? `: ${tail}` : ''}`);
-    });
-  });
 }
 
 /**

@@ -11,7 +11,7 @@
  * LD_LIBRARY_PATH would let the client run code inside an allowed script.
  */
 import { realpathSync } from 'node:fs';
-import { ProtocolError } from '../protocol/frame.js';
+import { ProtocolError } from '../../protocol/frame.js';
 
 /** What a requester granted only one program may run here. */
 export interface ExecLimit {
