@@ -445,14 +445,18 @@ enum rex_exec_msg_type {
   REX_MSG_EXIT = 0x0045,
   REX_MSG_FETCH = 0x0046,    /* executor to origin rexd (transfer) */
   REX_MSG_FILE = 0x0047,     /* origin rexd to executor */
-  REX_MSG_PROGRESS = 0x0048  /* towards the client before STARTED: transfer progress (clients may ignore it) */
+  REX_MSG_PROGRESS = 0x0048, /* towards the client before STARTED: transfer progress (clients may ignore it) */
+  REX_MSG_RFORK = 0x0060     /* rfork: restore a process image; its stream is EXEC's (docs/PROTOCOL.md 4.10) */
 };
 
 /* Attribute tags of the remote execution messages. */
 enum { REX_WINDOW_UPDATE_INCREMENT = 1, REX_WINDOW_UPDATE_FD = 2 };
 enum { REX_EXEC_PATH = 1, REX_EXEC_ARGV = 2, REX_EXEC_ENV = 3, REX_EXEC_CWD = 4, REX_EXEC_HOST = 5, REX_EXEC_PTY = 6,
        REX_EXEC_ROWS = 7, REX_EXEC_COLS = 8, REX_EXEC_WINDOW = 9, REX_EXEC_PROGRAM = 10, REX_EXEC_SHA256 = 11,
-       REX_EXEC_IMAGE = 12, REX_EXEC_FDS = 13, REX_EXEC_LIBS = 14, REX_EXEC_IMAGE_DATA = 15 };
+       REX_EXEC_LIBS = 14 };
+/* RFORK's attributes keep the tags EXEC has for the same fields. */
+enum { REX_RFORK_PATH = 1, REX_RFORK_CWD = 4, REX_RFORK_HOST = 5, REX_RFORK_WINDOW = 9, REX_RFORK_PROGRAM = 10, REX_RFORK_SHA256 = 11,
+       REX_RFORK_FDS = 13, REX_RFORK_FILES = 14, REX_RFORK_IMAGE_DATA = 15, REX_RFORK_IMAGE_SIZE = 16 };
 enum { REX_STARTED_HOST = 1, REX_STARTED_PID = 2, REX_STARTED_WINDOW = 3, REX_STARTED_CWD = 4, REX_STARTED_FD_WINDOW = 5 };
 enum { REX_DATA_FD = 1, REX_DATA_DATA = 2, REX_DATA_EOF = 3 };
 enum { REX_SIGNAL_SIGNAL = 1 };

@@ -30,6 +30,7 @@ import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/executor/jobs.js';
 import { Containment } from '../exec/executor/contain.js';
 import { ExecService } from '../exec/executor/service.js';
+import { serveRfork } from '../rfork/origin.js';
 import type { ExecLimit } from '../exec/executor/limit.js';
 import { LoadMeter } from './load.js';
 import { advertisedCpuProfile, profileToWire } from '../cpu/wire.js';
@@ -113,7 +114,7 @@ export class Rexd {
   private readonly onBehalf = new WeakMap<Message, string>();
   /** ENROLLs that rotated or replaced a key: what the log row says about it. */
   private readonly enrollNotes = new WeakMap<Message, string>();
-  /** EXECs of requesters granted only one program: what they may run (src/exec/limit.ts). */
+  /** EXECs of requesters granted only one program: what they may run (src/exec/executor/limit.ts). */
   private readonly execLimits = new WeakMap<Message, ExecLimit>();
   readonly startedAt = Date.now();
   /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
@@ -368,7 +369,8 @@ export class Rexd {
       m.type === 'PING' ? m.target
       : m.type === 'CALL' || m.type === 'ENTRIES_GET' ? (this.router.routed.get(m) ?? m.target)
       // An rfork image's path is a /proc descriptor: the row says what it was (bytes_in counts an image sent inline).
-      : m.type === 'EXEC' ? (m.image ? 'rfork image' : m.path)
+      : m.type === 'EXEC' ? m.path
+      : m.type === 'RFORK' ? 'rfork image'
       : undefined;
     this.record({
       kind: m.type === 'ENROLL' ? 'enroll' : 'transaction',
@@ -506,7 +508,7 @@ export class Rexd {
     let who = session.requester!;
     // A peer rexd forwarding for one of its user's programs names it; that user owns all its programs, so
     // the claim grants nothing the user's own key does not, and lets grants limited to programs apply.
-    if ((m.type === 'PING' || m.type === 'EXEC') && m.program && !session.programKey) {
+    if ((m.type === 'PING' || m.type === 'EXEC' || m.type === 'RFORK') && m.program && !session.programKey) {
       who = { ...who, program: m.program };
       this.onBehalf.set(m, `${who.name}.${m.program}`);
     }
@@ -515,7 +517,7 @@ export class Rexd {
     const callish = m.type === 'CALL' || m.type === 'ENTRIES_GET' || m.type === 'CANCEL';
     const d = this.check(who, m.type === 'LOAD_GET' || m.type === 'HOSTS_GET' || callish);
     if (!d.ok) throw this.deny(session, d.reason, false);
-    if (m.type === 'EXEC') {
+    if (m.type === 'EXEC' || m.type === 'RFORK') {
       const limit = this.execLimit(session, who, d.grant);
       if (limit) this.execLimits.set(m, limit);
     }
@@ -696,6 +698,8 @@ export class Rexd {
         return this.call(m, session);
       case 'EXEC':
         return this.exec.serve(m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}), ...(session.pid ? { pid: session.pid } : {}), ...(this.execLimits.has(m) ? { limit: this.execLimits.get(m)! } : {}) }, session.conn!);
+      case 'RFORK':
+        return serveRfork(this.exec, m, { local: session.kind === 'local', ...(session.program ? { program: session.program } : {}), ...(session.pid ? { pid: session.pid } : {}), ...(this.execLimits.has(m) ? { limit: this.execLimits.get(m)! } : {}) }, session.conn!);
       case 'ENROLL':
         throw new ProtocolError('BAD_REQUEST', 'ENROLL is served on the TLS port only (rex_key --distribute)', { fatal: false });
       default:

@@ -2,28 +2,21 @@
  * rexd's EXEC service: a local client's EXEC runs here or is routed to the
  * chosen peer over the authenticated peer connection (as PING's target is), and
  * the origin rexd relays the stream both ways without buffering beyond the
- * per-stream credit; a peer's EXEC always runs here.
+ * per-stream credit; a peer's EXEC always runs here. rfork's RFORK is routed
+ * and relayed the same way (route(); src/rfork/origin.ts says what differs).
  */
-import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
 import type { Connection, Reply, StreamHandle } from '../../protocol/connection.js';
 import { ProtocolError } from '../../protocol/frame.js';
-import { IMAGE_INLINE_MAX, type Message, type MessageOf } from '../../protocol/messages.js';
-import { fileSha256, TRANSFER_MAX } from '../protocol.js';
-import { offeredFiles, serveFetch } from '../origin/transfer.js';
+import type { Message, MessageOf } from '../../protocol/messages.js';
+import { offeredFiles, serveFetch, type Offer } from '../origin/transfer.js';
 import type { PeerLink } from '../../daemon/peers.js';
-import { dropSpare, endContained, killGroup, runHere, running, type ExecutorContext } from './executor.js';
+import { endContained, FROM_ORIGIN, killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { controllerJobs } from '../../calls/controller.js';
 import type { Containment } from './contain.js';
-import { MAX_LIBRARIES, type NeededLibrary } from './libraries.js';
-import { readImageInfo } from '../../rfork/image.js';
-import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, type PlacementPolicy } from '../placement.js';
+import { cannotRunMessage, Placer, type Candidate, type PlacementPolicy } from '../placement.js';
 import { advertisedCpuProfile } from '../../cpu/wire.js';
-import { missingFor, type CpuNeeds } from '../../cpu/profile.js';
-import { imageRefused, type ExecLimit } from './limit.js';
+import { missingFor } from '../../cpu/profile.js';
+import type { ExecLimit } from './limit.js';
 import { testSwitch } from '../../util/testmode.js';
 
 /** Who sent an EXEC: a local client (may be routed) or a peer (runs here). */
@@ -33,8 +26,32 @@ export interface ExecCaller {
   program?: string;
   /** The local client's pid (SO_PEERCRED): an rfork image is read from that process's own descriptor only. */
   pid?: number;
-  /** A peer's requester granted only one program: it may run that program's executables only (src/exec/limit.ts). */
+  /** A peer's requester granted only one program: it may run that program's executables only (src/exec/executor/limit.ts). */
   limit?: ExecLimit;
+}
+
+/**
+ * One request the service places, runs or relays: EXEC's program, or
+ * RFORK's process image (src/rfork/origin.ts), which differ in what they send
+ * along, offer for FETCH, and where they may go.
+ */
+export interface Routed {
+  m: MessageOf<'EXEC'> | MessageOf<'RFORK'>;
+  /** Runs it on this host; `onStarted` once it runs. */
+  here(onStarted?: () => void): Promise<Reply>;
+  /** What goes with the request to a peer (EXEC libs; RFORK the image or its hash, and files) and what this origin then offers for FETCH. */
+  outgoing(): Promise<{ fields: Partial<MessageOf<'EXEC'>> | Partial<MessageOf<'RFORK'>>; offer: Offer }>;
+  /** The candidates that can take it, and why the others cannot (rfork: CPU compatibility); all when absent. */
+  fit?(candidates: Candidate[]): { fit: Candidate[]; unfit: { name: string; missing: string[] }[] };
+  /** A peer named explicitly may be refused before anything is sent (rfork: its CPU). */
+  checkNamed?(host: string, peer: PeerLink): Promise<void>;
+  /** A FETCH of this hash is for the program itself (its transfer draws the CPU warning after STARTED). */
+  isProgram?(sha256: Uint8Array): boolean;
+}
+
+/** EXEC libs (RFORK files) as they go on the wire, from what the origin offers. */
+export function libsField(offer: Offer): MessageOf<'EXEC'>['libs'] & {} {
+  return offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
 }
 
 /** Refusals after which the next candidate host is tried (placement only, not an explicit host). */
@@ -50,7 +67,7 @@ export class ExecService {
   readonly placer: Placer;
 
   constructor(
-    private readonly ctx: ExecutorContext,
+    readonly ctx: ExecutorContext,
     private readonly peers: ReadonlyMap<string, PeerLink>,
     policy: PlacementPolicy = 'least-loaded',
     private readonly peerTimeout = 5000,
@@ -80,38 +97,56 @@ export class ExecService {
   }
 
   /** Serves one EXEC on `conn`; resolves with the EXIT answer. */
-  async serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
-    const self = this.ctx.hostName;
-    const explicit = m.host !== undefined && m.host !== '' && m.host !== '*';
-    if (m.image && caller.limit) throw imageRefused(caller.limit);
-    if (m.image) m = checkImage(m, caller);
+  serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
     // EXEC libs is the origin rexd's to set (from the files it offers), never a local client's.
     if (caller.local && m.libs) m = { ...m, libs: [] };
+    const program = m;
+    return this.route(
+      {
+        m: program,
+        here: (onStarted) => runHere(program, conn, this.ctx, onStarted, caller.limit),
+        outgoing: async () => {
+          // The files this origin sends if asked (FETCH): the program and the libraries it needs, by hash; nothing else.
+          const offer = offeredFiles(program, program.sha256, this.ctx);
+          return { fields: offer.libs.length > 0 ? { libs: libsField(offer) } : {}, offer };
+        },
+        isProgram: (sha256) => !!program.sha256 && Buffer.compare(Buffer.from(sha256), Buffer.from(program.sha256)) === 0,
+      },
+      caller,
+      conn,
+    );
+  }
+
+  /**
+   * Runs `job` here or on the host it names or placement chooses, relaying
+   * its stream from that host's rexd (a local client's request only: a
+   * peer's always runs here); resolves with the EXIT answer. EXEC's service,
+   * and RFORK's (src/rfork/origin.ts).
+   */
+  async route(job: Routed, caller: ExecCaller, conn: Connection): Promise<Reply> {
+    const m = job.m;
+    const self = this.ctx.hostName;
+    const explicit = m.host !== undefined && m.host !== '' && m.host !== '*';
     if (!caller.local) {
       // Only the origin's rexd routes, and only once.
-      if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `EXEC for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });
-      return runHere(m, conn, this.ctx, undefined, caller.limit);
+      if (explicit && m.host !== self) throw new ProtocolError('BAD_REQUEST', `${m.type} for host ${m.host} reached ${self}: peers may not ask for forwarding`, { fatal: false });
+      return job.here();
     }
     if (explicit) {
-      if (m.host === self) return runHere(m, conn, this.ctx);
+      if (m.host === self) return job.here();
       if (!this.peers.has(m.host!)) {
         throw new ProtocolError('NO_HOST', `no host "${m.host}" in this cluster (known: ${[self, ...this.peers.keys()].join(', ')})`, { fatal: false });
       }
-      if (m.image) await this.checkNamedHost(m, m.host!);
+      await job.checkNamed?.(m.host!, this.peers.get(m.host!)!);
       try {
-        return await this.relay(m, m.host!, caller, conn);
+        return await this.relay(job, m.host!, caller, conn);
       } catch (e) {
         throw e instanceof NotStarted ? e.cause : e;
       }
     }
     let candidates = this.candidates();
-    // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
     let unfit: { name: string; missing: string[] }[] = [];
-    if (m.image && candidates.some((c) => !c.self)) {
-      ({ fit: candidates, unfit } = cpuCandidates(candidates, this.imageNeeds(m)));
-      if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
-      if (candidates.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
-    }
+    if (job.fit && candidates.some((c) => !c.self)) ({ fit: candidates, unfit } = job.fit(candidates));
     // Test switch: placement by load skips this host, so that the tests move every child to another one.
     const away = testSwitch('REX_TEST_PLACE_ELSEWHERE') === '1';
     const order = this.placer.order(candidates).filter((h) => !away || h !== self);
@@ -119,8 +154,8 @@ export class ExecService {
     for (const host of order) {
       const release = this.placer.reserve(host);
       try {
-        if (host === self) return await runHere(m, conn, this.ctx, release);
-        return await this.relay(m, host, caller, conn, release);
+        if (host === self) return await job.here(release);
+        return await this.relay(job, host, caller, conn, release);
       } catch (e) {
         release();
         // Once the program has started somewhere, its outcome is final; only a refusal before that moves on.
@@ -135,32 +170,6 @@ export class ExecService {
     const proto = refusals.every((r) => r.proto === refusals[0]?.proto) ? refusals[0]!.proto : 'UNREACHABLE';
     const notCandidates = unfit.map((u) => `; not tried: ${cannotRunMessage(u.name, u.missing)}`).join('');
     throw new ProtocolError(proto, `no host could run ${m.path}: ${refusals.map((r) => r.message).join('; ') || 'no reachable host'}${notCandidates}`, { fatal: false });
-  }
-
-  /** What a local client's rfork image needs of the CPU (its metadata only is read). */
-  private imageNeeds(m: MessageOf<'EXEC'>): CpuNeeds {
-    try {
-      return readImageInfo(m.path, { metadataOnly: true, name: 'rfork image', checkHash: false }).cpuNeeds;
-    } catch (e) {
-      throw new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false });
-    }
-  }
-
-  /**
-   * A peer named for an rfork image (--host, REX_HOST, rfork_on) must be able
-   * to run it: refused before the image is sent, naming what it lacks. A peer
-   * not reached yet is reached first; one that cannot be is left to the relay
-   * (UNREACHABLE).
-   */
-  private async checkNamedHost(m: MessageOf<'EXEC'>, host: string): Promise<void> {
-    const peer = this.peers.get(host)!;
-    if (!peer.state.figure && !peer.connection) await peer.connectNow();
-    if (!peer.state.reachable || !peer.state.figure) return;
-    const missing = cpuShortfall(this.imageNeeds(m), { ...(peer.state.cpu ? { cpu: peer.state.cpu } : {}) });
-    if (missing.length === 0) return;
-    const msg = cannotRunMessage(host, missing);
-    this.ctx.log.warn({ image: m.path, host, missing }, `EXEC: ${msg}`);
-    throw new ProtocolError('INCOMPATIBLE', msg, { fatal: false });
   }
 
   /** Hosts that can be asked now: this one, and peers with a fresh figure, in rex.rc order. */
@@ -192,13 +201,15 @@ export class ExecService {
 
   /** Ends every program this rexd runs (rexd stopping: no orphans). */
   stop(): void {
-    dropSpare(this.ctx);
+    this.ctx.stopped = true;
+    for (const end of this.ctx.atStop ?? []) end();
     for (const c of running) killGroup(c, 500);
     endContained(this.ctx);
   }
 
-  /** Runs `m` on peer `host` and relays its stream to the local client's stream on `conn`. */
-  private async relay(m: MessageOf<'EXEC'>, host: string, caller: ExecCaller, conn: Connection, onStarted?: () => void): Promise<Reply> {
+  /** Runs `job` on peer `host` and relays its stream to the local client's stream on `conn`. */
+  private async relay(job: Routed, host: string, caller: ExecCaller, conn: Connection, onStarted?: () => void): Promise<Reply> {
+    const m = job.m;
     const peer = this.peers.get(host)!;
     const link = peer.connection ?? (await peer.connectNow());
     if (!link) {
@@ -207,12 +218,10 @@ export class ExecService {
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
     const { stream: clientStream, end: _e, host: _h, ...rest } = m;
-    const image = m.image ? await imageRequest(m.path, this.ctx) : undefined;
+    // What goes with the request to this host, and the files this origin sends if asked (FETCH), by hash; nothing else.
+    const { fields, offer } = await job.outgoing();
     if (!conn.isOpen) throw new NotStarted(new ProtocolError('CANCELLED', `the client went away before ${m.path} was sent to ${host}`, { fatal: false }));
-    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...image?.fields };
-    // The files this origin sends if asked (FETCH): the program and the libraries it needs (or the image and the files it maps), by hash; nothing else.
-    const offer = image?.offer ?? offeredFiles(m, m.sha256, this.ctx);
-    const libs = offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
+    const request = { ...rest, host, ...(caller.program ? { program: caller.program } : {}), ...fields } as Omit<Routed['m'], 'stream'>;
     return new Promise<Reply>((resolve, reject) => {
       let started = false;
       let ended: (() => void) | undefined;
@@ -242,7 +251,7 @@ export class ExecService {
       };
       arm();
       try {
-        h = link.openStream({ ...request, ...(libs.length > 0 ? { libs } : {}) } as Omit<MessageOf<'EXEC'>, 'stream'> & { type: 'EXEC' }, {
+        h = link.openStream(request, {
           onMessage: (x) => {
             if (x.type === 'STARTED' && !started) {
               started = true;
@@ -258,7 +267,7 @@ export class ExecService {
               // From here on, the client's frames on its stream go straight to the executor.
               const relay = {
                 onMessage: (y: Message) => {
-                  if (y.type === 'DATA' || y.type === 'WINDOW_UPDATE' || y.type === 'SIGNAL' || y.type === 'WINSIZE') h!.send(body(y));
+                  if (FROM_ORIGIN.has(y.type)) h!.send(body(y));
                 },
                 onClose: () => {
                   // The local client vanished: end the remote program (HUP, then KILL) so it is no orphan.
@@ -273,7 +282,7 @@ export class ExecService {
             }
             if (x.type === 'FETCH' && !started) {
               transfer.fetching = true;
-              if (!m.image && m.sha256 && Buffer.compare(Buffer.from(x.sha256), Buffer.from(m.sha256)) === 0) transfer.program = true;
+              if (job.isProgram?.(x.sha256)) transfer.program = true;
               const how = { mode: this.ctx.autoTransfer ?? 'on', ...(this.ctx.transferCommand ? { command: this.ctx.transferCommand } : {}), self: this.ctx.hostName, peer: host, address: peer.state.address };
               clearTimeout(timer);
               // After a transfer the executor still works silently on a file of up to 256 MiB (an rfork image is
@@ -315,99 +324,8 @@ export class ExecService {
   }
 }
 
-/**
- * What an origin offers for an rfork image: the image itself, and each file
- * it maps privately (program, libraries), named in EXEC `libs` with its
- * sha256 so that the executor maps its own identical copy or fetches one
- * (docs/RFORK.md section 5). Files mapped shared are left to the restorer's
- * strict identity check: a copy could not share writes with the origin.
- */
-function imageOffer(path: string, data: Buffer, sha256: Uint8Array | undefined, ctx: ExecutorContext): { files: Map<string, string>; libs: NeededLibrary[] } {
-  const files = new Map<string, string>(sha256 ? [[Buffer.from(sha256).toString('hex'), path]] : []);
-  const libs: NeededLibrary[] = [];
-  let info;
-  try {
-    info = readImageInfo(data, { metadataOnly: true, name: 'rfork image', checkHash: false });
-  } catch (e) {
-    throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${(e as Error).message}`, { fatal: false }));
-  }
-  for (const f of info.files) {
-    if (f.shared || f.path.includes('=') || libs.length >= MAX_LIBRARIES) continue;
-    let hex: string;
-    try {
-      hex = fileSha256(f.path);
-    } catch (e) {
-      ctx.log.warn({ file: f.path, err: (e as Error).message }, 'EXEC: a file the rfork image maps cannot be read here; the executor must have it');
-      continue;
-    }
-    files.set(hex, f.path);
-    libs.push({ name: basename(f.path), path: f.path, sha256: hex, size: f.size });
-  }
-  return { files, libs };
-}
-
-/**
- * An rfork image (EXEC `image`, docs/RFORK.md section 5): from a local client
- * it must be that client's own memfd, /proc/PID/fd/N with PID its SO_PEERCRED
- * pid (rexd reads nothing else on its behalf). From a peer it must carry the
- * sha256 the executor fetches it by.
- */
-function checkImage(m: MessageOf<'EXEC'>, caller: ExecCaller): MessageOf<'EXEC'> {
-  if (!caller.local) {
-    if (!m.imageData && (!m.sha256 || m.sha256.byteLength !== 32)) throw new ProtocolError('BAD_REQUEST', 'EXEC image from a peer with neither its bytes (imageData) nor its sha256', { fatal: false });
-    if (m.imageSize !== undefined && !m.imageData) throw new ProtocolError('BAD_REQUEST', 'EXEC imageSize without imageData: it is the inflated length of an inline image', { fatal: false });
-    return m;
-  }
-  if (m.imageData || m.imageSize !== undefined) throw new ProtocolError('BAD_REQUEST', 'EXEC imageData comes from a peer only: a local client names its image descriptor', { fatal: false });
-  const own = /^\/proc\/(\d+)\/fd\/(\d+)$/.exec(m.path);
-  if (!own || caller.pid === undefined || Number(own[1]) !== caller.pid) {
-    throw new ProtocolError('DENIED', `EXEC image ${m.path}: an image must be the client's own descriptor, /proc/${caller.pid ?? 'PID'}/fd/N`, { fatal: false });
-  }
-  return m;
-}
-
-/**
- * How a local client's image leaves this host, read once: a small one inside
- * the EXEC (`imageData`: no round trip, the peer link authenticates it), a
- * larger one by the sha256 the executor fetches it by (FETCH/FILE); and what
- * this origin offers for it (imageOffer).
- */
-async function imageRequest(path: string, ctx: ExecutorContext): Promise<{ fields: { imageData: Buffer; imageSize?: number } | { sha256: Buffer }; offer: ReturnType<typeof imageOffer> }> {
-  let data: Buffer;
-  try {
-    // A small image is read at once (the latency path); a large one (up to 1 GiB) without holding the event loop.
-    data = statSync(path).size <= IMAGE_INLINE_MAX ? readFileSync(path) : await readFile(path);
-  } catch (e) {
-    throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image ${path}: ${(e as Error).message}`, { fatal: false }));
-  }
-  if (data.length <= IMAGE_INLINE_MAX) return { fields: inlineImageFields(data), offer: imageOffer(path, data, undefined, ctx) };
-  if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `EXEC image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
-  // Hashed 8 MiB at a time, letting I/O in between: 256 MiB in one go held rexd about a second, long enough for
-  // its peers' load requests to time out and take the link down under the transfer that was about to start.
-  const hash = createHash('sha256');
-  for (let off = 0; off < data.length; off += 8 << 20) {
-    hash.update(data.subarray(off, off + (8 << 20)));
-    await new Promise((r) => setImmediate(r));
-  }
-  const sha256 = hash.digest();
-  return { fields: { sha256 }, offer: imageOffer(path, data, sha256, ctx) };
-}
-
-/**
- * An inline image as it goes in the EXEC: raw DEFLATE (RFC 1951) at level 1
- * with `imageSize` its inflated length, when that is smaller. An image is
- * mostly pages with a few live bytes each (the seed's example: 136 KiB that
- * deflate to 16 KiB in about 0.7 ms, and inflate in 0.25 ms), so what crosses
- * the link shrinks several times; on loopback that costs a little latency, on
- * a 1 Gb/s link it saves about what it costs.
- */
-export function inlineImageFields(image: Buffer): { imageData: Buffer; imageSize?: number } {
-  const packed = deflateRawSync(image, { level: 1, memLevel: 9 });
-  return packed.length < image.length ? { imageData: packed, imageSize: image.length } : { imageData: image };
-}
-
 /** A refusal before the program started anywhere: placement may try the next host. */
-class NotStarted extends Error {
+export class NotStarted extends Error {
   constructor(override readonly cause: ProtocolError) {
     super(cause.message);
   }
