@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCluster } from '../dist/cluster/cluster.js';
-import { RemoteProcess } from '../dist/exec/stub.js';
+import { RemoteProcess } from '../dist/exec/origin/stub.js';
 import { RexClient } from '../dist/runtime/client.js';
 
 const N = Number(process.argv[2] ?? 200);

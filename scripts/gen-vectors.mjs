@@ -114,6 +114,10 @@ ok('fetch-dest-progress-copied', [
   frame(T.PROGRESS, 0, 19, [u(1, 8192, 2), u(2, 15872, 2), s(3, '/home/alice/lib/libgreet.so.1')]),
   frame(T.FILE, 0, 19, [bo(2, true), bo(5, true)]),
 ]);
+// rfork (section 4.10): RFORK from the origin's stub (its memfd, the descriptors to proxy), then as the origin's rexd
+// sends it on: the image's hash for FETCH and one file the image maps privately
+ok('rfork', [frame(T.RFORK, 0, 21, [s(1, '/proc/4242/fd/5'), s(4, '/home/alice'), u(9, 1048576, 4), by(13, '000000000000000100000002' + '00000007')])]);
+ok('rfork-routed', [frame(T.RFORK, 0, 23, [s(1, '/proc/4242/fd/5'), s(5, 'beta'), u(9, 1048576, 4), by(11, '22'.repeat(32)), l(14, [s(1, 'libc.so.6'), s(2, '/usr/lib/libc.so.6'), by(3, '33'.repeat(32)), u(4, 2125328, 4)])])]);
 ok('exit-signal', [frame(T.EXIT, 1, 17, [s(2, 'KILL'), bo(3, false), s(4, 'beta')])]);
 // ---- every kind and width
 ok('uint-widths', [frame(T.PING, 0, 7, [u(100, 0xff, 1), u(101, 0xffff, 2), u(102, 0xffffffff, 4), u(103, 0xffffffffffffffffn, 8), u(104, 0, 8)])]);

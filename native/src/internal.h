@@ -44,7 +44,7 @@ struct rex__stub_req {
   const char *host;                /* NULL or "" or "*": placement */
   const char *path;                /* the program, or for an image the path rexd reads it from */
   char *const *argv, *const *envp; /* programs only */
-  int image;                       /* path is a migration image (docs/RFORK.md) */
+  int image;                       /* path is a migration image, sent as RFORK instead of EXEC (docs/RFORK.md) */
   int pty;                         /* ask for a pseudo-terminal of stdin's size (stdin is a terminal) */
   const int *fds;                  /* image: the descriptors to proxy, 0-2 included */
   size_t nfds;

@@ -167,7 +167,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   char cwd[4096];
   struct rex_frame f;
   rex_frame_init(&f, ea, nargs + nenv + 8);
-  rex_frame_start(&f, REX_MSG_EXEC, 0, STREAM);
+  rex_frame_start(&f, rq->image ? REX_MSG_RFORK : REX_MSG_EXEC, 0, STREAM);
   rex_attr_string(&f, REX_EXEC_PATH, path);
   for (size_t i = 0; i < nargs; i++) rex_attr_string(&f, REX_EXEC_ARGV, argv[i]);
   for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
@@ -184,14 +184,13 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   }
   uint8_t *fdlist = NULL;
   if (rq->image) {
-    rex_attr_bool(&f, REX_EXEC_IMAGE, 1);
     fdlist = malloc(rq->nfds * 4 + 1);
     if (!fdlist) {
       free(ea);
       return ENOMEM;
     }
     for (size_t i = 0; i < rq->nfds; i++) rex__wr32(fdlist + 4 * i, (uint32_t)rq->fds[i]);
-    rex_attr_bytes(&f, REX_EXEC_FDS, fdlist, rq->nfds * 4);
+    rex_attr_bytes(&f, REX_RFORK_FDS, fdlist, rq->nfds * 4);
   }
   int rc = rex__conn_send(&s->conn, &f);
   free(fdlist);

@@ -2,7 +2,7 @@
  * rfork.c: rfork() (docs/RFORK.md, docs/man/rfork.3.md). fork()s; the child
  * writes itself to an image in memory (rex_dump_self into a memfd) and then
  * becomes the origin stub: it asks the local rexd to run the image on the
- * least-loaded host (EXEC with `image`, docs/PROTOCOL.md 4.9), reports to the
+ * least-loaded host (RFORK, docs/PROTOCOL.md 4.10), reports to the
  * parent once the child runs there, and relays the descriptors it had (all of
  * them, at the same numbers), signals and the exit status, as rexecve's stub
  * does. The copy restored on the executor returns 0 from rfork().
@@ -67,7 +67,7 @@ static void send_report(int fd, int err) {
   close(fd);
 }
 
-/* Most descriptors rfork proxies (the executor's limit too, src/exec/executor.ts MAX_PROXIED_FDS). */
+/* Most descriptors rfork proxies (the executor's limit too, src/rfork/protocol.ts MAX_PROXIED_FDS). */
 #define RF_MAX_FDS 1024
 
 /* Filled before the dump: no malloc may run between fork() and the dump, or the child's heap (and brk) would differ from the parent's. */

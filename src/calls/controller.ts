@@ -6,8 +6,8 @@
  * stream id, and turns the process's death into errors for whatever was in
  * flight: a signal is a crash of the function being called.
  */
-import { JOB_ENV, type Containment } from '../exec/contain.js';
-import type { JobRecord } from '../exec/jobs.js';
+import { JOB_ENV, type Containment } from '../exec/executor/contain.js';
+import type { JobRecord } from '../exec/executor/jobs.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { ProtoError, protoErrorName, type ProtoErrorName } from '../protocol/constants.js';

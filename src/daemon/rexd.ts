@@ -24,16 +24,17 @@ import { peerCert, tlsServerOptions } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
-import { JobRecord } from '../exec/jobs.js';
-import { Containment } from '../exec/contain.js';
-import { registerExec } from '../exec/requests.js';
-import { ExecService } from '../exec/service.js';
+import { JobRecord } from '../exec/executor/jobs.js';
+import { Containment } from '../exec/executor/contain.js';
+import { registerExec } from '../exec/executor/requests.js';
+import { ExecService } from '../exec/executor/service.js';
+import { registerRfork } from '../rfork/requests.js';
 import { LoadMeter, registerLoad } from './load.js';
 import { advertisedCpuProfile } from '../cpu/wire.js';
 import { describeCpu } from '../cpu/profile.js';
 import { DaemonLog, type Logger } from './log.js';
 import { daemonPaths, ensurePrivateDir, readPid, type DaemonPaths } from './paths.js';
-import { checkExecDirectories } from '../exec/dirs.js';
+import { checkExecDirectories } from '../exec/executor/dirs.js';
 import { initPeerCred, localPeer } from './peercred.js';
 import { PeerLink } from './peers.js';
 import { Admission, type Startup } from './admission.js';
@@ -108,6 +109,7 @@ export class Rexd {
     registerLoad(this.requests, { config, meter: this.meter, peers: this.peers });
     this.keys.register(this.requests);
     registerExec(this.requests, this.exec, config, this.name);
+    registerRfork(this.requests, this.exec, config, this.name);
     this.callService = registerCalls(this.requests, { config, meter: this.meter, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
   }
 

@@ -60,6 +60,7 @@ export const MsgType = {
   FETCH: 0x0046,
   FILE: 0x0047,
   PROGRESS: 0x0048,
+  RFORK: 0x0060,
   CALL: 0x0070,
   RESULT: 0x0071,
   ENTRIES_GET: 0x0072,

@@ -96,7 +96,7 @@ const EXEC_LIB = {
 /** Largest DATA chunk of a stdio stream (docs/PROTOCOL.md 4.9): well inside one frame. */
 export const EXEC_MAX_CHUNK = 256 * 1024;
 
-/** Largest rfork image sent inside its EXEC (tag 15) instead of fetched by hash: one frame, with room for the file list. */
+/** Largest rfork image sent inside its RFORK (tag 15) instead of fetched by hash: one frame, with room for the file list. */
 export const IMAGE_INLINE_MAX = 768 * 1024;
 
 /**
@@ -183,9 +183,19 @@ export const MESSAGE_SPECS = {
     window: { tag: 9, t: 'u32' },
     program: { tag: 10, t: 'str', max: 63 },
     sha256: { tag: 11, t: 'bytes', max: 32 },
-    image: { tag: 12, t: 'bool' },
-    fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
+    // Tags 12, 13, 15 and 16 were rfork's (image, fds, imageData, imageSize): RFORK carries them now.
     libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+  },
+  /** rfork (docs/RFORK.md section 5): restore a process image; its stream is EXEC's. Shared fields keep EXEC's tags. */
+  RFORK: {
+    path: { tag: 1, t: 'str', required: true, max: 4096 },
+    cwd: { tag: 4, t: 'str', max: 4096 },
+    host: { tag: 5, t: 'str', max: 255 },
+    window: { tag: 9, t: 'u32' },
+    program: { tag: 10, t: 'str', max: 63 },
+    sha256: { tag: 11, t: 'bytes', max: 32 },
+    fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
+    files: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
     imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
     imageSize: { tag: 16, t: 'u32' },
   },

@@ -6,9 +6,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { Readable, Writable } from 'node:stream';
-import { envList } from '../exec/env.js';
-import { RemoteProcess, type ExitStatus } from '../exec/stub.js';
-import { localProgram } from '../exec/transfer.js';
+import { envList } from '../exec/executor/env.js';
+import { localProgram, RemoteProcess, type ExitStatus } from '../exec/origin/stub.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { signalName } from '../util/signals.js';
 import { RexClient, type ClientOptions } from './client.js';

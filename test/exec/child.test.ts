@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { startChild, type Child } from '../../src/exec/child.js';
+import { startChild, type Child } from '../../src/exec/executor/child.js';
 import { loadAddon } from '../../src/util/native.js';
 
 const started: Child[] = [];

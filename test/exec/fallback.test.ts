@@ -4,7 +4,7 @@
 // runs elsewhere, and the refusal is in the refusing host's log.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { RemoteProcess } from '../../src/exec/stub.js';
+import { RemoteProcess } from '../../src/exec/origin/stub.js';
 import { KeyStore, writeFileAtomic } from '../../src/keys/store.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';

@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { RemoteProcess } from '../../src/exec/stub.js';
+import { RemoteProcess } from '../../src/exec/origin/stub.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
 import { alive } from '../helpers/proc.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { transferCommandLine } from '../../src/exec/service.js';
+import { transferCommandLine } from '../../src/exec/origin/transfer.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from './transfer-helper.js';

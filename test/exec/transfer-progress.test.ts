@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { renderProgress } from '../../src/exec/stub.js';
+import { renderProgress } from '../../src/exec/origin/stub.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { underScript } from '../helpers/script.js';

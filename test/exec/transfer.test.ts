@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { Incoming, trimCache } from '../../src/exec/transfer.js';
+import { Incoming, trimCache } from '../../src/exec/executor/transfer.js';
 import { distBin } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { ownTempDirectories } from './transfer-helper.js';

@@ -38,7 +38,7 @@ export function frameCorpus(): Buffer[] {
     { type: 'EXEC', stream: 15, path: '/bin/true', argv: ['true', 'x'], env: ['LANG=C'], cwd: '/', window: 1 << 20 },
     { type: 'EXEC', stream: 17, path: '/bin/true', argv: ['true'], pty: true, rows: 24, cols: 80, program: 'render' },
     { type: 'EXEC', stream: 19, path: '/nonexistent/rex-fuzz', argv: ['x'], sha256: new Uint8Array(32).fill(0xff), libs: [{ name: 'libx.so.1', path: '/nonexistent/libx.so.1', sha256: new Uint8Array(32).fill(0x11), size: 10 }] },
-    { type: 'EXEC', stream: 21, path: 'rfork', image: true, imageData: new Uint8Array(64).fill(7), imageSize: 64 },
+    { type: 'RFORK', stream: 21, path: 'rfork', imageData: new Uint8Array(64).fill(7), imageSize: 64 },
     { type: 'WINDOW_UPDATE', stream: 15, increment: 65536 },
     { type: 'PROGRESS', stream: 19, done: 8192, total: 15872, path: '/nonexistent/libx.so.1' },
     { type: 'PING', stream: 1, nonce: new Uint8Array(16).fill(1), data: new Uint8Array(300).fill(2) },

@@ -35,7 +35,7 @@ describe('the protocol table generates rex.h', () => {
     const h = header();
     const cTypes = [...h.matchAll(/^ {2}X\(([A-Z_]+), (0x[0-9a-f]{4})\) *\\?$/gm)].map((m) => [m[1], Number(m[2])]);
     expect(cTypes).toEqual(Object.entries(MsgType));
-    expect(h).toContain(`REX_EXEC_IMAGE_DATA = ${MESSAGE_SPECS.EXEC.imageData.tag}`);
+    expect(h).toContain(`REX_RFORK_IMAGE_DATA = ${MESSAGE_SPECS.RFORK.imageData.tag}`);
     expect(h).toContain(`REX_CALL_DEADLINE_MS = ${MESSAGE_SPECS.CALL.deadlineMs.tag}`);
     const cErrors = [...h.matchAll(/^ {2}X\(([A-Z_]+), \(-(\d+)\), "([^"]*)"\) *\\?$/gm)].map((m) => [m[1], Number(m[2]), m[3]]);
     expect(cErrors).toEqual(Object.entries(PROTO_ERRORS).map(([name, e]) => [name, e.code, e.text]));

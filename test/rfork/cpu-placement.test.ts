@@ -64,7 +64,7 @@ async function imageRows(name: string) {
   const h = cluster.host(name);
   const db = join(h.stateDir, 'rex-log.sqlite');
   await logBarrier(h.socket, db);
-  return queryLog(db, { limit: 1000 }).filter((r) => r.message_type === 'EXEC' && r.target === 'rfork image');
+  return queryLog(db, { limit: 1000 }).filter((r) => r.message_type === 'RFORK' && r.target === 'rfork image');
 }
 
 beforeAll(async () => {

@@ -1,4 +1,4 @@
-// The EXEC `image` request (docs/PROTOCOL.md 4.9, docs/RFORK.md 5) checked at
+// The RFORK request (docs/PROTOCOL.md 4.10, docs/RFORK.md 5) checked at
 // the daemons: an image must be the client's own descriptor, the `fds` list
 // is validated before anything starts, and an image the restorer refuses is
 // the request's error, with nothing left running.
@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deflateRawSync } from 'node:zlib';
-import { imageFds, inlineImage, MAX_PROXIED_FDS } from '../../src/exec/executor.js';
-import { inlineImageFields } from '../../src/exec/service.js';
+import { imageFds, inlineImage, inlineImageFields, MAX_PROXIED_FDS } from '../../src/rfork/protocol.js';
 import { IMAGE_INLINE_MAX } from '../../src/protocol/messages.js';
 import { ProtocolError } from '../../src/protocol/frame.js';
 import { RexClient } from '../../src/runtime/client.js';
@@ -24,7 +23,7 @@ function be32(list: number[]): Uint8Array {
   return b;
 }
 
-describe('an inline image (EXEC imageData, imageSize)', () => {
+describe('an inline image (RFORK imageData, imageSize)', () => {
   const refusal = (data: Uint8Array, size: number | undefined): string => {
     try {
       inlineImage(data, size);
@@ -51,12 +50,12 @@ describe('an inline image (EXEC imageData, imageSize)', () => {
 
   it('refuses a stream that inflates past imageSize, falls short, is damaged or is not DEFLATE, and a size out of range', () => {
     const packed = deflateRawSync(Buffer.alloc(10_000, 7));
-    expect(refusal(packed, 9_999)).toMatch(/EXEC imageData \(\d+ bytes of raw DEFLATE\): it inflates to more than imageSize 9999 bytes/);
+    expect(refusal(packed, 9_999)).toMatch(/RFORK imageData \(\d+ bytes of raw DEFLATE\): it inflates to more than imageSize 9999 bytes/);
     expect(refusal(packed, 10_001)).toMatch(/inflates to 10000 bytes, not imageSize 10001/);
-    expect(refusal(packed.subarray(0, packed.length - 2), 10_000)).toMatch(/EXEC imageData .*unexpected end of file/);
-    expect(refusal(Buffer.from('not deflate at all'), 18)).toMatch(/EXEC imageData \(18 bytes of raw DEFLATE\)/);
-    expect(refusal(packed, 0)).toMatch(/EXEC imageSize 0: an inline image is 1 to 786432 bytes/);
-    expect(refusal(packed, IMAGE_INLINE_MAX + 1)).toMatch(/EXEC imageSize 786433/);
+    expect(refusal(packed.subarray(0, packed.length - 2), 10_000)).toMatch(/RFORK imageData .*unexpected end of file/);
+    expect(refusal(Buffer.from('not deflate at all'), 18)).toMatch(/RFORK imageData \(18 bytes of raw DEFLATE\)/);
+    expect(refusal(packed, 0)).toMatch(/RFORK imageSize 0: an inline image is 1 to 786432 bytes/);
+    expect(refusal(packed, IMAGE_INLINE_MAX + 1)).toMatch(/RFORK imageSize 786433/);
     // A stream of 1 KiB that would expand to 64 MiB stops at imageSize.
     const bomb = deflateRawSync(Buffer.alloc(64 << 20), { level: 9 });
     expect(bomb.length).toBeLessThan(128 * 1024);
@@ -81,7 +80,7 @@ describe('an inline image (EXEC imageData, imageSize)', () => {
   });
 });
 
-describe('EXEC fds (imageFds)', () => {
+describe('RFORK fds (imageFds)', () => {
   it('reads an ascending list and always includes 0-2', () => {
     expect(imageFds(undefined)).toEqual([0, 1, 2]);
     expect(imageFds(be32([0, 1, 2, 5, 9]))).toEqual([0, 1, 2, 5, 9]);
@@ -99,7 +98,7 @@ describe('EXEC fds (imageFds)', () => {
       }
       throw new Error('accepted');
     };
-    expect(msg(new Uint8Array(5))).toMatch(/EXEC fds: 5 bytes is not a list of 4-byte/);
+    expect(msg(new Uint8Array(5))).toMatch(/RFORK fds: 5 bytes is not a list of 4-byte/);
     expect(msg(be32([3, 3]))).toMatch(/entry 1 \(3\) is not above the one before/);
     expect(msg(be32([4, 3]))).toMatch(/entry 1 \(3\)/);
     expect(msg(be32([70000]))).toMatch(/descriptor 70000 \(entry 0\) is above 65535/);
@@ -123,7 +122,7 @@ describe('EXEC fds (imageFds)', () => {
   });
 });
 
-describe('EXEC image at rexd', () => {
+describe('RFORK at rexd', () => {
   let stop: () => Promise<void>;
   let socket: string;
   let dir: string;
@@ -142,19 +141,19 @@ describe('EXEC image at rexd', () => {
   async function execError(req: Record<string, unknown>): Promise<ProtocolError> {
     const client = await RexClient.connect({ socket });
     try {
-      await client.conn.request({ type: 'EXEC', ...req } as never, 20_000);
+      await client.conn.request({ type: 'RFORK', ...req } as never, 20_000);
     } catch (e) {
       return e as ProtocolError;
     } finally {
       client.close();
     }
-    throw new Error('EXEC was accepted');
+    throw new Error('RFORK was accepted');
   }
 
   it("refuses an image that is not the client's own descriptor", async () => {
-    const e = await execError({ path: '/etc/passwd', image: true, host: 'beta' });
-    expect(e.message).toMatch(/EXEC image \/etc\/passwd: an image must be the client's own descriptor, \/proc\/\d+\/fd\/N/);
-    const other = await execError({ path: '/proc/1/fd/0', image: true, host: 'alpha' });
+    const e = await execError({ path: '/etc/passwd', host: 'beta' });
+    expect(e.message).toMatch(/RFORK image \/etc\/passwd: an image must be the client's own descriptor, \/proc\/\d+\/fd\/N/);
+    const other = await execError({ path: '/proc/1/fd/0', host: 'alpha' });
     expect(other.message).toMatch(/client's own descriptor/);
   }, 30_000);
 
@@ -170,7 +169,7 @@ describe('EXEC image at rexd', () => {
     writeFileSync(path, rehash(img));
     const fd = openSync(path, 'r');
     try {
-      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'beta' });
+      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, host: 'beta' });
       expect(e.proto).toBe('INCOMPATIBLE');
       expect(e.message).toMatch(/restore failed on beta \(rex-restore exit 4\): .*differs from the image's .*restore on a host with the same kernel/);
     } finally {
@@ -183,20 +182,20 @@ describe('EXEC image at rexd', () => {
     writeFileSync(junk, Buffer.alloc(8192, 0x41));
     const fd = openSync(junk, 'r');
     try {
-      const here = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'alpha' });
+      const here = await execError({ path: `/proc/${process.pid}/fd/${fd}`, host: 'alpha' });
       expect(here.message).toMatch(/restore failed on alpha \(rex-restore exit 3\): .*magic/);
-      const peer = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'beta' });
-      expect(peer.message).toMatch(/EXEC image: not a REX image: header\.magic at offset 0/);
+      const peer = await execError({ path: `/proc/${process.pid}/fd/${fd}`, host: 'beta' });
+      expect(peer.message).toMatch(/RFORK image: not a REX image: header\.magic at offset 0/);
     } finally {
       closeSync(fd);
     }
   }, 60_000);
 
   it('refuses imageData from a local client: only a rexd sends an image inline', async () => {
-    const e = await execError({ path: `/proc/${process.pid}/fd/0`, image: true, host: 'beta', imageData: new Uint8Array(16) });
-    expect(e.message).toMatch(/EXEC imageData comes from a peer only/);
-    const sized = await execError({ path: `/proc/${process.pid}/fd/0`, image: true, host: 'beta', imageSize: 16 });
-    expect(sized.message).toMatch(/EXEC imageData comes from a peer only/);
+    const e = await execError({ path: `/proc/${process.pid}/fd/0`, host: 'beta', imageData: new Uint8Array(16) });
+    expect(e.message).toMatch(/RFORK imageData comes from a peer only/);
+    const sized = await execError({ path: `/proc/${process.pid}/fd/0`, host: 'beta', imageSize: 16 });
+    expect(sized.message).toMatch(/RFORK imageData comes from a peer only/);
   }, 30_000);
 
   it('refuses a bad fds list before anything starts', async () => {
@@ -204,8 +203,8 @@ describe('EXEC image at rexd', () => {
     writeFileSync(junk, 'x');
     const fd = openSync(junk, 'r');
     try {
-      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, image: true, host: 'alpha', fds: new Uint8Array(3) });
-      expect(e.message).toMatch(/EXEC fds: 3 bytes/);
+      const e = await execError({ path: `/proc/${process.pid}/fd/${fd}`, host: 'alpha', fds: new Uint8Array(3) });
+      expect(e.message).toMatch(/RFORK fds: 3 bytes/);
     } finally {
       closeSync(fd);
     }

@@ -151,7 +151,7 @@ describe("the 2009 guide's example, test_rfork_1", () => {
     expect(new Set([parentPid, childPid, stubPid]).size).toBe(3);
     // In network namespaces each host has its own UTS namespace and name.
     expect(childHost).toBe(NETNS ? 'beta' : hostname());
-    // beta's transaction log has the rfork, with the image's bytes (sent inline with the EXEC).
+    // beta's transaction log has the rfork, with the image's bytes (sent inline with the RFORK).
     interface LogRow {
       message_type: string;
       target: string | null;
@@ -162,15 +162,15 @@ describe("the 2009 guide's example, test_rfork_1", () => {
       () => {
         const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
         const found = (JSON.parse(out) as LogRow[]).find((x) => x.target === 'rfork image');
-        if (!found) throw new Error("no EXEC row with target 'rfork image' in beta's log yet");
+        if (!found) throw new Error("no RFORK row with target 'rfork image' in beta's log yet");
         return found;
       },
       { timeout: 10_000, interval: 100 },
     );
-    expect(row, 'an EXEC row with target "rfork image" in beta\'s log').toBeDefined();
+    expect(row, 'an RFORK row with target "rfork image" in beta\'s log').toBeDefined();
     expect(row!.outcome).toBe('ok');
-    expect(row!.message_type).toBe('EXEC');
-    // The image went deflated: beta's rexd log has its size and the bytes that crossed the link, which the EXEC's bytes_in includes.
+    expect(row!.message_type).toBe('RFORK');
+    // The image went deflated: beta's rexd log has its size and the bytes that crossed the link, which the RFORK's bytes_in includes.
     const inline = readFileSync(cluster.host('beta').logFile, 'utf8')
       .split('\n')
       .filter((l) => l.includes('rfork image received inline'))

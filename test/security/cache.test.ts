@@ -20,7 +20,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { loadConfig, parseRc } from '../../src/config/index.js';
 import { localName } from '../../src/keys/identity.js';
 import { KeyStore } from '../../src/keys/store.js';
-import { Incoming } from '../../src/exec/transfer.js';
+import { Incoming } from '../../src/exec/executor/transfer.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { spawn } from '../../src/runtime/index.js';
 import { distBin } from '../../src/util/paths.js';

@@ -159,14 +159,14 @@ describe('EXEC under a program grant', () => {
     addGrant(beta.store, 'quinn.root', { program: 'demo' });
     const c = await connect(quinn, 'demo');
     try {
-      await expect(exec(c, '/proc/1/fd/3', { image: true, imageData: Buffer.from('not even an image') })).rejects.toThrow(
-        `DENIED: EXEC of an rfork image refused: quinn.root.demo (key ${quinn.own.id}) is granted only program demo on beta.root, and an image cannot be tied to that program's executables; rfork needs a grant for all programs (rex_key --grant quinn.root without --program)`,
+      await expect(c.conn.request({ type: 'RFORK', path: '/proc/1/fd/3', imageData: Buffer.from('not even an image') }, 20_000)).rejects.toThrow(
+        `DENIED: RFORK refused: quinn.root.demo (key ${quinn.own.id}) is granted only program demo on beta.root, and an image cannot be tied to that program's executables; rfork needs a grant for all programs (rex_key --grant quinn.root without --program)`,
       );
     } finally {
       c.close();
     }
-    const rows = await rowsOf(quinn.own.id, (rs) => rs.some((r) => r.message_type === 'EXEC'));
-    expect(rows.find(denied('EXEC', 'rfork image', /EXEC of an rfork image refused: quinn\.root\.demo/))).toBeDefined();
+    const rows = await rowsOf(quinn.own.id, (rs) => rs.some((r) => r.message_type === 'RFORK'));
+    expect(rows.find(denied('RFORK', 'rfork image', /RFORK refused: quinn\.root\.demo/))).toBeDefined();
     expect(rows.some((r) => r.kind === 'transaction' && r.outcome === 'ok')).toBe(false);
   }, 30_000);
 

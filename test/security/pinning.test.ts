@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { RemoteProcess } from '../../src/exec/stub.js';
+import { RemoteProcess } from '../../src/exec/origin/stub.js';
 import { addGrant } from '../../src/keys/admin.js';
 import { enrollWith } from '../../src/keys/enroll.js';
 import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';

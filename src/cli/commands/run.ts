@@ -7,9 +7,8 @@ import { write } from 'node:fs';
 import { constants as osc } from 'node:os';
 import type { Command } from 'commander';
 import { RexClient } from '../../runtime/client.js';
-import { envList } from '../../exec/env.js';
-import { localProgram } from '../../exec/transfer.js';
-import { RemoteProcess, type ExitStatus } from '../../exec/stub.js';
+import { envList } from '../../exec/executor/env.js';
+import { localProgram, RemoteProcess, type ExitStatus } from '../../exec/origin/stub.js';
 import { isRexError } from '../../util/errors.js';
 import { FORWARDED_SIGNALS as FORWARDED } from '../../protocol/signals.js';
 

@@ -8,13 +8,10 @@
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { procStat } from '../util/proc.js';
-import { reapRecorded, type JobBox } from './contain.js';
+import { processStart, reapRecorded, type JobBox } from './contain.js';
 
-/** The start time of a process in clock ticks since boot (/proc/PID/stat field 22): tells a pid's reuse apart. */
-export function processStart(pid: number): string | undefined {
-  return procStat(pid)?.[19];
-}
+// The start time lives with the containment that compares it; re-exported for the record's readers.
+export { processStart };
 
 /** The on-disk record of running EXEC programs of one rexd. */
 export class JobRecord {

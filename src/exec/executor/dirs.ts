@@ -11,7 +11,7 @@
  */
 import { lstatSync, mkdirSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ErrorCodes, RexError } from '../util/errors.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
 
 /** Where the executor keeps its files, all under the state directory. */
 export interface ExecDirs {

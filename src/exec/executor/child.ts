@@ -14,8 +14,8 @@ import { spawn as nodeSpawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { loadAddon, type RexAddon } from '../util/native.js';
-import { signalName } from '../util/signals.js';
+import { loadAddon, type RexAddon } from '../../util/native.js';
+import { signalName } from '../../util/signals.js';
 
 /** What the executor uses of a child process; node's ChildProcess has this shape too. */
 export interface Child extends EventEmitter {

@@ -4,8 +4,8 @@
  * (limit.ts). The service itself (service.ts) runs it here or relays it to the
  * placed host.
  */
-import type { RexConfig } from '../config/index.js';
-import type { Request, RequestTable } from '../daemon/dispatch.js';
+import type { RexConfig } from '../../config/index.js';
+import type { Request, RequestTable } from '../../daemon/dispatch.js';
 import type { ExecLimit } from './limit.js';
 import type { ExecService } from './service.js';
 
@@ -17,8 +17,7 @@ export function registerExec(table: RequestTable, exec: ExecService, config: Pic
     // It starts the user's program here, or relays it to a peer over this host's key.
     privilege: ['user', 'host-key'],
     newWork: true,
-    // An rfork image's path is a /proc descriptor: the row says what it was (bytes_in counts an image sent inline).
-    target: (m) => (m.image ? 'rfork image' : m.path),
+    target: (m) => m.path,
     handler: (m, req) => {
       const s = req.session;
       const limit = execLimit(req, config, self);
@@ -36,7 +35,7 @@ export function registerExec(table: RequestTable, exec: ExecService, config: Pic
  * only for one program (a program key, or a grant with program=P): then only
  * P's executables from this host's rex.rc.
  */
-function execLimit(req: Request, config: Pick<RexConfig, 'programs'>, self: string): ExecLimit | undefined {
+export function execLimit(req: Request, config: Pick<RexConfig, 'programs'>, self: string): ExecLimit | undefined {
   const s = req.session;
   if (s.state !== 'peer' || !req.access) return undefined;
   const { who, grant } = req.access;

@@ -8,9 +8,9 @@
  */
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { readElf } from '../gen/elf/index.js';
-import { ErrorCodes, RexError } from '../util/errors.js';
-import { fileSha256, TRANSFER_MAX } from './transfer.js';
+import { readElf } from '../../gen/elf/index.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
+import { fileSha256, TRANSFER_MAX } from '../protocol.js';
 
 /** What an object's dynamic section says about loading it. */
 export interface DynamicInfo {

@@ -7,34 +7,19 @@
  * size limit.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { type BigIntStats, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, read, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { type BigIntStats, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, read, readSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Connection } from '../protocol/connection.js';
-import { ProtocolError } from '../protocol/frame.js';
-import type { MessageOf } from '../protocol/messages.js';
-import { testSwitch } from '../util/testmode.js';
-import type { LogEvent } from '../log/txlog.js';
+import type { Connection } from '../../protocol/connection.js';
+import { ProtocolError } from '../../protocol/frame.js';
+import type { MessageOf } from '../../protocol/messages.js';
+import { testSwitch } from '../../util/testmode.js';
+import type { LogEvent } from '../../log/txlog.js';
 import { execDirs, ownUid } from './dirs.js';
-
-/** Largest program transferred (it travels through the daemons' memory once). */
-export const TRANSFER_MAX = 1 << 30;
+import { TRANSFER_MAX, fileSha256 } from '../protocol.js';
 
 /** Default size limit of one host's cache; REX_EXEC_CACHE_MAX (bytes) overrides it. */
 export const CACHE_MAX_DEFAULT = 1 << 30;
-
-const hashes = new Map<string, { key: string; hex: string }>();
-
-/** sha256 of a file, remembered per (path, device, inode, size, mtime) so a program is hashed once. */
-export function fileSha256(path: string): string {
-  const st = statSync(path);
-  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
-  const hit = hashes.get(path);
-  if (hit && hit.key === key) return hit.hex;
-  const hex = createHash('sha256').update(readFileSync(path)).digest('hex');
-  hashes.set(path, { key, hex });
-  return hex;
-}
 
 /** The cache directory of a state directory (docs/EXEC.md, "The cache"). */
 export function cacheDir(root: string): string {
@@ -355,26 +340,6 @@ export function trimCache(root: string, max: number, keep?: string): string[] {
   return removed;
 }
 
-/**
- * The origin's own copy of a program, as EXEC should name it for transfer:
- * its absolute path (a bare name searched in PATH) and content hash; undefined
- * when it is not an executable file here (the executor then searches alone).
- */
-export function localProgram(prog: string, cwd: string, envPath: string | undefined): { path: string; sha256: Buffer } | undefined {
-  const dirs = prog.includes('/') ? [''] : (envPath ?? '').split(':').filter(Boolean);
-  for (const d of dirs) {
-    const p = prog.includes('/') ? (prog.startsWith('/') ? prog : join(cwd, prog)) : join(d, prog);
-    try {
-      const st = statSync(p);
-      if (!st.isFile() || (st.mode & 0o111) === 0 || st.size > TRANSFER_MAX) continue;
-      return { path: p, sha256: Buffer.from(fileSha256(p), 'hex') };
-    } catch {
-      /* not here */
-    }
-  }
-  return undefined;
-}
-
 /** What the executor's side of a transfer needs from its rexd (a subset of ExecutorContext). */
 export interface TransferContext extends CacheReport {
   hostName: string;
@@ -450,16 +415,6 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
     if (!adopted) return fail('the origin went away before the transfer began', 'UNREACHABLE');
     conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path, dest: incoming.path });
   });
-}
-
-/**
- * Test seam: REX_TEST_FETCH_DELAY_MS makes an origin wait that long before
- * each FILE chunk it sends, so that a test can interrupt a transfer that a
- * loopback link would otherwise finish before the interruption lands.
- */
-export function fetchDelayForTests(): number {
-  const ms = Number(testSwitch('REX_TEST_FETCH_DELAY_MS'));
-  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, 1000) : 0;
 }
 
 /** Test seam: lets one machine play hosts with different file systems (a file "only on the origin"). */

@@ -17,9 +17,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { loadAddon } from '../util/native.js';
-import { procStat } from '../util/proc.js';
-import { processStart } from './jobs.js';
+import { loadAddon } from '../../util/native.js';
+import { procStat } from '../../util/proc.js';
+
+/** The start time of a process in clock ticks since boot (/proc/PID/stat field 22): tells a pid's reuse apart. */
+export function processStart(pid: number): string | undefined {
+  return procStat(pid)?.[19];
+}
 
 /** The environment variable that names a process's job (inherited by everything the job starts). */
 export const JOB_ENV = 'REX_JOB';

@@ -6,10 +6,32 @@
  * come from and go to (docs/EXEC.md, "The origin stub").
  */
 import { EventEmitter } from 'node:events';
-import type { Connection, StreamHandle } from '../protocol/connection.js';
-import { EXEC_MAX_CHUNK, type Message } from '../protocol/messages.js';
-import { ErrorCodes, RexError } from '../util/errors.js';
-import { DEFAULT_WINDOW } from './executor.js';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Connection, StreamHandle } from '../../protocol/connection.js';
+import { EXEC_MAX_CHUNK, type Message } from '../../protocol/messages.js';
+import { ErrorCodes, RexError } from '../../util/errors.js';
+import { DEFAULT_WINDOW, fileSha256, TRANSFER_MAX } from '../protocol.js';
+
+/**
+ * The origin's own copy of a program, as EXEC should name it for transfer:
+ * its absolute path (a bare name searched in PATH) and content hash; undefined
+ * when it is not an executable file here (the executor then searches alone).
+ */
+export function localProgram(prog: string, cwd: string, envPath: string | undefined): { path: string; sha256: Buffer } | undefined {
+  const dirs = prog.includes('/') ? [''] : (envPath ?? '').split(':').filter(Boolean);
+  for (const d of dirs) {
+    const p = prog.includes('/') ? (prog.startsWith('/') ? prog : join(cwd, prog)) : join(d, prog);
+    try {
+      const st = statSync(p);
+      if (!st.isFile() || (st.mode & 0o111) === 0 || st.size > TRANSFER_MAX) continue;
+      return { path: p, sha256: Buffer.from(fileSha256(p), 'hex') };
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
 
 /** What to run and where. */
 export interface ExecRequest {

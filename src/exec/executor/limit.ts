@@ -11,7 +11,7 @@
  * LD_LIBRARY_PATH would let the client run code inside an allowed script.
  */
 import { realpathSync } from 'node:fs';
-import { ProtocolError } from '../protocol/frame.js';
+import { ProtocolError } from '../../protocol/frame.js';
 
 /** What a requester granted only one program may run here. */
 export interface ExecLimit {
@@ -38,7 +38,7 @@ function refuse(message: string): ProtocolError {
 /** The refusal of an rfork image under a program grant. */
 export function imageRefused(limit: ExecLimit): ProtocolError {
   return refuse(
-    `EXEC of an rfork image refused: ${limit.who} is granted only program ${limit.program} on ${limit.host}, and an image cannot be tied to that program's executables; ` +
+    `RFORK refused: ${limit.who} is granted only program ${limit.program} on ${limit.host}, and an image cannot be tied to that program's executables; ` +
       `rfork needs a grant for all programs (rex_key --grant ${limit.name} without --program)`,
   );
 }

@@ -4,52 +4,41 @@
  * with per-stream credit, delivers signals, and answers EXIT when the program
  * has ended and its last byte of output has been sent.
  */
-import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
-import { inflateRawSync } from 'node:zlib';
-import type { Connection, Reply, StreamListener } from '../protocol/connection.js';
-import { ProtocolError } from '../protocol/frame.js';
-import { EXEC_MAX_CHUNK, IMAGE_INLINE_MAX, type MessageOf } from '../protocol/messages.js';
-import type { LoadMeter } from '../daemon/load.js';
-import type { Logger } from '../daemon/log.js';
-import { packageRoot } from '../util/paths.js';
+import type { Connection, Reply, StreamListener } from '../../protocol/connection.js';
+import type { MsgTypeName } from '../../protocol/constants.js';
+import { ProtocolError } from '../../protocol/frame.js';
+import { EXEC_MAX_CHUNK, type MessageOf } from '../../protocol/messages.js';
+import type { LoadMeter } from '../../daemon/load.js';
+import type { Logger } from '../../daemon/log.js';
+import { packageRoot } from '../../util/paths.js';
 import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import { JOB_ENV, type Containment, type JobBox } from './contain.js';
 import type { JobRecord } from './jobs.js';
-import type { LogEvent } from '../log/txlog.js';
-import { pendingSignals, STOP_SIGNALS_MASK } from '../util/proc.js';
-import { testSwitch } from '../util/testmode.js';
-import { execDirs } from './dirs.js';
+import type { LogEvent } from '../../log/txlog.js';
+import { pendingSignals, STOP_SIGNALS_MASK } from '../../util/proc.js';
+import { testSwitch } from '../../util/testmode.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
-import { cached, fetchFile, fileSha256, hiddenForTests, libraryDir, openCached } from './transfer.js';
-import { RELAYED_SIGNALS } from '../protocol/signals.js';
+import { fetchFile, libraryDir, openCached } from './transfer.js';
+import { DEFAULT_WINDOW, fileSha256, RELAYED_SIGNALS } from '../protocol.js';
 
-/** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
-export const DEFAULT_WINDOW = 1 << 20;
+const RELAYED = new Set(RELAYED_SIGNALS);
 
 /**
- * rfork's credit per relayed descriptor (STARTED fdWindow): each descriptor the
- * child reads has a window of its own, so one the stub reads ahead and the
- * child leaves unread (a file, a busy socket) cannot take the credit another
- * one (the pipe it waits on) needs. DEFAULT_WINDOW each, less when there are
- * many, so that what this rexd may hold for one child stays near 16 MiB
- * (64 KiB each at least: 64 MiB for the 1024 descriptors allowed).
+ * What a job's stream takes from the origin once the job runs (the listener in
+ * superviseJob handles each); the origin's rexd relays exactly these from its
+ * client (service.ts), so a new one is added here and handled below.
  */
-export function fdWindow(inputs: number): number {
-  return Math.max(64 << 10, Math.min(DEFAULT_WINDOW, Math.floor((16 << 20) / Math.max(1, inputs))));
-}
-
-/** Signals an origin may send (names without SIG): the table of src/protocol/signals.ts. */
-const RELAYED = new Set(RELAYED_SIGNALS);
+export const FROM_ORIGIN: ReadonlySet<MsgTypeName> = new Set<MsgTypeName>(['DATA', 'WINDOW_UPDATE', 'SIGNAL', 'WINSIZE']);
 
 /** What the executor needs from its rexd. */
 export interface ExecutorContext {
   hostName: string;
   /** rex.rc rex-temp-directory: where a program runs when the caller's cwd does not exist here. */
   tempDirectory: string;
-  /** rexd's private state directory: the program cache and the run and image directories are in it (src/exec/dirs.ts). */
+  /** rexd's private state directory: the program cache and the run and image directories are in it (src/exec/executor/dirs.ts). */
   stateDirectory: string;
   /** This rexd's socket, so that the program's own REX calls reach the executor's daemon. */
   socket: string;
@@ -69,6 +58,10 @@ export interface ExecutorContext {
   containment?: Containment;
   /** An origin rexd's link that brings nothing (not even its LOAD polls) for this long is dead: its jobs end (default 15 s). */
   originSilenceMs?: number;
+  /** Set once rexd stops: nothing new is started ahead (rfork's spare restorer). */
+  stopped?: boolean;
+  /** What a feature keeps per rexd and ends when rexd stops (rfork's spare restorer). */
+  atStop?: (() => void)[];
 }
 
 /** The programs running here for EXEC, so that a stopping rexd can end them (no orphans). */
@@ -179,16 +172,20 @@ export function resolveProgram(path: string, cwd: string, envPath: string | unde
   throw new ProtocolError('NO_ENTRY', path.includes('/') ? `${candidates[0]}: no such program on ${host}` : `${path}: not found in PATH on ${host}`, { fatal: false });
 }
 
-/**
- * Runs EXEC `m` here, on the stream it opened on `conn`; resolves with the EXIT
- * answer. Throws ProtocolError (NO_ENTRY, DENIED, BAD_REQUEST) when nothing
- * could be started.
- */
-export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void, limit?: ExecLimit): Promise<Reply> {
-  const ptyHelper = join(packageRoot(), 'native', 'build', 'bin', 'rex_pty');
-  if (m.pty && !existsSync(ptyHelper)) {
-    throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
-  }
+/** Where and with what a job starts here (jobSetup): common to a program (EXEC) and a restored image (RFORK). */
+export interface JobSetup {
+  env: Record<string, string>;
+  cwd: string;
+  /** The client's PATH, before the environment was limited: under a program grant it still finds a bare name. */
+  clientPath: string | undefined;
+  /** A line for the client's stderr (its cwd does not exist here). */
+  notice?: string;
+  /** The job's REX_JOB id, when jobs are contained. */
+  jobId?: string;
+}
+
+/** The environment and directory a job starts with: the client's environment filtered (and limited under a program grant), its cwd when it exists here. */
+export function jobSetup(m: { env?: string[]; cwd?: string }, ctx: ExecutorContext, limit?: ExecLimit): JobSetup {
   const clientEnv = filterEnv(m.env ?? []);
   // The client's PATH, before anything below changes env: under a program grant it still finds a bare name.
   const clientPath = clientEnv.PATH;
@@ -205,62 +202,82 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   // Every process of the job inherits its id: the process-group containment finds escaped descendants by it.
   const jobId = ctx.containment?.newId();
   if (jobId) env[JOB_ENV] = jobId;
-  const proxied = m.image ? imageFds(m.fds) : [0, 1, 2];
-  let child: Child;
-  let early: Buffer[] = [];
-  let imageFile: string | undefined;
-  if (m.image) {
-    // rfork: the restorer rebuilds the image in this process; the proxied descriptors are sockets at their numbers.
-    imageFile = await imageFor(m, conn, ctx);
-    const fileArgs = await imageFiles(m, conn, ctx);
-    const greet = Math.max(...proxied) + 1;
-    // Only descriptors 0-2 (the common case): a spare restorer started ahead takes its arguments on fd 3 and saves a spawn.
-    const spare = greet === 3 ? takeSpare(ctx) : undefined;
-    if (spare) {
-      child = spare;
-      const text = Buffer.from([...fileArgs, imageFile].map((a) => `${a}\0`).join(''));
-      const len = Buffer.alloc(4);
-      len.writeUInt32LE(text.length);
-      (child.stdio[3] as import('node:stream').Writable).write(Buffer.concat([len, text]));
-    } else {
-      const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
-      for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
-      child = await start(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio }, ctx);
-    }
-    try {
-      early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
-    } finally {
-      // The next rfork with 0-2 only finds a spare ready. Started once this one's STARTED is out (it is sent in the
-      // same turn of the event loop), so that the start (node's spawn, if the addon is missing, blocks rexd 2-6 ms)
-      // never delays this greeting.
-      if (greet === 3) setImmediate(() => prepareSpare(ctx));
-    }
-  } else {
-    // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/limit.ts).
-    // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
-    const limited = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, clientPath, ctx.hostName)) : undefined;
-    const { file, exe, release } = limited !== undefined ? { file: limited, exe: limited, release: () => {} } : await programFor(m, cwd, env.PATH, conn, ctx);
-    let libDir: string | undefined;
-    const removeLibDir = (): void => {
-      release();
-      if (libDir) rmSync(libDir, { recursive: true, force: true });
-    };
-    try {
-      // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
-      libDir = limit ? undefined : await libraryDir(m, conn, ctx);
-      if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
-      const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
-      // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
-      child = m.pty
-        ? await start(ptyHelper, [String(m.rows || 24), String(m.cols || 80), exe, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }, ctx, file)
-        : await start(exe, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }, ctx, file);
-    } catch (e) {
-      removeLibDir();
-      throw e;
-    }
-    child.once('exit', removeLibDir);
+  return { env, cwd, clientPath, ...(notice ? { notice } : {}), ...(jobId ? { jobId } : {}) };
+}
+
+/**
+ * Runs EXEC `m` here, on the stream it opened on `conn`; resolves with the EXIT
+ * answer. Throws ProtocolError (NO_ENTRY, DENIED, BAD_REQUEST) when nothing
+ * could be started.
+ */
+export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void, limit?: ExecLimit): Promise<Reply> {
+  const ptyHelper = join(packageRoot(), 'native', 'build', 'bin', 'rex_pty');
+  if (m.pty && !existsSync(ptyHelper)) {
+    throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
   }
-  const winsize = m.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
+  const setup = jobSetup(m, ctx, limit);
+  const { env, cwd, clientPath } = setup;
+  let child: Child;
+  // Under a program grant only that program's executables run, as this host has them: nothing is fetched (src/exec/executor/limit.ts).
+  // (The client's PATH finds a bare name: whatever it finds must still be one of the executables.)
+  const limited = limit ? allowedExecutable(m.path, limit, () => resolveProgram(m.path, cwd, clientPath, ctx.hostName)) : undefined;
+  const { file, exe, release } = limited !== undefined ? { file: limited, exe: limited, release: () => {} } : await programFor(m, cwd, env.PATH, conn, ctx);
+  let libDir: string | undefined;
+  const removeLibDir = (): void => {
+    release();
+    if (libDir) rmSync(libDir, { recursive: true, force: true });
+  };
+  try {
+    // Shared libraries the program needs and this host lacks: fetched, and found first through a per-run directory.
+    libDir = limit ? undefined : await libraryDir(m, conn, ctx);
+    if (libDir) env.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${libDir}:${env.LD_LIBRARY_PATH}` : libDir;
+    const argv = m.argv && m.argv.length > 0 ? m.argv : [m.path];
+    // With a pty, the helper starts the program on a new terminal and relays it (native/pty/rex_pty.c); fd 3 takes window sizes.
+    child = m.pty
+      ? await start(ptyHelper, [String(m.rows || 24), String(m.cols || 80), exe, ...argv], { cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }, ctx, file)
+      : await start(exe, argv.slice(1), { argv0: argv[0]!, cwd, env, stdio: ['pipe', 'pipe', 'pipe'] }, ctx, file);
+  } catch (e) {
+    removeLibDir();
+    throw e;
+  }
+  child.once('exit', removeLibDir);
+  return superviseJob(child, { stream: m.stream, cwd, ...(m.window !== undefined ? { window: m.window } : {}), proxied: [0, 1, 2], pty: !!m.pty, ...(setup.notice ? { notice: setup.notice } : {}), ...(setup.jobId ? { jobId: setup.jobId } : {}) }, conn, ctx, onStarted);
+}
+
+/** How superviseJob relays one started job. */
+export interface JobRelay {
+  /** The request's stream. */
+  stream: number;
+  /** The directory it runs in, as STARTED says. */
+  cwd: string;
+  /** The origin's starting credit for DATA towards it (EXEC/RFORK `window`). */
+  window?: number;
+  /** The child's descriptors relayed on the stream: 0-2 for a program, every proxied one for rfork. */
+  proxied: number[];
+  /** fd 3 takes window sizes (the pty helper). */
+  pty?: boolean;
+  /** STARTED carries fdWindow, credit per descriptor, this function of the number of descriptors fed to the child (rfork, docs/PROTOCOL.md 4.9). */
+  perFdWindow?: (inputs: number) => number;
+  /** A line for the client's stderr after STARTED. */
+  notice?: string;
+  /** Bytes for the client's stderr before anything the child writes (the restorer's words). */
+  early?: Buffer[];
+  /** The job's REX_JOB id (jobSetup). */
+  jobId?: string;
+  /** Called once the child has exited. */
+  onExit?: () => void;
+}
+
+/**
+ * Relays a started job on its stream (docs/PROTOCOL.md 4.9): sends STARTED,
+ * its output as the origin's credit allows, the origin's input, signals and
+ * window sizes to it, and resolves with EXIT once it has ended and its last
+ * byte of output has gone. The job is contained, recorded and counted as
+ * load meanwhile. Shared by EXEC and rfork's RFORK (src/rfork/executor.ts).
+ */
+export function superviseJob(child: Child, job: JobRelay, conn: Connection, ctx: ExecutorContext, onStarted?: () => void): Promise<Reply> {
+  const { proxied, jobId } = job;
+  const winsize = job.pty ? (child.stdio[3] as import('node:stream').Writable | null) : null;
   winsize?.on('error', () => {});
   running.add(child);
   const box: JobBox | undefined = jobId ? ctx.containment!.enter(child.pid!, jobId) : undefined;
@@ -276,13 +293,13 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   watchOrigin(conn, ctx);
   const jobDone = ctx.meter.jobStarted();
   onStarted?.();
-  const stream = m.stream;
+  const stream = job.stream;
   // Descriptors the program writes (relayed to the origin) and reads (fed from the origin): 1, 2 and 0 for a program; for rfork every proxied one, both ways but 0 in and 1-2 out.
   const outputs = proxied.filter((fd) => fd !== 0).map((fd) => [fd, child.stdio[fd] as import('node:stream').Readable] as const);
   const inputs = new Map(proxied.filter((fd) => fd !== 1 && fd !== 2).map((fd) => [fd, child.stdio[fd] as import('node:stream').Writable] as const));
   for (const w of inputs.values()) w.on('error', () => {}); // EPIPE: the program stopped reading; the rest is dropped
   const inputOpen = new Set(inputs.keys());
-  let credit = m.window ?? DEFAULT_WINDOW;
+  let credit = job.window ?? DEFAULT_WINDOW;
   // Output read but not yet sent for lack of credit, in order across stdout and stderr.
   const queue: { fd: number; data?: Buffer; eof?: boolean }[] = [];
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -327,7 +344,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     for (const w of inputs.values()) w.destroy();
   };
   // What the restorer wrote on stderr before the restored program ran comes first.
-  for (const d of early) queue.push({ fd: 2, data: d });
+  for (const d of job.early ?? []) queue.push({ fd: 2, data: d });
   for (const [fd, s] of outputs) {
     s.on('error', () => {});
     s.on('data', (d: Buffer) => {
@@ -405,8 +422,8 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
   };
   // The origin may have gone while the program was starting: then nothing will ever call onClose, so call it now.
   if (!conn.adoptStream(stream, listener)) listener.onClose?.(new Error('the origin went away while the program started'));
-  conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd, ...(m.image ? { fdWindow: fdWindow(inputs.size) } : {}) });
-  if (notice && !m.image) queue.push({ fd: 2, data: Buffer.from(notice) }); // a restored process keeps its own cwd (or was refused)
+  conn.sendOn(stream, { type: 'STARTED', host: ctx.hostName, pid: child.pid!, window: DEFAULT_WINDOW, cwd: job.cwd, ...(job.perFdWindow ? { fdWindow: job.perFdWindow(inputs.size) } : {}) });
+  if (job.notice) queue.push({ fd: 2, data: Buffer.from(job.notice) });
   flush();
   return new Promise<Reply>((resolveExit) => {
     finish = resolveExit;
@@ -417,7 +434,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
       exited = { code, signal };
       // Children of the program that still hold the pipes would keep the stream open forever.
       // Output still waiting for credit is not abandoned: the check waits while the origin reads slowly.
-      dropImage(m, imageFile);
+      job.onExit?.();
       const orphanCheck = (): void => {
         if (eofs >= outputs.length) return;
         if (queue.length > 0 && !gone) {
@@ -436,6 +453,7 @@ export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: Execu
     });
   });
 }
+
 
 /** /proc/self/fd exists: a verified cache entry is executed through its descriptor. */
 const PROC_FD = existsSync('/proc/self/fd');
@@ -507,58 +525,6 @@ function isDir(p: string): boolean {
   }
 }
 
-/** The restorer program (built by npm install). */
-const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
-
-/**
- * Spare restorers, one per rexd at most: started ahead with `--args-fd 3`
- * and descriptors 0-3 as sockets, waiting for the arguments of the next
- * rfork image whose proxied descriptors are 0-2, so that the process start
- * (about 0.4 ms with posix_spawn, several ms with node's spawn) and the
- * restorer's own exec are not on the rfork's path. A spare whose
- * rexd goes away reads end-of-file and exits.
- */
-const spares = new Map<ExecutorContext, Child>();
-
-/** Starts the spare restorer of `ctx` unless there is one. */
-export function prepareSpare(ctx: ExecutorContext): void {
-  if (spares.has(ctx) || stopping.has(ctx)) return;
-  let c: Child;
-  try {
-    c = startChild(RESTORER(), ['--args-fd', '3'], { cwd: '/', env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }).child;
-  } catch {
-    return;
-  }
-  for (const x of c.stdio) (x as import('node:stream').Stream | null)?.on('error', () => {});
-  c.on('error', () => spares.delete(ctx));
-  c.once('exit', () => {
-    if (spares.get(ctx) === c) spares.delete(ctx);
-  });
-  spares.set(ctx, c);
-}
-
-/** Takes the spare restorer of `ctx` if one runs; undefined otherwise. runHere starts the next once the restored child runs. */
-function takeSpare(ctx: ExecutorContext): Child | undefined {
-  const c = spares.get(ctx);
-  spares.delete(ctx);
-  if (!c) return undefined;
-  if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return undefined;
-  c.removeAllListeners('exit');
-  c.removeAllListeners('error');
-  return c;
-}
-
-/** Contexts whose rexd is stopping: no new spares. */
-const stopping = new Set<ExecutorContext>();
-
-/** Ends the spare restorer of `ctx` (rexd stopping). */
-export function dropSpare(ctx: ExecutorContext): void {
-  stopping.add(ctx);
-  const c = spares.get(ctx);
-  spares.delete(ctx);
-  c?.kill('SIGKILL');
-}
-
 /** Calls `cb` when `child` exits, or soon if it has exited already (a restored child may end before its relay is set up). */
 function whenExited(child: Child, cb: (code: number | null, signal: NodeJS.Signals | null) => void): void {
   if (child.exitCode !== null || child.signalCode !== null) setImmediate(() => cb(child.exitCode, child.signalCode));
@@ -567,10 +533,10 @@ function whenExited(child: Child, cb: (code: number | null, signal: NodeJS.Signa
 
 /**
  * Starts `file` (see startChild) and resolves once it runs; a failure to start
- * it is the EXEC error it means, naming `shown` (the program, also when a
+ * it is the EXEC (or RFORK) error it means, naming `shown` (the program, also when a
  * helper starts it).
  */
-async function start(file: string, args: readonly string[], o: StartOptions, ctx: ExecutorContext, shown = file): Promise<Child> {
+export async function start(file: string, args: readonly string[], o: StartOptions, ctx: ExecutorContext, shown = file): Promise<Child> {
   const refusal = (e: NodeJS.ErrnoException): ProtocolError => {
     if (e.code === 'ENOENT') return new ProtocolError('NO_ENTRY', `${shown}: no such program on ${ctx.hostName} (${e.message})`, { fatal: false });
     if (e.code === 'EACCES' || e.code === 'EPERM') return new ProtocolError('DENIED', `${shown} on ${ctx.hostName}: ${e.message}`, { fatal: false });
@@ -592,183 +558,4 @@ async function start(file: string, args: readonly string[], o: StartOptions, ctx
   return child;
 }
 
-/** Most descriptors an rfork image may ask to proxy (each is a socket pair here). */
-export const MAX_PROXIED_FDS = 1024;
 
-/** EXEC `fds` of an image (big-endian u32 each): validated, 0-2 always included, ascending. */
-export function imageFds(raw: Uint8Array | undefined): number[] {
-  const fds = new Set([0, 1, 2]);
-  if (raw) {
-    if (raw.byteLength % 4 !== 0) throw new ProtocolError('BAD_REQUEST', `EXEC fds: ${raw.byteLength} bytes is not a list of 4-byte descriptor numbers`, { fatal: false });
-    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-    for (let i = 0; i < raw.byteLength; i += 4) {
-      const fd = v.getUint32(i);
-      if (fd >= 65536) throw new ProtocolError('BAD_REQUEST', `EXEC fds: descriptor ${fd} (entry ${i / 4}) is above 65535`, { fatal: false });
-      if (i > 0 && fd <= v.getUint32(i - 4)) throw new ProtocolError('BAD_REQUEST', `EXEC fds: entry ${i / 4} (${fd}) is not above the one before: the list must ascend without repeats`, { fatal: false });
-      fds.add(fd);
-    }
-  }
-  if (fds.size > MAX_PROXIED_FDS) throw new ProtocolError('BAD_REQUEST', `EXEC fds: ${fds.size} descriptors, more than the ${MAX_PROXIED_FDS} one process may proxy`, { fatal: false });
-  return [...fds].sort((a, b) => a - b);
-}
-
-/**
- * The image an EXEC carries inline: `imageData` itself, or, with `imageSize`,
- * its raw DEFLATE inflated to exactly that many bytes (at most 768 KiB: the
- * output is bounded before inflating, so a small stream cannot expand into
- * more). Anything else is BAD_REQUEST naming the field; the restorer then
- * validates the image itself (docs/IMAGE.md).
- */
-export function inlineImage(data: Uint8Array, size: number | undefined): Buffer {
-  if (size === undefined) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  if (size < 1 || size > IMAGE_INLINE_MAX) throw new ProtocolError('BAD_REQUEST', `EXEC imageSize ${size}: an inline image is 1 to ${IMAGE_INLINE_MAX} bytes`, { fatal: false });
-  let image: Buffer;
-  try {
-    image = inflateRawSync(data, { maxOutputLength: size });
-  } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `it inflates to more than imageSize ${size} bytes` : (e as Error).message;
-    throw new ProtocolError('BAD_REQUEST', `EXEC imageData (${data.byteLength} bytes of raw DEFLATE): ${why}`, { fatal: false });
-  }
-  if (image.length !== size) throw new ProtocolError('BAD_REQUEST', `EXEC imageData inflates to ${image.length} bytes, not imageSize ${size}: a truncated or damaged image`, { fatal: false });
-  return image;
-}
-
-/** The image file to restore: the local client's own (its memfd, checked by the service), or one fetched from the origin by hash. */
-async function imageFor(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string> {
-  const want = m.sha256 && m.sha256.byteLength === 32 ? Buffer.from(m.sha256).toString('hex') : undefined;
-  let file: string;
-  if (m.imageData) {
-    // Sent inside the EXEC: written once for the restorer, private to this rexd's user, removed after the restore.
-    const dir = execDirs(ctx.stateDirectory).images;
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const image = inlineImage(m.imageData, m.imageSize);
-    file = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}`);
-    writeFileSync(file, image, { mode: 0o600, flag: 'wx' });
-    ctx.log.info({ program: m.path, bytes: image.byteLength, sent: m.imageData.byteLength }, 'EXEC: rfork image received inline');
-  } else if (!want) {
-    return m.path;
-  } else {
-    file = (await cached(ctx.stateDirectory, want, ctx)) ?? (await fetchProgram(m, want, conn, ctx));
-  }
-  // Test seam: hosts of one machine share a file system, so nothing else makes a restore fail on the executor only.
-  if (testSwitch('REX_TEST_CORRUPT_IMAGE') === '1') {
-    // Flip every bit of one byte of meta_hash: setting it to a constant left 1 image in 256 intact.
-    chmodSync(file, 0o600); // a cached image is read-only (0500)
-    const fd = openSync(file, 'r+');
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, 64);
-    writeSync(fd, Buffer.from([b[0]! ^ 0xff]), 0, 1, 64);
-    closeSync(fd);
-  }
-  return file;
-}
-
-/**
- * The restorer's `--file ORIGINAL=LOCAL` arguments for an image from another
- * host: each file the origin listed in EXEC `libs` (with its sha256) is mapped
- * from this host's file at the same path when the content is the same, else
- * from the cached copy, fetched from the origin when missing. Content, not
- * inode, decides (docs/IMAGE.md 3.2): the daemons have checked every byte.
- */
-async function imageFiles(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext): Promise<string[]> {
-  if ((!m.sha256 && !m.imageData) || !m.libs) return []; // the origin's own host: the strict identity check holds
-  const args: string[] = [];
-  for (const [i, f] of m.libs.entries()) {
-    if (f.sha256.byteLength !== 32 || !isAbsolute(f.path) || f.path.includes('=')) {
-      throw new ProtocolError('BAD_REQUEST', `EXEC libs entry ${i} ("${f.path}"): an image's file needs an absolute path without "=" and a 32-byte sha256`, { fatal: false });
-    }
-    const hex = Buffer.from(f.sha256).toString('hex');
-    let local: string | undefined;
-    try {
-      if (!hiddenForTests(f.path) && fileSha256(f.path) === hex) local = f.path;
-    } catch {
-      /* not here */
-    }
-    local ??= await cached(ctx.stateDirectory, hex, ctx);
-    if (!local) {
-      if (ctx.autoTransfer === 'off') continue; // the restorer names the file it cannot map
-      local = await fetchFile(conn, m.stream, { hex, path: f.path }, ctx);
-    }
-    args.push('--file', `${f.path}=${local}`);
-  }
-  return args;
-}
-
-/** Removes a fetched image once it is restored (or failed): images are used once, they do not stay in the cache. */
-function dropImage(m: MessageOf<'EXEC'>, file: string | undefined): void {
-  if (!file || file === m.path) return; // the local client's own descriptor is not ours to remove
-  rmSync(file, { force: true });
-}
-
-/** How rex-restore's exit status before the jump maps to an EXEC error (docs/RFORK.md section 2). */
-// Exit 4 (EX_HOST): this host cannot run the image (its CPU, a mapped file that differs): INCOMPATIBLE, ENOEXEC in librex.
-const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUEST', 3: 'BAD_REQUEST', 4: 'INCOMPATIBLE', 5: 'INTERNAL' };
-
-/**
- * Waits until the restored program says it runs (one byte on the greeting
- * socket at fd `greet`, after this rexd's socket path was offered there), and
- * returns what the restorer wrote on stderr meanwhile. A restorer that exits
- * first is the EXEC's error, with its message.
- */
-function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: () => void): Promise<Buffer[]> {
-  const sock = child.stdio[greet] as import('node:net').Socket;
-  const stderr = child.stderr!;
-  const early: Buffer[] = [];
-  const collect = (d: Buffer): void => void early.push(d);
-  stderr.on('data', collect);
-  sock.on('error', () => {});
-  sock.write(`REX1 ${ctx.socket}\n`);
-  return new Promise<Buffer[]>((ok, fail) => {
-    const timer = setTimeout(() => {
-      done();
-      killGroup(child, 100);
-      cleanup();
-      fail(new ProtocolError('TIMEOUT', `the restored process did not start on ${ctx.hostName} within 30 s`, { fatal: false }));
-    }, 30_000);
-    let greeted = false;
-    const onData = (): void => {
-      greeted = true;
-      done();
-      sock.destroy();
-      ok(early);
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
-      // A child that greets and exits at once: its byte may be read after the exit is seen. The socket's end settles it.
-      const settle = (): void => {
-        clearTimeout(late);
-        if (greeted) return;
-        sock.off('data', onData);
-        if (sock.read(1) !== null) return onData();
-        failed(code, signal);
-      };
-      const late = setTimeout(settle, 500);
-      if (sock.readableEnded || sock.destroyed) settle();
-      else sock.once('close', settle);
-    };
-    const failed = (code: number | null, signal: NodeJS.Signals | null): void => {
-      done(true);
-      cleanup();
-      // Its last words may arrive on stderr after the exit event: wait for the end of stderr (briefly).
-      const report = (): void => {
-        clearTimeout(late);
-        stderr.off('data', collect);
-        const text = Buffer.concat(early).toString('utf8').trim().split('\n').slice(-3).join('; ') || 'no message';
-        const proto = code !== null ? (RESTORE_FAILURES[code] ?? 'INTERNAL') : 'INTERNAL';
-        fail(new ProtocolError(proto, `restore failed on ${ctx.hostName} (${code !== null ? `rex-restore exit ${code}` : `signal ${signal}`}): ${text}`, { fatal: false }));
-      };
-      const late = setTimeout(report, 500);
-      if (stderr.readableEnded) report();
-      else stderr.once('end', report);
-    };
-    const done = (keepCollecting = false): void => {
-      clearTimeout(timer);
-      sock.off('data', onData);
-      child.off('exit', onExit);
-      if (keepCollecting) return;
-      stderr.off('data', collect);
-      stderr.pause(); // the relay takes over from here (it resumes the outputs once STARTED is sent)
-    };
-    sock.once('data', onData);
-    child.once('exit', onExit);
-  });
-}
