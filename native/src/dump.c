@@ -504,15 +504,7 @@ static int read_fds(struct dumper *d, int image_fd) {
       if (SYS(SYS_fstat, fd, &st, 0) == 0) f->mode = st.st_mode, f->dev = st.st_dev, f->ino = st.st_ino;
       long pos2 = SYS(SYS_lseek, fd, 0, SEEK_CUR);
       f->pos = pos2 < 0 ? UINT64_MAX : (uint64_t)pos2;
-      switch (f->mode & S_IFMT) {
-      case S_IFREG: f->kind = REX_IMG_FD_FILE; break;
-      case S_IFDIR: f->kind = REX_IMG_FD_DIR; break;
-      case S_IFIFO: f->kind = REX_IMG_FD_PIPE; break;
-      case S_IFSOCK: f->kind = REX_IMG_FD_SOCKET; break;
-      case S_IFCHR: f->kind = REX_IMG_FD_CHR; break;
-      case S_IFBLK: f->kind = REX_IMG_FD_BLK; break;
-      default: f->kind = REX_IMG_FD_OTHER;
-      }
+      f->kind = rex_img_fd_kind_of(f->mode); /* schema/image.json fdKinds */
       if (fd == image_fd) f->flags |= REX_IMG_FD_F_IMAGE;
       char link[32], *target = (char *)d->scr + SCR_TEXT;
       memcpy(link, "/proc/self/fd/", 14);
