@@ -27,7 +27,7 @@
 
 #include "../src/image_util.h"
 #include "../src/xsave.h"
-#include "sys.h"
+#include "../src/rawsys.h"
 
 /* ------------------------------------------------------------ libc bits */
 
