@@ -1,29 +1,50 @@
-// One description (schema/image.json) generates the C and TypeScript views of
-// the rfork image layout and the fd-kind table of docs/IMAGE.md: the committed
-// views must be exactly what the generator writes now, so none can drift from
-// the description or from another. (native/src/image.h asserts every field's
-// offset with offsetof, so compiling it checks the C compiler's layout too.)
+// One description per part of the rfork image generates its C and TypeScript
+// views: schema/image.json the layout (native/src/image.h,
+// src/rfork/image-layout.generated.ts, the fd-kind table of docs/IMAGE.md),
+// schema/image-cpu.json the header's CPU part and the feature table
+// (native/src/image_cpu.h, src/cpu/features.generated.ts). The committed views
+// must be exactly what the generators write now, so none can drift from its
+// description or from another. (image.h asserts every field's offset with
+// offsetof, so compiling it checks the C compiler's layout too.)
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
-import { IMAGE_HEADER_BYTES } from '../../src/cpu/features.generated.js';
-import { FD_KINDS, FD_KIND_RELAY, IMG, IMG_HEADER_SIZE, IMG_REGION_SIZE, IMG_FD_SIZE, IMG_RUN_SIZE } from '../../src/rfork/image-layout.generated.js';
+import { FEATURE_TABLE, IMAGE_CPU, IMAGE_HEADER_BYTES } from '../../src/cpu/features.generated.js';
+import { FEATURES } from '../../src/cpu/features.js';
+import { FD_KINDS, FD_KIND_RELAY, IMG, IMG_FD_SIZE, IMG_HEADER_SIZE, IMG_REGION_SIZE, IMG_RUN_SIZE } from '../../src/rfork/image-layout.generated.js';
 import { IMAGE_HEADER_SIZE, IMAGE_VERSION } from '../../src/rfork/image.js';
 
 const root = packageRoot();
 const out = mkdtempSync(join(tmpdir(), 'rex-gen-image-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-describe('schema/image.json generates every view of the image layout', () => {
-  it('running the generator gives exactly the committed files', () => {
-    execFileSync(process.execPath, [join(root, 'scripts', 'gen-image.mjs'), '--out', out], { stdio: 'pipe' });
-    for (const rel of ['native/src/image.h', 'src/rfork/image-layout.generated.ts', 'docs/IMAGE.md']) {
-      expect(readFileSync(join(out, rel), 'utf8'), `${rel} differs from what scripts/gen-image.mjs writes: run it and commit`).toBe(
+const generators: [string, string[]][] = [
+  ['gen-image-cpu.mjs', ['native/src/image_cpu.h', 'src/cpu/features.generated.ts']],
+  ['gen-image.mjs', ['native/src/image.h', 'src/rfork/image-layout.generated.ts', 'docs/IMAGE.md']],
+];
+
+describe('schema/image.json and schema/image-cpu.json generate every view of the image', () => {
+  it.each(generators)('running scripts/%s gives exactly the committed files', (script, files) => {
+    execFileSync(process.execPath, [join(root, 'scripts', script), '--out', out], { stdio: 'pipe' });
+    for (const rel of files) {
+      expect(readFileSync(join(out, rel), 'utf8'), `${rel} differs from what scripts/${script} writes: run it and commit`).toBe(
         readFileSync(join(root, rel), 'utf8'));
     }
+  });
+
+  it('the C view has the same feature table, in the same order, as the TypeScript one and the description', () => {
+    const desc = JSON.parse(readFileSync(join(root, 'schema', 'image-cpu.json'), 'utf8')) as { features: { name: string; bit: number }[] };
+    const h = readFileSync(join(root, 'native', 'src', 'image_cpu.h'), 'utf8');
+    const cNames = [...h.matchAll(/^ {4}\{"([A-Z0-9_]+)", (\d+)u, (\d+)u, ([01])u, 0u\},$/gm)].map((m) => m[1]);
+    expect(cNames).toEqual(desc.features.map((f) => f.name));
+    expect(FEATURE_TABLE.map((f) => f.name)).toEqual(cNames);
+    expect(FEATURES.map((f) => f.name)).toEqual(cNames);
+    expect(h).toContain(`#define REX_IMG_HEADER_SIZE ${IMAGE_HEADER_BYTES}u`);
+    expect(h).toContain(`#define REX_IMG_OFF_CPU ${IMAGE_CPU.headerOffset}u`);
+    expect(IMAGE_HEADER_SIZE).toBe(IMAGE_HEADER_BYTES);
   });
 
   it('the C view, the TypeScript view and the CPU description agree on the sizes docs/IMAGE.md gives', () => {
