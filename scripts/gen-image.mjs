@@ -101,6 +101,10 @@ for (const [i, k] of fdKinds.values.entries()) {
 if (fdKinds.values[0].mode !== undefined) fail('fd kind 0 is the kind of every file type no other kind names: it has no mode');
 if (new Set(fdKinds.values.filter((k) => k.mode).map((k) => k.mode)).size !== fdKinds.values.filter((k) => k.mode).length) fail('two fd kinds name one file type');
 const enums = [...desc.enums, fdKinds];
+for (const e of enums) {
+  if (new Set(e.values.map((v) => v.value)).size !== e.values.length) fail(`enum ${e.c}: two names share a code`);
+  if (new Set(e.values.filter((v) => v.ts).map((v) => v.ts)).size !== e.values.filter((v) => v.ts).length) fail(`enum ${e.c}: two codes share a name`);
+}
 
 const parts = desc.metadata.parts.map((p) => {
   const count = hf(p.count);
@@ -160,7 +164,7 @@ for (const k of desc.constants) {
 }
 for (const e of enums) {
   c.push('');
-  c.push(`/* ${e.field}${e.doc ? `: ${e.doc}` : e.$comment ? `: ${e.$comment}` : ''} */`);
+  c.push(`/* ${e.field}${e.doc ? `: ${e.doc}` : ''} */`);
   c.push(`enum ${e.c} {`);
   e.values.forEach((v, i) => c.push(`  ${e.prefix}${v.name} = ${v.value}${i < e.values.length - 1 ? ',' : ''}${v.doc ? ` /* ${v.doc} */` : ''}`));
   c.push('};');

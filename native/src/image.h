@@ -97,7 +97,7 @@ enum rex_img_special_kind {
   REX_IMG_SP_VDSO = 3
 };
 
-/* fd.kind: fd.kind: what a descriptor open at dump time is, from its st_mode file type, and how rfork relays it to the moved child (docs/RFORK.md section 4): served = call by call through the file channel, performed by the origin stub on the real descriptor (4.1); stream = a byte stream with read-ahead, direction by access mode (4). A descriptor whose type no kind names is kind 0. */
+/* fd.kind: what a descriptor open at dump time is, from its st_mode file type, and how rfork relays it to the moved child (docs/RFORK.md section 4): served = call by call through the file channel, performed by the origin stub on the real descriptor (4.1); stream = a byte stream with read-ahead, direction by access mode (4). A descriptor whose type no kind names is kind 0. */
 enum rex_img_fd_kind {
   REX_IMG_FD_OTHER = 0, /* anything else (an anonymous inode: eventfd, epoll, ...) */
   REX_IMG_FD_FILE = 1, /* regular file */

@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
 import { FEATURE_TABLE, IMAGE_CPU, IMAGE_HEADER_BYTES } from '../../src/cpu/features.generated.js';
 import { FEATURES } from '../../src/cpu/features.js';
-import { FD_KINDS, FD_KIND_RELAY, IMG, IMG_FD_SIZE, IMG_HEADER_SIZE, IMG_REGION_SIZE, IMG_RUN_SIZE } from '../../src/rfork/image-layout.generated.js';
+import { FD_KINDS, FD_KIND_RELAY, IMG, IMG_FD, IMG_FD_SIZE, IMG_HEADER, IMG_HEADER_SIZE, IMG_REGION, IMG_REGION_SIZE, IMG_RUN_SIZE } from '../../src/rfork/image-layout.generated.js';
 import { IMAGE_HEADER_SIZE, IMAGE_VERSION } from '../../src/rfork/image.js';
 
 const root = packageRoot();
@@ -62,5 +62,23 @@ describe('schema/image.json and schema/image-cpu.json generate every view of the
     expect(Object.keys(FD_KIND_RELAY)).toEqual(FD_KINDS);
     const served = /#define REX_IMG_FD_SERVED_KINDS \((.*)\)$/m.exec(h)![1]!;
     expect([...served.matchAll(/REX_IMG_FD_([A-Z]+)/g)].map((m) => m[1]!.toLowerCase())).toEqual(FD_KINDS.filter((k) => FD_KIND_RELAY[k!] === 'served'));
+  });
+
+  it("docs/IMAGE.md's field tables (header, region, fd) give the description's offsets", () => {
+    const doc = readFileSync(join(root, 'docs', 'IMAGE.md'), 'utf8');
+    const section = (from: string, to: string): string => doc.slice(doc.indexOf(from), doc.indexOf(to, doc.indexOf(from)));
+    const camel = (s: string): string => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const tables: [string, string, Record<string, number>, number][] = [
+      ['## 2. Header', '### 2.1', IMG_HEADER, IMG_HEADER_SIZE],
+      ['### 3.2 Region', '### 3.3', IMG_REGION, IMG_REGION_SIZE],
+      ['### 3.4 Fd', 'The fd kinds', IMG_FD, IMG_FD_SIZE],
+    ];
+    for (const [from, to, offsets, size] of tables) {
+      const rows = [...section(from, to).matchAll(/^\| (\d+) \| (\d+) \| `([a-z0-9_]+)/gm)].map((m) => [Number(m[1]), Number(m[2]), camel(m[3]!)] as const);
+      expect(rows.length, from).toBeGreaterThan(8);
+      for (const [off, , field] of rows) expect([field, off], from).toEqual([field, offsets[field]]);
+      const last = rows[rows.length - 1]!;
+      expect(last[0] + last[1], `${from}: the last row ends the structure`).toBe(size);
+    }
   });
 });
