@@ -6,7 +6,7 @@
 //   native/src/image_cpu.h           the C view: struct rex_img_cpu, offsets, the feature table (restorer, dumper)
 //   src/cpu/features.generated.ts    the TypeScript view: the same table and offsets (src/cpu/features.ts, src/rfork/image.ts)
 //
-// Both are committed; test/migration/gen-image-cpu.test.ts runs this script
+// Both are committed; test/migration/gen-image.test.ts runs this script
 // into a temporary directory and requires byte-identical output, so the
 // views cannot drift from the description or from each other.
 //

@@ -25,9 +25,9 @@
  */
 #include <stdarg.h>
 
-#include "../src/image.h"
+#include "../src/image_util.h"
 #include "../src/xsave.h"
-#include "sys.h"
+#include "../src/rawsys.h"
 
 /* ------------------------------------------------------------ libc bits */
 
@@ -415,7 +415,7 @@ static void check_rest(void) {
   check_xsave();
   for (uint32_t i = 0; i < hdr.nfds; i++)
     if (!string_ok(fds[i].path_off, fds[i].path_len))
-      corrupt_at("fd", i, "path_off", hdr.header_size + lay.fds + (uint64_t)i * sizeof(struct rex_img_fd) + 40,
+      corrupt_at("fd", i, "path_off", hdr.header_size + lay.fds + (uint64_t)i * sizeof(struct rex_img_fd) + offsetof(struct rex_img_fd, path_off),
                  "path outside the string table or not NUL-terminated");
   if (!string_ok(hdr.cwd_off, hdr.cwd_len) || hdr.cwd_len == 0 || strings[hdr.cwd_off] != '/')
     corrupt_hdr("cwd_off", HOFF(cwd_off), "cwd is not an absolute path inside the string table", hdr.cwd_off);

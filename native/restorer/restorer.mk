@@ -8,7 +8,7 @@
 
 RESTORER := $(BUILD)/bin/rex-restore
 RESTORER_SRCS := restorer/restorer.c
-RESTORER_DEPS := restorer/restorer.c restorer/sys.h restorer/restorer.lds src/image.h src/image_cpu.h src/xsave.h
+RESTORER_DEPS := restorer/restorer.c restorer/restorer.lds src/rawsys.h src/image.h src/image_util.h src/image_cpu.h src/xsave.h
 
 # Flags of the restorer, each for a reason:
 #   -ffreestanding            no hosted libc: it runs before any libc could exist in its process
@@ -44,7 +44,7 @@ $(BUILD)/test/migration/%: test/migration/%.c test/migration/zdtm.h $(BUILD)/lib
 
 # The restorer's XSAVE converter (src/xsave.h) on cases from stdin, for test/migration/xsave-convert.test.ts.
 XSAVE_CONV := $(BUILD)/test/rex_xsave_conv
-$(XSAVE_CONV): test/xsave_conv.c src/xsave.h src/image.h
+$(XSAVE_CONV): test/xsave_conv.c src/xsave.h src/image.h src/image_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT) -o $@ $<
 

@@ -16,6 +16,7 @@
 #include "dump.h"
 
 #include "internal.h"
+#include "rawsys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -176,48 +177,11 @@ __asm__(".text\n"
 
 /* -------------------------------------------------------- raw system calls */
 
-static inline long sys6(long n, long a, long b, long c, long d, long e, long f) {
-  register long r10 __asm__("r10") = d;
-  register long r8 __asm__("r8") = e;
-  register long r9 __asm__("r9") = f;
-  long ret;
-  __asm__ volatile("syscall"
-                   : "=a"(ret)
-                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                   : "rcx", "r11", "memory");
-  return ret;
-}
-#define SYS(n, a, b, c) sys6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
-#define SYS4(n, a, b, c, d) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+/* rawsys.h (shared with the restorer): sys0..sys6, r_read_all, r_write_all, r_close. */
+#define SYS(n, a, b, c) sys3((n), (a), (b), (c))
+#define SYS4(n, a, b, c, d) sys4((n), (a), (b), (c), (d))
 
 static long r_open(const char *path, int flags) { return SYS(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC); }
-static void r_close(int fd) { SYS(SYS_close, fd, 0, 0); }
-
-/* Reads until EOF or the buffer is full. Bytes read, or -errno. */
-static long r_read_all(int fd, void *buf, size_t cap) {
-  size_t got = 0;
-  while (got < cap) {
-    long n = SYS(SYS_read, fd, (char *)buf + got, cap - got);
-    if (n == -EINTR) continue;
-    if (n < 0) return n;
-    if (n == 0) break;
-    got += (size_t)n;
-  }
-  return (long)got;
-}
-
-static long r_write_all(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    long w = SYS(SYS_write, fd, p, n);
-    if (w == -EINTR) continue;
-    if (w < 0) return w;
-    if (w == 0) return -EIO;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
 
 /* -------------------------------------------------------- scratch mapping */
 
@@ -504,15 +468,7 @@ static int read_fds(struct dumper *d, int image_fd) {
       if (SYS(SYS_fstat, fd, &st, 0) == 0) f->mode = st.st_mode, f->dev = st.st_dev, f->ino = st.st_ino;
       long pos2 = SYS(SYS_lseek, fd, 0, SEEK_CUR);
       f->pos = pos2 < 0 ? UINT64_MAX : (uint64_t)pos2;
-      switch (f->mode & S_IFMT) {
-      case S_IFREG: f->kind = REX_IMG_FD_FILE; break;
-      case S_IFDIR: f->kind = REX_IMG_FD_DIR; break;
-      case S_IFIFO: f->kind = REX_IMG_FD_PIPE; break;
-      case S_IFSOCK: f->kind = REX_IMG_FD_SOCKET; break;
-      case S_IFCHR: f->kind = REX_IMG_FD_CHR; break;
-      case S_IFBLK: f->kind = REX_IMG_FD_BLK; break;
-      default: f->kind = REX_IMG_FD_OTHER;
-      }
+      f->kind = rex_img_fd_kind_of(f->mode); /* schema/image.json fdKinds */
       if (fd == image_fd) f->flags |= REX_IMG_FD_F_IMAGE;
       char link[32], *target = (char *)d->scr + SCR_TEXT;
       memcpy(link, "/proc/self/fd/", 14);

@@ -10,7 +10,7 @@
 #ifndef REX_DUMP_H
 #define REX_DUMP_H
 
-#include "image.h"
+#include "image_util.h"
 #include "rex.h"
 
 /* Room on the stack for the XSAVE area; CPUID 0xD.0 EBX above this is refused (AMX needs ~11 KB). */

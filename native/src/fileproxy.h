@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image.h" /* the fd kinds and which of them are served here: rex_img_fd_kind_of(), rex_img_fd_served() */
+
 #define REX_FP_REQ_MAGIC 0x51465852u  /* "RXFQ" */
 #define REX_FP_RESP_MAGIC 0x52465852u /* "RXFR" */
 #define REX_FP_REQ_SIZE 40u

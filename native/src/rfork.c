@@ -87,7 +87,7 @@ static int mark_files(int n) {
   for (int i = 0; i < n; i++) {
     struct stat st;
     rf_served[i] = 0;
-    if (files < (int)REX_FP_MAX_FILES && fstat(rf_fds[i], &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+    if (files < (int)REX_FP_MAX_FILES && fstat(rf_fds[i], &st) == 0 && rex_img_fd_served(rex_img_fd_kind_of(st.st_mode))) {
       rf_served[i] = 1;
       files++;
     }

@@ -16,7 +16,7 @@
 #ifndef REX_XSAVE_H
 #define REX_XSAVE_H
 
-#include "image.h"
+#include "image_util.h"
 
 /*
  * The components glibc's lazy-binding trampoline saves (STATE_SAVE_MASK of

@@ -16,39 +16,36 @@ import { ErrorCodes, RexError } from '../util/errors.js';
 import { CPU_REGISTERS, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP, FEATURE_MASKS } from '../cpu/features.generated.js';
 import { featureNames, signatureOf, vendorOf, type CpuidKey, type CpuidLeaves } from '../cpu/features.js';
 import type { CpuNeeds } from '../cpu/profile.js';
+import {
+  FD_KINDS, IMG, IMG_FD, IMG_FD_SIZE, IMG_HEADER, IMG_MM, IMG_REGION, IMG_REGION_SIZE, IMG_REGS, IMG_RESUME_SIZE, IMG_RLIMIT,
+  IMG_RLIMIT_SIZE, IMG_RUN, IMG_RUN_SIZE, IMG_SPECIAL, IMG_SPECIAL_SIZE, IMG_TRAILER_SIZE, PAGE_MAPS, REGION_KINDS, SPECIAL_KINDS, metadataLayout,
+  type FdKind, type RegionKind, type SpecialKind,
+} from './image-layout.generated.js';
 
 /** The image version this reader understands (docs/IMAGE.md section 7). */
-export const IMAGE_VERSION = 4;
+export const IMAGE_VERSION = IMG.VERSION;
 /** Bytes of the version-4 header (schema/image-cpu.json: header.cpu is its last part). */
 export const IMAGE_HEADER_SIZE = IMAGE_HEADER_BYTES;
 /** Bytes of the trailer after the page data (magic and data_hash). */
-export const IMAGE_TRAILER_SIZE = 16;
+export const IMAGE_TRAILER_SIZE = IMG_TRAILER_SIZE;
 /** Page size of every image (x86-64). */
-export const IMAGE_PAGE = 4096;
+export const IMAGE_PAGE = IMG.PAGE;
 
-const MAGIC = 'REXIMG\r\n';
-const TRAILER_MAGIC = 'REXEND\r\n';
-const REGION_SIZE = 128;
-const RUN_SIZE = 16;
-const FD_SIZE = 56;
-const LIMIT = { regions: 65536, runs: 2 << 20, words: 8 << 20, fds: 4096, strings: 4 << 20, xsaveMin: 576, xsaveMax: 16384, meta: 64 << 20 };
-const USER_MIN = 0x10000;
-const USER_MAX = 0x7ffffffff000; // below 2^47: addresses are exact JavaScript numbers
-const ZONE_START = 0x70000000;
-const ZONE_END = 0x80000000;
+// Every offset, size, kind and limit below is schema/image.json's (image-layout.generated.ts), as the restorer's are.
+const USER_MIN = IMG.USER_MIN;
+const USER_MAX = IMG.USER_MAX; // below 2^47: addresses are exact JavaScript numbers
+const ZONE_START = IMG.ZONE_START;
+const ZONE_END = IMG.ZONE_END;
 const U64_MAX = (1n << 64n) - 1n;
+const MiB = (n: number): string => `${n / (1 << 20)} MiB`;
 
 /** XSAVE components the image describes (0..15; 0 and 1 are the legacy area and have no entry). */
 const NXCOMP = IMAGE_XSAVE_COMP.count;
 
-/** Header field offsets (docs/IMAGE.md section 2). */
+/** Header field offsets (docs/IMAGE.md section 2), with the nested fields this reader checks. */
 const H = {
-  version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36, stringsSize: 40,
-  xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, regs: 80, rsp: 208, rip: 216, fsBase: 224,
-  gsBase: 232, mm: 240, auxvWords: 328, sigmask: 2896, altstackFlags: 2920, umask: 2924, rseqAddr: 2928, rseqLen: 2936,
-  rlimits: 2968, cwdOff: 3224, cwdLen: 3228, exeOff: 3232, exeLen: 3236, comm: 3240, pid: 3256, tid: 3260, ppid: 3264,
-  dumpRealtimeNs: 3272, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388, xsaveComp: IMAGE_XSAVE_COMP.headerOffset,
-  cpu: IMAGE_CPU.headerOffset,
+  ...IMG_HEADER, rsp: IMG_HEADER.regs + IMG_REGS.rsp, rip: IMG_HEADER.regs + IMG_REGS.rip, fsBase: IMG_HEADER.regs + IMG_REGS.fsBase,
+  gsBase: IMG_HEADER.regs + IMG_REGS.gsBase, auxvWords: IMG_HEADER.mm + IMG_MM.auxvWords,
 } as const;
 
 /** One XSAVE state component where the dumping CPU put it (standard form, CPUID leaf 0xD). */
@@ -58,13 +55,8 @@ export interface XsaveComponent {
   size: number;
 }
 
-/** What a memory region is and how the restorer maps it (docs/IMAGE.md section 3.2). */
-export type RegionKind = 'anon' | 'heap' | 'stack' | 'file' | 'file-shared' | 'anon-copy';
-const REGION_KINDS: readonly RegionKind[] = ['anon', 'heap', 'stack', 'file', 'file-shared', 'anon-copy'];
-
-/** What an open descriptor was at dump time (docs/IMAGE.md section 3.4). */
-export type FdKind = 'other' | 'file' | 'dir' | 'pipe' | 'socket' | 'chr' | 'blk';
-const FD_KINDS: readonly FdKind[] = ['other', 'file', 'dir', 'pipe', 'socket', 'chr', 'blk'];
+/** What a memory region is and how the restorer maps it (docs/IMAGE.md section 3.2); what an open descriptor was at dump time (3.4). */
+export type { FdKind, RegionKind };
 
 /** The identity a file had at dump time; the restorer compares it unless told `--file`. */
 export interface ImageFileIdentity {
@@ -126,7 +118,7 @@ export interface ImageFd {
 
 /** The kernel's special mappings recorded in the image. */
 export interface ImageSpecial {
-  kind: 'vvar' | 'vvar_vclock' | 'vdso';
+  kind: SpecialKind;
   start: number;
   end: number;
 }
@@ -248,20 +240,13 @@ export function xxh64(b: Uint8Array): bigint {
 
 // -------------------------------------------------------------------- layout
 
-const align64 = (v: number): number => Math.ceil(v / 64) * 64;
-
 /** Offsets of the metadata parts from the start of the image (docs/IMAGE.md section 3). */
 interface Layout { regions: number; runs: number; words: number; fds: number; strings: number; end: number }
 
 function layoutOf(xsaveLen: number, nregions: number, nruns: number, nwords: number, nfds: number, stringsSize: number): Layout {
-  const regions = align64(xsaveLen);
-  const runs = align64(regions + nregions * REGION_SIZE);
-  const words = align64(runs + nruns * RUN_SIZE);
-  const fds = align64(words + nwords * 8);
-  const strings = align64(fds + nfds * FD_SIZE);
-  const end = align64(strings + stringsSize);
+  const l = metadataLayout({ xsaveLen, nregions, nruns, nwords, nfds, stringsSize });
   const hs = IMAGE_HEADER_SIZE;
-  return { regions: hs + regions, runs: hs + runs, words: hs + words, fds: hs + fds, strings: hs + strings, end: hs + end };
+  return { regions: hs + l.regions, runs: hs + l.runs, words: hs + l.words, fds: hs + l.fds, strings: hs + l.strings, end: hs + l.total };
 }
 
 // -------------------------------------------------------------------- checks
@@ -349,7 +334,7 @@ function xsaveLayout(b: Buffer, name: string, xsaveSize: number): XsaveComponent
   const xcr0 = b.readBigUInt64LE(H.xcr0);
   const out: XsaveComponent[] = [];
   for (let i = 0; i < NXCOMP; i++) {
-    const at = H.xsaveComp + 4 * i;
+    const at = H.xsaveComp + IMAGE_XSAVE_COMP.entrySize * i;
     const offset = b.readUInt16LE(at), size = b.readUInt16LE(at + 2);
     const bad = (why: string): never => corrupt(name, `header.xsave_comp[${i}]`, at, `${why} (offset ${offset}, size ${size})`);
     const on = i >= 2 && ((xcr0 >> BigInt(i)) & 1n) === 1n;
@@ -357,7 +342,7 @@ function xsaveLayout(b: Buffer, name: string, xsaveSize: number): XsaveComponent
       if (offset || size) bad(i < 2 ? "the legacy area's components have no entry (must be zero)" : "an entry for a component the image's XCR0 does not enable");
       continue;
     }
-    if (size === 0 || offset < 576 || offset + size > xsaveSize) bad('component outside 576..xsave_size, or of size 0');
+    if (size === 0 || offset < IMG.XSAVE_MIN || offset + size > xsaveSize) bad(`component outside ${IMG.XSAVE_MIN}..xsave_size, or of size 0`);
     if (out.some((c) => offset < c.offset + c.size && c.offset < offset + size)) bad('overlaps another component');
     out.push({ index: i, offset, size });
   }
@@ -366,7 +351,7 @@ function xsaveLayout(b: Buffer, name: string, xsaveSize: number): XsaveComponent
 
 function checkHeader(b: Buffer, name: string): Header {
   if (b.length < IMAGE_HEADER_SIZE) truncated(name, 'the header', IMAGE_HEADER_SIZE, 0, b.length);
-  if (b.toString('latin1', 0, 8) !== MAGIC) {
+  if (b.toString('latin1', 0, IMG.MAGIC_SIZE) !== IMG.MAGIC) {
     throw new RexError(ErrorCodes.IMAGE_MALFORMED, 'not a REX image: header.magic at offset 0 is not "REXIMG\\r\\n"', { where: name, hint: HINT });
   }
   const u32 = (off: number): number => b.readUInt32LE(off);
@@ -376,20 +361,20 @@ function checkHeader(b: Buffer, name: string): Header {
     bad('version', H.version, `unsupported image version (this reader reads ${IMAGE_VERSION}; dump again with the same librex)`, version);
   }
   if (u32(H.headerSize) !== IMAGE_HEADER_SIZE) bad('header_size', H.headerSize, 'does not match this version\'s header size', u32(H.headerSize));
-  if (u32(H.arch) !== 62) bad('arch', H.arch, 'not an x86-64 image (62)', u32(H.arch));
-  if (u32(H.pageSize) !== IMAGE_PAGE) bad('page_size', H.pageSize, 'page size must be 4096', u32(H.pageSize));
+  if (u32(H.arch) !== IMG.ARCH_X86_64) bad('arch', H.arch, `not an x86-64 image (${IMG.ARCH_X86_64})`, u32(H.arch));
+  if (u32(H.pageSize) !== IMAGE_PAGE) bad('page_size', H.pageSize, `page size must be ${IMAGE_PAGE}`, u32(H.pageSize));
   const flags = u32(H.flags);
-  if (flags & ~1) bad('flags', H.flags, 'unknown flag bits', flags);
+  if (flags & ~IMG.F_SHARED_SKIPPED) bad('flags', H.flags, 'unknown flag bits', flags);
   const nregions = u32(H.nregions), nruns = u32(H.nruns), nwords = u32(H.nwords), nfds = u32(H.nfds);
   const stringsSize = u32(H.stringsSize), xsaveSize = u32(H.xsaveSize);
-  if (nregions === 0 || nregions > LIMIT.regions) bad('nregions', H.nregions, 'must be 1..65536', nregions);
-  if (nruns > LIMIT.runs) bad('nruns', H.nruns, 'above the limit of 2097152', nruns);
-  if (nwords > LIMIT.words) bad('nwords', H.nwords, 'above the limit of 8388608', nwords);
-  if (nfds > LIMIT.fds) bad('nfds', H.nfds, 'above the limit of 4096', nfds);
-  if (stringsSize > LIMIT.strings) bad('strings_size', H.stringsSize, 'above the limit of 4 MiB', stringsSize);
-  if (xsaveSize < LIMIT.xsaveMin || xsaveSize > LIMIT.xsaveMax) bad('xsave_size', H.xsaveSize, 'must be 576..16384', xsaveSize);
+  if (nregions === 0 || nregions > IMG.MAX_REGIONS) bad('nregions', H.nregions, `must be 1..${IMG.MAX_REGIONS}`, nregions);
+  if (nruns > IMG.MAX_RUNS) bad('nruns', H.nruns, `above the limit of ${IMG.MAX_RUNS}`, nruns);
+  if (nwords > IMG.MAX_WORDS) bad('nwords', H.nwords, `above the limit of ${IMG.MAX_WORDS}`, nwords);
+  if (nfds > IMG.MAX_FDS) bad('nfds', H.nfds, `above the limit of ${IMG.MAX_FDS}`, nfds);
+  if (stringsSize > IMG.MAX_STRINGS) bad('strings_size', H.stringsSize, `above the limit of ${MiB(IMG.MAX_STRINGS)}`, stringsSize);
+  if (xsaveSize < IMG.XSAVE_MIN || xsaveSize > IMG.MAX_XSAVE) bad('xsave_size', H.xsaveSize, `must be ${IMG.XSAVE_MIN}..${IMG.MAX_XSAVE}`, xsaveSize);
   const xsaveLen = u32(H.xsaveLen);
-  if (xsaveLen < LIMIT.xsaveMin || xsaveLen > xsaveSize) bad('xsave_len', H.xsaveLen, 'must be 576..xsave_size', xsaveLen);
+  if (xsaveLen < IMG.XSAVE_MIN || xsaveLen > xsaveSize) bad('xsave_len', H.xsaveLen, `must be ${IMG.XSAVE_MIN}..xsave_size`, xsaveLen);
   const xsaveComponents = xsaveLayout(b, name, xsaveSize);
   const cpu = cpuProfile(b, name);
   const layout = layoutOf(xsaveLen, nregions, nruns, nwords, nfds, stringsSize);
@@ -397,7 +382,7 @@ function checkHeader(b: Buffer, name: string): Header {
   if (metaSize !== BigInt(layout.end - IMAGE_HEADER_SIZE)) {
     bad('meta_size', H.metaSize, 'does not match the sizes of the tables the header announces', metaSize);
   }
-  if (metaSize > BigInt(LIMIT.meta)) bad('meta_size', H.metaSize, 'above the limit of 64 MiB', metaSize);
+  if (metaSize > BigInt(IMG.MAX_META)) bad('meta_size', H.metaSize, `above the limit of ${MiB(IMG.MAX_META)}`, metaSize);
   const dataPages = b.readBigUInt64LE(H.dataPages);
   if (dataPages > BigInt(USER_MAX / IMAGE_PAGE)) bad('data_pages', H.dataPages, 'more pages than user space holds', dataPages);
   return { nregions, nruns, nwords, nfds, stringsSize, xsaveSize, xsaveLen, flags, dataPages: Number(dataPages), layout, xsaveComponents, cpu };
@@ -436,7 +421,7 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   if (u32(x + 24) >>> 16) corrupt(name, 'xsave.mxcsr', x + 24, 'reserved MXCSR bits set');
   if (u64(x + 512) & ~u64(H.xcr0) & U64_MAX) corrupt(name, 'xsave.xstate_bv', x + 512, 'state components outside the image\'s XCR0');
   if (u64(x + 512) >> BigInt(NXCOMP)) corrupt(name, 'xsave.xstate_bv', x + 512, 'components 16 and above in use (images do not carry them)');
-  for (let off = 520; off < 576; off += 8) {
+  for (let off = 520; off < IMG.XSAVE_MIN; off += 8) {
     if (u64(x + off) !== 0n) corrupt(name, `xsave.${off === 520 ? 'xcomp_bv' : 'header'}`, x + off, 'not a standard-form XSAVE header (must be zero)');
   }
   // Every component in use must lie in the bytes stored, where the image's own layout puts it (no vendor's table).
@@ -459,52 +444,53 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   const regions: ImageRegion[] = [];
   let prevEnd = 0, nextRun = 0, nextWord = 0, pages = 0;
   for (let i = 0; i < h.nregions; i++) {
-    const o = L.regions + i * REGION_SIZE;
+    const o = L.regions + i * IMG_REGION_SIZE;
+    const R = IMG_REGION;
     const at = (field: string, rel: number, why: string): never => corrupt(name, `region[${i}].${field}`, o + rel, why);
-    const start = small(u64(o)), end = small(u64(o + 8));
-    if (start % IMAGE_PAGE || end % IMAGE_PAGE) at('start', 0, 'start and end must be page-aligned');
-    if (start >= end) at('end', 8, 'end must be above start');
-    if (start < USER_MIN || end > USER_MAX) at('start', 0, 'outside user space');
-    if (overlaps(start, end, ZONE_START, ZONE_END)) at('start', 0, 'overlaps the restorer\'s zone 0x70000000..0x80000000');
-    if (start < prevEnd) at('start', 0, 'regions overlap or are not sorted');
+    const start = small(u64(o + R.start)), end = small(u64(o + R.end));
+    if (start % IMAGE_PAGE || end % IMAGE_PAGE) at('start', R.start, 'start and end must be page-aligned');
+    if (start >= end) at('end', R.end, 'end must be above start');
+    if (start < USER_MIN || end > USER_MAX) at('start', R.start, 'outside user space');
+    if (overlaps(start, end, ZONE_START, ZONE_END)) at('start', R.start, `overlaps the restorer's zone 0x${ZONE_START.toString(16)}..0x${ZONE_END.toString(16)}`);
+    if (start < prevEnd) at('start', R.start, 'regions overlap or are not sorted');
     prevEnd = end;
-    const prot = u32(o + 60), kindCode = u32(o + 64);
-    if (prot & ~7) at('prot', 60, 'unknown protection bits');
-    if (kindCode < 1 || kindCode > REGION_KINDS.length) at('kind', 64, 'unknown kind');
-    const kind = REGION_KINDS[kindCode - 1]!;
-    const nameOff = u32(o + 68), nameLen = u32(o + 72);
+    const prot = u32(o + R.prot), kindCode = u32(o + R.kind);
+    if (prot & ~(IMG.PROT_READ | IMG.PROT_WRITE | IMG.PROT_EXEC)) at('prot', R.prot, 'unknown protection bits');
+    const kind = REGION_KINDS[kindCode] ?? at('kind', R.kind, 'unknown kind');
+    const nameOff = u32(o + R.nameOff), nameLen = u32(o + R.nameLen);
     const regionName = str(nameOff, nameLen);
-    if (regionName === undefined) at('name_off', 68, 'name outside the string table or not NUL-terminated');
+    if (regionName === undefined) at('name_off', R.nameOff, 'name outside the string table or not NUL-terminated');
     const isFile = kind === 'file' || kind === 'file-shared';
-    const offset = u64(o + 16);
+    const offset = u64(o + R.offset);
     if (isFile) {
-      if (!regionName!.startsWith('/')) at('name_off', 68, 'a file region needs an absolute path');
-      if (offset % BigInt(IMAGE_PAGE)) at('offset', 16, 'file offset must be page-aligned');
-      if (offset > BigInt(Number.MAX_SAFE_INTEGER)) at('offset', 16, 'file offset beyond 2^53');
+      if (!regionName!.startsWith('/')) at('name_off', R.nameOff, 'a file region needs an absolute path');
+      if (offset % BigInt(IMAGE_PAGE)) at('offset', R.offset, 'file offset must be page-aligned');
+      if (offset > BigInt(Number.MAX_SAFE_INTEGER)) at('offset', R.offset, 'file offset beyond 2^53');
     }
-    const firstRun = u32(o + 76), nruns = u32(o + 80), pageMap = u32(o + 84), firstWord = u32(o + 88), nwords = u32(o + 92);
-    if (firstRun !== nextRun) at('first_run', 76, 'runs must follow the region order without gaps');
-    if (nruns > h.nruns - nextRun) at('nruns', 80, 'more runs than the run table holds');
-    if (firstWord !== nextWord) at('first_word', 88, 'bitmaps must follow the region order without gaps');
+    const firstRun = u32(o + R.firstRun), nruns = u32(o + R.nruns), pageMapCode = u32(o + R.pageMap), firstWord = u32(o + R.firstWord), nwords = u32(o + R.nwords);
+    if (firstRun !== nextRun) at('first_run', R.firstRun, 'runs must follow the region order without gaps');
+    if (nruns > h.nruns - nextRun) at('nruns', R.nruns, 'more runs than the run table holds');
+    if (firstWord !== nextWord) at('first_word', R.firstWord, 'bitmaps must follow the region order without gaps');
+    const pageMap = PAGE_MAPS[pageMapCode] ?? at('page_map', R.pageMap, `unknown page map (${PAGE_MAPS.map((m, c) => `${c} ${m}`).join(', ')})`);
     const npages = (end - start) / IMAGE_PAGE;
     let regionPages = 0;
-    if (pageMap === 0) {
-      if (nwords) at('nwords', 92, 'a region listed by runs has no bitmap words');
+    if (pageMap === 'runs') {
+      if (nwords) at('nwords', R.nwords, 'a region listed by runs has no bitmap words');
       let prev = start;
       for (let k = firstRun; k < firstRun + nruns; k++) {
-        const ro = L.runs + k * RUN_SIZE;
-        const addr = small(u64(ro)), n = u64(ro + 8);
-        if (addr % IMAGE_PAGE) corrupt(name, `run[${k}].addr`, ro, 'not page-aligned');
-        if (n === 0n) corrupt(name, `run[${k}].npages`, ro + 8, 'empty run');
-        if (addr < prev) corrupt(name, `run[${k}].addr`, ro, 'runs of a region overlap or are not sorted');
-        if (addr >= end || n > BigInt((end - addr) / IMAGE_PAGE)) corrupt(name, `run[${k}].npages`, ro + 8, 'run extends past its region\'s end');
+        const ro = L.runs + k * IMG_RUN_SIZE;
+        const addr = small(u64(ro + IMG_RUN.addr)), n = u64(ro + IMG_RUN.npages);
+        if (addr % IMAGE_PAGE) corrupt(name, `run[${k}].addr`, ro + IMG_RUN.addr, 'not page-aligned');
+        if (n === 0n) corrupt(name, `run[${k}].npages`, ro + IMG_RUN.npages, 'empty run');
+        if (addr < prev) corrupt(name, `run[${k}].addr`, ro + IMG_RUN.addr, 'runs of a region overlap or are not sorted');
+        if (addr >= end || n > BigInt((end - addr) / IMAGE_PAGE)) corrupt(name, `run[${k}].npages`, ro + IMG_RUN.npages, 'run extends past its region\'s end');
         prev = addr + Number(n) * IMAGE_PAGE;
         regionPages += Number(n);
       }
-    } else if (pageMap === 1) {
-      if (nruns) at('nruns', 80, 'a region listed by a bitmap has no runs');
-      if (nwords !== Math.ceil(npages / 64)) at('nwords', 92, 'not one bit per page of the region');
-      if (nwords > h.nwords - nextWord) at('nwords', 92, 'more words than the bitmap table holds');
+    } else {
+      if (nruns) at('nruns', R.nruns, 'a region listed by a bitmap has no runs');
+      if (nwords !== Math.ceil(npages / 64)) at('nwords', R.nwords, 'not one bit per page of the region');
+      if (nwords > h.nwords - nextWord) at('nwords', R.nwords, 'more words than the bitmap table holds');
       for (let k = 0; k < nwords; k++) {
         const wo = L.words + (nextWord + k) * 8;
         regionPages += popcount32(u32(wo)) + popcount32(u32(wo + 4));
@@ -514,23 +500,19 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
         const k = nextWord + nwords - 1;
         corrupt(name, `bitmap word[${k}].bits`, L.words + k * 8, 'bits set past the region\'s last page');
       }
-    } else {
-      at('page_map', 84, 'unknown page map (0 runs, 1 bitmap)');
     }
-    if (kind === 'file-shared' && (nruns || nwords)) at('nruns', 80, 'a shared file region carries no pages');
+    if (kind === 'file-shared' && (nruns || nwords)) at('nruns', R.nruns, 'a shared file region carries no pages');
     nextRun += nruns;
     nextWord += nwords;
     pages += regionPages;
-    const hash = b.subarray(o + 96, o + 128);
-    const region: ImageRegion = {
-      index: i, start, end, prot, kind, offset: Number(offset), pageMap: pageMap === 0 ? 'runs' : 'bitmap', pages: regionPages,
-    };
+    const hash = b.subarray(o + R.contentHash, o + IMG_REGION_SIZE);
+    const region: ImageRegion = { index: i, start, end, prot, kind, offset: Number(offset), pageMap, pages: regionPages };
     if (nameLen) region.name = regionName!;
     if (isFile) {
       region.path = regionName!;
-      const size = u64(o + 40);
-      if (size > BigInt(Number.MAX_SAFE_INTEGER)) at('size', 40, 'file size beyond 2^53');
-      region.file = { dev: u64(o + 24), ino: u64(o + 32), size: Number(size), mtimeNs: b.readBigInt64LE(o + 48) * 1_000_000_000n + BigInt(u32(o + 56)) };
+      const size = u64(o + R.size);
+      if (size > BigInt(Number.MAX_SAFE_INTEGER)) at('size', R.size, 'file size beyond 2^53');
+      region.file = { dev: u64(o + R.dev), ino: u64(o + R.ino), size: Number(size), mtimeNs: b.readBigInt64LE(o + R.mtimeSec) * 1_000_000_000n + BigInt(u32(o + R.mtimeNsec)) };
     }
     if (hash.some((x) => x !== 0)) region.contentHash = hash.toString('hex');
     regions.push(region);
@@ -543,21 +525,22 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   const fds: ImageFd[] = [];
   const seenFd = new Set<number>();
   for (let i = 0; i < h.nfds; i++) {
-    const o = L.fds + i * FD_SIZE;
+    const o = L.fds + i * IMG_FD_SIZE;
+    const F = IMG_FD;
     const at = (field: string, rel: number, why: string): never => corrupt(name, `fd[${i}].${field}`, o + rel, why);
-    const fd = b.readInt32LE(o);
-    if (fd < 0 || fd >= 1 << 20 || seenFd.has(fd)) at('fd', 0, 'descriptor number negative, above 2^20 or repeated');
+    const fd = b.readInt32LE(o + F.fd);
+    if (fd < 0 || fd >= 1 << 20 || seenFd.has(fd)) at('fd', F.fd, 'descriptor number negative, above 2^20 or repeated');
     seenFd.add(fd);
-    const path = str(u32(o + 40), u32(o + 44));
-    if (path === undefined) at('path_off', 40, 'path outside the string table or not NUL-terminated');
-    const kind = u32(o + 48), flags = u32(o + 52);
-    if (kind >= FD_KINDS.length) at('kind', 48, 'unknown kind');
-    if (flags & ~1) at('flags', 52, 'unknown flag bits');
-    const pos = u64(o + 16);
-    if (pos !== U64_MAX && pos > BigInt(Number.MAX_SAFE_INTEGER)) at('pos', 16, 'position beyond 2^53');
+    const path = str(u32(o + F.pathOff), u32(o + F.pathLen));
+    if (path === undefined) at('path_off', F.pathOff, 'path outside the string table or not NUL-terminated');
+    const flags = u32(o + F.flags);
+    const kind = FD_KINDS[u32(o + F.kind)] ?? at('kind', F.kind, 'unknown kind');
+    if (flags & ~IMG.FD_F_IMAGE) at('flags', F.flags, 'unknown flag bits');
+    const pos = u64(o + F.pos);
+    if (pos !== U64_MAX && pos > BigInt(Number.MAX_SAFE_INTEGER)) at('pos', F.pos, 'position beyond 2^53');
     fds.push({
-      fd, fdFlags: u32(o + 4), flFlags: u32(o + 8), mode: u32(o + 12), pos: pos === U64_MAX ? null : Number(pos),
-      dev: u64(o + 24), ino: u64(o + 32), path: path!, kind: FD_KINDS[kind]!, image: (flags & 1) === 1,
+      fd, fdFlags: u32(o + F.fdFlags), flFlags: u32(o + F.flFlags), mode: u32(o + F.mode), pos: pos === U64_MAX ? null : Number(pos),
+      dev: u64(o + F.dev), ino: u64(o + F.ino), path: path!, kind, image: (flags & IMG.FD_F_IMAGE) !== 0,
     });
   }
 
@@ -569,23 +552,23 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   if (exe === undefined) hdrBad('exe_off', H.exeOff, 'outside the string table', u32(H.exeOff));
 
   const special: ImageSpecial[] = [];
-  const specialNames = ['vvar', 'vvar_vclock', 'vdso'] as const;
   let seen = 0;
-  for (let i = 0; i < 4; i++) {
-    const o = H.special + i * 24;
-    const s0 = small(u64(o)), s1 = small(u64(o + 8)), kind = u32(o + 16);
+  for (let i = 0; i < IMG.NSPECIAL; i++) {
+    const o = H.special + i * IMG_SPECIAL_SIZE;
+    const s0 = small(u64(o + IMG_SPECIAL.start)), s1 = small(u64(o + IMG_SPECIAL.end)), kind = u32(o + IMG_SPECIAL.kind);
     if (kind === 0) {
       if (s0 || s1) hdrBad('special', o, 'an unused slot must be zero', s0);
       continue;
     }
-    if (kind > 3 || seen & (1 << kind)) hdrBad('special.kind', o + 16, 'unknown or repeated kind', kind);
+    const specialKind = SPECIAL_KINDS[kind];
+    if (!specialKind || seen & (1 << kind)) hdrBad('special.kind', o + IMG_SPECIAL.kind, 'unknown or repeated kind', kind);
     seen |= 1 << kind;
     if (s0 % IMAGE_PAGE || s1 % IMAGE_PAGE || s0 >= s1 || s0 < USER_MIN || s1 > USER_MAX) {
       hdrBad('special.start', o, 'not a page-aligned range in user space', s0);
     }
     if (overlaps(s0, s1, ZONE_START, ZONE_END)) hdrBad('special.start', o, 'overlaps the restorer\'s zone', s0);
     if (regions.some((r) => overlaps(s0, s1, r.start, r.end))) hdrBad('special.start', o, 'overlaps a memory region', s0);
-    special.push({ kind: specialNames[kind - 1]!, start: s0, end: s1 });
+    special.push({ kind: specialKind!, start: s0, end: s1 });
   }
 
   const find = (addr: number, len: number): ImageRegion | undefined => regions.find((r) => addr >= r.start && addr + len <= r.end);
@@ -594,7 +577,7 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   const rsp = small(u64(H.rsp));
   if (((find(rsp - 8, 16)?.prot ?? 0) & 3) !== 3) hdrBad('regs.rsp', H.rsp, 'not inside a writable region', u64(H.rsp));
   const resume = small(u64(H.resumeBlock));
-  if (((find(resume, 48)?.prot ?? 0) & 3) !== 3) hdrBad('resume_block', H.resumeBlock, 'not inside a writable region', u64(H.resumeBlock));
+  if (((find(resume, IMG_RESUME_SIZE)?.prot ?? 0) & 3) !== 3) hdrBad('resume_block', H.resumeBlock, 'not inside a writable region', u64(H.resumeBlock));
   const rseqAddr = small(u64(H.rseqAddr)), rseqLen = u32(H.rseqLen);
   if (rseqAddr && (!find(rseqAddr, rseqLen) || rseqLen < 20 || rseqLen > 4096 || rseqAddr % 32)) {
     hdrBad('rseq_addr', H.rseqAddr, 'rseq area not 32-byte aligned inside a region, or bad length', rseqAddr);
@@ -603,8 +586,9 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
   if (u64(H.gsBase) >= BigInt(USER_MAX)) hdrBad('regs.gs_base', H.gsBase, 'outside user space', u64(H.gsBase));
 
   const auxvWords = u32(H.auxvWords);
-  if (auxvWords > 64 || auxvWords & 1 || auxvWords === 0) hdrBad('mm.auxv_words', H.auxvWords, 'must be even and 2..64', auxvWords);
-  const mm = Array.from({ length: 11 }, (_, k) => u64(H.mm + k * 8));
+  if (auxvWords > IMG.AUXV_WORDS || auxvWords & 1 || auxvWords === 0) hdrBad('mm.auxv_words', H.auxvWords, `must be even and 2..${IMG.AUXV_WORDS}`, auxvWords);
+  const M = IMG_MM;
+  const mm = [M.startCode, M.endCode, M.startData, M.endData, M.startBrk, M.brk, M.startStack, M.argStart, M.argEnd, M.envStart, M.envEnd].map((f) => u64(H.mm + f));
   const [startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd] = mm as [
     bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint];
   const top = BigInt(USER_MAX);
@@ -612,8 +596,9 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
       startStack >= top || envEnd >= top) {
     hdrBad('mm', H.mm, 'memory bounds out of order or outside user space', startCode);
   }
-  for (let i = 0; i < 16; i++) {
-    if (u64(H.rlimits + i * 16) > u64(H.rlimits + i * 16 + 8)) hdrBad('rlimits', H.rlimits + i * 16, 'soft limit above the hard limit', i);
+  for (let i = 0; i < IMG.NRLIMIT; i++) {
+    const o = H.rlimits + i * IMG_RLIMIT_SIZE;
+    if (u64(o + IMG_RLIMIT.cur) > u64(o + IMG_RLIMIT.max)) hdrBad('rlimits', o, 'soft limit above the hard limit', i);
   }
   const umask = u32(H.umask);
   if (umask & ~0o777) hdrBad('umask', H.umask, 'not a permission mask', umask);
@@ -630,17 +615,17 @@ function checkMetadata(b: Buffer, name: string, h: Header, checkHash: boolean): 
       continue;
     }
     if (f.size !== r.file.size || f.ino !== r.file.ino || f.dev !== r.file.dev) {
-      corrupt(name, `region[${r.index}].size`, L.regions + r.index * REGION_SIZE + 40,
+      corrupt(name, `region[${r.index}].size`, L.regions + r.index * IMG_REGION_SIZE + IMG_REGION.size,
         `${r.path} has another identity than in region[${f.regions[0]}] (size ${r.file.size}, not ${f.size})`);
     }
     f.shared ||= r.kind === 'file-shared';
     f.regions.push(r.index);
   }
 
-  const comm = b.subarray(H.comm, H.comm + 16);
+  const comm = b.subarray(H.comm, H.comm + 16); // char comm[16]: TASK_COMM_LEN
   const nul = comm.indexOf(0);
   return {
-    version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & 1) === 1, pid: b.readInt32LE(H.pid),
+    version: IMAGE_VERSION, flags: h.flags, sharedSkipped: (h.flags & IMG.F_SHARED_SKIPPED) !== 0, pid: b.readInt32LE(H.pid),
     tid: b.readInt32LE(H.tid), ppid: b.readInt32LE(H.ppid), comm: comm.toString('utf8', 0, nul < 0 ? 16 : nul), exe: exe!,
     cwd: cwd!, umask, xcr0: u64(H.xcr0), xsaveSize: h.xsaveSize, xsaveLen: h.xsaveLen, xsaveComponents: h.xsaveComponents, cpu: h.cpu,
     cpuNeeds: { features: h.cpu.inUse, xcr0: u64(H.xcr0) & 0xffffn }, dumpRealtimeNs: u64(H.dumpRealtimeNs), nruns: h.nruns,
@@ -706,7 +691,7 @@ export function readImageInfo(source: Uint8Array | string, options: ReadImageOpt
       truncated(name, 'trailer', IMAGE_TRAILER_SIZE, dataEnd, total - dataEnd);
     }
     if (total > imageBytes) corrupt(name, 'trailer', imageBytes - IMAGE_TRAILER_SIZE, `${total - imageBytes} bytes follow the trailer`);
-    if (tail().toString('latin1', 0, 8) !== TRAILER_MAGIC) {
+    if (tail().toString('latin1', 0, IMG.MAGIC_SIZE) !== IMG.TRAILER_MAGIC) {
       corrupt(name, 'trailer.magic', imageBytes - IMAGE_TRAILER_SIZE, 'not "REXEND\\r\\n"');
     }
   }

@@ -1,11 +1,15 @@
-// A second, independent reader of the process image format (docs/IMAGE.md):
-// the tests use it to check the C dumper against the document, to list the
-// fd table, and to craft images that are consistent except for one field.
+// A second reader of the process image format (docs/IMAGE.md), independent of
+// src/rfork/image.ts's checks but not of its description: every offset, size
+// and limit here comes from schema/image.json (image-layout.generated.ts), as
+// native/src/image.h's do, so the C dumper is checked against the one
+// description. The tests use it to list the fd table and to craft images
+// that are consistent except for one field.
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/util/paths.js';
 import { xxh64 } from '../../src/rfork/image.js';
 import { CPU_REGISTERS, FEATURE_TABLE, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP } from '../../src/cpu/features.generated.js';
+import { IMG, IMG_FD, IMG_FD_SIZE, IMG_HEADER, IMG_REGION, IMG_REGION_SIZE, IMG_REGS, IMG_RUN_SIZE, metadataLayout } from '../../src/rfork/image-layout.generated.js';
 import type { CpuidLeaves } from '../../src/cpu/features.js';
 
 /** Where `make -C native all` puts the restorer and the fidelity programs. */
@@ -13,32 +17,28 @@ export const nativeBuild = join(packageRoot(), 'native', 'build');
 export const restorer = join(nativeBuild, 'bin', 'rex-restore');
 export const program = (name: string): string => join(nativeBuild, 'test', 'migration', name);
 
-/** Header field offsets (docs/IMAGE.md, section 2). */
+/** Header field offsets (docs/IMAGE.md, section 2; schema/image.json). */
 export const H = {
-  magic: 0, version: 8, headerSize: 12, arch: 16, pageSize: 20, flags: 24, nregions: 28, nruns: 32, nfds: 36,
-  stringsSize: 40, xsaveSize: 44, metaSize: 48, dataPages: 56, metaHash: 64, xcr0: 72, rip: 216, rsp: 208,
-  cwdOff: 3224, cwdLen: 3228, pid: 3256, resumeBlock: 3280, special: 3288, nwords: 3384, xsaveLen: 3388,
+  ...IMG_HEADER, rip: IMG_HEADER.regs + IMG_REGS.rip, rsp: IMG_HEADER.regs + IMG_REGS.rsp,
   xsaveComp: IMAGE_XSAVE_COMP.headerOffset, cpu: IMAGE_CPU.headerOffset, size: IMAGE_HEADER_BYTES,
 } as const;
-export const REGION_SIZE = 128;
-export const RUN_SIZE = 16;
-export const FD_SIZE = 56;
+export const REGION_SIZE = IMG_REGION_SIZE;
+export const RUN_SIZE = IMG_RUN_SIZE;
+export const FD_SIZE = IMG_FD_SIZE;
 
 /** XXH64 with seed 0: the one implementation, the image reader's (its C twin is native/src/image.h). */
 export { xxh64 };
 
-const align64 = (v: number): number => (v + 63) & ~63;
+const align64 = (v: number): number => Math.ceil(v / IMG.META_ALIGN) * IMG.META_ALIGN;
 
 /** Byte offsets of the metadata tables, from the start of the image. */
 export function layout(img: Buffer): { xsave: number; regions: number; runs: number; words: number; fds: number; strings: number; data: number } {
   const hs = img.readUInt32LE(H.headerSize);
-  const regions = align64(img.readUInt32LE(H.xsaveLen));
-  const runs = align64(regions + img.readUInt32LE(H.nregions) * REGION_SIZE);
-  const words = align64(runs + img.readUInt32LE(H.nruns) * RUN_SIZE);
-  const fds = align64(words + img.readUInt32LE(H.nwords) * 8);
-  const strings = align64(fds + img.readUInt32LE(H.nfds) * FD_SIZE);
-  const total = align64(strings + img.readUInt32LE(H.stringsSize));
-  return { xsave: hs, regions: hs + regions, runs: hs + runs, words: hs + words, fds: hs + fds, strings: hs + strings, data: hs + total };
+  const u32 = (off: number): number => img.readUInt32LE(off);
+  const l = metadataLayout({
+    xsaveLen: u32(H.xsaveLen), nregions: u32(H.nregions), nruns: u32(H.nruns), nwords: u32(H.nwords), nfds: u32(H.nfds), stringsSize: u32(H.stringsSize),
+  });
+  return { xsave: hs + l.xsave, regions: hs + l.regions, runs: hs + l.runs, words: hs + l.words, fds: hs + l.fds, strings: hs + l.strings, data: hs + l.total };
 }
 
 /**
@@ -49,7 +49,7 @@ export function layout(img: Buffer): { xsave: number; regions: number; runs: num
  */
 export function withXsaveStored(img: Buffer, len: number): Buffer {
   const old = img.readUInt32LE(H.xsaveLen);
-  if (len < 576 || len > 16384) throw new Error(`withXsaveStored: ${len} is outside 576..16384`);
+  if (len < IMG.XSAVE_MIN || len > IMG.MAX_XSAVE) throw new Error(`withXsaveStored: ${len} is outside ${IMG.XSAVE_MIN}..${IMG.MAX_XSAVE}`);
   const hs = img.readUInt32LE(H.headerSize);
   const kept = img.subarray(hs, hs + Math.min(old, len));
   const area = Buffer.concat([kept, Buffer.alloc(align64(len) - kept.length)]);
@@ -74,14 +74,14 @@ export interface CpuLayout {
  */
 export function withCpuLayout(img: Buffer, cpu: CpuLayout, inUse: number[]): Buffer {
   const comps = new Map(cpu.components.map((c) => [c.index, c]));
-  const len = Math.max(576, ...inUse.map((i) => comps.get(i)!.offset + comps.get(i)!.size));
+  const len = Math.max(IMG.XSAVE_MIN, ...inUse.map((i) => comps.get(i)!.offset + comps.get(i)!.size));
   const b = withXsaveStored(img, len);
   b.writeBigUInt64LE(cpu.xcr0, H.xcr0);
   b.writeUInt32LE(cpu.xsaveSize, H.xsaveSize);
   for (let i = 0; i < 16; i++) {
     const c = comps.get(i);
-    b.writeUInt16LE(c?.offset ?? 0, H.xsaveComp + 4 * i);
-    b.writeUInt16LE(c?.size ?? 0, H.xsaveComp + 4 * i + 2);
+    b.writeUInt16LE(c?.offset ?? 0, H.xsaveComp + IMAGE_XSAVE_COMP.entrySize * i);
+    b.writeUInt16LE(c?.size ?? 0, H.xsaveComp + IMAGE_XSAVE_COMP.entrySize * i + 2);
   }
   const bv = (b.readBigUInt64LE(XSTATE_BV) & 3n) | inUse.reduce((m, i) => m | (1n << BigInt(i)), 0n);
   b.writeBigUInt64LE(bv, XSTATE_BV);
@@ -128,7 +128,7 @@ export function withCpuProfile(img: Buffer, leaves: CpuidLeaves, inUse?: readonl
 export function withXsaveLayout(img: Buffer, cpu: CpuLayout): Buffer {
   const hs = img.readUInt32LE(H.headerSize);
   const bv = img.readBigUInt64LE(XSTATE_BV);
-  const oldComp = (i: number) => ({ offset: img.readUInt16LE(H.xsaveComp + 4 * i), size: img.readUInt16LE(H.xsaveComp + 4 * i + 2) });
+  const oldComp = (i: number) => ({ offset: img.readUInt16LE(H.xsaveComp + IMAGE_XSAVE_COMP.entrySize * i), size: img.readUInt16LE(H.xsaveComp + IMAGE_XSAVE_COMP.entrySize * i + 2) });
   const inUse = [...Array(16).keys()].filter((i) => i >= 2 && ((bv >> BigInt(i)) & 1n) === 1n);
   const comps = new Map(cpu.components.map((c) => [c.index, c]));
   for (const i of inUse) {
@@ -138,7 +138,7 @@ export function withXsaveLayout(img: Buffer, cpu: CpuLayout): Buffer {
   }
   const moved = inUse.map((i) => ({ at: comps.get(i)!.offset, bytes: Buffer.from(img.subarray(hs + oldComp(i).offset, hs + oldComp(i).offset + oldComp(i).size)) }));
   const b = withCpuLayout(img, cpu, inUse);
-  b.fill(0, hs + 576, hs + b.readUInt32LE(H.xsaveLen));
+  b.fill(0, hs + IMG.XSAVE_MIN, hs + b.readUInt32LE(H.xsaveLen));
   for (const m of moved) m.bytes.copy(b, hs + m.at);
   return rehash(b);
 }
@@ -173,10 +173,11 @@ export function fds(img: Buffer): ImageFd[] {
   const out: ImageFd[] = [];
   for (let i = 0; i < img.readUInt32LE(H.nfds); i++) {
     const o = l.fds + i * FD_SIZE;
+    const F = IMG_FD;
     out.push({
-      fd: img.readInt32LE(o), flFlags: img.readUInt32LE(o + 8), pos: img.readBigUInt64LE(o + 16),
-      path: cstring(img, img.readUInt32LE(o + 40), img.readUInt32LE(o + 44)), kind: img.readUInt32LE(o + 48),
-      flags: img.readUInt32LE(o + 52),
+      fd: img.readInt32LE(o + F.fd), flFlags: img.readUInt32LE(o + F.flFlags), pos: img.readBigUInt64LE(o + F.pos),
+      path: cstring(img, img.readUInt32LE(o + F.pathOff), img.readUInt32LE(o + F.pathLen)), kind: img.readUInt32LE(o + F.kind),
+      flags: img.readUInt32LE(o + F.flags),
     });
   }
   return out;
@@ -187,11 +188,12 @@ export function regions(img: Buffer): ImageRegion[] {
   const out: ImageRegion[] = [];
   for (let i = 0; i < img.readUInt32LE(H.nregions); i++) {
     const o = l.regions + i * REGION_SIZE;
+    const R = IMG_REGION;
     out.push({
-      start: img.readBigUInt64LE(o), end: img.readBigUInt64LE(o + 8), prot: img.readUInt32LE(o + 60),
-      kind: img.readUInt32LE(o + 64), name: cstring(img, img.readUInt32LE(o + 68), img.readUInt32LE(o + 72)),
-      nruns: img.readUInt32LE(o + 80), pageMap: img.readUInt32LE(o + 84), firstWord: img.readUInt32LE(o + 88),
-      nwords: img.readUInt32LE(o + 92),
+      start: img.readBigUInt64LE(o + R.start), end: img.readBigUInt64LE(o + R.end), prot: img.readUInt32LE(o + R.prot),
+      kind: img.readUInt32LE(o + R.kind), name: cstring(img, img.readUInt32LE(o + R.nameOff), img.readUInt32LE(o + R.nameLen)),
+      nruns: img.readUInt32LE(o + R.nruns), pageMap: img.readUInt32LE(o + R.pageMap), firstWord: img.readUInt32LE(o + R.firstWord),
+      nwords: img.readUInt32LE(o + R.nwords),
     });
   }
   return out;

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, RexError, isRexError } from '../../src/util/errors.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { IMAGE_HEADER_SIZE, imageMetadataLength, readImageInfo, type ImageInfo } from '../../src/rfork/image.js';
+import { FD_KINDS } from '../../src/rfork/image-layout.generated.js';
 import { H, REGION_SIZE, XSTATE_BV, cpuOffset, fds, layout, program, regions, rehash, restorer, run, withXsaveStored } from './image.js';
 import { runs } from '../helpers/property.js';
 
@@ -242,7 +243,7 @@ describe('refuses bad images, naming field and offset', () => {
     const cases: [string, (b: Buffer) => void, RegExp][] = [
       ['negative fd', (b) => b.writeInt32LE(-1, l.fds), new RegExp(`fd\\[0\\]\\.fd at offset ${l.fds}: descriptor number negative`)],
       ['repeated fd', (b) => b.writeInt32LE(b.readInt32LE(l.fds), l.fds + 56), new RegExp(`fd\\[1\\]\\.fd at offset ${l.fds + 56}: .*repeated`)],
-      ['fd kind', (b) => b.writeUInt32LE(7, l.fds + 48), new RegExp(`fd\\[0\\]\\.kind at offset ${l.fds + 48}: unknown kind`)],
+      ['fd kind', (b) => b.writeUInt32LE(FD_KINDS.length, l.fds + 48), new RegExp(`fd\\[0\\]\\.kind at offset ${l.fds + 48}: unknown kind`)],
       ['fd flags', (b) => b.writeUInt32LE(6, l.fds + 52), new RegExp(`fd\\[0\\]\\.flags at offset ${l.fds + 52}: unknown flag bits`)],
     ];
     for (const [what, edit, message] of cases) {

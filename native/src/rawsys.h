@@ -1,13 +1,17 @@
 /*
- * sys.h: the restorer's own system call wrappers and constants.
+ * rawsys.h: raw x86-64 system calls, shared by the restorer (restorer/) and
+ * librex's dumper (src/dump.c).
  *
- * The restorer links against nothing (no libc, no loader), so it carries the
- * few kernel ABI numbers it needs here instead of including <linux/...>
- * headers, which would tie the build to the installed kernel headers.
- * Every wrapper returns the kernel's raw result: a value, or -errno.
+ * The restorer links against nothing (no libc, no loader), and the dumper
+ * may not touch errno or malloc while the process it writes keeps running,
+ * so both call the kernel directly. The header carries the few kernel ABI
+ * numbers they need (with a trailing _ where libc has a macro of that name)
+ * instead of including <linux/...> headers, which would tie the build to the
+ * installed kernel headers. Every wrapper returns the kernel's raw result: a
+ * value, or -errno. Freestanding: no libc, no errno.
  */
-#ifndef REX_RESTORER_SYS_H
-#define REX_RESTORER_SYS_H
+#ifndef REX_RAWSYS_H
+#define REX_RAWSYS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -72,6 +76,7 @@
 #define S_IFREG_ 0100000
 
 #define EINTR_ 4
+#define EIO_ 5
 #define EEXIST_ 17
 
 struct k_timespec {
@@ -117,8 +122,36 @@ static inline long r_mmap(uint64_t addr, uint64_t len, int prot, int flags, int 
   return sys6(NR_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
 }
 static inline long r_openat(const char *path, int flags) { return sys4(NR_openat, AT_FDCWD_, path, flags, 0); }
+static inline void r_close(int fd) { sys1(NR_close, fd); }
 static inline _Noreturn void r_exit(int status) {
   for (;;) sys1(NR_exit_group, status);
 }
 
-#endif /* REX_RESTORER_SYS_H */
+/* Reads until EOF or the buffer is full. Bytes read, or -errno. */
+static inline long r_read_all(int fd, void *buf, size_t cap) {
+  size_t got = 0;
+  while (got < cap) {
+    long n = sys3(NR_read, fd, (char *)buf + got, cap - got);
+    if (n == -EINTR_) continue;
+    if (n < 0) return n;
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  return (long)got;
+}
+
+/* Writes all n bytes. 0, or -errno (-EIO when the kernel takes none). */
+static inline long r_write_all(int fd, const void *buf, size_t n) {
+  const char *p = (const char *)buf;
+  while (n > 0) {
+    long w = sys3(NR_write, fd, p, n);
+    if (w == -EINTR_) continue;
+    if (w < 0) return w;
+    if (w == 0) return -EIO_;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+#endif /* REX_RAWSYS_H */
