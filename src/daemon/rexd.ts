@@ -141,12 +141,11 @@ export class Rexd {
       manager: this.calls,
       host: config.hostName,
       offers: (program) => config.programs.some((p) => p.name === program),
-      selfLoad: () => this.meter.measure().load,
+      placement: this.exec.placer,
       peers: () =>
         [...this.peers.values()].map((p) => ({
           name: p.entry.name,
           reachable: p.state.reachable,
-          ...(p.state.figure ? { load: p.state.figure.load } : {}),
           connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
         })),
     });

@@ -20,7 +20,7 @@ import { controllerJobs } from '../calls/controller.js';
 import type { Containment } from './contain.js';
 import { MAX_LIBRARIES, neededLibraries, type NeededLibrary } from './libraries.js';
 import { readImageInfo } from '../rfork/image.js';
-import { cannotRunMessage, cpuCandidates, cpuShortfall, Placer, type Candidate, type PlacementPolicy } from './placement.js';
+import { cannotRunMessage, cpuShortfall, Placement, type PlacementPolicy } from '../placement/index.js';
 import { advertisedCpuProfile } from '../cpu/wire.js';
 import { missingFor, type CpuNeeds } from '../cpu/profile.js';
 import { imageRefused, type ExecLimit } from './limit.js';
@@ -47,7 +47,8 @@ function body(m: Message): Reply {
 
 /** The EXEC service of one rexd. */
 export class ExecService {
-  readonly placer: Placer;
+  /** The one placement of this rexd (src/placement/): calls place through it too. */
+  readonly placer: Placement;
 
   constructor(
     private readonly ctx: ExecutorContext,
@@ -55,7 +56,7 @@ export class ExecService {
     policy: PlacementPolicy = 'least-loaded',
     private readonly peerTimeout = 5000,
   ) {
-    this.placer = new Placer(policy);
+    this.placer = new Placement({ host: ctx.hostName, measure: () => ctx.meter.measure(), peers: () => [...peers.values()].map((p) => p.state) }, policy);
   }
 
   /**
@@ -104,17 +105,14 @@ export class ExecService {
         throw e instanceof NotStarted ? e.cause : e;
       }
     }
-    let candidates = this.candidates();
     // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
-    let unfit: { name: string; missing: string[] }[] = [];
-    if (m.image && candidates.some((c) => !c.self)) {
-      ({ fit: candidates, unfit } = cpuCandidates(candidates, this.imageNeeds(m)));
-      if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
-      if (candidates.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
-    }
+    const image = m.image ? m : undefined;
+    const { order: placed, unfit } = await this.placer.plan(image ? { needs: () => this.imageNeeds(image) } : {});
+    if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
+    if (placed.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
     // Test switch: placement by load skips this host, so that the tests move every child to another one.
     const away = testSwitch('REX_TEST_PLACE_ELSEWHERE') === '1';
-    const order = this.placer.order(candidates).filter((h) => !away || h !== self);
+    const order = placed.filter((h) => !away || h !== self);
     const refusals: ProtocolError[] = [];
     for (const host of order) {
       const release = this.placer.reserve(host);
@@ -161,19 +159,6 @@ export class ExecService {
     const msg = cannotRunMessage(host, missing);
     this.ctx.log.warn({ image: m.path, host, missing }, `EXEC: ${msg}`);
     throw new ProtocolError('INCOMPATIBLE', msg, { fatal: false });
-  }
-
-  /** Hosts that can be asked now: this one, and peers with a fresh figure, in rex.rc order. */
-  candidates(): Candidate[] {
-    const now = Date.now();
-    const fig = this.ctx.meter.measure();
-    const out: Candidate[] = [{ name: this.ctx.hostName, self: true, load: fig.load, cores: fig.cores, figureAt: now, cpu: advertisedCpuProfile() }];
-    for (const p of this.peers.values()) {
-      const s = p.state;
-      if (!s.reachable || !s.figure || s.receivedAt === undefined) continue;
-      out.push({ name: s.name, self: false, load: s.figure.load, cores: s.figure.cores, figureAt: s.receivedAt, ...(s.cpu ? { cpu: s.cpu } : {}) });
-    }
-    return out;
   }
 
   /**
