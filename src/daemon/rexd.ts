@@ -12,7 +12,9 @@ import { existsSync, unlinkSync, watch, writeFileSync, type FSWatcher } from 'no
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { CallManager, CallRouter, loadProgram, type CallIdentity, type ProgramSpec } from '../calls/index.js';
+import { CallManager, type CallIdentity, type ProgramSpec } from '../calls/manager.js';
+import { CallRouter } from '../calls/router.js';
+import { loadProgram } from '../calls/programs.js';
 import { clientAllowed, normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
