@@ -81,10 +81,10 @@ export class CallRouter {
       throw new ProtocolError('BAD_REQUEST', (e as Error).message, { fatal: false });
     }
     const self = this.opts.host;
-    const host = t.host === self || !caller.mayForward ? self : (t.host ?? (await this.place(t.program, caller)));
+    // Until it is answered, the request is work on its host that no load figure shows yet.
+    const named = t.host === self || !caller.mayForward ? self : t.host;
+    const { host, release } = named !== undefined ? { host: named, release: this.opts.placement.reserve(named, CALL_SHARE) } : await this.place(t.program, caller);
     this.routed.set(m, formatTarget({ ...t, host }));
-    // Until it is answered, the request is work on that host that no load figure shows yet.
-    const release = this.opts.placement.reserve(host, CALL_SHARE);
     try {
       if (host === self) return await this.local(m, caller, t);
       return await this.forward(m, caller, { ...t, host });
@@ -116,25 +116,33 @@ export class CallRouter {
     else this.inFlight.set(host, n);
   }
 
-  /** The host the placement puts first among those offering `program`: this one, or reachable peers whose ENTRIES list it. */
-  private async place(program: string, caller: RouteCaller): Promise<string> {
+  /**
+   * The host the placement puts first among those offering `program` (this
+   * one, or reachable peers whose ENTRIES list it), with its place reserved
+   * at once, before a call decided in the same turn is placed.
+   */
+  private async place(program: string, caller: RouteCaller): Promise<{ host: string; release: () => void }> {
     const self = this.opts.host;
     const peers = new Map(this.opts.peers().map((p) => [p.name, p]));
-    const { order } = await this.opts.placement.plan({
-      offers: (c) => {
-        if (c.name === self) return this.opts.offers(program);
-        const p = peers.get(c.name);
-        return p !== undefined && p.reachable && this.offered(p, program, caller);
-      },
-    });
-    if (order.length === 0) {
+    const offering = new Set<string>(this.opts.offers(program) ? [self] : []);
+    await Promise.all(
+      this.opts.placement
+        .candidates()
+        .filter((c) => !c.self)
+        .map(async (c) => {
+          const p = peers.get(c.name);
+          if (p?.reachable && (await this.offered(p, program, caller))) offering.add(c.name);
+        }),
+    );
+    const host = this.opts.placement.plan({ offers: (c) => offering.has(c.name) }).order[0];
+    if (host === undefined) {
       const asked = [self, ...peers.keys()].join(', ');
       throw new ProtocolError('NO_ENTRY', `no reachable host offers program '${program}' (asked ${asked})`, {
         fatal: false,
         hint: `add it to rex.rc programs on a host (programs : ${program}=/path/lib${program}.so:/path/lib${program}.xml) and restart that rexd`,
       });
     }
-    return order[0]!;
+    return { host, release: this.opts.placement.reserve(host, CALL_SHARE) };
   }
 
   /** Whether peer `p` offers `program`: its answer to a one-entry ENTRIES_GET, believed for cacheMs. */

@@ -107,7 +107,7 @@ export class ExecService {
     }
     // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
     const image = m.image ? m : undefined;
-    const { order: placed, unfit } = await this.placer.plan(image ? { needs: () => this.imageNeeds(image) } : {});
+    const { order: placed, unfit } = this.placer.plan(image ? { needs: () => this.imageNeeds(image) } : {});
     if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'EXEC: hosts that cannot run this rfork image are not candidates');
     if (placed.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
     // Test switch: placement by load skips this host, so that the tests move every child to another one.

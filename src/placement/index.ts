@@ -220,15 +220,13 @@ export class Placement extends Placer {
    * The order to try hosts in for one piece of work. `offers` keeps only the
    * hosts that offer it (a call's program); `needs`, an rfork image's CPU
    * needs, is read only when a peer is a candidate (the origin can always run
-   * its own image), and keeps only the hosts that can run it.
+   * its own image), and keeps only the hosts that can run it. Synchronous, so
+   * that the caller can reserve its host before another placement is decided
+   * (requests that arrive together are served in one turn of the event loop).
    */
-  async plan(opts: { offers?: (c: Candidate) => boolean | Promise<boolean>; needs?: () => CpuNeeds } = {}): Promise<Plan> {
+  plan(opts: { offers?: (c: Candidate) => boolean; needs?: () => CpuNeeds } = {}): Plan {
     let candidates = this.candidates();
-    if (opts.offers) {
-      const offers = opts.offers;
-      const has = await Promise.all(candidates.map((c) => offers(c)));
-      candidates = candidates.filter((_, i) => has[i]);
-    }
+    if (opts.offers) candidates = candidates.filter(opts.offers);
     let unfit: Plan['unfit'] = [];
     if (opts.needs && candidates.some((c) => !c.self)) ({ fit: candidates, unfit } = cpuCandidates(candidates, opts.needs()));
     return { order: this.order(candidates), unfit };

@@ -84,40 +84,40 @@ function sources(self: number, peers: { name: string; load?: number; reachable?:
 }
 
 describe('the one placement: EXEC, rfork images and calls (docs/PLACEMENT.md)', () => {
-  it('candidates are this host and the reachable peers with a figure, ordered by the policy', async () => {
+  it('candidates are this host and the reachable peers with a figure, ordered by the policy', () => {
     const src = sources(0.5, [{ name: 'beta', load: 0.1 }, { name: 'gamma', load: 0 , reachable: false }, { name: 'delta' }, { name: 'eps', load: 0.9 }]);
-    expect((await new Placement(src, 'least-loaded').plan()).order).toEqual(['beta', 'alpha', 'eps']);
+    expect(new Placement(src, 'least-loaded').plan().order).toEqual(['beta', 'alpha', 'eps']);
     const rr = new Placement(src, 'round-robin');
-    expect([(await rr.plan()).order, (await rr.plan()).order]).toEqual([
+    expect([rr.plan().order, rr.plan().order]).toEqual([
       ['alpha', 'beta', 'eps'],
       ['beta', 'eps', 'alpha'],
     ]);
   });
 
-  it('offers keeps the hosts that offer the work (a call\'s program), in the policy\'s order', async () => {
+  it('offers keeps the hosts that offer the work (a call\'s program), in the policy\'s order', () => {
     const src = sources(0.5, [{ name: 'beta', load: 0.1 }, { name: 'gamma', load: 0.2 }]);
     const asked: string[] = [];
-    const plan = await new Placement(src, 'least-loaded').plan({
-      offers: async (c) => {
+    const plan = new Placement(src, 'least-loaded').plan({
+      offers: (c) => {
         asked.push(c.name);
         return c.name !== 'beta';
       },
     });
     expect(plan.order).toEqual(['gamma', 'alpha']);
     expect(asked.sort()).toEqual(['alpha', 'beta', 'gamma']);
-    expect((await new Placement(src).plan({ offers: () => false })).order).toEqual([]);
+    expect(new Placement(src).plan({ offers: () => false }).order).toEqual([]);
   });
 
-  it("an rfork image's needs are read only when a peer is a candidate, and hosts that cannot run it are left out with the reason", async () => {
+  it("an rfork image's needs are read only when a peer is a candidate, and hosts that cannot run it are left out with the reason", () => {
     let reads = 0;
     const needs = () => {
       reads++;
       const own = advertisedCpuProfile();
       return { features: own.features, xcr0: own.xcr0 };
     };
-    expect((await new Placement(sources(0, []), 'least-loaded').plan({ needs })).order).toEqual(['alpha']);
+    expect(new Placement(sources(0, []), 'least-loaded').plan({ needs }).order).toEqual(['alpha']);
     expect(reads).toBe(0);
-    const plan = await new Placement(sources(0.5, [{ name: 'beta', load: 0, cpu: false }, { name: 'gamma', load: 0.1 }]), 'least-loaded').plan({ needs });
+    const plan = new Placement(sources(0.5, [{ name: 'beta', load: 0, cpu: false }, { name: 'gamma', load: 0.1 }]), 'least-loaded').plan({ needs });
     expect(reads).toBe(1);
     expect(plan.order).toEqual(['gamma', 'alpha']);
     expect(plan.unfit).toEqual([{ name: 'beta', missing: [expect.stringMatching(/CPU profile is unknown/)] }]);
