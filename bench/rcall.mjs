@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { LocalCluster } = await import(join(root, 'dist/cluster/cluster.js'));
-const { CallChannel } = await import(join(root, 'dist/calls/index.js'));
+const { CallChannel } = await import(join(root, 'dist/runtime/transport.js'));
 const grpc = await import('@grpc/grpc-js');
 const protoLoader = await import('@grpc/proto-loader');
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: runs every benchmark in bench/ in turn. Each compares REX
 // with its peer in the same run and prints the ratio. Extra arguments pick
-// benchmarks by name: `npm run bench -- ping`.
+// benchmarks by name: `npm run bench -- ping`, `npm run bench -- start` (rexd
+// start-up beside Node's bare start).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -2,15 +2,17 @@
  * Routing of remote calls between the hosts of a cluster (docs/CALLS.md,
  * "Routing"): a CALL or ENTRIES_GET whose target names another host is
  * forwarded to that host's rexd on the authenticated peer connection, and its
- * answer relayed; a target with host `*` (or none) goes to the least-loaded
- * reachable host that offers the program. Everything for this host goes to its
- * CallManager. rexd owns one router; the router owns no sockets.
+ * answer relayed; a target with host `*` (or none) goes to the host that
+ * rexd's one placement (src/placement/, the rex.rc placement policy) puts first
+ * among the reachable hosts that offer the program. Everything for this host
+ * goes to its CallManager. rexd owns one router; the router owns no sockets.
  */
 import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { ProtoErrorName } from '../protocol/constants.js';
 import { ProtoError } from '../protocol/constants.js';
 import type { Message, Reply } from '../protocol/index.js';
+import { CALL_SHARE, type Placement } from '../placement/index.js';
 import type { CallIdentity, CallManager } from './manager.js';
 import { checkPage, fitPage, pageBudget, queryOf } from './entries.js';
 import { formatTarget, parseTarget, type CallTarget } from './target.js';
@@ -19,8 +21,6 @@ import { formatTarget, parseTarget, type CallTarget } from './target.js';
 export interface RoutePeer {
   name: string;
   reachable: boolean;
-  /** Its last load figure, if any. */
-  load?: number;
   /** The authenticated connection to it (connecting if need be); undefined with a reason when there is none. */
   connect(): Promise<Connection | { error: string }>;
 }
@@ -32,8 +32,8 @@ export interface CallRouterOptions {
   host: string;
   /** True when this host offers `program` (rex.rc programs). */
   offers(program: string): boolean;
-  /** This host's load now. */
-  selfLoad(): number;
+  /** rexd's one placement (the policy, the figures, work placed a moment ago): `*` targets are placed by it. */
+  placement: Placement;
   /** The peers in rex.rc order. */
   peers(): RoutePeer[];
   /** Longest wait for a peer's ENTRIES answer while placing a call (default 2 s). */
@@ -57,7 +57,7 @@ const OFFERED_MAX = 4096;
 
 /** Routes CALL, ENTRIES_GET and CANCEL to this host's CallManager or to a peer's rexd. */
 export class CallRouter {
-  private readonly offered = new Map<string, { has: boolean; at: number }>();
+  private readonly offers = new Map<string, { has: boolean; at: number }>();
   private readonly inFlight = new Map<string, number>();
   /** Forwarded calls by the caller's connection and stream, for CANCEL. */
   private readonly forwarded = new WeakMap<object, Map<number, () => void>>();
@@ -84,10 +84,16 @@ export class CallRouter {
       throw new ProtocolError('BAD_REQUEST', (e as Error).message, { fatal: false });
     }
     const self = this.opts.host;
-    const host = t.host === self || !caller.mayForward ? self : (t.host ?? (await this.place(t.program, caller)));
+    // Until it is answered, the request is work on its host that no load figure shows yet.
+    const named = t.host === self || !caller.mayForward ? self : t.host;
+    const { host, release } = named !== undefined ? { host: named, release: this.opts.placement.reserve(named, CALL_SHARE) } : await this.place(t.program, caller);
     this.routed.set(m, formatTarget({ ...t, host }));
-    if (host === self) return this.local(m, caller, t);
-    return this.forward(m, caller, { ...t, host });
+    try {
+      if (host === self) return await this.local(m, caller, t);
+      return await this.forward(m, caller, { ...t, host });
+    } finally {
+      release();
+    }
   }
 
   /** Numbers for tests and rtop: calls forwarded and not yet answered, per host. */
@@ -113,39 +119,46 @@ export class CallRouter {
     else this.inFlight.set(host, n);
   }
 
-  /** The least-loaded reachable host offering `program`: this one, or a peer whose ENTRIES list it. */
-  private async place(program: string, caller: RouteCaller): Promise<string> {
-    const peers = this.opts.peers().filter((p) => p.reachable);
-    const now = Date.now();
-    const ttl = this.opts.cacheMs ?? 10_000;
-    const probes = peers.map(async (p) => {
-      const key = `${p.name}\0${program}`;
-      const c = this.offered.get(key);
-      if (c && now - c.at < ttl) return c.has;
-      const has = await this.probe(p, program, caller);
-      // Keyed by program names callers choose: a bounded map (oldest entries first out), so no caller can grow it without end.
-      if (this.offered.size >= OFFERED_MAX) this.offered.delete(this.offered.keys().next().value!);
-      this.offered.delete(key);
-      this.offered.set(key, { has, at: Date.now() });
-      return has;
-    });
-    const has = await Promise.all(probes);
-    const candidates: { name: string; load: number; order: number }[] = [];
-    if (this.opts.offers(program)) candidates.push({ name: this.opts.host, load: this.opts.selfLoad(), order: 0 });
-    peers.forEach((p, i) => {
-      if (has[i] && p.load !== undefined) candidates.push({ name: p.name, load: p.load, order: i + 1 });
-    });
-    if (candidates.length === 0) {
-      const asked = [this.opts.host, ...peers.map((p) => p.name)].join(', ');
+  /**
+   * The host the placement puts first among those offering `program` (this
+   * one, or reachable peers whose ENTRIES list it), with its place reserved
+   * at once, before a call decided in the same turn is placed.
+   */
+  private async place(program: string, caller: RouteCaller): Promise<{ host: string; release: () => void }> {
+    const self = this.opts.host;
+    const peers = new Map(this.opts.peers().map((p) => [p.name, p]));
+    const offering = new Set<string>(this.opts.offers(program) ? [self] : []);
+    await Promise.all(
+      this.opts.placement
+        .candidates()
+        .filter((c) => !c.self)
+        .map(async (c) => {
+          const p = peers.get(c.name);
+          if (p?.reachable && (await this.offered(p, program, caller))) offering.add(c.name);
+        }),
+    );
+    const host = this.opts.placement.plan({ offers: (c) => offering.has(c.name) }).order[0];
+    if (host === undefined) {
+      const asked = [self, ...peers.keys()].join(', ');
       throw new ProtocolError('NO_ENTRY', `no reachable host offers program '${program}' (asked ${asked})`, {
         fatal: false,
         hint: `add it to rex.rc programs on a host (programs : ${program}=/path/lib${program}.so:/path/lib${program}.xml) and restart that rexd`,
       });
     }
-    // Load figures are refreshed every load-interval; calls placed since then count too, so a burst spreads out.
-    const score = (c: { name: string; load: number }): number => c.load + 0.05 * (this.inFlight.get(c.name) ?? 0);
-    candidates.sort((a, b) => score(a) - score(b) || a.order - b.order);
-    return candidates[0]!.name;
+    return { host, release: this.opts.placement.reserve(host, CALL_SHARE) };
+  }
+
+  /** Whether peer `p` offers `program`: its answer to a one-entry ENTRIES_GET, believed for cacheMs. */
+  private async offered(p: RoutePeer, program: string, caller: RouteCaller): Promise<boolean> {
+    const key = `${p.name}\0${program}`;
+    const c = this.offers.get(key);
+    if (c && Date.now() - c.at < (this.opts.cacheMs ?? 10_000)) return c.has;
+    const has = await this.probe(p, program, caller);
+    // Keyed by program names callers choose: a bounded map (oldest entries first out), so no caller can grow it without end.
+    if (this.offers.size >= OFFERED_MAX) this.offers.delete(this.offers.keys().next().value!);
+    this.offers.delete(key);
+    this.offers.set(key, { has, at: Date.now() });
+    return has;
   }
 
   private async probe(p: RoutePeer, program: string, caller: RouteCaller): Promise<boolean> {

@@ -7,11 +7,11 @@
  */
 import type { RexConfig } from '../config/index.js';
 import type { Request, RequestTable } from '../daemon/dispatch.js';
-import type { LoadMeter } from '../daemon/load.js';
 import type { Logger } from '../daemon/log.js';
 import type { PeerLink } from '../daemon/peers.js';
 import type { Endpoint } from '../daemon/session.js';
 import type { Decision, Requester } from '../keys/grants.js';
+import type { Placement } from '../placement/index.js';
 import type { Reply } from '../protocol/connection.js';
 import type { Message } from '../protocol/messages.js';
 import { CallManager, type CallIdentity, type CallManagerOptions } from './manager.js';
@@ -20,7 +20,8 @@ import { CallRouter } from './router.js';
 /** What the call side needs of the daemon. */
 export interface CallsContext {
   config: Pick<RexConfig, 'hostName' | 'programs'>;
-  meter: LoadMeter;
+  /** The one placement of this rexd (src/placement/, owned by the EXEC service): `*` calls are placed by it. */
+  placement: Placement;
   peers: ReadonlyMap<string, PeerLink>;
   /** The rex.rc `programs` entry called `name`, its definitions read (rexd.ts). */
   program: CallManagerOptions['programs'];
@@ -51,12 +52,11 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
     manager,
     host: config.hostName,
     offers: (program) => config.programs.some((p) => p.name === program),
-    selfLoad: () => ctx.meter.measure().load,
+    placement: ctx.placement,
     peers: () =>
       [...peers.values()].map((p) => ({
         name: p.entry.name,
         reachable: p.state.reachable,
-        ...(p.state.figure ? { load: p.state.figure.load } : {}),
         connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
       })),
   });

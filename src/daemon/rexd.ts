@@ -13,7 +13,8 @@ import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { loadProgramOffThread, type CallManager, type ProgramSpec } from '../calls/index.js';
+import type { CallManager, ProgramSpec } from '../calls/manager.js';
+import { loadProgramOffThread } from '../calls/programs.js';
 import { registerCalls, type CallService } from '../calls/service.js';
 import { normalizeAddress } from '../config/clients.js';
 import type { RexConfig } from '../config/index.js';
@@ -110,7 +111,7 @@ export class Rexd {
     this.keys.register(this.requests);
     registerExec(this.requests, this.exec, config, this.name);
     registerRfork(this.requests, this.exec, config, this.name);
-    this.callService = registerCalls(this.requests, { config, meter: this.meter, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
+    this.callService = registerCalls(this.requests, { config, placement: this.exec.placer, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
   }
 
   get log(): Logger {

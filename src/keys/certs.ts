@@ -5,16 +5,31 @@
  * key and the identity name (subject CN) into the TLS handshake: REX pins keys
  * by ID, it does not use certificate chains or validity periods.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto } from 'node:crypto';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { keyId } from './id.js';
 
-// The two-argument overload types the same under every lib setting: with the
-// DOM lib the one-argument form's `Crypto` differs from Node's webcrypto type,
-// which broke type-checking of code that imports the runtime (generated stubs).
-x509.cryptoProvider.set(x509.CryptoProvider.DEFAULT, webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[1]);
+type X509 = typeof import('@peculiar/x509');
+let x509: Promise<X509> | undefined;
+
+/**
+ * @peculiar/x509 (with the reflect-metadata it needs) is loaded when a
+ * certificate is first made: reading one needs only node:crypto, so rexd,
+ * which reads certificates and makes none, does not load it (it was a fifth of
+ * rexd's start-up).
+ */
+function loadX509(): Promise<X509> {
+  x509 ??= (async () => {
+    await import('reflect-metadata');
+    const m = await import('@peculiar/x509');
+    // The two-argument overload types the same under every lib setting: with the
+    // DOM lib the one-argument form's `Crypto` differs from Node's webcrypto type,
+    // which broke type-checking of code that imports the runtime (generated stubs).
+    m.cryptoProvider.set(m.CryptoProvider.DEFAULT, webcrypto as unknown as Parameters<typeof m.cryptoProvider.set>[1]);
+    return m;
+  })();
+  return x509;
+}
 
 /** A new key pair and its certificate, PEM encoded. */
 export interface KeyMaterial {
@@ -23,7 +38,7 @@ export interface KeyMaterial {
   id: string;
 }
 
-type CryptoKeyPairLike = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]["keys"];
+type CryptoKeyPairLike = Parameters<X509["X509CertificateGenerator"]["createSelfSigned"]>[0]["keys"];
 
 const ED25519 = { name: 'Ed25519' } as const;
 /** Certificates outlive any key rotation policy: REX trusts keys by ID and grants carry expiry. */
@@ -43,7 +58,7 @@ export async function certificateFor(keyPem: string, name: string): Promise<stri
   const priv = await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), ED25519, false, ['sign']);
   const pub = await webcrypto.subtle.importKey('spki', spki, ED25519, true, ['verify']);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  const cert = await (await loadX509()).X509CertificateGenerator.createSelfSigned({
     serialNumber: randomBytes(8).toString('hex').replace(/^[89a-f]/, '1'), // positive INTEGER
     name: `CN=${name}`,
     notBefore: new Date(now - 3_600_000),

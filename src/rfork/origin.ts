@@ -18,7 +18,7 @@ import type { ExecutorContext } from '../exec/executor/executor.js';
 import { MAX_LIBRARIES, type NeededLibrary } from '../exec/executor/libraries.js';
 import { imageRefused } from '../exec/executor/limit.js';
 import { libsField, NotStarted, type ExecCaller, type ExecService } from '../exec/executor/service.js';
-import { cannotRunMessage, cpuCandidates, cpuShortfall, type Candidate } from '../exec/placement.js';
+import { cannotRunMessage, cpuShortfall } from '../placement/index.js';
 import type { CpuNeeds } from '../cpu/profile.js';
 import type { PeerLink } from '../daemon/peers.js';
 import { readImageInfo } from './image.js';
@@ -42,12 +42,7 @@ export async function serveRfork(exec: ExecService, m: MessageOf<'RFORK'>, calle
         return { fields: { ...fields, ...(offer.libs.length > 0 ? { files: libsField(offer) } : {}) }, offer };
       },
       // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
-      fit: (candidates: Candidate[]) => {
-        const { fit, unfit } = cpuCandidates(candidates, imageNeeds(image));
-        if (unfit.length > 0) ctx.log.info({ image: image.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, 'RFORK: hosts that cannot run this rfork image are not candidates');
-        if (fit.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
-        return { fit, unfit };
-      },
+      needs: () => imageNeeds(image),
       checkNamed: (host, peer) => checkNamedHost(image, host, peer, ctx),
     },
     caller,

@@ -13,8 +13,7 @@ import { Connection } from '../protocol/connection.js';
 import type { EntryInfo, HostEntry, MessageOf } from '../protocol/messages.js';
 import { cpuSummary, profileFromWire, type CpuSummary } from '../cpu/wire.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { toCallError } from '../calls/transport.js';
-import { listEntries, lookupEntry } from '../calls/entries.js';
+import { CallChannel, toCallError } from './transport.js';
 
 /** A host of the cluster view: its HOSTS entry with the CPU profile decoded (docs/PROTOCOL.md 4.6). */
 export type HostView = Omit<HostEntry, 'cpu'> & { cpu?: CpuSummary; cpuError?: string };
@@ -48,6 +47,7 @@ export class RexClient {
   private readonly nonce = Buffer.alloc(16);
   private pings = 0n;
   private sock: import('node:net').Socket | undefined;
+  private calls: CallChannel | undefined;
 
   private constructor(
     readonly conn: Connection,
@@ -143,8 +143,8 @@ export class RexClient {
   }
 
   /**
-   * Calls HOST.USER.PROGRAM.FUNCTION (HOST `*` or none: the least-loaded host
-   * offering the program) with an input frame; resolves with the output frame
+   * Calls HOST.USER.PROGRAM.FUNCTION (HOST `*` or none: the host rexd's
+   * placement picks among those offering the program) with an input frame; resolves with the output frame
    * and the host that ran it. Failures are CallErrors (CALL_* codes).
    */
   async call(target: string, input: Uint8Array, opts: { timeoutMs?: number; async?: boolean } = {}): Promise<{ output: Uint8Array; host?: string; accepted?: boolean }> {
@@ -165,21 +165,18 @@ export class RexClient {
    * signatures, refusals), all pages of them in byte order of names;
    * `match` (a glob such as 'str*') is evaluated by the serving rexd.
    */
-  async entries(target: string, opts: { match?: string } = {}): Promise<EntryInfo[]> {
-    try {
-      return await listEntries((m) => this.conn.request(m), target, { ...opts, from: `rexd at ${this.conn.label}` });
-    } catch (e) {
-      throw toCallError(e);
-    }
+  entries(target: string, opts: { match?: string } = {}): Promise<EntryInfo[]> {
+    return this.channel().entries(target, opts);
   }
 
   /** One entry point of `[HOST.][USER.]PROGRAM` by name, without fetching the list. */
-  async entry(target: string, name: string): Promise<EntryInfo> {
-    try {
-      return await lookupEntry((m) => this.conn.request(m), target, name, `rexd at ${this.conn.label}`);
-    } catch (e) {
-      throw toCallError(e);
-    }
+  entry(target: string, name: string): Promise<EntryInfo> {
+    return this.channel().entry(target, name);
+  }
+
+  /** The call channel on this connection (entries and entry are its, one implementation for every caller). */
+  private channel(): CallChannel {
+    return (this.calls ??= new CallChannel(this.conn));
   }
 
   /** Lets the process exit while this connection is idle (a request in flight still holds it through its timer). */

@@ -8,31 +8,14 @@ import { planEntry, type EntryPlan } from './frames/plan.js';
 import { encodeInput, decodeOutput, type FrameValues } from './frames/codec.js';
 import { fromReadableArgs, readableResults } from './frames/values.js';
 import type { EntryDesc } from './frames/types.js';
+import type { CallOptions, EntryTarget, Transport } from './transport.js';
 
 export type { EntryDesc, AggregateDesc, EnumDesc, TypeDesc, ParamDesc, FieldDesc, Prim } from './frames/types.js';
+// Part of the versioned surface, defined with the transport that carries calls (types only: nothing more is loaded).
+export type { CallOptions, EntryTarget, Transport } from './transport.js';
 
 /** The codegen ABI version generated stubs were written against. */
 export const CODEGEN_VERSION = 1;
-
-/** Where and how to run a call; stubs pass it through unchanged. */
-export interface CallOptions {
-  /** Run on this host instead of the least-loaded one. */
-  host?: string;
-  /** Give up after this many milliseconds. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
-/** Identity of the entry point a generated stub calls (the seed's HOST.USER.PROGRAM.FUNCTION). */
-export interface EntryTarget {
-  elfFile: string;
-  host?: string;
-  user?: string;
-  program?: string;
-}
-
-/** A function that ships an input frame to the entry point and returns its output frame. */
-export type Transport = (target: EntryTarget & { name: string }, input: Uint8Array, opts: CallOptions) => Promise<Uint8Array>;
 
 let transport: Transport | undefined;
 

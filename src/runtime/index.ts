@@ -5,7 +5,7 @@
 export { RexClient, resolveSocket, type ClientOptions } from './client.js';
 export { spawn, exec, RemoteChildProcess, type SpawnOptions, type SpawnError, type ExecCallback } from './spawn.js';
 export { rcall, rexTransport, closeSharedChannel } from './rcall.js';
-export { CallError } from '../calls/transport.js';
+export { CallError } from './transport.js';
 export type { HostEntry, Message, MessageOf } from '../protocol/messages.js';
 export type { HostView } from './client.js';
 export { RexError, ErrorCodes, isRexError, type ErrorCode } from '../util/errors.js';

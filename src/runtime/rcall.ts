@@ -5,9 +5,8 @@
  * transport is installed. The connection does not keep the process alive
  * while idle.
  */
-import { CallChannel } from '../calls/transport.js';
 import { RexClient, type ClientOptions } from './client.js';
-import type { CallOptions, Transport } from './codegen-v1.js';
+import { CallChannel, type CallOptions, type Transport } from './transport.js';
 
 let shared: { key: string; channel: Promise<CallChannel> } | undefined;
 const clients: RexClient[] = [];
@@ -39,7 +38,7 @@ export function sharedChannel(opts: ClientOptions = {}): Promise<CallChannel> {
 
 /**
  * Sends an input frame to HOST.USER.PROGRAM.FUNCTION (HOST `*` or absent: the
- * least-loaded host offering PROGRAM) through the local rexd and resolves with
+ * host rexd's placement picks among those offering PROGRAM) through the local rexd and resolves with
  * the output frame. Failures are CallErrors (CALL_CRASHED, CALL_TIMEOUT,
  * CALL_DENIED, CALL_NO_ENTRY, CALL_BAD_FRAME, ...).
  */

@@ -1,6 +1,6 @@
 /**
  * spawn() and exec() for TypeScript programs, mirroring node:child_process but
- * running the program on the least-loaded host of the cluster (or `host`):
+ * running the program on the host rexd's placement picks (or `host`):
  * a ChildProcess-like object with stdin/stdout/stderr streams, 'spawn',
  * 'exit', 'close' and 'error' events, and kill() (docs/EXEC.md).
  */

@@ -8,7 +8,7 @@ import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CallChannel } from '../../src/calls/index.js';
+import { CallChannel } from '../../src/runtime/transport.js';
 import { closeSharedChannel, rcall } from '../../src/runtime/index.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { CallChannel } from '../../src/calls/index.js';
+import { CallChannel } from '../../src/runtime/transport.js';
 import { readElf } from '../../src/gen/elf/index.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
 import { startCluster } from '../helpers/cluster.js';

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CallChannel } from '../../src/calls/index.js';
+import { CallChannel } from '../../src/runtime/transport.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import type { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';

@@ -11,7 +11,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { startCluster } from '../helpers/cluster.js';
-import { CallChannel, formatTarget, parseTarget } from '../../src/calls/index.js';
+import { formatTarget, parseTarget } from '../../src/calls/index.js';
+import { CallChannel } from '../../src/runtime/transport.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
 import { REPDB, ROOT, loadStubs, tempDir } from './helpers.js';
 

@@ -19,6 +19,7 @@ import type { PeerLink } from '../../src/daemon/peers.js';
 import { Endpoint, pendingLocal, pendingTls, toClient, toPeer, toRestricted, type Authenticated, type Session } from '../../src/daemon/session.js';
 import { registerExec } from '../../src/exec/executor/requests.js';
 import { ExecService } from '../../src/exec/executor/service.js';
+import { registerRfork } from '../../src/rfork/requests.js';
 import { certInfo } from '../../src/keys/certs.js';
 import type { Decision, Requester } from '../../src/keys/grants.js';
 import { KeysService } from '../../src/keys/service.js';
@@ -44,8 +45,10 @@ function table(decide: (who: Requester, anyProgram: boolean) => Decision = () =>
   const keys = new KeysService({ config, store, name: 'alpha.ann', own: () => ({ id: 'k-own' }) as never, log, txlog, sessions: new Set() });
   registerLoad(t, { config, meter, peers });
   keys.register(t);
-  registerExec(t, new ExecService({ hostName: 'alpha', tempDirectory: dir, stateDirectory: config.stateDirectory, socket: join(dir, 'sock'), meter, log }, peers), config, 'alpha.ann');
-  registerCalls(t, { config, meter, peers, program: () => undefined, check: decide, log });
+  const exec = new ExecService({ hostName: 'alpha', tempDirectory: dir, stateDirectory: config.stateDirectory, socket: join(dir, 'sock'), meter, log }, peers);
+  registerExec(t, exec, config, 'alpha.ann');
+  registerRfork(t, exec, config, 'alpha.ann');
+  registerCalls(t, { config, placement: exec.placer, peers, program: () => undefined, check: decide, log });
   return { t, served };
 }
 

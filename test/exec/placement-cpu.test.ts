@@ -4,7 +4,7 @@
 // Random profiles are built from raw CPUID words, as peers send them.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { cannotRunMessage, cpuCandidates, cpuShortfall } from '../../src/exec/placement.js';
+import { cannotRunMessage, cpuCandidates, cpuShortfall } from '../../src/placement/index.js';
 import { FEATURES } from '../../src/cpu/features.js';
 import { GLIBC_STATE_SAVE_MASK, type CpuNeeds, type CpuProfile } from '../../src/cpu/profile.js';
 import { profileFromWire, WIRE_LEAVES } from '../../src/cpu/wire.js';

@@ -5,7 +5,7 @@
  * the runtime's one frame codec.
  */
 import type { Command } from 'commander';
-import { CallChannel } from '../../calls/transport.js';
+import { CallChannel } from '../../runtime/transport.js';
 import { parseTarget, formatTarget } from '../../calls/target.js';
 import { planEntry, isByteType, encodeInput, decodeOutput, type EntryPlan, type TypeDesc, type EntryDesc } from '../../runtime/frames/index.js';
 import { fromReadableArgs, resultJson, resultText } from '../../runtime/frames/values.js';

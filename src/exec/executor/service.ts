@@ -13,7 +13,8 @@ import type { PeerLink } from '../../daemon/peers.js';
 import { endContained, FROM_ORIGIN, killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { controllerJobs } from '../../calls/controller.js';
 import type { Containment } from './contain.js';
-import { cannotRunMessage, Placer, type Candidate, type PlacementPolicy } from '../placement.js';
+import { cannotRunMessage, Placement, type PlacementPolicy } from '../../placement/index.js';
+import type { CpuNeeds } from '../../cpu/profile.js';
 import { advertisedCpuProfile } from '../../cpu/wire.js';
 import { missingFor } from '../../cpu/profile.js';
 import type { ExecLimit } from './limit.js';
@@ -41,8 +42,8 @@ export interface Routed {
   here(onStarted?: () => void): Promise<Reply>;
   /** What goes with the request to a peer (EXEC libs; RFORK the image or its hash, and files) and what this origin then offers for FETCH. */
   outgoing(): Promise<{ fields: Partial<MessageOf<'EXEC'>> | Partial<MessageOf<'RFORK'>>; offer: Offer }>;
-  /** The candidates that can take it, and why the others cannot (rfork: CPU compatibility); all when absent. */
-  fit?(candidates: Candidate[]): { fit: Candidate[]; unfit: { name: string; missing: string[] }[] };
+  /** What it needs of a host's CPU (rfork: the image's); read only when a peer is a candidate. Absent: any host. */
+  needs?(): CpuNeeds;
   /** A peer named explicitly may be refused before anything is sent (rfork: its CPU). */
   checkNamed?(host: string, peer: PeerLink): Promise<void>;
   /** A FETCH of this hash is for the program itself (its transfer draws the CPU warning after STARTED). */
@@ -64,7 +65,8 @@ function body(m: Message): Reply {
 
 /** The EXEC service of one rexd. */
 export class ExecService {
-  readonly placer: Placer;
+  /** The one placement of this rexd (src/placement/): calls place through it too. */
+  readonly placer: Placement;
 
   constructor(
     readonly ctx: ExecutorContext,
@@ -72,7 +74,7 @@ export class ExecService {
     policy: PlacementPolicy = 'least-loaded',
     private readonly peerTimeout = 5000,
   ) {
-    this.placer = new Placer(policy);
+    this.placer = new Placement({ host: ctx.hostName, measure: () => ctx.meter.measure(), peers: () => [...peers.values()].map((p) => p.state) }, policy);
   }
 
   /**
@@ -144,12 +146,13 @@ export class ExecService {
         throw e instanceof NotStarted ? e.cause : e;
       }
     }
-    let candidates = this.candidates();
-    let unfit: { name: string; missing: string[] }[] = [];
-    if (job.fit && candidates.some((c) => !c.self)) ({ fit: candidates, unfit } = job.fit(candidates));
+    // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
+    const { order: placed, unfit } = this.placer.plan(job.needs ? { needs: () => job.needs!() } : {});
+    if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, `${m.type}: hosts that cannot run this rfork image are not candidates`);
+    if (placed.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
     // Test switch: placement by load skips this host, so that the tests move every child to another one.
     const away = testSwitch('REX_TEST_PLACE_ELSEWHERE') === '1';
-    const order = this.placer.order(candidates).filter((h) => !away || h !== self);
+    const order = placed.filter((h) => !away || h !== self);
     const refusals: ProtocolError[] = [];
     for (const host of order) {
       const release = this.placer.reserve(host);
@@ -170,19 +173,6 @@ export class ExecService {
     const proto = refusals.every((r) => r.proto === refusals[0]?.proto) ? refusals[0]!.proto : 'UNREACHABLE';
     const notCandidates = unfit.map((u) => `; not tried: ${cannotRunMessage(u.name, u.missing)}`).join('');
     throw new ProtocolError(proto, `no host could run ${m.path}: ${refusals.map((r) => r.message).join('; ') || 'no reachable host'}${notCandidates}`, { fatal: false });
-  }
-
-  /** Hosts that can be asked now: this one, and peers with a fresh figure, in rex.rc order. */
-  candidates(): Candidate[] {
-    const now = Date.now();
-    const fig = this.ctx.meter.measure();
-    const out: Candidate[] = [{ name: this.ctx.hostName, self: true, load: fig.load, cores: fig.cores, figureAt: now, cpu: advertisedCpuProfile() }];
-    for (const p of this.peers.values()) {
-      const s = p.state;
-      if (!s.reachable || !s.figure || s.receivedAt === undefined) continue;
-      out.push({ name: s.name, self: false, load: s.figure.load, cores: s.figure.cores, figureAt: s.receivedAt, ...(s.cpu ? { cpu: s.cpu } : {}) });
-    }
-    return out;
   }
 
   /**

@@ -1,19 +1,37 @@
 /**
- * TypeScript callers of remote entry points: transports for the stubs that
- * repdb generates (`setTransport` of rex/runtime/codegen-v1), and the raw
- * `rcall(target, frame)`. Two ways in:
- *   - through the local rexd (RexClient), the normal way: many calls in flight
- *     on one connection, each on its own stream, answers matched by stream id;
- *   - straight into a CallManager in this process (tests, and rexd itself).
+ * The call transport of TypeScript callers (docs/CALLS.md): what generated
+ * stubs (`setTransport` of rex/runtime/codegen-v1), the raw
+ * `rcall(target, frame)` and RexClient call through. Many calls in flight on
+ * one connection to the local rexd, each on its own stream, answers matched by
+ * stream id. This is the runtime's side of calls; the daemon's side
+ * (src/calls/) imports it, never the other way round.
  */
 import type { Connection } from '../protocol/connection.js';
 import { ProtoError, type ProtoErrorName } from '../protocol/constants.js';
-import type { CallOptions, EntryTarget, Transport } from '../runtime/codegen-v1.js';
-import { ErrorCodes, RexError, type ErrorCode } from '../util/errors.js';
-import type { CallIdentity, CallManager } from './manager.js';
-import { formatTarget, type CallTarget } from './target.js';
-import { listEntries, lookupEntry } from './entries.js';
 import type { EntryInfo } from '../protocol/messages.js';
+import { ErrorCodes, RexError, type ErrorCode } from '../util/errors.js';
+import { formatTarget, type CallTarget } from '../calls/target.js';
+import { listEntries, lookupEntry } from '../calls/entries.js';
+
+/** Where and how to run a call; stubs pass it through unchanged. */
+export interface CallOptions {
+  /** Run on this host instead of the one rexd's placement picks. */
+  host?: string;
+  /** Give up after this many milliseconds. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Identity of the entry point a generated stub calls (the seed's HOST.USER.PROGRAM.FUNCTION). */
+export interface EntryTarget {
+  elfFile: string;
+  host?: string;
+  user?: string;
+  program?: string;
+}
+
+/** A function that ships an input frame to the entry point and returns its output frame. */
+export type Transport = (target: EntryTarget & { name: string }, input: Uint8Array, opts: CallOptions) => Promise<Uint8Array>;
 
 const CODE_OF: Partial<Record<ProtoErrorName, ErrorCode>> = {
   CRASHED: ErrorCodes.CALL_CRASHED,
@@ -54,28 +72,10 @@ export function programOf(t: EntryTarget): string {
   return base.replace(/^lib/, '') || base;
 }
 
-function stubTarget(t: EntryTarget & { name: string }, opts: CallOptions, keepOwner: boolean): CallTarget {
+/** The call target of a stub's entry point; `keepOwner` keeps the owner host and user its XML names. */
+export function stubTarget(t: EntryTarget & { name: string }, opts: CallOptions, keepOwner: boolean): CallTarget {
   const host = opts.host ?? (keepOwner ? t.host : undefined);
   return { program: programOf(t), function: t.name, ...(host ? { host } : {}), ...(keepOwner && t.user ? { user: t.user } : {}) };
-}
-
-/**
- * A transport straight into a CallManager of this process. The stub's owner
- * host and user (from the XML) are ignored: the manager serves this host as
- * its own user; `opts.host` still applies.
- */
-export function managerTransport(manager: CallManager, identity?: CallIdentity): Transport {
-  return async (target, input, opts) => {
-    try {
-      return await manager.call(stubTarget(target, opts, false), input, {
-        ...(identity ? { identity } : {}),
-        ...(opts.timeoutMs !== undefined ? { deadlineMs: opts.timeoutMs } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-    } catch (e) {
-      throw toCallError(e);
-    }
-  };
 }
 
 /** Calls in flight per connection at most; more wait here (rexd answers BUSY above 1024 open streams). */

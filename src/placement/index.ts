@@ -1,12 +1,18 @@
 /**
- * Where work goes (docs/PLACEMENT.md): an order of candidate hosts for one
- * EXEC, best first, so that the router can fall back to the next when a host
- * refuses the caller or cannot be reached. The figures come from the peer table
- * rexd keeps fresh (no round trip per placement).
+ * Where work goes (docs/PLACEMENT.md): the one placement of rexd, used by EXEC,
+ * rfork images and remote calls alike. It orders the candidate hosts, best
+ * first, by the rex.rc placement policy, so that the caller can fall back to
+ * the next when a host refuses or cannot be reached; an rfork image's
+ * candidates are first narrowed to the hosts whose CPU can run it. The
+ * figures come from the peer table rexd keeps fresh (no round trip per
+ * placement).
  */
 
 import type { PlacementPolicy } from '../config/types.js';
 import { missingFor, type CpuNeeds, type CpuProfile } from '../cpu/profile.js';
+import { advertisedCpuProfile } from '../cpu/wire.js';
+import type { LoadFigure } from '../daemon/load.js';
+import type { PeerState } from '../daemon/peers.js';
 
 export type { PlacementPolicy };
 
@@ -96,17 +102,22 @@ export class Placer {
   }
 
   /**
-   * Holds a place on `host` from the decision until the job has started
-   * (concurrent EXECs are decided before any of them has started); call the
-   * returned function then, or when the host refused.
+   * Holds a place on `host` that no figure shows yet: an EXEC from the
+   * decision until its program has started (concurrent EXECs are decided
+   * before any of them has started), a call until it is answered. `share` is
+   * the work's weight in processes. Call the returned function when the place
+   * is no longer needed (started, answered, or refused).
    */
-  reserve(host: string): () => void {
-    this.inflight.set(host, (this.inflight.get(host) ?? 0) + 1);
+  reserve(host: string, share = 1): () => void {
+    this.inflight.set(host, (this.inflight.get(host) ?? 0) + share);
     let done = false;
     return () => {
       if (done) return;
       done = true;
-      this.inflight.set(host, (this.inflight.get(host) ?? 1) - 1);
+      const left = (this.inflight.get(host) ?? share) - share;
+      // Shares are fractions: what rounding leaves behind is nothing.
+      if (left < 1e-9) this.inflight.delete(host);
+      else this.inflight.set(host, left);
     };
   }
 
@@ -152,5 +163,72 @@ export class Placer {
           .map((x) => x.c.name);
       }
     }
+  }
+}
+
+/** What the placement reads its figures from: this host's live meter and the peers rexd polls. */
+export interface PlacementSources {
+  /** This host's REX name. */
+  host: string;
+  /** This host's figure now (the origin's meter is live). */
+  measure(): Pick<LoadFigure, 'load' | 'cores'>;
+  /** The peers' states in rex.rc order. */
+  peers(): Iterable<Pick<PeerState, 'name' | 'reachable' | 'figure' | 'receivedAt' | 'cpu'>>;
+}
+
+/** The hosts to try for one piece of work, best first, and those left out because their CPU cannot run it. */
+export interface Plan {
+  order: string[];
+  unfit: { name: string; missing: string[] }[];
+}
+
+/**
+ * A call in flight counts as a tenth of a process on its host until it is
+ * answered: it runs in a controller already started, and is usually short;
+ * still, a burst of calls spreads out before the next load figure shows it.
+ */
+export const CALL_SHARE = 0.1;
+
+/**
+ * The placement of one rexd: the candidates from its figures, the policy's
+ * order, and the CPU-compatibility filter for rfork images. EXEC, rfork and
+ * calls all place through it, so that one policy, one record of work placed a
+ * moment ago and one CPU check apply to all of them.
+ */
+export class Placement extends Placer {
+  constructor(
+    private readonly sources: PlacementSources,
+    policy: PlacementPolicy = 'least-loaded',
+    now: () => number = Date.now,
+    rand: () => number = Math.random,
+  ) {
+    super(policy, now, rand);
+  }
+
+  /** Hosts that can be asked now: this one, and reachable peers with a figure, in rex.rc order. */
+  candidates(): Candidate[] {
+    const fig = this.sources.measure();
+    const out: Candidate[] = [{ name: this.sources.host, self: true, load: fig.load, cores: fig.cores, figureAt: Date.now(), cpu: advertisedCpuProfile() }];
+    for (const s of this.sources.peers()) {
+      if (!s.reachable || !s.figure || s.receivedAt === undefined) continue;
+      out.push({ name: s.name, self: false, load: s.figure.load, cores: s.figure.cores, figureAt: s.receivedAt, ...(s.cpu ? { cpu: s.cpu } : {}) });
+    }
+    return out;
+  }
+
+  /**
+   * The order to try hosts in for one piece of work. `offers` keeps only the
+   * hosts that offer it (a call's program); `needs`, an rfork image's CPU
+   * needs, is read only when a peer is a candidate (the origin can always run
+   * its own image), and keeps only the hosts that can run it. Synchronous, so
+   * that the caller can reserve its host before another placement is decided
+   * (requests that arrive together are served in one turn of the event loop).
+   */
+  plan(opts: { offers?: (c: Candidate) => boolean; needs?: () => CpuNeeds } = {}): Plan {
+    let candidates = this.candidates();
+    if (opts.offers) candidates = candidates.filter(opts.offers);
+    let unfit: Plan['unfit'] = [];
+    if (opts.needs && candidates.some((c) => !c.self)) ({ fit: candidates, unfit } = cpuCandidates(candidates, opts.needs()));
+    return { order: this.order(candidates), unfit };
   }
 }
