@@ -2,7 +2,7 @@
 // (Golden files carry a .golden suffix so that tsc and editors do not treat them as sources.)
 // Regenerates repdb's golden files in test/fixtures/repdb/golden/ from
 // test/fixtures/repdb/demo.xml with the built generator (run `npm run build` first).
-// test/gen/repdb/golden.test.ts fails on any difference, so review the diff before committing.
+// test/gen/repdb/codegen.test.ts fails on any difference, so review the diff before committing.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

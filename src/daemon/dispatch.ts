@@ -8,8 +8,9 @@
  * allow, gets the same protocol errors whatever the connection.
  *
  * Each feature registers its own entries from its own module (src/keys/service.ts:
- * ENROLL; src/calls/service.ts: CALL, ENTRIES_GET, CANCEL; src/exec/requests.ts:
- * EXEC; load.ts: LOAD_GET, HOSTS_GET, PING); rexd.ts only wires them. The
+ * ENROLL; src/calls/service.ts: CALL, ENTRIES_GET, CANCEL; src/exec/executor/requests.ts:
+ * EXEC; src/rfork/requests.ts: RFORK; load.ts: LOAD_GET, HOSTS_GET, PING); rexd.ts
+ * only wires them. The
  * privilege column is where the root installation's privilege separation will
  * cut: today all of rexd is one process of its user.
  */

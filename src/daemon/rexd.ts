@@ -6,8 +6,8 @@
  * the daemon's lifecycle, its listeners and the wiring: every request goes
  * through one request table (dispatch.ts) whose entries each feature registers
  * from its own module (src/keys/service.ts, src/calls/service.ts,
- * src/exec/requests.ts, load.ts), and each connection's session is one of the
- * states of session.ts.
+ * src/exec/executor/requests.ts, src/rfork/requests.ts, load.ts), and each
+ * connection's session is one of the states of session.ts.
  */
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';

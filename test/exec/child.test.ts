@@ -1,4 +1,4 @@
-// The executor's process start (src/exec/child.ts over the addon's
+// The executor's process start (src/exec/executor/child.ts over the addon's
 // spawnProcess, posix_spawn): what a started program finds (descriptors,
 // session, signals, cwd, environment), what its parent learns (exit code or
 // signal, start errors with their code), and the argument checks.

@@ -1,9 +1,10 @@
 /**
  * The origin stub of remote execution: one EXEC stream on a connection to the
  * local rexd, with the program's stdio as credit-controlled byte streams,
- * signals, window size and the exit status. `rex run`, spawn() and (later)
- * rfork's origin stub are thin layers over it: they only decide where bytes
- * come from and go to (docs/EXEC.md, "The origin stub").
+ * signals, window size and the exit status. `rex run` and spawn() are thin
+ * layers over it: they only decide where bytes come from and go to
+ * (docs/EXEC.md, "The origin stub"). rexecve's and rfork's stub is C's,
+ * rex__stub_exec in native/src/rexec.c.
  */
 import { EventEmitter } from 'node:events';
 import { statSync } from 'node:fs';
