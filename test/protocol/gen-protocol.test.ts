@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
-import { MsgType, PROTO_ERRORS } from '../../src/protocol/constants.js';
-import { MESSAGE_SPECS } from '../../src/protocol/messages.js';
+import { PROTO_ERRORS } from '../../src/protocol/constants.js';
+import { MESSAGE_SPECS, MsgType } from '../../src/protocol/messages.js';
 import { FORWARDED_SIGNALS } from '../../src/protocol/signals.js';
 
 const root = packageRoot();
