@@ -2,8 +2,8 @@
 // Generates the C view of wire protocol v1 from its one description, the
 // TypeScript table (docs/PROTOCOL.md section 4):
 //
-//   src/protocol/constants.ts   versions, sizes, limits, flags, message types, kinds, roles, ERROR codes
-//   src/protocol/messages.ts    the attributes of every message and of the lists nested in them
+//   src/protocol/constants.ts   versions, sizes, limits, flags, kinds, roles, ERROR codes
+//   src/protocol/messages.ts    every message (its type number and attributes, one entry each) and the lists nested in them
 //   src/protocol/signals.ts     the signals of SIGNAL messages, and which ones a stub forwards
 //
 // into the marked GENERATED block of native/include/rex.h: the constants, enum
@@ -88,7 +88,12 @@ const walk = (where, fields) => {
   }
 };
 for (const [type, fields] of Object.entries(M.MESSAGE_SPECS)) walk(type, fields);
-for (const type of Object.keys(C.MsgType)) if (!(type in M.MESSAGE_SPECS)) throw new Error(`gen-protocol: message type ${type} has no entry in MESSAGE_SPECS`);
+// Two entries of MESSAGES with one number would be one message on the wire.
+const byNumber = new Map();
+for (const [name, e] of Object.entries(M.MESSAGES)) {
+  if (byNumber.has(e.type)) throw new Error(`gen-protocol: messages ${byNumber.get(e.type)} and ${name} both have type ${hex4(e.type)} (src/protocol/messages.ts)`);
+  byNumber.set(e.type, name);
+}
 
 // ------------------------------------------------------------------ C view
 const g = [];
@@ -120,7 +125,7 @@ g.push('');
 g.push('/** Tag bit: the receiver must refuse the request if it does not know the tag. */');
 g.push(`#define REX_TAG_CRITICAL ${hex4(C.TAG_CRITICAL)}u`);
 g.push('');
-const types = Object.entries(C.MsgType);
+const types = Object.entries(M.MsgType);
 g.push('/** Message types (section 4). */');
 g.push('enum rex_msg_type {');
 types.forEach(([name, v], i) => g.push(`  REX_MSG_${name} = ${hex4(v)}${i < types.length - 1 ? ',' : ''}`));

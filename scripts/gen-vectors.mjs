@@ -3,7 +3,7 @@
 // protocol v1 (docs/PROTOCOL.md section 5). The bytes are built here by hand, not
 // by either implementation, so that both the TypeScript and the C decoder are
 // checked against an independent reading of the spec. The numbers (message
-// types, kinds) are the protocol table's (src/protocol/constants.ts), not a copy.
+// types, kinds) are the protocol table's (src/protocol/messages.ts, constants.ts), not a copy.
 //
 //   node scripts/gen-vectors.mjs [--out DIR]   (DIR defaults to the package root)
 // test/protocol/gen-protocol.test.ts runs it and requires the committed file.
@@ -15,9 +15,9 @@ const args = process.argv.slice(2);
 const outIdx = args.indexOf('--out');
 if (outIdx >= 0 && !args[outIdx + 1]) throw new Error('gen-vectors: --out needs a directory');
 const out = join(outIdx >= 0 ? args[outIdx + 1] : root, 'test', 'vectors', 'protocol-v1.json');
-const { constants } = await loadProtocol();
+const { constants, messages } = await loadProtocol();
 const KIND = constants.Kind;
-const T = constants.MsgType;
+const T = messages.MsgType;
 
 const be = (n, w) => {
   const b = Buffer.alloc(w);

@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Every message type by name, from the table rex.h's generated REX_MSG_TYPES carries (as msgTypeName of constants.ts). */
+/* Every message type by name, from the table rex.h's generated REX_MSG_TYPES carries (as msgTypeName of src/protocol/messages.ts). */
 static const char *type_name(uint16_t type) {
   switch (type) {
 #define X(name, value) \

@@ -17,7 +17,7 @@
 import type { Grant, Requester } from '../keys/grants.js';
 import type { LogEvent } from '../log/txlog.js';
 import type { Reply, ServedInfo } from '../protocol/connection.js';
-import type { MsgTypeName } from '../protocol/constants.js';
+import type { MsgTypeName } from '../protocol/messages.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { Message, MessageOf } from '../protocol/messages.js';
 import type { Endpoint, Established, Role } from './session.js';

@@ -6,9 +6,9 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { LIMITS, MsgType, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type MsgTypeName, type RoleName } from './constants.js';
+import { LIMITS, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type RoleName } from './constants.js';
 import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame } from './frame.js';
-import { frameToMessage, messageToFrame, type Message, type MessageOf } from './messages.js';
+import { MsgType, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
 import { quote } from '../util/quote.js';
 
 /** What the local side says about itself in HELLO. */

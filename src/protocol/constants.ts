@@ -37,47 +37,8 @@ export const FLAGS_KNOWN = FLAG_END;
 /** Attribute tag bit: the receiver must refuse the frame if it does not know this tag. */
 export const TAG_CRITICAL = 0x8000;
 
-/** Message types (section 4 of docs/PROTOCOL.md). */
-export const MsgType = {
-  HELLO: 0x0001,
-  ERROR: 0x0002,
-  GOODBYE: 0x0003,
-  WINDOW_UPDATE: 0x0004,
-  PING: 0x0010,
-  PONG: 0x0011,
-  LOAD_GET: 0x0020,
-  LOAD: 0x0021,
-  HOSTS_GET: 0x0022,
-  HOSTS: 0x0023,
-  ENROLL: 0x0030,
-  ENROLLED: 0x0031,
-  EXEC: 0x0040,
-  STARTED: 0x0041,
-  DATA: 0x0042,
-  SIGNAL: 0x0043,
-  WINSIZE: 0x0044,
-  EXIT: 0x0045,
-  FETCH: 0x0046,
-  FILE: 0x0047,
-  PROGRESS: 0x0048,
-  RFORK: 0x0060,
-  CALL: 0x0070,
-  RESULT: 0x0071,
-  ENTRIES_GET: 0x0072,
-  ENTRIES: 0x0073,
-  CANCEL: 0x0074,
-  CANCELLED: 0x0075,
-  DEFINE: 0x0076,
-  DEFINED: 0x0077,
-} as const;
-
-export type MsgTypeName = keyof typeof MsgType;
-
-/** Reverse lookup for logs and errors: 0x0010 -> "PING". */
-export function msgTypeName(type: number): string {
-  for (const [k, v] of Object.entries(MsgType)) if (v === type) return k;
-  return `0x${type.toString(16).padStart(4, '0')}`;
-}
+// Message types (MsgType, MsgTypeName, msgTypeName) are in messages.ts, each
+// number in one entry with its message's attributes.
 
 /** Attribute value kinds. */
 export const Kind = { uint: 1, int: 2, f64: 3, string: 4, bytes: 5, list: 6, bool: 7 } as const;

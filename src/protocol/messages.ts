@@ -5,8 +5,8 @@
  * It is also the source of librex's attribute tags: scripts/gen-protocol.mjs
  * writes rex.h's protocol block from it and constants.ts (run it after a change).
  */
-import { ATTR_HEADER_SIZE, MsgType, TAG_CRITICAL, LIMITS, type MsgTypeName } from './constants.js';
-import { ProtocolError, attrsSize, type Attr, type Frame } from './frame.js';
+import { ATTR_HEADER_SIZE, TAG_CRITICAL, LIMITS } from './constants.js';
+import { ProtocolError, attrsSize, type Attr, type Frame } from './encode.js';
 
 /** How a field maps to an attribute: its tag, wire kind and TypeScript form. */
 export type FieldSpec =
@@ -113,171 +113,274 @@ export const ATTRIBUTE_GROUPS: Record<string, Record<string, FieldSpec>> = {
   CPU_COMPONENT: CPU_COMPONENT,
 };
 
-/** The attribute table of every message type of version 1. */
-export const MESSAGE_SPECS = {
+/**
+ * Every message of version 1, one entry each: its type number on the wire
+ * (section 4 of docs/PROTOCOL.md), whether it ends its request by default
+ * (`final`: an answer sets the END flag unless the sender says otherwise), and
+ * its attributes. MsgType and MESSAGE_SPECS are views of it; rex.h's enum
+ * rex_msg_type and tag enums are generated from it (scripts/gen-protocol.mjs).
+ */
+export const MESSAGES = {
   HELLO: {
-    versionMin: { tag: 1, t: 'u32' },
-    versionMax: { tag: 2, t: 'u32' },
-    version: { tag: 3, t: 'u32' },
-    role: { tag: 4, t: 'u32', required: true },
-    host: { tag: 5, t: 'str', max: 255 },
-    maxPayload: { tag: 6, t: 'u32' },
-    software: { tag: 7, t: 'str', max: 255 },
-    program: { tag: 8, t: 'str', max: 63 },
+    type: 0x0001,
+    attrs: {
+      versionMin: { tag: 1, t: 'u32' },
+      versionMax: { tag: 2, t: 'u32' },
+      version: { tag: 3, t: 'u32' },
+      role: { tag: 4, t: 'u32', required: true },
+      host: { tag: 5, t: 'str', max: 255 },
+      maxPayload: { tag: 6, t: 'u32' },
+      software: { tag: 7, t: 'str', max: 255 },
+      program: { tag: 8, t: 'str', max: 63 },
+    },
   },
   ERROR: {
-    code: { tag: 1, t: 'u32', required: true },
-    message: { tag: 2, t: 'str', max: 65536 },
-    fatal: { tag: 3, t: 'bool' },
-    refType: { tag: 4, t: 'u32' },
-    host: { tag: 5, t: 'str', max: 255 },
+    type: 0x0002,
+    final: true,
+    attrs: {
+      code: { tag: 1, t: 'u32', required: true },
+      message: { tag: 2, t: 'str', max: 65536 },
+      fatal: { tag: 3, t: 'bool' },
+      refType: { tag: 4, t: 'u32' },
+      host: { tag: 5, t: 'str', max: 255 },
+    },
   },
-  GOODBYE: { reason: { tag: 1, t: 'str', max: 4096 } },
-  WINDOW_UPDATE: { increment: { tag: 1, t: 'u32', required: true }, fd: { tag: 2, t: 'u32' } },
+  GOODBYE: { type: 0x0003, attrs: { reason: { tag: 1, t: 'str', max: 4096 } } },
+  WINDOW_UPDATE: { type: 0x0004, attrs: { increment: { tag: 1, t: 'u32', required: true }, fd: { tag: 2, t: 'u32' } } },
   PING: {
-    nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
-    target: { tag: 2, t: 'str', max: 255 },
-    data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
-    program: { tag: 4, t: 'str', max: 63 },
+    type: 0x0010,
+    attrs: {
+      nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
+      target: { tag: 2, t: 'str', max: 255 },
+      data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
+      program: { tag: 4, t: 'str', max: 63 },
+    },
   },
   PONG: {
-    nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
-    data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
-    host: { tag: 4, t: 'str', max: 255 },
-    hops: { tag: 5, t: 'u32' },
+    type: 0x0011,
+    final: true,
+    attrs: {
+      nonce: { tag: 1, t: 'bytes', max: LIMITS.maxNonce },
+      data: { tag: 3, t: 'bytes', max: LIMITS.maxPingData },
+      host: { tag: 4, t: 'str', max: 255 },
+      hops: { tag: 5, t: 'u32' },
+    },
   },
-  LOAD_GET: {},
+  LOAD_GET: { type: 0x0020, attrs: {} },
   LOAD: {
-    host: { tag: 1, t: 'str', required: true, max: 255 },
-    load: { tag: 2, t: 'f64', required: true },
-    loadavg: { tag: 3, t: 'f64list', max: 3 },
-    cores: { tag: 4, t: 'u32' },
-    jobs: { tag: 5, t: 'u32' },
-    time: { tag: 6, t: 'u64n' },
-    memAvailable: { tag: 7, t: 'u64n' },
-    cpu: { tag: 8, t: 'struct', fields: CPU_PROFILE },
+    type: 0x0021,
+    final: true,
+    attrs: {
+      host: { tag: 1, t: 'str', required: true, max: 255 },
+      load: { tag: 2, t: 'f64', required: true },
+      loadavg: { tag: 3, t: 'f64list', max: 3 },
+      cores: { tag: 4, t: 'u32' },
+      jobs: { tag: 5, t: 'u32' },
+      time: { tag: 6, t: 'u64n' },
+      memAvailable: { tag: 7, t: 'u64n' },
+      cpu: { tag: 8, t: 'struct', fields: CPU_PROFILE },
+    },
   },
-  HOSTS_GET: {},
-  HOSTS: { hosts: { tag: 1, t: 'group', fields: HOST_ENTRY, repeated: true, max: 1024 } },
+  HOSTS_GET: { type: 0x0022, attrs: {} },
+  HOSTS: { type: 0x0023, final: true, attrs: { hosts: { tag: 1, t: 'group', fields: HOST_ENTRY, repeated: true, max: 1024 } } },
   ENROLL: {
-    secret: { tag: 1, t: 'str', max: 64 },
-    proof: { tag: 2, t: 'bytes', max: 64 },
-    cert: { tag: 3, t: 'bytes', max: 16384 },
+    type: 0x0030,
+    attrs: {
+      secret: { tag: 1, t: 'str', max: 64 },
+      proof: { tag: 2, t: 'bytes', max: 64 },
+      cert: { tag: 3, t: 'bytes', max: 16384 },
+    },
   },
   ENROLLED: {
-    server: { tag: 1, t: 'str', required: true, max: 255 },
-    serverId: { tag: 2, t: 'str', required: true, max: 64 },
-    name: { tag: 3, t: 'str', required: true, max: 255 },
-    id: { tag: 4, t: 'str', required: true, max: 64 },
-    already: { tag: 5, t: 'bool' },
+    type: 0x0031,
+    final: true,
+    attrs: {
+      server: { tag: 1, t: 'str', required: true, max: 255 },
+      serverId: { tag: 2, t: 'str', required: true, max: 64 },
+      name: { tag: 3, t: 'str', required: true, max: 255 },
+      id: { tag: 4, t: 'str', required: true, max: 64 },
+      already: { tag: 5, t: 'bool' },
+    },
   },
   EXEC: {
-    path: { tag: 1, t: 'str', required: true, max: 4096 },
-    argv: { tag: 2, t: 'strs', max: 65536, maxEach: 131072 },
-    env: { tag: 3, t: 'strs', max: 65536, maxEach: 131072 },
-    cwd: { tag: 4, t: 'str', max: 4096 },
-    host: { tag: 5, t: 'str', max: 255 },
-    pty: { tag: 6, t: 'bool' },
-    rows: { tag: 7, t: 'u32' },
-    cols: { tag: 8, t: 'u32' },
-    window: { tag: 9, t: 'u32' },
-    program: { tag: 10, t: 'str', max: 63 },
-    sha256: { tag: 11, t: 'bytes', max: 32 },
-    // Tags 12, 13, 15 and 16 were rfork's (image, fds, imageData, imageSize): RFORK carries them now.
-    libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+    type: 0x0040,
+    attrs: {
+      path: { tag: 1, t: 'str', required: true, max: 4096 },
+      argv: { tag: 2, t: 'strs', max: 65536, maxEach: 131072 },
+      env: { tag: 3, t: 'strs', max: 65536, maxEach: 131072 },
+      cwd: { tag: 4, t: 'str', max: 4096 },
+      host: { tag: 5, t: 'str', max: 255 },
+      pty: { tag: 6, t: 'bool' },
+      rows: { tag: 7, t: 'u32' },
+      cols: { tag: 8, t: 'u32' },
+      window: { tag: 9, t: 'u32' },
+      program: { tag: 10, t: 'str', max: 63 },
+      sha256: { tag: 11, t: 'bytes', max: 32 },
+      // Tags 12, 13, 15 and 16 were rfork's (image, fds, imageData, imageSize): RFORK carries them now.
+      libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+    },
   },
   /** rfork (docs/RFORK.md section 5): restore a process image; its stream is EXEC's. Shared fields keep EXEC's tags. */
   RFORK: {
-    path: { tag: 1, t: 'str', required: true, max: 4096 },
-    cwd: { tag: 4, t: 'str', max: 4096 },
-    host: { tag: 5, t: 'str', max: 255 },
-    window: { tag: 9, t: 'u32' },
-    program: { tag: 10, t: 'str', max: 63 },
-    sha256: { tag: 11, t: 'bytes', max: 32 },
-    fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
-    files: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
-    imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
-    imageSize: { tag: 16, t: 'u32' },
+    type: 0x0060,
+    attrs: {
+      path: { tag: 1, t: 'str', required: true, max: 4096 },
+      cwd: { tag: 4, t: 'str', max: 4096 },
+      host: { tag: 5, t: 'str', max: 255 },
+      window: { tag: 9, t: 'u32' },
+      program: { tag: 10, t: 'str', max: 63 },
+      sha256: { tag: 11, t: 'bytes', max: 32 },
+      fds: { tag: 13, t: 'bytes', max: 4 * 1024 },
+      files: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+      imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
+      imageSize: { tag: 16, t: 'u32' },
+    },
   },
   STARTED: {
-    host: { tag: 1, t: 'str', required: true, max: 255 },
-    pid: { tag: 2, t: 'u32' },
-    window: { tag: 3, t: 'u32' },
-    cwd: { tag: 4, t: 'str', max: 4096 },
-    fdWindow: { tag: 5, t: 'u32' },
+    type: 0x0041,
+    attrs: {
+      host: { tag: 1, t: 'str', required: true, max: 255 },
+      pid: { tag: 2, t: 'u32' },
+      window: { tag: 3, t: 'u32' },
+      cwd: { tag: 4, t: 'str', max: 4096 },
+      fdWindow: { tag: 5, t: 'u32' },
+    },
   },
   DATA: {
-    fd: { tag: 1, t: 'u32', required: true },
-    data: { tag: 2, t: 'bytes', max: EXEC_MAX_CHUNK },
-    eof: { tag: 3, t: 'bool' },
+    type: 0x0042,
+    attrs: {
+      fd: { tag: 1, t: 'u32', required: true },
+      data: { tag: 2, t: 'bytes', max: EXEC_MAX_CHUNK },
+      eof: { tag: 3, t: 'bool' },
+    },
   },
-  SIGNAL: { signal: { tag: 1, t: 'str', required: true, max: 16 } },
-  WINSIZE: { rows: { tag: 1, t: 'u32', required: true }, cols: { tag: 2, t: 'u32', required: true } },
+  SIGNAL: { type: 0x0043, attrs: { signal: { tag: 1, t: 'str', required: true, max: 16 } } },
+  WINSIZE: { type: 0x0044, attrs: { rows: { tag: 1, t: 'u32', required: true }, cols: { tag: 2, t: 'u32', required: true } } },
   EXIT: {
-    code: { tag: 1, t: 'u32' },
-    signal: { tag: 2, t: 'str', max: 16 },
-    core: { tag: 3, t: 'bool' },
-    host: { tag: 4, t: 'str', max: 255 },
+    type: 0x0045,
+    final: true,
+    attrs: {
+      code: { tag: 1, t: 'u32' },
+      signal: { tag: 2, t: 'str', max: 16 },
+      core: { tag: 3, t: 'bool' },
+      host: { tag: 4, t: 'str', max: 255 },
+    },
   },
   FETCH: {
-    sha256: { tag: 1, t: 'bytes', required: true, max: 32 },
-    path: { tag: 2, t: 'str', max: 4096 },
-    dest: { tag: 3, t: 'str', max: 4096 },
+    type: 0x0046,
+    attrs: {
+      sha256: { tag: 1, t: 'bytes', required: true, max: 32 },
+      path: { tag: 2, t: 'str', max: 4096 },
+      dest: { tag: 3, t: 'str', max: 4096 },
+    },
   },
   FILE: {
-    data: { tag: 1, t: 'bytes', max: EXEC_MAX_CHUNK },
-    eof: { tag: 2, t: 'bool' },
-    error: { tag: 3, t: 'str', max: 4096 },
-    size: { tag: 4, t: 'u64n' },
-    copied: { tag: 5, t: 'bool' },
+    type: 0x0047,
+    attrs: {
+      data: { tag: 1, t: 'bytes', max: EXEC_MAX_CHUNK },
+      eof: { tag: 2, t: 'bool' },
+      error: { tag: 3, t: 'str', max: 4096 },
+      size: { tag: 4, t: 'u64n' },
+      copied: { tag: 5, t: 'bool' },
+    },
   },
   PROGRESS: {
-    done: { tag: 1, t: 'u64n', required: true },
-    total: { tag: 2, t: 'u64n', required: true },
-    path: { tag: 3, t: 'str', max: 4096 },
+    type: 0x0048,
+    attrs: {
+      done: { tag: 1, t: 'u64n', required: true },
+      total: { tag: 2, t: 'u64n', required: true },
+      path: { tag: 3, t: 'str', max: 4096 },
+    },
   },
   CALL: {
-    target: { tag: 1, t: 'str', required: true, max: 1024 },
-    input: { tag: 2, t: 'bytes', required: true, max: CALL_MAX_FRAME },
-    deadlineMs: { tag: 3, t: 'u32' },
-    async: { tag: 4, t: 'bool' },
-    outMax: { tag: 5, t: 'u32' },
+    type: 0x0070,
+    attrs: {
+      target: { tag: 1, t: 'str', required: true, max: 1024 },
+      input: { tag: 2, t: 'bytes', required: true, max: CALL_MAX_FRAME },
+      deadlineMs: { tag: 3, t: 'u32' },
+      async: { tag: 4, t: 'bool' },
+      outMax: { tag: 5, t: 'u32' },
+    },
   },
   RESULT: {
-    output: { tag: 1, t: 'bytes', max: CALL_MAX_FRAME },
-    host: { tag: 2, t: 'str', max: 255 },
-    accepted: { tag: 3, t: 'bool' },
+    type: 0x0071,
+    final: true,
+    attrs: {
+      output: { tag: 1, t: 'bytes', max: CALL_MAX_FRAME },
+      host: { tag: 2, t: 'str', max: 255 },
+      accepted: { tag: 3, t: 'bool' },
+    },
   },
   ENTRIES_GET: {
-    target: { tag: 1, t: 'str', required: true, max: 1024 },
-    /** Exactly this entry point (docs/PROTOCOL.md 4.7): what a call needs, without the list. */
-    name: { tag: 2, t: 'str', max: 255 },
-    /** A glob (`*`, `?`, `[...]`) the serving rexd matches names against. */
-    match: { tag: 3, t: 'str', max: 255 },
-    /** Cursor: the `next` of the previous page; only names after it (byte order). */
-    after: { tag: 4, t: 'str', max: 255 },
-    /** At most this many entries; the server may send fewer (a page never exceeds the frame limits). */
-    limit: { tag: 5, t: 'u32' },
+    type: 0x0072,
+    attrs: {
+      target: { tag: 1, t: 'str', required: true, max: 1024 },
+      /** Exactly this entry point (docs/PROTOCOL.md 4.7): what a call needs, without the list. */
+      name: { tag: 2, t: 'str', max: 255 },
+      /** A glob (`*`, `?`, `[...]`) the serving rexd matches names against. */
+      match: { tag: 3, t: 'str', max: 255 },
+      /** Cursor: the `next` of the previous page; only names after it (byte order). */
+      after: { tag: 4, t: 'str', max: 255 },
+      /** At most this many entries; the server may send fewer (a page never exceeds the frame limits). */
+      limit: { tag: 5, t: 'u32' },
+    },
   },
   ENTRIES: {
-    entries: { tag: 1, t: 'group', fields: CALL_ENTRY, repeated: true, max: 4096 },
-    program: { tag: 2, t: 'str', max: 255 },
-    host: { tag: 3, t: 'str', max: 255 },
-    /** More entries follow: ask again with `after` = this (the last name of this page). Absent: the last page. */
-    next: { tag: 4, t: 'str', max: 255 },
+    type: 0x0073,
+    final: true,
+    attrs: {
+      entries: { tag: 1, t: 'group', fields: CALL_ENTRY, repeated: true, max: 4096 },
+      program: { tag: 2, t: 'str', max: 255 },
+      host: { tag: 3, t: 'str', max: 255 },
+      /** More entries follow: ask again with `after` = this (the last name of this page). Absent: the last page. */
+      next: { tag: 4, t: 'str', max: 255 },
+    },
   },
-  CANCEL: { call: { tag: 1, t: 'u32', required: true } },
-  CANCELLED: { found: { tag: 1, t: 'bool' } },
+  CANCEL: { type: 0x0074, attrs: { call: { tag: 1, t: 'u32', required: true } } },
+  CANCELLED: { type: 0x0075, final: true, attrs: { found: { tag: 1, t: 'bool' } } },
   DEFINE: {
-    name: { tag: 1, t: 'str', required: true, max: 255 },
-    inputSize: { tag: 2, t: 'u32', required: true },
-    outputSize: { tag: 3, t: 'u32', required: true },
-    returns: { tag: 4, t: 'str', required: true, max: 65536 },
-    params: { tag: 5, t: 'group', fields: DEFINE_PARAM, repeated: true, max: 127 },
-    symbol: { tag: 6, t: 'str', max: 255 },
+    type: 0x0076,
+    attrs: {
+      name: { tag: 1, t: 'str', required: true, max: 255 },
+      inputSize: { tag: 2, t: 'u32', required: true },
+      outputSize: { tag: 3, t: 'u32', required: true },
+      returns: { tag: 4, t: 'str', required: true, max: 65536 },
+      params: { tag: 5, t: 'group', fields: DEFINE_PARAM, repeated: true, max: 127 },
+      symbol: { tag: 6, t: 'str', max: 255 },
+    },
   },
-  DEFINED: {},
-} as const satisfies Record<MsgTypeName, Record<string, FieldSpec>>;
+  DEFINED: { type: 0x0077, final: true, attrs: {} },
+} as const satisfies Record<string, MessageEntry>;
+
+/** What one entry of {@link MESSAGES} gives. */
+interface MessageEntry {
+  readonly type: number;
+  readonly final?: boolean;
+  readonly attrs: Record<string, FieldSpec>;
+}
+
+type Entries = typeof MESSAGES;
+export type MsgTypeName = keyof Entries;
+
+/** Message types by name (section 4 of docs/PROTOCOL.md), in the order of their numbers. */
+export const MsgType = Object.fromEntries(
+  Object.entries(MESSAGES)
+    .map(([name, e]) => [name, e.type] as const)
+    .sort((x, y) => x[1] - y[1]),
+) as { readonly [N in MsgTypeName]: Entries[N]['type'] };
+
+/** The attribute table of every message type of version 1, in MESSAGES' order. */
+export const MESSAGE_SPECS = Object.fromEntries(Object.entries(MESSAGES).map(([name, e]) => [name, e.attrs])) as {
+  readonly [N in MsgTypeName]: Entries[N]['attrs'];
+};
+
+const NAME_OF_TYPE = new Map<number, MsgTypeName>(Object.entries(MsgType).map(([k, v]) => [v, k as MsgTypeName]));
+const FINAL = new Set<MsgTypeName>((Object.keys(MESSAGES) as MsgTypeName[]).filter((n) => 'final' in MESSAGES[n]));
+
+/** Reverse lookup for logs and errors: 0x0010 -> "PING". */
+export function msgTypeName(type: number): string {
+  return NAME_OF_TYPE.get(type) ?? `0x${type.toString(16).padStart(4, '0')}`;
+}
 
 type Specs = typeof MESSAGE_SPECS;
 
@@ -396,10 +499,9 @@ function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unkn
 /** Turns a typed message into a frame. */
 export function messageToFrame(m: Message): Frame {
   const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;
-  const isResponse = m.type === 'PONG' || m.type === 'LOAD' || m.type === 'HOSTS' || m.type === 'ERROR' || m.type === 'ENROLLED' || m.type === 'RESULT' || m.type === 'ENTRIES' || m.type === 'CANCELLED' || m.type === 'DEFINED' || m.type === 'EXIT';
   return {
     type: MsgType[m.type],
-    flags: m.end ?? isResponse ? 1 : 0,
+    flags: m.end ?? FINAL.has(m.type) ? 1 : 0,
     stream: m.stream,
     attrs: bodyToAttrs(specs, m as unknown as Record<string, unknown>),
   };
@@ -518,8 +620,6 @@ function attrsToBody(specs: Record<string, FieldSpec>, attrs: Attr[], where: str
   }
   return body;
 }
-
-const NAME_OF_TYPE = new Map<number, MsgTypeName>(Object.entries(MsgType).map(([k, v]) => [v, k as MsgTypeName]));
 
 /** Turns a frame into a typed message, validating it against the table. */
 export function frameToMessage(f: Frame): Message {

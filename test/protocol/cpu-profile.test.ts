@@ -7,8 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CPU_SAMPLE, mutatedFrameArb } from '../helpers/mutate.js';
 import { runs } from '../helpers/property.js';
 import { decodeOne, encodeFrame, ProtocolError, type Attr, type Frame } from '../../src/protocol/frame.js';
-import { frameToMessage, messageToFrame, type MessageOf } from '../../src/protocol/messages.js';
-import { MsgType } from '../../src/protocol/constants.js';
+import { MsgType, frameToMessage, messageToFrame, type MessageOf } from '../../src/protocol/messages.js';
 import { hostCpuProfile } from '../../src/cpu/profile.js';
 import { profileFromJson, profileFromWire, profileToJson, profileToWire, type CpuWire } from '../../src/cpu/wire.js';
 

@@ -3,8 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { Connection, type StreamListener } from '../../src/protocol/connection.js';
 import { decodeOne, encodeFrame } from '../../src/protocol/frame.js';
-import { frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
-import { MsgType } from '../../src/protocol/constants.js';
+import { MsgType, frameToMessage, messageToFrame, type Message } from '../../src/protocol/messages.js';
 import { runs } from '../helpers/property.js';
 
 function roundTrip(m: Message): Message {

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { frameCorpus, mutatedFrameArb, validVectorHex } from '../helpers/mutate.js';
-import { HEADER_SIZE, LIMITS, MsgType } from '../../src/protocol/constants.js';
+import { HEADER_SIZE, LIMITS } from '../../src/protocol/constants.js';
 import { FrameDecoder, ProtocolError, ZERO_COPY_MIN, decodeOne, encodeFrame, encodeFrameParts, type Attr, type Frame } from '../../src/protocol/frame.js';
-import { frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
+import { MsgType, frameToMessage, messageToFrame } from '../../src/protocol/messages.js';
 import { frameToJson } from '../../src/protocol/json.js';
 import { runs } from '../helpers/property.js';
 

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
-import { MsgType, PROTO_ERRORS } from '../../src/protocol/constants.js';
-import { MESSAGE_SPECS } from '../../src/protocol/messages.js';
+import { PROTO_ERRORS } from '../../src/protocol/constants.js';
+import { MESSAGE_SPECS, MsgType } from '../../src/protocol/messages.js';
 import { FORWARDED_SIGNALS } from '../../src/protocol/signals.js';
 
 const root = packageRoot();
@@ -33,11 +33,11 @@ describe('the protocol table generates rex.h', () => {
 
   it('the C view names every message type, tag, ERROR code and forwarded signal of the table', () => {
     const h = header();
-    const cTypes = [...h.matchAll(/^ {2}X\(([A-Z_]+), (0x[0-9a-f]{4})\) *\\?$/gm)].map((m) => [m[1], Number(m[2])]);
+    const cTypes = [...h.matchAll(/^ {2}X\(([A-Z][A-Z0-9_]*), (0x[0-9a-f]{4})\) *\\?$/gm)].map((m) => [m[1], Number(m[2])]);
     expect(cTypes).toEqual(Object.entries(MsgType));
     expect(h).toContain(`REX_RFORK_IMAGE_DATA = ${MESSAGE_SPECS.RFORK.imageData.tag}`);
     expect(h).toContain(`REX_CALL_DEADLINE_MS = ${MESSAGE_SPECS.CALL.deadlineMs.tag}`);
-    const cErrors = [...h.matchAll(/^ {2}X\(([A-Z_]+), \(-(\d+)\), "([^"]*)"\) *\\?$/gm)].map((m) => [m[1], Number(m[2]), m[3]]);
+    const cErrors = [...h.matchAll(/^ {2}X\(([A-Z][A-Z0-9_]*), \(-(\d+)\), "([^"]*)"\) *\\?$/gm)].map((m) => [m[1], Number(m[2]), m[3]]);
     expect(cErrors).toEqual(Object.entries(PROTO_ERRORS).map(([name, e]) => [name, e.code, e.text]));
     const sigs = /#define REX_FORWARDED_SIGNALS\(X\) +\\\n {2}(.*)$/m.exec(h)?.[1]?.trim();
     expect(sigs).toBe(FORWARDED_SIGNALS.map((s) => `X(${s})`).join(' '));

@@ -7,7 +7,7 @@
 import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Connection, Reply, StreamListener } from '../../protocol/connection.js';
-import type { MsgTypeName } from '../../protocol/constants.js';
+import type { MsgTypeName } from '../../protocol/messages.js';
 import { ProtocolError } from '../../protocol/frame.js';
 import { EXEC_MAX_CHUNK, type MessageOf } from '../../protocol/messages.js';
 import type { LoadMeter } from '../../daemon/load.js';
