@@ -6,14 +6,14 @@
  * key and file:line that caused it.
  */
 import { homedir, hostname, userInfo } from 'node:os';
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { ErrorObject, ValidateFunction } from 'ajv/dist/2020.js';
+import { validate } from './schema-validate.generated.js';
 import { ErrorCodes } from '../util/errors.js';
 import {
   KEYS,
   KEYS_BY_FIELD,
   KEYS_BY_NAME,
   KEY_SPECS,
-  configSchema,
   sanitizeHostName,
   unknownKeyMessage,
   type Basis,
@@ -58,15 +58,13 @@ export function resolveEnv(env: NormalizeEnv & { processEnv?: NodeJS.ProcessEnv 
   };
 }
 
-let validator: ValidateFunction | undefined;
-
-/** The compiled schema validator, built on first use (compiling costs tens of ms). */
+/**
+ * The schema's validator, compiled by ajv when scripts/gen-config.mjs writes the views (with these options:
+ * allErrors, verbose, strict), not at each start, which cost rexd about 100 ms; test/config/gen-config.test.ts
+ * checks that it is what the table compiles to now.
+ */
 function getValidator(): ValidateFunction {
-  if (!validator) {
-    const ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true });
-    validator = ajv.compile(configSchema());
-  }
-  return validator;
+  return validate as unknown as ValidateFunction;
 }
 
 /** Every RexConfig is a Basis: the values derived defaults follow are typed alike in both. */

@@ -17,7 +17,7 @@ afterAll(() => rmSync(out, { recursive: true, force: true }));
 describe('src/config/keys.ts generates its views', () => {
   it('running the generator gives exactly the committed files', () => {
     execFileSync(process.execPath, [join(root, 'scripts', 'gen-config.mjs'), '--out', out], { stdio: 'pipe' });
-    for (const rel of ['schema/rex.schema.json', 'schema/rex.dtd', 'docs/CONFIG.md', 'docs/man/rex.rc.5.md']) {
+    for (const rel of ['schema/rex.schema.json', 'schema/rex.dtd', 'docs/CONFIG.md', 'docs/man/rex.rc.5.md', 'src/config/schema-validate.generated.ts']) {
       expect(readFileSync(join(out, rel), 'utf8'), `${rel} differs from what scripts/gen-config.mjs writes: run it and commit`).toBe(
         readFileSync(join(root, rel), 'utf8'));
     }
