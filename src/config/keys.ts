@@ -8,7 +8,7 @@
  * docs/man/rex.rc.5.md (checked by test/config/gen-config.test.ts).
  * Adding a key is adding an entry here and running that script.
  */
-import type { ServerEntry } from './types.js';
+import type { ServerEntry } from './values.js';
 import {
   DEFAULT_PORT,
   SCHEMA_DEFS,

@@ -7,26 +7,8 @@ import { RexError, type ErrorCode } from '../util/errors.js';
 import { QUOTE_MAX, quote } from '../util/quote.js';
 import type { ConfigOf, KEYS } from './keys.js';
 
-/** How REX copies program files to an executor host that lacks them. */
-export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
-
-/** One peer host of the cluster, from the `servers` key. */
-export interface ServerEntry {
-  /** The REX host name (letters, digits, '_' and '-'): the HOST of HOST.USER.PROGRAM. */
-  name: string;
-  /** Host name or IP address to connect to (IPv6 without brackets). */
-  address: string;
-  port: number;
-}
-
-/**
- * One program offered for remote calls (rex.rc `programs`): a shared object
- * with its entry-point definitions (repdb's XML or SQLite; absent: the object's
- * own debug info), or an executable linked with librex that serves itself.
- * `executables` are the files a requester granted only this program may run
- * by EXEC (docs/KEYS.md, "Grants file"); none listed: such a requester may run nothing.
- */
-export type ProgramEntry = ({ name: string; object: string; xml?: string; db?: string } | { name: string; exec: string }) & { executables?: string[] };
+// The values' own types live with their parsers (values.ts), which the key table (keys.ts) uses.
+export type { AutoTransfer, ProgramEntry, ServerEntry } from './values.js';
 
 /**
  * The normalised configuration that both the rc and the XML form produce: one
