@@ -41,6 +41,13 @@ async function load(opts: Opts): Promise<LoadedConfig> {
 }
 
 async function foreground(opts: Opts): Promise<void> {
+  // A SIGHUP during start-up (a `systemctl reload` racing the start) must not kill the daemon, which is
+  // what Node does without a handler: it is kept and acted on once rexd serves.
+  let earlyHup = false;
+  const onEarlyHup = () => {
+    earlyHup = true;
+  };
+  process.on('SIGHUP', onEarlyHup);
   // The daemon itself (calls, the program registry with its ELF/DWARF readers, TLS, the log database) is
   // loaded only here: `rexd` without --foreground, `rexd --help` and usage errors need none of it.
   const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
@@ -66,10 +73,13 @@ async function foreground(opts: Opts): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   // The same files and --set overrides as at start, read as they are now (docs/CONFIG.md, Reload).
-  process.on('SIGHUP', () => {
+  const reload = () => {
     log.info({ signal: 'SIGHUP' }, 'reloading the configuration');
     void d.reload(() => load(opts));
-  });
+  };
+  process.off('SIGHUP', onEarlyHup);
+  process.on('SIGHUP', reload);
+  if (earlyHup) reload();
   // Bad input must never take the daemon down; a bug that escapes a handler is logged loudly and the daemon exits so a supervisor restarts it clean.
   process.on('uncaughtException', (e) => {
     log.fatal({ err: e.stack ?? String(e) }, 'uncaught exception');
@@ -152,7 +162,18 @@ async function stopDaemon(opts: Opts): Promise<number> {
     process.stdout.write(`rexd: not running (no live rexd in ${paths.pidFile})\n`);
     return EXIT_NOT_RUNNING;
   }
-  process.kill(pid, 'SIGTERM');
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') {
+      process.stdout.write(`rexd: not running (pid ${pid} of ${paths.pidFile} has just exited)\n`);
+      return EXIT_NOT_RUNNING;
+    }
+    throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `cannot signal rexd (pid ${pid}): ${(e as Error).message}`, {
+      where: paths.pidFile,
+      hint: 'it runs as another user: stop it as that user or as root (systemctl stop rexd for the installed service)',
+    });
+  }
   const deadline = Date.now() + STOP_WAIT_MS;
   while (alive(pid)) {
     if (Date.now() > deadline) {
