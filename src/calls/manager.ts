@@ -133,6 +133,8 @@ class Pool {
   readonly broken = new Map<string, string>();
   /** Consecutive start failures: after 2, queued calls fail instead of restarting forever. */
   failures = 0;
+  /** Replaced by a reload (retire()): it finishes the calls it admitted, then its controllers stop. */
+  retired = false;
 
   constructor(
     readonly key: string,
@@ -169,6 +171,10 @@ class Pool {
 /** The call-controller manager of one rexd (or of a test). */
 export class CallManager {
   private readonly pools = new Map<string, Pool>();
+  /** Pools a reload replaced that still have calls to finish. */
+  private readonly retiring = new Set<Pool>();
+  /** Bumped by retire(): a definitions read begun before it must not install its pool. */
+  private generation = 0;
   /** Programs whose definitions are being read, by pool key. */
   private readonly loading = new Map<string, Promise<Pool | undefined>>();
   private readonly calls = new WeakMap<object, Map<number, Job>>();
@@ -316,7 +322,7 @@ export class CallManager {
   cancel(stream: number, identity: CallIdentity): boolean {
     const job = this.calls.get(identity.conn ?? this.sharedScope)?.get(stream);
     if (!job) return false;
-    const pool = [...this.pools.values()].find((p) => p.queue.includes(job) || (job.controller && p.busy.has(job.controller)));
+    const pool = [...this.pools.values(), ...this.retiring].find((p) => p.queue.includes(job) || (job.controller && p.busy.has(job.controller)));
     if (pool) this.abort(pool, job, 'the caller cancelled it');
     else job.reject(new ProtocolError('CANCELLED', `${job.fn}: cancelled`, { fatal: false }));
     return true;
@@ -326,13 +332,43 @@ export class CallManager {
   async close(): Promise<void> {
     this.closed = true;
     const all: Controller[] = [];
-    for (const p of this.pools.values()) {
+    for (const p of [...this.pools.values(), ...this.retiring]) {
       for (const j of p.queue.splice(0)) j.reject(new ProtocolError('UNREACHABLE', `${j.fn}: the call manager is shutting down`, { fatal: false }));
       all.push(...p.idle, ...p.busy);
     }
     for (const c of all) c.kill('the call manager is shutting down');
     await Promise.all(all.map((c) => c.exited()));
     this.pools.clear();
+    this.retiring.clear();
+  }
+
+  /**
+   * After a reload of the program set (rexd SIGHUP): the pools of the programs
+   * `which` selects (all by default) are taken out, so the next call reads its
+   * program's rex.rc entry and definitions again. A retired pool finishes the
+   * calls it admitted (queued ones included) and then stops its controllers;
+   * idle ones stop at once. Returns the programs retired.
+   */
+  retire(which: (program: string) => boolean = () => true): string[] {
+    this.generation++;
+    const names: string[] = [];
+    for (const [key, pool] of this.pools) {
+      if (!which(pool.spec.name)) continue;
+      this.pools.delete(key);
+      this.loading.delete(key);
+      pool.retired = true;
+      this.retiring.add(pool);
+      names.push(pool.spec.name);
+      for (const c of pool.idle.splice(0)) c.kill('its program was reloaded');
+      this.drained(pool);
+    }
+    for (const key of [...this.loading.keys()]) if (which(key.slice(this.user.length + 1))) this.loading.delete(key);
+    return names;
+  }
+
+  /** A retired pool with nothing left to run is forgotten. */
+  private drained(pool: Pool): void {
+    if (pool.retired && pool.queue.length === 0 && pool.busy.size === 0 && pool.starting === 0 && pool.idle.length === 0) this.retiring.delete(pool);
   }
 
   /** Numbers for tests and rtop: controllers per program. */
@@ -402,17 +438,25 @@ export class CallManager {
     // Calls that arrive while the definitions are read wait for the same read.
     let loading = this.loading.get(key);
     if (!loading) {
-      loading = (async () => {
-        try {
-          const spec = await this.opts.programs(t.program, identity);
-          if (!spec) return undefined;
-          const made = new Pool(key, spec);
-          if (!this.closed) this.pools.set(key, made);
-          return made;
-        } finally {
-          this.loading.delete(key);
+      const generation = this.generation;
+      const read = (async (): Promise<Pool | undefined> => {
+        const spec = await this.opts.programs(t.program, identity);
+        if (!spec) return undefined;
+        const made = new Pool(key, spec);
+        // A reload during the read: this caller gets what it asked for, later ones read the new entry.
+        if (!this.closed && generation === this.generation) this.pools.set(key, made);
+        else if (!this.closed) {
+          made.retired = true;
+          this.retiring.add(made);
         }
+        return made;
       })();
+      // Registered before any caller awaits it, so the entry is gone when they resume; a newer read is left alone.
+      read.then(
+        () => this.loading.get(key) === read && this.loading.delete(key),
+        () => this.loading.get(key) === read && this.loading.delete(key),
+      );
+      loading = read;
       this.loading.set(key, loading);
     }
     const made = await loading;
@@ -442,6 +486,10 @@ export class CallManager {
       this.run(pool, c, pool.queue.shift()!);
     }
     if (pool.queue.length > pool.starting && pool.size < this.max && !this.closed) this.start(pool);
+    if (pool.retired && pool.queue.length === 0) {
+      for (const c of pool.idle.splice(0)) c.kill('its program was reloaded');
+      this.drained(pool);
+    }
   }
 
   private start(pool: Pool): void {

@@ -5,7 +5,7 @@
  * grant of its requester; each call is then checked for the program and
  * function it calls (authorize, below).
  */
-import type { RexConfig } from '../config/index.js';
+import type { ProgramEntry, RexConfig } from '../config/index.js';
 import type { Request, RequestTable } from '../daemon/dispatch.js';
 import type { Logger } from '../daemon/log.js';
 import type { PeerLink } from '../daemon/peers.js';
@@ -34,6 +34,21 @@ export interface CallsContext {
 export interface CallService {
   manager: CallManager;
   router: CallRouter;
+  /**
+   * After rexd swapped in a reloaded `programs` list (SIGHUP, Rexd.reload): what changed, and every program's
+   * controllers are retired, so the next call reads its entry and definitions again (an object rebuilt in place
+   * counts too); calls already admitted finish on the controllers they have.
+   */
+  programsReloaded(before: readonly ProgramEntry[]): ProgramsDiff;
+}
+
+/** How a reload changed the rex.rc `programs` list, by name. */
+export interface ProgramsDiff {
+  added: string[];
+  removed: string[];
+  changed: string[];
+  /** Programs whose controllers (running or idle) were retired. */
+  retired: string[];
 }
 
 /** Makes the call manager and router, and registers CALL, ENTRIES_GET and CANCEL. */
@@ -99,5 +114,15 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
   table.register('ENTRIES_GET', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
   // CANCEL ends work already admitted: it is no new work, even while the transaction log is down.
   table.register('CANCEL', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: false, handler: handle });
-  return { manager, router };
+  const programsReloaded = (before: readonly ProgramEntry[]): ProgramsDiff => {
+    const old = new Map(before.map((p) => [p.name, JSON.stringify(p)]));
+    const now = new Map(config.programs.map((p) => [p.name, JSON.stringify(p)]));
+    return {
+      added: [...now.keys()].filter((n) => !old.has(n)),
+      removed: [...old.keys()].filter((n) => !now.has(n)),
+      changed: [...now].filter(([n, v]) => old.has(n) && old.get(n) !== v).map(([n]) => n),
+      retired: manager.retire(),
+    };
+  };
+  return { manager, router, programsReloaded };
 }

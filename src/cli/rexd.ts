@@ -2,20 +2,24 @@
 /**
  * `rexd`: the REX daemon. In the foreground it logs JSON lines to stderr; by
  * default it detaches, logs to <state-directory>/log/rexd.log and returns once
- * the daemon answers on its socket.
+ * the daemon answers on its socket. `--stop` and `--status` act on the rexd of
+ * the same configuration, found by its pidfile; SIGHUP makes a running rexd
+ * reload its configuration (Rexd.reload).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { LoadedConfig } from '../config/index.js';
-import { daemonPaths } from '../daemon/paths.js';
+import { daemonPaths, readPid, type DaemonPaths } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { reportError, runMain } from './main.js';
 
 interface Opts {
   foreground?: boolean;
+  stop?: boolean;
+  status?: boolean;
   testMode?: boolean;
   config?: string;
   set: string[];
@@ -37,6 +41,13 @@ async function load(opts: Opts): Promise<LoadedConfig> {
 }
 
 async function foreground(opts: Opts): Promise<void> {
+  // A SIGHUP during start-up (a `systemctl reload` racing the start) must not kill the daemon, which is
+  // what Node does without a handler: it is kept and acted on once rexd serves.
+  let earlyHup = false;
+  const onEarlyHup = () => {
+    earlyHup = true;
+  };
+  process.on('SIGHUP', onEarlyHup);
   // The daemon itself (calls, the program registry with its ELF/DWARF readers, TLS, the log database) is
   // loaded only here: `rexd` without --foreground, `rexd --help` and usage errors need none of it.
   const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
@@ -61,7 +72,14 @@ async function foreground(opts: Opts): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => log.warn('SIGHUP: configuration reload is not supported yet; restart rexd to apply changes'));
+  // The same files and --set overrides as at start, read as they are now (docs/CONFIG.md, Reload).
+  const reload = () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+    void d.reload(() => load(opts));
+  };
+  process.off('SIGHUP', onEarlyHup);
+  process.on('SIGHUP', reload);
+  if (earlyHup) reload();
   // Bad input must never take the daemon down; a bug that escapes a handler is logged loudly and the daemon exits so a supervisor restarts it clean.
   process.on('uncaughtException', (e) => {
     log.fatal({ err: e.stack ?? String(e) }, 'uncaught exception');
@@ -108,14 +126,113 @@ async function background(opts: Opts, argv: string[]): Promise<void> {
   process.exit(0);
 }
 
+/** LSB exit statuses (init-script actions): `status` of a daemon that is not running, and other actions on one. */
+const EXIT_STATUS_NOT_RUNNING = 3;
+const EXIT_NOT_RUNNING = 7;
+
+/** How long --stop waits for the daemon to exit after SIGTERM. */
+const STOP_WAIT_MS = 15_000;
+
+/** The pid of the rexd that wrote `paths.pidFile`, if that process is alive and is a rexd (not a reused pid). */
+function runningPid(paths: DaemonPaths): number | undefined {
+  const pid = readPid(paths.pidFile);
+  if (pid === undefined) return undefined;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => /(^|\/)rexd(\.js)?$/.test(a)) ? pid : undefined;
+  } catch {
+    return undefined; // gone: a pidfile left by a daemon that crashed
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function stopDaemon(opts: Opts): Promise<number> {
+  const loaded = await load(opts);
+  const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
+  const pid = runningPid(paths);
+  if (pid === undefined) {
+    process.stdout.write(`rexd: not running (no live rexd in ${paths.pidFile})\n`);
+    return EXIT_NOT_RUNNING;
+  }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') {
+      process.stdout.write(`rexd: not running (pid ${pid} of ${paths.pidFile} has just exited)\n`);
+      return EXIT_NOT_RUNNING;
+    }
+    throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `cannot signal rexd (pid ${pid}): ${(e as Error).message}`, {
+      where: paths.pidFile,
+      hint: 'it runs as another user: stop it as that user or as root (systemctl stop rexd for the installed service)',
+    });
+  }
+  const deadline = Date.now() + STOP_WAIT_MS;
+  while (alive(pid)) {
+    if (Date.now() > deadline) {
+      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd (pid ${pid}) was sent SIGTERM but has not exited within ${STOP_WAIT_MS / 1000} s`, {
+        where: paths.logFile,
+        hint: `its log says what it is waiting for; \`kill -KILL ${pid}\` ends it without a goodbye to its peers`,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.stdout.write(`rexd: host ${loaded.config.hostName} stopped (pid ${pid})\n`);
+  return 0;
+}
+
+async function showStatus(opts: Opts): Promise<number> {
+  const loaded = await load(opts);
+  const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
+  const pid = runningPid(paths);
+  if (pid === undefined) {
+    process.stdout.write(`rexd: host ${loaded.config.hostName} is not running (no live rexd in ${paths.pidFile})\n`);
+    return EXIT_STATUS_NOT_RUNNING;
+  }
+  const since = new Date(statSync(paths.pidFile).mtimeMs).toISOString();
+  const lines = [`rexd: host ${loaded.config.hostName} is running (pid ${pid}) since ${since}`, `  socket: ${paths.socket}`, `  log: ${paths.logFile}`];
+  // As an ordinary client: what the daemon itself says (a reload or a restart may have changed what rex.rc says now).
+  const { RexClient } = await import('../runtime/client.js');
+  try {
+    const c = await RexClient.connect({ socket: paths.socket, timeoutMs: 2000 });
+    try {
+      const [hosts, load] = await Promise.all([c.hosts(), c.load()]);
+      const self = hosts.find((h) => h.self) ?? hosts[0];
+      const addr = self?.address;
+      if (addr !== undefined) lines.push(`  listen: ${addr.includes(':') ? `[${addr}]` : addr}:${self?.port ?? '?'}`);
+      const peers = hosts.filter((h) => h !== self);
+      lines.push(`  peers: ${peers.length ? peers.map((h) => `${h.name} (${h.reachable ? 'reachable' : 'unreachable'})`).join(', ') : 'none'}`);
+      lines.push(`  jobs: ${load.jobs ?? 0}, load ${load.load.toFixed(2)}`);
+    } finally {
+      c.close();
+    }
+  } catch (e) {
+    lines.push(`  not answering on its socket: ${(e as Error).message}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
 const program = new Command('rexd')
   .description('REX daemon: serves this host to the cluster and local REX clients')
   .option('-f, --foreground', 'stay in the foreground and log JSON lines to stderr')
+  .option('--stop', 'stop the running rexd of this configuration and wait until it has exited (exit status 7 if none runs)')
+  .option('--status', 'say whether the rexd of this configuration runs, and how (exit status 3 if it does not)')
   .option('-c, --config <file>', 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)')
   .addOption(new Option('-s, --set <key=value>', 'override one rex.rc key (repeatable)').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
   .addOption(new Option('--test-mode', "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only").hideHelp())
   .action(async (opts: Opts) => {
-    if (opts.foreground) await foreground(opts);
+    if (opts.stop && opts.status) throw new RexError(ErrorCodes.USAGE, '--stop and --status go alone');
+    if (opts.stop) process.exitCode = await stopDaemon(opts);
+    else if (opts.status) process.exitCode = await showStatus(opts);
+    else if (opts.foreground) await foreground(opts);
     else await background(opts, process.argv.slice(2));
   });
 

@@ -15,9 +15,9 @@ import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { CallManager, ProgramSpec } from '../calls/manager.js';
 import { loadProgramOffThread } from '../calls/programs.js';
-import { registerCalls, type CallService } from '../calls/service.js';
+import { registerCalls, type CallService, type ProgramsDiff } from '../calls/service.js';
 import { normalizeAddress } from '../config/clients.js';
-import type { RexConfig } from '../config/index.js';
+import { ConfigError, type LoadedConfig, type RexConfig } from '../config/index.js';
 import { currentUser, localName } from '../keys/identity.js';
 import { KeysService } from '../keys/service.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
@@ -50,6 +50,23 @@ export function defaultLogDatabase(stateDir: string): string {
   return join(stateDir, 'rex-log.sqlite');
 }
 
+/**
+ * The rex.rc keys a reload (SIGHUP) applies to the running daemon: each is read from the daemon's `config`
+ * where it is used (programs by the call service and EXEC limits, clients by the keys service, the start-up
+ * caps by admission, log-fail-closed by the transaction log) or, for log-level, set on the logger. Every
+ * other key was copied at start into listeners, peer links or services: a change to it needs a restart.
+ */
+export const RELOADABLE_KEYS: ReadonlySet<keyof RexConfig> = new Set<keyof RexConfig>(['programs', 'clients', 'maxStartups', 'perSourceMaxStartups', 'logFailClosed', 'logLevel']);
+
+/** What a reload did. */
+export interface ReloadReport {
+  /** Keys whose new values are in force. */
+  applied: (keyof RexConfig)[];
+  /** Keys that changed in rex.rc but keep their old values until rexd restarts. */
+  needsRestart: (keyof RexConfig)[];
+  programs: ProgramsDiff;
+}
+
 /** Options beyond rex.rc. */
 export interface RexdOptions {
   log: Logger;
@@ -76,6 +93,8 @@ export class Rexd {
   private readonly sessions = new Set<Endpoint>();
   private readonly sockets = new Set<Socket>();
   private stopping: Promise<void> | undefined;
+  /** The reload in progress: reloads run one after the other, each reading the files as they are then. */
+  private reloading: Promise<unknown> = Promise.resolve();
   private readonly uid = process.getuid?.() ?? -1;
   /** Every request rexd serves, by message type (dispatch.ts). */
   readonly requests: RequestTable;
@@ -218,6 +237,48 @@ export class Rexd {
       this.log.info({ reason }, 'rexd stopped');
     })();
     return this.stopping;
+  }
+
+  /**
+   * Re-reads the configuration (rexd's SIGHUP): `load` reads rex.rc and its includes as at start. A configuration
+   * with errors is refused whole, its file:line diagnostics logged, and the old one kept. Otherwise the reloadable
+   * keys take their new values at once and changed keys that need a restart are logged as such. Sessions, peer
+   * links and calls in flight are untouched; the grants file needs nothing here, it is re-read at each request
+   * once it changed (src/keys/grants.ts). Resolves with what was done, or undefined when the reload was refused.
+   */
+  reload(load: () => Promise<LoadedConfig>): Promise<ReloadReport | undefined> {
+    const run = this.reloading.then(async () => {
+      if (this.stopping) return undefined;
+      let next: LoadedConfig;
+      try {
+        next = await load();
+      } catch (e) {
+        const diagnostics = e instanceof ConfigError ? e.message.split('\n') : [isRexError(e) ? e.format() : (e as Error).message];
+        this.log.error({ event: 'reload-refused', diagnostics }, `reload refused, the configuration in force is unchanged: ${diagnostics.join('; ')}`);
+        return undefined;
+      }
+      if (this.stopping) return undefined;
+      return this.apply(next.config, next.files);
+    });
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The one place the running configuration changes: synchronously, so that no request sees half of a reload. */
+  private apply(next: RexConfig, files: readonly string[]): ReloadReport {
+    const keys = Object.keys(next) as (keyof RexConfig)[];
+    const changed = keys.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]));
+    const applied = changed.filter((k) => RELOADABLE_KEYS.has(k));
+    const needsRestart = changed.filter((k) => !RELOADABLE_KEYS.has(k));
+    const before = this.config.programs;
+    Object.assign(this.config, Object.fromEntries(applied.map((k) => [k, next[k]])));
+    this.log.level = this.config.logLevel;
+    const programs = this.callService.programsReloaded(before);
+    for (const k of needsRestart) {
+      this.log.warn({ event: 'reload-needs-restart', key: k, running: this.config[k], configured: next[k] }, `reload: ${k} changed in rex.rc; it needs a restart, the running value is kept`);
+    }
+    this.log.info({ event: 'reloaded', files, applied, needsRestart, programs: [...this.config.programs.map((p) => p.name)], added: programs.added, removed: programs.removed, changed: programs.changed }, 'configuration reloaded');
+    return { applied, needsRestart, programs };
   }
 
   /**
