@@ -81,6 +81,17 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
   });
 
   // claim: install.soname
+  it('installs the man pages under share/man, each in its section, and man -l renders REX.7 and rexd.8 from there', () => {
+    const pages = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { man: string[] }).man.map((p) => p.split('/').pop()!);
+    expect(pages).toContain('REX.7');
+    for (const p of pages) expect(existsSync(inTree(`usr/share/man/man${p.split('.').pop()}/${p}`)), p).toBe(true);
+    for (const p of ['man7/REX.7', 'man8/rexd.8']) {
+      const r = spawnSync('man', ['--warnings', '-l', inTree(`usr/share/man/${p}`)], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80', MAN_KEEP_FORMATTING: '' } });
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      expect(r.stdout).toMatch(/^NAME$/m);
+    }
+  });
+
   it(`gives librex the soname librex.so.${major}`, () => {
     expect(readelfDynamic(inTree(`usr/lib/librex.so.${version}`))).toMatch(new RegExp(`\\(SONAME\\)\\s+Library soname: \\[librex\\.so\\.${major}\\]`));
   });
