@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { readPid } from '../../src/daemon/paths.js';
 import type { RexClient } from '../../src/runtime/client.js';
@@ -75,13 +75,14 @@ function events(...names: string[]): Record<string, unknown>[] {
 async function hup(): Promise<Record<string, unknown>> {
   const seen = events('reloaded', 'reload-refused').length;
   process.kill(betaPid(), 'SIGHUP');
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const all = events('reloaded', 'reload-refused');
-    if (all.length > seen) return all.at(-1)!;
-    if (Date.now() > deadline) throw new Error(`beta logged no reload within 30 s:\n${readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').slice(-10).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return vi.waitFor(
+    () => {
+      const all = events('reloaded', 'reload-refused');
+      if (all.length <= seen) throw new Error(`beta logged no reload within 30 s:\n${readFileSync(cluster.host('beta').logFile, 'utf8').split('\n').slice(-10).join('\n')}`);
+      return all.at(-1)!;
+    },
+    { timeout: 30_000, interval: 50 },
+  );
 }
 
 function alive(pid: number): boolean {
@@ -160,16 +161,14 @@ describe('controllers retired by a reload', () => {
     const int = (x: number) => Uint8Array.from(Buffer.from(Int32Array.of(x).buffer));
     try {
       const running = manager.call('calltest.nap', int(1500));
-      while (pids().length === 0) await new Promise((r) => setTimeout(r, 20));
+      await vi.waitFor(() => expect(pids().length).toBeGreaterThan(0), { timeout: 10_000, interval: 20 });
       const [first] = pids();
       expect(manager.retire()).toEqual(['calltest']);
       expect(manager.stats()).toEqual({});
       // The retired controller is still at work: its call ends normally, then the controller is stopped.
       expect(alive(first!)).toBe(true);
       expect(Buffer.from(await running).readInt32LE(0)).toBe(1500);
-      const deadline = Date.now() + 10_000;
-      while (Date.now() < deadline && alive(first!)) await new Promise((r) => setTimeout(r, 20));
-      expect(alive(first!)).toBe(false);
+      await vi.waitFor(() => expect(alive(first!)).toBe(false), { timeout: 10_000, interval: 20 });
       // A new call reads the program again and runs on a new controller.
       expect(Buffer.from(await manager.call('calltest.neg32', int(4))).readInt32LE(0)).toBe(-4);
       expect(pids()).toHaveLength(2);

@@ -62,7 +62,8 @@ describe('starting a program with posix_spawn', () => {
     (c.stdio[2] as Socket).resume();
     await outcome(c);
     expect((c.stdio[0] as Socket).destroyed).toBe(true);
-    await vi.waitFor(() => expect(fds()).toBe(before), { timeout: 5000 });
+    // No more than before: other tests' descriptors of this worker may close meanwhile, none of this job may stay.
+    await vi.waitFor(() => expect(fds()).toBeLessThanOrEqual(before), { timeout: 5000 });
   });
 
   it('reports death by a signal by name, SIGABRT rather than its alias SIGIOT', async () => {
