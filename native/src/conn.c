@@ -339,11 +339,8 @@ int rex__conn_await(struct rex__conn *c, uint32_t stream, struct rex_frame *f) {
 
 /* The name of a wire error code. */
 static const char *code_name(uint64_t code) {
-  /* The codes of the calls and rfork (13-16) are not in errors.c's table of section 4.2's codes. */
-  static const char *const later[] = {"CRASHED", "NO_ENTRY", "CANCELLED", "INCOMPATIBLE"};
+  /* errors.c names every wire code of the generated table (REX_EPROTO_LAST is the last). */
   if (code >= 1 && code <= (uint64_t)-REX_EPROTO_LAST) return rex_err_name(-(int)code);
-  if (code >= (uint64_t)-REX_EPROTO_CRASHED && code <= (uint64_t)-REX_EPROTO_INCOMPATIBLE)
-    return later[code - (uint64_t)-REX_EPROTO_CRASHED];
   return "UNKNOWN";
 }
 

@@ -232,7 +232,7 @@ describe('rexd and bad input', () => {
 
   async function stillServing(): Promise<void> {
     const c = await RexClient.connect({ socket: h.socket });
-    expect((await c.ping()).host).toBe(`solo${/h(\d+)/.exec(h.rc)![1]}`);
+    expect((await c.ping()).host).toBe(`solo${/\/h(\d+)\/rex\.rc$/.exec(h.rc)![1]}`);
     c.close();
     expect(d.child.exitCode).toBe(null);
   }
