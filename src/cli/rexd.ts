@@ -15,6 +15,7 @@ import type { LoadedConfig } from '../config/index.js';
 import { daemonPaths, readPid, type DaemonPaths } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { reportError, runMain } from './main.js';
+import { processAlive } from '../util/proc.js';
 
 interface Opts {
   foreground?: boolean;
@@ -145,15 +146,6 @@ function runningPid(paths: DaemonPaths): number | undefined {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function stopDaemon(opts: Opts): Promise<number> {
   const loaded = await load(opts);
   const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
@@ -175,7 +167,7 @@ async function stopDaemon(opts: Opts): Promise<number> {
     });
   }
   const deadline = Date.now() + STOP_WAIT_MS;
-  while (alive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > deadline) {
       throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd (pid ${pid}) was sent SIGTERM but has not exited within ${STOP_WAIT_MS / 1000} s`, {
         where: paths.logFile,

@@ -16,6 +16,7 @@ import type { HostView as HostEntry } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { distBin } from '../util/paths.js';
 import { NetnsNetwork, attachNetwork, netnsAvailable, type NetnsHost } from './netns.js';
+import { processAlive } from '../util/proc.js';
 
 /** Host names of generated clusters, in order. */
 export const HOST_NAMES = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda', 'mu'];
@@ -106,7 +107,7 @@ export class LocalCluster {
     }
     if (existsSync(LocalCluster.stateFile(dir))) {
       const old = LocalCluster.attach(dir);
-      if (old.hosts.some((h) => h.pid !== undefined && alive(h.pid))) {
+      if (old.hosts.some((h) => h.pid !== undefined && processAlive(h.pid))) {
         throw new RexError(ErrorCodes.DAEMON_ADDRESS_IN_USE, `a cluster is already running in ${dir}`, { hint: 'run `rex cluster down` first, or use another --dir' });
       }
       old.cleanup();
@@ -281,7 +282,7 @@ export class LocalCluster {
 
   /** Starts every host that is not running (after `up` with trust 'none' and rex_key --create on each). */
   async startAll(): Promise<void> {
-    const stopped = this.hosts.filter((h) => h.pid === undefined || !alive(h.pid));
+    const stopped = this.hosts.filter((h) => h.pid === undefined || !processAlive(h.pid));
     await Promise.all(stopped.map((h) => this.startHost(h)));
     for (const h of this.hosts) {
       try {
@@ -308,7 +309,7 @@ export class LocalCluster {
   /** Sends `signal` to one host's rexd (SIGKILL to simulate a crash). */
   kill(name: string, signal: NodeJS.Signals = 'SIGTERM'): void {
     const h = this.host(name);
-    if (h.pid !== undefined && alive(h.pid)) {
+    if (h.pid !== undefined && processAlive(h.pid)) {
       this.signalled.add(h.pid);
       process.kill(h.pid, signal);
     }
@@ -318,7 +319,7 @@ export class LocalCluster {
   async waitExit(name: string, timeoutMs = 10_000): Promise<void> {
     const h = this.host(name);
     const deadline = Date.now() + timeoutMs;
-    while (h.pid !== undefined && alive(h.pid)) {
+    while (h.pid !== undefined && processAlive(h.pid)) {
       if (Date.now() > deadline) throw new RexError(ErrorCodes.CONN_TIMEOUT, `host ${name} (pid ${h.pid}) still running after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -381,14 +382,14 @@ export class LocalCluster {
   /** Stops every host (SIGTERM, then SIGKILL after 5 s), removes namespaces and cluster.json. */
   async down(): Promise<void> {
     for (const h of this.hosts) {
-      if (h.pid === undefined || !alive(h.pid)) continue;
+      if (h.pid === undefined || !processAlive(h.pid)) continue;
       this.signalled.add(h.pid);
       process.kill(h.pid, 'SIGTERM');
     }
     const deadline = Date.now() + 5000;
     for (const h of this.hosts) {
-      while (h.pid !== undefined && alive(h.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      if (h.pid !== undefined && alive(h.pid)) process.kill(h.pid, 'SIGKILL');
+      while (h.pid !== undefined && processAlive(h.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (h.pid !== undefined && processAlive(h.pid)) process.kill(h.pid, 'SIGKILL');
     }
     this.cleanup();
   }
@@ -396,15 +397,6 @@ export class LocalCluster {
   private cleanup(): void {
     this.network?.destroy();
     rmSync(LocalCluster.stateFile(this.dir), { force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -16,6 +16,16 @@ export function procStat(pid: number | string): string[] | undefined {
   }
 }
 
+/** Whether process `pid` exists (kill 0; EPERM: it does, as another user's). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The stop signals (STOP, TSTP, TTIN, TTOU) as bits of a /proc signal mask (bit N-1 is signal N). */
 export const STOP_SIGNALS_MASK = (1n << 18n) | (1n << 19n) | (1n << 20n) | (1n << 21n);
 

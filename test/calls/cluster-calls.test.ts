@@ -15,8 +15,7 @@ import { KeyStore } from '../../src/keys/store.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
-import { startCluster } from '../helpers/cluster.js';
-import { FIX, NATIVE, buildLibrary, loadStubs, localResults, tempDir, writeXml } from './helpers.js';
+import { FIX, NATIVE, buildLibrary, callCluster, loadStubs, localResults, tempDir, writeXml } from './helpers.js';
 
 type Stubs = Record<string, (...args: unknown[]) => Promise<unknown>>;
 const run = promisify(execFile);
@@ -36,14 +35,10 @@ beforeAll(async () => {
   xml = writeXml(dir, lib);
   local = localResults(dir, lib);
   stubs = (await loadStubs(dir, xml)) as Stubs;
-  ({ cluster, stop } = await startCluster(3, { rc: [`programs : calltest=${lib}:${xml}`] }));
-  await cluster.waitAllReachable();
-  alpha = await cluster.client('alpha');
+  ({ cluster, alpha, stop } = await callCluster(3, `calltest=${lib}:${xml}`));
 }, 120_000);
 
 afterAll(async () => {
-  setTransport(undefined);
-  alpha?.close();
   await stop?.();
   rmSync(dir, { recursive: true, force: true });
 });

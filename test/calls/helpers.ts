@@ -3,18 +3,53 @@
  * entry points with repdb -gx and mark its pointer parameters, generate the
  * typed stubs, and start a CallManager over it.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import type { CallManager } from '../../src/calls/index.js';
+import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { Connection, type Reply } from '../../src/protocol/connection.js';
+import type { RexClient } from '../../src/runtime/client.js';
+import { setTransport } from '../../src/runtime/codegen-v1.js';
+import { startCluster } from '../helpers/cluster.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const FIX = join(ROOT, 'test/fixtures/calls');
 export const NATIVE = join(ROOT, 'native');
 export const REPDB = join(ROOT, 'dist/cli/repdb.js');
+export const REX = join(ROOT, 'dist/cli/rex.js');
+
+/** A real local cluster of `hosts` whose rex.rc offers `programs` (a `programs :` value), all reachable, and alpha's client. */
+export interface CallCluster {
+  cluster: LocalCluster;
+  alpha: RexClient;
+  /** `rex ARGS` on alpha, as a shell user types it: its stdout (rejects on a non-zero exit). */
+  rex(...args: string[]): Promise<string>;
+  /** Resets the stub transport, closes alpha's client and stops the hosts. */
+  stop(): Promise<void>;
+}
+
+const run = promisify(execFile);
+
+/** Starts a {@link CallCluster}. */
+export async function callCluster(hosts: number, programs: string): Promise<CallCluster> {
+  const { cluster, stop } = await startCluster(hosts, { rc: [`programs : ${programs}`] });
+  await cluster.waitAllReachable();
+  const alpha = await cluster.client('alpha');
+  return {
+    cluster,
+    alpha,
+    rex: async (...args) => (await run(process.execPath, [REX, ...args, '--socket', cluster.host('alpha').socket], { encoding: 'utf8' })).stdout,
+    stop: async () => {
+      setTransport(undefined);
+      alpha.close();
+      await stop();
+    },
+  };
+}
 
 /** A fresh temporary directory. */
 export function tempDir(prefix = 'rex-calls-'): string {

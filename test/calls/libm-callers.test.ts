@@ -13,11 +13,9 @@ import { CallChannel } from '../../src/runtime/transport.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import type { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
-import { startCluster } from '../helpers/cluster.js';
-import { NATIVE, ROOT, repdb, tempDir } from './helpers.js';
+import { NATIVE, ROOT, callCluster, repdb, tempDir, type CallCluster } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
 
 /** The C compiler's own libm/libc (the ones a program linked here would load). */
 function systemLibrary(name: string): string {
@@ -115,6 +113,7 @@ let local: string[];
 let cluster: LocalCluster;
 let stop: () => Promise<void>;
 let alpha: RexClient;
+let rex: CallCluster['rex'];
 let mXml: string;
 let cXml: string;
 
@@ -129,22 +128,14 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'local.c'), LOCAL);
   execFileSync('cc', ['-O0', '-Wall', '-o', join(dir, 'local'), join(dir, 'local.c'), '-lm'], { stdio: 'pipe' });
   local = execFileSync(join(dir, 'local'), { encoding: 'utf8' }).trim().split('\n');
-  ({ cluster, stop } = await startCluster(2, { rc: [`programs : m=${systemLibrary('libm.so.6')}:${mXml}, c=${systemLibrary('libc.so.6')}:${cXml}`] }));
-  await cluster.waitAllReachable();
-  alpha = await cluster.client('alpha');
+  ({ cluster, alpha, rex, stop } = await callCluster(2, `m=${systemLibrary('libm.so.6')}:${mXml}, c=${systemLibrary('libc.so.6')}:${cXml}`));
 }, 120_000);
 
 afterAll(async () => {
-  setTransport(undefined);
-  alpha?.close();
   await stop?.();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function rex(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [REX, ...args, '--socket', cluster.host('alpha').socket], { encoding: 'utf8' });
-  return stdout;
-}
 
 /** The local result of `fn` (the numbers after its name). */
 const here = (fn: string): number[] => local.find((l) => l.startsWith(`${fn} `))!.split(' ').slice(1).map(Number);

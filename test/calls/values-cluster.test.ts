@@ -12,11 +12,9 @@ import { CallChannel } from '../../src/runtime/transport.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import type { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
-import { startCluster } from '../helpers/cluster.js';
-import { NATIVE, ROOT, repdb, tempDir } from './helpers.js';
+import { NATIVE, ROOT, callCluster, repdb, tempDir, type CallCluster } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
 
 const LIBRARY = `#include <math.h>
 #include <stdint.h>
@@ -99,6 +97,7 @@ let dir: string;
 let cluster: LocalCluster;
 let stop: () => Promise<void>;
 let alpha: RexClient;
+let rex: CallCluster['rex'];
 let xml: string;
 
 function markXml(text: string): string {
@@ -121,22 +120,14 @@ beforeAll(async () => {
   xml = join(dir, 'libbadges.xml');
   writeFileSync(xml, markXml(repdb(['-gx', '--program', 'badges', lib])));
   repdb([xml]); // checks the marks
-  ({ cluster, stop } = await startCluster(2, { rc: [`programs : badges=${lib}:${xml}`] }));
-  await cluster.waitAllReachable();
-  alpha = await cluster.client('alpha');
+  ({ cluster, alpha, rex, stop } = await callCluster(2, `badges=${lib}:${xml}`));
 }, 120_000);
 
 afterAll(async () => {
-  setTransport(undefined);
-  alpha?.close();
   await stop?.();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function rex(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [REX, ...args, '--socket', cluster.host('alpha').socket], { encoding: 'utf8' });
-  return stdout;
-}
 
 describe('values as users read them, called on beta from alpha', () => {
   it('through the shell: rex call prints text, enum names and out-pointers by name; --json keeps the bytes and numbers', async () => {

@@ -17,6 +17,7 @@ import { testSwitch } from '../../util/testmode.js';
 import type { LogEvent } from '../../log/txlog.js';
 import { execDirs, ownUid } from './dirs.js';
 import { TRANSFER_MAX, fileSha256 } from '../protocol.js';
+import { processAlive } from '../../util/proc.js';
 
 /** Default size limit of one host's cache; REX_EXEC_CACHE_MAX (bytes) overrides it. */
 export const CACHE_MAX_DEFAULT = 1 << 30;
@@ -476,12 +477,7 @@ function sweepRunDirs(runs: string): void {
   for (const n of names) {
     const pid = Number(/^(\d+)-/.exec(n)?.[1]);
     if (!pid || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // alive (or a reused pid: then the directory stays, which is harmless)
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EPERM') continue;
-    }
+    if (processAlive(pid)) continue; // alive (or a reused pid: then the directory stays, which is harmless)
     rmSync(join(runs, n), { recursive: true, force: true });
   }
 }
