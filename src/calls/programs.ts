@@ -10,7 +10,7 @@
  * and answering its peers meanwhile. The repdb stack (src/gen, libxml2-wasm) is
  * imported only where definitions are read, never by rexd's start.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -32,7 +32,6 @@ export interface LoadedProgram {
 export async function loadProgram(c: ProgramConfig): Promise<LoadedProgram> {
   if ('exec' in c) return { spec: { kind: 'program', name: c.name, exec: resolve(c.exec), ...(c.args ? { args: c.args } : {}) }, warnings: [] };
   const { checkAgainstElf, entryPointsFromElf, readEntryPointsDb, readEntryPointsXml } = await import('../gen/index.js');
-  const { readFileSync } = await import('node:fs');
   const object = resolve(c.object);
   const definitions = c.xml
     ? readEntryPointsXml(readFileSync(c.xml, 'utf8'), c.xml)

@@ -56,17 +56,19 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
   const { config, peers } = ctx;
   /** The endpoint of each connection that called: authorize() is given the connection only. */
   const endpoints = new WeakMap<object, Endpoint>();
+  // rex.rc's programs, read at each use: a SIGHUP reload assigns the new list into `config`.
+  const offers = (name: string): boolean => config.programs.some((p) => p.name === name);
   const manager = new CallManager({
     host: config.hostName,
     programs: ctx.program,
-    offers: (name) => config.programs.some((p) => p.name === name),
+    offers,
     authorize: (who, program, fn) => authorize(who, program, fn),
     log: ctx.log,
   });
   const router = new CallRouter({
     manager,
     host: config.hostName,
-    offers: (program) => config.programs.some((p) => p.name === program),
+    offers,
     placement: ctx.placement,
     peers: () =>
       [...peers.values()].map((p) => ({

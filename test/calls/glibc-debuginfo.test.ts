@@ -59,18 +59,11 @@ afterAll(async () => {
 });
 
 /** repdb -gx of a system library, as a user writes its entry points (once per file); libm's is mx.xml, with fmax. */
-const xmlOf = (() => {
-  const done = new Map<string, string>();
-  return (lib: string, name: string): string => {
-    let f = done.get(lib);
-    if (!f) {
-      f = join(dir, `${name}.xml`);
-      if (!existsSync(f)) writeFileSync(f, repdb(['-gx', '-q', '--program', name, lib]));
-      done.set(lib, f);
-    }
-    return f;
-  };
-})();
+function xmlOf(lib: string, name: string): string {
+  const f = join(dir, `${name}.xml`);
+  if (!existsSync(f)) writeFileSync(f, repdb(['-gx', '-q', '--program', name, lib]));
+  return f;
+}
 
 /** The C caller of the DWARF-derived headers: libm's and libc's in two units, as both define frexp's frame structs. */
 const C_M = `#include <stdio.h>

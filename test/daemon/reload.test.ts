@@ -17,6 +17,7 @@ import { distBin } from '../../src/util/paths.js';
 import { CallManager, loadProgram } from '../../src/calls/index.js';
 import { buildLibrary, memoryLog, tempDir, writeXml } from '../calls/helpers.js';
 import { startCluster } from '../helpers/cluster.js';
+import { processAlive } from '../../src/util/proc.js';
 
 const run = promisify(execFile);
 
@@ -83,15 +84,6 @@ async function hup(): Promise<Record<string, unknown>> {
     },
     { timeout: 30_000, interval: 50 },
   );
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const neg32 = (c: RexClient, x: number) => c.call('beta.calltest.neg32', Uint8Array.from(Buffer.from(Int32Array.of(x).buffer)));
@@ -166,9 +158,9 @@ describe('controllers retired by a reload', () => {
       expect(manager.retire()).toEqual(['calltest']);
       expect(manager.stats()).toEqual({});
       // The retired controller is still at work: its call ends normally, then the controller is stopped.
-      expect(alive(first!)).toBe(true);
+      expect(processAlive(first!)).toBe(true);
       expect(Buffer.from(await running).readInt32LE(0)).toBe(1500);
-      await vi.waitFor(() => expect(alive(first!)).toBe(false), { timeout: 10_000, interval: 20 });
+      await vi.waitFor(() => expect(processAlive(first!)).toBe(false), { timeout: 10_000, interval: 20 });
       // A new call reads the program again and runs on a new controller.
       expect(Buffer.from(await manager.call('calltest.neg32', int(4))).readInt32LE(0)).toBe(-4);
       expect(pids()).toHaveLength(2);
@@ -192,7 +184,7 @@ describe('rexd --status and --stop', () => {
 
     const stopped = await cmd('rexd', ['--stop', '--config', rc]);
     expect(stopped).toMatchObject({ code: 0, stdout: `rexd: host beta stopped (pid ${pid})\n` });
-    expect(alive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
 
     const down = await cmd('rexd', ['--status', '--config', rc]);
     expect(down.code).toBe(3);
