@@ -395,6 +395,61 @@ export const clientsValue: ValueType<string[]> = {
   },
 };
 
+/** One `user-map` entry: a remote HOST.USER pattern (`*` for any) and the local account, `-` to refuse. */
+export interface UserMapEntry {
+  host: string;
+  user: string;
+  local: string;
+}
+
+const MAP_SIDE = /^(\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$/;
+const LOCAL_ACCOUNT = /^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$/;
+
+/** Comma-separated `HOST.USER = LOCAL` (`user-map`, root installation). */
+export const userMapValue: ValueType<UserMapEntry[]> = {
+  expected: 'comma-separated HOST.USER = LOCAL entries (* for any host or user, - as LOCAL to refuse)',
+  parse: (raw) =>
+    listOf<UserMapEntry>(raw, 'empty entry (two commas in a row, or a trailing comma)', (text) => {
+      const m = /^([^=\s]+)\s*=\s*(\S*)$/.exec(text);
+      if (!m) return `entry "${quote(text)}" is not valid; expected HOST.USER = LOCAL, e.g. "alpha.alice = al"`;
+      const parts = m[1]!.split('.');
+      if (parts.length !== 2 || !parts.every((p) => MAP_SIDE.test(p))) return `entry "${quote(text)}": "${quote(m[1]!)}" is not valid; expected HOST.USER, each a REX name or *`;
+      if (!LOCAL_ACCOUNT.test(m[2]!)) return `entry "${quote(text)}": "${quote(m[2]!)}" is not valid; expected a local account name, or - to refuse`;
+      return { item: { host: parts[0]!, user: parts[1]!, local: m[2]! } };
+    }),
+  print: (v) => v.map((e) => `${e.host}.${e.user} = ${e.local}`).join(', '),
+  schema: {
+    description: 'remote HOST.USER patterns and the local account each acts as',
+    type: 'array',
+    maxItems: 4096,
+    items: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'user', 'local'],
+      properties: {
+        host: { type: 'string', pattern: '^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$' },
+        user: { type: 'string', pattern: '^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$' },
+        local: { type: 'string', pattern: '^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$' },
+      },
+    },
+  },
+  list: {
+    entry: (v, i) => `entry "${quote(`${v[i]!.host}.${v[i]!.user}`)}": `,
+    xml: {
+      child: 'map',
+      dtd: [
+        '<!-- A remote HOST.USER (either may be *) and the local account it acts as (- refuses). -->',
+        '<!ELEMENT map EMPTY>',
+        '<!ATTLIST map',
+        '          host  CDATA #REQUIRED',
+        '          user  CDATA #REQUIRED',
+        '          local CDATA #REQUIRED>',
+      ].join('\n'),
+      text: (attr) => `${attr('host') ?? ''}.${attr('user') ?? ''} = ${attr('local') ?? ''}`,
+    },
+  },
+};
+
 /** A path, with `~`, `${HOME}`, `${USER}`, `${HOST}` expanded; `schema` may narrow it (the socket's sun_path limit). */
 export function pathValue(schema: JsonSchema = ref('absolutePath')): ValueType<string> {
   return {
