@@ -7,7 +7,7 @@
   "targets": [
     {
       "target_name": "rex_addon",
-      "sources": ["addon/addon.cc", "src/proto.c", "src/errors.c"],
+      "sources": ["addon/addon.cc", "addon/fdpass.cc", "src/proto.c", "src/errors.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include", "src"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"],

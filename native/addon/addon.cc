@@ -49,6 +49,7 @@
 #include <uv.h>
 
 #include "rex.h"
+#include "fdpass.h"
 
 namespace {
 
@@ -373,6 +374,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeFrame", Napi::Function::New(env, DecodeFrame, "decodeFrame"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("protoVersion", Napi::Number::New(env, REX_PROTO_VERSION));
+  InitFdPass(env, exports);  // socketPair, sendFds, recvFds, listenUnix, acceptUnix, FdWatch
   return exports;
 }
 

@@ -39,6 +39,27 @@ export interface PeerCredentials {
   gid: number;
 }
 
+/** Largest header of one sendFds/recvFds message (bytes). */
+export const FDPASS_MAX_HEADER = 65536;
+/** Most descriptors one message may carry (the kernel's SCM_MAX_FD). */
+export const FDPASS_MAX_FDS = 253;
+
+/** What recvFds read: one message, nothing yet ('again'), or the peer closed its end ('eof'). */
+export type FdMessage = { header: Buffer; fds: number[] } | 'again' | 'eof';
+
+/** A connection accepted by acceptUnix, with its peer's SO_PEERCRED. */
+export interface AcceptedUnix extends PeerCredentials {
+  fd: number;
+}
+
+/** A libuv poll handle on a raw descriptor (FdWatch): close it before closing the descriptor. */
+export interface FdWatcher {
+  close(): void;
+  /** Lets the event loop end while only this watcher is active (as net.Socket#unref). */
+  unref(): FdWatcher;
+  ref(): FdWatcher;
+}
+
 /** The addon's functions, with arguments checked. */
 export interface RexAddon {
   /** Decodes the first frame of buf with librex's C decoder; maxPayload defaults to 1 MiB. */
@@ -64,6 +85,37 @@ export interface RexAddon {
   xcr0(): bigint;
   /** REX_PROTO_VERSION of the C side. */
   readonly protoVersion: number;
+  /**
+   * Descriptor passing (docs/ARCHITECTURE.md, "Privilege separation primitives"). socketPair gives
+   * two connected AF_UNIX descriptors, close-on-exec and blocking: SOCK_SEQPACKET for
+   * sendFds/recvFds, SOCK_STREAM (`seqpacket` false) for a byte stream to wrap in
+   * `new net.Socket({ fd })` here and in the process it is passed to.
+   */
+  socketPair(seqpacket: boolean): [number, number];
+  /**
+   * Sends one message (header: 1 to FDPASS_MAX_HEADER bytes) with up to FDPASS_MAX_FDS descriptors
+   * (SCM_RIGHTS) on a SOCK_SEQPACKET socket, without blocking: false when the socket's buffer is
+   * full (wait for writability with watchFd and send again). The descriptors stay open here.
+   */
+  sendFds(sock: number, fds: readonly number[], header: Uint8Array): boolean;
+  /**
+   * Receives one message from a SOCK_SEQPACKET socket without blocking; its descriptors arrive
+   * close-on-exec. A message with more than maxFds descriptors (or control data the kernel had to
+   * truncate), a header longer than maxHeader (default FDPASS_MAX_HEADER) or an empty header with
+   * descriptors is refused: its descriptors are closed and an Error with `code` ETOOMANYREFS,
+   * EMSGSIZE or EBADMSG is thrown; the next message can be read after it.
+   */
+  recvFds(sock: number, maxFds: number, maxHeader?: number): FdMessage;
+  /** A listening AF_UNIX stream socket at path (non-blocking, close-on-exec); the file's mode is the umask's. */
+  listenUnix(path: string, backlog?: number): number;
+  /** accept4 on a listenUnix descriptor: the connection (close-on-exec, blocking) and its peer's credentials, or null when none is pending. */
+  acceptUnix(fd: number): AcceptedUnix | null;
+  /**
+   * Calls onReady(err, events) from the event loop while fd is readable (events bit 1), writable
+   * (bit 2, when asked) or hung up (bit 4); level-triggered, so drain it in the call. At most
+   * one watcher per descriptor.
+   */
+  watchFd(fd: number, on: { readable?: boolean; writable?: boolean }, onReady: (err: string | null, events: number) => void): FdWatcher;
 }
 
 interface RawAddon {
@@ -75,6 +127,17 @@ interface RawAddon {
   cpuid(leaf: number, subleaf: number): [number, number, number, number];
   xgetbv0(): [number, number];
   protoVersion: number;
+  socketPair(seqpacket: boolean): [number, number];
+  sendFds(sock: number, fds: readonly number[], header: Buffer): boolean;
+  recvFds(sock: number, maxFds: number, maxHeader: number): FdMessage;
+  listenUnix(path: string, backlog: number): number;
+  acceptUnix(fd: number): AcceptedUnix | null;
+  FdWatch: new (fd: number, events: number, cb: (err: string | null, events: number) => void) => FdWatcher;
+}
+
+const isFd = (fd: unknown): fd is number => Number.isInteger(fd) && (fd as number) >= 0 && (fd as number) <= 0x7fff_ffff;
+function checkFd(what: string, fd: unknown): void {
+  if (!isFd(fd)) throw new RangeError(`${what} must be a file descriptor number, got ${String(fd)}`);
 }
 
 /** Loaded addons by path: a binary is loaded once per process. */
@@ -148,6 +211,35 @@ export function loadAddon(): RexAddon {
     reapChild(pid) {
       if (!Number.isInteger(pid) || pid < 1) throw new RangeError(`reapChild: pid must be a positive integer, got ${pid}`);
       return raw.reapChild(pid);
+    },
+    socketPair: (seqpacket) => raw.socketPair(seqpacket === true),
+    sendFds(sock, fds, header) {
+      checkFd('sendFds: sock', sock);
+      if (!Array.isArray(fds) || fds.length > FDPASS_MAX_FDS || !fds.every(isFd)) throw new RangeError(`sendFds: fds must be an array of at most ${FDPASS_MAX_FDS} file descriptor numbers`);
+      if (!(header instanceof Uint8Array) || header.byteLength < 1 || header.byteLength > FDPASS_MAX_HEADER) throw new RangeError(`sendFds: header must be a Buffer of 1 to ${FDPASS_MAX_HEADER} bytes`);
+      return raw.sendFds(sock, fds, Buffer.isBuffer(header) ? header : Buffer.from(header.buffer, header.byteOffset, header.byteLength));
+    },
+    recvFds(sock, maxFds, maxHeader = FDPASS_MAX_HEADER) {
+      checkFd('recvFds: sock', sock);
+      if (!Number.isInteger(maxFds) || maxFds < 0 || maxFds > FDPASS_MAX_FDS) throw new RangeError(`recvFds: maxFds must be an integer from 0 to ${FDPASS_MAX_FDS}, got ${maxFds}`);
+      if (!Number.isInteger(maxHeader) || maxHeader < 1 || maxHeader > FDPASS_MAX_HEADER) throw new RangeError(`recvFds: maxHeader must be an integer from 1 to ${FDPASS_MAX_HEADER}, got ${maxHeader}`);
+      return raw.recvFds(sock, maxFds, maxHeader);
+    },
+    listenUnix(path, backlog = 511) {
+      if (typeof path !== 'string' || path.length === 0 || path.includes('\0') || Buffer.byteLength(path) > 107) throw new TypeError(`listenUnix: path must be a socket path of 1 to 107 bytes, got ${JSON.stringify(path)}`);
+      if (!Number.isInteger(backlog) || backlog < 1 || backlog > 65535) throw new RangeError(`listenUnix: backlog must be an integer from 1 to 65535, got ${backlog}`);
+      return raw.listenUnix(path, backlog);
+    },
+    acceptUnix(fd) {
+      checkFd('acceptUnix: fd', fd);
+      return raw.acceptUnix(fd);
+    },
+    watchFd(fd, on, onReady) {
+      checkFd('watchFd: fd', fd);
+      const events = (on.readable ? 1 : 0) | (on.writable ? 2 : 0);
+      if (events === 0) throw new TypeError('watchFd: ask for readable, writable or both');
+      if (typeof onReady !== 'function') throw new TypeError('watchFd: onReady must be a function');
+      return new raw.FdWatch(fd, events, onReady);
     },
   };
   loaded.set(path, addon);
