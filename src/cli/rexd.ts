@@ -7,7 +7,7 @@
  * reload its configuration (Rexd.reload).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
@@ -22,6 +22,7 @@ interface Opts {
   stop?: boolean;
   status?: boolean;
   testMode?: boolean;
+  session?: boolean;
   config?: string;
   set: string[];
 }
@@ -62,7 +63,29 @@ async function foreground(opts: Opts): Promise<void> {
   } else if (switches.length) {
     log.warn({ ignored: switches }, 'test switches in the environment are ignored (they act only with rexd --test-mode)');
   }
-  const d = new Rexd(loaded.config, { log });
+  if (loaded.config.installation === 'root' && !opts.session) {
+    // The root installation's privileged part (docs/ROOT.md): it serves no request itself.
+    if (opts.testMode) throw new RexError(ErrorCodes.USAGE, '--test-mode is refused in the root installation: test switches make rexd misbehave on purpose', { where: 'rex.rc installation' });
+    const { Monitor } = await import('../daemon/monitor.js');
+    const m = new Monitor(loaded.config, { log, configFile: loaded.files[0] ?? opts.config ?? '', sets: parseSets(opts.set) });
+    await m.start();
+    const stopMonitor = (sig: string) => void m.stop(`received ${sig}`).then(() => process.exit(0));
+    process.on('SIGTERM', () => stopMonitor('SIGTERM'));
+    process.on('SIGINT', () => stopMonitor('SIGINT'));
+    process.off('SIGHUP', onEarlyHup);
+    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'reload of the root installation is not built yet; restart rexd to apply rex.rc changes'));
+    tellReady();
+    return;
+  }
+  let session: import('../daemon/channel.js').FdChannel | undefined;
+  if (opts.session) {
+    // A session controller, started by the monitor through rex-session: fd REX_SESSION_FD is its channel.
+    const fd = Number(process.env.REX_SESSION_FD);
+    if (!Number.isInteger(fd) || fd < 3) throw new RexError(ErrorCodes.USAGE, '--session is for the root rexd to start a session controller (REX_SESSION_FD names its channel)');
+    const { FdChannel } = await import('../daemon/channel.js');
+    session = new FdChannel(fd);
+  }
+  const d = new Rexd(loaded.config, { log, ...(session ? { session, pidFile: false } : {}) });
   await d.start();
   let stopping = false;
   const stop = (sig: string) => {
@@ -86,11 +109,14 @@ async function foreground(opts: Opts): Promise<void> {
     log.fatal({ err: e.stack ?? String(e) }, 'uncaught exception');
     void d.stop('internal error').finally(() => process.exit(70));
   });
+  tellReady();
+}
+
+/** Tells the parent (rexd without --foreground, or rex cluster) that this rexd serves. */
+function tellReady(): void {
   if (process.env.REX_READY_FD) {
-    // Tell the parent (rexd without --foreground, or rex cluster) that we are serving.
     try {
       const fd = Number(process.env.REX_READY_FD);
-      const { writeSync, closeSync } = await import('node:fs');
       writeSync(fd, 'ready\n');
       closeSync(fd);
     } catch {
@@ -219,12 +245,13 @@ const program = new Command('rexd')
   .option('--status', 'say whether the rexd of this configuration runs, and how (exit status 3 if it does not)')
   .option('-c, --config <file>', 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)')
   .addOption(new Option('-s, --set <key=value>', 'override one rex.rc key (repeatable)').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+  .addOption(new Option('--session', 'run as a session controller of the root rexd (started by it, never by hand)').hideHelp())
   .addOption(new Option('--test-mode', "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only").hideHelp())
   .action(async (opts: Opts) => {
     if (opts.stop && opts.status) throw new RexError(ErrorCodes.USAGE, '--stop and --status go alone');
     if (opts.stop) process.exitCode = await stopDaemon(opts);
     else if (opts.status) process.exitCode = await showStatus(opts);
-    else if (opts.foreground) await foreground(opts);
+    else if (opts.foreground || opts.session) await foreground(opts);
     else await background(opts, process.argv.slice(2));
   });
 

@@ -104,12 +104,13 @@ function lookup(opts: LookupOptions) {
   return { env, cwd, home, rexRoot };
 }
 
-/** The candidate files in the seed's order: ./rex.rc, ~/rex.rc, ${REX_ROOT:-/}/etc/rex.rc. */
+/** The candidate files in the seed's order: ./rex.rc, ~/rex.rc, ${REX_ROOT:-/}/etc/rex.rc, then the root installation's ${REX_ROOT:-/}/etc/rex/rex.rc. */
 export function configCandidates(opts: LookupOptions = {}): string[] {
   const { cwd, home, rexRoot } = lookup(opts);
   const c = [join(cwd, 'rex.rc')];
   if (home !== '') c.push(join(home, 'rex.rc'));
   c.push(join(rexRoot, 'etc', 'rex.rc'));
+  c.push(join(rexRoot, 'etc', 'rex', 'rex.rc'));
   return c;
 }
 

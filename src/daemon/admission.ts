@@ -109,6 +109,11 @@ export class Admission {
     return this.entry(socket, 'local', false, 'HELLO');
   }
 
+  /** A connection the monitor passed on (root installation): counted there, given the HELLO deadline here. */
+  relayed(socket: Socket, address: string): Startup {
+    return this.entry(socket, address, false, 'HELLO');
+  }
+
   /** Counted connections now (for tests and status). */
   get pending(): number {
     return this.total;

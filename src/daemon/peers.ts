@@ -7,6 +7,7 @@
  * is accepted.
  */
 import type { ServerEntry } from '../config/index.js';
+import type { Socket } from 'node:net';
 import type { KeyStore, OwnIdentity } from '../keys/store.js';
 import { connectPinned, pinKnownHost } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
@@ -31,7 +32,17 @@ export class PeerLink {
 
   constructor(
     readonly entry: ServerEntry,
-    private readonly opts: { selfName: string; software: string; loadInterval: number; peerTimeout: number; log: Logger; own: OwnIdentity; store: KeyStore },
+    private readonly opts: {
+      selfName: string;
+      software: string;
+      loadInterval: number;
+      peerTimeout: number;
+      log: Logger;
+      own: OwnIdentity;
+      store: KeyStore;
+      /** Root installation: the monitor connects with the host key and hands back the plaintext (docs/ROOT.md). */
+      dial?: (host: string) => Promise<Socket>;
+    },
   ) {
     this.state = { name: entry.name, address: entry.address, port: entry.port, reachable: false };
   }
@@ -150,7 +161,7 @@ export class PeerLink {
   }
 
   private async connect(): Promise<void> {
-    const { sock } = await connectPinned({
+    const sock = this.opts.dial ? await this.opts.dial(this.entry.name) : (await connectPinned({
       host: this.entry.address,
       port: this.entry.port,
       own: this.opts.own,
@@ -158,7 +169,7 @@ export class PeerLink {
       pin: pinKnownHost(this.opts.store, this.entry.name, this.opts.own.name.split('.')[1]),
       timeoutMs: this.opts.peerTimeout,
       label: this.label,
-    });
+    })).sock;
     const conn = new Connection(sock, {
       initiator: true,
       local: { role: 'peer', host: this.opts.selfName, software: this.opts.software },

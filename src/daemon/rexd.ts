@@ -9,8 +9,8 @@
  * src/exec/executor/requests.ts, src/rfork/requests.ts, load.ts), and each
  * connection's session is one of the states of session.ts.
  */
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { closeSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { Socket as NetSocket, createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { CallManager, ProgramSpec } from '../calls/manager.js';
@@ -41,6 +41,9 @@ import { PeerLink } from './peers.js';
 import { Admission, type Startup } from './admission.js';
 import { RequestTable } from './dispatch.js';
 import { Endpoint, pendingLocal, pendingTls, toClient } from './session.js';
+import type { ChannelMessage, FdChannel } from './channel.js';
+import { certInfo, type CertInfo } from '../keys/certs.js';
+import type { HostbasedFacts } from '../keys/service.js';
 
 /** Version string sent in HELLO. */
 export const SOFTWARE = 'rexd/0.2.0';
@@ -74,6 +77,11 @@ export interface RexdOptions {
   pidFile?: boolean;
   /** Transaction log file; default rex.rc rex-log-database or <state-directory>/rex-log.sqlite. */
   logDatabase?: string;
+  /**
+   * Root installation: this rexd is a user's session controller (docs/ROOT.md). It has no listeners
+   * of its own: the monitor passes it its connections over this channel and dials peers for it.
+   */
+  session?: FdChannel;
 }
 
 /** One running daemon. */
@@ -150,21 +158,25 @@ export class Rexd {
   /** Loads the key, binds the socket and the TLS port, writes the pidfile and starts polling peers. */
   async start(): Promise<void> {
     const { listen } = this.config;
+    const session = this.opts.session;
     ensurePrivateDir(this.paths.stateDir, 'state directory');
-    ensurePrivateDir(this.paths.runDir, 'socket directory');
+    if (!session) ensurePrivateDir(this.paths.runDir, 'socket directory');
     checkExecDirectories(this.paths.stateDir, this.config.tempDirectory);
     // The CPU profile advertised with the load (docs/PLACEMENT.md): read now, so that a bad test profile stops start-up.
     this.log.info({ cpu: describeCpu(advertisedCpuProfile()), features: advertisedCpuProfile().features.join(' ') }, 'CPU profile');
     try {
       this.own = this.store.load(this.name);
     } catch (e) {
-      if (isRexError(e) && e.code === ErrorCodes.KEY_MISSING) {
+      // A session controller makes its user's key HOST.USER on first start: the user's own key for clients
+      // that connect with it (docs/ROOT.md); connections between hosts use the monitor's host key.
+      if (!(isRexError(e) && e.code === ErrorCodes.KEY_MISSING)) throw e;
+      if (!session) {
         throw new RexError(ErrorCodes.KEY_MISSING, `rexd needs a key for ${this.name} and there is none in ${this.store.keysDir}`, {
           where: this.store.keyFile(this.name),
           hint: 'create it with `rex_key --create`, then enroll with the other hosts (docs/KEYS.md)',
         });
       }
-      throw e;
+      this.own = await this.store.create(this.name);
     }
     for (const s of this.config.servers) {
       if (s.name === this.config.hostName) continue;
@@ -178,6 +190,7 @@ export class Rexd {
           log: this.opts.log,
           own: this.own,
           store: this.store,
+          ...(session ? { dial: (host: string) => this.dial(session, host) } : {}),
         }),
       );
     }
@@ -187,6 +200,14 @@ export class Rexd {
       if (this.txlog.record(ev)) this.log.info({ peer: ev.peerAddress, reason: ev.reason }, 'connection closed before authentication');
     });
     const credCheck = initPeerCred();
+    if (session) {
+      session.on('message', (m: ChannelMessage) => this.fromMonitor(m));
+      session.on('close', () => void this.stop('the monitor closed the session channel').then(() => process.exit(0)));
+      this.exec.reapLeftovers();
+      for (const p of this.peers.values()) p.start();
+      this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root' }, 'session controller started');
+      return;
+    }
     await this.claimSocket();
     this.unixServer = await listenOn(createServer((s) => this.acceptLocal(s)), { path: this.paths.socket }, `socket ${this.paths.socket}`);
     try {
@@ -232,8 +253,9 @@ export class Rexd {
       }, 200).unref();
       await closed;
       this.txlog.close();
-      if (this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);
-      safeUnlink(this.paths.socket);
+      this.opts.session?.close();
+      if (!this.opts.session && this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);
+      if (!this.opts.session) safeUnlink(this.paths.socket);
       this.log.info({ reason }, 'rexd stopped');
     })();
     return this.stopping;
@@ -367,17 +389,22 @@ export class Rexd {
   private acceptTls(sock: TLSSocket): void {
     if (!this.track(sock)) return;
     const address = normalizeAddress(sock.remoteAddress ?? '?');
-    const cert = peerCert(sock);
-    const from = new Endpoint(address, pendingTls(cert));
-    const label = `${cert?.name || 'peer'}@${address}:${sock.remotePort}`;
-    const startup = this.admission.tls(address, sock.remotePort);
+    this.serveTls(sock, address, sock.remotePort, peerCert(sock), this.admission.tls(address, sock.remotePort));
+  }
+
+  /** A TLS connection's session, from its certificate on; `hostbased` when the monitor vouched for a host's user. */
+  private serveTls(sock: Socket, address: string, port: number | undefined, cert: CertInfo | undefined, startup: Startup | undefined, hostbased?: HostbasedFacts): void {
+    const pending = pendingTls(cert);
+    const from = new Endpoint(address, hostbased ? { ...pending, identity: `${hostbased.hostKey.name}.${hostbased.remoteUser}`, fromHost: hostbased.hostKey.name } : pending);
+    const label = `${hostbased ? `${hostbased.hostKey.name}.${hostbased.remoteUser}` : cert?.name || 'peer'}@${address}:${port ?? '?'}`;
     const conn = new Connection(sock, {
       initiator: false,
       local: { role: 'daemon', host: this.config.hostName, software: SOFTWARE },
       label,
       timeoutMs: this.config.peerTimeout,
       onHello: (hello) => {
-        this.keys.authenticate(from, hello);
+        if (hostbased) this.keys.authenticateHostbased(from, hello, hostbased);
+        else this.keys.authenticate(from, hello);
         // A restricted session (unknown key, no grant) may ENROLL but stays a startup: it ends at the deadline.
         const s = from.session;
         if (s.state === 'restricted') startup?.waiting(`an authenticated key (${s.reason.split(';')[0]})`);
@@ -387,6 +414,65 @@ export class Rexd {
       onServed: (info) => this.requests.served(from, info),
     });
     this.attach(from, conn, label, startup);
+  }
+
+  // ------------------------------------------------------------ session controller (root installation)
+
+  private readonly dials = new Map<number, { resolve: (s: Socket) => void; reject: (e: Error) => void }>();
+  private nextDial = 1;
+
+  /** A message from the monitor: a connection for this user, or the answer to a dial. */
+  private fromMonitor(m: ChannelMessage): void {
+    const h = m.header;
+    const fd = m.fds[0];
+    const closeAll = () => m.fds.forEach((x) => safeCloseFd(x));
+    if (h.op === 'dialed' && typeof h.id === 'number') {
+      const d = this.dials.get(h.id);
+      this.dials.delete(h.id);
+      if (!d || fd === undefined || typeof h.error === 'string') {
+        closeAll();
+        d?.reject(new RexError(ErrorCodes.CONN_CLOSED, typeof h.error === 'string' ? h.error : 'the monitor gave no connection'));
+        return;
+      }
+      d.resolve(new NetSocket({ fd, readable: true, writable: true }));
+      return;
+    }
+    if (fd === undefined || m.fds.length !== 1 || this.stopping) return closeAll();
+    const sock = new NetSocket({ fd, readable: true, writable: true });
+    if (h.kind === 'local') return this.acceptLocal(sock);
+    if (h.kind === 'tls' && typeof h.cert === 'string' && typeof h.address === 'string') {
+      if (!this.track(sock)) return;
+      let cert: CertInfo;
+      try {
+        cert = certInfo(Buffer.from(h.cert, 'base64'), 'certificate from the monitor');
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'the monitor passed a connection with an unreadable certificate');
+        return void sock.destroy();
+      }
+      const port = typeof h.port === 'number' ? h.port : undefined;
+      const startup = this.admission.relayed(sock, h.address);
+      if (h.hostbased === true && typeof h.remoteUser === 'string' && typeof h.mappedVia === 'string') {
+        this.serveTls(sock, h.address, port, undefined, startup, { hostKey: cert, remoteUser: h.remoteUser, mappedVia: h.mappedVia });
+      } else this.serveTls(sock, h.address, port, cert, startup);
+      return;
+    }
+    sock.destroy();
+  }
+
+  /** Asks the monitor for a connection to `host` (its rexd, for this user), over the host key. */
+  private dial(channel: FdChannel, host: string): Promise<Socket> {
+    const id = this.nextDial++;
+    return new Promise<Socket>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.dials.delete(id);
+        reject(new RexError(ErrorCodes.CONN_TIMEOUT, `the monitor did not connect to ${host} within ${this.config.peerTimeout * 2} ms`));
+      }, this.config.peerTimeout * 2);
+      this.dials.set(id, {
+        resolve: (s) => (clearTimeout(timer), resolve(s)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      channel.send({ op: 'dial', id, host });
+    });
   }
 
   private attach(from: Endpoint, conn: Connection, label: string, startup?: Startup): void {
@@ -446,6 +532,14 @@ function listenOn(server: Server, opts: { path: string } | { host: string; port:
     });
     server.listen(opts, () => resolve(server));
   });
+}
+
+function safeCloseFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    /* already closed */
+  }
 }
 
 function safeUnlink(p: string): void {

@@ -219,6 +219,11 @@ export interface Requester {
   name: string;
   program?: string;
   address: string;
+  /**
+   * Root installation (docs/ROOT.md): the requester is a user of another host, asserted by that
+   * host's rexd with its host key (`id` is the host key's). Set only from what the monitor established.
+   */
+  hostbased?: true;
 }
 
 /** The outcome of checking a requester against the grants. */

@@ -34,6 +34,14 @@ export function parseIdentityName(s: string): IdentityName | string {
   return program === undefined ? { host, user } : { host, user, program };
 }
 
+/**
+ * A host key's name (the root installation's rexd, docs/ROOT.md): HOST alone, one name part.
+ * Host keys vouch for hosts (rexd to rexd) and never stand for a user.
+ */
+export function isHostKeyName(s: string): boolean {
+  return !s.includes('.') && isNamePart(s);
+}
+
 /** Parses an identity name or throws USAGE with the reason. */
 export function identityName(s: string): IdentityName {
   const r = parseIdentityName(s);

@@ -36,6 +36,16 @@ export interface KeysContext {
   sessions: ReadonlySet<Endpoint>;
 }
 
+/** What the monitor established about a host-based connection (docs/ROOT.md section 3). */
+export interface HostbasedFacts {
+  /** The connecting host's key, known to the monitor under that host's name. */
+  hostKey: CertInfo;
+  /** The user that host asserts, before rex.rc user-map. */
+  remoteUser: string;
+  /** How the monitor mapped it to this controller's account (`same name`, or the user-map entry). */
+  mappedVia: string;
+}
+
 export class KeysService {
   private readonly grants: GrantsFile;
   private readonly tokens: TokenStore;
@@ -65,12 +75,54 @@ export class KeysService {
     const { config, name } = this.ctx;
     const cur = this.grantsNow();
     if (cur.error) return { ok: false, reason: `access to ${name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
+    // Root installation: the same user on a joined host is this user's own rexd there, as every rexd of a user's
+    // cluster is a peer in the per-user installation; a revoke line for that host's key still refuses it.
+    if (who.hostbased && who.name === `${who.name.split('.')[0]}.${this.user}`) {
+      const rev = cur.grants.revoked.find((r) => r.id === who.id);
+      if (rev) return { ok: false, reason: `host key ${who.id} (${who.name.split('.')[0]}) was revoked${rev.at ? ` at ${rev.at}` : ''} on ${name}` };
+      return { ok: true, grant: { name: who.name, line: 0 } };
+    }
     return decide(cur.grants, who, {
       anyProgram,
       self: name,
       ...(fn !== undefined ? { function: fn } : {}),
       hostAddress: (n) => config.servers.find((s) => s.name === n)?.address,
     });
+  }
+
+  /** The USER part of this daemon's identity. */
+  private get user(): string {
+    return this.ctx.name.split('.')[1] ?? '';
+  }
+
+  /**
+   * A host-based connection's HELLO (root installation, docs/ROOT.md): the monitor checked the host key and
+   * mapped the asserted user to this controller's account. The requester is HOST.USER of the remote side,
+   * with the host key's ID; the grants decide as for any key, except that the same user of a joined host is
+   * this user's own peer.
+   */
+  authenticateHostbased(from: Endpoint, hello: PeerHello, facts: HostbasedFacts): void {
+    const p = from.session;
+    if (p.state !== 'pending' || p.transport !== 'tls') throw new ProtocolError('UNEXPECTED', 'HELLO on a session that has one');
+    const deny = (reason: string) => this.ctx.txlog.deny(from, reason);
+    const host = facts.hostKey.name;
+    if (hello.role === 'daemon') throw deny('role daemon is for answers only');
+    if (hello.host !== undefined && hello.host !== host) throw deny(`HELLO says host "${hello.host}", but the connection comes from host ${host}'s rexd`);
+    const base = `${host}.${facts.remoteUser}`;
+    if (hello.role === 'peer' && facts.remoteUser !== this.user) {
+      throw deny(`role peer is for ${this.user}'s own rexd on another host, not for ${base} (mapped by ${facts.mappedVia}); connect as a client`);
+    }
+    const requester: Requester = { id: facts.hostKey.id, name: base, address: from.address, hostbased: true, ...(hello.program ? { program: hello.program } : {}) };
+    const identity = hello.program ? `${base}.${hello.program}` : base;
+    const known = { name: host, id: facts.hostKey.id, certPem: facts.hostKey.pem, file: '(host key, checked by the monitor)', via: 'host' };
+    const a: Authenticated = { identity, cert: facts.hostKey, requester, programKey: false, known };
+    const d = this.check(requester, true);
+    if (!d.ok) {
+      from.session = toRestricted(p, a, d.reason);
+      return;
+    }
+    const s = (from.session = toPeer(p, { ...a, known }));
+    this.ctx.txlog.record({ kind: 'auth', identity: s.identity, identityId: facts.hostKey.id, fromHost: host, peerAddress: from.address, outcome: 'ok', reason: `host-based: ${host} asserts ${facts.remoteUser} (${facts.mappedVia})` });
   }
 
   /**

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { certInfo, createKeyMaterial, privateKeyId } from './certs.js';
 import { compactId, isIdPrefix, parseId } from './id.js';
-import { parseIdentityName } from './identity.js';
+import { isHostKeyName, parseIdentityName } from './identity.js';
 
 /** One of this user's own identities, with its private key loaded. */
 export interface OwnIdentity {
@@ -105,7 +105,10 @@ export class KeyStore {
 
   /** Creates the state directory and its key directories as 0700. */
   ensureDirs(): void {
-    for (const d of [this.stateDir, this.keysDir, this.knownDir]) {
+    // The state directory is made private when new; an existing one keeps its mode (the root installation's
+    // /var/lib/rex is 0755 so that users reach their directories under users/): keys/ and known/ are always 0700.
+    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    for (const d of [this.keysDir, this.knownDir]) {
       mkdirSync(d, { recursive: true, mode: 0o700 });
       if ((lstatSync(d).mode & 0o077) !== 0) chmodSync(d, 0o700);
     }
@@ -132,7 +135,7 @@ export class KeyStore {
    * still authenticate with it to hosts that know only the old key.
    */
   async create(name: string, opts: { force?: boolean } = {}): Promise<OwnIdentity> {
-    const parsed = parseIdentityName(name);
+    const parsed = isHostKeyName(name) ? undefined : parseIdentityName(name);
     if (typeof parsed === 'string') throw new RexError(ErrorCodes.USAGE, parsed);
     this.ensureDirs();
     const keyFile = this.keyFile(name);
@@ -197,7 +200,7 @@ export class KeyStore {
   addKnown(cert: string | Uint8Array, via: string, where = 'certificate'): KnownKey {
     this.ensureDirs();
     const info = certInfo(cert, where);
-    const parsed = parseIdentityName(info.name);
+    const parsed = isHostKeyName(info.name) ? undefined : parseIdentityName(info.name);
     if (typeof parsed === 'string') throw new RexError(ErrorCodes.KEY_INVALID, `${where}: subject CN ${parsed}`, { where });
     const file = join(this.knownDir, `${compactId(info.id)}.crt`);
     const added = new Date().toISOString();

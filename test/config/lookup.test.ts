@@ -24,9 +24,13 @@ const env = () => ({ USER: 'tester', HOME: home, REX_ROOT: root }) as NodeJS.Pro
 const opts = () => ({ cwd, home, rexRoot: root, env: env() });
 
 describe('finding the active configuration file', () => {
-  it('follows the seed\'s order: ./rex.rc, ~/rex.rc, ${REX_ROOT}/etc/rex.rc', async () => {
-    expect(configCandidates(opts())).toEqual([join(cwd, 'rex.rc'), join(home, 'rex.rc'), join(root, 'etc/rex.rc')]);
+  it('follows the seed\'s order: ./rex.rc, ~/rex.rc, ${REX_ROOT}/etc/rex.rc, then the root installation\'s etc/rex/rex.rc', async () => {
+    expect(configCandidates(opts())).toEqual([join(cwd, 'rex.rc'), join(home, 'rex.rc'), join(root, 'etc/rex.rc'), join(root, 'etc/rex/rex.rc')]);
     expect(findConfigFile(opts())).toBeUndefined();
+    mkdirSync(join(root, 'etc/rex'), { recursive: true });
+    writeFileSync(join(root, 'etc/rex/rex.rc'), 'log-level : warn\n');
+    expect(findConfigFile(opts())).toBe(join(root, 'etc/rex/rex.rc'));
+    rmSync(join(root, 'etc/rex'), { recursive: true });
     // No file anywhere: defaults only, not an error.
     const none = await loadConfig(opts());
     expect(none.files).toEqual([]);

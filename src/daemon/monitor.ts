@@ -1,0 +1,415 @@
+/**
+ * The monitor: the privileged part of the root installation (docs/ROOT.md). It is the only
+ * process that runs as root. It owns the listening sockets and the host key, and it starts a
+ * session controller per local user (native/session/rex-session.c drops to the user). It
+ * routes each connection to the controller of its user and parses no more than routing needs:
+ *
+ * - the local socket: SO_PEERCRED says who connected; the accepted descriptor itself is passed
+ *   on (no byte of a local client's traffic is read as root);
+ * - the TLS port: OpenSSL does the handshake; the peer's certificate names a host key (HOST,
+ *   then a one-line route preface names the user it acts for) or a user key (HOST.USER[.P]);
+ *   rex.rc user-map gives the local account; the TLS plaintext is relayed through a socket
+ *   pair whose other end goes to the controller.
+ *
+ * A controller asks the monitor for one thing: a connection to another host of rex.rc servers
+ * for its own user (the monitor writes the preface with the controller's user, never one the
+ * controller names). Every header a controller sends is validated: it runs the user's code.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, lstatSync, mkdirSync, openSync, closeSync, writeFileSync, unlinkSync } from 'node:fs';
+import { Socket, createServer, type Server } from 'node:net';
+import { dirname, join } from 'node:path';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { normalizeAddress } from '../config/clients.js';
+import type { RexConfig } from '../config/index.js';
+import type { CertInfo } from '../keys/certs.js';
+import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
+import { KeyStore, type OwnIdentity } from '../keys/store.js';
+import { connectPinned, peerCert, tlsServerOptions, type PinCheck } from '../keys/tls.js';
+import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
+import { loadAddon, type FdWatcher, type RexAddon } from '../util/native.js';
+import { packageRoot } from '../util/paths.js';
+import { lookupAccount, mapRemoteUser, type Account } from './accounts.js';
+import { FdChannel, safeClose, type ChannelMessage } from './channel.js';
+import { DaemonLog, type Logger } from './log.js';
+import { readPid } from './paths.js';
+
+/** The route preface: the first line a host-key connection sends, naming the user it acts for. */
+export const ROUTE_PREFACE = /^REX-ROUTE user=([A-Za-z0-9][A-Za-z0-9_-]{0,62})\n/;
+/** Longest route preface read (bytes, newline included). */
+export const ROUTE_PREFACE_MAX = 256;
+
+/** The route preface for `user`. */
+export function routePreface(user: string): string {
+  return `REX-ROUTE user=${user}\n`;
+}
+
+/** Where a user's state and runtime files live in the root installation. */
+export function userDirs(config: RexConfig, user: string): { state: string; run: string } {
+  return { state: join(config.stateDirectory, 'users', user), run: join(dirname(config.socket), 'users', user) };
+}
+
+/** A running session controller. */
+interface Controller {
+  account: Account;
+  child: ChildProcess;
+  channel: FdChannel;
+  /** Dials in flight for it, by the id it gave. */
+  dials: Set<number>;
+}
+
+export interface MonitorOptions {
+  log: Logger;
+  /** The rex.rc the monitor was started with: controllers read the same file. */
+  configFile: string;
+  /** The --set overrides the monitor was started with, passed on to controllers. */
+  sets: Record<string, string>;
+  /** How a controller is started: the node binary and the rexd program (default: this process's). */
+  node?: string;
+  rexd?: string;
+}
+
+/** The root rexd's privileged part. */
+export class Monitor {
+  private readonly addon: RexAddon;
+  private readonly store: KeyStore;
+  private own!: OwnIdentity;
+  private readonly hostlog: DaemonLog;
+  private readonly controllers = new Map<number, Controller>();
+  private readonly starting = new Map<number, Promise<Controller>>();
+  private localFd = -1;
+  private localWatch: FdWatcher | undefined;
+  private tcpServer: Server | undefined;
+  private stopping = false;
+  private readonly socketPath: string;
+  private readonly pidFile: string;
+
+  constructor(
+    readonly config: RexConfig,
+    private readonly opts: MonitorOptions,
+  ) {
+    this.addon = loadAddon();
+    this.store = new KeyStore(config.stateDirectory);
+    this.hostlog = new DaemonLog(config, opts.log);
+    this.socketPath = config.socket;
+    this.pidFile = join(dirname(config.socket), 'rexd.pid');
+  }
+
+  private get log(): Logger {
+    return this.opts.log;
+  }
+
+  /** Loads the host key, makes the directories, binds the local socket and the TLS port. */
+  async start(): Promise<void> {
+    if (process.getuid?.() !== 0) {
+      throw new RexError(ErrorCodes.USAGE, 'rex.rc installation is root, but rexd does not run as root', { where: 'rex.rc installation', hint: 'start it as root (systemctl start rexd), or set installation : user for a rexd of your own' });
+    }
+    // 0755: users reach their own directories under users/; the host's keys/ and known/ are 0700 (KeyStore).
+    rootDir(this.config.stateDirectory, 0o755);
+    rootDir(join(this.config.stateDirectory, 'users'), 0o755);
+    const runDir = dirname(this.socketPath);
+    rootDir(runDir, 0o755);
+    rootDir(join(runDir, 'users'), 0o755);
+    try {
+      this.own = this.store.load(this.config.hostName);
+    } catch (e) {
+      if (isRexError(e) && e.code === ErrorCodes.KEY_MISSING) {
+        throw new RexError(ErrorCodes.KEY_MISSING, `the root rexd needs the host key of ${this.config.hostName} and there is none in ${this.store.keysDir}`, {
+          where: this.store.keyFile(this.config.hostName),
+          hint: 'create it as root with `rex_key --create --host`, then join the cluster (`rex_key --join`, docs/KEYS.md)',
+        });
+      }
+      throw e;
+    }
+    this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'));
+    // The local socket: every local user may connect (0666); SO_PEERCRED says who did.
+    try {
+      unlinkSync(this.socketPath);
+    } catch {
+      /* none left */
+    }
+    this.localFd = this.addon.listenUnix(this.socketPath, 128);
+    chmodSync(this.socketPath, 0o666);
+    this.localWatch = this.addon.watchFd(this.localFd, { readable: true }, () => this.acceptLocal());
+    const tls = createTlsServer({ ...tlsServerOptions(this.own), handshakeTimeout: this.config.loginGraceTime }, (s) => this.acceptTls(s));
+    tls.on('tlsClientError', (err, s) => {
+      this.hostlog.record({ kind: 'auth', peerAddress: normalizeAddress(s?.remoteAddress ?? '?'), outcome: 'denied', reason: `TLS handshake failed: ${err.message}` });
+      s?.destroy();
+    });
+    const tcp = createServer((raw) => (this.stopping ? raw.destroy() : tls.emit('connection', raw)));
+    const { listen } = this.config;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', (e) => reject(new RexError(ErrorCodes.DAEMON_BIND_REFUSED, `cannot listen on ${listen.address}:${listen.port}: ${e.message}`, { where: 'rex.rc listen', cause: e })));
+      tcp.listen({ host: listen.address, port: listen.port }, () => resolve());
+    });
+    this.tcpServer = tcp;
+    writeFileSync(this.pidFile, `${process.pid}\n`, { mode: 0o644 });
+    this.log.info({ socket: this.socketPath, listen: `${listen.address}:${listen.port}`, hostKey: this.own.name, id: this.own.id, installation: 'root' }, 'rexd (root installation) started');
+  }
+
+  /** Closes the listeners and stops every controller (each says GOODBYE to its sessions). */
+  async stop(reason = 'rexd shutting down'): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.localWatch?.close();
+    if (this.localFd >= 0) safeClose(this.localFd);
+    try {
+      unlinkSync(this.socketPath);
+    } catch {
+      /* gone */
+    }
+    await new Promise<void>((r) => (this.tcpServer ? this.tcpServer.close(() => r()) : r()));
+    const exits = [...this.controllers.values()].map(
+      (c) =>
+        new Promise<void>((r) => {
+          if (c.child.exitCode !== null || c.child.signalCode !== null) return r();
+          c.child.once('exit', () => r());
+          c.child.kill('SIGTERM');
+          setTimeout(() => c.child.kill('SIGKILL'), 10_000).unref();
+        }),
+    );
+    await Promise.all(exits);
+    this.hostlog.close();
+    if (readPid(this.pidFile) === process.pid) {
+      try {
+        unlinkSync(this.pidFile);
+      } catch {
+        /* gone */
+      }
+    }
+    this.log.info({ reason }, 'rexd stopped');
+  }
+
+  // ------------------------------------------------------------ local clients
+
+  private acceptLocal(): void {
+    for (;;) {
+      let c;
+      try {
+        c = this.addon.acceptUnix(this.localFd);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'accept on the local socket failed');
+        return;
+      }
+      if (!c) return;
+      if (this.stopping) {
+        safeClose(c.fd);
+        continue;
+      }
+      const account = lookupAccount(c.uid);
+      const refuse = (reason: string) => {
+        this.hostlog.record({ kind: 'auth', identity: `uid ${c.uid}`, peerAddress: 'local', outcome: 'denied', reason });
+        safeClose(c.fd);
+      };
+      if (!account) {
+        refuse(`uid ${c.uid} has no account in the name service`);
+        continue;
+      }
+      if (account.uid === 0 && !this.config.permitRoot) {
+        refuse('root is not served (rex.rc permit-root is no)');
+        continue;
+      }
+      this.controller(account).then(
+        (ctl) => ctl.channel.send({ kind: 'local', uid: c.uid, gid: c.gid, pid: c.pid }, [c.fd], true),
+        (e: Error) => refuse(`cannot start the session controller of ${account.name}: ${e.message}`),
+      );
+    }
+  }
+
+  // ------------------------------------------------------------ TLS
+
+  private acceptTls(sock: TLSSocket): void {
+    if (this.stopping) return void sock.destroy();
+    const address = normalizeAddress(sock.remoteAddress ?? '?');
+    const cert = peerCert(sock);
+    const refuse = (reason: string, identity?: string) => {
+      this.hostlog.record({ kind: 'auth', ...(identity ? { identity } : {}), ...(cert ? { identityId: cert.id } : {}), peerAddress: address, outcome: 'denied', reason });
+      sock.destroy();
+    };
+    if (!cert) return refuse('no client certificate: REX peers authenticate with their key');
+    if (isHostKeyName(cert.name)) {
+      // Another host's rexd: its key must be the one known for that host name; the preface names the user.
+      const known = this.store.knownById(cert.id);
+      if (!known || known.name !== cert.name) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but ${known ? `it is known as ${known.name}` : 'it is not a known host key here (rex_key --join)'}`, cert.name);
+      readPreface(sock, this.config.loginGraceTime).then(
+        ({ user, rest }) => this.routeTls(sock, address, cert, { host: cert.name, user, hostbased: true }, rest, refuse),
+        (e: Error) => refuse(`route preface: ${e.message}`, cert.name),
+      );
+      return;
+    }
+    const claimed = parseIdentityName(cert.name);
+    if (typeof claimed === 'string') return refuse(`the certificate's name is not an identity: ${claimed}`);
+    this.routeTls(sock, address, cert, { host: claimed.host, user: claimed.user, hostbased: false }, Buffer.alloc(0), refuse);
+  }
+
+  private routeTls(sock: TLSSocket, address: string, cert: CertInfo, who: { host: string; user: string; hostbased: boolean }, rest: Buffer, refuse: (reason: string, identity?: string) => void): void {
+    const identity = `${who.host}.${who.user}`;
+    const mapped = mapRemoteUser(this.config.userMap, who.host, who.user);
+    if ('refused' in mapped) return refuse(mapped.refused, identity);
+    const account = lookupAccount(mapped.local);
+    if (!account) return refuse(`${identity} maps to the local account ${mapped.local} (${mapped.via}), which does not exist on ${this.config.hostName}`, identity);
+    if (account.uid === 0 && !this.config.permitRoot) return refuse(`${identity} maps to root, which is not served (rex.rc permit-root is no)`, identity);
+    this.controller(account).then(
+      (ctl) => {
+        if (sock.destroyed) return;
+        const [mine, theirs] = this.addon.socketPair(false);
+        const plain = new Socket({ fd: mine, readable: true, writable: true });
+        relay(sock, plain, rest);
+        ctl.channel.send({ kind: 'tls', address, port: sock.remotePort ?? 0, cert: Buffer.from(cert.der).toString('base64'), hostbased: who.hostbased, remoteHost: who.host, remoteUser: who.user, mappedVia: mapped.via }, [theirs], true);
+      },
+      (e: Error) => refuse(`cannot start the session controller of ${account.name}: ${e.message}`, identity),
+    );
+  }
+
+  // ------------------------------------------------------------ controllers
+
+  /** The running controller of `account`, started if there is none. */
+  private controller(account: Account): Promise<Controller> {
+    const running = this.controllers.get(account.uid);
+    if (running) return Promise.resolve(running);
+    let p = this.starting.get(account.uid);
+    if (!p) {
+      p = this.startController(account).finally(() => this.starting.delete(account.uid));
+      this.starting.set(account.uid, p);
+    }
+    return p;
+  }
+
+  private async startController(account: Account): Promise<Controller> {
+    const dirs = userDirs(this.config, account.name);
+    userDir(dirs.state, account);
+    userDir(dirs.run, account);
+    const [mine, theirs] = this.addon.socketPair(true);
+    const launcher = join(packageRoot(), 'native', 'build', 'bin', 'rex-session');
+    const node = this.opts.node ?? process.execPath;
+    const rexd = this.opts.rexd ?? process.argv[1]!;
+    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': join(dirs.state, 'rex-log.sqlite'), installation: 'user' };
+    const logFd = openSync(join(dirs.state, 'session.log'), 'a', 0o600);
+    chownSync(join(dirs.state, 'session.log'), account.uid, account.gid);
+    const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
+    const child = spawn(launcher, argv, { stdio: ['ignore', logFd, logFd, theirs], detached: false });
+    closeSync(logFd);
+    safeClose(theirs);
+    const channel = new FdChannel(mine);
+    const ctl: Controller = { account, child, channel, dials: new Set() };
+    this.controllers.set(account.uid, ctl);
+    child.once('exit', (code, signal) => {
+      if (this.controllers.get(account.uid) === ctl) this.controllers.delete(account.uid);
+      channel.close();
+      this.log.info({ user: account.name, code, signal }, 'session controller ended');
+    });
+    channel.on('error', (e: Error) => this.log.warn({ user: account.name, err: e.message }, 'session controller sent a bad message'));
+    channel.on('message', (m: ChannelMessage) => this.fromController(ctl, m));
+    channel.on('close', () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    });
+    this.log.info({ user: account.name, uid: account.uid, pid: child.pid }, 'session controller started');
+    return ctl;
+  }
+
+  /** A controller's request: only `dial` exists. Anything else ends the controller (it is not talking REX's channel). */
+  private fromController(ctl: Controller, m: ChannelMessage): void {
+    for (const fd of m.fds) safeClose(fd); // a controller never sends descriptors
+    const h = m.header;
+    const id = h.id;
+    if (h.op !== 'dial' || typeof id !== 'number' || !Number.isSafeInteger(id) || typeof h.host !== 'string' || ctl.dials.size >= 64 || ctl.dials.has(id)) {
+      this.log.warn({ user: ctl.account.name, header: JSON.stringify(h).slice(0, 200) }, 'session controller sent an invalid request; stopping it');
+      ctl.child.kill('SIGTERM');
+      return;
+    }
+    const host = h.host;
+    const server = this.config.servers.find((s) => s.name === host && s.name !== this.config.hostName);
+    const answer = (fields: Record<string, unknown>, fds: number[] = []) => {
+      ctl.dials.delete(id);
+      ctl.channel.send({ op: 'dialed', id, ...fields }, fds, true);
+    };
+    if (!server) return answer({ error: `${host} is not a host of rex.rc servers on ${this.config.hostName}` });
+    ctl.dials.add(id);
+    connectPinned({ host: server.address, port: server.port, own: this.own, pin: this.pinHost(host), timeoutMs: this.config.peerTimeout, label: `host ${host} (${server.address}:${server.port})` }).then(
+      ({ sock, cert }) => {
+        if (ctl.channel.listenerCount('message') === 0 || this.stopping) return void sock.destroy();
+        sock.write(routePreface(ctl.account.name));
+        const [mine, theirs] = this.addon.socketPair(false);
+        relay(sock, new Socket({ fd: mine, readable: true, writable: true }), Buffer.alloc(0));
+        answer({ cert: Buffer.from(cert.der).toString('base64') }, [theirs]);
+      },
+      (e: Error) => answer({ error: e.message }),
+    );
+  }
+
+  /** A host's key: exactly the one known under its name. */
+  private pinHost(host: string): PinCheck {
+    return (cert) => {
+      if (!cert) return 'presented no certificate';
+      const known = this.store.known().filter((k) => k.name === host);
+      if (known.length !== 1) return known.length === 0 ? `no host key is known for ${host} (rex_key --join)` : `${known.length} host keys are known for ${host}; remove the stale one from ${this.store.knownDir}`;
+      if (cert.id !== known[0]!.id || cert.name !== host) return `host ${host} presented key ${cert.id} (${cert.name}), but its known host key is ${known[0]!.id}; NOT trusting it`;
+      return undefined;
+    };
+  }
+}
+
+/** Reads the route preface: one line of at most ROUTE_PREFACE_MAX bytes; resolves with the user and the bytes after it. */
+export function readPreface(sock: TLSSocket | Socket, timeoutMs: number): Promise<{ user: string; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(new Error(`no route preface within ${timeoutMs} ms`)), timeoutMs);
+    const done = (err?: Error, v?: { user: string; rest: Buffer }) => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.off('close', onClose);
+      sock.pause();
+      if (err) reject(err);
+      else resolve(v!);
+    };
+    const onClose = () => done(new Error('connection closed before the route preface'));
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const nl = buf.indexOf(0x0a);
+      if (nl < 0) {
+        if (buf.length >= ROUTE_PREFACE_MAX) done(new Error(`no newline in the first ${ROUTE_PREFACE_MAX} bytes`));
+        return;
+      }
+      if (nl + 1 > ROUTE_PREFACE_MAX) return done(new Error(`the preface line is longer than ${ROUTE_PREFACE_MAX} bytes`));
+      const m = ROUTE_PREFACE.exec(buf.subarray(0, nl + 1).toString('latin1'));
+      if (!m) return done(new Error('the first line is not "REX-ROUTE user=NAME"'));
+      done(undefined, { user: m[1]!, rest: buf.subarray(nl + 1) });
+    };
+    sock.on('data', onData);
+    sock.on('close', onClose);
+  });
+}
+
+/** Relays two streams both ways (with `first` written to `b` before the rest of `a`); each side's end or error ends the other. */
+function relay(a: Socket | TLSSocket, b: Socket, first: Buffer): void {
+  if (first.length) b.write(first);
+  a.pipe(b);
+  b.pipe(a);
+  a.resume();
+  const kill = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', kill);
+  b.on('error', kill);
+  a.on('close', () => b.end());
+  b.on('close', () => a.end());
+}
+
+/** A root-owned directory with `mode` (created if missing); refuses one that is a symlink or another's. */
+function rootDir(dir: string, mode: number): void {
+  mkdirSync(dir, { recursive: true, mode });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== 0) throw new RexError(ErrorCodes.DAEMON_STATE_DIR, `${dir} must be a directory owned by root`, { where: dir, hint: 'remove it; rexd recreates it' });
+  if ((st.mode & 0o7777) !== mode) chmodSync(dir, mode);
+}
+
+/** A user's own directory (0700), created as root and handed to the user; refuses a symlink. */
+function userDir(dir: string, account: Account): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory()) throw new RexError(ErrorCodes.DAEMON_STATE_DIR, `${dir} is not a directory`, { where: dir, hint: 'remove it; rexd recreates it' });
+  if (st.uid !== account.uid || st.gid !== account.gid) chownSync(dir, account.uid, account.gid);
+  if ((st.mode & 0o777) !== 0o700) chmodSync(dir, 0o700);
+}
+
