@@ -35,13 +35,11 @@ export class FdChannel extends EventEmitter {
   constructor(readonly fd: number) {
     super();
     this.addon = loadAddon();
-    this.watch = this.addon.watchFd(fd, { readable: true }, (err) => this.readable(err));
-  }
-
-  /** Lets the process exit while only this channel is open. */
-  unref(): this {
-    this.watch?.unref();
-    return this;
+    // Messages wait in the socket until someone listens for them: a controller reads its first connection only
+    // once it serves, and an 'message' emitted before that would be lost with its descriptors.
+    this.on('newListener', (event: string) => {
+      if (event === 'message' && !this.watch && !this.closed) this.watch = this.addon.watchFd(fd, { readable: true }, (err) => this.readable(err));
+    });
   }
 
   /**

@@ -16,11 +16,14 @@
  * controller names). Every header a controller sends is validated: it runs the user's code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, lstatSync, mkdirSync, openSync, closeSync, writeFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { normalizeAddress } from '../config/clients.js';
+import { PROTO_ERRORS } from '../protocol/constants.js';
+import { encodeFrame } from '../protocol/encode.js';
+import { messageToFrame, type Message } from '../protocol/messages.js';
 import type { RexConfig } from '../config/index.js';
 import type { CertInfo } from '../keys/certs.js';
 import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
@@ -81,6 +84,8 @@ export class Monitor {
   private localWatch: FdWatcher | undefined;
   private tcpServer: Server | undefined;
   private stopping = false;
+  /** TLS connections and their relays, ended at stop (a server closes only once its connections are gone). */
+  private readonly open = new Set<Socket | TLSSocket>();
   private readonly socketPath: string;
   private readonly pidFile: string;
 
@@ -158,7 +163,7 @@ export class Monitor {
     } catch {
       /* gone */
     }
-    await new Promise<void>((r) => (this.tcpServer ? this.tcpServer.close(() => r()) : r()));
+    const closed = new Promise<void>((r) => (this.tcpServer ? this.tcpServer.close(() => r()) : r()));
     const exits = [...this.controllers.values()].map(
       (c) =>
         new Promise<void>((r) => {
@@ -169,6 +174,8 @@ export class Monitor {
         }),
     );
     await Promise.all(exits);
+    for (const s of this.open) s.destroy();
+    await closed;
     this.hostlog.close();
     if (readPid(this.pidFile) === process.pid) {
       try {
@@ -199,7 +206,7 @@ export class Monitor {
       const account = lookupAccount(c.uid);
       const refuse = (reason: string) => {
         this.hostlog.record({ kind: 'auth', identity: `uid ${c.uid}`, peerAddress: 'local', outcome: 'denied', reason });
-        safeClose(c.fd);
+        refuseWithError(c.fd, `${this.config.hostName}: ${reason}`);
       };
       if (!account) {
         refuse(`uid ${c.uid} has no account in the name service`);
@@ -220,6 +227,7 @@ export class Monitor {
 
   private acceptTls(sock: TLSSocket): void {
     if (this.stopping) return void sock.destroy();
+    this.keep(sock);
     const address = normalizeAddress(sock.remoteAddress ?? '?');
     const cert = peerCert(sock);
     const refuse = (reason: string, identity?: string) => {
@@ -253,7 +261,7 @@ export class Monitor {
       (ctl) => {
         if (sock.destroyed) return;
         const [mine, theirs] = this.addon.socketPair(false);
-        const plain = new Socket({ fd: mine, readable: true, writable: true });
+        const plain = this.keep(new Socket({ fd: mine, readable: true, writable: true }));
         relay(sock, plain, rest);
         ctl.channel.send({ kind: 'tls', address, port: sock.remotePort ?? 0, cert: Buffer.from(cert.der).toString('base64'), hostbased: who.hostbased, remoteHost: who.host, remoteUser: who.user, mappedVia: mapped.via }, [theirs], true);
       },
@@ -328,13 +336,21 @@ export class Monitor {
     connectPinned({ host: server.address, port: server.port, own: this.own, pin: this.pinHost(host), timeoutMs: this.config.peerTimeout, label: `host ${host} (${server.address}:${server.port})` }).then(
       ({ sock, cert }) => {
         if (ctl.channel.listenerCount('message') === 0 || this.stopping) return void sock.destroy();
+        this.keep(sock);
         sock.write(routePreface(ctl.account.name));
         const [mine, theirs] = this.addon.socketPair(false);
-        relay(sock, new Socket({ fd: mine, readable: true, writable: true }), Buffer.alloc(0));
+        relay(sock, this.keep(new Socket({ fd: mine, readable: true, writable: true })), Buffer.alloc(0));
         answer({ cert: Buffer.from(cert.der).toString('base64') }, [theirs]);
       },
       (e: Error) => answer({ error: e.message }),
     );
+  }
+
+  /** Tracks a socket until it closes. */
+  private keep<S extends Socket | TLSSocket>(s: S): S {
+    this.open.add(s);
+    s.once('close', () => this.open.delete(s));
+    return s;
   }
 
   /** A host's key: exactly the one known under its name. */
@@ -378,6 +394,19 @@ export function readPreface(sock: TLSSocket | Socket, timeoutMs: number): Promis
     sock.on('data', onData);
     sock.on('close', onClose);
   });
+}
+
+/**
+ * Tells a local client why it is refused and closes: one fatal ERROR DENIED frame, written without reading a byte
+ * of what the client sent (a client reads an ERROR in place of the HELLO answer, as for VERSION).
+ */
+function refuseWithError(fd: number, reason: string): void {
+  const s = new Socket({ fd, readable: true, writable: true });
+  s.on('error', () => s.destroy());
+  // What the client sends meanwhile is discarded unread; closing at once would make its write fail before it reads the ERROR.
+  s.resume();
+  s.end(encodeFrame(messageToFrame({ type: 'ERROR', stream: 0, code: PROTO_ERRORS.DENIED.code, message: reason, fatal: true } as Message)));
+  setTimeout(() => s.destroy(), 2000).unref();
 }
 
 /** Relays two streams both ways (with `first` written to `b` before the rest of `a`); each side's end or error ends the other. */

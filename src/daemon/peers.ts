@@ -175,6 +175,8 @@ export class PeerLink {
       local: { role: 'peer', host: this.opts.selfName, software: this.opts.software },
       label: this.label,
       timeoutMs: this.opts.peerTimeout,
+      // Through the monitor, the other host may first have to start this user's session controller (docs/ROOT.md).
+      ...(this.opts.dial ? { helloTimeoutMs: Math.max(this.opts.peerTimeout, 30_000) } : {}),
     });
     conn.on('close', (err?: Error) => {
       if (this.conn !== conn) return;

@@ -46,6 +46,11 @@ export interface ConnectionOptions {
   onHello?: (hello: PeerHello) => void;
   /** Time allowed for the handshake and, by default, for each request. */
   timeoutMs?: number;
+  /**
+   * How long the handshake may take (default timeoutMs). Longer where the other side may be starting: in the root
+   * installation a user's first connection starts their session controller (docs/ROOT.md).
+   */
+  helloTimeoutMs?: number;
   /** A peer that stalls in the middle of a frame for this long is disconnected. */
   idleFrameTimeoutMs?: number;
   /** For messages: "alpha@127.0.0.1:7801" or "local client uid 1000". */
@@ -159,11 +164,11 @@ export class Connection extends EventEmitter {
 
   /** Runs the handshake: as initiator sends preface and HELLO; as acceptor waits for them. */
   handshake(): Promise<PeerHello> {
-    const timeoutMs = this.opts.timeoutMs ?? 5000;
+    const timeoutMs = this.opts.helloTimeoutMs ?? this.opts.timeoutMs ?? 5000;
     return new Promise<PeerHello>((resolve, reject) => {
       const timer = setTimeout(() => {
         const e = new RexError(ErrorCodes.CONN_TIMEOUT, `no HELLO from ${this.label} within ${timeoutMs} ms`, {
-          hint: 'is the other side a REX daemon of a compatible version?',
+          hint: 'is the other side a REX daemon of a compatible version (in a root installation, is the session controller starting? its log is session.log in your state directory)?',
         });
         this.destroy(e);
         reject(e);

@@ -41,6 +41,9 @@ export async function resolveSocket(opts: ClientOptions = {}): Promise<string> {
 }
 
 /** A connection to the local rexd with typed helpers for its requests. */
+/** How long a local client waits for rexd's HELLO by default: a root installation may be starting the caller's session controller. */
+export const LOCAL_HELLO_TIMEOUT_MS = 30_000;
+
 export class RexClient {
   // Nonces need only be unique per connection: a random prefix once, then a counter
   // (a getRandomValues call per ping cost more than the rest of the client's work).
@@ -56,7 +59,7 @@ export class RexClient {
     crypto.getRandomValues(this.nonce.subarray(0, 8));
   }
 
-  /** Connects and handshakes; DAEMON_NOT_RUNNING when nobody serves the socket. */
+  /** Connects and handshakes (HELLO within LOCAL_HELLO_TIMEOUT_MS unless `timeoutMs`); DAEMON_NOT_RUNNING when nobody serves the socket. */
   static async connect(opts: ClientOptions = {}): Promise<RexClient> {
     const socket = await resolveSocket(opts);
     const timeoutMs = opts.timeoutMs ?? 5000;
@@ -73,7 +76,9 @@ export class RexClient {
         } else reject(new RexError(ErrorCodes.CONN_CLOSED, `cannot connect to rexd at ${socket}: ${e.message}`, { cause: e }));
       });
     });
-    const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE, ...(opts.program ? { program: opts.program } : {}) }, label: `rexd at ${socket}`, timeoutMs });
+    // A root installation's rexd answers once the caller's session controller runs: the first connection may start it.
+    const helloTimeoutMs = opts.timeoutMs ?? LOCAL_HELLO_TIMEOUT_MS;
+    const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: CLIENT_SOFTWARE, ...(opts.program ? { program: opts.program } : {}) }, label: `rexd at ${socket}`, timeoutMs, helloTimeoutMs });
     await conn.handshake();
     const client = new RexClient(conn, socket);
     client.sock = sock;

@@ -1,0 +1,184 @@
+/**
+ * The root installation (docs/ROOT.md): one root rexd (the monitor) per host serving several local
+ * users, each through a session controller that runs as that user. Two hosts, alpha and beta, on
+ * loopback, each with its host key and knowing the other's; three real Unix users. Root only (CI
+ * runs as root): elsewhere the suite says why it does not run.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KeyStore } from '../../src/keys/store.js';
+import { readablePackage } from '../helpers/readable-package.js';
+import { createTestUser, isRoot, notRootReason, removeTestUser, type TestUser } from '../helpers/users.js';
+
+if (!isRoot) console.warn(`root installation tests skipped: ${notRootReason}`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe.skipIf(!isRoot)('the root installation: one rexd per host for all its users', () => {
+  let dir: string;
+  let pkg: ReturnType<typeof readablePackage>;
+  let alice: TestUser;
+  let bob: TestUser;
+  let carol: TestUser;
+  const daemons: ChildProcess[] = [];
+  const rc: Record<string, string> = {};
+  const state: Record<string, string> = {};
+
+  /** Runs `rex ARGS` as `user` against host `host`'s rexd; a first contact starts the user's controller, so it is given time. */
+  function rexAs(user: string, host: string, args: string[], timeout = 60_000): { status: number | null; stdout: string; stderr: string } {
+    const r = spawnSync('runuser', ['-u', user, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex.js'), ...args], {
+      encoding: 'utf8',
+      timeout,
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_CONFIG: rc[host]!, HOME: '/' },
+      cwd: '/',
+    });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  beforeAll(async () => {
+    pkg = readablePackage();
+    // Processes of an interrupted earlier run would keep userdel from removing its users.
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol']) spawnSync('pkill', ['-KILL', '-u', u]);
+    alice = createTestUser('rextest-ri-alice');
+    bob = createTestUser('rextest-ri-bob');
+    carol = createTestUser('rextest-ri-carol');
+    dir = mkdtempSync(join(tmpdir(), 'rex-root-'));
+    chmodSync(dir, 0o755);
+    const ports = { alpha: await freePort(), beta: await freePort() };
+    const servers = `alpha@127.0.0.1:${ports.alpha}, beta@127.0.0.1:${ports.beta}`;
+    const keys: Record<string, KeyStore> = {};
+    const certs: Record<string, string> = {};
+    for (const h of ['alpha', 'beta'] as const) {
+      state[h] = join(dir, h, 'state');
+      mkdirSync(join(dir, h, 'run'), { recursive: true });
+      rc[h] = join(dir, `${h}.rc`);
+      writeFileSync(
+        rc[h]!,
+        [
+          `host-name : ${h}`,
+          'installation : root',
+          `servers : ${servers}`,
+          `state-directory : ${state[h]}`,
+          `socket : ${join(dir, h, 'run', 'rexd.sock')}`,
+          'load-interval : 500ms',
+          // beta refuses alpha's carol outright (a user-map refusal), and maps nothing else.
+          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -`] : []),
+          '',
+        ].join('\n'),
+      );
+      chmodSync(rc[h]!, 0o644);
+      keys[h] = new KeyStore(state[h]!);
+      certs[h] = (await keys[h]!.create(h)).certPem;
+    }
+    keys.alpha!.addKnown(certs.beta!, 'test');
+    keys.beta!.addKnown(certs.alpha!, 'test');
+    for (const h of ['alpha', 'beta']) {
+      const d = spawn(process.execPath, [join(pkg.root, 'dist', 'cli', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
+      d.stderr!.setEncoding('utf8');
+      daemons.push(d);
+      await new Promise<void>((resolve, reject) => {
+        let err = '';
+        d.stderr!.on('data', (t: string) => {
+          err += t;
+          if (err.includes('rexd (root installation) started')) resolve();
+        });
+        d.once('exit', (code) => reject(new Error(`rexd ${h} exited (${code}): ${err}`)));
+      });
+    }
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const d of daemons) {
+      if (d.exitCode === null) {
+        d.kill('SIGTERM');
+        await new Promise((r) => d.once('exit', r));
+      }
+    }
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol']) {
+      spawnSync('pkill', ['-KILL', '-u', u]);
+      removeTestUser(u);
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    pkg?.remove();
+  }, 60_000);
+
+  // claim: root.jobs-run-as-their-user
+  it("runs each user's jobs under that user's uid and groups, on the local host and on another", () => {
+    for (const u of [alice, bob]) {
+      for (const host of ['alpha', 'beta']) {
+        const r = rexAs(u.name, 'alpha', ['run', '--host', host, '/usr/bin/id']);
+        expect(r.stderr, `${u.name} on ${host}`).toBe('');
+        expect(r.status).toBe(0);
+        expect(r.stdout.trim()).toMatch(new RegExp(`^uid=${u.uid}\\(${u.name}\\) gid=${u.gid}\\(${u.name}\\) groups=${u.gid}\\(${u.name}\\)$`));
+      }
+    }
+  }, 180_000);
+
+  // claim: root.controller-per-user
+  it('serves each user through a session controller of their own, whose state only they can read', () => {
+    for (const u of [alice, bob]) {
+      const st = statSync(join(state.alpha!, 'users', u.name));
+      expect(st.uid).toBe(u.uid);
+      expect(st.mode & 0o777).toBe(0o700);
+      const ps = spawnSync('pgrep', ['-u', String(u.uid), '-f', 'rexd.js --session'], { encoding: 'utf8' });
+      expect(ps.stdout.trim().split('\n').filter(Boolean).length, `controllers of ${u.name}`).toBeGreaterThanOrEqual(1);
+    }
+    // bob cannot read alice's log, keys or cache.
+    const peek = spawnSync('runuser', ['-u', bob.name, '--', 'ls', join(state.alpha!, 'users', alice.name)], { encoding: 'utf8' });
+    expect(peek.status).not.toBe(0);
+    expect(peek.stderr).toMatch(/Permission denied/);
+    // Each user's own log has their transactions, and no other user's.
+    const log = rexAs(bob.name, 'alpha', ['log', '--json']);
+    expect(log.status, log.stderr).toBe(0);
+    expect(log.stdout).toContain(bob.name);
+    expect(log.stdout).not.toContain(alice.name);
+  }, 120_000);
+
+  // claim: root.root-refused
+  it('refuses root on the local socket unless rex.rc permit-root says yes, naming the key', () => {
+    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'run', '/usr/bin/id'], { encoding: 'utf8', env: { ...process.env, REX_CONFIG: rc.alpha! } });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/DENIED: alpha: root is not served \(rex\.rc permit-root is no\)/);
+  });
+
+  // claim: root.user-map-refusal
+  it("refuses a remote user that the receiving host's user-map refuses, and logs it there", () => {
+    const r = rexAs(carol.name, 'alpha', ['run', '--host', 'beta', '/usr/bin/id']);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toBe('');
+    // beta's host log (root's) says why.
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    expect(log.stdout).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
+  }, 120_000);
+
+  // claim: root.unknown-host-key-refused
+  it('refuses a host key it does not know, before any user is served', async () => {
+    const { connectPinned } = await import('../../src/keys/tls.js');
+    const stranger = new KeyStore(join(dir, 'stranger'));
+    const own = await stranger.create('gamma');
+    const port = Number(readFileSync(rc.beta!, 'utf8').match(/beta@127\.0\.0\.1:(\d+)/)![1]);
+    const { sock } = await connectPinned({ host: '127.0.0.1', port, own, pin: () => undefined, timeoutMs: 10_000, label: 'beta' });
+    sock.write(`REX-ROUTE user=${alice.name}\n`);
+    const closed = await new Promise<boolean>((resolve) => {
+      sock.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 10_000);
+    });
+    expect(closed).toBe(true);
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    expect(log.stdout).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
+    expect(existsSync(join(state.beta!, 'users', 'gamma'))).toBe(false);
+  }, 60_000);
+});
