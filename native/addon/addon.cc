@@ -48,7 +48,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "rex.h"
+#include "wire.h"
 #include "fdpass.h"
 
 namespace {
