@@ -169,6 +169,20 @@ describe('refused messages leave no descriptor open', () => {
     closeAll([a, b]);
   });
 
+  it('a message with descriptors and no header (which sendFds never sends; a C program does) is EBADMSG, its descriptor closed', async () => {
+    const exe = join(dir, 'empty-with-fd');
+    execFileSync('cc', ['-std=c11', '-Wall', '-Wextra', '-Werror', '-o', exe, join(packageRoot(), 'test', 'fixtures', 'fdpass', 'empty-with-fd.c')]);
+    const [a, b] = addon.socketPair(true);
+    const before = openFds();
+    const child = spawn(exe, [], { stdio: ['ignore', 'ignore', 'inherit', b] });
+    expect(await new Promise((r) => child.on('exit', r))).toBe(0);
+    const e = thrown(() => addon.recvFds(a, 4));
+    expect(e.code).toBe('EBADMSG');
+    expect(e.message).toContain('closed the 1 descriptors received');
+    expect(openFds()).toEqual(before);
+    closeAll([a, b]);
+  });
+
   it('a descriptor that is not open cannot be sent, and nothing arrives', () => {
     const [a, b] = addon.socketPair(true);
     const [fd] = nulls(1);
