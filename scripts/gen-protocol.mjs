@@ -6,7 +6,8 @@
 //   src/protocol/messages.ts    every message (its type number and attributes, one entry each) and the lists nested in them
 //   src/protocol/signals.ts     the signals of SIGNAL messages, and which ones a stub forwards
 //
-// into the marked GENERATED block of native/include/rex.h: the constants, enum
+// into the marked GENERATED block of native/src/wire.h, the internal header of
+// the protocol (the public rex.h has none of it: only the C API of rex(3)): the constants, enum
 // rex_msg_type and its X-macro REX_MSG_TYPES (proto.c names every type with it),
 // the attribute tag enums REX_<MESSAGE>_<FIELD> and REX_<GROUP>_<FIELD>, the
 // ERROR codes REX_EPROTO_* and their X-macro REX_EPROTO_CODES (errors.c's names
@@ -21,7 +22,7 @@
 //
 // The output is committed; test/protocol/gen-protocol.test.ts runs this script
 // into a temporary directory and requires byte-identical output (the pattern of
-// scripts/gen-image-cpu.mjs), so rex.h cannot drift from the table.
+// scripts/gen-image-cpu.mjs), so wire.h cannot drift from the table.
 //
 //   node scripts/gen-protocol.mjs [--out DIR]   (DIR defaults to the package root)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -51,7 +52,7 @@ const cString = (bytes) => {
   }
   return `"${s}"`;
 };
-/** `enum { A = 1, B = 2 };` wrapped as rex.h's hand-written enums were. */
+/** `enum { A = 1, B = 2 };` wrapped as the hand-written enums were. */
 const tagEnum = (prefix, fields) => {
   const items = Object.entries(fields).map(([name, spec]) => `${prefix}_${snake(name)} = ${spec.tag}`);
   const lines = [];
@@ -168,7 +169,7 @@ errs.forEach(([name, e], i) => {
   if (e.code !== i + 1) throw new Error(`gen-protocol: ERROR code ${name} is ${e.code}, expected ${i + 1} (codes are consecutive from 1)`);
 });
 
-const rel = 'native/include/rex.h';
+const rel = 'native/src/wire.h';
 const text = readFileSync(join(root, rel), 'utf8');
 const a = text.indexOf(BEGIN);
 const b = text.indexOf(END);

@@ -26,6 +26,8 @@
 //     (unsigned 32-bit numbers), for the host's CPU profile (src/cpu/profile.ts).
 //   xgetbv0() -> [lo, hi]: XCR0, the state components the OS enables; [0, 0]
 //     when CPUID says OSXSAVE is off (xgetbv would fault).
+//   socketPair, sendFds, recvFds, listenUnix, acceptUnix, FdWatch: descriptor
+//     passing for the privilege-separated rexd, in fdpass.cc.
 //
 // Built with NAPI_DISABLE_CPP_EXCEPTIONS and -fno-exceptions: errors are thrown
 // into JavaScript with ThrowAsJavaScriptException and an early return.
@@ -48,7 +50,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "rex.h"
+#include "wire.h"
 #include "fdpass.h"
 
 namespace {

@@ -8,7 +8,8 @@
 //   recvFds(sock, maxFds, maxHeader) -> { header, fds } | 'again' | 'eof'
 //   listenUnix(path, backlog) -> fd       a non-blocking listening AF_UNIX stream socket
 //   acceptUnix(fd) -> { fd, pid, uid, gid } | null   accept4 + SO_PEERCRED; null = none pending
-//   FdWatch(fd, events, cb)               a libuv poll handle: cb(err, events) while fd is ready
+//   FdWatch(fd, events, cb)               a libuv poll handle: cb(err, events) while fd is ready;
+//                                         setEvents(events) changes what it waits for
 //
 // Messages go over SOCK_SEQPACKET only: a message and its descriptors arrive
 // together or not at all, the header's length is the message's, and a header
@@ -222,7 +223,7 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "FdWatch", {InstanceMethod("close", &FdWatch::Close), InstanceMethod("ref", &FdWatch::DoRef),
-                                        InstanceMethod("unref", &FdWatch::DoUnref)});
+                                        InstanceMethod("unref", &FdWatch::DoUnref), InstanceMethod("setEvents", &FdWatch::SetEvents)});
   }
 
   explicit FdWatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<FdWatch>(info) {
@@ -278,6 +279,18 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
     if (poll_) {
       Release();
       Unref();
+    }
+    return info.Env().Undefined();
+  }
+  // libuv allows one poll handle per descriptor: waiting for writability too changes this one's events.
+  Napi::Value SetEvents(const Napi::CallbackInfo &info) {
+    int ev = info[0].As<Napi::Number>().Int32Value();
+    if (poll_) {
+      int rc = uv_poll_start(poll_, (ev & 1 ? UV_READABLE : 0) | (ev & 2 ? UV_WRITABLE : 0), OnPoll);
+      if (rc != 0) {
+        Napi::Error::New(info.Env(), std::string("FdWatch.setEvents: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+        return info.Env().Undefined();
+      }
     }
     return info.Env().Undefined();
   }

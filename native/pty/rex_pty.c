@@ -27,10 +27,10 @@
 #include <unistd.h>
 
 #include "die.h"
-#include "rex.h"
+#include "wire.h"
 
 static int sigfds[2];
-/* The signals a stub forwards (rex.h, from src/protocol/signals.ts); WINCH is not among those passed on: sizes come on fd 3. */
+/* The signals a stub forwards (wire.h, from src/protocol/signals.ts); WINCH is not among those passed on: sizes come on fd 3. */
 #define REX_SIGNUM(name) SIG##name,
 static const int FORWARDED[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
 #undef REX_SIGNUM

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The ERROR codes come from rex.h's generated REX_EPROTO_CODES; the library's own follow. */
+/* The ERROR codes come from wire.h's generated REX_EPROTO_CODES; the library's own follow. */
 #define REX_EPROTO_ENTRY(name, code, msg) X(code, #name, msg)
 #define REX_ERRNO_MAP(X)                                                                                     \
   REX_EPROTO_CODES(REX_EPROTO_ENTRY)                                                                         \

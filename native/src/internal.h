@@ -6,7 +6,7 @@
 #ifndef REX_INTERNAL_H
 #define REX_INTERNAL_H
 
-#include "rex.h"
+#include "wire.h"
 
 #include <stdarg.h>
 

@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Every message type by name, from the table rex.h's generated REX_MSG_TYPES carries (as msgTypeName of src/protocol/messages.ts). */
+/* rex.h states the call frame limit as a number, without the protocol constants it derives from. */
+_Static_assert(REX_CALL_MAX_FRAME == REX_PROTO_MAX_PAYLOAD - 1024u, "REX_CALL_MAX_FRAME in rex.h must be REX_PROTO_MAX_PAYLOAD - 1024");
+
+/* Every message type by name, from the table wire.h's generated REX_MSG_TYPES carries (as msgTypeName of src/protocol/messages.ts). */
 static const char *type_name(uint16_t type) {
   switch (type) {
 #define X(name, value) \

@@ -46,7 +46,7 @@ static const struct {
                {SIGTTOU, "TTOU"}, {SIGURG, "URG"},   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},     {SIGVTALRM, "VTALRM"},
                {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},   {SIGPWR, "PWR"},       {SIGSYS, "SYS"}};
 
-/* What the stub forwards (as rex run does): the table of src/protocol/signals.ts, through rex.h. */
+/* What the stub forwards (as rex run does): the table of src/protocol/signals.ts, through wire.h. */
 #define REX_SIGNUM(name) SIG##name,
 static const int FORWARD[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
 #undef REX_SIGNUM

@@ -1,6 +1,6 @@
 /**
  * Constants of wire protocol v1 (docs/PROTOCOL.md): with messages.ts and
- * signals.ts the one description of the protocol. native/include/rex.h's
+ * signals.ts the one description of the protocol. native/src/wire.h's
  * protocol block is generated from them (scripts/gen-protocol.mjs);
  * test/vectors/protocol-v1.json checks both implementations against the spec.
  */
@@ -55,7 +55,7 @@ export function kindName(kind: number): KindName | undefined {
 /**
  * The codes of ERROR frames (docs/PROTOCOL.md 4.2), the one table of them: the
  * number on the wire, the short text (rex_strerror's in C), and the RexError
- * code a TypeScript caller sees. rex.h's REX_EPROTO_* (the number negated) and
+ * code a TypeScript caller sees. wire.h's REX_EPROTO_* (the number negated) and
  * errors.c's names and texts are generated from it (scripts/gen-protocol.mjs).
  */
 export const PROTO_ERRORS = {

@@ -2,7 +2,7 @@
  * The signals of SIGNAL messages (docs/PROTOCOL.md 4.9), the one table of them.
  * A stub that stands for a remote program (`rex run`, rexecve(), rfork()'s
  * parent side) forwards the `forwarded` ones it receives; an executor delivers
- * every name of the table and ignores others. rex.h's REX_FORWARDED_SIGNALS is
+ * every name of the table and ignores others. wire.h's REX_FORWARDED_SIGNALS is
  * generated from it (scripts/gen-protocol.mjs), for librex and rex_pty.
  */
 export const SIGNAL_TABLE = {

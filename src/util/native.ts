@@ -55,6 +55,8 @@ export interface AcceptedUnix extends PeerCredentials {
 /** A libuv poll handle on a raw descriptor (FdWatch): close it before closing the descriptor. */
 export interface FdWatcher {
   close(): void;
+  /** Changes what it waits for: bit 1 readable, bit 2 writable (libuv allows one watcher per descriptor). */
+  setEvents(events: number): void;
   /** Lets the event loop end while only this watcher is active (as net.Socket#unref). */
   unref(): FdWatcher;
   ref(): FdWatcher;
@@ -113,7 +115,7 @@ export interface RexAddon {
   /**
    * Calls onReady(err, events) from the event loop while fd is readable (events bit 1), writable
    * (bit 2, when asked) or hung up (bit 4); level-triggered, so drain it in the call. At most
-   * one watcher per descriptor.
+   * one watcher per descriptor: change its events with setEvents.
    */
   watchFd(fd: number, on: { readable?: boolean; writable?: boolean }, onReady: (err: string | null, events: number) => void): FdWatcher;
 }

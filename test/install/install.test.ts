@@ -61,6 +61,7 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
       'usr/libexec/rex/rex-restore',
       'usr/libexec/rex/rex_callctl',
       'usr/libexec/rex/rex_pty',
+      'usr/libexec/rex/rex-session',
       'usr/libexec/rex/test_rfork_1',
       'usr/libexec/rex/rex_hosts_demo',
       'usr/share/doc/rex/examples/test_rfork_1.c',
@@ -69,7 +70,7 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
     ]) {
       expect(existsSync(inTree(f)), `${f} missing from the installed tree`).toBe(true);
     }
-    for (const f of ['rex-restore', 'rex_callctl', 'rex_pty']) {
+    for (const f of ['rex-restore', 'rex_callctl', 'rex_pty', 'rex-session']) {
       expect(statSync(inTree(`usr/libexec/rex/${f}`)).mode & 0o111, `${f} is not executable`).not.toBe(0);
     }
     // The dev symlink and the soname link are relative, so the tree can be copied anywhere.

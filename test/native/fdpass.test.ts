@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
+import { FdChannel } from '../../src/daemon/fdchannel.js';
 import { FDPASS_MAX_HEADER, loadAddon } from '../../src/util/native.js';
 
 const addon = loadAddon();
@@ -169,6 +170,20 @@ describe('refused messages leave no descriptor open', () => {
     closeAll([a, b]);
   });
 
+  it('a message with descriptors and no header (which sendFds never sends; a C program does) is EBADMSG, its descriptor closed', async () => {
+    const exe = join(dir, 'empty-with-fd');
+    execFileSync('cc', ['-std=c11', '-Wall', '-Wextra', '-Werror', '-o', exe, join(packageRoot(), 'test', 'fixtures', 'fdpass', 'empty-with-fd.c')]);
+    const [a, b] = addon.socketPair(true);
+    const before = openFds();
+    const child = spawn(exe, [], { stdio: ['ignore', 'ignore', 'inherit', b] });
+    expect(await new Promise((r) => child.on('exit', r))).toBe(0);
+    const e = thrown(() => addon.recvFds(a, 4));
+    expect(e.code).toBe('EBADMSG');
+    expect(e.message).toContain('closed the 1 descriptors received');
+    expect(openFds()).toEqual(before);
+    closeAll([a, b]);
+  });
+
   it('a descriptor that is not open cannot be sent, and nothing arrives', () => {
     const [a, b] = addon.socketPair(true);
     const [fd] = nulls(1);
@@ -229,6 +244,53 @@ describe('listenUnix / acceptUnix', () => {
     server.end('served');
     expect(await got).toBe('served');
     closeSync(lfd);
-    client.destroy();
+    // Both closed before the next test counts descriptors.
+    await Promise.all([server, client].map((x) => new Promise<void>((r) => {
+      if (x.closed) return r();
+      x.once('close', () => r());
+      x.destroy();
+    })));
+  });
+});
+
+describe('FdChannel (src/daemon/fdchannel.ts)', () => {
+  it('delivers many messages with descriptors in order, queueing sends while the socket is full, and leaks nothing', async () => {
+    const before = openFds();
+    const [a, b] = addon.socketPair(true);
+    const got: string[] = [];
+    let closedWith: Error | undefined | 'open' = 'open';
+    const rx = new FdChannel(b, {
+      maxFds: 2,
+      onMessage: (header, fds) => {
+        got.push(`${header.toString()}:${fds.length}`);
+        closeAll(fds);
+      },
+      onClose: (err) => (closedWith = err),
+    });
+    const tx = new FdChannel(a, { onMessage: () => {} });
+    const [passed] = nulls(1);
+    const n = 2000; // far more than a socket buffer holds, so sends wait for writability
+    const sends = Array.from({ length: n }, (_, i) => tx.send(Buffer.from(`m${i}`.padEnd(200, '.')), i % 3 === 0 ? [passed!, passed!] : [passed!]));
+    await Promise.all(sends);
+    closeSync(passed!);
+    await vi.waitFor(() => expect(got).toHaveLength(n));
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => `${`m${i}`.padEnd(200, '.')}:${i % 3 === 0 ? 2 : 1}`));
+    tx.close();
+    await vi.waitFor(() => expect(closedWith).toBeUndefined());
+    await expect(tx.send(Buffer.from('late'))).rejects.toThrow(/closed/);
+    expect(openFds()).toEqual(before);
+  });
+
+  it('ends the channel with the error when the peer sends a message it refuses', async () => {
+    const before = openFds();
+    const [a, b] = addon.socketPair(true);
+    const ended = new Promise<Error | undefined>((resolve) => new FdChannel(b, { maxFds: 1, onMessage: () => {}, onClose: resolve }));
+    const passed = nulls(3);
+    addon.sendFds(a, passed, Buffer.from('three'));
+    closeAll(passed);
+    const err = (await ended) as Error & { code?: string };
+    expect(err.code).toBe('ETOOMANYREFS');
+    closeSync(a);
+    expect(openFds()).toEqual(before);
   });
 });

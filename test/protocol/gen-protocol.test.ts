@@ -1,5 +1,6 @@
 // The protocol has one description, the TypeScript table (src/protocol/constants.ts,
-// messages.ts, signals.ts); rex.h's protocol block is generated from it by
+// messages.ts, signals.ts); the protocol block of native/src/wire.h (the internal header of the
+// codec; the public rex.h has none of it) is generated from it by
 // scripts/gen-protocol.mjs, and the shared vectors take their numbers from it
 // (scripts/gen-vectors.mjs). The committed files must be exactly what the
 // generators write now, so neither can drift from the table.
@@ -16,13 +17,19 @@ import { FORWARDED_SIGNALS } from '../../src/protocol/signals.js';
 const root = packageRoot();
 const out = mkdtempSync(join(tmpdir(), 'rex-gen-proto-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
-const header = (): string => readFileSync(join(root, 'native', 'include', 'rex.h'), 'utf8');
+const header = (): string => readFileSync(join(root, 'native', 'src', 'wire.h'), 'utf8');
 
-describe('the protocol table generates rex.h', () => {
-  it('running the generator gives exactly the committed rex.h', () => {
+describe('the protocol table generates wire.h', () => {
+  it('running the generator gives exactly the committed wire.h', () => {
     execFileSync(process.execPath, [join(root, 'scripts', 'gen-protocol.mjs'), '--out', out], { stdio: 'pipe' });
-    const rel = 'native/include/rex.h';
+    const rel = 'native/src/wire.h';
     expect(readFileSync(join(out, rel), 'utf8'), `${rel} differs from what scripts/gen-protocol.mjs writes: run it and commit`).toBe(header());
+  });
+
+  it('the public rex.h declares none of the wire protocol: no generated block, codec or protocol constant', () => {
+    const pub = readFileSync(join(root, 'native', 'include', 'rex.h'), 'utf8');
+    expect(pub).not.toContain('GENERATED');
+    expect(pub).not.toMatch(/\brex_frame|\brex_attr|\bREX_MSG_|\bREX_PROTO_|\bREX_EPROTO_|\bREX_FORWARDED_SIGNALS\b/);
   });
 
   it('running scripts/gen-vectors.mjs gives exactly the committed shared vectors', () => {
