@@ -77,13 +77,13 @@ async function foreground(opts: Opts): Promise<void> {
     tellReady();
     return;
   }
-  let session: import('../daemon/channel.js').FdChannel | undefined;
+  let session: import('../daemon/channel.js').SessionChannel | undefined;
   if (opts.session) {
     // A session controller, started by the monitor through rex-session: fd REX_SESSION_FD is its channel.
     const fd = Number(process.env.REX_SESSION_FD);
     if (!Number.isInteger(fd) || fd < 3) throw new RexError(ErrorCodes.USAGE, '--session is for the root rexd to start a session controller (REX_SESSION_FD names its channel)');
-    const { FdChannel } = await import('../daemon/channel.js');
-    session = new FdChannel(fd);
+    const { SessionChannel } = await import('../daemon/channel.js');
+    session = new SessionChannel(fd);
   }
   const d = new Rexd(loaded.config, { log, ...(session ? { session, pidFile: false } : {}) });
   await d.start();

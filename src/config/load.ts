@@ -4,13 +4,14 @@
  */
 import { open, realpath } from 'node:fs/promises';
 import { constants, statSync, type Stats } from 'node:fs';
+import { userInfo } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { KEYS_BY_NAME } from './keys.js';
 import { normalize, type Definition } from './normalize.js';
 import { scanRc, type IncludeDirective } from './rc.js';
 import { scanXml } from './xml.js';
-import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
+import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig, type RexConfig } from './types.js';
 
 /** Includes nested deeper than this are refused (cpp's own limit is 200; ours only needs to stop runaway chains). */
 export const MAX_INCLUDE_DEPTH = 16;
@@ -78,6 +79,9 @@ export interface LoadOptions extends LookupOptions {
   file?: string;
   /** rc keys set after every file (e.g. from command-line flags); reported as `(override)`. */
   overrides?: Partial<Record<string, string>>;
+  /** Whose view of a root installation to give (userView): default this process's uid and login name; uid 0 sees the host's. */
+  uid?: number;
+  userName?: string;
 }
 
 function isFile(p: string): boolean {
@@ -243,5 +247,17 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   }
   const loaded = normalize(reader.defs, { user: env.USER ?? env.LOGNAME, home: home || undefined }, reader.diags);
   if (reader.diags.length) throw new ConfigError(reader.diags);
-  return { ...loaded, files: reader.files };
+  const uid = opts.uid ?? process.getuid?.() ?? 0;
+  return { ...loaded, config: uid === 0 ? loaded.config : userView(loaded.config, opts.userName ?? userInfo().username), files: reader.files };
+}
+
+/**
+ * A local user's view of a root installation's configuration (docs/ROOT.md, State and visibility): their
+ * state directory is `users/USER` under the host's, and so are their transaction log and temporary
+ * directory; the host's own files (host key, host log) are root's. Any other configuration is unchanged.
+ */
+export function userView(config: RexConfig, user: string): RexConfig {
+  if (config.installation !== 'root') return config;
+  const state = join(config.stateDirectory, 'users', user);
+  return { ...config, stateDirectory: state, logDatabase: join(state, 'rex-log.sqlite'), tempDirectory: join(state, 'tmp') };
 }

@@ -33,7 +33,7 @@ import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { loadAddon, type FdWatcher, type RexAddon } from '../util/native.js';
 import { packageRoot } from '../util/paths.js';
 import { lookupAccount, mapRemoteUser, type Account } from './accounts.js';
-import { FdChannel, safeClose, type ChannelMessage } from './channel.js';
+import { SessionChannel, safeClose, type ChannelMessage } from './channel.js';
 import { DaemonLog, type Logger } from './log.js';
 import { readPid } from './paths.js';
 
@@ -56,7 +56,7 @@ export function userDirs(config: RexConfig, user: string): { state: string; run:
 interface Controller {
   account: Account;
   child: ChildProcess;
-  channel: FdChannel;
+  channel: SessionChannel;
   /** Dials in flight for it, by the id it gave. */
   dials: Set<number>;
 }
@@ -298,7 +298,7 @@ export class Monitor {
     const child = spawn(launcher, argv, { stdio: ['ignore', logFd, logFd, theirs], detached: false });
     closeSync(logFd);
     safeClose(theirs);
-    const channel = new FdChannel(mine);
+    const channel = new SessionChannel(mine);
     const ctl: Controller = { account, child, channel, dials: new Set() };
     this.controllers.set(account.uid, ctl);
     child.once('exit', (code, signal) => {
@@ -306,9 +306,9 @@ export class Monitor {
       channel.close();
       this.log.info({ user: account.name, code, signal }, 'session controller ended');
     });
-    channel.on('error', (e: Error) => this.log.warn({ user: account.name, err: e.message }, 'session controller sent a bad message'));
     channel.on('message', (m: ChannelMessage) => this.fromController(ctl, m));
-    channel.on('close', () => {
+    channel.on('close', (err?: Error) => {
+      if (err) this.log.warn({ user: account.name, err: err.message }, 'session controller broke the channel; stopping it');
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     });
     this.log.info({ user: account.name, uid: account.uid, pid: child.pid }, 'session controller started');

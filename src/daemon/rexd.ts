@@ -41,7 +41,7 @@ import { PeerLink } from './peers.js';
 import { Admission, type Startup } from './admission.js';
 import { RequestTable } from './dispatch.js';
 import { Endpoint, pendingLocal, pendingTls, toClient } from './session.js';
-import type { ChannelMessage, FdChannel } from './channel.js';
+import type { ChannelMessage, SessionChannel } from './channel.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
 import type { HostbasedFacts } from '../keys/service.js';
 
@@ -81,7 +81,7 @@ export interface RexdOptions {
    * Root installation: this rexd is a user's session controller (docs/ROOT.md). It has no listeners
    * of its own: the monitor passes it its connections over this channel and dials peers for it.
    */
-  session?: FdChannel;
+  session?: SessionChannel;
 }
 
 /** One running daemon. */
@@ -460,7 +460,7 @@ export class Rexd {
   }
 
   /** Asks the monitor for a connection to `host` (its rexd, for this user), over the host key. */
-  private dial(channel: FdChannel, host: string): Promise<Socket> {
+  private dial(channel: SessionChannel, host: string): Promise<Socket> {
     const id = this.nextDial++;
     return new Promise<Socket>((resolve, reject) => {
       const timer = setTimeout(() => {
