@@ -91,6 +91,7 @@ async function list(opts: Opts): Promise<void> {
   const g = new GrantsFile(store.grantsFile).current();
   const pending = readPending(store);
   const tokens = new TokenStore(store.tokensFile).pending();
+  const members = new HostsFile(store.stateDir).read(problems);
   if (opts.json) {
     out(
       toJson({
@@ -101,6 +102,7 @@ async function list(opts: Opts): Promise<void> {
         revoked: g.grants.revoked.map(({ line: _l, ...x }) => x),
         grantsError: g.error?.format(),
         pendingHosts: pending,
+        members,
         openInvites: tokens.length,
         problems,
       }),
@@ -118,7 +120,11 @@ async function list(opts: Opts): Promise<void> {
   for (const x of g.grants.grants) out(`  ${formatGrant(x)}${x.expires !== undefined && x.expires <= Date.now() ? '   (expired)' : ''}\n`);
   for (const r of g.grants.revoked) out(`  revoke ${r.id}${r.name ? ` name=${r.name}` : ''}${r.at ? ` at=${r.at}` : ''}\n`);
   if (tokens.length) out(`\nOpen invitations: ${tokens.length} (next expires ${tokens[0]!.expires.toISOString()})\n`);
-  for (const t of tokens) if (t.binding) out(`  for ${t.binding.subject}${t.binding.keyId ? ` key ${t.binding.keyId}` : ''}${t.binding.replace ? ' (may replace its known key)' : ''} until ${t.expires.toISOString()}\n`);
+  for (const t of tokens) if (t.binding) out(`  for ${t.binding.subject}${t.binding.keyId ? ` key ${t.binding.keyId}` : ''}${t.binding.replace ? ' (may replace its known key)' : ''}${t.binding.join ? ' (to join the cluster)' : ''} until ${t.expires.toISOString()}\n`);
+  if (members.length) {
+    out(`\nCluster members learnt by joining (${new HostsFile(store.stateDir).file}; rex.rc servers wins for a name in both):\n`);
+    out(table(['HOST', 'ADDRESS', 'IDENTITY', 'VIA'], members.map((m) => [m.name, `${m.address}:${m.port}`, m.identity ?? '-', m.via ?? '-'])));
+  }
   if (pending.length) out(`\nHosts still waiting for our key (retried by the next \`rex_key --distribute\`):\n${pending.map((p) => `  ${p.host} since ${p.since}: ${p.reason}\n`).join('')}`);
 }
 

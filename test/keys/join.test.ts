@@ -161,6 +161,8 @@ describe('rex_key --join: a 3-host cluster in two commands', () => {
       expect(new HostsFile(h.stateDir).read().map((m) => `${m.name}@${m.address}:${m.port}`).sort()).toEqual(cluster.hosts.filter((o) => o !== h).map(at).sort());
     }
     expect(readFileSync(join(A.stateDir, 'hosts'), 'utf8')).toMatch(new RegExp(`^gamma@${G.address}:${G.port} identity=gamma\\.${U} id=\\S+ via=introduced-by=beta\\.${U} added=`, 'm'));
+    expect((await rexKey(A, ['--list'])).stdout).toMatch(new RegExp(`gamma +${G.address}:${G.port} +gamma\\.${U} +introduced-by=beta\\.${U}`));
+    // No rexd was restarted: each linked to the members the joins named (its rex.rc names only itself).
     await cluster.waitAllReachable(30_000);
     for (const from of cluster.hosts) {
       for (const to of cluster.hosts) {
