@@ -2,8 +2,10 @@
  * rexd's keys side (docs/KEYS.md): who a TLS connection is (authentication at
  * HELLO, turning a pending session into a peer or a restricted one), what it
  * may do (the grants, re-read on change; sessions whose grant is revoked or
- * whose key is replaced are closed at once), and ENROLL (a new key with a
- * one-time token, a re-sent known key, a rotated key) in rexd's request table.
+ * whose key is replaced are closed at once), and in rexd's request table ENROLL
+ * (a new key with a one-time token, a re-sent known key, a rotated key), JOIN
+ * (a host joins the cluster with a join token) and INTRODUCE (a member vouches
+ * for a host that joined through it).
  * In a root installation this is the privileged part: it holds the trust store.
  */
 import { X509Certificate } from 'node:crypto';
