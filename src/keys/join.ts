@@ -11,7 +11,7 @@ import { Connection } from '../protocol/connection.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { addPeerGrant, isRevoked } from './admin.js';
 import { certInfo } from './certs.js';
-import { REX_KEY_SOFTWARE } from './enroll.js';
+import { REX_KEY_SOFTWARE, tokenPinRefusal } from './enroll.js';
 import { HostsFile } from './hosts.js';
 import { isPeerIdentity, parseIdentityName } from './identity.js';
 import type { KeyStore, OwnIdentity } from './store.js';
@@ -57,12 +57,7 @@ export async function joinCluster(opts: { entry: ServerEntry; own: OwnIdentity; 
     own,
     timeoutMs: opts.timeoutMs ?? 5000,
     label,
-    pin: (c) => {
-      if (!c) return 'presented no certificate';
-      if (c.id !== token.serverId) return `presented key ${c.id} (${c.name}), but the token was issued for key ${token.serverId} (${token.server}); NOT joining`;
-      if (c.name !== token.server) return `presented ${c.name}, but the token names ${token.server}`;
-      return undefined;
-    },
+    pin: (c) => (c ? tokenPinRefusal(token, c, 'joining') : 'presented no certificate'),
   });
   // Members introduce each other for a while (one INTRODUCE per member): allow for it.
   const timeoutMs = Math.max(30_000, opts.timeoutMs ?? 5000);

@@ -4,7 +4,7 @@
  * commands (each after its token is issued), the token given on stdin; then
  * every host reaches every other.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { currentUser } from '../../src/keys/identity.js';
 import { distBin } from '../../src/util/paths.js';
+import { runWithInput } from '../helpers/stdin.js';
 
 const exec = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'rex-walk-join-'));
@@ -20,15 +21,7 @@ const U = currentUser();
 
 /** Runs `rex`/`rex_key` with `input` on stdin; returns its exit code and output. */
 function cmd(bin: 'rex' | 'rex_key', args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [distBin(bin), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += String(d)));
-    p.stderr.on('data', (d: Buffer) => (stderr += String(d)));
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    p.stdin.end(input);
-  });
+  return runWithInput([process.execPath, distBin(bin), ...args], input);
 }
 
 afterAll(async () => {

@@ -7,7 +7,7 @@
  * then the cluster is built with exactly two `rex_key --join` commands (and
  * the two token issues), and every pair pings both ways.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import { queryLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 import { logBarrier } from '../helpers/logsync.js';
+import { runWithInput } from '../helpers/stdin.js';
 import { Outsiders } from '../helpers/outsiders.js';
 
 const exec = promisify(execFile);
@@ -42,15 +43,7 @@ const store = (h: ClusterHost) => new KeyStore(h.stateDir);
 
 /** `rex_key ARGS` as host `h`, with `input` on stdin; never throws. */
 function rexKey(h: ClusterHost, args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [distBin('rex_key'), '--config', h.rcFile, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += String(d)));
-    p.stderr.on('data', (d: Buffer) => (stderr += String(d)));
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    p.stdin.end(input);
-  });
+  return runWithInput([process.execPath, distBin('rex_key'), '--config', h.rcFile, ...args], input);
 }
 
 /** `rex_key --invite --join HOST` on `on`: the token it prints. */
