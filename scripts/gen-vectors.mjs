@@ -94,6 +94,11 @@ ok('ping-forwarded-program', [frame(T.PING, 0, 2, [by(1, '0001020304050607'), s(
 ok('enroll-token', [frame(T.ENROLL, 0, 1, [s(1, 'J5QXG2LOM5WG65LUEBXW4ZJAMFZXGZLU'), by(2, '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff')])]);
 ok('enroll-rotation', [frame(T.ENROLL, 0, 3, [by(3, '3081da30818da003020102')])]);
 ok('enrolled', [frame(T.ENROLLED, 1, 1, [s(1, 'alpha.alice'), s(2, 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U'), s(3, 'beta.bob'), s(4, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), bo(5, false)])]);
+// joining a cluster (section 4.8): JOIN with a token secret, proof and the joiner's port; JOINED with one member; INTRODUCE, INTRODUCED
+ok('join', [frame(T.JOIN, 0, 1, [s(1, 'J5QXG2LOM5WG65LUEBXW4ZJAMFZXGZLU'), by(2, '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'), s(3, '10.0.0.3'), u(4, 7800, 2)])]);
+ok('joined', [frame(T.JOINED, 1, 1, [s(1, 'alpha.alice'), s(2, 'MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E43U'), s(3, 'gamma.alice'), s(4, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), l(5, [s(1, 'beta.alice'), by(2, '3081da30818da003020102'), s(3, '10.0.0.2'), u(4, 7800, 2)])])]);
+ok('introduce', [frame(T.INTRODUCE, 0, 5, [by(1, '3081da30818da003020102'), s(2, '10.0.0.3'), u(3, 7800, 2)])]);
+ok('introduced', [frame(T.INTRODUCED, 1, 5, [s(1, 'gamma.alice'), s(2, 'AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH'), bo(3, false)])]);
 // remote execution (section 4.9): EXEC with argv and env (repeated strings), STARTED, stdio DATA both ways with
 // credit (WINDOW_UPDATE on the stream), SIGNAL, WINSIZE, stdout EOF, EXIT by code and by signal
 ok('exec', [frame(T.EXEC, 0, 15, [s(1, '/bin/echo'), s(2, 'echo'), s(2, 'hi there'), s(3, 'LANG=C'), s(3, 'HOME=/home/alice'), s(4, '/home/alice'), s(5, 'beta'), u(9, 1048576, 4)])]);

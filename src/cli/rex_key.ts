@@ -7,6 +7,8 @@
  *   --invite --for NAME [--key ID] [--replace] [--expires 15m]
  *                                         print a one-time enrollment token for NAME
  *   --distribute [--token T] [--host H]   send our key to the hosts in `servers` (or H)
+ *   --invite --join HOST [--expires 15m]  print a one-time token for host HOST to join the cluster here
+ *   --join HOST [--token T]               join the cluster of member HOST (the token on stdin, or --token)
  *   --grant NAME-or-ID [--program P [--functions F,G | --deny H,I]] [--from HOST] [--expires T]
  *   --revoke NAME-or-ID [--program P]
  */
@@ -14,9 +16,11 @@ import { Command } from 'commander';
 import { loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '../config/index.js';
 import { addGrant, invite, revokeGrants } from '../keys/admin.js';
 import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
+import { HostsFile, mergeServers } from '../keys/hosts.js';
+import { joinCluster } from '../keys/join.js';
 import { GrantsFile, formatGrant } from '../keys/grants.js';
 import { parseId } from '../keys/id.js';
-import { localName, parseIdentityName } from '../keys/identity.js';
+import { isNamePart, localName, parseIdentityName, peerIdentity } from '../keys/identity.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { parseToken, TokenStore } from '../keys/tokens.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
@@ -43,6 +47,7 @@ interface Opts {
   for?: string;
   key?: string;
   replace?: boolean;
+  join?: string;
 }
 
 const out = (s: string) => process.stdout.write(s);
@@ -86,6 +91,7 @@ async function list(opts: Opts): Promise<void> {
   const g = new GrantsFile(store.grantsFile).current();
   const pending = readPending(store);
   const tokens = new TokenStore(store.tokensFile).pending();
+  const members = new HostsFile(store.stateDir).read(problems);
   if (opts.json) {
     out(
       toJson({
@@ -96,6 +102,7 @@ async function list(opts: Opts): Promise<void> {
         revoked: g.grants.revoked.map(({ line: _l, ...x }) => x),
         grantsError: g.error?.format(),
         pendingHosts: pending,
+        members,
         openInvites: tokens.length,
         problems,
       }),
@@ -113,11 +120,16 @@ async function list(opts: Opts): Promise<void> {
   for (const x of g.grants.grants) out(`  ${formatGrant(x)}${x.expires !== undefined && x.expires <= Date.now() ? '   (expired)' : ''}\n`);
   for (const r of g.grants.revoked) out(`  revoke ${r.id}${r.name ? ` name=${r.name}` : ''}${r.at ? ` at=${r.at}` : ''}\n`);
   if (tokens.length) out(`\nOpen invitations: ${tokens.length} (next expires ${tokens[0]!.expires.toISOString()})\n`);
-  for (const t of tokens) if (t.binding) out(`  for ${t.binding.subject}${t.binding.keyId ? ` key ${t.binding.keyId}` : ''}${t.binding.replace ? ' (may replace its known key)' : ''} until ${t.expires.toISOString()}\n`);
+  for (const t of tokens) if (t.binding) out(`  for ${t.binding.subject}${t.binding.keyId ? ` key ${t.binding.keyId}` : ''}${t.binding.replace ? ' (may replace its known key)' : ''}${t.binding.join ? ' (to join the cluster)' : ''} until ${t.expires.toISOString()}\n`);
+  if (members.length) {
+    out(`\nCluster members learnt by joining (${new HostsFile(store.stateDir).file}; rex.rc servers wins for a name in both):\n`);
+    out(table(['HOST', 'ADDRESS', 'IDENTITY', 'VIA'], members.map((m) => [m.name, `${m.address}:${m.port}`, m.identity ?? '-', m.via ?? '-'])));
+  }
   if (pending.length) out(`\nHosts still waiting for our key (retried by the next \`rex_key --distribute\`):\n${pending.map((p) => `  ${p.host} since ${p.since}: ${p.reason}\n`).join('')}`);
 }
 
 async function doInvite(opts: Opts): Promise<void> {
+  if (opts.join !== undefined) return inviteJoin(opts);
   if (!opts.for) {
     throw new RexError(ErrorCodes.USAGE, '--invite needs --for NAME: the one identity (HOST.USER or HOST.USER.PROGRAM) the token may enroll', {
       hint: 'e.g. rex_key --invite --for beta.alice; add --key ID to allow only that key',
@@ -142,12 +154,76 @@ async function doInvite(opts: Opts): Promise<void> {
   }
 }
 
+/** `--invite --join HOST`: a token that admits HOST's rexd to the cluster through this host. */
+async function inviteJoin(opts: Opts): Promise<void> {
+  const host = opts.join!;
+  if (opts.for !== undefined || opts.replace) throw new RexError(ErrorCodes.USAGE, `--invite --join HOST names the host; --${opts.for !== undefined ? 'for' : 'replace'} goes with --invite --for NAME`);
+  if (!isNamePart(host)) throw new RexError(ErrorCodes.USAGE, `--join ${host.slice(0, 80)}: not a host name (1-63 letters, digits, '_' or '-'; a HOST, not HOST.USER)`);
+  const keyId = opts.key === undefined ? undefined : parseId(opts.key);
+  if (opts.key !== undefined && !keyId) throw new RexError(ErrorCodes.USAGE, `--key ${opts.key.slice(0, 80)}: not a key ID (32 characters A-Z and 2-7, dashes optional)`);
+  const { loaded, store, me } = await context(opts);
+  if (host === loaded.config.hostName) throw new RexError(ErrorCodes.USAGE, `--join ${host} is this host; the token is for the host that will join`);
+  const subject = peerIdentity(host, me);
+  const own = store.load(me);
+  const ttl = opts.expires ? expiryTime(opts.expires) - Date.now() : 15 * 60_000;
+  if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
+  const known = store.known().filter((k) => k.name === subject);
+  const t = invite(store, own, ttl, { subject, join: true, ...(keyId ? { keyId } : {}) });
+  out(`One-time join token for host ${host} (its rexd, ${subject}${keyId ? `, key ${keyId} only` : ''}) to join the cluster through ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
+  out(`On ${host} run:  rex_key --join ${loaded.config.hostName}\nand paste the token (or give it with --token, where other users can see it in ps).\n`);
+  out(`It checks that this host's key is ${own.id} before sending anything; ${host} then becomes a peer of every member. Grants for users and programs stay yours to give (rex_key --grant).\n`);
+  if (known.length > 0) out(`note: ${subject} already has a known key here (${known.map((k) => k.id).join(', ')}); only that same key can join with this token.\n`);
+}
+
+/** The join token: --token, else one line on stdin (so that it is not in ps). */
+async function readToken(opts: Opts, host: string): Promise<string> {
+  if (opts.token) return opts.token;
+  if (process.stdin.isTTY) process.stderr.write(`Join token (printed by rex_key --invite --join on ${host}): `);
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    if (text.includes('\n') || text.length > 1000) break;
+  }
+  const line = text.split('\n').find((l) => l.trim() !== '');
+  if (!line) throw new RexError(ErrorCodes.USAGE, `--join ${host} needs the join token on stdin (or --token TOKEN)`, { hint: `on ${host}, its owner runs \`rex_key --invite --join HOST\` naming this host` });
+  return line;
+}
+
+/** `--join HOST`: join the cluster of member HOST with a join token. */
+async function join(opts: Opts): Promise<void> {
+  const arg = opts.join!;
+  const { loaded, store, me } = await context(opts);
+  const cfg = loaded.config;
+  const own = store.load(me);
+  const servers = mergeServers(cfg.servers, new HostsFile(store.stateDir).read());
+  const entry = servers.find((s) => s.name === arg) ?? parseHostArg(arg);
+  if (!entry) throw new RexError(ErrorCodes.HOST_UNKNOWN, `host ${arg} is not in rex.rc servers`, { hint: 'give it as NAME@ADDRESS:PORT' });
+  const token = parseToken(await readToken(opts, entry.name));
+  const tokenHost = token.server.split('.')[0]!;
+  if (tokenHost !== entry.name) throw new RexError(ErrorCodes.USAGE, `the token was issued by ${token.server}, not by a rexd of host ${entry.name}`, { hint: `run rex_key --join ${tokenHost}` });
+  // Where this rexd listens, as others should reach it: its own servers entry, else rex.rc listen (a wildcard address: the member takes the source).
+  const self = cfg.servers.find((s) => s.name === cfg.hostName);
+  const wildcard = /^(0\.0\.0\.0|::|\*)$/.test(cfg.listen.address);
+  const advertise = self ? { address: self.address, port: self.port } : { ...(wildcard ? {} : { address: cfg.listen.address }), port: cfg.listen.port };
+  out(`Joining the cluster of ${token.server} (key ${token.serverId}) at ${entry.name}@${entry.address}:${entry.port} as ${own.name} (key ${own.id})\n`);
+  const r = await joinCluster({ entry, own, store, token, advertise, timeoutMs: cfg.peerTimeout });
+  out(`  ${entry.name}: now knows ${r.name} (key ${r.id}) as a peer; server ${r.server} key ${r.serverId} verified against the token\n`);
+  for (const x of r.members) {
+    out(`  ${x.name}: ${x.trusted ? `key ${x.id} at ${x.address}:${x.port}, introduced by ${r.server}` : 'NOT trusted'}${x.problem ? `\n    warning: ${x.problem}` : ''}\n`);
+  }
+  if (r.members.length === 0) out(`  (${r.server} named no other member)\n`);
+  out(`Peers: ${[r.server, ...r.members.filter((x) => x.trusted).map((x) => x.name)].join(', ')}; written to ${new HostsFile(store.stateDir).file}. Users and programs still need grants (rex_key --grant).\n`);
+  const failed = r.members.filter((x) => !x.trusted || x.problem);
+  if (failed.length > 0) throw new RexError(ErrorCodes.ENROLL_FAILED, `joined through ${r.server}, but ${failed.length} member(s) did not take part: ${failed.map((x) => x.name).join(', ')}`, { hint: `when they are back, ask the owner of ${r.server} for a new token and run rex_key --join ${entry.name} again` });
+}
+
 async function distribute(opts: Opts): Promise<void> {
   const { loaded, store, me } = await context(opts);
   const cfg = loaded.config;
   const name = opts.program ? `${me}.${opts.program}` : me;
   const own = store.load(name);
-  const byName = new Map(cfg.servers.map((s) => [s.name, s]));
+  const servers = mergeServers(cfg.servers, new HostsFile(store.stateDir).read());
+  const byName = new Map(servers.map((s) => [s.name, s]));
   const token = opts.token ? parseToken(opts.token) : undefined;
   let targets: ServerEntry[];
   if (token) {
@@ -162,7 +238,7 @@ async function distribute(opts: Opts): Promise<void> {
       return e;
     });
   } else {
-    targets = cfg.servers.filter((s) => s.name !== cfg.hostName);
+    targets = servers.filter((s) => s.name !== cfg.hostName);
     if (targets.length === 0) throw new RexError(ErrorCodes.USAGE, 'rex.rc lists no other servers to distribute to', { hint: 'add the cluster to `servers`, or give --token' });
   }
   out(`Distributing ${own.name} (key ${own.id}) to ${targets.map((t) => t.name).join(', ')}\n`);
@@ -249,28 +325,31 @@ const program = new Command('rex_key')
   .option('-r, --revoke <name-or-id>', 'withdraw the grants of an identity and refuse its keys')
   .option('-p, --program <name>', 'the PROGRAM of a HOST.USER.PROGRAM identity (create, distribute, grant, revoke)')
   .option('-f, --force', 'with --create: replace an existing key (the old one is kept as .prev)')
-  .option('-t, --token <token>', 'with --distribute: the enrollment token from `rex_key --invite` on the server')
+  .option('-t, --token <token>', 'with --distribute or --join: the token from `rex_key --invite` on the server (--join reads it from stdin without this)')
   .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
   .option('--functions <f,g>', 'with --grant and a program: only these functions of it may be called (and nothing run by EXEC)')
   .option('--deny <f,g>', 'with --grant and a program: these functions of it may not be called')
   .option('--from <host>', 'with --grant: only from this host, address, CIDR range or localnets')
   .option('--for <name>', 'with --invite: the one identity (HOST.USER[.PROGRAM]) the token may enroll (required)')
   .option('--key <id>', 'with --invite: only the key with this ID may use the token')
+  .option('-j, --join <host>', 'join the cluster of member HOST (the token on stdin, or --token); with --invite: a token for host HOST to join')
   .option('--replace', 'with --invite: the token may replace the key known for --for NAME (a lost or compromised key)')
   .option('-e, --expires <when>', 'with --grant or --invite: a duration (30m, 2h, 7d) or an ISO-8601 time')
   .option('--json', 'with --list: machine-readable output')
   .option('--config <file>', 'rex.rc to read (default: $REX_CONFIG, ./rex.rc, ~/rex.rc, ...)')
   .action(async (opts: Opts) => {
-    const actions = (['create', 'list', 'invite', 'distribute', 'grant', 'revoke'] as const).filter((a) => opts[a] !== undefined && opts[a] !== false);
+    // --join is an action of its own, and with --invite names the host the token is for.
+    const actions = (['create', 'list', 'invite', 'distribute', 'join', 'grant', 'revoke'] as const).filter((a) => opts[a] !== undefined && opts[a] !== false && !(a === 'join' && opts.invite));
     if (actions.length !== 1) {
-      throw new RexError(ErrorCodes.USAGE, actions.length === 0 ? 'say what to do: --create, --list, --invite, --distribute, --grant or --revoke' : `one action at a time, got --${actions.join(', --')}`);
+      throw new RexError(ErrorCodes.USAGE, actions.length === 0 ? 'say what to do: --create, --list, --invite, --distribute, --join, --grant or --revoke' : `one action at a time, got --${actions.join(', --')}`);
     }
     if (actions[0] !== 'invite') {
       const stray = (['for', 'key', 'replace'] as const).filter((o) => opts[o] !== undefined);
       if (stray.length > 0) throw new RexError(ErrorCodes.USAGE, `--${stray.join(', --')} ${stray.length > 1 ? 'go' : 'goes'} with --invite only`);
     }
     if ((opts.functions !== undefined || opts.deny !== undefined) && !opts.grant) throw new RexError(ErrorCodes.USAGE, `--${opts.functions !== undefined ? 'functions' : 'deny'} goes with --grant`);
-    const run = { create, list, invite: doInvite, distribute, grant, revoke }[actions[0]!];
+    if (opts.token !== undefined && actions[0] !== 'distribute' && actions[0] !== 'join') throw new RexError(ErrorCodes.USAGE, '--token goes with --distribute or --join');
+    const run = { create, list, invite: doInvite, distribute, join, grant, revoke }[actions[0]!];
     await run(opts);
   });
 

@@ -8,7 +8,7 @@
  * allow, gets the same protocol errors whatever the connection.
  *
  * Each feature registers its own entries from its own module (src/keys/service.ts:
- * ENROLL; src/calls/service.ts: CALL, ENTRIES_GET, CANCEL; src/exec/executor/requests.ts:
+ * ENROLL, JOIN, INTRODUCE; src/calls/service.ts: CALL, ENTRIES_GET, CANCEL; src/exec/executor/requests.ts:
  * EXEC; src/rfork/requests.ts: RFORK; load.ts: LOAD_GET, HOSTS_GET, PING); rexd.ts
  * only wires them. The
  * privilege column is where the root installation's privilege separation will

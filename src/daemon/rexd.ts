@@ -17,13 +17,15 @@ import type { CallManager, ProgramSpec } from '../calls/manager.js';
 import { loadProgramOffThread } from '../calls/programs.js';
 import { registerCalls, type CallService, type ProgramsDiff } from '../calls/service.js';
 import { normalizeAddress } from '../config/clients.js';
-import { ConfigError, type LoadedConfig, type RexConfig } from '../config/index.js';
+import { ConfigError, type LoadedConfig, type RexConfig, type ServerEntry } from '../config/index.js';
+import { HostsFile, mergeServers } from '../keys/hosts.js';
 import { currentUser, localName } from '../keys/identity.js';
 import { KeysService } from '../keys/service.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { peerCert, tlsServerOptions } from '../keys/tls.js';
 import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
+import type { MessageOf } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { JobRecord } from '../exec/executor/jobs.js';
 import { Containment } from '../exec/executor/contain.js';
@@ -96,6 +98,8 @@ export class Rexd {
   /** Deadlines and caps for connections that have not authenticated (admission.ts). */
   private admission!: Admission;
   private readonly peers = new Map<string, PeerLink>();
+  /** Peer links start polling once rexd listens; links added later (a host joined) start at once. */
+  private peersStarted = false;
   private unixServer: Server | undefined;
   private tcpServer: Server | undefined;
   private readonly sessions = new Set<Endpoint>();
@@ -123,7 +127,18 @@ export class Rexd {
     this.store = new KeyStore(config.stateDirectory);
     this.name = localName(config.hostName);
     this.txlog = new DaemonLog(config, opts.log);
-    this.keys = new KeysService({ config, store: this.store, name: this.name, own: () => this.own, log: opts.log, txlog: this.txlog, sessions: this.sessions });
+    this.keys = new KeysService({
+      config,
+      store: this.store,
+      name: this.name,
+      own: () => this.own,
+      log: opts.log,
+      txlog: this.txlog,
+      sessions: this.sessions,
+      members: () => this.members(),
+      membersChanged: () => this.syncPeers(),
+      introduce: (member, m) => this.introduce(member, m),
+    });
     this.requests = new RequestTable({
       check: (who, anyProgram) => this.keys.check(who, anyProgram),
       deny: (from, reason, fatal) => this.txlog.deny(from, reason, fatal),
@@ -178,22 +193,7 @@ export class Rexd {
       }
       this.own = await this.store.create(this.name);
     }
-    for (const s of this.config.servers) {
-      if (s.name === this.config.hostName) continue;
-      this.peers.set(
-        s.name,
-        new PeerLink(s, {
-          selfName: this.config.hostName,
-          software: SOFTWARE,
-          loadInterval: this.config.loadInterval,
-          peerTimeout: this.config.peerTimeout,
-          log: this.opts.log,
-          own: this.own,
-          store: this.store,
-          ...(session ? { dial: (host: string) => this.dial(session, host) } : {}),
-        }),
-      );
-    }
+    this.syncPeers(false);
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
     this.txlog.open(logFile);
     this.admission = new Admission(this.config, (ev) => {
@@ -203,8 +203,16 @@ export class Rexd {
     if (session) {
       session.on('message', (m: ChannelMessage) => this.fromMonitor(m));
       session.on('close', () => void this.stop('the monitor closed the session channel').then(() => process.exit(0)));
+      this.keys.watch(
+        this.paths.stateDir,
+        () => {
+          for (const p of this.peers.values()) p.kick();
+        },
+        () => this.syncPeers(),
+      );
       this.exec.reapLeftovers();
       for (const p of this.peers.values()) p.start();
+      this.peersStarted = true;
       this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root' }, 'session controller started');
       return;
     }
@@ -226,11 +234,16 @@ export class Rexd {
     }
     if (this.opts.pidFile !== false) writeFileSync(this.paths.pidFile, `${process.pid}\n`, { mode: 0o644 });
     // A newly enrolled key may be the one a peer link has been waiting for.
-    this.keys.watch(this.paths.stateDir, () => {
-      for (const p of this.peers.values()) p.kick();
-    });
+    this.keys.watch(
+      this.paths.stateDir,
+      () => {
+        for (const p of this.peers.values()) p.kick();
+      },
+      () => this.syncPeers(),
+    );
     this.exec.reapLeftovers();
     for (const p of this.peers.values()) p.start();
+    this.peersStarted = true;
     this.log.info(
       { socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile },
       'rexd started',
@@ -296,11 +309,64 @@ export class Rexd {
     Object.assign(this.config, Object.fromEntries(applied.map((k) => [k, next[k]])));
     this.log.level = this.config.logLevel;
     const programs = this.callService.programsReloaded(before);
+    this.syncPeers();
     for (const k of needsRestart) {
       this.log.warn({ event: 'reload-needs-restart', key: k, running: this.config[k], configured: next[k] }, `reload: ${k} changed in rex.rc; it needs a restart, the running value is kept`);
     }
     this.log.info({ event: 'reloaded', files, applied, needsRestart, programs: [...this.config.programs.map((p) => p.name)], added: programs.added, removed: programs.removed, changed: programs.changed }, 'configuration reloaded');
     return { applied, needsRestart, programs };
+  }
+
+  /** The cluster's hosts: rex.rc servers (as running) and the members in the hosts file, rex.rc first (src/keys/hosts.ts). */
+  private members(): ServerEntry[] {
+    const problems: string[] = [];
+    const members = new HostsFile(this.paths.stateDir).read(problems);
+    for (const p of problems) this.log.warn({ problem: p }, 'hosts file line ignored');
+    return mergeServers(this.config.servers, members);
+  }
+
+  /**
+   * Makes the peer links match {@link members}: a new member gets a link, a member gone from the hosts file loses
+   * its link, a member whose address changed gets a new one. rex.rc servers change only at a restart, as before.
+   */
+  private syncPeers(start = this.peersStarted): void {
+    if (this.stopping || !this.own) return;
+    const want = this.members().filter((s) => s.name !== this.config.hostName);
+    for (const [name, link] of this.peers) {
+      const w = want.find((s) => s.name === name);
+      if (!w || w.address !== link.entry.address || w.port !== link.entry.port) {
+        link.stop();
+        this.peers.delete(name);
+      }
+    }
+    for (const s of want) {
+      if (this.peers.has(s.name)) continue;
+      const link = new PeerLink(s, {
+        selfName: this.config.hostName,
+        software: SOFTWARE,
+        loadInterval: this.config.loadInterval,
+        peerTimeout: this.config.peerTimeout,
+        log: this.opts.log,
+        own: this.own,
+        store: this.store,
+        ...(this.opts.session ? { dial: (host: string) => this.dial(this.opts.session!, host) } : {}),
+      });
+      this.peers.set(s.name, link);
+      if (start) {
+        this.log.info({ peer: link.label }, 'linking to a new member of the cluster');
+        link.start();
+      }
+    }
+  }
+
+  /** INTRODUCE over the peer link to `member` (a host joined through this one). */
+  private async introduce(member: ServerEntry, m: Omit<MessageOf<'INTRODUCE'>, 'type' | 'stream'>): Promise<MessageOf<'INTRODUCED'>> {
+    const link = this.peers.get(member.name);
+    const conn = await link?.connectNow();
+    if (!link || !conn) throw new Error(`not reachable${link?.state.error ? `: ${link.state.error}` : ''}`);
+    const r = await conn.request({ type: 'INTRODUCE', ...m }, this.config.peerTimeout);
+    if (r.type !== 'INTRODUCED') throw new Error(`answered INTRODUCE with ${r.type}`);
+    return r;
   }
 
   /**

@@ -140,3 +140,34 @@ export function invite(store: KeyStore, own: { name: string; id: string }, ttlMs
   store.ensureDirs();
   return new TokenStore(store.tokensFile).issue(own.name, own.id, ttlMs, binding);
 }
+
+/**
+ * The grant of a peer (a host's rexd) that joined the cluster: `grant NAME`,
+ * added unless a grant for NAME without program or origin limits is there
+ * already. Unlike {@link addGrant} it never lifts a `revoke` line: an
+ * introduction by another member must not undo the owner's revocation.
+ * Returns the line added, or undefined when nothing was added.
+ */
+export function addPeerGrant(store: KeyStore, name: string): string | undefined {
+  const lines = readLines(store.grantsFile);
+  const has = lines.some((l) => {
+    const g = lineOf(l, store.grantsFile).grant;
+    return g !== undefined && g.name === name && g.id === undefined && g.program === undefined && g.from === undefined && g.expires === undefined;
+  });
+  if (has) return undefined;
+  const text = formatGrant({ name });
+  lines.push(text);
+  store.ensureDirs();
+  writeFileAtomic(store.grantsFile, `${lines.join('\n')}\n`, 0o600);
+  return text;
+}
+
+/** True when a `revoke` line of the grants file names key `id`. */
+export function isRevoked(store: KeyStore, id: string): boolean {
+  if (!existsSync(store.grantsFile)) return false;
+  try {
+    return parseGrants(readFileSync(store.grantsFile, 'utf8'), store.grantsFile).revoked.some((r) => r.id === id);
+  } catch {
+    return true; // a grants file with an error grants nothing; do not add to it
+  }
+}

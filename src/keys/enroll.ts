@@ -17,6 +17,17 @@ import { enrollProof, type Token } from './tokens.js';
 /** Software string of rex_key in HELLO. */
 export const REX_KEY_SOFTWARE = 'rex_key/0.2.0';
 
+/**
+ * Why the server's certificate `c` is not the one the token pins (its key ID
+ * and name), or undefined: checked before a byte of REX is sent (`doing`:
+ * what is then not done, e.g. "enrolling").
+ */
+export function tokenPinRefusal(token: Token, c: { id: string; name: string }, doing: string): string | undefined {
+  if (c.id !== token.serverId) return `presented key ${c.id} (${c.name}), but the token was issued for key ${token.serverId} (${token.server}); NOT ${doing}`;
+  if (c.name !== token.server) return `presented ${c.name}, but the token names ${token.server}`;
+  return undefined;
+}
+
 /** What one host answered. */
 export interface EnrollResult {
   host: string;
@@ -63,11 +74,7 @@ export async function enrollWith(opts: {
     label,
     pin: (c) => {
       if (!c) return 'presented no certificate';
-      if (token) {
-        if (c.id !== token.serverId) return `presented key ${c.id} (${c.name}), but the token was issued for key ${token.serverId} (${token.server}); NOT enrolling`;
-        if (c.name !== token.server) return `presented ${c.name}, but the token names ${token.server}`;
-        return undefined;
-      }
+      if (token) return tokenPinRefusal(token, c, 'enrolling');
       if (known.length > 1) return `${known.length} keys are known for ${peerName} (${known.map((x) => x.id).join(', ')}), and a host is pinned to exactly one; remove the stale one from ${store.knownDir}`;
       const k = known[0]!;
       if (k.id !== c.id) return `presented key ${c.id} (${c.name}), but the key enrolled for ${peerName} is ${k.id}`;

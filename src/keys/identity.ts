@@ -70,3 +70,23 @@ export function currentUser(): string {
 export function localName(host: string, program?: string, user = currentUser()): string {
   return program === undefined ? `${host}.${user}` : `${host}.${user}.${program}`;
 }
+
+/**
+ * The name under which this rexd (`self`) trusts the rexd of `host`: a peer.
+ * In the per-user installation every rexd of a cluster runs for one user, so
+ * it is HOST.USER with this rexd's USER. A root installation's host identity
+ * changes this function and {@link isPeerIdentity}, nothing else of joining.
+ */
+export function peerIdentity(host: string, self: string): string {
+  const me = parseIdentityName(self);
+  if (typeof me === 'string') throw new RexError(ErrorCodes.USAGE, me);
+  return `${host}.${me.user}`;
+}
+
+/** True when `name` is the identity of another host's rexd for this rexd `self` (never a program key, never another user). */
+export function isPeerIdentity(name: string, self: string): boolean {
+  const p = parseIdentityName(name);
+  const me = parseIdentityName(self);
+  if (typeof p === 'string' || typeof me === 'string') return false;
+  return p.program === undefined && me.program === undefined && p.user === me.user && p.host !== me.host;
+}

@@ -2,13 +2,15 @@
  * rexd's keys side (docs/KEYS.md): who a TLS connection is (authentication at
  * HELLO, turning a pending session into a peer or a restricted one), what it
  * may do (the grants, re-read on change; sessions whose grant is revoked or
- * whose key is replaced are closed at once), and ENROLL (a new key with a
- * one-time token, a re-sent known key, a rotated key) in rexd's request table.
+ * whose key is replaced are closed at once), and in rexd's request table ENROLL
+ * (a new key with a one-time token, a re-sent known key, a rotated key), JOIN
+ * (a host joins the cluster with a join token) and INTRODUCE (a member vouches
+ * for a host that joined through it).
  * In a root installation this is the privileged part: it holds the trust store.
  */
 import { X509Certificate } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import type { RexConfig } from '../config/index.js';
+import type { RexConfig, ServerEntry } from '../config/index.js';
 import { clientAllowed } from '../config/clients.js';
 import type { Request, RequestTable } from '../daemon/dispatch.js';
 import type { DaemonLog, Logger } from '../daemon/log.js';
@@ -18,7 +20,9 @@ import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { certInfo, type CertInfo } from './certs.js';
 import { decide, GrantsFile, type Decision, type Requester } from './grants.js';
-import { parseIdentityName } from './identity.js';
+import { addPeerGrant, isRevoked } from './admin.js';
+import { HostsFile } from './hosts.js';
+import { isPeerIdentity, parseIdentityName, peerIdentity } from './identity.js';
 import type { KeyStore, OwnIdentity } from './store.js';
 import { proofMatches, TokenStore } from './tokens.js';
 
@@ -34,6 +38,12 @@ export interface KeysContext {
   txlog: DaemonLog;
   /** The open sessions (for revocation). */
   sessions: ReadonlySet<Endpoint>;
+  /** The cluster's hosts: rex.rc servers and the joined members (hosts.ts); default rex.rc servers. */
+  members?: () => ServerEntry[];
+  /** The hosts file changed: the daemon links to new members. */
+  membersChanged?: () => void;
+  /** Sends INTRODUCE to a member over this rexd's peer link to it; rejects with the reason it failed. */
+  introduce?: (member: ServerEntry, m: Omit<MessageOf<'INTRODUCE'>, 'type' | 'stream'>) => Promise<MessageOf<'INTRODUCED'>>;
 }
 
 /** What the monitor established about a host-based connection (docs/ROOT.md section 3). */
@@ -49,12 +59,18 @@ export interface HostbasedFacts {
 export class KeysService {
   private readonly grants: GrantsFile;
   private readonly tokens: TokenStore;
+  private readonly hosts: HostsFile;
   private watcher: FSWatcher | undefined;
   private knownWatcher: FSWatcher | undefined;
 
   constructor(private readonly ctx: KeysContext) {
     this.grants = new GrantsFile(ctx.store.grantsFile);
     this.tokens = new TokenStore(ctx.store.tokensFile);
+    this.hosts = new HostsFile(ctx.store.stateDir);
+  }
+
+  private members(): ServerEntry[] {
+    return this.ctx.members?.() ?? [...this.ctx.config.servers];
   }
 
   /** ENROLL in the request table: the only request of a restricted session; its handler checks the token or the key. */
@@ -67,6 +83,25 @@ export class KeysService {
       logKind: 'enroll',
       refuse: { client: 'ENROLL is served on the TLS port only (rex_key --distribute)' },
       handler: (m, req) => this.enroll(m, req),
+    });
+    table.register('JOIN', {
+      roles: ['restricted', 'peer'],
+      auth: 'handler',
+      privilege: ['key-store', 'host-key'],
+      newWork: true,
+      logKind: 'enroll',
+      refuse: { client: 'JOIN is served on the TLS port only (rex_key --join)' },
+      handler: (m, req) => this.join(m, req),
+    });
+    // Only a peer sends it, and the handler checks it is one (a host's rexd, not a user's or program's key).
+    table.register('INTRODUCE', {
+      roles: ['peer'],
+      auth: 'grant-any',
+      privilege: ['key-store'],
+      newWork: true,
+      logKind: 'enroll',
+      refuse: { client: 'INTRODUCE is sent by a member rexd to another, on the TLS port' },
+      handler: (m, req) => this.introduced(m, req),
     });
   }
 
@@ -86,7 +121,7 @@ export class KeysService {
       anyProgram,
       self: name,
       ...(fn !== undefined ? { function: fn } : {}),
-      hostAddress: (n) => config.servers.find((s) => s.name === n)?.address,
+      hostAddress: (n) => (config.servers.find((s) => s.name === n) ?? this.members().find((s) => s.name === n))?.address,
     });
   }
 
@@ -225,6 +260,7 @@ export class KeysService {
     } catch (e) {
       throw deny(`enrollment refused: ${(e as Error).message}`);
     }
+    if (binding.join) throw deny(`enrollment refused: the token was issued for joining the cluster: run rex_key --join ${this.ctx.config.hostName} with it; the token was not used`);
     if (binding.subject !== cert.name) {
       throw deny(`enrollment refused: the token was issued for ${binding.subject}, not for ${cert.name}; the token was not used`);
     }
@@ -258,6 +294,120 @@ export class KeysService {
     return answer(k.name, k.id, false);
   }
 
+  // ------------------------------------------------------------ joining a cluster
+
+  /**
+   * Serves JOIN (docs/KEYS.md "Joining a cluster"): the checks of a token
+   * enrollment, for a token issued with --join and a peer identity; then the
+   * joining host is known and granted here as a peer, recorded in the hosts
+   * file, introduced to every other member, and given their keys and addresses.
+   */
+  private async join(m: MessageOf<'JOIN'>, req: Request): Promise<Reply> {
+    const { store, name, log, txlog } = this.ctx;
+    const { from } = req;
+    const session = req.session as PeerSession | RestrictedSession;
+    const cert = session.cert;
+    const deny = (reason: string) => txlog.deny(from, reason, true);
+    if (!proofMatches(m.secret, cert.id, this.ctx.own().id, m.proof)) throw deny('join refused: the proof does not match the token and this key; the token was not used');
+    let binding;
+    try {
+      ({ binding } = this.tokens.check(m.secret));
+    } catch (e) {
+      throw deny(`join refused: ${(e as Error).message}`);
+    }
+    if (!binding.join) throw deny(`join refused: the token was issued to enroll ${binding.subject} (rex_key --invite --for), not to join the cluster (rex_key --invite --join HOST); the token was not used`);
+    if (binding.subject !== cert.name) throw deny(`join refused: the token was issued for ${binding.subject}, not for ${cert.name}; the token was not used`);
+    if (binding.keyId !== undefined && binding.keyId !== cert.id) throw deny(`join refused: the token was issued for key ${binding.keyId} of ${binding.subject}, not for key ${cert.id}; the token was not used`);
+    if (!isPeerIdentity(cert.name, name)) throw deny(`join refused: ${cert.name} is not another host's rexd of this cluster; the token was not used`);
+    // A joining host cannot take an existing member's name: a name with another known key stays that key's.
+    const old = store.known().filter((k) => k.name === cert.name && k.id !== cert.id);
+    if (old.length > 0) {
+      throw deny(
+        `join refused: ${cert.name} is already a member with key ${old.map((k) => k.id).join(', ')}, and joining never replaces a member's key; the token was not used. ` +
+          `If that key is lost or compromised, the owner of ${name} runs \`rex_key --invite --for ${cert.name} --replace\``,
+      );
+    }
+    if (isRevoked(store, cert.id)) throw deny(`join refused: key ${cert.id} (${cert.name}) is revoked on ${name}; the token was not used`);
+    try {
+      this.tokens.consume(m.secret, cert.id);
+    } catch (e) {
+      throw deny(`join refused: ${(e as Error).message}`);
+    }
+    const k = store.addKnown(cert.pem, 'join', 'joining host certificate');
+    if (from.session.state === 'peer' || from.session.state === 'restricted') from.session = enrolled(from.session, k);
+    addPeerGrant(store, k.name);
+    const host = (parseIdentityName(k.name) as { host: string }).host;
+    // A wildcard listen address says nothing about where others reach it: the address it came from does.
+    const address = m.address && !/^(0\.0\.0\.0|::|\*)$/.test(m.address) ? m.address : from.address;
+    this.hosts.upsert({ name: host, address, port: m.port, identity: k.name, id: k.id, via: 'join' });
+    this.ctx.membersChanged?.();
+    const members: MessageOf<'JOINED'>['members'] = [];
+    const told: string[] = [];
+    for (const s of this.members()) {
+      if (s.name === host || s.name === this.ctx.config.hostName) continue;
+      const pid = peerIdentity(s.name, name);
+      const keys = store.known().filter((x) => x.name === pid);
+      // A member is a host whose rexd key this host knows, pinned to one key, and still granted.
+      if (keys.length !== 1 || !this.check({ id: keys[0]!.id, name: pid, address: s.address }, true).ok) continue;
+      let error: string | undefined;
+      try {
+        if (!this.ctx.introduce) throw new Error('this rexd cannot reach its members');
+        await this.ctx.introduce(s, { cert: cert.der, address, port: m.port });
+        told.push(s.name);
+      } catch (e) {
+        error = (e as Error).message;
+      }
+      members.push({ name: pid, cert: certInfo(keys[0]!.certPem, keys[0]!.file).der, address: s.address, port: s.port, ...(error !== undefined ? { error } : {}) });
+    }
+    const failed = members.filter((x) => x.error !== undefined);
+    const note = `${k.name} (key ${k.id}) joined from ${address}:${m.port}; introduced to ${told.length ? told.join(', ') : 'no other member'}${failed.length ? `; not to ${failed.map((x) => `${x.name} (${x.error})`).join(', ')}` : ''}`;
+    req.note({ reason: note });
+    log.info({ identity: k.name, id: k.id, address, port: m.port, introduced: told, failed: failed.map((x) => x.name) }, 'a host joined the cluster');
+    return { type: 'JOINED', server: name, serverId: this.ctx.own().id, name: k.name, id: k.id, members };
+  }
+
+  /**
+   * Serves INTRODUCE: a member vouches for a host that joined through it. Only
+   * a peer (another host's rexd of this cluster) may introduce, only a peer
+   * identity may be introduced, and an introduction never replaces a known key
+   * nor lifts a revocation. What it cannot stop: a compromised member can
+   * introduce hosts (docs/KEYS.md "Joining a cluster").
+   */
+  private introduced(m: MessageOf<'INTRODUCE'>, req: Request): Reply {
+    const { store, name, log, txlog } = this.ctx;
+    const { from } = req;
+    const session = req.session as PeerSession;
+    const by = session.cert.name;
+    const deny = (reason: string) => txlog.deny(from, reason, false);
+    if (session.programKey || session.requester.program !== undefined || !isPeerIdentity(by, name)) {
+      throw deny(`introduction refused: ${session.identity} (key ${session.cert.id}) is not a member's rexd; only another host's rexd of this cluster (${peerIdentity('HOST', name)}) may introduce a host`);
+    }
+    let info: CertInfo;
+    try {
+      info = certInfo(m.cert, 'introduced certificate');
+    } catch (e) {
+      throw deny(`introduction by ${by} refused: ${(e as Error).message}`);
+    }
+    if (!new X509Certificate(info.der).verify(new X509Certificate(info.der).publicKey)) throw deny(`introduction by ${by} refused: the certificate of ${info.name} is not signed by its own key`);
+    if (!isPeerIdentity(info.name, name)) throw deny(`introduction by ${by} refused: ${info.name} is not a host's rexd of this cluster; only hosts are introduced, users and programs are enrolled and granted by the owner`);
+    const clash = store.knownById(info.id);
+    if (clash && clash.name !== info.name) throw deny(`introduction by ${by} refused: key ${info.id} is known here as ${clash.name}, not ${info.name}`);
+    const other = store.known().filter((k) => k.name === info.name && k.id !== info.id);
+    if (other.length > 0) {
+      throw deny(`introduction by ${by} refused: ${info.name} already has a known key (${other.map((k) => k.id).join(', ')}), and an introduction never replaces a known key (key ${info.id} was offered)`);
+    }
+    if (isRevoked(store, info.id)) throw deny(`introduction by ${by} refused: key ${info.id} (${info.name}) is revoked on ${name}`);
+    const already = clash !== undefined;
+    if (!already) store.addKnown(info.pem, `introduced by ${by}`, 'introduced certificate');
+    addPeerGrant(store, info.name);
+    const host = (parseIdentityName(info.name) as { host: string }).host;
+    this.hosts.upsert({ name: host, address: m.address, port: m.port, identity: info.name, id: info.id, via: `introduced-by=${by}` });
+    this.ctx.membersChanged?.();
+    req.note({ reason: `${info.name} (key ${info.id}) at ${m.address}:${m.port} introduced by ${by}${already ? ' (already known)' : ''}` });
+    log.info({ identity: info.name, id: info.id, by }, 'a host was introduced');
+    return { type: 'INTRODUCED', name: info.name, id: info.id, already };
+  }
+
   /** Ends the open sessions of these keys at once (their key was replaced by the host's owner). */
   private closeSessionsOf(ids: Set<string>, reason: string): void {
     for (const ep of this.ctx.sessions) {
@@ -271,12 +421,13 @@ export class KeysService {
 
   // ------------------------------------------------------------ grants and revocation
 
-  /** Watches the grants file (revocations apply at once) and the trust store (`onKnown`: a key was enrolled). */
-  watch(stateDir: string, onKnown: () => void): void {
+  /** Watches the grants file (revocations apply at once), the trust store (`onKnown`: a key was enrolled) and the hosts file (`onHosts`). */
+  watch(stateDir: string, onKnown: () => void, onHosts: () => void = () => {}): void {
     this.grants.current();
     try {
       this.watcher = watch(stateDir, (_ev, file) => {
         if (file === 'grants' || file === null) this.grantsNow();
+        if (file === 'hosts' || file === null) onHosts();
       });
       this.watcher.on('error', () => {});
       this.ctx.store.ensureDirs();

@@ -10,9 +10,11 @@
  * with an HMAC binding it to its own key. The server keeps only SHA-256(SECRET),
  * an expiry, the subject the token was issued for (one HOST.USER[.PROGRAM],
  * optionally one key ID, and whether it may replace that name's known key), and
- * whether the token was used:
+ * whether the token was used. A `join=yes` token (`rex_key --invite --join HOST`)
+ * is spent only by JOIN (the host joins the cluster: docs/KEYS.md "Joining a
+ * cluster"), any other only by ENROLL:
  *
- *   token HASH expires=ISO created=ISO for=NAME [key=ID] [replace=yes]
+ *   token HASH expires=ISO created=ISO for=NAME [key=ID] [replace=yes] [join=yes]
  *   used HASH at=ISO by=ID
  *
  * Lines are appended; issuing a token rewrites the file without the tokens that
@@ -82,6 +84,8 @@ export interface TokenBinding {
   keyId?: string;
   /** The token may replace a key already known under `subject` (the admin's deliberate replacement). */
   replace?: boolean;
+  /** The token admits `subject`'s rexd to the cluster (JOIN): it is then a peer of every member, not just known here. */
+  join?: boolean;
 }
 
 /** The stored state of one token. */
@@ -102,7 +106,7 @@ const LOCK_WAIT_MS = 5_000;
  * tokens file must not lose a `used` line rexd appends at the same moment.
  * A lock older than 10 s is left by a crashed process and is broken.
  */
-function withLock<T>(file: string, fn: () => T): T {
+export function withLock<T>(file: string, fn: () => T): T {
   const lock = `${file}.lock`;
   const deadline = Date.now() + LOCK_WAIT_MS;
   for (;;) {
@@ -144,7 +148,7 @@ function withLock<T>(file: string, fn: () => T): T {
 
 function tokenLine(r: TokenRecord): string {
   const b = r.binding;
-  const bound = b ? ` for=${b.subject}${b.keyId ? ` key=${b.keyId}` : ''}${b.replace ? ' replace=yes' : ''}` : '';
+  const bound = b ? ` for=${b.subject}${b.keyId ? ` key=${b.keyId}` : ''}${b.replace ? ' replace=yes' : ''}${b.join ? ' join=yes' : ''}` : '';
   return `token ${r.hash} expires=${new Date(r.expires).toISOString()} created=${r.created}${bound}\n`;
 }
 
@@ -180,7 +184,7 @@ export class TokenStore {
         const exp = Date.parse(opt('expires') ?? '');
         const subject = opt('for');
         const keyId = opt('key');
-        const binding: TokenBinding | undefined = subject ? { subject, ...(keyId ? { keyId } : {}), ...(opt('replace') === 'yes' ? { replace: true } : {}) } : undefined;
+        const binding: TokenBinding | undefined = subject ? { subject, ...(keyId ? { keyId } : {}), ...(opt('replace') === 'yes' ? { replace: true } : {}), ...(opt('join') === 'yes' ? { join: true } : {}) } : undefined;
         if (Number.isFinite(exp)) out.set(w[1], { hash: w[1], expires: exp, created: opt('created') ?? '', ...(binding ? { binding } : {}) });
       } else if (w[0] === 'used' && w[1]) {
         const r = out.get(w[1]);

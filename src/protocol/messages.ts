@@ -52,6 +52,16 @@ const HOST_ENTRY = {
   cpu: { tag: 12, t: 'struct', fields: CPU_PROFILE },
 } as const satisfies Record<string, FieldSpec>;
 
+/** One member of a cluster in a JOINED answer (docs/KEYS.md "Joining a cluster"): its rexd's certificate and address. */
+const MEMBER_ENTRY = {
+  name: { tag: 1, t: 'str', required: true, max: 255 },
+  cert: { tag: 2, t: 'bytes', required: true, max: 16384 },
+  address: { tag: 3, t: 'str', required: true, max: 255 },
+  port: { tag: 4, t: 'u32', required: true },
+  /** Why the introducer could not introduce the new host to this member (it was down, or refused). */
+  error: { tag: 5, t: 'str', max: 4096 },
+} as const satisfies Record<string, FieldSpec>;
+
 /** Largest input or output frame of a remote call: it travels in one protocol frame (REX_CALL_MAX_FRAME in rex.h). */
 export const CALL_MAX_FRAME = LIMITS.maxPayload - 1024;
 
@@ -109,6 +119,7 @@ export const ATTRIBUTE_GROUPS: Record<string, Record<string, FieldSpec>> = {
   ENTRY: CALL_ENTRY,
   PARAM: DEFINE_PARAM,
   EXEC_LIB: EXEC_LIB,
+  MEMBER: MEMBER_ENTRY,
   CPU_PROFILE: CPU_PROFILE,
   CPU_COMPONENT: CPU_COMPONENT,
 };
@@ -200,6 +211,44 @@ export const MESSAGES = {
       name: { tag: 3, t: 'str', required: true, max: 255 },
       id: { tag: 4, t: 'str', required: true, max: 64 },
       already: { tag: 5, t: 'bool' },
+    },
+  },
+  JOIN: {
+    type: 0x0032,
+    attrs: {
+      secret: { tag: 1, t: 'str', required: true, max: 64 },
+      proof: { tag: 2, t: 'bytes', required: true, max: 64 },
+      /** Where the joining host's rexd listens, as it knows it; without an address the member takes the connection's source. */
+      address: { tag: 3, t: 'str', max: 255 },
+      port: { tag: 4, t: 'u32', required: true },
+    },
+  },
+  JOINED: {
+    type: 0x0033,
+    final: true,
+    attrs: {
+      server: { tag: 1, t: 'str', required: true, max: 255 },
+      serverId: { tag: 2, t: 'str', required: true, max: 64 },
+      name: { tag: 3, t: 'str', required: true, max: 255 },
+      id: { tag: 4, t: 'str', required: true, max: 64 },
+      members: { tag: 5, t: 'group', fields: MEMBER_ENTRY, repeated: true, max: 1024 },
+    },
+  },
+  INTRODUCE: {
+    type: 0x0034,
+    attrs: {
+      cert: { tag: 1, t: 'bytes', required: true, max: 16384 },
+      address: { tag: 2, t: 'str', required: true, max: 255 },
+      port: { tag: 3, t: 'u32', required: true },
+    },
+  },
+  INTRODUCED: {
+    type: 0x0035,
+    final: true,
+    attrs: {
+      name: { tag: 1, t: 'str', required: true, max: 255 },
+      id: { tag: 2, t: 'str', required: true, max: 64 },
+      already: { tag: 3, t: 'bool' },
     },
   },
   EXEC: {

@@ -56,7 +56,7 @@ describe('rex_key command line', () => {
   });
 
   it('usage errors: no action, two actions, a bad name, a bad duration, a bad token', async () => {
-    expect(await rexKey()).toMatchObject({ code: 2, stderr: expect.stringContaining('say what to do: --create, --list, --invite, --distribute, --grant or --revoke') as unknown as string });
+    expect(await rexKey()).toMatchObject({ code: 2, stderr: expect.stringContaining('say what to do: --create, --list, --invite, --distribute, --join, --grant or --revoke') as unknown as string });
     expect(await rexKey('--list', '--create')).toMatchObject({ code: 2, stderr: expect.stringContaining('one action at a time, got --create, --list') as unknown as string });
     expect((await rexKey('--grant', 'lima')).stderr).toContain('"lima" is neither an identity name (HOST.USER[.PROGRAM]) nor a key ID');
     expect((await rexKey('--grant', 'lima.bob', '--expires', 'soon')).stderr).toContain('--expires soon: expected a duration (30m, 2h, 7d) or an ISO-8601 time');
