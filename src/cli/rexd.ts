@@ -73,7 +73,10 @@ async function foreground(opts: Opts): Promise<void> {
     process.on('SIGTERM', () => stopMonitor('SIGTERM'));
     process.on('SIGINT', () => stopMonitor('SIGINT'));
     process.off('SIGHUP', onEarlyHup);
-    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'reload of the root installation is not built yet; restart rexd to apply rex.rc changes'));
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+      void m.reload(async () => (await load(opts)).config);
+    });
     tellReady();
     return;
   }

@@ -425,16 +425,6 @@ export const KEYS = {
     ],
     invalid: ['alice', 'alpha.alice = ', 'alpha.alice.x = al'],
   }),
-  sessionIdleTime: key({
-    key: 'session-idle-time',
-    value: durationValue({ min: 1000, max: 86_400_000 }),
-    default: 600_000,
-    help: 'duration (1 s to 24 h), root installation only: a session controller with no connection, job or call controller for this long exits (it is started again on the next connection)',
-    defaultHelp: '`10m`',
-    readBy: ['rexd'],
-    examples: [{ rc: '30s', value: 30_000 }],
-    invalid: ['never', '10ms'],
-  }),
 };
 
 /** The name of a RexConfig field, that is of a key in the table. */

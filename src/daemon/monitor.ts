@@ -152,6 +152,31 @@ export class Monitor {
     this.log.info({ socket: this.socketPath, listen: `${listen.address}:${listen.port}`, hostKey: this.own.name, id: this.own.id, installation: 'root' }, 'rexd (root installation) started');
   }
 
+  /**
+   * SIGHUP: re-reads rex.rc (`load` reads it as at start). The monitor's own keys that a reload can change
+   * (user-map, permit-root, servers for dials, log-level) take effect at once; a refused configuration keeps the
+   * old one. Then every session controller gets SIGHUP and reloads its own view (programs, grants...) without
+   * dropping its sessions, as a per-user rexd does.
+   */
+  async reload(load: () => Promise<RexConfig>): Promise<boolean> {
+    let next: RexConfig;
+    try {
+      next = await load();
+    } catch (e) {
+      this.log.error({ event: 'reload-refused', err: (e as Error).message }, `reload refused, the configuration in force is unchanged: ${(e as Error).message}`);
+      return false;
+    }
+    const mutable = this.config as { -readonly [K in keyof RexConfig]: RexConfig[K] };
+    mutable.userMap = next.userMap;
+    mutable.permitRoot = next.permitRoot;
+    mutable.servers = next.servers;
+    mutable.logLevel = next.logLevel;
+    this.log.level = next.logLevel;
+    for (const c of this.controllers.values()) c.child.kill('SIGHUP');
+    this.log.info({ event: 'reloaded', controllers: [...this.controllers.values()].map((c) => c.account.name) }, 'configuration reloaded; session controllers told to reload');
+    return true;
+  }
+
   /** Closes the listeners and stops every controller (each says GOODBYE to its sessions). */
   async stop(reason = 'rexd shutting down'): Promise<void> {
     if (this.stopping) return;

@@ -9,7 +9,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { buildLibrary, writeXml } from '../calls/helpers.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { readablePackage } from '../helpers/readable-package.js';
 import { createTestUser, isRoot, notRootReason, removeTestUser, type TestUser } from '../helpers/users.js';
@@ -34,6 +35,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   let bob: TestUser;
   let carol: TestUser;
   const daemons: ChildProcess[] = [];
+  /** What each monitor has logged so far. */
+  const logs: Record<string, string> = {};
   const rc: Record<string, string> = {};
   const state: Record<string, string> = {};
 
@@ -89,13 +92,13 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       const d = spawn(process.execPath, [join(pkg.root, 'dist', 'cli', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
       d.stderr!.setEncoding('utf8');
       daemons.push(d);
+      logs[h] = '';
       await new Promise<void>((resolve, reject) => {
-        let err = '';
         d.stderr!.on('data', (t: string) => {
-          err += t;
-          if (err.includes('rexd (root installation) started')) resolve();
+          logs[h] += t;
+          if (logs[h]!.includes('rexd (root installation) started')) resolve();
         });
-        d.once('exit', (code) => reject(new Error(`rexd ${h} exited (${code}): ${err}`)));
+        d.once('exit', (code) => reject(new Error(`rexd ${h} exited (${code}): ${logs[h]}`)));
       });
     }
   }, 180_000);
@@ -126,6 +129,58 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       }
     }
   }, 180_000);
+
+  // claim: root.jobs-run-as-their-user
+  it("moves each user's process with rfork() to beta, where the child runs as that user", () => {
+    const prog = join(dir, 'rfuid');
+    const src = join(import.meta.dirname, '..', 'fixtures', 'root', 'rfuid.c');
+    const cc = spawnSync('cc', ['-std=c11', '-Wall', '-Wextra', '-Werror', '-I', join(pkg.root, 'native', 'include'), src, join(pkg.root, 'native', 'build', 'lib', 'librex.a'), '-o', prog], { encoding: 'utf8' });
+    expect(cc.stderr).toBe('');
+    chmodSync(prog, 0o755);
+    for (const u of [alice, bob]) {
+      const r = spawnSync('runuser', ['-u', u.name, '--', prog], {
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_SOCKET: join(dir, 'alpha', 'run', 'rexd.sock'), REX_HOST: 'beta' },
+        cwd: '/',
+      });
+      expect(r.stderr, u.name).toBe('');
+      expect(r.stdout).toBe(`child uid=${u.uid} gid=${u.gid} rforked=1\nparent uid=${u.uid} child-status=0\n`);
+    }
+    // The image went to beta: the rfork is in each user's log there, and only in theirs.
+    for (const u of [alice, bob]) {
+      const other = u === alice ? bob : alice;
+      const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', u.name, 'rex-log.sqlite')], { encoding: 'utf8' });
+      expect(log.stdout).toMatch(/"message_type": "RFORK"/);
+      expect(log.stdout).not.toContain(other.name);
+    }
+  }, 120_000);
+
+  // claim: root.reload-programs
+  it('reloads rex.rc on SIGHUP without a restart: a program added to beta is then called by alice and bob, each in a call controller of their own', async () => {
+    const lib = buildLibrary(dir);
+    const xml = writeXml(dir, lib);
+    for (const f of [lib, xml]) chmodSync(f, 0o644);
+    const before = logs.beta!.length;
+    const monitorPid = daemons[1]!.pid!;
+    writeFileSync(rc.beta!, `${readFileSync(rc.beta!, 'utf8')}programs : calltest=${lib}:${xml}\n`);
+    process.kill(monitorPid, 'SIGHUP');
+    await vi.waitFor(() => expect(logs.beta!.slice(before)).toContain('configuration reloaded; session controllers told to reload'), { timeout: 30_000, interval: 50 });
+    for (const u of [alice, bob]) {
+      // The controllers reload on their own SIGHUP: the program appears there a moment later.
+      await vi.waitFor(
+        () => {
+          const r = rexAs(u.name, 'alpha', ['call', 'beta.calltest.neg32', '-5']);
+          expect(r.stderr).toBe('');
+          expect(r.stdout).toBe('5\n');
+        },
+        { timeout: 30_000, interval: 200 },
+      );
+      const ps = spawnSync('pgrep', ['-u', String(u.uid), '-x', 'rex_callctl'], { encoding: 'utf8' });
+      expect(ps.stdout.trim().split('\n').filter(Boolean).length, `call controllers of ${u.name}`).toBeGreaterThanOrEqual(1);
+    }
+    expect(daemons[1]!.exitCode, 'the monitor was not restarted').toBeNull();
+  }, 120_000);
 
   // claim: root.controller-per-user
   it('serves each user through a session controller of their own, whose state only they can read', () => {
