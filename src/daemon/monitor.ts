@@ -34,6 +34,7 @@ import { loadAddon, type FdWatcher, type RexAddon } from '../util/native.js';
 import { packageRoot } from '../util/paths.js';
 import { lookupAccount, mapRemoteUser, type Account } from './accounts.js';
 import { SessionChannel, safeClose, type ChannelMessage } from './channel.js';
+import { Admission, type Startup } from './admission.js';
 import { DaemonLog, type Logger } from './log.js';
 import { readPid } from './paths.js';
 
@@ -84,6 +85,7 @@ export class Monitor {
   private localWatch: FdWatcher | undefined;
   private tcpServer: Server | undefined;
   private stopping = false;
+  private admission: Admission | undefined;
   /** TLS connections and their relays, ended at stop (a server closes only once its connections are gone). */
   private readonly open = new Set<Socket | TLSSocket>();
   private readonly socketPath: string;
@@ -141,7 +143,13 @@ export class Monitor {
       this.hostlog.record({ kind: 'auth', peerAddress: normalizeAddress(s?.remoteAddress ?? '?'), outcome: 'denied', reason: `TLS handshake failed: ${err.message}` });
       s?.destroy();
     });
-    const tcp = createServer((raw) => (this.stopping ? raw.destroy() : tls.emit('connection', raw)));
+    // The caps on unauthenticated connections (max-startups, per-source-max-startups, login-grace-time) hold here,
+    // where connections arrive: a connection counts until it is routed to a controller (admission.ts).
+    this.admission = new Admission(this.config, (ev) => void this.hostlog.record(ev));
+    const tcp = createServer((raw) => {
+      if (this.stopping) raw.destroy();
+      else if (this.admission!.admitTcp(raw, normalizeAddress(raw.remoteAddress ?? '?'))) tls.emit('connection', raw);
+    });
     const { listen } = this.config;
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', (e) => reject(new RexError(ErrorCodes.DAEMON_BIND_REFUSED, `cannot listen on ${listen.address}:${listen.port}: ${e.message}`, { where: 'rex.rc listen', cause: e })));
@@ -182,6 +190,7 @@ export class Monitor {
     if (this.stopping) return;
     this.stopping = true;
     this.localWatch?.close();
+    this.admission?.close();
     if (this.localFd >= 0) safeClose(this.localFd);
     try {
       unlinkSync(this.socketPath);
@@ -255,27 +264,30 @@ export class Monitor {
     this.keep(sock);
     const address = normalizeAddress(sock.remoteAddress ?? '?');
     const cert = peerCert(sock);
+    const startup = this.admission?.tls(address, sock.remotePort);
+    startup?.waiting('its route (the preface of a host key)');
     const refuse = (reason: string, identity?: string) => {
       this.hostlog.record({ kind: 'auth', ...(identity ? { identity } : {}), ...(cert ? { identityId: cert.id } : {}), peerAddress: address, outcome: 'denied', reason });
       sock.destroy();
     };
+    startup?.onExpire((reason) => refuse(reason, cert?.name));
     if (!cert) return refuse('no client certificate: REX peers authenticate with their key');
     if (isHostKeyName(cert.name)) {
       // Another host's rexd: its key must be the one known for that host name; the preface names the user.
       const known = this.store.knownById(cert.id);
       if (!known || known.name !== cert.name) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but ${known ? `it is known as ${known.name}` : 'it is not a known host key here (rex_key --join)'}`, cert.name);
       readPreface(sock, this.config.loginGraceTime).then(
-        ({ user, rest }) => this.routeTls(sock, address, cert, { host: cert.name, user, hostbased: true }, rest, refuse),
+        ({ user, rest }) => this.routeTls(sock, address, cert, { host: cert.name, user, hostbased: true }, rest, refuse, startup),
         (e: Error) => refuse(`route preface: ${e.message}`, cert.name),
       );
       return;
     }
     const claimed = parseIdentityName(cert.name);
     if (typeof claimed === 'string') return refuse(`the certificate's name is not an identity: ${claimed}`);
-    this.routeTls(sock, address, cert, { host: claimed.host, user: claimed.user, hostbased: false }, Buffer.alloc(0), refuse);
+    this.routeTls(sock, address, cert, { host: claimed.host, user: claimed.user, hostbased: false }, Buffer.alloc(0), refuse, startup);
   }
 
-  private routeTls(sock: TLSSocket, address: string, cert: CertInfo, who: { host: string; user: string; hostbased: boolean }, rest: Buffer, refuse: (reason: string, identity?: string) => void): void {
+  private routeTls(sock: TLSSocket, address: string, cert: CertInfo, who: { host: string; user: string; hostbased: boolean }, rest: Buffer, refuse: (reason: string, identity?: string) => void, startup: Startup | undefined): void {
     const identity = `${who.host}.${who.user}`;
     const mapped = mapRemoteUser(this.config.userMap, who.host, who.user);
     if ('refused' in mapped) return refuse(mapped.refused, identity);
@@ -285,6 +297,8 @@ export class Monitor {
     this.controller(account).then(
       (ctl) => {
         if (sock.destroyed) return;
+        // Routed: the controller gives it its own HELLO deadline (Admission.relayed), and grants decide from there.
+        startup?.authenticated();
         const [mine, theirs] = this.addon.socketPair(false);
         const plain = this.keep(new Socket({ fd: mine, readable: true, writable: true }));
         relay(sock, plain, rest);

@@ -78,7 +78,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
           `socket : ${join(dir, h, 'run', 'rexd.sock')}`,
           'load-interval : 500ms',
           // beta refuses alpha's carol outright (a user-map refusal), and maps nothing else.
-          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -`] : []),
+          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -`, 'per-source-max-startups : 4'] : []),
           '',
         ].join('\n'),
       );
@@ -218,6 +218,28 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
     expect(log.stdout).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
   }, 120_000);
+
+  // claim: root.monitor-startup-caps
+  it('holds the caps on unauthenticated connections at the monitor: beyond per-source-max-startups a connection is closed at accept, and logged', async () => {
+    const { connect } = await import('node:net');
+    const port = Number(readFileSync(rc.beta!, 'utf8').match(/beta@127\.0\.0\.1:(\d+)/)![1]);
+    const open = async () => {
+      const s = connect({ host: '127.0.0.1', port });
+      await new Promise((r) => s.once('connect', r));
+      return s;
+    };
+    const idle = [];
+    for (let i = 0; i < 4; i++) idle.push(await open());
+    const extra = await open();
+    const closedAtOnce = await new Promise<boolean>((resolve) => {
+      extra.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 5000);
+    });
+    for (const s of idle) s.destroy();
+    expect(closedAtOnce).toBe(true);
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    expect(log.stdout).toContain('too many unauthenticated connections from 127.0.0.1 (per-source-max-startups 4); refused at accept');
+  }, 60_000);
 
   // claim: root.unknown-host-key-refused
   it('refuses a host key it does not know, before any user is served', async () => {
