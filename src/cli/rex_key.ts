@@ -3,6 +3,7 @@
  * `rex_key`: this user's REX identities, trusted keys and grants (docs/KEYS.md,
  * docs/man/rex_key.1.md). One action per run:
  *   --create [--program P] [--force]      make a key pair
+ *   --create --host-key [--force]         make the host key of a root installation (as root)
  *   --list [--json]                       own identities, trusted keys, grants, pending hosts
  *   --invite --for NAME [--key ID] [--replace] [--expires 15m]
  *                                         print a one-time enrollment token for NAME
@@ -29,6 +30,7 @@ import { runMain } from './main.js';
 
 interface Opts {
   create?: boolean;
+  hostKey?: boolean;
   list?: boolean;
   invite?: boolean;
   distribute?: boolean;
@@ -70,7 +72,16 @@ async function context(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeySt
 }
 
 async function create(opts: Opts): Promise<void> {
-  const { store, me } = await context(opts);
+  const { store, me, loaded } = await context(opts);
+  if (opts.hostKey) {
+    // The root installation's host key (docs/ROOT.md): named HOST, in the host's state directory, made by root.
+    if (loaded.config.installation !== 'root') throw new RexError(ErrorCodes.USAGE, '--host-key makes the host key of a root installation, and rex.rc installation is user here', { where: 'rex.rc installation', hint: 'set installation : root in /etc/rex/rex.rc (docs/ROOT.md), or drop --host-key for your own key' });
+    if (process.getuid?.() !== 0) throw new RexError(ErrorCodes.USAGE, '--host-key: only root makes the host key of a root installation', { hint: 'run it as root (sudo rex_key --create --host-key)' });
+    if (opts.program) throw new RexError(ErrorCodes.USAGE, '--host-key and --program go apart: a host key stands for the host');
+    const id = await store.create(loaded.config.hostName, { force: opts.force ?? false });
+    out(`created host key ${id.name}\n  ID   ${id.id}\n  key  ${id.keyFile} (mode 0600)\n  cert ${id.certFile}\n`);
+    return;
+  }
   const name = opts.program ? `${me}.${opts.program}` : me;
   const id = await store.create(name, { force: opts.force ?? false });
   out(`created ${id.name}\n  ID   ${id.id}\n  key  ${id.keyFile} (mode 0600)\n  cert ${id.certFile}\nNext: send it to the cluster with \`rex_key --distribute\` (a new host needs a token from \`rex_key --invite\` there).\n`);
@@ -325,6 +336,7 @@ const program = new Command('rex_key')
   .option('-r, --revoke <name-or-id>', 'withdraw the grants of an identity and refuse its keys')
   .option('-p, --program <name>', 'the PROGRAM of a HOST.USER.PROGRAM identity (create, distribute, grant, revoke)')
   .option('-f, --force', 'with --create: replace an existing key (the old one is kept as .prev)')
+  .option('--host-key', "with --create, as root in a root installation: make the host key HOST that the root rexd presents to the other hosts (docs/ROOT.md)")
   .option('-t, --token <token>', 'with --distribute or --join: the token from `rex_key --invite` on the server (--join reads it from stdin without this)')
   .option('-H, --host <name...>', 'with --distribute: only these hosts (servers names, or NAME@ADDRESS:PORT)')
   .option('--functions <f,g>', 'with --grant and a program: only these functions of it may be called (and nothing run by EXEC)')

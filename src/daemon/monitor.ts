@@ -123,7 +123,7 @@ export class Monitor {
       if (isRexError(e) && e.code === ErrorCodes.KEY_MISSING) {
         throw new RexError(ErrorCodes.KEY_MISSING, `the root rexd needs the host key of ${this.config.hostName} and there is none in ${this.store.keysDir}`, {
           where: this.store.keyFile(this.config.hostName),
-          hint: 'create it as root with `rex_key --create --host`, then join the cluster (`rex_key --join`, docs/KEYS.md)',
+          hint: 'create it as root with `rex_key --create --host-key`, then join the cluster (`rex_key --join`, docs/KEYS.md)',
         });
       }
       throw e;

@@ -84,7 +84,10 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       );
       chmodSync(rc[h]!, 0o644);
       keys[h] = new KeyStore(state[h]!);
-      certs[h] = (await keys[h]!.create(h)).certPem;
+      // The administrator's command for the host key, as root.
+      const made = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', rc[h]!], { encoding: 'utf8' });
+      if (made.status !== 0) throw new Error(`rex_key --create --host-key: ${made.stderr}`);
+      certs[h] = keys[h]!.load(h).certPem;
     }
     keys.alpha!.addKnown(certs.beta!, 'test');
     keys.beta!.addKnown(certs.alpha!, 'test');
@@ -201,6 +204,18 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(log.stdout).toContain(bob.name);
     expect(log.stdout).not.toContain(alice.name);
   }, 120_000);
+
+  it('makes the host key only as root, and only in a root installation', () => {
+    const asAlice = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', rc.alpha!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
+    expect(asAlice.status).toBe(2);
+    expect(asAlice.stderr).toMatch(/--host-key: only root makes the host key of a root installation/);
+    const userRc = join(dir, 'user.rc');
+    writeFileSync(userRc, `host-name : delta\nstate-directory : ${join(dir, 'delta')}\n`);
+    const inUserMode = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', userRc], { encoding: 'utf8' });
+    expect(inUserMode.status).toBe(2);
+    expect(inUserMode.stderr).toMatch(/rex\.rc installation: error: --host-key makes the host key of a root installation, and rex\.rc installation is user here/);
+    expect(existsSync(join(dir, 'delta', 'keys', 'delta.key'))).toBe(false);
+  });
 
   // claim: root.root-refused
   it('refuses root on the local socket unless rex.rc permit-root says yes, naming the key', () => {
