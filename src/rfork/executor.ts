@@ -10,7 +10,7 @@ import { isAbsolute, join } from 'node:path';
 import type { Connection, Reply } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
-import { packageRoot } from '../util/paths.js';
+import { helper } from '../util/paths.js';
 import { testSwitch } from '../util/testmode.js';
 import { fileSha256 } from '../exec/protocol.js';
 import { startChild, type Child } from '../exec/executor/child.js';
@@ -60,7 +60,7 @@ export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: 
 }
 
 /** The restorer program (built by npm install). */
-const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
+const RESTORER = (): string => helper('rex-restore');
 
 /**
  * Spare restorers, one per rexd at most: started ahead with `--args-fd 3`

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { DemoLibrary } from '../../cluster/calldemo.js';
 import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
-import { packageRoot } from '../../util/paths.js';
+import { helper } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
 
 interface ClusterCliOpts {
@@ -117,7 +117,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
       }
       // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so, its child forced onto
       // another host than the origin (an rfork to the origin itself would not show a migration).
-      const example = resolve(packageRoot(), 'native', 'build', 'bin', 'test_rfork_1');
+      const example = helper('test_rfork_1');
       const target = cluster.hosts[1];
       if (!existsSync(example)) {
         out(`\n(Skipping the rfork demo: ${example} is not built; run make -C native all)\n`);
