@@ -140,6 +140,7 @@ export class LocalCluster {
       network.create(names);
     }
     const made: HostFs[] = [];
+    let cluster: LocalCluster | undefined;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const hosts: ClusterHost[] = [];
@@ -164,7 +165,7 @@ export class LocalCluster {
           ...(fs ? { fs } : {}),
         });
       }
-      const cluster = new LocalCluster(dir, hosts, network);
+      cluster = new LocalCluster(dir, hosts, network);
       cluster.testMode = opts.testMode ?? false;
       cluster.writeConfig(opts);
       const trust = opts.trust ?? 'grant';
@@ -180,11 +181,14 @@ export class LocalCluster {
         for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
       }
       // Without keys rexd cannot start: the user creates them (rex_key --create) and then runs `rex cluster start`.
-      if (trust !== 'none') await Promise.all(hosts.map((h) => cluster.startHost(h)));
+      const c = cluster;
+      if (trust !== 'none') await Promise.all(hosts.map((h) => c.startHost(h)));
       if (trust === 'enroll' || trust === 'grant') await cluster.enrollAll();
       cluster.save();
       return cluster;
     } catch (e) {
+      // A host that did start would keep its namespaces alive (and its port taken): it goes too.
+      for (const h of cluster?.hosts ?? []) cluster!.kill(h.name, 'SIGKILL');
       for (const fs of made) destroyHostFs(fs);
       network?.destroy();
       throw e;

@@ -6,11 +6,12 @@
 // guide's example. Per-user mode: each rexd runs as the test's user (root), from the tree's
 // launcher /usr/bin/rexd.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { outside } from '../../src/cluster/mountns.js';
+import { LocalCluster } from '../../src/cluster/cluster.js';
+import { MNTNS_DIR, outside } from '../../src/cluster/mountns.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { NETNS, runOn, startShareNothing } from '../helpers/cluster.js';
 
@@ -97,4 +98,27 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
     // The executable was matched by content: beta had no file at its path, so it holds the fetched copy.
     expect(betaCache()).toContain(sha256(onAlpha('/home/u/test_rfork_1')));
   });
+});
+
+describe.skipIf(!NETNS)('a share-nothing cluster that fails to start', () => {
+  it('releases the mount namespaces it made, and nothing it mounted reaches the machine', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rex-test-nofs-fail-'));
+    try {
+      // A tree whose rexd launcher fails at once: the hosts' namespaces are made, then rexd exits.
+      const tree = join(dir, 'tree');
+      mkdirSync(join(tree, 'usr/lib/rex'), { recursive: true });
+      mkdirSync(join(tree, 'usr/bin'), { recursive: true });
+      writeFileSync(join(tree, 'usr/lib/rex/installed.json'), JSON.stringify({ version: '0', prefix: '/usr', bindir: '/usr/bin', libexecdir: '/usr/libexec/rex', sysconfdir: '/etc' }));
+      writeFileSync(join(tree, 'usr/bin/rexd'), '#!/bin/sh\necho "broken rexd on $(hostname)" >&2\nexit 3\n', { mode: 0o755 });
+      const before = existsSync(MNTNS_DIR) ? readdirSync(MNTNS_DIR) : [];
+      await expect(LocalCluster.up({ dir: join(dir, 'c'), hosts: 2, privateFs: { dir: tree, prefix: '/usr' } })).rejects.toThrow(/rexd exited with status 3 during start-up; last log lines:\nbroken rexd on (alpha|beta)/);
+      // Only share-nothing clusters hold files there, and this file starts them one at a time.
+      expect(readdirSync(MNTNS_DIR).filter((n) => !before.includes(n))).toEqual([]);
+      // Nothing the hosts mounted propagated to the machine.
+      const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+      expect(mounts.filter((l) => l.includes(dir) || l.includes(' - overlay rex-tree '))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
