@@ -32,6 +32,7 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
     // The sources reach alpha only: its /home is a directory of the cluster's, not the machine's.
     mkdirSync(onAlpha('/home/u'));
     writeFileSync(onAlpha('/home/u/lib.c'), 'const char *only_alpha(void) { return "from liboa"; }\n');
+    writeFileSync(onAlpha('/home/u/rf.c'), 'int rf_mark(void) { return 42; }\n');
     for (const [name, words] of [['prog', 'run'], ['prog2', "rexecve'd"]] as const) {
       writeFileSync(
         onAlpha(`/home/u/${name}.c`),
@@ -49,7 +50,9 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
         'cc -o prog prog.c -L. -loa -Wl,-rpath,/home/u',
         'cc -o prog2 prog2.c -L. -loa -Wl,-rpath,/home/u',
         'cc -std=c11 -o rexecve_demo rexecve_demo.c $(pkg-config --cflags --libs rex)',
-        'cc -std=c11 -o test_rfork_1 /usr/share/doc/rex/examples/test_rfork_1.c $(pkg-config --cflags --libs rex)',
+        'cc -shared -fPIC -o librf.so rf.c',
+        // librf.so is mapped into the process though unused (--no-as-needed): a library the image maps that beta lacks.
+        'cc -std=c11 -o test_rfork_1 /usr/share/doc/rex/examples/test_rfork_1.c $(pkg-config --cflags --libs rex) -Wl,--no-as-needed -L. -lrf -Wl,-rpath,/home/u',
       ].join('\n'),
     ]);
     expect(build, build.stderr).toMatchObject({ code: 0 });
@@ -87,16 +90,16 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
     expect(betaCache()).toContain(sha256(onAlpha('/home/u/prog2')));
   });
 
-  it("rfork() of the 2009 guide's example built only on alpha: beta fetches the executable by content and the child continues there", async () => {
-    expect(betaCache()).not.toContain(sha256(onAlpha('/home/u/test_rfork_1')));
+  it("rfork() of the 2009 guide's example built only on alpha: beta fetches the executable and a library it maps by content, and the child continues there", async () => {
+    for (const f of ['test_rfork_1', 'librf.so']) expect(betaCache()).not.toContain(sha256(onAlpha(`/home/u/${f}`)));
     const r = await runOn(cluster, 'alpha', ['sh', '-c', 'cd /home/u && exec ./test_rfork_1'], { env: { REX_HOST: 'beta' } });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^parent \d+ runs on host alpha - load: /m);
     expect(r.stdout).toMatch(/^child \d+ parent \d+ origin pid \d+ origin parent \d+ origin host alpha runs on host beta - REX loadavg: /m);
     // The image's cwd (/home/u) is not on beta: the child continues in the fallback a program would start in.
     expect(r.stderr).toBe('rex: beta: /home/u does not exist here; running in /var/lib/rex/tmp\n');
-    // The executable was matched by content: beta had no file at its path, so it holds the fetched copy.
-    expect(betaCache()).toContain(sha256(onAlpha('/home/u/test_rfork_1')));
+    // The executable and the library were matched by content: beta had no file at their paths, so it holds the fetched copies.
+    for (const f of ['test_rfork_1', 'librf.so']) expect(betaCache()).toContain(sha256(onAlpha(`/home/u/${f}`)));
   });
 });
 

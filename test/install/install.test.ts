@@ -209,9 +209,14 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
     expect(rec).toEqual({ version, prefix, bindir: join(prefix, 'bin'), libexecdir: join(prefix, 'libexec', 'rex'), sysconfdir: join(prefix, 'etc') });
   });
 
-  it('PREFIX/bin/rex --version runs the installed code', () => {
+  it('PREFIX/bin/rex --version runs the installed code, and every launcher answers --help', () => {
     const r = run('rex', ['--version']);
     expect([r.status, r.stdout.trim(), r.stderr]).toEqual([0, version, '']);
+    for (const b of bins) {
+      const h = run(b, ['--help']);
+      expect([b, h.status, h.stderr], h.stderr).toEqual([b, 0, '']);
+      expect(h.stdout, b).toMatch(/^Usage: /m);
+    }
   });
 
   it('the installed code finds its helpers under PREFIX/libexec/rex, not in native/build', () => {
