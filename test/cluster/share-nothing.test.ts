@@ -1,6 +1,6 @@
 // Hosts that share no files (root only, as CI runs): each host of the cluster has its own network
 // and mount namespace, the installed tree (make -C native install) at /usr and private /etc/rex,
-// /var/lib/rex, /run/rex, /home and /tmp (docs/TESTING.md, "Hosts that share nothing"). A program
+// /var/lib/rex, /run/rex, /home and /tmp (rex(1) `cluster`, --private-fs). A program
 // and a library built in alpha's /home exist nowhere else, so what reaches beta is what REX moved:
 // rex run (auto-transfer, missing-library fetch), librex's rexecve() and rfork() of the 2009
 // guide's example. Per-user mode: each rexd runs as the test's user (root), from the tree's
@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { MNTNS_DIR, outside } from '../../src/cluster/mountns.js';
 import { packageRoot } from '../../src/util/paths.js';
-import { NETNS, runOn, startShareNothing } from '../helpers/cluster.js';
+import { NETNS, runOn, startCluster } from '../helpers/cluster.js';
 
 if (!NETNS) console.log('share-nothing.test: skipped: hosts with their own mount and network namespaces need root and iproute2 (CI runs as root)');
 
@@ -27,7 +27,7 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
   const betaCache = () => readdirSync(join(cluster.host('beta').stateDir, 'cache')).filter((f) => /^[0-9a-f]{64}$/.test(f));
 
   beforeAll(async () => {
-    ({ cluster, stop } = await startShareNothing(2));
+    ({ cluster, stop } = await startCluster(2, { privateFs: true }));
     await cluster.waitAllReachable();
     // The sources reach alpha only: its /home is a directory of the cluster's, not the machine's.
     mkdirSync(onAlpha('/home/u'));

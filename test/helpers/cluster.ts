@@ -11,28 +11,39 @@ import { packageRoot } from '../../src/util/paths.js';
 /** True when tests can put hosts in network namespaces (root, as in CI). */
 export const NETNS = netnsAvailable();
 
-/** Starts `n` hosts in a fresh temp dir; call `stop()` in afterAll. */
-export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?: string; peerTimeout?: string; rc?: string[] } = {}): Promise<{ cluster: LocalCluster; dir: string; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'rex-test-'));
-  const cluster = await LocalCluster.up({
-    dir,
-    hosts: n,
-    netns: opts.netns ?? NETNS,
-    loadInterval: opts.loadInterval ?? '200ms',
-    peerTimeout: opts.peerTimeout ?? '1s',
-    logLevel: 'debug',
-    // The suite's clusters honour the test switches (REX_EXEC_TEST_HIDE...): see src/util/testmode.ts.
-    testMode: true,
-    ...(opts.rc ? { rc: opts.rc } : {}),
-  });
-  return {
-    cluster,
-    dir,
-    stop: async () => {
-      await cluster.down();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+/**
+ * Starts `n` hosts in a fresh temp dir; call `stop()` in afterAll. `privateFs` (root only): hosts
+ * that share no files, each in its own mount namespace with a `make -C native install` of this
+ * checkout (into the temp dir) at /usr and private /etc/rex, /var/lib/rex, /run/rex, /home and
+ * /tmp (src/cluster/mountns.ts).
+ */
+export async function startCluster(n = 3, opts: { netns?: boolean; loadInterval?: string; peerTimeout?: string; rc?: string[]; privateFs?: boolean } = {}): Promise<{ cluster: LocalCluster; dir: string; stop: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), opts.privateFs ? 'rex-test-nofs-' : 'rex-test-'));
+  try {
+    const cluster = await LocalCluster.up({
+      dir,
+      hosts: n,
+      netns: opts.netns ?? NETNS,
+      loadInterval: opts.loadInterval ?? '200ms',
+      peerTimeout: opts.peerTimeout ?? '1s',
+      logLevel: 'debug',
+      // The suite's clusters honour the test switches (REX_EXEC_TEST_HIDE...): see src/util/testmode.ts.
+      testMode: true,
+      ...(opts.rc ? { rc: opts.rc } : {}),
+      ...(opts.privateFs ? { privateFs: installTree(packageRoot(), join(dir, 'tree'), '/usr') } : {}),
+    });
+    return {
+      cluster,
+      dir,
+      stop: async () => {
+        await cluster.down();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 /** What a program run on a host ended with. */
@@ -58,28 +69,4 @@ export function runOn(cluster: LocalCluster, name: string, argv: string[], opts:
       resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
     });
   });
-}
-
-/**
- * Starts `n` hosts that share no files (root only): `make -C native install` into a temp
- * DESTDIR, laid out at /usr in each host's mount namespace, with private /etc/rex, /var/lib/rex,
- * /run/rex, /home and /tmp (src/cluster/mountns.ts). Call `stop()` in afterAll.
- */
-export async function startShareNothing(n = 2, opts: { rc?: string[] } = {}): Promise<{ cluster: LocalCluster; dir: string; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'rex-test-nofs-'));
-  try {
-    const tree = installTree(packageRoot(), join(dir, 'tree'), '/usr');
-    const cluster = await LocalCluster.up({ dir, hosts: n, privateFs: tree, loadInterval: '200ms', peerTimeout: '1s', logLevel: 'debug', testMode: true, ...(opts.rc ? { rc: opts.rc } : {}) });
-    return {
-      cluster,
-      dir,
-      stop: async () => {
-        await cluster.down();
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (e) {
-    rmSync(dir, { recursive: true, force: true });
-    throw e;
-  }
 }
