@@ -8,26 +8,30 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { MNTNS_DIR, outside } from '../../src/cluster/mountns.js';
-import { packageRoot } from '../../src/util/paths.js';
+import { distBin, packageRoot } from '../../src/util/paths.js';
 import { NETNS, runOn, startCluster } from '../helpers/cluster.js';
 
 if (!NETNS) console.log('share-nothing.test: skipped: hosts with their own mount and network namespaces need root and iproute2 (CI runs as root)');
 
+const run = promisify(execFile);
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces, the installed tree)', () => {
   let cluster: LocalCluster;
   let stop: () => Promise<void>;
+  let dir: string;
   /** A path of alpha's private directories, seen from the machine (where the test reads alpha's files). */
   const onAlpha = (p: string) => outside(cluster.host('alpha').fs!, p);
   const betaCache = () => readdirSync(join(cluster.host('beta').stateDir, 'cache')).filter((f) => /^[0-9a-f]{64}$/.test(f));
 
   beforeAll(async () => {
-    ({ cluster, stop } = await startCluster(2, { privateFs: true }));
+    ({ cluster, stop, dir } = await startCluster(2, { privateFs: true }));
     await cluster.waitAllReachable();
     // The sources reach alpha only: its /home is a directory of the cluster's, not the machine's.
     mkdirSync(onAlpha('/home/u'));
@@ -101,6 +105,22 @@ describe.skipIf(!NETNS)('hosts that share no files (network and mount namespaces
     // The executable and the library were matched by content: beta had no file at their paths, so it holds the fetched copies.
     for (const f of ['test_rfork_1', 'librf.so']) expect(betaCache()).toContain(sha256(onAlpha(`/home/u/${f}`)));
   });
+
+  it('rex cluster up --private-fs --tree lays the tree out on each host; rex cluster down, from another process, releases the namespaces', async () => {
+    const cliDir = join(dir, 'cli');
+    const rex = (...args: string[]) => run(process.execPath, [distBin('rex'), 'cluster', ...args, '--dir', cliDir], { timeout: 120_000 });
+    const up = await rex('up', '--private-fs', '--tree', join(dir, 'tree'), '--hosts', '2');
+    expect(up.stdout).toContain(`(network and mount namespaces, sharing no files; installed tree ${join(dir, 'tree')} at /usr)`);
+    const state = JSON.parse(readFileSync(join(cliDir, 'cluster.json'), 'utf8')) as { hosts: { name: string; socket: string; fs: { mntns: string } }[] };
+    expect(state.hosts.map((h) => h.socket)).toEqual(['alpha', 'beta'].map((n) => join(cliDir, 'hosts', n, 'fs/run/rex/rexd.sock')));
+    // The printed command opens a shell on alpha: its rex.rc, not beta's.
+    const login = /^Or log in to it \(its files, its installed rex\):  (.*)$/m.exec(up.stdout)![1]!;
+    expect((await run('sh', ['-c', `${login} -c 'grep ^host-name /etc/rex/rex.rc'`])).stdout).toBe('host-name : alpha\n');
+    expect((await rex('status')).stdout).toMatch(/^Cluster in .*, as alpha sees it:/);
+    for (const h of state.hosts) expect(existsSync(h.fs.mntns)).toBe(true);
+    await rex('down');
+    for (const h of state.hosts) expect(existsSync(h.fs.mntns)).toBe(false);
+  }, 180_000);
 });
 
 describe.skipIf(!NETNS)('a share-nothing cluster that fails to start', () => {
