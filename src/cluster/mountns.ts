@@ -8,7 +8,7 @@
  * share their operating system, as the machines of a cluster installed alike do.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import type { Installation } from '../util/paths.js';
@@ -90,8 +90,9 @@ function prepareDir(): void {
  */
 export function createHostFs(name: string, root: string, tree: InstalledTree): HostFs {
   const installation = treeInstallation(tree);
-  for (const d of PRIVATE_DIRS) mkdirSync(join(root, d), { recursive: true, mode: d === '/tmp' ? 0o1777 : 0o755 });
-  execFileSync('chmod', ['1777', join(root, 'tmp')]);
+  for (const d of PRIVATE_DIRS) mkdirSync(join(root, d), { recursive: true, mode: 0o755 });
+  // As every /tmp (mkdir's mode passes through the umask).
+  chmodSync(join(root, 'tmp'), 0o1777);
   // Mount points on the machine: /etc/rex, /var/lib/rex and /run/rex are where an installed REX keeps
   // its files, and stay empty here (each host has its own over them).
   for (const d of [...PRIVATE_DIRS, tree.prefix]) mkdirSync(d, { recursive: true });
