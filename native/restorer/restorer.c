@@ -2,12 +2,15 @@
  * rex-restore: rebuilds a process from a REX image (docs/IMAGE.md) in this
  * process and jumps into it (docs/RFORK.md, "Restore sequence").
  *
- *   rex-restore [--check] [--file ORIGINAL=LOCAL]... [--args-fd N] IMAGE     (IMAGE "-" or absent: read fd 0)
+ *   rex-restore [--check] [--file ORIGINAL=LOCAL]... [--cwd DIR] [--args-fd N] IMAGE     (IMAGE "-" or absent: read fd 0)
  *
  * --file says that the caller has verified LOCAL to have the content of the
  * file the image maps from ORIGINAL (the daemons compare sha256, docs/RFORK.md
  * section 5): the restorer maps LOCAL instead and checks only its size. A path
  * without --file must be the very file of the dump (device, inode, size, mtime).
+ * --cwd DIR is where the process continues when the image's working directory
+ * does not exist here (ENOENT): the executor's fallback, as for a program it
+ * starts (docs/RFORK.md); without it a missing cwd refuses the image (exit 4).
  *
  * Freestanding: no libc, linked at 0x70000000 (restorer.lds), its own stack
  * in .bss. It validates the whole header and metadata before it maps
@@ -696,6 +699,12 @@ static void check_host_xsave(void) {
         U(t1 - t0), U(hdr.xsave_len), U(r == REX_XSAVE_SAME ? hdr.xsave_len : need));
 }
 
+/* --cwd DIR (parse_args: copied, as the arguments live on the stack that clear_host unmaps),
+ * and the directory the process continues in (check_host decides). */
+static char cwd_buf[4096];
+static const char *cwd_fallback;
+static const char *restore_cwd;
+
 static void check_host(void) {
   check_host_cpu();
   check_host_xsave();
@@ -771,9 +780,15 @@ static void check_host(void) {
     }
     region_fd[i] = (int)fd;
   }
-  long cfd = r_openat(strings + hdr.cwd_off, O_RDONLY_ | O_DIRECTORY_ | O_CLOEXEC_);
+  restore_cwd = strings + hdr.cwd_off;
+  long cfd = r_openat(restore_cwd, O_RDONLY_ | O_DIRECTORY_ | O_CLOEXEC_);
+  if (cfd == -2 /* ENOENT */ && cwd_fallback) {
+    restore_cwd = cwd_fallback;
+    cfd = r_openat(restore_cwd, O_RDONLY_ | O_DIRECTORY_ | O_CLOEXEC_);
+  }
   if (cfd < 0) {
-    say("the image's working directory %s: %s (%d)", strings + hdr.cwd_off, errname(cfd), D(-cfd));
+    say("the image's working directory %s%s%s: %s (%d)", strings + hdr.cwd_off, restore_cwd != strings + hdr.cwd_off ? ", and --cwd " : "",
+        restore_cwd != strings + hdr.cwd_off ? restore_cwd : "", errname(cfd), D(-cfd));
     r_exit(EX_HOST);
   }
   sys1(NR_close, cfd);
@@ -870,7 +885,7 @@ static void map_regions(void) {
 
 static void restore_process_state(void) {
   long r;
-  if ((r = sys1(NR_chdir, strings + hdr.cwd_off)) < 0) fail_sys("chdir", 0, 0, r);
+  if ((r = sys1(NR_chdir, restore_cwd)) < 0) fail_sys("chdir", 0, 0, r);
   sys1(NR_umask, hdr.umask);
   for (unsigned i = 0; i < REX_IMG_NRLIMIT; i++) {
     /* Raising a hard limit needs privilege; the restorer's limits were inherited from the same user. */
@@ -951,11 +966,12 @@ static _Noreturn void jump(void) {
 /* --------------------------------------------------------------- main */
 
 static void usage(void) {
-  say("usage: rex-restore [--check] [--file ORIGINAL=LOCAL]... [--args-fd N] [IMAGE | -]\n"
+  say("usage: rex-restore [--check] [--file ORIGINAL=LOCAL]... [--cwd DIR] [--args-fd N] [IMAGE | -]\n"
       "  rebuilds the process saved in IMAGE (default: read from fd 0) and continues it;\n"
       "  --check validates the image and exits 0 without restoring;\n"
       "  --file maps LOCAL where the image maps ORIGINAL: the caller has verified that LOCAL has\n"
       "  the same content, the restorer checks its size only (repeatable);\n"
+      "  --cwd DIR continues the process in DIR when the image's working directory is missing here;\n"
       "  --args-fd N reads further arguments from descriptor N (a 4-byte little-endian length, then\n"
       "  NUL-terminated strings), for a restorer started before its image is known.\n"
       "  exit status: 2 usage or read error, 3 corrupt image, 4 not restorable on this host,\n"
@@ -1005,6 +1021,15 @@ static void parse_args(int argc, char **argv) {
       if (i + 1 == argc) usage();
       add_file_map(argv[++i]);
     } else if (argv[i][0] == '-' && argv[i][1] == '-' && !memcmp(argv[i], "--file=", 7)) add_file_map(argv[i] + 7);
+    else if (streq(argv[i], "--cwd")) {
+      if (i + 1 == argc || argv[i + 1][0] != '/') usage();
+      const char *d = argv[++i];
+      size_t n = 0;
+      while (d[n] && n + 1 < sizeof cwd_buf) n++;
+      if (d[n]) usage();
+      memcpy(cwd_buf, d, n + 1);
+      cwd_fallback = cwd_buf;
+    }
     else if (streq(argv[i], "--args-fd") && args_fd < 0 && i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') {
       args_fd = 0;
       for (const char *c = argv[++i]; *c >= '0' && *c <= '9' && args_fd < 65536; c++) args_fd = args_fd * 10 + (*c - '0');

@@ -14,7 +14,6 @@
  * replacement. An rjump whose code never returns leaves the pool's count so it
  * cannot starve later callers.
  */
-import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -22,7 +21,7 @@ import type { Message, Reply } from '../protocol/index.js';
 import type { EntryInfo as MessageEntryInfo } from '../protocol/messages.js';
 import { typeName } from '../runtime/frames/plan.js';
 import type { EntryPoint, EntryPointSet } from '../gen/model/entrypoint.js';
-import { packageRoot } from '../util/paths.js';
+import { helper } from '../util/paths.js';
 import { Controller, type ControllerLaunch } from './controller.js';
 import { defineBody, type DefineBody } from './define.js';
 import { fitPage, listEntries, pageBudget, queryOf, selectEntries, sortEntries, type EntriesQuery } from './entries.js';
@@ -72,7 +71,7 @@ export interface CallManagerOptions {
   host?: string;
   /** The user controllers run as (this process's user: REX is installed per user). */
   user?: string;
-  /** The generic controller (default native/build/bin/rex_callctl of this package). */
+  /** The generic controller (default rex_callctl in libexecDir(), src/util/paths.ts). */
   controllerPath?: string;
   /** Environment of controllers (default process.env). */
   env?: NodeJS.ProcessEnv;
@@ -190,7 +189,7 @@ export class CallManager {
 
   /** Path of the generic controller program. */
   get controllerPath(): string {
-    return this.opts.controllerPath ?? join(packageRoot(), 'native', 'build', 'bin', 'rex_callctl');
+    return this.opts.controllerPath ?? helper('rex_callctl');
   }
 
   /**

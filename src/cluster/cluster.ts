@@ -2,12 +2,15 @@
  * An embedded local cluster: N rexd "hosts" on this machine, each with its own
  * name, port, state directory and rex.rc, all including one generated
  * cluster.rc. `npm start`, `rex cluster` and the tests use it. As root it can put
- * each host in a network namespace of its own so that a host can be cut off.
+ * each host in a network namespace of its own so that a host can be cut off, and
+ * (privateFs) in a mount namespace of its own with an installed tree and private
+ * /etc/rex, /var/lib/rex, /run/rex, /home and /tmp, so that hosts share no files
+ * (mountns.ts).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { addGrant, invite } from '../keys/admin.js';
 import { localName } from '../keys/identity.js';
 import { KeyStore } from '../keys/store.js';
@@ -15,7 +18,8 @@ import { RexClient } from '../runtime/client.js';
 import type { HostView as HostEntry } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { distBin } from '../util/paths.js';
-import { NetnsNetwork, attachNetwork, netnsAvailable, type NetnsHost } from './netns.js';
+import { NetnsNetwork, attachNetwork, hostnamePrefix, netnsAvailable, type NetnsHost } from './netns.js';
+import { createHostFs, destroyHostFs, enterPrefix, outside, type HostFs, type InstalledTree } from './mountns.js';
 import { processAlive } from '../util/proc.js';
 
 /** Host names of generated clusters, in order. */
@@ -42,7 +46,16 @@ export interface ClusterOptions {
   rc?: string[];
   /** Start each rexd with --test-mode (REX's own tests: its test switches then act). */
   testMode?: boolean;
+  /**
+   * Hosts that share no files (root; implies netns): each gets a mount namespace with this
+   * installed tree laid out at its prefix and private /etc/rex, /var/lib/rex, /run/rex, /home
+   * and /tmp, and runs the tree's rexd (mountns.ts).
+   */
+  privateFs?: InstalledTree;
 }
+
+/** Where a host of a privateFs cluster keeps its rex.rc, state and socket, as it sees them. */
+const INSIDE = { rcFile: '/etc/rex/rex.rc', stateDir: '/var/lib/rex', socket: '/run/rex/rexd.sock' } as const;
 
 /** One host of a local cluster. */
 export interface ClusterHost {
@@ -58,6 +71,8 @@ export interface ClusterHost {
   /** HOST.USER identity of this host's rexd, and its key ID once created. */
   identity: string;
   id?: string;
+  /** Its private file system (privateFs clusters): rcFile, stateDir and socket are then its paths seen from the machine. */
+  fs?: HostFs;
 }
 
 interface ClusterState {
@@ -112,9 +127,11 @@ export class LocalCluster {
       }
       old.cleanup();
     }
-    const useNetns = opts.netns === true || (opts.netns === 'auto' && netnsAvailable());
-    if (opts.netns === true && !netnsAvailable()) {
-      throw new RexError(ErrorCodes.USAGE, 'network namespaces need root and iproute2', { hint: 'run as root, or drop --netns' });
+    const useNetns = opts.netns === true || opts.privateFs !== undefined || (opts.netns === 'auto' && netnsAvailable());
+    if ((opts.netns === true || opts.privateFs) && !netnsAvailable()) {
+      throw new RexError(ErrorCodes.USAGE, `${opts.privateFs ? 'hosts with private file systems need' : 'network namespaces need'} root and iproute2`, {
+        hint: `run as root, or drop ${opts.privateFs ? '--private-fs' : '--netns'}`,
+      });
     }
     const names = HOST_NAMES.slice(0, n);
     let network: NetnsNetwork | undefined;
@@ -122,25 +139,33 @@ export class LocalCluster {
       network = new NetnsNetwork(freeNetnsId());
       network.create(names);
     }
+    const made: HostFs[] = [];
+    let cluster: LocalCluster | undefined;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const hosts: ClusterHost[] = [];
       for (const [k, name] of names.entries()) {
-        const stateDir = join(dir, 'hosts', name);
+        const hostDir = join(dir, 'hosts', name);
         const nsHost = network?.hosts[k];
+        let fs: HostFs | undefined;
+        if (opts.privateFs && nsHost) {
+          fs = createHostFs(nsHost.ns, join(hostDir, 'fs'), opts.privateFs);
+          made.push(fs);
+        }
         hosts.push({
           name,
           address: nsHost ? nsHost.address : '127.0.0.1',
           port: nsHost ? 7800 : await freePort(),
-          rcFile: join(stateDir, 'rex.rc'),
-          stateDir,
-          socket: join(stateDir, 'run', 'rexd.sock'),
-          logFile: join(stateDir, 'log', 'rexd.log'),
+          rcFile: fs ? outside(fs, INSIDE.rcFile) : join(hostDir, 'rex.rc'),
+          stateDir: fs ? outside(fs, INSIDE.stateDir) : hostDir,
+          socket: fs ? outside(fs, INSIDE.socket) : join(hostDir, 'run', 'rexd.sock'),
+          logFile: join(hostDir, 'log', 'rexd.log'),
           ...(nsHost ? { netns: nsHost } : {}),
           identity: localName(name),
+          ...(fs ? { fs } : {}),
         });
       }
-      const cluster = new LocalCluster(dir, hosts, network);
+      cluster = new LocalCluster(dir, hosts, network);
       cluster.testMode = opts.testMode ?? false;
       cluster.writeConfig(opts);
       const trust = opts.trust ?? 'grant';
@@ -156,11 +181,15 @@ export class LocalCluster {
         for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
       }
       // Without keys rexd cannot start: the user creates them (rex_key --create) and then runs `rex cluster start`.
-      if (trust !== 'none') await Promise.all(hosts.map((h) => cluster.startHost(h)));
+      const c = cluster;
+      if (trust !== 'none') await Promise.all(hosts.map((h) => c.startHost(h)));
       if (trust === 'enroll' || trust === 'grant') await cluster.enrollAll();
       cluster.save();
       return cluster;
     } catch (e) {
+      // A host that did start would keep its namespaces alive (and its port taken): it goes too.
+      for (const h of cluster?.hosts ?? []) cluster!.kill(h.name, 'SIGKILL');
+      for (const fs of made) destroyHostFs(fs);
       network?.destroy();
       throw e;
     }
@@ -202,39 +231,66 @@ export class LocalCluster {
   /** Runs `rex_key ARGS` as host `name` (with its rex.rc, in its namespace); rejects with its output on failure. */
   rexKey(name: string, args: string[]): Promise<string> {
     const h = this.host(name);
-    const argv = [process.execPath, distBin('rex_key'), '--config', h.rcFile, ...args];
-    const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
+    const cmd = this.command(name, [...this.program(h, 'rex_key'), '--config', this.rcInside(h), ...args]);
     return new Promise((resolveRun, reject) => {
-      execFile(cmd[0]!, cmd.slice(1), { env: { ...process.env, REX_CONFIG: h.rcFile }, timeout: 30_000 }, (err, stdout, stderr) => {
+      execFile(cmd[0]!, cmd.slice(1), { env: this.hostEnv(h), timeout: 30_000 }, (err, stdout, stderr) => {
         if (err) reject(new RexError(ErrorCodes.ENROLL_FAILED, `host ${name}: rex_key ${args.join(' ')} failed:\n${stdout}${stderr || err.message}`));
         else resolveRun(stdout);
       });
     });
   }
 
+  /**
+   * The argv that runs `argv` on host `name`: in its network namespace (and mount namespace,
+   * privateFs) when it has them, with its own host name; as is on a loopback cluster.
+   */
+  command(name: string, argv: string[]): string[] {
+    const h = this.host(name);
+    if (!this.network) return argv;
+    if (h.fs) return [...enterPrefix(h.fs, this.network.nsFile(name)), ...hostnamePrefix(name), ...argv];
+    return [...this.network.execPrefix(name), ...argv];
+  }
+
+  /** The environment of what the cluster runs on a host: a privateFs host gets nothing that names the machine's REX. */
+  hostEnv(h: ClusterHost): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env, REX_CONFIG: this.rcInside(h) };
+    if (h.fs) for (const k of ['REX_LIBEXEC', 'REX_ADDON', 'REX_SOCKET', 'REX_ROOT']) delete env[k];
+    return env;
+  }
+
+  /** A REX program as a host runs it: the installed tree's launcher on a privateFs host, else this package's. */
+  private program(h: ClusterHost, name: string): string[] {
+    return h.fs ? [join(h.fs.installation.bindir, name)] : [process.execPath, distBin(name)];
+  }
+
+  private rcInside(h: ClusterHost): string {
+    return h.fs ? INSIDE.rcFile : h.rcFile;
+  }
+
   private writeConfig(opts: ClusterOptions): void {
     const servers = this.hosts.map((h) => `${h.name}@${h.address}:${h.port}`).join(', ');
-    writeFileSync(
-      join(this.dir, 'cluster.rc'),
-      [
-        `# REX local cluster: ${this.hosts.length} hosts on this machine${this.network ? ', each in a network namespace' : ' on loopback'}.`,
+    const clusterRc = [
+        `# REX local cluster: ${this.hosts.length} hosts on this machine${this.hosts[0]?.fs ? ', each in network and mount namespaces (no shared files)' : this.network ? ', each in a network namespace' : ' on loopback'}.`,
         `# Generated by \`rex cluster up\`; every host's rex.rc includes this file.`,
         `servers : ${servers}`,
         `load-interval : ${opts.loadInterval ?? '500ms'}`,
         `peer-timeout : ${opts.peerTimeout ?? '2s'}`,
         ...(opts.rc ?? []),
         '',
-      ].join('\n'),
-    );
+      ].join('\n');
+    writeFileSync(join(this.dir, 'cluster.rc'), clusterRc);
     for (const h of this.hosts) {
       mkdirSync(h.stateDir, { recursive: true, mode: 0o700 });
+      // A host sharing no files has its own copy of cluster.rc beside its rex.rc in /etc/rex.
+      if (h.fs) writeFileSync(outside(h.fs, '/etc/rex/cluster.rc'), clusterRc);
       writeFileSync(
         h.rcFile,
         [
           `# Host ${h.name} of the local cluster in ${this.dir}.`,
-          `#include "../../cluster.rc"`,
+          h.fs ? '#include "cluster.rc"' : `#include "../../cluster.rc"`,
           `host-name : ${h.name}`,
-          `state-directory : ${h.stateDir}`,
+          `state-directory : ${h.fs ? INSIDE.stateDir : h.stateDir}`,
+          ...(h.fs ? [`socket : ${INSIDE.socket}`] : []),
           `log-level : ${opts.logLevel ?? 'info'}`,
           '',
         ].join('\n'),
@@ -249,11 +305,10 @@ export class LocalCluster {
 
   /** Starts (or restarts) one host's rexd and waits until it answers. */
   async startHost(h: ClusterHost): Promise<void> {
-    mkdirSync(join(h.stateDir, 'log'), { recursive: true, mode: 0o700 });
+    mkdirSync(dirname(h.logFile), { recursive: true, mode: 0o700 });
     const logFd = openSync(h.logFile, 'a', 0o600);
-    const argv = [process.execPath, distBin('rexd'), '--foreground', '--config', h.rcFile, ...(this.testMode ? ['--test-mode'] : [])];
-    const cmd = this.network ? [...this.network.execPrefix(h.name), ...argv] : argv;
-    const child = spawn(cmd[0]!, cmd.slice(1), { detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, REX_CONFIG: h.rcFile } });
+    const cmd = this.command(h.name, [...this.program(h, 'rexd'), '--foreground', '--config', this.rcInside(h), ...(this.testMode ? ['--test-mode'] : [])]);
+    const child = spawn(cmd[0]!, cmd.slice(1), { detached: true, stdio: ['ignore', logFd, logFd], env: this.hostEnv(h) });
     closeSync(logFd);
     this.children.set(h.name, child);
     if (child.pid !== undefined) h.pid = child.pid;
@@ -395,6 +450,7 @@ export class LocalCluster {
   }
 
   private cleanup(): void {
+    for (const h of this.hosts) if (h.fs) destroyHostFs(h.fs);
     this.network?.destroy();
     rmSync(LocalCluster.stateFile(this.dir), { force: true });
   }

@@ -90,7 +90,12 @@ export class NetnsNetwork {
    * execs, so the pid started is the program's.
    */
   execPrefix(name: string): string[] {
-    return ['ip', 'netns', 'exec', this.host(name).ns, 'unshare', '--uts', '--', 'sh', '-c', 'echo "$0" > /proc/sys/kernel/hostname && exec "$@"', name];
+    return ['ip', 'netns', 'exec', this.host(name).ns, ...hostnamePrefix(name)];
+  }
+
+  /** The file holding a host's network namespace (for nsenter). */
+  nsFile(name: string): string {
+    return `/run/netns/${this.host(name).ns}`;
   }
 
   /** Takes a host's link down: it stays up but can reach no one. */
@@ -124,6 +129,11 @@ export class NetnsNetwork {
     if (!h) throw new Error(`no host ${name} in netns network ${this.id}`);
     return h;
   }
+}
+
+/** The command prefix giving what it runs a UTS namespace whose host name is `name` (it execs: the pid is the program's). */
+export function hostnamePrefix(name: string): string[] {
+  return ['unshare', '--uts', '--', 'sh', '-c', 'echo "$0" > /proc/sys/kernel/hostname && exec "$@"', name];
 }
 
 /** Rebuilds the handle of a network created by another process (from cluster.json). */

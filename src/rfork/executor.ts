@@ -10,7 +10,7 @@ import { isAbsolute, join } from 'node:path';
 import type { Connection, Reply } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
-import { packageRoot } from '../util/paths.js';
+import { helper } from '../util/paths.js';
 import { testSwitch } from '../util/testmode.js';
 import { fileSha256 } from '../exec/protocol.js';
 import { startChild, type Child } from '../exec/executor/child.js';
@@ -26,13 +26,15 @@ import { fdWindow, imageFds, inlineImage } from './protocol.js';
  * TIMEOUT ... with the restorer's words).
  */
 export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void): Promise<Reply> {
-  const { env, cwd, jobId } = jobSetup(m, ctx);
+  const { env, cwd, jobId, notice } = jobSetup(m, ctx);
   // The restorer rebuilds the image in this process; the proxied descriptors are sockets at their numbers.
   const proxied = imageFds(m.fds);
   let child: Child;
   let early: Buffer[] = [];
   const imageFile = await imageFor(m, conn, ctx);
-  const fileArgs = await imageFiles(m, conn, ctx);
+  // The origin's cwd missing here (hosts that share no files): the child continues in the fallback a program
+  // would start in, and the client is told, as for EXEC.
+  const fileArgs = [...(await imageFiles(m, conn, ctx)), ...(notice ? ['--cwd', cwd] : [])];
   const greet = Math.max(...proxied) + 1;
   // Only descriptors 0-2 (the common case): a spare restorer started ahead takes its arguments on fd 3 and saves a spawn.
   const spare = greet === 3 ? takeSpare(ctx) : undefined;
@@ -55,12 +57,12 @@ export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: 
     // never delays this greeting.
     if (greet === 3) setImmediate(() => prepareSpare(ctx));
   }
-  // A restored process keeps its own cwd: no notice about the client's.
-  return superviseJob(child, { stream: m.stream, cwd, ...(m.window !== undefined ? { window: m.window } : {}), proxied, perFdWindow: fdWindow, early, ...(jobId ? { jobId } : {}), onExit: () => dropImage(m, imageFile) }, conn, ctx, onStarted);
+  // A restored process keeps its own cwd where it exists here, else the notice says where it continues.
+  return superviseJob(child, { stream: m.stream, cwd, ...(m.window !== undefined ? { window: m.window } : {}), proxied, perFdWindow: fdWindow, early, ...(notice ? { notice } : {}), ...(jobId ? { jobId } : {}), onExit: () => dropImage(m, imageFile) }, conn, ctx, onStarted);
 }
 
 /** The restorer program (built by npm install). */
-const RESTORER = (): string => join(packageRoot(), 'native', 'build', 'bin', 'rex-restore');
+const RESTORER = (): string => helper('rex-restore');
 
 /**
  * Spare restorers, one per rexd at most: started ahead with `--args-fd 3`

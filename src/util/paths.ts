@@ -1,5 +1,5 @@
-/** Locations inside the installed package (dist/, native/build/), wherever it is installed. */
-import { existsSync } from 'node:fs';
+/** Locations inside the package (dist/, native/build/) or its installation (docs/INSTALL.md), wherever it is. */
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,4 +21,44 @@ export function packageRoot(): string {
 /** The compiled entry point of a command, e.g. distBin('rexd') -> <root>/dist/cli/rexd.js. */
 export function distBin(name: string): string {
   return join(packageRoot(), 'dist', 'cli', `${name}.js`);
+}
+
+/** What `make -C native install` records in the installed package (PREFIX/lib/rex/installed.json). */
+export interface Installation {
+  version: string;
+  prefix: string;
+  bindir: string;
+  libexecdir: string;
+  sysconfdir: string;
+}
+
+let installation: Installation | null | undefined;
+
+/**
+ * The installation this code belongs to, or undefined when it runs from a clone or an npm
+ * package (no installed.json beside package.json). Read once: it does not change while we run.
+ */
+export function installed(): Installation | undefined {
+  if (installation === undefined) {
+    try {
+      installation = JSON.parse(readFileSync(join(packageRoot(), 'installed.json'), 'utf8')) as Installation;
+    } catch {
+      installation = null;
+    }
+  }
+  return installation ?? undefined;
+}
+
+/**
+ * The directory of the helper programs rexd runs (rex-restore, rex_callctl, rex_pty, the demo
+ * programs): $REX_LIBEXEC, else the installation's libexecdir (LIBEXECDIR/rex), else native/build/bin of the
+ * clone. The one place that answers, so an installed rexd never reaches into a build tree.
+ */
+export function libexecDir(): string {
+  return process.env.REX_LIBEXEC || installed()?.libexecdir || join(packageRoot(), 'native', 'build', 'bin');
+}
+
+/** A helper program, e.g. helper('rex-restore'). */
+export function helper(name: string): string {
+  return join(libexecDir(), name);
 }

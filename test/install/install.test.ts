@@ -1,13 +1,16 @@
 // `make -C native install` into a DESTDIR (docs/INSTALL.md): the tree it lays out, librex's
 // versioned soname, rex.pc building the 2009 guide's example against the installed tree (not
 // native/), REX_VERSION against package.json, the systemd unit under systemd-analyze, and the
-// example rex.rc under rex's own config loader.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync, statSync } from 'node:fs';
+// example rex.rc under rex's own config loader; the Node programs' launchers, and an installed
+// rexd that serves a job with none of the clone on its paths.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
+import { RexClient } from '../../src/runtime/client.js';
 import { packageRoot } from '../../src/util/paths.js';
 
 const root = packageRoot();
@@ -67,6 +70,9 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
       'usr/share/doc/rex/examples/test_rfork_1.c',
       'etc/rex/rex.rc',
       'usr/lib/systemd/system/rexd.service',
+      'usr/lib/rex/package.json',
+      'usr/lib/rex/installed.json',
+      'usr/lib/rex/native/build/Release/rex_addon.node',
     ]) {
       expect(existsSync(inTree(f)), `${f} missing from the installed tree`).toBe(true);
     }
@@ -172,4 +178,82 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
     // Unknown keys are only warnings: any output is a finding.
     expect(r.stderr.trim()).toBe('');
   });
+});
+
+// A real installation (no DESTDIR) into a prefix of its own, so that its launchers run here for
+// any user: PREFIX/bin/rex is what a user's PATH finds, and nothing it loads lies in the clone.
+describe('the installed Node programs (make -C native install PREFIX=...)', () => {
+  const bins = Object.keys((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin);
+  let prefix: string;
+  let rexd: ChildProcess | undefined;
+  /** No NODE_PATH, no clone on PATH, and a cwd outside it: only the launcher knows where REX is. */
+  const env = (): NodeJS.ProcessEnv => ({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: tmp, LANG: 'C' });
+  const run = (prog: string, args: string[]) => spawnSync(join(prefix, 'bin', prog), args, { encoding: 'utf8', cwd: tmp, env: env(), timeout: 60_000 });
+
+  beforeAll(() => {
+    prefix = join(tmp, 'opt');
+    make('install', `PREFIX=${prefix}`, `SYSCONFDIR=${prefix}/etc`);
+  }, 300_000);
+  afterAll(() => {
+    if (rexd?.exitCode === null) rexd.kill('SIGKILL');
+  });
+
+  // claim: install.launchers
+  it("writes one launcher per package.json bin entry, each a sh script exec'ing node on the installed program", () => {
+    for (const b of bins) {
+      const text = readFileSync(join(prefix, 'bin', b), 'utf8');
+      expect(text.startsWith('#!/bin/sh\n'), b).toBe(true);
+      expect(text).toContain(`'${join(prefix, 'lib', 'rex')}/`);
+      expect(text).not.toContain(root);
+    }
+    const rec = JSON.parse(readFileSync(join(prefix, 'lib/rex/installed.json'), 'utf8')) as Record<string, string>;
+    expect(rec).toEqual({ version, prefix, bindir: join(prefix, 'bin'), libexecdir: join(prefix, 'libexec', 'rex'), sysconfdir: join(prefix, 'etc') });
+  });
+
+  it('PREFIX/bin/rex --version runs the installed code, and every launcher answers --help', () => {
+    const r = run('rex', ['--version']);
+    expect([r.status, r.stdout.trim(), r.stderr]).toEqual([0, version, '']);
+    for (const b of bins) {
+      const h = run(b, ['--help']);
+      expect([b, h.status, h.stderr], h.stderr).toEqual([b, 0, '']);
+      expect(h.stdout, b).toMatch(/^Usage: /m);
+    }
+  });
+
+  it('the installed code finds its helpers under PREFIX/libexec/rex, not in native/build', () => {
+    const js = `import(${JSON.stringify(join(prefix, 'lib/rex/dist/util/paths.js'))}).then((m) => console.log(m.libexecDir()))`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', js], { encoding: 'utf8', cwd: tmp, env: env() });
+    expect([r.status, r.stdout.trim(), r.stderr]).toEqual([0, join(prefix, 'libexec', 'rex'), '']);
+  });
+
+  // claim: install.runs-installed
+  it('an installed rexd serves a job run by the installed rex, loading nothing from the clone', async () => {
+    const dir = join(tmp, 'solo');
+    mkdirSync(dir, { recursive: true });
+    const rc = join(dir, 'rex.rc');
+    const socket = join(dir, 'state', 'run', 'rexd.sock');
+    const port = await new Promise<number>((r) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => r(p));
+      });
+    });
+    writeFileSync(rc, ['host-name : solo', `servers : solo@127.0.0.1:${port}`, `state-directory : ${dir}/state`, ''].join('\n'));
+    const key = run('rex_key', ['--config', rc, '--create']);
+    expect(key.status, key.stderr).toBe(0);
+    let err = '';
+    rexd = spawn(join(prefix, 'bin', 'rexd'), ['--foreground', '--config', rc], { cwd: tmp, env: env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    rexd.stderr!.on('data', (d) => (err += d));
+    await vi.waitFor(async () => {
+      if (rexd!.exitCode !== null) throw new Error(`rexd exited: ${err}`);
+      (await RexClient.connect({ socket, timeoutMs: 500 })).close();
+    }, { timeout: 20_000, interval: 100 });
+    const r = run('rex', ['run', '--config', rc, '--host', 'solo', '-T', '/bin/echo', 'served by the installed rexd']);
+    expect([r.status, r.stdout, r.stderr]).toEqual([0, 'served by the installed rexd\n', '']);
+    // The launcher exec'd node, so the child's pid is rexd's: its mappings name the installed addon.
+    const maps = readFileSync(`/proc/${rexd.pid}/maps`, 'utf8');
+    expect(maps).toContain(join(prefix, 'lib/rex/native/build/Release/rex_addon.node'));
+    expect(maps).not.toContain(root + '/');
+    rexd.kill('SIGTERM');
+  }, 60_000);
 });

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { DemoLibrary } from '../../cluster/calldemo.js';
 import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
-import { packageRoot } from '../../util/paths.js';
+import { helper, packageRoot } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
 
 interface ClusterCliOpts {
@@ -20,6 +20,9 @@ interface ClusterCliOpts {
   watch?: string;
   rc?: string[];
   testMode?: boolean;
+  privateFs?: boolean;
+  tree?: string;
+  prefix: string;
 }
 
 function hostCount(s: string): number {
@@ -32,11 +35,12 @@ const DEFAULT_DIR = '.rex-cluster';
 
 function describe(c: LocalCluster): string {
   const lines = [
-    `Local REX cluster in ${c.dir}${c.network ? ' (network namespaces)' : ' (loopback)'}:`,
+    `Local REX cluster in ${c.dir}${c.hosts[0]?.fs ? ` (network and mount namespaces, sharing no files; installed tree ${c.hosts[0].fs.tree.dir} at ${c.hosts[0].fs.tree.prefix})` : c.network ? ' (network namespaces)' : ' (loopback)'}:`,
     ...c.hosts.map((h) => `  ${h.name.padEnd(8)} ${h.address}:${h.port}  pid ${h.pid ?? '-'}  socket ${h.socket}`),
     'Identities (TLS 1.3 between hosts; each pinned the others\' keys by enrollment token and granted them):',
     ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
     `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
+    ...(c.hosts[0]?.fs ? [`Or log in to it (its files, its installed rex):  ${c.command(c.hosts[0].name, ['sh']).map((a) => (/^[\w./=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`] : []),
   ];
   return lines.join('\n') + '\n';
 }
@@ -117,7 +121,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
       }
       // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so, its child forced onto
       // another host than the origin (an rfork to the origin itself would not show a migration).
-      const example = resolve(packageRoot(), 'native', 'build', 'bin', 'test_rfork_1');
+      const example = helper('test_rfork_1');
       const target = cluster.hosts[1];
       if (!existsSync(example)) {
         out(`\n(Skipping the rfork demo: ${example} is not built; run make -C native all)\n`);
@@ -174,13 +178,23 @@ export function registerClusterCommands(program: Command): void {
     .description('start N rexd hosts (each with its own name, port, state directory and rex.rc) and leave them running')
     .option('-n, --hosts <n>', 'number of hosts', '3')
     .option('--netns', 'put each host in a network namespace of its own (root only)')
+    .option('--private-fs', 'also give each host a mount namespace of its own, with an installed tree and private /etc/rex, /var/lib/rex, /run/rex, /home and /tmp (root only; implies --netns)')
+    .option('--tree <dir>', 'with --private-fs: the DESTDIR of a `make -C native install` to lay out on every host (default: install this clone into DIR/tree)')
+    .option('--prefix <dir>', 'with --private-fs: the PREFIX the tree was installed with', '/usr')
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
     .action(async (opts: ClusterCliOpts) => {
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
-      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
+      if (opts.tree && !opts.privateFs) throw new RexError(ErrorCodes.USAGE, '--tree lays out an installed tree on hosts with --private-fs: add --private-fs');
+      let privateFs: { dir: string; prefix: string } | undefined;
+      if (opts.privateFs) {
+        if (process.getuid?.() !== 0) throw new RexError(ErrorCodes.USAGE, 'hosts with private file systems need root and iproute2', { hint: 'run as root, or drop --private-fs' });
+        const { installTree } = await import('../../cluster/mountns.js');
+        privateFs = opts.tree ? { dir: resolve(opts.tree), prefix: opts.prefix } : installTree(packageRoot(), resolve(opts.dir, 'tree'), opts.prefix);
+      }
+      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, ...(privateFs ? { privateFs } : {}), trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
       if (trust === 'none') {
         process.stdout.write(
           [

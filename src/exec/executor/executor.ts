@@ -12,7 +12,7 @@ import { ProtocolError } from '../../protocol/frame.js';
 import { EXEC_MAX_CHUNK, type MessageOf } from '../../protocol/messages.js';
 import type { LoadMeter } from '../../daemon/load.js';
 import type { Logger } from '../../daemon/log.js';
-import { packageRoot } from '../../util/paths.js';
+import { helper } from '../../util/paths.js';
 import { startChild, type Child, type StartOptions } from './child.js';
 import { filterEnv } from './env.js';
 import { JOB_ENV, type Containment, type JobBox } from './contain.js';
@@ -211,7 +211,7 @@ export function jobSetup(m: { env?: string[]; cwd?: string }, ctx: ExecutorConte
  * could be started.
  */
 export async function runHere(m: MessageOf<'EXEC'>, conn: Connection, ctx: ExecutorContext, onStarted?: () => void, limit?: ExecLimit): Promise<Reply> {
-  const ptyHelper = join(packageRoot(), 'native', 'build', 'bin', 'rex_pty');
+  const ptyHelper = helper('rex_pty');
   if (m.pty && !existsSync(ptyHelper)) {
     throw new ProtocolError('BAD_REQUEST', `a pseudo-terminal needs ${ptyHelper} on ${ctx.hostName}, which is not built (make -C native); run without one (rex run -T)`, { fatal: false });
   }

@@ -9,6 +9,7 @@ import type { Connection, Reply, StreamHandle } from '../../protocol/connection.
 import { ProtocolError } from '../../protocol/frame.js';
 import type { Message, MessageOf } from '../../protocol/messages.js';
 import { offeredFiles, serveFetch, type Offer } from '../origin/transfer.js';
+import { localProgram } from '../origin/stub.js';
 import type { PeerLink } from '../../daemon/peers.js';
 import { endContained, FROM_ORIGIN, killGroup, runHere, running, type ExecutorContext } from './executor.js';
 import { controllerJobs } from '../../calls/controller.js';
@@ -102,6 +103,13 @@ export class ExecService {
   serve(m: MessageOf<'EXEC'>, caller: ExecCaller, conn: Connection): Promise<Reply> {
     // EXEC libs is the origin rexd's to set (from the files it offers), never a local client's.
     if (caller.local && m.libs) m = { ...m, libs: [] };
+    // A local client that names no hash (librex's rexecve(): C has no sha256 at hand) gets the one
+    // rex run and spawn() send, of the program as this host has it: without it no executor
+    // could fetch a program that exists only here.
+    if (caller.local && !m.sha256) {
+      const local = localProgram(m.path, m.cwd ?? '/', [...(m.env ?? [])].reverse().find((e) => e.startsWith('PATH='))?.slice(5));
+      if (local) m = { ...m, path: local.path, sha256: local.sha256 };
+    }
     const program = m;
     return this.route(
       {
