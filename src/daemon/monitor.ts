@@ -31,7 +31,7 @@ import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { connectPinned, peerCert, tlsServerOptions, type PinCheck } from '../keys/tls.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { loadAddon, type FdWatcher, type RexAddon } from '../util/native.js';
-import { packageRoot } from '../util/paths.js';
+import { libexecDir } from '../util/paths.js';
 import { lookupAccount, mapRemoteUser, type Account } from './accounts.js';
 import { SessionChannel, safeClose, type ChannelMessage } from './channel.js';
 import { Admission, type Startup } from './admission.js';
@@ -327,7 +327,7 @@ export class Monitor {
     userDir(dirs.state, account);
     userDir(dirs.run, account);
     const [mine, theirs] = this.addon.socketPair(true);
-    const launcher = join(packageRoot(), 'native', 'build', 'bin', 'rex-session');
+    const launcher = join(libexecDir(), 'rex-session');
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
     const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': join(dirs.state, 'rex-log.sqlite'), installation: 'user' };
