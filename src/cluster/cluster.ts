@@ -52,6 +52,12 @@ export interface ClusterOptions {
    * and /tmp, and runs the tree's rexd (mountns.ts).
    */
   privateFs?: InstalledTree;
+  /**
+   * 'root' (with privateFs): each host runs the root installation (docs/ROOT.md): a root rexd
+   * with a host key HOST, every host's key known to the others (as an administrator places the
+   * certificates), no user keys or grants; users are served by their own session controllers.
+   */
+  installation?: 'user' | 'root';
 }
 
 /** Where a host of a privateFs cluster keeps its rex.rc, state and socket, as it sees them. */
@@ -71,6 +77,8 @@ export interface ClusterHost {
   /** HOST.USER identity of this host's rexd, and its key ID once created. */
   identity: string;
   id?: string;
+  /** 'root' when the host runs the root installation (docs/ROOT.md). */
+  installation?: 'root';
   /** Its private file system (privateFs clusters): rcFile, stateDir and socket are then its paths seen from the machine. */
   fs?: HostFs;
 }
@@ -133,6 +141,9 @@ export class LocalCluster {
         hint: `run as root, or drop ${opts.privateFs ? '--private-fs' : '--netns'}`,
       });
     }
+    const root = opts.installation === 'root';
+    if (root && !opts.privateFs) throw new RexError(ErrorCodes.USAGE, 'a root installation cluster needs hosts with private file systems (--private-fs)', { hint: 'add --private-fs' });
+    if (root && opts.testMode) throw new RexError(ErrorCodes.USAGE, 'the root installation refuses --test-mode', { hint: 'drop --test-mode' });
     const names = HOST_NAMES.slice(0, n);
     let network: NetnsNetwork | undefined;
     if (useNetns) {
@@ -161,8 +172,10 @@ export class LocalCluster {
           socket: fs ? outside(fs, INSIDE.socket) : join(hostDir, 'run', 'rexd.sock'),
           logFile: join(hostDir, 'log', 'rexd.log'),
           ...(nsHost ? { netns: nsHost } : {}),
-          identity: localName(name),
+          // The root installation's rexd presents the host key HOST (docs/ROOT.md).
+          identity: root ? name : localName(name),
           ...(fs ? { fs } : {}),
+          ...(root ? { installation: 'root' as const } : {}),
         });
       }
       cluster = new LocalCluster(dir, hosts, network);
@@ -176,14 +189,18 @@ export class LocalCluster {
           h.id = store.has(h.identity) ? store.load(h.identity).id : (await store.create(h.identity)).id;
         }
       }
-      if (trust === 'grant') {
+      if (root && trust !== 'none') {
+        // Each host's certificate in every other's known/, as the administrator copies them (no join between root installations yet).
+        const certs = hosts.map((h) => new KeyStore(h.stateDir).load(h.identity).certPem);
+        for (const [i, h] of hosts.entries()) for (const [j, cert] of certs.entries()) if (i !== j) new KeyStore(h.stateDir).addKnown(cert, 'rex cluster up');
+      } else if (trust === 'grant') {
         // Granted by name before the keys are known: a grant names who may come, enrollment says which key that is.
         for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
       }
       // Without keys rexd cannot start: the user creates them (rex_key --create) and then runs `rex cluster start`.
       const c = cluster;
       if (trust !== 'none') await Promise.all(hosts.map((h) => c.startHost(h)));
-      if (trust === 'enroll' || trust === 'grant') await cluster.enrollAll();
+      if (!root && (trust === 'enroll' || trust === 'grant')) await cluster.enrollAll();
       cluster.save();
       return cluster;
     } catch (e) {
@@ -291,6 +308,7 @@ export class LocalCluster {
           `host-name : ${h.name}`,
           `state-directory : ${h.fs ? INSIDE.stateDir : h.stateDir}`,
           ...(h.fs ? [`socket : ${INSIDE.socket}`] : []),
+          ...(h.installation === 'root' ? ['installation : root'] : []),
           `log-level : ${opts.logLevel ?? 'info'}`,
           '',
         ].join('\n'),
@@ -322,7 +340,9 @@ export class LocalCluster {
       try {
         (await RexClient.connect({ socket: h.socket, timeoutMs: 1000 })).close();
         break;
-      } catch {
+      } catch (e) {
+        // A root installation answers root (this process) with DENIED unless permit-root: it is serving.
+        if (h.installation === 'root' && /DENIED/.test((e as Error).message)) break;
         if (Date.now() > deadline) throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `host ${h.name}: rexd did not answer on ${h.socket} within 15 s`, { where: h.logFile });
       }
     }
