@@ -144,9 +144,8 @@ export class KeysService {
     if (hello.role === 'daemon') throw deny('role daemon is for answers only');
     if (hello.host !== undefined && hello.host !== host) throw deny(`HELLO says host "${hello.host}", but the connection comes from host ${host}'s rexd`);
     const base = `${host}.${facts.remoteUser}`;
-    if (hello.role === 'peer' && facts.remoteUser !== this.user) {
-      throw deny(`role peer is for ${this.user}'s own rexd on another host, not for ${base} (mapped by ${facts.mappedVia}); connect as a client`);
-    }
+    // Host-based connections come from the other host's session controller (a rexd) in role peer: for the same user
+    // that is this user's own peer; for another user mapped here by user-map, the grants below decide, as for any key.
     const requester: Requester = { id: facts.hostKey.id, name: base, address: from.address, hostbased: true, ...(hello.program ? { program: hello.program } : {}) };
     const identity = hello.program ? `${base}.${hello.program}` : base;
     const known = { name: host, id: facts.hostKey.id, certPem: facts.hostKey.pem, file: '(host key, checked by the monitor)', via: 'host' };

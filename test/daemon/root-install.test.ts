@@ -34,6 +34,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   let alice: TestUser;
   let bob: TestUser;
   let carol: TestUser;
+  let dave: TestUser;
   const daemons: ChildProcess[] = [];
   /** What each monitor has logged so far. */
   const logs: Record<string, string> = {};
@@ -54,10 +55,11 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   beforeAll(async () => {
     pkg = readablePackage();
     // Processes of an interrupted earlier run would keep userdel from removing its users.
-    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol']) spawnSync('pkill', ['-KILL', '-u', u]);
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave']) spawnSync('pkill', ['-KILL', '-u', u]);
     alice = createTestUser('rextest-ri-alice');
     bob = createTestUser('rextest-ri-bob');
     carol = createTestUser('rextest-ri-carol');
+    dave = createTestUser('rextest-ri-dave');
     dir = mkdtempSync(join(tmpdir(), 'rex-root-'));
     chmodSync(dir, 0o755);
     const ports = { alpha: await freePort(), beta: await freePort() };
@@ -78,7 +80,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
           `socket : ${join(dir, h, 'run', 'rexd.sock')}`,
           'load-interval : 500ms',
           // beta refuses alpha's carol outright (a user-map refusal), and maps nothing else.
-          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -`, 'per-source-max-startups : 4'] : []),
+          // beta refuses alpha's carol outright, and maps alpha's dave to alice (whose grants then decide).
+          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -, alpha.${dave.name} = ${alice.name}`, 'per-source-max-startups : 4'] : []),
           '',
         ].join('\n'),
       );
@@ -113,7 +116,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
         await new Promise((r) => d.once('exit', r));
       }
     }
-    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol']) {
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave']) {
       spawnSync('pkill', ['-KILL', '-u', u]);
       removeTestUser(u);
     }
@@ -233,6 +236,52 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
     expect(log.stdout).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
   }, 120_000);
+
+  // claim: root.grants-per-user
+  it("maps a remote user to a local account by user-map, whose own grants decide: refused and logged until that user grants it", async () => {
+    const first = rexAs(dave.name, 'alpha', ['run', '--host', 'beta', '/usr/bin/id']);
+    expect(first.status).not.toBe(0);
+    expect(first.stderr).toMatch(new RegExp(`alpha\\.${dave.name} .*has no grant on beta\\.${alice.name}`));
+    // The refusal is in alice's log on beta (hers: dave acts as alice there), not in bob's.
+    const aliceLog = () => spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', alice.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    expect(aliceLog()).toContain(`alpha.${dave.name}`);
+    const bobLog = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', bob.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    expect(bobLog).not.toContain(dave.name);
+    // alice grants dave on beta (her grants, in her view of beta's rex.rc); bob's grants are untouched.
+    const grant = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--grant', `alpha.${dave.name}`, '--config', rc.beta!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
+    expect(grant.status, grant.stderr).toBe(0);
+    expect(existsSync(join(state.beta!, 'users', bob.name, 'grants')) ? readFileSync(join(state.beta!, 'users', bob.name, 'grants'), 'utf8') : '').not.toContain(dave.name);
+    // A restricted session ends at login-grace-time; the next one is authenticated with the grant.
+    await vi.waitFor(
+      () => {
+        const r = rexAs(dave.name, 'alpha', ['run', '--host', 'beta', '/usr/bin/id', '-u']);
+        expect(r.stderr).toBe('');
+        expect(r.stdout.trim()).toBe(String(alice.uid));
+      },
+      { timeout: 60_000, interval: 1000 },
+    );
+  }, 120_000);
+
+  // claim: root.signal-other-user
+  it("lets no user signal another user's job", async () => {
+    const job = spawn('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex.js'), 'run', '--host', 'beta', '/bin/sleep', '60'], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_CONFIG: rc.alpha! }, stdio: 'ignore' });
+    try {
+      const pid = await vi.waitFor(
+        () => {
+          const p = spawnSync('pgrep', ['-u', String(alice.uid), '-x', 'sleep'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+          if (!p) throw new Error("alice's job is not running yet");
+          return p;
+        },
+        { timeout: 30_000, interval: 100 },
+      );
+      const kill = spawnSync('runuser', ['-u', bob.name, '--', 'kill', '-TERM', pid], { encoding: 'utf8' });
+      expect(kill.status).not.toBe(0);
+      expect(kill.stderr).toMatch(/Operation not permitted/);
+    } finally {
+      job.kill('SIGTERM');
+      spawnSync('pkill', ['-u', String(alice.uid), '-x', 'sleep']);
+    }
+  }, 60_000);
 
   // claim: root.monitor-startup-caps
   it('holds the caps on unauthenticated connections at the monitor: beyond per-source-max-startups a connection is closed at accept, and logged', async () => {
