@@ -25,6 +25,7 @@ import {
   serversValue,
   sizeValue,
   userMapValue,
+  userLimitsValue,
   yesNoValue,
   type JsonSchema,
   type ValueType,
@@ -404,6 +405,25 @@ export const KEYS = {
     readBy: ['rexd'],
     examples: [{ rc: 'no', value: false }, { rc: 'yes', value: true }],
     invalid: ['sometimes'],
+  }),
+  userLimits: key({
+    key: 'user-limits',
+    value: userLimitsValue,
+    default: [],
+    help: 'comma-separated `NAME=SOFT[:HARD]` (setrlimit names: nofile, nproc, as, cpu, ...; numbers or `unlimited`), root installation only: the limits of every session controller and so of the jobs, restores and call controllers it starts (docs/ROOT.md)',
+    defaultHelp: "none: the limits rexd itself has",
+    readBy: ['rexd'],
+    examples: [
+      { rc: '', value: [] },
+      {
+        rc: 'nofile=4096:8192, nproc=unlimited',
+        value: [
+          { name: 'nofile', soft: '4096', hard: '8192' },
+          { name: 'nproc', soft: 'unlimited', hard: 'unlimited' },
+        ],
+      },
+    ],
+    invalid: ['nofile', 'files=10', 'nofile=10:5', 'nproc=lots'],
   }),
   userMap: key({
     key: 'user-map',

@@ -450,6 +450,66 @@ export const userMapValue: ValueType<UserMapEntry[]> = {
   },
 };
 
+/** One `user-limits` entry: a resource limit a session controller and its jobs get (rex-session --rlimit). */
+export interface UserLimit {
+  name: string;
+  soft: string;
+  hard: string;
+}
+
+/** The resources of setrlimit(2) by their rex-session names. */
+export const RLIMIT_NAMES = ['as', 'core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'] as const;
+
+const LIMIT_VALUE = /^([0-9]{1,19}|unlimited)$/;
+
+/** Comma-separated `NAME=SOFT[:HARD]` (`user-limits`, root installation). */
+export const userLimitsValue: ValueType<UserLimit[]> = {
+  expected: 'comma-separated NAME=SOFT[:HARD] entries (nofile=4096:8192, nproc=unlimited)',
+  parse: (raw) =>
+    listOf<UserLimit>(raw, 'empty entry (two commas in a row, or a trailing comma)', (text) => {
+      const m = /^([a-z]+)\s*=\s*([^:\s]+)(?::([^:\s]+))?$/.exec(text);
+      if (!m) return `entry "${quote(text)}" is not valid; expected NAME=SOFT[:HARD], e.g. "nofile=4096:8192"`;
+      if (!(RLIMIT_NAMES as readonly string[]).includes(m[1]!)) return `entry "${quote(text)}": "${quote(m[1]!)}" is not valid; expected one of ${RLIMIT_NAMES.join(', ')}`;
+      const soft = m[2]!;
+      const hard = m[3] ?? soft;
+      for (const v of [soft, hard]) if (!LIMIT_VALUE.test(v)) return `entry "${quote(text)}": "${quote(v)}" is not valid; expected a number or "unlimited"`;
+      if (soft !== 'unlimited' && (hard === 'unlimited' ? false : BigInt(soft) > BigInt(hard))) return `entry "${quote(text)}": the soft limit ${soft} is above the hard limit ${hard}; expected SOFT <= HARD`;
+      if (soft === 'unlimited' && hard !== 'unlimited') return `entry "${quote(text)}": the soft limit is unlimited but the hard limit is ${hard}; expected SOFT <= HARD`;
+      return { item: { name: m[1]!, soft, hard } };
+    }),
+  print: (v) => v.map((e) => `${e.name}=${e.soft}${e.hard === e.soft ? '' : `:${e.hard}`}`).join(', '),
+  schema: {
+    description: 'resource limits of the users\' session controllers and their jobs',
+    type: 'array',
+    maxItems: 16,
+    items: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['name', 'soft', 'hard'],
+      properties: {
+        name: { enum: [...RLIMIT_NAMES] },
+        soft: { type: 'string', pattern: '^([0-9]{1,19}|unlimited)$' },
+        hard: { type: 'string', pattern: '^([0-9]{1,19}|unlimited)$' },
+      },
+    },
+  },
+  list: {
+    entry: (v, i) => `entry "${quote(v[i]!.name)}": `,
+    xml: {
+      child: 'limit',
+      dtd: [
+        '<!-- A resource limit of the users\' session controllers (setrlimit(2) name: nofile, nproc, ...); hard defaults to soft. -->',
+        '<!ELEMENT limit EMPTY>',
+        '<!ATTLIST limit',
+        '          name CDATA #REQUIRED',
+        '          soft CDATA #REQUIRED',
+        '          hard CDATA #IMPLIED>',
+      ].join('\n'),
+      text: (attr) => `${attr('name') ?? ''}=${attr('soft') ?? ''}${attr('hard') === undefined ? '' : `:${attr('hard')}`}`,
+    },
+  },
+};
+
 /** A path, with `~`, `${HOME}`, `${USER}`, `${HOST}` expanded; `schema` may narrow it (the socket's sun_path limit). */
 export function pathValue(schema: JsonSchema = ref('absolutePath')): ValueType<string> {
   return {

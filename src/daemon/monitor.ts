@@ -176,6 +176,7 @@ export class Monitor {
     }
     const mutable = this.config as { -readonly [K in keyof RexConfig]: RexConfig[K] };
     mutable.userMap = next.userMap;
+    mutable.userLimits = next.userLimits; // for controllers started from now on
     mutable.permitRoot = next.permitRoot;
     mutable.servers = next.servers;
     mutable.logLevel = next.logLevel;
@@ -333,7 +334,8 @@ export class Monitor {
     const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': join(dirs.state, 'rex-log.sqlite'), installation: 'user' };
     const logFd = openSync(join(dirs.state, 'session.log'), 'a', 0o600);
     chownSync(join(dirs.state, 'session.log'), account.uid, account.gid);
-    const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
+    const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
+    const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), ...limits, '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
     const child = spawn(launcher, argv, { stdio: ['ignore', logFd, logFd, theirs], detached: false });
     closeSync(logFd);
     safeClose(theirs);

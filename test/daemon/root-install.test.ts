@@ -75,6 +75,9 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
         [
           `host-name : ${h}`,
           'installation : root',
+          // alpha's session controllers, and so their jobs, get these limits (rex-session --rlimit); beta keeps rexd's
+          // (a process moved there by rfork keeps limits up to those).
+          ...(h === 'alpha' ? ['user-limits : nofile=1000:2000, core=0'] : []),
           `servers : ${servers}`,
           `state-directory : ${state[h]}`,
           `socket : ${join(dir, h, 'run', 'rexd.sock')}`,
@@ -187,6 +190,13 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     }
     expect(daemons[1]!.exitCode, 'the monitor was not restarted').toBeNull();
   }, 120_000);
+
+  // claim: root.user-limits
+  it("gives each user's session controller, and so their jobs, rex.rc user-limits", () => {
+    const r = rexAs(bob.name, 'alpha', ['run', '/bin/sh', '-c', 'ulimit -Hn; ulimit -c']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('2000\n0\n');
+  }, 60_000);
 
   // claim: root.controller-per-user
   it('serves each user through a session controller of their own, whose state only they can read', () => {

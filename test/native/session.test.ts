@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAddon } from '../../src/util/native.js';
 import { packageRoot } from '../../src/util/paths.js';
-import { runs } from '../helpers/property.js';
+import { PROPERTY_SCALE, runs } from '../helpers/property.js';
 import { createTestGroup, createTestUser, isRoot, notRootReason, removeTestGroup, removeTestUser, type TestUser } from '../helpers/users.js';
 
 const native = join(packageRoot(), 'native');
@@ -213,7 +213,8 @@ describe('the flag parser (--dry-run, ASan+UBSan build)', () => {
       }),
       { numRuns: runs(150) },
     );
-  });
+    // Each case runs the ASan build once: the time grows with the long mode's count.
+  }, 30_000 * PROPERTY_SCALE);
 
   it('on random argv it either plans (status 0) or refuses with one message and the usage (status 125); it never crashes', () => {
     const token = fc.oneof(
@@ -237,5 +238,5 @@ describe('the flag parser (--dry-run, ASan+UBSan build)', () => {
       }),
       { numRuns: runs(300) },
     );
-  });
+  }, 30_000 * PROPERTY_SCALE);
 });
