@@ -219,6 +219,14 @@ async function showStatus(opts: Opts): Promise<number> {
   }
   const since = new Date(statSync(paths.pidFile).mtimeMs).toISOString();
   const lines = [`rexd: host ${loaded.config.hostName} is running (pid ${pid}) since ${since}`, `  socket: ${paths.socket}`, `  log: ${paths.logFile}`];
+  if (loaded.config.installation === 'root' && process.getuid?.() === 0) {
+    // root is no client of a root installation (permit-root): what runs is read from /proc instead.
+    const { sessionControllers } = await import('../daemon/monitor.js');
+    const ctls = sessionControllers(pid);
+    lines.push('  installation: root', `  session controllers: ${ctls.length ? ctls.map((c) => `${c.user} (pid ${c.pid})`).join(', ') : 'none'}`);
+    process.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  }
   // As an ordinary client: what the daemon itself says (a reload or a restart may have changed what rex.rc says now).
   const { RexClient } = await import('../runtime/client.js');
   try {

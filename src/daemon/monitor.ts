@@ -16,7 +16,7 @@
  * controller names). Every header a controller sends is validated: it runs the user's code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -483,3 +483,21 @@ function userDir(dir: string, account: Account): void {
   if ((st.mode & 0o777) !== 0o700) chmodSync(dir, 0o700);
 }
 
+
+/** The session controllers a monitor (pid) runs, from /proc: its children started with --session, and their users. */
+export function sessionControllers(monitorPid: number): { user: string; pid: number }[] {
+  const out: { user: string; pid: number }[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== monitorPid || !readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').includes('--session')) continue;
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${e}/status`, 'utf8'))?.[1]);
+      out.push({ user: lookupAccount(uid)?.name ?? `uid ${uid}`, pid: Number(e) });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out.sort((a, b) => a.user.localeCompare(b.user));
+}

@@ -216,6 +216,13 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(log.status, log.stderr).toBe(0);
     expect(log.stdout).toContain(bob.name);
     expect(log.stdout).not.toContain(alice.name);
+    // bob cannot read alice's; root reads anyone's.
+    const bobReadsAlice = rexAs(bob.name, 'alpha', ['log', '--json', '--user', alice.name]);
+    expect(bobReadsAlice.status).not.toBe(0);
+    const rootReadsAlice = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--user', alice.name, '--config', rc.alpha!], { encoding: 'utf8' });
+    expect(rootReadsAlice.status, rootReadsAlice.stderr).toBe(0);
+    expect(rootReadsAlice.stdout).toContain(alice.name);
+    expect(rootReadsAlice.stdout).not.toContain(bob.name);
   }, 120_000);
 
   it('makes the host key only as root, and only in a root installation', () => {
@@ -228,6 +235,13 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(inUserMode.status).toBe(2);
     expect(inUserMode.stderr).toMatch(/rex\.rc installation: error: --host-key makes the host key of a root installation, and rex\.rc installation is user here/);
     expect(existsSync(join(dir, 'delta', 'keys', 'delta.key'))).toBe(false);
+  });
+
+  it('rexd --status as root names the session controllers running, by user', () => {
+    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rexd.js'), '--status', '--config', rc.alpha!], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('installation: root');
+    expect(r.stdout).toMatch(new RegExp(`session controllers: .*${alice.name} \\(pid \\d+\\).*${bob.name} \\(pid \\d+\\)`));
   });
 
   // claim: root.root-refused

@@ -6,6 +6,7 @@ import { ErrorCodes, RexError } from '../../util/errors.js';
 import { table, toJson } from '../format.js';
 
 interface LogOpts {
+  user?: string;
   identity?: string;
   host?: string;
   outcome?: string;
@@ -33,8 +34,16 @@ export function sinceTime(s: string, now = Date.now()): number {
  * configuration it was started with, src/cli/daemon-config.ts), so that a shell
  * pointed at a daemon reads that daemon's log; else that of the active rex.rc.
  */
-export async function logFile(opts: { config?: string; database?: string; socket?: string }, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function logFile(opts: { config?: string; database?: string; socket?: string; user?: string }, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   if (opts.database) return opts.database;
+  if (opts.user !== undefined) {
+    // A root installation keeps each user's log in their state directory (docs/ROOT.md); root reads any of them.
+    const { loadConfig, userView } = await import('../../config/index.js');
+    const { config } = await loadConfig({ ...(opts.config ? { file: opts.config } : {}), uid: 0 });
+    if (config.installation !== 'root') throw new RexError(ErrorCodes.USAGE, '--user reads a user\'s log in a root installation, and rex.rc installation is user here', { where: 'rex.rc installation' });
+    if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(opts.user)) throw new RexError(ErrorCodes.USAGE, `--user ${opts.user}: not a login name`);
+    return userView(config, opts.user).logDatabase;
+  }
   const socket = opts.config ? undefined : (opts.socket ?? (env.REX_SOCKET || undefined));
   if (socket) {
     const { daemonConfig } = await import('../daemon-config.js');
@@ -64,6 +73,7 @@ export function registerLogCommands(program: Command): void {
     .option('-c, --config <file>', 'read the log this rex.rc names')
     .option('--socket <path>', 'read the log of the rexd serving this socket (default: $REX_SOCKET, else the active rex.rc)')
     .option('--database <file>', 'log database to read (default: rex-log-database of the configuration chosen above)')
+    .option('--user <name>', "root installation: read this user's log (root reads every user's; a user reads their own by default)")
     .action(async (opts: LogOpts) => {
       const q: LogQuery = {};
       const limit = Number(opts.limit);
