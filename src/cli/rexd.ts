@@ -97,6 +97,9 @@ async function foreground(opts: Opts): Promise<void> {
       /* parent gone: nothing to tell */
     }
   }
+  // Serving now: the code of exec, rfork and calls is read in the background, so that neither start-up nor the
+  // first EXEC or call waits for it (docs/ARCHITECTURE.md, How rexd loads).
+  void d.warm();
 }
 
 async function background(opts: Opts, argv: string[]): Promise<void> {

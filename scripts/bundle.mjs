@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// Bundles the programs (rexd, rex, rex_key, repdb, rtop) from tsc's output in
+// dist/ into dist/bin/, the files package.json `bin` names and every test and
+// the local cluster run (src/util/paths.ts distBin). Why: Node 20's ES module
+// loader costs about 0.5-1 ms per module (resolve, read, lex, compile), and
+// rexd's start-up read some 100 modules of its own and of commander, pino and
+// ajv; one bundle is read at once (docs/ARCHITECTURE.md, How rexd loads).
+// Code splitting keeps every dynamic import() a chunk of its own, loaded when
+// it is first needed, shared between the programs. The chunks sit beside the
+// entry points in dist/bin/, at the depth of dist/cli/, so that a path made
+// from import.meta.url means the same from either. A source map is written
+// beside each file (it chains tsc's maps, so stack traces name src/*.ts).
+// Run by `npm run build` and `npm run prepare` after tsc; the tests' global
+// set-up runs it too.
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const out = join(root, 'dist', 'bin');
+
+/** The programs, and the worker thread src/calls/programs.ts starts from beside its own file. */
+const entryPoints = {
+  rexd: 'dist/cli/rexd.js',
+  rex: 'dist/cli/rex.js',
+  rex_key: 'dist/cli/rex_key.js',
+  repdb: 'dist/cli/repdb.js',
+  rtop: 'dist/cli/rtop.js',
+  'program-worker': 'dist/calls/program-worker.js',
+};
+
+rmSync(out, { recursive: true, force: true });
+const r = await build({
+  absWorkingDir: root,
+  entryPoints,
+  outdir: out,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  chunkNames: 'chunk-[hash]',
+  sourcemap: 'linked',
+  // A native addon (better-sqlite3, loaded by `bindings` from its own directory) and a WebAssembly
+  // module read from beside its JavaScript stay in node_modules, loaded as they are.
+  external: ['better-sqlite3', 'libxml2-wasm'],
+  // CommonJS packages in the bundle (commander, pino, ...) call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __rexRequire } from 'node:module'; const require = __rexRequire(import.meta.url);" },
+  logLevel: 'warning',
+  metafile: true,
+});
+if (r.errors.length) process.exit(1);
