@@ -6,7 +6,7 @@
 // rexd's start-up read some 100 modules of its own and of commander, pino and
 // ajv; one bundle is read at once (docs/ARCHITECTURE.md, How rexd loads).
 // Code splitting keeps every dynamic import() a chunk of its own, loaded when
-// it is first needed, shared between the programs. The chunks sit beside the
+// it is first needed. The chunks sit beside the
 // entry points in dist/bin/, at the depth of dist/cli/, so that a path made
 // from import.meta.url means the same from either. A source map is written
 // beside each file (it chains tsc's maps, so stack traces name src/*.ts).
@@ -20,34 +20,38 @@ import { build } from 'esbuild';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'dist', 'bin');
 
-/** The programs, and the worker thread src/calls/programs.ts starts from beside its own file. */
-const entryPoints = {
+/**
+ * The programs, each bundled on its own: its chunks (named after it) hold only its own code, so the files a
+ * program reads at start are as few as its dynamic imports allow (rexd's start reads about 20).
+ */
+const programs = {
   rexd: 'dist/cli/rexd.js',
   rex: 'dist/cli/rex.js',
   rex_key: 'dist/cli/rex_key.js',
   repdb: 'dist/cli/repdb.js',
   rtop: 'dist/cli/rtop.js',
-  'program-worker': 'dist/calls/program-worker.js',
 };
 
-rmSync(out, { recursive: true, force: true });
-const r = await build({
+const common = {
   absWorkingDir: root,
-  entryPoints,
   outdir: out,
   bundle: true,
-  splitting: true,
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  chunkNames: 'chunk-[hash]',
   sourcemap: 'linked',
-  // A native addon (better-sqlite3, loaded by `bindings` from its own directory) and a WebAssembly
-  // module read from beside its JavaScript stay in node_modules, loaded as they are.
-  external: ['better-sqlite3', 'libxml2-wasm'],
+  // A WebAssembly module read from beside its JavaScript stays in node_modules, loaded as it is.
+  // better-sqlite3's JavaScript is bundled, its addon named by path (src/util/sqlite.ts): `bindings`, its
+  // search for it relative to the calling file, is never called (and would look beside the chunk).
+  external: ['libxml2-wasm', 'bindings'],
   // CommonJS packages in the bundle (commander, pino, ...) call require() for Node's built-ins.
   banner: { js: "import { createRequire as __rexRequire } from 'node:module'; const require = __rexRequire(import.meta.url);" },
   logLevel: 'warning',
-  metafile: true,
-});
-if (r.errors.length) process.exit(1);
+};
+
+rmSync(out, { recursive: true, force: true });
+for (const [name, file] of Object.entries(programs)) {
+  await build({ ...common, entryPoints: { [name]: file }, splitting: true, chunkNames: `${name}-[hash]` });
+}
+// The worker thread src/calls/programs.ts starts from beside its own file (in rexd's chunks: dist/bin/).
+await build({ ...common, entryPoints: { 'program-worker': 'dist/calls/program-worker.js' } });

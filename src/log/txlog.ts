@@ -15,11 +15,10 @@
  * were written late or dropped. Old rows are deleted by age and by size
  * (rex.rc log-retention-days, log-max-size), at start and periodically.
  */
-import Database from 'better-sqlite3';
-import { chmodSync, closeSync, constants as fsc, existsSync, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { openDatabase, type Database } from '../util/sqlite.js';
 
 /** What kind of event a row records; `log` rows are written by the log itself (an outage and its losses). */
 export type EventKind = 'auth' | 'transaction' | 'enroll' | 'session' | 'log';
@@ -199,26 +198,6 @@ export function securePrivateFiles(file: string, fixed: (file: string, mode: num
   }
 }
 
-let addon: string | null | undefined;
-
-/**
- * better-sqlite3's addon where its install builds it (build/Release), given to it by path: its default, the
- * `bindings` package, searches a dozen places first (a few ms of rexd's start-up). Anywhere else (a debug
- * build), undefined: better-sqlite3 searches as usual.
- */
-function sqliteAddon(): string | undefined {
-  if (addon === undefined) {
-    try {
-      const main = createRequire(import.meta.url).resolve('better-sqlite3');
-      const path = join(dirname(main), '..', 'build', 'Release', 'better_sqlite3.node');
-      addon = existsSync(path) ? path : null;
-    } catch {
-      addon = null;
-    }
-  }
-  return addon ?? undefined;
-}
-
 function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: number) => void): Database.Database {
   let db: Database.Database | undefined;
   try {
@@ -226,8 +205,7 @@ function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: nu
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       securePrivateFiles(file, fixed);
     }
-    const nativeBinding = sqliteAddon();
-    db = new Database(file, { readonly, fileMustExist: readonly, ...(nativeBinding ? { nativeBinding } : {}) });
+    db = openDatabase(file, { readonly, fileMustExist: readonly });
     if (!readonly) {
       // Only takes effect on a new database; an older one is converted after retention (TransactionLog.open).
       db.pragma('auto_vacuum = INCREMENTAL');

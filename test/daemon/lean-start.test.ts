@@ -5,17 +5,17 @@
 // code of its features (exec, rfork, calls: Feature in src/daemon/dispatch.ts),
 // which is read once rexd serves (its warm-up) or by a feature's first request.
 // The modules a real rexd process loads (the program users run: the bundle in
-// dist/bin/, whose chunks' source maps name the modules in them) are recorded
+// dist/bin/, whose chunks' source maps name the modules in them: modulesOf) are recorded
 // by a module loader hook (node:module register) and a wrapper of CommonJS's
 // loader, given to it by NODE_OPTIONS; a wrapper of fs.writeSync marks the
 // moment rexd logs that it serves ('rexd started', after every listener is up).
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
-import { packageRoot } from '../../src/util/paths.js';
 import { tempDir } from '../calls/helpers.js';
+import { modulesOf } from '../helpers/modules.js';
 
 const dir = tempDir('rex-lean-');
 let cluster: LocalCluster | undefined;
@@ -72,24 +72,6 @@ fs.writeSync = function (fd, data) {
   return join(dir, 'trace.mjs');
 }
 
-/**
- * The modules in the files of the record, by path from the package's root: a bundle's chunk stands for the
- * modules its source map names (src/*.ts through tsc's maps, node_modules/...), any other file for itself.
- */
-function modules(files: string[]): string[] {
-  const root = packageRoot();
-  const out = new Set<string>();
-  for (const f of files) {
-    if (f.startsWith('node:') || !f.includes('/')) continue;
-    const path = f.startsWith('file:') ? fileURLToPath(f) : f;
-    if (existsSync(`${path}.map`)) {
-      const map = JSON.parse(readFileSync(`${path}.map`, 'utf8')) as { sources: string[]; sourceRoot?: string };
-      for (const s of map.sources) out.add(relative(root, resolve(dirname(path), map.sourceRoot ?? '', s)));
-    } else out.add(relative(root, path));
-  }
-  return [...out];
-}
-
 /** The code of rexd's features, read only once it serves (src/daemon/rexd.ts loadExec, src/calls/service.ts, src/rfork/requests.ts). */
 const FEATURE_MODULES = [
   'src/exec/executor/service.ts',
@@ -118,15 +100,15 @@ describe('rexd start-up', () => {
     }
     const record = () => readFileSync(list, 'utf8').split('\n').filter(Boolean);
     // Once it serves, rexd loads its features in the background: wait for the last of them.
-    await vi.waitFor(() => expect(modules(record())).toEqual(expect.arrayContaining(FEATURE_MODULES)), { timeout: 30_000, interval: 100 });
+    await vi.waitFor(() => expect(modulesOf(record())).toEqual(expect.arrayContaining(FEATURE_MODULES)), { timeout: 30_000, interval: 100 });
     const all = record();
     const mark = all.indexOf(READY);
     expect(mark).toBeGreaterThan(0);
-    const atStart = modules(all.slice(0, mark));
+    const atStart = modulesOf(all.slice(0, mark));
     // The record is of rexd itself (not of the tracer alone).
     expect(atStart).toContain('src/daemon/rexd.ts');
     expect(atStart.filter((m) => FEATURE_MODULES.includes(m))).toEqual([]);
-    const heavy = modules(all).filter(
+    const heavy = modulesOf(all).filter(
       (m) =>
         /^node_modules\/(handlebars|libxml2-wasm)\//.test(m) ||
         // The ELF reader (src/gen/elf) is not repdb's: the EXEC origin lists a program's libraries with it.
