@@ -40,6 +40,11 @@ const common = {
   platform: 'node',
   target: 'node20',
   sourcemap: 'linked',
+  // Less text to parse at each start (V8 compiles what a program reads; rexd's start is about 20 ms faster
+  // minified): whitespace and syntax only, so names stay as written in stack traces and profiles; the source
+  // map gives the lines (node --enable-source-maps).
+  minifyWhitespace: true,
+  minifySyntax: true,
   // A WebAssembly module read from beside its JavaScript stays in node_modules, loaded as it is.
   // better-sqlite3's JavaScript is bundled, its addon named by path (src/util/sqlite.ts): `bindings`, its
   // search for it relative to the calling file, is never called (and would look beside the chunk).
