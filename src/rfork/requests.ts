@@ -3,7 +3,7 @@
  * is (a peer's grant; a peer granted only one program may send no image), and
  * served by rfork's origin side (origin.ts), which places the image and relays
  * it through EXEC's machinery. Both are loaded on first use (Features of
- * dispatch.ts): this module imports only types and the light EXEC limit.
+ * dispatch.ts): this module imports none of their code, only EXEC's limit.
  */
 import type { RexConfig } from '../config/index.js';
 import { Feature, type RequestTable } from '../daemon/dispatch.js';
