@@ -108,7 +108,7 @@ async function main() {
     console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
     const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
     const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
-    const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/cli/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
+    const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
     // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
     const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
     const client = await RexClient.connect({ socket });

@@ -33,7 +33,7 @@ writeFileSync(src, '#include <stdint.h>\nint32_t neg32(int32_t x) { return -x; }
 const lib = join(dir, 'libb.so');
 execFileSync('gcc', ['-g', '-O2', '-shared', '-fPIC', '-o', lib, src]);
 const xml = join(dir, 'libb.xml');
-writeFileSync(xml, execFileSync(process.execPath, [join(root, 'dist/cli/repdb.js'), '-gx', '--program', 'b', lib], { encoding: 'utf8' }));
+writeFileSync(xml, execFileSync(process.execPath, [join(root, 'dist/bin/repdb.js'), '-gx', '--program', 'b', lib], { encoding: 'utf8' }));
 
 const cluster = await LocalCluster.up({ dir: join(dir, 'cluster'), hosts: 2, netns: false, loadInterval: '500ms', peerTimeout: '2s', rc: [`programs : b=${lib}:${xml}`] });
 const results = {};

@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const repdb = join(root, 'dist/cli/repdb.js');
+const repdb = join(root, 'dist/bin/repdb.js');
 if (!existsSync(repdb)) {
   console.error('bench: dist/ is missing; run `npm run build` first');
   process.exit(2);

@@ -13,17 +13,18 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, watch } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+
 import { LocalCluster } from '../dist/cluster/cluster.js';
 import { KeyStore } from '../dist/keys/store.js';
 import { Connection } from '../dist/protocol/connection.js';
+import { distBin } from '../dist/util/paths.js';
 import { stats, ms } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 20);
 const WARMUP = 2;
 const TARGET_MS = 150;
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const rexdBin = join(root, 'dist', 'cli', 'rexd.js');
+// The file users run (package.json bin: the bundle in dist/bin/).
+const rexdBin = distBin('rexd');
 
 /** Connects to `socket` as soon as it is there and completes HELLO; resolves with the time it was answered. */
 function firstAnswer(socket, deadline) {

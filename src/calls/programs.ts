@@ -42,7 +42,10 @@ export async function loadProgram(c: ProgramConfig): Promise<LoadedProgram> {
   return { spec: { kind: 'library', name: c.name, object, definitions }, warnings };
 }
 
-/** The worker script beside this module once compiled (dist/); absent when running from the TypeScript sources. */
+/**
+ * The worker script beside this module once compiled: dist/calls/ (tsc), or dist/bin/ for the bundled programs, where
+ * it is an entry point of its own (scripts/bundle.mjs); absent when running from the TypeScript sources.
+ */
 const WORKER = fileURLToPath(new URL('./program-worker.js', import.meta.url));
 
 /** What the worker posts back: the loaded program, or the error's message. */

@@ -6,7 +6,7 @@
  * function it calls (authorize, below).
  */
 import type { ProgramEntry, RexConfig } from '../config/index.js';
-import type { Request, RequestTable } from '../daemon/dispatch.js';
+import { Feature, type Request, type RequestTable } from '../daemon/dispatch.js';
 import type { Logger } from '../daemon/log.js';
 import type { PeerLink } from '../daemon/peers.js';
 import type { Endpoint } from '../daemon/session.js';
@@ -14,14 +14,14 @@ import type { Decision, Requester } from '../keys/grants.js';
 import type { Placement } from '../placement/index.js';
 import type { Reply } from '../protocol/connection.js';
 import type { Message } from '../protocol/messages.js';
-import { CallManager, type CallIdentity, type CallManagerOptions } from './manager.js';
-import { CallRouter } from './router.js';
+import type { CallIdentity, CallManager, CallManagerOptions } from './manager.js';
+import type { CallRouter } from './router.js';
 
 /** What the call side needs of the daemon. */
 export interface CallsContext {
   config: Pick<RexConfig, 'hostName' | 'programs'>;
-  /** The one placement of this rexd (src/placement/, owned by the EXEC service): `*` calls are placed by it. */
-  placement: Placement;
+  /** The one placement of this rexd (src/placement/, owned by the EXEC service, loaded with it): `*` calls are placed by it. */
+  placement: () => Promise<Placement>;
   peers: ReadonlyMap<string, PeerLink>;
   /** The rex.rc `programs` entry called `name`, its definitions read (rexd.ts). */
   program: CallManagerOptions['programs'];
@@ -30,10 +30,16 @@ export interface CallsContext {
   log: Logger;
 }
 
-/** The call side of one rexd: its manager (closed at stop) and its router. */
-export interface CallService {
+/** The call side's code: the manager of this host's controllers (closed at stop) and the router. */
+export interface CallSide {
   manager: CallManager;
   router: CallRouter;
+}
+
+/** The call side of one rexd. */
+export interface CallService {
+  /** Its manager and router, loaded on the first call (or when rexd warms its features). */
+  side: Feature<CallSide>;
   /**
    * After rexd swapped in a reloaded `programs` list (SIGHUP, Rexd.reload): what changed, and every program's
    * controllers are retired, so the next call reads its entry and definitions again (an object rebuilt in place
@@ -51,35 +57,41 @@ export interface ProgramsDiff {
   retired: string[];
 }
 
-/** Makes the call manager and router, and registers CALL, ENTRIES_GET and CANCEL. */
+/** Registers CALL, ENTRIES_GET and CANCEL; the call manager and router they are served by are made on first use. */
 export function registerCalls(table: RequestTable, ctx: CallsContext): CallService {
   const { config, peers } = ctx;
   /** The endpoint of each connection that called: authorize() is given the connection only. */
   const endpoints = new WeakMap<object, Endpoint>();
   // rex.rc's programs, read at each use: a SIGHUP reload assigns the new list into `config`.
   const offers = (name: string): boolean => config.programs.some((p) => p.name === name);
-  const manager = new CallManager({
-    host: config.hostName,
-    programs: ctx.program,
-    offers,
-    authorize: (who, program, fn) => authorize(who, program, fn),
-    log: ctx.log,
-  });
-  const router = new CallRouter({
-    manager,
-    host: config.hostName,
-    offers,
-    placement: ctx.placement,
-    peers: () =>
-      [...peers.values()].map((p) => ({
-        name: p.entry.name,
-        reachable: p.state.reachable,
-        connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
-      })),
-  });
+  const side = table.feature(
+    new Feature<CallSide>('calls', async () => {
+      const [{ CallManager }, { CallRouter }, placement] = await Promise.all([import('./manager.js'), import('./router.js'), ctx.placement()]);
+      const manager = new CallManager({
+        host: config.hostName,
+        programs: ctx.program,
+        offers,
+        authorize: (who, program, fn) => authorize(who, program, fn),
+        log: ctx.log,
+      });
+      const router = new CallRouter({
+        manager,
+        host: config.hostName,
+        offers,
+        placement,
+        peers: () =>
+          [...peers.values()].map((p) => ({
+            name: p.entry.name,
+            reachable: p.state.reachable,
+            connect: async () => (p.connection ?? (await p.connectNow())) ?? { error: p.state.error ?? 'not connected yet' },
+          })),
+      });
+      return { manager, router };
+    }),
+  );
 
   /** Local clients' requests may be routed to peers, peers' are served here. */
-  const handle = (m: Message, req: Request): Promise<Reply> => {
+  const handle = async (m: Message, req: Request): Promise<Reply> => {
     const { from, session } = req;
     endpoints.set(from.conn, from);
     const program = session.state === 'client' ? session.program : session.requester.program;
@@ -90,7 +102,7 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
       ...(program ? { program } : {}),
       address: from.address,
     };
-    return router.handle(m, { identity, mayForward: session.state === 'client' });
+    return (await side.get()).router.handle(m, { identity, mayForward: session.state === 'client' });
   };
 
   /**
@@ -110,7 +122,8 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
     return d.ok ? true : d.reason;
   };
 
-  const routedTarget = (m: Message & { target: string }): string => router.routed.get(m) ?? m.target;
+  // Read after the handler ran: the router is loaded then.
+  const routedTarget = (m: Message & { target: string }): string => side.loaded?.router.routed.get(m) ?? m.target;
   // Calls act as the user (controllers run its programs) and may go to a peer over this host's key.
   table.register('CALL', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
   table.register('ENTRIES_GET', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
@@ -123,8 +136,9 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
       added: [...now.keys()].filter((n) => !old.has(n)),
       removed: [...old.keys()].filter((n) => !now.has(n)),
       changed: [...now].filter(([n, v]) => old.has(n) && old.get(n) !== v).map(([n]) => n),
-      retired: manager.retire(),
+      // Not loaded yet: no controller has run, the first call reads the new entries.
+      retired: side.loaded?.manager.retire() ?? [],
     };
   };
-  return { manager, router, programsReloaded };
+  return { side, programsReloaded };
 }

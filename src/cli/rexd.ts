@@ -6,15 +6,14 @@
  * the same configuration, found by its pidfile; SIGHUP makes a running rexd
  * reload its configuration (Rexd.reload).
  */
-import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/index.js';
 import { daemonPaths, readPid, type DaemonPaths } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { reportError, runMain } from './main.js';
+import { exitQuietlyOnClosedOutput, reportError, runMain } from './main.js';
 import { processAlive } from '../util/proc.js';
 
 interface Opts {
@@ -113,6 +112,9 @@ async function foreground(opts: Opts): Promise<void> {
     void d.stop('internal error').finally(() => process.exit(70));
   });
   tellReady();
+  // Serving now: the code of exec, rfork and calls is read in the background, so that neither start-up nor the
+  // first EXEC or call waits for it (docs/ARCHITECTURE.md, How rexd loads).
+  void d.warm();
 }
 
 /** Tells the parent (rexd without --foreground, or rex cluster) that this rexd serves. */
@@ -129,7 +131,7 @@ function tellReady(): void {
 }
 
 async function background(opts: Opts, argv: string[]): Promise<void> {
-  const { RexClient } = await import('../runtime/client.js');
+  const [{ spawn }, { RexClient }] = await Promise.all([import('node:child_process'), import('../runtime/client.js')]);
   const loaded = await load(opts);
   const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
   mkdirSync(dirname(paths.logFile), { recursive: true, mode: 0o700 });
@@ -249,25 +251,64 @@ async function showStatus(opts: Opts): Promise<number> {
   return 0;
 }
 
-const program = new Command('rexd')
-  .description('REX daemon: serves this host to the cluster and local REX clients')
-  .option('-f, --foreground', 'stay in the foreground and log JSON lines to stderr')
-  .option('--stop', 'stop the running rexd of this configuration and wait until it has exited (exit status 7 if none runs)')
-  .option('--status', 'say whether the rexd of this configuration runs, and how (exit status 3 if it does not)')
-  .option('-c, --config <file>', 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)')
-  .addOption(new Option('-s, --set <key=value>', 'override one rex.rc key (repeatable)').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
-  .addOption(new Option('--session', 'run as a session controller of the root rexd (started by it, never by hand)').hideHelp())
-  .addOption(new Option('--test-mode', "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only").hideHelp())
-  .action(async (opts: Opts) => {
-    if (opts.stop && opts.status) throw new RexError(ErrorCodes.USAGE, '--stop and --status go alone');
-    if (opts.stop) process.exitCode = await stopDaemon(opts);
-    else if (opts.status) process.exitCode = await showStatus(opts);
-    else if (opts.foreground || opts.session) await foreground(opts);
-    else await background(opts, process.argv.slice(2));
-  });
+/**
+ * rexd's options, once: commander's program is made from them, and so is the parse of the daemon's own start
+ * (below). `flags` is commander's syntax; `short` and `type` are node:util parseArgs'.
+ */
+const OPTIONS = {
+  foreground: { flags: '-f, --foreground', short: 'f', type: 'boolean', help: 'stay in the foreground and log JSON lines to stderr' },
+  stop: { flags: '--stop', type: 'boolean', help: 'stop the running rexd of this configuration and wait until it has exited (exit status 7 if none runs)' },
+  status: { flags: '--status', type: 'boolean', help: 'say whether the rexd of this configuration runs, and how (exit status 3 if it does not)' },
+  config: { flags: '-c, --config <file>', short: 'c', type: 'string', help: 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)' },
+  set: { flags: '-s, --set <key=value>', short: 's', type: 'string', multiple: true, help: 'override one rex.rc key (repeatable)' },
+  'test-mode': { flags: '--test-mode', type: 'boolean', hidden: true, help: "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only" },
+  session: { flags: '--session', type: 'boolean', hidden: true, help: 'run as a session controller of the root rexd (started by it, never by hand: docs/ROOT.md)' },
+} as const;
+
+async function run(opts: Opts): Promise<void> {
+  if (opts.stop && opts.status) throw new RexError(ErrorCodes.USAGE, '--stop and --status go alone');
+  if (opts.stop) process.exitCode = await stopDaemon(opts);
+  else if (opts.status) process.exitCode = await showStatus(opts);
+  else if (opts.foreground || opts.session) await foreground(opts);
+  else await background(opts, process.argv.slice(2));
+}
+
+/**
+ * The daemon's own start, `rexd --foreground [-c FILE] [-s KEY=VALUE]... [--test-mode]` (what systemd, `rex cluster`
+ * and a detaching rexd run) or a session controller's, `rexd --session ...` (what the root installation's monitor runs), parsed strictly by node:util: rexd's start-up does not load commander (some 10 ms:
+ * docs/ARCHITECTURE.md, How rexd loads). Undefined for any other command line, which commander parses: help,
+ * --stop, --status, the detaching start, and every usage error with its message.
+ */
+function daemonStart(argv: string[]): Opts | undefined {
+  try {
+    const { values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false });
+    if (!(values.foreground || values.session) || values.stop || values.status) return undefined;
+    return { foreground: true, set: values.set ?? [], ...(values.config !== undefined ? { config: values.config } : {}), ...(values['test-mode'] ? { testMode: true } : {}), ...(values.session ? { session: true } : {}) };
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  const start = daemonStart(process.argv.slice(2));
+  if (start) {
+    exitQuietlyOnClosedOutput();
+    await run(start);
+    return;
+  }
+  const { Command, Option } = await import('commander');
+  const program = new Command('rexd').description('REX daemon: serves this host to the cluster and local REX clients');
+  for (const o of Object.values(OPTIONS)) {
+    const opt = new Option(o.flags, o.help);
+    if ('multiple' in o) opt.default([]).argParser((v: string, prev: string[]) => [...prev, v]);
+    if ('hidden' in o) opt.hideHelp();
+    program.addOption(opt);
+  }
+  await runMain(program.action(run));
+}
 
 try {
-  await runMain(program);
+  await main();
 } catch (e) {
   process.exitCode = reportError('rexd', e);
 }

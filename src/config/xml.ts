@@ -4,13 +4,16 @@
  * is interpreted; libxml2's DOM gives the line of every element for messages.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ErrorCodes } from '../util/errors.js';
+import { packageRoot } from '../util/paths.js';
 import { KEYS_BY_NAME, KEY_SPECS, didYouMean } from './keys.js';
 import { normalize, type Definition, type NormalizeEnv } from './normalize.js';
 import type { ConfigItem, ScanResult } from './rc.js';
 import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
 
-const DTD_URL = new URL('../../schema/rex.dtd', import.meta.url);
+/** schema/rex.dtd in the package, found from src/, dist/ or a bundle's chunk in dist/bin/ alike. */
+const DTD_FILE = (): string => join(packageRoot(), 'schema', 'rex.dtd');
 let dtdText: string | undefined;
 
 /** The element names the configuration section of the DTD defines (for did-you-mean): <include>, the keys, and their list items. */
@@ -55,7 +58,7 @@ export async function scanXml(text: string, file: string): Promise<ScanResult> {
   };
 
   const lx = await loadLibXml();
-  dtdText ??= readFileSync(DTD_URL, 'utf8');
+  dtdText ??= readFileSync(DTD_FILE(), 'utf8');
   let doc: InstanceType<LibXml['XmlDocument']> | undefined;
   try {
     try {

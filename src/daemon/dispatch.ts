@@ -13,6 +13,12 @@
  * only wires them. The
  * privilege column is where the root installation's privilege separation will
  * cut: today all of rexd is one process of its user.
+ *
+ * The rows are data known at start; the code behind the handlers of exec, rfork
+ * and calls is a {@link Feature}: loaded on the first request that needs it, and
+ * warmed (loaded in the background) once rexd serves, so that rexd's start-up
+ * reads only what it needs to answer a first connection (docs/ARCHITECTURE.md,
+ * How rexd loads).
  */
 import type { Grant, Requester } from '../keys/grants.js';
 import type { LogEvent } from '../log/txlog.js';
@@ -78,6 +84,45 @@ export interface Entry<T extends MsgTypeName> {
   handler: Handler<T>;
 }
 
+/**
+ * The code of a feature's handlers, loaded once, on first use: by its first
+ * request, or by {@link RequestTable.warm} once rexd serves, whichever comes
+ * first. `load` imports the feature's modules (`import()`) and makes its
+ * service; a request waits for it, so whatever `load` does (e.g. EXEC ending
+ * the jobs a crashed predecessor left) precedes the feature's first request.
+ */
+export class Feature<S> {
+  private loading: Promise<S> | undefined;
+  private value: S | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly load: () => Promise<S>,
+  ) {}
+
+  /** The feature, loaded if it is not yet. A failed load is tried again by the next caller. */
+  get(): Promise<S> {
+    this.loading ??= this.load().then(
+      (v) => (this.value = v),
+      (e: unknown) => {
+        this.loading = undefined;
+        throw e;
+      },
+    );
+    return this.loading;
+  }
+
+  /** The feature if it is loaded, without loading it. */
+  get loaded(): S | undefined {
+    return this.value;
+  }
+
+  /** The feature if it is loaded (or being loaded: then once it is), else undefined without loading it. */
+  async ifLoaded(): Promise<S | undefined> {
+    return this.value ?? (this.loading ? this.loading.catch(() => undefined) : undefined);
+  }
+}
+
 /** One row as {@link RequestTable.describe} shows it. */
 export interface EntrySummary {
   type: MsgTypeName;
@@ -108,6 +153,7 @@ type AnyEntry = Entry<never>;
 
 export class RequestTable {
   private readonly entries = new Map<MsgTypeName, AnyEntry>();
+  private readonly features: Feature<unknown>[] = [];
   /** What handlers and the authorization added to a request's log row. */
   private readonly notes = new WeakMap<Message, { identity?: string; reason?: string }>();
 
@@ -117,6 +163,30 @@ export class RequestTable {
   register<T extends MsgTypeName>(type: T, entry: Entry<T>): void {
     if (this.entries.has(type)) throw new Error(`request table: ${type} is registered twice`);
     this.entries.set(type, entry as unknown as AnyEntry);
+  }
+
+  /** Adds a feature whose handlers are loaded on first use, to be warmed by {@link warm}. */
+  feature<S>(f: Feature<S>): Feature<S> {
+    this.features.push(f as Feature<unknown>);
+    return f;
+  }
+
+  /**
+   * Loads every feature now (rexd calls it once it serves: the first EXEC or call then finds its code read).
+   * Resolves with each feature's name and load time, or its error (it is loaded again at its first request).
+   */
+  async warm(): Promise<{ feature: string; ms: number; error?: string }[]> {
+    const out: { feature: string; ms: number; error?: string }[] = [];
+    for (const f of this.features) {
+      const t0 = performance.now();
+      try {
+        await f.get();
+        out.push({ feature: f.name, ms: Math.round(performance.now() - t0) });
+      } catch (e) {
+        out.push({ feature: f.name, ms: Math.round(performance.now() - t0), error: (e as Error).message });
+      }
+    }
+    return out;
   }
 
   /** The table as data, in registration order (for tests and docs). */

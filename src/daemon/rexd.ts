@@ -7,14 +7,15 @@
  * through one request table (dispatch.ts) whose entries each feature registers
  * from its own module (src/keys/service.ts, src/calls/service.ts,
  * src/exec/executor/requests.ts, src/rfork/requests.ts, load.ts), and each
- * connection's session is one of the states of session.ts.
+ * connection's session is one of the states of session.ts. The code of exec,
+ * rfork and calls is loaded on first use and warmed once rexd serves (Feature,
+ * dispatch.ts): start-up reads only what answers a first connection.
  */
 import { closeSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket as NetSocket, createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import type { CallManager, ProgramSpec } from '../calls/manager.js';
-import { loadProgramOffThread } from '../calls/programs.js';
+import type { ProgramSpec } from '../calls/manager.js';
 import { registerCalls, type CallService, type ProgramsDiff } from '../calls/service.js';
 import { normalizeAddress } from '../config/clients.js';
 import { ConfigError, type LoadedConfig, type RexConfig, type ServerEntry } from '../config/index.js';
@@ -27,10 +28,8 @@ import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
-import { JobRecord } from '../exec/executor/jobs.js';
-import { Containment } from '../exec/executor/contain.js';
 import { registerExec } from '../exec/executor/requests.js';
-import { ExecService } from '../exec/executor/service.js';
+import type { ExecService } from '../exec/executor/service.js';
 import { registerRfork } from '../rfork/requests.js';
 import { LoadMeter, registerLoad } from './load.js';
 import { advertisedCpuProfile } from '../cpu/wire.js';
@@ -41,7 +40,7 @@ import { checkExecDirectories } from '../exec/executor/dirs.js';
 import { initPeerCred, localPeer } from './peercred.js';
 import { PeerLink } from './peers.js';
 import { Admission, type Startup } from './admission.js';
-import { RequestTable } from './dispatch.js';
+import { Feature, RequestTable } from './dispatch.js';
 import { Endpoint, pendingLocal, pendingTls, toClient } from './session.js';
 import type { ChannelMessage, SessionChannel } from './channel.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
@@ -115,8 +114,8 @@ export class Rexd {
   /** Remote calls: the controllers of this host's programs, and the routing to peers (src/calls/). */
   private readonly callService: CallService;
   readonly startedAt = Date.now();
-  /** Remote execution: EXEC run here or routed to the placed host (src/exec/). */
-  private readonly exec: ExecService;
+  /** Remote execution: EXEC run here or routed to the placed host (src/exec/); also RFORK's and calls' placement and containment. */
+  private readonly exec: Feature<ExecService>;
 
   constructor(
     readonly config: RexConfig,
@@ -146,14 +145,13 @@ export class Rexd {
       record: (ev) => void this.txlog.record(ev),
       logHeartbeats: config.logHeartbeats,
     });
-    this.exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, stateDirectory: this.paths.stateDir, record: (ev) => this.txlog.record(ev), socket: this.paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(this.paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
-    this.exec.contain(new Containment(config.hostName, this.paths.stateDir), Math.max(10_000, 3 * Math.max(config.peerTimeout, config.loadInterval)));
+    this.exec = this.requests.feature(new Feature('exec', () => this.loadExec()));
     // The request table: one call per feature.
     registerLoad(this.requests, { config, meter: this.meter, peers: this.peers });
     this.keys.register(this.requests);
     registerExec(this.requests, this.exec, config, this.name);
     registerRfork(this.requests, this.exec, config, this.name);
-    this.callService = registerCalls(this.requests, { config, placement: this.exec.placer, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
+    this.callService = registerCalls(this.requests, { config, placement: async () => (await this.exec.get()).placer, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
   }
 
   get log(): Logger {
@@ -165,9 +163,31 @@ export class Rexd {
     return this.own.id;
   }
 
-  /** The call-controller manager of this host's programs. */
-  get calls(): CallManager {
-    return this.callService.manager;
+  /**
+   * The EXEC service, made when it is first needed: its containment (cgroups or process groups) is set up, and
+   * what a crashed predecessor left running is ended, before the first job of this rexd (EXEC, RFORK or a call's
+   * controller, which all wait for this) can start.
+   */
+  private async loadExec(): Promise<ExecService> {
+    const { config, paths, opts } = this;
+    const [{ ExecService }, { JobRecord }, { Containment }] = await Promise.all([import('../exec/executor/service.js'), import('../exec/executor/jobs.js'), import('../exec/executor/contain.js')]);
+    const exec = new ExecService({ hostName: config.hostName, tempDirectory: config.tempDirectory, stateDirectory: paths.stateDir, record: (ev) => this.txlog.record(ev), socket: paths.socket, meter: this.meter, log: opts.log, autoTransfer: config.autoTransfer.mode, ...(config.autoTransfer.mode === 'command' ? { transferCommand: config.autoTransfer.command } : {}), jobs: new JobRecord(paths.stateDir) }, this.peers, config.placementPolicy, config.peerTimeout);
+    exec.contain(new Containment(config.hostName, paths.stateDir), Math.max(10_000, 3 * Math.max(config.peerTimeout, config.loadInterval)));
+    exec.reapLeftovers();
+    return exec;
+  }
+
+  /**
+   * Loads the code of every feature (exec, rfork, calls) in the background: called once rexd serves, so that
+   * start-up does not wait for it and the first EXEC or call does not either. A feature that fails to load is
+   * logged, and tried again by its first request.
+   */
+  async warm(): Promise<void> {
+    const loaded = await this.requests.warm();
+    for (const f of loaded) {
+      if (f.error) this.log.error({ feature: f.feature, err: f.error }, 'feature failed to load; its first request tries again');
+    }
+    this.log.debug({ features: loaded }, 'features loaded');
   }
 
   /** Loads the key, binds the socket and the TLS port, writes the pidfile and starts polling peers. */
@@ -210,7 +230,6 @@ export class Rexd {
         },
         () => this.syncPeers(),
       );
-      this.exec.reapLeftovers();
       for (const p of this.peers.values()) p.start();
       this.peersStarted = true;
       this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root' }, 'session controller started');
@@ -241,7 +260,6 @@ export class Rexd {
       },
       () => this.syncPeers(),
     );
-    this.exec.reapLeftovers();
     for (const p of this.peers.values()) p.start();
     this.peersStarted = true;
     this.log.info(
@@ -255,10 +273,11 @@ export class Rexd {
     this.stopping ??= (async () => {
       this.keys.close();
       for (const p of this.peers.values()) p.stop();
-      this.exec.stop();
+      const [exec, calls] = await Promise.all([this.exec.ifLoaded(), this.callService.side.ifLoaded()]);
+      exec?.stop();
       for (const s of this.sessions) s.conn?.close(reason);
       this.admission?.close();
-      await this.callService.manager.close();
+      await calls?.manager.close();
       const closed = Promise.all([this.unixServer, this.tcpServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
       // Give GOODBYE frames a moment to flush, then drop whatever is left.
       setTimeout(() => {
@@ -569,6 +588,7 @@ export class Rexd {
     const entry = this.config.programs.find((p) => p.name === name);
     if (!entry) return undefined;
     try {
+      const { loadProgramOffThread } = await import('../calls/programs.js');
       const { spec, warnings } = await loadProgramOffThread(entry);
       for (const w of warnings) this.log.warn({ program: name, warning: w }, 'program definitions do not match its object');
       return spec;

@@ -21,7 +21,10 @@ let x509: Promise<X509> | undefined;
 function loadX509(): Promise<X509> {
   x509 ??= (async () => {
     await import('reflect-metadata');
-    const m = await import('@peculiar/x509');
+    const ns = await import('@peculiar/x509');
+    // A CommonJS package: Node's loader gives its exports as named exports and as `default`, a bundle
+    // (scripts/bundle.mjs, dist/bin/) as `default` only.
+    const m = (ns as unknown as { default?: X509 }).default ?? ns;
     // The two-argument overload types the same under every lib setting: with the
     // DOM lib the one-argument form's `Crypto` differs from Node's webcrypto type,
     // which broke type-checking of code that imports the runtime (generated stubs).

@@ -15,10 +15,10 @@
  * were written late or dropped. Old rows are deleted by age and by size
  * (rex.rc log-retention-days, log-max-size), at start and periodically.
  */
-import Database from 'better-sqlite3';
 import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { openDatabase, type Database } from '../util/sqlite.js';
 
 /** What kind of event a row records; `log` rows are written by the log itself (an outage and its losses). */
 export type EventKind = 'auth' | 'transaction' | 'enroll' | 'session' | 'log';
@@ -205,7 +205,7 @@ function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: nu
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       securePrivateFiles(file, fixed);
     }
-    db = new Database(file, { readonly, fileMustExist: readonly });
+    db = openDatabase(file, { readonly, fileMustExist: readonly });
     if (!readonly) {
       // Only takes effect on a new database; an older one is converted after retention (TransactionLog.open).
       db.pragma('auto_vacuum = INCREMENTAL');

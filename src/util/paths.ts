@@ -18,9 +18,12 @@ export function packageRoot(): string {
   return dir;
 }
 
-/** The compiled entry point of a command, e.g. distBin('rexd') -> <root>/dist/cli/rexd.js. */
+/**
+ * The program users run, as package.json `bin` names it: the bundle of a command (scripts/bundle.mjs),
+ * e.g. distBin('rexd') -> <root>/dist/bin/rexd.js.
+ */
 export function distBin(name: string): string {
-  return join(packageRoot(), 'dist', 'cli', `${name}.js`);
+  return join(packageRoot(), 'dist', 'bin', `${name}.js`);
 }
 
 /** What `make -C native install` records in the installed package (PREFIX/lib/rex/installed.json). */

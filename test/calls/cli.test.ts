@@ -11,7 +11,7 @@ import { CallManager, loadProgram, type ProgramSpec } from '../../src/calls/inde
 import { ROOT, buildLibrary, tempDir, writeXml, standInDaemon } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 let dir: string;
 let spec: ProgramSpec;
 let manager: CallManager;

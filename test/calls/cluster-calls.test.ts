@@ -152,7 +152,7 @@ describe('authorization of calls', () => {
         { timeout: 10_000, interval: 25 },
       );
       expect(rows[0]).toMatchObject({ target: 'beta.calltest.neg32', from_host: 'alpha' });
-      const { stdout } = await run(process.execPath, [join(import.meta.dirname, '../../dist/cli/rex.js'), 'log', '--config', beta.rcFile, '--outcome', 'denied'], { encoding: 'utf8' });
+      const { stdout } = await run(process.execPath, [join(import.meta.dirname, '../../dist/bin/rex.js'), 'log', '--config', beta.rcFile, '--outcome', 'denied'], { encoding: 'utf8' });
       expect(stdout).toMatch(/CALL.*beta\.calltest\.neg32/);
     } finally {
       writeFileSync(store.grantsFile, good);

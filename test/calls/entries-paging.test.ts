@@ -31,7 +31,7 @@ import { vectors } from '../helpers/vectors.js';
 import { NATIVE, ROOT, buildLibrary, repdb, tempDir, writeXml } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 const PAD = 'x'.repeat(40);
 const fname = (i: number): string => `f${String(i).padStart(4, '0')}_${PAD}`;
 

@@ -22,7 +22,7 @@ import { startCluster } from '../helpers/cluster.js';
 import { NATIVE, ROOT, repdb, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 const LIBM = '/lib/x86_64-linux-gnu/libm.so.6';
 const LIBC = '/lib/x86_64-linux-gnu/libc.so.6';
 

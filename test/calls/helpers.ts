@@ -19,8 +19,8 @@ import { startCluster } from '../helpers/cluster.js';
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const FIX = join(ROOT, 'test/fixtures/calls');
 export const NATIVE = join(ROOT, 'native');
-export const REPDB = join(ROOT, 'dist/cli/repdb.js');
-export const REX = join(ROOT, 'dist/cli/rex.js');
+export const REPDB = join(ROOT, 'dist/bin/repdb.js');
+export const REX = join(ROOT, 'dist/bin/rex.js');
 
 /** A real local cluster of `hosts` whose rex.rc offers `programs` (a `programs :` value), all reachable, and alpha's client. */
 export interface CallCluster {

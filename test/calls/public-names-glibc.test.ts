@@ -16,7 +16,7 @@ import { startCluster } from '../helpers/cluster.js';
 import { REPDB, ROOT, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 const LIBM = '/lib/x86_64-linux-gnu/libm.so.6';
 const WANTED = ['cbrt', 'pow', 'pow@GLIBC_2.2.5', 'ldexp', 'lround', 'sin', 'powf64'];
 

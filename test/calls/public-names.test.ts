@@ -17,7 +17,7 @@ import { setTransport } from '../../src/runtime/codegen-v1.js';
 import { REPDB, ROOT, loadStubs, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 const NAMES = join(ROOT, 'test/fixtures/names');
 
 let dir: string;

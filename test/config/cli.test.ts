@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURES } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const REX = join(ROOT, 'dist/cli/rex.js');
+const REX = join(ROOT, 'dist/bin/rex.js');
 
 /** True when a compiled file is missing or older than any source it may depend on. */
 function stale(): boolean {

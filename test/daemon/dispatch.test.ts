@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { registerCalls } from '../../src/calls/service.js';
 import { defaultConfig } from '../../src/config/index.js';
-import { RequestTable } from '../../src/daemon/dispatch.js';
+import { Feature, RequestTable } from '../../src/daemon/dispatch.js';
 import { LoadMeter, registerLoad } from '../../src/daemon/load.js';
 import { DaemonLog } from '../../src/daemon/log.js';
 import type { PeerLink } from '../../src/daemon/peers.js';
@@ -45,10 +45,11 @@ function table(decide: (who: Requester, anyProgram: boolean) => Decision = () =>
   const keys = new KeysService({ config, store, name: 'alpha.ann', own: () => ({ id: 'k-own' }) as never, log, txlog, sessions: new Set() });
   registerLoad(t, { config, meter, peers });
   keys.register(t);
-  const exec = new ExecService({ hostName: 'alpha', tempDirectory: dir, stateDirectory: config.stateDirectory, socket: join(dir, 'sock'), meter, log }, peers);
+  // rexd loads its EXEC service on first use (a Feature); here it is made at once.
+  const exec = t.feature(new Feature('exec', async () => new ExecService({ hostName: 'alpha', tempDirectory: dir, stateDirectory: config.stateDirectory, socket: join(dir, 'sock'), meter, log }, peers)));
   registerExec(t, exec, config, 'alpha.ann');
   registerRfork(t, exec, config, 'alpha.ann');
-  registerCalls(t, { config, placement: exec.placer, peers, program: () => undefined, check: decide, log });
+  registerCalls(t, { config, placement: async () => (await exec.get()).placer, peers, program: () => undefined, check: decide, log });
   return { t, served };
 }
 

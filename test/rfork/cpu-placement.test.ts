@@ -25,7 +25,7 @@ import { alive } from '../helpers/proc.js';
 
 const NATIVE = join(packageRoot(), 'native');
 const BIN = join(NATIVE, 'build', 'test', 'migration');
-const REX = join(packageRoot(), 'dist', 'cli', 'rex.js');
+const REX = join(packageRoot(), 'dist', 'bin', 'rex.js');
 
 /** A feature this CPU has that beta's advertised CPU will lack (the first of these that exists here). */
 const host = hostCpuProfile();

@@ -160,7 +160,7 @@ describe("the 2009 guide's example, test_rfork_1", () => {
     }
     const row: LogRow | undefined = await vi.waitFor(
       () => {
-        const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'cli', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
+        const out = execFileSync(process.execPath, [join(packageRoot(), 'dist', 'bin', 'rex.js'), 'log', '--socket', cluster.host('beta').socket, '--json', '-n', '200'], { encoding: 'utf8' });
         const found = (JSON.parse(out) as LogRow[]).find((x) => x.target === 'rfork image');
         if (!found) throw new Error("no RFORK row with target 'rfork image' in beta's log yet");
         return found;

@@ -2,15 +2,16 @@
  * EXEC in rexd's request table (src/daemon/dispatch.ts): who may send it, how
  * it is authorized, and what a peer granted only one program may run
  * (limit.ts). The service itself (service.ts) runs it here or relays it to the
- * placed host.
+ * placed host; it is loaded on first use (a Feature of dispatch.ts), so this
+ * module imports only types.
  */
 import type { RexConfig } from '../../config/index.js';
-import type { Request, RequestTable } from '../../daemon/dispatch.js';
+import type { Feature, Request, RequestTable } from '../../daemon/dispatch.js';
 import type { ExecLimit } from './limit.js';
 import type { ExecService } from './service.js';
 
 /** Registers EXEC, served by `exec`; `self` is this host's identity name (HOST.USER). */
-export function registerExec(table: RequestTable, exec: ExecService, config: Pick<RexConfig, 'programs'>, self: string): void {
+export function registerExec(table: RequestTable, exec: Feature<ExecService>, config: Pick<RexConfig, 'programs'>, self: string): void {
   table.register('EXEC', {
     roles: ['client', 'peer'],
     auth: 'grant',
@@ -18,10 +19,10 @@ export function registerExec(table: RequestTable, exec: ExecService, config: Pic
     privilege: ['user', 'host-key'],
     newWork: true,
     target: (m) => m.path,
-    handler: (m, req) => {
+    handler: async (m, req) => {
       const s = req.session;
       const limit = execLimit(req, config, self);
-      return exec.serve(
+      return (await exec.get()).serve(
         m,
         { local: s.state === 'client', ...(s.state === 'client' && s.program ? { program: s.program } : {}), ...(s.state === 'client' && s.pid ? { pid: s.pid } : {}), ...(limit ? { limit } : {}) },
         req.from.conn,

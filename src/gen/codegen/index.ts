@@ -4,17 +4,18 @@
  * handlebars template in templates/ (noEscape: the output is code, not HTML).
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import type { EntryPointSet } from '../model/entrypoint.js';
 import { tsModuleView, moduleBaseName } from './ts.js';
 import { cHeaderView } from './c.js';
+import { packageRoot } from '../../util/paths.js';
 
 export { moduleBaseName, RUNTIME_IMPORT } from './ts.js';
 export { escapeIdent, NameScope } from './names.js';
 
-/** Where the templates live, relative to this module in src/ and in dist/. */
-export const TEMPLATE_DIR = fileURLToPath(new URL('../../../templates/', import.meta.url));
+/** Where the templates live: in the package, found from src/, dist/ or a bundle's chunk in dist/bin/ alike. */
+export const TEMPLATE_DIR = join(packageRoot(), 'templates') + '/';
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 

@@ -5,8 +5,8 @@
  * The text is portable SQL for SQLite and PostgreSQL (TEXT/INTEGER/BIGINT, no
  * AUTOINCREMENT, `"user"` quoted because USER is reserved in PostgreSQL).
  */
-import Database from 'better-sqlite3';
 import { RexError, ErrorCodes, isRexError } from '../../util/errors.js';
+import { openDatabase, type Database } from '../../util/sqlite.js';
 import type { EntryPointSet } from '../model/entrypoint.js';
 import { writeEntryPointsXml } from '../xml/write.js';
 import { readEntryPointsXml } from '../xml/read.js';
@@ -84,7 +84,7 @@ interface Row {
 export function readEntryPointsDb(dbFile: string, elfFile?: string): EntryPointSet {
   let db: Database.Database;
   try {
-    db = new Database(dbFile, { readonly: true, fileMustExist: true });
+    db = openDatabase(dbFile, { readonly: true, fileMustExist: true });
   } catch (e) {
     throw new RexError(ErrorCodes.ENTRY_INVALID, `cannot open database: ${(e as Error).message}`, { where: dbFile, hint: 'create it with: repdb -gd LIB.so | sqlite3 FILE' });
   }

@@ -4,12 +4,13 @@
  * document it reads to be validated before it is interpreted.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { DtdValidator, XmlDocument, XmlDtd, XmlLibError, type ErrorDetail } from 'libxml2-wasm';
 import { RexError, ErrorCodes } from '../../util/errors.js';
+import { packageRoot } from '../../util/paths.js';
 
-/** Where schema/rex.dtd lives, relative to this module in src/ and in dist/. */
-export const DTD_PATH = fileURLToPath(new URL('../../../schema/rex.dtd', import.meta.url));
+/** Where schema/rex.dtd lives: in the package, found from src/, dist/ or a bundle's chunk in dist/bin/ alike. */
+export const DTD_PATH = join(packageRoot(), 'schema', 'rex.dtd');
 
 let dtdText: string | undefined;
 

@@ -10,7 +10,7 @@ import type { AggregateDesc, EntryDesc, TypeDesc } from '../../../src/runtime/fr
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
 export const FIX = join(ROOT, 'test/fixtures/repdb');
-export const REPDB = join(ROOT, 'dist/cli/repdb.js');
+export const REPDB = join(ROOT, 'dist/bin/repdb.js');
 
 /** A fresh temporary directory. */
 export function tempDir(prefix = 'repdb-'): string {
