@@ -43,7 +43,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
 
   /** Runs `rex ARGS` as `user` against host `host`'s rexd; a first contact starts the user's controller, so it is given time. */
   function rexAs(user: string, host: string, args: string[], timeout = 60_000): { status: number | null; stdout: string; stderr: string } {
-    const r = spawnSync('runuser', ['-u', user, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex.js'), ...args], {
+    const r = spawnSync('runuser', ['-u', user, '--', process.execPath, join(pkg.root, 'dist', 'bin', 'rex.js'), ...args], {
       encoding: 'utf8',
       timeout,
       env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_CONFIG: rc[host]!, HOME: '/' },
@@ -91,14 +91,14 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       chmodSync(rc[h]!, 0o644);
       keys[h] = new KeyStore(state[h]!);
       // The administrator's command for the host key, as root.
-      const made = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', rc[h]!], { encoding: 'utf8' });
+      const made = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex_key.js'), '--create', '--host-key', '--config', rc[h]!], { encoding: 'utf8' });
       if (made.status !== 0) throw new Error(`rex_key --create --host-key: ${made.stderr}`);
       certs[h] = keys[h]!.load(h).certPem;
     }
     keys.alpha!.addKnown(certs.beta!, 'test');
     keys.beta!.addKnown(certs.alpha!, 'test');
     for (const h of ['alpha', 'beta']) {
-      const d = spawn(process.execPath, [join(pkg.root, 'dist', 'cli', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const d = spawn(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
       d.stderr!.setEncoding('utf8');
       daemons.push(d);
       logs[h] = '';
@@ -159,7 +159,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     // The image went to beta: the rfork is in each user's log there, and only in theirs.
     for (const u of [alice, bob]) {
       const other = u === alice ? bob : alice;
-      const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', u.name, 'rex-log.sqlite')], { encoding: 'utf8' });
+      const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', u.name, 'rex-log.sqlite')], { encoding: 'utf8' });
       expect(log.stdout).toMatch(/"message_type": "RFORK"/);
       expect(log.stdout).not.toContain(other.name);
     }
@@ -219,26 +219,26 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     // bob cannot read alice's; root reads anyone's.
     const bobReadsAlice = rexAs(bob.name, 'alpha', ['log', '--json', '--user', alice.name]);
     expect(bobReadsAlice.status).not.toBe(0);
-    const rootReadsAlice = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--user', alice.name, '--config', rc.alpha!], { encoding: 'utf8' });
+    const rootReadsAlice = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--user', alice.name, '--config', rc.alpha!], { encoding: 'utf8' });
     expect(rootReadsAlice.status, rootReadsAlice.stderr).toBe(0);
     expect(rootReadsAlice.stdout).toContain(alice.name);
     expect(rootReadsAlice.stdout).not.toContain(bob.name);
   }, 120_000);
 
   it('makes the host key only as root, and only in a root installation', () => {
-    const asAlice = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', rc.alpha!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
+    const asAlice = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'bin', 'rex_key.js'), '--create', '--host-key', '--config', rc.alpha!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
     expect(asAlice.status).toBe(2);
     expect(asAlice.stderr).toMatch(/--host-key: only root makes the host key of a root installation/);
     const userRc = join(dir, 'user.rc');
     writeFileSync(userRc, `host-name : delta\nstate-directory : ${join(dir, 'delta')}\n`);
-    const inUserMode = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--create', '--host-key', '--config', userRc], { encoding: 'utf8' });
+    const inUserMode = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex_key.js'), '--create', '--host-key', '--config', userRc], { encoding: 'utf8' });
     expect(inUserMode.status).toBe(2);
     expect(inUserMode.stderr).toMatch(/rex\.rc installation: error: --host-key makes the host key of a root installation, and rex\.rc installation is user here/);
     expect(existsSync(join(dir, 'delta', 'keys', 'delta.key'))).toBe(false);
   });
 
   it('rexd --status as root names the session controllers running, by user', () => {
-    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rexd.js'), '--status', '--config', rc.alpha!], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--status', '--config', rc.alpha!], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('installation: root');
     expect(r.stdout).toMatch(new RegExp(`session controllers: .*${alice.name} \\(pid \\d+\\).*${bob.name} \\(pid \\d+\\)`));
@@ -246,7 +246,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
 
   // claim: root.root-refused
   it('refuses root on the local socket unless rex.rc permit-root says yes, naming the key', () => {
-    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'run', '/usr/bin/id'], { encoding: 'utf8', env: { ...process.env, REX_CONFIG: rc.alpha! } });
+    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'run', '/usr/bin/id'], { encoding: 'utf8', env: { ...process.env, REX_CONFIG: rc.alpha! } });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/DENIED: alpha: root is not served \(rex\.rc permit-root is no\)/);
   });
@@ -257,7 +257,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(r.status).not.toBe(0);
     expect(r.stdout).toBe('');
     // beta's host log (root's) says why.
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
     expect(log.stdout).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
   }, 120_000);
 
@@ -267,12 +267,12 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(first.status).not.toBe(0);
     expect(first.stderr).toMatch(new RegExp(`alpha\\.${dave.name} .*has no grant on beta\\.${alice.name}`));
     // The refusal is in alice's log on beta (hers: dave acts as alice there), not in bob's.
-    const aliceLog = () => spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', alice.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    const aliceLog = () => spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', alice.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
     expect(aliceLog()).toContain(`alpha.${dave.name}`);
-    const bobLog = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', bob.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    const bobLog = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', bob.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
     expect(bobLog).not.toContain(dave.name);
     // alice grants dave on beta (her grants, in her view of beta's rex.rc); bob's grants are untouched.
-    const grant = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex_key.js'), '--grant', `alpha.${dave.name}`, '--config', rc.beta!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
+    const grant = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'bin', 'rex_key.js'), '--grant', `alpha.${dave.name}`, '--config', rc.beta!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
     expect(grant.status, grant.stderr).toBe(0);
     expect(existsSync(join(state.beta!, 'users', bob.name, 'grants')) ? readFileSync(join(state.beta!, 'users', bob.name, 'grants'), 'utf8') : '').not.toContain(dave.name);
     // A restricted session ends at login-grace-time; the next one is authenticated with the grant.
@@ -288,7 +288,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
 
   // claim: root.signal-other-user
   it("lets no user signal another user's job", async () => {
-    const job = spawn('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'cli', 'rex.js'), 'run', '--host', 'beta', '/bin/sleep', '60'], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_CONFIG: rc.alpha! }, stdio: 'ignore' });
+    const job = spawn('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'bin', 'rex.js'), 'run', '--host', 'beta', '/bin/sleep', '60'], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', REX_CONFIG: rc.alpha! }, stdio: 'ignore' });
     try {
       const pid = await vi.waitFor(
         () => {
@@ -325,7 +325,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     });
     for (const s of idle) s.destroy();
     expect(closedAtOnce).toBe(true);
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
     expect(log.stdout).toContain('too many unauthenticated connections from 127.0.0.1 (per-source-max-startups 4); refused at accept');
   }, 60_000);
 
@@ -342,7 +342,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       setTimeout(() => resolve(false), 10_000);
     });
     expect(closed).toBe(true);
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'cli', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
     expect(log.stdout).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
     expect(existsSync(join(state.beta!, 'users', 'gamma'))).toBe(false);
   }, 60_000);

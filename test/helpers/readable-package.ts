@@ -25,7 +25,7 @@ function traversable(dir: string): boolean {
 
 /** A package root other users can read, and how to remove it when it is a copy. */
 export function readablePackage(): { root: string; copied: boolean; remove(): void } {
-  if (traversable(join(ROOT, 'dist', 'cli'))) return { root: ROOT, copied: false, remove: () => undefined };
+  if (traversable(join(ROOT, 'dist', 'bin'))) return { root: ROOT, copied: false, remove: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), 'rex-pkg-'));
   chmodSync(dir, 0o755);
   for (const p of PARTS) cpSync(join(ROOT, p), join(dir, p), { recursive: true, preserveTimestamps: true });
