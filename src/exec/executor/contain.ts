@@ -316,9 +316,17 @@ export class Containment {
     this.removeBase();
   }
 
-  /** Removes the base once empty (it fails while another job's cgroup is in it). */
-  private removeBase(): void {
-    if (this.base) tryRmdir(this.base);
+  /**
+   * Removes the base once empty (it fails while another job's cgroup is in it). A cgroup just removed may still be
+   * dying in the kernel for a moment, and its parent's rmdir then fails with EBUSY: retried briefly, as for jobs.
+   */
+  private removeBase(tries = 20): void {
+    if (!this.base) return;
+    try {
+      rmdirSync(this.base);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EBUSY' && tries > 0) setTimeout(() => this.removeBase(tries - 1), 100).unref();
+    }
   }
 }
 
