@@ -223,15 +223,7 @@ export class Rexd {
     if (session) {
       session.on('message', (m: ChannelMessage) => this.fromMonitor(m));
       session.on('close', () => void this.stop('the monitor closed the session channel').then(() => process.exit(0)));
-      this.keys.watch(
-        this.paths.stateDir,
-        () => {
-          for (const p of this.peers.values()) p.kick();
-        },
-        () => this.syncPeers(),
-      );
-      for (const p of this.peers.values()) p.start();
-      this.peersStarted = true;
+      this.startPeers();
       this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root' }, 'session controller started');
       return;
     }
@@ -252,7 +244,16 @@ export class Rexd {
       throw e;
     }
     if (this.opts.pidFile !== false) writeFileSync(this.paths.pidFile, `${process.pid}\n`, { mode: 0o644 });
-    // A newly enrolled key may be the one a peer link has been waiting for.
+    this.startPeers();
+    this.log.info(
+      { socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile },
+      'rexd started',
+    );
+  }
+
+  /** Starts the peer links, and follows the trust store and the hosts file for them. */
+  private startPeers(): void {
+    // A newly enrolled key may be the one a peer link has been waiting for; a join adds or moves members.
     this.keys.watch(
       this.paths.stateDir,
       () => {
@@ -262,10 +263,6 @@ export class Rexd {
     );
     for (const p of this.peers.values()) p.start();
     this.peersStarted = true;
-    this.log.info(
-      { socket: this.paths.socket, listen: `${listen.address}:${listen.port}`, identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile },
-      'rexd started',
-    );
   }
 
   /** Says GOODBYE to everyone, closes listeners and removes the socket and pidfile. */
