@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** The runtime parts of the package a rexd needs. */
-const PARTS = ['package.json', 'dist', 'schema', 'templates', 'node_modules', 'native/build'];
+/** The runtime parts of the package a rexd needs, and the programs the root installation's tests run as their users. */
+const PARTS = ['package.json', 'dist', 'schema', 'templates', 'node_modules', 'native/build', 'test/fixtures/root'];
 
 /** True when every directory above and including `dir` lets others traverse it. */
 function traversable(dir: string): boolean {
