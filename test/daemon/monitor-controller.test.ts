@@ -52,12 +52,14 @@ describe.skipIf(!isRoot)('a session controller that breaks the rules of its chan
     pkg?.remove();
   });
 
-  // claim: root.controller-untrusted
-  it.each([
+  const cases = [
     ['a dial whose id is not a number', 'bad-request', 'session controller sent an invalid request; stopping it'],
     ['an operation the monitor does not offer', 'unknown-op', 'session controller sent an invalid request; stopping it'],
     ['a header that is not JSON', 'not-json', 'session controller broke the channel; stopping it'],
-  ])('%s ends that controller; the monitor goes on serving', async (_what, kind, logged) => {
+  ] as const;
+  for (const [what, kind, logged] of cases) {
+  // claim: root.controller-untrusted
+  it(`${what} ends that controller; the monitor goes on serving`, async () => {
     const d = join(dir, kind);
     mkdirSync(d, { mode: 0o755 }); // alice reaches the socket below it
     const rc = join(dir, `${kind}.rc`);
@@ -87,4 +89,5 @@ describe.skipIf(!isRoot)('a session controller that breaks the rules of its chan
       closeSync(fd);
     }
   }, 90_000);
+  }
 });
