@@ -58,36 +58,36 @@ describe.skipIf(!isRoot)('a session controller that breaks the rules of its chan
     ['a header that is not JSON', 'not-json', 'session controller broke the channel; stopping it'],
   ] as const;
   for (const [what, kind, logged] of cases) {
-  // claim: root.controller-untrusted
-  it(`${what} ends that controller; the monitor goes on serving`, async () => {
-    const d = join(dir, kind);
-    mkdirSync(d, { mode: 0o755 }); // alice reaches the socket below it
-    const rc = join(dir, `${kind}.rc`);
-    const port = await freePort();
-    writeFileSync(rc, ['host-name : alpha', 'installation : root', `servers : alpha@127.0.0.1:${port}`, `state-directory : ${join(d, 'state')}`, `socket : ${join(d, 'run', 'rexd.sock')}`, ''].join('\n'));
-    await new KeyStore(join(d, 'state')).create('alpha');
-    const logFile = join(dir, `${kind}.log`);
-    const fd = openSync(logFile, 'a');
-    const log = createLogger('info', 'alpha', fd);
-    const { config } = await loadConfig({ file: rc });
-    const monitor = new Monitor(config, { log, configFile: rc, sets: { 'rex-test-bad': kind }, rexd: join(pkg.root, 'test', 'fixtures', 'root', 'bad-controller.mjs') });
-    await monitor.start();
-    try {
-      const connect = () =>
-        spawnSync('runuser', ['-u', alice.name, '--', process.execPath, '-e', `const s = require('net').connect(${JSON.stringify(join(d, 'run', 'rexd.sock'))}); s.on('error', () => {}); setTimeout(() => process.exit(0), 300);`], { encoding: 'utf8' });
-      const text = () => readFileSync(logFile, 'utf8');
-      const count = (what: string) => text().split('\n').filter((l) => l.includes(`"msg":"${what}"`)).length;
-      connect();
-      await vi.waitFor(() => expect(text()).toContain(logged), { timeout: 20_000, interval: 50 });
-      await vi.waitFor(() => expect(count('session controller ended')).toBe(1), { timeout: 20_000, interval: 50 });
-      expect(spawnSync('pgrep', ['-u', String(alice.uid), '-f', 'bad-controller.mjs']).status, 'no controller left running').toBe(1);
-      // The next connection of the same user gets a new controller.
-      connect();
-      await vi.waitFor(() => expect(count('session controller started')).toBe(2), { timeout: 20_000, interval: 50 });
-    } finally {
-      await monitor.stop('test done');
-      closeSync(fd);
-    }
-  }, 90_000);
+    // claim: root.controller-untrusted
+    it(`${what} ends that controller; the monitor goes on serving`, async () => {
+      const d = join(dir, kind);
+      mkdirSync(d, { mode: 0o755 }); // alice reaches the socket below it
+      const rc = join(dir, `${kind}.rc`);
+      const port = await freePort();
+      writeFileSync(rc, ['host-name : alpha', 'installation : root', `servers : alpha@127.0.0.1:${port}`, `state-directory : ${join(d, 'state')}`, `socket : ${join(d, 'run', 'rexd.sock')}`, ''].join('\n'));
+      await new KeyStore(join(d, 'state')).create('alpha');
+      const logFile = join(dir, `${kind}.log`);
+      const fd = openSync(logFile, 'a');
+      const log = createLogger('info', 'alpha', fd);
+      const { config } = await loadConfig({ file: rc });
+      const monitor = new Monitor(config, { log, configFile: rc, sets: { 'rex-test-bad': kind }, rexd: join(pkg.root, 'test', 'fixtures', 'root', 'bad-controller.mjs') });
+      await monitor.start();
+      try {
+        const connect = () =>
+          spawnSync('runuser', ['-u', alice.name, '--', process.execPath, '-e', `const s = require('net').connect(${JSON.stringify(join(d, 'run', 'rexd.sock'))}); s.on('error', () => {}); setTimeout(() => process.exit(0), 300);`], { encoding: 'utf8' });
+        const text = () => readFileSync(logFile, 'utf8');
+        const count = (what: string) => text().split('\n').filter((l) => l.includes(`"msg":"${what}"`)).length;
+        connect();
+        await vi.waitFor(() => expect(text()).toContain(logged), { timeout: 20_000, interval: 50 });
+        await vi.waitFor(() => expect(count('session controller ended')).toBe(1), { timeout: 20_000, interval: 50 });
+        expect(spawnSync('pgrep', ['-u', String(alice.uid), '-f', 'bad-controller.mjs']).status, 'no controller left running').toBe(1);
+        // The next connection of the same user gets a new controller.
+        connect();
+        await vi.waitFor(() => expect(count('session controller started')).toBe(2), { timeout: 20_000, interval: 50 });
+      } finally {
+        await monitor.stop('test done');
+        closeSync(fd);
+      }
+    }, 90_000);
   }
 });
