@@ -6,13 +6,14 @@
 // themselves (their uid on beta), with their own cache and log there.
 import { createHash } from 'node:crypto';
 import { chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../src/cluster/cluster.js';
 import { installTree, outside } from '../../src/cluster/mountns.js';
-import { packageRoot } from '../../src/util/paths.js';
+import { distBin, packageRoot } from '../../src/util/paths.js';
 import { buildLibrary, writeXml } from '../calls/helpers.js';
 import { NETNS, runOn } from '../helpers/cluster.js';
 import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
@@ -125,4 +126,21 @@ describe.skipIf(!NETNS)('the root installation on hosts that share nothing: alic
       expect(ps.stdout.trim().split('\n').filter(Boolean).length, `call controllers of ${u.name}`).toBeGreaterThanOrEqual(1);
     }
   }, 180_000);
+
+  it('rex cluster up --private-fs --root starts such hosts from the command line, and --root alone is a usage error', async () => {
+    const run = promisify(execFile);
+    const cliDir = join(dir, 'cli');
+    const rex = (...args: string[]) => run(process.execPath, [distBin('rex'), 'cluster', ...args, '--dir', cliDir], { timeout: 120_000 });
+    await expect(rex('up', '--root', '--hosts', '2')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/--root runs the root installation on hosts that share nothing: add --private-fs/) });
+    const up = await rex('up', '--private-fs', '--root', '--tree', join(dir, 'tree'), '--hosts', '2');
+    try {
+      expect(up.stdout).toContain('Each host runs the root installation (docs/ROOT.md)');
+      const cli = LocalCluster.attach(cliDir);
+      const [alice] = users as [TestUser];
+      const r = await runOn(cli, 'alpha', ['runuser', '-u', alice.name, '--', 'rex', 'run', '--host', 'beta', '/usr/bin/id', '-u'], { timeoutMs: 60_000 });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, `${alice.uid}\n`]);
+    } finally {
+      await rex('down');
+    }
+  }, 240_000);
 });

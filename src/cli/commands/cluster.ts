@@ -21,6 +21,7 @@ interface ClusterCliOpts {
   rc?: string[];
   testMode?: boolean;
   privateFs?: boolean;
+  root?: boolean;
   tree?: string;
   prefix: string;
 }
@@ -37,9 +38,17 @@ function describe(c: LocalCluster): string {
   const lines = [
     `Local REX cluster in ${c.dir}${c.hosts[0]?.fs ? ` (network and mount namespaces, sharing no files; installed tree ${c.hosts[0].fs.tree.dir} at ${c.hosts[0].fs.tree.prefix})` : c.network ? ' (network namespaces)' : ' (loopback)'}:`,
     ...c.hosts.map((h) => `  ${h.name.padEnd(8)} ${h.address}:${h.port}  pid ${h.pid ?? '-'}  socket ${h.socket}`),
-    'Identities (TLS 1.3 between hosts; each pinned the others\' keys by enrollment token and granted them):',
-    ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
-    `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
+    ...(c.hosts[0]?.installation === 'root'
+      ? [
+          'Each host runs the root installation (docs/ROOT.md): one rexd as root serving every user through a session controller of theirs. Host keys (TLS 1.3 between hosts; each host\'s certificate placed in the others\' known/):',
+          ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
+          `Use it as a user of this machine: log in to a host (below), then: runuser -u USER -- rex run --host ${c.hosts[1]?.name ?? c.hosts[0]!.name} /usr/bin/id`,
+        ]
+      : [
+          'Identities (TLS 1.3 between hosts; each pinned the others\' keys by enrollment token and granted them):',
+          ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
+          `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
+        ]),
     ...(c.hosts[0]?.fs ? [`Or log in to it (its files, its installed rex):  ${c.command(c.hosts[0].name, ['sh']).map((a) => (/^[\w./=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`] : []),
   ];
   return lines.join('\n') + '\n';
@@ -181,6 +190,7 @@ export function registerClusterCommands(program: Command): void {
     .option('--private-fs', 'also give each host a mount namespace of its own, with an installed tree and private /etc/rex, /var/lib/rex, /run/rex, /home and /tmp (root only; implies --netns)')
     .option('--tree <dir>', 'with --private-fs: the DESTDIR of a `make -C native install` to lay out on every host (default: install this clone into DIR/tree)')
     .option('--prefix <dir>', 'with --private-fs: the PREFIX the tree was installed with', '/usr')
+    .option('--root', 'with --private-fs: each host runs the root installation (one rexd as root for all its users, docs/ROOT.md)')
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
     .action(async (opts: ClusterCliOpts) => {
@@ -194,7 +204,8 @@ export function registerClusterCommands(program: Command): void {
         const { installTree } = await import('../../cluster/mountns.js');
         privateFs = opts.tree ? { dir: resolve(opts.tree), prefix: opts.prefix } : installTree(packageRoot(), resolve(opts.dir, 'tree'), opts.prefix);
       }
-      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, ...(privateFs ? { privateFs } : {}), trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
+      if (opts.root && !opts.privateFs) throw new RexError(ErrorCodes.USAGE, '--root runs the root installation on hosts that share nothing: add --private-fs (root only)');
+      const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, ...(privateFs ? { privateFs } : {}), ...(opts.root ? { installation: 'root' as const } : {}), trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
       if (trust === 'none') {
         process.stdout.write(
           [
