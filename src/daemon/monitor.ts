@@ -16,7 +16,7 @@
  * controller names). Every header a controller sends is validated: it runs the user's code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants as fsc, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -332,8 +332,7 @@ export class Monitor {
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
     const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': join(dirs.state, 'rex-log.sqlite'), installation: 'user' };
-    const logFd = openSync(join(dirs.state, 'session.log'), 'a', 0o600);
-    chownSync(join(dirs.state, 'session.log'), account.uid, account.gid);
+    const logFd = openUserLog(join(dirs.state, 'session.log'), account);
     const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
     const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), ...limits, '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
     const child = spawn(launcher, argv, { stdio: ['ignore', logFd, logFd, theirs], detached: false });
@@ -472,6 +471,29 @@ function rootDir(dir: string, mode: number): void {
   const st = lstatSync(dir);
   if (!st.isDirectory() || st.uid !== 0) throw new RexError(ErrorCodes.DAEMON_STATE_DIR, `${dir} must be a directory owned by root`, { where: dir, hint: 'remove it; rexd recreates it' });
   if ((st.mode & 0o7777) !== mode) chmodSync(dir, mode);
+}
+
+/**
+ * The controller's log file, opened by root in a directory the user owns: so never through a symbolic link
+ * (O_NOFOLLOW; libuv adds O_CLOEXEC), never a FIFO or device (O_NONBLOCK, then a regular file only), never a hard link to someone
+ * else's file (one link, owned by the user or just created), and handed to the user by descriptor (fchown), not
+ * by path, so that nothing the user swaps in meanwhile is touched.
+ */
+function openUserLog(file: string, account: Account): number {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new RexError(ErrorCodes.DAEMON_STATE_DIR, code === 'ELOOP' ? `${file} is a symbolic link; refusing to open it as root` : `cannot open ${file}: ${(e as Error).message}`, { where: file, hint: `remove it; rexd makes it again for ${account.name}` });
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile() || st.nlink !== 1 || (st.uid !== account.uid && st.uid !== 0) || (st.uid === 0 && st.size !== 0)) {
+    closeSync(fd);
+    throw new RexError(ErrorCodes.DAEMON_STATE_DIR, `${file} is not a log file of ${account.name}'s (${st.isFile() ? `owner uid ${st.uid}, ${st.nlink} links` : 'not a regular file'}); refusing to write to it as root`, { where: file, hint: `remove it; rexd makes it again for ${account.name}` });
+  }
+  if (st.uid !== account.uid || st.gid !== account.gid) fchownSync(fd, account.uid, account.gid);
+  return fd;
 }
 
 /** A user's own directory (0700), created as root and handed to the user; refuses a symlink. */

@@ -5,7 +5,7 @@
  * runs as root): elsewhere the suite says why it does not run.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   let bob: TestUser;
   let carol: TestUser;
   let dave: TestUser;
+  let eve: TestUser;
   const daemons: ChildProcess[] = [];
   /** What each monitor has logged so far. */
   const logs: Record<string, string> = {};
@@ -55,11 +56,12 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   beforeAll(async () => {
     pkg = readablePackage();
     // Processes of an interrupted earlier run would keep userdel from removing its users.
-    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave']) spawnSync('pkill', ['-KILL', '-u', u]);
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave', 'rextest-ri-eve']) spawnSync('pkill', ['-KILL', '-u', u]);
     alice = createTestUser('rextest-ri-alice');
     bob = createTestUser('rextest-ri-bob');
     carol = createTestUser('rextest-ri-carol');
     dave = createTestUser('rextest-ri-dave');
+    eve = createTestUser('rextest-ri-eve');
     dir = mkdtempSync(join(tmpdir(), 'rex-root-'));
     chmodSync(dir, 0o755);
     const ports = { alpha: await freePort(), beta: await freePort() };
@@ -84,7 +86,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
           'load-interval : 500ms',
           // beta refuses alpha's carol outright (a user-map refusal), and maps nothing else.
           // beta refuses alpha's carol outright, and maps alpha's dave to alice (whose grants then decide).
-          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -, alpha.${dave.name} = ${alice.name}`, 'per-source-max-startups : 4'] : []),
+          // Every denial gets its own row (the tests read them): carol's peer link is refused again at each retry.
+          ...(h === 'beta' ? [`user-map : alpha.${carol.name} = -, alpha.${dave.name} = ${alice.name}`, 'per-source-max-startups : 4', 'log-denials-burst : 100000'] : []),
           '',
         ].join('\n'),
       );
@@ -119,7 +122,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
         await new Promise((r) => d.once('exit', r));
       }
     }
-    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave']) {
+    for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave', 'rextest-ri-eve']) {
       spawnSync('pkill', ['-KILL', '-u', u]);
       removeTestUser(u);
     }
@@ -244,6 +247,26 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(r.stdout).toMatch(new RegExp(`session controllers: .*${alice.name} \\(pid \\d+\\).*${bob.name} \\(pid \\d+\\)`));
   });
 
+  // claim: root.no-symlink-as-root
+  it("never writes as root through a link a user left in their own state directory", () => {
+    // eve's state directory exists, hers, with session.log pointing at a file of root's.
+    const mine = join(state.alpha!, 'users', eve.name);
+    mkdirSync(mine, { mode: 0o700 });
+    chownSync(mine, eve.uid, eve.gid);
+    const target = join(dir, 'root-only');
+    writeFileSync(target, 'root\'s\n', { mode: 0o600 });
+    symlinkSync(target, join(mine, 'session.log'));
+    const r = rexAs(eve.name, 'alpha', ['run', '/usr/bin/id', '-u']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/DENIED: alpha: cannot start the session controller of rextest-ri-eve: .*session\.log is a symbolic link; refusing to open it as root/);
+    const st = statSync(target);
+    expect([st.uid, st.mode & 0o777, readFileSync(target, 'utf8')]).toEqual([0, 0o600, "root's\n"]);
+    // Once eve removes it, she is served.
+    spawnSync('runuser', ['-u', eve.name, '--', 'rm', join(mine, 'session.log')]);
+    const ok = rexAs(eve.name, 'alpha', ['run', '/usr/bin/id', '-u']);
+    expect([ok.status, ok.stdout], ok.stderr).toEqual([0, `${eve.uid}\n`]);
+  }, 60_000);
+
   // claim: root.root-refused
   it('refuses root on the local socket unless rex.rc permit-root says yes, naming the key', () => {
     const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'run', '/usr/bin/id'], { encoding: 'utf8', env: { ...process.env, REX_CONFIG: rc.alpha! } });
@@ -342,8 +365,14 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       setTimeout(() => resolve(false), 10_000);
     });
     expect(closed).toBe(true);
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
-    expect(log.stdout).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
+    // The row is written as the connection is refused; the log's writer may commit it a moment later.
+    await vi.waitFor(
+      () => {
+        const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
+        expect(log.stdout).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
     expect(existsSync(join(state.beta!, 'users', 'gamma'))).toBe(false);
   }, 60_000);
 });
