@@ -91,7 +91,8 @@ interface ClusterState {
   hosts: ClusterHost[];
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 now (the kernel's pick; the caller binds it next). */
+export async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -24,7 +24,7 @@ import { normalizeAddress } from '../config/clients.js';
 import { PROTO_ERRORS } from '../protocol/constants.js';
 import { encodeFrame } from '../protocol/encode.js';
 import { messageToFrame, type Message } from '../protocol/messages.js';
-import type { RexConfig } from '../config/index.js';
+import { userView, type RexConfig } from '../config/index.js';
 import type { CertInfo } from '../keys/certs.js';
 import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
@@ -50,7 +50,7 @@ export function routePreface(user: string): string {
 
 /** Where a user's state and runtime files live in the root installation. */
 export function userDirs(config: RexConfig, user: string): { state: string; run: string } {
-  return { state: join(config.stateDirectory, 'users', user), run: join(dirname(config.socket), 'users', user) };
+  return { state: userView(config, user).stateDirectory, run: join(dirname(config.socket), 'users', user) };
 }
 
 /** A running session controller. */
@@ -331,7 +331,7 @@ export class Monitor {
     const launcher = join(libexecDir(), 'rex-session');
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
-    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': join(dirs.state, 'rex-log.sqlite'), installation: 'user' };
+    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': userView(this.config, account.name).logDatabase, installation: 'user' };
     const logFd = openUserLog(join(dirs.state, 'session.log'), account);
     const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
     const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), ...limits, '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];

@@ -11,7 +11,7 @@
  * rfork and calls is loaded on first use and warmed once rexd serves (Feature,
  * dispatch.ts): start-up reads only what answers a first connection.
  */
-import { closeSync, existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket as NetSocket, createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -42,7 +42,7 @@ import { PeerLink } from './peers.js';
 import { Admission, type Startup } from './admission.js';
 import { Feature, RequestTable } from './dispatch.js';
 import { Endpoint, pendingLocal, pendingTls, toClient } from './session.js';
-import type { ChannelMessage, SessionChannel } from './channel.js';
+import { safeClose, type ChannelMessage, type SessionChannel } from './channel.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
 import type { HostbasedFacts } from '../keys/service.js';
 
@@ -507,7 +507,7 @@ export class Rexd {
   private fromMonitor(m: ChannelMessage): void {
     const h = m.header;
     const fd = m.fds[0];
-    const closeAll = () => m.fds.forEach((x) => safeCloseFd(x));
+    const closeAll = () => m.fds.forEach((x) => safeClose(x));
     if (h.op === 'dialed' && typeof h.id === 'number') {
       const d = this.dials.get(h.id);
       this.dials.delete(h.id);
@@ -617,13 +617,6 @@ function listenOn(server: Server, opts: { path: string } | { host: string; port:
   });
 }
 
-function safeCloseFd(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    /* already closed */
-  }
-}
 
 function safeUnlink(p: string): void {
   try {

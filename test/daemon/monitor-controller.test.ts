@@ -6,10 +6,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { freePort } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/daemon/log.js';
 import { Monitor } from '../../src/daemon/monitor.js';
@@ -21,16 +21,6 @@ if (!isRoot) console.warn(`monitor-controller tests skipped: ${notRootReason}`);
 
 const USER = 'rextest-mc-alice';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe.skipIf(!isRoot)('a session controller that breaks the rules of its channel', () => {
   let dir: string;

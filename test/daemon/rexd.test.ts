@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/cluster/cluster.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { PREFACE } from '../../src/protocol/constants.js';
 import { localName } from '../../src/keys/identity.js';
@@ -20,14 +21,6 @@ const run = promisify(execFile);
 const tmp = mkdtempSync(join(tmpdir(), 'rexd-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function freePort(): Promise<number> {
-  return new Promise((r) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
-}
 
 let seq = 0;
 /** Writes a rex.rc for a single host and returns its paths. */

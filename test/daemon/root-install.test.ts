@@ -6,27 +6,17 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildLibrary, writeXml } from '../calls/helpers.js';
+import { freePort } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { readablePackage } from '../helpers/readable-package.js';
 import { createTestUser, isRoot, notRootReason, removeTestUser, type TestUser } from '../helpers/users.js';
 
 if (!isRoot) console.warn(`root installation tests skipped: ${notRootReason}`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe.skipIf(!isRoot)('the root installation: one rexd per host for all its users', () => {
   let dir: string;
@@ -51,6 +41,12 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       cwd: '/',
     });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** The JSON of `rex log --json`, read as root from one log database: a host's own, or a user's on that host. */
+  function logOf(host: string, user?: string): string {
+    const db = user ? join(state[host]!, 'users', user, 'rex-log.sqlite') : join(state[host]!, 'rex-log.sqlite');
+    return spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', db], { encoding: 'utf8' }).stdout;
   }
 
   beforeAll(async () => {
@@ -162,9 +158,9 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     // The image went to beta: the rfork is in each user's log there, and only in theirs.
     for (const u of [alice, bob]) {
       const other = u === alice ? bob : alice;
-      const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', u.name, 'rex-log.sqlite')], { encoding: 'utf8' });
-      expect(log.stdout).toMatch(/"message_type": "RFORK"/);
-      expect(log.stdout).not.toContain(other.name);
+      const log = logOf('beta', u.name);
+      expect(log).toMatch(/"message_type": "RFORK"/);
+      expect(log).not.toContain(other.name);
     }
   }, 120_000);
 
@@ -280,8 +276,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(r.status).not.toBe(0);
     expect(r.stdout).toBe('');
     // beta's host log (root's) says why.
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
-    expect(log.stdout).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
+    const log = logOf('beta');
+    expect(log).toContain(`alpha.${carol.name} is refused by rex.rc user-map alpha.${carol.name} = -`);
   }, 120_000);
 
   // claim: root.grants-per-user
@@ -290,9 +286,9 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     expect(first.status).not.toBe(0);
     expect(first.stderr).toMatch(new RegExp(`alpha\\.${dave.name} .*has no grant on beta\\.${alice.name}`));
     // The refusal is in alice's log on beta (hers: dave acts as alice there), not in bob's.
-    const aliceLog = () => spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', alice.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    const aliceLog = () => logOf('beta', alice.name);
     expect(aliceLog()).toContain(`alpha.${dave.name}`);
-    const bobLog = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'users', bob.name, 'rex-log.sqlite')], { encoding: 'utf8' }).stdout;
+    const bobLog = logOf('beta', bob.name);
     expect(bobLog).not.toContain(dave.name);
     // alice grants dave on beta (her grants, in her view of beta's rex.rc); bob's grants are untouched.
     const grant = spawnSync('runuser', ['-u', alice.name, '--', process.execPath, join(pkg.root, 'dist', 'bin', 'rex_key.js'), '--grant', `alpha.${dave.name}`, '--config', rc.beta!], { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: '/' });
@@ -348,8 +344,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     });
     for (const s of idle) s.destroy();
     expect(closedAtOnce).toBe(true);
-    const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
-    expect(log.stdout).toContain('too many unauthenticated connections from 127.0.0.1 (per-source-max-startups 4); refused at accept');
+    const log = logOf('beta');
+    expect(log).toContain('too many unauthenticated connections from 127.0.0.1 (per-source-max-startups 4); refused at accept');
   }, 60_000);
 
   // claim: root.unknown-host-key-refused
@@ -368,8 +364,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     // The row is written as the connection is refused; the log's writer may commit it a moment later.
     await vi.waitFor(
       () => {
-        const log = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rex.js'), 'log', '--json', '--database', join(state.beta!, 'rex-log.sqlite')], { encoding: 'utf8' });
-        expect(log.stdout).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
+        const log = logOf('beta');
+        expect(log).toMatch(/host key [A-Z0-9-]+ claims to be host gamma, but it is not a known host key here/);
       },
       { timeout: 10_000, interval: 100 },
     );
