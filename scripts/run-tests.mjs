@@ -16,6 +16,8 @@ const totals = { passed: 0, failed: 0, skipped: 0 };
 /** In CI (and with REX_REQUIRE_ALL_TESTS=1) every test must run: a skip there hides a missing tool or a broken check. */
 const requireAll = process.env.CI === 'true' || process.env.REX_REQUIRE_ALL_TESTS === '1';
 const steps = [];
+/** Failed tests by name with the first line of their error, repeated in the summary (CI shows only the tail). */
+const failures = [];
 
 function step(name, cmd, args, opts = {}) {
   console.log(`\n=== ${name}: ${cmd} ${args.join(' ')}`);
@@ -70,6 +72,13 @@ function vitest(name, out, args, env = {}) {
   // A suite that failed to load has no test results but is a failure.
   const brokenSuites = (j.testResults ?? []).filter((t) => t.status === 'failed' && (t.assertionResults ?? []).length === 0).length;
   count(name, j.numPassedTests ?? 0, (j.numFailedTests ?? 0) + brokenSuites, (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0), r.secs);
+  for (const s of j.testResults ?? []) {
+    const file = s.name.replace(`${root}/`, '');
+    if (s.status === 'failed' && (s.assertionResults ?? []).length === 0) failures.push(`${name}: ${file} (did not load): ${firstLine(s.message)}`);
+    for (const a of s.assertionResults ?? []) {
+      if (a.status === 'failed') failures.push(`${name}: ${file} > ${a.fullName}: ${firstLine((a.failureMessages ?? [])[0])}`);
+    }
+  }
   return j;
 }
 
@@ -124,8 +133,19 @@ function readAllowedSkips() {
     .filter(Boolean);
 }
 
+/** The first non-empty line of an error message, without colour codes, at most 300 characters. */
+function firstLine(msg) {
+  const l = String(msg ?? '').replace(/\x1b\[[0-9;]*m/g, '').split('\n').find((x) => x.trim()) ?? '';
+  return l.trim().slice(0, 300);
+}
+
 console.log('\n=== summary');
 for (const s of steps) console.log(`  ${s}`);
+if (failures.length) {
+  console.log(`  failed tests (${failures.length}):`);
+  for (const f of failures.slice(0, 20)) console.log(`    ${f}`);
+  if (failures.length > 20) console.log(`    ... and ${failures.length - 20} more (test-results/*.json)`);
+}
 const line = `${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`;
 writeFileSync(join(results, 'summary.txt'), line + '\n');
 console.log(line);

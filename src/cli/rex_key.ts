@@ -14,7 +14,8 @@
  *   --revoke NAME-or-ID [--program P]
  */
 import { Command } from 'commander';
-import { loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '../config/index.js';
+import { chownSync, lstatSync, mkdirSync } from 'node:fs';
+import { hostTrustDir, loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '../config/index.js';
 import { addGrant, invite, revokeGrants } from '../keys/admin.js';
 import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
 import { HostsFile, mergeServers } from '../keys/hosts.js';
@@ -69,6 +70,45 @@ async function context(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeySt
   const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
   const store = new KeyStore(loaded.config.stateDirectory);
   return { loaded, store, me: localName(loaded.config.hostName) };
+}
+
+/**
+ * What joining works with: this user's own key and store, or, as root in a root installation, the host key (root's)
+ * and the host controller's store (docs/ROOT.md section 7). For the latter, rex_key drops to rex.rc host-user once
+ * the host key is read, so that every file of that store is written as its owner, never by root.
+ */
+async function joinContext(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeyStore; me: string; own: OwnIdentity }> {
+  const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
+  const { config } = loaded;
+  if (config.installation !== 'root' || process.getuid?.() !== 0) {
+    const store = new KeyStore(config.stateDirectory);
+    const me = localName(config.hostName);
+    return { loaded, store, me, own: store.load(me) };
+  }
+  let own: OwnIdentity;
+  try {
+    own = new KeyStore(config.stateDirectory).load(config.hostName);
+  } catch (e) {
+    if (e instanceof RexError && e.code === ErrorCodes.KEY_MISSING) throw new RexError(ErrorCodes.KEY_MISSING, `${config.hostName} has no host key yet`, { where: e.where, hint: 'make it first: rex_key --create --host-key' });
+    throw e;
+  }
+  const { lookupAccount } = await import('../daemon/accounts.js');
+  const account = lookupAccount(config.hostUser);
+  if (!account || account.uid === 0) {
+    throw new RexError(ErrorCodes.USAGE, `the host controller's account ${config.hostUser} (rex.rc host-user) ${account ? 'is root; it must be a system account of its own' : 'does not exist'}`, {
+      where: 'rex.rc host-user',
+      hint: 'create it: systemd-sysusers (make install puts rex.conf in sysusers.d), or useradd --system --no-create-home rex',
+    });
+  }
+  const dir = hostTrustDir(config);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || (st.uid !== account.uid && st.uid !== 0)) throw new RexError(ErrorCodes.DAEMON_STATE_DIR, `${dir} must be a directory of ${account.name} (rex.rc host-user)`, { where: dir, hint: 'remove it; rexd and rex_key make it again' });
+  if (st.uid !== account.uid || st.gid !== account.gid) chownSync(dir, account.uid, account.gid);
+  process.setgroups?.([account.gid]);
+  process.setgid?.(account.gid);
+  process.setuid?.(account.uid);
+  return { loaded, store: new KeyStore(dir), me: config.hostName, own };
 }
 
 async function create(opts: Opts): Promise<void> {
@@ -172,10 +212,9 @@ async function inviteJoin(opts: Opts): Promise<void> {
   if (!isNamePart(host)) throw new RexError(ErrorCodes.USAGE, `--join ${host.slice(0, 80)}: not a host name (1-63 letters, digits, '_' or '-'; a HOST, not HOST.USER)`);
   const keyId = opts.key === undefined ? undefined : parseId(opts.key);
   if (opts.key !== undefined && !keyId) throw new RexError(ErrorCodes.USAGE, `--key ${opts.key.slice(0, 80)}: not a key ID (32 characters A-Z and 2-7, dashes optional)`);
-  const { loaded, store, me } = await context(opts);
+  const { loaded, store, me, own } = await joinContext(opts);
   if (host === loaded.config.hostName) throw new RexError(ErrorCodes.USAGE, `--join ${host} is this host; the token is for the host that will join`);
   const subject = peerIdentity(host, me);
-  const own = store.load(me);
   const ttl = opts.expires ? expiryTime(opts.expires) - Date.now() : 15 * 60_000;
   if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
   const known = store.known().filter((k) => k.name === subject);
@@ -203,9 +242,8 @@ async function readToken(opts: Opts, host: string): Promise<string> {
 /** `--join HOST`: join the cluster of member HOST with a join token. */
 async function join(opts: Opts): Promise<void> {
   const arg = opts.join!;
-  const { loaded, store, me } = await context(opts);
+  const { loaded, store, own } = await joinContext(opts);
   const cfg = loaded.config;
-  const own = store.load(me);
   const servers = mergeServers(cfg.servers, new HostsFile(store.stateDir).read());
   const entry = servers.find((s) => s.name === arg) ?? parseHostArg(arg);
   if (!entry) throw new RexError(ErrorCodes.HOST_UNKNOWN, `host ${arg} is not in rex.rc servers`, { hint: 'give it as NAME@ADDRESS:PORT' });

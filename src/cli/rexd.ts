@@ -22,6 +22,7 @@ interface Opts {
   status?: boolean;
   testMode?: boolean;
   session?: boolean;
+  hostController?: boolean;
   config?: string;
   set: string[];
 }
@@ -87,7 +88,14 @@ async function foreground(opts: Opts): Promise<void> {
     const { SessionChannel } = await import('../daemon/channel.js');
     session = new SessionChannel(fd);
   }
-  const d = new Rexd(loaded.config, { log, ...(session ? { session, pidFile: false } : {}) });
+  let hostController: { cert: import('../keys/certs.js').CertInfo } | undefined;
+  if (opts.hostController) {
+    // The host controller (docs/ROOT.md section 7): the monitor gives it the host key's certificate, never the key.
+    if (!session) throw new RexError(ErrorCodes.USAGE, '--host-controller goes with --session (the root rexd starts it)');
+    const { certInfo } = await import('../keys/certs.js');
+    hostController = { cert: certInfo(Buffer.from(process.env.REX_HOST_CERT ?? '', 'base64'), 'REX_HOST_CERT (the host certificate from the monitor)') };
+  }
+  const d = new Rexd(loaded.config, { log, ...(session ? { session, pidFile: false } : {}), ...(hostController ? { hostController } : {}) });
   await d.start();
   let stopping = false;
   const stop = (sig: string) => {
@@ -263,6 +271,7 @@ const OPTIONS = {
   set: { flags: '-s, --set <key=value>', short: 's', type: 'string', multiple: true, help: 'override one rex.rc key (repeatable)' },
   'test-mode': { flags: '--test-mode', type: 'boolean', hidden: true, help: "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only" },
   session: { flags: '--session', type: 'boolean', hidden: true, help: 'run as a session controller of the root rexd (started by it, never by hand: docs/ROOT.md)' },
+  'host-controller': { flags: '--host-controller', type: 'boolean', hidden: true, help: "with --session: run as the root rexd's host controller (started by it as rex.rc host-user, never by hand: docs/ROOT.md section 7)" },
 } as const;
 
 async function run(opts: Opts): Promise<void> {
@@ -283,7 +292,7 @@ function daemonStart(argv: string[]): Opts | undefined {
   try {
     const { values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false });
     if (!(values.foreground || values.session) || values.stop || values.status) return undefined;
-    return { foreground: true, set: values.set ?? [], ...(values.config !== undefined ? { config: values.config } : {}), ...(values['test-mode'] ? { testMode: true } : {}), ...(values.session ? { session: true } : {}) };
+    return { foreground: true, set: values.set ?? [], ...(values.config !== undefined ? { config: values.config } : {}), ...(values['test-mode'] ? { testMode: true } : {}), ...(values.session ? { session: true } : {}), ...(values['host-controller'] ? { hostController: true } : {}) };
   } catch {
     return undefined;
   }

@@ -8,10 +8,11 @@
  * (mountns.ts).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { existsSync, lchownSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { addGrant, invite } from '../keys/admin.js';
+import { lookupAccount } from '../daemon/accounts.js';
 import { localName } from '../keys/identity.js';
 import { KeyStore } from '../keys/store.js';
 import { RexClient } from '../runtime/client.js';
@@ -58,6 +59,12 @@ export interface ClusterOptions {
    * certificates), no user keys or grants; users are served by their own session controllers.
    */
   installation?: 'user' | 'root';
+  /**
+   * Root installation: rex.rc host-user, the account of each host's host controller (default: rex.rc's default,
+   * `rex`). With trust 'keys' each host has its host key only and the hosts join with `rex_key --join`; with 'enroll'
+   * or 'grant' every host's certificate is placed in the others' host controller store, as an administrator would.
+   */
+  hostUser?: string;
 }
 
 /** Where a host of a privateFs cluster keeps its rex.rc, state and socket, as it sees them. */
@@ -190,10 +197,16 @@ export class LocalCluster {
           h.id = store.has(h.identity) ? store.load(h.identity).id : (await store.create(h.identity)).id;
         }
       }
-      if (root && trust !== 'none') {
-        // Each host's certificate in every other's known/, as the administrator copies them (no join between root installations yet).
+      if (root && (trust === 'enroll' || trust === 'grant')) {
+        // Each host's certificate in every other's host controller store, as an administrator places them (with
+        // trust 'keys' the hosts join instead: rex_key --join, docs/ROOT.md section 7).
         const certs = hosts.map((h) => new KeyStore(h.stateDir).load(h.identity).certPem);
-        for (const [i, h] of hosts.entries()) for (const [j, cert] of certs.entries()) if (i !== j) new KeyStore(h.stateDir).addKnown(cert, 'rex cluster up');
+        const owner = lookupAccount(opts.hostUser ?? 'rex'); // rex.rc host-user's default
+        for (const [i, h] of hosts.entries()) {
+          const trustDir = join(h.stateDir, 'host');
+          for (const [j, cert] of certs.entries()) if (i !== j) new KeyStore(trustDir).addKnown(cert, 'rex cluster up');
+          if (owner) chownTree(trustDir, owner.uid, owner.gid);
+        }
       } else if (trust === 'grant') {
         // Granted by name before the keys are known: a grant names who may come, enrollment says which key that is.
         for (const h of hosts) for (const o of hosts) if (o !== h) addGrant(new KeyStore(h.stateDir), o.identity);
@@ -309,7 +322,7 @@ export class LocalCluster {
           `host-name : ${h.name}`,
           `state-directory : ${h.fs ? INSIDE.stateDir : h.stateDir}`,
           ...(h.fs ? [`socket : ${INSIDE.socket}`] : []),
-          ...(h.installation === 'root' ? ['installation : root'] : []),
+          ...(h.installation === 'root' ? ['installation : root', ...(opts.hostUser ? [`host-user : ${opts.hostUser}`] : [])] : []),
           `log-level : ${opts.logLevel ?? 'info'}`,
           '',
         ].join('\n'),
@@ -501,4 +514,14 @@ function freeNetnsId(): number {
     if (!taken.has(id)) return id;
   }
   throw new RexError(ErrorCodes.USAGE, `all 250 network-namespace sets of local clusters are in use`, { hint: 'stop clusters with `rex cluster down`, or remove stale /run/netns/rex* entries with `ip netns del`' });
+}
+
+/** Gives a directory tree this harness just made to `uid` (no symbolic links are followed: lchown). */
+function chownTree(dir: string, uid: number, gid: number): void {
+  lchownSync(dir, uid, gid);
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) chownTree(p, uid, gid);
+    else lchownSync(p, uid, gid);
+  }
 }

@@ -8,6 +8,6 @@ export { DEFAULT_PORT, KEYS, KEY_SPECS, configSchema, didYouMean, expandPath, fo
 export { defaultConfig, type NormalizeEnv } from './normalize.js';
 export { parseRc, scanRc, type ConfigItem, type IncludeDirective, type ScanResult } from './rc.js';
 export { parseXmlConfig, scanXml } from './xml.js';
-export { MAX_INCLUDE_DEPTH, configCandidates, findConfigFile, loadConfig, systemIncludeDirs, userView, type LoadOptions, type LookupOptions } from './load.js';
+export { MAX_INCLUDE_DEPTH, configCandidates, findConfigFile, loadConfig, systemIncludeDirs, userView, hostTrustDir, type LoadOptions, type LookupOptions } from './load.js';
 export { clientAllowed, normalizeAddress, type ClientMatchOptions } from './clients.js';
 export { formatConfig, formatSource, toRcText } from './format.js';

@@ -12,6 +12,7 @@ import type { ServerEntry } from './values.js';
 import {
   DEFAULT_PORT,
   SCHEMA_DEFS,
+  accountValue,
   autoTransferValue,
   clientsValue,
   countValue,
@@ -405,6 +406,16 @@ export const KEYS = {
     readBy: ['rexd'],
     examples: [{ rc: 'no', value: false }, { rc: 'yes', value: true }],
     invalid: ['sometimes'],
+  }),
+  hostUser: key({
+    key: 'host-user',
+    value: accountValue,
+    default: 'rex',
+    help: "a local system account, root installation only: the host controller runs as it and keeps the host's trust in the cluster (the host keys it knows, join tokens, the members learnt by joining) in `state-directory`/host; serves `rex_key --join` between root installations (docs/ROOT.md). It is never a user of REX: its local connections are refused",
+    defaultHelp: '`rex` (made at install by rex.sysusers)',
+    readBy: ['rexd', 'rex_key'],
+    examples: [{ rc: 'rex', value: 'rex' }, { rc: '_rex', value: '_rex' }],
+    invalid: ['-', '9lives', 'a b'],
   }),
   userLimits: key({
     key: 'user-limits',

@@ -252,6 +252,14 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
 }
 
 /**
+ * The host controller's state directory in a root installation (docs/ROOT.md section 7): the host's trust in the
+ * cluster (the host keys it knows, join tokens, the members learnt by joining), owned by rex.rc host-user.
+ */
+export function hostTrustDir(config: RexConfig): string {
+  return join(config.stateDirectory, 'host');
+}
+
+/**
  * A local user's view of a root installation's configuration (docs/ROOT.md, State and visibility): their
  * state directory is `users/USER` under the host's, and so are their transaction log and temporary
  * directory; the host's own files (host key, host log) are root's. Any other configuration is unchanged.

@@ -5,7 +5,7 @@ const require = createRequire(import.meta.url);
 "use strict";
 export const validate = validate20;
 export default validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","hostUser","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"hostUser":{"type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
 const schema32 = {"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63};
 const schema33 = {"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253};
 const schema34 = {"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535};
@@ -17,9 +17,10 @@ const func0 = require("ajv/dist/runtime/equal").default;
 const pattern4 = new RegExp("^[A-Za-z0-9][A-Za-z0-9_-]*$", "u");
 const pattern6 = new RegExp("^/", "u");
 const pattern10 = new RegExp("^[A-Za-z0-9_][A-Za-z0-9_+-]*$", "u");
-const pattern16 = new RegExp("^([0-9]{1,19}|unlimited)$", "u");
-const pattern18 = new RegExp("^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$", "u");
-const pattern20 = new RegExp("^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$", "u");
+const pattern16 = new RegExp("^[A-Za-z_][A-Za-z0-9_.-]{0,31}$", "u");
+const pattern17 = new RegExp("^([0-9]{1,19}|unlimited)$", "u");
+const pattern19 = new RegExp("^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$", "u");
+const pattern21 = new RegExp("^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$", "u");
 
 function validate20(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="https://rex.invalid/schema/rex.schema.json" */;
@@ -283,8 +284,8 @@ vErrors.push(err24);
 }
 errors++;
 }
-if(data.userLimits === undefined){
-const err25 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userLimits"},message:"must have required property '"+"userLimits"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.hostUser === undefined){
+const err25 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "hostUser"},message:"must have required property '"+"hostUser"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err25];
 }
@@ -293,8 +294,8 @@ vErrors.push(err25);
 }
 errors++;
 }
-if(data.userMap === undefined){
-const err26 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userMap"},message:"must have required property '"+"userMap"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.userLimits === undefined){
+const err26 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userLimits"},message:"must have required property '"+"userLimits"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err26];
 }
@@ -303,9 +304,8 @@ vErrors.push(err26);
 }
 errors++;
 }
-for(const key0 in data){
-if(!(func1.call(schema31.properties, key0))){
-const err27 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties",schema:false,parentSchema:schema31,data};
+if(data.userMap === undefined){
+const err27 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userMap"},message:"must have required property '"+"userMap"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err27];
 }
@@ -314,12 +314,9 @@ vErrors.push(err27);
 }
 errors++;
 }
-}
-if(data.hostName !== undefined){
-let data0 = data.hostName;
-if(typeof data0 === "string"){
-if(func2(data0) > 63){
-const err28 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data0};
+for(const key0 in data){
+if(!(func1.call(schema31.properties, key0))){
+const err28 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties",schema:false,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err28];
 }
@@ -328,8 +325,12 @@ vErrors.push(err28);
 }
 errors++;
 }
-if(!pattern4.test(data0)){
-const err29 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data0};
+}
+if(data.hostName !== undefined){
+let data0 = data.hostName;
+if(typeof data0 === "string"){
+if(func2(data0) > 63){
+const err29 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err29];
 }
@@ -338,9 +339,8 @@ vErrors.push(err29);
 }
 errors++;
 }
-}
-else {
-const err30 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data0};
+if(!pattern4.test(data0)){
+const err30 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err30];
 }
@@ -350,11 +350,8 @@ vErrors.push(err30);
 errors++;
 }
 }
-if(data.listen !== undefined){
-let data1 = data.listen;
-if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
-if(data1.address === undefined){
-const err31 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
+else {
+const err31 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err31];
 }
@@ -363,8 +360,12 @@ vErrors.push(err31);
 }
 errors++;
 }
-if(data1.port === undefined){
-const err32 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
+}
+if(data.listen !== undefined){
+let data1 = data.listen;
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+if(data1.address === undefined){
+const err32 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err32];
 }
@@ -373,9 +374,8 @@ vErrors.push(err32);
 }
 errors++;
 }
-for(const key1 in data1){
-if(!((key1 === "address") || (key1 === "port"))){
-const err33 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.listen,data:data1};
+if(data1.port === undefined){
+const err33 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err33];
 }
@@ -384,12 +384,9 @@ vErrors.push(err33);
 }
 errors++;
 }
-}
-if(data1.address !== undefined){
-let data2 = data1.address;
-if(typeof data2 === "string"){
-if(func2(data2) > 253){
-const err34 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data2};
+for(const key1 in data1){
+if(!((key1 === "address") || (key1 === "port"))){
+const err34 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err34];
 }
@@ -398,8 +395,12 @@ vErrors.push(err34);
 }
 errors++;
 }
-if(func2(data2) < 1){
-const err35 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data2};
+}
+if(data1.address !== undefined){
+let data2 = data1.address;
+if(typeof data2 === "string"){
+if(func2(data2) > 253){
+const err35 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err35];
 }
@@ -408,9 +409,8 @@ vErrors.push(err35);
 }
 errors++;
 }
-}
-else {
-const err36 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data2};
+if(func2(data2) < 1){
+const err36 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err36];
 }
@@ -420,10 +420,8 @@ vErrors.push(err36);
 errors++;
 }
 }
-if(data1.port !== undefined){
-let data3 = data1.port;
-if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-const err37 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data3};
+else {
+const err37 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err37];
 }
@@ -432,9 +430,11 @@ vErrors.push(err37);
 }
 errors++;
 }
-if((typeof data3 == "number") && (isFinite(data3))){
-if(data3 > 65535 || isNaN(data3)){
-const err38 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data3};
+}
+if(data1.port !== undefined){
+let data3 = data1.port;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+const err38 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err38];
 }
@@ -443,8 +443,9 @@ vErrors.push(err38);
 }
 errors++;
 }
-if(data3 < 1 || isNaN(data3)){
-const err39 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data3};
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 > 65535 || isNaN(data3)){
+const err39 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err39];
 }
@@ -453,11 +454,8 @@ vErrors.push(err39);
 }
 errors++;
 }
-}
-}
-}
-else {
-const err40 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.listen.type,parentSchema:schema31.properties.listen,data:data1};
+if(data3 < 1 || isNaN(data3)){
+const err40 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err40];
 }
@@ -467,11 +465,10 @@ vErrors.push(err40);
 errors++;
 }
 }
-if(data.servers !== undefined){
-let data4 = data.servers;
-if(Array.isArray(data4)){
-if(data4.length > 1024){
-const err41 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.servers,data:data4};
+}
+}
+else {
+const err41 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.listen.type,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err41];
 }
@@ -480,12 +477,12 @@ vErrors.push(err41);
 }
 errors++;
 }
-const len0 = data4.length;
-for(let i0=0; i0<len0; i0++){
-let data5 = data4[i0];
-if(data5 && typeof data5 == "object" && !Array.isArray(data5)){
-if(data5.name === undefined){
-const err42 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+}
+if(data.servers !== undefined){
+let data4 = data.servers;
+if(Array.isArray(data4)){
+if(data4.length > 1024){
+const err42 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.servers,data:data4};
 if(vErrors === null){
 vErrors = [err42];
 }
@@ -494,8 +491,12 @@ vErrors.push(err42);
 }
 errors++;
 }
-if(data5.address === undefined){
-const err43 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+const len0 = data4.length;
+for(let i0=0; i0<len0; i0++){
+let data5 = data4[i0];
+if(data5 && typeof data5 == "object" && !Array.isArray(data5)){
+if(data5.name === undefined){
+const err43 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err43];
 }
@@ -504,8 +505,8 @@ vErrors.push(err43);
 }
 errors++;
 }
-if(data5.port === undefined){
-const err44 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+if(data5.address === undefined){
+const err44 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err44];
 }
@@ -514,9 +515,8 @@ vErrors.push(err44);
 }
 errors++;
 }
-for(const key2 in data5){
-if(!(((key2 === "name") || (key2 === "address")) || (key2 === "port"))){
-const err45 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key2},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.servers.items,data:data5};
+if(data5.port === undefined){
+const err45 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err45];
 }
@@ -525,12 +525,9 @@ vErrors.push(err45);
 }
 errors++;
 }
-}
-if(data5.name !== undefined){
-let data6 = data5.name;
-if(typeof data6 === "string"){
-if(func2(data6) > 63){
-const err46 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data6};
+for(const key2 in data5){
+if(!(((key2 === "name") || (key2 === "address")) || (key2 === "port"))){
+const err46 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key2},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err46];
 }
@@ -539,8 +536,12 @@ vErrors.push(err46);
 }
 errors++;
 }
-if(!pattern4.test(data6)){
-const err47 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data6};
+}
+if(data5.name !== undefined){
+let data6 = data5.name;
+if(typeof data6 === "string"){
+if(func2(data6) > 63){
+const err47 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err47];
 }
@@ -549,9 +550,8 @@ vErrors.push(err47);
 }
 errors++;
 }
-}
-else {
-const err48 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data6};
+if(!pattern4.test(data6)){
+const err48 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err48];
 }
@@ -561,11 +561,8 @@ vErrors.push(err48);
 errors++;
 }
 }
-if(data5.address !== undefined){
-let data7 = data5.address;
-if(typeof data7 === "string"){
-if(func2(data7) > 253){
-const err49 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data7};
+else {
+const err49 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err49];
 }
@@ -574,8 +571,12 @@ vErrors.push(err49);
 }
 errors++;
 }
-if(func2(data7) < 1){
-const err50 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data7};
+}
+if(data5.address !== undefined){
+let data7 = data5.address;
+if(typeof data7 === "string"){
+if(func2(data7) > 253){
+const err50 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err50];
 }
@@ -584,9 +585,8 @@ vErrors.push(err50);
 }
 errors++;
 }
-}
-else {
-const err51 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data7};
+if(func2(data7) < 1){
+const err51 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err51];
 }
@@ -596,10 +596,8 @@ vErrors.push(err51);
 errors++;
 }
 }
-if(data5.port !== undefined){
-let data8 = data5.port;
-if(!(((typeof data8 == "number") && (!(data8 % 1) && !isNaN(data8))) && (isFinite(data8)))){
-const err52 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data8};
+else {
+const err52 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err52];
 }
@@ -608,9 +606,11 @@ vErrors.push(err52);
 }
 errors++;
 }
-if((typeof data8 == "number") && (isFinite(data8))){
-if(data8 > 65535 || isNaN(data8)){
-const err53 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data8};
+}
+if(data5.port !== undefined){
+let data8 = data5.port;
+if(!(((typeof data8 == "number") && (!(data8 % 1) && !isNaN(data8))) && (isFinite(data8)))){
+const err53 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err53];
 }
@@ -619,8 +619,9 @@ vErrors.push(err53);
 }
 errors++;
 }
-if(data8 < 1 || isNaN(data8)){
-const err54 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data8};
+if((typeof data8 == "number") && (isFinite(data8))){
+if(data8 > 65535 || isNaN(data8)){
+const err54 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err54];
 }
@@ -629,11 +630,8 @@ vErrors.push(err54);
 }
 errors++;
 }
-}
-}
-}
-else {
-const err55 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.servers.items.type,parentSchema:schema31.properties.servers.items,data:data5};
+if(data8 < 1 || isNaN(data8)){
+const err55 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err55];
 }
@@ -644,8 +642,9 @@ errors++;
 }
 }
 }
+}
 else {
-const err56 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.servers.type,parentSchema:schema31.properties.servers,data:data4};
+const err56 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.servers.items.type,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err56];
 }
@@ -655,11 +654,9 @@ vErrors.push(err56);
 errors++;
 }
 }
-if(data.clients !== undefined){
-let data9 = data.clients;
-if(Array.isArray(data9)){
-if(data9.length > 4096){
-const err57 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.clients,data:data9};
+}
+else {
+const err57 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.servers.type,parentSchema:schema31.properties.servers,data:data4};
 if(vErrors === null){
 vErrors = [err57];
 }
@@ -668,12 +665,12 @@ vErrors.push(err57);
 }
 errors++;
 }
-const len1 = data9.length;
-for(let i1=0; i1<len1; i1++){
-let data10 = data9[i1];
-if(typeof data10 === "string"){
-if(func2(data10) > 253){
-const err58 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema31.properties.clients.items,data:data10};
+}
+if(data.clients !== undefined){
+let data9 = data.clients;
+if(Array.isArray(data9)){
+if(data9.length > 4096){
+const err58 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.clients,data:data9};
 if(vErrors === null){
 vErrors = [err58];
 }
@@ -682,8 +679,12 @@ vErrors.push(err58);
 }
 errors++;
 }
-if(func2(data10) < 1){
-const err59 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.clients.items,data:data10};
+const len1 = data9.length;
+for(let i1=0; i1<len1; i1++){
+let data10 = data9[i1];
+if(typeof data10 === "string"){
+if(func2(data10) > 253){
+const err59 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err59];
 }
@@ -692,9 +693,8 @@ vErrors.push(err59);
 }
 errors++;
 }
-}
-else {
-const err60 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.clients.items.type,parentSchema:schema31.properties.clients.items,data:data10};
+if(func2(data10) < 1){
+const err60 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err60];
 }
@@ -704,9 +704,8 @@ vErrors.push(err60);
 errors++;
 }
 }
-}
 else {
-const err61 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.clients.type,parentSchema:schema31.properties.clients,data:data9};
+const err61 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.clients.items.type,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err61];
 }
@@ -716,11 +715,9 @@ vErrors.push(err61);
 errors++;
 }
 }
-if(data.tempDirectory !== undefined){
-let data11 = data.tempDirectory;
-if(typeof data11 === "string"){
-if(func2(data11) > 4095){
-const err62 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data11};
+}
+else {
+const err62 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.clients.type,parentSchema:schema31.properties.clients,data:data9};
 if(vErrors === null){
 vErrors = [err62];
 }
@@ -729,8 +726,12 @@ vErrors.push(err62);
 }
 errors++;
 }
-if(!pattern6.test(data11)){
-const err63 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data11};
+}
+if(data.tempDirectory !== undefined){
+let data11 = data.tempDirectory;
+if(typeof data11 === "string"){
+if(func2(data11) > 4095){
+const err63 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data11};
 if(vErrors === null){
 vErrors = [err63];
 }
@@ -739,14 +740,24 @@ vErrors.push(err63);
 }
 errors++;
 }
-}
-else {
-const err64 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data11};
+if(!pattern6.test(data11)){
+const err64 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data11};
 if(vErrors === null){
 vErrors = [err64];
 }
 else {
 vErrors.push(err64);
+}
+errors++;
+}
+}
+else {
+const err65 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data11};
+if(vErrors === null){
+vErrors = [err65];
+}
+else {
+vErrors.push(err65);
 }
 errors++;
 }
@@ -759,18 +770,7 @@ let passing0 = null;
 const _errs37 = errors;
 if(data12 && typeof data12 == "object" && !Array.isArray(data12)){
 if(data12.mode === undefined){
-const err65 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[0].required,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
-if(vErrors === null){
-vErrors = [err65];
-}
-else {
-vErrors.push(err65);
-}
-errors++;
-}
-for(const key3 in data12){
-if(!(key3 === "mode")){
-const err66 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key3},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
+const err66 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[0].required,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
 if(vErrors === null){
 vErrors = [err66];
 }
@@ -779,11 +779,9 @@ vErrors.push(err66);
 }
 errors++;
 }
-}
-if(data12.mode !== undefined){
-let data13 = data12.mode;
-if(!((data13 === "on") || (data13 === "off"))){
-const err67 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/0/properties/mode/enum",keyword:"enum",params:{allowedValues: schema31.properties.autoTransfer.oneOf[0].properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.autoTransfer.oneOf[0].properties.mode.enum,parentSchema:schema31.properties.autoTransfer.oneOf[0].properties.mode,data:data13};
+for(const key3 in data12){
+if(!(key3 === "mode")){
+const err67 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key3},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
 if(vErrors === null){
 vErrors = [err67];
 }
@@ -793,14 +791,27 @@ vErrors.push(err67);
 errors++;
 }
 }
-}
-else {
-const err68 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[0].type,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
+if(data12.mode !== undefined){
+let data13 = data12.mode;
+if(!((data13 === "on") || (data13 === "off"))){
+const err68 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/0/properties/mode/enum",keyword:"enum",params:{allowedValues: schema31.properties.autoTransfer.oneOf[0].properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.autoTransfer.oneOf[0].properties.mode.enum,parentSchema:schema31.properties.autoTransfer.oneOf[0].properties.mode,data:data13};
 if(vErrors === null){
 vErrors = [err68];
 }
 else {
 vErrors.push(err68);
+}
+errors++;
+}
+}
+}
+else {
+const err69 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[0].type,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
+if(vErrors === null){
+vErrors = [err69];
+}
+else {
+vErrors.push(err69);
 }
 errors++;
 }
@@ -813,17 +824,7 @@ var props0 = true;
 const _errs41 = errors;
 if(data12 && typeof data12 == "object" && !Array.isArray(data12)){
 if(data12.mode === undefined){
-const err69 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
-if(vErrors === null){
-vErrors = [err69];
-}
-else {
-vErrors.push(err69);
-}
-errors++;
-}
-if(data12.command === undefined){
-const err70 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "command"},message:"must have required property '"+"command"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+const err70 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err70];
 }
@@ -832,9 +833,8 @@ vErrors.push(err70);
 }
 errors++;
 }
-for(const key4 in data12){
-if(!((key4 === "mode") || (key4 === "command"))){
-const err71 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key4},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+if(data12.command === undefined){
+const err71 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "command"},message:"must have required property '"+"command"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err71];
 }
@@ -843,11 +843,9 @@ vErrors.push(err71);
 }
 errors++;
 }
-}
-if(data12.mode !== undefined){
-let data14 = data12.mode;
-if("command" !== data14){
-const err72 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/mode/const",keyword:"const",params:{allowedValue: "command"},message:"must be equal to constant",schema:"command",parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.mode,data:data14};
+for(const key4 in data12){
+if(!((key4 === "mode") || (key4 === "command"))){
+const err72 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key4},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err72];
 }
@@ -857,11 +855,10 @@ vErrors.push(err72);
 errors++;
 }
 }
-if(data12.command !== undefined){
-let data15 = data12.command;
-if(typeof data15 === "string"){
-if(func2(data15) > 4096){
-const err73 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+if(data12.mode !== undefined){
+let data14 = data12.mode;
+if("command" !== data14){
+const err73 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/mode/const",keyword:"const",params:{allowedValue: "command"},message:"must be equal to constant",schema:"command",parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.mode,data:data14};
 if(vErrors === null){
 vErrors = [err73];
 }
@@ -870,8 +867,12 @@ vErrors.push(err73);
 }
 errors++;
 }
-if(func2(data15) < 1){
-const err74 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+}
+if(data12.command !== undefined){
+let data15 = data12.command;
+if(typeof data15 === "string"){
+if(func2(data15) > 4096){
+const err74 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
 if(vErrors === null){
 vErrors = [err74];
 }
@@ -880,9 +881,8 @@ vErrors.push(err74);
 }
 errors++;
 }
-}
-else {
-const err75 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.autoTransfer.oneOf[1].properties.command.type,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+if(func2(data15) < 1){
+const err75 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
 if(vErrors === null){
 vErrors = [err75];
 }
@@ -892,14 +892,25 @@ vErrors.push(err75);
 errors++;
 }
 }
-}
 else {
-const err76 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[1].type,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+const err76 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.autoTransfer.oneOf[1].properties.command.type,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
 if(vErrors === null){
 vErrors = [err76];
 }
 else {
 vErrors.push(err76);
+}
+errors++;
+}
+}
+}
+else {
+const err77 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[1].type,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+if(vErrors === null){
+vErrors = [err77];
+}
+else {
+vErrors.push(err77);
 }
 errors++;
 }
@@ -918,12 +929,12 @@ props0 = true;
 }
 }
 if(!valid14){
-const err77 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf",keyword:"oneOf",params:{passingSchemas: passing0},message:"must match exactly one schema in oneOf",schema:schema31.properties.autoTransfer.oneOf,parentSchema:schema31.properties.autoTransfer,data:data12};
+const err78 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf",keyword:"oneOf",params:{passingSchemas: passing0},message:"must match exactly one schema in oneOf",schema:schema31.properties.autoTransfer.oneOf,parentSchema:schema31.properties.autoTransfer,data:data12};
 if(vErrors === null){
-vErrors = [err77];
+vErrors = [err78];
 }
 else {
-vErrors.push(err77);
+vErrors.push(err78);
 }
 errors++;
 }
@@ -942,21 +953,7 @@ vErrors = null;
 if(data.placementPolicy !== undefined){
 let data16 = data.placementPolicy;
 if(!(((data16 === "least-loaded") || (data16 === "round-robin")) || (data16 === "random"))){
-const err78 = {instancePath:instancePath+"/placementPolicy",schemaPath:"#/properties/placementPolicy/enum",keyword:"enum",params:{allowedValues: schema31.properties.placementPolicy.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.placementPolicy.enum,parentSchema:schema31.properties.placementPolicy,data:data16};
-if(vErrors === null){
-vErrors = [err78];
-}
-else {
-vErrors.push(err78);
-}
-errors++;
-}
-}
-if(data.stateDirectory !== undefined){
-let data17 = data.stateDirectory;
-if(typeof data17 === "string"){
-if(func2(data17) > 4095){
-const err79 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data17};
+const err79 = {instancePath:instancePath+"/placementPolicy",schemaPath:"#/properties/placementPolicy/enum",keyword:"enum",params:{allowedValues: schema31.properties.placementPolicy.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.placementPolicy.enum,parentSchema:schema31.properties.placementPolicy,data:data16};
 if(vErrors === null){
 vErrors = [err79];
 }
@@ -965,8 +962,12 @@ vErrors.push(err79);
 }
 errors++;
 }
-if(!pattern6.test(data17)){
-const err80 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data17};
+}
+if(data.stateDirectory !== undefined){
+let data17 = data.stateDirectory;
+if(typeof data17 === "string"){
+if(func2(data17) > 4095){
+const err80 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err80];
 }
@@ -975,9 +976,8 @@ vErrors.push(err80);
 }
 errors++;
 }
-}
-else {
-const err81 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data17};
+if(!pattern6.test(data17)){
+const err81 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err81];
 }
@@ -987,11 +987,8 @@ vErrors.push(err81);
 errors++;
 }
 }
-if(data.socket !== undefined){
-let data18 = data.socket;
-if(typeof data18 === "string"){
-if(func2(data18) > 107){
-const err82 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/maxLength",keyword:"maxLength",params:{limit: 107},message:"must NOT have more than 107 characters",schema:107,parentSchema:schema31.properties.socket,data:data18};
+else {
+const err82 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err82];
 }
@@ -1000,8 +997,12 @@ vErrors.push(err82);
 }
 errors++;
 }
-if(!pattern6.test(data18)){
-const err83 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema31.properties.socket,data:data18};
+}
+if(data.socket !== undefined){
+let data18 = data.socket;
+if(typeof data18 === "string"){
+if(func2(data18) > 107){
+const err83 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/maxLength",keyword:"maxLength",params:{limit: 107},message:"must NOT have more than 107 characters",schema:107,parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err83];
 }
@@ -1010,9 +1011,8 @@ vErrors.push(err83);
 }
 errors++;
 }
-}
-else {
-const err84 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.socket.type,parentSchema:schema31.properties.socket,data:data18};
+if(!pattern6.test(data18)){
+const err84 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err84];
 }
@@ -1022,10 +1022,8 @@ vErrors.push(err84);
 errors++;
 }
 }
-if(data.logLevel !== undefined){
-let data19 = data.logLevel;
-if(!(((((data19 === "error") || (data19 === "warn")) || (data19 === "info")) || (data19 === "debug")) || (data19 === "trace"))){
-const err85 = {instancePath:instancePath+"/logLevel",schemaPath:"#/properties/logLevel/enum",keyword:"enum",params:{allowedValues: schema31.properties.logLevel.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.logLevel.enum,parentSchema:schema31.properties.logLevel,data:data19};
+else {
+const err85 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.socket.type,parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err85];
 }
@@ -1035,10 +1033,10 @@ vErrors.push(err85);
 errors++;
 }
 }
-if(data.loadInterval !== undefined){
-let data20 = data.loadInterval;
-if(!(((typeof data20 == "number") && (!(data20 % 1) && !isNaN(data20))) && (isFinite(data20)))){
-const err86 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data20};
+if(data.logLevel !== undefined){
+let data19 = data.logLevel;
+if(!(((((data19 === "error") || (data19 === "warn")) || (data19 === "info")) || (data19 === "debug")) || (data19 === "trace"))){
+const err86 = {instancePath:instancePath+"/logLevel",schemaPath:"#/properties/logLevel/enum",keyword:"enum",params:{allowedValues: schema31.properties.logLevel.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.logLevel.enum,parentSchema:schema31.properties.logLevel,data:data19};
 if(vErrors === null){
 vErrors = [err86];
 }
@@ -1047,9 +1045,11 @@ vErrors.push(err86);
 }
 errors++;
 }
-if((typeof data20 == "number") && (isFinite(data20))){
-if(data20 > 3600000 || isNaN(data20)){
-const err87 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data20};
+}
+if(data.loadInterval !== undefined){
+let data20 = data.loadInterval;
+if(!(((typeof data20 == "number") && (!(data20 % 1) && !isNaN(data20))) && (isFinite(data20)))){
+const err87 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err87];
 }
@@ -1058,8 +1058,9 @@ vErrors.push(err87);
 }
 errors++;
 }
-if(data20 < 10 || isNaN(data20)){
-const err88 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data20};
+if((typeof data20 == "number") && (isFinite(data20))){
+if(data20 > 3600000 || isNaN(data20)){
+const err88 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err88];
 }
@@ -1068,12 +1069,8 @@ vErrors.push(err88);
 }
 errors++;
 }
-}
-}
-if(data.peerTimeout !== undefined){
-let data21 = data.peerTimeout;
-if(!(((typeof data21 == "number") && (!(data21 % 1) && !isNaN(data21))) && (isFinite(data21)))){
-const err89 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data21};
+if(data20 < 10 || isNaN(data20)){
+const err89 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err89];
 }
@@ -1082,9 +1079,12 @@ vErrors.push(err89);
 }
 errors++;
 }
-if((typeof data21 == "number") && (isFinite(data21))){
-if(data21 > 3600000 || isNaN(data21)){
-const err90 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data21};
+}
+}
+if(data.peerTimeout !== undefined){
+let data21 = data.peerTimeout;
+if(!(((typeof data21 == "number") && (!(data21 % 1) && !isNaN(data21))) && (isFinite(data21)))){
+const err90 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data21};
 if(vErrors === null){
 vErrors = [err90];
 }
@@ -1093,13 +1093,24 @@ vErrors.push(err90);
 }
 errors++;
 }
-if(data21 < 10 || isNaN(data21)){
-const err91 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data21};
+if((typeof data21 == "number") && (isFinite(data21))){
+if(data21 > 3600000 || isNaN(data21)){
+const err91 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data21};
 if(vErrors === null){
 vErrors = [err91];
 }
 else {
 vErrors.push(err91);
+}
+errors++;
+}
+if(data21 < 10 || isNaN(data21)){
+const err92 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data21};
+if(vErrors === null){
+vErrors = [err92];
+}
+else {
+vErrors.push(err92);
 }
 errors++;
 }
@@ -1109,17 +1120,7 @@ if(data.logDatabase !== undefined){
 let data22 = data.logDatabase;
 if(typeof data22 === "string"){
 if(func2(data22) > 4095){
-const err92 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data22};
-if(vErrors === null){
-vErrors = [err92];
-}
-else {
-vErrors.push(err92);
-}
-errors++;
-}
-if(!pattern6.test(data22)){
-const err93 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data22};
+const err93 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err93];
 }
@@ -1128,9 +1129,8 @@ vErrors.push(err93);
 }
 errors++;
 }
-}
-else {
-const err94 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data22};
+if(!pattern6.test(data22)){
+const err94 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err94];
 }
@@ -1140,10 +1140,8 @@ vErrors.push(err94);
 errors++;
 }
 }
-if(data.logFailClosed !== undefined){
-let data23 = data.logFailClosed;
-if(typeof data23 !== "boolean"){
-const err95 = {instancePath:instancePath+"/logFailClosed",schemaPath:"#/properties/logFailClosed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logFailClosed.type,parentSchema:schema31.properties.logFailClosed,data:data23};
+else {
+const err95 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err95];
 }
@@ -1153,10 +1151,10 @@ vErrors.push(err95);
 errors++;
 }
 }
-if(data.logHeartbeats !== undefined){
-let data24 = data.logHeartbeats;
-if(typeof data24 !== "boolean"){
-const err96 = {instancePath:instancePath+"/logHeartbeats",schemaPath:"#/properties/logHeartbeats/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logHeartbeats.type,parentSchema:schema31.properties.logHeartbeats,data:data24};
+if(data.logFailClosed !== undefined){
+let data23 = data.logFailClosed;
+if(typeof data23 !== "boolean"){
+const err96 = {instancePath:instancePath+"/logFailClosed",schemaPath:"#/properties/logFailClosed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logFailClosed.type,parentSchema:schema31.properties.logFailClosed,data:data23};
 if(vErrors === null){
 vErrors = [err96];
 }
@@ -1166,10 +1164,10 @@ vErrors.push(err96);
 errors++;
 }
 }
-if(data.logRetentionDays !== undefined){
-let data25 = data.logRetentionDays;
-if(!(((typeof data25 == "number") && (!(data25 % 1) && !isNaN(data25))) && (isFinite(data25)))){
-const err97 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logRetentionDays.type,parentSchema:schema31.properties.logRetentionDays,data:data25};
+if(data.logHeartbeats !== undefined){
+let data24 = data.logHeartbeats;
+if(typeof data24 !== "boolean"){
+const err97 = {instancePath:instancePath+"/logHeartbeats",schemaPath:"#/properties/logHeartbeats/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logHeartbeats.type,parentSchema:schema31.properties.logHeartbeats,data:data24};
 if(vErrors === null){
 vErrors = [err97];
 }
@@ -1178,9 +1176,11 @@ vErrors.push(err97);
 }
 errors++;
 }
-if((typeof data25 == "number") && (isFinite(data25))){
-if(data25 > 36500 || isNaN(data25)){
-const err98 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/maximum",keyword:"maximum",params:{comparison: "<=", limit: 36500},message:"must be <= 36500",schema:36500,parentSchema:schema31.properties.logRetentionDays,data:data25};
+}
+if(data.logRetentionDays !== undefined){
+let data25 = data.logRetentionDays;
+if(!(((typeof data25 == "number") && (!(data25 % 1) && !isNaN(data25))) && (isFinite(data25)))){
+const err98 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logRetentionDays.type,parentSchema:schema31.properties.logRetentionDays,data:data25};
 if(vErrors === null){
 vErrors = [err98];
 }
@@ -1189,8 +1189,9 @@ vErrors.push(err98);
 }
 errors++;
 }
-if(data25 < 0 || isNaN(data25)){
-const err99 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema31.properties.logRetentionDays,data:data25};
+if((typeof data25 == "number") && (isFinite(data25))){
+if(data25 > 36500 || isNaN(data25)){
+const err99 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/maximum",keyword:"maximum",params:{comparison: "<=", limit: 36500},message:"must be <= 36500",schema:36500,parentSchema:schema31.properties.logRetentionDays,data:data25};
 if(vErrors === null){
 vErrors = [err99];
 }
@@ -1199,12 +1200,8 @@ vErrors.push(err99);
 }
 errors++;
 }
-}
-}
-if(data.logMaxSize !== undefined){
-let data26 = data.logMaxSize;
-if(!(((typeof data26 == "number") && (!(data26 % 1) && !isNaN(data26))) && (isFinite(data26)))){
-const err100 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logMaxSize.type,parentSchema:schema31.properties.logMaxSize,data:data26};
+if(data25 < 0 || isNaN(data25)){
+const err100 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema31.properties.logRetentionDays,data:data25};
 if(vErrors === null){
 vErrors = [err100];
 }
@@ -1213,17 +1210,31 @@ vErrors.push(err100);
 }
 errors++;
 }
-const _errs71 = errors;
-let valid21 = false;
-let passing1 = null;
-const _errs72 = errors;
-if(0 !== data26){
-const err101 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/0/const",keyword:"const",params:{allowedValue: 0},message:"must be equal to constant",schema:0,parentSchema:schema31.properties.logMaxSize.oneOf[0],data:data26};
+}
+}
+if(data.logMaxSize !== undefined){
+let data26 = data.logMaxSize;
+if(!(((typeof data26 == "number") && (!(data26 % 1) && !isNaN(data26))) && (isFinite(data26)))){
+const err101 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logMaxSize.type,parentSchema:schema31.properties.logMaxSize,data:data26};
 if(vErrors === null){
 vErrors = [err101];
 }
 else {
 vErrors.push(err101);
+}
+errors++;
+}
+const _errs71 = errors;
+let valid21 = false;
+let passing1 = null;
+const _errs72 = errors;
+if(0 !== data26){
+const err102 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/0/const",keyword:"const",params:{allowedValue: 0},message:"must be equal to constant",schema:0,parentSchema:schema31.properties.logMaxSize.oneOf[0],data:data26};
+if(vErrors === null){
+vErrors = [err102];
+}
+else {
+vErrors.push(err102);
 }
 errors++;
 }
@@ -1235,22 +1246,22 @@ passing1 = 0;
 const _errs73 = errors;
 if((typeof data26 == "number") && (isFinite(data26))){
 if(data26 > 1099511627776 || isNaN(data26)){
-const err102 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1099511627776},message:"must be <= 1099511627776",schema:1099511627776,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
-if(vErrors === null){
-vErrors = [err102];
-}
-else {
-vErrors.push(err102);
-}
-errors++;
-}
-if(data26 < 1048576 || isNaN(data26)){
-const err103 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1048576},message:"must be >= 1048576",schema:1048576,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
+const err103 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1099511627776},message:"must be <= 1099511627776",schema:1099511627776,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
 if(vErrors === null){
 vErrors = [err103];
 }
 else {
 vErrors.push(err103);
+}
+errors++;
+}
+if(data26 < 1048576 || isNaN(data26)){
+const err104 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1048576},message:"must be >= 1048576",schema:1048576,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
+if(vErrors === null){
+vErrors = [err104];
+}
+else {
+vErrors.push(err104);
 }
 errors++;
 }
@@ -1267,12 +1278,12 @@ passing1 = 1;
 }
 }
 if(!valid21){
-const err104 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf",keyword:"oneOf",params:{passingSchemas: passing1},message:"must match exactly one schema in oneOf",schema:schema31.properties.logMaxSize.oneOf,parentSchema:schema31.properties.logMaxSize,data:data26};
+const err105 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf",keyword:"oneOf",params:{passingSchemas: passing1},message:"must match exactly one schema in oneOf",schema:schema31.properties.logMaxSize.oneOf,parentSchema:schema31.properties.logMaxSize,data:data26};
 if(vErrors === null){
-vErrors = [err104];
+vErrors = [err105];
 }
 else {
-vErrors.push(err104);
+vErrors.push(err105);
 }
 errors++;
 }
@@ -1291,18 +1302,7 @@ vErrors = null;
 if(data.loginGraceTime !== undefined){
 let data27 = data.loginGraceTime;
 if(!(((typeof data27 == "number") && (!(data27 % 1) && !isNaN(data27))) && (isFinite(data27)))){
-const err105 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.loginGraceTime.type,parentSchema:schema31.properties.loginGraceTime,data:data27};
-if(vErrors === null){
-vErrors = [err105];
-}
-else {
-vErrors.push(err105);
-}
-errors++;
-}
-if((typeof data27 == "number") && (isFinite(data27))){
-if(data27 > 3600000 || isNaN(data27)){
-const err106 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.loginGraceTime,data:data27};
+const err106 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.loginGraceTime.type,parentSchema:schema31.properties.loginGraceTime,data:data27};
 if(vErrors === null){
 vErrors = [err106];
 }
@@ -1311,8 +1311,9 @@ vErrors.push(err106);
 }
 errors++;
 }
-if(data27 < 100 || isNaN(data27)){
-const err107 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.loginGraceTime,data:data27};
+if((typeof data27 == "number") && (isFinite(data27))){
+if(data27 > 3600000 || isNaN(data27)){
+const err107 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.loginGraceTime,data:data27};
 if(vErrors === null){
 vErrors = [err107];
 }
@@ -1321,12 +1322,8 @@ vErrors.push(err107);
 }
 errors++;
 }
-}
-}
-if(data.maxStartups !== undefined){
-let data28 = data.maxStartups;
-if(!(((typeof data28 == "number") && (!(data28 % 1) && !isNaN(data28))) && (isFinite(data28)))){
-const err108 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.maxStartups.type,parentSchema:schema31.properties.maxStartups,data:data28};
+if(data27 < 100 || isNaN(data27)){
+const err108 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.loginGraceTime,data:data27};
 if(vErrors === null){
 vErrors = [err108];
 }
@@ -1335,9 +1332,12 @@ vErrors.push(err108);
 }
 errors++;
 }
-if((typeof data28 == "number") && (isFinite(data28))){
-if(data28 > 100000 || isNaN(data28)){
-const err109 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.maxStartups,data:data28};
+}
+}
+if(data.maxStartups !== undefined){
+let data28 = data.maxStartups;
+if(!(((typeof data28 == "number") && (!(data28 % 1) && !isNaN(data28))) && (isFinite(data28)))){
+const err109 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.maxStartups.type,parentSchema:schema31.properties.maxStartups,data:data28};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1346,8 +1346,9 @@ vErrors.push(err109);
 }
 errors++;
 }
-if(data28 < 1 || isNaN(data28)){
-const err110 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.maxStartups,data:data28};
+if((typeof data28 == "number") && (isFinite(data28))){
+if(data28 > 100000 || isNaN(data28)){
+const err110 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.maxStartups,data:data28};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1356,12 +1357,8 @@ vErrors.push(err110);
 }
 errors++;
 }
-}
-}
-if(data.perSourceMaxStartups !== undefined){
-let data29 = data.perSourceMaxStartups;
-if(!(((typeof data29 == "number") && (!(data29 % 1) && !isNaN(data29))) && (isFinite(data29)))){
-const err111 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.perSourceMaxStartups.type,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+if(data28 < 1 || isNaN(data28)){
+const err111 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.maxStartups,data:data28};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1370,9 +1367,12 @@ vErrors.push(err111);
 }
 errors++;
 }
-if((typeof data29 == "number") && (isFinite(data29))){
-if(data29 > 100000 || isNaN(data29)){
-const err112 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+}
+}
+if(data.perSourceMaxStartups !== undefined){
+let data29 = data.perSourceMaxStartups;
+if(!(((typeof data29 == "number") && (!(data29 % 1) && !isNaN(data29))) && (isFinite(data29)))){
+const err112 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.perSourceMaxStartups.type,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1381,8 +1381,9 @@ vErrors.push(err112);
 }
 errors++;
 }
-if(data29 < 1 || isNaN(data29)){
-const err113 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+if((typeof data29 == "number") && (isFinite(data29))){
+if(data29 > 100000 || isNaN(data29)){
+const err113 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1391,12 +1392,8 @@ vErrors.push(err113);
 }
 errors++;
 }
-}
-}
-if(data.logDenialsBurst !== undefined){
-let data30 = data.logDenialsBurst;
-if(!(((typeof data30 == "number") && (!(data30 % 1) && !isNaN(data30))) && (isFinite(data30)))){
-const err114 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsBurst.type,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+if(data29 < 1 || isNaN(data29)){
+const err114 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1405,9 +1402,12 @@ vErrors.push(err114);
 }
 errors++;
 }
-if((typeof data30 == "number") && (isFinite(data30))){
-if(data30 > 100000 || isNaN(data30)){
-const err115 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+}
+}
+if(data.logDenialsBurst !== undefined){
+let data30 = data.logDenialsBurst;
+if(!(((typeof data30 == "number") && (!(data30 % 1) && !isNaN(data30))) && (isFinite(data30)))){
+const err115 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsBurst.type,parentSchema:schema31.properties.logDenialsBurst,data:data30};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1416,8 +1416,9 @@ vErrors.push(err115);
 }
 errors++;
 }
-if(data30 < 1 || isNaN(data30)){
-const err116 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+if((typeof data30 == "number") && (isFinite(data30))){
+if(data30 > 100000 || isNaN(data30)){
+const err116 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.logDenialsBurst,data:data30};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1426,12 +1427,8 @@ vErrors.push(err116);
 }
 errors++;
 }
-}
-}
-if(data.logDenialsInterval !== undefined){
-let data31 = data.logDenialsInterval;
-if(!(((typeof data31 == "number") && (!(data31 % 1) && !isNaN(data31))) && (isFinite(data31)))){
-const err117 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsInterval.type,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+if(data30 < 1 || isNaN(data30)){
+const err117 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.logDenialsBurst,data:data30};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1440,9 +1437,12 @@ vErrors.push(err117);
 }
 errors++;
 }
-if((typeof data31 == "number") && (isFinite(data31))){
-if(data31 > 3600000 || isNaN(data31)){
-const err118 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+}
+}
+if(data.logDenialsInterval !== undefined){
+let data31 = data.logDenialsInterval;
+if(!(((typeof data31 == "number") && (!(data31 % 1) && !isNaN(data31))) && (isFinite(data31)))){
+const err118 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsInterval.type,parentSchema:schema31.properties.logDenialsInterval,data:data31};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1451,13 +1451,24 @@ vErrors.push(err118);
 }
 errors++;
 }
-if(data31 < 100 || isNaN(data31)){
-const err119 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+if((typeof data31 == "number") && (isFinite(data31))){
+if(data31 > 3600000 || isNaN(data31)){
+const err119 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.logDenialsInterval,data:data31};
 if(vErrors === null){
 vErrors = [err119];
 }
 else {
 vErrors.push(err119);
+}
+errors++;
+}
+if(data31 < 100 || isNaN(data31)){
+const err120 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+if(vErrors === null){
+vErrors = [err120];
+}
+else {
+vErrors.push(err120);
 }
 errors++;
 }
@@ -1467,21 +1478,7 @@ if(data.programs !== undefined){
 let data32 = data.programs;
 if(Array.isArray(data32)){
 if(data32.length > 1024){
-const err120 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.programs,data:data32};
-if(vErrors === null){
-vErrors = [err120];
-}
-else {
-vErrors.push(err120);
-}
-errors++;
-}
-const len2 = data32.length;
-for(let i2=0; i2<len2; i2++){
-let data33 = data32[i2];
-if(data33 && typeof data33 == "object" && !Array.isArray(data33)){
-if(data33.name === undefined){
-const err121 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.programs.items.required,parentSchema:schema31.properties.programs.items,data:data33};
+const err121 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.programs,data:data32};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1490,9 +1487,12 @@ vErrors.push(err121);
 }
 errors++;
 }
-for(const key5 in data33){
-if(!((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "exec")) || (key5 === "executables"))){
-const err122 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.programs.items,data:data33};
+const len2 = data32.length;
+for(let i2=0; i2<len2; i2++){
+let data33 = data32[i2];
+if(data33 && typeof data33 == "object" && !Array.isArray(data33)){
+if(data33.name === undefined){
+const err122 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.programs.items.required,parentSchema:schema31.properties.programs.items,data:data33};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1501,12 +1501,9 @@ vErrors.push(err122);
 }
 errors++;
 }
-}
-if(data33.name !== undefined){
-let data34 = data33.name;
-if(typeof data34 === "string"){
-if(func2(data34) > 255){
-const err123 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 255},message:"must NOT have more than 255 characters",schema:255,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+for(const key5 in data33){
+if(!((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "exec")) || (key5 === "executables"))){
+const err123 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.programs.items,data:data33};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1515,8 +1512,12 @@ vErrors.push(err123);
 }
 errors++;
 }
-if(!pattern10.test(data34)){
-const err124 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_][A-Za-z0-9_+-]*$"},message:"must match pattern \""+"^[A-Za-z0-9_][A-Za-z0-9_+-]*$"+"\"",schema:"^[A-Za-z0-9_][A-Za-z0-9_+-]*$",parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+}
+if(data33.name !== undefined){
+let data34 = data33.name;
+if(typeof data34 === "string"){
+if(func2(data34) > 255){
+const err124 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 255},message:"must NOT have more than 255 characters",schema:255,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
 if(vErrors === null){
 vErrors = [err124];
 }
@@ -1525,9 +1526,8 @@ vErrors.push(err124);
 }
 errors++;
 }
-}
-else {
-const err125 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.name.type,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+if(!pattern10.test(data34)){
+const err125 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_][A-Za-z0-9_+-]*$"},message:"must match pattern \""+"^[A-Za-z0-9_][A-Za-z0-9_+-]*$"+"\"",schema:"^[A-Za-z0-9_][A-Za-z0-9_+-]*$",parentSchema:schema31.properties.programs.items.properties.name,data:data34};
 if(vErrors === null){
 vErrors = [err125];
 }
@@ -1537,11 +1537,8 @@ vErrors.push(err125);
 errors++;
 }
 }
-if(data33.object !== undefined){
-let data35 = data33.object;
-if(typeof data35 === "string"){
-if(func2(data35) > 4095){
-const err126 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data35};
+else {
+const err126 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.name.type,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
 if(vErrors === null){
 vErrors = [err126];
 }
@@ -1550,8 +1547,12 @@ vErrors.push(err126);
 }
 errors++;
 }
-if(!pattern6.test(data35)){
-const err127 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data35};
+}
+if(data33.object !== undefined){
+let data35 = data33.object;
+if(typeof data35 === "string"){
+if(func2(data35) > 4095){
+const err127 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data35};
 if(vErrors === null){
 vErrors = [err127];
 }
@@ -1560,9 +1561,8 @@ vErrors.push(err127);
 }
 errors++;
 }
-}
-else {
-const err128 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data35};
+if(!pattern6.test(data35)){
+const err128 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data35};
 if(vErrors === null){
 vErrors = [err128];
 }
@@ -1572,11 +1572,8 @@ vErrors.push(err128);
 errors++;
 }
 }
-if(data33.xml !== undefined){
-let data36 = data33.xml;
-if(typeof data36 === "string"){
-if(func2(data36) > 4095){
-const err129 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data36};
+else {
+const err129 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data35};
 if(vErrors === null){
 vErrors = [err129];
 }
@@ -1585,8 +1582,12 @@ vErrors.push(err129);
 }
 errors++;
 }
-if(!pattern6.test(data36)){
-const err130 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data36};
+}
+if(data33.xml !== undefined){
+let data36 = data33.xml;
+if(typeof data36 === "string"){
+if(func2(data36) > 4095){
+const err130 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data36};
 if(vErrors === null){
 vErrors = [err130];
 }
@@ -1595,9 +1596,8 @@ vErrors.push(err130);
 }
 errors++;
 }
-}
-else {
-const err131 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data36};
+if(!pattern6.test(data36)){
+const err131 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data36};
 if(vErrors === null){
 vErrors = [err131];
 }
@@ -1607,11 +1607,8 @@ vErrors.push(err131);
 errors++;
 }
 }
-if(data33.db !== undefined){
-let data37 = data33.db;
-if(typeof data37 === "string"){
-if(func2(data37) > 4095){
-const err132 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data37};
+else {
+const err132 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data36};
 if(vErrors === null){
 vErrors = [err132];
 }
@@ -1620,8 +1617,12 @@ vErrors.push(err132);
 }
 errors++;
 }
-if(!pattern6.test(data37)){
-const err133 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data37};
+}
+if(data33.db !== undefined){
+let data37 = data33.db;
+if(typeof data37 === "string"){
+if(func2(data37) > 4095){
+const err133 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err133];
 }
@@ -1630,9 +1631,8 @@ vErrors.push(err133);
 }
 errors++;
 }
-}
-else {
-const err134 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data37};
+if(!pattern6.test(data37)){
+const err134 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err134];
 }
@@ -1642,11 +1642,8 @@ vErrors.push(err134);
 errors++;
 }
 }
-if(data33.exec !== undefined){
-let data38 = data33.exec;
-if(typeof data38 === "string"){
-if(func2(data38) > 4095){
-const err135 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data38};
+else {
+const err135 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err135];
 }
@@ -1655,8 +1652,12 @@ vErrors.push(err135);
 }
 errors++;
 }
-if(!pattern6.test(data38)){
-const err136 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data38};
+}
+if(data33.exec !== undefined){
+let data38 = data33.exec;
+if(typeof data38 === "string"){
+if(func2(data38) > 4095){
+const err136 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err136];
 }
@@ -1665,9 +1666,8 @@ vErrors.push(err136);
 }
 errors++;
 }
-}
-else {
-const err137 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data38};
+if(!pattern6.test(data38)){
+const err137 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err137];
 }
@@ -1677,11 +1677,8 @@ vErrors.push(err137);
 errors++;
 }
 }
-if(data33.executables !== undefined){
-let data39 = data33.executables;
-if(Array.isArray(data39)){
-if(data39.length > 256){
-const err138 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+else {
+const err138 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err138];
 }
@@ -1690,8 +1687,12 @@ vErrors.push(err138);
 }
 errors++;
 }
-if(data39.length < 1){
-const err139 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+}
+if(data33.executables !== undefined){
+let data39 = data33.executables;
+if(Array.isArray(data39)){
+if(data39.length > 256){
+const err139 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
 if(vErrors === null){
 vErrors = [err139];
 }
@@ -1700,12 +1701,8 @@ vErrors.push(err139);
 }
 errors++;
 }
-const len3 = data39.length;
-for(let i3=0; i3<len3; i3++){
-let data40 = data39[i3];
-if(typeof data40 === "string"){
-if(func2(data40) > 4095){
-const err140 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data40};
+if(data39.length < 1){
+const err140 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
 if(vErrors === null){
 vErrors = [err140];
 }
@@ -1714,8 +1711,12 @@ vErrors.push(err140);
 }
 errors++;
 }
-if(!pattern6.test(data40)){
-const err141 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data40};
+const len3 = data39.length;
+for(let i3=0; i3<len3; i3++){
+let data40 = data39[i3];
+if(typeof data40 === "string"){
+if(func2(data40) > 4095){
+const err141 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data40};
 if(vErrors === null){
 vErrors = [err141];
 }
@@ -1724,14 +1725,24 @@ vErrors.push(err141);
 }
 errors++;
 }
-}
-else {
-const err142 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data40};
+if(!pattern6.test(data40)){
+const err142 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data40};
 if(vErrors === null){
 vErrors = [err142];
 }
 else {
 vErrors.push(err142);
+}
+errors++;
+}
+}
+else {
+const err143 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data40};
+if(vErrors === null){
+vErrors = [err143];
+}
+else {
+vErrors.push(err143);
 }
 errors++;
 }
@@ -1743,12 +1754,12 @@ outer0:
 for(;i4--;){
 for(j0 = i4; j0--;){
 if(func0(data39[i4], data39[j0])){
-const err143 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+const err144 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
 if(vErrors === null){
-vErrors = [err143];
+vErrors = [err144];
 }
 else {
-vErrors.push(err143);
+vErrors.push(err144);
 }
 errors++;
 break outer0;
@@ -1758,19 +1769,7 @@ break outer0;
 }
 }
 else {
-const err144 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
-if(vErrors === null){
-vErrors = [err144];
-}
-else {
-vErrors.push(err144);
-}
-errors++;
-}
-}
-}
-else {
-const err145 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data33};
+const err145 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
 if(vErrors === null){
 vErrors = [err145];
 }
@@ -1782,7 +1781,7 @@ errors++;
 }
 }
 else {
-const err146 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data32};
+const err146 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data33};
 if(vErrors === null){
 vErrors = [err146];
 }
@@ -1792,10 +1791,9 @@ vErrors.push(err146);
 errors++;
 }
 }
-if(data.installation !== undefined){
-let data41 = data.installation;
-if(!((data41 === "user") || (data41 === "root"))){
-const err147 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data41};
+}
+else {
+const err147 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data32};
 if(vErrors === null){
 vErrors = [err147];
 }
@@ -1805,10 +1803,10 @@ vErrors.push(err147);
 errors++;
 }
 }
-if(data.permitRoot !== undefined){
-let data42 = data.permitRoot;
-if(typeof data42 !== "boolean"){
-const err148 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data42};
+if(data.installation !== undefined){
+let data41 = data.installation;
+if(!((data41 === "user") || (data41 === "root"))){
+const err148 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data41};
 if(vErrors === null){
 vErrors = [err148];
 }
@@ -1818,11 +1816,10 @@ vErrors.push(err148);
 errors++;
 }
 }
-if(data.userLimits !== undefined){
-let data43 = data.userLimits;
-if(Array.isArray(data43)){
-if(data43.length > 16){
-const err149 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data43};
+if(data.permitRoot !== undefined){
+let data42 = data.permitRoot;
+if(typeof data42 !== "boolean"){
+const err149 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data42};
 if(vErrors === null){
 vErrors = [err149];
 }
@@ -1831,12 +1828,12 @@ vErrors.push(err149);
 }
 errors++;
 }
-const len4 = data43.length;
-for(let i5=0; i5<len4; i5++){
-let data44 = data43[i5];
-if(data44 && typeof data44 == "object" && !Array.isArray(data44)){
-if(data44.name === undefined){
-const err150 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data44};
+}
+if(data.hostUser !== undefined){
+let data43 = data.hostUser;
+if(typeof data43 === "string"){
+if(!pattern16.test(data43)){
+const err150 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"+"\"",schema:"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",parentSchema:schema31.properties.hostUser,data:data43};
 if(vErrors === null){
 vErrors = [err150];
 }
@@ -1845,8 +1842,9 @@ vErrors.push(err150);
 }
 errors++;
 }
-if(data44.soft === undefined){
-const err151 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data44};
+}
+else {
+const err151 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.hostUser.type,parentSchema:schema31.properties.hostUser,data:data43};
 if(vErrors === null){
 vErrors = [err151];
 }
@@ -1855,8 +1853,12 @@ vErrors.push(err151);
 }
 errors++;
 }
-if(data44.hard === undefined){
-const err152 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data44};
+}
+if(data.userLimits !== undefined){
+let data44 = data.userLimits;
+if(Array.isArray(data44)){
+if(data44.length > 16){
+const err152 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data44};
 if(vErrors === null){
 vErrors = [err152];
 }
@@ -1865,9 +1867,12 @@ vErrors.push(err152);
 }
 errors++;
 }
-for(const key6 in data44){
-if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
-const err153 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data44};
+const len4 = data44.length;
+for(let i5=0; i5<len4; i5++){
+let data45 = data44[i5];
+if(data45 && typeof data45 == "object" && !Array.isArray(data45)){
+if(data45.name === undefined){
+const err153 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
 if(vErrors === null){
 vErrors = [err153];
 }
@@ -1876,11 +1881,8 @@ vErrors.push(err153);
 }
 errors++;
 }
-}
-if(data44.name !== undefined){
-let data45 = data44.name;
-if(!((((((((((((((((data45 === "as") || (data45 === "core")) || (data45 === "cpu")) || (data45 === "data")) || (data45 === "fsize")) || (data45 === "locks")) || (data45 === "memlock")) || (data45 === "msgqueue")) || (data45 === "nice")) || (data45 === "nofile")) || (data45 === "nproc")) || (data45 === "rss")) || (data45 === "rtprio")) || (data45 === "rttime")) || (data45 === "sigpending")) || (data45 === "stack"))){
-const err154 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data45};
+if(data45.soft === undefined){
+const err154 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
 if(vErrors === null){
 vErrors = [err154];
 }
@@ -1889,12 +1891,8 @@ vErrors.push(err154);
 }
 errors++;
 }
-}
-if(data44.soft !== undefined){
-let data46 = data44.soft;
-if(typeof data46 === "string"){
-if(!pattern16.test(data46)){
-const err155 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data46};
+if(data45.hard === undefined){
+const err155 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
 if(vErrors === null){
 vErrors = [err155];
 }
@@ -1903,9 +1901,9 @@ vErrors.push(err155);
 }
 errors++;
 }
-}
-else {
-const err156 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data46};
+for(const key6 in data45){
+if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
+const err156 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data45};
 if(vErrors === null){
 vErrors = [err156];
 }
@@ -1915,11 +1913,10 @@ vErrors.push(err156);
 errors++;
 }
 }
-if(data44.hard !== undefined){
-let data47 = data44.hard;
-if(typeof data47 === "string"){
-if(!pattern16.test(data47)){
-const err157 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data47};
+if(data45.name !== undefined){
+let data46 = data45.name;
+if(!((((((((((((((((data46 === "as") || (data46 === "core")) || (data46 === "cpu")) || (data46 === "data")) || (data46 === "fsize")) || (data46 === "locks")) || (data46 === "memlock")) || (data46 === "msgqueue")) || (data46 === "nice")) || (data46 === "nofile")) || (data46 === "nproc")) || (data46 === "rss")) || (data46 === "rtprio")) || (data46 === "rttime")) || (data46 === "sigpending")) || (data46 === "stack"))){
+const err157 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data46};
 if(vErrors === null){
 vErrors = [err157];
 }
@@ -1929,8 +1926,11 @@ vErrors.push(err157);
 errors++;
 }
 }
-else {
-const err158 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data47};
+if(data45.soft !== undefined){
+let data47 = data45.soft;
+if(typeof data47 === "string"){
+if(!pattern17.test(data47)){
+const err158 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
 if(vErrors === null){
 vErrors = [err158];
 }
@@ -1940,9 +1940,8 @@ vErrors.push(err158);
 errors++;
 }
 }
-}
 else {
-const err159 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data44};
+const err159 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
 if(vErrors === null){
 vErrors = [err159];
 }
@@ -1952,9 +1951,11 @@ vErrors.push(err159);
 errors++;
 }
 }
-}
-else {
-const err160 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data43};
+if(data45.hard !== undefined){
+let data48 = data45.hard;
+if(typeof data48 === "string"){
+if(!pattern17.test(data48)){
+const err160 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
 if(vErrors === null){
 vErrors = [err160];
 }
@@ -1964,11 +1965,8 @@ vErrors.push(err160);
 errors++;
 }
 }
-if(data.userMap !== undefined){
-let data48 = data.userMap;
-if(Array.isArray(data48)){
-if(data48.length > 4096){
-const err161 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data48};
+else {
+const err161 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
 if(vErrors === null){
 vErrors = [err161];
 }
@@ -1977,12 +1975,10 @@ vErrors.push(err161);
 }
 errors++;
 }
-const len5 = data48.length;
-for(let i6=0; i6<len5; i6++){
-let data49 = data48[i6];
-if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
-if(data49.host === undefined){
-const err162 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data49};
+}
+}
+else {
+const err162 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data45};
 if(vErrors === null){
 vErrors = [err162];
 }
@@ -1991,8 +1987,10 @@ vErrors.push(err162);
 }
 errors++;
 }
-if(data49.user === undefined){
-const err163 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data49};
+}
+}
+else {
+const err163 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data44};
 if(vErrors === null){
 vErrors = [err163];
 }
@@ -2001,8 +1999,12 @@ vErrors.push(err163);
 }
 errors++;
 }
-if(data49.local === undefined){
-const err164 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data49};
+}
+if(data.userMap !== undefined){
+let data49 = data.userMap;
+if(Array.isArray(data49)){
+if(data49.length > 4096){
+const err164 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data49};
 if(vErrors === null){
 vErrors = [err164];
 }
@@ -2011,9 +2013,12 @@ vErrors.push(err164);
 }
 errors++;
 }
-for(const key7 in data49){
-if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
-const err165 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data49};
+const len5 = data49.length;
+for(let i6=0; i6<len5; i6++){
+let data50 = data49[i6];
+if(data50 && typeof data50 == "object" && !Array.isArray(data50)){
+if(data50.host === undefined){
+const err165 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
 if(vErrors === null){
 vErrors = [err165];
 }
@@ -2022,12 +2027,8 @@ vErrors.push(err165);
 }
 errors++;
 }
-}
-if(data49.host !== undefined){
-let data50 = data49.host;
-if(typeof data50 === "string"){
-if(!pattern18.test(data50)){
-const err166 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data50};
+if(data50.user === undefined){
+const err166 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
 if(vErrors === null){
 vErrors = [err166];
 }
@@ -2036,9 +2037,8 @@ vErrors.push(err166);
 }
 errors++;
 }
-}
-else {
-const err167 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data50};
+if(data50.local === undefined){
+const err167 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
 if(vErrors === null){
 vErrors = [err167];
 }
@@ -2047,12 +2047,9 @@ vErrors.push(err167);
 }
 errors++;
 }
-}
-if(data49.user !== undefined){
-let data51 = data49.user;
-if(typeof data51 === "string"){
-if(!pattern18.test(data51)){
-const err168 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data51};
+for(const key7 in data50){
+if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
+const err168 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data50};
 if(vErrors === null){
 vErrors = [err168];
 }
@@ -2062,8 +2059,11 @@ vErrors.push(err168);
 errors++;
 }
 }
-else {
-const err169 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data51};
+if(data50.host !== undefined){
+let data51 = data50.host;
+if(typeof data51 === "string"){
+if(!pattern19.test(data51)){
+const err169 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
 if(vErrors === null){
 vErrors = [err169];
 }
@@ -2073,11 +2073,8 @@ vErrors.push(err169);
 errors++;
 }
 }
-if(data49.local !== undefined){
-let data52 = data49.local;
-if(typeof data52 === "string"){
-if(!pattern20.test(data52)){
-const err170 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data52};
+else {
+const err170 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
 if(vErrors === null){
 vErrors = [err170];
 }
@@ -2087,8 +2084,11 @@ vErrors.push(err170);
 errors++;
 }
 }
-else {
-const err171 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data52};
+if(data50.user !== undefined){
+let data52 = data50.user;
+if(typeof data52 === "string"){
+if(!pattern19.test(data52)){
+const err171 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
 if(vErrors === null){
 vErrors = [err171];
 }
@@ -2098,9 +2098,8 @@ vErrors.push(err171);
 errors++;
 }
 }
-}
 else {
-const err172 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data49};
+const err172 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
 if(vErrors === null){
 vErrors = [err172];
 }
@@ -2110,9 +2109,11 @@ vErrors.push(err172);
 errors++;
 }
 }
-}
-else {
-const err173 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data48};
+if(data50.local !== undefined){
+let data53 = data50.local;
+if(typeof data53 === "string"){
+if(!pattern21.test(data53)){
+const err173 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
 if(vErrors === null){
 vErrors = [err173];
 }
@@ -2122,14 +2123,49 @@ vErrors.push(err173);
 errors++;
 }
 }
-}
 else {
-const err174 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+const err174 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
 if(vErrors === null){
 vErrors = [err174];
 }
 else {
 vErrors.push(err174);
+}
+errors++;
+}
+}
+}
+else {
+const err175 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data50};
+if(vErrors === null){
+vErrors = [err175];
+}
+else {
+vErrors.push(err175);
+}
+errors++;
+}
+}
+}
+else {
+const err176 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data49};
+if(vErrors === null){
+vErrors = [err176];
+}
+else {
+vErrors.push(err176);
+}
+errors++;
+}
+}
+}
+else {
+const err177 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+if(vErrors === null){
+vErrors = [err177];
+}
+else {
+vErrors.push(err177);
 }
 errors++;
 }

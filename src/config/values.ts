@@ -309,6 +309,17 @@ export const rexNameValue: ValueType<string> = {
   schema: ref('rexName'),
 };
 
+/** A local account name (`host-user`). */
+export const accountValue: ValueType<string> = {
+  expected: 'a local account name (letters, digits, _ . -, starting with a letter or _)',
+  parse(raw) {
+    if (!LOCAL_ACCOUNT.test(raw.text) || raw.text === '-') return bad(`"${quote(raw.text)}" is not a local account name; expected letters, digits, '_', '.' and '-', starting with a letter or '_', at most 32 characters`);
+    return ok(raw.text);
+  },
+  print: (v) => v,
+  schema: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,31}$' },
+};
+
 /** `ADDRESS[:PORT]` or `[IPV6][:PORT]` (`listen`). */
 export const listenValue: ValueType<{ address: string; port: number }> = {
   expected: 'ADDRESS:PORT or [IPV6]:PORT',

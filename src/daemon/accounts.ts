@@ -4,7 +4,7 @@
  * read through the system's name service (`getent passwd`, so LDAP or SSSD users count as they
  * do for login), cached for a short while.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import type { UserMapEntry } from '../config/values.js';
 
 /** A local account, as passwd has it. */
@@ -19,23 +19,63 @@ export interface Account {
 const CACHE_MS = 30_000;
 const cache = new Map<string, { at: number; account: Account | undefined }>();
 
-/** The account of a login name or a uid, or undefined when there is none. */
+/** Whether `who` can name an account at all (what getent is asked). */
+function askable(who: string | number): boolean {
+  return typeof who === 'string' ? /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(who) : Number.isInteger(who) && who >= 0;
+}
+
+/** A passwd line as an account, or undefined. */
+function parsePasswd(text: string): Account | undefined {
+  const f = (text.split('\n')[0] ?? '').split(':');
+  return f.length >= 7 && /^\d+$/.test(f[2]!) && /^\d+$/.test(f[3]!) ? { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5]!, shell: f[6]! } : undefined;
+}
+
+function cached(key: string): { account: Account | undefined } | undefined {
+  const hit = cache.get(key);
+  return hit && Date.now() - hit.at < CACHE_MS ? hit : undefined;
+}
+
+/** The account of a login name or a uid, or undefined when there is none (blocks: for commands, not the monitor). */
 export function lookupAccount(who: string | number): Account | undefined {
   const key = String(who);
-  const hit = cache.get(key);
-  if (hit && Date.now() - hit.at < CACHE_MS) return hit.account;
+  const hit = cached(key);
+  if (hit) return hit.account;
   let account: Account | undefined;
-  if (typeof who === 'string' ? /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(who) : Number.isInteger(who) && who >= 0) {
+  if (askable(who)) {
     try {
-      const line = execFileSync('getent', ['passwd', key], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).split('\n')[0] ?? '';
-      const f = line.split(':');
-      if (f.length >= 7 && /^\d+$/.test(f[2]!) && /^\d+$/.test(f[3]!)) account = { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5]!, shell: f[6]! };
+      account = parsePasswd(execFileSync('getent', ['passwd', key], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }));
     } catch {
       account = undefined; // getent exits 2 for an unknown key
     }
   }
   cache.set(key, { at: Date.now(), account });
   return account;
+}
+
+const inFlight = new Map<string, Promise<Account | undefined>>();
+
+/**
+ * {@link lookupAccount} without blocking: the monitor serves every connection from one event loop, and a slow
+ * name service (LDAP, SSSD) must not stall the others. One getent per key at a time; the same cache.
+ */
+export function lookupAccountAsync(who: string | number): Promise<Account | undefined> {
+  const key = String(who);
+  const hit = cached(key);
+  if (hit) return Promise.resolve(hit.account);
+  if (!askable(who)) return Promise.resolve(undefined);
+  let p = inFlight.get(key);
+  if (!p) {
+    p = new Promise<Account | undefined>((resolve) => {
+      execFile('getent', ['passwd', key], { encoding: 'utf8', timeout: 5000 }, (err, stdout) => {
+        const account = err ? undefined : parsePasswd(stdout); // getent exits 2 for an unknown key
+        cache.set(key, { at: Date.now(), account });
+        inFlight.delete(key);
+        resolve(account);
+      });
+    });
+    inFlight.set(key, p);
+  }
+  return p;
 }
 
 /** What user-map says of a remote HOST.USER: the local name it acts as, or a refusal. */

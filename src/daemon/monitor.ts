@@ -16,6 +16,7 @@
  * controller names). Every header a controller sends is validated: it runs the user's code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { watch, type FSWatcher } from 'node:fs';
 import { chmodSync, chownSync, closeSync, constants as fsc, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { Socket, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -24,29 +25,23 @@ import { normalizeAddress } from '../config/clients.js';
 import { PROTO_ERRORS } from '../protocol/constants.js';
 import { encodeFrame } from '../protocol/encode.js';
 import { messageToFrame, type Message } from '../protocol/messages.js';
-import { userView, type RexConfig } from '../config/index.js';
-import type { CertInfo } from '../keys/certs.js';
+import { HOST_ROUTE, ROUTE_PREFACE, ROUTE_PREFACE_MAX, routePreface, type Route } from '../protocol/route.js';
+import { hostTrustDir, userView, type RexConfig, type ServerEntry } from '../config/index.js';
+import { certInfo, type CertInfo } from '../keys/certs.js';
+import { HostsFile, mergeServers } from '../keys/hosts.js';
 import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { connectPinned, peerCert, tlsServerOptions, type PinCheck } from '../keys/tls.js';
 import { ErrorCodes, RexError, isRexError } from '../util/errors.js';
 import { loadAddon, type FdWatcher, type RexAddon } from '../util/native.js';
 import { libexecDir } from '../util/paths.js';
-import { lookupAccount, mapRemoteUser, type Account } from './accounts.js';
+import { lookupAccount, lookupAccountAsync, mapRemoteUser, type Account } from './accounts.js';
 import { SessionChannel, safeClose, type ChannelMessage } from './channel.js';
 import { Admission, type Startup } from './admission.js';
 import { DaemonLog, type Logger } from './log.js';
 import { readPid } from './paths.js';
 
-/** The route preface: the first line a host-key connection sends, naming the user it acts for. */
-export const ROUTE_PREFACE = /^REX-ROUTE user=([A-Za-z0-9][A-Za-z0-9_-]{0,62})\n/;
-/** Longest route preface read (bytes, newline included). */
-export const ROUTE_PREFACE_MAX = 256;
-
-/** The route preface for `user`. */
-export function routePreface(user: string): string {
-  return `REX-ROUTE user=${user}\n`;
-}
+export { HOST_ROUTE, ROUTE_PREFACE, ROUTE_PREFACE_MAX, routePreface, type Route } from '../protocol/route.js';
 
 /** Where a user's state and runtime files live in the root installation. */
 export function userDirs(config: RexConfig, user: string): { state: string; run: string } {
@@ -60,6 +55,8 @@ interface Controller {
   channel: SessionChannel;
   /** Dials in flight for it, by the id it gave. */
   dials: Set<number>;
+  /** The host controller (rex.rc host-user), not a user's. */
+  host: boolean;
 }
 
 export interface MonitorOptions {
@@ -77,6 +74,8 @@ export interface MonitorOptions {
 export class Monitor {
   private readonly addon: RexAddon;
   private readonly store: KeyStore;
+  /** The host controller's store: the host keys this host knows (written by the host controller, read here). */
+  private readonly trust: KeyStore;
   private own!: OwnIdentity;
   private readonly hostlog: DaemonLog;
   private readonly controllers = new Map<number, Controller>();
@@ -97,6 +96,7 @@ export class Monitor {
   ) {
     this.addon = loadAddon();
     this.store = new KeyStore(config.stateDirectory);
+    this.trust = new KeyStore(hostTrustDir(config));
     this.hostlog = new DaemonLog(config, opts.log);
     this.socketPath = config.socket;
     this.pidFile = join(dirname(config.socket), 'rexd.pid');
@@ -129,6 +129,18 @@ export class Monitor {
       throw e;
     }
     this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'));
+    // The host controller's directory (docs/ROOT.md section 7), made for rex.rc host-user; its hosts file is followed.
+    const hostAccount = lookupAccount(this.config.hostUser);
+    if (hostAccount && hostAccount.uid !== 0) {
+      userDir(this.trust.stateDir, hostAccount);
+      this.membersSent = JSON.stringify(this.hostMembers());
+      this.membersWatch = watch(this.trust.stateDir, (_ev, file) => {
+        if (file === 'hosts' || file === null) this.membersChanged();
+      });
+      this.membersWatch.on('error', () => {});
+    } else {
+      this.log.warn({ hostUser: this.config.hostUser }, `rex.rc host-user ${this.config.hostUser} ${hostAccount ? 'is root' : 'has no account'}: this host cannot join a cluster or admit hosts (rex_key --join); known hosts still work`);
+    }
     // The local socket: every local user may connect (0666); SO_PEERCRED says who did.
     try {
       unlinkSync(this.socketPath);
@@ -191,6 +203,8 @@ export class Monitor {
     if (this.stopping) return;
     this.stopping = true;
     this.localWatch?.close();
+    this.membersWatch?.close();
+    clearTimeout(this.membersTimer);
     this.admission?.close();
     if (this.localFd >= 0) safeClose(this.localFd);
     try {
@@ -238,24 +252,25 @@ export class Monitor {
         safeClose(c.fd);
         continue;
       }
-      const account = lookupAccount(c.uid);
-      const refuse = (reason: string) => {
-        this.hostlog.record({ kind: 'auth', identity: `uid ${c.uid}`, peerAddress: 'local', outcome: 'denied', reason });
-        refuseWithError(c.fd, `${this.config.hostName}: ${reason}`);
-      };
-      if (!account) {
-        refuse(`uid ${c.uid} has no account in the name service`);
-        continue;
-      }
-      if (account.uid === 0 && !this.config.permitRoot) {
-        refuse('root is not served (rex.rc permit-root is no)');
-        continue;
-      }
-      this.controller(account).then(
-        (ctl) => ctl.channel.send({ kind: 'local', uid: c.uid, gid: c.gid, pid: c.pid }, [c.fd], true),
-        (e: Error) => refuse(`cannot start the session controller of ${account.name}: ${e.message}`),
-      );
+      void this.routeLocal(c);
     }
+  }
+
+  /** A local client, by the uid SO_PEERCRED gave: to that user's controller, or refused with the reason. */
+  private async routeLocal(c: { fd: number; uid: number; gid: number; pid: number }): Promise<void> {
+    const refuse = (reason: string) => {
+      this.hostlog.record({ kind: 'auth', identity: `uid ${c.uid}`, peerAddress: 'local', outcome: 'denied', reason });
+      refuseWithError(c.fd, `${this.config.hostName}: ${reason}`);
+    };
+    const account = await lookupAccountAsync(c.uid);
+    if (this.stopping) return safeClose(c.fd);
+    if (!account) return refuse(`uid ${c.uid} has no account in the name service`);
+    if (account.uid === 0 && !this.config.permitRoot) return refuse('root is not served (rex.rc permit-root is no)');
+    if (account.name === this.config.hostUser) return refuse(`${account.name} is the host controller's account (rex.rc host-user), not a user of REX`);
+    this.controller(account).then(
+      (ctl) => ctl.channel.send({ kind: 'local', uid: c.uid, gid: c.gid, pid: c.pid }, [c.fd], true),
+      (e: Error) => refuse(`cannot start the session controller of ${account.name}: ${e.message}`),
+    );
   }
 
   // ------------------------------------------------------------ TLS
@@ -274,72 +289,100 @@ export class Monitor {
     startup?.onExpire((reason) => refuse(reason, cert?.name));
     if (!cert) return refuse('no client certificate: REX peers authenticate with their key');
     if (isHostKeyName(cert.name)) {
-      // Another host's rexd: its key must be the one known for that host name; the preface names the user.
-      const known = this.store.knownById(cert.id);
-      if (!known || known.name !== cert.name) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but ${known ? `it is known as ${known.name}` : 'it is not a known host key here (rex_key --join)'}`, cert.name);
+      // Another host's rexd: to act for a user, its key must be the one known for that host name (the preface names
+      // the user); to its host controller, any host key may come, and one not known may only JOIN there.
+      const known = this.trust.knownById(cert.id);
+      if (known && known.name !== cert.name) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but it is known as ${known.name}`, cert.name);
       readPreface(sock, this.config.loginGraceTime).then(
-        ({ user, rest }) => this.routeTls(sock, address, cert, { host: cert.name, user, hostbased: true }, rest, refuse, startup),
+        ({ route, rest }) => {
+          if ('host' in route) return void this.routeHost(sock, address, cert, rest, refuse, startup);
+          if (!known) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but it is not a known host key here (rex_key --join)`, cert.name);
+          void this.routeTls(sock, address, cert, { host: cert.name, user: route.user, hostbased: true }, rest, refuse, startup);
+        },
         (e: Error) => refuse(`route preface: ${e.message}`, cert.name),
       );
       return;
     }
     const claimed = parseIdentityName(cert.name);
     if (typeof claimed === 'string') return refuse(`the certificate's name is not an identity: ${claimed}`);
-    this.routeTls(sock, address, cert, { host: claimed.host, user: claimed.user, hostbased: false }, Buffer.alloc(0), refuse, startup);
+    void this.routeTls(sock, address, cert, { host: claimed.host, user: claimed.user, hostbased: false }, Buffer.alloc(0), refuse, startup);
   }
 
-  private routeTls(sock: TLSSocket, address: string, cert: CertInfo, who: { host: string; user: string; hostbased: boolean }, rest: Buffer, refuse: (reason: string, identity?: string) => void, startup: Startup | undefined): void {
+  private async routeTls(sock: TLSSocket, address: string, cert: CertInfo, who: { host: string; user: string; hostbased: boolean }, rest: Buffer, refuse: (reason: string, identity?: string) => void, startup: Startup | undefined): Promise<void> {
     const identity = `${who.host}.${who.user}`;
     const mapped = mapRemoteUser(this.config.userMap, who.host, who.user);
     if ('refused' in mapped) return refuse(mapped.refused, identity);
-    const account = lookupAccount(mapped.local);
+    const account = await lookupAccountAsync(mapped.local);
+    if (sock.destroyed || this.stopping) return;
     if (!account) return refuse(`${identity} maps to the local account ${mapped.local} (${mapped.via}), which does not exist on ${this.config.hostName}`, identity);
     if (account.uid === 0 && !this.config.permitRoot) return refuse(`${identity} maps to root, which is not served (rex.rc permit-root is no)`, identity);
+    if (account.name === this.config.hostUser) return refuse(`${identity} maps to ${account.name}, the host controller's account (rex.rc host-user), which is not a user of REX`, identity);
     this.controller(account).then(
-      (ctl) => {
-        if (sock.destroyed) return;
-        // Routed: the controller gives it its own HELLO deadline (Admission.relayed), and grants decide from there.
-        startup?.authenticated();
-        const [mine, theirs] = this.addon.socketPair(false);
-        const plain = this.keep(new Socket({ fd: mine, readable: true, writable: true }));
-        relay(sock, plain, rest);
-        ctl.channel.send({ kind: 'tls', address, port: sock.remotePort ?? 0, cert: Buffer.from(cert.der).toString('base64'), hostbased: who.hostbased, remoteHost: who.host, remoteUser: who.user, mappedVia: mapped.via }, [theirs], true);
-      },
+      (ctl) => this.handOver(ctl, sock, rest, startup, { address, port: sock.remotePort ?? 0, cert: Buffer.from(cert.der).toString('base64'), hostbased: who.hostbased, remoteHost: who.host, remoteUser: who.user, mappedVia: mapped.via }),
       (e: Error) => refuse(`cannot start the session controller of ${account.name}: ${e.message}`, identity),
     );
   }
 
+  /**
+   * A host key's connection to the host controller (`REX-ROUTE host`): a member's (INTRODUCE), or a host's that is
+   * not known here and may only JOIN with a token bound to its name; the host controller decides which.
+   */
+  private async routeHost(sock: TLSSocket, address: string, cert: CertInfo, rest: Buffer, refuse: (reason: string, identity?: string) => void, startup: Startup | undefined): Promise<void> {
+    const account = await lookupAccountAsync(this.config.hostUser);
+    if (sock.destroyed || this.stopping) return;
+    if (!account || account.uid === 0) {
+      return refuse(`host ${cert.name} asked for the host controller, but its account ${this.config.hostUser} (rex.rc host-user) ${account ? 'is root' : 'does not exist'} on ${this.config.hostName}; create it (systemd-sysusers rex.conf, docs/ROOT.md)`, cert.name);
+    }
+    this.controller(account, true).then(
+      (ctl) => this.handOver(ctl, sock, rest, startup, { address, port: sock.remotePort ?? 0, cert: Buffer.from(cert.der).toString('base64'), hostbased: false }),
+      (e: Error) => refuse(`cannot start the host controller: ${e.message}`, cert.name),
+    );
+  }
+
+  /** Passes a routed TLS connection's plaintext to a controller, through a socket pair whose other end the monitor relays. */
+  private handOver(ctl: Controller, sock: TLSSocket, rest: Buffer, startup: Startup | undefined, header: Record<string, unknown>): void {
+    if (sock.destroyed) return;
+    // Routed: the controller gives it its own HELLO deadline (Admission.relayed), and grants decide from there.
+    startup?.authenticated();
+    const [mine, theirs] = this.addon.socketPair(false);
+    const plain = this.keep(new Socket({ fd: mine, readable: true, writable: true }));
+    relay(sock, plain, rest);
+    ctl.channel.send({ kind: 'tls', ...header }, [theirs], true);
+  }
+
   // ------------------------------------------------------------ controllers
 
-  /** The running controller of `account`, started if there is none. */
-  private controller(account: Account): Promise<Controller> {
+  /** The running controller of `account` (the host controller with `host`), started if there is none. */
+  private controller(account: Account, host = false): Promise<Controller> {
     const running = this.controllers.get(account.uid);
     if (running) return Promise.resolve(running);
     let p = this.starting.get(account.uid);
     if (!p) {
-      p = this.startController(account).finally(() => this.starting.delete(account.uid));
+      p = this.startController(account, host).finally(() => this.starting.delete(account.uid));
       this.starting.set(account.uid, p);
     }
     return p;
   }
 
-  private async startController(account: Account): Promise<Controller> {
-    const dirs = userDirs(this.config, account.name);
+  private async startController(account: Account, host = false): Promise<Controller> {
+    const dirs = host ? { state: hostTrustDir(this.config), run: join(dirname(this.socketPath), 'host') } : userDirs(this.config, account.name);
     userDir(dirs.state, account);
     userDir(dirs.run, account);
     const [mine, theirs] = this.addon.socketPair(true);
     const launcher = join(libexecDir(), 'rex-session');
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
-    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': userView(this.config, account.name).logDatabase, installation: 'user' };
+    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': host ? join(dirs.state, 'rex-log.sqlite') : userView(this.config, account.name).logDatabase, installation: 'user' };
     const logFd = openUserLog(join(dirs.state, 'session.log'), account);
     const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
-    const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), ...limits, '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', '--', node, rexd, '--session', '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
+    // The host controller gets the host key's certificate, never the key (docs/ROOT.md section 7).
+    const hostArgs = host ? { env: ['--env', `REX_HOST_CERT=${certInfo(this.own.certPem, this.own.certFile).der.toString('base64')}`], rexd: ['--host-controller'] } : { env: [], rexd: [] };
+    const argv = ['--user', account.name, ...(account.uid === 0 ? ['--allow-root'] : []), ...limits, '--keep-fd', '3', '--env', 'REX_SESSION_FD=3', ...hostArgs.env, '--', node, rexd, '--session', ...hostArgs.rexd, '--config', this.opts.configFile, ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])];
     const child = spawn(launcher, argv, { stdio: ['ignore', logFd, logFd, theirs], detached: false });
     closeSync(logFd);
     safeClose(theirs);
     const channel = new SessionChannel(mine);
-    const ctl: Controller = { account, child, channel, dials: new Set() };
+    const ctl: Controller = { account, child, channel, dials: new Set(), host };
     this.controllers.set(account.uid, ctl);
     child.once('exit', (code, signal) => {
       if (this.controllers.get(account.uid) === ctl) this.controllers.delete(account.uid);
@@ -351,7 +394,9 @@ export class Monitor {
       if (err) this.log.warn({ user: account.name, err: err.message }, 'session controller broke the channel; stopping it');
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     });
-    this.log.info({ user: account.name, uid: account.uid, pid: child.pid }, 'session controller started');
+    this.log.info({ user: account.name, uid: account.uid, pid: child.pid }, host ? 'host controller started' : 'session controller started');
+    // A user's controller learns the hosts this host joined (they are its peers too), and again when they change.
+    if (!host) channel.send({ op: 'members', members: this.hostMembers() });
     return ctl;
   }
 
@@ -366,7 +411,7 @@ export class Monitor {
       return;
     }
     const host = h.host;
-    const server = this.config.servers.find((s) => s.name === host && s.name !== this.config.hostName);
+    const server = [...this.config.servers, ...this.hostMembers()].find((s) => s.name === host && s.name !== this.config.hostName);
     const answer = (fields: Record<string, unknown>, fds: number[] = []) => {
       ctl.dials.delete(id);
       ctl.channel.send({ op: 'dialed', id, ...fields }, fds, true);
@@ -377,7 +422,7 @@ export class Monitor {
       ({ sock, cert }) => {
         if (ctl.channel.listenerCount('message') === 0 || this.stopping) return void sock.destroy();
         this.keep(sock);
-        sock.write(routePreface(ctl.account.name));
+        sock.write(ctl.host ? HOST_ROUTE : routePreface(ctl.account.name));
         const [mine, theirs] = this.addon.socketPair(false);
         relay(sock, this.keep(new Socket({ fd: mine, readable: true, writable: true })), Buffer.alloc(0));
         answer({ cert: Buffer.from(cert.der).toString('base64') }, [theirs]);
@@ -393,12 +438,40 @@ export class Monitor {
     return s;
   }
 
+  /**
+   * The hosts file of the host controller changed (a host joined, or was introduced, or rex_key --join ran here):
+   * every user's session controller is told the members, which are its peers too.
+   */
+  private membersChanged(): void {
+    clearTimeout(this.membersTimer);
+    this.membersTimer = setTimeout(() => {
+      const members = this.hostMembers();
+      const text = JSON.stringify(members);
+      if (text === this.membersSent || this.stopping) return;
+      this.membersSent = text;
+      for (const c of this.controllers.values()) if (!c.host) c.channel.send({ op: 'members', members });
+      this.log.info({ members: members.map((x) => x.name) }, "the cluster's members changed; users' session controllers told");
+    }, 100);
+  }
+
+  private membersTimer: NodeJS.Timeout | undefined;
+  private membersSent = '';
+  private membersWatch: FSWatcher | undefined;
+
+  /** The hosts this host learnt by joining (the host controller's hosts file), as rex.rc servers entries. */
+  private hostMembers(): ServerEntry[] {
+    const problems: string[] = [];
+    const members = new HostsFile(this.trust.stateDir).read(problems);
+    for (const p of problems) this.log.warn({ problem: p }, 'host controller\'s hosts file: line ignored');
+    return mergeServers(this.config.servers, members).filter((s) => !this.config.servers.includes(s));
+  }
+
   /** A host's key: exactly the one known under its name. */
   private pinHost(host: string): PinCheck {
     return (cert) => {
       if (!cert) return 'presented no certificate';
-      const known = this.store.known().filter((k) => k.name === host);
-      if (known.length !== 1) return known.length === 0 ? `no host key is known for ${host} (rex_key --join)` : `${known.length} host keys are known for ${host}; remove the stale one from ${this.store.knownDir}`;
+      const known = this.trust.known().filter((k) => k.name === host);
+      if (known.length !== 1) return known.length === 0 ? `no host key is known for ${host} (rex_key --join)` : `${known.length} host keys are known for ${host}; remove the stale one from ${this.trust.knownDir}`;
       if (cert.id !== known[0]!.id || cert.name !== host) return `host ${host} presented key ${cert.id} (${cert.name}), but its known host key is ${known[0]!.id}; NOT trusting it`;
       return undefined;
     };
@@ -406,11 +479,11 @@ export class Monitor {
 }
 
 /** Reads the route preface: one line of at most ROUTE_PREFACE_MAX bytes; resolves with the user and the bytes after it. */
-export function readPreface(sock: TLSSocket | Socket, timeoutMs: number): Promise<{ user: string; rest: Buffer }> {
+export function readPreface(sock: TLSSocket | Socket, timeoutMs: number): Promise<{ route: Route; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     const timer = setTimeout(() => done(new Error(`no route preface within ${timeoutMs} ms`)), timeoutMs);
-    const done = (err?: Error, v?: { user: string; rest: Buffer }) => {
+    const done = (err?: Error, v?: { route: Route; rest: Buffer }) => {
       clearTimeout(timer);
       sock.off('data', onData);
       sock.off('close', onClose);
@@ -428,8 +501,8 @@ export function readPreface(sock: TLSSocket | Socket, timeoutMs: number): Promis
       }
       if (nl + 1 > ROUTE_PREFACE_MAX) return done(new Error(`the preface line is longer than ${ROUTE_PREFACE_MAX} bytes`));
       const m = ROUTE_PREFACE.exec(buf.subarray(0, nl + 1).toString('latin1'));
-      if (!m) return done(new Error('the first line is not "REX-ROUTE user=NAME"'));
-      done(undefined, { user: m[1]!, rest: buf.subarray(nl + 1) });
+      if (!m) return done(new Error('the first line is not "REX-ROUTE user=NAME" nor "REX-ROUTE host"'));
+      done(undefined, { route: m[2] ? { host: true } : { user: m[1]! }, rest: buf.subarray(nl + 1) });
     };
     sock.on('data', onData);
     sock.on('close', onClose);

@@ -18,7 +18,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { ProgramSpec } from '../calls/manager.js';
 import { registerCalls, type CallService, type ProgramsDiff } from '../calls/service.js';
 import { normalizeAddress } from '../config/clients.js';
-import { ConfigError, type LoadedConfig, type RexConfig, type ServerEntry } from '../config/index.js';
+import { ConfigError, isRexName, type LoadedConfig, type RexConfig, type ServerEntry } from '../config/index.js';
 import { HostsFile, mergeServers } from '../keys/hosts.js';
 import { currentUser, localName } from '../keys/identity.js';
 import { KeysService } from '../keys/service.js';
@@ -83,6 +83,13 @@ export interface RexdOptions {
    * of its own: the monitor passes it its connections over this channel and dials peers for it.
    */
   session?: SessionChannel;
+  /**
+   * Root installation: this session-mode rexd is the host controller (docs/ROOT.md section 7), run as rex.rc
+   * host-user with the host's trust state as its state directory. Its identity is the host key HOST, of which it
+   * holds only the certificate (TLS is the monitor's); it serves JOIN and INTRODUCE (and LOAD, which peer links
+   * ask first), and runs nothing for anyone.
+   */
+  hostController?: { cert: CertInfo };
 }
 
 /** One running daemon. */
@@ -112,7 +119,8 @@ export class Rexd {
   /** Authentication, grants, enrollment (src/keys/). */
   private readonly keys: KeysService;
   /** Remote calls: the controllers of this host's programs, and the routing to peers (src/calls/). */
-  private readonly callService: CallService;
+  /** Undefined in the host controller, which serves no calls. */
+  private readonly callService: CallService | undefined;
   readonly startedAt = Date.now();
   /** Remote execution: EXEC run here or routed to the placed host (src/exec/); also RFORK's and calls' placement and containment. */
   private readonly exec: Feature<ExecService>;
@@ -124,7 +132,7 @@ export class Rexd {
     this.paths = daemonPaths(config.stateDirectory, config.socket);
     this.meter = new LoadMeter(config.hostName);
     this.store = new KeyStore(config.stateDirectory);
-    this.name = localName(config.hostName);
+    this.name = opts.hostController ? config.hostName : localName(config.hostName);
     this.txlog = new DaemonLog(config, opts.log);
     this.keys = new KeysService({
       config,
@@ -145,10 +153,17 @@ export class Rexd {
       record: (ev) => void this.txlog.record(ev),
       logHeartbeats: config.logHeartbeats,
     });
-    this.exec = this.requests.feature(new Feature('exec', () => this.loadExec()));
+    // The host controller runs no work: its exec feature is never registered, so never loaded.
+    const exec = new Feature('exec', () => this.loadExec());
+    this.exec = opts.hostController ? exec : this.requests.feature(exec);
     // The request table: one call per feature.
     registerLoad(this.requests, { config, meter: this.meter, peers: this.peers });
     this.keys.register(this.requests);
+    if (opts.hostController) {
+      // The host controller keeps the host's trust: it serves JOIN and INTRODUCE (and LOAD), no work.
+      this.callService = undefined;
+      return;
+    }
     registerExec(this.requests, this.exec, config, this.name);
     registerRfork(this.requests, this.exec, config, this.name);
     this.callService = registerCalls(this.requests, { config, placement: async () => (await this.exec.get()).placer, peers: this.peers, program: (name) => this.program(name), check: (who, anyProgram, fn) => this.keys.check(who, anyProgram, fn), log: opts.log });
@@ -200,7 +215,7 @@ export class Rexd {
     // The CPU profile advertised with the load (docs/PLACEMENT.md): read now, so that a bad test profile stops start-up.
     this.log.info({ cpu: describeCpu(advertisedCpuProfile()), features: advertisedCpuProfile().features.join(' ') }, 'CPU profile');
     try {
-      this.own = this.store.load(this.name);
+      this.own = this.opts.hostController ? hostIdentity(this.name, this.opts.hostController.cert) : this.store.load(this.name);
     } catch (e) {
       // A session controller makes its user's key HOST.USER on first start: the user's own key for clients
       // that connect with it (docs/ROOT.md); connections between hosts use the monitor's host key.
@@ -223,8 +238,9 @@ export class Rexd {
     if (session) {
       session.on('message', (m: ChannelMessage) => this.fromMonitor(m));
       session.on('close', () => void this.stop('the monitor closed the session channel').then(() => process.exit(0)));
-      this.startPeers();
-      this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root' }, 'session controller started');
+      // The host controller links to a member only to introduce a host to it (connectNow); users' controllers poll.
+      if (!this.opts.hostController) this.startPeers();
+      this.log.info({ identity: this.name, id: this.own.id, peers: [...this.peers.keys()], localCheck: credCheck, txlog: logFile, installation: 'root', ...(this.opts.hostController ? { role: 'host controller' } : {}) }, this.opts.hostController ? 'host controller started' : 'session controller started');
       return;
     }
     await this.claimSocket();
@@ -270,7 +286,7 @@ export class Rexd {
     this.stopping ??= (async () => {
       this.keys.close();
       for (const p of this.peers.values()) p.stop();
-      const [exec, calls] = await Promise.all([this.exec.ifLoaded(), this.callService.side.ifLoaded()]);
+      const [exec, calls] = await Promise.all([this.exec.ifLoaded(), this.callService?.side.ifLoaded()]);
       exec?.stop();
       for (const s of this.sessions) s.conn?.close(reason);
       this.admission?.close();
@@ -324,7 +340,7 @@ export class Rexd {
     const before = this.config.programs;
     Object.assign(this.config, Object.fromEntries(applied.map((k) => [k, next[k]])));
     this.log.level = this.config.logLevel;
-    const programs = this.callService.programsReloaded(before);
+    const programs = this.callService?.programsReloaded(before) ?? { added: [], removed: [], changed: [], retired: [] };
     this.syncPeers();
     for (const k of needsRestart) {
       this.log.warn({ event: 'reload-needs-restart', key: k, running: this.config[k], configured: next[k] }, `reload: ${k} changed in rex.rc; it needs a restart, the running value is kept`);
@@ -333,13 +349,21 @@ export class Rexd {
     return { applied, needsRestart, programs };
   }
 
-  /** The cluster's hosts: rex.rc servers (as running) and the members in the hosts file, rex.rc first (src/keys/hosts.ts). */
+  /**
+   * The cluster's hosts: rex.rc servers (as running) and the members in the hosts file, rex.rc first (src/keys/hosts.ts);
+   * in a user's session controller also the hosts its host joined, as the monitor last said (docs/ROOT.md section 7).
+   */
   private members(): ServerEntry[] {
     const problems: string[] = [];
     const members = new HostsFile(this.paths.stateDir).read(problems);
     for (const p of problems) this.log.warn({ problem: p }, 'hosts file line ignored');
-    return mergeServers(this.config.servers, members);
+    const all = mergeServers(this.config.servers, members);
+    const names = new Set(all.map((x) => x.name));
+    return [...all, ...this.hostMembers.filter((x) => !names.has(x.name))];
   }
+
+  /** The members of the host's cluster, from the monitor (root installation, users' session controllers). */
+  private hostMembers: ServerEntry[] = [];
 
   /**
    * Makes the peer links match {@link members}: a new member gets a link, a member gone from the hosts file loses
@@ -519,6 +543,13 @@ export class Rexd {
       d.resolve(new NetSocket({ fd, readable: true, writable: true }));
       return;
     }
+    if (h.op === 'members' && Array.isArray(h.members) && m.fds.length === 0) {
+      this.hostMembers = h.members.filter(
+        (x): x is ServerEntry => typeof x === 'object' && x !== null && isRexName((x as ServerEntry).name) && typeof (x as ServerEntry).address === 'string' && Number.isInteger((x as ServerEntry).port) && (x as ServerEntry).port > 0 && (x as ServerEntry).port < 65536,
+      );
+      this.syncPeers();
+      return;
+    }
     if (fd === undefined || m.fds.length !== 1 || this.stopping) return closeAll();
     const sock = new NetSocket({ fd, readable: true, writable: true });
     if (h.kind === 'local') return this.acceptLocal(sock);
@@ -624,4 +655,13 @@ function safeUnlink(p: string): void {
   } catch {
     /* already gone */
   }
+}
+
+/**
+ * The host controller's identity: the host key's certificate without its private key, which stays root's (the
+ * monitor does TLS). Its name must be the host's.
+ */
+function hostIdentity(name: string, cert: CertInfo): OwnIdentity {
+  if (cert.name !== name) throw new RexError(ErrorCodes.KEY_INVALID, `the host certificate the monitor passed names "${cert.name}", expected "${name}"`);
+  return { name, id: cert.id, keyPem: '', certPem: cert.pem, keyFile: '(root\'s, held by the monitor)', certFile: '(passed by the monitor)' };
 }

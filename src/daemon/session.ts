@@ -14,7 +14,7 @@
  */
 import type { CertInfo } from '../keys/certs.js';
 import type { Requester } from '../keys/grants.js';
-import { parseIdentityName } from '../keys/identity.js';
+import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
 import type { KnownKey } from '../keys/store.js';
 import type { Connection } from '../protocol/connection.js';
 
@@ -116,7 +116,8 @@ export function pendingLocal(self: string, host: string, pid?: number): LocalPen
 
 /** A connection accepted on the TLS port; the host a request comes from is the certificate's, never what HELLO says. */
 export function pendingTls(cert: CertInfo | undefined): TlsPending {
-  const claimed = cert ? parseIdentityName(cert.name) : undefined;
+  // A host key (root installation, routed to the host controller) comes from its own host.
+  const claimed = cert ? (isHostKeyName(cert.name) ? { host: cert.name } : parseIdentityName(cert.name)) : undefined;
   return {
     state: 'pending',
     transport: 'tls',

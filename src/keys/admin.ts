@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { formatGrant, formatRevocation, GRANTS_HEADER, parseGrants, type Grant } from './grants.js';
 import { isIdPrefix, parseId } from './id.js';
-import { parseIdentityName } from './identity.js';
+import { isHostKeyName, parseIdentityName } from './identity.js';
 import { writeFileAtomic, type KeyStore, type KnownKey } from './store.js';
 import { TokenStore, type TokenBinding } from './tokens.js';
 import { quote } from '../util/quote.js';
@@ -149,6 +149,8 @@ export function invite(store: KeyStore, own: { name: string; id: string }, ttlMs
  * Returns the line added, or undefined when nothing was added.
  */
 export function addPeerGrant(store: KeyStore, name: string): string | undefined {
+  // A host key needs no grant: a host controller trusts the host keys it knows (docs/ROOT.md section 7).
+  if (isHostKeyName(name)) return undefined;
   const lines = readLines(store.grantsFile);
   const has = lines.some((l) => {
     const g = lineOf(l, store.grantsFile).grant;

@@ -74,10 +74,12 @@ export function localName(host: string, program?: string, user = currentUser()):
 /**
  * The name under which this rexd (`self`) trusts the rexd of `host`: a peer.
  * In the per-user installation every rexd of a cluster runs for one user, so
- * it is HOST.USER with this rexd's USER. A root installation's host identity
- * changes this function and {@link isPeerIdentity}, nothing else of joining.
+ * it is HOST.USER with this rexd's USER. In a root installation the host
+ * controller's identity is the host key HOST, and its peers are the other
+ * hosts' keys: HOST (docs/ROOT.md section 7).
  */
 export function peerIdentity(host: string, self: string): string {
+  if (isHostKeyName(self)) return host;
   const me = parseIdentityName(self);
   if (typeof me === 'string') throw new RexError(ErrorCodes.USAGE, me);
   return `${host}.${me.user}`;
@@ -85,8 +87,16 @@ export function peerIdentity(host: string, self: string): string {
 
 /** True when `name` is the identity of another host's rexd for this rexd `self` (never a program key, never another user). */
 export function isPeerIdentity(name: string, self: string): boolean {
+  if (isHostKeyName(self)) return isHostKeyName(name) && name !== self;
   const p = parseIdentityName(name);
   const me = parseIdentityName(self);
   if (typeof p === 'string' || typeof me === 'string') return false;
   return p.program === undefined && me.program === undefined && p.user === me.user && p.host !== me.host;
+}
+
+/** The HOST of a rexd's identity: a host key's name is the host, HOST.USER[.PROGRAM] names it first; undefined for a malformed name. */
+export function hostOfIdentity(name: string): string | undefined {
+  if (isHostKeyName(name)) return name;
+  const p = parseIdentityName(name);
+  return typeof p === 'string' ? undefined : p.host;
 }

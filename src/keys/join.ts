@@ -8,12 +8,13 @@
  */
 import type { ServerEntry } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
+import { HOST_ROUTE } from '../protocol/route.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { addPeerGrant, isRevoked } from './admin.js';
 import { certInfo } from './certs.js';
 import { REX_KEY_SOFTWARE, tokenPinRefusal } from './enroll.js';
 import { HostsFile } from './hosts.js';
-import { isPeerIdentity, parseIdentityName } from './identity.js';
+import { hostOfIdentity, isHostKeyName, isPeerIdentity } from './identity.js';
 import type { KeyStore, OwnIdentity } from './store.js';
 import { connectPinned } from './tls.js';
 import { enrollProof, type Token } from './tokens.js';
@@ -49,8 +50,8 @@ export interface JoinResult {
 export async function joinCluster(opts: { entry: ServerEntry; own: OwnIdentity; store: KeyStore; token: Token; advertise: { address?: string; port: number }; timeoutMs?: number }): Promise<JoinResult> {
   const { entry, own, store, token } = opts;
   const label = `${entry.name}@${entry.address}:${entry.port}`;
-  const me = parseIdentityName(own.name);
-  if (typeof me === 'string') throw new RexError(ErrorCodes.USAGE, me);
+  const me = hostOfIdentity(own.name);
+  if (me === undefined) throw new RexError(ErrorCodes.USAGE, `"${own.name}" is neither HOST.USER nor a host key HOST`);
   const { sock, cert } = await connectPinned({
     host: entry.address,
     port: entry.port,
@@ -59,9 +60,11 @@ export async function joinCluster(opts: { entry: ServerEntry; own: OwnIdentity; 
     label,
     pin: (c) => (c ? tokenPinRefusal(token, c, 'joining') : 'presented no certificate'),
   });
+  // A root installation joins with its host key, and asks the member's monitor for its host controller (docs/ROOT.md section 7).
+  if (isHostKeyName(own.name)) sock.write(HOST_ROUTE);
   // Members introduce each other for a while (one INTRODUCE per member): allow for it.
   const timeoutMs = Math.max(30_000, opts.timeoutMs ?? 5000);
-  const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: REX_KEY_SOFTWARE, host: me.host }, label, timeoutMs });
+  const conn = new Connection(sock, { initiator: true, local: { role: 'client', software: REX_KEY_SOFTWARE, host: me }, label, timeoutMs });
   try {
     await conn.handshake();
     const m = await conn.request(
@@ -92,7 +95,7 @@ export async function joinCluster(opts: { entry: ServerEntry; own: OwnIdentity; 
       }
       if (!store.knownById(info.id)) store.addKnown(info.pem, `introduced by ${k.name}`, `certificate of ${info.name}`);
       addPeerGrant(store, info.name);
-      hosts.upsert({ name: (parseIdentityName(info.name) as { host: string }).host, address: x.address, port: x.port, identity: info.name, id: info.id, via: `introduced-by=${k.name}` });
+      hosts.upsert({ name: hostOfIdentity(info.name)!, address: x.address, port: x.port, identity: info.name, id: info.id, via: `introduced-by=${k.name}` });
       members.push({ ...base, trusted: true, ...(x.error !== undefined ? { problem: `${k.name} could not introduce this host to it: ${x.error}` } : {}) });
     }
     return { server: m.server, serverId: m.serverId, name: m.name, id: m.id, members };

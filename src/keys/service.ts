@@ -22,7 +22,7 @@ import { certInfo, type CertInfo } from './certs.js';
 import { decide, GrantsFile, type Decision, type Requester } from './grants.js';
 import { addPeerGrant, isRevoked } from './admin.js';
 import { HostsFile } from './hosts.js';
-import { isPeerIdentity, parseIdentityName, peerIdentity } from './identity.js';
+import { hostOfIdentity, isHostKeyName, isPeerIdentity, parseIdentityName, peerIdentity } from './identity.js';
 import type { KeyStore, OwnIdentity } from './store.js';
 import { proofMatches, TokenStore } from './tokens.js';
 
@@ -30,7 +30,7 @@ import { proofMatches, TokenStore } from './tokens.js';
 export interface KeysContext {
   config: RexConfig;
   store: KeyStore;
-  /** This daemon's identity name (HOST.USER). */
+  /** This daemon's identity name: HOST.USER, or HOST for a root installation's host controller (docs/ROOT.md section 7). */
   name: string;
   /** This daemon's key (loaded at start). */
   own: () => OwnIdentity;
@@ -110,6 +110,15 @@ export class KeysService {
     const { config, name } = this.ctx;
     const cur = this.grantsNow();
     if (cur.error) return { ok: false, reason: `access to ${name} is refused: ${cur.error.where ? `${cur.error.where}: ` : ''}${cur.error.message}` };
+    // The host controller: its peers are the host keys it knows, unless revoked; it has no users to grant.
+    if (this.hostMode) {
+      const known = this.ctx.store.knownById(who.id);
+      if (!isHostKeyName(who.name) || who.program !== undefined || who.hostbased) return { ok: false, reason: `${name}'s host controller serves other hosts' keys only, not ${who.name}` };
+      if (!known || known.name !== who.name) return { ok: false, reason: `host key ${who.id} (${who.name}) is not known on ${name}; a host joins with \`rex_key --join\`` };
+      const rev = cur.grants.revoked.find((r) => r.id === who.id);
+      if (rev) return { ok: false, reason: `host key ${who.id} (${who.name}) was revoked${rev.at ? ` at ${rev.at}` : ''} on ${name}` };
+      return { ok: true, grant: { name: who.name, line: 0 } };
+    }
     // Root installation: the same user on a joined host is this user's own rexd there, as every rexd of a user's
     // cluster is a peer in the per-user installation; a revoke line for that host's key still refuses it.
     if (who.hostbased && who.name === `${who.name.split('.')[0]}.${this.user}`) {
@@ -123,6 +132,11 @@ export class KeysService {
       ...(fn !== undefined ? { function: fn } : {}),
       hostAddress: (n) => (config.servers.find((s) => s.name === n) ?? this.members().find((s) => s.name === n))?.address,
     });
+  }
+
+  /** True in a root installation's host controller, whose identity is the host key HOST (docs/ROOT.md section 7). */
+  private get hostMode(): boolean {
+    return isHostKeyName(this.ctx.name);
   }
 
   /** The USER part of this daemon's identity. */
@@ -174,6 +188,7 @@ export class KeysService {
       throw deny(`address ${from.address} is not in the clients list of ${config.hostName} (rex.rc clients: ${config.clients.join(', ')})`);
     }
     if (!cert) throw deny('no client certificate: REX peers authenticate with their key (rex_key --create)');
+    if (this.hostMode) return this.authenticateHost(from, hello, cert);
     const claimed = parseIdentityName(cert.name);
     if (typeof claimed === 'string') throw deny(`the certificate's name is not an identity: ${claimed}`);
     if (hello.role === 'daemon') throw deny('role daemon is for answers only');
@@ -214,6 +229,35 @@ export class KeysService {
     this.ctx.txlog.record({ kind: 'auth', identity: s.identity, identityId: cert.id, fromHost: s.fromHost, peerAddress: from.address, outcome: 'ok' });
   }
 
+  /**
+   * The host controller's HELLO (docs/ROOT.md section 7): the monitor routed here a host key, known (a member's
+   * host controller, to INTRODUCE) or not (a host that may only JOIN with a token bound to its name).
+   */
+  private authenticateHost(from: Endpoint, hello: PeerHello, cert: CertInfo): void {
+    const { store, name } = this.ctx;
+    const p = from.session;
+    if (p.state !== 'pending' || p.transport !== 'tls') throw new ProtocolError('UNEXPECTED', 'HELLO on a session that has one');
+    const deny = (reason: string) => this.ctx.txlog.deny(from, reason);
+    if (!isHostKeyName(cert.name)) throw deny(`${name}'s host controller serves host keys (HOST) only, not ${cert.name}`);
+    if (hello.role === 'daemon') throw deny('role daemon is for answers only');
+    if (hello.host !== undefined && hello.host !== cert.name) throw deny(`HELLO says host "${hello.host}", but key ${cert.id} belongs to host ${cert.name}`);
+    const known = store.knownById(cert.id);
+    if (known && known.name !== cert.name) throw deny(`key ${cert.id} is known here as ${known.name}, but its certificate claims to be ${cert.name}; refusing the impostor`);
+    const requester: Requester = { id: cert.id, name: cert.name, address: from.address };
+    const a: Authenticated = { identity: cert.name, cert, requester, programKey: false, ...(known ? { known } : {}) };
+    if (!known) {
+      from.session = toRestricted(p, a, `unknown host key ${cert.id} (claims to be host ${cert.name}); it may only JOIN, with a token from \`rex_key --invite --join ${cert.name}\` on a member`);
+      return;
+    }
+    const d = this.check(requester, true);
+    if (!d.ok) {
+      from.session = toRestricted(p, a, d.reason);
+      return;
+    }
+    const s = (from.session = toPeer(p, { ...a, known }));
+    this.ctx.txlog.record({ kind: 'auth', identity: s.identity, identityId: cert.id, fromHost: cert.name, peerAddress: from.address, outcome: 'ok', reason: 'host key, known to the host controller' });
+  }
+
   // ------------------------------------------------------------ enrollment
 
   /** Serves ENROLL: a new key with a one-time token, a re-sent known key, or a rotated key. */
@@ -225,6 +269,7 @@ export class KeysService {
     const cert = session.cert;
     const restricted = session.state === 'restricted' ? session.reason : undefined;
     const answer = (n: string, id: string, already: boolean): Reply => ({ type: 'ENROLLED', server: name, serverId: this.ctx.own().id, name: n, id, already });
+    if (this.hostMode) throw deny(`${name}'s host controller enrolls no key: a host joins with \`rex_key --join\`, a user's key enrolls with that user's session controller`);
     if (m.secret === undefined) {
       if (!session.known) throw deny(restricted ?? `unknown key ${cert.id}`);
       if (m.cert === undefined) return answer(cert.name, cert.id, true);
@@ -335,7 +380,7 @@ export class KeysService {
     const k = store.addKnown(cert.pem, 'join', 'joining host certificate');
     if (from.session.state === 'peer' || from.session.state === 'restricted') from.session = enrolled(from.session, k);
     addPeerGrant(store, k.name);
-    const host = (parseIdentityName(k.name) as { host: string }).host;
+    const host = hostOfIdentity(k.name)!;
     // A wildcard listen address says nothing about where others reach it: the address it came from does.
     const address = m.address && !/^(0\.0\.0\.0|::|\*)$/.test(m.address) ? m.address : from.address;
     this.hosts.upsert({ name: host, address, port: m.port, identity: k.name, id: k.id, via: 'join' });
@@ -399,7 +444,7 @@ export class KeysService {
     const already = clash !== undefined;
     if (!already) store.addKnown(info.pem, `introduced by ${by}`, 'introduced certificate');
     addPeerGrant(store, info.name);
-    const host = (parseIdentityName(info.name) as { host: string }).host;
+    const host = hostOfIdentity(info.name)!;
     this.hosts.upsert({ name: host, address: m.address, port: m.port, identity: info.name, id: info.id, via: `introduced-by=${by}` });
     this.ctx.membersChanged?.();
     req.note({ reason: `${info.name} (key ${info.id}) at ${m.address}:${m.port} introduced by ${by}${already ? ' (already known)' : ''}` });

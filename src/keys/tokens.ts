@@ -25,7 +25,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import { appendFileSync, closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { base32, groupId, parseId } from './id.js';
-import { parseIdentityName } from './identity.js';
+import { isHostKeyName, parseIdentityName } from './identity.js';
 import { writeFileAtomic } from './store.js';
 
 /** A parsed token. */
@@ -47,8 +47,9 @@ export function parseToken(text: string): Token {
   const parts = t.split(':');
   if (parts.length !== 4) throw bad(`expected 4 parts separated by ":", found ${parts.length}`);
   const name = parts[1]!;
-  const p = parseIdentityName(name);
-  if (typeof p === 'string' || p.program !== undefined) throw bad(`the server part "${name.slice(0, 60)}" is not HOST.USER`);
+  // HOST.USER: a user's rexd (the per-user installation); HOST: a root installation's host controller (join tokens).
+  const p = isHostKeyName(name) ? undefined : parseIdentityName(name);
+  if (typeof p === 'string' || p?.program !== undefined) throw bad(`the server part "${name.slice(0, 60)}" is neither HOST.USER nor HOST`);
   if (!/^[A-Z2-7]{32}$/.test(parts[2]!) || !parseId(parts[2]!)) throw bad('the server key ID (third part) must be 32 characters A-Z and 2-7');
   if (!/^[A-Z2-7]{32}$/.test(parts[3]!)) throw bad('the secret (fourth part) must be 32 characters A-Z and 2-7');
   if (!TOKEN_RE.test(t)) throw bad('unexpected characters'); // unreachable while the checks above mirror TOKEN_RE
@@ -162,7 +163,8 @@ export class TokenStore {
    * given). Drops used and expired tokens from the file first.
    */
   issue(server: string, serverId: string, ttlMs: number, binding: TokenBinding, now = Date.now()): { token: string; expires: Date } {
-    const subject = parseIdentityName(binding.subject);
+    // A join token of a root installation is for a host key (HOST); every other token for HOST.USER[.PROGRAM].
+    const subject = binding.join && isHostKeyName(binding.subject) ? undefined : parseIdentityName(binding.subject);
     if (typeof subject === 'string') throw new RexError(ErrorCodes.USAGE, `a token is issued for one identity: ${subject}`);
     const secret = base32(randomBytes(20));
     const expires = new Date(now + ttlMs);

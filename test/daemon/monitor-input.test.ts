@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import type { Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ROUTE_PREFACE_MAX, readPreface, routePreface } from '../../src/daemon/monitor.js';
+import { HOST_ROUTE, ROUTE_PREFACE_MAX, readPreface, routePreface, type Route } from '../../src/daemon/monitor.js';
 import { mapRemoteUser } from '../../src/daemon/accounts.js';
 import { SessionChannel, type ChannelMessage } from '../../src/daemon/channel.js';
 import { loadAddon } from '../../src/util/native.js';
@@ -18,7 +18,7 @@ import { runs } from '../helpers/property.js';
  * Feeds `chunks` to readPreface as a connection would deliver them, then ends the stream. `rest` is what the
  * monitor relays to the controller: the bytes readPreface read past the line, then what it left in the stream.
  */
-async function preface(chunks: Buffer[], timeoutMs = 2000): Promise<{ user: string; rest: Buffer }> {
+async function preface(chunks: Buffer[], timeoutMs = 2000): Promise<{ route: Route; rest: Buffer }> {
   const s = new PassThrough();
   const p = readPreface(s as unknown as Socket, timeoutMs);
   for (const c of chunks) s.write(c);
@@ -27,18 +27,22 @@ async function preface(chunks: Buffer[], timeoutMs = 2000): Promise<{ user: stri
   const r = await p;
   const left: Buffer[] = [];
   for (let b = s.read() as Buffer | null; b !== null; b = s.read() as Buffer | null) left.push(b);
-  return { user: r.user, rest: Buffer.concat([r.rest, ...left]) };
+  return { route: r.route, rest: Buffer.concat([r.rest, ...left]) };
 }
 
 describe('the route preface', () => {
-  it('reads the user and hands on the bytes after the line, however the line is split', async () => {
-    const line = Buffer.from(routePreface('alice'));
-    const after = Buffer.from('REX!\r\n\x1a\nframe');
-    const whole = Buffer.concat([line, after]);
-    for (let cut = 1; cut < whole.length; cut++) {
-      const r = await preface([whole.subarray(0, cut), whole.subarray(cut)]);
-      expect(r.user).toBe('alice');
-      expect(r.rest.equals(after)).toBe(true);
+  it('reads the user, or the host controller, and hands on the bytes after the line, however the line is split', async () => {
+    for (const [text, route] of [
+      [routePreface('alice'), { user: 'alice' }],
+      [HOST_ROUTE, { host: true }],
+    ] as const) {
+      const after = Buffer.from('REX!\r\n\x1a\nframe');
+      const whole = Buffer.concat([Buffer.from(text), after]);
+      for (let cut = 1; cut < whole.length; cut++) {
+        const r = await preface([whole.subarray(0, cut), whole.subarray(cut)]);
+        expect(r.route).toEqual(route);
+        expect(r.rest.equals(after)).toBe(true);
+      }
     }
   });
 
@@ -49,8 +53,10 @@ describe('the route preface', () => {
     ['extra fields', 'REX-ROUTE user=alice host=beta\n'],
     ['a CR before the newline', 'REX-ROUTE user=alice\r\n'],
     ['a name of 64 characters', `REX-ROUTE user=${'a'.repeat(64)}\n`],
+    ['host with a name', 'REX-ROUTE host=beta\n'],
+    ['host and a user', 'REX-ROUTE host user=alice\n'],
   ])('refuses %s', async (_what, text) => {
-    await expect(preface([Buffer.from(text)])).rejects.toThrow(/the first line is not "REX-ROUTE user=NAME"/);
+    await expect(preface([Buffer.from(text)])).rejects.toThrow(/the first line is not "REX-ROUTE user=NAME" nor "REX-ROUTE host"/);
   });
 
   it(`refuses a line longer than ${ROUTE_PREFACE_MAX} bytes without reading on, and a connection that ends or stalls first`, async () => {
@@ -69,7 +75,8 @@ describe('the route preface', () => {
         );
         if (r instanceof Error) expect(r.message).toMatch(/route preface|REX-ROUTE|no newline/);
         else {
-          expect(r.user).toMatch(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/);
+          if ('user' in r.route) expect(r.route.user).toMatch(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/);
+          else expect(r.route).toEqual({ host: true });
           expect(Buffer.concat(chunks.map((c) => Buffer.from(c))).subarray(0, ROUTE_PREFACE_MAX).includes(0x0a)).toBe(true);
         }
       }),

@@ -94,8 +94,9 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       if (made.status !== 0) throw new Error(`rex_key --create --host-key: ${made.stderr}`);
       certs[h] = keys[h]!.load(h).certPem;
     }
-    keys.alpha!.addKnown(certs.beta!, 'test');
-    keys.beta!.addKnown(certs.alpha!, 'test');
+    // As an administrator places them (docs/ROOT.md section 3): in the host controller's store (root-join.test.ts joins instead).
+    new KeyStore(join(state.alpha!, 'host')).addKnown(certs.beta!, 'test');
+    new KeyStore(join(state.beta!, 'host')).addKnown(certs.alpha!, 'test');
     for (const h of ['alpha', 'beta']) {
       const d = spawn(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
       d.stderr!.setEncoding('utf8');

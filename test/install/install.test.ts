@@ -22,7 +22,9 @@ function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 const haveAnalyze = have('systemd-analyze');
+const haveSysusers = have('systemd-sysusers');
 if (!haveAnalyze) console.log('install.test: systemd-analyze not found (package systemd): the unit is not verified');
+if (!haveSysusers) console.log('install.test: systemd-sysusers not found (package systemd): rex.conf is not checked');
 
 let tmp: string;
 let dest: string;
@@ -70,6 +72,7 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
       'usr/share/doc/rex/examples/test_rfork_1.c',
       'etc/rex/rex.rc',
       'usr/lib/systemd/system/rexd.service',
+      'usr/lib/sysusers.d/rex.conf',
       'usr/lib/rex/package.json',
       'usr/lib/rex/installed.json',
       'usr/lib/rex/native/build/Release/rex_addon.node',
@@ -177,6 +180,18 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
     expect(r.status, r.stderr).toBe(0);
     // Unknown keys are only warnings: any output is a finding.
     expect(r.stderr.trim()).toBe('');
+  });
+
+  // claim: install.sysusers
+  it.skipIf(!haveSysusers)("sysusers.d/rex.conf makes rex.rc host-user's default account, rex, a system account", () => {
+    const root = mkdtempSync(join(tmp, 'sysusers-'));
+    mkdirSync(join(root, 'etc'));
+    const r = spawnSync('systemd-sysusers', ['--dry-run', `--root=${root}`, inTree('usr/lib/sysusers.d/rex.conf')], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/Creating user '?rex'? \(REX host controller\) with UID (\d+)/);
+    const uid = Number(/with UID (\d+)/.exec(r.stdout + r.stderr)![1]);
+    expect(uid).toBeGreaterThan(0);
+    expect(uid).toBeLessThan(1000); // a system account
   });
 });
 

@@ -136,12 +136,19 @@ describe('enrollment tokens', () => {
     expect(formatToken(t)).toBe(token);
   });
 
+  it("reads a root installation's join token, whose server is a host key HOST (docs/ROOT.md section 7)", () => {
+    const token = `rex1:beta:${'A'.repeat(32)}:${'B2'.repeat(16)}`;
+    const t = parseToken(token);
+    expect(t.server).toBe('beta');
+    expect(formatToken(t)).toBe(token);
+  });
+
   it.each([
     ['', 'it does not start with "rex1:"'],
     ['rex2:beta.bob:x:y', 'it does not start with "rex1:"'],
     ['rex1:beta.bob:AAAA', 'expected 4 parts separated by ":", found 3'],
-    [`rex1:beta:${'A'.repeat(32)}:${'B'.repeat(32)}`, 'the server part "beta" is not HOST.USER'],
-    [`rex1:beta.bob.prog:${'A'.repeat(32)}:${'B'.repeat(32)}`, 'is not HOST.USER'],
+    [`rex1:be%ta:${'A'.repeat(32)}:${'B'.repeat(32)}`, 'the server part "be%ta" is neither HOST.USER nor HOST'],
+    [`rex1:beta.bob.prog:${'A'.repeat(32)}:${'B'.repeat(32)}`, 'is neither HOST.USER nor HOST'],
     [`rex1:beta.bob:${'A'.repeat(31)}:${'B'.repeat(32)}`, 'the server key ID (third part) must be 32 characters'],
     [`rex1:beta.bob:${'A'.repeat(32)}:${'b'.repeat(32)}`, 'the secret (fourth part) must be 32 characters'],
     [`rex1:beta.bob:${'A'.repeat(32)}:${'B'.repeat(500)}`, 'characters, a token has fewer than 300'],
