@@ -9,11 +9,16 @@
 //   3. 100 MB of stdout: rexecve()'s stub against `ssh cat`.
 // The ssh peer needs sshd (openssh-server): when it is missing, the setup tries
 // `apt-get install openssh-server` as root; otherwise that peer is skipped with a note.
+// It is measured as users run ssh: as root the bench logs into a dedicated account
+// (rexbench-ssh) whose shell is /bin/sh and whose home has no rc files, with no
+// motd or last-log lines; not as root, into this user with `exec` before the
+// command, and the output says that the user's shell still starts (bash sourcing
+// ~/.bashrc for sshd, for instance, is then part of the ssh figure).
 // Run: `node bench/exec.mjs [N]` after `npx tsc` and `make -C native`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCluster } from '../dist/cluster/cluster.js';
@@ -60,6 +65,26 @@ function buildStub() {
   return bin;
 }
 
+/**
+ * The account the ssh peer logs into: as root a dedicated one with /bin/sh and an empty home (nothing of a
+ * login shell's rc files), otherwise this user. `who` says which, for the output.
+ */
+function sshAccount(dir) {
+  if (process.getuid?.() !== 0) {
+    return { user: userInfo().username, prefix: ['exec'], who: `this user (${userInfo().username}, shell ${userInfo().shell}), commands prefixed with exec: the shell's own start (rc files) is in the figure`, remove: () => {} };
+  }
+  const user = 'rexbench-ssh';
+  const home = join(dir, 'home');
+  mkdirSync(home, { mode: 0o755 });
+  spawnSync('userdel', [user], { stdio: 'ignore' });
+  const made = spawnSync('useradd', ['--system', '--shell', '/bin/sh', '--home-dir', home, '--no-create-home', user], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`useradd ${user}: ${made.stderr}`);
+  execFileSync('chown', [user, home]);
+  // useradd leaves the password locked ("!"), which sshd without PAM takes as a locked account; "*" is no password, not locked.
+  execFileSync('usermod', ['-p', '*', user]);
+  return { user, prefix: [], who: `${user}, shell /bin/sh, an empty home (no rc files), no motd or last-log`, remove: () => spawnSync('userdel', [user], { stdio: 'ignore' }) };
+}
+
 /** A private sshd on loopback for this user, or a reason why there is none. */
 function startSshd(dir) {
   let sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
@@ -76,28 +101,37 @@ function startSshd(dir) {
   writeFileSync(join(dir, 'authorized_keys'), execFileSync('cat', [`${key}.pub`]), { mode: 0o600 });
   const port = 20000 + (process.pid % 20000);
   const conf = join(dir, 'sshd_config');
+  const account = sshAccount(dir);
+  // sshd reads authorized_keys as the account it logs into.
+  if (process.getuid?.() === 0) execFileSync('chown', [account.user, join(dir, 'authorized_keys')]);
   writeFileSync(
     conf,
-    [`Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'StrictModes no', 'UsePAM no', `PidFile ${join(dir, 'sshd.pid')}`, 'PermitRootLogin yes'].join('\n') + '\n',
+    [`Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'StrictModes no', 'UsePAM no', 'PrintMotd no', 'PrintLastLog no', `PidFile ${join(dir, 'sshd.pid')}`, `AllowUsers ${account.user}`].join('\n') + '\n',
   );
   mkdirSync('/run/sshd', { recursive: true });
   const d = spawn(sshd, ['-D', '-e', '-f', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   d.stderr.on('data', (x) => (err += x));
-  const base = ['-i', key, '-p', String(port), '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(dir, 'known')}`, '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'];
+  const base = ['-i', key, '-p', String(port), '-l', account.user, '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(dir, 'known')}`, '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'];
+  const stop = () => {
+    d.kill();
+    account.remove();
+  };
   for (let i = 0; i < 50; i++) {
-    if (spawnSync('ssh', [...base, '127.0.0.1', 'true']).status === 0) {
+    if (spawnSync('ssh', [...base, '127.0.0.1', ...account.prefix, 'true']).status === 0) {
       const mux = [...base, '-o', 'ControlMaster=auto', '-o', `ControlPath=${join(dir, 'mux')}`, '-o', 'ControlPersist=120'];
-      return { base, mux, stop: () => d.kill() };
+      console.log(`ssh peer: OpenSSH on loopback, logging in as ${account.who}`);
+      return { base, mux, prefix: account.prefix, stop };
     }
     spawnSync('sleep', ['0.1']);
   }
-  d.kill();
+  stop();
   return { skip: `sshd did not accept a connection: ${err.trim().split('\n').pop()}` };
 }
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'rex-bench-exec-'));
+  chmodSync(dir, 0o755); // the ssh peer's account reads its authorized_keys and the 100 MB file here
   const cluster = await LocalCluster.up({ dir, hosts: 3, netns: false, loadInterval: '200ms', logLevel: 'warn' });
   let ssh;
   try {
@@ -125,9 +159,9 @@ async function main() {
     let mux;
     if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
     else {
-      line('ssh 127.0.0.1 true (full handshake)', await timeSpawn('ssh', [...ssh.base, '127.0.0.1', 'true'], env, Math.min(N, 50)));
-      spawnSync('ssh', [...ssh.mux, '127.0.0.1', 'true']);
-      mux = line('ssh 127.0.0.1 true (ControlMaster)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', 'true'], env));
+      line('ssh 127.0.0.1 true (full handshake)', await timeSpawn('ssh', [...ssh.base, '127.0.0.1', ...ssh.prefix, 'true'], env, Math.min(N, 50)));
+      spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true']);
+      mux = line('ssh 127.0.0.1 true (ControlMaster)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true'], env));
     }
     console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
     if (mux) {
@@ -156,7 +190,7 @@ async function main() {
 
     console.log('\n## 100 MB of stdout');
     const big = join(dir, 'big.bin');
-    writeFileSync(big, randomBytes(100 << 20));
+    writeFileSync(big, randomBytes(100 << 20), { mode: 0o644 });
     const want = createHash('sha256').update(execFileSync('cat', [big], { maxBuffer: 200 << 20 })).digest('hex');
     const through = (cmd, args) => {
       const t = process.hrtime.bigint();
@@ -168,7 +202,7 @@ async function main() {
     const rexMB = through(stub, ['beta', '/bin/cat', 'cat', big]);
     console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s`);
     if (!ssh.skip) {
-      const sshMB = through('ssh', [...ssh.mux, '127.0.0.1', 'cat', big]);
+      const sshMB = through('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'cat', big]);
       console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s`);
       console.log(`ratio rex / ssh throughput: ${(rexMB / sshMB).toFixed(2)}x (target >= 1x)`);
     }
