@@ -24,9 +24,7 @@ const MODULES: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['run'], load: async () => (await import('./commands/run.js')).registerRunCommands },
 ];
 
-const program = new Command('rex')
-  .description('REX: Remote EXecution Services')
-  .version(process.env.npm_package_version ?? '0.1.0');
+const program = new Command('rex').description('REX: Remote EXecution Services');
 
 // `rex run ...`: register only run. Anything else (help, a typo, no argument) registers
 // everything, in this order, so that help lists every command and commander can suggest one.

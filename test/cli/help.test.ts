@@ -37,7 +37,7 @@ describe('rex help with commands loaded on demand', () => {
 
   it('an unknown command is a usage error that suggests the nearest one', () => {
     const r = rex(['runn', 'x']);
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2);
     expect(r.stderr).toContain("error: unknown command 'runn'");
     expect(r.stderr).toContain('(Did you mean run?)');
   });

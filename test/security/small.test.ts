@@ -72,7 +72,7 @@ describe('error texts quote untrusted input bounded', () => {
       c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       c.on('close', (code) => resolve({ code, stderr }));
     });
-    expect(r.code).toBe(1); // commander's status for an unknown option
+    expect(r.code).toBe(2); // a usage error (rex(1), EXIT STATUS)
     expect(r.stderr).toMatch(/unknown option '--x+\.\.\. \(\d+ bytes\)/);
     expect(r.stderr.length).toBeLessThan(1000);
   });
