@@ -148,7 +148,7 @@ describe('closed output', () => {
       expect({ bin, ...r }).toEqual({ bin, code: 141, stderr: '' });
     }
     writeFileSync(join(tmp, 'ok.rc'), 'log-level : info\n');
-    expect(await withClosedStdout('rex', ['config', 'show', '--file', join(tmp, 'ok.rc')])).toEqual({ code: 141, stderr: '' });
+    expect(await withClosedStdout('rex', ['config', 'show', '-c', join(tmp, 'ok.rc')])).toEqual({ code: 141, stderr: '' });
   });
 
   describe('with a rexd', () => {
