@@ -104,6 +104,8 @@ describe('usage errors other than an unknown flag also exit 2', () => {
       ['rex', ['ping', '-n', 'x'], /^rex: error: --count x: expected 1\.\.100000\n/],
       ['rtop', ['-d', '0'], /^rtop: error: --delay 0: expected seconds from 0\.1 to 3600\n/],
       ['rexd', ['--stop', '--status'], /^rexd: error: --stop and --status go alone\n/],
+      ['rexd', ['--json'], /^rexd: error: --json goes with --status\n/],
+      ['rexd', ['--set'], /^rexd: error: option '-s, --set <key=value>' argument missing\n/],
       ['rex_key', [], /^rex_key: error: say what to do: --create, --list/],
       ['repdb', ['-x', '-d', '/dev/null'], /^repdb: error: choose one output/],
     ];
