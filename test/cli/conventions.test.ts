@@ -75,6 +75,7 @@ describe.each(TABLE.map(([bin, path]) => ({ name: label(bin, path), bin, path })
     expect(r.stdout).toMatch(/-h, --help +display help for command/);
   });
 
+  // claim: cli.conventions
   it('an unknown flag: one message naming it and pointing to --help, exit status 2', async () => {
     const r = await run(bin, [...path, '--bogus-flag']);
     expect(r.code).toBe(2);
@@ -147,6 +148,7 @@ describe('rex completion', () => {
   const script = (shell: string) => run('rex', ['completion', shell]);
   const have = (shell: string) => spawnSync(shell, ['-c', 'true']).status === 0;
 
+  // claim: cli.completion
   it('bash: bash -n accepts it, and it completes every command and subcommand --help lists, and their options', async () => {
     const r = await script('bash');
     expect(r).toMatchObject({ code: 0, stderr: '' });
