@@ -173,7 +173,7 @@ describe('rex completion', () => {
     }
   });
 
-  it.skipIf(!have('zsh'))('zsh: zsh -n accepts it, and it names every command', async () => {
+  it.skipIf(!have('zsh'))('zsh: zsh -n accepts it, it names every command, and completes commands, subcommands and choices', async () => {
     const r = await script('zsh');
     expect(r).toMatchObject({ code: 0, stderr: '' });
     expect(r.stdout.split('\n')[0]).toBe('#compdef rex');
@@ -181,6 +181,19 @@ describe('rex completion', () => {
     writeFileSync(file, r.stdout);
     expect(spawnSync('zsh', ['-n', file], { encoding: 'utf8' })).toMatchObject({ status: 0, stderr: '' });
     for (const p of REX_COMMANDS) expect(r.stdout).toContain(`'${p.at(-1)}:`);
+    // Completes as zsh would, with _describe and _files standing in for the completion system's output.
+    const harness = [
+      'autoload -Uz compinit && compinit -D -u',
+      `source ${file}`,
+      '_describe() { shift 3; local -a a; a=("${(@P)1}"); print -r -- ${a%%:*}; }',
+      '_files() { print FILES; }',
+      't() { words=(rex "$@"); CURRENT=$#words; _rex; }',
+      "t ''", "t cluster ''", "t cluster up --dir ''", "t completion ''",
+    ].join('\n');
+    const lines = spawnSync('zsh', ['-f', '-c', harness], { encoding: 'utf8', env: { ...process.env, HOME: tmp } }).stdout.split('\n');
+    expect(lines[0]!.split(' ').filter((w) => w !== 'help')).toEqual(listed((await run('rex', ['--help'])).stdout));
+    expect(lines[1]!.split(' ').filter((w) => w !== 'help')).toEqual(listed((await run('rex', ['cluster', '--help'])).stdout));
+    expect(lines.slice(2, 4)).toEqual(['FILES', 'bash zsh fish']);
   });
 
   it.skipIf(!have('fish'))('fish: fish accepts it, and completes the commands and options --help lists', async () => {
