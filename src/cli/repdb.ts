@@ -56,7 +56,6 @@ see docs/ENTRYPOINTS.md. Errors are reported as FILE:LINE: error: MESSAGE.`;
 
 const program = new Command('repdb')
   .description('Remote entry-point database: ELF/DWARF to entry-point XML, SQL and typed stubs')
-  .version(process.env.npm_package_version ?? '0.1.0')
   .argument('[file]', 'ELF object or entry-point XML; - or absent: stdin')
   .option('-g, --debug-info', 'read the entry points from the ELF object\'s DWARF (-g) information')
   .option('-x, --xml-out', 'write entry-point XML (the default with -g)')

@@ -22,13 +22,13 @@ const MODULES: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['log'], load: async () => (await import('./commands/log.js')).registerLogCommands },
   { commands: ['call', 'entries'], load: async () => (await import('./commands/call.js')).registerCallCommands },
   { commands: ['run'], load: async () => (await import('./commands/run.js')).registerRunCommands },
+  // Last: its script is made from every command registered before it (`rex completion` registers them all).
+  { commands: [], load: async () => (await import('./commands/completion.js')).registerCompletionCommand },
 ];
 
-const program = new Command('rex')
-  .description('REX: Remote EXecution Services')
-  .version(process.env.npm_package_version ?? '0.1.0');
+const program = new Command('rex').description('REX: Remote EXecution Services');
 
-// `rex run ...`: register only run. Anything else (help, a typo, no argument) registers
+// `rex run ...`: register only run. Anything else (help, completion, a typo, no argument) registers
 // everything, in this order, so that help lists every command and commander can suggest one.
 const first = process.argv[2];
 const only = MODULES.find((m) => first !== undefined && m.commands.includes(first));

@@ -119,11 +119,19 @@ async function create(opts: Opts): Promise<void> {
     if (process.getuid?.() !== 0) throw new RexError(ErrorCodes.USAGE, '--host-key: only root makes the host key of a root installation', { hint: 'run it as root (sudo rex_key --create --host-key)' });
     if (opts.program) throw new RexError(ErrorCodes.USAGE, '--host-key and --program go apart: a host key stands for the host');
     const id = await store.create(loaded.config.hostName, { force: opts.force ?? false });
+    if (opts.json) {
+      out(toJson({ name: id.name, id: id.id, keyFile: id.keyFile, certFile: id.certFile, hostKey: true }));
+      return;
+    }
     out(`created host key ${id.name}\n  ID   ${id.id}\n  key  ${id.keyFile} (mode 0600)\n  cert ${id.certFile}\n`);
     return;
   }
   const name = opts.program ? `${me}.${opts.program}` : me;
   const id = await store.create(name, { force: opts.force ?? false });
+  if (opts.json) {
+    out(toJson({ name: id.name, id: id.id, keyFile: id.keyFile, certFile: id.certFile }));
+    return;
+  }
   out(`created ${id.name}\n  ID   ${id.id}\n  key  ${id.keyFile} (mode 0600)\n  cert ${id.certFile}\nNext: send it to the cluster with \`rex_key --distribute\` (a new host needs a token from \`rex_key --invite\` there).\n`);
 }
 
@@ -196,6 +204,10 @@ async function doInvite(opts: Opts): Promise<void> {
   if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
   const t = invite(store, own, ttl, { subject: opts.for, ...(keyId ? { keyId } : {}), ...(opts.replace ? { replace: true } : {}) });
   const known = store.known().filter((k) => k.name === opts.for);
+  if (opts.json) {
+    out(toJson({ token: t.token, expires: t.expires.toISOString(), for: opts.for, ...(keyId ? { key: keyId } : {}), replace: opts.replace === true, server: me, serverId: own.id, knownKeys: known.map((k) => k.id) }));
+    return;
+  }
   out(`One-time enrollment token for ${opts.for}${keyId ? ` (key ${keyId} only)` : ''} to enroll with ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
   out(`On the client host run:  rex_key --distribute --token ${t.token}\nIt will check that this host's key is ${own.id} before sending anything.\n`);
   if (known.length > 0 && opts.replace) {
@@ -219,6 +231,10 @@ async function inviteJoin(opts: Opts): Promise<void> {
   if (ttl <= 0) throw new RexError(ErrorCodes.USAGE, `--expires ${opts.expires} is in the past`);
   const known = store.known().filter((k) => k.name === subject);
   const t = invite(store, own, ttl, { subject, join: true, ...(keyId ? { keyId } : {}) });
+  if (opts.json) {
+    out(toJson({ token: t.token, expires: t.expires.toISOString(), join: host, for: subject, ...(keyId ? { key: keyId } : {}), server: me, serverId: own.id, knownKeys: known.map((k) => k.id) }));
+    return;
+  }
   out(`One-time join token for host ${host} (its rexd, ${subject}${keyId ? `, key ${keyId} only` : ''}) to join the cluster through ${me} (key ${own.id}), valid until ${t.expires.toISOString()}:\n\n  ${t.token}\n\n`);
   out(`On ${host} run:  rex_key --join ${loaded.config.hostName}\nand paste the token (or give it with --token, where other users can see it in ps).\n`);
   out(`It checks that this host's key is ${own.id} before sending anything; ${host} then becomes a peer of every member. Grants for users and programs stay yours to give (rex_key --grant).\n`);
@@ -385,7 +401,7 @@ const program = new Command('rex_key')
   .option('-j, --join <host>', 'join the cluster of member HOST (the token on stdin, or --token); with --invite: a token for host HOST to join')
   .option('--replace', 'with --invite: the token may replace the key known for --for NAME (a lost or compromised key)')
   .option('-e, --expires <when>', 'with --grant or --invite: a duration (30m, 2h, 7d) or an ISO-8601 time')
-  .option('--json', 'with --list: machine-readable output')
+  .option('--json', 'with --list, --create or --invite: machine-readable output')
   .option('--config <file>', 'rex.rc to read (default: $REX_CONFIG, ./rex.rc, ~/rex.rc, ...)')
   .action(async (opts: Opts) => {
     // --join is an action of its own, and with --invite names the host the token is for.
@@ -399,6 +415,7 @@ const program = new Command('rex_key')
     }
     if ((opts.functions !== undefined || opts.deny !== undefined) && !opts.grant) throw new RexError(ErrorCodes.USAGE, `--${opts.functions !== undefined ? 'functions' : 'deny'} goes with --grant`);
     if (opts.token !== undefined && actions[0] !== 'distribute' && actions[0] !== 'join') throw new RexError(ErrorCodes.USAGE, '--token goes with --distribute or --join');
+    if (opts.json && !['list', 'create', 'invite'].includes(actions[0]!)) throw new RexError(ErrorCodes.USAGE, `--json goes with --list, --create or --invite, not --${actions[0]}`);
     const run = { create, list, invite: doInvite, distribute, join, grant, revoke }[actions[0]!];
     await run(opts);
   });

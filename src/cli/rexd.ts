@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import type { LoadedConfig } from '../config/index.js';
 import { daemonPaths, readPid, type DaemonPaths } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { toJson } from './format.js';
 import { exitQuietlyOnClosedOutput, reportError, runMain } from './main.js';
 import { processAlive } from '../util/proc.js';
 
@@ -20,6 +21,7 @@ interface Opts {
   foreground?: boolean;
   stop?: boolean;
   status?: boolean;
+  json?: boolean;
   testMode?: boolean;
   session?: boolean;
   hostController?: boolean;
@@ -223,18 +225,38 @@ async function showStatus(opts: Opts): Promise<number> {
   const loaded = await load(opts);
   const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
   const pid = runningPid(paths);
+  const host = loaded.config.hostName;
+  /** What --status says, as --json prints it; the text is made from it. */
+  const status: {
+    host: string;
+    running: boolean;
+    pidFile: string;
+    pid?: number;
+    since?: string;
+    socket?: string;
+    log?: string;
+    installation?: 'root';
+    sessionControllers?: { user: string; pid: number }[];
+    listen?: string;
+    peers?: { name: string; reachable: boolean }[];
+    jobs?: number;
+    load?: number;
+    error?: string;
+  } = { host, running: pid !== undefined, pidFile: paths.pidFile };
+  const print = (text: string) => process.stdout.write(opts.json ? toJson(status) : text);
   if (pid === undefined) {
-    process.stdout.write(`rexd: host ${loaded.config.hostName} is not running (no live rexd in ${paths.pidFile})\n`);
+    print(`rexd: host ${host} is not running (no live rexd in ${paths.pidFile})\n`);
     return EXIT_STATUS_NOT_RUNNING;
   }
-  const since = new Date(statSync(paths.pidFile).mtimeMs).toISOString();
-  const lines = [`rexd: host ${loaded.config.hostName} is running (pid ${pid}) since ${since}`, `  socket: ${paths.socket}`, `  log: ${paths.logFile}`];
+  Object.assign(status, { pid, since: new Date(statSync(paths.pidFile).mtimeMs).toISOString(), socket: paths.socket, log: paths.logFile });
+  const lines = [`rexd: host ${host} is running (pid ${pid}) since ${status.since}`, `  socket: ${paths.socket}`, `  log: ${paths.logFile}`];
   if (loaded.config.installation === 'root' && process.getuid?.() === 0) {
     // root is no client of a root installation (permit-root): what runs is read from /proc instead.
     const { sessionControllers } = await import('../daemon/monitor.js');
     const ctls = sessionControllers(pid);
+    Object.assign(status, { installation: 'root', sessionControllers: ctls.map((c) => ({ user: c.user, pid: c.pid })) });
     lines.push('  installation: root', `  session controllers: ${ctls.length ? ctls.map((c) => `${c.user} (pid ${c.pid})`).join(', ') : 'none'}`);
-    process.stdout.write(lines.join('\n') + '\n');
+    print(lines.join('\n') + '\n');
     return 0;
   }
   // As an ordinary client: what the daemon itself says (a reload or a restart may have changed what rex.rc says now).
@@ -245,17 +267,23 @@ async function showStatus(opts: Opts): Promise<number> {
       const [hosts, load] = await Promise.all([c.hosts(), c.load()]);
       const self = hosts.find((h) => h.self) ?? hosts[0];
       const addr = self?.address;
-      if (addr !== undefined) lines.push(`  listen: ${addr.includes(':') ? `[${addr}]` : addr}:${self?.port ?? '?'}`);
+      if (addr !== undefined) {
+        status.listen = `${addr.includes(':') ? `[${addr}]` : addr}:${self?.port ?? '?'}`;
+        lines.push(`  listen: ${status.listen}`);
+      }
       const peers = hosts.filter((h) => h !== self);
+      status.peers = peers.map((h) => ({ name: h.name, reachable: h.reachable === true }));
       lines.push(`  peers: ${peers.length ? peers.map((h) => `${h.name} (${h.reachable ? 'reachable' : 'unreachable'})`).join(', ') : 'none'}`);
+      Object.assign(status, { jobs: load.jobs ?? 0, load: load.load });
       lines.push(`  jobs: ${load.jobs ?? 0}, load ${load.load.toFixed(2)}`);
     } finally {
       c.close();
     }
   } catch (e) {
-    lines.push(`  not answering on its socket: ${(e as Error).message}`);
+    status.error = `not answering on its socket: ${(e as Error).message}`;
+    lines.push(`  ${status.error}`);
   }
-  process.stdout.write(lines.join('\n') + '\n');
+  print(lines.join('\n') + '\n');
   return 0;
 }
 
@@ -267,6 +295,7 @@ const OPTIONS = {
   foreground: { flags: '-f, --foreground', short: 'f', type: 'boolean', help: 'stay in the foreground and log JSON lines to stderr' },
   stop: { flags: '--stop', type: 'boolean', help: 'stop the running rexd of this configuration and wait until it has exited (exit status 7 if none runs)' },
   status: { flags: '--status', type: 'boolean', help: 'say whether the rexd of this configuration runs, and how (exit status 3 if it does not)' },
+  json: { flags: '--json', type: 'boolean', help: 'with --status: print it as JSON' },
   config: { flags: '-c, --config <file>', short: 'c', type: 'string', help: 'rex.rc to use (default: ./rex.rc, ~/rex.rc, $REX_ROOT/etc/rex.rc)' },
   set: { flags: '-s, --set <key=value>', short: 's', type: 'string', multiple: true, help: 'override one rex.rc key (repeatable)' },
   'test-mode': { flags: '--test-mode', type: 'boolean', hidden: true, help: "honour REX's test switches (REX_EXEC_TEST_HIDE, REX_TEST_*): for REX's own tests only" },
@@ -276,6 +305,7 @@ const OPTIONS = {
 
 async function run(opts: Opts): Promise<void> {
   if (opts.stop && opts.status) throw new RexError(ErrorCodes.USAGE, '--stop and --status go alone');
+  if (opts.json && !opts.status) throw new RexError(ErrorCodes.USAGE, '--json goes with --status');
   if (opts.stop) process.exitCode = await stopDaemon(opts);
   else if (opts.status) process.exitCode = await showStatus(opts);
   else if (opts.foreground || opts.session) await foreground(opts);

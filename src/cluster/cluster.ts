@@ -18,7 +18,7 @@ import { KeyStore } from '../keys/store.js';
 import { RexClient } from '../runtime/client.js';
 import type { HostView as HostEntry } from '../runtime/client.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { distBin } from '../util/paths.js';
+import { distBin, shellCommand } from '../util/paths.js';
 import { NetnsNetwork, attachNetwork, hostnamePrefix, netnsAvailable, type NetnsHost } from './netns.js';
 import { createHostFs, destroyHostFs, enterPrefix, outside, type HostFs, type InstalledTree } from './mountns.js';
 import { processAlive } from '../util/proc.js';
@@ -139,7 +139,7 @@ export class LocalCluster {
     if (existsSync(LocalCluster.stateFile(dir))) {
       const old = LocalCluster.attach(dir);
       if (old.hosts.some((h) => h.pid !== undefined && processAlive(h.pid))) {
-        throw new RexError(ErrorCodes.DAEMON_ADDRESS_IN_USE, `a cluster is already running in ${dir}`, { hint: 'run `rex cluster down` first, or use another --dir' });
+        throw new RexError(ErrorCodes.DAEMON_ADDRESS_IN_USE, `a cluster is already running in ${dir}`, { hint: `run \`${shellCommand('rex')} cluster down\` first, or use another --dir` });
       }
       old.cleanup();
     }
@@ -234,7 +234,7 @@ export class LocalCluster {
       state = JSON.parse(readFileSync(file, 'utf8')) as ClusterState;
     } catch (e) {
       throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no local cluster in ${resolve(dir)} (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no cluster.json' : (e as Error).message})`, {
-        hint: 'start one with `rex cluster up`',
+        hint: `start one with \`${shellCommand('rex')} cluster up\``,
       });
     }
     const net = state.netnsId !== undefined ? attachNetwork(state.netnsId, state.hosts.flatMap((h) => (h.netns ? [h.netns] : []))) : undefined;

@@ -1,5 +1,5 @@
 /** Locations inside the package (dist/, native/build/) or its installation (docs/INSTALL.md), wherever it is. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,6 +24,31 @@ export function packageRoot(): string {
  */
 export function distBin(name: string): string {
   return join(packageRoot(), 'dist', 'bin', `${name}.js`);
+}
+
+/**
+ * How a user of this copy of REX runs program `name` from a shell, for the commands that hints print: `name` when
+ * it is on PATH as this very program (an installation, `npm link`, a global install), else `npx name`, which in a
+ * clone or a project that depends on REX runs the package's own bin (npm start's PATH has node_modules/.bin, not
+ * the clone's own programs).
+ */
+export function shellCommand(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (installed()) return name;
+  let ours: string;
+  try {
+    ours = realpathSync(distBin(name));
+  } catch {
+    return `npx ${name}`;
+  }
+  for (const dir of (env.PATH ?? '').split(':')) {
+    if (!dir) continue;
+    try {
+      if (realpathSync(join(dir, name)) === ours) return name;
+    } catch {
+      /* not there */
+    }
+  }
+  return `npx ${name}`;
 }
 
 /** What `make -C native install` records in the installed package (PREFIX/lib/rex/installed.json). */

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -45,11 +45,15 @@ describe('rex cluster', () => {
       // Least loaded first.
       const loads = (json.hosts as { load: number }[]).map((h) => h.load);
       expect(loads).toEqual([...loads].sort((a, b) => a - b));
+      // `start --json` with every host running starts none, and lists them as up --json would.
+      const started = JSON.parse((await run(process.execPath, [distBin('rex'), 'cluster', 'start', '--dir', dir, '--json'])).stdout) as { dir: string; network: string; hosts: { name: string; pid: number; socket: string }[] };
+      expect(started).toMatchObject({ dir, network: 'loopback', installation: 'user' });
+      expect(started.hosts.map((h) => [h.name, h.pid, h.socket])).toEqual(state.hosts.map((h) => [h.name, h.pid, h.socket]));
       // A second `up` in the same directory is refused while the first runs.
       await expect(run(process.execPath, [distBin('rex'), 'cluster', 'up', '--dir', dir])).rejects.toMatchObject({ stderr: expect.stringContaining(`a cluster is already running in ${dir}`) });
     } finally {
-      const down = await run(process.execPath, [distBin('rex'), 'cluster', 'down', '--dir', dir]);
-      expect(down.stdout).toContain(`stopped 2 hosts in ${dir}`);
+      const down = await run(process.execPath, [distBin('rex'), 'cluster', 'down', '--dir', dir, '--json']);
+      expect(JSON.parse(down.stdout)).toEqual({ dir, stopped: ['alpha', 'beta'] });
     }
     await waitGone(state.hosts.map((h) => h.pid));
     expect(state.hosts.filter((h) => alive(h.pid))).toEqual([]);
@@ -60,7 +64,18 @@ describe('rex cluster', () => {
   it('status and down say clearly when there is no cluster', async () => {
     const err = await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', join(tmp, 'none')]).catch((e: { stderr: string; code: number }) => e);
     expect(err).toMatchObject({ code: 1 });
-    expect((err as { stderr: string }).stderr).toMatch(/no local cluster in .*none \(no cluster.json\)\n\s+hint: start one with `rex cluster up`/);
+    expect((err as { stderr: string }).stderr).toMatch(/no local cluster in .*none \(no cluster.json\)\n\s+hint: start one with `(npx )?rex cluster up`/);
+  });
+
+  it('hints name `npx rex` when this rex is not on PATH (a clone), and `rex` when it is', async () => {
+    const bin = join(tmp, 'bin');
+    mkdirSync(bin, { recursive: true });
+    symlinkSync(distBin('rex'), join(bin, 'rex'));
+    const hint = async (PATH: string) =>
+      ((await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', join(tmp, 'none')], { env: { ...process.env, PATH } }).catch((e: { stderr: string }) => e)) as { stderr: string }).stderr;
+    const path = (process.env.PATH ?? '').split(':').filter((d) => !existsSync(join(d, 'rex'))).join(':');
+    expect(await hint(path)).toMatch(/hint: start one with `npx rex cluster up`/);
+    expect(await hint(`${bin}:${path}`)).toMatch(/hint: start one with `rex cluster up`/);
   });
 
   it('rejects a bad --hosts with a usage error', async () => {
@@ -115,7 +130,7 @@ describe('npm start (rex cluster demo)', () => {
     expect(out).toMatch(/restore failed on beta/);
     expect(err).toContain('rex: the demo failed: rfork (the lines marked FAILED above say why)');
     // The steps after it still ran, and the hosts were stopped.
-    expect(out).toContain('Next: `rex cluster up`');
+    expect(out).toMatch(/^Next: `(npx )?rex cluster up` keeps a cluster running; then REX_SOCKET=\S+ (npx )?rex run uname -n /m);
     expect(out).toContain('All hosts stopped.');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });

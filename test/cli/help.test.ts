@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { distBin } from '../../src/util/paths.js';
 
 /** Every command of `rex`; src/cli/rex.ts loads only the module of the one named, so help must still list them all. */
-const COMMANDS = ['hosts', 'load', 'ping', 'cluster', 'config', 'log', 'call', 'entries', 'run', 'help'];
+const COMMANDS = ['hosts', 'load', 'ping', 'cluster', 'config', 'log', 'call', 'entries', 'run', 'completion', 'help'];
 
 function rex(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [distBin('rex'), ...args], { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: '/nonexistent' } });
@@ -37,7 +37,7 @@ describe('rex help with commands loaded on demand', () => {
 
   it('an unknown command is a usage error that suggests the nearest one', () => {
     const r = rex(['runn', 'x']);
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2);
     expect(r.stderr).toContain("error: unknown command 'runn'");
     expect(r.stderr).toContain('(Did you mean run?)');
   });

@@ -93,7 +93,7 @@ describe('rex config check', () => {
 describe('rex config show', () => {
   it('prints each effective value with the file:line it came from', () => {
     const f = join(FIXTURES, 'good/main.rc');
-    const r = rex(['config', 'show', '--file', f], { REX_ROOT: join(FIXTURES, 'sys') });
+    const r = rex(['config', 'show', '-c', f], { REX_ROOT: join(FIXTURES, 'sys') });
     expect(r.status).toBe(0);
     const lines = r.stdout.split('\n');
     expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^host-name +: beta +/\\* ${join(FIXTURES, 'good/parts/cluster.xml')}:4 \\*/$`)));
@@ -104,7 +104,7 @@ describe('rex config show', () => {
 
   it('prints JSON with --json', () => {
     const f = join(FIXTURES, 'good/full.xml');
-    const r = rex(['config', 'show', '--json', '--file', f]);
+    const r = rex(['config', 'show', '--json', '--config', f]);
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.config.hostName).toBe('alpha');
@@ -115,8 +115,39 @@ describe('rex config show', () => {
 
   it('fails with the errors when the configuration is bad', () => {
     const f = join(FIXTURES, 'bad/unknown-key.rc');
-    const r = rex(['config', 'show', '--file', f]);
+    const r = rex(['config', 'show', '-c', f]);
     expect(r.status).toBe(1);
     expect(r.stderr).toBe(`${f}:3: error: key "sever": unknown key; did you mean "servers"?\n1 error\n`);
+  });
+
+  it('still takes --file, the deprecated name of -c, hidden from --help; two different files are a usage error', () => {
+    const f = join(FIXTURES, 'good/full.xml');
+    const r = rex(['config', 'show', '--json', '--file', f]);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout).files).toEqual([f]);
+    expect(rex(['config', 'show', '--help']).stdout).not.toContain('--file');
+    const two = rex(['config', 'show', '--file', f, '-c', join(FIXTURES, 'good/seed.rc')]);
+    expect(two.status).toBe(2);
+    expect(two.stderr).toContain('two files given');
+  });
+});
+
+describe('rex config check -c and --json', () => {
+  it('-c FILE is the same as the FILE argument', () => {
+    const f = join(FIXTURES, 'good/seed.rc');
+    expect(rex(['config', 'check', '-c', f]).stdout).toBe(rex(['config', 'check', f]).stdout);
+    expect(rex(['config', 'check', '-c', f]).status).toBe(0);
+  });
+
+  it('--json prints the summary as JSON, and the errors as data with exit status 1', () => {
+    const f = join(FIXTURES, 'good/full.rc');
+    const ok = rex(['config', 'check', '--json', '-c', f]);
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ ok: true, file: f, files: [f], hostName: 'alpha', listen: '127.0.0.1:7801', servers: 4, clients: 5 });
+    const bad = join(FIXTURES, 'bad/unknown-key.rc');
+    const r = rex(['config', 'check', '--json', bad]);
+    expect(r.status).toBe(1);
+    expect(JSON.parse(r.stdout)).toEqual({ ok: false, errors: [expect.objectContaining({ file: bad, line: 3, key: 'sever', message: expect.stringContaining('unknown key') })] });
+    expect(r.stderr).toContain(`${bad}:3: error: key "sever"`);
   });
 });

@@ -181,6 +181,12 @@ describe('rexd --status and --stop', () => {
     expect(up.stdout).toContain(`socket: ${cluster.host('beta').socket}`);
     expect(up.stdout).toContain(`listen: ${cluster.host('beta').address}:${cluster.host('beta').port}`);
     expect(up.stdout).toMatch(/peers: alpha \((un)?reachable\)/);
+    const upJson = await cmd('rexd', ['--status', '--json', '--config', rc]);
+    expect(upJson.code).toBe(0);
+    expect(JSON.parse(upJson.stdout)).toMatchObject({
+      host: 'beta', running: true, pid, socket: cluster.host('beta').socket, listen: `${cluster.host('beta').address}:${cluster.host('beta').port}`,
+      peers: [{ name: 'alpha', reachable: expect.any(Boolean) }], jobs: expect.any(Number), load: expect.any(Number),
+    });
 
     const stopped = await cmd('rexd', ['--stop', '--config', rc]);
     expect(stopped).toMatchObject({ code: 0, stdout: `rexd: host beta stopped (pid ${pid})\n` });
@@ -189,6 +195,9 @@ describe('rexd --status and --stop', () => {
     const down = await cmd('rexd', ['--status', '--config', rc]);
     expect(down.code).toBe(3);
     expect(down.stdout).toContain('host beta is not running');
+    const downJson = await cmd('rexd', ['--status', '--json', '--config', rc]);
+    expect(downJson.code).toBe(3);
+    expect(JSON.parse(downJson.stdout)).toMatchObject({ host: 'beta', running: false });
 
     const again = await cmd('rexd', ['--stop', '--config', rc]);
     expect(again.code).toBe(7);

@@ -79,4 +79,18 @@ describe('rex_key command line', () => {
     expect((await rexKey('--list')).stdout).toMatch(/Open invitations: 1/);
     expect(readFileSync(join(dir, 'state', 'tokens'), 'utf8')).not.toContain(token.split(':')[3]);
   });
+
+  it('--json with --create and --invite: the key, and the token, as data; with other actions a usage error', async () => {
+    const c = await rexKey('--create', '--program', 'plot', '--json');
+    expect(c.code).toBe(0);
+    const key = JSON.parse(c.stdout) as { name: string; id: string; keyFile: string; certFile: string };
+    expect(key).toEqual({ name: 'kilo.ann.plot', id: expect.stringMatching(/^([A-Z2-7]{4}-){7}[A-Z2-7]{4}$/), keyFile: expect.stringMatching(/kilo\.ann\.plot\.key$/), certFile: expect.any(String) });
+    const i = await rexKey('--invite', '--for', 'lima.bob', '--json');
+    expect(i.code).toBe(0);
+    const own = (JSON.parse((await rexKey('--list', '--json')).stdout) as { own: { name: string; id: string }[] }).own.find((o) => o.name === 'kilo.ann')!;
+    expect(JSON.parse(i.stdout)).toEqual({ token: expect.stringMatching(/^rex1:kilo\.ann:/), expires: expect.any(String), for: 'lima.bob', replace: false, server: 'kilo.ann', serverId: own.id, knownKeys: [] });
+    const j = JSON.parse((await rexKey('--invite', '--join', 'lima', '--json')).stdout) as { join: string; for: string; token: string };
+    expect(j).toMatchObject({ join: 'lima', for: 'lima.ann', token: expect.stringMatching(/^rex1:kilo\.ann:/) });
+    expect(await rexKey('--grant', 'lima.bob', '--json')).toMatchObject({ code: 2, stderr: expect.stringContaining('--json goes with --list, --create or --invite, not --grant') as unknown as string });
+  });
 });

@@ -72,7 +72,7 @@ describe('error texts quote untrusted input bounded', () => {
       c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       c.on('close', (code) => resolve({ code, stderr }));
     });
-    expect(r.code).toBe(1); // commander's status for an unknown option
+    expect(r.code).toBe(2); // a usage error (rex(1), EXIT STATUS)
     expect(r.stderr).toMatch(/unknown option '--x+\.\.\. \(\d+ bytes\)/);
     expect(r.stderr.length).toBeLessThan(1000);
   });
@@ -148,7 +148,7 @@ describe('closed output', () => {
       expect({ bin, ...r }).toEqual({ bin, code: 141, stderr: '' });
     }
     writeFileSync(join(tmp, 'ok.rc'), 'log-level : info\n');
-    expect(await withClosedStdout('rex', ['config', 'show', '--file', join(tmp, 'ok.rc')])).toEqual({ code: 141, stderr: '' });
+    expect(await withClosedStdout('rex', ['config', 'show', '-c', join(tmp, 'ok.rc')])).toEqual({ code: 141, stderr: '' });
   });
 
   describe('with a rexd', () => {

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { DemoLibrary } from '../../cluster/calldemo.js';
 import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
-import { helper, packageRoot } from '../../util/paths.js';
+import { helper, packageRoot, shellCommand } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
 
 interface ClusterCliOpts {
@@ -47,11 +47,21 @@ function describe(c: LocalCluster): string {
       : [
           'Identities (TLS 1.3 between hosts; each pinned the others\' keys by enrollment token and granted them):',
           ...c.hosts.map((h) => `  ${h.identity.padEnd(16)} ID ${h.id ?? '(no key)'}`),
-          `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: rex hosts, rex ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
+          `Use a host from a shell:  export REX_SOCKET=${c.hosts[0]!.socket}   (then: ${shellCommand('rex')} hosts, ${shellCommand('rex')} ping ${c.hosts[1]?.name ?? c.hosts[0]!.name})`,
         ]),
     ...(c.hosts[0]?.fs ? [`Or log in to it (its files, its installed rex):  ${c.command(c.hosts[0].name, ['sh']).map((a) => (/^[\w./=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`] : []),
   ];
   return lines.join('\n') + '\n';
+}
+
+/** `rex cluster up|start --json`: the cluster's hosts, as describe() says them. */
+function clusterJson(c: LocalCluster): string {
+  return toJson({
+    dir: c.dir,
+    network: c.hosts[0]?.fs ? 'private-fs' : c.network ? 'netns' : 'loopback',
+    installation: c.hosts[0]?.installation ?? 'user',
+    hosts: c.hosts.map((h) => ({ name: h.name, address: h.address, port: h.port, pid: h.pid ?? null, socket: h.socket, rcFile: h.rcFile, identity: h.identity, id: h.id ?? null })),
+  });
 }
 
 async function demo(opts: ClusterCliOpts): Promise<void> {
@@ -123,7 +133,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
         await step('the remote calls', async () => {
           const calls = [await demoCall(c, other, 'fib', { n: 30 }), await demoCall(c, other, 'power', { x: 1.5, n: 10 }), await demoCall(c, '*', 'fib', { n: 25 })];
           out(table(['CALL', 'RESULT', 'RAN ON', 'ms'], calls.map((r) => [r.call, r.result, r.host, r.ms.toFixed(3)]), new Set([3])));
-          out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} rex call ${other}.demo.fib 20)\n`);
+          out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} ${shellCommand('rex')} call ${other}.demo.fib 20)\n`);
         });
       } else {
         out(`\n(Skipping the remote-call demo: cannot build its C library: ${noLib})\n`);
@@ -162,7 +172,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
           out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
         }
       }
-      out(`\nNext: \`rex cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} rex run uname -n runs a program on the least-loaded host, and test_rfork_1 rforks onto it (README.md, Examples).\n`);
+      out(`\nNext: \`${shellCommand('rex')} cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} ${shellCommand('rex')} run uname -n runs a program on the least-loaded host, and test_rfork_1 rforks onto it (README.md, Examples).\n`);
     } finally {
       c.close();
     }
@@ -193,6 +203,7 @@ export function registerClusterCommands(program: Command): void {
     .option('--root', 'with --private-fs: each host runs the root installation (one rexd as root for all its users, docs/ROOT.md)')
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
+    .option('--json', 'print the hosts as JSON: {dir, network, installation, hosts: [{name, address, port, pid, socket, rcFile, identity, id}]}')
     .action(async (opts: ClusterCliOpts) => {
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
@@ -206,13 +217,17 @@ export function registerClusterCommands(program: Command): void {
       }
       if (opts.root && !opts.privateFs) throw new RexError(ErrorCodes.USAGE, '--root runs the root installation on hosts that share nothing: add --private-fs (root only)');
       const c = await LocalCluster.up({ dir: opts.dir, hosts: hostCount(opts.hosts), netns: opts.netns ?? false, ...(privateFs ? { privateFs } : {}), ...(opts.root ? { installation: 'root' as const } : {}), trust: trust === 'create' ? 'keys' : (trust as 'none' | 'enroll' | 'grant'), ...(opts.rc ? { rc: opts.rc } : {}) });
+      if (opts.json) {
+        process.stdout.write(clusterJson(c));
+        return;
+      }
       if (trust === 'none') {
         process.stdout.write(
           [
             `Configured ${c.hosts.length} hosts in ${c.dir}; none is running yet, because none has a key.`,
             'Create each host\'s key, then start them (docs/KEYS.md walks through the rest):',
-            ...c.hosts.map((h) => `  rex_key --config ${h.rcFile} --create`),
-            `  rex cluster start --dir ${opts.dir}`,
+            ...c.hosts.map((h) => `  ${shellCommand('rex_key')} --config ${h.rcFile} --create`),
+            `  ${shellCommand('rex')} cluster start --dir ${opts.dir}`,
             '',
           ].join('\n'),
         );
@@ -223,20 +238,22 @@ export function registerClusterCommands(program: Command): void {
 
   dirOpt(cluster.command('start'))
     .description('start the hosts of a configured cluster that are not running (e.g. after `up --keys none` and rex_key --create)')
+    .option('--json', 'print the hosts as JSON, as `up --json` does')
     .action(async (opts: ClusterCliOpts) => {
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const c = LocalCluster.attach(opts.dir);
       await c.startAll();
-      process.stdout.write(describe(c));
+      process.stdout.write(opts.json ? clusterJson(c) : describe(c));
     });
 
   dirOpt(cluster.command('down'))
     .description('stop every host of the cluster and remove its namespaces')
+    .option('--json', 'print {dir, stopped: [host names]}')
     .action(async (opts: ClusterCliOpts) => {
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const c = LocalCluster.attach(opts.dir);
       await c.down();
-      process.stdout.write(`stopped ${c.hosts.length} hosts in ${c.dir}\n`);
+      process.stdout.write(opts.json ? toJson({ dir: c.dir, stopped: c.hosts.map((h) => h.name) }) : `stopped ${c.hosts.length} hosts in ${c.dir}\n`);
     });
 
   dirOpt(cluster.command('status'))
@@ -260,7 +277,7 @@ export function registerClusterCommands(program: Command): void {
           lastErr = e;
         }
       }
-      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no host of the cluster in ${c.dir} answers (${(lastErr as Error)?.message})`, { hint: 'start it with `rex cluster up`' });
+      throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no host of the cluster in ${c.dir} answers (${(lastErr as Error)?.message})`, { hint: `start it with \`${shellCommand('rex')} cluster up\`` });
     });
 
   dirOpt(cluster.command('demo'))

@@ -3,7 +3,7 @@
  * host (or H) with execve-like semantics: stdio relayed in order, signals
  * forwarded, and this command ends as the remote program did (docs/EXEC.md).
  */
-import { write } from 'node:fs';
+import { write, writeSync } from 'node:fs';
 import { constants as osc } from 'node:os';
 import type { Command } from 'commander';
 import { RexClient } from '../../runtime/client.js';
@@ -88,6 +88,32 @@ function pumpStdin(rp: RemoteProcess): void {
   input.on('error', () => rp.end()); // no stdin at all (closed fd 0): the remote sees EOF
 }
 
+/** The exit record `rex run --json` prints (rex(1)): where the program ran and how it ended, or why it did not run. */
+export interface RunRecord {
+  host: string | null;
+  pid: number | null;
+  code: number | null;
+  signal: string | null;
+  /** The exit status of `rex run` itself: code, 128 + the signal's number, or one of RUN_STATUS. */
+  status: number;
+  error?: string;
+}
+
+/** Writes the exit record as one line of JSON on stdout, after all of the program's output. */
+function printRecord(r: RunRecord): void {
+  try {
+    writeSync(1, `${JSON.stringify(r)}\n`);
+  } catch {
+    /* no reader any more: nothing to tell */
+  }
+}
+
+/** The record of a program that ran and ended with `status`. */
+function endedRecord(rp: RemoteProcess, status: ExitStatus): RunRecord {
+  const signo = status.signal ? (osc.signals as Record<string, number>)[`SIG${status.signal}`] : undefined;
+  return { host: status.host || rp.host || null, pid: rp.pid || null, code: status.code ?? null, signal: status.signal ?? null, status: status.signal ? 128 + (signo ?? 0) : (status.code ?? 0) };
+}
+
 /** Ends this process as the remote program ended: the same code, or death by the same signal. */
 function endLike(status: ExitStatus): never {
   for (const s of FORWARDED_SIGNALS) process.removeAllListeners(s);
@@ -125,10 +151,11 @@ export function registerRunCommands(program: Command): void {
     .option('-T, --no-pty', 'no pseudo-terminal, even when stdin and stdout are terminals')
     .option('--socket <path>', 'rexd socket (default: $REX_SOCKET, else rex.rc socket)')
     .option('-c, --config <file>', 'rex.rc to read')
+    .option('--json', 'after the program has ended, print its exit record as one line of JSON on stdout: {host, pid, code, signal, status}')
     .argument('<program>', 'program path or name (searched in PATH on the executor)')
     .argument('[args...]', 'its arguments')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string; pty: boolean }) => {
+    .action(async (prog: string, args: string[], opts: { host?: string; socket?: string; config?: string; pty: boolean; json?: boolean }) => {
       const client = await RexClient.connect({ ...(opts.socket ? { socket: opts.socket } : {}), ...(opts.config ? { config: { file: opts.config } } : {}) });
       const host = opts.host ?? process.env.REX_HOST;
       let rp: RemoteProcess | undefined;
@@ -172,8 +199,11 @@ export function registerRunCommands(program: Command): void {
         );
       } catch (e) {
         const proto = (e as { proto?: string }).proto;
-        process.stderr.write(`rex run: ${isRexError(e) ? e.message : (e as Error).message}\n`);
-        process.exit(proto === 'NO_ENTRY' ? RUN_STATUS.notFound : proto === 'DENIED' ? RUN_STATUS.notExecutable : RUN_STATUS.lost);
+        const message = isRexError(e) ? e.message : (e as Error).message;
+        process.stderr.write(`rex run: ${message}\n`);
+        const code = proto === 'NO_ENTRY' ? RUN_STATUS.notFound : proto === 'DENIED' ? RUN_STATUS.notExecutable : RUN_STATUS.lost;
+        if (opts.json) printRecord({ host: host ?? null, pid: null, code: null, signal: null, status: code, error: message });
+        process.exit(code);
       }
       if (tty) {
         // Keys go to the remote terminal as typed (Ctrl-C included); its own line discipline handles them.
@@ -190,8 +220,10 @@ export function registerRunCommands(program: Command): void {
         status = await rp.exited;
       } catch (e) {
         process.stderr.write(`rex run: ${(e as Error).message}\n`);
+        if (opts.json) printRecord({ host: rp.host || null, pid: rp.pid || null, code: null, signal: null, status: RUN_STATUS.lost, error: (e as Error).message });
         process.exit(RUN_STATUS.lost);
       }
+      if (opts.json) printRecord(endedRecord(rp, status));
       endLike(status);
     });
 }
