@@ -82,7 +82,12 @@ function sshAccount(dir) {
   execFileSync('chown', [user, home]);
   // useradd leaves the password locked ("!"), which sshd without PAM takes as a locked account; "*" is no password, not locked.
   execFileSync('usermod', ['-p', '*', user]);
-  return { user, prefix: [], who: `${user}, shell /bin/sh, an empty home (no rc files), no motd or last-log`, remove: () => spawnSync('userdel', [user], { stdio: 'ignore' }) };
+  const remove = () => {
+    // The ControlMaster's session (ControlPersist) still runs as the account: userdel refuses a user in use.
+    spawnSync('pkill', ['-KILL', '-u', user], { stdio: 'ignore' });
+    spawnSync('userdel', [user], { stdio: 'ignore' });
+  };
+  return { user, prefix: [], who: `${user}, shell /bin/sh, an empty home (no rc files), no motd or last-log`, remove };
 }
 
 /** A private sshd on loopback for this user, or a reason why there is none. */
@@ -114,6 +119,7 @@ function startSshd(dir) {
   d.stderr.on('data', (x) => (err += x));
   const base = ['-i', key, '-p', String(port), '-l', account.user, '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(dir, 'known')}`, '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'];
   const stop = () => {
+    spawnSync('ssh', [...base, '-o', `ControlPath=${join(dir, 'mux')}`, '-O', 'exit', '127.0.0.1'], { stdio: 'ignore' });
     d.kill();
     account.remove();
   };
