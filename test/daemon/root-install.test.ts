@@ -193,7 +193,8 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
 
   // claim: root.user-limits
   it("gives each user's session controller, and so their jobs, rex.rc user-limits", () => {
-    const r = rexAs(bob.name, 'alpha', ['run', '/bin/sh', '-c', 'ulimit -Hn; ulimit -c']);
+    // On alpha itself: placement would send an unpinned job to beta whenever alpha is the busier (beta has no user-limits).
+    const r = rexAs(bob.name, 'alpha', ['run', '--host', 'alpha', '/bin/sh', '-c', 'ulimit -Hn; ulimit -c']);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('2000\n0\n');
   }, 60_000);
