@@ -2,6 +2,7 @@
 // TCP echo round trip that REX's round trips are compared with.
 import { fork } from 'node:child_process';
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 
 /** Median, p90, p99 and min of a list of round-trip times. */
 export function stats(xs) {
@@ -15,15 +16,19 @@ export const ms = () => Number(process.hrtime.bigint()) / 1e6;
 
 /**
  * Round trips (ms) of `size`-byte messages to a raw TCP echo server in a
- * separate Node process (as rexd is one), `n` after `warmup` unmeasured ones.
+ * separate Node process (as rexd is one), `n` after `warmup` unmeasured ones;
+ * with `tls` ({keyFile, certFile, key, cert}: PEM files and texts), over TLS 1.3
+ * with client certificates, as between rexds.
  */
-export async function tcpEchoRtts(size, n, warmup) {
-  const server = fork(new URL('./echo-server.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+export async function tcpEchoRtts(size, n, warmup, tls) {
+  const server = fork(new URL('./echo-server.mjs', import.meta.url), tls ? ['tls', tls.keyFile, tls.certFile] : [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise((r) => server.once('message', r));
   const sock = await new Promise((r, j) => {
-    const s = connect({ host: '127.0.0.1', port });
+    const s = tls
+      ? tlsConnect({ host: '127.0.0.1', port, key: tls.key, cert: tls.cert, minVersion: 'TLSv1.3', rejectUnauthorized: false })
+      : connect({ host: '127.0.0.1', port });
     s.setNoDelay(true);
-    s.once('connect', () => r(s));
+    s.once(tls ? 'secureConnect' : 'connect', () => r(s));
     s.once('error', j);
   });
   const msg = Buffer.alloc(size, 7);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,12 @@
 #define REX_SOFTWARE "librex/0.1.0"
 /* Receive at least this much at a time: the stub relays streams through the buffer. */
 #define READ_CHUNK 65536u
+
+/* The root installation's local socket (rex.rc `socket` of /etc/rex/rex.rc, as installed): the default of a
+   user who has no rexd of their own. A build for another layout sets it with -DREX_SYSTEM_SOCKET=... */
+#ifndef REX_SYSTEM_SOCKET
+#define REX_SYSTEM_SOCKET "/run/rex/rexd.sock"
+#endif
 
 _Static_assert(sizeof(((struct rex__conn *)0)->path) == sizeof(((struct sockaddr_un *)0)->sun_path),
                "rex__conn.path holds a sun_path");
@@ -71,6 +78,10 @@ int rex__socket_path(char *buf, size_t cap) {
       return -ENOENT;
     }
     n = snprintf(buf, cap, "%s/.rex/run/rexd.sock", home);
+    /* No rexd of this user's own: the root installation's, which serves every local user (docs/ROOT.md). */
+    struct stat st;
+    if (n >= 0 && (size_t)n < cap && stat(buf, &st) != 0 && errno == ENOENT && stat(REX_SYSTEM_SOCKET, &st) == 0)
+      n = snprintf(buf, cap, "%s", REX_SYSTEM_SOCKET);
   }
   if (n < 0 || (size_t)n >= cap) {
     rex__set_error("rexd socket path is longer than %zu bytes (set REX_SOCKET to a shorter path)", cap - 1);
