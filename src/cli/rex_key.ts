@@ -16,7 +16,7 @@
 import { Command } from 'commander';
 import { chownSync, lstatSync, mkdirSync } from 'node:fs';
 import { hostTrustDir, loadConfig, parseDuration, type LoadedConfig, type ServerEntry } from '../config/index.js';
-import { addGrant, invite, revokeGrants } from '../keys/admin.js';
+import { addGrant, invite, revokeGrants, revokeHost } from '../keys/admin.js';
 import { enrollWith, readPending, writePending, type PendingHost } from '../keys/enroll.js';
 import { HostsFile, mergeServers } from '../keys/hosts.js';
 import { joinCluster } from '../keys/join.js';
@@ -85,6 +85,17 @@ async function joinContext(opts: Opts): Promise<{ loaded: LoadedConfig; store: K
     const me = localName(config.hostName);
     return { loaded, store, me, own: store.load(me) };
   }
+  return hostContext(loaded);
+}
+
+/** True when this run acts for the host: as root, in a root installation. */
+function forHost(loaded: LoadedConfig): boolean {
+  return loaded.config.installation === 'root' && process.getuid?.() === 0;
+}
+
+/** The host key and the host controller's store (root, root installation), this process then running as host-user. */
+async function hostContext(loaded: LoadedConfig): Promise<{ loaded: LoadedConfig; store: KeyStore; me: string; own: OwnIdentity }> {
+  const { config } = loaded;
   let own: OwnIdentity;
   try {
     own = new KeyStore(config.stateDirectory).load(config.hostName);
@@ -136,8 +147,12 @@ async function create(opts: Opts): Promise<void> {
 }
 
 async function list(opts: Opts): Promise<void> {
-  const { store, me } = await context(opts);
-  const own = store.ownNames().map((n) => {
+  const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
+  // As root in a root installation: the host key, and the host controller's store (the hosts this host trusts).
+  const host = forHost(loaded) ? await hostContext(loaded) : undefined;
+  const { store, me } = host ?? { store: new KeyStore(loaded.config.stateDirectory), me: localName(loaded.config.hostName) };
+  const own = (host ? [host.own.name] : store.ownNames()).map((n) => {
+    if (host) return { name: n, id: host.own.id, file: host.own.keyFile, ok: true as const };
     try {
       const k = store.load(n);
       return { name: n, id: k.id, file: k.keyFile, ok: true as const };
@@ -372,6 +387,18 @@ async function grant(opts: Opts): Promise<void> {
 }
 
 async function revoke(opts: Opts): Promise<void> {
+  const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
+  if (forHost(loaded) && !opts.revoke!.includes('.')) {
+    // A host key (HOST, or its ID): revoked in the host controller's store, for every user of this host.
+    if (opts.program) throw new RexError(ErrorCodes.USAGE, '--program goes with a user\'s identity; a host key is revoked whole');
+    const { store } = await hostContext(loaded);
+    const r = revokeHost(store, opts.revoke!);
+    for (const k of r.removedKeys) out(`no longer trusted: host key ${k}\n`);
+    for (const l of r.revoked) out(`added:   ${l}\n`);
+    if (r.member) out(`removed ${opts.revoke} from the members (${new HostsFile(store.stateDir).file})\n`);
+    out("rexd refuses that key from now on and ends its open connections; no member's introduction brings it back.\n");
+    return;
+  }
   const { store } = await context(opts);
   const r = revokeGrants(store, opts.revoke!, opts.program ? { program: opts.program } : {});
   for (const l of r.removed) out(`removed: ${l}\n`);

@@ -138,6 +138,9 @@ export class Monitor {
         if (file === 'hosts' || file === null) this.membersChanged();
       });
       this.membersWatch.on('error', () => {});
+      userDir(this.trust.knownDir, hostAccount);
+      this.knownWatch = watch(this.trust.knownDir, () => this.knownChanged());
+      this.knownWatch.on('error', () => {});
     } else {
       this.log.warn({ hostUser: this.config.hostUser }, `rex.rc host-user ${this.config.hostUser} ${hostAccount ? 'is root' : 'has no account'}: this host cannot join a cluster or admit hosts (rex_key --join); known hosts still work`);
     }
@@ -204,7 +207,9 @@ export class Monitor {
     this.stopping = true;
     this.localWatch?.close();
     this.membersWatch?.close();
+    this.knownWatch?.close();
     clearTimeout(this.membersTimer);
+    clearTimeout(this.knownTimer);
     this.admission?.close();
     if (this.localFd >= 0) safeClose(this.localFd);
     try {
@@ -293,6 +298,7 @@ export class Monitor {
       // the user); to its host controller, any host key may come, and one not known may only JOIN there.
       const known = this.trust.knownById(cert.id);
       if (known && known.name !== cert.name) return refuse(`host key ${cert.id} claims to be host ${cert.name}, but it is known as ${known.name}`, cert.name);
+      if (known) this.trackHostKey(sock, cert.id);
       readPreface(sock, this.config.loginGraceTime).then(
         ({ route, rest }) => {
           if ('host' in route) return void this.routeHost(sock, address, cert, rest, refuse, startup);
@@ -422,6 +428,7 @@ export class Monitor {
       ({ sock, cert }) => {
         if (ctl.channel.listenerCount('message') === 0 || this.stopping) return void sock.destroy();
         this.keep(sock);
+        this.trackHostKey(sock, cert.id);
         sock.write(ctl.host ? HOST_ROUTE : routePreface(ctl.account.name));
         const [mine, theirs] = this.addon.socketPair(false);
         relay(sock, this.keep(new Socket({ fd: mine, readable: true, writable: true })), Buffer.alloc(0));
@@ -452,6 +459,31 @@ export class Monitor {
       for (const c of this.controllers.values()) if (!c.host) c.channel.send({ op: 'members', members });
       this.log.info({ members: members.map((x) => x.name) }, "the cluster's members changed; users' session controllers told");
     }, 100);
+  }
+
+  /** Connections made with a host key (accepted or dialled), by socket: ended when that key is no longer known. */
+  private readonly hostKeyConns = new Map<TLSSocket, string>();
+  private knownWatch: FSWatcher | undefined;
+  private knownTimer: NodeJS.Timeout | undefined;
+
+  /** A host key left known/ (rex_key --revoke HOST): its open connections end now, not at their next reconnect. */
+  private knownChanged(): void {
+    clearTimeout(this.knownTimer);
+    this.knownTimer = setTimeout(() => {
+      for (const [sock, id] of this.hostKeyConns) {
+        if (this.trust.knownById(id)) continue;
+        this.hostlog.record({ kind: 'session', identityId: id, peerAddress: normalizeAddress(sock.remoteAddress ?? '?'), outcome: 'denied', reason: `host key ${id} is no longer known here (revoked); connection ended` });
+        this.log.warn({ id }, 'a host key is no longer known; its connection ends');
+        this.hostKeyConns.delete(sock);
+        sock.destroy();
+      }
+    }, 100);
+  }
+
+  /** Follows a connection made with a host key until it closes. */
+  private trackHostKey(sock: TLSSocket, id: string): void {
+    this.hostKeyConns.set(sock, id);
+    sock.once('close', () => this.hostKeyConns.delete(sock));
   }
 
   private membersTimer: NodeJS.Timeout | undefined;

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { formatGrant, formatRevocation, GRANTS_HEADER, parseGrants, type Grant } from './grants.js';
 import { isIdPrefix, parseId } from './id.js';
+import { HostsFile } from './hosts.js';
 import { isHostKeyName, parseIdentityName } from './identity.js';
 import { writeFileAtomic, type KeyStore, type KnownKey } from './store.js';
 import { TokenStore, type TokenBinding } from './tokens.js';
@@ -125,6 +126,31 @@ export function revokeGrants(store: KeyStore, nameOrId: string, opts: { program?
   store.ensureDirs();
   writeFileAtomic(store.grantsFile, `${lines.join('\n')}\n`, 0o600);
   return { removed, revoked, subject };
+}
+
+/**
+ * Revokes a host key in a root installation's host controller store (`rex_key --revoke HOST` as root, docs/ROOT.md
+ * section 7): a `revoke` line for each of its keys (so that no member's INTRODUCE brings it back), the keys removed
+ * from `known/` (the monitor stops trusting them for new connections and ends the open ones), and the host removed
+ * from the members.
+ */
+export function revokeHost(store: KeyStore, hostOrId: string, now = Date.now()): { revoked: string[]; removedKeys: string[]; member: boolean } {
+  const keys = isHostKeyName(hostOrId) ? store.known().filter((k) => k.name === hostOrId) : resolveSubject(store, hostOrId).keys.filter((k) => isHostKeyName(k.name));
+  if (keys.length === 0) throw new RexError(ErrorCodes.KEY_UNKNOWN, `no host key of ${hostOrId} is known here`, { hint: 'rex_key --list (as root) shows the host keys this host knows' });
+  const at = new Date(now).toISOString();
+  const lines = readLines(store.grantsFile);
+  const revoked: string[] = [];
+  for (const k of keys) {
+    if (isRevoked(store, k.id)) continue;
+    const line = formatRevocation({ id: k.id, name: k.name, at });
+    lines.push(line);
+    revoked.push(line);
+  }
+  store.ensureDirs();
+  writeFileAtomic(store.grantsFile, `${lines.join('\n')}\n`, 0o600);
+  for (const k of keys) store.removeKnown(k.id);
+  const member = new HostsFile(store.stateDir).remove(keys[0]!.name);
+  return { revoked, removedKeys: keys.map((k) => `${k.name} ${k.id}`), member };
 }
 
 /**

@@ -20,7 +20,7 @@ import { checkClientEntry } from '../config/keys.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { quote } from '../util/quote.js';
 import { parseId } from './id.js';
-import { parseIdentityName } from './identity.js';
+import { isHostKeyName, parseIdentityName } from './identity.js';
 
 /** One `grant` line. */
 export interface Grant {
@@ -115,7 +115,7 @@ export function parseGrants(text: string, file = 'grants'): Grants {
       const r: Revocation = { id: id!, line: n };
       const name = opts.get('name');
       if (name !== undefined) {
-        if (typeof parseIdentityName(name) === 'string') fail(`name=${clip(name)} is not HOST.USER[.PROGRAM]`);
+        if (typeof parseIdentityName(name) === 'string' && !isHostKeyName(name)) fail(`name=${clip(name)} is not HOST.USER[.PROGRAM] nor a host key HOST`);
         r.name = name;
       }
       const at = opts.get('at');

@@ -62,14 +62,29 @@ export class HostsFile {
     return out;
   }
 
+  /** Removes the member of this name; true when there was one. */
+  remove(name: string): boolean {
+    return withLock(this.file, () => {
+      const all = this.read();
+      const keep = all.filter((x) => x.name !== name);
+      if (keep.length === all.length) return false;
+      this.write(keep);
+      return true;
+    });
+  }
+
+  private write(all: MemberEntry[]): void {
+    const host = (a: string) => (a.includes(':') ? `[${a}]` : a);
+    const lines = all.map((m) => [`${m.name}@${host(m.address)}:${m.port}`, ...(['identity', 'id', 'via', 'added'] as const).filter((k) => m[k]).map((k) => `${k}=${String(m[k]).replace(/\s+/g, '_')}`)].join(' '));
+    writeFileAtomic(this.file, `${HEADER}${lines.join('\n')}${lines.length ? '\n' : ''}`, 0o600);
+  }
+
   /** Adds or updates the member of this name (its address, identity and key). */
   upsert(e: MemberEntry): void {
     withLock(this.file, () => {
       const all = this.read().filter((x) => x.name !== e.name);
       all.push({ ...e, added: e.added ?? new Date().toISOString() });
-      const host = (a: string) => (a.includes(':') ? `[${a}]` : a);
-      const lines = all.map((m) => [`${m.name}@${host(m.address)}:${m.port}`, ...(['identity', 'id', 'via', 'added'] as const).filter((k) => m[k]).map((k) => `${k}=${String(m[k]).replace(/\s+/g, '_')}`)].join(' '));
-      writeFileAtomic(this.file, `${HEADER}${lines.join('\n')}\n`, 0o600);
+      this.write(all);
     });
   }
 }

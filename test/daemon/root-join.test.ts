@@ -8,10 +8,10 @@
  * account as a local client. Root only (CI runs as root).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../../src/cluster/cluster.js';
 import { HostsFile } from '../../src/keys/hosts.js';
 import { KeyStore } from '../../src/keys/store.js';
@@ -201,6 +201,26 @@ describe.skipIf(!isRoot)('joining between root installations: one command per ho
     conn.close('done');
     expect(knownHosts('alpha')).toEqual(['beta', 'gamma']);
   }, 60_000);
+
+  // claim: root.revoke-host
+  it("revokes a host key with one command as root: the host's open link ends, its users' jobs are refused, no introduction brings it back", async () => {
+    // alice's controller on gamma keeps a peer link to beta open through the two monitors.
+    const before = run('rex', ['run', '--host', 'beta', '/usr/bin/id', '-un'], { user: alice.name, env: { REX_CONFIG: rc.gamma } });
+    expect(before.status, before.stderr).toBe(0);
+    const r = run('rex_key', ['--revoke', 'gamma', '--config', rc.beta]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/no longer trusted: host key gamma [A-Z0-9-]+/);
+    expect(knownHosts('beta')).toEqual(['alpha']);
+    expect(new HostsFile(join(state.beta, 'host')).read().map((m) => m.name)).toEqual(['alpha']);
+    // The open connection from gamma ends at once (the monitor follows known/), and is logged.
+    await vi.waitFor(() => expect(logs.beta).toMatch(/a host key is no longer known; its connection ends/), { timeout: 10_000, interval: 100 });
+    const after = run('rex', ['run', '--host', 'beta', '/usr/bin/id', '-un'], { user: alice.name, env: { REX_CONFIG: rc.gamma } });
+    expect(after.status).not.toBe(0);
+    expect(after.stdout).toBe('');
+    // A member's introduction does not bring it back: the revoke line stands in beta's host controller store.
+    expect(readFileSync(join(state.beta, 'host', 'grants'), 'utf8')).toMatch(/^revoke [A-Z0-9-]+ name=gamma at=/m);
+  }, 120_000);
 
   it("refuses the host controller's account as a local client", () => {
     const r = run('rex', ['hosts'], { user: hostUser.name, env: { REX_CONFIG: rc.alpha } });
