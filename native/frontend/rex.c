@@ -317,6 +317,7 @@ int main(int argc, char **argv) {
       .pty = opt.pty && isatty(0) && isatty(1),
       .sha256 = local ? sha : NULL,
       .epipe_sigpipe = 1,
+      .node_raw = 1,
       .report = &run.report,
       .on_end = on_end,
   };

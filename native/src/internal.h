@@ -55,6 +55,7 @@ struct rex__stub_req {
   /* The native `rex run` (native/frontend/rex.c) asks for what the Node CLI does beyond rexecve(): */
   const uint8_t *sha256;           /* 32 bytes: the origin's copy of the program, by hash (EXEC sha256), or NULL */
   int epipe_sigpipe;               /* EPIPE on fd 1 or 2: the program gets SIGPIPE once, as a local writer would */
+  int node_raw;                    /* with a pty: the local terminal's raw mode as Node's (libuv) sets it, not cfmakeraw's */
   struct rex__stub_report *report; /* filled in as the stub learns it (NULL: not wanted) */
   /* Called once just before the stub leaves (the program ended, or rexd was lost); NULL: none. */
   void (*on_end)(void *arg, const struct rex__stub_report *r);

@@ -51,6 +51,9 @@ static const struct {
 static const int FORWARD[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
 #undef REX_SIGNUM
 
+/* The request being served: its report and end hook (the native rex run's), when it asked for them. */
+static const struct rex__stub_req *cur;
+
 /* With a pseudo-terminal (stdin is a terminal, rexecve): the terminal's mode before the stub made it raw. */
 static struct termios saved_tty;
 static int tty_raw;
@@ -66,14 +69,21 @@ static void tty_make_raw(void) {
   struct termios t;
   if (tcgetattr(0, &t) != 0) return;
   if (!tty_raw) saved_tty = t;
-  cfmakeraw(&t); /* output processing off as well: the remote terminal already turned \n into \r\n */
+  if (cur && cur->node_raw) {
+    /* The native rex run: the raw mode of the Node CLI (libuv's UV_TTY_MODE_RAW), ONLCR kept, so the bytes on the terminal are the same. */
+    t.c_iflag &= (tcflag_t) ~(BRKINT | ICRNL | INPCK | ISTRIP | IXON);
+    t.c_oflag |= ONLCR;
+    t.c_cflag |= CS8;
+    t.c_lflag &= (tcflag_t) ~(ECHO | ICANON | IEXTEN | ISIG);
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+  } else
+    cfmakeraw(&t); /* output processing off as well: the remote terminal already turned \n into \r\n */
   if (tcsetattr(0, TCSADRAIN, &t) == 0) tty_raw = 1;
 }
 
 /* The caller's name in messages: "rexecve" or "rfork". */
 static const char *who = "rexecve";
-/* The request being served: its report and end hook (the native rex run's), when it asked for them. */
-static const struct rex__stub_req *cur;
 
 /*
  * One relayed descriptor: in = the stub reads it and sends DATA; out = DATA

@@ -14,6 +14,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { KEYS_BY_NAME } from '../../src/config/keys.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
 import { NETNS, startCluster } from '../helpers/cluster.js';
+import { haveScript, terminalResizeScript, underScript } from '../helpers/script.js';
 
 const NATIVE = join(packageRoot(), 'native', 'build', 'bin', 'rex');
 type Front = 'native' | 'node';
@@ -116,6 +117,36 @@ describe(`the native rex front end beside the Node CLI (${NETNS ? 'network names
     const [bn, bj] = await both(['run', '--host', 'beta', 'seq', '1', '1000000']);
     expect([bn.code, createHash('sha256').update(bn.stdout).digest('hex')]).toEqual([0, want]);
     expect([bj.code, createHash('sha256').update(bj.stdout).digest('hex')]).toEqual([0, want]);
+  });
+
+  it('REX_HOST and a program only the origin has (sent by hash, found by path as the Node CLI finds it): the same through both', async () => {
+    const [n, j] = await both(['run', '--json', 'sh', '-c', 'exit 4'], { env: { ...env, REX_HOST: 'beta' } });
+    expect(comparable(n)).toEqual(comparable(j));
+    expect(JSON.parse(n.stdout.toString())).toMatchObject({ host: 'beta', code: 4, status: 4 });
+    const sub = join(dir, 'progs');
+    mkdirSync(join(sub, 'bin'), { recursive: true });
+    writeFileSync(join(sub, 'bin', 'only-here'), '#!/bin/sh\necho "only-here $# $1"\n');
+    chmodSync(join(sub, 'bin', 'only-here'), 0o755);
+    for (const args of [['./bin/../bin/only-here', 'a b'], ['only-here', 'x']]) {
+      const [pn, pj] = await both(['run', '--host', 'beta', ...args], { cwd: sub, env: { ...env, PATH: `bin:${env.PATH}` } });
+      expect([pn.code, pn.stdout.toString(), pn.stderr]).toEqual([0, `only-here 1 ${args[1]}\n`, '']);
+      expect(comparable(pn)).toEqual(comparable(pj));
+    }
+  });
+
+  it.skipIf(!haveScript)('on a terminal: a pty of the same size, resized with the local one, raw mode undone; none with -T or stdout elsewhere', async () => {
+    const shapes: string[] = [];
+    for (const [i, cmd] of [`"${NATIVE}"`, `"${process.execPath}" "${distBin('rex')}"`].entries()) {
+      const ready = join(dir, `tty-ready-${i}`);
+      const script = join(dir, `tty-${i}.sh`);
+      writeFileSync(script, terminalResizeScript(`${cmd} run --socket ${socket} --host beta`, ready).join('\n') + '\n');
+      const { stdout } = await underScript(`sh ${script}`, { env });
+      expect(stdout).toMatch(/\/dev\/pts\/\d+\r\r?\n33 99\r\r?\n40 120\r\r?\nstatus 4\r\nicanon\r\n$/);
+      const none = await underScript(`${cmd} run -T --host beta sh -c 'tty || true'; ${cmd} run --host beta sh -c 'tty || true' > ${dir}/out-${i}; cat ${dir}/out-${i}`, { env });
+      expect(none.stdout).toBe('not a tty\r\nnot a tty\r\n');
+      shapes.push(stdout.replace(/\/dev\/pts\/\d+/, 'PTS'));
+    }
+    expect(shapes[0]).toBe(shapes[1]);
   });
 
   it('no rexd: the Node CLI\'s message and status (exit 1), through both', async () => {
