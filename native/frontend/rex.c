@@ -26,7 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef REX_CLI
@@ -265,6 +268,79 @@ static void print_record(const char *host, uint64_t pid, int code, const char *s
   write_all(1, line, n);
 }
 
+/*
+ * The transfer bar of the Node CLI (src/exec/origin/stub.ts ProgressBar, renderProgress): on stderr when it is
+ * a terminal, nothing for the first REX_PROGRESS_AFTER_MS (default 300) ms, then one line redrawn in place,
+ * erased when the program starts or the start fails.
+ */
+static struct {
+  int tty;
+  double after_ms;
+  long long since; /* -1: no PROGRESS yet */
+  int drawn;
+} bar = {0, 300, -1, 0};
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Number(process.env.REX_PROGRESS_AFTER_MS || 300) || 0 */
+static double progress_after(void) {
+  const char *s = getenv("REX_PROGRESS_AFTER_MS");
+  if (!s || !*s) return 300;
+  char *end;
+  double v = strtod(s, &end);
+  while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+  return end == s || *end || v != v ? 0 : v;
+}
+
+static void on_progress(void *arg, uint64_t done, uint64_t total, const char *path) {
+  (void)arg;
+  if (!bar.tty) return;
+  long long now = now_ms();
+  if (bar.since < 0) bar.since = now;
+  if ((double)(now - bar.since) < bar.after_ms) return;
+  struct winsize ws;
+  int width = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col ? ws.ws_col : 80;
+  double all = (double)(total > done ? total : done);
+  if (all < 1) all = 1;
+  double frac = (double)done / all;
+  if (frac > 1) frac = 1;
+  const char *name = strrchr(path, '/');
+  name = name && name[1] ? name + 1 : path;
+  char head[64], tail[96], line[512];
+  if (strlen(name) > 24)
+    snprintf(head, sizeof head, "rex: sending %.23s~ ", name);
+  else
+    snprintf(head, sizeof head, "rex: sending %s ", name);
+  snprintf(tail, sizeof tail, " %3d%% %.1f/%.1f MB", (int)floor(frac * 100), (double)done / 1e6, all / 1e6);
+  int bw = width - 1 - (int)strlen(head) - (int)strlen(tail) - 2;
+  if (bw > 40) bw = 40;
+  if (bw < 0) bw = 0;
+  int filled = (int)floor(frac * bw + 0.5);
+  size_t n = (size_t)snprintf(line, sizeof line, "\r%s", head);
+  if (bw > 0) {
+    line[n++] = '[';
+    for (int i = 0; i < bw; i++) line[n++] = i < filled ? '#' : '.';
+    line[n++] = ']';
+  }
+  n += (size_t)snprintf(line + n, sizeof line - n, "%s", tail);
+  /* The line is cut to width - 1 columns (after the leading \r). */
+  size_t keep = width - 1 > 0 ? (size_t)(width - 1) + 1 : 1;
+  if (n > keep) n = keep;
+  memcpy(line + n, "\x1b[K", 3);
+  write_all(2, line, n + 3);
+  bar.drawn = 1;
+}
+
+static void progress_clear(void *arg) {
+  (void)arg;
+  if (bar.drawn) write_all(2, "\r\x1b[K", 4);
+  bar.drawn = 0;
+}
+
 /* The stub's last word: the program ended (EXIT) or rexd was lost. */
 static void on_end(void *arg, const struct rex__stub_report *r) {
   (void)arg;
@@ -320,8 +396,12 @@ int main(int argc, char **argv) {
       .node_raw = 1,
       .report = &run.report,
       .on_end = on_end,
+      .on_progress = on_progress,
   };
-  int e = rex__stub_exec(&rq, NULL, NULL);
+  bar.tty = isatty(2);
+  bar.after_ms = progress_after();
+  int e = rex__stub_exec(&rq, progress_clear, NULL);
+  progress_clear(NULL);
   /* Nothing started. Before the request went out (no rexd, HELLO refused): the Node CLI's own words and status. */
   if (!run.report.sent) delegate(argc, argv);
   char msg[9000];

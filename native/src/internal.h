@@ -60,6 +60,8 @@ struct rex__stub_req {
   /* Called once just before the stub leaves (the program ended, or rexd was lost); NULL: none. */
   void (*on_end)(void *arg, const struct rex__stub_report *r);
   void *end_arg;
+  /* PROGRESS before STARTED (a transfer to the executor): done and total bytes, the file's origin path; NULL: ignored. */
+  void (*on_progress)(void *arg, uint64_t done, uint64_t total, const char *path);
 };
 
 /* What the stub learnt, for a caller that reports it (rex run --json, its messages). */

@@ -251,6 +251,15 @@ static int start(struct stub *s, const struct rex__stub_req *rq) {
       }
       return 0;
     }
+    if (f.type == REX_MSG_PROGRESS && rq->on_progress) {
+      const struct rex_attr *d = attr(&f, REX_PROGRESS_DONE), *t = attr(&f, REX_PROGRESS_TOTAL), *p = attr(&f, REX_PROGRESS_PATH);
+      char path[4096];
+      if (p && p->kind == REX_KIND_STRING)
+        rex__copy_str(path, sizeof path, p);
+      else
+        snprintf(path, sizeof path, "%s", rq->path);
+      rq->on_progress(rq->end_arg, d && d->kind == REX_KIND_UINT ? d->v.u : 0, t && t->kind == REX_KIND_UINT ? t->v.u : 0, path);
+    }
     /* Anything else before STARTED (transfer progress, later additions) is information only. */
   }
 }

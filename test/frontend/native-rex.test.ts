@@ -6,8 +6,9 @@
  * that `rex run` did not start Node at all.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, readlinkSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
@@ -247,5 +248,47 @@ describe(`the native rex front end beside the Node CLI (${NETNS ? 'network names
     const src = readFileSync(join(packageRoot(), 'native', 'frontend', 'frontend.c'), 'utf8');
     const block = /fe_rc_keys: begin[^\n]*\n([\s\S]*?)\/\* fe_rc_keys: end/.exec(src)![1]!;
     expect([...block.matchAll(/"([^"]+)"/g)].map((m) => m[1])).toEqual([...KEYS_BY_NAME.keys()]);
+  });
+});
+
+/** A program only the origin has (REX_EXEC_TEST_HIDE hides it from the executors): the transfer and its bar. */
+describe('the native rex front end during a transfer', () => {
+  let cluster: LocalCluster;
+  let stop: () => Promise<void>;
+  const hidden = mkdtempSync(join(tmpdir(), 'rex-frontend-only-on-origin-'));
+  const temps = mkdtempSync(join(tmpdir(), 'rex-frontend-temps-'));
+
+  /** A compiled program with random megabytes appended (ignored when it runs). */
+  const bigProgram = (name: string, mb: number): string => {
+    const src = join(hidden, `${name}.c`);
+    writeFileSync(src, '#include <stdio.h>\nint main(void) { puts("big program ran"); return 0; }\n');
+    const p = join(hidden, name);
+    spawnSync('cc', ['-O1', '-o', p, src]);
+    for (let i = 0; i < mb; i++) appendFileSync(p, randomBytes(1 << 20));
+    return p;
+  };
+
+  beforeAll(async () => {
+    process.env.REX_EXEC_TEST_HIDE = hidden;
+    ({ cluster, stop } = await startCluster(2, { rc: [`rex-temp-directory : ${temps}/\${HOST}`] }).finally(() => delete process.env.REX_EXEC_TEST_HIDE));
+    await cluster.waitAllReachable();
+  }, 60_000);
+  afterAll(async () => {
+    await stop?.();
+    rmSync(hidden, { recursive: true, force: true });
+    rmSync(temps, { recursive: true, force: true });
+  });
+
+  it.skipIf(!haveScript)("draws the Node CLI's bar on a terminal, erased before the program's output; nothing when stderr is not one", async () => {
+    const env = { PATH: process.env.PATH, HOME: hidden, LANG: 'C', REX_SOCKET: cluster.host('alpha').socket, REX_PROGRESS_AFTER_MS: '0' };
+    for (const [i, cmd] of [`'${NATIVE}'`, `'${process.execPath}' '${distBin('rex')}'`].entries()) {
+      const prog = bigProgram(`big-tty-${i}`, 8);
+      const r = await underScript(`${cmd} run --host beta -T '${prog}'`, { flush: true, env });
+      expect(r.stdout).toMatch(new RegExp(`rex: sending big-tty-${i} \\[[#.]+\\] +\\d+% [\\d.]+/8\\.4 MB`));
+      expect(r.stdout).toMatch(new RegExp(`rex: sending big-tty-${i} \\[#+\\] 100% 8\\.4/8\\.4 MB`));
+      expect(r.stdout).toMatch(/\r\x1b\[Kbig program ran\r?\n/);
+      const piped = await rex(i === 0 ? 'native' : 'node', ['run', '--host', 'beta', bigProgram(`big-pipe-${i}`, 8)], { env });
+      expect([piped.code, piped.stdout.toString(), piped.stderr]).toEqual([0, 'big program ran\n', '']);
+    }
   });
 });
