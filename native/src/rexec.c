@@ -603,7 +603,21 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       /* Read what is there; the top of the loop decodes it. */
-      if (rex__conn_fill(&c->conn) < 0) lost("lost the connection to rexd while the program ran");
+      rex__clear_error();
+      long r = rex__conn_fill(&c->conn);
+      if (r < 0 && cur && cur->report) {
+        /* rex run words it as the Node CLI does: end of file (closed), or the read's error by its errno name. */
+        char m[300];
+        const char *name = r == -ECONNRESET ? "ECONNRESET" : r == -ETIMEDOUT ? "ETIMEDOUT" : r == -EPIPE ? "EPIPE" : r == -EIO ? "EIO" : NULL;
+        if (r == -ECONNRESET && !*rex_last_error())
+          snprintf(m, sizeof m, "connection to %s closed", c->conn.where);
+        else if (name)
+          snprintf(m, sizeof m, "connection to %s failed: read %s", c->conn.where, name);
+        else
+          snprintf(m, sizeof m, "connection to %s failed: read: %s", c->conn.where, strerror((int)-r));
+        lost(m);
+      }
+      if (r < 0) lost("lost the connection to rexd while the program ran");
     }
   }
 }

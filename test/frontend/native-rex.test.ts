@@ -302,4 +302,31 @@ describe('the native rex front end during a transfer', () => {
       expect([piped.code, piped.stdout.toString(), piped.stderr]).toEqual([0, 'big program ran\n', '']);
     }
   });
+
+  // Last in this cluster: it kills alpha's rexd (and starts it again).
+  it('rexd lost while the program runs: the same message, record and status 255 through both', async () => {
+    const alpha = cluster.host('alpha');
+    const env = { PATH: process.env.PATH, HOME: hidden, LANG: 'C', REX_SOCKET: alpha.socket };
+    const results: ReturnType<typeof comparable>[] = [];
+    for (const front of ['native', 'node'] as const) {
+      let killed = false;
+      const r = await rex(front, ['run', '--json', '--host', 'beta', 'sh', '-c', 'echo started; exec sleep 30'], {
+        env,
+        onStdout: (s) => {
+          if (killed || !s.includes('started')) return;
+          killed = true;
+          cluster.kill('alpha', 'SIGKILL');
+        },
+      });
+      results.push(comparable(r));
+      await cluster.startHost(alpha);
+      await cluster.waitAllReachable();
+    }
+    // Closed (end of file) or reset (bytes were in flight when rexd died): a race, for the Node CLI as for the native one.
+    for (const how of ['closed', 'failed: read ECONNRESET']) {
+      const shape = { code: 255, signal: null, stdout: `started\n{"host":"beta","pid":PID,"code":null,"signal":null,"status":255,"error":"connection to rexd at ${alpha.socket} ${how}"}\n`, stderr: `rex run: connection to rexd at ${alpha.socket} ${how}\n` };
+      for (const r of results) if (r.stderr.includes(how)) expect(r).toEqual(shape);
+    }
+    expect(results.every((r) => /(closed|failed: read ECONNRESET)\n$/.test(r.stderr))).toBe(true);
+  }, 60_000);
 });
