@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Benchmark: remote execution (docs/EXEC.md) against its peers, in the same run.
-//   1. starting /bin/true on another host: rexecve()'s C stub, `rex run` (a Node
-//      CLI: its start-up is most of it), the in-process stub (spawn()'s path),
+//   1. starting /bin/true on another host: rexecve()'s C stub, the native `rex run`
+//      (native/frontend/rex.c, what the `rex` command runs), `rex run` through the Node
+//      CLI (its start-up is most of it), the in-process stub (spawn()'s path),
 //      against a local posix_spawn and against ssh to a private sshd on loopback
 //      (full handshake, and ControlMaster multiplexing);
 //   2. 1,000 short jobs placed over a three-host cluster: jobs/s and how evenly
@@ -148,6 +149,10 @@ async function main() {
     console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
     const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
     const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
+    // The native front end (native/frontend/rex.c): what package.json's bin `rex` and an installed BINDIR/rex run.
+    const nativeRex = join(native, 'build', 'bin', 'rex');
+    if (!existsSync(nativeRex)) execFileSync('make', ['-s', '-C', native, 'build/bin/rex'], { stdio: 'pipe' });
+    const nat = line('rex run --host beta /bin/true (native rex)', await timeSpawn(nativeRex, ['run', '--host', 'beta', '/bin/true'], env));
     const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
     // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
     const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
@@ -172,6 +177,7 @@ async function main() {
     console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
     if (mux) {
       console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
+      console.log(`ratio native rex run / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x: rex run <= ssh)`);
       console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
       console.log(`ratio ssh ControlMaster / Node start-up alone: ${(mux / nodeFloor).toFixed(2)}x (the best any Node CLI could reach)`);
     }

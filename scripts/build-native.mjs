@@ -43,4 +43,6 @@ const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node
 const gypArgs = ['rebuild', `--jobs=${jobs}`];
 if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
 run(process.execPath, [findNodeGyp(), ...gypArgs]);
-run('make', [`-j${jobs}`, 'all']);
+// REX_BUILD_NODE: the node running this build, the one the native `rex` front end (native/frontend/rex.c)
+// hands other commands to by default ($REX_NODE overrides it; `node` on PATH when it is gone).
+run('make', [`-j${jobs}`, 'all', `REX_BUILD_NODE=${process.execPath}`]);

@@ -93,9 +93,14 @@ writeFileSync(
   JSON.stringify({ version: pkg.version, prefix: args.prefix, bindir: args.bindir, libexecdir: join(args.libexecdir, 'rex'), sysconfdir: args.sysconfdir }, null, 2) + '\n',
 );
 
-// One launcher per program, from package.json's bin (whatever file each names).
+// One launcher per Node program of package.json's bin. A native entry (`rex`: native/build/bin/rex, the
+// front end of native/frontend/rex.c) is no Node program: the Makefile installs its own build of it in
+// BINDIR, one that finds the Node CLI at LIBDIR/rex/dist/bin/rex.js (copied above with dist/).
 mkdirSync(out(args.bindir), { recursive: true });
+const launched = [];
 for (const [name, file] of Object.entries(pkg.bin ?? {})) {
+  if (!file.endsWith('.js')) continue;
+  launched.push(name);
   const target = join(libRex, file);
   if (target.includes("'")) throw new Error(`install-node: ${target} has a quote, which the launcher cannot hold`);
   const launcher = out(join(args.bindir, name));
@@ -111,4 +116,4 @@ for (const [name, file] of Object.entries(pkg.bin ?? {})) {
   );
   chmodSync(launcher, 0o755);
 }
-console.log(`install-node: ${libRex} (${copied.size} packages of node_modules), launchers ${Object.keys(pkg.bin ?? {}).join(', ')} in ${args.bindir}`);
+console.log(`install-node: ${libRex} (${copied.size} packages of node_modules), launchers ${launched.join(', ')} in ${args.bindir}`);

@@ -38,6 +38,8 @@ void rex__clear_error(void);
 /* The Unix socket path of the local rexd: $REX_SOCKET, else $HOME/.rex/run/rexd.sock. 0 or -errno. */
 int rex__socket_path(char *buf, size_t cap);
 
+struct rex__stub_report;
+
 /* What the origin stub (rexec.c) is asked to start: rexecve() and rfork() share it. */
 struct rex__stub_req {
   const char *who;                 /* "rexecve" or "rfork": the prefix of messages */
@@ -50,6 +52,30 @@ struct rex__stub_req {
   size_t nfds;
   const unsigned char *served;     /* image: per fds[i], 1 = a file or directory answered on the file channel (NULL: none) */
   int chan;                        /* image: the file channel's number among fds, or -1 (docs/RFORK.md 4.1) */
+  /* The native `rex run` (native/frontend/rex.c) asks for what the Node CLI does beyond rexecve(): */
+  const uint8_t *sha256;           /* 32 bytes: the origin's copy of the program, by hash (EXEC sha256), or NULL */
+  int epipe_sigpipe;               /* EPIPE on fd 1 or 2: the program gets SIGPIPE once, as a local writer would */
+  int node_raw;                    /* with a pty: the local terminal's raw mode as Node's (libuv) sets it, not cfmakeraw's */
+  struct rex__stub_report *report; /* filled in as the stub learns it (NULL: not wanted) */
+  /* Called once just before the stub leaves (the program ended, or rexd was lost); NULL: none. */
+  void (*on_end)(void *arg, const struct rex__stub_report *r);
+  void *end_arg;
+  /* PROGRESS before STARTED (a transfer to the executor): done and total bytes, the file's origin path; NULL: ignored. */
+  void (*on_progress)(void *arg, uint64_t done, uint64_t total, const char *path);
+};
+
+/* What the stub learnt, for a caller that reports it (rex run --json, its messages). */
+struct rex__stub_report {
+  int sent;            /* the request went out (a failure before it changed nothing) */
+  char host[256];      /* STARTED host, then EXIT host when it names one */
+  uint64_t pid;        /* STARTED pid (0: none) */
+  int exited;          /* EXIT arrived: code or signal below */
+  int code;            /* exit code */
+  char signal[32];     /* signal name without SIG, "" when it exited */
+  int signo;           /* its number here, 0 when unknown */
+  char proto[32];      /* an ERROR's code name (NO_ENTRY, DENIED, ...), "" for none */
+  char error_host[256];/* an ERROR's host attribute, "" for none */
+  char text[4096];     /* an ERROR's message, or why rexd was lost */
 };
 
 /*

@@ -51,6 +51,9 @@ static const struct {
 static const int FORWARD[] = {REX_FORWARDED_SIGNALS(REX_SIGNUM)};
 #undef REX_SIGNUM
 
+/* The request being served: its report and end hook (the native rex run's), when it asked for them. */
+static const struct rex__stub_req *cur;
+
 /* With a pseudo-terminal (stdin is a terminal, rexecve): the terminal's mode before the stub made it raw. */
 static struct termios saved_tty;
 static int tty_raw;
@@ -66,7 +69,16 @@ static void tty_make_raw(void) {
   struct termios t;
   if (tcgetattr(0, &t) != 0) return;
   if (!tty_raw) saved_tty = t;
-  cfmakeraw(&t); /* output processing off as well: the remote terminal already turned \n into \r\n */
+  if (cur && cur->node_raw) {
+    /* The native rex run: the raw mode of the Node CLI (libuv's UV_TTY_MODE_RAW), ONLCR kept, so the bytes on the terminal are the same. */
+    t.c_iflag &= (tcflag_t) ~(BRKINT | ICRNL | INPCK | ISTRIP | IXON);
+    t.c_oflag |= ONLCR;
+    t.c_cflag |= CS8;
+    t.c_lflag &= (tcflag_t) ~(ECHO | ICANON | IEXTEN | ISIG);
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+  } else
+    cfmakeraw(&t); /* output processing off as well: the remote terminal already turned \n into \r\n */
   if (tcsetattr(0, TCSADRAIN, &t) == 0) tty_raw = 1;
 }
 
@@ -144,6 +156,18 @@ static int exec_error(const struct rex_frame *f) {
   struct rex__remote_error e;
   int err = rex__conn_error(f, map, &e);
   rex__set_error("%s: %s", who, e.text);
+  struct rex__stub_report *r = cur ? cur->report : NULL;
+  if (r) {
+    snprintf(r->proto, sizeof r->proto, "%s", e.name);
+    const struct rex_attr *m = rex__field(f, REX_ATTR_NONE, REX_ERROR_MESSAGE);
+    const struct rex_attr *h = rex__field(f, REX_ATTR_NONE, REX_ERROR_HOST);
+    if (m && m->kind == REX_KIND_STRING)
+      rex__copy_str(r->text, sizeof r->text, m);
+    else
+      snprintf(r->text, sizeof r->text, "%s", err == EPROTO && !strcmp(e.name, "MALFORMED") ? e.text : "");
+    r->error_host[0] = '\0';
+    if (h && h->kind == REX_KIND_STRING) rex__copy_str(r->error_host, sizeof r->error_host, h);
+  }
   return err;
 }
 
@@ -173,6 +197,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
+  if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
   struct winsize ws;
   if (rq->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
@@ -209,6 +234,7 @@ static int start(struct stub *s, const struct rex__stub_req *rq) {
   if (rc == REX__CONN_ERROR) return exec_error(&f) == EACCES ? EACCES : EHOSTUNREACH;
   if (rc) return rc == -ECONNRESET ? EHOSTUNREACH : -rc;
   if ((rc = send_request(s, rq))) return rc;
+  if (rq->report) rq->report->sent = 1;
   for (;;) {
     rc = rex__conn_await(c, STREAM, &f);
     if (rc == REX__CONN_ERROR) return exec_error(&f);
@@ -218,13 +244,28 @@ static int start(struct stub *s, const struct rex__stub_req *rq) {
       s->window = w && w->kind == REX_KIND_UINT ? w->v.u : REXEC_WINDOW;
       const struct rex_attr *fw = attr(&f, REX_STARTED_FD_WINDOW);
       s->fd_window = fw && fw->kind == REX_KIND_UINT ? fw->v.u : 0;
+      if (rq->report) {
+        const struct rex_attr *h = attr(&f, REX_STARTED_HOST), *pid = attr(&f, REX_STARTED_PID);
+        if (h && h->kind == REX_KIND_STRING) rex__copy_str(rq->report->host, sizeof rq->report->host, h);
+        rq->report->pid = pid && pid->kind == REX_KIND_UINT ? pid->v.u : 0;
+      }
       return 0;
+    }
+    if (f.type == REX_MSG_PROGRESS && rq->on_progress) {
+      const struct rex_attr *d = attr(&f, REX_PROGRESS_DONE), *t = attr(&f, REX_PROGRESS_TOTAL), *p = attr(&f, REX_PROGRESS_PATH);
+      char path[4096];
+      if (p && p->kind == REX_KIND_STRING)
+        rex__copy_str(path, sizeof path, p);
+      else
+        snprintf(path, sizeof path, "%s", rq->path);
+      rq->on_progress(rq->end_arg, d && d->kind == REX_KIND_UINT ? d->v.u : 0, t && t->kind == REX_KIND_UINT ? t->v.u : 0, path);
     }
     /* Anything else before STARTED (transfer progress, later additions) is information only. */
   }
 }
 
 static int sigpipe_fds[2] = {-1, -1};
+static int epipe_sent; /* SIGPIPE sent to the program after EPIPE on fd 1 or 2 (epipe_sigpipe) */
 
 static void on_signal(int sig) {
   int e = errno;
@@ -237,6 +278,9 @@ static void on_signal(int sig) {
 /* Leaves like the remote program: _exit(code), or death by the same signal. */
 static void __attribute__((noreturn)) end_like(int code, int sig) {
   tty_restore();
+  if (cur && cur->on_end) {
+    cur->on_end(cur->end_arg, cur->report);
+  }
   if (sig > 0) {
     rex__die_of(sig);
     _exit(128 + sig); /* a signal whose default is to ignore (CHLD, URG, WINCH): as a shell reports it */
@@ -246,6 +290,14 @@ static void __attribute__((noreturn)) end_like(int code, int sig) {
 
 static void __attribute__((noreturn)) lost(const char *why) {
   tty_restore();
+  if (cur && cur->on_end && cur->report) {
+    /* The caller reports it (its own message and record) and leaves with 255. */
+    struct rex__stub_report *r = cur->report;
+    if (why != r->text) snprintf(r->text, sizeof r->text, "%s", why);
+    r->exited = 0;
+    cur->on_end(cur->end_arg, r);
+    _exit(255);
+  }
   char line[640];
   int n = snprintf(line, sizeof line, "%s: %s\n", who, why);
   if (n > 0) write_all(2, (const uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
@@ -420,6 +472,7 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
     while ((got = rex__conn_take(&c->conn, &f)) > 0) {
       if (f.type == REX_MSG_ERROR) {
         exec_error(&f);
+        if (cur && cur->report) lost(cur->report->text); /* the report keeps the ERROR's code and host */
         lost(rex_last_error() + strlen(who) + 2); /* without its "who: " prefix: lost() adds it */
       }
       if (f.type == REX_MSG_GOODBYE) lost("rexd closed the connection");
@@ -442,7 +495,12 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
           struct proxy *to = find_proxy(px, npx, a->v.u);
           if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
             /* EPIPE or a closed descriptor: the reader is gone; drop, keep the credit flowing. */
-            if (to && to->out) write_all(to->fd, d->data, d->len);
+            if (to && to->out && write_all(to->fd, d->data, d->len) == -EPIPE && to->fd <= 2 && cur && cur->epipe_sigpipe &&
+                !epipe_sent) {
+              /* As rex run: the program gets the SIGPIPE a local writer would (`rex run yes | head -1`). */
+              epipe_sent = 1;
+              if (send_simple(c, REX_MSG_SIGNAL, REX_SIGNAL_SIGNAL, 0, "PIPE", NULL, 0, 0)) lost("lost rexd");
+            }
             if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
           }
           if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
@@ -461,11 +519,25 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
         case REX_MSG_EXIT: {
           const struct rex_attr *s = attr(&f, REX_EXIT_SIGNAL);
           a = attr(&f, REX_EXIT_CODE);
+          struct rex__stub_report *r = cur ? cur->report : NULL;
+          const struct rex_attr *h = attr(&f, REX_EXIT_HOST);
+          if (r) {
+            r->exited = 1;
+            if (h && h->kind == REX_KIND_STRING && h->len) rex__copy_str(r->host, sizeof r->host, h);
+          }
           if (s && s->kind == REX_KIND_STRING) {
             int sig = sig_number(s);
-            end_like(0, sig > 0 ? sig : 0);
+            if (r) {
+              rex__copy_str(r->signal, sizeof r->signal, s);
+              r->signo = sig;
+            }
+            /* A name this host does not know: exit 128, as rex run reports it (128 + no number). */
+            if (sig <= 0) end_like(128, 0);
+            end_like(0, sig);
           }
-          end_like(a && a->kind == REX_KIND_UINT ? (int)(a->v.u & 0xff) : 0, 0);
+          int code = a && a->kind == REX_KIND_UINT ? (int)(a->v.u & 0xff) : 0;
+          if (r) r->code = code;
+          end_like(code, 0);
         }
         default:
           break;
@@ -531,13 +603,28 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       /* Read what is there; the top of the loop decodes it. */
-      if (rex__conn_fill(&c->conn) < 0) lost("lost the connection to rexd while the program ran");
+      rex__clear_error();
+      long r = rex__conn_fill(&c->conn);
+      if (r < 0 && cur && cur->report) {
+        /* rex run words it as the Node CLI does: end of file (closed), or the read's error by its errno name. */
+        char m[300];
+        const char *name = r == -ECONNRESET ? "ECONNRESET" : r == -ETIMEDOUT ? "ETIMEDOUT" : r == -EPIPE ? "EPIPE" : r == -EIO ? "EIO" : NULL;
+        if (r == -ECONNRESET && !*rex_last_error())
+          snprintf(m, sizeof m, "connection to %s closed", c->conn.where);
+        else if (name)
+          snprintf(m, sizeof m, "connection to %s failed: read %s", c->conn.where, name);
+        else
+          snprintf(m, sizeof m, "connection to %s failed: read: %s", c->conn.where, strerror((int)-r));
+        lost(m);
+      }
+      if (r < 0) lost("lost the connection to rexd while the program ran");
     }
   }
 }
 
 int rex__stub_exec(const struct rex__stub_req *rq, void (*on_started)(void *arg), void *arg) {
   who = rq->who ? rq->who : "rexecve";
+  cur = rq;
   size_t npx = rq->image ? rq->nfds : 3;
   struct proxy *px = calloc(npx ? npx : 1, sizeof *px);
   if (!px) return ENOMEM;

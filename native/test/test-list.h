@@ -36,4 +36,9 @@
   X(fileproxy_filter_refused_falls_back) \
   X(xsave_convert_intel_amd_round_trip) \
   X(xsave_convert_refusals)       \
-  X(xsave_compare_superset)
+  X(xsave_compare_superset)        \
+  X(frontend_args)                \
+  X(frontend_rc_socket)           \
+  X(frontend_join)                \
+  X(frontend_json_quote)          \
+  X(frontend_sha256)

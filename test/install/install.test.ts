@@ -198,7 +198,10 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
 // A real installation (no DESTDIR) into a prefix of its own, so that its launchers run here for
 // any user: PREFIX/bin/rex is what a user's PATH finds, and nothing it loads lies in the clone.
 describe('the installed Node programs (make -C native install PREFIX=...)', () => {
-  const bins = Object.keys((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin);
+  const binEntries = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
+  const bins = Object.keys(binEntries);
+  /** The Node programs, which get a launcher; `rex` is the native front end (native/build/bin/rex). */
+  const launched = bins.filter((b) => binEntries[b]!.endsWith('.js'));
   let prefix: string;
   let rexd: ChildProcess | undefined;
   /** No NODE_PATH, no clone on PATH, and a cwd outside it: only the launcher knows where REX is. */
@@ -214,8 +217,9 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
   });
 
   // claim: install.launchers
-  it("writes one launcher per package.json bin entry, each a sh script exec'ing node on the installed program", () => {
-    for (const b of bins) {
+  it("writes one launcher per Node program of package.json's bin, each a sh script exec'ing node on the installed program", () => {
+    expect(launched).toEqual(bins.filter((b) => b !== 'rex'));
+    for (const b of launched) {
       const text = readFileSync(join(prefix, 'bin', b), 'utf8');
       expect(text.startsWith('#!/bin/sh\n'), b).toBe(true);
       expect(text).toContain(`'${join(prefix, 'lib', 'rex')}/`);
@@ -223,6 +227,18 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
     }
     const rec = JSON.parse(readFileSync(join(prefix, 'lib/rex/installed.json'), 'utf8')) as Record<string, string>;
     expect(rec).toEqual({ version, prefix, bindir: join(prefix, 'bin'), libexecdir: join(prefix, 'libexec', 'rex'), sysconfdir: join(prefix, 'etc') });
+  });
+
+  // claim: install.native-rex
+  it('installs the native front end as PREFIX/bin/rex: an ELF program that hands other commands to the installed Node CLI', () => {
+    expect(binEntries.rex).toBe('native/build/bin/rex');
+    expect(readFileSync(join(prefix, 'bin', 'rex')).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    // A stand-in node ($REX_NODE) shows what it would run: the installed CLI, with the same arguments.
+    const fake = join(tmp, 'fake-node');
+    writeFileSync(fake, '#!/bin/sh\necho "$*"\n');
+    chmodSync(fake, 0o755);
+    const r = spawnSync(join(prefix, 'bin', 'rex'), ['hosts', '--json'], { encoding: 'utf8', cwd: tmp, env: { ...env(), REX_NODE: fake } });
+    expect([r.status, r.stdout, r.stderr]).toEqual([0, `${join(prefix, 'lib/rex/dist/bin/rex.js')} hosts --json\n`, '']);
   });
 
   it('PREFIX/bin/rex --version runs the installed code, and every launcher answers --help', () => {
@@ -265,6 +281,10 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
     }, { timeout: 20_000, interval: 100 });
     const r = run('rex', ['run', '--config', rc, '--host', 'solo', '-T', '/bin/echo', 'served by the installed rexd']);
     expect([r.status, r.stdout, r.stderr]).toEqual([0, 'served by the installed rexd\n', '']);
+    // Without --config the native front end runs the job itself (--socket: no rex.rc to read).
+    const n = run('rex', ['run', '--socket', socket, '--host', 'solo', '--json', '/bin/echo', 'natively']);
+    expect([n.status, n.stdout.split('\n')[0], n.stderr]).toEqual([0, 'natively', '']);
+    expect(JSON.parse(n.stdout.split('\n')[1]!)).toMatchObject({ host: 'solo', code: 0, signal: null, status: 0 });
     // The launcher exec'd node, so the child's pid is rexd's: its mappings name the installed addon.
     const maps = readFileSync(`/proc/${rexd.pid}/maps`, 'utf8');
     expect(maps).toContain(join(prefix, 'lib/rex/native/build/Release/rex_addon.node'));
