@@ -304,19 +304,20 @@ int main(void) {
   // claim: exec.pty
   it('gives the program a pseudo-terminal of the asked size, and window size changes follow', async () => {
     let out = '';
-    let resized = false;
+    let sawReady!: () => void;
+    const ready = new Promise<void>((r) => (sawReady = r));
+    // The output may arrive before start() resolves: the resize waits for both (rp is not there before).
     const rp = await RemoteProcess.start(
       client.conn,
       { path: '/bin/sh', argv: ['sh', '-c', 'tty; stty size; trap "stty size; exit 4" WINCH; echo ready; while :; do sleep 0.05; done'], host: 'beta', env: ['PATH=/usr/bin:/bin'], pty: { rows: 33, cols: 99 } },
       (_fd, d, done) => {
         if (d) out += d.toString();
-        if (!resized && out.includes('ready')) {
-          resized = true;
-          rp.winsize(40, 120);
-        }
+        if (out.includes('ready')) sawReady();
         done();
       },
     );
+    await ready;
+    rp.winsize(40, 120);
     const status = await rp.exited;
     expect(status.code).toBe(4);
     // The terminal's line discipline turns \n into \r\n, as on any terminal.
