@@ -244,15 +244,22 @@ describe(`the native rex front end beside the Node CLI (${NETNS ? 'network names
     expect([r.code, r.signal]).toEqual([null, 'SIGTERM']);
   });
 
-  it('npx rex works in the clone: bin.rex is the native front end, which runs a job and hands --version to the Node CLI', () => {
+  it("bin.rex is the native front end, and it works through a link as npm makes one: it runs a job and hands --version to the Node CLI", () => {
     const root = packageRoot();
-    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string>; version: string };
     expect(pkg.bin.rex).toBe('native/build/bin/rex');
-    const v = spawnSync('npx', ['--no-install', 'rex', '--version'], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
-    expect([v.status, v.stdout, v.stderr]).toEqual([0, `${(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version}\n`, '']);
-    // npx resolves bin.rex of the clone's package.json (asserted above): native/build/bin/rex.
-    const r = spawnSync('npx', ['--no-install', 'rex', 'run', '--host', 'alpha', 'sh', '-c', 'echo via npx'], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
-    expect([r.status, r.stdout, r.stderr]).toEqual([0, 'via npx\n', '']);
+    // node_modules/.bin/rex is a symbolic link to the bin file: the front end finds the Node CLI from its own
+    // location (/proc/self/exe), not from the link's.
+    const bin = mkdtempSync(join(tmpdir(), 'rex-bin-link-'));
+    symlinkSync(join(root, pkg.bin.rex), join(bin, 'rex'));
+    try {
+      const v = spawnSync(join(bin, 'rex'), ['--version'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+      expect([v.status, v.stdout, v.stderr]).toEqual([0, `${pkg.version}\n`, '']);
+      const r = spawnSync(join(bin, 'rex'), ['run', '--host', 'alpha', 'sh', '-c', 'echo through the link'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+      expect([r.status, r.stdout, r.stderr]).toEqual([0, 'through the link\n', '']);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   it("the scanner's rex.rc keys are src/config/keys.ts's", () => {
