@@ -28,17 +28,19 @@ export function distBin(name: string): string {
 
 /**
  * How a user of this copy of REX runs program `name` from a shell, for the commands that hints print: `name` when
- * it is on PATH as this very program (an installation, `npm link`, a global install), else `npx name`, which in a
- * clone or a project that depends on REX runs the package's own bin (npm start's PATH has node_modules/.bin, not
- * the clone's own programs).
+ * it is on PATH as this very program (an installation, `npm link`, a global install), else the absolute path of
+ * the package's bin file for it (a clone, or a project that depends on REX), which works pasted as it is. Never
+ * `npx name`: in a clone npx installs the project into its cache and runs its install scripts first (tens of
+ * seconds), and outside it would fetch whatever the registry calls `name`.
  */
 export function shellCommand(name: string, env: NodeJS.ProcessEnv = process.env): string {
   if (installed()) return name;
+  const file = binFile(name);
   let ours: string;
   try {
-    ours = realpathSync(distBin(name));
+    ours = realpathSync(file);
   } catch {
-    return `npx ${name}`;
+    return file;
   }
   for (const dir of (env.PATH ?? '').split(':')) {
     if (!dir) continue;
@@ -48,7 +50,19 @@ export function shellCommand(name: string, env: NodeJS.ProcessEnv = process.env)
       /* not there */
     }
   }
-  return `npx ${name}`;
+  return /^[A-Za-z0-9_./@+-]+$/.test(file) ? file : `'${file.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The file package.json's `bin` names for program `name` (the native `rex`, the Node programs' bundles). */
+export function binFile(name: string): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { bin?: Record<string, string> };
+    const f = pkg.bin?.[name];
+    if (f) return join(packageRoot(), f);
+  } catch {
+    /* no package.json: the bundle's place */
+  }
+  return distBin(name);
 }
 
 /** What `make -C native install` records in the installed package (PREFIX/lib/rex/installed.json). */

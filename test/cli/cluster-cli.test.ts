@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { distBin } from '../../src/util/paths.js';
+import { distBin, packageRoot } from '../../src/util/paths.js';
 import { alive } from '../helpers/proc.js';
 
 const run = promisify(execFile);
@@ -64,17 +64,22 @@ describe('rex cluster', () => {
   it('status and down say clearly when there is no cluster', async () => {
     const err = await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', join(tmp, 'none')]).catch((e: { stderr: string; code: number }) => e);
     expect(err).toMatchObject({ code: 1 });
-    expect((err as { stderr: string }).stderr).toMatch(/no local cluster in .*none \(no cluster.json\)\n\s+hint: start one with `(npx )?rex cluster up`/);
+    expect((err as { stderr: string }).stderr).toMatch(/no local cluster in .*none \(no cluster.json\)\n\s+hint: start one with `(\/\S+\/)?rex cluster up`/);
   });
 
-  it('hints name `npx rex` when this rex is not on PATH (a clone), and `rex` when it is', async () => {
+  it("hints name the clone's own program by its path when this rex is not on PATH, `rex` when it is, and the hint runs as pasted", async () => {
+    const rexFile = join(packageRoot(), (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.rex!);
     const bin = join(tmp, 'bin');
     mkdirSync(bin, { recursive: true });
-    symlinkSync(distBin('rex'), join(bin, 'rex'));
+    symlinkSync(rexFile, join(bin, 'rex'));
     const hint = async (PATH: string) =>
       ((await run(process.execPath, [distBin('rex'), 'cluster', 'status', '--dir', join(tmp, 'none')], { env: { ...process.env, PATH } }).catch((e: { stderr: string }) => e)) as { stderr: string }).stderr;
     const path = (process.env.PATH ?? '').split(':').filter((d) => !existsSync(join(d, 'rex'))).join(':');
-    expect(await hint(path)).toMatch(/hint: start one with `npx rex cluster up`/);
+    const inClone = /hint: start one with `(.+) cluster up`/.exec(await hint(path));
+    expect(inClone?.[1]).toBe(rexFile);
+    // Pasted as it is, the command runs this REX (here its --version).
+    const v = await run(inClone![1]!, ['--version']);
+    expect(v.stdout.trim()).toBe((JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version);
     expect(await hint(`${bin}:${path}`)).toMatch(/hint: start one with `rex cluster up`/);
   });
 
@@ -130,7 +135,7 @@ describe('npm start (rex cluster demo)', () => {
     expect(out).toMatch(/restore failed on beta/);
     expect(err).toContain('rex: the demo failed: rfork (the lines marked FAILED above say why)');
     // The steps after it still ran, and the hosts were stopped.
-    expect(out).toMatch(/^Next: `(npx )?rex cluster up` keeps a cluster running; then REX_SOCKET=\S+ (npx )?rex run uname -n /m);
+    expect(out).toMatch(/^Next: `(\/\S+\/)?rex cluster up` keeps a cluster running; then REX_SOCKET=\S+ (\/\S+\/)?rex run uname -n /m);
     expect(out).toContain('All hosts stopped.');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });
