@@ -59,7 +59,7 @@ describe('the generated module', () => {
       compilerOptions: {
         strict: true, noEmit: true, target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', skipLibCheck: true,
         types: ['node'], typeRoots: [join(ROOT, 'node_modules/@types')], noUnusedLocals: true,
-        paths: { 'rex/runtime/codegen-v1': [join(ROOT, 'src/runtime/codegen-v1.ts')] },
+        paths: { '@rex-cluster/rex/runtime/codegen-v1': [join(ROOT, 'src/runtime/codegen-v1.ts')] },
       },
       files: ['libdemo.rex.ts', 'use.ts'],
     }));
@@ -71,8 +71,8 @@ describe('the generated module', () => {
   }, 60_000);
 
   it('stubs call through the runtime transport with the frames of docs/FRAMES.md', async () => {
-    // The stub module imports 'rex/runtime/codegen-v1'; load it with that import pointed at src/.
-    const ts = generateTs(set(), 'demo.xml').replace("'rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`);
+    // The stub module imports '@rex-cluster/rex/runtime/codegen-v1'; load it with that import pointed at src/.
+    const ts = generateTs(set(), 'demo.xml').replace("'@rex-cluster/rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`);
     const file = join(ROOT, 'test/gen/repdb', `.gen-${process.pid}.rex.ts`);
     writeFileSync(file, ts);
     try {
