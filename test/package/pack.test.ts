@@ -49,8 +49,10 @@ describe('the npm package (npm pack, then npm install of the tarball into an emp
     mkdirSync(project);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'rex-pack-consumer', version: '1.0.0', private: true, type: 'commonjs' }, null, 2));
     // The user's npm as it is (HOME: ~/.npmrc, the npm cache, node-gyp's headers), without the npm_*
-    // variables of an `npm test` running this suite, which describe the clone's package, not this project.
-    const userEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+    // variables of an `npm test` running this suite, which describe the clone's package (local_prefix,
+    // package_json...), not this project; the user's own settings among them are kept.
+    const keep = /^npm_config_(nodedir|cache|registry|userconfig|globalconfig|jobs|python|.*binary_host(_mirror)?)$/i;
+    const userEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) || keep.test(k)));
     const t0 = Date.now();
     const r = spawnSync('npm', ['install', tarball, '--no-audit', '--no-fund', '--loglevel=error'], { cwd: project, encoding: 'utf8', env: userEnv, timeout: 900_000 });
     installSecs = (Date.now() - t0) / 1000;
