@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// Builds everything in native/: the Node-API addon (node-gyp, the copy bundled
-// with npm), then librex (shared and static), the C tools and tests (make).
-// Runs as the package's `install` script, so `npm install` / `npm ci` on a fresh
-// machine builds the C side with no extra step.
+// Builds what running REX needs in native/: the Node-API addon (node-gyp, the copy
+// bundled with npm), then librex (shared and static), the native front end and the
+// helpers (make all). Runs as the package's `install` script, so `npm install` / `npm ci`
+// on a fresh machine builds the C side with no extra step. The test-only programs
+// (make test-programs) are built by the tests (test/helpers/global-setup.ts), not here.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -36,13 +38,17 @@ function findNodeGyp() {
   process.exit(1);
 }
 
-const jobs = process.env.REX_BUILD_JOBS ?? '2';
+// Every core (REX_BUILD_JOBS overrides): the build is a set of independent compilations.
+const jobs = process.env.REX_BUILD_JOBS ?? String(availableParallelism());
 // node-gyp first: `node-gyp rebuild` starts by deleting native/build/, which
 // would take make's outputs (librex, the restorer, the C tests) with it.
 const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
 const gypArgs = ['rebuild', `--jobs=${jobs}`];
 if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
+const t0 = Date.now();
 run(process.execPath, [findNodeGyp(), ...gypArgs]);
+const t1 = Date.now();
 // REX_BUILD_NODE: the node running this build, the one the native `rex` front end (native/frontend/rex.c)
 // hands other commands to by default ($REX_NODE overrides it; `node` on PATH when it is gone).
 run('make', [`-j${jobs}`, 'all', `REX_BUILD_NODE=${process.execPath}`]);
+console.log(`build-native: the addon took ${((t1 - t0) / 1000).toFixed(1)} s, make all ${((Date.now() - t1) / 1000).toFixed(1)} s`);

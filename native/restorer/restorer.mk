@@ -61,6 +61,7 @@ restorer-check: $(RESTORER) $(BUILD)/test/migration/hello
 	@rm -f $(BUILD)/test/migration/hello.img
 	@echo "restorer-check: hello round trip passed"
 
-all: restorer migration-tests $(XSAVE_CONV)
+all: restorer
+test-programs: migration-tests $(XSAVE_CONV)
 check: restorer-check
 .PHONY: restorer-check

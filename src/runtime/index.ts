@@ -1,6 +1,6 @@
 /**
- * The REX runtime for TypeScript programs: `import { RexClient } from 'rex'`.
- * Generated stubs import the versioned entry point `rex/runtime/codegen-v1` instead.
+ * The REX runtime for TypeScript programs: `import { RexClient } from '@rex-cluster/rex'`.
+ * Generated stubs import the versioned entry point `@rex-cluster/rex/runtime/codegen-v1` instead.
  */
 export { RexClient, resolveSocket, type ClientOptions } from './client.js';
 export { spawn, exec, RemoteChildProcess, type SpawnOptions, type SpawnError, type ExecCallback } from './spawn.js';

@@ -1,6 +1,6 @@
 /**
  * The call transport of TypeScript callers (docs/CALLS.md): what generated
- * stubs (`setTransport` of rex/runtime/codegen-v1), the raw
+ * stubs (`setTransport` of @rex-cluster/rex/runtime/codegen-v1), the raw
  * `rcall(target, frame)` and RexClient call through. Many calls in flight on
  * one connection to the local rexd, each on its own stream, answers matched by
  * stream id. This is the runtime's side of calls; the daemon's side

@@ -198,7 +198,7 @@ describe.skipIf(!haveDbg)('the whole of libm and libc by their debug info, calle
     const load = async (lib: string, name: string) => {
       const file = join(dir, `${name}.rex.ts`);
       repdb(['--ts', xmlOf(lib, name), '-o', file]);
-      writeFileSync(file, readFileSync(file, 'utf8').replace("'rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
+      writeFileSync(file, readFileSync(file, 'utf8').replace("'@rex-cluster/rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
       return (await import(file)) as Record<string, (...args: unknown[]) => Promise<unknown>>;
     };
     const m = await load(LIBM, 'mx');

@@ -109,7 +109,7 @@ export function writeXml(dir: string, lib: string): string {
 export async function loadStubs(dir: string, xml: string): Promise<Record<string, (...args: unknown[]) => Promise<unknown>>> {
   const file = join(dir, 'libcalltest.rex.ts');
   repdb(['--ts', xml, '-o', file]);
-  const ts = readFileSync(file, 'utf8').replace("'rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`);
+  const ts = readFileSync(file, 'utf8').replace("'@rex-cluster/rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`);
   writeFileSync(file, ts);
   return (await import(file)) as Record<string, (...args: unknown[]) => Promise<unknown>>;
 }

@@ -160,7 +160,7 @@ describe('libm and libc on beta, called from alpha by public name', () => {
     const load = async (xml: string, base: string) => {
       const file = join(dir, `${base}.rex.ts`);
       repdb(['--ts', xml, '-o', file]);
-      writeFileSync(file, readFileSync(file, 'utf8').replace("'rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
+      writeFileSync(file, readFileSync(file, 'utf8').replace("'@rex-cluster/rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
       return (await import(file)) as Record<string, (...args: unknown[]) => Promise<unknown>>;
     };
     const m = await load(mXml, 'libm');

@@ -153,7 +153,7 @@ describe('values as users read them, called on beta from alpha', () => {
     expect(ts).toContain("export type mood = keyof typeof mood;");
     expect(ts).toMatch(/export async function next_mood\(m: mood \| number, \$opts\?: rex\.CallOptions\): Promise<mood \| number>/);
     expect(ts).toMatch(/ {2}tag: string;/);
-    writeFileSync(file, ts.replace("'rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
+    writeFileSync(file, ts.replace("'@rex-cluster/rex/runtime/codegen-v1'", `'${join(ROOT, 'src/runtime/codegen-v1.js')}'`));
     const stubs = (await import(file)) as Record<string, (...args: unknown[]) => Promise<unknown>> & { mood: Record<string, number> };
     const channel = new CallChannel(alpha.conn);
     setTransport((t, input, o) => channel.transport()(t, input, { ...o, host: 'beta' }));

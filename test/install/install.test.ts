@@ -200,7 +200,7 @@ describe('make -C native install DESTDIR=... PREFIX=/usr', () => {
 describe('the installed Node programs (make -C native install PREFIX=...)', () => {
   const binEntries = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
   const bins = Object.keys(binEntries);
-  /** The Node programs, which get a launcher; `rex` is the native front end (native/build/bin/rex). */
+  /** The Node programs, which get a launcher; `rex` is the native front end (bin/rex, the package's launcher of native/build/bin/rex). */
   const launched = bins.filter((b) => binEntries[b]!.endsWith('.js'));
   let prefix: string;
   let rexd: ChildProcess | undefined;
@@ -231,7 +231,7 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
 
   // claim: install.native-rex
   it('installs the native front end as PREFIX/bin/rex: an ELF program that hands other commands to the installed Node CLI', () => {
-    expect(binEntries.rex).toBe('native/build/bin/rex');
+    expect(binEntries.rex).toBe('bin/rex');
     expect(readFileSync(join(prefix, 'bin', 'rex')).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     // A stand-in node ($REX_NODE) shows what it would run: the installed CLI, with the same arguments.
     const fake = join(tmp, 'fake-node');

@@ -12,7 +12,7 @@ import { locString, type EntryPoint, type EntryPointSet } from '../model/entrypo
 import { NameScope } from './names.js';
 
 /** The import path of the versioned runtime entry point generated modules use. */
-export const RUNTIME_IMPORT = 'rex/runtime/codegen-v1';
+export const RUNTIME_IMPORT = '@rex-cluster/rex/runtime/codegen-v1';
 
 /** One struct rendered as an interface. */
 export interface TsInterfaceView {
