@@ -79,13 +79,10 @@ async function context(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeySt
  */
 async function joinContext(opts: Opts): Promise<{ loaded: LoadedConfig; store: KeyStore; me: string; own: OwnIdentity }> {
   const loaded = await loadConfig(opts.config ? { file: opts.config } : {});
-  const { config } = loaded;
-  if (config.installation !== 'root' || process.getuid?.() !== 0) {
-    const store = new KeyStore(config.stateDirectory);
-    const me = localName(config.hostName);
-    return { loaded, store, me, own: store.load(me) };
-  }
-  return hostContext(loaded);
+  if (forHost(loaded)) return hostContext(loaded);
+  const store = new KeyStore(loaded.config.stateDirectory);
+  const me = localName(loaded.config.hostName);
+  return { loaded, store, me, own: store.load(me) };
 }
 
 /** True when this run acts for the host: as root, in a root installation. */

@@ -28,7 +28,7 @@ import { messageToFrame, type Message } from '../protocol/messages.js';
 import { HOST_ROUTE, ROUTE_PREFACE, ROUTE_PREFACE_MAX, routePreface, type Route } from '../protocol/route.js';
 import { hostTrustDir, userView, type RexConfig, type ServerEntry } from '../config/index.js';
 import { certInfo, type CertInfo } from '../keys/certs.js';
-import { HostsFile, mergeServers } from '../keys/hosts.js';
+import { HostsFile } from '../keys/hosts.js';
 import { isHostKeyName, parseIdentityName } from '../keys/identity.js';
 import { KeyStore, type OwnIdentity } from '../keys/store.js';
 import { connectPinned, peerCert, tlsServerOptions, type PinCheck } from '../keys/tls.js';
@@ -495,7 +495,8 @@ export class Monitor {
     const problems: string[] = [];
     const members = new HostsFile(this.trust.stateDir).read(problems);
     for (const p of problems) this.log.warn({ problem: p }, 'host controller\'s hosts file: line ignored');
-    return mergeServers(this.config.servers, members).filter((s) => !this.config.servers.includes(s));
+    // Only the members: a name rex.rc servers has keeps its rex.rc entry (mergeServers), and dials read that one first.
+    return members.filter((m) => !this.config.servers.some((s) => s.name === m.name)).map(({ name, address, port }) => ({ name, address, port }));
   }
 
   /** A host's key: exactly the one known under its name. */

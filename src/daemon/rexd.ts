@@ -357,9 +357,7 @@ export class Rexd {
     const problems: string[] = [];
     const members = new HostsFile(this.paths.stateDir).read(problems);
     for (const p of problems) this.log.warn({ problem: p }, 'hosts file line ignored');
-    const all = mergeServers(this.config.servers, members);
-    const names = new Set(all.map((x) => x.name));
-    return [...all, ...this.hostMembers.filter((x) => !names.has(x.name))];
+    return mergeServers(mergeServers(this.config.servers, members), this.hostMembers);
   }
 
   /** The members of the host's cluster, from the monitor (root installation, users' session controllers). */

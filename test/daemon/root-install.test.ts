@@ -13,6 +13,7 @@ import { buildLibrary, writeXml } from '../calls/helpers.js';
 import { freePort } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { readablePackage } from '../helpers/readable-package.js';
+import { startMonitor, stopMonitors } from '../helpers/root.js';
 import { createTestUser, isRoot, notRootReason, removeTestUser, type TestUser } from '../helpers/users.js';
 
 if (!isRoot) console.warn(`root installation tests skipped: ${notRootReason}`);
@@ -98,27 +99,13 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
     new KeyStore(join(state.alpha!, 'host')).addKnown(certs.beta!, 'test');
     new KeyStore(join(state.beta!, 'host')).addKnown(certs.alpha!, 'test');
     for (const h of ['alpha', 'beta']) {
-      const d = spawn(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--foreground', '--config', rc[h]!], { stdio: ['ignore', 'ignore', 'pipe'] });
-      d.stderr!.setEncoding('utf8');
-      daemons.push(d);
       logs[h] = '';
-      await new Promise<void>((resolve, reject) => {
-        d.stderr!.on('data', (t: string) => {
-          logs[h] += t;
-          if (logs[h]!.includes('rexd (root installation) started')) resolve();
-        });
-        d.once('exit', (code) => reject(new Error(`rexd ${h} exited (${code}): ${logs[h]}`)));
-      });
+      daemons.push(await startMonitor(pkg.root, rc[h]!, (t) => (logs[h] += t)));
     }
   }, 180_000);
 
   afterAll(async () => {
-    for (const d of daemons) {
-      if (d.exitCode === null) {
-        d.kill('SIGTERM');
-        await new Promise((r) => d.once('exit', r));
-      }
-    }
+    await stopMonitors(daemons);
     for (const u of ['rextest-ri-alice', 'rextest-ri-bob', 'rextest-ri-carol', 'rextest-ri-dave', 'rextest-ri-eve']) {
       spawnSync('pkill', ['-KILL', '-u', u]);
       removeTestUser(u);

@@ -7,7 +7,7 @@
  * host, a token used twice, a host key that asks the host controller for work, the host controller's
  * account as a local client. Root only (CI runs as root).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { freePort } from '../../src/cluster/cluster.js';
 import { HostsFile } from '../../src/keys/hosts.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { readablePackage } from '../helpers/readable-package.js';
+import { startMonitor, stopMonitors } from '../helpers/root.js';
 import { createTestUser, isRoot, notRootReason, removeTestUser, type TestUser } from '../helpers/users.js';
 
 if (!isRoot) console.warn(`root installation join tests skipped: ${notRootReason}`);
@@ -92,27 +93,13 @@ describe.skipIf(!isRoot)('joining between root installations: one command per ho
       if (made.status !== 0) throw new Error(`rex_key --create --host-key on ${h}: ${made.stderr}`);
     }
     for (const h of HOSTS) {
-      const d = spawn(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--foreground', '--config', rc[h]], { stdio: ['ignore', 'ignore', 'pipe'] });
-      d.stderr!.setEncoding('utf8');
-      daemons.push(d);
       logs[h] = '';
-      await new Promise<void>((resolve, reject) => {
-        d.stderr!.on('data', (t: string) => {
-          logs[h] += t;
-          if (logs[h]!.includes('rexd (root installation) started')) resolve();
-        });
-        d.once('exit', (code) => reject(new Error(`rexd ${h} exited (${code}): ${logs[h]}`)));
-      });
+      daemons.push(await startMonitor(pkg.root, rc[h], (t) => (logs[h] += t)));
     }
   }, 180_000);
 
   afterAll(async () => {
-    for (const d of daemons) {
-      if (d.exitCode === null) {
-        d.kill('SIGTERM');
-        await new Promise((r) => d.once('exit', r));
-      }
-    }
+    await stopMonitors(daemons);
     for (const u of USERS) {
       spawnSync('pkill', ['-KILL', '-u', u]);
       removeTestUser(u);

@@ -5,12 +5,12 @@
 // rexd that serves a job with none of the clone on its paths.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { RexClient } from '../../src/runtime/client.js';
+import { freePort } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 
 const root = packageRoot();
@@ -263,12 +263,7 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
     mkdirSync(dir, { recursive: true });
     const rc = join(dir, 'rex.rc');
     const socket = join(dir, 'state', 'run', 'rexd.sock');
-    const port = await new Promise<number>((r) => {
-      const srv = createServer().listen(0, '127.0.0.1', () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => r(p));
-      });
-    });
+    const port = await freePort();
     writeFileSync(rc, ['host-name : solo', `servers : solo@127.0.0.1:${port}`, `state-directory : ${dir}/state`, ''].join('\n'));
     const key = run('rex_key', ['--config', rc, '--create']);
     expect(key.status, key.stderr).toBe(0);

@@ -6,10 +6,10 @@
 // (node_modules/.bin/rex, npm's link of bin/rex). The install compiles once per suite: a few minutes.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { freePort } from '../../src/cluster/cluster.js';
 import { packageRoot } from '../../src/util/paths.js';
 
 const root = packageRoot();
@@ -116,12 +116,7 @@ describe('the npm package (npm pack, then npm install of the tarball into an emp
     mkdirSync(dir, { recursive: true });
     const rc = join(dir, 'rex.rc');
     const socket = join(dir, 'state', 'run', 'rexd.sock');
-    const port = await new Promise<number>((r) => {
-      const srv = createServer().listen(0, '127.0.0.1', () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => r(p));
-      });
-    });
+    const port = await freePort();
     writeFileSync(rc, ['host-name : solo', `servers : solo@127.0.0.1:${port}`, `state-directory : ${dir}/state`, ''].join('\n'));
     const bin = (b: string) => join(project, 'node_modules', '.bin', b);
     const key = spawnSync(bin('rex_key'), ['--config', rc, '--create'], { cwd: project, env: env(), encoding: 'utf8' });
