@@ -110,6 +110,9 @@ try {
   mkdirSync(dirname(host.socket), { recursive: true, mode: 0o700 });
   const sshd = findSshd();
   console.log(`rexd start to first answered connection vs Node's bare start${sshd?.ok ? ' and sshd -t' : ''}: ${N} runs each (after ${WARMUP} warm-up), alternating`);
+  // Whether rexd compiles its bundle with the build's code cache (docs/ARCHITECTURE.md, How rexd loads).
+  const cache = spawnSync(process.execPath, [rexdBin, '--version'], { encoding: 'utf8', env: { ...process.env, REX_CODE_CACHE_REPORT: '1' } });
+  console.log(`  rexd's code cache: ${/rex code cache: (\w+)/.exec(cache.stderr ?? '')?.[1] ?? 'unknown'} (used = the build's cache for this Node)`);
   const rexd = [];
   const node = [];
   const ssh = [];

@@ -99,7 +99,7 @@ writeFileSync(
 mkdirSync(out(args.bindir), { recursive: true });
 const launched = [];
 for (const [name, file] of Object.entries(pkg.bin ?? {})) {
-  if (!file.endsWith('.js')) continue;
+  if (!/\.c?js$/.test(file)) continue;
   launched.push(name);
   const target = join(libRex, file);
   if (target.includes("'")) throw new Error(`install-node: ${target} has a quote, which the launcher cannot hold`);

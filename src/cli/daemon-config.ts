@@ -11,10 +11,11 @@
  * checked against the socket it was found from.
  */
 import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { LoadedConfig } from '../config/index.js';
 import { readPid } from '../daemon/paths.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { isRexdProgram } from '../util/paths.js';
 
 /** What rexd's command line said about its configuration (`--config`, `--set`). */
 export interface RexdArgs {
@@ -99,8 +100,8 @@ export async function daemonConfig(socket: string): Promise<{ pid: number; confi
     const why = code === 'ENOENT' ? 'is not running (a stale pidfile)' : code === 'EACCES' || code === 'EPERM' ? 'belongs to another user' : `cannot be inspected (${code ?? (e as Error).message})`;
     throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd pid ${pid} (from ${pidFile}) ${why}`, { where: pidFile, hint });
   }
-  // node [node options] .../rexd.js [rexd options]; an installed `rexd` shim is the script itself.
-  const script = argv.findIndex((a, i) => i > 0 && /^rexd(\.js)?$/.test(basename(a)));
+  // node [node options] .../rexd.cjs [rexd options]; an installed `rexd` shim is the script itself.
+  const script = argv.findIndex((a, i) => i > 0 && isRexdProgram(a));
   if (script < 0) {
     throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `pid ${pid} in ${pidFile} is not rexd (its command line: ${argv.join(' ').slice(0, 200)})`, { where: pidFile, hint });
   }

@@ -16,6 +16,7 @@ import { ErrorCodes, RexError } from '../util/errors.js';
 import { toJson } from './format.js';
 import { exitQuietlyOnClosedOutput, reportError, runMain } from './main.js';
 import { processAlive } from '../util/proc.js';
+import { isRexdProgram } from '../util/paths.js';
 
 interface Opts {
   foreground?: boolean;
@@ -181,7 +182,7 @@ function runningPid(paths: DaemonPaths): number | undefined {
   if (pid === undefined) return undefined;
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return argv.some((a) => /(^|\/)rexd(\.js)?$/.test(a)) ? pid : undefined;
+    return argv.some((a) => isRexdProgram(a)) ? pid : undefined;
   } catch {
     return undefined; // gone: a pidfile left by a daemon that crashed
   }
@@ -346,8 +347,7 @@ async function main(): Promise<void> {
   await runMain(program.action(run));
 }
 
-try {
-  await main();
-} catch (e) {
+// No top-level await: rexd's bundle is CommonJS, run through the code cache (src/cli/launch.cts).
+main().catch((e: unknown) => {
   process.exitCode = reportError('rexd', e);
-}
+});

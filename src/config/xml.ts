@@ -11,6 +11,7 @@ import { KEYS_BY_NAME, KEY_SPECS, didYouMean } from './keys.js';
 import { normalize, type Definition, type NormalizeEnv } from './normalize.js';
 import type { ConfigItem, ScanResult } from './rc.js';
 import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
+import { importEsm } from '../util/import-esm.js';
 
 /** schema/rex.dtd in the package, found from src/, dist/ or a bundle's chunk in dist/bin/ alike. */
 const DTD_FILE = (): string => join(packageRoot(), 'schema', 'rex.dtd');
@@ -24,7 +25,7 @@ let libxml: Promise<LibXml> | undefined;
 
 /** libxml2-wasm is loaded on first use: instantiating the wasm module costs ~60 ms that rc-only users need not pay. */
 function loadLibXml(): Promise<LibXml> {
-  libxml ??= import('libxml2-wasm');
+  libxml ??= importEsm<LibXml>('libxml2-wasm');
   return libxml;
 }
 

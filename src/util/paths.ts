@@ -1,6 +1,6 @@
 /** Locations inside the package (dist/, native/build/) or its installation (docs/INSTALL.md), wherever it is. */
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 let root: string | undefined;
@@ -20,10 +20,16 @@ export function packageRoot(): string {
 
 /**
  * The program users run, as package.json `bin` names it: the bundle of a command (scripts/bundle.mjs),
- * e.g. distBin('rexd') -> <root>/dist/bin/rexd.js.
+ * e.g. distBin('rex_key') -> <root>/dist/bin/rex_key.js; rexd's is the launcher of its code-cached bundle,
+ * <root>/dist/bin/rexd.cjs (src/cli/launch.cts).
  */
 export function distBin(name: string): string {
-  return join(packageRoot(), 'dist', 'bin', `${name}.js`);
+  return join(packageRoot(), 'dist', 'bin', name === 'rexd' ? 'rexd.cjs' : `${name}.js`);
+}
+
+/** Whether a command line's word `arg` runs rexd: its launcher (rexd.cjs), an installed `rexd`, or its tsc output (rexd.js). */
+export function isRexdProgram(arg: string): boolean {
+  return /^rexd(\.c?js)?$/.test(basename(arg));
 }
 
 /**

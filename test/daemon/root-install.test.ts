@@ -192,7 +192,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
       const st = statSync(join(state.alpha!, 'users', u.name));
       expect(st.uid).toBe(u.uid);
       expect(st.mode & 0o777).toBe(0o700);
-      const ps = spawnSync('pgrep', ['-u', String(u.uid), '-f', 'rexd.js --session'], { encoding: 'utf8' });
+      const ps = spawnSync('pgrep', ['-u', String(u.uid), '-f', 'rexd.cjs --session'], { encoding: 'utf8' });
       expect(ps.stdout.trim().split('\n').filter(Boolean).length, `controllers of ${u.name}`).toBeGreaterThanOrEqual(1);
     }
     // bob cannot read alice's log, keys or cache.
@@ -226,7 +226,7 @@ describe.skipIf(!isRoot)('the root installation: one rexd per host for all its u
   });
 
   it('rexd --status as root names the session controllers running, by user', () => {
-    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.js'), '--status', '--config', rc.alpha!], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(pkg.root, 'dist', 'bin', 'rexd.cjs'), '--status', '--config', rc.alpha!], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('installation: root');
     expect(r.stdout).toMatch(new RegExp(`session controllers: .*${alice.name} \\(pid \\d+\\).*${bob.name} \\(pid \\d+\\)`));

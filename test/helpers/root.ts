@@ -10,7 +10,7 @@ import { join } from 'node:path';
  * `onLog` (the tests read its log lines). Rejects with that log if it exits first.
  */
 export function startMonitor(pkgRoot: string, rc: string, onLog: (text: string) => void): Promise<ChildProcess> {
-  const d = spawn(process.execPath, [join(pkgRoot, 'dist', 'bin', 'rexd.js'), '--foreground', '--config', rc], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const d = spawn(process.execPath, [join(pkgRoot, 'dist', 'bin', 'rexd.cjs'), '--foreground', '--config', rc], { stdio: ['ignore', 'ignore', 'pipe'] });
   d.stderr!.setEncoding('utf8');
   let log = '';
   return new Promise<ChildProcess>((resolve, reject) => {

@@ -201,7 +201,7 @@ describe('the installed Node programs (make -C native install PREFIX=...)', () =
   const binEntries = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
   const bins = Object.keys(binEntries);
   /** The Node programs, which get a launcher; `rex` is the native front end (bin/rex, the package's launcher of native/build/bin/rex). */
-  const launched = bins.filter((b) => binEntries[b]!.endsWith('.js'));
+  const launched = bins.filter((b) => /\.c?js$/.test(binEntries[b]!));
   let prefix: string;
   let rexd: ChildProcess | undefined;
   /** No NODE_PATH, no clone on PATH, and a cwd outside it: only the launcher knows where REX is. */
