@@ -382,13 +382,16 @@ export class RemoteChildProcess extends EventEmitter {
     this.host = rp.host;
     this.spawned = true;
     this.closesNeeded++; // and 'close' waits until every byte was handed on (written into a file, a stream, this process's stdout)
-    rp.once('status', (s: ExitStatus) => this.onExit(s.code ?? null, s.signal ? (`SIG${s.signal}` as NodeJS.Signals) : null));
     // A resize() that came while the EXEC was on its way: sent before anything a 'spawn' listener writes.
     const late = this.earlySize as { rows: number; cols: number } | undefined; // set by resize() during the awaits above
     if (late) rp.winsize(late.rows, late.cols);
     this.emit('spawn');
     for (const s of this.early.splice(0)) rp.signal(s);
     this.feed(rp, input);
+    // EXIT may have come with STARTED, before this function resumed: then it is handled now, after 'spawn'.
+    const onStatus = (s: ExitStatus): void => this.onExit(s.code ?? null, s.signal ? (`SIG${s.signal}` as NodeJS.Signals) : null);
+    if (rp.ended) onStatus(rp.ended);
+    else rp.once('status', onStatus);
     try {
       await rp.exited;
     } catch (e) {

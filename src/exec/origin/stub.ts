@@ -236,6 +236,11 @@ export class RemoteProcess extends EventEmitter {
     });
   }
 
+  /** How it ended, once EXIT has arrived (before `exited` resolves, which also waits for the output's delivery). */
+  get ended(): ExitStatus | undefined {
+    return this.status;
+  }
+
   /** Queues stdin bytes; returns false when the caller should wait for 'drain'. */
   write(data: Buffer): boolean {
     if (this.stdinEnded) throw new RexError(ErrorCodes.USAGE, 'write after end of stdin');
