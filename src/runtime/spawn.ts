@@ -127,7 +127,7 @@ function invalidArg(name: string, value: unknown, reason = 'is invalid'): TypeEr
 
 /** node's convertToValidSignal: a signal name ('SIGTERM') from a name or number; throws ERR_UNKNOWN_SIGNAL. */
 function validSignal(sig: NodeJS.Signals | number | string): NodeJS.Signals {
-  const name = typeof sig === 'number' ? signalName(sig) : sig in constants.signals ? (sig as NodeJS.Signals) : undefined;
+  const name = typeof sig === 'number' ? signalName(sig) : Object.hasOwn(constants.signals, sig) ? (sig as NodeJS.Signals) : undefined;
   if (!name) throw Object.assign(new TypeError(`Unknown signal: ${String(sig)}`), { code: 'ERR_UNKNOWN_SIGNAL' });
   return name;
 }

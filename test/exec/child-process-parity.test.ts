@@ -319,6 +319,9 @@ const CASES: Case[] = [
   },
 ];
 
+/** The table with each case's index (its directory's name). */
+const TABLE = CASES.map((c, i) => ({ ...c, i }));
+
 /** The helper of the inherit cases: a Node process whose own stdio the program inherits. */
 const HELPER = `
 const [impl, which] = process.argv.slice(2);
@@ -386,7 +389,7 @@ describe('node:child_process parity: the same cases locally and through REX on a
   });
 
   // claim: exec.child-process-parity
-  it.each(CASES.map((c, i) => ({ ...c, i })))('$name', async (c) => {
+  it.each(TABLE)('$name', async (c) => {
     const local = await runOne('node', c, c.i);
     const remote = await runOne('rex', c, c.i);
     expect(remote).toEqual(local);
