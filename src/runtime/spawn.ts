@@ -405,6 +405,7 @@ export class RemoteChildProcess extends EventEmitter {
       return;
     }
     this.client.close();
+    for (const fd of [1, 2]) this.outputs.get(fd)!(undefined, () => {}); // EOF even for a stream the executor sent none for (a pty's stderr)
     this.maybeClose();
   }
 
@@ -574,7 +575,8 @@ function execFileImpl(file: string, args: string[], options: ExecFileOptions, ca
   if (!Number.isInteger(o.timeout) || o.timeout < 0) throw Object.assign(new RangeError(`The value of "timeout" is out of range. It must be an unsigned integer. Received ${o.timeout}`), { code: 'ERR_OUT_OF_RANGE' });
   if (typeof o.maxBuffer !== 'number' || Number.isNaN(o.maxBuffer) || o.maxBuffer < 0) throw Object.assign(new RangeError(`The value of "options.maxBuffer" is out of range. It must be a positive number. Received ${o.maxBuffer}`), { code: 'ERR_OUT_OF_RANGE' });
   const killSignal = validSignal(o.killSignal);
-  const { encoding: _e, maxBuffer: _m, timeout: _t, killSignal: _k, ...spawnOpts } = o;
+  // As node's execFile: its own timeout and killSignal, no argv0; the rest (cwd, env, shell, signal, REX's) goes to spawn.
+  const { encoding: _e, maxBuffer: _m, timeout: _t, killSignal: _k, argv0: _a, ...spawnOpts } = o;
   const child = spawnNormalized(file, args, { ...spawnOpts, stdio: 'pipe' });
   const encoding = o.encoding && o.encoding !== 'buffer' && Buffer.isEncoding(o.encoding) ? o.encoding : null;
   const out: (string | Buffer)[] = [];
