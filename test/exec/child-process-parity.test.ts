@@ -10,6 +10,7 @@ import * as nodeCp from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -168,6 +169,22 @@ const CASES: Case[] = [
     name: "a nonexistent program: 'error' ENOENT with node's fields, then 'close' -2; no 'spawn', no pid",
     run: (m) => watch(m.spawn('/no/such/program', ['x'])),
     differs: { error: { reason: ENOENT_MESSAGE, normalize: nodePart } },
+  },
+  {
+    name: "a file that is not executable: 'error' EACCES, then 'close' -13",
+    run: (m, ctx) => {
+      writeFileSync(join(ctx.dir, 'not-x'), '#!/bin/sh\necho ran\n', { mode: 0o644 });
+      return watch(m.spawn(join(ctx.dir, 'not-x')));
+    },
+    differs: { error: { reason: ENOENT_MESSAGE, normalize: nodePart } },
+  },
+  {
+    name: "kill() right after spawn(), before 'spawn': true, and the program dies of it",
+    run: async (m) => {
+      const c = m.spawn('sleep', ['30']);
+      const ret = c.kill();
+      return { ...(await watch(c)), ret };
+    },
   },
   {
     name: 'exec: callback with stdout and stderr',
@@ -386,6 +403,16 @@ describe('node:child_process parity: the same cases locally and through REX on a
     await new Promise((r) => child.once('spawn', r));
     expect(child.host).toBe('beta');
     await new Promise((r) => child.once('close', r));
+  });
+
+  it('the types are node\'s: promisify gives { stdout, stderr } (strings, or Buffers with encoding: buffer), pipes are not null', async () => {
+    const m = childProcess({ socket, host: 'beta' });
+    const a: { stdout: string; stderr: string } = await promisify(m.exec)('echo typed');
+    const b: { stdout: Buffer; stderr: Buffer } = await promisify(m.execFile)('printf', ['x'], { encoding: 'buffer' });
+    const c = m.spawn('true');
+    const piped: Readable = c.stdout; // stdio left at 'pipe': not null
+    await new Promise((r) => c.once('close', r));
+    expect([a.stdout, b.stdout.toString(), piped.readableEnded]).toEqual(['typed\n', 'x', true]);
   });
 
   // claim: exec.child-process-parity
