@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exec, spawn, type SpawnError } from '../../src/runtime/index.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -118,6 +119,25 @@ describe('spawn() and exec() in the runtime (node:child_process shape)', () => {
     expect(plain.resize(10, 10)).toBe(false);
     await new Promise((r) => plain.on('close', r));
     expect(plainOut).toBe('no-tty\n');
+  });
+
+  it('refuses what a remote program cannot have, at the call: stdio beyond fd 2, an IPC channel, uid and gid (EXEC.md, The child_process API)', () => {
+    expect(() => spawn('true', [], { socket, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] })).toThrow(/stdio\[3\] "pipe": a remote program has only fds 0, 1 and 2 relayed/);
+    expect(() => spawn('true', [], { socket, stdio: ['pipe', 'pipe', 'pipe', 'ipc'] })).toThrow(/stdio\[3\]/);
+    expect(() => spawn('true', [], { socket, stdio: ['ipc', 'pipe', 'pipe'] })).toThrow(/stdio 'ipc': a remote program has no IPC channel/);
+    expect(() => spawn('true', [], { socket, uid: 0 })).toThrow(/uid and gid cannot be set/);
+  });
+
+  it('writes into a stream that has no fd (node refuses one), and kill() of a signal EXEC does not relay is false', async () => {
+    const sink = new PassThrough();
+    const child = spawn('sh', ['-c', 'echo into-the-stream; exec sleep 30'], { socket, host: 'beta', stdio: ['ignore', sink, 'ignore'] });
+    const first = await new Promise<string>((resolve) => sink.once('data', (d: Buffer) => resolve(d.toString())));
+    expect(first).toBe('into-the-stream\n');
+    expect(child.stdout).toBeNull();
+    expect(child.kill('SIGSEGV')).toBe(false);
+    expect(child.kill()).toBe(true);
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c: number | null, s: string | null) => resolve([c, s])));
+    expect([code, signal]).toEqual([null, 'SIGTERM']);
   });
 
   it('rejects a terminal size that is not an integer from 1 to 65535, naming the option', () => {

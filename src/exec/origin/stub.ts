@@ -125,7 +125,9 @@ export type OutputSink = (fd: number, data: Buffer | undefined, done: () => void
 
 /**
  * A program running on some host of the cluster. Emits 'drain' when stdin
- * credit is available again after write() returned false.
+ * credit is available again after write() returned false, and 'status' (an
+ * {@link ExitStatus}) as soon as EXIT arrives: all its output has reached the
+ * sink by then, though not necessarily been handed on (`exited` waits for that).
  */
 export class RemoteProcess extends EventEmitter {
   /** Where it runs and its pid there. */
@@ -213,6 +215,7 @@ export class RemoteProcess extends EventEmitter {
                   return;
                 case 'EXIT':
                   rp.status = { ...(m.signal ? { signal: m.signal } : { code: m.code ?? 0 }), host: m.host ?? rp.host };
+                  rp.emit('status', rp.status);
                   rp.maybeDone();
                   return;
                 default:
@@ -231,6 +234,11 @@ export class RemoteProcess extends EventEmitter {
         reject(e);
       }
     });
+  }
+
+  /** How it ended, once EXIT has arrived (before `exited` resolves, which also waits for the output's delivery). */
+  get ended(): ExitStatus | undefined {
+    return this.status;
   }
 
   /** Queues stdin bytes; returns false when the caller should wait for 'drain'. */
