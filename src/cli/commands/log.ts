@@ -1,6 +1,6 @@
 /** `rex log`: the transaction log of this user's rexd (docs/LOG.md). */
 import type { Command } from 'commander';
-// The config loader (ajv) and the log reader (better-sqlite3) are imported by the action that uses them.
+// The config loader (ajv) and the log reader (SQLite) are imported by the action that uses them.
 import type { LogQuery, LogRow, Outcome } from '../../log/txlog.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { table, toJson } from '../format.js';
