@@ -199,6 +199,8 @@ export interface ReadImageOptions {
 // --------------------------------------------------------------------- XXH64
 
 const M64 = U64_MAX;
+// P4 is 0x85ebca77c2b2ca63 where xxHash's PRIME64_4 is 0x85ebca77c2b2ae63, as in native/src/image_util.h: the two
+// sides agree, and differ from XXH64 on inputs of 8 bytes or more (docs/IMAGE.md section 5, docs/DEPENDENCIES.md).
 const P1 = 0x9e3779b185ebca87n, P2 = 0xc2b2ae3d27d4eb4fn, P3 = 0x165667b19e3779f9n, P4 = 0x85ebca77c2b2ca63n,
   P5 = 0x27d4eb2f165667c5n;
 const rotl = (x: bigint, r: bigint): bigint => ((x << r) | (x >> (64n - r))) & M64;
