@@ -46,9 +46,9 @@ const common = {
   minifyWhitespace: true,
   minifySyntax: true,
   // A WebAssembly module read from beside its JavaScript stays in node_modules, loaded as it is.
-  // better-sqlite3's JavaScript is bundled, its addon named by path (src/util/sqlite.ts): `bindings`, its
-  // search for it relative to the calling file, is never called (and would look beside the chunk).
-  external: ['libxml2-wasm', 'bindings'],
+  // SQLite: src/util/sqlite.ts loads @photostructure/sqlite's addon by path and imports only its types, so
+  // none of its JavaScript (node-gyp-build's search relative to the calling file, wrong beside a chunk) is bundled.
+  external: ['libxml2-wasm'],
   // CommonJS packages in the bundle (commander, pino, ...) call require() for Node's built-ins.
   banner: { js: "import { createRequire as __rexRequire } from 'node:module'; const require = __rexRequire(import.meta.url);" },
   logLevel: 'warning',

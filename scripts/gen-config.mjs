@@ -14,7 +14,7 @@
 // type check, no dist/ needed) into a temporary directory and imports it.
 //
 //   node scripts/gen-config.mjs [--out DIR]   (DIR defaults to the package root)
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -29,6 +29,8 @@ if (outIdx >= 0 && !out) throw new Error('gen-config: --out needs a directory');
 /** Imports a TypeScript module of src/ by transpiling it and its relative imports. */
 async function importTs(entry) {
   const tmp = mkdtempSync(join(tmpdir(), 'rex-gen-config-'));
+  // Packages (leven) are imported by name: the copy sees this checkout's node_modules.
+  symlinkSync(join(root, 'node_modules'), join(tmp, 'node_modules'));
   const seen = new Set();
   const walk = (abs) => {
     if (seen.has(abs)) return;

@@ -266,7 +266,7 @@ static void check_header(void) {
     r_exit(EX_CORRUPT);
   }
   if (hdr.version != REX_IMG_VERSION)
-    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 4; dump again with the same librex)", hdr.version);
+    corrupt_hdr("version", HOFF(version), "unsupported image version (this restorer reads 5; dump again with the same librex)", hdr.version);
   if (hdr.header_size != sizeof hdr) corrupt_hdr("header_size", HOFF(header_size), "does not match this version's header size", hdr.header_size);
   if (hdr.arch != REX_IMG_ARCH_X86_64) corrupt_hdr("arch", HOFF(arch), "not an x86-64 image (62)", hdr.arch);
   if (hdr.page_size != REX_IMG_PAGE) corrupt_hdr("page_size", HOFF(page_size), "page size must be 4096", hdr.page_size);

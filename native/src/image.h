@@ -38,8 +38,8 @@
 #define REX_IMG_MAGIC "REXIMG\r\n" /* 8 bytes, no NUL; \r\n catches text-mode mangling */
 #define REX_IMG_MAGIC_SIZE 8u
 #define REX_IMG_TRAILER_MAGIC "REXEND\r\n"
-/* 4: the dumping CPU's profile and the features in use (docs/IMAGE.md section 7). */
-#define REX_IMG_VERSION 4u
+/* 5: meta_hash and data_hash are xxHash's XXH64 (docs/IMAGE.md section 7). */
+#define REX_IMG_VERSION 5u
 #define REX_IMG_ARCH_X86_64 62u /* EM_X86_64 */
 #define REX_IMG_PAGE 4096u
 /* the restorer's zone: it is linked here and keeps everything it maps inside [ZONE_START, ZONE_END); an image whose regions touch the zone is refused, and the resumed process unmaps the whole zone. */

@@ -197,7 +197,7 @@ static inline int rex_img_next_extent(const struct rex_img_region *r, const stru
 #define REX_XXH_P1 0x9E3779B185EBCA87ull
 #define REX_XXH_P2 0xC2B2AE3D27D4EB4Full
 #define REX_XXH_P3 0x165667B19E3779F9ull
-#define REX_XXH_P4 0x85EBCA77C2B2CA63ull
+#define REX_XXH_P4 0x85EBCA77C2B2AE63ull /* image version 4 had 0x85EBCA77C2B2CA63 here: not XXH64 from 8 bytes on */
 #define REX_XXH_P5 0x27D4EB2F165667C5ull
 
 struct rex_xxh64 {

@@ -14,6 +14,7 @@
  * replacement. An rjump whose code never returns leaves the pool's count so it
  * cannot starve later callers.
  */
+import leven from 'leven';
 import { userInfo } from 'node:os';
 import { Connection } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -637,7 +638,7 @@ export class CallManager {
 
 function noEntry(pool: Pool, fn: string, names: string[]): ProtocolError {
   const near = names
-    .map((n) => [n, distance(n, fn)] as const)
+    .map((n) => [n, leven(n, fn)] as const)
     .filter(([, d]) => d <= Math.max(1, Math.floor(fn.length / 3)))
     .sort((a, b) => a[1] - b[1])
     .slice(0, 3)
@@ -646,17 +647,6 @@ function noEntry(pool: Pool, fn: string, names: string[]): ProtocolError {
     fatal: false,
     hint: near.length ? `did you mean ${near.join(', ')}? (rex entries ${pool.spec.name})` : `list them with: rex entries ${pool.spec.name}`,
   });
-}
-
-/** Edit distance, for did-you-mean hints. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 /** A C-like signature with pointer marks, for listings. */

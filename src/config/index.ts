@@ -4,7 +4,7 @@
  */
 export type { AutoTransfer, ConfigDiagnostic, LoadedConfig, LogLevel, PlacementPolicy, ProgramEntry, RexConfig, ServerEntry, Source } from './types.js';
 export { ConfigError, formatDiagnostic } from './types.js';
-export { DEFAULT_PORT, KEYS, KEY_SPECS, configSchema, didYouMean, expandPath, formatDuration, isRexName, levenshtein, parseDuration, sanitizeHostName } from './keys.js';
+export { DEFAULT_PORT, KEYS, KEY_SPECS, configSchema, didYouMean, expandPath, formatDuration, isRexName, parseDuration, sanitizeHostName } from './keys.js';
 export { defaultConfig, type NormalizeEnv } from './normalize.js';
 export { parseRc, scanRc, type ConfigItem, type IncludeDirective, type ScanResult } from './rc.js';
 export { parseXmlConfig, scanXml } from './xml.js';

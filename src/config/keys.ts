@@ -8,6 +8,7 @@
  * docs/man/rex.rc.5.md (checked by test/config/gen-config.test.ts).
  * Adding a key is adding an entry here and running that script.
  */
+import leven from 'leven';
 import type { ServerEntry } from './values.js';
 import {
   DEFAULT_PORT,
@@ -498,27 +499,13 @@ export function configSchema(): JsonSchema {
   };
 }
 
-/** Edit distance between two strings (insert, delete, substitute each cost 1). */
-export function levenshtein(a: string, b: string): number {
-  if (a === b) return 0;
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length]!;
-}
-
 /** The known key closest to `key`, if it is close enough to be a likely typo. */
 export function didYouMean(key: string, known: readonly string[] = KEY_SPECS.map((s) => s.key)): string | undefined {
   const k = key.toLowerCase().slice(0, 200);
   let best: string | undefined;
   let bestD = Infinity;
   for (const cand of known) {
-    const d = levenshtein(k, cand);
+    const d = leven(k, cand);
     if (d < bestD) {
       bestD = d;
       best = cand;

@@ -8,29 +8,16 @@
  * enrollment token pins exactly one key.
  */
 import { createHash } from 'node:crypto';
+import { base32nopad } from '@scure/base';
 
-const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 /** Bytes of the SHA-256 digest an ID keeps. */
 export const ID_BYTES = 20;
 /** Characters of an ID without dashes. */
 export const ID_CHARS = 32;
 
-/** RFC 4648 base32 without padding. */
+/** RFC 4648 base32 without padding (@scure/base). */
 export function base32(bytes: Uint8Array): string {
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += ALPHABET[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    value &= (1 << bits) - 1;
-  }
-  if (bits > 0) out += ALPHABET[(value << (5 - bits)) & 31];
-  return out;
+  return base32nopad.encode(bytes);
 }
 
 /** The ID of a public key given as SPKI DER, grouped for display. */

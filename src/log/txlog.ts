@@ -18,7 +18,7 @@
 import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { openDatabase, type Database } from '../util/sqlite.js';
+import { openDatabase, type Database, type Statement } from '../util/sqlite.js';
 
 /** What kind of event a row records; `log` rows are written by the log itself (an outage and its losses). */
 export type EventKind = 'auth' | 'transaction' | 'enroll' | 'session' | 'log';
@@ -198,8 +198,8 @@ export function securePrivateFiles(file: string, fixed: (file: string, mode: num
   }
 }
 
-function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: number) => void): Database.Database {
-  let db: Database.Database | undefined;
+function openDb(file: string, readonly: boolean, fixed?: (file: string, mode: number) => void): Database {
+  let db: Database | undefined;
   try {
     if (!readonly) {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
@@ -251,8 +251,8 @@ type Row = unknown[];
 
 /** The writer side, used by rexd. */
 export class TransactionLog {
-  private db: Database.Database | undefined;
-  private insert: Database.Statement | undefined;
+  private db: Database | undefined;
+  private insert: Statement | undefined;
   private queue: Row[] = [];
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -527,7 +527,7 @@ export class TransactionLog {
    * incremental vacuum once, by VACUUM; a failure (no room for the copy) is
    * reported and tried again at the next start, the log goes on as it is.
    */
-  private convert(db: Database.Database): void {
+  private convert(db: Database): void {
     this.converted = true; // tried once per start: VACUUM copies the whole database
     try {
       db.pragma('auto_vacuum = INCREMENTAL');

@@ -10,8 +10,8 @@ export const IMG = {
   MAGIC: 'REXIMG\r\n',
   MAGIC_SIZE: 8,
   TRAILER_MAGIC: 'REXEND\r\n',
-  /** 4: the dumping CPU's profile and the features in use (docs/IMAGE.md section 7). */
-  VERSION: 4,
+  /** 5: meta_hash and data_hash are xxHash's XXH64 (docs/IMAGE.md section 7). */
+  VERSION: 5,
   /** EM_X86_64. */
   ARCH_X86_64: 62,
   PAGE: 4096,

@@ -1,5 +1,5 @@
 /**
- * A validating reader of rfork process images (docs/IMAGE.md, version 4): the
+ * A validating reader of rfork process images (docs/IMAGE.md, version 5): the
  * header and metadata, never the page data. The executor uses it before it
  * starts `rex-restore`, to learn which files the image maps (to check or fetch
  * them by content hash and pass `--file ORIGINAL=LOCAL`) and which descriptors
@@ -12,6 +12,7 @@
  * transport authenticates images (docs/RFORK.md section 5).
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { CPU_REGISTERS, IMAGE_CPU, IMAGE_HEADER_BYTES, IMAGE_XSAVE_COMP, FEATURE_MASKS } from '../cpu/features.generated.js';
 import { featureNames, signatureOf, vendorOf, type CpuidKey, type CpuidLeaves } from '../cpu/features.js';
@@ -190,52 +191,29 @@ export interface ReadImageOptions {
   /**
    * Compare header.meta_hash (default true). The origin rexd reading its own
    * client's image passes false: the hash catches accidents in transit and on
-   * disk, which the executor's restorer checks anyway, and XXH64 over BigInt
-   * costs about 0.5 ms of the rfork's path. Every bound is checked regardless.
+   * disk, which the executor's restorer checks anyway, and it spares the
+   * origin loading the hash's addon on the rfork's path. Every bound is checked regardless.
    */
   checkHash?: boolean;
 }
 
 // --------------------------------------------------------------------- XXH64
 
-const M64 = U64_MAX;
-const P1 = 0x9e3779b185ebca87n, P2 = 0xc2b2ae3d27d4eb4fn, P3 = 0x165667b19e3779f9n, P4 = 0x85ebca77c2b2ca63n,
-  P5 = 0x27d4eb2f165667c5n;
-const rotl = (x: bigint, r: bigint): bigint => ((x << r) | (x >> (64n - r))) & M64;
-const round = (acc: bigint, input: bigint): bigint => (rotl((acc + input * P2) & M64, 31n) * P1) & M64;
-const merge = (acc: bigint, v: bigint): bigint => (((acc ^ round(0n, v)) * P1) + P4) & M64;
+// @node-rs/xxhash's addon (prebuilt binaries from npm, docs/DEPENDENCIES.md), loaded on first use by require
+// at run time: a bundle (scripts/bundle.mjs) leaves it in node_modules, and programs that never hash never load it.
+const load = createRequire(import.meta.url);
+let nativeXxh64: ((input: Uint8Array, seed?: bigint) => bigint) | undefined;
 
-/** XXH64 with seed 0 (xxHash's specification), the hash of meta_hash and data_hash. */
+/** XXH64 with seed 0 (xxHash's), the hash of meta_hash and data_hash (image version 5; native/src/image_util.h). */
 export function xxh64(b: Uint8Array): bigint {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  let p = 0, h: bigint;
-  const n = b.length;
-  if (n >= 32) {
-    let v1 = (P1 + P2) & M64, v2 = P2, v3 = 0n, v4 = (0n - P1) & M64;
-    for (; p + 32 <= n; p += 32) {
-      v1 = round(v1, dv.getBigUint64(p, true));
-      v2 = round(v2, dv.getBigUint64(p + 8, true));
-      v3 = round(v3, dv.getBigUint64(p + 16, true));
-      v4 = round(v4, dv.getBigUint64(p + 24, true));
+  if (nativeXxh64 === undefined) {
+    try {
+      nativeXxh64 = (load('@node-rs/xxhash') as { xxh64: (input: Uint8Array, seed?: bigint) => bigint }).xxh64;
+    } catch (e) {
+      throw new RexError(ErrorCodes.NATIVE_ADDON, `@node-rs/xxhash cannot be loaded: ${(e as Error).message}`, { hint: 'reinstall the package: npm install' });
     }
-    h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M64;
-    h = merge(merge(merge(merge(h, v1), v2), v3), v4);
-  } else {
-    h = P5;
   }
-  h = (h + BigInt(n)) & M64;
-  for (; p + 8 <= n; p += 8) h = ((rotl(h ^ round(0n, dv.getBigUint64(p, true)), 27n) * P1) + P4) & M64;
-  if (p + 4 <= n) {
-    h = ((rotl(h ^ ((BigInt(dv.getUint32(p, true)) * P1) & M64), 23n) * P2) + P3) & M64;
-    p += 4;
-  }
-  for (; p < n; p++) h = (rotl(h ^ ((BigInt(b[p]!) * P5) & M64), 11n) * P1) & M64;
-  h ^= h >> 33n;
-  h = (h * P2) & M64;
-  h ^= h >> 29n;
-  h = (h * P3) & M64;
-  h ^= h >> 32n;
-  return h;
+  return nativeXxh64(b);
 }
 
 // -------------------------------------------------------------------- layout

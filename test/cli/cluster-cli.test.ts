@@ -115,6 +115,9 @@ describe('npm start (rex cluster demo)', () => {
     expect(stdout).toMatch(/^  parent (\d+) runs on host \S+ - load: \S+\n  child \d+ parent (\d+) origin pid \d+ origin parent \1 origin host \S+ runs on host \S+ - REX loadavg: \S+\n  The child ran on beta: its parent there is beta's rexd \(pid \2\)\.$/m);
     expect(stdout).not.toContain('FAILED');
     expect(stdout).toContain('All hosts stopped.');
+    // The hints name this copy's programs by path (pasteable from anywhere), and the last line sums the steps up.
+    expect(stdout).toMatch(/^Next: `(\/\S+\/)?rex cluster up` keeps a cluster running; then REX_SOCKET=\/\S+ (\/\S+\/)?rex run uname -n runs a program on the least-loaded host, and \/\S+\/test_rfork_1 rforks onto it/m);
+    expect(stdout.trimEnd().split('\n').at(-1)).toBe('demo: 4 steps passed, 0 failed');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });
 
@@ -137,6 +140,27 @@ describe('npm start (rex cluster demo)', () => {
     // The steps after it still ran, and the hosts were stopped.
     expect(out).toMatch(/^Next: `(\/\S+\/)?rex cluster up` keeps a cluster running; then REX_SOCKET=\S+ (\/\S+\/)?rex run uname -n /m);
     expect(out).toContain('All hosts stopped.');
+    expect(out.trimEnd().split('\n').at(-1)).toBe('demo: 3 steps passed, 1 failed');
+    expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
+  });
+
+  it('REX_DEMO_FAIL makes the step it names fail: exit 1, the others run, and the summary counts it; a step the cluster cannot show is skipped with a pasteable hint', async () => {
+    const dir = join(tmp, 'demo-forced');
+    const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--hosts', '1', '--watch', '0'], {
+      env: { ...process.env, REX_DEMO_FAIL: 'the round trips' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    expect(code, out + err).toBe(1);
+    expect(out).toMatch(/^  FAILED: the round trips: failed on purpose \(REX_DEMO_FAIL\)$/m);
+    expect(out).toMatch(/^alpha\.demo\.fib\(30\)\s+832040\s+alpha\s/m);
+    expect(out).toMatch(/^\(Skipping rfork: it moves the child to another host than alpha, and this cluster has only one; try: (\/\S+\/)?rex cluster demo --hosts 2\)$/m);
+    expect(err).toContain('rex: the demo failed: the round trips (the lines marked FAILED above say why)');
+    expect(out.trimEnd().split('\n').at(-1)).toBe('demo: 2 steps passed, 1 failed, 1 skipped (rfork)');
     expect(existsSync(join(dir, 'cluster.json'))).toBe(false);
   });
 

@@ -427,7 +427,7 @@ int main(void) {
     // The program is a bundle (dist/bin/): its chunks' source maps name the modules in them.
     const loaded = modulesOf(readFileSync(trace, 'utf8').split('\n').filter((u) => u.startsWith('file:')));
     expect(loaded).toContain('src/cli/commands/run.ts');
-    const heavy = loaded.filter((u) => /^src\/(config|keys|daemon|cluster|log|gen)\/|^src\/cli\/commands\/(?!run\.ts)|^node_modules\/(ajv|@peculiar|better-sqlite3|handlebars|pino|fast-xml-parser|libxml2-wasm)\//.test(u));
+    const heavy = loaded.filter((u) => /^src\/(config|keys|daemon|cluster|log|gen)\/|^src\/cli\/commands\/(?!run\.ts)|^node_modules\/(ajv|@peculiar|@photostructure\/sqlite|handlebars|pino|libxml2-wasm)\//.test(u));
     expect(heavy).toEqual([]);
   });
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../../src/util/sqlite.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sinceTime } from '../../src/cli/commands/log.js';
 import { queryLog, TransactionLog } from '../../src/log/txlog.js';
@@ -34,7 +34,7 @@ describe('transaction log', () => {
   it('uses only portable column types (TEXT, INTEGER, REAL)', () => {
     const file = join(tmp, 'types.sqlite');
     new TransactionLog(file, 'h').close();
-    const db = new Database(file, { readonly: true });
+    const db = openDatabase(file, { readonly: true });
     const types = new Set((db.prepare("SELECT type FROM pragma_table_info('rex_log')").all() as { type: string }[]).map((r) => r.type));
     db.close();
     expect([...types].sort()).toEqual(['INTEGER', 'REAL', 'TEXT']);

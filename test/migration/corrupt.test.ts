@@ -108,8 +108,9 @@ describe('a refused image never runs', () => {
 describe('field validation names the field (consistent images, one bad field)', () => {
   const l = () => layout(good);
   const cases: [string, (b: Buffer) => void, RegExp, number?][] = [
-    ['version 3 (before the CPU profile)', (b) => b.writeUInt32LE(3, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 4/],
-    ['version 5', (b) => b.writeUInt32LE(5, H.version), /header\.version at offset 8: unsupported image version/],
+    ['version 3 (before the CPU profile)', (b) => b.writeUInt32LE(3, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 5/],
+    ['version 4 (before the hash was XXH64)', (b) => b.writeUInt32LE(4, H.version), /header\.version at offset 8: unsupported image version \(this restorer reads 5/],
+    ['version 6', (b) => b.writeUInt32LE(6, H.version), /header\.version at offset 8: unsupported image version/],
     ['magic', (b) => b.write('REXIMX', 0, 'latin1'), /not a REX image: header\.magic at offset 0/],
     ['region start misaligned', (b) => b.writeBigUInt64LE(b.readBigUInt64LE(l().regions) + 1n, l().regions),
       /region\[0\]\.start at offset \d+: start and end must be page-aligned/],

@@ -53,7 +53,7 @@ describe('schema/image.json and schema/image-cpu.json generate every view of the
     expect(IMG_HEADER_SIZE).toBe(IMAGE_HEADER_BYTES);
     expect(IMAGE_HEADER_SIZE).toBe(3552);
     expect([IMG_REGION_SIZE, IMG_RUN_SIZE, IMG_FD_SIZE]).toEqual([128, 16, 56]);
-    expect(IMAGE_VERSION).toBe(4);
+    expect(IMAGE_VERSION).toBe(5);
     expect(h).toContain(`#define REX_IMG_VERSION ${IMG.VERSION}u`);
     expect(h).toContain('_Static_assert(sizeof(struct rex_img_header) == 3552u');
     // The fd kinds: one enum in C, one list in TypeScript, in code order, each with its relay.

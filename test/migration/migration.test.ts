@@ -200,7 +200,7 @@ describe('what the image holds', () => {
     const image = dump('hello');
     const img = readFileSync(image);
     expect(img.toString('latin1', 0, 8)).toBe('REXIMG\r\n');
-    expect(img.readUInt32LE(H.version)).toBe(4);
+    expect(img.readUInt32LE(H.version)).toBe(5);
     expect(img.readUInt32LE(H.headerSize)).toBe(H.size);
     expect(H.size).toBe(3552); // docs/IMAGE.md section 2, independently of the generated offsets
     expect(img.readUInt32LE(H.arch)).toBe(62);

@@ -79,16 +79,31 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
   }
   out(`Starting a local REX cluster of ${opts.hosts} hosts in ${dir} ...\n`);
   const cluster = await LocalCluster.up({ dir, hosts, netns: opts.netns ?? false, ...(lib ? { rc: [lib.rcLine] } : {}), ...(opts.testMode ? { testMode: true } : {}) });
-  // Steps that failed: each is said where it fails, the demo goes on with the next, and exits non-zero at the end.
+  // Each step passes, fails or is skipped. A failure is said where it happens, the demo goes on with the next
+  // step, and exits non-zero at the end; the last line sums them up.
+  const passed: string[] = [];
   const failed: string[] = [];
+  const skipped: string[] = [];
   const step = async (name: string, body: () => Promise<void>): Promise<void> => {
     try {
       await body();
+      passed.push(name);
     } catch (e) {
       failed.push(name);
       out(`  FAILED: ${name}: ${(e as Error).message}\n`);
     }
   };
+  const skip = (name: string, why: string): void => {
+    skipped.push(name);
+    out(`\n(Skipping ${name}: ${why})\n`);
+  };
+  // REX_DEMO_FAIL=STEP (the name a summary gives, e.g. "the round trips"): that step fails as soon as it starts,
+  // so that a test, or whoever checks what npm start does on a failure, sees one without breaking anything.
+  const forced = process.env.REX_DEMO_FAIL;
+  const failIfForced = (name: string): void => {
+    if (forced === name) throw new Error('failed on purpose (REX_DEMO_FAIL)');
+  };
+  const sh = (s: string): string => (/^[A-Za-z0-9_./@+=:,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
   let done = false;
   const shutdown = async (why: string) => {
     if (done) return;
@@ -103,7 +118,10 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
   try {
     out(describe(cluster));
     out('\nWaiting for every host to see every other one ...\n');
-    await cluster.waitAllReachable(20_000);
+    await step('the hosts see each other', async () => {
+      failIfForced('the hosts see each other');
+      await cluster.waitAllReachable(20_000);
+    });
     const first = cluster.hosts[0]!.name;
     const c = await cluster.client(first);
     try {
@@ -112,6 +130,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
       if (!cluster.network) out('(The hosts share this machine, so their load averages match; each counts its own REX jobs.)\n');
       out(`\nDemo: a round trip from a client through ${first}'s rexd to every host:\n`);
       await step('the round trips', async () => {
+        failIfForced('the round trips');
         const rows: string[][] = [];
         for (const h of cluster.hosts) {
           const rtts: number[] = [];
@@ -131,24 +150,26 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
         out(`\nDemo: a remote call. ${lib.object} was built with gcc -g, its entry points written with repdb -gx (${lib.xml}),\n`);
         out(`and offered as program "demo" in cluster.rc (${lib.rcLine.replace(/=.*/, '=...')}). From ${first}:\n`);
         await step('the remote calls', async () => {
+          failIfForced('the remote calls');
           const calls = [await demoCall(c, other, 'fib', { n: 30 }), await demoCall(c, other, 'power', { x: 1.5, n: 10 }), await demoCall(c, '*', 'fib', { n: 25 })];
           out(table(['CALL', 'RESULT', 'RAN ON', 'ms'], calls.map((r) => [r.call, r.result, r.host, r.ms.toFixed(3)]), new Set([3])));
-          out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${cluster.hosts[0]!.socket} ${shellCommand('rex')} call ${other}.demo.fib 20)\n`);
+          out(`(${other}: the host named in the target; *: the least-loaded host offering demo. Try: REX_SOCKET=${sh(cluster.hosts[0]!.socket)} ${shellCommand('rex')} call ${other}.demo.fib 20)\n`);
         });
       } else {
-        out(`\n(Skipping the remote-call demo: cannot build its C library: ${noLib})\n`);
+        skip('the remote calls', `cannot build the demo's C library: ${noLib}`);
       }
       // rfork: the 2009 guide's example, built by npm install against rex.h and librex.so, its child forced onto
       // another host than the origin (an rfork to the origin itself would not show a migration).
       const example = helper('test_rfork_1');
       const target = cluster.hosts[1];
       if (!existsSync(example)) {
-        out(`\n(Skipping the rfork demo: ${example} is not built; run make -C native all)\n`);
+        skip('rfork', `${example} is not built; build it with: make -C ${sh(resolve(packageRoot(), 'native'))} all`);
       } else if (!target) {
-        out(`\n(Skipping the rfork demo: it moves the child to another host than ${first}, and this cluster has only one)\n`);
+        skip('rfork', `it moves the child to another host than ${first}, and this cluster has only one; try: ${shellCommand('rex')} cluster demo --hosts 2`);
       } else {
         out(`\nDemo: rfork(). The 2009 guide's test_rfork_1 (native/examples/test_rfork_1.c) forks on ${first}; its child is sent to ${target.name} (REX_HOST=${target.name}):\n`);
         await step('rfork', async () => {
+          failIfForced('rfork');
           const r = await new Promise<{ text: string; stdout: string; code: number | null }>((ok) => {
             execFile(example, [], { env: { ...process.env, REX_SOCKET: cluster.hosts[0]!.socket, REX_HOST: target.name }, timeout: 20_000 }, (err, stdout, stderr) =>
               ok({ text: `${stdout}${stderr}`, stdout, code: err ? ((err as { code?: number }).code ?? 1) : 0 }),
@@ -172,7 +193,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
           out(`  t+${t + 1}s  ` + hs.map((h) => `${h.name} ${h.load !== undefined ? h.load.toFixed(2) : '-'} (${h.ageMs ?? '-'}ms old)`).join('   ') + '\n');
         }
       }
-      out(`\nNext: \`${shellCommand('rex')} cluster up\` keeps a cluster running; then REX_SOCKET=${cluster.hosts[0]!.socket} ${shellCommand('rex')} run uname -n runs a program on the least-loaded host, and test_rfork_1 rforks onto it (README.md, Examples).\n`);
+      out(`\nNext: \`${shellCommand('rex')} cluster up\` keeps a cluster running; then REX_SOCKET=${sh(cluster.hosts[0]!.socket)} ${shellCommand('rex')} run uname -n runs a program on the least-loaded host, and ${sh(example)} rforks onto it (README.md, Examples).\n`);
     } finally {
       c.close();
     }
@@ -181,6 +202,7 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
     process.removeListener('SIGTERM', onSignal);
     await shutdown('Demo finished');
   }
+  out(`demo: ${passed.length} steps passed, ${failed.length} failed${skipped.length ? `, ${skipped.length} skipped (${skipped.join(', ')})` : ''}\n`);
   if (failed.length > 0) {
     // npm start, and whoever runs the demo to check an installation, must see the failure in the exit status.
     process.stderr.write(`rex: the demo failed: ${failed.join(', ')} (the lines marked FAILED above say why)\n`);

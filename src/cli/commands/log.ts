@@ -1,7 +1,8 @@
 /** `rex log`: the transaction log of this user's rexd (docs/LOG.md). */
 import type { Command } from 'commander';
-// The config loader (ajv) and the log reader (better-sqlite3) are imported by the action that uses them.
+// The config loader (ajv) and the log reader (SQLite) are imported by the action that uses them.
 import type { LogQuery, LogRow, Outcome } from '../../log/txlog.js';
+import { parseDuration } from '../../config/values.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { table, toJson } from '../format.js';
 
@@ -21,8 +22,11 @@ interface LogOpts {
 
 /** `10m`, `2h`, `7d`, `30s` ago, or an ISO-8601 time; returns ms since the epoch. */
 export function sinceTime(s: string, now = Date.now()): number {
-  const m = /^(\d{1,9})(s|m|h|d)$/.exec(s);
-  if (m) return now - Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  // Whole numbers of s, m or h read by rex.rc's duration parser, or of days.
+  const d = /^(\d{1,9})d$/.exec(s);
+  if (d) return now - Number(d[1]) * 86_400_000;
+  const ms = /^\d{1,9}[smh]$/.test(s) ? parseDuration(s) : undefined;
+  if (ms !== undefined) return now - ms;
   const t = Date.parse(s);
   if (/^\d{4}-\d{2}-\d{2}/.test(s) && Number.isFinite(t)) return t;
   throw new RexError(ErrorCodes.USAGE, `--since ${s}: expected a duration ago (30s, 10m, 2h, 7d) or an ISO-8601 time`);

@@ -2,6 +2,7 @@
  * Checks entry points against an ELF object's symbol table, so that definitions
  * written before `strip` (or by hand) are known to still name real functions.
  */
+import leven from 'leven';
 import { RexError, ErrorCodes } from '../../util/errors.js';
 import { locString, makeEntryPoint, type EntryPoint, type EntryPointSet, type EntrySpec, type Owner, type PublicName } from './entrypoint.js';
 
@@ -17,20 +18,6 @@ export interface SymbolWarning {
   message: string;
 }
 
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return d[b.length]!;
-}
-
 /**
  * Throws ENTRY_SYMBOL_MISSING, located at the entry point's definition, for the
  * first entry point with no defined function symbol; returns warnings for moved addresses.
@@ -41,7 +28,7 @@ export function checkSymbols(set: EntryPointSet, symbols: FunctionSymbol[], elfN
   const missing = set.entries.filter((ep) => !byName.has(ep.name));
   if (missing.length > 0) {
     const ep = missing[0]!;
-    const near = [...byName.keys()].map((n) => [n, distance(n, ep.name)] as const).filter(([, d]) => d <= 2).sort((a, b) => a[1] - b[1])[0];
+    const near = [...byName.keys()].map((n) => [n, leven(n, ep.name)] as const).filter(([, d]) => d <= 2).sort((a, b) => a[1] - b[1])[0];
     const more = missing.length > 1 ? ` (also missing: ${missing.slice(1, 6).map((m) => m.name).join(', ')}${missing.length > 6 ? ', ...' : ''})` : '';
     throw new RexError(ErrorCodes.ENTRY_SYMBOL_MISSING, `entry point '${ep.name}' is not a defined function in ${elfName}${more}`, {
       where: locString(ep.origin),

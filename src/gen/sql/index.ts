@@ -82,7 +82,7 @@ interface Row {
  * XML file, and the stored sizes must equal the recomputed ones.
  */
 export function readEntryPointsDb(dbFile: string, elfFile?: string): EntryPointSet {
-  let db: Database.Database;
+  let db: Database;
   try {
     db = openDatabase(dbFile, { readonly: true, fileMustExist: true });
   } catch (e) {

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../../../src/util/sqlite.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryPointsXml, validateXmlText, checkAgainstElf } from '../../../src/gen/index.js';
 import { exportedFunctions, readElf } from '../../../src/gen/elf/index.js';
@@ -139,7 +139,7 @@ describe('repdb -gx: public names', () => {
 
   it('SQL (-d) keeps the public-name attributes: read back from the database, the XML is the same', () => {
     const db = join(dir, 'names.db');
-    const conn = new Database(db);
+    const conn = openDatabase(db);
     conn.exec(repdb(['-gd', '-q', lib]).stdout);
     conn.close();
     const back = repdb(['-x', '--db', db, lib]);

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../../../src/util/sqlite.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryPointsDb, readEntryPointsXml, writeEntryPointsSql, writeEntryPointsXml } from '../../../src/gen/index.js';
 import { buildDemo, demoXml, repdb, tempDir } from './helpers.js';
@@ -25,7 +25,7 @@ describe('SQL', () => {
     const set = readEntryPointsXml(demoXml(), 'demo.xml');
     const sql = writeEntryPointsSql(set);
     const dbFile = join(dir, 'rex.db');
-    const db = new Database(dbFile);
+    const db = openDatabase(dbFile);
     db.exec(sql);
     db.exec(sql);
     const rows = db.prepare('SELECT name, host, "user", program, input_size, output_size, callable FROM REXP ORDER BY name').all() as Record<string, unknown>[];
@@ -47,7 +47,7 @@ describe('SQL', () => {
 
   it('a database row whose sizes were edited is a located error', () => {
     const dbFile = join(dir, 'bad.db');
-    const db = new Database(dbFile);
+    const db = openDatabase(dbFile);
     db.exec(writeEntryPointsSql(readEntryPointsXml(demoXml(), 'demo.xml')));
     db.exec("UPDATE REXP SET input_size = 99 WHERE name = 'add'");
     db.close();
@@ -85,7 +85,7 @@ describe('repdb CLI', () => {
     writeFileSync(xml, demoXml());
     const sqlText = repdb(['-d', xml]).stdout;
     const dbFile = join(dir, 'strip.db');
-    const db = new Database(dbFile);
+    const db = openDatabase(dbFile);
     db.exec(sqlText);
     db.close();
     const stripped = join(dir, 'libdemo-stripped.so');
