@@ -15,7 +15,7 @@
 // motd or last-log lines; not as root, into this user with `exec` before the
 // command, and the output says that the user's shell still starts (bash sourcing
 // ~/.bashrc for sshd, for instance, is then part of the ssh figure).
-// Run: `node bench/exec.mjs [N]` after `npx tsc` and `make -C native`.
+// Run: `node bench/exec.mjs [N] [--stdout]` (BENCH_ROUNDS=R: rounds of part 3, alternating) after `npx tsc` and `make -C native`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,12 @@ import { LocalCluster } from '../dist/cluster/cluster.js';
 import { RemoteProcess } from '../dist/exec/origin/stub.js';
 import { RexClient } from '../dist/runtime/client.js';
 
-const N = Number(process.argv[2] ?? 200);
+const args = process.argv.slice(2);
+// `--stdout`: only part 3, in ROUNDS rounds alternating REX and ssh (medians and the ratio of the medians).
+const ONLY_STDOUT = args.includes('--stdout');
+const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 200);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (ONLY_STDOUT ? 5 : 1));
+const HOSTS = ONLY_STDOUT ? 2 : 3;
 const JOBS = 1000;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const native = join(root, 'native');
@@ -139,13 +144,15 @@ function startSshd(dir) {
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'rex-bench-exec-'));
   chmodSync(dir, 0o755); // the ssh peer's account reads its authorized_keys and the 100 MB file here
-  const cluster = await LocalCluster.up({ dir, hosts: 3, netns: false, loadInterval: '200ms', logLevel: 'warn' });
+  const cluster = await LocalCluster.up({ dir, hosts: HOSTS, netns: false, loadInterval: '200ms', logLevel: 'warn' });
   let ssh;
   try {
     await cluster.waitAllReachable();
     const socket = cluster.host('alpha').socket;
     const env = { ...process.env, REX_SOCKET: socket };
     const stub = buildStub();
+    const client = await RexClient.connect({ socket });
+    if (!ONLY_STDOUT) {
     console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
     const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
     const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
@@ -156,7 +163,6 @@ async function main() {
     const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
     // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
     const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
-    const client = await RexClient.connect({ socket });
     const inproc = [];
     for (let i = 0; i < N + 5; i++) {
       const t0 = process.hrtime.bigint();
@@ -199,6 +205,11 @@ async function main() {
     );
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     console.log(`${(JOBS / secs).toFixed(0)} jobs/s; landed: ${[...where].map(([h, n]) => `${h} ${n}`).join(', ')}`);
+    } else {
+      ssh = startSshd(dir);
+      if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
+      else spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true']);
+    }
 
     console.log('\n## 100 MB of stdout');
     const big = join(dir, 'big.bin');
@@ -211,11 +222,20 @@ async function main() {
       if (createHash('sha256').update(out).digest('hex') !== want) throw new Error(`${cmd}: checksum mismatch`);
       return 100 / s;
     };
-    const rexMB = through(stub, ['beta', '/bin/cat', 'cat', big]);
-    console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s`);
+    const rexs = [];
+    const sshs = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      rexs.push(through(stub, ['beta', '/bin/cat', 'cat', big]));
+      if (!ssh.skip) sshs.push(through('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'cat', big]));
+      if (ROUNDS > 1) console.log(`round ${r + 1}: rex ${rexs[r].toFixed(0)} MB/s${ssh.skip ? '' : `, ssh ${sshs[r].toFixed(0)} MB/s, ratio ${(rexs[r] / sshs[r]).toFixed(2)}x`}`);
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const rexMB = med(rexs);
+    const of = ROUNDS > 1 ? ` (median of ${ROUNDS}, alternating)` : '';
+    console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s${of}`);
     if (!ssh.skip) {
-      const sshMB = through('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'cat', big]);
-      console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s`);
+      const sshMB = med(sshs);
+      console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s${of}`);
       console.log(`ratio rex / ssh throughput: ${(rexMB / sshMB).toFixed(2)}x (target >= 1x)`);
     }
     client.close();
