@@ -32,6 +32,10 @@
 #include <unistd.h>
 
 #define REXEC_WINDOW (1u << 20)
+/* Credit for the executor's DATA goes back in batches of this much (a quarter of the window, as HTTP/2 peers do):
+   one WINDOW_UPDATE per 256 KiB written instead of one per frame. Less than a batch owed leaves the executor
+   three quarters of its window, so it never waits on credit held here. */
+#define REXEC_CREDIT_BATCH (REXEC_WINDOW / 4)
 #define REXEC_CHUNK (64u * 1024u)
 #define STREAM 1u
 
@@ -122,6 +126,7 @@ struct stub {
   struct rex__conn conn;
   uint64_t window;    /* STARTED's credit towards the executor */
   uint64_t fd_window; /* STARTED's credit per relayed descriptor (rfork); 0: one window for all */
+  uint64_t owed;      /* bytes of the executor's DATA handed on and not yet credited back (owe()) */
   int pty;            /* the program has a pseudo-terminal (EXEC pty) */
 };
 
@@ -458,6 +463,14 @@ static uint64_t room(const struct stub *c, const struct proxy *p, uint64_t credi
   return p->unacked < c->fd_window ? c->fd_window - p->unacked : 0;
 }
 
+/* Credits n bytes of the executor's DATA as handed on: sent once a batch (REXEC_CREDIT_BATCH) is owed. */
+static void owe(struct stub *c, uint64_t n) {
+  c->owed += n;
+  if (c->owed < REXEC_CREDIT_BATCH) return;
+  if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, c->owed, NULL, NULL, 0, 0)) lost("lost rexd");
+  c->owed = 0;
+}
+
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
 static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, size_t npx) {
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
@@ -488,7 +501,7 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
             /* The file channel: requests, not a descriptor's bytes; its end (the supervisor exited) needs nothing. */
             if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
               if (fp_input(c, d->data, d->len, &credit)) lost("lost rexd");
-              if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+              owe(c, d->len);
             }
             break;
           }
@@ -501,7 +514,7 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
               epipe_sent = 1;
               if (send_simple(c, REX_MSG_SIGNAL, REX_SIGNAL_SIGNAL, 0, "PIPE", NULL, 0, 0)) lost("lost rexd");
             }
-            if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+            owe(c, d->len);
           }
           if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
           break;

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { LIMITS, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type RoleName } from './constants.js';
 import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame, type RawFrame } from './frame.js';
-import { MsgType, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
+import { MsgType, dataFrameParts, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
 import { quote } from '../util/quote.js';
 
 /** What the local side says about itself in HELLO. */
@@ -289,6 +289,11 @@ export class Connection extends EventEmitter {
   /** Sends a message on a stream the peer opened and this side serves, without closing it. */
   sendOn(stream: number, m: Reply): void {
     if (this.serving.has(stream)) this.sendRaw(messageToFrame({ ...m, stream, end: false } as Message));
+  }
+
+  /** Sends one DATA of several buffers, joined on the wire only (dataFrameParts), on a stream the peer opened and this side serves. */
+  sendDataOn(stream: number, fd: number, data: readonly Uint8Array[]): void {
+    if (this.serving.has(stream) && !this.socket.destroyed && this.socket.writable) this.sendParts(dataFrameParts(stream, fd, data));
   }
 
   /** Sends a frame received undecoded (StreamListener.raw) on a stream the peer opened and this side serves. */

@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder, encodeFrame, rawPayloadOk, type Frame, type RawFrame } from '../../src/protocol/frame.js';
-import { MsgType, messageToFrame } from '../../src/protocol/messages.js';
+import { EXEC_MAX_CHUNK, MsgType, dataFrameParts, messageToFrame } from '../../src/protocol/messages.js';
 import { runs } from '../helpers/property.js';
 
 const RAW = new Set<number>([MsgType.DATA, MsgType.WINDOW_UPDATE]);
@@ -70,5 +70,17 @@ describe('FrameDecoder raw frames (the origin relay)', () => {
     // Split anywhere, the answer is the same.
     const p = payload({ type: MsgType.DATA, flags: 0, stream: 1, attrs: [{ tag: 1, kind: 'uint', value: 300n }, { tag: 2, kind: 'bytes', value: new Uint8Array(20) }] });
     for (let i = 1; i < p.length; i++) expect(rawPayloadOk([p.subarray(0, i), p.subarray(i)])).toBe(true);
+  });
+
+  it('dataFrameParts: several buffers make the bytes of one DATA frame of them joined (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 5000 }), { maxLength: 6 }), fc.nat(70_000), fc.nat(), (bufs, fd, stream) => {
+        const joined = Buffer.concat(bufs);
+        const want = encodeFrame(messageToFrame({ type: 'DATA', stream, fd, data: joined }));
+        expect(Buffer.concat(dataFrameParts(stream, fd, bufs)).equals(want)).toBe(true);
+      }),
+      { numRuns: runs(200) },
+    );
+    expect(() => dataFrameParts(1, 1, [new Uint8Array(EXEC_MAX_CHUNK), new Uint8Array(1)])).toThrow(RangeError);
   });
 });
