@@ -31,11 +31,15 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define REXEC_WINDOW (1u << 20)
+#define REXEC_WINDOW (1u << 20) /* the protocol's default credit, when STARTED names none */
+/* The credit this stub grants the executor for output (EXEC window): 4 MiB keeps the two daemons and the
+   TLS hop busy between credits (100 MB of stdout: 1 MiB 152, 2 MiB 195, 4 MiB 215 MB/s in one run,
+   docs/PERFORMANCE.md) and still bounds what a reader that stops leaves in the daemons. */
+#define REXEC_OUT_WINDOW (4u << 20)
 /* Credit for the executor's DATA goes back in batches of this much (a quarter of the window, as HTTP/2 peers do):
-   one WINDOW_UPDATE per 256 KiB written instead of one per frame. Less than a batch owed leaves the executor
+   one WINDOW_UPDATE per MiB written instead of one per frame. Less than a batch owed leaves the executor
    three quarters of its window, so it never waits on credit held here. */
-#define REXEC_CREDIT_BATCH (REXEC_WINDOW / 4)
+#define REXEC_CREDIT_BATCH (REXEC_OUT_WINDOW / 4)
 #define REXEC_CHUNK (64u * 1024u)
 #define STREAM 1u
 
@@ -203,7 +207,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
   if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
-  rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
+  rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_OUT_WINDOW);
   struct winsize ws;
   if (rq->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
     /* As rex run: the program gets a terminal of the same size; its stdout and stderr both arrive as fd 1. */
