@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { DEFAULT_WINDOW } from '../../src/exec/protocol.js';
+import { DEFAULT_WINDOW, MAX_WINDOW } from '../../src/exec/protocol.js';
 import { RemoteProcess } from '../../src/exec/origin/stub.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -114,6 +114,30 @@ describe('stdout from another host through the origin rexd', () => {
     expect(await rp.exited).toEqual({ code: 0, host: 'beta' });
     expect(received).toBe(total);
     expect(h.digest('hex')).toBe(createHash('sha256').update(Buffer.alloc(total)).digest('hex'));
+  }, 120_000);
+
+  it('a window asked above MAX_WINDOW counts as MAX_WINDOW: a reader that never credits gets that much, and the writer blocks', async () => {
+    const total = 64 << 20;
+    const held: (() => void)[] = [];
+    let holding = true;
+    let received = 0;
+    const rp = await RemoteProcess.start(client.conn, { path: '/usr/bin/head', argv: ['head', '-c', String(total), '/dev/zero'], host: 'beta', env: ['PATH=/usr/bin:/bin'], window: 2 ** 31 }, (_fd, d, done) => {
+      if (d) received += d.length;
+      if (holding) held.push(done);
+      else done();
+    });
+    rp.end();
+    await vi.waitFor(() => expect(received).toBe(MAX_WINDOW), { timeout: 30_000, interval: 20 });
+    const { wrote, still } = await whenBlocked(rp.pid);
+    if (wrote !== undefined) {
+      expect(still).toBe(5);
+      expect(wrote).toBeLessThan(MAX_WINDOW + (8 << 20));
+    }
+    expect(received).toBe(MAX_WINDOW);
+    holding = false;
+    for (const d of held.splice(0)) d();
+    expect(await rp.exited).toEqual({ code: 0, host: 'beta' });
+    expect(received).toBe(total);
   }, 120_000);
 
   it('through rexecve()\'s C stub: a stdout nobody reads stops the remote writer, and reading again gets every byte', async () => {

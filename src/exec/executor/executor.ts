@@ -22,7 +22,7 @@ import { pendingSignals, STOP_SIGNALS_MASK } from '../../util/proc.js';
 import { testSwitch } from '../../util/testmode.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
 import { fetchFile, libraryDir, openCached } from './transfer.js';
-import { DEFAULT_WINDOW, fileSha256, RELAYED_SIGNALS } from '../protocol.js';
+import { DEFAULT_WINDOW, fileSha256, MAX_WINDOW, RELAYED_SIGNALS } from '../protocol.js';
 
 const RELAYED = new Set(RELAYED_SIGNALS);
 
@@ -299,7 +299,8 @@ export function superviseJob(child: Child, job: JobRelay, conn: Connection, ctx:
   const inputs = new Map(proxied.filter((fd) => fd !== 1 && fd !== 2).map((fd) => [fd, child.stdio[fd] as import('node:stream').Writable] as const));
   for (const w of inputs.values()) w.on('error', () => {}); // EPIPE: the program stopped reading; the rest is dropped
   const inputOpen = new Set(inputs.keys());
-  let credit = job.window ?? DEFAULT_WINDOW;
+  // A larger window than MAX_WINDOW counts as MAX_WINDOW: a sender may always send less than its credit.
+  let credit = Math.min(job.window ?? DEFAULT_WINDOW, MAX_WINDOW);
   // Output read but not yet sent for lack of credit, in order across stdout and stderr.
   const queue: { fd: number; data?: Buffer; eof?: boolean }[] = [];
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
