@@ -7,7 +7,7 @@
 //      (full handshake, and ControlMaster multiplexing);
 //   2. 1,000 short jobs placed over a three-host cluster: jobs/s and how evenly
 //      they landed;
-//   3. 100 MB of stdout: rexecve()'s stub against `ssh cat`.
+//   3. 100 MB of stdout (BENCH_MB): rexecve()'s stub against `ssh cat`.
 // The ssh peer needs sshd (openssh-server): when it is missing, the setup tries
 // `apt-get install openssh-server` as root; otherwise that peer is skipped with a note.
 // It is measured as users run ssh: as root the bench logs into a dedicated account
@@ -15,7 +15,7 @@
 // motd or last-log lines; not as root, into this user with `exec` before the
 // command, and the output says that the user's shell still starts (bash sourcing
 // ~/.bashrc for sshd, for instance, is then part of the ssh figure).
-// Run: `node bench/exec.mjs [N]` after `npx tsc` and `make -C native`.
+// Run: `node bench/exec.mjs [N] [--stdout]` (BENCH_ROUNDS=R: rounds of part 3, alternating) after `npx tsc` and `make -C native`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,14 @@ import { LocalCluster } from '../dist/cluster/cluster.js';
 import { RemoteProcess } from '../dist/exec/origin/stub.js';
 import { RexClient } from '../dist/runtime/client.js';
 
-const N = Number(process.argv[2] ?? 200);
+const args = process.argv.slice(2);
+// `--stdout`: only part 3, in ROUNDS rounds alternating REX and ssh (medians and the ratio of the medians).
+const ONLY_STDOUT = args.includes('--stdout');
+const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 200);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (ONLY_STDOUT ? 5 : 1));
+const HOSTS = ONLY_STDOUT ? 2 : 3;
+// BENCH_MB: the size of part 3's stdout (issue 17 names 200 MB; 100 by default, as the figures in docs/PERFORMANCE.md).
+const MB = Number(process.env.BENCH_MB ?? 100);
 const JOBS = 1000;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const native = join(root, 'native');
@@ -139,83 +146,98 @@ function startSshd(dir) {
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'rex-bench-exec-'));
   chmodSync(dir, 0o755); // the ssh peer's account reads its authorized_keys and the 100 MB file here
-  const cluster = await LocalCluster.up({ dir, hosts: 3, netns: false, loadInterval: '200ms', logLevel: 'warn' });
+  const cluster = await LocalCluster.up({ dir, hosts: HOSTS, netns: false, loadInterval: '200ms', logLevel: 'warn' });
   let ssh;
   try {
     await cluster.waitAllReachable();
     const socket = cluster.host('alpha').socket;
     const env = { ...process.env, REX_SOCKET: socket };
     const stub = buildStub();
-    console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
-    const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
-    const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
-    // The native front end (native/frontend/rex.c): what package.json's bin `rex` and an installed BINDIR/rex run.
-    const nativeRex = join(native, 'build', 'bin', 'rex');
-    if (!existsSync(nativeRex)) execFileSync('make', ['-s', '-C', native, 'build/bin/rex'], { stdio: 'pipe' });
-    const nat = line('rex run --host beta /bin/true (native rex)', await timeSpawn(nativeRex, ['run', '--host', 'beta', '/bin/true'], env));
-    const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
-    // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
-    const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
     const client = await RexClient.connect({ socket });
-    const inproc = [];
-    for (let i = 0; i < N + 5; i++) {
+    if (!ONLY_STDOUT) {
+      console.log(`## starting /bin/true (${N} runs each; spawn to exit)`);
+      const local = line('local posix_spawn /bin/true', await timeSpawn('/bin/true', [], env));
+      const cstub = line('rexecve() stub, --host beta', await timeSpawn(stub, ['beta', '/bin/true'], env));
+      // The native front end (native/frontend/rex.c): what package.json's bin `rex` and an installed BINDIR/rex run.
+      const nativeRex = join(native, 'build', 'bin', 'rex');
+      if (!existsSync(nativeRex)) execFileSync('make', ['-s', '-C', native, 'build/bin/rex'], { stdio: 'pipe' });
+      const nat = line('rex run --host beta /bin/true (native rex)', await timeSpawn(nativeRex, ['run', '--host', 'beta', '/bin/true'], env));
+      const cli = line('rex run --host beta /bin/true (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'run', '--host', 'beta', '/bin/true'], env, Math.min(N, 50)));
+      // The floor under any Node CLI: `rex run` minus this is what REX's own start-up and the run cost.
+      const nodeFloor = line('node -e 0 (Node start-up alone: the CLI floor)', await timeSpawn(process.execPath, ['-e', '0'], env, Math.min(N, 50)));
+      const inproc = [];
+      for (let i = 0; i < N + 5; i++) {
+        const t0 = process.hrtime.bigint();
+        const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'], host: 'beta' }, (_f, _d, done) => done());
+        rp.end();
+        await rp.exited;
+        if (i >= 5) inproc.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      const api = line('in-process stub (spawn() path), --host beta', inproc);
+      ssh = startSshd(dir);
+      let mux;
+      if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
+      else {
+        line('ssh 127.0.0.1 true (full handshake)', await timeSpawn('ssh', [...ssh.base, '127.0.0.1', ...ssh.prefix, 'true'], env, Math.min(N, 50)));
+        spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true']);
+        mux = line('ssh 127.0.0.1 true (ControlMaster)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true'], env));
+      }
+      console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
+      if (mux) {
+        console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
+        console.log(`ratio native rex run / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x: rex run <= ssh)`);
+        console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
+        console.log(`ratio ssh ControlMaster / Node start-up alone: ${(mux / nodeFloor).toFixed(2)}x (the best any Node CLI could reach)`);
+      }
+
+      console.log(`\n## ${JOBS} short jobs (/bin/true) placed over 3 hosts, 16 at a time`);
+      const where = new Map();
+      let next = 0;
       const t0 = process.hrtime.bigint();
-      const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'], host: 'beta' }, (_f, _d, done) => done());
-      rp.end();
-      await rp.exited;
-      if (i >= 5) inproc.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    const api = line('in-process stub (spawn() path), --host beta', inproc);
-    ssh = startSshd(dir);
-    let mux;
-    if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
-    else {
-      line('ssh 127.0.0.1 true (full handshake)', await timeSpawn('ssh', [...ssh.base, '127.0.0.1', ...ssh.prefix, 'true'], env, Math.min(N, 50)));
-      spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true']);
-      mux = line('ssh 127.0.0.1 true (ControlMaster)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true'], env));
-    }
-    console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
-    if (mux) {
-      console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
-      console.log(`ratio native rex run / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x: rex run <= ssh)`);
-      console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
-      console.log(`ratio ssh ControlMaster / Node start-up alone: ${(mux / nodeFloor).toFixed(2)}x (the best any Node CLI could reach)`);
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next < JOBS) {
+            next++;
+            const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'] }, (_f, _d, done) => done());
+            rp.end();
+            await rp.exited;
+            where.set(rp.host, (where.get(rp.host) ?? 0) + 1);
+          }
+        }),
+      );
+      const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      console.log(`${(JOBS / secs).toFixed(0)} jobs/s; landed: ${[...where].map(([h, n]) => `${h} ${n}`).join(', ')}`);
+    } else {
+      ssh = startSshd(dir);
+      if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
+      else spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'true']);
     }
 
-    console.log(`\n## ${JOBS} short jobs (/bin/true) placed over 3 hosts, 16 at a time`);
-    const where = new Map();
-    let next = 0;
-    const t0 = process.hrtime.bigint();
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (next < JOBS) {
-          next++;
-          const rp = await RemoteProcess.start(client.conn, { path: '/bin/true', argv: ['true'] }, (_f, _d, done) => done());
-          rp.end();
-          await rp.exited;
-          where.set(rp.host, (where.get(rp.host) ?? 0) + 1);
-        }
-      }),
-    );
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-    console.log(`${(JOBS / secs).toFixed(0)} jobs/s; landed: ${[...where].map(([h, n]) => `${h} ${n}`).join(', ')}`);
-
-    console.log('\n## 100 MB of stdout');
+    console.log(`\n## ${MB} MB of stdout`);
     const big = join(dir, 'big.bin');
-    writeFileSync(big, randomBytes(100 << 20), { mode: 0o644 });
-    const want = createHash('sha256').update(execFileSync('cat', [big], { maxBuffer: 200 << 20 })).digest('hex');
+    writeFileSync(big, randomBytes(MB << 20), { mode: 0o644 });
+    const want = createHash('sha256').update(execFileSync('cat', [big], { maxBuffer: (MB + 100) << 20 })).digest('hex');
     const through = (cmd, args) => {
       const t = process.hrtime.bigint();
-      const out = execFileSync(cmd, args, { env, maxBuffer: 200 << 20 });
+      const out = execFileSync(cmd, args, { env, maxBuffer: (MB + 100) << 20 });
       const s = Number(process.hrtime.bigint() - t) / 1e9;
       if (createHash('sha256').update(out).digest('hex') !== want) throw new Error(`${cmd}: checksum mismatch`);
-      return 100 / s;
+      return MB / s;
     };
-    const rexMB = through(stub, ['beta', '/bin/cat', 'cat', big]);
-    console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s`);
+    const rexs = [];
+    const sshs = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      rexs.push(through(stub, ['beta', '/bin/cat', 'cat', big]));
+      if (!ssh.skip) sshs.push(through('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'cat', big]));
+      if (ROUNDS > 1) console.log(`round ${r + 1}: rex ${rexs[r].toFixed(0)} MB/s${ssh.skip ? '' : `, ssh ${sshs[r].toFixed(0)} MB/s, ratio ${(rexs[r] / sshs[r]).toFixed(2)}x`}`);
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const rexMB = med(rexs);
+    const of = ROUNDS > 1 ? ` (median of ${ROUNDS}, alternating)` : '';
+    console.log(`rexecve() stub cat (beta): ${rexMB.toFixed(0)} MB/s${of}`);
     if (!ssh.skip) {
-      const sshMB = through('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, 'cat', big]);
-      console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s`);
+      const sshMB = med(sshs);
+      console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s${of}`);
       console.log(`ratio rex / ssh throughput: ${(rexMB / sshMB).toFixed(2)}x (target >= 1x)`);
     }
     client.close();

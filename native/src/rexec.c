@@ -31,7 +31,15 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define REXEC_WINDOW (1u << 20)
+#define REXEC_WINDOW (1u << 20) /* the protocol's default credit, when STARTED names none */
+/* The credit this stub grants the executor for output (EXEC window): 4 MiB keeps the two daemons and the
+   TLS hop busy between credits (100 MB of stdout: 1 MiB 152, 2 MiB 195, 4 MiB 215 MB/s in one run,
+   docs/PERFORMANCE.md) and still bounds what a reader that stops leaves in the daemons. */
+#define REXEC_OUT_WINDOW (4u << 20)
+/* Credit for the executor's DATA goes back in batches of this much (a quarter of the window, as HTTP/2 peers do):
+   one WINDOW_UPDATE per MiB written instead of one per frame. Less than a batch owed leaves the executor
+   three quarters of its window, so it never waits on credit held here. */
+#define REXEC_CREDIT_BATCH (REXEC_OUT_WINDOW / 4)
 #define REXEC_CHUNK (64u * 1024u)
 #define STREAM 1u
 
@@ -122,6 +130,7 @@ struct stub {
   struct rex__conn conn;
   uint64_t window;    /* STARTED's credit towards the executor */
   uint64_t fd_window; /* STARTED's credit per relayed descriptor (rfork); 0: one window for all */
+  uint64_t owed;      /* bytes of the executor's DATA handed on and not yet credited back (owe()) */
   int pty;            /* the program has a pseudo-terminal (EXEC pty) */
 };
 
@@ -198,7 +207,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
   if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
-  rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_WINDOW);
+  rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_OUT_WINDOW);
   struct winsize ws;
   if (rq->pty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
     /* As rex run: the program gets a terminal of the same size; its stdout and stderr both arrive as fd 1. */
@@ -458,6 +467,14 @@ static uint64_t room(const struct stub *c, const struct proxy *p, uint64_t credi
   return p->unacked < c->fd_window ? c->fd_window - p->unacked : 0;
 }
 
+/* Credits n bytes of the executor's DATA as handed on: sent once a batch (REXEC_CREDIT_BATCH) is owed. */
+static void owe(struct stub *c, uint64_t n) {
+  c->owed += n;
+  if (c->owed < REXEC_CREDIT_BATCH) return;
+  if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, c->owed, NULL, NULL, 0, 0)) lost("lost rexd");
+  c->owed = 0;
+}
+
 /* The stub: relays until EXIT, then ends like the remote program. Never returns. */
 static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, size_t npx) {
   uint64_t credit = c->window ? c->window : REXEC_WINDOW;
@@ -488,7 +505,7 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
             /* The file channel: requests, not a descriptor's bytes; its end (the supervisor exited) needs nothing. */
             if (d && d->kind == REX_KIND_BYTES && d->len > 0) {
               if (fp_input(c, d->data, d->len, &credit)) lost("lost rexd");
-              if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+              owe(c, d->len);
             }
             break;
           }
@@ -501,7 +518,7 @@ static void __attribute__((noreturn)) relay(struct stub *c, struct proxy *px, si
               epipe_sent = 1;
               if (send_simple(c, REX_MSG_SIGNAL, REX_SIGNAL_SIGNAL, 0, "PIPE", NULL, 0, 0)) lost("lost rexd");
             }
-            if (send_simple(c, REX_MSG_WINDOW_UPDATE, REX_WINDOW_UPDATE_INCREMENT, d->len, NULL, NULL, 0, 0)) lost("lost rexd");
+            owe(c, d->len);
           }
           if (eof && eof->kind == REX_KIND_BOOL && eof->v.u && remote_closed(c, to)) lost("lost rexd");
           break;

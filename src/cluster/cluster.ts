@@ -289,9 +289,14 @@ export class LocalCluster {
     return env;
   }
 
-  /** A REX program as a host runs it: the installed tree's launcher on a privateFs host, else this package's. */
+  /**
+   * A REX program as a host runs it: the installed tree's launcher on a privateFs host, else this package's.
+   * REX_CLUSTER_NODE_ARGS (space-separated) goes to node before the program's rexd, for profiling
+   * (`--cpu-prof --cpu-prof-dir=DIR`, which NODE_OPTIONS does not accept).
+   */
   private program(h: ClusterHost, name: string): string[] {
-    return h.fs ? [join(h.fs.installation.bindir, name)] : [process.execPath, distBin(name)];
+    const nodeArgs = name === 'rexd' ? (process.env.REX_CLUSTER_NODE_ARGS ?? '').split(' ').filter(Boolean) : [];
+    return h.fs ? [join(h.fs.installation.bindir, name)] : [process.execPath, ...nodeArgs, distBin(name)];
   }
 
   private rcInside(h: ClusterHost): string {

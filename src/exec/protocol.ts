@@ -10,6 +10,12 @@ import { readFileSync, statSync } from 'node:fs';
 /** Credit each side starts with when EXEC/STARTED name none: keeps a fast link busy, yet stays below a connection's high-water mark (PROTOCOL.md 3.1). */
 export const DEFAULT_WINDOW = 1 << 20;
 
+/**
+ * The most credit an executor takes from EXEC/RFORK `window` (a u32 on the wire): what a reader that stops can
+ * leave in the daemons' queues is bounded by this, whatever a client asks. librex's stub asks 4 MiB.
+ */
+export const MAX_WINDOW = 16 << 20;
+
 /** Signals an origin may send (names without SIG): the one table, src/protocol/signals.ts, from which C's list is generated. */
 export { RELAYED_SIGNALS } from '../protocol/signals.js';
 

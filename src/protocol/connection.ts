@@ -7,8 +7,8 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { LIMITS, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type RoleName } from './constants.js';
-import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame } from './frame.js';
-import { MsgType, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
+import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame, type RawFrame } from './frame.js';
+import { MsgType, dataFrameParts, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
 import { quote } from '../util/quote.js';
 
 /** What the local side says about itself in HELLO. */
@@ -95,6 +95,12 @@ export interface StreamListener {
   onMessage(m: Message): void;
   /** The stream is over: `err` when the connection failed or the peer answered ERROR. */
   onClose(err?: Error): void;
+  /**
+   * A relay's pass-through: frames of these types (without END) are not decoded
+   * but handed to `onRaw` as they arrived, to go on with {@link Connection.sendRawOn}
+   * or {@link StreamHandle.sendRaw} (the origin rexd's DATA and WINDOW_UPDATE).
+   */
+  raw?: { types: ReadonlySet<number>; onRaw(f: RawFrame): void };
 }
 
 /** A stream this side opened with {@link Connection.openStream}. */
@@ -104,6 +110,8 @@ export interface StreamHandle {
   send(m: Reply, end?: boolean): void;
   /** Forgets the stream locally (later frames on it are dropped). */
   forget(): void;
+  /** Sends a frame received undecoded (StreamListener.raw) on this stream, rewriting only its stream id. */
+  sendRaw(f: RawFrame): void;
 }
 
 /** How many ended long-lived streams a connection remembers, to drop the peer's late frames on them. */
@@ -259,6 +267,9 @@ export class Connection extends EventEmitter {
         if (this.outStreams.has(stream)) this.sendRaw(messageToFrame({ ...m, stream, end } as Message));
       },
       forget: () => void this.outStreams.delete(stream),
+      sendRaw: (f) => {
+        if (this.outStreams.has(stream)) this.sendRawFrame(stream, f);
+      },
     };
   }
 
@@ -278,6 +289,22 @@ export class Connection extends EventEmitter {
   /** Sends a message on a stream the peer opened and this side serves, without closing it. */
   sendOn(stream: number, m: Reply): void {
     if (this.serving.has(stream)) this.sendRaw(messageToFrame({ ...m, stream, end: false } as Message));
+  }
+
+  /** Sends one DATA of several buffers, joined on the wire only (dataFrameParts), on a stream the peer opened and this side serves. */
+  sendDataOn(stream: number, fd: number, data: readonly Uint8Array[]): void {
+    if (this.serving.has(stream) && !this.socket.destroyed && this.socket.writable) this.sendParts(dataFrameParts(stream, fd, data));
+  }
+
+  /** Sends a frame received undecoded (StreamListener.raw) on a stream the peer opened and this side serves. */
+  sendRawOn(stream: number, f: RawFrame): void {
+    if (this.serving.has(stream)) this.sendRawFrame(stream, f);
+  }
+
+  private sendRawFrame(stream: number, f: RawFrame): void {
+    const header = Buffer.from(f.header);
+    header.writeUInt32BE(stream, 8);
+    this.sendParts([header, ...f.payload]);
   }
 
   /** True while more than the high-water mark of output waits in the socket. */
@@ -389,7 +416,7 @@ export class Connection extends EventEmitter {
       if (chunk.length === 0) return;
     }
     try {
-      this.decoder.push(chunk, (f) => this.onFrame(f));
+      this.decoder.push(chunk, (f) => this.onFrame(f), this.rawHooks);
     } catch (e) {
       if (e instanceof ProtocolError) this.fatal(e);
       else this.destroy(e as Error);
@@ -408,6 +435,23 @@ export class Connection extends EventEmitter {
     }, ms);
     this.idleTimer.unref();
   }
+
+  /** The stream listener a frame of the peer on `stream` goes to, if any. */
+  private listenerOf(stream: number): StreamListener | undefined {
+    if (stream === 0) return undefined;
+    return (stream % 2 === 1) === this.opts.initiator ? this.outStreams.get(stream) : this.adopted.get(stream);
+  }
+
+  /** Frames a stream listener takes undecoded (StreamListener.raw): never one with END, never before HELLO. */
+  private readonly rawHooks = {
+    want: (type: number, flags: number, stream: number): boolean => {
+      if (this.state !== 'open' || flags !== 0) return false;
+      return this.listenerOf(stream)?.raw?.types.has(type) ?? false;
+    },
+    onRaw: (f: RawFrame): void => {
+      if (this.state !== 'closed') this.listenerOf(f.stream)?.raw?.onRaw(f);
+    },
+  };
 
   private onFrame(f: Frame): void {
     if (this.state === 'closed') return;

@@ -109,6 +109,26 @@ export function decodeOne(buf: Buffer, maxPayload: number = LIMITS.maxPayload): 
 }
 
 /**
+ * A frame passed on undecoded (FrameDecoder's `raw`): its 12-byte header, a
+ * copy the receiver may rewrite (the stream id), and its payload as the views
+ * of the received chunks it spans, in order, never copied.
+ */
+export interface RawFrame {
+  type: number;
+  stream: number;
+  header: Buffer;
+  payload: Buffer[];
+}
+
+/**
+ * Says whether a frame, by its header, is to be passed on undecoded (a relay's
+ * DATA): then `onRaw` gets it instead of `onFrame`, once its payload's
+ * attributes have been checked to be well framed (see {@link rawPayloadOk});
+ * one that is not is decoded as any other frame.
+ */
+export type RawFilter = (type: number, flags: number, stream: number) => boolean;
+
+/**
  * Incremental decoder for a byte stream. Holds at most one incomplete frame; after
  * an error it is poisoned (the stream cannot be resynchronised) and throws again.
  */
@@ -132,9 +152,11 @@ export class FrameDecoder {
   /**
    * Adds bytes and returns every complete frame they finish. With `onFrame`, each
    * frame is also handed over as soon as it is decoded, so that frames before a
-   * malformed one are still delivered before push throws.
+   * malformed one are still delivered before push throws. With `raw`, a frame
+   * it picks goes to `onRaw` undecoded (not returned): its payload stays in the
+   * chunks it arrived in, whose views are handed on without a copy.
    */
-  push(chunk: Buffer, onFrame?: (f: Frame) => void): Frame[] {
+  push(chunk: Buffer, onFrame?: (f: Frame) => void, raw?: { want: RawFilter; onRaw: (f: RawFrame) => void }): Frame[] {
     if (this.failed) throw this.failed;
     this.chunks.push(chunk);
     this.size += chunk.length;
@@ -144,11 +166,26 @@ export class FrameDecoder {
         if (this.size < HEADER_SIZE) break;
         // Join only the header first: a large frame arriving in many small chunks
         // must not be re-copied on every chunk.
-        if (this.chunks[0]!.length < HEADER_SIZE) this.chunks = [Buffer.concat(this.chunks, this.size)];
-        const need = HEADER_SIZE + this.chunks[0]!.readUInt32BE(0);
+        if (this.chunks[0]!.length < HEADER_SIZE) this.joinHeader();
+        const head = this.chunks[0]!;
+        const need = HEADER_SIZE + head.readUInt32BE(0);
         if (this.size < need) {
-          decodeOne(this.chunks[0]!.subarray(0, HEADER_SIZE), this.maxPayload); // limit check before buffering
+          decodeOne(head.subarray(0, HEADER_SIZE), this.maxPayload); // limit check before buffering
           break;
+        }
+        if (raw) {
+          decodeOne(head.subarray(0, HEADER_SIZE), this.maxPayload); // length and flags, as for any frame
+          const type = head.readUInt16BE(4);
+          if (raw.want(type, head.readUInt16BE(6), head.readUInt32BE(8))) {
+            const header = Buffer.from(head.subarray(0, HEADER_SIZE));
+            const payload = this.peek(need).map((v, i) => (i === 0 ? v.subarray(HEADER_SIZE) : v)).filter((v) => v.length > 0);
+            // Badly framed attributes (or a kind a relayed frame never has) take the full decode below, which says why.
+            if (rawPayloadOk(payload)) {
+              this.drop(need);
+              raw.onRaw({ type, stream: header.readUInt32BE(8), header, payload });
+              continue;
+            }
+          }
         }
         const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
         const r = decodeOne(buf, this.maxPayload);
@@ -167,6 +204,88 @@ export class FrameDecoder {
     }
     return frames;
   }
+
+  /** Makes the first chunk hold at least a header, copying only the few bytes needed. */
+  private joinHeader(): void {
+    let n = 0;
+    let k = 0;
+    while (n < HEADER_SIZE) n += this.chunks[k++]!.length;
+    this.chunks.splice(0, k, Buffer.concat(this.chunks.slice(0, k), n));
+  }
+
+  /** The first n buffered bytes, as views of the chunks they are in. */
+  private peek(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    for (let k = 0, left = n; left > 0; k++) {
+      const c = this.chunks[k]!;
+      out.push(c.length <= left ? c : c.subarray(0, left));
+      left -= Math.min(c.length, left);
+    }
+    return out;
+  }
+
+  /** Forgets the first n buffered bytes. */
+  private drop(n: number): void {
+    this.size -= n;
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= n) {
+        this.chunks.shift();
+        n -= c.length;
+      } else {
+        this.chunks[0] = c.subarray(n);
+        n = 0;
+      }
+    }
+  }
+}
+
+/**
+ * Checks, without decoding or copying, that a payload held in `parts` is a
+ * sequence of attributes each of which lies inside it, with a known kind, a
+ * length that fits its kind, and a bool of 0 or 1. A relay passing a frame on
+ * undecoded (the origin's DATA) still refuses what a full decode would refuse
+ * at its level. A string or list is not accepted here (a relayed DATA and
+ * WINDOW_UPDATE have none): a frame with one, or a badly framed one, is
+ * decoded in full instead, which accepts it or says what is wrong, as before.
+ */
+export function rawPayloadOk(parts: readonly Buffer[]): boolean {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  // The byte at absolute offset i of the payload.
+  let pi = 0;
+  let base = 0;
+  const at = (i: number): number => {
+    while (i >= base + parts[pi]!.length) base += parts[pi++]!.length;
+    return parts[pi]![i - base]!;
+  };
+  let off = 0;
+  let attrs = 0;
+  while (off < total) {
+    if (total - off < ATTR_HEADER_SIZE || ++attrs > LIMITS.maxAttrs) return false;
+    const kind = at(off + 2);
+    const len = ((at(off + 3) << 24) >>> 0) + (at(off + 4) << 16) + (at(off + 5) << 8) + at(off + 6);
+    off += ATTR_HEADER_SIZE;
+    if (len > total - off) return false;
+    switch (kind) {
+      case Kind.uint:
+      case Kind.int:
+        if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return false;
+        break;
+      case Kind.f64:
+        if (len !== 8) return false;
+        break;
+      case Kind.bytes:
+        break;
+      case Kind.bool:
+        if (len !== 1 || at(off) > 1) return false;
+        break;
+      default:
+        return false; // string, list (not in a relayed frame) or an unknown kind
+    }
+    off += len;
+  }
+  return true;
 }
 
 /** Converts kind names to numbers for callers building raw attributes. */

@@ -5,8 +5,8 @@
  * It is also the source of librex's attribute tags: scripts/gen-protocol.mjs
  * writes native/src/wire.h's protocol block from it and constants.ts (run it after a change).
  */
-import { ATTR_HEADER_SIZE, TAG_CRITICAL, LIMITS } from './constants.js';
-import { ProtocolError, attrsSize, type Attr, type Frame } from './encode.js';
+import { ATTR_HEADER_SIZE, HEADER_SIZE, TAG_CRITICAL, LIMITS } from './constants.js';
+import { ProtocolError, attrsSize, encodeFrame, type Attr, type Frame } from './encode.js';
 
 /** How a field maps to an attribute: its tag, wire kind and TypeScript form. */
 export type FieldSpec =
@@ -543,6 +543,22 @@ function bodyToAttrs(specs: Record<string, FieldSpec>, body: Record<string, unkn
     out.push(...fieldToAttr(spec, v));
   }
   return out;
+}
+
+/**
+ * One DATA frame carrying `data`, several buffers, as the parts to write
+ * (header and attributes, then the buffers as they are): the executor sends
+ * what it read from a program in a few reads as one frame, joining nothing.
+ */
+export function dataFrameParts(stream: number, fd: number, data: readonly Uint8Array[]): Uint8Array[] {
+  let n = 0;
+  for (const d of data) n += d.byteLength;
+  if (n > EXEC_MAX_CHUNK) throw new RangeError(`DATA of ${n} bytes exceeds ${EXEC_MAX_CHUNK}`);
+  // The frame with an empty data attribute, its last; then its lengths grow by n.
+  const head = encodeFrame(messageToFrame({ type: 'DATA', stream, fd, data: new Uint8Array(0) }));
+  head.writeUInt32BE(head.length - HEADER_SIZE + n, 0);
+  head.writeUInt32BE(n, head.length - 4);
+  return [head, ...data];
 }
 
 /** Turns a typed message into a frame. */

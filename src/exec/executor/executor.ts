@@ -22,7 +22,7 @@ import { pendingSignals, STOP_SIGNALS_MASK } from '../../util/proc.js';
 import { testSwitch } from '../../util/testmode.js';
 import { allowedExecutable, limitedEnv, type ExecLimit } from './limit.js';
 import { fetchFile, libraryDir, openCached } from './transfer.js';
-import { DEFAULT_WINDOW, fileSha256, RELAYED_SIGNALS } from '../protocol.js';
+import { DEFAULT_WINDOW, fileSha256, MAX_WINDOW, RELAYED_SIGNALS } from '../protocol.js';
 
 const RELAYED = new Set(RELAYED_SIGNALS);
 
@@ -299,14 +299,21 @@ export function superviseJob(child: Child, job: JobRelay, conn: Connection, ctx:
   const inputs = new Map(proxied.filter((fd) => fd !== 1 && fd !== 2).map((fd) => [fd, child.stdio[fd] as import('node:stream').Writable] as const));
   for (const w of inputs.values()) w.on('error', () => {}); // EPIPE: the program stopped reading; the rest is dropped
   const inputOpen = new Set(inputs.keys());
-  let credit = job.window ?? DEFAULT_WINDOW;
+  // A larger window than MAX_WINDOW counts as MAX_WINDOW: a sender may always send less than its credit.
+  let credit = Math.min(job.window ?? DEFAULT_WINDOW, MAX_WINDOW);
   // Output read but not yet sent for lack of credit, in order across stdout and stderr.
   const queue: { fd: number; data?: Buffer; eof?: boolean }[] = [];
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let finish: ((r: Reply) => void) | undefined;
   let gone = false;
 
+  // Bytes of output queued since the last flush, and the flush the end of this event-loop turn will run.
+  let queued = 0;
+  let flushSoon: NodeJS.Immediate | undefined;
   const flush = (): void => {
+    queued = 0;
+    if (flushSoon) clearImmediate(flushSoon);
+    flushSoon = undefined;
     if (gone) queue.length = 0; // nobody reads any more: drain the pipes so the program is not blocked
     while (queue.length > 0) {
       const item = queue[0]!;
@@ -316,11 +323,21 @@ export function superviseJob(child: Child, job: JobRelay, conn: Connection, ctx:
         continue;
       }
       if (credit <= 0) break;
-      const n = Math.min(credit, EXEC_MAX_CHUNK, item.data!.length);
-      conn.sendOn(stream, { type: 'DATA', fd: item.fd, data: item.data!.subarray(0, n) });
+      // The reads of one descriptor waiting in a row go as one frame, up to the chunk limit and the credit: fewer,
+      // larger frames (and credits back) for a program that writes fast; the buffers are not joined.
+      const max = Math.min(credit, EXEC_MAX_CHUNK);
+      const parts: Buffer[] = [];
+      let n = 0;
+      while (n < max && queue.length > 0 && queue[0]!.fd === item.fd && !queue[0]!.eof) {
+        const next = queue[0]!;
+        const take = Math.min(max - n, next.data!.length);
+        parts.push(take === next.data!.length ? next.data! : next.data!.subarray(0, take));
+        n += take;
+        if (take === next.data!.length) queue.shift();
+        else next.data = next.data!.subarray(take);
+      }
+      conn.sendDataOn(stream, item.fd, parts);
       credit -= n;
-      if (n === item.data!.length) queue.shift();
-      else item.data = item.data!.subarray(n);
     }
     const blocked = queue.length > 0;
     for (const [, s] of outputs) {
@@ -349,7 +366,11 @@ export function superviseJob(child: Child, job: JobRelay, conn: Connection, ctx:
     s.on('error', () => {});
     s.on('data', (d: Buffer) => {
       queue.push({ fd, data: d });
-      flush();
+      queued += d.length;
+      // What one turn of the event loop reads (libuv reads up to 64 KiB at a time, several times while the
+      // program keeps writing) goes out together: the flush waits for the end of the turn, or a full chunk.
+      if (queued >= EXEC_MAX_CHUNK) flush();
+      else if (!flushSoon) flushSoon = setImmediate(flush);
     });
     const end = (): void => {
       if (ended.has(fd)) return;

@@ -5,7 +5,8 @@
  * per-stream credit; a peer's EXEC always runs here. rfork's RFORK is routed
  * and relayed the same way (route(); src/rfork/origin.ts says what differs).
  */
-import type { Connection, Reply, StreamHandle } from '../../protocol/connection.js';
+import type { Connection, Reply, StreamHandle, StreamListener } from '../../protocol/connection.js';
+import { MsgType } from '../../protocol/messages.js';
 import { ProtocolError } from '../../protocol/frame.js';
 import type { Message, MessageOf } from '../../protocol/messages.js';
 import { offeredFiles, serveFetch, type Offer } from '../origin/transfer.js';
@@ -55,6 +56,9 @@ export interface Routed {
 export function libsField(offer: Offer): MessageOf<'EXEC'>['libs'] & {} {
   return offer.libs.map((l) => ({ name: l.name, path: l.path, sha256: Buffer.from(l.sha256, 'hex'), size: l.size }));
 }
+
+/** What an origin rexd relays between its client and the executor without decoding it. */
+const PASS_THROUGH: ReadonlySet<number> = new Set([MsgType.DATA, MsgType.WINDOW_UPDATE]);
 
 /** Refusals after which the next candidate host is tried (placement only, not an explicit host). */
 const TRY_NEXT = new Set(['DENIED', 'UNREACHABLE', 'TIMEOUT', 'BUSY', 'NO_ENTRY', 'INCOMPATIBLE']);
@@ -250,6 +254,9 @@ export class ExecService {
       arm();
       try {
         h = link.openStream(request, {
+          // The executor's DATA and WINDOW_UPDATE go to the client as they came (docs/PROTOCOL.md 3.1):
+          // only the stream id is rewritten, the payload is neither decoded nor copied. None comes before STARTED.
+          raw: { types: PASS_THROUGH, onRaw: (f) => conn.sendRawOn(clientStream, f) },
           onMessage: (x) => {
             if (x.type === 'STARTED' && !started) {
               started = true;
@@ -262,11 +269,13 @@ export class ExecService {
                 setTimeout(() => h!.send({ type: 'SIGNAL', signal: 'KILL' }), 2000).unref();
                 return;
               }
-              // From here on, the client's frames on its stream go straight to the executor.
-              const relay = {
+              // From here on, the client's frames on its stream go straight to the executor: DATA and
+              // WINDOW_UPDATE as they came, only their stream id rewritten (no decoding, no copy).
+              const relay: StreamListener = {
                 onMessage: (y: Message) => {
                   if (FROM_ORIGIN.has(y.type)) h!.send(body(y));
                 },
+                raw: { types: PASS_THROUGH, onRaw: (f) => h!.sendRaw(f) },
                 onClose: () => {
                   // The local client vanished: end the remote program (HUP, then KILL) so it is no orphan.
                   h!.send({ type: 'SIGNAL', signal: 'HUP' });

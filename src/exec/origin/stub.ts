@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Connection, StreamHandle } from '../../protocol/connection.js';
 import { EXEC_MAX_CHUNK, type Message } from '../../protocol/messages.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
-import { DEFAULT_WINDOW, fileSha256, TRANSFER_MAX } from '../protocol.js';
+import { DEFAULT_WINDOW, MAX_WINDOW, fileSha256, TRANSFER_MAX } from '../protocol.js';
 
 /**
  * The origin's own copy of a program, as EXEC should name it for transfer:
@@ -141,6 +141,9 @@ export class RemoteProcess extends EventEmitter {
   private stdinEnded = false;
   private eofSent = false;
   private outstanding = 0;
+  /** Output handed on and not yet credited back, sent once it reaches `batch` (a quarter of the window granted). */
+  private owed = 0;
+  private batch = DEFAULT_WINDOW / 4;
   private status: ExitStatus | undefined;
   private settle!: { resolve: (s: ExitStatus) => void; reject: (e: Error) => void };
   private handle!: StreamHandle;
@@ -158,6 +161,8 @@ export class RemoteProcess extends EventEmitter {
    */
   static start(conn: Connection, req: ExecRequest, sink: OutputSink): Promise<RemoteProcess> {
     const rp = new RemoteProcess();
+    // A quarter of the credit the executor uses: at most MAX_WINDOW of what was granted (it would wait for the rest forever).
+    rp.batch = Math.max(1, Math.floor(Math.min(req.window ?? DEFAULT_WINDOW, MAX_WINDOW) / 4));
     const onProgress = typeof req.progress === 'function' ? req.progress : undefined;
     const bar = req.progress === undefined && process.stderr.isTTY ? new ProgressBar(process.stderr) : undefined;
     return new Promise<RemoteProcess>((resolve, reject) => {
@@ -202,7 +207,12 @@ export class RemoteProcess extends EventEmitter {
                       if (once) return;
                       once = true;
                       rp.outstanding--;
-                      rp.handle.send({ type: 'WINDOW_UPDATE', increment: len });
+                      // Credit goes back in batches of a quarter window (docs/PROTOCOL.md 3.1), as librex's stub does.
+                      rp.owed += len;
+                      if (rp.owed >= rp.batch) {
+                        rp.handle.send({ type: 'WINDOW_UPDATE', increment: rp.owed });
+                        rp.owed = 0;
+                      }
                       rp.maybeDone();
                     });
                   }
