@@ -312,6 +312,27 @@ export class Connection extends EventEmitter {
     return this.socket.writableLength > this.highWater;
   }
 
+  /**
+   * Resolves once the output is below the high-water mark again (at once when
+   * it is), or after `maxMs` at the latest, so that a caller that must also
+   * notice a cancellation or a closed link (which drops the waiters) looks
+   * again: a bulk sender waits for the socket's drain instead of polling.
+   */
+  writable(maxMs = 50): Promise<void> {
+    if (!this.congested || this.state === 'closed') return Promise.resolve();
+    return new Promise((resolve) => {
+      let done = false;
+      const go = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(go, maxMs);
+      this.drainWaiters.push(go);
+    });
+  }
+
   /** Bytes of output queued in the socket (for tests and diagnostics). */
   get queuedBytes(): number {
     return this.socket.writableLength;

@@ -6,8 +6,7 @@
  * (ExecService.route in src/exec/executor/service.ts); this says what differs.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Connection, Reply } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
@@ -82,7 +81,7 @@ async function checkNamedHost(m: MessageOf<'RFORK'>, host: string, peer: PeerLin
  * (docs/RFORK.md section 5). Files mapped shared are left to the restorer's
  * strict identity check: a copy could not share writes with the origin.
  */
-function imageOffer(path: string, data: Buffer, sha256: Uint8Array | undefined, ctx: ExecutorContext): Offer {
+function imageOffer(path: string, data: Buffer | string, sha256: Uint8Array | undefined, ctx: ExecutorContext): Offer {
   const files = new Map<string, string>(sha256 ? [[Buffer.from(sha256).toString('hex'), path]] : []);
   const libs: NeededLibrary[] = [];
   let info;
@@ -133,23 +132,52 @@ function checkImage(m: MessageOf<'RFORK'>, caller: ExecCaller): MessageOf<'RFORK
  * this origin offers for it (imageOffer).
  */
 async function imageRequest(path: string, ctx: ExecutorContext): Promise<{ fields: { imageData: Buffer; imageSize?: number } | { sha256: Buffer }; offer: Offer }> {
-  let data: Buffer;
+  let size: number;
   try {
-    // A small image is read at once (the latency path); a large one (up to 1 GiB) without holding the event loop.
-    data = statSync(path).size <= IMAGE_INLINE_MAX ? readFileSync(path) : await readFile(path);
+    size = statSync(path).size;
+    // A small image is read at once (the latency path) and goes inside the RFORK.
+    if (size <= IMAGE_INLINE_MAX) {
+      const data = readFileSync(path);
+      if (data.length <= IMAGE_INLINE_MAX) return { fields: inlineImageFields(data), offer: imageOffer(path, data, undefined, ctx) };
+    }
+  } catch (e) {
+    if (e instanceof NotStarted) throw e;
+    throw new NotStarted(new ProtocolError('BAD_REQUEST', `RFORK image ${path}: ${(e as Error).message}`, { fatal: false }));
+  }
+  if (size > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `RFORK image: ${size} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
+  const sha256 = await hashImage(path);
+  return { fields: { sha256 }, offer: imageOffer(path, path, sha256, ctx) };
+}
+
+/**
+ * sha256 of a large image, in one pass that never holds the image: read
+ * synchronously 8 MiB at a time into one buffer (a read of the client's memfd
+ * is a copy of its pages: fs/promises readFile, through the thread pool in
+ * small pieces, took 600 ms for 256 MiB against about 50 ms), hashed, with I/O
+ * let in between: 256 MiB in one go held rexd about a second, long enough
+ * for its peers' load requests to time out and take the link down under the
+ * transfer that was about to start.
+ */
+async function hashImage(path: string): Promise<Buffer> {
+  const hash = createHash('sha256');
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
   } catch (e) {
     throw new NotStarted(new ProtocolError('BAD_REQUEST', `RFORK image ${path}: ${(e as Error).message}`, { fatal: false }));
   }
-  if (data.length <= IMAGE_INLINE_MAX) return { fields: inlineImageFields(data), offer: imageOffer(path, data, undefined, ctx) };
-  if (data.length > TRANSFER_MAX) throw new NotStarted(new ProtocolError('BAD_REQUEST', `RFORK image: ${data.length} bytes, more than the ${TRANSFER_MAX} a transfer carries`, { fatal: false }));
-  // Hashed 8 MiB at a time, letting I/O in between: 256 MiB in one go held rexd about a second, long enough for
-  // its peers' load requests to time out and take the link down under the transfer that was about to start.
-  const hash = createHash('sha256');
-  for (let off = 0; off < data.length; off += 8 << 20) {
-    hash.update(data.subarray(off, off + (8 << 20)));
-    await new Promise((r) => setImmediate(r));
+  try {
+    const buf = Buffer.allocUnsafe(8 << 20);
+    for (let off = 0, n; (n = readSync(fd, buf, 0, buf.length, off)) > 0; off += n) {
+      if (off + n > TRANSFER_MAX) throw new Error(`more than the ${TRANSFER_MAX} bytes a transfer carries`);
+      hash.update(buf.subarray(0, n));
+      await new Promise((r) => setImmediate(r));
+    }
+  } catch (e) {
+    throw new NotStarted(new ProtocolError('BAD_REQUEST', `RFORK image ${path}: ${(e as Error).message}`, { fatal: false }));
+  } finally {
+    closeSync(fd);
   }
-  const sha256 = hash.digest();
-  return { fields: { sha256 }, offer: imageOffer(path, data, sha256, ctx) };
+  return hash.digest();
 }
 
