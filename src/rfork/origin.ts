@@ -102,7 +102,7 @@ function imageOffer(path: string, data: Buffer | string, sha256: Uint8Array | un
     files.set(hex, f.path);
     libs.push({ name: basename(f.path), path: f.path, sha256: hex, size: f.size });
   }
-  return { files, libs };
+  return { files, libs, ...(sha256 ? { hashed: new Set([Buffer.from(sha256).toString('hex')]) } : {}) };
 }
 
 /**

@@ -294,7 +294,7 @@ export class ExecService {
               clearTimeout(timer);
               // After a transfer the executor still works silently on a file of up to 256 MiB (an rfork image is
               // restored from it): the bound is then that of the executor's own restore, 30 s.
-              void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log).finally(() => {
+              void serveFetch(offer.files, x, h!, link, how, transfer, this.ctx.log, offer.hashed).finally(() => {
                 if (!started) arm(Math.max(this.peerTimeout, 30_000));
               });
               return;
