@@ -1112,6 +1112,15 @@ _Noreturn void restorer_main(uint64_t *sp) {
     img_name = name_copy;
   }
 
+  /*
+   * An image streamed through a pipe or FIFO (rexd's streamImage): a 1 MiB
+   * pipe buffer (the unprivileged default maximum) instead of 64 KiB takes
+   * each of rexd's 256 KiB chunks in one write, so rexd and this process do
+   * not wake each other four times a chunk. A regular file refuses (EBADF or
+   * EINVAL): nothing to do.
+   */
+  sys3(NR_fcntl, img_fd, 1031 /* F_SETPIPE_SZ */, 1u << 20);
+
   /* 1. Header and metadata, all checked before anything is mapped. */
   read_exact(&hdr, sizeof hdr, "the header");
   check_header();

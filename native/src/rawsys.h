@@ -20,6 +20,7 @@
 #define NR_read 0
 #define NR_write 1
 #define NR_close 3
+#define NR_fcntl 72
 #define NR_fstat 5
 #define NR_lseek 8
 #define NR_mmap 9

@@ -4,20 +4,24 @@
  * files it maps) and restored by rex-restore, whose restored child then runs
  * as any job does (superviseJob in src/exec/executor/executor.ts).
  */
-import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, mkdirSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants as fsc, mkdirSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { promisify } from 'node:util';
 import { isAbsolute, join } from 'node:path';
 import type { Connection, Reply } from '../protocol/connection.js';
 import { ProtocolError } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { helper } from '../util/paths.js';
 import { testSwitch } from '../util/testmode.js';
-import { fileSha256 } from '../exec/protocol.js';
+import { fileSha256, TRANSFER_MAX } from '../exec/protocol.js';
 import { startChild, type Child } from '../exec/executor/child.js';
 import { execDirs } from '../exec/executor/dirs.js';
 import { jobSetup, killGroup, start, superviseJob, type ExecutorContext } from '../exec/executor/executor.js';
 import { cached, fetchFile, hiddenForTests } from '../exec/executor/transfer.js';
 import { fdWindow, imageFds, inlineImage } from './protocol.js';
+import { IMG_TRAILER_SIZE } from './image-layout.generated.js';
 
 /**
  * Restores RFORK `m`'s image here, on the stream it opened on `conn`, and
@@ -31,10 +35,20 @@ export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: 
   const proxied = imageFds(m.fds);
   let child: Child;
   let early: Buffer[] = [];
-  const imageFile = await imageFor(m, conn, ctx);
-  // The origin's cwd missing here (hosts that share no files): the child continues in the fallback a program
-  // would start in, and the client is told, as for EXEC.
-  const fileArgs = [...(await imageFiles(m, conn, ctx)), ...(notice ? ['--cwd', cwd] : [])];
+  // An image fetched from the origin streams into the restorer as it arrives (streamImage); any other is a file.
+  const streamed = m.sha256 && m.sha256.byteLength === 32 && !m.imageData ? await imageFifo(ctx) : undefined;
+  let imageFile: string;
+  let fileArgs: string[];
+  try {
+    // The files first: their FETCHes use the RFORK's stream, which the image's FETCH then holds until its end.
+    // The origin's cwd missing here (hosts that share no files): the child continues in the fallback a program
+    // would start in, and the client is told, as for EXEC.
+    fileArgs = [...(await imageFiles(m, conn, ctx)), ...(notice ? ['--cwd', cwd] : [])];
+    imageFile = streamed ? streamed.path : await imageFor(m, conn, ctx);
+  } catch (e) {
+    streamed?.drop();
+    throw e;
+  }
   const greet = Math.max(...proxied) + 1;
   // Only descriptors 0-2 (the common case): a spare restorer started ahead takes its arguments on fd 3 and saves a spawn.
   const spare = greet === 3 ? takeSpare(ctx) : undefined;
@@ -47,10 +61,33 @@ export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: 
   } else {
     const stdio: ('pipe' | 'ignore')[] = Array.from({ length: greet + 1 }, () => 'ignore');
     for (const fd of [...proxied, greet]) stdio[fd] = 'pipe';
-    child = await start(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio }, ctx);
+    try {
+      child = await start(RESTORER(), [...fileArgs, imageFile], { cwd, env, stdio }, ctx);
+    } catch (e) {
+      streamed?.drop();
+      throw e;
+    }
   }
+  const arriving = streamed ? streamImage(conn, m.stream, { hex: Buffer.from(m.sha256!).toString('hex'), path: m.path }, streamed, ctx) : undefined;
   try {
-    early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
+    if (!arriving) early = await restored(child, greet, ctx, () => dropImage(m, imageFile));
+    else {
+      // A transfer that fails (the sha256 differs, the origin goes away) withholds the image's last bytes: the
+      // restorer reads a truncated image and refuses it (exit 3) before it maps anything; its error is the RFORK's.
+      const restore = restored(child, greet, ctx, () => streamed!.drop(), arriving);
+      restore.catch(() => {});
+      early = await Promise.race([
+        restore,
+        arriving.then(
+          () => restore,
+          (e: unknown) => {
+            killGroup(child, 100);
+            streamed!.drop();
+            throw e;
+          },
+        ),
+      ]);
+    }
   } finally {
     // The next rfork with 0-2 only finds a spare ready. Started once this one's STARTED is out (it is sent in the
     // same turn of the event loop), so that the start (node's spawn, if the addon is missing, blocks rexd 2-6 ms)
@@ -190,7 +227,7 @@ const RESTORE_FAILURES: Record<number, ProtocolError['proto']> = { 2: 'BAD_REQUE
  * returns what the restorer wrote on stderr meanwhile. A restorer that exits
  * first is the RFORK's error, with its message.
  */
-function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: () => void): Promise<Buffer[]> {
+function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: () => void, arriving?: Promise<void>): Promise<Buffer[]> {
   const sock = child.stdio[greet] as import('node:net').Socket;
   const stderr = child.stderr!;
   const early: Buffer[] = [];
@@ -199,12 +236,20 @@ function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: ()
   sock.on('error', () => {});
   sock.write(`REX1 ${ctx.socket}\n`);
   return new Promise<Buffer[]>((ok, fail) => {
-    const timer = setTimeout(() => {
-      done();
-      killGroup(child, 100);
-      cleanup();
-      fail(new ProtocolError('TIMEOUT', `the restored process did not start on ${ctx.hostName} within 30 s`, { fatal: false }));
-    }, 30_000);
+    // 30 s from the image's last byte: a streamed image may take longer than that to arrive.
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      if (finished) return;
+      timer = setTimeout(() => {
+        done();
+        killGroup(child, 100);
+        cleanup();
+        fail(new ProtocolError('TIMEOUT', `the restored process did not start on ${ctx.hostName} within 30 s`, { fatal: false }));
+      }, 30_000);
+    };
+    let finished = false;
+    if (arriving) arriving.then(arm, () => {});
+    else arm();
     let greeted = false;
     const onData = (): void => {
       greeted = true;
@@ -241,6 +286,7 @@ function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: ()
       else stderr.once('end', report);
     };
     const done = (keepCollecting = false): void => {
+      finished = true;
       clearTimeout(timer);
       sock.off('data', onData);
       child.off('exit', onExit);
@@ -250,5 +296,106 @@ function restored(child: Child, greet: number, ctx: ExecutorContext, cleanup: ()
     };
     sock.once('data', onData);
     child.once('exit', onExit);
+  });
+}
+
+/** A FIFO a streamed image goes through: its path, this rexd's end (read-write: opening it never blocks), and its removal. */
+interface ImageFifo {
+  path: string;
+  out: Socket;
+  drop: () => void;
+}
+
+/** Makes a FIFO in the images directory, private to this rexd's user, open at this end before the restorer opens it. */
+async function imageFifo(ctx: ExecutorContext): Promise<ImageFifo> {
+  const dir = execDirs(ctx.stateDirectory).images;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, `${process.pid}-${randomBytes(8).toString('hex')}.fifo`);
+  try {
+    await execFileP('mkfifo', ['-m', '600', path]);
+    // Read-write: never blocks, and the restorer's open for reading never waits for a writer either.
+    const fd = openSync(path, fsc.O_RDWR | fsc.O_NONBLOCK | fsc.O_NOFOLLOW);
+    const out = new Socket({ fd, readable: false, writable: true });
+    out.on('error', () => {});
+    return { path, out, drop: () => (out.destroy(), rmSync(path, { force: true })) };
+  } catch (e) {
+    rmSync(path, { force: true });
+    throw new ProtocolError('INTERNAL', `cannot make the image FIFO in ${dir} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false });
+  }
+}
+const execFileP = promisify(execFile);
+
+/**
+ * Fetches the image from the origin (FETCH, then FILE chunks, docs/PROTOCOL.md
+ * 4.9) straight into the restorer through `fifo`, so that the restore runs
+ * while the image arrives (docs/RFORK.md section 5): no copy in the cache, no
+ * file written and read back. Every byte is hashed as it passes; the last
+ * IMG_TRAILER_SIZE bytes (the trailer with data_hash, without which the
+ * restorer maps nothing it has read and jumps nowhere) are written only once
+ * the whole image has the sha256 the RFORK named. Anything else (a different
+ * hash, a short image, the origin gone, a SIGNAL) closes the FIFO without
+ * them: the restorer reads a truncated image and exits 3, and the promise
+ * rejects with the transfer's error.
+ */
+function streamImage(conn: Connection, stream: number, want: { hex: string; path: string }, fifo: ImageFifo, ctx: ExecutorContext): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const hash = createHash('sha256');
+    let held = Buffer.alloc(0);
+    let bytes = 0;
+    let total = 0;
+    let settled = false;
+    const corrupt = testSwitch('REX_TEST_CORRUPT_IMAGE');
+    const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' | 'CANCELLED' = 'NO_ENTRY'): void => {
+      if (settled) return;
+      settled = true;
+      fifo.out.destroy(); // without the trailer
+      ctx.log.info({ file: want.path, sha256: want.hex, why }, 'EXEC: transfer failed; the rfork image was not completed for the restorer');
+      reject(new ProtocolError(proto, `${want.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
+    };
+    const adopted = conn.adoptStream(stream, {
+      onMessage: (x) => {
+        if (settled) return;
+        if (x.type === 'SIGNAL') return fail(`cancelled by the origin (SIG${x.signal})`, 'CANCELLED');
+        if (x.type !== 'FILE') return;
+        if (x.error) return fail(x.error);
+        if (x.copied) return fail('an rfork image streams in FILE chunks, not by the rex-auto-transfer command');
+        if (x.size !== undefined) total = x.size;
+        if (x.data && x.data.byteLength > 0) {
+          let data = Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength);
+          // Test seam 'stream': a byte of page data near the end damaged before it is hashed, as a link could: the
+          // restorer has read it (its data_hash is in the trailer still held back), the sha256 refuses it.
+          const at = total - 4096;
+          if (corrupt === 'stream' && at > 0 && bytes <= at && bytes + data.length > at) (data = Buffer.from(data))[at - bytes] ^= 0xff;
+          hash.update(data);
+          // Test seam '1': damaged after the check (the executor's disk, say): the restorer's own hashes refuse it.
+          if (corrupt === '1' && bytes <= 64 && bytes + data.length > 64) (data = Buffer.from(data))[64 - bytes] ^= 0xff;
+          bytes += data.length;
+          if (bytes > TRANSFER_MAX) return fail(`the image is larger than ${TRANSFER_MAX} bytes`);
+          // Passed through without a copy (the socket keeps the chunk until the restorer has read it), less the
+          // last IMG_TRAILER_SIZE bytes so far, which are held back.
+          if (data.length >= IMG_TRAILER_SIZE) {
+            if (held.length > 0) fifo.out.write(held);
+            fifo.out.write(data.subarray(0, data.length - IMG_TRAILER_SIZE));
+            held = Buffer.from(data.subarray(data.length - IMG_TRAILER_SIZE));
+          } else {
+            const all = Buffer.concat([held, data]);
+            const cut = Math.max(0, all.length - IMG_TRAILER_SIZE);
+            if (cut > 0) fifo.out.write(all.subarray(0, cut));
+            held = all.subarray(cut);
+          }
+        }
+        if (x.eof) {
+          const got = hash.digest('hex');
+          if (got !== want.hex) return fail(`the image received has sha256 ${got}, expected ${want.hex}; not restored`);
+          settled = true;
+          fifo.out.end(held);
+          ctx.log.info({ program: want.path, sha256: want.hex, bytes, streamed: true }, 'EXEC: program transferred from the origin');
+          resolve();
+        }
+      },
+      onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
+    });
+    if (!adopted) return fail('the origin went away before the transfer began', 'UNREACHABLE');
+    conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path });
   });
 }

@@ -11,8 +11,8 @@
 export const TEST_SWITCHES = {
   /** Paths under this prefix count as absent on the executor (and are sent by the origin as if only it had them). */
   REX_EXEC_TEST_HIDE: 'files under this prefix count as absent here',
-  /** '1': the executor flips a byte of each rfork image it receives. */
-  REX_TEST_CORRUPT_IMAGE: 'damage each rfork image received',
+  /** '1': the executor flips a byte of each rfork image it receives; 'stream': of a streamed image, before its sha256 is checked. */
+  REX_TEST_CORRUPT_IMAGE: 'damage each rfork image received ("stream": a streamed image before its sha256 is checked)',
   /** Milliseconds the origin waits before each FILE chunk it sends (at most 1000). */
   REX_TEST_FETCH_DELAY_MS: 'slow down program transfers',
   /** A JSON file (src/cpu/wire.ts profileToJson): the CPU profile rexd advertises instead of its own. */

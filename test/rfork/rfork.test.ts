@@ -498,6 +498,34 @@ describe('refusals and faults', () => {
     }
   }, 90_000);
 
+  it('a large image streamed into the restorer (FETCH into a FIFO): damaged in transit, refused by its sha256 before the restorer gets its trailer; damaged after the check, refused by the restorer; nothing restored either way', async () => {
+    for (const [mode, why] of [
+      ['stream', /transfer to beta failed: the image received has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}; not restored/],
+      ['1', /restore failed on beta \(rex-restore exit 3\): .*(hash|magic|header)/],
+    ] as const) {
+      process.env.REX_TEST_CORRUPT_IMAGE = mode;
+      const bad = await startCluster(2).finally(() => delete process.env.REX_TEST_CORRUPT_IMAGE);
+      try {
+        await bad.cluster.waitAllReachable();
+        const before = restored();
+        // 4 MiB touched: past the inline limit (768 KiB), so the image is fetched by hash and streamed.
+        const r = await run(join(BIN, 'rf_fail'), ['rfork', '-', '4'], { REX_SOCKET: bad.cluster.host('alpha').socket, REX_HOST: 'beta' });
+        expect(r.stdout, mode).toMatch(/^RFORK -1 \S+ rfork: /m);
+        expect(r.stdout, mode).toMatch(why);
+        expect(r.stdout, mode).not.toContain('CHILD-RAN');
+        expect(r.stdout, mode).toContain('NO-CHILD');
+        expect(r.code).toBe(0);
+        expect(restored().filter((p) => !before.includes(p)), mode).toEqual([]);
+        const log = readFileSync(bad.cluster.host('beta').logFile, 'utf8');
+        // The path under test: a refused stream is never logged as transferred; the restorer read the image from the FIFO.
+        if (mode === 'stream') expect(log).not.toContain('"streamed":true');
+        else expect(r.stdout).toMatch(/exec-images\/\S+\.fifo: corrupt image/);
+      } finally {
+        await bad.stop();
+      }
+    }
+  }, 120_000);
+
   it('a child whose cwd was removed cannot be dumped: -1 with the reason, no child', async () => {
     const r = await run(join(BIN, 'rf_fail'), ['rfork', join(dir, 'gone')], env);
     expect(r.stdout).toMatch(/^RFORK -1 ENOENT rfork: \S+/m);
