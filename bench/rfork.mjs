@@ -85,7 +85,8 @@ function transferred(logFile, from) {
   let other = 0;
   for (const l of text.split('\n')) {
     // Small images come inside the EXEC ('EXEC: rfork image received inline'), larger ones by FETCH.
-    if (!l.includes('EXEC: program transferred from the origin') && !l.includes('EXEC: rfork image received inline')) continue;
+    // The inline line was 'EXEC: ...' before RFORK (issue 15) and is 'RFORK: ...' since: both are counted.
+    if (!l.includes('EXEC: program transferred from the origin') && !/(EXEC|RFORK): rfork image received inline/.test(l)) continue;
     const e = JSON.parse(l);
     if (/^\/proc\/\d+\/fd\/\d+$/.test(e.program)) {
       image += e.bytes;
