@@ -101,7 +101,9 @@ export async function serveFetch(files: Map<string, string>, f: MessageOf<'FETCH
     h.send({ type: 'FILE', error: `${path} is not sent: rex-auto-transfer is off on ${how.self}` });
     return;
   }
-  if (how.mode === 'command' && how.command) {
+  // An rfork image streams into the executor's restorer in FILE chunks (src/rfork/executor.ts streamImage): a copy
+  // by the command would have no file to land in.
+  if (how.mode === 'command' && how.command && !hashed?.has(want)) {
     // The destination comes from the peer: an absolute path only, so that it can never read as an option (-e...) of cp or rsync.
     if (!f.dest || !f.dest.startsWith('/') || /[\n\r\0]/.test(f.dest)) {
       h.send({ type: 'FILE', error: `${how.peer} named no usable destination (FETCH dest must be an absolute path) for the rex-auto-transfer command of ${how.self}` });
