@@ -36,7 +36,11 @@ export async function restoreHere(m: MessageOf<'RFORK'>, conn: Connection, ctx: 
   let child: Child;
   let early: Buffer[] = [];
   // An image fetched from the origin streams into the restorer as it arrives (streamImage); any other is a file.
-  const streamed = m.sha256 && m.sha256.byteLength === 32 && !m.imageData ? await imageFifo(ctx) : undefined;
+  // A state directory where no FIFO can be made: the image is fetched into the cache first, as before streaming.
+  const streamed =
+    m.sha256 && m.sha256.byteLength === 32 && !m.imageData
+      ? await imageFifo(ctx).catch((e: Error) => void ctx.log.warn({ err: e.message }, 'RFORK: the image cannot be streamed into the restorer; fetching it into the cache first'))
+      : undefined;
   let imageFile: string;
   let fileArgs: string[];
   try {
