@@ -116,6 +116,8 @@ export interface StreamHandle {
   sendRaw(f: RawFrame): void;
 }
 
+/** setTimeout's longest delay. */
+const TIMER_MAX_MS = 2 ** 31 - 1;
 /** How many ended long-lived streams a connection remembers, to drop the peer's late frames on them. */
 const ENDED_STREAMS = 1024;
 /** Frames that only ever continue a stream (never open one). */
@@ -690,7 +692,8 @@ export class Connection extends EventEmitter {
     }
     if (t) clearTimeout(t);
     this.deadlineAt = deadline;
-    this.deadlineTimer = setTimeout(() => this.onDeadline(), Math.max(1, Math.ceil(deadline - performance.now())));
+    // At most setTimeout's limit (about 24.8 days): a later deadline is swept then and the timer armed again.
+    this.deadlineTimer = setTimeout(() => this.onDeadline(), Math.min(TIMER_MAX_MS, Math.max(1, Math.ceil(deadline - performance.now()))));
   }
 
   private onDeadline(): void {
