@@ -199,6 +199,15 @@ export class RequestTable {
    * handler's error, in the order the requests arrived.
    */
   async serve(from: Endpoint, m: Message): Promise<Reply> {
+    return this.serveNow(from, m);
+  }
+
+  /**
+   * {@link serve} without the promise where none is needed: a handler that
+   * answers at once (a local PING, LOAD_GET) is answered in the same tick, and
+   * a refusal is thrown. What a Connection's onRequest takes.
+   */
+  serveNow(from: Endpoint, m: Message): Reply | Promise<Reply> {
     const s = from.session;
     if (s.state === 'pending') throw new ProtocolError('UNEXPECTED', `${m.type} before HELLO`);
     const entry = this.entries.get(m.type);
@@ -226,7 +235,7 @@ export class RequestTable {
       const down = this.opts.logRefusal();
       if (down) throw down;
     }
-    return entry.handler(m as never, { from, session: s, ...(access ? { access } : {}), note: (n) => this.note(m, n) });
+    return entry.handler(m as never, { from, session: s, access, note: (n) => this.note(m, n) });
   }
 
   /** Writes the transaction log row of one answered request. */
@@ -237,18 +246,23 @@ export class RequestTable {
     const note = this.notes.get(m);
     const target = entry?.target?.(m as never);
     const facts = from.facts();
-    this.opts.record({
+    // Built field by field, not with spreads: this runs once per request.
+    const ev: LogEvent = {
       kind: entry?.logKind ?? 'transaction',
-      ...facts,
       identity: note?.identity ?? facts.identity,
+      peerAddress: facts.peerAddress,
       messageType: m.type,
-      ...(target ? { target } : {}),
       outcome: info.error ? (info.error.proto === 'DENIED' ? 'denied' : 'error') : 'ok',
-      ...(info.error ? { reason: info.error.message } : note?.reason !== undefined ? { reason: note.reason } : {}),
       bytesIn: info.requestBytes,
       bytesOut: info.responseBytes,
       durationMs: info.ms,
-    });
+    };
+    if (facts.identityId) ev.identityId = facts.identityId;
+    if (facts.fromHost) ev.fromHost = facts.fromHost;
+    if (target) ev.target = target;
+    if (info.error) ev.reason = info.error.message;
+    else if (note?.reason !== undefined) ev.reason = note.reason;
+    this.opts.record(ev);
   }
 
   private note(m: Message, n: { identity?: string; reason?: string }): void {

@@ -184,16 +184,20 @@ export function registerLoad(table: RequestTable, ctx: LoadContext): void {
   });
 }
 
-/** PONG here, or (local clients only, and only once) the answer of the target host. */
-async function ping(m: MessageOf<'PING'>, req: Request, { config, peers }: LoadContext): Promise<Reply> {
+/** PONG here (at once: no promise), or (local clients only, and only once) the answer of the target host. */
+function ping(m: MessageOf<'PING'>, req: Request, ctx: LoadContext): Reply | Promise<Reply> {
   const echo = { ...(m.nonce ? { nonce: m.nonce } : {}), ...(m.data ? { data: m.data } : {}) };
-  if (!m.target || m.target === config.hostName) return { type: 'PONG', ...echo, host: config.hostName, hops: 0 };
+  if (!m.target || m.target === ctx.config.hostName) return { type: 'PONG', ...echo, host: ctx.config.hostName, hops: 0 };
+  return forwardPing(m.target, req, ctx, echo);
+}
+
+async function forwardPing(target: string, req: Request, { config, peers }: LoadContext, echo: { nonce?: Uint8Array; data?: Uint8Array }): Promise<Reply> {
   // Only local clients' pings are forwarded, and only once: peers never ask us to relay further.
   const s = req.session;
   if (s.state !== 'client') throw new ProtocolError('BAD_REQUEST', 'peers may not ask for forwarding', { fatal: false });
-  const peer = peers.get(m.target);
+  const peer = peers.get(target);
   if (!peer) {
-    throw new ProtocolError('NO_HOST', `no host "${quote(m.target)}" in this cluster (known: ${[config.hostName, ...peers.keys()].join(', ')})`, { fatal: false });
+    throw new ProtocolError('NO_HOST', `no host "${quote(target)}" in this cluster (known: ${[config.hostName, ...peers.keys()].join(', ')})`, { fatal: false });
   }
   const conn = peer.connection ?? (await peer.connectNow());
   if (!conn) {

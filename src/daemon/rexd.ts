@@ -473,7 +473,7 @@ export class Rexd {
         if (from.session.state === 'pending' && from.session.transport === 'local') from.session = toClient(from.session, this.name, hello.program);
         startup.authenticated();
       },
-      onRequest: (m) => this.requests.serve(from, m),
+      onRequest: (m) => this.requests.serveNow(from, m),
       onServed: (info) => this.requests.served(from, info),
     });
     this.attach(from, conn, label, startup);
@@ -514,7 +514,7 @@ export class Rexd {
         if (s.state === 'restricted') startup?.waiting(`an authenticated key (${s.reason.split(';')[0]})`);
         else startup?.authenticated();
       },
-      onRequest: (m) => this.requests.serve(from, m),
+      onRequest: (m) => this.requests.serveNow(from, m),
       onServed: (info) => this.requests.served(from, info),
     });
     this.attach(from, conn, label, startup);

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { LIMITS, PREFACE, ProtoError, Role, VERSION_MAX, VERSION_MIN, protoErrorName, type RoleName } from './constants.js';
 import { FrameDecoder, ProtocolError, encodeFrameParts, type Frame, type RawFrame } from './frame.js';
-import { MsgType, dataFrameParts, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
+import { MsgType, bodyToFrame, dataFrameParts, frameToMessage, messageToFrame, type Message, type MessageOf, type MsgTypeName } from './messages.js';
 import { quote } from '../util/quote.js';
 
 /** What the local side says about itself in HELLO. */
@@ -83,7 +83,9 @@ export const HIGH_WATER = LIMITS.maxPayload + 256 * 1024;
 interface Pending {
   resolve: (m: Message) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  /** performance.now() after which it times out (see Connection.armDeadline). */
+  deadline: number;
+  timeoutMs: number;
   type: MsgTypeName;
 }
 
@@ -114,6 +116,8 @@ export interface StreamHandle {
   sendRaw(f: RawFrame): void;
 }
 
+/** setTimeout's longest delay. */
+const TIMER_MAX_MS = 2 ** 31 - 1;
 /** How many ended long-lived streams a connection remembers, to drop the peer's late frames on them. */
 const ENDED_STREAMS = 1024;
 /** Frames that only ever continue a stream (never open one). */
@@ -128,6 +132,13 @@ export class Connection extends EventEmitter {
   private prefaceBuf = Buffer.alloc(0);
   private nextStream: number;
   private pending = new Map<number, Pending>();
+  /**
+   * One timer for all pending requests (not one per request: a setTimeout and a
+   * clearTimeout per request were a measurable part of a round trip), armed for
+   * the earliest deadline; referenced only while requests are pending.
+   */
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Infinity;
   private serving = new Set<number>();
   /** Streams we opened that stay open for many frames (docs/PROTOCOL.md 4.9). */
   private outStreams = new Map<number, StreamListener>();
@@ -227,18 +238,11 @@ export class Connection extends EventEmitter {
     while (this.pending.has(stream) || stream === 0) stream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
     this.nextStream = (stream + 2) >>> 0 || (this.opts.initiator ? 1 : 2);
     return new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // After a blocked event loop, timers run before what arrived meanwhile is read: one I/O phase first
-        // (setImmediate runs after it), so that an answer already waiting in the socket still counts.
-        setImmediate(() => {
-          if (this.pending.get(stream)?.timer !== timer) return;
-          this.pending.delete(stream);
-          reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${msg.type} to ${this.label} got no answer within ${timeoutMs} ms`));
-        });
-      }, timeoutMs);
-      this.pending.set(stream, { resolve, reject, timer, type: msg.type });
+      const p: Pending = { resolve, reject, deadline: performance.now() + timeoutMs, timeoutMs, type: msg.type };
+      this.pending.set(stream, p);
+      this.armDeadline(p.deadline);
       const send = () => {
-        if (this.pending.get(stream)?.timer === timer) this.sendRaw(messageToFrame({ ...msg, stream } as Message));
+        if (this.pending.get(stream) === p) this.sendRaw(bodyToFrame(msg, stream));
       };
       // Backpressure: while the peer is not reading, new requests wait instead of piling up in memory.
       if (this.congested) this.drainWaiters.push(send);
@@ -516,7 +520,7 @@ export class Connection extends EventEmitter {
         return;
       }
       this.pending.delete(f.stream);
-      clearTimeout(pending.timer);
+      if (this.pending.size === 0) this.deadlineTimer?.unref();
       let m: Message;
       try {
         m = frameToMessage(f);
@@ -658,7 +662,7 @@ export class Connection extends EventEmitter {
       try {
         // An answer that cannot be encoded (past the frame's limits, a bad value) is this side's fault: the peer gets
         // INTERNAL on its stream and the connection and the daemon go on (it used to escape as an unhandled rejection).
-        parts = encodeFrameParts(messageToFrame({ ...reply, stream: f.stream, end: true } as Message));
+        parts = encodeFrameParts(bodyToFrame(reply, f.stream, true));
       } catch (e) {
         this.emit('handler-error', e);
         const pe = new ProtocolError('INTERNAL', `internal error: the answer to ${m.type} (${reply.type}) cannot be sent: ${(e as Error).message}`, { fatal: false });
@@ -700,6 +704,38 @@ export class Connection extends EventEmitter {
       );
   }
 
+  /** Makes the deadline timer fire by `deadline` (and hold the process while requests are pending). */
+  private armDeadline(deadline: number): void {
+    const t = this.deadlineTimer;
+    if (t && this.deadlineAt <= deadline) {
+      t.ref();
+      return;
+    }
+    if (t) clearTimeout(t);
+    this.deadlineAt = deadline;
+    // At most setTimeout's limit (about 24.8 days): a later deadline is swept then and the timer armed again.
+    this.deadlineTimer = setTimeout(() => this.onDeadline(), Math.min(TIMER_MAX_MS, Math.max(1, Math.ceil(deadline - performance.now()))));
+  }
+
+  private onDeadline(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
+    // After a blocked event loop, timers run before what arrived meanwhile is read: one I/O phase first
+    // (setImmediate runs after it), so that an answer already waiting in the socket still counts.
+    setImmediate(() => {
+      if (this.state === 'closed') return;
+      const now = performance.now();
+      let next = Infinity;
+      for (const [stream, p] of this.pending) {
+        if (p.deadline <= now) {
+          this.pending.delete(stream);
+          p.reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${p.type} to ${this.label} got no answer within ${p.timeoutMs} ms`));
+        } else if (p.deadline < next) next = p.deadline;
+      }
+      if (next !== Infinity) this.armDeadline(next);
+    });
+  }
+
   private teardown(err: Error): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
@@ -708,10 +744,9 @@ export class Connection extends EventEmitter {
     this.closedWith ??= err;
     this.helloWaiter?.reject(err);
     this.helloWaiter = undefined;
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     const streams = [...this.outStreams.values(), ...this.adopted.values()];
     this.outStreams.clear();

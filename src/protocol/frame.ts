@@ -174,9 +174,10 @@ export class FrameDecoder {
           break;
         }
         if (raw) {
-          decodeOne(head.subarray(0, HEADER_SIZE), this.maxPayload); // length and flags, as for any frame
           const type = head.readUInt16BE(4);
+          // want() only looks: a frame it does not take gets the full decode below, which checks the header as well.
           if (raw.want(type, head.readUInt16BE(6), head.readUInt32BE(8))) {
+            decodeOne(head.subarray(0, HEADER_SIZE), this.maxPayload); // length and flags, as for any frame
             const header = Buffer.from(head.subarray(0, HEADER_SIZE));
             const payload = this.peek(need).map((v, i) => (i === 0 ? v.subarray(HEADER_SIZE) : v)).filter((v) => v.length > 0);
             // Badly framed attributes (or a kind a relayed frame never has) take the full decode below, which says why.
@@ -192,9 +193,14 @@ export class FrameDecoder {
         if ('incomplete' in r) break; // unreachable: need bytes are present
         frames.push(r.frame);
         onFrame?.(r.frame);
-        const rest = buf.subarray(r.consumed);
-        this.chunks = rest.length ? [rest] : [];
-        this.size = rest.length;
+        if (r.consumed === buf.length) {
+          this.chunks = [];
+          this.size = 0;
+        } else {
+          const rest = buf.subarray(r.consumed);
+          this.chunks = [rest];
+          this.size = rest.length;
+        }
       }
     } catch (e) {
       this.failed = e as ProtocolError;

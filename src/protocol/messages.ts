@@ -561,6 +561,20 @@ export function dataFrameParts(stream: number, fd: number, data: readonly Uint8A
   return [head, ...data];
 }
 
+/**
+ * {@link messageToFrame} of `{ ...body, stream, end }` without making that
+ * object (a request's and an answer's envelope, on every round trip).
+ */
+export function bodyToFrame(body: { type: MsgTypeName; end?: boolean }, stream: number, end: boolean | undefined = body.end): Frame {
+  const specs = MESSAGE_SPECS[body.type] as Record<string, FieldSpec>;
+  return {
+    type: MsgType[body.type],
+    flags: end ?? FINAL.has(body.type) ? 1 : 0,
+    stream,
+    attrs: bodyToAttrs(specs, body as unknown as Record<string, unknown>),
+  };
+}
+
 /** Turns a typed message into a frame. */
 export function messageToFrame(m: Message): Frame {
   const specs = MESSAGE_SPECS[m.type] as Record<string, FieldSpec>;

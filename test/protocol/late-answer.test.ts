@@ -47,6 +47,16 @@ it('an answer that arrived while the event loop was blocked past the timeout sti
     expect(await late).toMatchObject({ type: 'PONG', host: 'srv' });
     // A request the peer never answers still times out.
     await expect(client.request({ type: 'PING', nonce: Buffer.from('never') }, 100)).rejects.toThrow(/PING to server got no answer within 100 ms/);
+    // One timer serves all pending requests: a short timeout asked after a long one still ends on time,
+    // each with its own message, and answers to others in between are unaffected.
+    const long = client.request({ type: 'PING', nonce: Buffer.from('never') }, 1500);
+    const t0 = Date.now();
+    const short = client.request({ type: 'PING', nonce: Buffer.from('never') }, 120);
+    expect(await client.request({ type: 'PING', nonce: Buffer.from('c') }, 1000)).toMatchObject({ type: 'PONG' });
+    await expect(short).rejects.toThrow(/PING to server got no answer within 120 ms/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    await expect(long).rejects.toThrow(/PING to server got no answer within 1500 ms/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
     client.destroy();
   } finally {
     await worker.terminate();

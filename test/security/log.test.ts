@@ -15,11 +15,22 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { queryLog, TransactionLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
+import { openDatabase } from '../../src/util/sqlite.js';
 import { startCluster } from '../helpers/cluster.js';
 import { CAN_MOUNT, mountTmpfs, NO_MOUNT_REASON, type FullDisk } from '../helpers/fulldisk.js';
 
 const run = promisify(execFile);
 const mode = (f: string): string => (statSync(f).mode & 0o777).toString(8);
+
+/** The time and time_ms columns of the rows from `id` on. */
+function queryLogTimes(file: string, id: number): [string, number][] {
+  const d = openDatabase(file, { readonly: true });
+  try {
+    return (d.prepare('SELECT time, time_ms FROM rex_log WHERE id >= ? ORDER BY id').all(id) as { time: string; time_ms: number }[]).map((r) => [r.time, r.time_ms]);
+  } finally {
+    d.close();
+  }
+}
 
 /** Restarts one host with a line added to its rex.rc. */
 async function restartWith(cluster: LocalCluster, name: string, line: string): Promise<void> {
@@ -53,6 +64,29 @@ describe('an idle cluster started with umask 000', () => {
     for (const h of ['alpha', 'beta']) {
       expect(existsSync(`${db(h)}-wal`)).toBe(true);
       expect([h, mode(db(h)), mode(`${db(h)}-wal`), mode(`${db(h)}-shm`)]).toEqual([h, '600', '600', '600']);
+    }
+  });
+
+  it('a forwarded PING is one row on each host, every one of a burst, in order (batched inserts)', async () => {
+    const rows = (h: string) => queryLog(db(h), { kind: 'transaction', limit: 1_000_000 }).filter((r) => r.message_type === 'PING');
+    const lastId = Object.fromEntries(['alpha', 'beta'].map((h) => [h, rows(h)[0]?.id ?? 0]));
+    const client = await RexClient.connect({ socket: cluster.host('alpha').socket });
+    const N = 100; // more than the rows of one multi-row INSERT (32), and past it in one batch
+    for (let i = 0; i < N; i++) expect((await client.ping('beta')).host).toBe('beta');
+    client.close();
+    const added = (h: string) => rows(h).filter((r) => r.id > lastId[h]!).reverse();
+    await vi.waitFor(() => expect(['alpha', 'beta'].map((h) => added(h).length)).toEqual([N, N]), { timeout: 5000, interval: 50 });
+    // The origin's row: the local client, the target named; the target's row: the origin host's identity over TLS.
+    expect(new Set(added('alpha').map((r) => `${r.peer_address} ${r.target} ${r.outcome}`))).toEqual(new Set(['local beta ok']));
+    const beta = added('beta');
+    expect(new Set(beta.map((r) => `${r.identity?.split('.')[0]} ${r.from_host} ${r.outcome}`))).toEqual(new Set(['alpha alpha ok']));
+    expect(beta.every((r) => r.peer_address !== 'local')).toBe(true);
+    for (const h of ['alpha', 'beta']) {
+      const a = added(h);
+      // In order (ids and times ascending), and each time as Date.toISOString() of its time_ms.
+      for (let i = 1; i < a.length; i++) expect(a[i]!.id > a[i - 1]!.id && a[i]!.time >= a[i - 1]!.time, h).toBe(true);
+      const ms = queryLogTimes(db(h), a[0]!.id);
+      expect(ms.every(([t, tms]) => t === new Date(tms).toISOString()), h).toBe(true);
     }
   });
 
