@@ -22,6 +22,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { record } from './lib.mjs';
 import { LocalCluster } from '../dist/cluster/cluster.js';
 import { RemoteProcess } from '../dist/exec/origin/stub.js';
 import { RexClient } from '../dist/runtime/client.js';
@@ -185,6 +186,8 @@ async function main() {
       console.log(`ratio rexecve stub / local posix_spawn: ${(cstub / local).toFixed(1)}x`);
       if (mux) {
         console.log(`ratio ssh ControlMaster / rexecve stub: ${(mux / cstub).toFixed(2)}x (target >= 3x)`);
+        record({ measure: 'rex run --host beta /bin/true (native rex), median', rex: nat, peer: mux, peerName: 'ssh ControlMaster true', unit: 'ms', target: 1 });
+        record({ measure: 'rexecve() C stub, beta /bin/true, median', rex: cstub, peer: mux, peerName: 'ssh ControlMaster true', unit: 'ms', target: 1 / 3 });
         console.log(`ratio native rex run / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x: rex run <= ssh)`);
         console.log(`ratio ssh ControlMaster / rex run CLI: ${(mux / cli).toFixed(2)}x; / in-process stub: ${(mux / api).toFixed(2)}x`);
         console.log(`ratio ssh ControlMaster / Node start-up alone: ${(mux / nodeFloor).toFixed(2)}x (the best any Node CLI could reach)`);
@@ -239,6 +242,7 @@ async function main() {
       const sshMB = med(sshs);
       console.log(`ssh cat (ControlMaster):   ${sshMB.toFixed(0)} MB/s${of}`);
       console.log(`ratio rex / ssh throughput: ${(rexMB / sshMB).toFixed(2)}x (target >= 1x)`);
+      record({ measure: `${MB} MB of stdout from beta${of}`, rex: rexMB, peer: sshMB, peerName: 'ssh ControlMaster cat', unit: 'MB/s', target: 1, better: 'higher' });
     }
     client.close();
   } finally {

@@ -1,6 +1,7 @@
 // Shared by the benchmarks (not a benchmark itself): percentiles and the raw
 // TCP echo round trip that REX's round trips are compared with.
 import { fork } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 
@@ -53,4 +54,28 @@ export async function tcpEchoRtts(size, n, warmup, tls) {
   sock.destroy();
   server.kill();
   return rtts;
+}
+
+/**
+ * One headline figure for `npm run bench`'s results table (bench/results.mjs):
+ * REX, its peer measured in the same run, the ratio and the target. Printed
+ * as a plain line, and appended as one JSON line to $REX_BENCH_RESULTS when
+ * bench/run.mjs collects them. `better` says which way the ratio should go:
+ * 'lower' (a time: REX / peer <= target) or 'higher' (a rate: REX / peer >= target).
+ */
+export function record({ measure, rex, peer, peerName, unit, target, better = 'lower' }) {
+  const ratio = peer ? rex / peer : undefined;
+  const met = ratio === undefined || target === undefined ? undefined : better === 'lower' ? ratio <= target : ratio >= target;
+  const row = { bench: process.argv[1]?.split('/').pop()?.replace(/\.mjs$/, ''), measure, rex, peer, peerName, unit, ratio, target, better, met };
+  const tgt = target === undefined ? '' : `   target ${better === 'lower' ? '<=' : '>='} ${target}x: ${met ? 'met' : 'NOT met'}`;
+  console.log(`result: ${measure}: REX ${fmtNum(rex)} ${unit}${peer ? `, ${peerName} ${fmtNum(peer)} ${unit}, ratio ${ratio.toFixed(2)}x` : ''}${tgt}`);
+  if (process.env.REX_BENCH_RESULTS) appendFileSync(process.env.REX_BENCH_RESULTS, `${JSON.stringify(row)}\n`);
+  return row;
+}
+
+/** A figure with three significant digits at most (1,234 / 12.3 / 0.123). */
+export function fmtNum(x) {
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  return a >= 100 ? Math.round(x).toLocaleString('en-US') : a >= 10 ? x.toFixed(1) : a >= 1 ? x.toFixed(2) : x.toFixed(3);
 }

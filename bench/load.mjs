@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stats } from './lib.mjs';
+import { record, stats } from './lib.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { LocalCluster } = await import(join(root, 'dist/cluster/cluster.js'));
@@ -69,6 +69,7 @@ try {
   console.log(`per job: p50 ${s.median.toFixed(0)} ms, p90 ${s.p90.toFixed(0)} ms, p99 ${s.p99.toFixed(0)} ms, max ${Math.max(...burst.map((b) => b.ms)).toFixed(0)} ms; all done in ${wall.toFixed(0)} ms`);
   console.log(`landed: ${[...where].map(([h, n]) => `${h} ${n}`).join(', ')}`);
   console.log(`ratio p99 / p50: ${(s.p99 / s.median).toFixed(2)}x (target <= 3x)`);
+  record({ measure: `${BURST} jobs at once over 3 hosts: p99 job time (peer: p50 of the same burst)`, rex: s.p99, peer: s.median, peerName: 'p50', unit: 'ms', target: 3 });
   const idealBurst = (BURST * unit) / cores;
   console.log(`makespan of the burst: ${wall.toFixed(0)} ms; ideal (total work / cores) ${idealBurst.toFixed(0)} ms; ratio ${(wall / idealBurst).toFixed(2)}x`);
 
@@ -86,6 +87,7 @@ try {
   const makespan = ms(t1);
   const ideal = (JOBS * unit) / cores;
   console.log(`makespan ${makespan.toFixed(0)} ms; ideal (total work / cores) ${ideal.toFixed(0)} ms; ratio ${(makespan / ideal).toFixed(2)}x`);
+  record({ measure: `makespan of ${JOBS} jobs, ${IN_FLIGHT} in flight (peer: total work / cores)`, rex: makespan, peer: ideal, peerName: 'ideal', unit: 'ms' });
 } finally {
   await cluster.down();
   rmSync(dir, { recursive: true, force: true });

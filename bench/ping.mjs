@@ -4,7 +4,7 @@
 // against a raw TCP echo round trip between two Node processes, in the same run.
 // Prints both and the ratio. Target (foundation issue): REX within 3x raw TCP.
 // Run with `npm run bench` (after npm install), or `node bench/ping.mjs [N]`.
-import { stats, tcpEchoRtts } from './lib.mjs';
+import { record, stats, tcpEchoRtts } from './lib.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,3 +55,4 @@ console.log(`  REX ping client->alpha->client (one hop)      median ${fmt(local.
 console.log(`  raw TCP echo client->server->client           median ${fmt(tcp.median)}  p90 ${fmt(tcp.p90)}  p99 ${fmt(tcp.p99)}`);
 const ratio = rex.median / tcp.median;
 console.log(`  ratio (median): ${ratio.toFixed(2)}x   target: <= 3x   ${ratio <= 3 ? 'MET' : 'NOT MET'}`);
+record({ measure: 'routed PING client->alpha->beta->back, median', rex: rex.median, peer: tcp.median, peerName: 'raw TCP echo', unit: 'ms', target: 3 });

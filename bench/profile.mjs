@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stats, tcpEchoRtts } from './lib.mjs';
+import { record, stats, tcpEchoRtts } from './lib.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { LocalCluster } = await import(join(root, 'dist/cluster/cluster.js'));
@@ -101,6 +101,7 @@ try {
   ];
   console.log('\n## per hop (differences of medians, ms)');
   for (const [name, v, peer, ratio] of hops) console.log(`${name.padEnd(82)} ${v.toFixed(3).padStart(8)}${peer ? `   peer: ${peer}  ratio ${ratio.toFixed(2)}x` : ''}`);
+  record({ measure: 'profile: PING beta, median', rex: med.pingB, peer: med.tcp, peerName: 'TCP echo', unit: 'ms', target: 3 });
   console.log(`\nratio PING beta / TCP echo: ${(med.pingB / med.tcp).toFixed(2)}x (target <= 3x); PING beta / (TCP echo + TLS echo): ${(med.pingB / (med.tcp + med.tls)).toFixed(2)}x`);
 } finally {
   await cluster.down();

@@ -21,6 +21,7 @@ const { LocalCluster } = await import(join(root, 'dist/cluster/cluster.js'));
 const { CallChannel } = await import(join(root, 'dist/runtime/transport.js'));
 const grpc = await import('@grpc/grpc-js');
 const protoLoader = await import('@grpc/proto-loader');
+const { record } = await import('./lib.mjs');
 
 const N = Number(process.env.BENCH_N ?? 2000);
 const M = Number(process.env.BENCH_INFLIGHT ?? 10000);
@@ -118,5 +119,8 @@ console.log(`  REX rcall() from C (a connection per call)    ${f(results.rexC)} 
 console.log(`  gRPC unary (@grpc/grpc-js, loopback, 1 hop)   ${f(results.grpc)} us`);
 console.log(`  raw TCP echo (loopback)                       ${f(results.echo)} us`);
 console.log(`  ratio REX(TS)/gRPC ${(results.rexTs / results.grpc).toFixed(2)}   REX(C)/gRPC ${(results.rexC / results.grpc).toFixed(2)}   REX(TS)/echo ${(results.rexTs / results.echo).toFixed(2)}   (target: REX/gRPC <= 1)`);
+record({ measure: `rcall round trip, 4-byte frame, alpha -> beta, ${N} sequential, TS`, rex: results.rexTs, peer: results.grpc, peerName: 'grpc-js unary', unit: 'us', target: 1 });
+record({ measure: `rcall round trip, the same from C rcall()`, rex: results.rexC, peer: results.grpc, peerName: 'grpc-js unary', unit: 'us', target: 1 });
 console.log(`throughput, ${M} calls in flight on one connection:`);
 console.log(`  REX ${Math.round(results.rexTput)} calls/s   gRPC ${Math.round(results.grpcTput)} calls/s   ratio REX/gRPC ${(results.rexTput / results.grpcTput).toFixed(2)}   (target: >= 1)`);
+record({ measure: `rcall throughput, ${M} in flight on one connection`, rex: results.rexTput, peer: results.grpcTput, peerName: 'grpc-js', unit: 'calls/s', target: 1, better: 'higher' });

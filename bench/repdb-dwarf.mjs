@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { record } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const reader = join(root, 'dist/gen/dwarf/index.js');
@@ -132,5 +133,6 @@ for (const r of rows) console.log(`| ${r.label} | ${r.secs.toFixed(3)} | ${r.mb.
 if (peer) {
   console.log('');
   console.log(`ratio repdb/llvm-dwarfdump: time ${(ours.secs / peer.secs).toFixed(2)}x, peak RSS ${(ours.mb / peer.mb).toFixed(2)}x`);
+  record({ measure: `${ours.label}, time`, rex: ours.secs, peer: peer.secs, peerName: peer.label, unit: 's' });
   console.log('(llvm-dwarfdump prints every DIE as text; repdb decodes only the unit tops, the functions and the types they reach, and builds the model.)');
 }

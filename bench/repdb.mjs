@@ -17,6 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync }
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { record } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repdb = join(root, 'dist/bin/repdb.js');
@@ -126,4 +127,5 @@ const cpu = o.cpu / p.cpu;
 console.log('');
 console.log(`ratio repdb/${peer.cmd[0].split('/').pop()}: wall ${wall.toFixed(2)}x, CPU ${cpu.toFixed(2)}x, peak RSS ${(o.mb / p.mb).toFixed(2)}x`);
 console.log(`target (wall time no worse than 1.5x the peer's): ${wall <= 1.5 ? 'met' : 'NOT met'}`);
+record({ measure: `${o.label}, wall`, rex: o.secs, peer: p.secs, peerName: p.label, unit: 's', target: 1.5 });
 console.log('(The peer prints every DIE as text; repdb decodes unit tops, the functions and the types they reach, merges the per-unit type copies, lays out frames, and writes and validates the XML.)');

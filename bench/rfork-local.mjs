@@ -17,6 +17,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { record } from './lib.mjs';
 import { readImageInfo } from '../dist/rfork/image.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -150,6 +151,7 @@ try {
     console.log(`  metadata ${meta} bytes (header, XSAVE ${xsave}, ${nruns} runs, ${nwords} bitmap words, trailer): ` +
       `${meta <= 16384 + xsave ? 'within' : 'OVER'} the bound, 16 KiB + the XSAVE area stored = ${16384 + xsave} bytes`);
     console.log(`  ratio (dump + restore process) / fork ${((dump + wall) / fork).toFixed(1)}x; throughput ${mbps.toFixed(0)} MB/s`);
+    record({ measure: `${s.name}: dump + restore process, on this host`, rex: (dump + wall) / 1e6, peer: fork / 1e6, peerName: 'fork()+_exit+waitpid', unit: 'ms' });
   }
   await conversionCost(dir);
 } finally {

@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { LocalCluster } from '../dist/cluster/cluster.js';
 import { netnsAvailable } from '../dist/cluster/netns.js';
 import { readImageInfo } from '../dist/rfork/image.js';
-import { stats } from './lib.mjs';
+import { record, stats } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 100);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -149,6 +149,7 @@ async function main() {
     const rfw = row('rfork() + wait()', numbers(out, 'rfork_wait_ns'));
     const fkw = row('fork() + wait()', numbers(out, 'fork_wait_ns'));
     console.log(`ratio rfork / fork: median ${(rf.median / fk.median).toFixed(0)}x, p90 ${(rf.p90 / fk.p90).toFixed(0)}x; round trip to wait(): median ${(rfw.median / fkw.median).toFixed(0)}x`);
+    record({ measure: `rfork() until the child runs on beta, median (target <= ${TARGET_MS} ms: ${rf.median <= TARGET_MS ? 'met' : 'NOT met'})`, rex: rf.median, peer: fk.median, peerName: 'local fork()', unit: 'ms' });
     console.log(`target: child running remotely within ${TARGET_MS} ms median: ${rf.median <= TARGET_MS ? 'MET' : 'NOT MET'} (${f2(rf.median)} ms)`);
     // The same daemons' path without an image, for reference: what any remote start costs here.
     const stub = join(dir, 'rexecve_demo');
@@ -196,6 +197,7 @@ async function main() {
     console.log(`rfork() of 256 MiB until the child runs on beta: ${f2(rforkNs / 1e6)} ms; fork(): ${f2(forkNs / 1e6)} ms; ratio ${(rforkNs / forkNs).toFixed(0)}x`);
     console.log(`image sent ${(bigSent.image / 1048576).toFixed(1)} MiB (own dump ${(bigDump / 1048576).toFixed(1)} MiB, private pages ${(bigPriv * 4096 / 1048576).toFixed(1)} MiB, image - private pages ${bigSent.image - bigPriv * 4096} B: ${bigSent.image <= bigPriv * 4096 + META + bigXsave ? 'within' : 'OVER'} the target, 16 KiB + the XSAVE area stored = ${META + bigXsave} B)`);
     console.log(`migration throughput (image bytes / rfork wall time): ${mbps.toFixed(0)} MB/s`);
+    record({ measure: `256 MiB rfork to beta, image MB/s (target >= 500 MB/s: ${mbps >= 500 ? 'met' : 'NOT met'})`, rex: mbps, unit: 'MB/s' });
     const mem = await run(join(bin, 'rf_mem'), ['rfork', '256'], env, 300_000);
     if (!/^PASS rf_mem$/m.test(mem.out)) throw new Error(`rf_mem did not pass:\n${mem.out}`);
     console.log(`rf_mem rfork 256 (touch, rfork, child checks every word on beta), spawn to exit: ${f2(mem.wallMs)} ms: PASS`);

@@ -18,7 +18,7 @@ import { LocalCluster } from '../dist/cluster/cluster.js';
 import { KeyStore } from '../dist/keys/store.js';
 import { Connection } from '../dist/protocol/connection.js';
 import { distBin } from '../dist/util/paths.js';
-import { stats, ms } from './lib.mjs';
+import { record, stats, ms } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 20);
 const WARMUP = 2;
@@ -141,6 +141,7 @@ try {
   console.log(`  ratio rexd / node bare start (median of pairs): ${stats(ratios).median.toFixed(2)}x`);
   if (ssh.length) console.log(`  ratio rexd / sshd -t (medians): ${(rexdMedian / stats(ssh).median).toFixed(2)}x`);
   console.log(`  rexd start (median): ${fmt(rexdMedian)}   target: <= ${TARGET_MS} ms   ${rexdMedian <= TARGET_MS ? 'MET' : 'NOT MET'}`);
+  record({ measure: `rexd start to first HELLO answered, median (target <= ${TARGET_MS} ms: ${rexdMedian <= TARGET_MS ? 'met' : 'NOT met'})`, rex: rexdMedian, peer: stats(node).median, peerName: "node -e ''", unit: 'ms' });
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
