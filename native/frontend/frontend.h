@@ -30,6 +30,22 @@ struct fe_run {
 /* argv[1] must be "run". FE_OK and *r, or FE_DELEGATE for anything the Node CLI must judge (help, -c, usage errors...). */
 int fe_parse_run(int argc, char *const argv[], struct fe_run *r);
 
+/*
+ * `rex call [--socket P] [--json] [--hex FRAME] [--timeout MS] [--] TARGET [ARGS...]` as commander parses it:
+ * options anywhere among the arguments until `--`.
+ */
+struct fe_call {
+  const char *socket;  /* --socket, or NULL */
+  const char *hex;     /* --hex, or NULL */
+  const char *timeout; /* --timeout as written, or NULL (the CLI's default) */
+  int json;            /* --json */
+  int npos;            /* TARGET and ARGS: their indexes in argv, in order, in pos[0..npos) */
+  int *pos;            /* the caller's array of argc ints */
+};
+
+/* argv[1] must be "call". FE_OK and *c, or FE_DELEGATE for anything the Node CLI must judge (help, -c, usage errors...). */
+int fe_parse_call(int argc, char *const argv[], struct fe_call *c);
+
 /* The rex.rc keys src/config/keys.ts defines (test/frontend/native-rex.test.ts checks the list against it). */
 extern const char *const fe_rc_keys[];
 
