@@ -6,11 +6,12 @@
  * both; the native one starts no Node; and CALL_CLI lets nobody do what the Node CLI could not: another
  * local user, a remote key (a peer session), huge and deeply nested arguments get the same refusals.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';
@@ -19,6 +20,7 @@ import { RexClient } from '../../src/runtime/client.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
 import { repdb } from '../calls/helpers.js';
 import { startCluster } from '../helpers/cluster.js';
+import { runs } from '../helpers/property.js';
 import { Outsiders } from '../helpers/outsiders.js';
 
 const NATIVE = join(packageRoot(), 'native', 'build', 'bin', 'rex');
@@ -197,6 +199,57 @@ describe('rex call through the native front end beside the Node CLI', () => {
     expect(n.code).toBe(0);
     expect(n.stdout.length).toBeGreaterThan(1_200_000);
     expect(n).toEqual(j);
+  });
+
+  it('a reader that goes away: both end with SIGPIPE\'s 141 in the pipeline, as yes | head would', () => {
+    for (const front of ['native', 'node'] as const) {
+      const cmd = front === 'native' ? `"${NATIVE}"` : `"${process.execPath}" "${distBin('rex')}"`;
+      // 1.2 MB of --json: more than the pipe holds once head has gone.
+      const r = spawnSync('bash', ['-c', `${cmd} call beta.fe.describe '${badge}' 600000 --json | head -c 1; echo " status \${PIPESTATUS[0]}"`], { env, cwd: dir, encoding: 'utf8', timeout: 60_000 });
+      expect([front, r.stdout]).toEqual([front, '{ status 141\n']);
+    }
+  });
+
+  it('Ctrl-C while the call runs on beta: both die of SIGINT, and rexd serves on', async () => {
+    for (const front of ['native', 'node'] as const) {
+      const fifo = join(dir, `int-${front}.fifo`);
+      execFileSync('mkfifo', [fifo]);
+      const r = await rex(front, ['call', 'beta.fe.gate', fifo], {
+        env,
+        cwd: dir,
+        onSpawn: (pid) => {
+          void (async () => {
+            // The gate is open on beta: the call is in flight. SIGINT as a terminal sends it, then let the function return.
+            const w = await open(fifo, 'w');
+            process.kill(pid, 'SIGINT');
+            await w.close();
+          })();
+        },
+      });
+      expect([front, r.code, r.signal, r.stdout]).toEqual([front, null, 'SIGINT', '']);
+    }
+    expect((await rex('native', ['call', 'beta.fe.add', '20', '22'], { env, cwd: dir })).stdout).toBe('42\n');
+  });
+
+  it('whatever the command line, rexd answers CALL_CLI with an exit status the CLI gives, and serves on (fuzz, a real rexd)', async () => {
+    const client = await cluster.client('alpha');
+    try {
+      const word = fc.oneof(fc.constantFrom('beta.fe.add', 'beta.fe.describe', 'fe.next_mood', 'beta.m.cbrt', 'beta.c.strtol', 'nosuch.fe.add', 'beta.fe.sumv', '*.fe.add'), fc.string({ maxLength: 40 }));
+      const arg = fc.oneof(fc.integer().map(String), fc.double().map(String), fc.json({ maxDepth: 3 }), fc.string({ maxLength: 60 }), fc.constantFrom('CALM', 'SLEEPY', 'hex:00ff', '{"tag":"ab","mood":"CALM","id":1}'));
+      await fc.assert(
+        fc.asyncProperty(word, fc.array(arg, { maxLength: 5 }), fc.boolean(), fc.option(fc.constantFrom('5000', '0', 'x', '1e3', '-1'), { nil: undefined }), async (target, args, json, timeout) => {
+          const clean = (x: string) => x.replace(/\0/g, '');
+          const m = await client.conn.request({ type: 'CALL_CLI', target: clean(target), args: args.map(clean), ...(json ? { json } : {}), ...(timeout ? { timeout } : {}), socket }, 30_000);
+          expect(m.type).toBe('CALL_OUTPUT');
+          const out = m as Extract<typeof m, { type: 'CALL_OUTPUT' }>;
+          expect([0, 1, 2]).toContain(out.status);
+        }),
+        { numRuns: runs(60) },
+      );
+    } finally {
+      client.close();
+    }
+    expect((await rex('native', ['call', 'beta.fe.add', '1', '1'], { env, cwd: dir })).stdout).toBe('2\n');
   });
 
   it('huge and deeply nested arguments: the same refusals, and rexd serves on', async () => {

@@ -26,7 +26,7 @@ describe('CALL_CLI and CALL_OUTPUT', () => {
   });
 
   it('refuses a CALL_CLI without a target, with too many arguments, a too long target or --timeout, or a wrong kind', () => {
-    const call = (attrs: { tag: number; kind: 'string' | 'uint'; value: string | bigint }[]) => () => frameToMessage({ type: MsgType.CALL_CLI, flags: 1, stream: 1, attrs });
+    const call = (attrs: { tag: number; kind: 'string' | 'uint'; value: string | bigint }[]) => () => frameToMessage({ type: MsgType.CALL_CLI, flags: 1, stream: 1, attrs: attrs as never });
     expect(call([str(2, '1')])).toThrow(/CALL_CLI: required attribute target \(tag 1\) missing/);
     expect(call([str(1, 'a.b'), ...Array.from({ length: CALL_CLI_MAX_ARGS + 1 }, () => str(2, '1'))])).toThrow(ProtocolError);
     expect(call([str(1, 'x'.repeat(1025))])).toThrow(/target/);
