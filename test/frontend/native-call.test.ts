@@ -12,10 +12,11 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { pinKnownHost } from '../../src/keys/tls.js';
+import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
 import { repdb } from '../calls/helpers.js';
@@ -194,6 +195,34 @@ describe('rex call through the native front end beside the Node CLI', () => {
   });
 
   // claim: frontend.call-parity
+  // claim: log.call-cli-rows
+  it("the transaction log has the Node CLI's rows for a native call (its ENTRIES_GET and CALL, same identity and outcome), and the CALL_CLI row", async () => {
+    const logDb = join(cluster.host('alpha').stateDir, 'rex-log.sqlite');
+    const rowsSince = async (since: number, n: number) => {
+      let rows: LogRow[] = [];
+      await vi.waitFor(
+        () => {
+          // Rows are written in batches: wait until the request's are there.
+          rows = queryLog(logDb, { since, limit: 1000 }).filter((r) => ['ENTRIES_GET', 'CALL', 'CALL_CLI'].includes(r.message_type ?? ''));
+          if (rows.length < n) throw new Error(`${rows.length} of ${n} rows`);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
+      return rows.map((r) => ({ kind: r.kind, identity: r.identity, type: r.message_type, target: r.target, outcome: r.outcome })).sort((a, b) => String(a.type).localeCompare(String(b.type)));
+    };
+    const t0 = Date.now();
+    expect((await rex('node', ['call', 'beta.fe.add', '5', '6'], { env, cwd: dir })).stdout).toBe('11\n');
+    const viaNode = await rowsSince(t0, 2);
+    const t1 = Date.now();
+    expect((await rex('native', ['call', 'beta.fe.add', '5', '6'], { env, cwd: dir })).stdout).toBe('11\n');
+    const viaNative = await rowsSince(t1, 3);
+    expect(viaNode.map((r) => [r.type, r.target, r.outcome])).toEqual([
+      ['CALL', 'beta.fe.add', 'ok'],
+      ['ENTRIES_GET', 'beta.fe', 'ok'],
+    ]);
+    expect(viaNative).toEqual([...viaNode.slice(0, 1), { ...viaNode[0]!, type: 'CALL_CLI' }, ...viaNode.slice(1)]);
+  });
+
   it('a large answer over several CALL_OUTPUT frames (a 600 KB out buffer, 1.2 MB of --json hex): the same bytes', async () => {
     const [n, j] = await both(['call', 'beta.fe.describe', badge, '600000', '--json']);
     expect(n.code).toBe(0);
