@@ -7,10 +7,10 @@
  * local user, a remote key (a peer session), huge and deeply nested arguments get the same refusals.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
@@ -342,13 +342,25 @@ describe('rex call through the native front end beside the Node CLI', () => {
     expect(r).toEqual({ code: 0, signal: null, stdout: '1\n', stderr: '' });
   });
 
-  it('another local user: the same refusal as the Node CLI gives it (rexd serves its owner only)', async () => {
-    const nobody = { uid: 65534, gid: 65534 };
-    const e = { ...env, HOME: '/nonexistent' };
-    const [n, j] = await both(['call', 'beta.fe.add', '1', '2'], { env: e, ...nobody });
-    expect(n).toEqual(j);
-    expect(n.code).toBe(1);
-    expect(n.stdout).toBe('');
+  // Needs root to run the front ends as another uid (as test/daemon/rexd.test.ts does).
+  it.skipIf(process.getuid?.() !== 0)('another local user reaching the socket: the same DENIED at HELLO as the Node CLI gets (rexd serves its owner only, SO_PEERCRED)', async () => {
+    // Let uid 65534 reach the socket: the refusal is then rexd's, at HELLO, not the file system's.
+    const opened: string[] = [];
+    for (let d = dirname(socket); d.startsWith(dir); d = dirname(d)) opened.push(d);
+    const modes = opened.map((d) => statSync(d).mode & 0o7777);
+    for (const d of opened) chmodSync(d, 0o711);
+    const sockMode = statSync(socket).mode & 0o7777;
+    chmodSync(socket, 0o777);
+    try {
+      const e = { ...env, HOME: '/nonexistent' };
+      const [n, j] = await both(['call', 'beta.fe.add', '1', '2'], { env: e, uid: 65534, gid: 65534 });
+      expect(n).toEqual(j);
+      expect([n.code, n.stdout]).toEqual([1, '']);
+      expect(n.stderr).toContain('DENIED: uid 65534 may not use this rexd: it acts only for its owner, uid 0');
+    } finally {
+      chmodSync(socket, sockMode);
+      opened.forEach((d, i) => chmodSync(d, modes[i]!));
+    }
   });
 
   it('a remote key (a peer session) is refused CALL_CLI: it has ENTRIES_GET and CALL under its grants, nothing more', async () => {
