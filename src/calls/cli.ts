@@ -9,12 +9,14 @@
  * codec, and an ERROR becomes the error the Node CLI's connection would have raised, so the bytes printed
  * and the exit status are the Node CLI's by construction, not by a second implementation.
  */
+import { callCommand } from '../cli/commands/call.js';
 import type { Request, RequestTable } from '../daemon/dispatch.js';
 import type { Reply } from '../protocol/connection.js';
 import { remoteError } from '../protocol/connection.js';
 import { encodeFrame, ProtocolError } from '../protocol/encode.js';
 import { decodeOne } from '../protocol/frame.js';
 import { bodyToFrame, CALL_MAX_FRAME, frameToMessage, type Message, type MessageOf, type MsgTypeName } from '../protocol/messages.js';
+import { CallChannel, type CallConnection } from '../runtime/transport.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 
 /** A message as the other side of a connection would read it: encoded (refused past the limits) and decoded. */
@@ -32,24 +34,24 @@ function errorFrame(e: unknown, type: MsgTypeName): Message {
 
 /** Serves one CALL_CLI: what `rex call` prints, sent as CALL_OUTPUT frames on its stream, the last with the status. */
 export async function serveCallCli(table: RequestTable, m: MessageOf<'CALL_CLI'>, req: Request): Promise<Reply> {
-  const [{ callCommand }, { CallChannel }] = await Promise.all([import('../cli/commands/call.js'), import('../runtime/transport.js')]);
   // The Node CLI names rexd by the socket path it connected to (src/runtime/client.ts): the client says which.
   const label = `rexd at ${m.socket ?? '(socket)'}`;
-  const conn = {
+  const conn: CallConnection = {
     label,
     request: async <N extends MsgTypeName>(body: Omit<MessageOf<N>, 'stream'> & { type: N }, timeoutMs = 5000): Promise<Message> => {
       const msg = overWire(body, m.stream);
       const t0 = performance.now();
       let timer: NodeJS.Timeout | undefined;
+      // Connection.request's own deadline and words; a handler's late answer is dropped, as the connection drops it.
+      const timedOut = new RexError(ErrorCodes.CONN_TIMEOUT, `${body.type} to ${label} got no answer within ${timeoutMs} ms`);
       const late = new Promise<never>((_, reject) => {
-        // Connection.request's own deadline and words.
-        timer = setTimeout(() => reject(new RexError(ErrorCodes.CONN_TIMEOUT, `${body.type} to ${label} got no answer within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => reject(timedOut), timeoutMs);
       });
       let reply: Message;
       try {
         reply = overWire(await Promise.race([table.serve(req.from, msg), late]), m.stream);
       } catch (e) {
-        if (e instanceof RexError && e.code === ErrorCodes.CONN_TIMEOUT && !(e instanceof ProtocolError)) throw e;
+        if (e === timedOut) throw e;
         const err = errorFrame(e, body.type);
         table.served(req.from, { msg, requestBytes: 0, responseBytes: 0, ms: performance.now() - t0, error: e instanceof ProtocolError ? e : new ProtocolError('INTERNAL', (err as MessageOf<'ERROR'>).message ?? '') });
         throw remoteError(label, err);
@@ -62,7 +64,7 @@ export async function serveCallCli(table: RequestTable, m: MessageOf<'CALL_CLI'>
       return reply;
     },
   };
-  const channel = new CallChannel(conn as never);
+  const channel = new CallChannel(conn);
   const out = await callCommand(m.target, m.args ?? [], { ...(m.json ? { json: true } : {}), ...(m.hex !== undefined ? { hex: m.hex } : {}), ...(m.timeout !== undefined ? { timeout: m.timeout } : {}) }, async () => ({ channel, close: () => {} }));
   // stdout, then stderr, in frames of at most CALL_MAX_FRAME bytes; the last one ends the stream with the status.
   const parts: { stdout?: Buffer; stderr?: Buffer }[] = [];

@@ -66,7 +66,8 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
   const offers = (name: string): boolean => config.programs.some((p) => p.name === name);
   const side = table.feature(
     new Feature<CallSide>('calls', async () => {
-      const [{ CallManager }, { CallRouter }, placement] = await Promise.all([import('./manager.js'), import('./router.js'), ctx.placement()]);
+      // CALL_CLI's code (the Node CLI's `rex call`) is read here too: a native `rex call` finds it warm.
+      const [{ CallManager }, { CallRouter }, placement] = await Promise.all([import('./manager.js'), import('./router.js'), ctx.placement(), import('./cli.js')]);
       const manager = new CallManager({
         host: config.hostName,
         programs: ctx.program,
