@@ -1,7 +1,7 @@
 /*
  * frontend.h: the parts of the native `rex` front end (rex.c) that need no
  * process of their own, kept apart so the C tests run them under ASan+UBSan
- * (native/test/test_frontend.c): the `rex run` argument parser, the strict
+ * (native/test/test_frontend.c): the `rex run` and `rex call` argument parsers, the strict
  * rex.rc scanner that finds the socket, lexical path joining as Node's
  * path.join does, JSON string quoting as JSON.stringify does, the message
  * quoting of src/util/quote.ts, and SHA-256.

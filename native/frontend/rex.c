@@ -8,8 +8,8 @@
  * exactly as the Node CLI would, it hands to the Node CLI by execv() with the
  * same argv: every other subcommand, --help, --version,
  * -c/--config, usage errors, a rex.rc the strict scanner does not fully
- * understand (frontend.c), and any failure before the EXEC request went out
- * (no rexd, a refused HELLO), so those messages are Node's own.
+ * understand (frontend.c), and any failure before the EXEC or CALL_CLI request
+ * went out (no rexd, a refused HELLO), so those messages are Node's own.
  *
  * The Node CLI: $REX_NODE, else the node the build recorded (REX_NODE_DEFAULT),
  * else `node` on PATH, running REX_CLI: a path relative to this binary's
