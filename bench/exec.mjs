@@ -15,6 +15,10 @@
 // motd or last-log lines; not as root, into this user with `exec` before the
 // command, and the output says that the user's shell still starts (bash sourcing
 // ~/.bashrc for sshd, for instance, is then part of the ssh figure).
+//   4. `--call` (alone): `rex call beta.m.cbrt 27` (libm's cbrt on another host, from the shell) through the
+//      native front end (CALL_CLI to the local rexd, docs/PROTOCOL.md 4.7.1), through the Node CLI, and the
+//      peer: ssh with ControlMaster running a tiny C program that computes and prints cbrt(27) (the same
+//      computation and output, the work ssh would do for a user who has no REX), and rcall() from C (the floor).
 // Run: `node bench/exec.mjs [N] [--stdout]` (BENCH_ROUNDS=R: rounds of part 3, alternating) after `npx tsc` and `make -C native`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -30,6 +34,8 @@ import { RexClient } from '../dist/runtime/client.js';
 const args = process.argv.slice(2);
 // `--stdout`: only part 3, in ROUNDS rounds alternating REX and ssh (medians and the ratio of the medians).
 const ONLY_STDOUT = args.includes('--stdout');
+// `--call`: only part 4.
+const ONLY_CALL = args.includes('--call');
 const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 200);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (ONLY_STDOUT ? 5 : 1));
 const HOSTS = ONLY_STDOUT ? 2 : 3;
@@ -144,6 +150,63 @@ function startSshd(dir) {
   return { skip: `sshd did not accept a connection: ${err.trim().split('\n').pop()}` };
 }
 
+/** The system's libm, as `cc` links it. */
+function systemLibm() {
+  return execFileSync('cc', ['-print-file-name=libm.so.6'], { encoding: 'utf8' }).trim();
+}
+
+/** Part 4: `rex call` from the shell, native front end vs Node CLI vs ssh ControlMaster running the same computation in C. */
+async function callBench() {
+  const dir = mkdtempSync(join(tmpdir(), 'rex-bench-call-'));
+  chmodSync(dir, 0o755); // the ssh peer's account runs the C program here
+  const xml = join(dir, 'libm.xml');
+  writeFileSync(
+    xml,
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE rex-entry-points SYSTEM "rex.dtd">\n<rex-entry-points version="1" elf-file="libm.so.6" program="m">\n' +
+      '  <entry-point name="cbrt"><returns type="double"/><param name="x" type="double"/></entry-point>\n</rex-entry-points>\n',
+  );
+  const cbrt = join(dir, 'cbrt');
+  writeFileSync(`${cbrt}.c`, '#include <math.h>\n#include <stdio.h>\n#include <stdlib.h>\nint main(int argc, char **argv) { printf("%.17g\\n", cbrt(strtod(argc > 1 ? argv[1] : "27", NULL))); return 0; }\n');
+  execFileSync('cc', ['-O2', '-o', cbrt, `${cbrt}.c`, '-lm']);
+  chmodSync(cbrt, 0o755);
+  const rcaller = join(dir, 'rcall-cbrt');
+  execFileSync('make', ['-s', '-C', native, 'build/lib/librex.a'], { stdio: 'pipe' });
+  writeFileSync(
+    `${rcaller}.c`,
+    '#include <stdio.h>\n#include <rex.h>\nint main(void) { double in = 27, out; if (rcall("beta.m.cbrt", &in, sizeof in, &out, sizeof out) < 0) { fprintf(stderr, "%s\\n", rex_last_error()); return 1; } printf("%.17g\\n", out); return 0; }\n',
+  );
+  execFileSync('cc', ['-O2', '-I', join(native, 'include'), '-o', rcaller, `${rcaller}.c`, join(native, 'build', 'lib', 'librex.a'), '-lm']);
+  const cluster = await LocalCluster.up({ dir, hosts: 2, netns: false, loadInterval: '200ms', logLevel: 'warn', rc: [`programs : m=${systemLibm()}:${xml}`] });
+  let ssh;
+  try {
+    await cluster.waitAllReachable();
+    const env = { ...process.env, REX_SOCKET: cluster.host('alpha').socket };
+    const nativeRex = join(native, 'build', 'bin', 'rex');
+    if (!existsSync(nativeRex)) execFileSync('make', ['-s', '-C', native, 'build/bin/rex'], { stdio: 'pipe' });
+    const want = '3\n';
+    for (const [cmd, a] of [[nativeRex, ['call', 'beta.m.cbrt', '27']], [process.execPath, [join(root, 'dist/bin/rex.js'), 'call', 'beta.m.cbrt', '27']]]) {
+      const got = execFileSync(cmd, a, { env, encoding: 'utf8' });
+      if (got !== want) throw new Error(`${cmd} ${a.join(' ')} printed ${JSON.stringify(got)}, not ${JSON.stringify(want)}`);
+    }
+    console.log(`## rex call beta.m.cbrt 27 (${N} runs each; spawn to exit; libm's cbrt on beta, from a shell on alpha)`);
+    const floor = line('rcall() from C (librex, the floor)', await timeSpawn(rcaller, [], env));
+    const nat = line('rex call (native rex, CALL_CLI)', await timeSpawn(nativeRex, ['call', 'beta.m.cbrt', '27'], env));
+    const cli = line('rex call (Node CLI)', await timeSpawn(process.execPath, [join(root, 'dist/bin/rex.js'), 'call', 'beta.m.cbrt', '27'], env, Math.min(N, 50)));
+    ssh = startSshd(dir);
+    if (ssh.skip) console.log(`ssh: skipped: ${ssh.skip}`);
+    else {
+      spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, cbrt, '27']);
+      const mux = line('ssh 127.0.0.1 ./cbrt 27 (ControlMaster, C)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, cbrt, '27'], env));
+      console.log(`ratio native rex call / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x)`);
+    }
+    console.log(`ratio Node CLI rex call / native rex call: ${(cli / nat).toFixed(1)}x; native rex call / rcall(): ${(nat / floor).toFixed(2)}x`);
+  } finally {
+    ssh?.stop?.();
+    await cluster.down();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'rex-bench-exec-'));
   chmodSync(dir, 0o755); // the ssh peer's account reads its authorized_keys and the 100 MB file here
@@ -252,4 +315,5 @@ async function main() {
   }
 }
 
-await main();
+if (ONLY_CALL) await callBench();
+else await main();

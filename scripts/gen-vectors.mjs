@@ -87,6 +87,10 @@ ok('cancelled', [frame(T.CANCELLED, 1, 13, [bo(1, true)])]);
 ok('define', [frame(T.DEFINE, 0, 1, [s(1, 'scale'), u(2, 16, 1), u(3, 8, 1), s(4, 'd'), l(5, [u(1, 1, 1), s(2, '{ii}'), u(3, 0, 1), u(4, 8, 1)]), l(5, [u(1, 1, 1), s(2, 'd'), u(3, 8, 1), u(4, 8, 1)])])]);
 ok('define-buffer', [frame(T.DEFINE, 0, 3, [s(1, 'sum'), u(2, 8, 1), u(3, 8, 1), s(4, 'l'), l(5, [u(1, 2, 1), u(3, 0, 1), u(5, 1, 1), u(6, 8, 1), u(7, 8, 1), u(9, 3, 1), u(10, 1, 1)]), l(5, [u(1, 1, 1), s(2, 'I'), u(3, 4, 1), u(4, 4, 1)])])]);
 ok('defined', [frame(T.DEFINED, 1, 1, [])]);
+// the native front end's rex call (section 4.7.1): the command line, an empty argument kept; the output over two frames, the last with the status
+ok('call-cli', [frame(T.CALL_CLI, 1, 1, [s(1, 'beta.c.strtol'), s(2, '42xyz'), s(2, ''), s(2, '10'), bo(3, true), s(5, '5000'), s(6, '/run/rex/rexd.sock')])]);
+ok('call-output', [frame(T.CALL_OUTPUT, 0, 1, [by(1, '7b0a')]), frame(T.CALL_OUTPUT, 1, 1, [by(1, '7d0a'), u(3, 0, 1)])]);
+ok('call-output-error', [frame(T.CALL_OUTPUT, 1, 1, [by(2, '7265783a2075736167650a'), u(3, 2, 1)])]);
 ok('error-crashed', [frame(T.ERROR, 1, 7, [u(1, 13, 1), s(2, "crash: the function crashed its controller with SIGSEGV (pid 4242)"), u(4, 0x70, 1)])]);
 // identity (section 4.8): HELLO naming a program, ENROLL with a token secret and proof, a rotation, ENROLLED
 ok('hello-request-program', [frame(T.HELLO, 0, 0, [u(1, 1, 1), u(2, 1, 1), u(4, 1, 1), s(7, 'rex-ts/0.1.0'), s(8, 'render')])]);

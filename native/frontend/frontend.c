@@ -61,6 +61,68 @@ int fe_parse_run(int argc, char *const argv[], struct fe_run *r) {
   return FE_OK;
 }
 
+/* commander's negativeNumberArg: /^-(\d+|\d*\.\d+)(e[+-]?\d+)?$/, an operand of a leaf command, not an option. */
+static int negative_number(const char *a) {
+  if (*a++ != '-') return 0;
+  size_t whole = strspn(a, "0123456789");
+  a += whole;
+  if (*a == '.') {
+    size_t frac = strspn(a + 1, "0123456789");
+    if (!frac) return 0;
+    a += 1 + frac;
+  } else if (!whole)
+    return 0;
+  if (*a == 'e') {
+    a++;
+    if (*a == '+' || *a == '-') a++;
+    size_t exp = strspn(a, "0123456789");
+    if (!exp) return 0;
+    a += exp;
+  }
+  return *a == '\0';
+}
+
+int fe_parse_call(int argc, char *const argv[], struct fe_call *c) {
+  int *pos = c->pos;
+  memset(c, 0, sizeof *c);
+  c->pos = pos;
+  if (argc < 3 || strcmp(argv[1], "call") != 0) return FE_DELEGATE;
+  int options = 1;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *v;
+    if (!options || a[0] != '-' || a[1] == '\0' || negative_number(a)) {
+      c->pos[c->npos++] = i; /* TARGET or an argument: "-" and -12, -1.5e3 are operands to commander too */
+      continue;
+    }
+    if (is_opt(a, "--")) {
+      options = 0;
+      continue;
+    }
+    const char *const valued[] = {"--socket", "--hex", "--timeout"};
+    const char **slot[] = {&c->socket, &c->hex, &c->timeout};
+    int done = 0;
+    for (int k = 0; k < 3 && !done; k++) {
+      if (is_opt(a, valued[k])) {
+        /* A value that is empty or looks like an option: commander's reading is the Node CLI's to give. */
+        if (i + 1 >= argc || argv[i + 1][0] == '\0' || argv[i + 1][0] == '-') return FE_DELEGATE;
+        *slot[k] = argv[++i];
+        done = 1;
+      } else if ((v = eq_value(a, valued[k]))) {
+        if (*v == '\0' || *v == '-') return FE_DELEGATE;
+        *slot[k] = v;
+        done = 1;
+      }
+    }
+    if (done) continue;
+    if (is_opt(a, "--json")) {
+      c->json = 1;
+      continue;
+    }
+    return FE_DELEGATE; /* -c/--config, -h/--help, an unknown option, a negative number (commander refuses it) */
+  }
+  return c->npos >= 1 ? FE_OK : FE_DELEGATE; /* no TARGET: commander's usage error */
+}
+
 /* ------------------------------------------------------------ rex.rc */
 
 const char *const fe_rc_keys[] = {

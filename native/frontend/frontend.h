@@ -1,7 +1,7 @@
 /*
  * frontend.h: the parts of the native `rex` front end (rex.c) that need no
  * process of their own, kept apart so the C tests run them under ASan+UBSan
- * (native/test/test_frontend.c): the `rex run` argument parser, the strict
+ * (native/test/test_frontend.c): the `rex run` and `rex call` argument parsers, the strict
  * rex.rc scanner that finds the socket, lexical path joining as Node's
  * path.join does, JSON string quoting as JSON.stringify does, the message
  * quoting of src/util/quote.ts, and SHA-256.
@@ -29,6 +29,22 @@ struct fe_run {
 
 /* argv[1] must be "run". FE_OK and *r, or FE_DELEGATE for anything the Node CLI must judge (help, -c, usage errors...). */
 int fe_parse_run(int argc, char *const argv[], struct fe_run *r);
+
+/*
+ * `rex call [--socket P] [--json] [--hex FRAME] [--timeout MS] [--] TARGET [ARGS...]` as commander parses it:
+ * options anywhere among the arguments until `--`.
+ */
+struct fe_call {
+  const char *socket;  /* --socket, or NULL */
+  const char *hex;     /* --hex, or NULL */
+  const char *timeout; /* --timeout as written, or NULL (the CLI's default) */
+  int json;            /* --json */
+  int npos;            /* TARGET and ARGS: their indexes in argv, in order, in pos[0..npos) */
+  int *pos;            /* the caller's array of argc ints */
+};
+
+/* argv[1] must be "call". FE_OK and *c, or FE_DELEGATE for anything the Node CLI must judge (help, -c, usage errors...). */
+int fe_parse_call(int argc, char *const argv[], struct fe_call *c);
 
 /* The rex.rc keys src/config/keys.ts defines (test/frontend/native-rex.test.ts checks the list against it). */
 extern const char *const fe_rc_keys[];

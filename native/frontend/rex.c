@@ -3,12 +3,13 @@
  * `rex run` starts like a C program: this binary speaks EXEC to the local
  * rexd itself through librex's stub (native/src/rexec.c), with the flags,
  * output, --json record and exit statuses of the Node CLI's `rex run`
- * (src/cli/commands/run.ts). Everything else, and whatever it cannot do
+ * (src/cli/commands/run.ts); `rex call` it asks the local rexd to run for it
+ * (CALL_CLI, do_call below). Everything else, and whatever it cannot do
  * exactly as the Node CLI would, it hands to the Node CLI by execv() with the
- * same argv: every other subcommand (`rex call` included), --help, --version,
+ * same argv: every other subcommand, --help, --version,
  * -c/--config, usage errors, a rex.rc the strict scanner does not fully
- * understand (frontend.c), and any failure before the EXEC request went out
- * (no rexd, a refused HELLO), so those messages are Node's own.
+ * understand (frontend.c), and any failure before the EXEC or CALL_CLI request
+ * went out (no rexd, a refused HELLO), so those messages are Node's own.
  *
  * The Node CLI: $REX_NODE, else the node the build recorded (REX_NODE_DEFAULT),
  * else `node` on PATH, running REX_CLI: a path relative to this binary's
@@ -17,6 +18,7 @@
  * (LIBDIR/rex/dist/bin/rex.js, set by `make install`).
  */
 #define _GNU_SOURCE /* environ, O_CLOEXEC */
+#include "conn.h"
 #include "frontend.h"
 #include "internal.h"
 
@@ -41,6 +43,8 @@
 
 /* A transfer carries at most this much (src/exec/protocol.ts TRANSFER_MAX): a larger program is not offered. */
 #define TRANSFER_MAX (1ull << 30)
+/* The most argument strings a CALL_CLI carries (src/protocol/messages.ts CALL_CLI_MAX_ARGS). */
+#define CALL_CLI_MAX_ARGS 1024
 /* A rex.rc larger than this is refused by the loader (src/config/load.ts MAX_CONFIG_BYTES): Node says so. */
 #define MAX_CONFIG_BYTES (1 << 20)
 
@@ -118,8 +122,8 @@ static int is_file(const char *p) {
  * else the active rex.rc's (src/config/load.ts: $REX_CONFIG, ./rex.rc, ~/rex.rc, ${REX_ROOT:-/}/etc/rex.rc,
  * ${REX_ROOT:-/}/etc/rex/rex.rc), else ~/.rex/run/rexd.sock. FE_DELEGATE where only Node can tell.
  */
-static int resolve_socket(const struct fe_run *r, char *out, size_t cap) {
-  const char *s = r->socket;
+static int resolve_socket(const char *opt_socket, char *out, size_t cap) {
+  const char *s = opt_socket;
   if (!s || !*s) s = getenv("REX_SOCKET");
   if (s && *s) {
     if (strlen(s) >= cap) return FE_DELEGATE; /* Node's connect reports it */
@@ -362,10 +366,99 @@ static void on_end(void *arg, const struct rex__stub_report *r) {
   if (run.opt->json) print_record(r->host[0] ? r->host : NULL, r->pid, -1, NULL, 255, msg);
 }
 
+/*
+ * `rex call`: one CALL_CLI to the local rexd (docs/PROTOCOL.md 4.7.1), which runs the Node CLI's own `rex call`
+ * as this client and answers with the bytes to print and the exit status. Delegated, with nothing done, when
+ * the flags are not all understood, the request does not fit one frame, no rexd answers HELLO, or rexd does
+ * not serve CALL_CLI (UNSUPPORTED: an older rexd); once CALL_CLI went out, the answer is rexd's.
+ */
+static int do_call(int argc, char **argv) {
+  int *pos = calloc((size_t)argc, sizeof *pos);
+  if (!pos) delegate(argc, argv);
+  struct fe_call opt = {.pos = pos};
+  if (fe_parse_call(argc, argv, &opt) != FE_OK) delegate(argc, argv);
+  /* Past CALL_CLI's limits (src/protocol/messages.ts: target 1024 bytes, CALL_CLI_MAX_ARGS arguments, timeout 64
+     bytes), rexd would refuse the request itself: the Node CLI answers instead, with its own words. */
+  if (strlen(argv[pos[0]]) > 1024 || opt.npos - 1 > CALL_CLI_MAX_ARGS || (opt.timeout && strlen(opt.timeout) > 64)) delegate(argc, argv);
+  char sock[108];
+  if (resolve_socket(opt.socket, sock, sizeof sock) != FE_OK) delegate(argc, argv);
+  snprintf(rex__socket_override, sizeof rex__socket_override, "%s", sock);
+  /* rexd answers within the call's deadline (the entry's lookup, then the call): this bounds a rexd that hangs. */
+  long t = 30000;
+  if (opt.timeout) {
+    char *end;
+    errno = 0;
+    long v = strtol(opt.timeout, &end, 10);
+    if (!errno && *end == '\0' && v > 0 && v <= 86400000L * 30) t = v;
+  }
+  struct rex__conn c;
+  size_t cap = (size_t)opt.npos + 8;
+  struct rex_attr *attrs = calloc(cap, sizeof *attrs);
+  if (!attrs) delegate(argc, argv);
+  struct rex_frame f;
+  rex_frame_init(&f, attrs, cap);
+  rex_frame_start(&f, REX_MSG_CALL_CLI, REX_FLAG_END, 1);
+  rex_attr_string(&f, REX_CALL_CLI_TARGET, argv[pos[0]]);
+  for (int i = 1; i < opt.npos; i++) rex_attr_string(&f, REX_CALL_CLI_ARGS, argv[pos[i]]);
+  if (opt.json) rex_attr_bool(&f, REX_CALL_CLI_JSON, 1);
+  if (opt.hex) rex_attr_string(&f, REX_CALL_CLI_HEX, opt.hex);
+  if (opt.timeout) rex_attr_string(&f, REX_CALL_CLI_TIMEOUT, opt.timeout);
+  rex_attr_string(&f, REX_CALL_CLI_SOCKET, sock);
+  if (f.build_err) delegate(argc, argv);
+  /* HELLO first, alone: a refused HELLO (another user, a rexd starting) is the Node CLI's to report. */
+  struct rex_attr hattrs[16];
+  struct rex_frame h;
+  rex_frame_init(&h, hattrs, 16);
+  int r = rex__conn_open(&c, NULL, 2 * t + 10000, "the call's --timeout, twice, and 10 s for rexd to answer");
+  if (!r) r = rex__conn_queue_hello(&c);
+  if (!r) r = rex__conn_flush(&c);
+  if (!r) r = rex__conn_welcome(&c, &h);
+  /* A request past the frame's limits does not encode (-EINVAL): the Node CLI says what is wrong. */
+  if (!r) r = rex__conn_queue(&c, &f);
+  if (r) {
+    rex__conn_close(&c);
+    delegate(argc, argv);
+  }
+  r = rex__conn_flush(&c);
+  int status = -1;
+  while (!r && status < 0 && !(r = rex__conn_await(&c, 1, &f))) {
+    if (f.type != REX_MSG_CALL_OUTPUT) {
+      fprintf(stderr, "rex: %s answered CALL_CLI with frame type 0x%04x\n", c.where, f.type);
+      status = 1;
+      break;
+    }
+    const struct rex_attr *o = rex__field(&f, REX_ATTR_NONE, REX_CALL_OUTPUT_STDOUT);
+    const struct rex_attr *e = rex__field(&f, REX_ATTR_NONE, REX_CALL_OUTPUT_STDERR);
+    const struct rex_attr *st = rex__field(&f, REX_ATTR_NONE, REX_CALL_OUTPUT_STATUS);
+    if (o && o->kind == REX_KIND_BYTES) write_all(1, (const char *)o->data, o->len);
+    if (e && e->kind == REX_KIND_BYTES) write_all(2, (const char *)e->data, e->len);
+    if (f.flags & REX_FLAG_END) status = st && st->kind == REX_KIND_UINT && st->v.u <= 255 ? (int)st->v.u : 1;
+  }
+  if (status < 0 && r == REX__CONN_ERROR) {
+    struct rex__remote_error err;
+    static const struct rex__errno_map none[] = {{0, 0}};
+    rex__conn_error(&f, none, &err);
+    /* An older rexd: CALL_CLI was not served, nothing was done. */
+    if (err.code == (uint64_t)-(int64_t)REX_EPROTO_UNSUPPORTED) {
+      rex__conn_close(&c);
+      delegate(argc, argv);
+    }
+    fprintf(stderr, "rex: %s: %s: %s\n", c.where, err.name, err.text);
+    status = 1;
+  } else if (status < 0) {
+    /* rexd went away (or stalled past the deadline) with the call in its hands: what the Node CLI says of a lost connection. */
+    fprintf(stderr, "rex: %s\n", rex_last_error()[0] ? rex_last_error() : "connection to rexd lost");
+    status = 1;
+  }
+  rex__conn_close(&c);
+  return status;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "call") == 0) return do_call(argc, argv);
   struct fe_run opt;
   if (fe_parse_run(argc, argv, &opt) != FE_OK) delegate(argc, argv);
-  if (resolve_socket(&opt, run.socket, sizeof run.socket) != FE_OK) delegate(argc, argv);
+  if (resolve_socket(opt.socket, run.socket, sizeof run.socket) != FE_OK) delegate(argc, argv);
   run.opt = &opt;
   run.host = opt.host ? opt.host : getenv("REX_HOST");
   const char *prog = argv[opt.prog];

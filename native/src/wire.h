@@ -88,7 +88,9 @@ enum rex_msg_type {
   REX_MSG_CANCEL = 0x0074,
   REX_MSG_CANCELLED = 0x0075,
   REX_MSG_DEFINE = 0x0076,
-  REX_MSG_DEFINED = 0x0077
+  REX_MSG_DEFINED = 0x0077,
+  REX_MSG_CALL_CLI = 0x0078,
+  REX_MSG_CALL_OUTPUT = 0x0079
 };
 /** X(NAME, number) for every message type: REX_MSG_TYPES(X) expands to all of them, in order. */
 #define REX_MSG_TYPES(X)   \
@@ -125,7 +127,9 @@ enum rex_msg_type {
   X(CANCEL, 0x0074)        \
   X(CANCELLED, 0x0075)     \
   X(DEFINE, 0x0076)        \
-  X(DEFINED, 0x0077)
+  X(DEFINED, 0x0077)       \
+  X(CALL_CLI, 0x0078)      \
+  X(CALL_OUTPUT, 0x0079)
 
 /** Attribute value kinds (section 2.1). */
 enum rex_kind {
@@ -186,6 +190,9 @@ enum { REX_CANCEL_CALL = 1 };
 enum { REX_CANCELLED_FOUND = 1 };
 enum { REX_DEFINE_NAME = 1, REX_DEFINE_INPUT_SIZE = 2, REX_DEFINE_OUTPUT_SIZE = 3, REX_DEFINE_RETURNS = 4,
        REX_DEFINE_PARAMS = 5, REX_DEFINE_SYMBOL = 6 };
+enum { REX_CALL_CLI_TARGET = 1, REX_CALL_CLI_ARGS = 2, REX_CALL_CLI_JSON = 3, REX_CALL_CLI_HEX = 4,
+       REX_CALL_CLI_TIMEOUT = 5, REX_CALL_CLI_SOCKET = 6 };
+enum { REX_CALL_OUTPUT_STDOUT = 1, REX_CALL_OUTPUT_STDERR = 2, REX_CALL_OUTPUT_STATUS = 3 };
 /* Attribute tags inside the lists that messages nest: REX_<GROUP>_<FIELD>. */
 enum { REX_HOST_NAME = 1, REX_HOST_ADDRESS = 2, REX_HOST_PORT = 3, REX_HOST_LOAD = 4, REX_HOST_CORES = 5,
        REX_HOST_JOBS = 6, REX_HOST_REACHABLE = 7, REX_HOST_AGE_MS = 8, REX_HOST_SELF = 9, REX_HOST_ERROR = 10,

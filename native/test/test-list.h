@@ -38,6 +38,7 @@
   X(xsave_convert_refusals)       \
   X(xsave_compare_superset)        \
   X(frontend_args)                \
+  X(frontend_call_args)           \
   X(frontend_rc_socket)           \
   X(frontend_join)                \
   X(frontend_json_quote)          \

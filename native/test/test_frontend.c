@@ -1,6 +1,6 @@
 /*
  * test_frontend.c: the native rex front end's pure parts (native/frontend/frontend.c) under the
- * sanitizers: commander's reading of `rex run` flags, the strict rex.rc scanner (what it reads,
+ * sanitizers: commander's reading of `rex run` and `rex call` flags, the strict rex.rc scanner (what it reads,
  * what it hands to the Node CLI), Node's path.join, JSON.stringify and quote() on strings, SHA-256.
  * The front end against a real cluster and the Node CLI: test/frontend/native-rex.test.ts.
  */
@@ -50,6 +50,54 @@ TEST_IMPL(frontend_args) {
       NULL};
   for (int i = 0; delegated[i]; i++)
     if (parse(&r, delegated[i]) != FE_DELEGATE) FAIL("case %d: not delegated", i);
+}
+
+static int parse_call(struct fe_call *c, int *pos, const char *const *args) {
+  char *argv[32];
+  int argc = 0;
+  argv[argc++] = (char *)"rex";
+  for (; *args; args++) argv[argc++] = (char *)*args;
+  argv[argc] = NULL;
+  c->pos = pos;
+  return fe_parse_call(argc, argv, c);
+}
+
+TEST_IMPL(frontend_call_args) {
+  struct fe_call c;
+  int pos[32];
+  /* Options anywhere among the operands, as commander reads them; negative numbers are operands. */
+  ASSERT_EQ(parse_call(&c, pos, (const char *[]){"call", "beta.m.cbrt", "--json", "-27", "--timeout", "500", "--socket=/s", "-.5e1", NULL}), FE_OK);
+  ASSERT_EQ(c.json, 1);
+  ASSERT_STR_EQ(c.timeout, "500");
+  ASSERT_STR_EQ(c.socket, "/s");
+  ASSERT(c.hex == NULL);
+  ASSERT_EQ(c.npos, 3);
+  ASSERT_EQ(pos[0], 2);
+  ASSERT_EQ(pos[1], 4);
+  ASSERT_EQ(pos[2], 8);
+  ASSERT_EQ(parse_call(&c, pos, (const char *[]){"call", "--hex", "0500", "--", "t.f", "--json", "-x", "-", NULL}), FE_OK);
+  ASSERT_STR_EQ(c.hex, "0500");
+  ASSERT_EQ(c.json, 0);
+  ASSERT_EQ(c.npos, 4);
+  ASSERT_EQ(pos[1], 6);
+  ASSERT_EQ(parse_call(&c, pos, (const char *[]){"call", "--hex=ff", "t.f", NULL}), FE_OK);
+  ASSERT_STR_EQ(c.hex, "ff");
+  /* The Node CLI's to judge: help, -c, unknown or malformed options, what only looks like a number, no TARGET. */
+  const char *const *delegated[] = {
+      (const char *[]){"run", "x", NULL},          (const char *[]){"call", NULL},
+      (const char *[]){"call", "--json", NULL},    (const char *[]){"call", "--help", "t.f", NULL},
+      (const char *[]){"call", "-h", NULL},        (const char *[]){"call", "-c", "rc", "t.f", NULL},
+      (const char *[]){"call", "t.f", "--bogus", NULL}, (const char *[]){"call", "t.f", "--timeout", NULL},
+      (const char *[]){"call", "t.f", "--timeout", "", NULL}, (const char *[]){"call", "t.f", "--timeout", "-1", NULL},
+      (const char *[]){"call", "t.f", "--hex=", NULL}, (const char *[]){"call", "t.f", "--json=1", NULL},
+      (const char *[]){"call", "t.f", "-1e", NULL}, (const char *[]){"call", "t.f", "-1.", NULL},
+      (const char *[]){"call", "t.f", "-0x10", NULL}, (const char *[]){"call", "t.f", "-1E5", NULL},
+      (const char *[]){"call", "t.f", "--", NULL} /* no: this one is fine, checked below */,
+      NULL};
+  for (int i = 0; delegated[i + 1]; i++)
+    if (parse_call(&c, pos, delegated[i]) != FE_DELEGATE) FAIL("case %d: not delegated", i);
+  ASSERT_EQ(parse_call(&c, pos, (const char *[]){"call", "t.f", "--", NULL}), FE_OK);
+  ASSERT_EQ(c.npos, 1);
 }
 
 static int rc(const char *text, const char *home, char *out) { return fe_rc_socket(text, strlen(text), home, out, 108); }

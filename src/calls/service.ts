@@ -1,7 +1,7 @@
 /**
  * Remote calls in rexd (docs/CALLS.md): the call-controller manager of this
  * host's programs, the routing of local clients' calls to peers, and CALL,
- * ENTRIES_GET and CANCEL in rexd's request table. A session is admitted by any
+ * ENTRIES_GET, CANCEL and CALL_CLI in rexd's request table. A session is admitted by any
  * grant of its requester; each call is then checked for the program and
  * function it calls (authorize, below).
  */
@@ -66,7 +66,8 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
   const offers = (name: string): boolean => config.programs.some((p) => p.name === name);
   const side = table.feature(
     new Feature<CallSide>('calls', async () => {
-      const [{ CallManager }, { CallRouter }, placement] = await Promise.all([import('./manager.js'), import('./router.js'), ctx.placement()]);
+      // CALL_CLI's code (the Node CLI's `rex call`) is read here too: a native `rex call` finds it warm.
+      const [{ CallManager }, { CallRouter }, placement] = await Promise.all([import('./manager.js'), import('./router.js'), ctx.placement(), import('./cli.js')]);
       const manager = new CallManager({
         host: config.hostName,
         programs: ctx.program,
@@ -129,6 +130,17 @@ export function registerCalls(table: RequestTable, ctx: CallsContext): CallServi
   table.register('ENTRIES_GET', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: true, target: routedTarget, handler: handle });
   // CANCEL ends work already admitted: it is no new work, even while the transaction log is down.
   table.register('CANCEL', { roles: ['client', 'peer'], auth: 'grant-any', privilege: ['user', 'host-key'], newWork: false, handler: handle });
+  // The native front end's `rex call` (src/calls/cli.ts): the owner on the local socket only, and nothing it
+  // could not do with ENTRIES_GET and CALL itself, which it sends through this table as that same client.
+  table.register('CALL_CLI', {
+    roles: ['client'],
+    auth: 'grant-any',
+    privilege: ['user', 'host-key'],
+    newWork: true,
+    target: (m) => m.target,
+    refuse: { peer: 'CALL_CLI is served to local clients only: a remote caller sends ENTRIES_GET and CALL (docs/PROTOCOL.md 4.7.1)' },
+    handler: async (m, req) => (await import('./cli.js')).serveCallCli(table, m, req),
+  });
   const programsReloaded = (before: readonly ProgramEntry[]): ProgramsDiff => {
     const old = new Map(before.map((p) => [p.name, JSON.stringify(p)]));
     const now = new Map(config.programs.map((p) => [p.name, JSON.stringify(p)]));

@@ -80,11 +80,15 @@ export function reportError(name: string, e: unknown): number {
     // command given without its subcommand included (commander's 1: rex(1) documents 2).
     return err.exitCode === 0 ? 0 : 2;
   }
-  if (isRexError(e)) {
-    process.stderr.write(`${name}: ${e.format()}\n`);
-    return e.code === 'REX_ERR_USAGE' ? 2 : 1;
-  }
-  process.stderr.write(`${name}: internal error: ${err.message ?? String(e)}\n`);
-  if (process.env.REX_DEBUG) process.stderr.write(`${(e as Error).stack ?? ''}\n`);
-  return 70; // EX_SOFTWARE: a bug, not bad input
+  const { text, status } = formatError(name, e);
+  process.stderr.write(text);
+  if (status === 70 && process.env.REX_DEBUG) process.stderr.write(`${(e as Error).stack ?? ''}\n`);
+  return status;
+}
+
+/** A command's error (not commander's) as reportError prints it: the line(s) for stderr and the exit status. */
+export function formatError(name: string, e: unknown): { text: string; status: number } {
+  if (isRexError(e)) return { text: `${name}: ${e.format()}\n`, status: e.code === 'REX_ERR_USAGE' ? 2 : 1 };
+  // EX_SOFTWARE: a bug, not bad input
+  return { text: `${name}: internal error: ${(e as { message?: string }).message ?? String(e)}\n`, status: 70 };
 }

@@ -65,6 +65,9 @@ const MEMBER_ENTRY = {
 /** Largest input or output frame of a remote call: it travels in one protocol frame (REX_CALL_MAX_FRAME in rex.h). */
 export const CALL_MAX_FRAME = LIMITS.maxPayload - 1024;
 
+/** Most argument strings a CALL_CLI carries (a definition has at most 127 parameters; more is a usage error either way). */
+export const CALL_CLI_MAX_ARGS = 1024;
+
 /** One entry point in an ENTRIES answer (docs/PROTOCOL.md 4.7). */
 const CALL_ENTRY = {
   name: { tag: 1, t: 'str', required: true, max: 255 },
@@ -399,6 +402,34 @@ export const MESSAGES = {
     },
   },
   DEFINED: { type: 0x0077, final: true, attrs: {} },
+  /**
+   * `rex call` of the native front end, served by the local rexd (local clients only, docs/PROTOCOL.md 4.7.1):
+   * the command line's strings as given; rexd runs the Node CLI's own `rex call` (src/cli/commands/call.ts
+   * callCommand) over its own request table, as this client, and answers with what to print.
+   */
+  CALL_CLI: {
+    type: 0x0078,
+    attrs: {
+      target: { tag: 1, t: 'str', required: true, max: 1024 },
+      args: { tag: 2, t: 'strs', max: CALL_CLI_MAX_ARGS, maxEach: CALL_MAX_FRAME },
+      json: { tag: 3, t: 'bool' },
+      hex: { tag: 4, t: 'str', max: CALL_MAX_FRAME },
+      /** --timeout as written (the CLI's own check reads it); absent: the default, 30000. */
+      timeout: { tag: 5, t: 'str', max: 64 },
+      /** The socket path the client connected to, as it names it: messages say `rexd at SOCKET` as the Node CLI's do. */
+      socket: { tag: 6, t: 'str', max: 107 },
+    },
+  },
+  /** What `rex call` prints: stdout in order over one or more frames; the last (END) has stderr and the exit status. */
+  CALL_OUTPUT: {
+    type: 0x0079,
+    final: true,
+    attrs: {
+      stdout: { tag: 1, t: 'bytes', max: CALL_MAX_FRAME },
+      stderr: { tag: 2, t: 'bytes', max: CALL_MAX_FRAME },
+      status: { tag: 3, t: 'u32' },
+    },
+  },
 } as const satisfies Record<string, MessageEntry>;
 
 /** What one entry of {@link MESSAGES} gives. */

@@ -81,12 +81,18 @@ export function stubTarget(t: EntryTarget & { name: string }, opts: CallOptions,
 /** Calls in flight per connection at most; more wait here (rexd answers BUSY above 1024 open streams). */
 export const MAX_IN_FLIGHT = 512;
 
-/** Remote calls over one protocol connection to rexd (RexClient.conn): raw frames in, frames out. */
+/** What a {@link CallChannel} needs of a connection: requests, and the label its messages name the peer by. */
+export type CallConnection = Pick<Connection, 'request' | 'label'>;
+
+/**
+ * Remote calls over one protocol connection to rexd (RexClient.conn): raw frames in, frames out. rexd
+ * serving the native front end's CALL_CLI gives it its own request table as the connection (src/calls/cli.ts).
+ */
 export class CallChannel {
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(private readonly conn: Connection) {}
+  constructor(private readonly conn: CallConnection) {}
 
   /** Sends an input frame to `target` and resolves with the output frame. */
   async call(target: string, input: Uint8Array, opts: CallOptions & { async?: boolean } = {}): Promise<Uint8Array> {

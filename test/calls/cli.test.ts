@@ -2,7 +2,7 @@
 // answers with CallManager.handle (as rexd will): arguments are encoded from
 // the definition ENTRIES carries, results decoded and printed.
 import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { chmodSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -72,6 +72,20 @@ describe('rex call', () => {
     expect((await rex('call', 'calltest.nosuch')).stderr).toContain("no entry point 'nosuch'");
     const crash = await rex('call', 'calltest.crash', '1');
     expect(crash.stderr).toMatch(/crash: the function crashed its controller with SIGSEGV/);
+  });
+});
+
+describe('the native rex front end against a rexd that does not serve CALL_CLI', () => {
+  it('hands the call to the Node CLI (UNSUPPORTED: nothing was called), which makes it with ENTRIES_GET and CALL', async () => {
+    // $REX_NODE: a node that leaves a mark, then runs the real one with the same arguments.
+    const mark = join(dir, 'delegated');
+    const node = join(dir, 'node-marking');
+    writeFileSync(node, `#!/bin/sh\necho "$@" > '${mark}'\nexec '${process.execPath}' "$@"\n`);
+    chmodSync(node, 0o755);
+    const r = await run(join(ROOT, 'native', 'build', 'bin', 'rex'), ['call', 'calltest.neg32', '5', '--socket', socket], { encoding: 'utf8', env: { ...process.env, REX_NODE: node } });
+    expect([r.stdout, r.stderr]).toEqual(['-5\n', '']);
+    const [cli, ...rest] = readFileSync(mark, 'utf8').trim().split(' ');
+    expect([realpathSync(cli!), ...rest]).toEqual([realpathSync(REX), 'call', 'calltest.neg32', '5', '--socket', socket]);
   });
 });
 

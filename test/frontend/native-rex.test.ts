@@ -202,7 +202,8 @@ describe(`the native rex front end beside the Node CLI (${NETNS ? 'network names
     const cli = realpathSync(distBin('rex'));
     const cases: [string[], string | undefined][] = [
       [['hosts', '--json'], undefined],
-      [['call', 'x'], undefined],
+      [['entries', 'x'], undefined],
+      [['call', '-c', 'rc', 'x.f'], undefined],
       [['run', '-c', 'rc', 'ls'], undefined],
       [['run', '--host', 'beta', 'echo', 'x'], '#include "other.rc"\n'],
       [['run', '--host', 'beta', 'echo', 'x'], 'socket: ${HOME}/s.sock\n'],

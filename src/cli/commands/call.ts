@@ -11,6 +11,7 @@ import { planEntry, isByteType, encodeInput, decodeOutput, type EntryPlan, type 
 import { fromReadableArgs, resultJson, resultText } from '../../runtime/frames/values.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { toJson } from '../format.js';
+import { formatError } from '../main.js';
 import { clientOptions, connectFor } from './hosts.js';
 
 interface CallOpts {
@@ -75,6 +76,71 @@ export function inputParams(plan: EntryPlan): EntryDesc['params'] {
   return plan.desc.params.filter((p) => p.direction !== 'out' && !plan.derived.has(p.name));
 }
 
+/** The `rex call` options callCommand reads (the connection's own, --socket and -c, are the caller's). */
+export interface CallCommandOpts {
+  json?: boolean;
+  hex?: string;
+  timeout?: string;
+}
+
+/** What `rex call` prints and its exit status. */
+export interface CommandOutput {
+  stdout: string;
+  stderr: string;
+  status: number;
+}
+
+/** The channel `rex call` uses: a {@link CallChannel} over a client's connection, or rexd's own request table (src/calls/cli.ts). */
+export type CallCommandChannel = Pick<CallChannel, 'entry' | 'call'>;
+
+/**
+ * The whole of `rex call TARGET ARGS...` after commander parsed it: the Node CLI runs it, and rexd runs it for
+ * the native front end's CALL_CLI (docs/PROTOCOL.md 4.7.1), so both print the same bytes and exit the same.
+ * `connect` is called after the target and --timeout were checked, as the CLI connects; every error becomes
+ * the one line and status the CLI's runMain would give it.
+ */
+export async function callCommand(target: string, args: readonly string[], opts: CallCommandOpts, connect: () => Promise<{ channel: CallCommandChannel; close(): void }>): Promise<CommandOutput> {
+  try {
+    return { stdout: await callOutput(target, args, opts, connect), stderr: '', status: 0 };
+  } catch (e) {
+    const { text, status } = formatError('rex', e);
+    return { stdout: '', stderr: text, status };
+  }
+}
+
+async function callOutput(target: string, args: readonly string[], opts: CallCommandOpts, connect: () => Promise<{ channel: CallCommandChannel; close(): void }>): Promise<string> {
+  const t = parseTarget(target, true);
+  const timeout = opts.timeout ?? '30000';
+  const timeoutMs = Number(timeout);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage(`--timeout ${timeout}: expected milliseconds`);
+  const client = await connect();
+  try {
+    const ch = client.channel;
+    if (opts.hex !== undefined) {
+      const out = await ch.call(target, Buffer.from(opts.hex, 'hex'), { timeoutMs });
+      return opts.json ? toJson({ output: Buffer.from(out).toString('hex') }) : `${Buffer.from(out).toString('hex')}\n`;
+    }
+    // Only this entry point's definition travels, however many the program has (ENTRIES_GET name).
+    const e = await ch.entry(formatTarget({ ...t, function: undefined } as typeof t), t.function!, { timeoutMs });
+    // A refused entry point is said so before its arguments are counted (its prototype may be unknown).
+    if (e.callable === false) throw new RexError(ErrorCodes.ENTRY_INVALID, e.refusal ?? `${target} cannot be called remotely`, { where: target, hint: `rex entries ${formatTarget({ ...t, function: undefined } as typeof t)} lists it with the reason` });
+    if (!e.definition) usage(`${target}: the program did not publish a definition of ${e.name} (${e.inputSize} bytes in, ${e.outputSize} out)`, 'send a raw frame with --hex');
+    const plan = planEntry(JSON.parse(e.definition) as EntryDesc);
+    const params = inputParams(plan);
+    if (args.length !== params.length) {
+      usage(`${e.name} takes ${params.length} argument${params.length === 1 ? '' : 's'} (${params.map((p) => p.name).join(', ')}), got ${args.length}`, e.signature ?? '');
+    }
+    const values: Record<string, unknown> = {};
+    params.forEach((p, i) => (values[p.name] = parseArg(p.type, args[i]!, p.name)));
+    const input = encodeInput(plan, fromReadableArgs(plan, values, { json: true }));
+    // Values as users read them (docs/CALLS.md; --json defined in rex(1)): text, enum names, out-pointers by name.
+    const out = decodeOutput(plan, await ch.call(target, input, { timeoutMs }), { stringBytes: true });
+    return opts.json ? toJson(resultJson(plan, out)) : resultText(plan, out);
+  } finally {
+    client.close();
+  }
+}
+
 /** Registers `call` and `entries` on the `rex` program. */
 export function registerCallCommands(program: Command): void {
   clientOptions(program.command('call'))
@@ -85,36 +151,13 @@ export function registerCallCommands(program: Command): void {
     .option('--hex <frame>', 'send this input frame (hex) as is; prints the output frame in hex')
     .option('--timeout <ms>', 'deadline of the call', '30000')
     .action(async (target: string, args: string[], opts: CallOpts) => {
-      const t = parseTarget(target, true);
-      const timeoutMs = Number(opts.timeout);
-      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) usage(`--timeout ${opts.timeout}: expected milliseconds`);
-      const client = await connectFor(opts);
-      try {
-        const ch = new CallChannel(client.conn);
-        if (opts.hex !== undefined) {
-          const out = await ch.call(target, Buffer.from(opts.hex, 'hex'), { timeoutMs });
-          process.stdout.write(opts.json ? toJson({ output: Buffer.from(out).toString('hex') }) : `${Buffer.from(out).toString('hex')}\n`);
-          return;
-        }
-        // Only this entry point's definition travels, however many the program has (ENTRIES_GET name).
-        const e = await ch.entry(formatTarget({ ...t, function: undefined } as typeof t), t.function!, { timeoutMs });
-        // A refused entry point is said so before its arguments are counted (its prototype may be unknown).
-        if (e.callable === false) throw new RexError(ErrorCodes.ENTRY_INVALID, e.refusal ?? `${target} cannot be called remotely`, { where: target, hint: `rex entries ${formatTarget({ ...t, function: undefined } as typeof t)} lists it with the reason` });
-        if (!e.definition) usage(`${target}: the program did not publish a definition of ${e.name} (${e.inputSize} bytes in, ${e.outputSize} out)`, 'send a raw frame with --hex');
-        const plan = planEntry(JSON.parse(e.definition) as EntryDesc);
-        const params = inputParams(plan);
-        if (args.length !== params.length) {
-          usage(`${e.name} takes ${params.length} argument${params.length === 1 ? '' : 's'} (${params.map((p) => p.name).join(', ')}), got ${args.length}`, e.signature ?? '');
-        }
-        const values: Record<string, unknown> = {};
-        params.forEach((p, i) => (values[p.name] = parseArg(p.type, args[i]!, p.name)));
-        const input = encodeInput(plan, fromReadableArgs(plan, values, { json: true }));
-        // Values as users read them (docs/CALLS.md; --json defined in rex(1)): text, enum names, out-pointers by name.
-        const out = decodeOutput(plan, await ch.call(target, input, { timeoutMs }), { stringBytes: true });
-        process.stdout.write(opts.json ? toJson(resultJson(plan, out)) : resultText(plan, out));
-      } finally {
-        client.close();
-      }
+      const r = await callCommand(target, args, opts, async () => {
+        const client = await connectFor(opts);
+        return { channel: new CallChannel(client.conn), close: () => client.close() };
+      });
+      if (r.stdout) process.stdout.write(r.stdout);
+      if (r.stderr) process.stderr.write(r.stderr);
+      if (r.status) process.exitCode = r.status;
     });
 
   clientOptions(program.command('entries'))
