@@ -15,7 +15,7 @@
 // motd or last-log lines; not as root, into this user with `exec` before the
 // command, and the output says that the user's shell still starts (bash sourcing
 // ~/.bashrc for sshd, for instance, is then part of the ssh figure).
-//   4. `--call` (alone): `rex call beta.m.cbrt 27` (libm's cbrt on another host, from the shell) through the
+//   4. (also alone with `--call`; not with `--stdout`): `rex call beta.m.cbrt 27` (libm's cbrt on another host, from the shell) through the
 //      native front end (CALL_CLI to the local rexd, docs/PROTOCOL.md 4.7.1), through the Node CLI, and the
 //      peer: ssh with ControlMaster running a tiny C program that computes and prints cbrt(27) (the same
 //      computation and output, the work ssh would do for a user who has no REX), and rcall() from C (the floor).
@@ -198,6 +198,7 @@ async function callBench() {
       spawnSync('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, cbrt, '27']);
       const mux = line('ssh 127.0.0.1 ./cbrt 27 (ControlMaster, C)', await timeSpawn('ssh', [...ssh.mux, '127.0.0.1', ...ssh.prefix, cbrt, '27'], env));
       console.log(`ratio native rex call / ssh ControlMaster: ${(nat / mux).toFixed(2)}x (target <= 1x)`);
+      record({ measure: 'rex call beta.m.cbrt 27 (native rex), median', rex: nat, peer: mux, peerName: 'ssh ControlMaster ./cbrt 27', unit: 'ms', target: 1 });
     }
     console.log(`ratio Node CLI rex call / native rex call: ${(cli / nat).toFixed(1)}x; native rex call / rcall(): ${(nat / floor).toFixed(2)}x`);
   } finally {
@@ -316,4 +317,8 @@ async function main() {
 }
 
 if (ONLY_CALL) await callBench();
-else await main();
+else {
+  await main();
+  // `npm run bench` (no arguments) measures the call path too; --stdout stays the stdout part alone.
+  if (!ONLY_STDOUT) await callBench();
+}
