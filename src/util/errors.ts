@@ -68,6 +68,8 @@ export const ErrorCodes = {
   AUTH_DENIED: 'REX_ERR_AUTH_DENIED',
   ENROLL_FAILED: 'REX_ERR_ENROLL_FAILED',
   LOG_DATABASE: 'REX_ERR_LOG_DATABASE',
+  // a PostgreSQL server (src/db/postgres.ts): a bad URL, a connection or statement that failed
+  DATABASE: 'REX_ERR_DATABASE',
   // rfork process images (docs/IMAGE.md)
   IMAGE_MALFORMED: 'REX_ERR_IMAGE_MALFORMED',
   IMAGE_TRUNCATED: 'REX_ERR_IMAGE_TRUNCATED',
