@@ -50,13 +50,7 @@ export interface ConfigRow {
 
 /** Refuses a database written by a newer REX, whose rows may not mean what this one thinks. */
 async function checkSchemaVersion(db: DbConn): Promise<void> {
-  let rows: { v: number | null }[];
-  try {
-    rows = await db.all<{ v: number | null }>("SELECT max(version) AS v FROM rex_schema_migrations WHERE name = 'rex_config'");
-  } catch {
-    return; // no migrations table: a table made by hand, version 1 at most
-  }
-  const v = Number(rows[0]?.v ?? 0);
+  const v = await db.version('rex_config');
   const known = CONFIG_SCHEMA.length;
   if (v > known) {
     throw new RexError(ErrorCodes.CONFIG_DATABASE, `${CONFIG_TABLE} is at schema version ${v}, newer than this REX reads (${known})`, { where: db.target.shown, hint: 'upgrade REX on this host' });

@@ -5,7 +5,7 @@ const require = createRequire(import.meta.url);
 "use strict";
 export const validate = validate20;
 export default validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","hostUser","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"hostUser":{"type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","hostUser","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"database":{"description":"a database holding the REXP table: HOST.USER.DBMS.DB_NAME, sqlite:PATH or postgresql://...","type":"string","minLength":1,"maxLength":4096},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"hostUser":{"type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
 const schema32 = {"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63};
 const schema33 = {"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253};
 const schema34 = {"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535};
@@ -1502,7 +1502,7 @@ vErrors.push(err122);
 errors++;
 }
 for(const key5 in data33){
-if(!((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "exec")) || (key5 === "executables"))){
+if(!(((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "database")) || (key5 === "exec")) || (key5 === "executables"))){
 const err123 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.programs.items,data:data33};
 if(vErrors === null){
 vErrors = [err123];
@@ -1653,11 +1653,11 @@ vErrors.push(err135);
 errors++;
 }
 }
-if(data33.exec !== undefined){
-let data38 = data33.exec;
+if(data33.database !== undefined){
+let data38 = data33.database;
 if(typeof data38 === "string"){
-if(func2(data38) > 4095){
-const err136 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data38};
+if(func2(data38) > 4096){
+const err136 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.programs.items.properties.database,data:data38};
 if(vErrors === null){
 vErrors = [err136];
 }
@@ -1666,8 +1666,8 @@ vErrors.push(err136);
 }
 errors++;
 }
-if(!pattern6.test(data38)){
-const err137 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data38};
+if(func2(data38) < 1){
+const err137 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.programs.items.properties.database,data:data38};
 if(vErrors === null){
 vErrors = [err137];
 }
@@ -1678,7 +1678,7 @@ errors++;
 }
 }
 else {
-const err138 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data38};
+const err138 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.database.type,parentSchema:schema31.properties.programs.items.properties.database,data:data38};
 if(vErrors === null){
 vErrors = [err138];
 }
@@ -1688,11 +1688,11 @@ vErrors.push(err138);
 errors++;
 }
 }
-if(data33.executables !== undefined){
-let data39 = data33.executables;
-if(Array.isArray(data39)){
-if(data39.length > 256){
-const err139 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(data33.exec !== undefined){
+let data39 = data33.exec;
+if(typeof data39 === "string"){
+if(func2(data39) > 4095){
+const err139 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err139];
 }
@@ -1701,8 +1701,8 @@ vErrors.push(err139);
 }
 errors++;
 }
-if(data39.length < 1){
-const err140 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(!pattern6.test(data39)){
+const err140 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err140];
 }
@@ -1711,12 +1711,9 @@ vErrors.push(err140);
 }
 errors++;
 }
-const len3 = data39.length;
-for(let i3=0; i3<len3; i3++){
-let data40 = data39[i3];
-if(typeof data40 === "string"){
-if(func2(data40) > 4095){
-const err141 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data40};
+}
+else {
+const err141 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err141];
 }
@@ -1725,8 +1722,12 @@ vErrors.push(err141);
 }
 errors++;
 }
-if(!pattern6.test(data40)){
-const err142 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data40};
+}
+if(data33.executables !== undefined){
+let data40 = data33.executables;
+if(Array.isArray(data40)){
+if(data40.length > 256){
+const err142 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data40};
 if(vErrors === null){
 vErrors = [err142];
 }
@@ -1735,9 +1736,8 @@ vErrors.push(err142);
 }
 errors++;
 }
-}
-else {
-const err143 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data40};
+if(data40.length < 1){
+const err143 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data40};
 if(vErrors === null){
 vErrors = [err143];
 }
@@ -1746,15 +1746,12 @@ vErrors.push(err143);
 }
 errors++;
 }
-}
-let i4 = data39.length;
-let j0;
-if(i4 > 1){
-outer0:
-for(;i4--;){
-for(j0 = i4; j0--;){
-if(func0(data39[i4], data39[j0])){
-const err144 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+const len3 = data40.length;
+for(let i3=0; i3<len3; i3++){
+let data41 = data40[i3];
+if(typeof data41 === "string"){
+if(func2(data41) > 4095){
+const err144 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err144];
 }
@@ -1762,14 +1759,9 @@ else {
 vErrors.push(err144);
 }
 errors++;
-break outer0;
 }
-}
-}
-}
-}
-else {
-const err145 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(!pattern6.test(data41)){
+const err145 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err145];
 }
@@ -1779,9 +1771,8 @@ vErrors.push(err145);
 errors++;
 }
 }
-}
 else {
-const err146 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data33};
+const err146 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err146];
 }
@@ -1791,9 +1782,14 @@ vErrors.push(err146);
 errors++;
 }
 }
-}
-else {
-const err147 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data32};
+let i4 = data40.length;
+let j0;
+if(i4 > 1){
+outer0:
+for(;i4--;){
+for(j0 = i4; j0--;){
+if(func0(data40[i4], data40[j0])){
+const err147 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data40};
 if(vErrors === null){
 vErrors = [err147];
 }
@@ -1801,12 +1797,14 @@ else {
 vErrors.push(err147);
 }
 errors++;
+break outer0;
 }
 }
-if(data.installation !== undefined){
-let data41 = data.installation;
-if(!((data41 === "user") || (data41 === "root"))){
-const err148 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data41};
+}
+}
+}
+else {
+const err148 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data40};
 if(vErrors === null){
 vErrors = [err148];
 }
@@ -1816,10 +1814,9 @@ vErrors.push(err148);
 errors++;
 }
 }
-if(data.permitRoot !== undefined){
-let data42 = data.permitRoot;
-if(typeof data42 !== "boolean"){
-const err149 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data42};
+}
+else {
+const err149 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data33};
 if(vErrors === null){
 vErrors = [err149];
 }
@@ -1829,11 +1826,9 @@ vErrors.push(err149);
 errors++;
 }
 }
-if(data.hostUser !== undefined){
-let data43 = data.hostUser;
-if(typeof data43 === "string"){
-if(!pattern16.test(data43)){
-const err150 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"+"\"",schema:"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",parentSchema:schema31.properties.hostUser,data:data43};
+}
+else {
+const err150 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data32};
 if(vErrors === null){
 vErrors = [err150];
 }
@@ -1843,8 +1838,10 @@ vErrors.push(err150);
 errors++;
 }
 }
-else {
-const err151 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.hostUser.type,parentSchema:schema31.properties.hostUser,data:data43};
+if(data.installation !== undefined){
+let data42 = data.installation;
+if(!((data42 === "user") || (data42 === "root"))){
+const err151 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data42};
 if(vErrors === null){
 vErrors = [err151];
 }
@@ -1854,11 +1851,10 @@ vErrors.push(err151);
 errors++;
 }
 }
-if(data.userLimits !== undefined){
-let data44 = data.userLimits;
-if(Array.isArray(data44)){
-if(data44.length > 16){
-const err152 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data44};
+if(data.permitRoot !== undefined){
+let data43 = data.permitRoot;
+if(typeof data43 !== "boolean"){
+const err152 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data43};
 if(vErrors === null){
 vErrors = [err152];
 }
@@ -1867,12 +1863,12 @@ vErrors.push(err152);
 }
 errors++;
 }
-const len4 = data44.length;
-for(let i5=0; i5<len4; i5++){
-let data45 = data44[i5];
-if(data45 && typeof data45 == "object" && !Array.isArray(data45)){
-if(data45.name === undefined){
-const err153 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+if(data.hostUser !== undefined){
+let data44 = data.hostUser;
+if(typeof data44 === "string"){
+if(!pattern16.test(data44)){
+const err153 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"+"\"",schema:"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",parentSchema:schema31.properties.hostUser,data:data44};
 if(vErrors === null){
 vErrors = [err153];
 }
@@ -1881,8 +1877,9 @@ vErrors.push(err153);
 }
 errors++;
 }
-if(data45.soft === undefined){
-const err154 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+else {
+const err154 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.hostUser.type,parentSchema:schema31.properties.hostUser,data:data44};
 if(vErrors === null){
 vErrors = [err154];
 }
@@ -1891,8 +1888,12 @@ vErrors.push(err154);
 }
 errors++;
 }
-if(data45.hard === undefined){
-const err155 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+if(data.userLimits !== undefined){
+let data45 = data.userLimits;
+if(Array.isArray(data45)){
+if(data45.length > 16){
+const err155 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data45};
 if(vErrors === null){
 vErrors = [err155];
 }
@@ -1901,9 +1902,12 @@ vErrors.push(err155);
 }
 errors++;
 }
-for(const key6 in data45){
-if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
-const err156 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data45};
+const len4 = data45.length;
+for(let i5=0; i5<len4; i5++){
+let data46 = data45[i5];
+if(data46 && typeof data46 == "object" && !Array.isArray(data46)){
+if(data46.name === undefined){
+const err156 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data46};
 if(vErrors === null){
 vErrors = [err156];
 }
@@ -1912,11 +1916,8 @@ vErrors.push(err156);
 }
 errors++;
 }
-}
-if(data45.name !== undefined){
-let data46 = data45.name;
-if(!((((((((((((((((data46 === "as") || (data46 === "core")) || (data46 === "cpu")) || (data46 === "data")) || (data46 === "fsize")) || (data46 === "locks")) || (data46 === "memlock")) || (data46 === "msgqueue")) || (data46 === "nice")) || (data46 === "nofile")) || (data46 === "nproc")) || (data46 === "rss")) || (data46 === "rtprio")) || (data46 === "rttime")) || (data46 === "sigpending")) || (data46 === "stack"))){
-const err157 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data46};
+if(data46.soft === undefined){
+const err157 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data46};
 if(vErrors === null){
 vErrors = [err157];
 }
@@ -1925,12 +1926,8 @@ vErrors.push(err157);
 }
 errors++;
 }
-}
-if(data45.soft !== undefined){
-let data47 = data45.soft;
-if(typeof data47 === "string"){
-if(!pattern17.test(data47)){
-const err158 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
+if(data46.hard === undefined){
+const err158 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data46};
 if(vErrors === null){
 vErrors = [err158];
 }
@@ -1939,9 +1936,9 @@ vErrors.push(err158);
 }
 errors++;
 }
-}
-else {
-const err159 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
+for(const key6 in data46){
+if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
+const err159 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data46};
 if(vErrors === null){
 vErrors = [err159];
 }
@@ -1951,11 +1948,10 @@ vErrors.push(err159);
 errors++;
 }
 }
-if(data45.hard !== undefined){
-let data48 = data45.hard;
-if(typeof data48 === "string"){
-if(!pattern17.test(data48)){
-const err160 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
+if(data46.name !== undefined){
+let data47 = data46.name;
+if(!((((((((((((((((data47 === "as") || (data47 === "core")) || (data47 === "cpu")) || (data47 === "data")) || (data47 === "fsize")) || (data47 === "locks")) || (data47 === "memlock")) || (data47 === "msgqueue")) || (data47 === "nice")) || (data47 === "nofile")) || (data47 === "nproc")) || (data47 === "rss")) || (data47 === "rtprio")) || (data47 === "rttime")) || (data47 === "sigpending")) || (data47 === "stack"))){
+const err160 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data47};
 if(vErrors === null){
 vErrors = [err160];
 }
@@ -1965,8 +1961,11 @@ vErrors.push(err160);
 errors++;
 }
 }
-else {
-const err161 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
+if(data46.soft !== undefined){
+let data48 = data46.soft;
+if(typeof data48 === "string"){
+if(!pattern17.test(data48)){
+const err161 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data48};
 if(vErrors === null){
 vErrors = [err161];
 }
@@ -1976,9 +1975,8 @@ vErrors.push(err161);
 errors++;
 }
 }
-}
 else {
-const err162 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data45};
+const err162 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data48};
 if(vErrors === null){
 vErrors = [err162];
 }
@@ -1988,9 +1986,11 @@ vErrors.push(err162);
 errors++;
 }
 }
-}
-else {
-const err163 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data44};
+if(data46.hard !== undefined){
+let data49 = data46.hard;
+if(typeof data49 === "string"){
+if(!pattern17.test(data49)){
+const err163 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data49};
 if(vErrors === null){
 vErrors = [err163];
 }
@@ -2000,11 +2000,8 @@ vErrors.push(err163);
 errors++;
 }
 }
-if(data.userMap !== undefined){
-let data49 = data.userMap;
-if(Array.isArray(data49)){
-if(data49.length > 4096){
-const err164 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data49};
+else {
+const err164 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data49};
 if(vErrors === null){
 vErrors = [err164];
 }
@@ -2013,12 +2010,10 @@ vErrors.push(err164);
 }
 errors++;
 }
-const len5 = data49.length;
-for(let i6=0; i6<len5; i6++){
-let data50 = data49[i6];
-if(data50 && typeof data50 == "object" && !Array.isArray(data50)){
-if(data50.host === undefined){
-const err165 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+}
+else {
+const err165 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data46};
 if(vErrors === null){
 vErrors = [err165];
 }
@@ -2027,8 +2022,10 @@ vErrors.push(err165);
 }
 errors++;
 }
-if(data50.user === undefined){
-const err166 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+}
+else {
+const err166 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data45};
 if(vErrors === null){
 vErrors = [err166];
 }
@@ -2037,8 +2034,12 @@ vErrors.push(err166);
 }
 errors++;
 }
-if(data50.local === undefined){
-const err167 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+if(data.userMap !== undefined){
+let data50 = data.userMap;
+if(Array.isArray(data50)){
+if(data50.length > 4096){
+const err167 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data50};
 if(vErrors === null){
 vErrors = [err167];
 }
@@ -2047,9 +2048,12 @@ vErrors.push(err167);
 }
 errors++;
 }
-for(const key7 in data50){
-if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
-const err168 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data50};
+const len5 = data50.length;
+for(let i6=0; i6<len5; i6++){
+let data51 = data50[i6];
+if(data51 && typeof data51 == "object" && !Array.isArray(data51)){
+if(data51.host === undefined){
+const err168 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data51};
 if(vErrors === null){
 vErrors = [err168];
 }
@@ -2058,12 +2062,8 @@ vErrors.push(err168);
 }
 errors++;
 }
-}
-if(data50.host !== undefined){
-let data51 = data50.host;
-if(typeof data51 === "string"){
-if(!pattern19.test(data51)){
-const err169 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
+if(data51.user === undefined){
+const err169 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data51};
 if(vErrors === null){
 vErrors = [err169];
 }
@@ -2072,9 +2072,8 @@ vErrors.push(err169);
 }
 errors++;
 }
-}
-else {
-const err170 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
+if(data51.local === undefined){
+const err170 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data51};
 if(vErrors === null){
 vErrors = [err170];
 }
@@ -2083,12 +2082,9 @@ vErrors.push(err170);
 }
 errors++;
 }
-}
-if(data50.user !== undefined){
-let data52 = data50.user;
-if(typeof data52 === "string"){
-if(!pattern19.test(data52)){
-const err171 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
+for(const key7 in data51){
+if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
+const err171 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data51};
 if(vErrors === null){
 vErrors = [err171];
 }
@@ -2098,8 +2094,11 @@ vErrors.push(err171);
 errors++;
 }
 }
-else {
-const err172 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
+if(data51.host !== undefined){
+let data52 = data51.host;
+if(typeof data52 === "string"){
+if(!pattern19.test(data52)){
+const err172 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data52};
 if(vErrors === null){
 vErrors = [err172];
 }
@@ -2109,11 +2108,8 @@ vErrors.push(err172);
 errors++;
 }
 }
-if(data50.local !== undefined){
-let data53 = data50.local;
-if(typeof data53 === "string"){
-if(!pattern21.test(data53)){
-const err173 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
+else {
+const err173 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data52};
 if(vErrors === null){
 vErrors = [err173];
 }
@@ -2123,8 +2119,11 @@ vErrors.push(err173);
 errors++;
 }
 }
-else {
-const err174 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
+if(data51.user !== undefined){
+let data53 = data51.user;
+if(typeof data53 === "string"){
+if(!pattern19.test(data53)){
+const err174 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data53};
 if(vErrors === null){
 vErrors = [err174];
 }
@@ -2134,9 +2133,8 @@ vErrors.push(err174);
 errors++;
 }
 }
-}
 else {
-const err175 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data50};
+const err175 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data53};
 if(vErrors === null){
 vErrors = [err175];
 }
@@ -2146,9 +2144,11 @@ vErrors.push(err175);
 errors++;
 }
 }
-}
-else {
-const err176 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data49};
+if(data51.local !== undefined){
+let data54 = data51.local;
+if(typeof data54 === "string"){
+if(!pattern21.test(data54)){
+const err176 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data54};
 if(vErrors === null){
 vErrors = [err176];
 }
@@ -2158,14 +2158,49 @@ vErrors.push(err176);
 errors++;
 }
 }
-}
 else {
-const err177 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+const err177 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data54};
 if(vErrors === null){
 vErrors = [err177];
 }
 else {
 vErrors.push(err177);
+}
+errors++;
+}
+}
+}
+else {
+const err178 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data51};
+if(vErrors === null){
+vErrors = [err178];
+}
+else {
+vErrors.push(err178);
+}
+errors++;
+}
+}
+}
+else {
+const err179 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data50};
+if(vErrors === null){
+vErrors = [err179];
+}
+else {
+vErrors.push(err179);
+}
+errors++;
+}
+}
+}
+else {
+const err180 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+if(vErrors === null){
+vErrors = [err180];
+}
+else {
+vErrors.push(err180);
 }
 errors++;
 }

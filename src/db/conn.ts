@@ -26,6 +26,8 @@ export interface DbConn {
   transaction(fn: () => Promise<void>): Promise<void>;
   /** Applies the steps of schema `name` not yet applied, each in its own transaction. */
   migrate(name: string, steps: readonly SchemaStep[]): Promise<void>;
+  /** The version of schema `name` applied (0: none, or no rex_schema_migrations table). */
+  version(name: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -57,12 +59,13 @@ export function checkPrivateFile(file: string, what: string): void {
   }
 }
 
+/** The same table as src/db/postgres.ts keeps in PostgreSQL (applied_at: ISO text, SQLite having no timestamp type). */
 const MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS rex_schema_migrations (
-  name        TEXT    NOT NULL,
+  schema_name TEXT    NOT NULL,
   version     INTEGER NOT NULL,
   description TEXT    NOT NULL,
   applied_at  TEXT    NOT NULL,
-  PRIMARY KEY (name, version)
+  PRIMARY KEY (schema_name, version)
 )`;
 
 class SqliteConn implements DbConn {
@@ -92,14 +95,26 @@ class SqliteConn implements DbConn {
   }
 
   async migrate(name: string, steps: readonly SchemaStep[]): Promise<void> {
+    const known = Math.max(0, ...steps.map((s) => s.version));
+    const have = await this.version(name);
+    if (have > known) throw new RexError(ErrorCodes.CONFIG_DATABASE, `schema ${name} is at version ${have}, newer than this REX knows (${known})`, { where: this.target.shown, hint: 'upgrade REX on this host' });
     this.db.exec(MIGRATIONS_DDL);
-    const done = new Set((await this.all<{ version: number }>('SELECT version FROM rex_schema_migrations WHERE name = ?', [name])).map((r) => Number(r.version)));
+    const done = new Set((await this.all<{ version: number }>('SELECT version FROM rex_schema_migrations WHERE schema_name = ?', [name])).map((r) => Number(r.version)));
     for (const s of [...steps].sort((a, b) => a.version - b.version)) {
       if (done.has(s.version)) continue;
       await this.transaction(async () => {
         this.db.exec(s.sql);
-        await this.run('INSERT INTO rex_schema_migrations (name, version, description, applied_at) VALUES (?, ?, ?, ?)', [name, s.version, s.description, new Date().toISOString()]);
+        await this.run('INSERT INTO rex_schema_migrations (schema_name, version, description, applied_at) VALUES (?, ?, ?, ?)', [name, s.version, s.description, new Date().toISOString()]);
       });
+    }
+  }
+
+  async version(name: string): Promise<number> {
+    try {
+      const r = await this.all<{ v: number | null }>('SELECT max(version) AS v FROM rex_schema_migrations WHERE schema_name = ?', [name]);
+      return Number(r[0]?.v ?? 0);
+    } catch {
+      return 0; // no migrations table: nothing applied by REX (a table made by hand, or none)
     }
   }
 

@@ -5,9 +5,10 @@
  * docs/CONFIG.md "Configuration from a database" and docs/REPDB.md "repdb -d" describe the mapping.
  */
 import { readFileSync } from 'node:fs';
-import { hostname, userInfo } from 'node:os';
+import { homedir, hostname, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { quote } from '../util/quote.js';
+import { parsePostgresUrl, redactUrl } from './postgres.js';
 
 /** A database named by the user: an SQLite file, or a PostgreSQL server, role and database. */
 export type DbTarget =
@@ -73,16 +74,7 @@ export function looksLikeDbTarget(text: string): boolean {
 }
 
 /** A URL with its password (in the user part or a password= parameter) replaced by `***`: what messages and `rex config show` print. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    for (const k of [...u.searchParams.keys()]) if (/^(password|sslpassword)$/i.test(k)) u.searchParams.set(k, '***');
-    return u.toString().replace(/%2A%2A%2A/g, '***');
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
-  }
-}
+export { redactUrl };
 
 /** USER's home directory from the passwd file (undefined for an unknown user). */
 function homeOf(user: string, env: NodeJS.ProcessEnv): string | undefined {
@@ -110,7 +102,7 @@ function homeOf(user: string, env: NodeJS.ProcessEnv): string | undefined {
  *    ~USER/.rex/DB_NAME.sqlite;
  *  - postgresql: HOST localhost is the local server's Unix socket ($REX_PG_SOCKET, else $PGHOST when it is a
  *    directory, else /var/run/postgresql; port $PGPORT), any other HOST is TCP port $PGPORT (5432) with
- *    sslmode=verify-full; USER is the role, DB_NAME the database.
+ *    sslmode=verify-full (CA: $PGSSLROOTCERT, else ~/.postgresql/root.crt); USER is the role, DB_NAME the database.
  * Returns a message on error.
  */
 export function parseDbTarget(text: string, opts: TargetEnv = {}): DbTarget | string {
@@ -133,13 +125,12 @@ export function parseDbTarget(text: string, opts: TargetEnv = {}): DbTarget | st
     return { dbms: 'sqlite', file: path, shown: `sqlite:${path}` };
   }
   if (/^postgres(ql)?:\/\//i.test(t)) {
-    let u: URL;
     try {
-      u = new URL(t);
-    } catch {
-      return `"${quote(redactUrl(t))}" is not a valid URL; expected postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE[?host=/socket/dir&sslmode=...]`;
+      const u = parsePostgresUrl(t);
+      if (u.database === undefined) return `"${quote(redactUrl(t))}": the URL names no database; add /DATABASE after the host`;
+    } catch (e) {
+      return (e as Error).message + ((e as { hint?: string }).hint ? ` (${(e as { hint?: string }).hint})` : '');
     }
-    if (u.pathname.replace(/^\//, '') === '') return `"${quote(redactUrl(t))}": the URL names no database; add /DATABASE after the host`;
     return { dbms: 'postgresql', url: t, shown: redactUrl(t) };
   }
   const q = parseQuadName(t);
@@ -162,6 +153,8 @@ export function parseDbTarget(text: string, opts: TargetEnv = {}): DbTarget | st
     const url = `postgresql://${encodeURIComponent(q.user)}@/${encodeURIComponent(q.dbName)}?host=${encodeURIComponent(socket)}${port ? `&port=${port}` : ''}`;
     return { dbms: 'postgresql', url, shown: `${t} (${url})` };
   }
-  const url = `postgresql://${encodeURIComponent(q.user)}@${q.host}:${port ?? '5432'}/${encodeURIComponent(q.dbName)}?sslmode=verify-full`;
+  // TLS with the server's certificate checked, against libpq's CA file unless $PGSSLROOTCERT names another.
+  const ca = env.PGSSLROOTCERT || join(env.HOME || homedir(), '.postgresql', 'root.crt');
+  const url = `postgresql://${encodeURIComponent(q.user)}@${q.host}:${port ?? '5432'}/${encodeURIComponent(q.dbName)}?sslmode=verify-full&sslrootcert=${encodeURIComponent(ca)}`;
   return { dbms: 'postgresql', url, shown: `${t} (${url})` };
 }

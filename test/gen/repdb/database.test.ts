@@ -67,7 +67,8 @@ describe('repdb -d with SQLite', () => {
       ['localhost.te$ter.sqlite.rex', /USER "te\$ter" is not a user or role name/],
       ['localhost.tester.sqlite.re/x', /not a database name/],
       ['localhost.tester.postgresql.r x', /DB_NAME "r x" is not a database name/],
-      ['postgresql://tester:secret@db1:5432', /the URL names no database/],
+      ['postgresql://tester:secret@db1:5432/?sslmode=disable', /the URL names no database/],
+      ['postgresql://tester:secret@db1:5432/rex?sslmode=prefer', /falls back to an unencrypted connection/],
     ];
     for (const [name, re] of cases) {
       const r = repdb(['-gd', name, lib], { REX_DB_DIR: join(dir, 'dbs') });
@@ -86,13 +87,15 @@ describe('HOST.USER.DBMS.DB_NAME', () => {
     const env = { HOME: '/home/tester', REX_PG_SOCKET: '/tmp/pg sock', PGPORT: '5433' } as NodeJS.ProcessEnv;
     expect(parseQuadName('db.example.org.alice.postgresql.rex')).toEqual({ host: 'db.example.org', user: 'alice', dbms: 'postgresql', dbName: 'rex' });
     expect(parseDbTarget('localhost.root.postgresql.rex', { env })).toEqual({ dbms: 'postgresql', url: 'postgresql://root@/rex?host=%2Ftmp%2Fpg%20sock&port=5433', shown: 'localhost.root.postgresql.rex (postgresql://root@/rex?host=%2Ftmp%2Fpg%20sock&port=5433)' });
-    expect(parseDbTarget('db1.rex.postgres.cluster', { env: {} })).toMatchObject({ url: 'postgresql://rex@db1:5432/cluster?sslmode=verify-full' });
+    expect(parseDbTarget('db1.rex.postgres.cluster', { env: { HOME: '/home/tester' } })).toMatchObject({ url: 'postgresql://rex@db1:5432/cluster?sslmode=verify-full&sslrootcert=%2Fhome%2Ftester%2F.postgresql%2Froot.crt' });
+    expect(parseDbTarget('db1.rex.postgres.cluster', { env: { PGSSLROOTCERT: '/etc/rex/pg-ca.pem' } })).toMatchObject({ url: 'postgresql://rex@db1:5432/cluster?sslmode=verify-full&sslrootcert=%2Fetc%2Frex%2Fpg-ca.pem' });
     expect(parseDbTarget('localhost.root.sqlite.rex', { env: { REX_DB_DIR: '/srv/db' } })).toMatchObject({ dbms: 'sqlite', file: '/srv/db/rex.sqlite' });
     expect(parseDbTarget('localhost.root.sqlite.rex', { env: { HOME: '/root' } })).toMatchObject({ file: '/root/.rex/rex.sqlite' });
     expect(parseDbTarget('sqlite:rel.sqlite', { env: {} })).toMatch(/is not an absolute path/);
     expect(parseDbTarget('sqlite:rel.sqlite', { env: {}, cwd: '/w' })).toMatchObject({ file: '/w/rel.sqlite' });
     expect(redactUrl('postgresql://rex:hunter2@db1/rex?password=x&sslmode=require')).toBe('postgresql://rex:***@db1/rex?password=***&sslmode=require');
-    expect(parseDbTarget('postgresql://rex:hunter2@db1/rex', { env: {} })).toMatchObject({ shown: 'postgresql://rex:***@db1/rex' });
+    expect(parseDbTarget('postgresql://rex:hunter2@db1/rex?sslmode=require', { env: {} })).toMatchObject({ shown: 'postgresql://rex:***@db1/rex?sslmode=require' });
+    expect(parseDbTarget('postgresql://rex:hunter2@db1/rex', { env: {} })).toMatch(/^postgresql:\/\/rex:\*\*\*@db1\/rex: sslmode/);
     for (const bad of ['', 'a.b.c', '.root.sqlite.rex', 'localhost..sqlite.rex', 'localhost.root.sqlite.', 'localhost.root.mysql.rex', `${'h'.repeat(300)}.u.sqlite.d`, 'local\u0000host.root.sqlite.rex']) {
       expect(typeof parseDbTarget(bad, { env: { HOME: '/root' } }), JSON.stringify(bad)).toBe('string');
     }
