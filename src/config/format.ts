@@ -6,6 +6,14 @@ import { ErrorCodes, RexError } from '../util/errors.js';
 import { KEY_SPECS } from './keys.js';
 import type { LoadedConfig, RexConfig, Source } from './types.js';
 
+/**
+ * Text with the password of every postgresql:// URL in it (a programs entry's database) replaced by `***`: what
+ * `rex config show` prints. Passwords belong in ~/.pgpass or $PGPASSWORD, not in rex.rc (docs/CONFIG.md).
+ */
+export function redactPasswords(text: string): string {
+  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s"]*):[^@\s"]*@/gi, '$1:***@').replace(/([?&]password=)[^&\s",]*/gi, '$1***');
+}
+
 /** Renders a Source as `file:line`, `(default)` or `(default, from ...)`. */
 export function formatSource(s: Source): string {
   const base = s.line === undefined ? s.file : `${s.file}:${s.line}`;
@@ -18,10 +26,10 @@ export function formatSource(s: Source): string {
  * file:line the value came from, so the output is itself a valid rex.rc.
  */
 export function formatConfig(loaded: LoadedConfig, opts: { json?: boolean } = {}): string {
-  if (opts.json) return `${JSON.stringify({ config: loaded.config, sources: loaded.sources, files: loaded.files }, null, 2)}\n`;
+  if (opts.json) return `${redactPasswords(JSON.stringify({ config: loaded.config, sources: loaded.sources, files: loaded.files }, null, 2))}\n`;
   const width = Math.max(...KEY_SPECS.map((s) => s.key.length));
   const rows = KEY_SPECS.map((s) => ({
-    left: `${s.key.padEnd(width)} : ${s.value.print(loaded.config[s.field])}`,
+    left: `${s.key.padEnd(width)} : ${redactPasswords(s.value.print(loaded.config[s.field]))}`,
     src: formatSource(loaded.sources[s.field]),
   }));
   const col = Math.min(72, Math.max(...rows.map((r) => r.left.length)));

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { quote } from '../util/quote.js';
-import { looksLikeDbTarget, parseDbTarget, redactUrl } from '../db/target.js';
+import { checkDbTarget, looksLikeDbTarget, redactUrl } from '../db/target.js';
 
 /** How REX copies program files to an executor host that lacks them. */
 export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
@@ -742,8 +742,8 @@ function parseProgramMain(s: string, ctx: PathContext): ProgramEntry | string {
   const dbText = rest.slice(colon + 1).trim();
   if (looksLikeDbTarget(dbText)) {
     // A database, named as repdb -d names it; checked here, opened (with the environment then) when rexd loads the program.
-    const t = parseDbTarget(dbText);
-    if (typeof t === 'string') return `entry "${quote(redactUrl(s))}": ${t}`;
+    const problem = checkDbTarget(dbText);
+    if (problem !== undefined) return `entry "${quote(redactUrl(s))}": ${problem}`;
     if (/\s|,/.test(dbText)) return `entry "${quote(redactUrl(s))}": the database name contains a space or a comma`;
     return { name, object, database: dbText };
   }

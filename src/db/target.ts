@@ -158,3 +158,12 @@ export function parseDbTarget(text: string, opts: TargetEnv = {}): DbTarget | st
   const url = `postgresql://${encodeURIComponent(q.user)}@${q.host}:${port ?? '5432'}/${encodeURIComponent(q.dbName)}?sslmode=verify-full&sslrootcert=${encodeURIComponent(ca)}`;
   return { dbms: 'postgresql', url, shown: `${t} (${url})` };
 }
+
+/**
+ * Checks how a database is written without mapping it to this host's files or servers (no passwd lookup, no
+ * environment): rex.rc values are checked so, and mapped where they are used. A message on error.
+ */
+export function checkDbTarget(text: string): string | undefined {
+  const t = parseDbTarget(text, { env: { REX_DB_DIR: '/', HOME: '/' } });
+  return typeof t === 'string' ? t : undefined;
+}

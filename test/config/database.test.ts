@@ -209,3 +209,25 @@ describe('rex config import/export places', () => {
     );
   });
 });
+
+describe('programs NAME=OBJECT:DATABASE', () => {
+  it('takes a database as the definitions of a program; show hides a URL\'s password; a bad name is located', async () => {
+    const loaded = parseRc(
+      'programs : demo=/opt/lib/libdemo.so:postgresql://rex:pw-Zq1@/rex?host=/run/postgresql, other=/opt/lib/libo.so:localhost.alice.sqlite.rex\n',
+      'p.rc',
+      ENV,
+    );
+    expect(loaded.config.programs).toEqual([
+      { name: 'demo', object: '/opt/lib/libdemo.so', database: 'postgresql://rex:pw-Zq1@/rex?host=/run/postgresql' },
+      { name: 'other', object: '/opt/lib/libo.so', database: 'localhost.alice.sqlite.rex' },
+    ]);
+    const shown = formatConfig(loaded) + formatConfig(loaded, { json: true });
+    expect(shown).toContain('demo=/opt/lib/libdemo.so:postgresql://rex:***@/rex?host=/run/postgresql');
+    expect(shown).not.toContain('pw-Zq1');
+    // What rex config export writes reads back the same (the password kept: export is for moving, not showing).
+    expect(parseRc(`programs : ${configRows(loaded)[0]!.value}\n`, 'q.rc', ENV).config.programs).toEqual(loaded.config.programs);
+    const e = await configError(() => parseRc('programs : demo=/opt/lib/libdemo.so:localhost.te$ter.sqlite.rex\n', 'p.rc', ENV));
+    expect(e.diagnostics[0]).toMatchObject({ file: 'p.rc', line: 1, key: 'programs' });
+    expect(e.diagnostics[0]!.message).toMatch(/USER "te\$ter" is not a user or role name/);
+  });
+});
