@@ -36,6 +36,7 @@ async function setup(rows: { key: string; value: string }[], before: string[] = 
 }
 
 describe('config-database : sqlite:PATH', () => {
+  // claim: config.db-show-sources
   it('reads the table where the directive stands; show names table and row for each value', async () => {
     const { db, rc } = await setup(
       [
@@ -59,6 +60,7 @@ describe('config-database : sqlite:PATH', () => {
     expect(shown).toMatch(/^load-interval +: 5s +\/\* .*rex\d+\.rc:4 \*\/$/m);
   });
 
+  // claim: config.db-row-errors
   it('an invalid value or an unknown key in a row is reported at its table and row, with rex.rc\'s own message', async () => {
     const { db, rc } = await setup([
       { key: 'log-level', value: 'info' },
@@ -99,6 +101,7 @@ describe('config-database : sqlite:PATH', () => {
     ]);
   });
 
+  // claim: config.db-unreachable
   it('a database that cannot be read stops the load, naming the directive\'s file:line and the database', async () => {
     const missing = join(dir, 'missing.sqlite');
     const rc = join(dir, 'missing.rc');
@@ -122,6 +125,7 @@ describe('config-database : sqlite:PATH', () => {
     expect(e3.diagnostics[0]!.message).toMatch(/no usable rex_config table: no such table: rex_config \(create and fill it with: rex config import rex.rc --to sqlite:/);
   });
 
+  // claim: config.db-private-file
   it('refuses a database file that others can write, and a second directive', async () => {
     const { db, rc } = await setup([{ key: 'log-level', value: 'info' }]);
     chmodSync(db, 0o664);
@@ -178,6 +182,7 @@ describe('rex config import/export places', () => {
     expect(toXmlText(orig, rc)).toContain('<server name="beta" address="10.0.0.2" port="7802"/>');
   });
 
+  // claim: config.db-round-trip
   it('property: rc -> database -> rc gives the same normalised configuration', async () => {
     const value = fc.constantFrom(
       ['log-level', ['error', 'warn', 'info', 'debug']],

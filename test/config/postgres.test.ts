@@ -100,6 +100,7 @@ describe.skipIf(why !== undefined)('configuration in PostgreSQL', () => {
     expect((await pg.psql("SELECT schema_name, version FROM rex_schema_migrations WHERE schema_name = 'rex_config'", 'rexcfg')).trim()).toBe('rex_config|1');
   });
 
+  // claim: config.db-unreachable
   it('a bad row is refused at its table and row; an unreachable server or a wrong password at the directive, without the password', async () => {
     await writeConfigDatabase(cfg, [
       { key: 'log-level', value: 'loud' },
@@ -182,6 +183,7 @@ describe.skipIf(why !== undefined)('repdb -d localhost.$USER.postgresql.rex, and
     expect(noPw.stderr).toMatch(/password/i);
   });
 
+  // claim: config.db-reload
   it('three hosts read their shared configuration from PostgreSQL and serve the stripped library from REXP; table changes wait for a reload', async () => {
     Object.assign(process.env, pgEnv); // rexd maps localhost.$USER.postgresql.rex with its environment, as repdb does
     await writeConfigDatabase(cfg, [

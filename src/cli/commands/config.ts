@@ -127,7 +127,7 @@ async function reloadDaemon(file: string | undefined): Promise<void> {
 
 /** Adds the `config` command group (check, show, import, export, reload) to the `rex` program. */
 export function registerConfigCommands(program: Command): void {
-  const config = program.command('config').description('check or show the REX configuration (rex.rc or its XML form)');
+  const config = program.command('config').description('check, show, move or reload the REX configuration (rex.rc, its XML form, or a database)');
 
   config
     .command('check')
@@ -171,6 +171,11 @@ export function registerConfigCommands(program: Command): void {
     });
 
   const toHelp = 'where to write it: FILE (rc; .xml: the XML form; -: stdout) or a database: sqlite:PATH, postgresql://..., HOST.USER.DBMS.DB_NAME';
+  // Checked here rather than by commander's requiredOption, which would report a missing --to before an unknown flag.
+  const needTo = (to: string | undefined): string => {
+    if (to === undefined) throw new RexError(ErrorCodes.USAGE, 'say where to write the configuration with --to PLACE', { hint: 'e.g. --to sqlite:/etc/rex/cfg.sqlite, --to rex.rc, --to -' });
+    return to;
+  };
   const move = async (from: string | undefined, to: string) => {
     const { configPlace, loadConfigFrom, writeConfigTo } = await import('../../config/transfer.js');
     const { loadConfig } = await import('../../config/index.js');
@@ -185,10 +190,11 @@ export function registerConfigCommands(program: Command): void {
     .command('import')
     .description('copy a configuration (rc, XML or a database) to another place: the keys it sets, as rex config show prints them')
     .argument('<FROM>', 'the configuration to read: FILE (rc or .xml) or a database: sqlite:PATH, postgresql://..., HOST.USER.DBMS.DB_NAME')
-    .requiredOption('--to <place>', toHelp)
-    .action(async (from: string, opts: { to: string }) => {
+    .option('--to <place>', toHelp)
+    .action(async (from: string, opts: { to?: string }) => {
+      const to = needTo(opts.to);
       try {
-        await move(from, opts.to);
+        await move(from, to);
       } catch (e) {
         reportConfigError(e);
       }
@@ -197,11 +203,12 @@ export function registerConfigCommands(program: Command): void {
   config
     .command('export')
     .description('write the active (or -c FILE) configuration elsewhere: an rc or XML file, or a database table rex_config')
-    .requiredOption('--to <place>', toHelp)
+    .option('--to <place>', toHelp)
     .option('-c, --config <file>', 'read this configuration instead of the active rex.rc')
-    .action(async (opts: { to: string; config?: string }) => {
+    .action(async (opts: { to?: string; config?: string }) => {
+      const to = needTo(opts.to);
       try {
-        await move(opts.config, opts.to);
+        await move(opts.config, to);
       } catch (e) {
         reportConfigError(e);
       }
