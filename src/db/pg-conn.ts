@@ -6,6 +6,9 @@ import type { DbConn, OpenDbOptions, SchemaStep } from './conn.js';
 import { connect, databaseError, migrate, parsePostgresUrl, schemaVersion, type Client } from './postgres.js';
 import type { DbTarget } from './target.js';
 
+/** The longest a configuration or REXP statement may run (reading a few hundred rows takes milliseconds). */
+export const STATEMENT_TIMEOUT_MS = 30_000;
+
 /** `?` placeholders as PostgreSQL's numbered ones (REX's SQL holds no `?` inside literals). */
 function numbered(sql: string): string {
   let n = 0;
@@ -62,5 +65,13 @@ class PgConn implements DbConn {
 /** Opens a PostgreSQL target (the database must exist; tables are made by migrate()). */
 export async function openPostgres(target: DbTarget & { dbms: 'postgresql' }, _opts: OpenDbOptions): Promise<DbConn> {
   const client = await connect(target.url, { where: target.shown });
+  // A server that accepts but never answers must not hold rexd's start or reload forever: a statement that runs
+  // this long is cancelled by the server, and the error says so.
+  try {
+    await client.query(`SET statement_timeout = ${STATEMENT_TIMEOUT_MS}`);
+  } catch (e) {
+    await client.end().catch(() => {});
+    throw databaseError(e, parsePostgresUrl(target.url), target.url);
+  }
   return new PgConn(target, client);
 }

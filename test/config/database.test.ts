@@ -125,6 +125,33 @@ describe('config-database : sqlite:PATH', () => {
     expect(e3.diagnostics[0]!.message).toMatch(/no usable rex_config table: no such table: rex_config \(create and fill it with: rex config import rex.rc --to sqlite:/);
   });
 
+  it('property: any rows (any key, any value, any SQLite type) give a configuration or ConfigErrors located at rows, never anything else', async () => {
+    const file = join(dir, 'fuzz.sqlite');
+    const rc = join(dir, 'fuzz.rc');
+    writeFileSync(rc, `config-database : sqlite:${file}\n`);
+    await writeConfigDatabase({ dbms: 'sqlite', file, shown: `sqlite:${file}` }, []);
+    const db = openDatabase(file);
+    db.exec('DROP TABLE rex_config; CREATE TABLE rex_config (ordinal INTEGER PRIMARY KEY, key, value)');
+    db.close();
+    const key = fc.oneof(fc.constantFrom('log-level', 'servers', 'programs', 'clients', 'max-startups', 'config-database', 'socket', 'user-map'), fc.string(), fc.constant(null), fc.integer());
+    const value = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constant(null), fc.integer(), fc.double(), fc.uint8Array({ maxLength: 8 }), fc.constantFrom('debug', 'a:1, b@127.0.0.1:2', 'x=/l.so:localhost.u.sqlite.d', '*.alice = alice'));
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(key, value), { maxLength: 8 }), async (rows) => {
+        const w = openDatabase(file);
+        w.exec('DELETE FROM rex_config');
+        rows.forEach(([k, v], i) => w.prepare('INSERT INTO rex_config VALUES (?, ?, ?)').run(i + 1, k as never, v as never));
+        w.close();
+        try {
+          await loadConfig({ file: rc, env: ENV });
+        } catch (e) {
+          const err = await configError(() => Promise.reject(e));
+          for (const d of err.diagnostics) expect(d.file).toMatch(/ table rex_config row \d+$/);
+        }
+      }),
+      { numRuns: runs(60) },
+    );
+  });
+
   // claim: config.db-private-file
   it('refuses a database file that others can write, and a second directive', async () => {
     const { db, rc } = await setup([{ key: 'log-level', value: 'info' }]);
