@@ -128,7 +128,7 @@ export class Monitor {
       }
       throw e;
     }
-    this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'));
+    this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'), certInfo(this.own.certPem, 'host certificate').name.split('.')[0] || this.config.hostName);
     // The host controller's directory (docs/ROOT.md section 7), made for rex.rc host-user; its hosts file is followed.
     const hostAccount = lookupAccount(this.config.hostUser);
     if (hostAccount && hostAccount.uid !== 0) {
@@ -230,6 +230,7 @@ export class Monitor {
     await Promise.all(exits);
     for (const s of this.open) s.destroy();
     await closed;
+    await this.hostlog.drainCentral(2000);
     this.hostlog.close();
     if (readPid(this.pidFile) === process.pid) {
       try {
