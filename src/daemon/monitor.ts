@@ -379,7 +379,9 @@ export class Monitor {
     const launcher = join(libexecDir(), 'rex-session');
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
-    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': host ? join(dirs.state, 'rex-log.sqlite') : userView(this.config, account.name).logDatabase, installation: 'user' };
+    // rex-log-server none: a session controller runs as its user, who could read the host's credentials for the log
+    // server out of it and write rows as the host; only the monitor (root) sends to the server (docs/LOG.md).
+    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': host ? join(dirs.state, 'rex-log.sqlite') : userView(this.config, account.name).logDatabase, installation: 'user', 'rex-log-server': 'none' };
     const logFd = openUserLog(join(dirs.state, 'session.log'), account);
     const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
     // The host controller gets the host key's certificate, never the key (docs/ROOT.md section 7).
