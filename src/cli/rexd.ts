@@ -57,6 +57,7 @@ async function foreground(opts: Opts): Promise<void> {
   // loaded only here: `rexd` without --foreground, `rexd --help` and usage errors need none of it.
   const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
   const loaded = await load(opts);
+  if (loaded.config.logServer) (await import('../log/central.js')).checkServerSecret(loaded);
   const log = createLogger(loaded.config.logLevel, loaded.config.hostName);
   const { enableTestMode, testSwitchesInEnvironment, TEST_SWITCHES } = await import('../util/testmode.js');
   const switches = testSwitchesInEnvironment();

@@ -3,9 +3,10 @@
  * of its rc text, which the XML form shares) and the JSON Schema of what it
  * parses to. src/config/keys.ts gives each key one of these.
  */
+import { parsePostgresUrl, redactUrl } from '../db/postgres.js';
 import { isIP } from 'node:net';
 import { quote } from '../util/quote.js';
-import { checkDbTarget, looksLikeDbTarget, redactUrl } from '../db/target.js';
+import { checkDbTarget, looksLikeDbTarget } from '../db/target.js';
 
 /** How REX copies program files to an executor host that lacks them. */
 export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
@@ -778,3 +779,25 @@ export function formatSize(n: number): string {
   for (const u of ['T', 'G', 'M', 'K']) if (n > 0 && n % SIZE_UNITS[u]! === 0) return `${n / SIZE_UNITS[u]!}${u}`;
   return String(n);
 }
+
+/**
+ * `none`, or the URL of a PostgreSQL database (`postgresql://USER@HOST/DB?sslmode=verify-full&sslrootcert=FILE`
+ * or `?host=/socket/dir`), with `${HOST}`, `${USER}` and `${HOME}` expanded: `rex-log-server`. Checked by
+ * src/db/postgres.ts's parser, whose messages never contain the password.
+ */
+export const postgresUrlValue: ValueType<string> = {
+  expected: 'none, or a postgresql:// URL',
+  parse(raw, ctx) {
+    if (raw.text === 'none' || raw.text === '') return ok('');
+    const r = expandPath(raw.text, ctx);
+    if (typeof r !== 'string') return bad(redactUrl(r.error));
+    try {
+      parsePostgresUrl(r);
+    } catch (e) {
+      return bad(`${(e as Error).message}; expected none or a postgresql:// URL${(e as { hint?: string }).hint ? ` (${(e as { hint?: string }).hint})` : ''}`);
+    }
+    return ok(r);
+  },
+  print: (v) => (v === '' ? 'none' : v.replace(/\$/g, '$$$$')),
+  schema: { description: 'none (empty), or a postgresql:// URL', type: 'string', maxLength: 4096, pattern: '^(|postgres(ql)?://.*)$' },
+};

@@ -230,7 +230,8 @@ export class Rexd {
     }
     this.syncPeers(false);
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
-    this.txlog.open(logFile);
+    // The central log's host column is the host of this rexd's certificate (HOST of HOST.USER), not rex.rc's host-name.
+    this.txlog.open(logFile, certInfo(this.own.certPem, 'own certificate').name.split('.')[0] || this.config.hostName);
     this.admission = new Admission(this.config, (ev) => {
       if (this.txlog.record(ev)) this.log.info({ peer: ev.peerAddress, reason: ev.reason }, 'connection closed before authentication');
     });
@@ -297,6 +298,8 @@ export class Rexd {
         for (const s of this.sockets) s.destroy();
       }, 200).unref();
       await closed;
+      // Rows not yet at the log server: a moment to send them (the rest wait in the local log for the next start).
+      await this.txlog.drainCentral(2000);
       this.txlog.close();
       this.opts.session?.close();
       if (!this.opts.session && this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);

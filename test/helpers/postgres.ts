@@ -270,6 +270,11 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       const pause = new Int32Array(new SharedArrayBuffer(4));
       for (let i = 0; i < 1000 && all.some(alive); i++) Atomics.wait(pause, 0, 0, 10);
       if (all.some(alive)) throw new Error(`postgres processes ${all.filter(alive).join(' ')} still alive after SIGKILL`);
+      // The postmaster, left by pg_ctl, may stay a zombie where nothing reaps orphans (a container without an init):
+      // its pid still answers kill(pid, 0), and the lock files naming it would stop the restart. After a real crash
+      // the process is gone; removing the stale lock files is what an administrator does then.
+      rmSync(join(dataDir, 'postmaster.pid'), { force: true });
+      rmSync(join(socketDir, `.s.PGSQL.${port}.lock`), { force: true });
     },
     async restart() {
       await start();

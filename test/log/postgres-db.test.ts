@@ -5,10 +5,18 @@
  * name the server and what to do and never the password, and versioned
  * migrations (once, in order, concurrently, refusing a newer schema).
  */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, migrate, parsePostgresUrl, redactUrl, schemaVersion, type MigrationStep } from '../../src/db/postgres.js';
+import { formatConfig } from '../../src/config/format.js';
+import { loadConfig } from '../../src/config/index.js';
+import { checkServerSecret } from '../../src/log/central.js';
 import { RexError } from '../../src/util/errors.js';
+import { distBin } from '../../src/util/paths.js';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { configureProperties, runs } from '../helpers/property.js';
 
@@ -210,4 +218,64 @@ describe.skipIf(why !== undefined)('a real PostgreSQL server', () => {
       await tcp.stop();
     }
   }, 120_000);
+});
+
+describe('a rex-log-server URL with a password', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rex-pg-secret-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const URL_PW = 'postgresql://rex_alpha:Sekr3t-Value@db.example/rexlog?sslmode=require';
+  const rc = (name: string, mode: number, line = `rex-log-server : ${URL_PW}`): string => {
+    const f = join(dir, name);
+    writeFileSync(f, `host-name : alpha\n${line}\n`, { mode });
+    chmodSync(f, mode);
+    return f;
+  };
+
+  it('is accepted from a rex.rc only its owner can read, and rex config show prints it as ***', async () => {
+    const loaded = await loadConfig({ file: rc('private.rc', 0o600) });
+    expect(loaded.config.logServer).toBe(URL_PW);
+    expect(() => checkServerSecret(loaded)).not.toThrow();
+    const shown = formatConfig(loaded);
+    expect(shown).toContain('rex-log-server');
+    expect(shown).toContain('postgresql://rex_alpha:***@db.example/rexlog?sslmode=require');
+    expect(shown).not.toContain('Sekr3t-Value');
+    expect(formatConfig(loaded, { json: true })).not.toContain('Sekr3t-Value');
+  });
+
+  it('is refused from a rex.rc others can read, naming file:line and what to do, without the password', async () => {
+    const f = rc('open.rc', 0o644);
+    const loaded = await loadConfig({ file: f });
+    let err: RexError | undefined;
+    try {
+      checkServerSecret(loaded);
+    } catch (e) {
+      err = e as RexError;
+    }
+    expect(err).toBeInstanceOf(RexError);
+    expect(err!.format()).toMatch(new RegExp(`^${f}:2: error: rex-log-server has a password, and ${f} can be read by others \\(mode 0644\\)`));
+    expect(err!.hint).toMatch(/chmod 600.*pgpass/);
+    expect(err!.format()).not.toContain('Sekr3t-Value');
+    // rexd itself refuses to start so, before it does anything else.
+    const r = spawnSync(process.execPath, [distBin('rexd'), '--foreground', '--config', f], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('rex-log-server has a password');
+    expect(r.stderr).not.toContain('Sekr3t-Value');
+  });
+
+  it('is refused from the command line (--set, visible in ps), and one without a password is fine anywhere', async () => {
+    const loaded = await loadConfig({ file: rc('plain.rc', 0o644, 'log-level : info'), overrides: { 'rex-log-server': URL_PW } });
+    expect(() => checkServerSecret(loaded)).toThrow(/comes from \(override\), not from a private file/);
+    const nopw = await loadConfig({ file: rc('nopw.rc', 0o644, 'rex-log-server : postgresql://rex_${HOST}@/rexlog?host=/run/postgresql') });
+    expect(nopw.config.logServer).toBe('postgresql://rex_alpha@/rexlog?host=/run/postgresql');
+    expect(() => checkServerSecret(nopw)).not.toThrow();
+  });
+
+  it('a bad URL in rex.rc is an error at its line that does not repeat the password', async () => {
+    const f = rc('bad.rc', 0o600, 'rex-log-server : postgresql://rex_alpha:Sekr3t-Value@db.example/rexlog?sslmode=prefer');
+    const e = await loadConfig({ file: f }).catch((x: unknown) => x as Error);
+    expect(e).toBeInstanceOf(Error);
+    expect((e as Error).message).toContain(`${f}:2`);
+    expect((e as Error).message).toContain('sslmode=prefer falls back to an unencrypted connection');
+    expect((e as Error).message).not.toContain('Sekr3t-Value');
+  });
 });
