@@ -3,8 +3,9 @@
  * config-database : postgresql://... read with sources named by table and row (never the password), a bad row
  * and an unreachable server refused at the directive; `repdb -gd localhost.$USER.postgresql.rex` writing REXP and
  * `repdb -d` reading it back for the stripped library; and a three-host cluster whose shared configuration is in
- * that database, serving an entry point of the stripped library from REXP through `rex call`, where a change in
- * the table takes effect at `rex config reload`, not before, and a reload that cannot read the table keeps the old.
+ * that database (the log server too), serving an entry point of the stripped library from REXP through `rex call`,
+ * the calls of all three in `rex log` from that database, where a change in the table takes effect at
+ * `rex config reload`, not before, and a reload that cannot read the table keeps the old.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +22,9 @@ import { parseDbTarget, type DbTarget } from '../../src/db/target.js';
 import { ErrorCodes } from '../../src/util/errors.js';
 import { distBin } from '../../src/util/paths.js';
 import { buildLibrary, tempDir, writeXml } from '../calls/helpers.js';
-import { startCluster } from '../helpers/cluster.js';
+import { runOn, startCluster } from '../helpers/cluster.js';
+import { connect } from '../../src/db/postgres.js';
+import { setupLogServer } from '../../src/log/central.js';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { configError } from './helpers.js';
 
@@ -32,6 +35,7 @@ const run = promisify(execFile);
 const PASSWORD = 'pw-Kq7-secret';
 const USER = process.env.USER ?? userInfo().username;
 const ENV = { USER: 'tester', HOME: '/home/tester' } as NodeJS.ProcessEnv;
+const HOSTS = ['alpha', 'beta', 'gamma'] as const;
 
 let pg: TestPostgres;
 let dir: string;
@@ -186,9 +190,21 @@ describe.skipIf(why !== undefined)('repdb -d localhost.$USER.postgresql.rex, and
   // claim: config.db-reload
   it('three hosts read their shared configuration from PostgreSQL and serve the stripped library from REXP; table changes wait for a reload', async () => {
     Object.assign(process.env, pgEnv); // rexd maps localhost.$USER.postgresql.rex with its environment, as repdb does
+    // The log of the cluster in the same database (docs/LOG.md): one role per host, named in the shared configuration with ${HOST}.
+    for (const h of HOSTS) await pg.createRole(`rex_${h}`, { password: PASSWORD });
+    const admin = await connect(pg.url('rexcfg'));
+    try {
+      await setupLogServer(admin, HOSTS.map((h) => ({ host: h, role: `rex_${h}` })), HOSTS.map((h) => `rex_${h}`));
+      // One rex_schema_migrations for every schema of the database: the role that writes the configuration records its own there.
+      await admin.query('GRANT SELECT, INSERT ON rex_schema_migrations TO rex_cfg');
+    } finally {
+      await admin.end();
+    }
+    const logServer = { key: 'rex-log-server', value: `postgresql://rex_\${HOST}@/rexcfg?host=${pg.socketDir}&port=${pg.port}` };
     await writeConfigDatabase(cfg, [
       { key: 'programs', value: `calltest=${stripped}:localhost.${USER}.postgresql.rex` },
       { key: 'max-startups', value: '20' },
+      logServer,
     ]);
     ({ cluster, stop } = await startCluster(3, { rc: [`config-database : ${cfgUrl}`] }));
     await cluster.waitAllReachable();
@@ -199,6 +215,15 @@ describe.skipIf(why !== undefined)('repdb -d localhost.$USER.postgresql.rex, and
       expect(r.stderr, h).toBe('');
       expect(r.stdout, h).toBe('5\n');
     }
+    // Their transactions in the one database: `rex log` on alpha shows all three hosts' calls.
+    await vi.waitFor(
+      async () => {
+        const shown = await runOn(cluster, 'alpha', [process.execPath, distBin('rex'), 'log', '--kind', 'transaction', '--json', '-n', '10000']);
+        const rows = JSON.parse(shown.stdout) as { host: string; target: string | null }[];
+        expect(new Set(rows.filter((r) => r.target?.includes('calltest.neg32')).map((r) => r.host))).toEqual(new Set(HOSTS));
+      },
+      { timeout: 30_000, interval: 250 },
+    );
     const show = await cmd('rex', ['config', 'show', '-c', cluster.host('beta').rcFile]);
     expect(show.stdout).toMatch(/^programs +: calltest=.* \/\* postgresql:\/\/rex_cfg:\*\*\*@.* table rex_config row 1 \*\/$/m);
     expect(show.stdout).not.toContain(PASSWORD);
@@ -207,6 +232,7 @@ describe.skipIf(why !== undefined)('repdb -d localhost.$USER.postgresql.rex, and
     await writeConfigDatabase(cfg, [
       { key: 'programs', value: `calltest=${stripped}:localhost.${USER}.postgresql.rex, calltest2=${lib}` },
       { key: 'max-startups', value: '20' },
+      logServer,
     ]);
     expect((await rexCall('beta.calltest2.neg32', '4')).stderr).toMatch(/calltest2/);
     const reload = await cmd('rex', ['config', 'reload', '-c', cluster.host('beta').rcFile]);
