@@ -106,18 +106,23 @@ async function reloadDaemon(file: string | undefined): Promise<void> {
     const lines = rest.split('\n');
     rest = lines.pop() ?? '';
     for (const l of lines) {
-      let rec: { event?: string; applied?: string[]; needsRestart?: string[]; diagnostics?: string[]; files?: string[] };
+      let rec: { event?: string; applied?: string[]; needsRestart?: string[]; diagnostics?: string[]; files?: string[]; controllers?: string[]; err?: string };
       try {
         rec = JSON.parse(l);
       } catch {
         continue;
+      }
+      if (rec.event === 'reloaded' && rec.controllers !== undefined) {
+        // A root installation's monitor: its own keys applied, each user's session controller reloads on its own (docs/ROOT.md).
+        process.stdout.write(`rexd (pid ${pid}, root installation) reloaded its configuration\n  session controllers told to reload: ${rec.controllers.join(', ') || 'none running'}\n`);
+        return;
       }
       if (rec.event === 'reloaded') {
         process.stdout.write(`rexd (pid ${pid}) reloaded ${(rec.files ?? []).join(', ') || 'its configuration'}\n  applied: ${rec.applied?.length ? rec.applied.join(', ') : 'nothing changed'}\n${rec.needsRestart?.length ? `  changed, kept until rexd restarts: ${rec.needsRestart.join(', ')}\n` : ''}`);
         return;
       }
       if (rec.event === 'reload-refused') {
-        throw new RexError(ErrorCodes.CONFIG_DATABASE, `rexd (pid ${pid}) refused the reload and keeps its configuration:\n${(rec.diagnostics ?? []).join('\n')}`, { where: paths.logFile });
+        throw new RexError(ErrorCodes.CONFIG_DATABASE, `rexd (pid ${pid}) refused the reload and keeps its configuration:\n${(rec.diagnostics ?? [rec.err ?? '(see its log)']).join('\n')}`, { where: paths.logFile });
       }
     }
     if (chunk === '') await wait(100);
