@@ -2,7 +2,8 @@
 // SQLite file where it stands; every row is checked as a rex.rc line is and named as `TARGET table rex_config
 // row N`; the file must be private; a database that cannot be read stops the load; import/export move a
 // configuration between rc, XML and a database and back unchanged (property).
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -12,6 +13,7 @@ import { writeConfigDatabase } from '../../src/config/database.js';
 import { configPlace, configRows, loadConfigFrom, toXmlText, writeConfigTo } from '../../src/config/transfer.js';
 import { ErrorCodes } from '../../src/util/errors.js';
 import { openDatabase } from '../../src/util/sqlite.js';
+import { distBin } from '../../src/util/paths.js';
 import { configError } from './helpers.js';
 import { configureProperties, runs } from '../helpers/property.js';
 
@@ -150,6 +152,18 @@ describe('config-database : sqlite:PATH', () => {
       }),
       { numRuns: runs(60) },
     );
+  });
+
+  // claim: config.db-unreachable
+  it('rexd does not start when its configuration database cannot be read, and says which and where', () => {
+    const rc = join(dir, 'rexd.rc');
+    const missing = join(dir, 'gone.sqlite');
+    writeFileSync(rc, `state-directory : ${join(dir, 'rexd-state')}\nconfig-database : sqlite:${missing}\n`);
+    const r = spawnSync(process.execPath, [distBin('rexd'), '--foreground', '-c', rc], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, REX_CONFIG: '' } });
+    expect(r.status).not.toBe(0);
+    expect(r.signal).toBeNull();
+    expect(r.stderr).toContain(`${rc}:2: error: key "config-database": cannot read the configuration database sqlite:${missing}: cannot open SQLite database: it does not exist`);
+    expect(existsSync(join(dir, 'rexd-state', 'run', 'rexd.pid'))).toBe(false);
   });
 
   // claim: config.db-private-file
