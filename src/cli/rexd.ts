@@ -42,7 +42,10 @@ function parseSets(sets: string[]): Record<string, string> {
 
 async function load(opts: Opts): Promise<LoadedConfig> {
   const { loadConfig } = await import('../config/index.js');
-  return loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
+  const loaded = await loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
+  // At start and at every reload: a log server's password only from a file no one else can read.
+  if (loaded.config.logServer) (await import('../log/central.js')).checkServerSecret(loaded);
+  return loaded;
 }
 
 async function foreground(opts: Opts): Promise<void> {
@@ -57,7 +60,6 @@ async function foreground(opts: Opts): Promise<void> {
   // loaded only here: `rexd` without --foreground, `rexd --help` and usage errors need none of it.
   const [{ createLogger }, { Rexd }] = await Promise.all([import('../daemon/log.js'), import('../daemon/rexd.js')]);
   const loaded = await load(opts);
-  if (loaded.config.logServer) (await import('../log/central.js')).checkServerSecret(loaded);
   const log = createLogger(loaded.config.logLevel, loaded.config.hostName);
   const { enableTestMode, testSwitchesInEnvironment, TEST_SWITCHES } = await import('../util/testmode.js');
   const switches = testSwitchesInEnvironment();

@@ -60,7 +60,7 @@ export function defaultLogDatabase(stateDir: string): string {
  * caps by admission, log-fail-closed by the transaction log) or, for log-level, set on the logger. Every
  * other key was copied at start into listeners, peer links or services: a change to it needs a restart.
  */
-export const RELOADABLE_KEYS: ReadonlySet<keyof RexConfig> = new Set<keyof RexConfig>(['programs', 'clients', 'maxStartups', 'perSourceMaxStartups', 'logFailClosed', 'logLevel']);
+export const RELOADABLE_KEYS: ReadonlySet<keyof RexConfig> = new Set<keyof RexConfig>(['programs', 'clients', 'maxStartups', 'perSourceMaxStartups', 'logFailClosed', 'logServerFailClosed', 'logLevel']);
 
 /** What a reload did. */
 export interface ReloadReport {

@@ -180,6 +180,15 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   // The server's account owns the directory; only it and root can enter the socket directory.
   if (acct) for (const p of [dir, socketDir, logFile]) chownSync(p, acct.uid, acct.gid);
   chmodSync(dir, 0o700);
+  if (acct) {
+    // The server's account must reach its directory: a private $TMPDIR (0700 root) would make initdb fail obscurely.
+    try {
+      await run('test', ['-x', dir, '-a', '-w', dir], { asServer: true });
+    } catch {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`cannot start PostgreSQL: the ${acct.name} account cannot enter ${dir} (is $TMPDIR, ${tmpdir()}, private to root?); set TMPDIR=/tmp`);
+    }
+  }
   const port = await freePort();
   try {
     await run(join(bin, 'initdb'), ['-D', dataDir, '-U', PG_ADMIN, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'], { asServer: true });

@@ -6,12 +6,12 @@
  * log-server-fail-closed a host refuses new remote work while the server is
  * away and serves again once it is back.
  */
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { connect } from '../../src/db/postgres.js';
-import { setupLogServer } from '../../src/log/central.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { distBin } from '../../src/util/paths.js';
 import { NETNS, runOn, startCluster } from '../helpers/cluster.js';
@@ -25,15 +25,14 @@ const HOSTS = ['alpha', 'beta', 'gamma'] as const;
 const rex = (...args: string[]): string[] => [process.execPath, distBin('rex'), ...args];
 const PW: Record<string, string> = { alpha: 'c-alpha-Pw-11', beta: 'c-beta-Pw-22', gamma: 'c-gamma-Pw-33' };
 
-/** Sets up database `db` for the hosts (roles rex_HOST with their passwords, which a private ~/.pgpass-style file gives rexd). */
+/**
+ * Sets up database `db` for the hosts as an administrator would, with `rex log-server setup` (roles rex_HOST,
+ * whose passwords a private ~/.pgpass-style file gives rexd).
+ */
 async function logServer(pg: TestPostgres, db: string, hosts: readonly string[]): Promise<string> {
   await pg.createDatabase(db);
-  const admin = await connect(pg.url(db));
-  try {
-    await setupLogServer(admin, hosts.map((h) => ({ host: h, role: `rex_${h}` })), hosts.map((h) => `rex_${h}`));
-  } finally {
-    await admin.end();
-  }
+  const out = execFileSync(process.execPath, [distBin('rex'), 'log-server', 'setup', '--server', pg.url(db), ...hosts.flatMap((h) => ['--host', `${h}=rex_${h}`, '--reader', `rex_${h}`])], { encoding: 'utf8' });
+  expect(out).toBe(`schema rex-log: version 0 -> 1; ${hosts.length} host(s) mapped; ${hosts.length} reader(s)\n`);
   // One rex.rc line for every host: ${HOST} gives each its own role; the password is in the pgpass file, not in rex.rc.
   return `rex-log-server : postgresql://rex_\${HOST}@/${db}?host=${pg.socketDir}&port=${pg.port}`;
 }
@@ -114,15 +113,14 @@ describe.skipIf(why !== undefined)(`a cluster's log in one PostgreSQL (${NETNS ?
       await vi.waitFor(
         async () => {
           const local = queryLog(file(h), { limit: 1_000_000 }).map((r) => r.id).sort((a, b) => a - b);
-          const central = (await centralRows('rexlog', h)).map((r) => r.local_id);
-          expect(central).toEqual(local);
+          const rows = await centralRows('rexlog', h);
+          // The outage is on record, on the server too (written when the host next reaches it).
+          expect(rows.some((r) => r.kind === 'log')).toBe(true);
+          expect(rows.map((r) => r.local_id)).toEqual(local);
         },
         { timeout: 60_000, interval: 250 },
       );
-      const rows = await centralRows('rexlog', h);
-      expect(new Set(rows.map((r) => r.spool)).size).toBe(1);
-      // The outage is on record, on the server too.
-      expect(rows.some((r) => r.kind === 'log')).toBe(true);
+      expect(new Set((await centralRows('rexlog', h)).map((r) => r.spool)).size).toBe(1);
     }
     const c = await connect(pg.url('rexlog'));
     try {
@@ -134,6 +132,11 @@ describe.skipIf(why !== undefined)(`a cluster's log in one PostgreSQL (${NETNS ?
     } finally {
       await c.end();
     }
+    // What an administrator sees: every host mapped to its role, with its rows.
+    const status = JSON.parse(execFileSync(process.execPath, [distBin('rex'), 'log-server', 'status', '--server', pg.url('rexlog'), '--json'], { encoding: 'utf8' })) as { version: number; hosts: { host: string; role: string; rows: number }[] };
+    expect(status.version).toBe(1);
+    expect(status.hosts.map((h) => [h.host, h.role])).toEqual(HOSTS.map((h) => [h, `rex_${h}`]));
+    for (const h of status.hosts) expect(h.rows).toBe((await centralRows('rexlog', h.host)).length);
   }, 240_000);
 });
 

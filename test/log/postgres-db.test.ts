@@ -158,6 +158,14 @@ describe.skipIf(why !== undefined)('a real PostgreSQL server', () => {
     expect(e2.format()).not.toContain('Topsecret-9');
   });
 
+  it('rex log with a log server that is not there: one clear error, the password hidden, --local suggested', () => {
+    const r = spawnSync(process.execPath, [distBin('rex'), 'log', '--server', `postgresql://rex_t_alice:Topsecret-9@/rextest?host=${pg.dir}&port=${pg.port}`], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot connect to PostgreSQL at rex_t_alice@.*: no server is listening there/);
+    expect(r.stderr).toContain('rex log --local');
+    expect(r.stderr).not.toContain('Topsecret-9');
+  });
+
   it('a database that does not exist', async () => {
     const e = await failure(connect(pg.url('nosuchdb', 'rex_t_alice', 'alice-Secret-77')));
     expect(e.message).toMatch(/database nosuchdb does not exist/);

@@ -225,6 +225,38 @@ describe.skipIf(why !== undefined)('the central transaction log in PostgreSQL', 
     expect((e as RexError).format()).not.toContain(PW.alpha);
   });
 
+  it('retention by size deletes rows not yet sent only when the bound leaves no choice, and says how many were lost', async () => {
+    const s = sink();
+    const file = join(tmp, 'size.sqlite');
+    const away = `postgresql://rex_alpha:${PW.alpha}@/rexlog?host=${pg.socketDir}&port=1`;
+    const ref: { ship?: LogShipper } = {};
+    const log: TransactionLog = new TransactionLog(file, 'alpha', {
+      logger: s,
+      maxBytes: 1024 * 1024,
+      retentionDays: 0,
+      shippedId: (): number | undefined => (ref.ship ? log.shippedTo(ref.ship.server) : undefined),
+    });
+    ref.ship = new LogShipper(away, 'alpha', log, { retryMinMs: 50 });
+    opened.push({ log, ship: ref.ship });
+    // About 3 MB of rows that cannot be sent: the 1 MiB bound forces deleting unsent ones.
+    const reason = 'x'.repeat(1500);
+    for (let i = 0; i < 2000; i++) log.record({ kind: 'transaction', outcome: 'ok', target: `s-${i}`, reason });
+    log.flush();
+    log.enforceRetention();
+    log.flush(); // the row that reports the loss
+    expect(log.sizeOnDisk()).toBeLessThanOrEqual(1024 * 1024);
+    const left = log.rowsAfter(0, 10_000)!;
+    const lost = s.lines.filter((l) => l.level === 'error' && /rows not yet sent to the log server were deleted/.test(l.msg));
+    expect(lost.length).toBeGreaterThan(0);
+    const counted = lost.reduce((n, l) => n + Number(l.obj.lost), 0);
+    // Every row is either still in the spool or counted as lost (the loss reports are rows too, and may be lost
+    // in turn); the newest transaction is kept, and so is the row reporting the last loss.
+    expect(left.length + counted).toBe(2000 + lost.length);
+    expect(left.some((r) => r.target === 's-1999')).toBe(true);
+    const last = lost[lost.length - 1]!;
+    expect(left.filter((r) => r.kind === 'log').map((r) => r.reason)).toContainEqual(expect.stringMatching(new RegExp(`^${last.obj.lost} rows not yet sent to the log server were deleted .*they are lost$`)));
+  });
+
   // claim: log.central-retention
   it('retention by age keeps rows not yet sent; they are sent and then deleted', async () => {
     let now = Date.parse('2026-01-01T00:00:00Z');

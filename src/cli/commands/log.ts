@@ -116,7 +116,13 @@ export function registerLogCommands(program: Command): void {
       let rows: LogRow[];
       if (src.server !== undefined) {
         const { queryCentralLog } = await import('../../log/central.js');
-        rows = await queryCentralLog(src.server, q, opts.server !== undefined ? '--server' : 'rex.rc rex-log-server');
+        try {
+          rows = await queryCentralLog(src.server, q, opts.server !== undefined ? '--server' : 'rex.rc rex-log-server');
+        } catch (e) {
+          // The local log has every row of this host, sent or not: say so next to what to fix.
+          if (e instanceof RexError && e.code === ErrorCodes.DATABASE) throw new RexError(e.code, e.message, { ...(e.where ? { where: e.where } : {}), hint: `${e.hint ?? 'see the PostgreSQL server log'}; meanwhile rex log --local reads this host's own log` });
+          throw e;
+        }
       } else {
         const { queryLog } = await import('../../log/txlog.js');
         rows = queryLog(src.file, q);
