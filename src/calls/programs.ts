@@ -16,10 +16,12 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { LayoutEngine } from '../runtime/frames/layout.js';
 import type { ProgramSpec } from './manager.js';
+import { parseDbTarget, type DbTarget } from '../db/target.js';
+import { ErrorCodes, RexError } from '../util/errors.js';
 
 /** One program as configured: a shared object with XML, SQLite or DWARF definitions, or an executable linked with librex. */
 export type ProgramConfig =
-  | { name: string; object: string; xml?: string; db?: string }
+  | { name: string; object: string; xml?: string; db?: string; database?: string }
   | { name: string; exec: string; args?: string[] };
 
 /** A program's spec, and the entry points whose symbol moved or is missing in the object. */
@@ -28,17 +30,26 @@ export interface LoadedProgram {
   warnings: string[];
 }
 
+/** A programs entry's database (HOST.USER.DBMS.DB_NAME or a URL), mapped with rexd's environment now. */
+function databaseTarget(text: string): DbTarget {
+  const t = parseDbTarget(text);
+  if (typeof t === 'string') throw new RexError(ErrorCodes.CONFIG_DATABASE, t, { where: 'rex.rc programs' });
+  return t;
+}
+
 /** Reads a program's definitions on this thread; `warnings` lists entry points whose symbol moved or is missing in the object. */
 export async function loadProgram(c: ProgramConfig): Promise<LoadedProgram> {
   if ('exec' in c) return { spec: { kind: 'program', name: c.name, exec: resolve(c.exec), ...(c.args ? { args: c.args } : {}) }, warnings: [] };
-  const { checkAgainstElf, entryPointsFromElf, readEntryPointsDb, readEntryPointsXml } = await import('../gen/index.js');
+  const { checkAgainstElf, entryPointsFromElf, readEntryPointsDb, readEntryPointsFrom, readEntryPointsXml } = await import('../gen/index.js');
   const object = resolve(c.object);
   const definitions = c.xml
     ? readEntryPointsXml(readFileSync(c.xml, 'utf8'), c.xml)
     : c.db
       ? readEntryPointsDb(c.db, basename(object))
-      : entryPointsFromElf({ path: object }).set;
-  const warnings = c.xml || c.db ? checkAgainstElf(definitions, { path: object }).map((w) => `${w.where}: ${w.message}`) : [];
+      : c.database
+        ? await readEntryPointsFrom(databaseTarget(c.database), basename(object), { trusted: true })
+        : entryPointsFromElf({ path: object }).set;
+  const warnings = c.xml || c.db || c.database ? checkAgainstElf(definitions, { path: object }).map((w) => `${w.where}: ${w.message}`) : [];
   return { spec: { kind: 'library', name: c.name, object, definitions }, warnings };
 }
 

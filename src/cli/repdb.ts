@@ -13,13 +13,16 @@ import { runMain } from './main.js';
 import { RexError, ErrorCodes } from '../util/errors.js';
 import {
   entryPointsFromElf, checkAgainstElf, readEntryPointsXml, readEntryPointsDb, writeEntryPointsXml,
-  writeEntryPointsSql, generateTs, generateCHeader, type ElfInput, type EntryPointSet, type Owner,
+  writeEntryPointsSql, generateTs, generateCHeader, readEntryPointsFrom, writeEntryPointsTo, type ElfInput, type EntryPointSet, type Owner,
 } from '../gen/index.js';
+import { looksLikeDbTarget, parseDbTarget, redactUrl, type DbTarget } from '../db/target.js';
 
 interface Opts {
   debugInfo?: boolean;
   xmlOut?: boolean;
   sql?: boolean;
+  /** -d alone: write SQL text (as --sql); -d TARGET: the REXP table of a database. */
+  database?: string | boolean;
   ts?: boolean;
   cHeader?: boolean;
   output?: string;
@@ -40,7 +43,10 @@ Inputs: FILE (or stdin when FILE is - or absent) is an ELF object, or entry-poin
 
 Examples:
   repdb -gx libdemo.so > libdemo.xml          entry points from DWARF, as XML (validated against rex.dtd)
-  repdb -gd libdemo.so | sqlite3 rex.db       the same as SQL (REXP table; SQLite or PostgreSQL)
+  repdb -gd libdemo.so | sqlite3 rex.db       the same as SQL text (REXP table; SQLite or PostgreSQL)
+  repdb -gd localhost.$USER.sqlite.rex libdemo.so    write the REXP rows into a database (HOST.USER.DBMS.DB_NAME)
+  repdb -gd postgresql://rex@db1/rex libdemo.so      the same, named by URL
+  repdb -d localhost.$USER.postgresql.rex libdemo.so check the database's rows against the library's symbols
   repdb -gx libdemo.so | repdb --ts -o libdemo.rex.ts    typed TypeScript stubs in one line
   repdb --c-header libdemo.xml -o libdemo.rex.h          C frame structs and prototypes
   strip libdemo.so && repdb --xml libdemo.xml libdemo.so   check definitions made before stripping
@@ -59,7 +65,8 @@ const program = new Command('repdb')
   .argument('[file]', 'ELF object or entry-point XML; - or absent: stdin')
   .option('-g, --debug-info', 'read the entry points from the ELF object\'s DWARF (-g) information')
   .option('-x, --xml-out', 'write entry-point XML (the default with -g)')
-  .option('-d, --sql', 'write SQL for the REXP table (SQLite and PostgreSQL)')
+  .option('-d, --database [target]', 'the REXP table of a database HOST.USER.DBMS.DB_NAME, sqlite:PATH or postgresql://...: written with -g or XML definitions, read otherwise; -d alone: write SQL text (--sql)')
+  .option('--sql', 'write SQL text creating and filling the REXP table (SQLite and PostgreSQL)')
   .option('--ts', 'write a TypeScript module of typed stubs (<lib>.rex.ts)')
   .option('--c-header', 'write a C header of frame structs and prototypes (<lib>.rex.h)')
   .option('-o, --output <file>', 'write to FILE instead of stdout')
@@ -97,7 +104,27 @@ function warn(opts: Opts, where: string, message: string): void {
   if (!opts.quiet) process.stderr.write(`repdb: ${where}: warning: ${message}\n`);
 }
 
-async function run(file: string | undefined, opts: Opts): Promise<void> {
+/**
+ * Sorts out -d: `-d TARGET` names a database; `-d` alone (or followed by what is no database name: `repdb -gd
+ * libfoo.so`, as the seed writes it) asks for SQL text, the word after it being the input FILE.
+ */
+function databaseOption(file: string | undefined, opts: Opts): { file: string | undefined; target?: DbTarget } {
+  const d = opts.database;
+  delete opts.database;
+  if (d === undefined || d === false) return { file };
+  if (d === true || !looksLikeDbTarget(d)) {
+    opts.sql = true;
+    if (d === true) return { file };
+    if (file !== undefined) throw usage(`-d ${d}: "${d}" is not a database name (HOST.USER.DBMS.DB_NAME, sqlite:PATH or postgresql://...), and FILE is ${file}`, 'repdb -gd HOST.USER.DBMS.DB_NAME LIB.so writes into a database; repdb -gd LIB.so writes SQL text');
+    return { file: d };
+  }
+  const t = parseDbTarget(d, { cwd: process.cwd() });
+  if (typeof t === 'string') throw usage(`-d ${redactUrl(d)}: ${t}`, 'e.g. repdb -gd localhost.$USER.sqlite.rex libfoo.so');
+  return { file, target: t };
+}
+
+async function run(fileArg: string | undefined, opts: Opts): Promise<void> {
+  const { file, target } = databaseOption(fileArg, opts);
   const outputs = [opts.xmlOut, opts.sql, opts.ts, opts.cHeader].filter(Boolean).length;
   if (outputs > 1) throw usage('choose one output: -x, -d, --ts or --c-header', 'run repdb once per output');
   if (opts.internal && !opts.debugInfo) throw usage('--internal lists what DWARF knows, so it needs -g', 'repdb -gx --internal libfoo.so');
@@ -125,6 +152,7 @@ async function run(file: string | undefined, opts: Opts): Promise<void> {
   let set: EntryPointSet;
   let from: string;
   let elf: ElfInput | undefined;
+  let readFromTarget = false;
   if (opts.debugInfo) {
     if (!input) throw usage('-g needs an ELF object (FILE or stdin)', 'repdb -gx libfoo.so');
     if (!isElf(input.bytes)) throw new RexError(ErrorCodes.ELF_MALFORMED, 'not an ELF object (no \\x7fELF magic)', { where: input.name, hint: '-g reads a shared library or executable built with -g' });
@@ -134,11 +162,11 @@ async function run(file: string | undefined, opts: Opts): Promise<void> {
     for (const d of r.diagnostics) warn(opts, d.where, d.message);
     set = r.set;
     from = basename(input.name);
-    if (!opts.xmlOut && !opts.sql && !opts.ts && !opts.cHeader) opts.xmlOut = true;
+    if (!opts.xmlOut && !opts.sql && !opts.ts && !opts.cHeader && !target) opts.xmlOut = true;
   } else {
     if (input && isElf(input.bytes)) {
       elf = input.name === '<stdin>' ? { bytes: input.bytes, name: input.name } : { path: input.name };
-      if (!opts.xml && !opts.db) throw usage('without -g, give the definitions with --xml FILE or --db FILE (or use -g to read DWARF)', `repdb -gx ${input.name} writes them from the debug information`);
+      if (!opts.xml && !opts.db && !target) throw usage('without -g, give the definitions with --xml FILE or --db FILE (or use -g to read DWARF)', `repdb -gx ${input.name} writes them from the debug information`);
     } else if (opts.elf) {
       elf = { path: opts.elf };
     }
@@ -149,6 +177,12 @@ async function run(file: string | undefined, opts: Opts): Promise<void> {
       const elfName = elf ? basename('path' in elf ? elf.path : elf.name) : opts.elfFile;
       set = readEntryPointsDb(opts.db, elfName);
       from = basename(opts.db);
+    } else if (target && (!input || isElf(input.bytes))) {
+      // -d TARGET with nothing else to read: the definitions come from the database.
+      const elfName = elf ? basename('path' in elf ? elf.path : elf.name) : opts.elfFile;
+      set = await readEntryPointsFrom(target, elfName);
+      from = target.shown;
+      readFromTarget = true;
     } else {
       if (!input) throw usage('no input: give an ELF object with -g, or entry-point XML', 'repdb --help shows examples');
       const text = input.bytes.toString('utf8');
@@ -161,14 +195,22 @@ async function run(file: string | undefined, opts: Opts): Promise<void> {
     if (elf) for (const w of checkAgainstElf(set, elf)) warn(opts, w.where, w.message);
   }
 
+  const callable = set.entries.filter((e) => e.refusals.length === 0).length;
+  const summary = `${set.elfFile}: ${set.entries.length} entry points, ${callable} callable${elf ? ', symbols checked' : ''}`;
+  if (target && !readFromTarget) {
+    // Definitions from DWARF or XML, and -d TARGET: they go into the database.
+    if (outputs > 0) throw usage('-d DATABASE writes the entry points into it; choose no other output', 'run repdb once per output');
+    const n = await writeEntryPointsTo(target, set, from);
+    if (!opts.quiet) process.stderr.write(`repdb: wrote ${n} entry point${n === 1 ? '' : 's'} of ${set.elfFile} to ${target.shown} table REXP\n`);
+    return;
+  }
+
   let text: string | undefined;
   if (opts.xmlOut) text = writeEntryPointsXml(set, { from });
   else if (opts.sql) text = writeEntryPointsSql(set, { from });
   else if (opts.ts) text = generateTs(set, from);
   else if (opts.cHeader) text = generateCHeader(set, from);
 
-  const callable = set.entries.filter((e) => e.refusals.length === 0).length;
-  const summary = `${set.elfFile}: ${set.entries.length} entry points, ${callable} callable${elf ? ', symbols checked' : ''}`;
   if (text === undefined) {
     process.stdout.write(`ok: ${summary}\n`);
     return;

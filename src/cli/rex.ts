@@ -20,6 +20,7 @@ const MODULES: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['cluster'], load: async () => (await import('./commands/cluster.js')).registerClusterCommands },
   { commands: ['config'], load: async () => (await import('./commands/config.js')).registerConfigCommands },
   { commands: ['log'], load: async () => (await import('./commands/log.js')).registerLogCommands },
+  { commands: ['log-server'], load: async () => (await import('./commands/log-server.js')).registerLogServerCommands },
   { commands: ['call', 'entries'], load: async () => (await import('./commands/call.js')).registerCallCommands },
   { commands: ['run'], load: async () => (await import('./commands/run.js')).registerRunCommands },
   // Last: its script is made from every command registered before it (`rex completion` registers them all).

@@ -42,7 +42,10 @@ function parseSets(sets: string[]): Record<string, string> {
 
 async function load(opts: Opts): Promise<LoadedConfig> {
   const { loadConfig } = await import('../config/index.js');
-  return loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
+  const loaded = await loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: parseSets(opts.set) });
+  // At start and at every reload: a log server's password only from a file no one else can read.
+  if (loaded.config.logServer) (await import('../log/central.js')).checkServerSecret(loaded);
+  return loaded;
 }
 
 async function foreground(opts: Opts): Promise<void> {

@@ -2,9 +2,18 @@
  * Printing configurations: the effective configuration with the origin of each
  * value (`rex config show`), and any RexConfig as rc text that reads back to it.
  */
+import { redactUrl } from '../db/postgres.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { KEY_SPECS } from './keys.js';
 import type { LoadedConfig, RexConfig, Source } from './types.js';
+
+/**
+ * Text with the password of every postgresql:// URL in it (a programs entry's database) replaced by `***`: what
+ * `rex config show` prints. Passwords belong in ~/.pgpass or $PGPASSWORD, not in rex.rc (docs/CONFIG.md).
+ */
+export function redactPasswords(text: string): string {
+  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s"]*):[^@\s"]*@/gi, '$1:***@').replace(/([?&]password=)[^&\s",]*/gi, '$1***');
+}
 
 /** Renders a Source as `file:line`, `(default)` or `(default, from ...)`. */
 export function formatSource(s: Source): string {
@@ -18,10 +27,12 @@ export function formatSource(s: Source): string {
  * file:line the value came from, so the output is itself a valid rex.rc.
  */
 export function formatConfig(loaded: LoadedConfig, opts: { json?: boolean } = {}): string {
-  if (opts.json) return `${JSON.stringify({ config: loaded.config, sources: loaded.sources, files: loaded.files }, null, 2)}\n`;
+  // A password in rex-log-server's URL is not shown (docs/LOG.md), nor one in a programs entry's database URL.
+  const config = loaded.config.logServer ? { ...loaded.config, logServer: redactUrl(loaded.config.logServer) } : loaded.config;
+  if (opts.json) return `${redactPasswords(JSON.stringify({ config, sources: loaded.sources, files: loaded.files }, null, 2))}\n`;
   const width = Math.max(...KEY_SPECS.map((s) => s.key.length));
   const rows = KEY_SPECS.map((s) => ({
-    left: `${s.key.padEnd(width)} : ${s.value.print(loaded.config[s.field])}`,
+    left: `${s.key.padEnd(width)} : ${redactPasswords(s.value.print(config[s.field]))}`,
     src: formatSource(loaded.sources[s.field]),
   }));
   const col = Math.min(72, Math.max(...rows.map((r) => r.left.length)));

@@ -11,6 +11,7 @@ import { KEYS_BY_NAME } from './keys.js';
 import { normalize, type Definition } from './normalize.js';
 import { scanRc, type IncludeDirective } from './rc.js';
 import { scanXml } from './xml.js';
+import { CONFIG_DATABASE_KEY, configDatabaseTarget, readConfigDatabase } from './database.js';
 import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig, type RexConfig } from './types.js';
 
 /** Includes nested deeper than this are refused (cpp's own limit is 200; ours only needs to stop runaway chains). */
@@ -62,7 +63,7 @@ async function readConfigText(file: string): Promise<string> {
  */
 function looksLikeRexRc(items: readonly { kind: string; def?: Definition }[], problems: number): boolean {
   if (items.length === 0 && problems === 0) return true;
-  return items.some((it) => it.kind === 'include' || (it.def !== undefined && KEYS_BY_NAME.has(it.def.key)));
+  return items.some((it) => it.kind === 'include' || (it.def !== undefined && (KEYS_BY_NAME.has(it.def.key) || it.def.key === CONFIG_DATABASE_KEY)));
 }
 
 /** Where to look for configuration files; each defaults to the process's own. */
@@ -144,8 +145,13 @@ class Reader {
   readonly defs: Definition[] = [];
   readonly diags: ConfigDiagnostic[] = [];
   readonly files: string[] = [];
+  /** The config-database directive already followed: a configuration names one database. */
+  private database?: Definition;
 
-  constructor(private readonly rexRoot: string) {}
+  constructor(
+    private readonly rexRoot: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
 
   async read(file: string, chain: Frame[]): Promise<void> {
     const real = await realpath(file).catch(() => resolve(file));
@@ -182,8 +188,29 @@ class Reader {
     // An XML document that fails the DTD is not interpreted (its elements may not mean what they seem to).
     if (diagnostics.some((d) => d.code === ErrorCodes.CONFIG_XML)) return;
     for (const it of items) {
-      if (it.kind === 'def') this.defs.push(it.def);
+      if (it.kind === 'def' && it.def.key === CONFIG_DATABASE_KEY) await this.readDatabase(it.def);
+      else if (it.kind === 'def') this.defs.push(it.def);
       else await this.include(it, [...chain, { ...frame, line: it.line }]);
+    }
+  }
+
+  /**
+   * `config-database : TARGET`: the table's rows, read where the directive stands (as an include), so that lines
+   * after it override the database and the database overrides lines before it. A database that cannot be read
+   * is an error at the directive's line: REX never runs on half a configuration.
+   */
+  private async readDatabase(def: Definition): Promise<void> {
+    const err = (message: string) => this.diags.push({ code: ErrorCodes.CONFIG_DATABASE, file: def.file, ...(def.line !== undefined ? { line: def.line } : {}), key: CONFIG_DATABASE_KEY, message });
+    if (this.database) return void err(`a second ${CONFIG_DATABASE_KEY}; the first is at ${this.database.file}:${this.database.line}, and a configuration reads one database`);
+    this.database = def;
+    const target = configDatabaseTarget(def.value.text, this.env);
+    if (typeof target === 'string') return void err(target);
+    try {
+      this.defs.push(...(await readConfigDatabase(target, this.diags)));
+      this.files.push(target.shown);
+    } catch (e) {
+      const r = e as RexError;
+      err(`cannot read the configuration database ${target.shown}: ${r.message}${r.hint ? ` (${r.hint})` : ''}`);
     }
   }
 
@@ -222,7 +249,7 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   const { env, cwd, home, rexRoot } = lookup(opts);
   const explicit = opts.file !== undefined ? resolve(cwd, opts.file) : env.REX_CONFIG ? resolve(cwd, env.REX_CONFIG) : undefined;
   const file = explicit ?? findConfigFile(opts);
-  const reader = new Reader(rexRoot);
+  const reader = new Reader(rexRoot, env);
   if (file !== undefined) {
     // Keep a relative --file as typed: messages then name the file the way the user does.
     const shown = opts.file !== undefined && !isAbsolute(opts.file) && opts.cwd === undefined ? opts.file : file;

@@ -131,7 +131,8 @@ export function parseRc(text: string, file: string, env: NormalizeEnv = {}): Loa
   const { items, diagnostics } = scanRc(text, file);
   const defs: Definition[] = [];
   for (const it of items) {
-    if (it.kind === 'def') defs.push(it.def);
+    if (it.kind === 'def' && it.def.key === 'config-database') diagnostics.push({ code: ErrorCodes.CONFIG_DATABASE, file, line: it.def.line!, key: it.def.key, message: 'config-database needs a database; use loadConfig() to read it' });
+    else if (it.kind === 'def') defs.push(it.def);
     else diagnostics.push({ code: ErrorCodes.CONFIG_INCLUDE, file, line: it.line, message: `#include "${clip(it.path)}" needs the file system; use loadConfig() to read included files` });
   }
   const loaded = normalize(defs, env, diagnostics);

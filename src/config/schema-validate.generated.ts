@@ -5,7 +5,7 @@ const require = createRequire(import.meta.url);
 "use strict";
 export const validate = validate20;
 export default validate20;
-const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","hostUser","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"hostUser":{"type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
+const schema31 = {"$schema":"https://json-schema.org/draft/2020-12/schema","$id":"https://rex.invalid/schema/rex.schema.json","title":"RexConfig","description":"The normalised REX configuration that rex.rc and its XML form both produce (see docs/CONFIG.md). Keys are the camelCase forms of the rc keys.","type":"object","additionalProperties":false,"required":["hostName","listen","servers","clients","tempDirectory","autoTransfer","placementPolicy","stateDirectory","socket","logLevel","loadInterval","peerTimeout","logDatabase","logFailClosed","logServer","logServerFailClosed","logHeartbeats","logRetentionDays","logMaxSize","loginGraceTime","maxStartups","perSourceMaxStartups","logDenialsBurst","logDenialsInterval","programs","installation","permitRoot","hostUser","userLimits","userMap"],"$defs":{"rexName":{"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63},"address":{"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253},"port":{"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535},"absolutePath":{"description":"an absolute path (after ~ and ${HOME}/${USER}/${HOST} expansion)","type":"string","pattern":"^/","maxLength":4095},"duration":{"description":"a duration between 10ms and 1h","type":"integer","minimum":10,"maximum":3600000}},"properties":{"hostName":{"$ref":"#/$defs/rexName"},"listen":{"description":"the address and port rexd listens on for peers","type":"object","additionalProperties":false,"required":["address","port"],"properties":{"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}},"servers":{"description":"the hosts of the cluster","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name","address","port"],"properties":{"name":{"$ref":"#/$defs/rexName"},"address":{"$ref":"#/$defs/address"},"port":{"$ref":"#/$defs/port"}}}},"clients":{"description":"host names, IP addresses, CIDR ranges or \"localnets\"","type":"array","maxItems":4096,"items":{"type":"string","minLength":1,"maxLength":253}},"tempDirectory":{"$ref":"#/$defs/absolutePath"},"autoTransfer":{"description":"\"on\", \"off\" or \"command: <shell command>\"","oneOf":[{"type":"object","additionalProperties":false,"required":["mode"],"properties":{"mode":{"enum":["on","off"]}}},{"type":"object","additionalProperties":false,"required":["mode","command"],"properties":{"mode":{"const":"command"},"command":{"type":"string","minLength":1,"maxLength":4096}}}]},"placementPolicy":{"description":"one of least-loaded, round-robin, random","enum":["least-loaded","round-robin","random"]},"stateDirectory":{"$ref":"#/$defs/absolutePath"},"socket":{"description":"an absolute path of at most 107 bytes (the sun_path limit of a Unix socket)","type":"string","pattern":"^/","maxLength":107},"logLevel":{"description":"one of error, warn, info, debug, trace","enum":["error","warn","info","debug","trace"]},"loadInterval":{"$ref":"#/$defs/duration"},"peerTimeout":{"$ref":"#/$defs/duration"},"logDatabase":{"$ref":"#/$defs/absolutePath"},"logFailClosed":{"description":"yes or no","type":"boolean"},"logServer":{"description":"none (empty), or a postgresql:// URL","type":"string","maxLength":4096,"pattern":"^(|postgres(ql)?://.*)$"},"logServerFailClosed":{"description":"yes or no","type":"boolean"},"logHeartbeats":{"description":"yes or no","type":"boolean"},"logRetentionDays":{"description":"a number of days between 1 and 36500, or none","type":"integer","minimum":0,"maximum":36500},"logMaxSize":{"description":"a size between 1M and 1T, or none","type":"integer","oneOf":[{"const":0},{"minimum":1048576,"maximum":1099511627776}]},"loginGraceTime":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"maxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"perSourceMaxStartups":{"description":"a number of connections between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsBurst":{"description":"a number of rows between 1 and 100000","type":"integer","minimum":1,"maximum":100000},"logDenialsInterval":{"description":"a duration between 100ms and 1h","type":"integer","minimum":100,"maximum":3600000},"programs":{"description":"programs offered for remote calls: NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH, optionally followed by executables=PATH[:PATH...] (what a requester granted only this program may run by EXEC)","type":"array","maxItems":1024,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[A-Za-z0-9_][A-Za-z0-9_+-]*$","maxLength":255},"object":{"$ref":"#/$defs/absolutePath"},"xml":{"$ref":"#/$defs/absolutePath"},"db":{"$ref":"#/$defs/absolutePath"},"database":{"description":"a database holding the REXP table: HOST.USER.DBMS.DB_NAME, sqlite:PATH or postgresql://...","type":"string","minLength":1,"maxLength":4096},"exec":{"$ref":"#/$defs/absolutePath"},"executables":{"description":"the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)","type":"array","minItems":1,"maxItems":256,"uniqueItems":true,"items":{"$ref":"#/$defs/absolutePath"}}}}},"installation":{"description":"one of user, root","enum":["user","root"]},"permitRoot":{"description":"yes or no","type":"boolean"},"hostUser":{"type":"string","pattern":"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},"userLimits":{"description":"resource limits of the users' session controllers and their jobs","type":"array","maxItems":16,"items":{"type":"object","additionalProperties":false,"required":["name","soft","hard"],"properties":{"name":{"enum":["as","core","cpu","data","fsize","locks","memlock","msgqueue","nice","nofile","nproc","rss","rtprio","rttime","sigpending","stack"]},"soft":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"},"hard":{"type":"string","pattern":"^([0-9]{1,19}|unlimited)$"}}}},"userMap":{"description":"remote HOST.USER patterns and the local account each acts as","type":"array","maxItems":4096,"items":{"type":"object","additionalProperties":false,"required":["host","user","local"],"properties":{"host":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"user":{"type":"string","pattern":"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},"local":{"type":"string","pattern":"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"}}}}}};
 const schema32 = {"description":"a REX host name: letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters","type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9_-]*$","maxLength":63};
 const schema33 = {"description":"a host name or an IP address","type":"string","minLength":1,"maxLength":253};
 const schema34 = {"description":"a port number 1-65535","type":"integer","minimum":1,"maximum":65535};
@@ -16,11 +16,12 @@ const func2 = require("ajv/dist/runtime/ucs2length").default;
 const func0 = require("ajv/dist/runtime/equal").default;
 const pattern4 = new RegExp("^[A-Za-z0-9][A-Za-z0-9_-]*$", "u");
 const pattern6 = new RegExp("^/", "u");
-const pattern10 = new RegExp("^[A-Za-z0-9_][A-Za-z0-9_+-]*$", "u");
-const pattern16 = new RegExp("^[A-Za-z_][A-Za-z0-9_.-]{0,31}$", "u");
-const pattern17 = new RegExp("^([0-9]{1,19}|unlimited)$", "u");
-const pattern19 = new RegExp("^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$", "u");
-const pattern21 = new RegExp("^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$", "u");
+const pattern10 = new RegExp("^(|postgres(ql)?://.*)$", "u");
+const pattern11 = new RegExp("^[A-Za-z0-9_][A-Za-z0-9_+-]*$", "u");
+const pattern17 = new RegExp("^[A-Za-z_][A-Za-z0-9_.-]{0,31}$", "u");
+const pattern18 = new RegExp("^([0-9]{1,19}|unlimited)$", "u");
+const pattern20 = new RegExp("^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$", "u");
+const pattern22 = new RegExp("^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$", "u");
 
 function validate20(data, {instancePath="", parentData, parentDataProperty, rootData=data, dynamicAnchors={}}={}){
 /*# sourceURL="https://rex.invalid/schema/rex.schema.json" */;
@@ -174,8 +175,8 @@ vErrors.push(err13);
 }
 errors++;
 }
-if(data.logHeartbeats === undefined){
-const err14 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logHeartbeats"},message:"must have required property '"+"logHeartbeats"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logServer === undefined){
+const err14 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logServer"},message:"must have required property '"+"logServer"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err14];
 }
@@ -184,8 +185,8 @@ vErrors.push(err14);
 }
 errors++;
 }
-if(data.logRetentionDays === undefined){
-const err15 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logRetentionDays"},message:"must have required property '"+"logRetentionDays"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logServerFailClosed === undefined){
+const err15 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logServerFailClosed"},message:"must have required property '"+"logServerFailClosed"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err15];
 }
@@ -194,8 +195,8 @@ vErrors.push(err15);
 }
 errors++;
 }
-if(data.logMaxSize === undefined){
-const err16 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logMaxSize"},message:"must have required property '"+"logMaxSize"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logHeartbeats === undefined){
+const err16 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logHeartbeats"},message:"must have required property '"+"logHeartbeats"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err16];
 }
@@ -204,8 +205,8 @@ vErrors.push(err16);
 }
 errors++;
 }
-if(data.loginGraceTime === undefined){
-const err17 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "loginGraceTime"},message:"must have required property '"+"loginGraceTime"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logRetentionDays === undefined){
+const err17 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logRetentionDays"},message:"must have required property '"+"logRetentionDays"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err17];
 }
@@ -214,8 +215,8 @@ vErrors.push(err17);
 }
 errors++;
 }
-if(data.maxStartups === undefined){
-const err18 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "maxStartups"},message:"must have required property '"+"maxStartups"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logMaxSize === undefined){
+const err18 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logMaxSize"},message:"must have required property '"+"logMaxSize"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err18];
 }
@@ -224,8 +225,8 @@ vErrors.push(err18);
 }
 errors++;
 }
-if(data.perSourceMaxStartups === undefined){
-const err19 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "perSourceMaxStartups"},message:"must have required property '"+"perSourceMaxStartups"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.loginGraceTime === undefined){
+const err19 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "loginGraceTime"},message:"must have required property '"+"loginGraceTime"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err19];
 }
@@ -234,8 +235,8 @@ vErrors.push(err19);
 }
 errors++;
 }
-if(data.logDenialsBurst === undefined){
-const err20 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logDenialsBurst"},message:"must have required property '"+"logDenialsBurst"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.maxStartups === undefined){
+const err20 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "maxStartups"},message:"must have required property '"+"maxStartups"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err20];
 }
@@ -244,8 +245,8 @@ vErrors.push(err20);
 }
 errors++;
 }
-if(data.logDenialsInterval === undefined){
-const err21 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logDenialsInterval"},message:"must have required property '"+"logDenialsInterval"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.perSourceMaxStartups === undefined){
+const err21 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "perSourceMaxStartups"},message:"must have required property '"+"perSourceMaxStartups"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err21];
 }
@@ -254,8 +255,8 @@ vErrors.push(err21);
 }
 errors++;
 }
-if(data.programs === undefined){
-const err22 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "programs"},message:"must have required property '"+"programs"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logDenialsBurst === undefined){
+const err22 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logDenialsBurst"},message:"must have required property '"+"logDenialsBurst"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err22];
 }
@@ -264,8 +265,8 @@ vErrors.push(err22);
 }
 errors++;
 }
-if(data.installation === undefined){
-const err23 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "installation"},message:"must have required property '"+"installation"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.logDenialsInterval === undefined){
+const err23 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "logDenialsInterval"},message:"must have required property '"+"logDenialsInterval"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err23];
 }
@@ -274,8 +275,8 @@ vErrors.push(err23);
 }
 errors++;
 }
-if(data.permitRoot === undefined){
-const err24 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "permitRoot"},message:"must have required property '"+"permitRoot"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.programs === undefined){
+const err24 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "programs"},message:"must have required property '"+"programs"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err24];
 }
@@ -284,8 +285,8 @@ vErrors.push(err24);
 }
 errors++;
 }
-if(data.hostUser === undefined){
-const err25 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "hostUser"},message:"must have required property '"+"hostUser"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.installation === undefined){
+const err25 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "installation"},message:"must have required property '"+"installation"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err25];
 }
@@ -294,8 +295,8 @@ vErrors.push(err25);
 }
 errors++;
 }
-if(data.userLimits === undefined){
-const err26 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userLimits"},message:"must have required property '"+"userLimits"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.permitRoot === undefined){
+const err26 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "permitRoot"},message:"must have required property '"+"permitRoot"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err26];
 }
@@ -304,8 +305,8 @@ vErrors.push(err26);
 }
 errors++;
 }
-if(data.userMap === undefined){
-const err27 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userMap"},message:"must have required property '"+"userMap"+"'",schema:schema31.required,parentSchema:schema31,data};
+if(data.hostUser === undefined){
+const err27 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "hostUser"},message:"must have required property '"+"hostUser"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err27];
 }
@@ -314,9 +315,8 @@ vErrors.push(err27);
 }
 errors++;
 }
-for(const key0 in data){
-if(!(func1.call(schema31.properties, key0))){
-const err28 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties",schema:false,parentSchema:schema31,data};
+if(data.userLimits === undefined){
+const err28 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userLimits"},message:"must have required property '"+"userLimits"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err28];
 }
@@ -325,12 +325,8 @@ vErrors.push(err28);
 }
 errors++;
 }
-}
-if(data.hostName !== undefined){
-let data0 = data.hostName;
-if(typeof data0 === "string"){
-if(func2(data0) > 63){
-const err29 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data0};
+if(data.userMap === undefined){
+const err29 = {instancePath,schemaPath:"#/required",keyword:"required",params:{missingProperty: "userMap"},message:"must have required property '"+"userMap"+"'",schema:schema31.required,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err29];
 }
@@ -339,8 +335,9 @@ vErrors.push(err29);
 }
 errors++;
 }
-if(!pattern4.test(data0)){
-const err30 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data0};
+for(const key0 in data){
+if(!(func1.call(schema31.properties, key0))){
+const err30 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties",schema:false,parentSchema:schema31,data};
 if(vErrors === null){
 vErrors = [err30];
 }
@@ -350,8 +347,11 @@ vErrors.push(err30);
 errors++;
 }
 }
-else {
-const err31 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data0};
+if(data.hostName !== undefined){
+let data0 = data.hostName;
+if(typeof data0 === "string"){
+if(func2(data0) > 63){
+const err31 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err31];
 }
@@ -360,12 +360,8 @@ vErrors.push(err31);
 }
 errors++;
 }
-}
-if(data.listen !== undefined){
-let data1 = data.listen;
-if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
-if(data1.address === undefined){
-const err32 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
+if(!pattern4.test(data0)){
+const err32 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err32];
 }
@@ -374,8 +370,9 @@ vErrors.push(err32);
 }
 errors++;
 }
-if(data1.port === undefined){
-const err33 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
+}
+else {
+const err33 = {instancePath:instancePath+"/hostName",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data0};
 if(vErrors === null){
 vErrors = [err33];
 }
@@ -384,9 +381,12 @@ vErrors.push(err33);
 }
 errors++;
 }
-for(const key1 in data1){
-if(!((key1 === "address") || (key1 === "port"))){
-const err34 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.listen,data:data1};
+}
+if(data.listen !== undefined){
+let data1 = data.listen;
+if(data1 && typeof data1 == "object" && !Array.isArray(data1)){
+if(data1.address === undefined){
+const err34 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err34];
 }
@@ -395,12 +395,8 @@ vErrors.push(err34);
 }
 errors++;
 }
-}
-if(data1.address !== undefined){
-let data2 = data1.address;
-if(typeof data2 === "string"){
-if(func2(data2) > 253){
-const err35 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data2};
+if(data1.port === undefined){
+const err35 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.listen.required,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err35];
 }
@@ -409,8 +405,9 @@ vErrors.push(err35);
 }
 errors++;
 }
-if(func2(data2) < 1){
-const err36 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data2};
+for(const key1 in data1){
+if(!((key1 === "address") || (key1 === "port"))){
+const err36 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key1},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err36];
 }
@@ -420,8 +417,11 @@ vErrors.push(err36);
 errors++;
 }
 }
-else {
-const err37 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data2};
+if(data1.address !== undefined){
+let data2 = data1.address;
+if(typeof data2 === "string"){
+if(func2(data2) > 253){
+const err37 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err37];
 }
@@ -430,11 +430,8 @@ vErrors.push(err37);
 }
 errors++;
 }
-}
-if(data1.port !== undefined){
-let data3 = data1.port;
-if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
-const err38 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data3};
+if(func2(data2) < 1){
+const err38 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err38];
 }
@@ -443,9 +440,9 @@ vErrors.push(err38);
 }
 errors++;
 }
-if((typeof data3 == "number") && (isFinite(data3))){
-if(data3 > 65535 || isNaN(data3)){
-const err39 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data3};
+}
+else {
+const err39 = {instancePath:instancePath+"/listen/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data2};
 if(vErrors === null){
 vErrors = [err39];
 }
@@ -454,8 +451,11 @@ vErrors.push(err39);
 }
 errors++;
 }
-if(data3 < 1 || isNaN(data3)){
-const err40 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data3};
+}
+if(data1.port !== undefined){
+let data3 = data1.port;
+if(!(((typeof data3 == "number") && (!(data3 % 1) && !isNaN(data3))) && (isFinite(data3)))){
+const err40 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err40];
 }
@@ -464,11 +464,9 @@ vErrors.push(err40);
 }
 errors++;
 }
-}
-}
-}
-else {
-const err41 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.listen.type,parentSchema:schema31.properties.listen,data:data1};
+if((typeof data3 == "number") && (isFinite(data3))){
+if(data3 > 65535 || isNaN(data3)){
+const err41 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err41];
 }
@@ -477,12 +475,8 @@ vErrors.push(err41);
 }
 errors++;
 }
-}
-if(data.servers !== undefined){
-let data4 = data.servers;
-if(Array.isArray(data4)){
-if(data4.length > 1024){
-const err42 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.servers,data:data4};
+if(data3 < 1 || isNaN(data3)){
+const err42 = {instancePath:instancePath+"/listen/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data3};
 if(vErrors === null){
 vErrors = [err42];
 }
@@ -491,12 +485,11 @@ vErrors.push(err42);
 }
 errors++;
 }
-const len0 = data4.length;
-for(let i0=0; i0<len0; i0++){
-let data5 = data4[i0];
-if(data5 && typeof data5 == "object" && !Array.isArray(data5)){
-if(data5.name === undefined){
-const err43 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+}
+}
+}
+else {
+const err43 = {instancePath:instancePath+"/listen",schemaPath:"#/properties/listen/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.listen.type,parentSchema:schema31.properties.listen,data:data1};
 if(vErrors === null){
 vErrors = [err43];
 }
@@ -505,8 +498,12 @@ vErrors.push(err43);
 }
 errors++;
 }
-if(data5.address === undefined){
-const err44 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+}
+if(data.servers !== undefined){
+let data4 = data.servers;
+if(Array.isArray(data4)){
+if(data4.length > 1024){
+const err44 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.servers,data:data4};
 if(vErrors === null){
 vErrors = [err44];
 }
@@ -515,8 +512,12 @@ vErrors.push(err44);
 }
 errors++;
 }
-if(data5.port === undefined){
-const err45 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
+const len0 = data4.length;
+for(let i0=0; i0<len0; i0++){
+let data5 = data4[i0];
+if(data5 && typeof data5 == "object" && !Array.isArray(data5)){
+if(data5.name === undefined){
+const err45 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err45];
 }
@@ -525,9 +526,8 @@ vErrors.push(err45);
 }
 errors++;
 }
-for(const key2 in data5){
-if(!(((key2 === "name") || (key2 === "address")) || (key2 === "port"))){
-const err46 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key2},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.servers.items,data:data5};
+if(data5.address === undefined){
+const err46 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "address"},message:"must have required property '"+"address"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err46];
 }
@@ -536,12 +536,8 @@ vErrors.push(err46);
 }
 errors++;
 }
-}
-if(data5.name !== undefined){
-let data6 = data5.name;
-if(typeof data6 === "string"){
-if(func2(data6) > 63){
-const err47 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data6};
+if(data5.port === undefined){
+const err47 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/required",keyword:"required",params:{missingProperty: "port"},message:"must have required property '"+"port"+"'",schema:schema31.properties.servers.items.required,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err47];
 }
@@ -550,8 +546,9 @@ vErrors.push(err47);
 }
 errors++;
 }
-if(!pattern4.test(data6)){
-const err48 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data6};
+for(const key2 in data5){
+if(!(((key2 === "name") || (key2 === "address")) || (key2 === "port"))){
+const err48 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key2},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err48];
 }
@@ -561,8 +558,11 @@ vErrors.push(err48);
 errors++;
 }
 }
-else {
-const err49 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data6};
+if(data5.name !== undefined){
+let data6 = data5.name;
+if(typeof data6 === "string"){
+if(func2(data6) > 63){
+const err49 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/maxLength",keyword:"maxLength",params:{limit: 63},message:"must NOT have more than 63 characters",schema:63,parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err49];
 }
@@ -571,12 +571,8 @@ vErrors.push(err49);
 }
 errors++;
 }
-}
-if(data5.address !== undefined){
-let data7 = data5.address;
-if(typeof data7 === "string"){
-if(func2(data7) > 253){
-const err50 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data7};
+if(!pattern4.test(data6)){
+const err50 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9_-]*$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9_-]*$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9_-]*$",parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err50];
 }
@@ -585,8 +581,9 @@ vErrors.push(err50);
 }
 errors++;
 }
-if(func2(data7) < 1){
-const err51 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data7};
+}
+else {
+const err51 = {instancePath:instancePath+"/servers/" + i0+"/name",schemaPath:"#/$defs/rexName/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema32.type,parentSchema:schema32,data:data6};
 if(vErrors === null){
 vErrors = [err51];
 }
@@ -596,8 +593,11 @@ vErrors.push(err51);
 errors++;
 }
 }
-else {
-const err52 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data7};
+if(data5.address !== undefined){
+let data7 = data5.address;
+if(typeof data7 === "string"){
+if(func2(data7) > 253){
+const err52 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err52];
 }
@@ -606,11 +606,8 @@ vErrors.push(err52);
 }
 errors++;
 }
-}
-if(data5.port !== undefined){
-let data8 = data5.port;
-if(!(((typeof data8 == "number") && (!(data8 % 1) && !isNaN(data8))) && (isFinite(data8)))){
-const err53 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data8};
+if(func2(data7) < 1){
+const err53 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err53];
 }
@@ -619,9 +616,9 @@ vErrors.push(err53);
 }
 errors++;
 }
-if((typeof data8 == "number") && (isFinite(data8))){
-if(data8 > 65535 || isNaN(data8)){
-const err54 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data8};
+}
+else {
+const err54 = {instancePath:instancePath+"/servers/" + i0+"/address",schemaPath:"#/$defs/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema33.type,parentSchema:schema33,data:data7};
 if(vErrors === null){
 vErrors = [err54];
 }
@@ -630,8 +627,11 @@ vErrors.push(err54);
 }
 errors++;
 }
-if(data8 < 1 || isNaN(data8)){
-const err55 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data8};
+}
+if(data5.port !== undefined){
+let data8 = data5.port;
+if(!(((typeof data8 == "number") && (!(data8 % 1) && !isNaN(data8))) && (isFinite(data8)))){
+const err55 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema34.type,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err55];
 }
@@ -640,11 +640,9 @@ vErrors.push(err55);
 }
 errors++;
 }
-}
-}
-}
-else {
-const err56 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.servers.items.type,parentSchema:schema31.properties.servers.items,data:data5};
+if((typeof data8 == "number") && (isFinite(data8))){
+if(data8 > 65535 || isNaN(data8)){
+const err56 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535",schema:65535,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err56];
 }
@@ -653,10 +651,8 @@ vErrors.push(err56);
 }
 errors++;
 }
-}
-}
-else {
-const err57 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.servers.type,parentSchema:schema31.properties.servers,data:data4};
+if(data8 < 1 || isNaN(data8)){
+const err57 = {instancePath:instancePath+"/servers/" + i0+"/port",schemaPath:"#/$defs/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema34,data:data8};
 if(vErrors === null){
 vErrors = [err57];
 }
@@ -666,11 +662,10 @@ vErrors.push(err57);
 errors++;
 }
 }
-if(data.clients !== undefined){
-let data9 = data.clients;
-if(Array.isArray(data9)){
-if(data9.length > 4096){
-const err58 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.clients,data:data9};
+}
+}
+else {
+const err58 = {instancePath:instancePath+"/servers/" + i0,schemaPath:"#/properties/servers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.servers.items.type,parentSchema:schema31.properties.servers.items,data:data5};
 if(vErrors === null){
 vErrors = [err58];
 }
@@ -679,12 +674,10 @@ vErrors.push(err58);
 }
 errors++;
 }
-const len1 = data9.length;
-for(let i1=0; i1<len1; i1++){
-let data10 = data9[i1];
-if(typeof data10 === "string"){
-if(func2(data10) > 253){
-const err59 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema31.properties.clients.items,data:data10};
+}
+}
+else {
+const err59 = {instancePath:instancePath+"/servers",schemaPath:"#/properties/servers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.servers.type,parentSchema:schema31.properties.servers,data:data4};
 if(vErrors === null){
 vErrors = [err59];
 }
@@ -693,8 +686,12 @@ vErrors.push(err59);
 }
 errors++;
 }
-if(func2(data10) < 1){
-const err60 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.clients.items,data:data10};
+}
+if(data.clients !== undefined){
+let data9 = data.clients;
+if(Array.isArray(data9)){
+if(data9.length > 4096){
+const err60 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.clients,data:data9};
 if(vErrors === null){
 vErrors = [err60];
 }
@@ -703,9 +700,12 @@ vErrors.push(err60);
 }
 errors++;
 }
-}
-else {
-const err61 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.clients.items.type,parentSchema:schema31.properties.clients.items,data:data10};
+const len1 = data9.length;
+for(let i1=0; i1<len1; i1++){
+let data10 = data9[i1];
+if(typeof data10 === "string"){
+if(func2(data10) > 253){
+const err61 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/maxLength",keyword:"maxLength",params:{limit: 253},message:"must NOT have more than 253 characters",schema:253,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err61];
 }
@@ -714,10 +714,8 @@ vErrors.push(err61);
 }
 errors++;
 }
-}
-}
-else {
-const err62 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.clients.type,parentSchema:schema31.properties.clients,data:data9};
+if(func2(data10) < 1){
+const err62 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err62];
 }
@@ -727,11 +725,8 @@ vErrors.push(err62);
 errors++;
 }
 }
-if(data.tempDirectory !== undefined){
-let data11 = data.tempDirectory;
-if(typeof data11 === "string"){
-if(func2(data11) > 4095){
-const err63 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data11};
+else {
+const err63 = {instancePath:instancePath+"/clients/" + i1,schemaPath:"#/properties/clients/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.clients.items.type,parentSchema:schema31.properties.clients.items,data:data10};
 if(vErrors === null){
 vErrors = [err63];
 }
@@ -740,8 +735,10 @@ vErrors.push(err63);
 }
 errors++;
 }
-if(!pattern6.test(data11)){
-const err64 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data11};
+}
+}
+else {
+const err64 = {instancePath:instancePath+"/clients",schemaPath:"#/properties/clients/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.clients.type,parentSchema:schema31.properties.clients,data:data9};
 if(vErrors === null){
 vErrors = [err64];
 }
@@ -751,13 +748,37 @@ vErrors.push(err64);
 errors++;
 }
 }
-else {
-const err65 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data11};
+if(data.tempDirectory !== undefined){
+let data11 = data.tempDirectory;
+if(typeof data11 === "string"){
+if(func2(data11) > 4095){
+const err65 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data11};
 if(vErrors === null){
 vErrors = [err65];
 }
 else {
 vErrors.push(err65);
+}
+errors++;
+}
+if(!pattern6.test(data11)){
+const err66 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data11};
+if(vErrors === null){
+vErrors = [err66];
+}
+else {
+vErrors.push(err66);
+}
+errors++;
+}
+}
+else {
+const err67 = {instancePath:instancePath+"/tempDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data11};
+if(vErrors === null){
+vErrors = [err67];
+}
+else {
+vErrors.push(err67);
 }
 errors++;
 }
@@ -770,31 +791,7 @@ let passing0 = null;
 const _errs37 = errors;
 if(data12 && typeof data12 == "object" && !Array.isArray(data12)){
 if(data12.mode === undefined){
-const err66 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[0].required,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
-if(vErrors === null){
-vErrors = [err66];
-}
-else {
-vErrors.push(err66);
-}
-errors++;
-}
-for(const key3 in data12){
-if(!(key3 === "mode")){
-const err67 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key3},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
-if(vErrors === null){
-vErrors = [err67];
-}
-else {
-vErrors.push(err67);
-}
-errors++;
-}
-}
-if(data12.mode !== undefined){
-let data13 = data12.mode;
-if(!((data13 === "on") || (data13 === "off"))){
-const err68 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/0/properties/mode/enum",keyword:"enum",params:{allowedValues: schema31.properties.autoTransfer.oneOf[0].properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.autoTransfer.oneOf[0].properties.mode.enum,parentSchema:schema31.properties.autoTransfer.oneOf[0].properties.mode,data:data13};
+const err68 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[0].required,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
 if(vErrors === null){
 vErrors = [err68];
 }
@@ -803,15 +800,39 @@ vErrors.push(err68);
 }
 errors++;
 }
-}
-}
-else {
-const err69 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[0].type,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
+for(const key3 in data12){
+if(!(key3 === "mode")){
+const err69 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key3},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
 if(vErrors === null){
 vErrors = [err69];
 }
 else {
 vErrors.push(err69);
+}
+errors++;
+}
+}
+if(data12.mode !== undefined){
+let data13 = data12.mode;
+if(!((data13 === "on") || (data13 === "off"))){
+const err70 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/0/properties/mode/enum",keyword:"enum",params:{allowedValues: schema31.properties.autoTransfer.oneOf[0].properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.autoTransfer.oneOf[0].properties.mode.enum,parentSchema:schema31.properties.autoTransfer.oneOf[0].properties.mode,data:data13};
+if(vErrors === null){
+vErrors = [err70];
+}
+else {
+vErrors.push(err70);
+}
+errors++;
+}
+}
+}
+else {
+const err71 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/0/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[0].type,parentSchema:schema31.properties.autoTransfer.oneOf[0],data:data12};
+if(vErrors === null){
+vErrors = [err71];
+}
+else {
+vErrors.push(err71);
 }
 errors++;
 }
@@ -824,28 +845,7 @@ var props0 = true;
 const _errs41 = errors;
 if(data12 && typeof data12 == "object" && !Array.isArray(data12)){
 if(data12.mode === undefined){
-const err70 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
-if(vErrors === null){
-vErrors = [err70];
-}
-else {
-vErrors.push(err70);
-}
-errors++;
-}
-if(data12.command === undefined){
-const err71 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "command"},message:"must have required property '"+"command"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
-if(vErrors === null){
-vErrors = [err71];
-}
-else {
-vErrors.push(err71);
-}
-errors++;
-}
-for(const key4 in data12){
-if(!((key4 === "mode") || (key4 === "command"))){
-const err72 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key4},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+const err72 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "mode"},message:"must have required property '"+"mode"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err72];
 }
@@ -854,11 +854,8 @@ vErrors.push(err72);
 }
 errors++;
 }
-}
-if(data12.mode !== undefined){
-let data14 = data12.mode;
-if("command" !== data14){
-const err73 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/mode/const",keyword:"const",params:{allowedValue: "command"},message:"must be equal to constant",schema:"command",parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.mode,data:data14};
+if(data12.command === undefined){
+const err73 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/required",keyword:"required",params:{missingProperty: "command"},message:"must have required property '"+"command"+"'",schema:schema31.properties.autoTransfer.oneOf[1].required,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err73];
 }
@@ -867,12 +864,9 @@ vErrors.push(err73);
 }
 errors++;
 }
-}
-if(data12.command !== undefined){
-let data15 = data12.command;
-if(typeof data15 === "string"){
-if(func2(data15) > 4096){
-const err74 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+for(const key4 in data12){
+if(!((key4 === "mode") || (key4 === "command"))){
+const err74 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key4},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
 if(vErrors === null){
 vErrors = [err74];
 }
@@ -881,8 +875,11 @@ vErrors.push(err74);
 }
 errors++;
 }
-if(func2(data15) < 1){
-const err75 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+}
+if(data12.mode !== undefined){
+let data14 = data12.mode;
+if("command" !== data14){
+const err75 = {instancePath:instancePath+"/autoTransfer/mode",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/mode/const",keyword:"const",params:{allowedValue: "command"},message:"must be equal to constant",schema:"command",parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.mode,data:data14};
 if(vErrors === null){
 vErrors = [err75];
 }
@@ -892,8 +889,11 @@ vErrors.push(err75);
 errors++;
 }
 }
-else {
-const err76 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.autoTransfer.oneOf[1].properties.command.type,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+if(data12.command !== undefined){
+let data15 = data12.command;
+if(typeof data15 === "string"){
+if(func2(data15) > 4096){
+const err76 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
 if(vErrors === null){
 vErrors = [err76];
 }
@@ -902,15 +902,36 @@ vErrors.push(err76);
 }
 errors++;
 }
-}
-}
-else {
-const err77 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[1].type,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+if(func2(data15) < 1){
+const err77 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
 if(vErrors === null){
 vErrors = [err77];
 }
 else {
 vErrors.push(err77);
+}
+errors++;
+}
+}
+else {
+const err78 = {instancePath:instancePath+"/autoTransfer/command",schemaPath:"#/properties/autoTransfer/oneOf/1/properties/command/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.autoTransfer.oneOf[1].properties.command.type,parentSchema:schema31.properties.autoTransfer.oneOf[1].properties.command,data:data15};
+if(vErrors === null){
+vErrors = [err78];
+}
+else {
+vErrors.push(err78);
+}
+errors++;
+}
+}
+}
+else {
+const err79 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf/1/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.autoTransfer.oneOf[1].type,parentSchema:schema31.properties.autoTransfer.oneOf[1],data:data12};
+if(vErrors === null){
+vErrors = [err79];
+}
+else {
+vErrors.push(err79);
 }
 errors++;
 }
@@ -929,12 +950,12 @@ props0 = true;
 }
 }
 if(!valid14){
-const err78 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf",keyword:"oneOf",params:{passingSchemas: passing0},message:"must match exactly one schema in oneOf",schema:schema31.properties.autoTransfer.oneOf,parentSchema:schema31.properties.autoTransfer,data:data12};
+const err80 = {instancePath:instancePath+"/autoTransfer",schemaPath:"#/properties/autoTransfer/oneOf",keyword:"oneOf",params:{passingSchemas: passing0},message:"must match exactly one schema in oneOf",schema:schema31.properties.autoTransfer.oneOf,parentSchema:schema31.properties.autoTransfer,data:data12};
 if(vErrors === null){
-vErrors = [err78];
+vErrors = [err80];
 }
 else {
-vErrors.push(err78);
+vErrors.push(err80);
 }
 errors++;
 }
@@ -953,31 +974,7 @@ vErrors = null;
 if(data.placementPolicy !== undefined){
 let data16 = data.placementPolicy;
 if(!(((data16 === "least-loaded") || (data16 === "round-robin")) || (data16 === "random"))){
-const err79 = {instancePath:instancePath+"/placementPolicy",schemaPath:"#/properties/placementPolicy/enum",keyword:"enum",params:{allowedValues: schema31.properties.placementPolicy.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.placementPolicy.enum,parentSchema:schema31.properties.placementPolicy,data:data16};
-if(vErrors === null){
-vErrors = [err79];
-}
-else {
-vErrors.push(err79);
-}
-errors++;
-}
-}
-if(data.stateDirectory !== undefined){
-let data17 = data.stateDirectory;
-if(typeof data17 === "string"){
-if(func2(data17) > 4095){
-const err80 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data17};
-if(vErrors === null){
-vErrors = [err80];
-}
-else {
-vErrors.push(err80);
-}
-errors++;
-}
-if(!pattern6.test(data17)){
-const err81 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data17};
+const err81 = {instancePath:instancePath+"/placementPolicy",schemaPath:"#/properties/placementPolicy/enum",keyword:"enum",params:{allowedValues: schema31.properties.placementPolicy.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.placementPolicy.enum,parentSchema:schema31.properties.placementPolicy,data:data16};
 if(vErrors === null){
 vErrors = [err81];
 }
@@ -987,8 +984,11 @@ vErrors.push(err81);
 errors++;
 }
 }
-else {
-const err82 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data17};
+if(data.stateDirectory !== undefined){
+let data17 = data.stateDirectory;
+if(typeof data17 === "string"){
+if(func2(data17) > 4095){
+const err82 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err82];
 }
@@ -997,12 +997,8 @@ vErrors.push(err82);
 }
 errors++;
 }
-}
-if(data.socket !== undefined){
-let data18 = data.socket;
-if(typeof data18 === "string"){
-if(func2(data18) > 107){
-const err83 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/maxLength",keyword:"maxLength",params:{limit: 107},message:"must NOT have more than 107 characters",schema:107,parentSchema:schema31.properties.socket,data:data18};
+if(!pattern6.test(data17)){
+const err83 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err83];
 }
@@ -1011,8 +1007,9 @@ vErrors.push(err83);
 }
 errors++;
 }
-if(!pattern6.test(data18)){
-const err84 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema31.properties.socket,data:data18};
+}
+else {
+const err84 = {instancePath:instancePath+"/stateDirectory",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data17};
 if(vErrors === null){
 vErrors = [err84];
 }
@@ -1022,8 +1019,11 @@ vErrors.push(err84);
 errors++;
 }
 }
-else {
-const err85 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.socket.type,parentSchema:schema31.properties.socket,data:data18};
+if(data.socket !== undefined){
+let data18 = data.socket;
+if(typeof data18 === "string"){
+if(func2(data18) > 107){
+const err85 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/maxLength",keyword:"maxLength",params:{limit: 107},message:"must NOT have more than 107 characters",schema:107,parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err85];
 }
@@ -1032,11 +1032,8 @@ vErrors.push(err85);
 }
 errors++;
 }
-}
-if(data.logLevel !== undefined){
-let data19 = data.logLevel;
-if(!(((((data19 === "error") || (data19 === "warn")) || (data19 === "info")) || (data19 === "debug")) || (data19 === "trace"))){
-const err86 = {instancePath:instancePath+"/logLevel",schemaPath:"#/properties/logLevel/enum",keyword:"enum",params:{allowedValues: schema31.properties.logLevel.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.logLevel.enum,parentSchema:schema31.properties.logLevel,data:data19};
+if(!pattern6.test(data18)){
+const err86 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err86];
 }
@@ -1046,10 +1043,8 @@ vErrors.push(err86);
 errors++;
 }
 }
-if(data.loadInterval !== undefined){
-let data20 = data.loadInterval;
-if(!(((typeof data20 == "number") && (!(data20 % 1) && !isNaN(data20))) && (isFinite(data20)))){
-const err87 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data20};
+else {
+const err87 = {instancePath:instancePath+"/socket",schemaPath:"#/properties/socket/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.socket.type,parentSchema:schema31.properties.socket,data:data18};
 if(vErrors === null){
 vErrors = [err87];
 }
@@ -1058,9 +1053,11 @@ vErrors.push(err87);
 }
 errors++;
 }
-if((typeof data20 == "number") && (isFinite(data20))){
-if(data20 > 3600000 || isNaN(data20)){
-const err88 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data20};
+}
+if(data.logLevel !== undefined){
+let data19 = data.logLevel;
+if(!(((((data19 === "error") || (data19 === "warn")) || (data19 === "info")) || (data19 === "debug")) || (data19 === "trace"))){
+const err88 = {instancePath:instancePath+"/logLevel",schemaPath:"#/properties/logLevel/enum",keyword:"enum",params:{allowedValues: schema31.properties.logLevel.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.logLevel.enum,parentSchema:schema31.properties.logLevel,data:data19};
 if(vErrors === null){
 vErrors = [err88];
 }
@@ -1069,8 +1066,11 @@ vErrors.push(err88);
 }
 errors++;
 }
-if(data20 < 10 || isNaN(data20)){
-const err89 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data20};
+}
+if(data.loadInterval !== undefined){
+let data20 = data.loadInterval;
+if(!(((typeof data20 == "number") && (!(data20 % 1) && !isNaN(data20))) && (isFinite(data20)))){
+const err89 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err89];
 }
@@ -1079,12 +1079,9 @@ vErrors.push(err89);
 }
 errors++;
 }
-}
-}
-if(data.peerTimeout !== undefined){
-let data21 = data.peerTimeout;
-if(!(((typeof data21 == "number") && (!(data21 % 1) && !isNaN(data21))) && (isFinite(data21)))){
-const err90 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data21};
+if((typeof data20 == "number") && (isFinite(data20))){
+if(data20 > 3600000 || isNaN(data20)){
+const err90 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err90];
 }
@@ -1093,9 +1090,8 @@ vErrors.push(err90);
 }
 errors++;
 }
-if((typeof data21 == "number") && (isFinite(data21))){
-if(data21 > 3600000 || isNaN(data21)){
-const err91 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data21};
+if(data20 < 10 || isNaN(data20)){
+const err91 = {instancePath:instancePath+"/loadInterval",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data20};
 if(vErrors === null){
 vErrors = [err91];
 }
@@ -1104,8 +1100,12 @@ vErrors.push(err91);
 }
 errors++;
 }
-if(data21 < 10 || isNaN(data21)){
-const err92 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data21};
+}
+}
+if(data.peerTimeout !== undefined){
+let data21 = data.peerTimeout;
+if(!(((typeof data21 == "number") && (!(data21 % 1) && !isNaN(data21))) && (isFinite(data21)))){
+const err92 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema40.type,parentSchema:schema40,data:data21};
 if(vErrors === null){
 vErrors = [err92];
 }
@@ -1114,13 +1114,9 @@ vErrors.push(err92);
 }
 errors++;
 }
-}
-}
-if(data.logDatabase !== undefined){
-let data22 = data.logDatabase;
-if(typeof data22 === "string"){
-if(func2(data22) > 4095){
-const err93 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data22};
+if((typeof data21 == "number") && (isFinite(data21))){
+if(data21 > 3600000 || isNaN(data21)){
+const err93 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema40,data:data21};
 if(vErrors === null){
 vErrors = [err93];
 }
@@ -1129,8 +1125,8 @@ vErrors.push(err93);
 }
 errors++;
 }
-if(!pattern6.test(data22)){
-const err94 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data22};
+if(data21 < 10 || isNaN(data21)){
+const err94 = {instancePath:instancePath+"/peerTimeout",schemaPath:"#/$defs/duration/minimum",keyword:"minimum",params:{comparison: ">=", limit: 10},message:"must be >= 10",schema:10,parentSchema:schema40,data:data21};
 if(vErrors === null){
 vErrors = [err94];
 }
@@ -1140,8 +1136,12 @@ vErrors.push(err94);
 errors++;
 }
 }
-else {
-const err95 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data22};
+}
+if(data.logDatabase !== undefined){
+let data22 = data.logDatabase;
+if(typeof data22 === "string"){
+if(func2(data22) > 4095){
+const err95 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err95];
 }
@@ -1150,11 +1150,8 @@ vErrors.push(err95);
 }
 errors++;
 }
-}
-if(data.logFailClosed !== undefined){
-let data23 = data.logFailClosed;
-if(typeof data23 !== "boolean"){
-const err96 = {instancePath:instancePath+"/logFailClosed",schemaPath:"#/properties/logFailClosed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logFailClosed.type,parentSchema:schema31.properties.logFailClosed,data:data23};
+if(!pattern6.test(data22)){
+const err96 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err96];
 }
@@ -1164,10 +1161,8 @@ vErrors.push(err96);
 errors++;
 }
 }
-if(data.logHeartbeats !== undefined){
-let data24 = data.logHeartbeats;
-if(typeof data24 !== "boolean"){
-const err97 = {instancePath:instancePath+"/logHeartbeats",schemaPath:"#/properties/logHeartbeats/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logHeartbeats.type,parentSchema:schema31.properties.logHeartbeats,data:data24};
+else {
+const err97 = {instancePath:instancePath+"/logDatabase",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data22};
 if(vErrors === null){
 vErrors = [err97];
 }
@@ -1177,10 +1172,10 @@ vErrors.push(err97);
 errors++;
 }
 }
-if(data.logRetentionDays !== undefined){
-let data25 = data.logRetentionDays;
-if(!(((typeof data25 == "number") && (!(data25 % 1) && !isNaN(data25))) && (isFinite(data25)))){
-const err98 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logRetentionDays.type,parentSchema:schema31.properties.logRetentionDays,data:data25};
+if(data.logFailClosed !== undefined){
+let data23 = data.logFailClosed;
+if(typeof data23 !== "boolean"){
+const err98 = {instancePath:instancePath+"/logFailClosed",schemaPath:"#/properties/logFailClosed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logFailClosed.type,parentSchema:schema31.properties.logFailClosed,data:data23};
 if(vErrors === null){
 vErrors = [err98];
 }
@@ -1189,9 +1184,12 @@ vErrors.push(err98);
 }
 errors++;
 }
-if((typeof data25 == "number") && (isFinite(data25))){
-if(data25 > 36500 || isNaN(data25)){
-const err99 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/maximum",keyword:"maximum",params:{comparison: "<=", limit: 36500},message:"must be <= 36500",schema:36500,parentSchema:schema31.properties.logRetentionDays,data:data25};
+}
+if(data.logServer !== undefined){
+let data24 = data.logServer;
+if(typeof data24 === "string"){
+if(func2(data24) > 4096){
+const err99 = {instancePath:instancePath+"/logServer",schemaPath:"#/properties/logServer/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.logServer,data:data24};
 if(vErrors === null){
 vErrors = [err99];
 }
@@ -1200,8 +1198,8 @@ vErrors.push(err99);
 }
 errors++;
 }
-if(data25 < 0 || isNaN(data25)){
-const err100 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema31.properties.logRetentionDays,data:data25};
+if(!pattern10.test(data24)){
+const err100 = {instancePath:instancePath+"/logServer",schemaPath:"#/properties/logServer/pattern",keyword:"pattern",params:{pattern: "^(|postgres(ql)?://.*)$"},message:"must match pattern \""+"^(|postgres(ql)?://.*)$"+"\"",schema:"^(|postgres(ql)?://.*)$",parentSchema:schema31.properties.logServer,data:data24};
 if(vErrors === null){
 vErrors = [err100];
 }
@@ -1211,11 +1209,8 @@ vErrors.push(err100);
 errors++;
 }
 }
-}
-if(data.logMaxSize !== undefined){
-let data26 = data.logMaxSize;
-if(!(((typeof data26 == "number") && (!(data26 % 1) && !isNaN(data26))) && (isFinite(data26)))){
-const err101 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logMaxSize.type,parentSchema:schema31.properties.logMaxSize,data:data26};
+else {
+const err101 = {instancePath:instancePath+"/logServer",schemaPath:"#/properties/logServer/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.logServer.type,parentSchema:schema31.properties.logServer,data:data24};
 if(vErrors === null){
 vErrors = [err101];
 }
@@ -1224,12 +1219,11 @@ vErrors.push(err101);
 }
 errors++;
 }
-const _errs71 = errors;
-let valid21 = false;
-let passing1 = null;
-const _errs72 = errors;
-if(0 !== data26){
-const err102 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/0/const",keyword:"const",params:{allowedValue: 0},message:"must be equal to constant",schema:0,parentSchema:schema31.properties.logMaxSize.oneOf[0],data:data26};
+}
+if(data.logServerFailClosed !== undefined){
+let data25 = data.logServerFailClosed;
+if(typeof data25 !== "boolean"){
+const err102 = {instancePath:instancePath+"/logServerFailClosed",schemaPath:"#/properties/logServerFailClosed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logServerFailClosed.type,parentSchema:schema31.properties.logServerFailClosed,data:data25};
 if(vErrors === null){
 vErrors = [err102];
 }
@@ -1238,15 +1232,11 @@ vErrors.push(err102);
 }
 errors++;
 }
-var _valid1 = _errs72 === errors;
-if(_valid1){
-valid21 = true;
-passing1 = 0;
 }
-const _errs73 = errors;
-if((typeof data26 == "number") && (isFinite(data26))){
-if(data26 > 1099511627776 || isNaN(data26)){
-const err103 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1099511627776},message:"must be <= 1099511627776",schema:1099511627776,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
+if(data.logHeartbeats !== undefined){
+let data26 = data.logHeartbeats;
+if(typeof data26 !== "boolean"){
+const err103 = {instancePath:instancePath+"/logHeartbeats",schemaPath:"#/properties/logHeartbeats/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.logHeartbeats.type,parentSchema:schema31.properties.logHeartbeats,data:data26};
 if(vErrors === null){
 vErrors = [err103];
 }
@@ -1255,8 +1245,11 @@ vErrors.push(err103);
 }
 errors++;
 }
-if(data26 < 1048576 || isNaN(data26)){
-const err104 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1048576},message:"must be >= 1048576",schema:1048576,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data26};
+}
+if(data.logRetentionDays !== undefined){
+let data27 = data.logRetentionDays;
+if(!(((typeof data27 == "number") && (!(data27 % 1) && !isNaN(data27))) && (isFinite(data27)))){
+const err104 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logRetentionDays.type,parentSchema:schema31.properties.logRetentionDays,data:data27};
 if(vErrors === null){
 vErrors = [err104];
 }
@@ -1265,8 +1258,84 @@ vErrors.push(err104);
 }
 errors++;
 }
+if((typeof data27 == "number") && (isFinite(data27))){
+if(data27 > 36500 || isNaN(data27)){
+const err105 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/maximum",keyword:"maximum",params:{comparison: "<=", limit: 36500},message:"must be <= 36500",schema:36500,parentSchema:schema31.properties.logRetentionDays,data:data27};
+if(vErrors === null){
+vErrors = [err105];
 }
-var _valid1 = _errs73 === errors;
+else {
+vErrors.push(err105);
+}
+errors++;
+}
+if(data27 < 0 || isNaN(data27)){
+const err106 = {instancePath:instancePath+"/logRetentionDays",schemaPath:"#/properties/logRetentionDays/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema31.properties.logRetentionDays,data:data27};
+if(vErrors === null){
+vErrors = [err106];
+}
+else {
+vErrors.push(err106);
+}
+errors++;
+}
+}
+}
+if(data.logMaxSize !== undefined){
+let data28 = data.logMaxSize;
+if(!(((typeof data28 == "number") && (!(data28 % 1) && !isNaN(data28))) && (isFinite(data28)))){
+const err107 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logMaxSize.type,parentSchema:schema31.properties.logMaxSize,data:data28};
+if(vErrors === null){
+vErrors = [err107];
+}
+else {
+vErrors.push(err107);
+}
+errors++;
+}
+const _errs75 = errors;
+let valid21 = false;
+let passing1 = null;
+const _errs76 = errors;
+if(0 !== data28){
+const err108 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/0/const",keyword:"const",params:{allowedValue: 0},message:"must be equal to constant",schema:0,parentSchema:schema31.properties.logMaxSize.oneOf[0],data:data28};
+if(vErrors === null){
+vErrors = [err108];
+}
+else {
+vErrors.push(err108);
+}
+errors++;
+}
+var _valid1 = _errs76 === errors;
+if(_valid1){
+valid21 = true;
+passing1 = 0;
+}
+const _errs77 = errors;
+if((typeof data28 == "number") && (isFinite(data28))){
+if(data28 > 1099511627776 || isNaN(data28)){
+const err109 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/maximum",keyword:"maximum",params:{comparison: "<=", limit: 1099511627776},message:"must be <= 1099511627776",schema:1099511627776,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data28};
+if(vErrors === null){
+vErrors = [err109];
+}
+else {
+vErrors.push(err109);
+}
+errors++;
+}
+if(data28 < 1048576 || isNaN(data28)){
+const err110 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf/1/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1048576},message:"must be >= 1048576",schema:1048576,parentSchema:schema31.properties.logMaxSize.oneOf[1],data:data28};
+if(vErrors === null){
+vErrors = [err110];
+}
+else {
+vErrors.push(err110);
+}
+errors++;
+}
+}
+var _valid1 = _errs77 === errors;
 if(_valid1 && valid21){
 valid21 = false;
 passing1 = [passing1, 1];
@@ -1278,87 +1347,7 @@ passing1 = 1;
 }
 }
 if(!valid21){
-const err105 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf",keyword:"oneOf",params:{passingSchemas: passing1},message:"must match exactly one schema in oneOf",schema:schema31.properties.logMaxSize.oneOf,parentSchema:schema31.properties.logMaxSize,data:data26};
-if(vErrors === null){
-vErrors = [err105];
-}
-else {
-vErrors.push(err105);
-}
-errors++;
-}
-else {
-errors = _errs71;
-if(vErrors !== null){
-if(_errs71){
-vErrors.length = _errs71;
-}
-else {
-vErrors = null;
-}
-}
-}
-}
-if(data.loginGraceTime !== undefined){
-let data27 = data.loginGraceTime;
-if(!(((typeof data27 == "number") && (!(data27 % 1) && !isNaN(data27))) && (isFinite(data27)))){
-const err106 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.loginGraceTime.type,parentSchema:schema31.properties.loginGraceTime,data:data27};
-if(vErrors === null){
-vErrors = [err106];
-}
-else {
-vErrors.push(err106);
-}
-errors++;
-}
-if((typeof data27 == "number") && (isFinite(data27))){
-if(data27 > 3600000 || isNaN(data27)){
-const err107 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.loginGraceTime,data:data27};
-if(vErrors === null){
-vErrors = [err107];
-}
-else {
-vErrors.push(err107);
-}
-errors++;
-}
-if(data27 < 100 || isNaN(data27)){
-const err108 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.loginGraceTime,data:data27};
-if(vErrors === null){
-vErrors = [err108];
-}
-else {
-vErrors.push(err108);
-}
-errors++;
-}
-}
-}
-if(data.maxStartups !== undefined){
-let data28 = data.maxStartups;
-if(!(((typeof data28 == "number") && (!(data28 % 1) && !isNaN(data28))) && (isFinite(data28)))){
-const err109 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.maxStartups.type,parentSchema:schema31.properties.maxStartups,data:data28};
-if(vErrors === null){
-vErrors = [err109];
-}
-else {
-vErrors.push(err109);
-}
-errors++;
-}
-if((typeof data28 == "number") && (isFinite(data28))){
-if(data28 > 100000 || isNaN(data28)){
-const err110 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.maxStartups,data:data28};
-if(vErrors === null){
-vErrors = [err110];
-}
-else {
-vErrors.push(err110);
-}
-errors++;
-}
-if(data28 < 1 || isNaN(data28)){
-const err111 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.maxStartups,data:data28};
+const err111 = {instancePath:instancePath+"/logMaxSize",schemaPath:"#/properties/logMaxSize/oneOf",keyword:"oneOf",params:{passingSchemas: passing1},message:"must match exactly one schema in oneOf",schema:schema31.properties.logMaxSize.oneOf,parentSchema:schema31.properties.logMaxSize,data:data28};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1367,12 +1356,22 @@ vErrors.push(err111);
 }
 errors++;
 }
+else {
+errors = _errs75;
+if(vErrors !== null){
+if(_errs75){
+vErrors.length = _errs75;
+}
+else {
+vErrors = null;
 }
 }
-if(data.perSourceMaxStartups !== undefined){
-let data29 = data.perSourceMaxStartups;
+}
+}
+if(data.loginGraceTime !== undefined){
+let data29 = data.loginGraceTime;
 if(!(((typeof data29 == "number") && (!(data29 % 1) && !isNaN(data29))) && (isFinite(data29)))){
-const err112 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.perSourceMaxStartups.type,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+const err112 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.loginGraceTime.type,parentSchema:schema31.properties.loginGraceTime,data:data29};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1382,8 +1381,8 @@ vErrors.push(err112);
 errors++;
 }
 if((typeof data29 == "number") && (isFinite(data29))){
-if(data29 > 100000 || isNaN(data29)){
-const err113 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+if(data29 > 3600000 || isNaN(data29)){
+const err113 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.loginGraceTime,data:data29};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1392,8 +1391,8 @@ vErrors.push(err113);
 }
 errors++;
 }
-if(data29 < 1 || isNaN(data29)){
-const err114 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.perSourceMaxStartups,data:data29};
+if(data29 < 100 || isNaN(data29)){
+const err114 = {instancePath:instancePath+"/loginGraceTime",schemaPath:"#/properties/loginGraceTime/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.loginGraceTime,data:data29};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1404,10 +1403,10 @@ errors++;
 }
 }
 }
-if(data.logDenialsBurst !== undefined){
-let data30 = data.logDenialsBurst;
+if(data.maxStartups !== undefined){
+let data30 = data.maxStartups;
 if(!(((typeof data30 == "number") && (!(data30 % 1) && !isNaN(data30))) && (isFinite(data30)))){
-const err115 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsBurst.type,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+const err115 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.maxStartups.type,parentSchema:schema31.properties.maxStartups,data:data30};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1418,7 +1417,7 @@ errors++;
 }
 if((typeof data30 == "number") && (isFinite(data30))){
 if(data30 > 100000 || isNaN(data30)){
-const err116 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+const err116 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.maxStartups,data:data30};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1428,7 +1427,7 @@ vErrors.push(err116);
 errors++;
 }
 if(data30 < 1 || isNaN(data30)){
-const err117 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.logDenialsBurst,data:data30};
+const err117 = {instancePath:instancePath+"/maxStartups",schemaPath:"#/properties/maxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.maxStartups,data:data30};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1439,10 +1438,10 @@ errors++;
 }
 }
 }
-if(data.logDenialsInterval !== undefined){
-let data31 = data.logDenialsInterval;
+if(data.perSourceMaxStartups !== undefined){
+let data31 = data.perSourceMaxStartups;
 if(!(((typeof data31 == "number") && (!(data31 % 1) && !isNaN(data31))) && (isFinite(data31)))){
-const err118 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsInterval.type,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+const err118 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.perSourceMaxStartups.type,parentSchema:schema31.properties.perSourceMaxStartups,data:data31};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1452,8 +1451,8 @@ vErrors.push(err118);
 errors++;
 }
 if((typeof data31 == "number") && (isFinite(data31))){
-if(data31 > 3600000 || isNaN(data31)){
-const err119 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+if(data31 > 100000 || isNaN(data31)){
+const err119 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.perSourceMaxStartups,data:data31};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1462,8 +1461,8 @@ vErrors.push(err119);
 }
 errors++;
 }
-if(data31 < 100 || isNaN(data31)){
-const err120 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.logDenialsInterval,data:data31};
+if(data31 < 1 || isNaN(data31)){
+const err120 = {instancePath:instancePath+"/perSourceMaxStartups",schemaPath:"#/properties/perSourceMaxStartups/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.perSourceMaxStartups,data:data31};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1474,11 +1473,10 @@ errors++;
 }
 }
 }
-if(data.programs !== undefined){
-let data32 = data.programs;
-if(Array.isArray(data32)){
-if(data32.length > 1024){
-const err121 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.programs,data:data32};
+if(data.logDenialsBurst !== undefined){
+let data32 = data.logDenialsBurst;
+if(!(((typeof data32 == "number") && (!(data32 % 1) && !isNaN(data32))) && (isFinite(data32)))){
+const err121 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsBurst.type,parentSchema:schema31.properties.logDenialsBurst,data:data32};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1487,12 +1485,9 @@ vErrors.push(err121);
 }
 errors++;
 }
-const len2 = data32.length;
-for(let i2=0; i2<len2; i2++){
-let data33 = data32[i2];
-if(data33 && typeof data33 == "object" && !Array.isArray(data33)){
-if(data33.name === undefined){
-const err122 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.programs.items.required,parentSchema:schema31.properties.programs.items,data:data33};
+if((typeof data32 == "number") && (isFinite(data32))){
+if(data32 > 100000 || isNaN(data32)){
+const err122 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100000},message:"must be <= 100000",schema:100000,parentSchema:schema31.properties.logDenialsBurst,data:data32};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1501,9 +1496,8 @@ vErrors.push(err122);
 }
 errors++;
 }
-for(const key5 in data33){
-if(!((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "exec")) || (key5 === "executables"))){
-const err123 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.programs.items,data:data33};
+if(data32 < 1 || isNaN(data32)){
+const err123 = {instancePath:instancePath+"/logDenialsBurst",schemaPath:"#/properties/logDenialsBurst/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema31.properties.logDenialsBurst,data:data32};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1513,11 +1507,11 @@ vErrors.push(err123);
 errors++;
 }
 }
-if(data33.name !== undefined){
-let data34 = data33.name;
-if(typeof data34 === "string"){
-if(func2(data34) > 255){
-const err124 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 255},message:"must NOT have more than 255 characters",schema:255,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+}
+if(data.logDenialsInterval !== undefined){
+let data33 = data.logDenialsInterval;
+if(!(((typeof data33 == "number") && (!(data33 % 1) && !isNaN(data33))) && (isFinite(data33)))){
+const err124 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema31.properties.logDenialsInterval.type,parentSchema:schema31.properties.logDenialsInterval,data:data33};
 if(vErrors === null){
 vErrors = [err124];
 }
@@ -1526,8 +1520,9 @@ vErrors.push(err124);
 }
 errors++;
 }
-if(!pattern10.test(data34)){
-const err125 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_][A-Za-z0-9_+-]*$"},message:"must match pattern \""+"^[A-Za-z0-9_][A-Za-z0-9_+-]*$"+"\"",schema:"^[A-Za-z0-9_][A-Za-z0-9_+-]*$",parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+if((typeof data33 == "number") && (isFinite(data33))){
+if(data33 > 3600000 || isNaN(data33)){
+const err125 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600000},message:"must be <= 3600000",schema:3600000,parentSchema:schema31.properties.logDenialsInterval,data:data33};
 if(vErrors === null){
 vErrors = [err125];
 }
@@ -1536,9 +1531,8 @@ vErrors.push(err125);
 }
 errors++;
 }
-}
-else {
-const err126 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.name.type,parentSchema:schema31.properties.programs.items.properties.name,data:data34};
+if(data33 < 100 || isNaN(data33)){
+const err126 = {instancePath:instancePath+"/logDenialsInterval",schemaPath:"#/properties/logDenialsInterval/minimum",keyword:"minimum",params:{comparison: ">=", limit: 100},message:"must be >= 100",schema:100,parentSchema:schema31.properties.logDenialsInterval,data:data33};
 if(vErrors === null){
 vErrors = [err126];
 }
@@ -1548,11 +1542,12 @@ vErrors.push(err126);
 errors++;
 }
 }
-if(data33.object !== undefined){
-let data35 = data33.object;
-if(typeof data35 === "string"){
-if(func2(data35) > 4095){
-const err127 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data35};
+}
+if(data.programs !== undefined){
+let data34 = data.programs;
+if(Array.isArray(data34)){
+if(data34.length > 1024){
+const err127 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/maxItems",keyword:"maxItems",params:{limit: 1024},message:"must NOT have more than 1024 items",schema:1024,parentSchema:schema31.properties.programs,data:data34};
 if(vErrors === null){
 vErrors = [err127];
 }
@@ -1561,8 +1556,12 @@ vErrors.push(err127);
 }
 errors++;
 }
-if(!pattern6.test(data35)){
-const err128 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data35};
+const len2 = data34.length;
+for(let i2=0; i2<len2; i2++){
+let data35 = data34[i2];
+if(data35 && typeof data35 == "object" && !Array.isArray(data35)){
+if(data35.name === undefined){
+const err128 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.programs.items.required,parentSchema:schema31.properties.programs.items,data:data35};
 if(vErrors === null){
 vErrors = [err128];
 }
@@ -1571,9 +1570,9 @@ vErrors.push(err128);
 }
 errors++;
 }
-}
-else {
-const err129 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data35};
+for(const key5 in data35){
+if(!(((((((key5 === "name") || (key5 === "object")) || (key5 === "xml")) || (key5 === "db")) || (key5 === "database")) || (key5 === "exec")) || (key5 === "executables"))){
+const err129 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.programs.items,data:data35};
 if(vErrors === null){
 vErrors = [err129];
 }
@@ -1583,11 +1582,11 @@ vErrors.push(err129);
 errors++;
 }
 }
-if(data33.xml !== undefined){
-let data36 = data33.xml;
+if(data35.name !== undefined){
+let data36 = data35.name;
 if(typeof data36 === "string"){
-if(func2(data36) > 4095){
-const err130 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data36};
+if(func2(data36) > 255){
+const err130 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 255},message:"must NOT have more than 255 characters",schema:255,parentSchema:schema31.properties.programs.items.properties.name,data:data36};
 if(vErrors === null){
 vErrors = [err130];
 }
@@ -1596,8 +1595,8 @@ vErrors.push(err130);
 }
 errors++;
 }
-if(!pattern6.test(data36)){
-const err131 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data36};
+if(!pattern11.test(data36)){
+const err131 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9_][A-Za-z0-9_+-]*$"},message:"must match pattern \""+"^[A-Za-z0-9_][A-Za-z0-9_+-]*$"+"\"",schema:"^[A-Za-z0-9_][A-Za-z0-9_+-]*$",parentSchema:schema31.properties.programs.items.properties.name,data:data36};
 if(vErrors === null){
 vErrors = [err131];
 }
@@ -1608,7 +1607,7 @@ errors++;
 }
 }
 else {
-const err132 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data36};
+const err132 = {instancePath:instancePath+"/programs/" + i2+"/name",schemaPath:"#/properties/programs/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.name.type,parentSchema:schema31.properties.programs.items.properties.name,data:data36};
 if(vErrors === null){
 vErrors = [err132];
 }
@@ -1618,11 +1617,11 @@ vErrors.push(err132);
 errors++;
 }
 }
-if(data33.db !== undefined){
-let data37 = data33.db;
+if(data35.object !== undefined){
+let data37 = data35.object;
 if(typeof data37 === "string"){
 if(func2(data37) > 4095){
-const err133 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data37};
+const err133 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err133];
 }
@@ -1632,7 +1631,7 @@ vErrors.push(err133);
 errors++;
 }
 if(!pattern6.test(data37)){
-const err134 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data37};
+const err134 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err134];
 }
@@ -1643,7 +1642,7 @@ errors++;
 }
 }
 else {
-const err135 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data37};
+const err135 = {instancePath:instancePath+"/programs/" + i2+"/object",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data37};
 if(vErrors === null){
 vErrors = [err135];
 }
@@ -1653,11 +1652,11 @@ vErrors.push(err135);
 errors++;
 }
 }
-if(data33.exec !== undefined){
-let data38 = data33.exec;
+if(data35.xml !== undefined){
+let data38 = data35.xml;
 if(typeof data38 === "string"){
 if(func2(data38) > 4095){
-const err136 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data38};
+const err136 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err136];
 }
@@ -1667,7 +1666,7 @@ vErrors.push(err136);
 errors++;
 }
 if(!pattern6.test(data38)){
-const err137 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data38};
+const err137 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err137];
 }
@@ -1678,7 +1677,7 @@ errors++;
 }
 }
 else {
-const err138 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data38};
+const err138 = {instancePath:instancePath+"/programs/" + i2+"/xml",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data38};
 if(vErrors === null){
 vErrors = [err138];
 }
@@ -1688,11 +1687,11 @@ vErrors.push(err138);
 errors++;
 }
 }
-if(data33.executables !== undefined){
-let data39 = data33.executables;
-if(Array.isArray(data39)){
-if(data39.length > 256){
-const err139 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(data35.db !== undefined){
+let data39 = data35.db;
+if(typeof data39 === "string"){
+if(func2(data39) > 4095){
+const err139 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err139];
 }
@@ -1701,8 +1700,8 @@ vErrors.push(err139);
 }
 errors++;
 }
-if(data39.length < 1){
-const err140 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(!pattern6.test(data39)){
+const err140 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err140];
 }
@@ -1711,12 +1710,9 @@ vErrors.push(err140);
 }
 errors++;
 }
-const len3 = data39.length;
-for(let i3=0; i3<len3; i3++){
-let data40 = data39[i3];
-if(typeof data40 === "string"){
-if(func2(data40) > 4095){
-const err141 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data40};
+}
+else {
+const err141 = {instancePath:instancePath+"/programs/" + i2+"/db",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data39};
 if(vErrors === null){
 vErrors = [err141];
 }
@@ -1725,8 +1721,12 @@ vErrors.push(err141);
 }
 errors++;
 }
-if(!pattern6.test(data40)){
-const err142 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data40};
+}
+if(data35.database !== undefined){
+let data40 = data35.database;
+if(typeof data40 === "string"){
+if(func2(data40) > 4096){
+const err142 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema31.properties.programs.items.properties.database,data:data40};
 if(vErrors === null){
 vErrors = [err142];
 }
@@ -1735,9 +1735,8 @@ vErrors.push(err142);
 }
 errors++;
 }
-}
-else {
-const err143 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data40};
+if(func2(data40) < 1){
+const err143 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema31.properties.programs.items.properties.database,data:data40};
 if(vErrors === null){
 vErrors = [err143];
 }
@@ -1747,14 +1746,8 @@ vErrors.push(err143);
 errors++;
 }
 }
-let i4 = data39.length;
-let j0;
-if(i4 > 1){
-outer0:
-for(;i4--;){
-for(j0 = i4; j0--;){
-if(func0(data39[i4], data39[j0])){
-const err144 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+else {
+const err144 = {instancePath:instancePath+"/programs/" + i2+"/database",schemaPath:"#/properties/programs/items/properties/database/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.programs.items.properties.database.type,parentSchema:schema31.properties.programs.items.properties.database,data:data40};
 if(vErrors === null){
 vErrors = [err144];
 }
@@ -1762,14 +1755,13 @@ else {
 vErrors.push(err144);
 }
 errors++;
-break outer0;
 }
 }
-}
-}
-}
-else {
-const err145 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data39};
+if(data35.exec !== undefined){
+let data41 = data35.exec;
+if(typeof data41 === "string"){
+if(func2(data41) > 4095){
+const err145 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err145];
 }
@@ -1778,10 +1770,8 @@ vErrors.push(err145);
 }
 errors++;
 }
-}
-}
-else {
-const err146 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data33};
+if(!pattern6.test(data41)){
+const err146 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err146];
 }
@@ -1791,9 +1781,8 @@ vErrors.push(err146);
 errors++;
 }
 }
-}
 else {
-const err147 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data32};
+const err147 = {instancePath:instancePath+"/programs/" + i2+"/exec",schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data41};
 if(vErrors === null){
 vErrors = [err147];
 }
@@ -1803,10 +1792,11 @@ vErrors.push(err147);
 errors++;
 }
 }
-if(data.installation !== undefined){
-let data41 = data.installation;
-if(!((data41 === "user") || (data41 === "root"))){
-const err148 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data41};
+if(data35.executables !== undefined){
+let data42 = data35.executables;
+if(Array.isArray(data42)){
+if(data42.length > 256){
+const err148 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/maxItems",keyword:"maxItems",params:{limit: 256},message:"must NOT have more than 256 items",schema:256,parentSchema:schema31.properties.programs.items.properties.executables,data:data42};
 if(vErrors === null){
 vErrors = [err148];
 }
@@ -1815,11 +1805,8 @@ vErrors.push(err148);
 }
 errors++;
 }
-}
-if(data.permitRoot !== undefined){
-let data42 = data.permitRoot;
-if(typeof data42 !== "boolean"){
-const err149 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data42};
+if(data42.length < 1){
+const err149 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema31.properties.programs.items.properties.executables,data:data42};
 if(vErrors === null){
 vErrors = [err149];
 }
@@ -1828,12 +1815,12 @@ vErrors.push(err149);
 }
 errors++;
 }
-}
-if(data.hostUser !== undefined){
-let data43 = data.hostUser;
+const len3 = data42.length;
+for(let i3=0; i3<len3; i3++){
+let data43 = data42[i3];
 if(typeof data43 === "string"){
-if(!pattern16.test(data43)){
-const err150 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"+"\"",schema:"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",parentSchema:schema31.properties.hostUser,data:data43};
+if(func2(data43) > 4095){
+const err150 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/maxLength",keyword:"maxLength",params:{limit: 4095},message:"must NOT have more than 4095 characters",schema:4095,parentSchema:schema38,data:data43};
 if(vErrors === null){
 vErrors = [err150];
 }
@@ -1842,9 +1829,8 @@ vErrors.push(err150);
 }
 errors++;
 }
-}
-else {
-const err151 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.hostUser.type,parentSchema:schema31.properties.hostUser,data:data43};
+if(!pattern6.test(data43)){
+const err151 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/pattern",keyword:"pattern",params:{pattern: "^/"},message:"must match pattern \""+"^/"+"\"",schema:"^/",parentSchema:schema38,data:data43};
 if(vErrors === null){
 vErrors = [err151];
 }
@@ -1854,11 +1840,8 @@ vErrors.push(err151);
 errors++;
 }
 }
-if(data.userLimits !== undefined){
-let data44 = data.userLimits;
-if(Array.isArray(data44)){
-if(data44.length > 16){
-const err152 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data44};
+else {
+const err152 = {instancePath:instancePath+"/programs/" + i2+"/executables/" + i3,schemaPath:"#/$defs/absolutePath/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema38.type,parentSchema:schema38,data:data43};
 if(vErrors === null){
 vErrors = [err152];
 }
@@ -1867,12 +1850,15 @@ vErrors.push(err152);
 }
 errors++;
 }
-const len4 = data44.length;
-for(let i5=0; i5<len4; i5++){
-let data45 = data44[i5];
-if(data45 && typeof data45 == "object" && !Array.isArray(data45)){
-if(data45.name === undefined){
-const err153 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+let i4 = data42.length;
+let j0;
+if(i4 > 1){
+outer0:
+for(;i4--;){
+for(j0 = i4; j0--;){
+if(func0(data42[i4], data42[j0])){
+const err153 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/uniqueItems",keyword:"uniqueItems",params:{i: i4, j: j0},message:"must NOT have duplicate items (items ## "+j0+" and "+i4+" are identical)",schema:true,parentSchema:schema31.properties.programs.items.properties.executables,data:data42};
 if(vErrors === null){
 vErrors = [err153];
 }
@@ -1880,9 +1866,14 @@ else {
 vErrors.push(err153);
 }
 errors++;
+break outer0;
 }
-if(data45.soft === undefined){
-const err154 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+}
+}
+}
+else {
+const err154 = {instancePath:instancePath+"/programs/" + i2+"/executables",schemaPath:"#/properties/programs/items/properties/executables/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.items.properties.executables.type,parentSchema:schema31.properties.programs.items.properties.executables,data:data42};
 if(vErrors === null){
 vErrors = [err154];
 }
@@ -1891,8 +1882,10 @@ vErrors.push(err154);
 }
 errors++;
 }
-if(data45.hard === undefined){
-const err155 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+}
+else {
+const err155 = {instancePath:instancePath+"/programs/" + i2,schemaPath:"#/properties/programs/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.programs.items.type,parentSchema:schema31.properties.programs.items,data:data35};
 if(vErrors === null){
 vErrors = [err155];
 }
@@ -1901,9 +1894,10 @@ vErrors.push(err155);
 }
 errors++;
 }
-for(const key6 in data45){
-if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
-const err156 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data45};
+}
+}
+else {
+const err156 = {instancePath:instancePath+"/programs",schemaPath:"#/properties/programs/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.programs.type,parentSchema:schema31.properties.programs,data:data34};
 if(vErrors === null){
 vErrors = [err156];
 }
@@ -1913,10 +1907,10 @@ vErrors.push(err156);
 errors++;
 }
 }
-if(data45.name !== undefined){
-let data46 = data45.name;
-if(!((((((((((((((((data46 === "as") || (data46 === "core")) || (data46 === "cpu")) || (data46 === "data")) || (data46 === "fsize")) || (data46 === "locks")) || (data46 === "memlock")) || (data46 === "msgqueue")) || (data46 === "nice")) || (data46 === "nofile")) || (data46 === "nproc")) || (data46 === "rss")) || (data46 === "rtprio")) || (data46 === "rttime")) || (data46 === "sigpending")) || (data46 === "stack"))){
-const err157 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data46};
+if(data.installation !== undefined){
+let data44 = data.installation;
+if(!((data44 === "user") || (data44 === "root"))){
+const err157 = {instancePath:instancePath+"/installation",schemaPath:"#/properties/installation/enum",keyword:"enum",params:{allowedValues: schema31.properties.installation.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.installation.enum,parentSchema:schema31.properties.installation,data:data44};
 if(vErrors === null){
 vErrors = [err157];
 }
@@ -1926,11 +1920,10 @@ vErrors.push(err157);
 errors++;
 }
 }
-if(data45.soft !== undefined){
-let data47 = data45.soft;
-if(typeof data47 === "string"){
-if(!pattern17.test(data47)){
-const err158 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
+if(data.permitRoot !== undefined){
+let data45 = data.permitRoot;
+if(typeof data45 !== "boolean"){
+const err158 = {instancePath:instancePath+"/permitRoot",schemaPath:"#/properties/permitRoot/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema31.properties.permitRoot.type,parentSchema:schema31.properties.permitRoot,data:data45};
 if(vErrors === null){
 vErrors = [err158];
 }
@@ -1940,8 +1933,11 @@ vErrors.push(err158);
 errors++;
 }
 }
-else {
-const err159 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data47};
+if(data.hostUser !== undefined){
+let data46 = data.hostUser;
+if(typeof data46 === "string"){
+if(!pattern17.test(data46)){
+const err159 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"},message:"must match pattern \""+"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"+"\"",schema:"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",parentSchema:schema31.properties.hostUser,data:data46};
 if(vErrors === null){
 vErrors = [err159];
 }
@@ -1951,11 +1947,8 @@ vErrors.push(err159);
 errors++;
 }
 }
-if(data45.hard !== undefined){
-let data48 = data45.hard;
-if(typeof data48 === "string"){
-if(!pattern17.test(data48)){
-const err160 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
+else {
+const err160 = {instancePath:instancePath+"/hostUser",schemaPath:"#/properties/hostUser/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.hostUser.type,parentSchema:schema31.properties.hostUser,data:data46};
 if(vErrors === null){
 vErrors = [err160];
 }
@@ -1965,8 +1958,11 @@ vErrors.push(err160);
 errors++;
 }
 }
-else {
-const err161 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data48};
+if(data.userLimits !== undefined){
+let data47 = data.userLimits;
+if(Array.isArray(data47)){
+if(data47.length > 16){
+const err161 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/maxItems",keyword:"maxItems",params:{limit: 16},message:"must NOT have more than 16 items",schema:16,parentSchema:schema31.properties.userLimits,data:data47};
 if(vErrors === null){
 vErrors = [err161];
 }
@@ -1975,10 +1971,12 @@ vErrors.push(err161);
 }
 errors++;
 }
-}
-}
-else {
-const err162 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data45};
+const len4 = data47.length;
+for(let i5=0; i5<len4; i5++){
+let data48 = data47[i5];
+if(data48 && typeof data48 == "object" && !Array.isArray(data48)){
+if(data48.name === undefined){
+const err162 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data48};
 if(vErrors === null){
 vErrors = [err162];
 }
@@ -1987,10 +1985,8 @@ vErrors.push(err162);
 }
 errors++;
 }
-}
-}
-else {
-const err163 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data44};
+if(data48.soft === undefined){
+const err163 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "soft"},message:"must have required property '"+"soft"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data48};
 if(vErrors === null){
 vErrors = [err163];
 }
@@ -1999,12 +1995,8 @@ vErrors.push(err163);
 }
 errors++;
 }
-}
-if(data.userMap !== undefined){
-let data49 = data.userMap;
-if(Array.isArray(data49)){
-if(data49.length > 4096){
-const err164 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data49};
+if(data48.hard === undefined){
+const err164 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/required",keyword:"required",params:{missingProperty: "hard"},message:"must have required property '"+"hard"+"'",schema:schema31.properties.userLimits.items.required,parentSchema:schema31.properties.userLimits.items,data:data48};
 if(vErrors === null){
 vErrors = [err164];
 }
@@ -2013,12 +2005,9 @@ vErrors.push(err164);
 }
 errors++;
 }
-const len5 = data49.length;
-for(let i6=0; i6<len5; i6++){
-let data50 = data49[i6];
-if(data50 && typeof data50 == "object" && !Array.isArray(data50)){
-if(data50.host === undefined){
-const err165 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+for(const key6 in data48){
+if(!(((key6 === "name") || (key6 === "soft")) || (key6 === "hard"))){
+const err165 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userLimits.items,data:data48};
 if(vErrors === null){
 vErrors = [err165];
 }
@@ -2027,8 +2016,11 @@ vErrors.push(err165);
 }
 errors++;
 }
-if(data50.user === undefined){
-const err166 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+if(data48.name !== undefined){
+let data49 = data48.name;
+if(!((((((((((((((((data49 === "as") || (data49 === "core")) || (data49 === "cpu")) || (data49 === "data")) || (data49 === "fsize")) || (data49 === "locks")) || (data49 === "memlock")) || (data49 === "msgqueue")) || (data49 === "nice")) || (data49 === "nofile")) || (data49 === "nproc")) || (data49 === "rss")) || (data49 === "rtprio")) || (data49 === "rttime")) || (data49 === "sigpending")) || (data49 === "stack"))){
+const err166 = {instancePath:instancePath+"/userLimits/" + i5+"/name",schemaPath:"#/properties/userLimits/items/properties/name/enum",keyword:"enum",params:{allowedValues: schema31.properties.userLimits.items.properties.name.enum},message:"must be equal to one of the allowed values",schema:schema31.properties.userLimits.items.properties.name.enum,parentSchema:schema31.properties.userLimits.items.properties.name,data:data49};
 if(vErrors === null){
 vErrors = [err166];
 }
@@ -2037,8 +2029,12 @@ vErrors.push(err166);
 }
 errors++;
 }
-if(data50.local === undefined){
-const err167 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+if(data48.soft !== undefined){
+let data50 = data48.soft;
+if(typeof data50 === "string"){
+if(!pattern18.test(data50)){
+const err167 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.soft,data:data50};
 if(vErrors === null){
 vErrors = [err167];
 }
@@ -2047,9 +2043,9 @@ vErrors.push(err167);
 }
 errors++;
 }
-for(const key7 in data50){
-if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
-const err168 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data50};
+}
+else {
+const err168 = {instancePath:instancePath+"/userLimits/" + i5+"/soft",schemaPath:"#/properties/userLimits/items/properties/soft/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.soft.type,parentSchema:schema31.properties.userLimits.items.properties.soft,data:data50};
 if(vErrors === null){
 vErrors = [err168];
 }
@@ -2059,11 +2055,11 @@ vErrors.push(err168);
 errors++;
 }
 }
-if(data50.host !== undefined){
-let data51 = data50.host;
+if(data48.hard !== undefined){
+let data51 = data48.hard;
 if(typeof data51 === "string"){
-if(!pattern19.test(data51)){
-const err169 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
+if(!pattern18.test(data51)){
+const err169 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/pattern",keyword:"pattern",params:{pattern: "^([0-9]{1,19}|unlimited)$"},message:"must match pattern \""+"^([0-9]{1,19}|unlimited)$"+"\"",schema:"^([0-9]{1,19}|unlimited)$",parentSchema:schema31.properties.userLimits.items.properties.hard,data:data51};
 if(vErrors === null){
 vErrors = [err169];
 }
@@ -2074,7 +2070,7 @@ errors++;
 }
 }
 else {
-const err170 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data51};
+const err170 = {instancePath:instancePath+"/userLimits/" + i5+"/hard",schemaPath:"#/properties/userLimits/items/properties/hard/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userLimits.items.properties.hard.type,parentSchema:schema31.properties.userLimits.items.properties.hard,data:data51};
 if(vErrors === null){
 vErrors = [err170];
 }
@@ -2084,11 +2080,9 @@ vErrors.push(err170);
 errors++;
 }
 }
-if(data50.user !== undefined){
-let data52 = data50.user;
-if(typeof data52 === "string"){
-if(!pattern19.test(data52)){
-const err171 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
+}
+else {
+const err171 = {instancePath:instancePath+"/userLimits/" + i5,schemaPath:"#/properties/userLimits/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userLimits.items.type,parentSchema:schema31.properties.userLimits.items,data:data48};
 if(vErrors === null){
 vErrors = [err171];
 }
@@ -2098,8 +2092,9 @@ vErrors.push(err171);
 errors++;
 }
 }
+}
 else {
-const err172 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data52};
+const err172 = {instancePath:instancePath+"/userLimits",schemaPath:"#/properties/userLimits/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userLimits.type,parentSchema:schema31.properties.userLimits,data:data47};
 if(vErrors === null){
 vErrors = [err172];
 }
@@ -2109,11 +2104,11 @@ vErrors.push(err172);
 errors++;
 }
 }
-if(data50.local !== undefined){
-let data53 = data50.local;
-if(typeof data53 === "string"){
-if(!pattern21.test(data53)){
-const err173 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
+if(data.userMap !== undefined){
+let data52 = data.userMap;
+if(Array.isArray(data52)){
+if(data52.length > 4096){
+const err173 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/maxItems",keyword:"maxItems",params:{limit: 4096},message:"must NOT have more than 4096 items",schema:4096,parentSchema:schema31.properties.userMap,data:data52};
 if(vErrors === null){
 vErrors = [err173];
 }
@@ -2122,9 +2117,12 @@ vErrors.push(err173);
 }
 errors++;
 }
-}
-else {
-const err174 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data53};
+const len5 = data52.length;
+for(let i6=0; i6<len5; i6++){
+let data53 = data52[i6];
+if(data53 && typeof data53 == "object" && !Array.isArray(data53)){
+if(data53.host === undefined){
+const err174 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "host"},message:"must have required property '"+"host"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data53};
 if(vErrors === null){
 vErrors = [err174];
 }
@@ -2133,10 +2131,8 @@ vErrors.push(err174);
 }
 errors++;
 }
-}
-}
-else {
-const err175 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data50};
+if(data53.user === undefined){
+const err175 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "user"},message:"must have required property '"+"user"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data53};
 if(vErrors === null){
 vErrors = [err175];
 }
@@ -2145,10 +2141,8 @@ vErrors.push(err175);
 }
 errors++;
 }
-}
-}
-else {
-const err176 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data49};
+if(data53.local === undefined){
+const err176 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/required",keyword:"required",params:{missingProperty: "local"},message:"must have required property '"+"local"+"'",schema:schema31.properties.userMap.items.required,parentSchema:schema31.properties.userMap.items,data:data53};
 if(vErrors === null){
 vErrors = [err176];
 }
@@ -2157,15 +2151,125 @@ vErrors.push(err176);
 }
 errors++;
 }
-}
-}
-else {
-const err177 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+for(const key7 in data53){
+if(!(((key7 === "host") || (key7 === "user")) || (key7 === "local"))){
+const err177 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties",schema:false,parentSchema:schema31.properties.userMap.items,data:data53};
 if(vErrors === null){
 vErrors = [err177];
 }
 else {
 vErrors.push(err177);
+}
+errors++;
+}
+}
+if(data53.host !== undefined){
+let data54 = data53.host;
+if(typeof data54 === "string"){
+if(!pattern20.test(data54)){
+const err178 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.host,data:data54};
+if(vErrors === null){
+vErrors = [err178];
+}
+else {
+vErrors.push(err178);
+}
+errors++;
+}
+}
+else {
+const err179 = {instancePath:instancePath+"/userMap/" + i6+"/host",schemaPath:"#/properties/userMap/items/properties/host/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.host.type,parentSchema:schema31.properties.userMap.items.properties.host,data:data54};
+if(vErrors === null){
+vErrors = [err179];
+}
+else {
+vErrors.push(err179);
+}
+errors++;
+}
+}
+if(data53.user !== undefined){
+let data55 = data53.user;
+if(typeof data55 === "string"){
+if(!pattern20.test(data55)){
+const err180 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/pattern",keyword:"pattern",params:{pattern: "^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"},message:"must match pattern \""+"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$"+"\"",schema:"^(\\*|[A-Za-z0-9][A-Za-z0-9_-]{0,62})$",parentSchema:schema31.properties.userMap.items.properties.user,data:data55};
+if(vErrors === null){
+vErrors = [err180];
+}
+else {
+vErrors.push(err180);
+}
+errors++;
+}
+}
+else {
+const err181 = {instancePath:instancePath+"/userMap/" + i6+"/user",schemaPath:"#/properties/userMap/items/properties/user/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.user.type,parentSchema:schema31.properties.userMap.items.properties.user,data:data55};
+if(vErrors === null){
+vErrors = [err181];
+}
+else {
+vErrors.push(err181);
+}
+errors++;
+}
+}
+if(data53.local !== undefined){
+let data56 = data53.local;
+if(typeof data56 === "string"){
+if(!pattern22.test(data56)){
+const err182 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/pattern",keyword:"pattern",params:{pattern: "^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"},message:"must match pattern \""+"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$"+"\"",schema:"^(-|[A-Za-z_][A-Za-z0-9_.-]{0,31})$",parentSchema:schema31.properties.userMap.items.properties.local,data:data56};
+if(vErrors === null){
+vErrors = [err182];
+}
+else {
+vErrors.push(err182);
+}
+errors++;
+}
+}
+else {
+const err183 = {instancePath:instancePath+"/userMap/" + i6+"/local",schemaPath:"#/properties/userMap/items/properties/local/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema31.properties.userMap.items.properties.local.type,parentSchema:schema31.properties.userMap.items.properties.local,data:data56};
+if(vErrors === null){
+vErrors = [err183];
+}
+else {
+vErrors.push(err183);
+}
+errors++;
+}
+}
+}
+else {
+const err184 = {instancePath:instancePath+"/userMap/" + i6,schemaPath:"#/properties/userMap/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.properties.userMap.items.type,parentSchema:schema31.properties.userMap.items,data:data53};
+if(vErrors === null){
+vErrors = [err184];
+}
+else {
+vErrors.push(err184);
+}
+errors++;
+}
+}
+}
+else {
+const err185 = {instancePath:instancePath+"/userMap",schemaPath:"#/properties/userMap/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema31.properties.userMap.type,parentSchema:schema31.properties.userMap,data:data52};
+if(vErrors === null){
+vErrors = [err185];
+}
+else {
+vErrors.push(err185);
+}
+errors++;
+}
+}
+}
+else {
+const err186 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema31.type,parentSchema:schema31,data};
+if(vErrors === null){
+vErrors = [err186];
+}
+else {
+vErrors.push(err186);
 }
 errors++;
 }

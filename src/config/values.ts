@@ -3,8 +3,10 @@
  * of its rc text, which the XML form shares) and the JSON Schema of what it
  * parses to. src/config/keys.ts gives each key one of these.
  */
+import { parsePostgresUrl, redactUrl } from '../db/postgres.js';
 import { isIP } from 'node:net';
 import { quote } from '../util/quote.js';
+import { checkDbTarget, looksLikeDbTarget } from '../db/target.js';
 
 /** How REX copies program files to an executor host that lacks them. */
 export type AutoTransfer = { mode: 'on' | 'off' } | { mode: 'command'; command: string };
@@ -20,12 +22,13 @@ export interface ServerEntry {
 
 /**
  * One program offered for remote calls (rex.rc `programs`): a shared object
- * with its entry-point definitions (repdb's XML or SQLite; absent: the object's
+ * with its entry-point definitions (repdb's XML or SQLite file, or `database`: the REXP table of a database
+ * named as repdb -d names it, HOST.USER.DBMS.DB_NAME or a URL; absent: the object's
  * own debug info), or an executable linked with librex that serves itself.
  * `executables` are the files a requester granted only this program may run
  * by EXEC (docs/KEYS.md, "Grants file"); none listed: such a requester may run nothing.
  */
-export type ProgramEntry = ({ name: string; object: string; xml?: string; db?: string } | { name: string; exec: string }) & { executables?: string[] };
+export type ProgramEntry = ({ name: string; object: string; xml?: string; db?: string; database?: string } | { name: string; exec: string }) & { executables?: string[] };
 
 /** The port a server listens on when its entry names none. */
 export const DEFAULT_PORT = 7800;
@@ -651,7 +654,7 @@ export const sizeValue: ValueType<number> = {
 /** Comma-separated program entries (`programs`). */
 export const programsValue: ValueType<ProgramEntry[]> = {
   expected:
-    "comma-separated NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH entries, each optionally followed by executables=PATH[:PATH...] (DEFINITIONS: repdb's .xml, or .sqlite/.db)",
+    "comma-separated NAME=OBJECT[:DEFINITIONS] or NAME=exec:PATH entries, each optionally followed by executables=PATH[:PATH...] (DEFINITIONS: repdb's .xml, .sqlite/.db, or a database HOST.USER.DBMS.DB_NAME, sqlite:PATH, postgresql://...)",
   parse(raw, ctx) {
     const seen = new Set<string>();
     return listOf<ProgramEntry>(raw, 'empty entry (two commas in a row, or a trailing comma); expected NAME=OBJECT[:DEFINITIONS]', (text) => {
@@ -677,6 +680,7 @@ export const programsValue: ValueType<ProgramEntry[]> = {
         object: ref('absolutePath'),
         xml: ref('absolutePath'),
         db: ref('absolutePath'),
+        database: { description: 'a database holding the REXP table: HOST.USER.DBMS.DB_NAME, sqlite:PATH or postgresql://...', type: 'string', minLength: 1, maxLength: 4096 },
         exec: ref('absolutePath'),
         executables: {
           description: 'the executables a requester granted only this program may run by EXEC (compared after resolving symbolic links)',
@@ -736,17 +740,26 @@ function parseProgramMain(s: string, ctx: PathContext): ProgramEntry | string {
   const object = path(colon < 0 ? rest : rest.slice(0, colon).trim(), 'shared object');
   if (typeof object !== 'string') return object.error;
   if (colon < 0) return { name, object };
+  const dbText = rest.slice(colon + 1).trim();
+  if (looksLikeDbTarget(dbText)) {
+    // A database, named as repdb -d names it; checked here, opened (with the environment then) when rexd loads the program.
+    const problem = checkDbTarget(dbText);
+    if (problem !== undefined) return `entry "${quote(redactUrl(s))}": ${problem}`;
+    if (/\s|,/.test(dbText)) return `entry "${quote(redactUrl(s))}": the database name contains a space or a comma`;
+    return { name, object, database: dbText };
+  }
   const defs = path(rest.slice(colon + 1).trim(), 'definitions');
   if (typeof defs !== 'string') return defs.error;
   if (/\.xml$/i.test(defs)) return { name, object, xml: defs };
   if (/\.(sqlite3?|db)$/i.test(defs)) return { name, object, db: defs };
-  return `entry "${quote(s)}": definitions "${quote(defs)}" must end in .xml (repdb -gx) or .sqlite/.db (repdb -gs)`;
+  return `entry "${quote(s)}": definitions "${quote(defs)}" must end in .xml (repdb -gx) or .sqlite/.db (repdb -gd), or be a database (HOST.USER.DBMS.DB_NAME, sqlite:PATH, postgresql://...)`;
 }
 
 function formatProgramEntry(p: ProgramEntry): string {
   const esc = (x: string): string => x.replace(/\$/g, '$$$$');
   const executables = p.executables ? ` executables=${p.executables.map(esc).join(':')}` : '';
   if ('exec' in p) return `${p.name}=exec:${esc(p.exec)}${executables}`;
+  if (p.database !== undefined) return `${p.name}=${esc(p.object)}:${p.database}${executables}`;
   const defs = p.xml ?? p.db;
   return `${p.name}=${esc(p.object)}${defs !== undefined ? `:${esc(defs)}` : ''}${executables}`;
 }
@@ -766,3 +779,25 @@ export function formatSize(n: number): string {
   for (const u of ['T', 'G', 'M', 'K']) if (n > 0 && n % SIZE_UNITS[u]! === 0) return `${n / SIZE_UNITS[u]!}${u}`;
   return String(n);
 }
+
+/**
+ * `none`, or the URL of a PostgreSQL database (`postgresql://USER@HOST/DB?sslmode=verify-full&sslrootcert=FILE`
+ * or `?host=/socket/dir`), with `${HOST}`, `${USER}` and `${HOME}` expanded: `rex-log-server`. Checked by
+ * src/db/postgres.ts's parser, whose messages never contain the password.
+ */
+export const postgresUrlValue: ValueType<string> = {
+  expected: 'none, or a postgresql:// URL',
+  parse(raw, ctx) {
+    if (raw.text === 'none' || raw.text === '') return ok('');
+    const r = expandPath(raw.text, ctx);
+    if (typeof r !== 'string') return bad(redactUrl(r.error));
+    try {
+      parsePostgresUrl(r);
+    } catch (e) {
+      return bad(`${(e as Error).message}; expected none or a postgresql:// URL${(e as { hint?: string }).hint ? ` (${(e as { hint?: string }).hint})` : ''}`);
+    }
+    return ok(r);
+  },
+  print: (v) => (v === '' ? 'none' : v.replace(/\$/g, '$$$$')),
+  schema: { description: 'none (empty), or a postgresql:// URL', type: 'string', maxLength: 4096, pattern: '^(|postgres(ql)?://.*)$' },
+};

@@ -128,7 +128,7 @@ export class Monitor {
       }
       throw e;
     }
-    this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'));
+    this.hostlog.open(this.config.logDatabase ?? join(this.config.stateDirectory, 'rex-log.sqlite'), certInfo(this.own.certPem, 'host certificate').name.split('.')[0] || this.config.hostName);
     // The host controller's directory (docs/ROOT.md section 7), made for rex.rc host-user; its hosts file is followed.
     const hostAccount = lookupAccount(this.config.hostUser);
     if (hostAccount && hostAccount.uid !== 0) {
@@ -230,6 +230,7 @@ export class Monitor {
     await Promise.all(exits);
     for (const s of this.open) s.destroy();
     await closed;
+    await this.hostlog.drainCentral(2000);
     this.hostlog.close();
     if (readPid(this.pidFile) === process.pid) {
       try {
@@ -378,7 +379,9 @@ export class Monitor {
     const launcher = join(libexecDir(), 'rex-session');
     const node = this.opts.node ?? process.execPath;
     const rexd = this.opts.rexd ?? process.argv[1]!;
-    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': host ? join(dirs.state, 'rex-log.sqlite') : userView(this.config, account.name).logDatabase, installation: 'user' };
+    // rex-log-server none: a session controller runs as its user, who could read the host's credentials for the log
+    // server out of it and write rows as the host; only the monitor (root) sends to the server (docs/LOG.md).
+    const sets = { ...this.opts.sets, 'state-directory': dirs.state, 'rex-log-database': host ? join(dirs.state, 'rex-log.sqlite') : userView(this.config, account.name).logDatabase, installation: 'user', 'rex-log-server': 'none' };
     const logFd = openUserLog(join(dirs.state, 'session.log'), account);
     const limits = this.config.userLimits.flatMap((l) => ['--rlimit', `${l.name}=${l.soft}:${l.hard}`]);
     // The host controller gets the host key's certificate, never the key (docs/ROOT.md section 7).

@@ -60,7 +60,7 @@ export function defaultLogDatabase(stateDir: string): string {
  * caps by admission, log-fail-closed by the transaction log) or, for log-level, set on the logger. Every
  * other key was copied at start into listeners, peer links or services: a change to it needs a restart.
  */
-export const RELOADABLE_KEYS: ReadonlySet<keyof RexConfig> = new Set<keyof RexConfig>(['programs', 'clients', 'maxStartups', 'perSourceMaxStartups', 'logFailClosed', 'logLevel']);
+export const RELOADABLE_KEYS: ReadonlySet<keyof RexConfig> = new Set<keyof RexConfig>(['programs', 'clients', 'maxStartups', 'perSourceMaxStartups', 'logFailClosed', 'logServerFailClosed', 'logLevel']);
 
 /** What a reload did. */
 export interface ReloadReport {
@@ -230,7 +230,8 @@ export class Rexd {
     }
     this.syncPeers(false);
     const logFile = this.opts.logDatabase ?? this.config.logDatabase ?? defaultLogDatabase(this.paths.stateDir);
-    this.txlog.open(logFile);
+    // The central log's host column is the host of this rexd's certificate (HOST of HOST.USER), not rex.rc's host-name.
+    this.txlog.open(logFile, certInfo(this.own.certPem, 'own certificate').name.split('.')[0] || this.config.hostName);
     this.admission = new Admission(this.config, (ev) => {
       if (this.txlog.record(ev)) this.log.info({ peer: ev.peerAddress, reason: ev.reason }, 'connection closed before authentication');
     });
@@ -297,6 +298,8 @@ export class Rexd {
         for (const s of this.sockets) s.destroy();
       }, 200).unref();
       await closed;
+      // Rows not yet at the log server: a moment to send them (the rest wait in the local log for the next start).
+      await this.txlog.drainCentral(2000);
       this.txlog.close();
       this.opts.session?.close();
       if (!this.opts.session && this.opts.pidFile !== false && readPid(this.paths.pidFile) === process.pid) safeUnlink(this.paths.pidFile);

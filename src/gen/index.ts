@@ -20,7 +20,8 @@ export { parseTypeString, formatType } from './model/typestr.js';
 export { writeEntryPointsXml } from './xml/write.js';
 export { readEntryPointsXml } from './xml/read.js';
 export { validateXmlText, DTD_PATH } from './xml/dtd.js';
-export { writeEntryPointsSql, readEntryPointsDb, REXP_DDL } from './sql/index.js';
+export { writeEntryPointsSql, readEntryPointsDb, REXP_DDL, REXP_SCHEMA } from './sql/index.js';
+export { writeEntryPointsTo, readEntryPointsFrom } from './sql/store.js';
 export { generateTs, generateCHeader, moduleBaseName } from './codegen/index.js';
 
 /** An ELF object given by path, or by its bytes (stdin) with a display name. */

@@ -16,6 +16,7 @@
  * (rex.rc log-retention-days, log-max-size), at start and periodically.
  */
 import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { openDatabase, type Database, type Statement } from '../util/sqlite.js';
@@ -124,6 +125,13 @@ export interface TxLogOptions {
   retentionCheckMs?: number;
   /** The clock (tests of retention). */
   now?: () => number;
+  /** Called after every successful write (the central log's shipper sends the new rows, src/log/central.ts). */
+  onWritten?: () => void;
+  /**
+   * The highest id already sent to the central log, while one is configured: retention keeps the rows after
+   * it (by age never; by size only when the bound forces it, and then counts them as lost in a `log` row).
+   */
+  shippedId?: () => number | undefined;
 }
 
 const silent: LogSink = { error() {}, warn() {}, info() {} };
@@ -268,7 +276,8 @@ export class TransactionLog {
   private closed = false;
   private closing = false;
   private converted = false;
-  private readonly opts: Required<Omit<TxLogOptions, 'onError'>> & Pick<TxLogOptions, 'onError'>;
+  private readonly opts: Required<Omit<TxLogOptions, 'onError' | 'onWritten' | 'shippedId'>> & Pick<TxLogOptions, 'onError' | 'onWritten' | 'shippedId'>;
+  private spool: string | undefined;
 
   /** Opens (creating) the database; a failure starts an outage (reported, retried) and never throws. */
   constructor(
@@ -288,6 +297,8 @@ export class TransactionLog {
       retentionCheckMs: o.retentionCheckMs ?? 600_000,
       now: o.now ?? Date.now,
       ...(o.onError ? { onError: o.onError } : {}),
+      ...(o.onWritten ? { onWritten: o.onWritten } : {}),
+      ...(o.shippedId ? { shippedId: o.shippedId } : {}),
     };
     try {
       this.open();
@@ -416,6 +427,7 @@ export class TransactionLog {
         for (; i < rows.length; i++) ins.run(...rows[i]!);
       })();
       this.queue = this.queue.slice(rows.length);
+      this.opts.onWritten?.();
       return true;
     } catch (e) {
       this.startOutage(e as Error);
@@ -513,11 +525,16 @@ export class TransactionLog {
     try {
       const { retentionDays, maxBytes } = this.opts;
       let deleted = 0;
+      // With a central log, the newest row is never deleted: SQLite gives a new row max(id) + 1, and ids must only
+      // grow, or rows logged after an emptied log would reuse ids the shipper has already passed.
+      const shipped = this.opts.shippedId?.();
+      const keep = shipped !== undefined ? 'id < (SELECT max(id) FROM rex_log) AND id <= ?' : '1 = 1';
+      const keepArgs = shipped !== undefined ? [shipped] : [];
       if (retentionDays > 0) {
         const cutoff = this.opts.now() - retentionDays * 86_400_000;
-        const del = db.prepare('DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log WHERE time_ms < ? ORDER BY time_ms LIMIT 5000)');
+        const del = db.prepare(`DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log WHERE time_ms < ? AND ${keep} ORDER BY time_ms LIMIT 5000)`);
         for (let n = 5000; n === 5000; ) {
-          n = del.run(cutoff).changes;
+          n = del.run(cutoff, ...keepArgs).changes;
           deleted += n;
         }
       }
@@ -526,16 +543,28 @@ export class TransactionLog {
       const over = maxBytes > 0 && (used() > maxBytes || this.sizeOnDisk() > maxBytes);
       if (over) {
         const target = Math.floor((maxBytes * 3) / 4);
-        const del = db.prepare('DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log ORDER BY id LIMIT ?)');
+        // Rows already sent to the central log go first; rows not yet sent only when the bound leaves no choice.
+        const passes: [string, unknown[]][] = shipped !== undefined ? [[keep, keepArgs], ['id < (SELECT max(id) FROM rex_log)', []]] : [[keep, []]];
         const count = db.prepare('SELECT COUNT(*) AS n FROM rex_log');
-        for (let round = 0; round < 100; round++) {
-          const u = used();
-          if (u <= target) break;
-          const rows = (count.get() as { n: number }).n;
-          if (rows === 0) break;
-          // Rows to delete, from the average row size; at least a few hundred so the loop ends quickly.
-          const n = Math.min(rows, Math.max(500, Math.ceil(((u - target) / u) * rows)));
-          deleted += del.run(n).changes;
+        let unsent = 0;
+        for (const [pass, [cond, args]] of passes.entries()) {
+          const del = db.prepare(`DELETE FROM rex_log WHERE id IN (SELECT id FROM rex_log WHERE ${cond} ORDER BY id LIMIT ?)`);
+          for (let round = 0; round < 100; round++) {
+            const u = used();
+            if (u <= target) break;
+            const rows = (count.get() as { n: number }).n;
+            if (rows <= (shipped !== undefined ? 1 : 0)) break;
+            // Rows to delete, from the average row size; at least a few hundred so the loop ends quickly.
+            const n = Math.min(rows, Math.max(500, Math.ceil(((u - target) / u) * rows)));
+            const k = del.run(...args, n).changes;
+            deleted += k;
+            if (pass === 1) unsent += k;
+            if (k === 0) break;
+          }
+        }
+        if (unsent > 0) {
+          this.opts.logger.error({ file: this.file, lost: unsent, maxBytes }, `transaction log: ${unsent} rows not yet sent to the log server were deleted to keep log-max-size`);
+          this.record({ kind: 'log', outcome: 'error', target: this.file, reason: `${unsent} rows not yet sent to the log server were deleted to keep the local log under log-max-size (${maxBytes} bytes); they are lost` });
         }
       }
       const incremental = (db.pragma('auto_vacuum', { simple: true }) as number) === 2;
@@ -565,6 +594,38 @@ export class TransactionLog {
     } catch (e) {
       this.opts.logger.warn({ file: this.file, err: (e as Error).message }, 'cannot convert the transaction log to incremental vacuum; deleted rows free space inside the file only');
     }
+  }
+
+  /**
+   * This database's spool ID: a random name made when the database is created, so that the central log tells
+   * apart the rows of a log file that was removed and started again (its ids start again at 1).
+   */
+  spoolId(): string | undefined {
+    if (!this.db) return undefined;
+    if (this.spool === undefined) {
+      this.db.prepare('INSERT OR IGNORE INTO rex_log_meta (key, value) VALUES (?, ?)').run('spool-id', randomUUID());
+      this.spool = (this.db.prepare('SELECT value FROM rex_log_meta WHERE key = ?').get('spool-id') as { value: string }).value;
+    }
+    return this.spool;
+  }
+
+  /** The highest id sent to the central log `server` (0: none), kept in rex_log_meta; undefined while the database is not open. */
+  shippedTo(server: string): number | undefined {
+    if (!this.db || this.outage) return undefined;
+    const r = this.db.prepare('SELECT value FROM rex_log_meta WHERE key = ?').get(`shipped-id ${server}`) as { value: string } | undefined;
+    return r ? Number(r.value) : 0;
+  }
+
+  /** Records that every row up to `id` has been committed by the central log `server`. */
+  markShipped(server: string, id: number): void {
+    if (!this.db) throw new RexError(ErrorCodes.LOG_DATABASE, `transaction log ${this.file} is not open`, { where: this.file });
+    this.db.prepare('INSERT INTO rex_log_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(`shipped-id ${server}`, String(id));
+  }
+
+  /** Rows after `after`, oldest first, at most `limit` (what the shipper sends next); undefined while the database is not open. */
+  rowsAfter(after: number, limit: number): (LogRow & { time_ms: number })[] | undefined {
+    if (!this.db || this.outage) return undefined;
+    return this.db.prepare(`SELECT id, ${COLUMNS.join(', ')} FROM rex_log WHERE id > ? ORDER BY id LIMIT ?`).all(after, limit) as (LogRow & { time_ms: number })[];
   }
 
   /** Flushes and closes; rows that still cannot be written are reported as lost. */

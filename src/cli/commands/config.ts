@@ -50,9 +50,89 @@ function chosenFile(arg: string | undefined, opts: { config?: string; file?: str
   return given[0];
 }
 
-/** Adds the `config` command group (check, show) to the `rex` program. */
+/** How long `rex config reload` waits for rexd's log to say what the reload did. */
+const RELOAD_WAIT_MS = 30_000;
+
+/**
+ * `rex config reload`: checks the active configuration (its files and its database) as rexd would read it, then
+ * sends SIGHUP to the rexd of this configuration (its pidfile) and prints what rexd's log says the reload did.
+ */
+async function reloadDaemon(file: string | undefined): Promise<void> {
+  const [{ loadConfig }, { daemonPaths, readPid }, { isRexdProgram }, fs, { setTimeout: wait }] = await Promise.all([
+    import('../../config/index.js'),
+    import('../../daemon/paths.js'),
+    import('../../util/paths.js'),
+    import('node:fs'),
+    import('node:timers/promises'),
+  ]);
+  const loaded = await loadConfig(file === undefined ? {} : { file });
+  const paths = daemonPaths(loaded.config.stateDirectory, loaded.config.socket);
+  const pid = readPid(paths.pidFile);
+  let alive = false;
+  try {
+    alive = pid !== undefined && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((a) => isRexdProgram(a));
+  } catch {
+    alive = false;
+  }
+  if (pid === undefined || !alive) {
+    throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no rexd runs for this configuration (no live rexd in ${paths.pidFile})`, { where: paths.pidFile, hint: 'start it with rexd; a starting rexd reads the configuration anyway' });
+  }
+  let offset = 0;
+  try {
+    offset = fs.statSync(paths.logFile).size;
+  } catch {
+    offset = 0;
+  }
+  process.kill(pid, 'SIGHUP');
+  // rexd logs one line per reload, "reloaded" or "reload-refused"; its log is the only answer a signal gets.
+  const deadline = Date.now() + RELOAD_WAIT_MS;
+  let rest = '';
+  while (Date.now() < deadline) {
+    let chunk = '';
+    try {
+      const fd = fs.openSync(paths.logFile, 'r');
+      try {
+        const buf = Buffer.alloc(1 << 16);
+        const n = fs.readSync(fd, buf, 0, buf.length, offset);
+        offset += n;
+        chunk = buf.subarray(0, n).toString('utf8');
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch {
+      chunk = '';
+    }
+    rest += chunk;
+    const lines = rest.split('\n');
+    rest = lines.pop() ?? '';
+    for (const l of lines) {
+      let rec: { event?: string; applied?: string[]; needsRestart?: string[]; diagnostics?: string[]; files?: string[]; controllers?: string[]; err?: string };
+      try {
+        rec = JSON.parse(l);
+      } catch {
+        continue;
+      }
+      if (rec.event === 'reloaded' && rec.controllers !== undefined) {
+        // A root installation's monitor: its own keys applied, each user's session controller reloads on its own (docs/ROOT.md).
+        process.stdout.write(`rexd (pid ${pid}, root installation) reloaded its configuration\n  session controllers told to reload: ${rec.controllers.join(', ') || 'none running'}\n`);
+        return;
+      }
+      if (rec.event === 'reloaded') {
+        process.stdout.write(`rexd (pid ${pid}) reloaded ${(rec.files ?? []).join(', ') || 'its configuration'}\n  applied: ${rec.applied?.length ? rec.applied.join(', ') : 'nothing changed'}\n${rec.needsRestart?.length ? `  changed, kept until rexd restarts: ${rec.needsRestart.join(', ')}\n` : ''}`);
+        return;
+      }
+      if (rec.event === 'reload-refused') {
+        throw new RexError(ErrorCodes.CONFIG_DATABASE, `rexd (pid ${pid}) refused the reload and keeps its configuration:\n${(rec.diagnostics ?? [rec.err ?? '(see its log)']).join('\n')}`, { where: paths.logFile });
+      }
+    }
+    if (chunk === '') await wait(100);
+  }
+  throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `rexd (pid ${pid}) was sent SIGHUP but its log says nothing of a reload within ${RELOAD_WAIT_MS / 1000} s`, { where: paths.logFile, hint: 'its log says what it is doing' });
+}
+
+/** Adds the `config` command group (check, show, import, export, reload) to the `rex` program. */
 export function registerConfigCommands(program: Command): void {
-  const config = program.command('config').description('check or show the REX configuration (rex.rc or its XML form)');
+  const config = program.command('config').description('check, show, move or reload the REX configuration (rex.rc, its XML form, or a database)');
 
   config
     .command('check')
@@ -92,6 +172,62 @@ export function registerConfigCommands(program: Command): void {
         process.stdout.write(formatConfig(loaded, { json: opts.json === true }));
       } catch (e) {
         reportConfigError(e, opts.json === true);
+      }
+    });
+
+  const toHelp = 'where to write it: FILE (rc; .xml: the XML form; -: stdout) or a database: sqlite:PATH, postgresql://..., HOST.USER.DBMS.DB_NAME';
+  // Checked here rather than by commander's requiredOption, which would report a missing --to before an unknown flag.
+  const needTo = (to: string | undefined): string => {
+    if (to === undefined) throw new RexError(ErrorCodes.USAGE, 'say where to write the configuration with --to PLACE', { hint: 'e.g. --to sqlite:/etc/rex/cfg.sqlite, --to rex.rc, --to -' });
+    return to;
+  };
+  const move = async (from: string | undefined, to: string) => {
+    const { configPlace, loadConfigFrom, writeConfigTo } = await import('../../config/transfer.js');
+    const { loadConfig } = await import('../../config/index.js');
+    const source = from === undefined ? undefined : configPlace(from);
+    const loaded = source === undefined ? await loadConfig() : await loadConfigFrom(source);
+    const shown = source === undefined ? loaded.files.join(', ') || '(built-in defaults)' : source.kind === 'db' ? source.target.shown : source.file;
+    const said = await writeConfigTo(loaded, configPlace(to), shown);
+    process.stderr.write(`rex config: ${said} from ${shown}\n`);
+  };
+
+  config
+    .command('import')
+    .description('copy a configuration (rc, XML or a database) to another place: the keys it sets, as rex config show prints them')
+    .argument('<FROM>', 'the configuration to read: FILE (rc or .xml) or a database: sqlite:PATH, postgresql://..., HOST.USER.DBMS.DB_NAME')
+    .option('--to <place>', toHelp)
+    .action(async (from: string, opts: { to?: string }) => {
+      const to = needTo(opts.to);
+      try {
+        await move(from, to);
+      } catch (e) {
+        reportConfigError(e);
+      }
+    });
+
+  config
+    .command('export')
+    .description('write the active (or -c FILE) configuration elsewhere: an rc or XML file, or a database table rex_config')
+    .option('--to <place>', toHelp)
+    .option('-c, --config <file>', 'read this configuration instead of the active rex.rc')
+    .action(async (opts: { to?: string; config?: string }) => {
+      const to = needTo(opts.to);
+      try {
+        await move(opts.config, to);
+      } catch (e) {
+        reportConfigError(e);
+      }
+    });
+
+  config
+    .command('reload')
+    .description('check the active configuration, then make its rexd re-read it (SIGHUP) and print what changed')
+    .option('-c, --config <file>', 'the rexd of this configuration instead of the active rex.rc')
+    .action(async (opts: { config?: string }) => {
+      try {
+        await reloadDaemon(opts.config);
+      } catch (e) {
+        reportConfigError(e);
       }
     });
 }

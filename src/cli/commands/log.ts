@@ -18,6 +18,8 @@ interface LogOpts {
   config?: string;
   database?: string;
   socket?: string;
+  server?: string;
+  local?: boolean;
 }
 
 /** `10m`, `2h`, `7d`, `30s` ago, or an ISO-8601 time; returns ms since the epoch. */
@@ -39,23 +41,37 @@ export function sinceTime(s: string, now = Date.now()): number {
  * pointed at a daemon reads that daemon's log; else that of the active rex.rc.
  */
 export async function logFile(opts: { config?: string; database?: string; socket?: string; user?: string }, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  if (opts.database) return opts.database;
+  return (await logSource({ ...opts, local: true }, env)).file;
+}
+
+/**
+ * Which log `rex log` reads: the central log (`--server URL`, else the
+ * rex-log-server of the configuration chosen as for {@link logFile}) unless
+ * `--local` or `--database`; else the local file.
+ */
+export async function logSource(
+  opts: { config?: string; database?: string; socket?: string; user?: string; server?: string; local?: boolean },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ file: string; server?: string }> {
+  if (opts.server !== undefined) return { file: '', server: opts.server };
+  if (opts.database) return { file: opts.database };
+  const pick = (c: { logDatabase: string; logServer?: string }): { file: string; server?: string } => (c.logServer && !opts.local ? { file: c.logDatabase, server: c.logServer } : { file: c.logDatabase });
   if (opts.user !== undefined) {
     // A root installation keeps each user's log in their state directory (docs/ROOT.md); root reads any of them.
     const { loadConfig, userView } = await import('../../config/index.js');
     const { config } = await loadConfig({ ...(opts.config ? { file: opts.config } : {}), uid: 0 });
     if (config.installation !== 'root') throw new RexError(ErrorCodes.USAGE, '--user reads a user\'s log in a root installation, and rex.rc installation is user here', { where: 'rex.rc installation' });
     if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(opts.user)) throw new RexError(ErrorCodes.USAGE, `--user ${opts.user}: not a login name`);
-    return userView(config, opts.user).logDatabase;
+    return { file: userView(config, opts.user).logDatabase };
   }
   const socket = opts.config ? undefined : (opts.socket ?? (env.REX_SOCKET || undefined));
   if (socket) {
     const { daemonConfig } = await import('../daemon-config.js');
-    return (await daemonConfig(socket)).config.config.logDatabase;
+    return pick((await daemonConfig(socket)).config.config);
   }
   const { loadConfig } = await import('../../config/index.js');
   const { config } = await loadConfig(opts.config ? { file: opts.config } : {});
-  return config.logDatabase;
+  return pick(config);
 }
 
 function who(r: LogRow): string {
@@ -78,6 +94,8 @@ export function registerLogCommands(program: Command): void {
     .option('--socket <path>', 'read the log of the rexd serving this socket (default: $REX_SOCKET, else the active rex.rc)')
     .option('--database <file>', 'log database to read (default: rex-log-database of the configuration chosen above)')
     .option('--user <name>', "root installation: read this user's log (root reads every user's; a user reads their own by default)")
+    .option('--server <url>', 'read the central log of the cluster in this PostgreSQL database (default: rex-log-server of the configuration chosen above)')
+    .option('--local', "read this host's local log even where rex-log-server names a central one")
     .action(async (opts: LogOpts) => {
       const q: LogQuery = {};
       const limit = Number(opts.limit);
@@ -94,8 +112,21 @@ export function registerLogCommands(program: Command): void {
       if (opts.identity !== undefined) q.identity = opts.identity;
       if (opts.host !== undefined) q.host = opts.host;
       if (opts.since !== undefined) q.since = sinceTime(opts.since);
-      const { queryLog } = await import('../../log/txlog.js');
-      const rows = queryLog(await logFile(opts), q);
+      const src = await logSource(opts);
+      let rows: LogRow[];
+      if (src.server !== undefined) {
+        const { queryCentralLog } = await import('../../log/central.js');
+        try {
+          rows = await queryCentralLog(src.server, q, opts.server !== undefined ? '--server' : 'rex.rc rex-log-server');
+        } catch (e) {
+          // The local log has every row of this host, sent or not: say so next to what to fix.
+          if (e instanceof RexError && e.code === ErrorCodes.DATABASE) throw new RexError(e.code, e.message, { ...(e.where ? { where: e.where } : {}), hint: `${e.hint ?? 'see the PostgreSQL server log'}; meanwhile rex log --local reads this host's own log` });
+          throw e;
+        }
+      } else {
+        const { queryLog } = await import('../../log/txlog.js');
+        rows = queryLog(src.file, q);
+      }
       if (opts.json) {
         process.stdout.write(toJson(rows));
         return;
