@@ -119,6 +119,10 @@ export interface TestPostgres {
   shutdown(): Promise<void>;
   /** SIGKILL to the postmaster and every process of it: a crash, not a shutdown. Resolves when they are gone. */
   kill(): Promise<void>;
+  /** SIGSTOP to the server and its processes: it still accepts connections (the kernel does) but answers nothing, as a hung server. */
+  pause(): void;
+  /** SIGCONT: the paused server goes on. */
+  resume(): void;
   /** Starts the server again on the same directory and port (crash recovery after kill()). */
   restart(): Promise<void>;
   /** The server's log so far. */
@@ -285,6 +289,16 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       rmSync(join(dataDir, 'postmaster.pid'), { force: true });
       rmSync(join(socketDir, `.s.PGSQL.${port}.lock`), { force: true });
     },
+    pause() {
+      const pid = postmasterPid(dataDir);
+      if (pid === undefined) throw new Error('no postmaster to pause');
+      for (const p of [pid, ...childrenOf(pid)]) process.kill(p, 'SIGSTOP');
+    },
+    resume() {
+      const pid = postmasterPid(dataDir);
+      if (pid === undefined) return;
+      for (const p of [pid, ...childrenOf(pid)]) process.kill(p, 'SIGCONT');
+    },
     async restart() {
       await start();
     },
@@ -296,6 +310,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       }
     },
     async stop() {
+      pg.resume();
       try {
         if (postmasterPid(dataDir) !== undefined && alive(postmasterPid(dataDir)!)) await pgctl(['-w', '-m', 'immediate', 'stop']);
       } catch {
