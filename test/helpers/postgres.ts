@@ -169,6 +169,17 @@ const alive = (pid: number): boolean => {
   }
 };
 
+/** Sends a signal to a postmaster and its children; one that ended meanwhile (ESRCH) is skipped. */
+function signalAll(pid: number, sig: NodeJS.Signals): void {
+  for (const p of [pid, ...childrenOf(pid)]) {
+    try {
+      process.kill(p, sig);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+}
+
 /** Starts a PostgreSQL server in a new temp dir. Throws with the server's log when it cannot; check postgresUnavailable() first. */
 export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   const why = postgresUnavailable();
@@ -292,12 +303,12 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     pause() {
       const pid = postmasterPid(dataDir);
       if (pid === undefined) throw new Error('no postmaster to pause');
-      for (const p of [pid, ...childrenOf(pid)]) process.kill(p, 'SIGSTOP');
+      signalAll(pid, 'SIGSTOP');
     },
     resume() {
       const pid = postmasterPid(dataDir);
       if (pid === undefined) return;
-      for (const p of [pid, ...childrenOf(pid)]) process.kill(p, 'SIGCONT');
+      signalAll(pid, 'SIGCONT');
     },
     async restart() {
       await start();
