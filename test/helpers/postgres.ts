@@ -321,7 +321,11 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       }
     },
     async stop() {
-      pg.resume();
+      try {
+        pg.resume(); // a paused server would not stop
+      } catch {
+        /* stopping goes on: pg_ctl, else SIGKILL */
+      }
       try {
         if (postmasterPid(dataDir) !== undefined && alive(postmasterPid(dataDir)!)) await pgctl(['-w', '-m', 'immediate', 'stop']);
       } catch {
