@@ -192,7 +192,8 @@ export function describeServer(u: PostgresUrl): string {
 
 /** node-postgres' configuration for a parsed URL (TLS files read here, so that a missing one is named). */
 export function clientConfig(u: PostgresUrl, url = ''): ClientConfig {
-  const c: ClientConfig = { host: u.host, port: u.port, connectionTimeoutMillis: u.connectTimeout * 1000, keepAlive: true };
+  // TCP keepalive after 10 s idle: a server whose machine vanished is noticed without waiting for the OS default (2 h).
+  const c: ClientConfig = { host: u.host, port: u.port, connectionTimeoutMillis: u.connectTimeout * 1000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
   if (u.user !== undefined) c.user = u.user;
   if (u.password !== undefined) c.password = u.password;
   if (u.database !== undefined) c.database = u.database;
@@ -247,6 +248,7 @@ function adviceFor(e: NodeJS.ErrnoException & { code?: string; routine?: string 
   }
   if (/does not support SSL/i.test(msg)) return { what: 'the server does not support TLS, and the URL asks for it', hint: 'enable ssl on the server (ssl = on, ssl_cert_file, ssl_key_file) or, for a Unix socket or a trusted network only, use sslmode=disable' };
   if (/self[- ]signed|unable to verify|certificate|altnames|SSL|TLS/i.test(msg)) return { what: `TLS: ${msg}`, hint: "check sslrootcert (the CA that signed the server's certificate) and that the certificate names the host in the URL" };
+  if (/Query read timeout/i.test(msg)) return { what: 'the server did not answer in time (hung, overloaded, or the network dropped the connection)', hint: 'check the server; REX reconnects' };
   if (/timeout/i.test(msg)) return { what: 'the connection timed out', hint: 'check that the server is up and reachable; connect_timeout=N waits longer' };
   if (/terminat|Connection terminated|ECONNRESET|EPIPE/i.test(msg + (e.code ?? ''))) return { what: 'the connection was lost', hint: 'the server restarted or went away; REX reconnects' };
   return { what: msg, hint: 'see the PostgreSQL server log' };
@@ -266,12 +268,16 @@ export function databaseError(e: unknown, u: PostgresUrl, url: string, doing = '
  * Connects to the server a URL names. Errors are RexErrors (code
  * REX_ERR_DATABASE) that name the server and what to do, without the password.
  * A connection error after connect (the server went away) is given to `onError`
- * instead of being thrown in an event handler.
+ * instead of being thrown in an event handler. `queryTimeoutMs` bounds every
+ * query's wait for an answer.
  */
-export async function connect(url: string, opts: { where?: string; onError?: (e: RexError) => void } = {}): Promise<Client> {
+export async function connect(url: string, opts: { where?: string; onError?: (e: RexError) => void; queryTimeoutMs?: number } = {}): Promise<Client> {
   const u = parsePostgresUrl(url, opts.where);
   const pg = load('pg') as typeof import('pg');
-  const client = new pg.Client(clientConfig(u, url));
+  const config = clientConfig(u, url);
+  // A server that accepts and then never answers (stopped, hung) must not hang the caller: each query fails after this.
+  if (opts.queryTimeoutMs !== undefined) config.query_timeout = opts.queryTimeoutMs;
+  const client = new pg.Client(config);
   // An 'error' event with no listener would throw: a server that goes away must never crash rexd.
   client.on('error', (e) => opts.onError?.(databaseError(e, u, url, 'connection to PostgreSQL lost')));
   try {
@@ -365,4 +371,13 @@ export async function migrate(client: Client, name: string, steps: readonly Migr
     }
   }
   return applied;
+}
+
+/**
+ * Drops a connection without waiting for the server: end() sends Terminate and waits for the server to close,
+ * which a hung server never does.
+ */
+export function abandon(client: Client): void {
+  client.end().catch(() => {});
+  (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.();
 }

@@ -22,7 +22,7 @@
 import { statSync, type Stats } from 'node:fs';
 import type { LoadedConfig } from '../config/types.js';
 import type { Client } from '../db/postgres.js';
-import { connect, databaseError, describeServer, migrate, parsePostgresUrl, redactUrl, schemaVersion, type MigrationStep } from '../db/postgres.js';
+import { abandon, connect, databaseError, describeServer, migrate, parsePostgresUrl, redactUrl, schemaVersion, type MigrationStep } from '../db/postgres.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import type { LogQuery, LogRow, LogSink, TransactionLog } from './txlog.js';
 
@@ -114,6 +114,8 @@ export interface ShipperOptions {
   reminderMs?: number;
   /** Looks for unsent rows this often besides after each local write (default 5 s). */
   pollMs?: number;
+  /** A query (a batch's INSERT) not answered within this is a failure (default 30 s): a hung server must not stall the shipper. */
+  queryTimeoutMs?: number;
   /** rex.rc file:line of the URL, for errors. */
   where?: string;
   now?: () => number;
@@ -159,6 +161,7 @@ export class LogShipper {
       retryMaxMs: opts.retryMaxMs ?? 10_000,
       reminderMs: opts.reminderMs ?? 60_000,
       pollMs: opts.pollMs ?? 5000,
+      queryTimeoutMs: opts.queryTimeoutMs ?? 30_000,
       now: opts.now ?? Date.now,
       ...(opts.where ? { where: opts.where } : {}),
     };
@@ -239,6 +242,7 @@ export class LogShipper {
 
   private async connect(): Promise<void> {
     const client = await connect(this.url, {
+      queryTimeoutMs: this.o.queryTimeoutMs,
       ...(this.o.where ? { where: this.o.where } : {}),
       onError: (e) => {
         if (this.client === client) this.fail(e);
@@ -259,7 +263,7 @@ export class LogShipper {
         });
       }
     } catch (e) {
-      await client.end().catch(() => {});
+      abandon(client);
       throw e;
     }
     this.client = client;
@@ -281,7 +285,7 @@ export class LogShipper {
   private fail(e: unknown): void {
     const client = this.client;
     this.client = undefined;
-    client?.end().catch(() => {});
+    if (client) abandon(client);
     if (this.closed) return;
     const u = parsePostgresUrl(this.url, this.o.where);
     const err = e instanceof RexError ? e : databaseError(e, u, this.url, 'sending rows to the log server failed');

@@ -119,6 +119,10 @@ export interface TestPostgres {
   shutdown(): Promise<void>;
   /** SIGKILL to the postmaster and every process of it: a crash, not a shutdown. Resolves when they are gone. */
   kill(): Promise<void>;
+  /** SIGSTOP to the server and its processes: it still accepts connections (the kernel does) but answers nothing, as a hung server. */
+  pause(): void;
+  /** SIGCONT: the paused server goes on. */
+  resume(): void;
   /** Starts the server again on the same directory and port (crash recovery after kill()). */
   restart(): Promise<void>;
   /** The server's log so far. */
@@ -164,6 +168,17 @@ const alive = (pid: number): boolean => {
     return false;
   }
 };
+
+/** Sends a signal to a postmaster and its children; one that ended meanwhile (ESRCH) is skipped. */
+function signalAll(pid: number, sig: NodeJS.Signals): void {
+  for (const p of [pid, ...childrenOf(pid)]) {
+    try {
+      process.kill(p, sig);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+}
 
 /** Starts a PostgreSQL server in a new temp dir. Throws with the server's log when it cannot; check postgresUnavailable() first. */
 export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
@@ -285,6 +300,16 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       rmSync(join(dataDir, 'postmaster.pid'), { force: true });
       rmSync(join(socketDir, `.s.PGSQL.${port}.lock`), { force: true });
     },
+    pause() {
+      const pid = postmasterPid(dataDir);
+      if (pid === undefined) throw new Error('no postmaster to pause');
+      signalAll(pid, 'SIGSTOP');
+    },
+    resume() {
+      const pid = postmasterPid(dataDir);
+      if (pid === undefined) return;
+      signalAll(pid, 'SIGCONT');
+    },
     async restart() {
       await start();
     },
@@ -296,6 +321,11 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       }
     },
     async stop() {
+      try {
+        pg.resume(); // a paused server would not stop
+      } catch {
+        /* stopping goes on: pg_ctl, else SIGKILL */
+      }
       try {
         if (postmasterPid(dataDir) !== undefined && alive(postmasterPid(dataDir)!)) await pgctl(['-w', '-m', 'immediate', 'stop']);
       } catch {

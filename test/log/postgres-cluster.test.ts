@@ -199,4 +199,37 @@ describe.skipIf(why !== undefined)('log-server-fail-closed', () => {
       await c.end();
     }
   }, 240_000);
+
+  // claim: log.central-rexd-away
+  it('a rexd started while the server is away: fail-closed from its start, its rows wait on disk and arrive when the server is up', async () => {
+    cluster.kill('beta');
+    await cluster.waitExit('beta', 30_000);
+    await pg.shutdown();
+    await cluster.startHost(cluster.host('beta'));
+    const refused = await runOn(cluster, 'alpha', rex('ping', 'beta', '-n', '1'));
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('beta refuses new work while its transaction log server cannot be reached');
+    // Served locally, and logged locally meanwhile.
+    const local = await runOn(cluster, 'beta', rex('ping', '-n', '3'));
+    expect(local.code, local.stderr).toBe(0);
+    const file = join(cluster.host('beta').stateDir, 'rex-log.sqlite');
+    const spooled = queryLog(file, { limit: 1_000_000 }).map((r) => r.id).sort((a, b) => a - b);
+    await pg.restart();
+    await vi.waitFor(
+      async () => {
+        const r = await runOn(cluster, 'alpha', rex('ping', 'beta', '-n', '1'));
+        expect(r.code, r.stderr).toBe(0);
+      },
+      { timeout: 60_000, interval: 300 },
+    );
+    const c = await connect(pg.url('rexlog2'));
+    try {
+      await vi.waitFor(async () => {
+        const got = (await c.query("SELECT local_id::int AS id FROM rex_log WHERE host = 'beta'")).rows.map((r: { id: number }) => r.id);
+        for (const id of spooled) expect(got).toContain(id);
+      }, { timeout: 30_000 });
+    } finally {
+      await c.end();
+    }
+  }, 240_000);
 });

@@ -169,6 +169,32 @@ describe.skipIf(why !== undefined)('the central transaction log in PostgreSQL', 
     expect(rows.filter((r) => r.kind === 'auth').map((r) => r.target)).toEqual(Array.from({ length: 50 }, (_, i) => `away-${i}`));
   }, 120_000);
 
+  it('a hung server (stopped, answering nothing): the send times out, the outage is reported, and the rows arrive once it goes on', async () => {
+    const s = sink();
+    const file = join(tmp, 'hung.sqlite');
+    const ref: { ship?: LogShipper } = {};
+    const log: TransactionLog = new TransactionLog(file, 'gamma', { logger: s, onWritten: () => ref.ship?.nudge() });
+    ref.ship = new LogShipper(url('gamma'), 'gamma', log, { logger: s, retryMinMs: 50, retryMaxMs: 200, queryTimeoutMs: 1000 });
+    const ship = ref.ship;
+    opened.push({ log, ship });
+    for (let i = 0; i < 10; i++) log.record({ kind: 'transaction', outcome: 'ok', target: `h-${i}` });
+    log.flush();
+    expect(await ship.drain(30_000)).toBe(true);
+    pg.pause();
+    try {
+      for (let i = 10; i < 40; i++) log.record({ kind: 'transaction', outcome: 'ok', target: `h-${i}` });
+      log.flush();
+      await vi.waitFor(() => expect(ship.healthy).toBe(false), { timeout: 30_000 });
+      const err = s.lines.find((l) => l.level === 'error');
+      expect(String(err?.obj.err)).toMatch(/did not answer in time/);
+    } finally {
+      pg.resume();
+    }
+    expect(await ship.drain(60_000)).toBe(true);
+    const rows = (await central('gamma')).filter((r) => r.spool === log.spoolId() && r.kind === 'transaction');
+    expect(rows.map((r) => r.target)).toEqual(Array.from({ length: 40 }, (_, i) => `h-${i}`));
+  }, 120_000);
+
   it('a reconnect after the remote commit but before the local mark adds no duplicate', async () => {
     const { log, ship } = hostLog('gamma', join(tmp, 'dup.sqlite'));
     for (let i = 0; i < 20; i++) log.record({ kind: 'transaction', outcome: 'ok', target: `d-${i}` });
