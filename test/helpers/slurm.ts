@@ -59,6 +59,8 @@ export interface SlurmFixture {
   nodes: SlurmNode[];
   ctl: SlurmNode;
   network: NetnsNetwork;
+  /** argv prefix that runs a program in node `name`'s network namespace with hostname `name` (also 'ctl'). */
+  enter(name: string): string[];
   /** argv that runs a Slurm client command in slurmctld's namespace with this fixture's SLURM_CONF. */
   cmd(...args: string[]): string[];
   /** Runs a client command synchronously; returns stdout, throws with stderr on failure. */
@@ -228,5 +230,5 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
     if (r.status !== 0) throw new Error(`${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}\n${r.stdout}`);
     return r.stdout;
   };
-  return { dir, conf, nodes, ctl, network, cmd, run, env, logs, stop };
+  return { dir, conf, nodes, ctl, network, enter, cmd, run, env, logs, stop };
 }
