@@ -3,17 +3,16 @@
 // bundle with (docs/ARCHITECTURE.md, How rexd loads). The cache is made by a training run: a rexd of a one-host
 // scratch cluster started with REX_CODE_CACHE_OUT, asked one HELLO and stopped; at its exit it writes what V8
 // compiled up to then (its start, a session, its stop), behind the SHA-256 of the bundle. The cache depends on
-// the Node (V8) that made it: `npm run build` makes it (after scripts/bundle.mjs) and so does the package's
-// install (scripts/install-node.mjs), for the Node that will run rexd.
+// the Node (V8) that made it: scripts/bundle.mjs makes it after each build, and the package's install script
+// (--if-needed) for the Node that installs it.
 //
 // A failed training run is reported and leaves no cache: rexd then compiles its bundle at each start, slower
 // and otherwise the same. Exit status 0 either way, unless --strict.
 // --if-needed (the install): only when this Node does not take the cache there is (a package built by another).
 //
 // Usage: node scripts/code-cache.mjs [--strict] [--if-needed]
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, watch } from 'node:fs';
-import { connect } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,70 +24,20 @@ const bundle = join(bin, 'rexd-main.cjs');
 const strict = process.argv.includes('--strict');
 const ifNeeded = process.argv.includes('--if-needed');
 
-/** Connects to `socket` as soon as rexd listens there and completes one HELLO. */
-async function hello(socket, Connection, deadline) {
-  for (;;) {
-    if (Date.now() > deadline) throw new Error(`rexd did not answer on ${socket} within 30 s`);
-    if (existsSync(socket)) {
-      const ok = await new Promise((resolve, reject) => {
-        const s = connect({ path: socket });
-        s.once('error', () => resolve(false)); // bound but not yet listening: again
-        s.once('connect', () => {
-          const conn = new Connection(s, { initiator: true, local: { role: 'client', software: 'rex/code-cache' }, label: 'code-cache', timeoutMs: 10_000 });
-          conn.handshake().then(
-            () => {
-              conn.close('code cache trained');
-              resolve(true);
-            },
-            (e) => reject(e),
-          );
-        });
-      });
-      if (ok) return;
-    }
-    await new Promise((resolve) => {
-      const w = watch(dirname(socket), () => {
-        w.close();
-        resolve();
-      });
-      setTimeout(() => {
-        w.close();
-        resolve();
-      }, 20);
-    });
-  }
-}
-
 async function train() {
   const { LocalCluster } = await import(join(root, 'dist', 'cluster', 'cluster.js'));
-  const { KeyStore } = await import(join(root, 'dist', 'keys', 'store.js'));
-  const { Connection } = await import(join(root, 'dist', 'protocol', 'connection.js'));
   const dir = mkdtempSync(join(tmpdir(), 'rex-code-cache-'));
+  const out = join(dir, 'rexd-main.cjs.cache');
+  // The cluster's rexd inherits this process's environment (LocalCluster.hostEnv): it writes the cache at its exit.
+  process.env.REX_CODE_CACHE_OUT = out;
   try {
-    const cluster = await LocalCluster.up({ dir, hosts: 1, netns: false, trust: 'none', logLevel: 'warn' });
-    const host = cluster.hosts[0];
-    await new KeyStore(host.stateDir).create(host.identity);
-    mkdirSync(dirname(host.socket), { recursive: true, mode: 0o700 });
-    const out = join(dir, 'rexd-main.cjs.cache');
-    const child = spawn(process.execPath, [launcher, '--foreground', '--config', host.rcFile], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, REX_CONFIG: host.rcFile, REX_CODE_CACHE_OUT: out },
-    });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    try {
-      await Promise.race([
-        hello(host.socket, Connection, Date.now() + 30_000),
-        exited.then(({ code, signal }) => Promise.reject(new Error(`rexd exited during its start (${signal ?? `status ${code}`}): ${stderr.trim() || `see ${host.logFile}`}`))),
-      ]);
-    } finally {
-      child.kill('SIGTERM');
-    }
-    const { code, signal } = await exited;
-    if (!existsSync(out)) throw new Error(`rexd exited (${signal ?? `status ${code}`}) without writing its cache: ${stderr.trim() || `see ${host.logFile}`}`);
+    // One host with its key: up() returns once its rexd has answered HELLO on its socket; down() stops it.
+    const cluster = await LocalCluster.up({ dir, hosts: 1, netns: false, trust: 'keys', logLevel: 'warn' });
+    await cluster.down();
+    if (!existsSync(out)) throw new Error(`rexd exited without writing its cache (see ${cluster.hosts[0].logFile})`);
     renameSync(out, `${bundle}.cache`);
   } finally {
+    delete process.env.REX_CODE_CACHE_OUT;
     rmSync(dir, { recursive: true, force: true });
   }
 }

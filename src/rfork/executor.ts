@@ -19,7 +19,7 @@ import { fileSha256, TRANSFER_MAX } from '../exec/protocol.js';
 import { startChild, type Child } from '../exec/executor/child.js';
 import { execDirs } from '../exec/executor/dirs.js';
 import { jobSetup, killGroup, start, superviseJob, type ExecutorContext } from '../exec/executor/executor.js';
-import { cached, fetchFile, hiddenForTests } from '../exec/executor/transfer.js';
+import { cached, fetchFile, hiddenForTests, receiveFile } from '../exec/executor/transfer.js';
 import { fdWindow, imageFds, inlineImage } from './protocol.js';
 import { IMG_TRAILER_SIZE } from './image-layout.generated.js';
 
@@ -342,64 +342,48 @@ const execFileP = promisify(execFile);
  * rejects with the transfer's error.
  */
 function streamImage(conn: Connection, stream: number, want: { hex: string; path: string }, fifo: ImageFifo, ctx: ExecutorContext): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const hash = createHash('sha256');
-    let held = Buffer.alloc(0);
-    let bytes = 0;
-    let total = 0;
-    let settled = false;
-    const corrupt = testSwitch('REX_TEST_CORRUPT_IMAGE');
-    const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' | 'CANCELLED' = 'NO_ENTRY'): void => {
-      if (settled) return;
-      settled = true;
-      fifo.out.destroy(); // without the trailer
-      ctx.log.info({ file: want.path, sha256: want.hex, why }, 'EXEC: transfer failed; the rfork image was not completed for the restorer');
-      reject(new ProtocolError(proto, `${want.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
-    };
-    const adopted = conn.adoptStream(stream, {
-      onMessage: (x) => {
-        if (settled) return;
-        if (x.type === 'SIGNAL') return fail(`cancelled by the origin (SIG${x.signal})`, 'CANCELLED');
-        if (x.type !== 'FILE') return;
-        if (x.error) return fail(x.error);
-        if (x.copied) return fail('an rfork image streams in FILE chunks, not by the rex-auto-transfer command');
-        if (x.size !== undefined) total = x.size;
-        if (x.data && x.data.byteLength > 0) {
-          let data = Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength);
-          // Test seam 'stream': a byte of page data near the end damaged before it is hashed, as a link could: the
-          // restorer has read it (its data_hash is in the trailer still held back), the sha256 refuses it.
-          const at = total - 4096;
-          if (corrupt === 'stream' && at > 0 && bytes <= at && bytes + data.length > at) (data = Buffer.from(data))[at - bytes] ^= 0xff;
-          hash.update(data);
-          // Test seam '1': damaged after the check (the executor's disk, say): the restorer's own hashes refuse it.
-          if (corrupt === '1' && bytes <= 64 && bytes + data.length > 64) (data = Buffer.from(data))[64 - bytes] ^= 0xff;
-          bytes += data.length;
-          if (bytes > TRANSFER_MAX) return fail(`the image is larger than ${TRANSFER_MAX} bytes`);
-          // Passed through without a copy (the socket keeps the chunk until the restorer has read it), less the
-          // last IMG_TRAILER_SIZE bytes so far, which are held back.
-          if (data.length >= IMG_TRAILER_SIZE) {
-            if (held.length > 0) fifo.out.write(held);
-            fifo.out.write(data.subarray(0, data.length - IMG_TRAILER_SIZE));
-            held = Buffer.from(data.subarray(data.length - IMG_TRAILER_SIZE));
-          } else {
-            const all = Buffer.concat([held, data]);
-            const cut = Math.max(0, all.length - IMG_TRAILER_SIZE);
-            if (cut > 0) fifo.out.write(all.subarray(0, cut));
-            held = all.subarray(cut);
-          }
-        }
-        if (x.eof) {
-          const got = hash.digest('hex');
-          if (got !== want.hex) return fail(`the image received has sha256 ${got}, expected ${want.hex}; not restored`);
-          settled = true;
-          fifo.out.end(held);
-          ctx.log.info({ program: want.path, sha256: want.hex, bytes, streamed: true }, 'EXEC: program transferred from the origin');
-          resolve();
-        }
-      },
-      onClose: (err) => fail(`the origin went away (${err?.message ?? 'stream closed'})`, 'UNREACHABLE'),
-    });
-    if (!adopted) return fail('the origin went away before the transfer began', 'UNREACHABLE');
-    conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path });
+  const hash = createHash('sha256');
+  let held = Buffer.alloc(0);
+  let bytes = 0;
+  let total = 0;
+  const corrupt = testSwitch('REX_TEST_CORRUPT_IMAGE');
+  return receiveFile(conn, stream, want, ctx, {
+    aborted: 'the rfork image was not completed for the restorer',
+    size: (n) => {
+      total = n;
+    },
+    write: (chunk) => {
+      let data = chunk;
+      // Test seam 'stream': a byte of page data near the end damaged before it is hashed, as a link could: the
+      // restorer has read it (its data_hash is in the trailer still held back), the sha256 refuses it.
+      const at = total - 4096;
+      if (corrupt === 'stream' && at > 0 && bytes <= at && bytes + data.length > at) (data = Buffer.from(data))[at - bytes] ^= 0xff;
+      hash.update(data);
+      // Test seam '1': damaged after the check (the executor's disk, say): the restorer's own hashes refuse it.
+      if (corrupt === '1' && bytes <= 64 && bytes + data.length > 64) (data = Buffer.from(data))[64 - bytes] ^= 0xff;
+      bytes += data.length;
+      if (bytes > TRANSFER_MAX) throw new Error(`the image is larger than ${TRANSFER_MAX} bytes`);
+      // Passed through without a copy (the socket keeps the chunk until the restorer has read it), less the
+      // last IMG_TRAILER_SIZE bytes so far, which are held back.
+      if (data.length >= IMG_TRAILER_SIZE) {
+        if (held.length > 0) fifo.out.write(held);
+        fifo.out.write(data.subarray(0, data.length - IMG_TRAILER_SIZE));
+        held = Buffer.from(data.subarray(data.length - IMG_TRAILER_SIZE));
+      } else {
+        const all = Buffer.concat([held, data]);
+        const cut = Math.max(0, all.length - IMG_TRAILER_SIZE);
+        if (cut > 0) fifo.out.write(all.subarray(0, cut));
+        held = all.subarray(cut);
+      }
+    },
+    finish: (copied) => {
+      if (copied) throw new Error('an rfork image streams in FILE chunks, not by the rex-auto-transfer command');
+      const got = hash.digest('hex');
+      if (got !== want.hex) throw new Error(`the image received has sha256 ${got}, expected ${want.hex}; not restored`);
+      fifo.out.end(held);
+      ctx.log.info({ program: want.path, sha256: want.hex, bytes, streamed: true }, 'EXEC: program transferred from the origin');
+    },
+    // Without the trailer.
+    abort: () => fifo.out.destroy(),
   });
 }

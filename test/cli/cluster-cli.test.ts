@@ -8,6 +8,17 @@ import { distBin, packageRoot } from '../../src/util/paths.js';
 import { alive } from '../helpers/proc.js';
 
 const run = promisify(execFile);
+
+/** `rex cluster demo ARGS` run to its exit with `env` added to this process's: its status and its output. */
+async function demo(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  return { code, out, err };
+}
 const tmp = mkdtempSync(join(tmpdir(), 'rex-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -124,15 +135,7 @@ describe('npm start (rex cluster demo)', () => {
   it('exits non-zero when a step fails (an rfork whose image the executor damages), after stopping every host', async () => {
     const dir = join(tmp, 'demo-fail');
     // REX_TEST_CORRUPT_IMAGE: a test switch, honoured only by a rexd started with --test-mode (the demo's --test-mode).
-    const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--hosts', '2', '--watch', '0', '--test-mode'], {
-      env: { ...process.env, REX_TEST_CORRUPT_IMAGE: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const { code, out, err } = await demo(['--dir', dir, '--hosts', '2', '--watch', '0', '--test-mode'], { REX_TEST_CORRUPT_IMAGE: '1' });
     expect(code, out + err).toBe(1);
     expect(out).toMatch(/^  FAILED: rfork: test_rfork_1 ended with status \d+$/m);
     expect(out).toMatch(/restore failed on beta/);
@@ -146,15 +149,7 @@ describe('npm start (rex cluster demo)', () => {
 
   it('REX_DEMO_FAIL makes the step it names fail: exit 1, the others run, and the summary counts it; a step the cluster cannot show is skipped with a pasteable hint', async () => {
     const dir = join(tmp, 'demo-forced');
-    const child = spawn(process.execPath, [distBin('rex'), 'cluster', 'demo', '--dir', dir, '--hosts', '1', '--watch', '0'], {
-      env: { ...process.env, REX_DEMO_FAIL: 'the round trips' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const { code, out, err } = await demo(['--dir', dir, '--hosts', '1', '--watch', '0'], { REX_DEMO_FAIL: 'the round trips' });
     expect(code, out + err).toBe(1);
     expect(out).toMatch(/^  FAILED: the round trips: failed on purpose \(REX_DEMO_FAIL\)$/m);
     expect(out).toMatch(/^alpha\.demo\.fib\(30\)\s+832040\s+alpha\s/m);

@@ -352,36 +352,37 @@ export interface TransferContext extends CacheReport {
 /** Least time between two PROGRESS messages of one transfer: enough for a smooth bar, few frames. */
 const PROGRESS_EVERY_MS = 100;
 
+/** Where {@link receiveFile} puts what arrives: the program cache (fetchFile) or the restorer's FIFO (rfork). */
+export interface FileSink<T> {
+  /** The size the first FILE announces. */
+  size?(total: number): void;
+  /** A chunk; throws to fail the transfer with its message. */
+  write(data: Buffer): void;
+  /** At the last FILE (`copied`: the origin's rex-auto-transfer command wrote the file); throws to fail it. */
+  finish(copied: boolean): T;
+  /** The transfer failed: drops what arrived. */
+  abort(): void;
+  /** What abort() leaves, for the log line ('partial copy removed'). */
+  aborted: string;
+  /** Where the origin's copy command may write the file (FETCH dest). */
+  dest?: string;
+}
+
 /**
- * Fetches one file from the origin on the EXEC stream `stream` (FETCH, then
- * FILE chunks or an external copy, docs/PROTOCOL.md 4.9) into the cache,
- * sending PROGRESS towards the origin as it arrives; resolves with the cached
- * path. A SIGNAL from the origin meanwhile (its stub was interrupted) cancels
- * the transfer, and the temporary file is removed whichever way it fails.
+ * Fetches one file from the origin on the stream `stream` (FETCH, then FILE
+ * chunks or an external copy, docs/PROTOCOL.md 4.9) into `sink`, resolving
+ * with what its finish() returns. A SIGNAL from the origin meanwhile (its stub
+ * was interrupted) cancels the transfer, and the sink is aborted whichever way
+ * it fails.
  */
-export function fetchFile(conn: Connection, stream: number, want: { hex: string; path: string }, ctx: TransferContext): Promise<string> {
-  return new Promise<string>((resolvePath, reject) => {
-    let incoming: Incoming;
-    try {
-      incoming = new Incoming(ctx.stateDirectory, want.hex);
-    } catch (e) {
-      reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${cacheDir(ctx.stateDirectory)} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
-      return;
-    }
+export function receiveFile<T>(conn: Connection, stream: number, want: { hex: string; path: string }, ctx: Pick<TransferContext, 'hostName' | 'log'>, sink: FileSink<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
     let settled = false;
-    let total = 0;
-    let last = 0;
-    const progress = (done: number, force = false): void => {
-      const now = Date.now();
-      if (!force && now - last < PROGRESS_EVERY_MS) return;
-      last = now;
-      conn.sendOn(stream, { type: 'PROGRESS', done, total, path: want.path });
-    };
     const fail = (why: string, proto: 'NO_ENTRY' | 'UNREACHABLE' | 'CANCELLED' = 'NO_ENTRY'): void => {
       if (settled) return;
       settled = true;
-      incoming.abort();
-      ctx.log.info({ file: want.path, sha256: want.hex, why }, 'EXEC: transfer failed; partial copy removed');
+      sink.abort();
+      ctx.log.info({ file: want.path, sha256: want.hex, why }, `EXEC: transfer failed; ${sink.aborted}`);
       reject(new ProtocolError(proto, `${want.path}: transfer to ${ctx.hostName} failed: ${why}`, { fatal: false }));
     };
     const adopted = conn.adoptStream(stream, {
@@ -391,20 +392,12 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
         if (x.type !== 'FILE') return;
         if (x.error) return fail(x.error);
         try {
-          if (x.size !== undefined) {
-            total = x.size;
-            progress(0, true);
-          }
-          if (x.data) {
-            incoming.write(x.data);
-            progress(incoming.received);
-          }
+          if (x.size !== undefined) sink.size?.(x.size);
+          if (x.data && x.data.byteLength > 0) sink.write(Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength));
           if (x.eof) {
-            const path = x.copied ? incoming.finishCopied() : incoming.finish();
+            const done = sink.finish(!!x.copied);
             settled = true;
-            progress(incoming.received, true);
-            ctx.log.info({ program: want.path, sha256: want.hex, cached: path, bytes: incoming.received, ...(x.copied ? { by: 'command' } : {}) }, 'EXEC: program transferred from the origin');
-            resolvePath(path);
+            resolve(done);
           }
         } catch (e) {
           fail((e as Error).message);
@@ -414,7 +407,49 @@ export function fetchFile(conn: Connection, stream: number, want: { hex: string;
     });
     // The origin may have gone while the cache was looked up: then no FILE and no close will ever come.
     if (!adopted) return fail('the origin went away before the transfer began', 'UNREACHABLE');
-    conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path, dest: incoming.path });
+    conn.sendOn(stream, { type: 'FETCH', sha256: Buffer.from(want.hex, 'hex'), path: want.path, ...(sink.dest ? { dest: sink.dest } : {}) });
+  });
+}
+
+/**
+ * Fetches one file from the origin on the EXEC stream `stream` into the cache
+ * ({@link receiveFile}), sending PROGRESS towards the origin as it arrives;
+ * resolves with the cached path. The temporary file is removed whichever way
+ * it fails.
+ */
+export function fetchFile(conn: Connection, stream: number, want: { hex: string; path: string }, ctx: TransferContext): Promise<string> {
+  let incoming: Incoming;
+  try {
+    incoming = new Incoming(ctx.stateDirectory, want.hex);
+  } catch (e) {
+    return Promise.reject(new ProtocolError('INTERNAL', `cannot write the program cache in ${cacheDir(ctx.stateDirectory)} on ${ctx.hostName}: ${(e as Error).message}`, { fatal: false }));
+  }
+  let total = 0;
+  let last = 0;
+  const progress = (done: number, force = false): void => {
+    const now = Date.now();
+    if (!force && now - last < PROGRESS_EVERY_MS) return;
+    last = now;
+    conn.sendOn(stream, { type: 'PROGRESS', done, total, path: want.path });
+  };
+  return receiveFile(conn, stream, want, ctx, {
+    dest: incoming.path,
+    aborted: 'partial copy removed',
+    size: (n) => {
+      total = n;
+      progress(0, true);
+    },
+    write: (data) => {
+      incoming.write(data);
+      progress(incoming.received);
+    },
+    finish: (copied) => {
+      const path = copied ? incoming.finishCopied() : incoming.finish();
+      progress(incoming.received, true);
+      ctx.log.info({ program: want.path, sha256: want.hex, cached: path, bytes: incoming.received, ...(copied ? { by: 'command' } : {}) }, 'EXEC: program transferred from the origin');
+      return path;
+    },
+    abort: () => incoming.abort(),
   });
 }
 
