@@ -33,9 +33,8 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NetnsNetwork, hostnamePrefix, netnsAvailable } from '../../src/cluster/netns.js';
+import { NetnsNetwork, netnsAvailable } from '../../src/cluster/netns.js';
 import { freeNetnsId } from '../../src/cluster/cluster.js';
 
 const SBIN = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin'];
@@ -68,7 +67,7 @@ export interface SlurmFixture {
   nodes: SlurmNode[];
   ctl: SlurmNode;
   network: NetnsNetwork;
-  /** argv prefix that runs a program in node `name`'s network namespace with hostname `name` (also 'ctl'). */
+  /** argv prefix that runs a program in node `name`'s (or 'ctl''s) network, UTS and mount namespaces: its address, hostname and private /tmp. */
   enter(name: string): string[];
   /** argv that runs a Slurm client command in slurmctld's namespace with this fixture's SLURM_CONF. */
   cmd(...args: string[]): string[];
@@ -80,9 +79,7 @@ export interface SlurmFixture {
   stop(): Promise<void>;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function pidsIn(ns: string): number[] {
   try {
@@ -107,7 +104,10 @@ function kill(pid: number, sig: NodeJS.Signals): void {
 export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Promise<SlurmFixture> {
   const why = slurmUnavailable();
   if (why) throw new Error(`Slurm cannot run: ${why}`);
-  const dir = mkdtempSync(join(tmpdir(), 'rex-slurm-'));
+  // Not under /tmp: every daemon has a /tmp of its own. Readable by all: ordinary users' srun and salloc read
+  // slurm.conf and reach munged's socket, as on a real cluster.
+  const dir = mkdtempSync(join('/var/tmp', 'rex-slurm-'));
+  chmodSync(dir, 0o755);
   for (const d of ['state', 'spool', 'run', 'log', 'munge']) mkdirSync(join(dir, d), { recursive: true });
   chmodSync(join(dir, 'munge'), 0o755);
   const names = Array.from({ length: n }, (_, k) => `n${k + 1}`);
@@ -123,12 +123,35 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
   const env = { ...process.env, SLURM_CONF: conf };
   const base = 20000 + network.id * 200;
   // nsenter --net rather than `ip netns exec`: the latter remounts /sys in a new mount namespace, where
-  // /sys/fs/cgroup is empty and slurmd 22.05 fails ("Unable to initialize cgroup plugin").
-  const enter = (name: string): string[] => ['nsenter', `--net=${network.nsFile(name)}`, ...hostnamePrefix(name)];
+  // /sys/fs/cgroup is empty and slurmd 22.05 fails ("Unable to initialize cgroup plugin"). Each daemon also gets
+  // a mount namespace of its own with a private tmpfs on /tmp, as separate machines have: a design that passes
+  // anything through a shared /tmp fails here. Every process a slurmd starts (slurmstepd, the job's tasks)
+  // inherits its node's namespaces.
+  const daemonPrefix = (name: string): string[] => [
+    'nsenter',
+    `--net=${network.nsFile(name)}`,
+    'unshare',
+    '--uts',
+    '--mount',
+    '--propagation',
+    'private',
+    '--',
+    'sh',
+    '-c',
+    'echo "$0" > /proc/sys/kernel/hostname && mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp && exec "$@"',
+    name,
+  ];
+  const daemonPids = new Map<string, number>();
+  // Into a running node's (or ctl's) network, UTS and mount namespaces: its name, its address, its /tmp.
+  const enter = (name: string): string[] => {
+    const pid = daemonPids.get(name);
+    if (pid === undefined) throw new Error(`no daemon runs for ${name} yet`);
+    return ['nsenter', '-t', String(pid), '--net', '--uts', '--mount'];
+  };
 
   const stop = async (): Promise<void> => {
     try {
-      spawnSync('nsenter', [`--net=${network.nsFile('ctl')}`, 'scancel', '--full', '--quiet', '-u', 'root'], { env, timeout: 5000, stdio: 'ignore' });
+      spawnSync('nsenter', [`--net=${network.nsFile('ctl')}`, 'scancel', '--full', '--quiet', '--partition=debug'], { env, timeout: 5000, stdio: 'ignore' });
     } catch {
       /* best effort */
     }
@@ -138,13 +161,21 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
     for (const p of all()) kill(p, 'SIGKILL');
     for (let i = 0; i < 30 && all().length; i++) await sleep(100);
     for (const c of children) if (c.exitCode === null && c.signalCode === null && c.pid) kill(c.pid, 'SIGKILL');
+    let mp = 0;
     try {
-      const mp = Number(readFileSync(join(dir, 'munge', 'munged.pid'), 'utf8').trim());
+      mp = Number(readFileSync(join(dir, 'munge', 'munged.pid'), 'utf8').trim());
       if (mp > 0) kill(mp, 'SIGTERM');
     } catch {
       /* not started */
     }
-    await sleep(200);
+    const mungedAlive = (): boolean => {
+      try {
+        return mp > 0 && !/^State:\s+Z/m.test(readFileSync(`/proc/${mp}/status`, 'utf8'));
+      } catch {
+        return false; // gone
+      }
+    };
+    for (let i = 0; i < 50 && mungedAlive(); i++) await sleep(20);
     network.destroy();
     if (!process.env.REX_KEEP_SLURM_DIR) rmSync(dir, { recursive: true, force: true });
   };
@@ -207,15 +238,17 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
       ].join('\n'),
     );
 
-    const spawnLogged = (argv: string[], logName: string): void => {
+    const spawnLogged = (name: string, argv: string[], logName: string): void => {
       const fd = openSync(join(dir, 'log', logName), 'a');
+      // nsenter, unshare (without --fork) and sh -c's exec keep one pid: the daemon's.
       const c = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', fd, fd] });
       closeSync(fd);
       c.on('error', () => {});
+      if (c.pid !== undefined) daemonPids.set(name, c.pid);
       children.push(c);
     };
-    spawnLogged([...enter('ctl'), which('slurmctld')!, '-D', '-i', '-f', conf], 'slurmctld.out');
-    for (const x of nodes) spawnLogged([...enter(x.name), which('slurmd')!, '-D', '-f', conf, '-N', x.name], `slurmd-${x.name}.out`);
+    spawnLogged('ctl', [...daemonPrefix('ctl'), which('slurmctld')!, '-D', '-i', '-f', conf], 'slurmctld.out');
+    for (const x of nodes) spawnLogged(x.name, [...daemonPrefix(x.name), which('slurmd')!, '-D', '-f', conf, '-N', x.name], `slurmd-${x.name}.out`);
 
     const deadline = Date.now() + (opts.timeoutMs ?? 30000);
     let last = '';
@@ -225,7 +258,7 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
       const lines = (r.stdout ?? '').trim().split('\n').filter(Boolean);
       if (lines.length === n && lines.every((l) => /\sidle$/.test(l))) break;
       if (Date.now() > deadline) throw new Error(`Slurm nodes not idle after ${opts.timeoutMs ?? 30000} ms; sinfo: ${last}\n${logs()}`);
-      await sleep(300);
+      await sleep(300); // sleep-ok: the interval of a poll of sinfo, bounded by the deadline above
     }
   } catch (e) {
     await stop();

@@ -1,0 +1,185 @@
+/**
+ * `rex cluster up --slurm` in a real Slurm (issue 19): a private slurmctld and three slurmd from the
+ * distribution's packages (test/helpers/slurm.ts), each node in network, UTS and mount namespaces of its own
+ * with a private /tmp, so nodes share no temporary files. An ordinary user requests the allocation and brings
+ * REX up with one command from the "login node" (ctl); everything after runs as that user through srun steps
+ * of the job, as on a real cluster.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
+import { distBin, helper } from '../../src/util/paths.js';
+import { slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
+import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
+
+const reason = slurmUnavailable();
+if (reason) console.log(`skipped: rex cluster up --slurm needs a private Slurm, which cannot run here: ${reason}`);
+
+interface Up {
+  job: string;
+  step: string;
+  allocated: boolean;
+  socket: string;
+  nodes: { name: string; address: string; port: number; id: string; rexdPid: number }[];
+}
+
+interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+const REX = [process.execPath, distBin('rex')];
+
+describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocation of three nodes becomes a REX cluster', () => {
+  let s: SlurmFixture;
+  let alice: TestUser;
+  let bob: TestUser;
+  let demoDir: string;
+  let rcLine: string;
+  let up: Up;
+
+  /** Runs argv as `u` on the login node (ctl), with the environment a login shell gives. */
+  function as(u: TestUser, argv: string[], env: Record<string, string> = {}, timeout = 60_000): Ran {
+    const a = s.cmd('setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', ...argv);
+    const r = spawnSync(a[0]!, a.slice(1), {
+      encoding: 'utf8',
+      timeout,
+      cwd: '/',
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: u.home, USER: u.name, LOGNAME: u.name, SLURM_CONF: s.conf, ...env },
+    });
+    return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  }
+
+  /** Runs argv as `u` in a step of job `job` on node `node` (srun --overlap), with REX_SOCKET of the job's rexd. */
+  function onNode(u: TestUser, job: string, node: string, argv: string[], env: Record<string, string> = {}): Ran {
+    return as(u, ['srun', `--jobid=${job}`, '--overlap', '-N1', '-n1', `-w`, node, '--export=ALL', ...argv], { REX_SOCKET: up.socket, ...env });
+  }
+
+  function ok(r: Ran, what: string): string {
+    if (r.status !== 0) throw new Error(`${what} failed (${r.status}):\n${r.stderr}\n${r.stdout}\n${s.logs()}`);
+    return r.stdout;
+  }
+
+  /** The processes of user `uid` in node `name`'s namespaces, and what the node's /tmp holds. */
+  function leftovers(name: string, uid: number): { procs: string[]; tmp: string[] } {
+    const node = s.nodes.find((n) => n.name === name)!;
+    const pids = spawnSync('ip', ['netns', 'pids', node.ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean);
+    const procs: string[] = [];
+    for (const p of pids) {
+      try {
+        const st = readFileSync(`/proc/${p}/status`, 'utf8');
+        if (new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(st)) procs.push(`${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
+      } catch {
+        /* gone */
+      }
+    }
+    const ls = spawnSync(s.enter(name)[0]!, [...s.enter(name).slice(1), 'ls', '-A', '/tmp'], { encoding: 'utf8' });
+    return { procs, tmp: ls.stdout.split('\n').filter(Boolean) };
+  }
+
+  beforeAll(async () => {
+    s = await startSlurm(3);
+    alice = createTestUser('rextest-slurm-a');
+    bob = createTestUser('rextest-slurm-b');
+    // The demo library: software the site installed where every node reads it (not in /tmp).
+    demoDir = mkdtempSync('/var/tmp/rex-slurm-demo-');
+    chmodSync(demoDir, 0o755);
+    rcLine = buildDemoLibrary(demoDir).rcLine;
+  }, 120_000);
+
+  afterAll(async () => {
+    await s?.stop();
+    if (alice) removeTestUser(alice.name);
+    if (bob) removeTestUser(bob.name);
+    if (demoDir) rmSync(demoDir, { recursive: true, force: true });
+  }, 60_000);
+
+  // claim: slurm.up
+  it('one command, as an ordinary user, requests three nodes and starts a rexd on each, with keys made for the job', () => {
+    const r = as(alice, [...REX, 'cluster', 'up', '--slurm', '--nodes', '3', '--json', '--rc', rcLine]);
+    up = JSON.parse(ok(r, 'rex cluster up --slurm')) as Up;
+    expect(up.allocated).toBe(true);
+    expect(up.nodes.map((n) => n.name)).toEqual(['n1', 'n2', 'n3']);
+    expect(up.nodes.map((n) => n.address)).toEqual(s.nodes.map((n) => n.address));
+    expect(new Set(up.nodes.map((n) => n.id)).size).toBe(3);
+    expect(up.socket).toBe(`/tmp/rex-slurm-${alice.uid}/job-${up.job}/run/rexd.sock`);
+    // The job and its rexd step, as Slurm sees them: alice's, three nodes.
+    expect(ok(as(alice, ['squeue', '-h', '-s', '-j', up.job, '-o', '%i %u %N']), 'squeue')).toContain(`${up.job}.${up.step} ${alice.name} n[1-3]`);
+    // Each node's rexd runs as alice (not root), in its own node; its state lives in the node's own /tmp.
+    for (const n of up.nodes) {
+      const l = leftovers(n.name, alice.uid);
+      expect(l.procs.some((p) => p.includes('rexd'))).toBe(true);
+      expect(l.tmp).toEqual([`rex-slurm-${alice.uid}`]);
+    }
+  }, 90_000);
+
+  // claim: slurm.hosts
+  it('rex hosts shows the Slurm node names with their load, every node reachable', async () => {
+    const hosts = await vi.waitFor(
+      () => {
+        const r = JSON.parse(ok(onNode(alice, up.job, 'n1', [...REX, 'hosts', '--json']), 'rex hosts')) as { name: string; reachable: boolean; load?: number }[];
+        if (!r.every((h) => h.reachable && h.load !== undefined)) throw new Error(`not settled: ${JSON.stringify(r)}`);
+        return r;
+      },
+      { timeout: 20_000, interval: 200 },
+    );
+    expect(hosts.map((h) => h.name).sort()).toEqual(['n1', 'n2', 'n3']);
+  }, 30_000);
+
+  // claim: slurm.run
+  it('rex run from n1 runs a program on n2, and with no --host places it within the allocation', () => {
+    expect(ok(onNode(alice, up.job, 'n1', [...REX, 'run', '--host', 'n2', 'sh', '-c', 'echo $(hostname) $(id -un)']), 'rex run').trim()).toBe(`n2 ${alice.name}`);
+    const placed = ok(onNode(alice, up.job, 'n1', [...REX, 'run', 'hostname']), 'rex run (placed)').trim();
+    expect(['n1', 'n2', 'n3']).toContain(placed);
+  }, 60_000);
+
+  // claim: slurm.rfork
+  it("the seed's rfork example forks on n1 and its child runs on n3", () => {
+    const out = ok(onNode(alice, up.job, 'n1', [helper('test_rfork_1')], { REX_HOST: 'n3' }), 'test_rfork_1');
+    // The moved child's parent is the executor's rexd: n3's.
+    const parent = Number(/^child \d+ parent (\d+) /m.exec(out)?.[1]);
+    expect(parent).toBe(up.nodes.find((n) => n.name === 'n3')!.rexdPid);
+  }, 60_000);
+
+  // claim: slurm.call
+  it('a remote call from n1 runs on n2', () => {
+    const out = ok(onNode(alice, up.job, 'n1', [...REX, 'call', 'n2.demo.fib', '20', '--json']), 'rex call');
+    expect(out).toContain('6765');
+  }, 60_000);
+
+  // claim: slurm.other-user
+  it("another user on the same node cannot reach the job's rexd", () => {
+    const granted = as(bob, ['salloc', '-N1', '-w', 'n1', '--no-shell']);
+    const j = /Granted job allocation (\d+)/.exec(granted.stderr)?.[1];
+    expect(j, granted.stderr).toMatch(/^\d+$/);
+    const r = as(bob, ['srun', `--jobid=${j!}`, '--overlap', '-N1', '-w', 'n1', ...REX, 'hosts'], { REX_SOCKET: up.socket });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/EACCES|permission denied/i);
+    as(bob, ['scancel', j!]);
+  }, 60_000);
+
+  // claim: slurm.teardown
+  it('when the allocation ends, no rexd, socket or state directory remains on any node', async () => {
+    ok(as(alice, ['scancel', up.job]), 'scancel');
+    await vi.waitFor(
+      () => {
+        for (const n of s.nodes) {
+          const l = leftovers(n.name, alice.uid);
+          if (l.procs.length || l.tmp.length) throw new Error(`${n.name} still has ${JSON.stringify(l)}`);
+        }
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    for (const n of s.nodes) expect(leftovers(n.name, alice.uid)).toEqual({ procs: [], tmp: [] });
+    expect(readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('slurm-node');
+      } catch {
+        return false;
+      }
+    })).toBe(false);
+  }, 60_000);
+});
