@@ -434,6 +434,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   const addrs = await nodeAddresses(names, env);
   const base = slurmBaseDir(env);
   ensurePrivateDir(base);
+  sweepLaunchDirs(env);
   const dir = launchDir(job, env);
   if (existsSync(join(dir, 'state.json'))) {
     const old = readState(dir);
@@ -532,6 +533,31 @@ function readState(dir: string): SlurmCluster {
   }
 }
 
+/**
+ * Removes the launcher directories of clusters whose srun has ended (the allocation ended under them, so no
+ * `down` ran): srun.log and state.json of a finished job are of no use, and would otherwise stay.
+ */
+export function sweepLaunchDirs(env: NodeJS.ProcessEnv = process.env): void {
+  const base = slurmBaseDir(env);
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(base).filter((f) => /^launch-\d+$/.test(f));
+  } catch {
+    return;
+  }
+  for (const f of entries) {
+    const dir = join(base, f);
+    let alive = false;
+    try {
+      alive = processAlive((JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as SlurmCluster).srunPid);
+    } catch {
+      /* no state: an up that failed, or one still starting (it holds srun.log only for seconds) */
+      alive = existsSync(join(dir, 'srun.log')) && Date.now() - lstatSync(join(dir, 'srun.log')).mtimeMs < 120_000;
+    }
+    if (!alive) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The job whose REX cluster `down` should stop: --job, else $SLURM_JOB_ID, else the only one this user launched here. */
 function pickJob(job: string | undefined, env: NodeJS.ProcessEnv): string {
   if (job) return job;
@@ -562,6 +588,7 @@ export async function slurmDown(opts: { job?: string; env?: NodeJS.ProcessEnv; t
   if (processAlive(state.srunPid)) await run('scancel', [`${state.job}.${state.step}`], env).catch(() => undefined);
   if (state.allocated) await run('scancel', [state.job], env).catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });
+  sweepLaunchDirs(env);
   try {
     rmdirSync(slurmBaseDir(env));
   } catch {

@@ -10,6 +10,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
+import { KeyStore } from '../../src/keys/store.js';
 import { distBin, helper } from '../../src/util/paths.js';
 import { slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
 import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
@@ -150,6 +151,50 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(out).toContain('6765');
   }, 60_000);
 
+  // claim: slurm.other-job
+  it("a rexd of another job of the same user is refused by the job's rexds, even holding their certificates", () => {
+    const granted = as(alice, ['salloc', '-N1', '-w', 'n1', '--no-shell']);
+    const j2 = /Granted job allocation (\d+)/.exec(granted.stderr)?.[1];
+    expect(j2, granted.stderr).toMatch(/^\d+$/);
+    const [n1, n2] = [up.nodes[0]!, up.nodes[1]!];
+    // n2's certificate is public (any TLS client sees it): the other job pins it, so that the refusal seen is n2's.
+    const n2cert = ok({ ...spawnSync(s.enter('n2')[0]!, [...s.enter('n2').slice(1), 'cat', `/tmp/rex-slurm-${alice.uid}/job-${up.job}/keys/n2.${alice.name.replace(/[^A-Za-z0-9_-]/g, '_')}.crt`], { encoding: 'utf8' }) }, 'read n2 cert');
+    const pin = mkdtempSync(join(demoDir, 'pin-'));
+    const known = new KeyStore(pin).addKnown(n2cert, 'test: a public certificate');
+    const knownText = readFileSync(known.file, 'utf8');
+    const rexd = `${process.execPath} ${distBin('rexd')}`;
+    const rex = `${process.execPath} ${distBin('rex')}`;
+    const script = [
+      'd=$(mktemp -d)',
+      `printf '%s\\n' 'host-name : n1' "state-directory : $d" 'servers : n1@${n1.address}:${n1.port + 1}, n2@${n2.address}:${n2.port}' 'load-interval : 300ms' > $d/rex.rc`,
+      `export REX_CONFIG=$d/rex.rc; unset REX_SOCKET`,
+      `${process.execPath} ${distBin('rex_key')} --create --json >/dev/null`,
+      `mkdir -p $d/known && printf '%s' '${knownText}' > $d/known/${known.file.split('/').pop()}`,
+      `${process.execPath} ${distBin('rex_key')} --grant n2.${alice.name.replace(/[^A-Za-z0-9_-]/g, '_')} >/dev/null`,
+      `${rexd} --foreground > $d/log 2>&1 & r=$!`,
+      `i=0; until ${rex} hosts >/dev/null 2>&1 || [ $i -ge 200 ]; do i=$((i+1)); sleep 0.05; done`,
+      `${rex} ping n2 -n 1 >/dev/null 2>&1 && echo PING-OK || echo PING-REFUSED`,
+      `${rex} hosts`,
+      `${rex} run --host n2 hostname 2>/dev/null || echo RUN-REFUSED`,
+      'kill $r; wait $r; rm -rf $d',
+    ].join('\n');
+    const out = ok(as(alice, ['srun', `--jobid=${j2!}`, '--overlap', '-N1', '-w', 'n1', 'sh', '-c', script]), 'the other job');
+    as(alice, ['scancel', j2!]);
+    expect(out).toContain('PING-REFUSED');
+    expect(out).toContain('RUN-REFUSED');
+    expect(out).not.toMatch(/^n2$/m);
+    // n2 logged the refusal of a key it does not know under the name n1.
+    const log = spawnSync(s.enter('n2')[0]!, [...s.enter('n2').slice(1), 'cat', `/tmp/rex-slurm-${alice.uid}/job-${up.job}/log/rexd.log`], { encoding: 'utf8' }).stdout;
+    // The other job's rexd did run (it lists itself) and n2 refused its key, naming it; n2 logged the denial.
+    const who = alice.name.replace(/[^A-Za-z0-9_-]/g, '_');
+    const id = new RegExp(`^n2 .*DENIED: unknown key ([A-Z2-7-]{39}) \\(claims to be n1\\.${who}\\)`, 'm').exec(out)?.[1];
+    expect(id, out).toBeDefined();
+    expect(id).not.toBe(n1.id);
+    expect(out).toMatch(/^n1 \* /m);
+    const denials = log.split('\n').filter((l) => l.includes('"access denied"') && l.includes(id!));
+    expect(denials.length).toBeGreaterThan(0);
+  }, 60_000);
+
   // claim: slurm.other-user
   it("another user on the same node cannot reach the job's rexd", () => {
     const granted = as(bob, ['salloc', '-N1', '-w', 'n1', '--no-shell']);
@@ -182,4 +227,32 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
       }
     })).toBe(false);
   }, 60_000);
+  // claim: slurm.down
+  it('inside an allocation (salloc), up --slurm uses it and down --slurm stops REX but not the allocation', async () => {
+    const granted = as(alice, ['salloc', '-N3', '--no-shell']);
+    const j3 = /Granted job allocation (\d+)/.exec(granted.stderr)?.[1];
+    expect(j3, granted.stderr).toMatch(/^\d+$/);
+    // What salloc's shell has in its environment.
+    const job = { SLURM_JOB_ID: j3!, SLURM_JOB_NODELIST: 'n[1-3]' };
+    const c = JSON.parse(ok(as(alice, [...REX, 'cluster', 'up', '--slurm', '--json'], job), 'up --slurm in salloc')) as Up;
+    expect(c).toMatchObject({ job: j3, allocated: false });
+    expect(c.nodes.map((n) => n.name)).toEqual(['n1', 'n2', 'n3']);
+    expect(ok(onNode(alice, j3!, 'n3', [...REX, 'run', '--host', 'n1', 'hostname'], { REX_SOCKET: c.socket }), 'rex run').trim()).toBe('n1');
+    const down = JSON.parse(ok(as(alice, [...REX, 'cluster', 'down', '--slurm', '--json'], job), 'down --slurm')) as { job: string; stopped: string[] };
+    expect(down).toMatchObject({ job: j3, stopped: ['n1', 'n2', 'n3'] });
+    await vi.waitFor(
+      () => {
+        for (const n of s.nodes) {
+          const l = leftovers(n.name, alice.uid);
+          if (l.procs.length || l.tmp.length) throw new Error(`${n.name} still has ${JSON.stringify(l)}`);
+        }
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    // The allocation is still there, without the rexd step; the launcher's directory on the login node is gone.
+    expect(ok(as(alice, ['squeue', '-h', '-j', j3!, '-o', '%i %T']), 'squeue').trim()).toBe(`${j3} RUNNING`);
+    expect(ok(as(alice, ['squeue', '-h', '-s', '-j', j3!, '-o', '%i']), 'squeue -s').trim()).not.toContain(`${j3}.${c.step}`);
+    expect(ok(as(alice, ['ls', '-A', '/tmp']), 'ls /tmp on ctl').trim()).toBe('');
+    ok(as(alice, ['scancel', j3!]), 'scancel');
+  }, 90_000);
 });
