@@ -368,6 +368,7 @@ export interface SlurmCluster {
   step: string;
   /** True when `up --nodes` requested the allocation itself (then `down` ends it). */
   allocated: boolean;
+  /** The process that holds the step on the launcher's machine: the sh around srun (it ends when srun does). */
   srunPid: number;
   socket: string;
   nodes: { name: string; address: string; port: number; id: string; rexdPid: number }[];
@@ -447,10 +448,19 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   const n = String(names.length);
   // One task per node, --overlap so that the job's own steps still get the CPUs; the step's stdin (srun's
   // default: to every task) carries the CLUSTER line. The srun gets a session of its own so that a ^C meant
-  // for the shell that typed `rex cluster up --slurm` does not end the cluster.
+  // for the shell that typed `rex cluster up --slurm` does not end the cluster. A small sh around it removes
+  // this directory when srun ends, also when the allocation ends without a `down`, which signals the batch
+  // script's processes (the launcher's directory is then on the batch node, whose /tmp outlives the job).
+  const watch = [
+    'd=$0; b=$1; shift',
+    `trap 'rm -rf "$d"; rmdir "$b" 2>/dev/null; exit 143' TERM HUP`,
+    "trap '' INT",
+    '"$@"; s=$?',
+    'rm -rf "$d"; rmdir "$b" 2>/dev/null; exit $s',
+  ].join('\n');
   const srun = spawn(
-    'srun',
-    [`--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', `--nodelist=${names.join(',')}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
+    'sh',
+    ['-c', watch, dir, base, 'srun', `--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', `--nodelist=${names.join(',')}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
     { env, stdio: ['pipe', logFd, logFd], detached: true },
   );
   closeSync(logFd);
@@ -461,7 +471,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   const fail = async (msg: string): Promise<never> => {
     if (srun.pid && srunExit === undefined) {
       try {
-        process.kill(srun.pid, 'SIGTERM');
+        process.kill(-srun.pid, 'SIGTERM'); // srun and the sh around it
       } catch {
         /* gone */
       }

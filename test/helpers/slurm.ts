@@ -274,3 +274,24 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
   };
   return { dir, conf, nodes, ctl, network, enter, cmd, run, env, logs, stop };
 }
+
+/**
+ * What user `uid` left on node `name`: its processes in the node's namespaces (pid and command line) and the
+ * entries of the node's private /tmp (as root sees them). Empty lists when the user left nothing.
+ */
+export function leftovers(s: SlurmFixture, name: string, uid: number): { procs: string[]; tmp: string[] } {
+  const node = [...s.nodes, s.ctl].find((n) => n.name === name)!;
+  const procs: string[] = [];
+  for (const p of pidsIn(node.ns)) {
+    try {
+      const st = readFileSync(`/proc/${p}/status`, 'utf8');
+      if (new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(st)) procs.push(`${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
+    } catch {
+      /* gone */
+    }
+  }
+  const a = s.enter(name);
+  const ls = spawnSync(a[0]!, [...a.slice(1), 'ls', '-A', '/tmp'], { encoding: 'utf8' });
+  if (ls.status !== 0) throw new Error(`cannot list /tmp of ${name}: ${ls.stderr}`);
+  return { procs, tmp: ls.stdout.split('\n').filter(Boolean) };
+}

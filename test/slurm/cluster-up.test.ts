@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { distBin, helper } from '../../src/util/paths.js';
-import { slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
+import { leftovers as nodeLeftovers, slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
 import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
 
 const reason = slurmUnavailable();
@@ -64,22 +64,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     return r.stdout;
   }
 
-  /** The processes of user `uid` in node `name`'s namespaces, and what the node's /tmp holds. */
-  function leftovers(name: string, uid: number): { procs: string[]; tmp: string[] } {
-    const node = s.nodes.find((n) => n.name === name)!;
-    const pids = spawnSync('ip', ['netns', 'pids', node.ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean);
-    const procs: string[] = [];
-    for (const p of pids) {
-      try {
-        const st = readFileSync(`/proc/${p}/status`, 'utf8');
-        if (new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(st)) procs.push(`${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
-      } catch {
-        /* gone */
-      }
-    }
-    const ls = spawnSync(s.enter(name)[0]!, [...s.enter(name).slice(1), 'ls', '-A', '/tmp'], { encoding: 'utf8' });
-    return { procs, tmp: ls.stdout.split('\n').filter(Boolean) };
-  }
+  const leftovers = (name: string, uid: number) => nodeLeftovers(s, name, uid);
 
   beforeAll(async () => {
     s = await startSlurm(3);
@@ -219,6 +204,8 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
       { timeout: 30_000, interval: 200 },
     );
     for (const n of s.nodes) expect(leftovers(n.name, alice.uid)).toEqual({ procs: [], tmp: [] });
+    // Nor on the login node, where the launcher's srun ran: it ended with the step, and its directory with it.
+    await vi.waitFor(() => expect(leftovers('ctl', alice.uid)).toEqual({ procs: [], tmp: [] }), { timeout: 30_000, interval: 200 });
     expect(readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
       try {
         return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('slurm-node');

@@ -28,6 +28,7 @@ interface ClusterCliOpts {
   slurm?: boolean;
   nodes?: string;
   job?: string;
+  env?: boolean;
 }
 
 function hostCount(s: string): number {
@@ -231,6 +232,7 @@ async function slurmUpCommand(opts: ClusterCliOpts): Promise<void> {
   for (const [bad, set] of [['--netns', opts.netns], ['--private-fs', opts.privateFs], ['--root', opts.root], ['--tree', opts.tree]] as const) {
     if (set) throw new RexError(ErrorCodes.USAGE, `${bad} is for local clusters; --slurm runs on the allocation's nodes`, { hint: `drop ${bad}` });
   }
+  if (opts.env && opts.json) throw new RexError(ErrorCodes.USAGE, '--env and --json go apart: choose one output');
   if (opts.keys && opts.keys !== 'grant') throw new RexError(ErrorCodes.USAGE, `--keys ${opts.keys}: --slurm always makes the job's keys itself (docs/SLURM.md, "Trust")`, { hint: 'drop --keys' });
   let nodes: number | undefined;
   if (opts.nodes !== undefined) {
@@ -239,7 +241,9 @@ async function slurmUpCommand(opts: ClusterCliOpts): Promise<void> {
   }
   const { slurmUp } = await import('../../cluster/slurm.js');
   const c = await slurmUp({ ...(nodes !== undefined ? { nodes } : {}), ...(opts.job ? { job: opts.job } : {}), ...(opts.rc ? { rc: opts.rc } : {}) });
-  process.stdout.write(opts.json ? toJson({ job: c.job, step: c.step, allocated: c.allocated, socket: c.socket, nodes: c.nodes }) : describeSlurm(c));
+  if (opts.json) process.stdout.write(toJson({ job: c.job, step: c.step, allocated: c.allocated, socket: c.socket, nodes: c.nodes }));
+  else if (opts.env) process.stdout.write(`export REX_SOCKET='${c.socket.replace(/'/g, `'\\''`)}'\n`);
+  else process.stdout.write(describeSlurm(c));
 }
 
 /** Registers `rex cluster ...`. */
@@ -261,9 +265,10 @@ export function registerClusterCommands(program: Command): void {
     .option('--slurm', 'run on the nodes of a Slurm allocation instead: one rexd per node in one srun step, keys made for the job (docs/SLURM.md)')
     .option('--nodes <n>', 'with --slurm outside an allocation: request one of N nodes (salloc --no-shell); `down --slurm` ends it')
     .option('--job <id>', 'with --slurm: the Slurm job to use (default $SLURM_JOB_ID)')
+    .option('--env', 'with --slurm: print only `export REX_SOCKET=...`, for eval "$(rex cluster up --slurm --env)" in a batch script')
     .action(async (opts: ClusterCliOpts) => {
       if (opts.slurm) return slurmUpCommand(opts);
-      if (opts.nodes !== undefined || opts.job !== undefined) throw new RexError(ErrorCodes.USAGE, `--${opts.nodes !== undefined ? 'nodes' : 'job'} is for Slurm: add --slurm`);
+      if (opts.nodes !== undefined || opts.job !== undefined || opts.env) throw new RexError(ErrorCodes.USAGE, `--${opts.nodes !== undefined ? 'nodes' : opts.job !== undefined ? 'job' : 'env'} is for Slurm: add --slurm`);
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
