@@ -8,10 +8,17 @@
  *   namespace per host joined by veth pairs to a bridge in a "switch" namespace, addresses 127.77.ID.K/24.
  *   The hosts are n1..nN plus one more, "ctl", for slurmctld: the switch namespace is not reachable from the
  *   root namespace, so slurmctld and every client command (sinfo, salloc, srun, scancel) run inside "ctl"
- *   (`fixture.cmd(...)` gives the argv). srun listens for its steps there, and the slurmds reach it over the bridge.
- * - Each slurmd: `ip netns exec rexID-K unshare --uts -- sh -c 'echo nK > /proc/sys/kernel/hostname && exec
- *   slurmd -D -f DIR/slurm.conf -N nK'` (netns.ts's execPrefix). NodeName=nK NodeHostname=nK NodeAddr=127.77.ID.K.
- *   All slurmds use the same SlurmdPort: each has its own network.
+ *   (`fixture.cmd(...)` gives the argv, in slurmctld's namespaces: the "login node", with its own /tmp). srun
+ *   listens for its steps there, and the slurmds reach it over the bridge.
+ * - Each daemon (slurmd nK, and slurmctld as ctl): `nsenter --net=/run/netns/rexID-K unshare --uts --mount
+ *   --propagation private -- sh -c 'echo nK > /proc/sys/kernel/hostname && mount -t tmpfs tmpfs /tmp && exec
+ *   slurmd -D -f DIR/slurm.conf -N nK'`: its own network, host name and /tmp (a tmpfs in a mount namespace of its
+ *   own; the rest of the file system is the machine's, as a cluster's nodes share an installed system and /home).
+ *   Everything slurmd starts (slurmstepd, the job's tasks) lives in those namespaces, so a design that passes
+ *   files through /tmp fails here as it would between machines. The fixture's directory is under /var/tmp, 0755
+ *   (slurm.conf and munged's socket are read by ordinary users' srun). `enter(name)` joins a running daemon's
+ *   namespaces (nsenter -t PID --net --uts --mount); `leftovers(s, node, uid)` lists what a user left on a node.
+ *   NodeName=nK NodeHostname=nK NodeAddr=127.77.ID.K. All slurmds use the same SlurmdPort: each has its own network.
  * - Munge: a private munged as root (`munged -F --force --socket=DIR/munge/munge.sock --key-file=DIR/munge/munge.key
  *   --pid-file ... --log-file ... --seed-file ...`) with a fresh random key, and `AuthInfo=socket=DIR/munge/munge.sock`
  *   in slurm.conf; the unix socket is a file, so it works across network namespaces. A system munged is not touched.

@@ -120,6 +120,11 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(ok(onNode(alice, up.job, 'n1', [...REX, 'run', '--host', 'n2', 'sh', '-c', 'echo $(hostname) $(id -un)']), 'rex run').trim()).toBe(`n2 ${alice.name}`);
     const placed = ok(onNode(alice, up.job, 'n1', [...REX, 'run', 'hostname']), 'rex run (placed)').trim();
     expect(['n1', 'n2', 'n3']).toContain(placed);
+    // Placement by REX's load figures within the allocation: three jobs started at once from n1 (each lasting a
+    // moment, so that they overlap) land on the three nodes, as on any REX cluster (docs/PLACEMENT.md).
+    const rex = REX.join(' ');
+    const three = ok(onNode(alice, up.job, 'n1', ['sh', '-c', `for i in 1 2 3; do ${rex} run sh -c 'hostname; sleep 1' & done; wait`]), 'three placed runs');
+    expect(three.trim().split('\n').sort()).toEqual(['n1', 'n2', 'n3']);
   }, 60_000);
 
   // claim: slurm.rfork
