@@ -24,6 +24,7 @@ import { createServer } from 'node:net';
 import { isIP } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { currentUser } from '../keys/identity.js';
 import { ErrorCodes, RexError } from '../util/errors.js';
 import { distBin, shellCommand } from '../util/paths.js';
 import { processAlive } from '../util/proc.js';
@@ -148,12 +149,6 @@ export function parseClusterMsg(body: unknown): SlurmClusterMsg {
   return { job, user, members, rc: rc as string[] };
 }
 
-/** The REX user name part of identities (as localName makes it). */
-export function rexUser(): string {
-  const u = process.env.USER ?? process.env.LOGNAME ?? String(process.getuid?.() ?? 'user');
-  return u.replace(/[^A-Za-z0-9_-]/g, '_');
-}
-
 /**
  * The per-user private directory under the node-local temporary directory ($TMPDIR, else /tmp) that holds
  * every REX-in-Slurm directory of this user on this node: `rex-slurm-UID`, 0700, owned by us. Its name is
@@ -221,7 +216,7 @@ export async function slurmNode(): Promise<number> {
     return 1;
   };
   if (!JOB_RE.test(job) || !NODE_RE.test(node)) return fail('not a task of a Slurm step (SLURM_JOB_ID and SLURMD_NODENAME are not set): this command is run by `rex cluster up --slurm`');
-  const user = rexUser();
+  const user = currentUser(); // the USER part of the identity rexd will present
   const dir = jobDir(job);
   let rexd: ReturnType<typeof spawn> | undefined;
   let stopping = false;
@@ -460,7 +455,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   ].join('\n');
   const srun = spawn(
     'sh',
-    ['-c', watch, dir, base, 'srun', `--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', `--nodelist=${names.join(',')}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
+    ['-c', watch, dir, base, 'srun', `--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', `--nodelist=${list}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
     { env, stdio: ['pipe', logFd, logFd], detached: true },
   );
   closeSync(logFd);
@@ -512,7 +507,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
     }
   };
   const hellos = await collect('hello', parseHello, (h) => h.node);
-  const user = rexUser();
+  const user = currentUser(); // the USER part of the identity rexd will present
   const members: SlurmMember[] = names.map((name) => ({ name, address: addrs.get(name) ?? name, port: hellos.get(name)!.port, cert: hellos.get(name)!.cert }));
   const msg: SlurmClusterMsg = { job, user, members, rc: opts.rc ?? [] };
   parseClusterMsg(JSON.parse(JSON.stringify(msg))); // the launcher's own check: what it sends, the tasks accept
@@ -589,10 +584,12 @@ function pickJob(job: string | undefined, env: NodeJS.ProcessEnv): string {
 export async function slurmDown(opts: { job?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<SlurmCluster> {
   const env = { ...(opts.env ?? process.env) };
   const job = pickJob(opts.job, env);
+  if (!JOB_RE.test(job)) throw new RexError(ErrorCodes.USAGE, `job id ${JSON.stringify(job)} is not a Slurm job id`);
   const dir = launchDir(job, env);
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  if (!existsSync(join(dir, 'state.json'))) return downElsewhere(job, env, deadline);
   const state = readState(dir);
   await run('scancel', ['--signal=TERM', `${state.job}.${state.step}`], env).catch(() => undefined);
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   while (processAlive(state.srunPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   // A task that did not end on SIGTERM: the step is cancelled outright (SIGKILL after Slurm's KillWait).
   if (processAlive(state.srunPid)) await run('scancel', [`${state.job}.${state.step}`], env).catch(() => undefined);
@@ -605,4 +602,28 @@ export async function slurmDown(opts: { job?: string; env?: NodeJS.ProcessEnv; t
     /* other jobs' directories remain */
   }
   return state;
+}
+
+/**
+ * `down --slurm` where `up` did not run (another node of the job, another login node): there is no launcher
+ * state here, so the rexd steps are found by their name in Slurm's own records (`squeue -s`), sent SIGTERM, and
+ * waited for there. The allocation is left alone: whether `up` made it is recorded only where `up` ran.
+ */
+async function downElsewhere(job: string, env: NodeJS.ProcessEnv, deadline: number): Promise<SlurmCluster> {
+  const rows = async (): Promise<string[][]> =>
+    (await run('squeue', ['-h', '-s', '-j', job, '-o', '%i %j %N'], env)).stdout
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter(([id, name]) => name === 'rexd' && id?.startsWith(`${job}.`));
+  const steps = async (): Promise<string[]> => (await rows()).map(([id]) => id!);
+  const first = await rows();
+  const found = first.map(([id]) => id!);
+  if (!found.length) {
+    throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `REX does not run on Slurm job ${job}: it has no rexd step (squeue -s -j ${job})`, { hint: `start it with \`${shellCommand('rex')} cluster up --slurm\`` });
+  }
+  for (const id of found) await run('scancel', ['--signal=TERM', id], env).catch(() => undefined);
+  while ((await steps()).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  for (const id of await steps()) await run('scancel', [id], env).catch(() => undefined);
+  const names = first[0]?.[2] ? await expandNodeList(first[0][2], env).catch(() => []) : [];
+  return { version: 1, job, step: found[0]!.slice(job.length + 1), allocated: false, srunPid: 0, socket: '', nodes: names.map((name) => ({ name, address: '', port: 0, id: '', rexdPid: 0 })), dir: '' };
 }

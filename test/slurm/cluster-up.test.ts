@@ -245,6 +245,22 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(ok(as(alice, ['squeue', '-h', '-j', j3!, '-o', '%i %T']), 'squeue').trim()).toBe(`${j3} RUNNING`);
     expect(ok(as(alice, ['squeue', '-h', '-s', '-j', j3!, '-o', '%i']), 'squeue -s').trim()).not.toContain(`${j3}.${c.step}`);
     expect(ok(as(alice, ['ls', '-A', '/tmp']), 'ls /tmp on ctl').trim()).toBe('');
+    // Again, with what a person reads; then stopped from another node of the job, where up did not run.
+    const text = ok(as(alice, [...REX, 'cluster', 'up', '--slurm'], job), 'up --slurm (text)');
+    expect(text).toMatch(new RegExp(`^REX runs on Slurm job ${j3} \\(step ${j3}\\.\\d+\\)`));
+    for (const n of ['n1', 'n2', 'n3']) expect(text).toMatch(new RegExp(`^  ${n} +127\\.77\\.\\d+\\.\\d+:\\d+  ID [A-Z2-7-]{39}$`, 'm'));
+    expect(text).toContain(`export REX_SOCKET=${c.socket}`);
+    const down2 = JSON.parse(ok(onNode(alice, j3!, 'n2', [...REX, 'cluster', 'down', '--slurm', '--json']), 'down --slurm from n2')) as { job: string; stopped: string[] };
+    expect(down2).toMatchObject({ job: j3, stopped: ['n1', 'n2', 'n3'] });
+    await vi.waitFor(
+      () => {
+        for (const n of [...s.nodes.map((x) => x.name), 'ctl']) {
+          const l = leftovers(n, alice.uid);
+          if (l.procs.length || l.tmp.length) throw new Error(`${n} still has ${JSON.stringify(l)}`);
+        }
+      },
+      { timeout: 30_000, interval: 200 },
+    );
     ok(as(alice, ['scancel', j3!]), 'scancel');
   }, 90_000);
 });

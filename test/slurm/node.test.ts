@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SLURM_WIRE, jobDir } from '../../src/cluster/slurm.js';
+import { currentUser } from '../../src/keys/identity.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin } from '../../src/util/paths.js';
 
@@ -20,12 +21,12 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const user = (process.env.USER ?? process.env.LOGNAME ?? 'root').replace(/[^A-Za-z0-9_-]/g, '_');
+const user = currentUser();
 
 /** Starts `rex cluster slurm-node` as the task of job `job` on node `node`; collects its stdout lines. */
 function task(job: string, node: string): { p: ChildProcess; lines: string[]; next: (kind: string) => Promise<Record<string, unknown>>; exit: Promise<number | null> } {
   const p = spawn(process.execPath, [distBin('rex'), 'cluster', 'slurm-node'], {
-    env: { ...process.env, TMPDIR: tmp, SLURM_JOB_ID: job, SLURMD_NODENAME: node, SLURM_STEP_ID: '0', USER: user, REX_SOCKET: '', REX_CONFIG: '' },
+    env: { ...process.env, TMPDIR: tmp, SLURM_JOB_ID: job, SLURMD_NODENAME: node, SLURM_STEP_ID: '0', REX_SOCKET: '', REX_CONFIG: '' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
