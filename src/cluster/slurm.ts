@@ -463,10 +463,17 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   srun.once('exit', (code, sig) => (srunExit = sig ?? `status ${code}`));
   srun.once('error', (e) => (srunExit = e.message));
   srun.stdin!.on('error', () => {});
+  let stepId: string | undefined;
   const fail = async (msg: string): Promise<never> => {
+    // Not srun's SIGTERM: srun answers it by killing the step outright (SIGKILL), and the tasks could not remove
+    // their directories. Instead: EOF on the step's stdin ends every task still waiting for the CLUSTER line, and
+    // the step's SIGTERM (scancel --signal) every task whose rexd runs; each cleans up, and srun ends with them.
+    srun.stdin!.end();
+    if (stepId !== undefined) await run('scancel', ['--signal=TERM', `${job}.${stepId}`], env).catch(() => undefined);
+    for (let i = 0; i < 300 && srunExit === undefined; i++) await new Promise((r) => setTimeout(r, 50));
     if (srun.pid && srunExit === undefined) {
       try {
-        process.kill(-srun.pid, 'SIGTERM'); // srun and the sh around it
+        process.kill(-srun.pid, 'SIGKILL'); // srun and the sh around it: 15 s and still there
       } catch {
         /* gone */
       }
@@ -498,6 +505,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
           return fail((e as Error).message);
         }
         if (!names.includes(nodeOf(t))) return fail(`a task answered as node ${nodeOf(t)}, which is not in the allocation (${names.join(',')})`);
+        if (kind === 'hello') stepId ??= (t as SlurmHello).step;
         got.set(nodeOf(t), t);
       }
       if (got.size === names.length) return got;

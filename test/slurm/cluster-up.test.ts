@@ -263,4 +263,25 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     );
     ok(as(alice, ['scancel', j3!]), 'scancel');
   }, 90_000);
+
+  it("a node whose rexd cannot start fails the whole up with that node's reason, and leaves nothing behind", async () => {
+    const granted = as(alice, ['salloc', '-N2', '-w', 'n2,n3', '--no-shell']);
+    const j = /Granted job allocation (\d+)/.exec(granted.stderr)?.[1];
+    expect(j, granted.stderr).toMatch(/^\d+$/);
+    const r = as(alice, [...REX, 'cluster', 'up', '--slurm', '--rc', 'no-such-key : 1'], { SLURM_JOB_ID: j!, SLURM_JOB_NODELIST: 'n[2-3]' });
+    expect(r.status).not.toBe(0);
+    // Which node, what rexd said about its rex.rc, and where to look.
+    expect(r.stderr).toMatch(/node n[23]: rexd exited with status \d+ during start-up; its log: .*no-such-key/);
+    await vi.waitFor(
+      () => {
+        for (const n of [...s.nodes.map((x) => x.name), 'ctl']) {
+          const l = leftovers(n, alice.uid);
+          if (l.procs.length || l.tmp.length) throw new Error(`${n} still has ${JSON.stringify(l)}`);
+        }
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    expect(ok(as(alice, ['squeue', '-h', '-s', '-j', j!, '-o', '%j']), 'squeue -s').split('\n')).not.toContain('rexd');
+    ok(as(alice, ['scancel', j!]), 'scancel');
+  }, 60_000);
 });
