@@ -441,8 +441,8 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   const logFile = join(dir, 'srun.log');
   const logFd = openSync(logFile, 'a', 0o600);
   const n = String(names.length);
-  // One task per node, --overlap so that the job's own steps still get the CPUs; the step's stdin (srun's
-  // default: to every task) carries the CLUSTER line. The srun gets a session of its own so that a ^C meant
+  // One task per node, --overlap so that the job's own steps still get the CPUs; one CPU per task whatever the
+  // batch script's SLURM_CPUS_PER_TASK says; the step's stdin, to every task, carries the CLUSTER line. The srun gets a session of its own so that a ^C meant
   // for the shell that typed `rex cluster up --slurm` does not end the cluster. A small sh around it removes
   // this directory when srun ends, also when the allocation ends without a `down`, which signals the batch
   // script's processes (the launcher's directory is then on the batch node, whose /tmp outlives the job).
@@ -455,7 +455,7 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   ].join('\n');
   const srun = spawn(
     'sh',
-    ['-c', watch, dir, base, 'srun', `--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', `--nodelist=${list}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
+    ['-c', watch, dir, base, 'srun', `--jobid=${job}`, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', '--cpus-per-task=1', '--input=all', `--nodelist=${list}`, '--job-name=rexd', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-node'],
     { env, stdio: ['pipe', logFd, logFd], detached: true },
   );
   closeSync(logFd);
