@@ -248,7 +248,7 @@ async function slurmUpCommand(opts: ClusterCliOpts): Promise<void> {
 
 /** Registers `rex cluster ...`. */
 export function registerClusterCommands(program: Command): void {
-  const cluster = program.command('cluster').description('an embedded local cluster: several rexd hosts on this machine');
+  const cluster = program.command('cluster').description('a REX cluster: several rexd hosts on this machine, or one per node of a Slurm allocation (--slurm)');
   const dirOpt = (c: Command) => c.option('-d, --dir <dir>', 'where the cluster keeps its configuration and state', DEFAULT_DIR);
 
   dirOpt(cluster.command('up'))
