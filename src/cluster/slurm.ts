@@ -446,12 +446,15 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
   // for the shell that typed `rex cluster up --slurm` does not end the cluster. A small sh around it removes
   // this directory when srun ends, also when the allocation ends without a `down`, which signals the batch
   // script's processes (the launcher's directory is then on the batch node, whose /tmp outlives the job).
+  // Only once `up` has succeeded (state.json written): before that the directory and srun's output are the
+  // launcher's, which reads a failing node's error from it and removes it itself.
   const watch = [
     'd=$0; b=$1; shift',
-    `trap 'rm -rf "$d"; rmdir "$b" 2>/dev/null; exit 143' TERM HUP`,
+    'clean() { [ -e "$d/state.json" ] && rm -rf "$d" && rmdir "$b" 2>/dev/null; }',
+    `trap 'clean; exit 143' TERM HUP`,
     "trap '' INT",
     '"$@"; s=$?',
-    'rm -rf "$d"; rmdir "$b" 2>/dev/null; exit $s',
+    'clean; exit $s',
   ].join('\n');
   const srun = spawn(
     'sh',
@@ -481,6 +484,11 @@ export async function slurmUp(opts: SlurmUpOptions = {}): Promise<SlurmCluster> 
     if (allocated) await run('scancel', [job!], env).catch(() => undefined);
     const out = tailFile(logFile, 15);
     rmSync(dir, { recursive: true, force: true });
+    try {
+      rmdirSync(base); // when empty: this user's other clusters keep it
+    } catch {
+      /* not empty */
+    }
     throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `${msg}; srun's output: ${out}`, { hint: 'each node runs `rex cluster slurm-node`; its error is above' });
   };
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
