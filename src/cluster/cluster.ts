@@ -504,7 +504,7 @@ function tail(file: string, n = 5): string {
 }
 
 /** A namespace-set id no cluster on this machine uses yet (one process may run several clusters). */
-function freeNetnsId(): number {
+export function freeNetnsId(): number {
   const taken = new Set<number>();
   try {
     for (const f of readdirSync('/run/netns')) {

@@ -10,6 +10,7 @@ import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { helper, packageRoot, shellCommand } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
+import type { SlurmCluster } from '../../cluster/slurm.js';
 
 interface ClusterCliOpts {
   dir: string;
@@ -24,6 +25,10 @@ interface ClusterCliOpts {
   root?: boolean;
   tree?: string;
   prefix: string;
+  slurm?: boolean;
+  nodes?: string;
+  job?: string;
+  env?: boolean;
 }
 
 function hostCount(s: string): number {
@@ -52,6 +57,19 @@ function describe(c: LocalCluster): string {
     ...(c.hosts[0]?.fs ? [`Or log in to it (its files, its installed rex):  ${c.command(c.hosts[0].name, ['sh']).map((a) => (/^[\w./=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`] : []),
   ];
   return lines.join('\n') + '\n';
+}
+
+/** What `rex cluster up --slurm` prints: the nodes, their key IDs, and how to use the cluster from the job. */
+function describeSlurm(c: SlurmCluster): string {
+  const sh = (s: string): string => (/^[\w./=:@,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return [
+    `REX runs on Slurm job ${c.job} (step ${c.job}.${c.step}${c.allocated ? ', an allocation requested with --nodes' : ''}): one rexd per node, keys made for this job on each node:`,
+    ...c.nodes.map((n) => `  ${n.name.padEnd(12)} ${n.address}:${n.port}  ID ${n.id}`),
+    `Use it from any step of the job (the same path on every node):  export REX_SOCKET=${sh(c.socket)}`,
+    `  then: srun --overlap -N1 ${shellCommand('rex')} hosts;  ${shellCommand('rex')} run uname -n   (docs/SLURM.md)`,
+    `It ends with the allocation, or with: ${shellCommand('rex')} cluster down --slurm${c.allocated ? ' (which also ends the allocation)' : ''}`,
+    '',
+  ].join('\n');
 }
 
 /** `rex cluster up|start --json`: the cluster's hosts, as describe() says them. */
@@ -210,9 +228,27 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
   }
 }
 
+async function slurmUpCommand(opts: ClusterCliOpts): Promise<void> {
+  for (const [bad, set] of [['--netns', opts.netns], ['--private-fs', opts.privateFs], ['--root', opts.root], ['--tree', opts.tree]] as const) {
+    if (set) throw new RexError(ErrorCodes.USAGE, `${bad} is for local clusters; --slurm runs on the allocation's nodes`, { hint: `drop ${bad}` });
+  }
+  if (opts.env && opts.json) throw new RexError(ErrorCodes.USAGE, '--env and --json go apart: choose one output');
+  if (opts.keys && opts.keys !== 'grant') throw new RexError(ErrorCodes.USAGE, `--keys ${opts.keys}: --slurm always makes the job's keys itself (docs/SLURM.md, "Trust")`, { hint: 'drop --keys' });
+  let nodes: number | undefined;
+  if (opts.nodes !== undefined) {
+    nodes = Number(opts.nodes);
+    if (!Number.isInteger(nodes) || nodes < 1 || nodes > 4096) throw new RexError(ErrorCodes.USAGE, `--nodes ${opts.nodes}: expected a number from 1 to 4096`);
+  }
+  const { slurmUp } = await import('../../cluster/slurm.js');
+  const c = await slurmUp({ ...(nodes !== undefined ? { nodes } : {}), ...(opts.job ? { job: opts.job } : {}), ...(opts.rc ? { rc: opts.rc } : {}) });
+  if (opts.json) process.stdout.write(toJson({ job: c.job, step: c.step, allocated: c.allocated, socket: c.socket, nodes: c.nodes }));
+  else if (opts.env) process.stdout.write(`export REX_SOCKET='${c.socket.replace(/'/g, `'\\''`)}'\n`);
+  else process.stdout.write(describeSlurm(c));
+}
+
 /** Registers `rex cluster ...`. */
 export function registerClusterCommands(program: Command): void {
-  const cluster = program.command('cluster').description('an embedded local cluster: several rexd hosts on this machine');
+  const cluster = program.command('cluster').description('a REX cluster: several rexd hosts on this machine, or one per node of a Slurm allocation (--slurm)');
   const dirOpt = (c: Command) => c.option('-d, --dir <dir>', 'where the cluster keeps its configuration and state', DEFAULT_DIR);
 
   dirOpt(cluster.command('up'))
@@ -225,8 +261,14 @@ export function registerClusterCommands(program: Command): void {
     .option('--root', 'with --private-fs: each host runs the root installation (one rexd as root for all its users, docs/ROOT.md)')
     .option('--keys <how>', 'none: leave keys to you (rex_key, then `rex cluster start`); create; enroll; grant (default: everything)', 'grant')
     .option('--rc <line...>', 'extra rex.rc lines for cluster.rc, which every host includes (e.g. "programs : demo=/abs/libdemo.so:/abs/libdemo.xml")')
-    .option('--json', 'print the hosts as JSON: {dir, network, installation, hosts: [{name, address, port, pid, socket, rcFile, identity, id}]}')
+    .option('--json', 'print the hosts as JSON: {dir, network, installation, hosts: [{name, address, port, pid, socket, rcFile, identity, id}]}; with --slurm: {job, step, allocated, socket, nodes: [{name, address, port, id, rexdPid}]}')
+    .option('--slurm', 'run on the nodes of a Slurm allocation instead: one rexd per node in one srun step, keys made for the job (docs/SLURM.md)')
+    .option('--nodes <n>', 'with --slurm outside an allocation: request one of N nodes (salloc --no-shell); `down --slurm` ends it')
+    .option('--job <id>', 'with --slurm: the Slurm job to use (default $SLURM_JOB_ID)')
+    .option('--env', 'with --slurm: print only `export REX_SOCKET=...`, for eval "$(rex cluster up --slurm --env)" in a batch script')
     .action(async (opts: ClusterCliOpts) => {
+      if (opts.slurm) return slurmUpCommand(opts);
+      if (opts.nodes !== undefined || opts.job !== undefined || opts.env) throw new RexError(ErrorCodes.USAGE, `--${opts.nodes !== undefined ? 'nodes' : opts.job !== undefined ? 'job' : 'env'} is for Slurm: add --slurm`);
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
@@ -270,8 +312,16 @@ export function registerClusterCommands(program: Command): void {
 
   dirOpt(cluster.command('down'))
     .description('stop every host of the cluster and remove its namespaces')
-    .option('--json', 'print {dir, stopped: [host names]}')
+    .option('--json', 'print {dir, stopped: [host names]}; with --slurm: {job, step, stopped: [node names]}')
+    .option('--slurm', 'stop the REX cluster of a Slurm job: cancel its rexd step (and the allocation, when `up --nodes` made it)')
+    .option('--job <id>', 'with --slurm: the Slurm job (default $SLURM_JOB_ID, else the only one started from here)')
     .action(async (opts: ClusterCliOpts) => {
+      if (opts.slurm) {
+        const { slurmDown } = await import('../../cluster/slurm.js');
+        const s = await slurmDown(opts.job ? { job: opts.job } : {});
+        process.stdout.write(opts.json ? toJson({ job: s.job, step: s.step, stopped: s.nodes.map((n) => n.name) }) : `stopped REX on Slurm job ${s.job} (step ${s.job}.${s.step}: ${s.nodes.map((n) => n.name).join(', ')})${s.allocated ? `; allocation ${s.job} ended` : ''}\n`);
+        return;
+      }
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const c = LocalCluster.attach(opts.dir);
       await c.down();
@@ -300,6 +350,16 @@ export function registerClusterCommands(program: Command): void {
         }
       }
       throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no host of the cluster in ${c.dir} answers (${(lastErr as Error)?.message})`, { hint: `start it with \`${shellCommand('rex')} cluster up\`` });
+    });
+
+  // The task each node of `up --slurm`'s step runs (src/cluster/slurm.ts); not for people.
+  cluster
+    .command('slurm-node', { hidden: true })
+    .description('(internal) one node of `rex cluster up --slurm`')
+    .action(async () => {
+      const { slurmNode } = await import('../../cluster/slurm.js');
+      // Exits at once: the step's stdin (srun keeps it open) must not hold the task after rexd is gone.
+      process.exit(await slurmNode());
     });
 
   dirOpt(cluster.command('demo'))
