@@ -128,8 +128,8 @@ int fe_parse_call(int argc, char *const argv[], struct fe_call *c) {
 const char *const fe_rc_keys[] = {
     /* fe_rc_keys: begin (the keys of src/config/keys.ts, in its order) */
     "host-name", "listen", "servers", "clients", "rex-temp-directory", "rex-auto-transfer", "placement-policy",
-    "state-directory", "socket", "log-level", "load-interval", "peer-timeout", "rex-log-database", "log-fail-closed",
-    "log-heartbeats", "log-retention-days", "log-max-size", "login-grace-time", "max-startups",
+    "state-directory", "socket", "log-level", "load-interval", "peer-timeout", "rex-log-database", "log-fail-closed", "rex-log-server",
+    "log-server-fail-closed", "log-heartbeats", "log-retention-days", "log-max-size", "login-grace-time", "max-startups",
     "per-source-max-startups", "log-denials-burst", "log-denials-interval", "programs", "installation",
     "permit-root", "host-user", "user-limits", "user-map",
     /* fe_rc_keys: end */

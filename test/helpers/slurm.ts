@@ -43,6 +43,13 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NetnsNetwork, netnsAvailable } from '../../src/cluster/netns.js';
 import { freeNetnsId } from '../../src/cluster/cluster.js';
+import { packageRoot } from '../../src/util/paths.js';
+
+const shq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+/** This package's tree when it lies under /tmp (else undefined): the one thing of the host's /tmp each node sees. */
+const PACKAGE_IN_TMP = /^\/tmp\/./.test(packageRoot()) ? packageRoot() : undefined;
+/** The entry of a node's /tmp that is the package's tree bound back (see daemonPrefix), not something a test left. */
+export const PACKAGE_TMP_ENTRY = PACKAGE_IN_TMP?.split('/')[2];
 
 const SBIN = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin'];
 
@@ -134,6 +141,14 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
   // a mount namespace of its own with a private tmpfs on /tmp, as separate machines have: a design that passes
   // anything through a shared /tmp fails here. Every process a slurmd starts (slurmstepd, the job's tasks)
   // inherits its node's namespaces.
+  // A package tree under /tmp (a clone there, as CI may make) would vanish under the node's tmpfs: it is bound to a
+  // holding directory first and bound back at the same path on top of the tmpfs, the way a site's software is
+  // visible on every node. Nothing else of the host's /tmp is.
+  const keep = PACKAGE_IN_TMP;
+  const hold = join(dir, 'package-hold');
+  if (keep) mkdirSync(hold, { recursive: true });
+  const keepBefore = keep ? `mount --bind ${shq(keep)} ${shq(hold)} && ` : '';
+  const keepAfter = keep ? ` && mkdir -p ${shq(keep)} && mount --bind ${shq(hold)} ${shq(keep)}` : '';
   const daemonPrefix = (name: string): string[] => [
     'nsenter',
     `--net=${network.nsFile(name)}`,
@@ -145,7 +160,7 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
     '--',
     'sh',
     '-c',
-    'echo "$0" > /proc/sys/kernel/hostname && mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp && exec "$@"',
+    `echo "$0" > /proc/sys/kernel/hostname && ${keepBefore}mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp${keepAfter} && exec "$@"`,
     name,
   ];
   const daemonPids = new Map<string, number>();
@@ -300,5 +315,5 @@ export function leftovers(s: SlurmFixture, name: string, uid: number): { procs: 
   const a = s.enter(name);
   const ls = spawnSync(a[0]!, [...a.slice(1), 'ls', '-A', '/tmp'], { encoding: 'utf8' });
   if (ls.status !== 0) throw new Error(`cannot list /tmp of ${name}: ${ls.stderr}`);
-  return { procs, tmp: ls.stdout.split('\n').filter(Boolean) };
+  return { procs, tmp: ls.stdout.split('\n').filter((e) => e && e !== PACKAGE_TMP_ENTRY) };
 }
