@@ -67,7 +67,7 @@ export function record({ measure, rex, peer, peerName, unit, target, better = 'l
   const ratio = peer ? rex / peer : undefined;
   const met = ratio === undefined || target === undefined ? undefined : better === 'lower' ? ratio <= target : ratio >= target;
   const row = { bench: process.argv[1]?.split('/').pop()?.replace(/\.mjs$/, ''), measure, rex, peer, peerName, unit, ratio, target, better, met };
-  const tgt = target === undefined ? '' : `   target ${better === 'lower' ? '<=' : '>='} ${target}x: ${met ? 'met' : 'NOT met'}`;
+  const tgt = target === undefined ? '' : `   target ${better === 'lower' ? '<=' : '>='} ${+target.toFixed(2)}x: ${met ? 'met' : 'NOT met'}`;
   console.log(`result: ${measure}: REX ${fmtNum(rex)} ${unit}${peer ? `, ${peerName} ${fmtNum(peer)} ${unit}, ratio ${ratio.toFixed(2)}x` : ''}${tgt}`);
   if (process.env.REX_BENCH_RESULTS) appendFileSync(process.env.REX_BENCH_RESULTS, `${JSON.stringify(row)}\n`);
   return row;

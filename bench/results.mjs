@@ -36,7 +36,7 @@ export function renderTable(rows, { date, before, after, failed = [], only = [] 
   for (const r of rows) {
     const peer = r.peer === undefined || r.peer === null ? '' : `${r.peerName} ${fmtNum(r.peer)} ${r.unit}`;
     const ratio = typeof r.ratio === 'number' ? `${r.ratio.toFixed(2)}x` : '';
-    const target = r.target === undefined || r.target === null ? '' : `${r.better === 'higher' ? '>=' : '<='} ${r.target}x`;
+    const target = r.target === undefined || r.target === null ? '' : `${r.better === 'higher' ? '>=' : '<='} ${+r.target.toFixed(2)}x`;
     const met = r.met === true ? 'met' : r.met === false ? '**not met**' : '';
     out.push(`| ${cell(r.bench)} | ${cell(r.measure)} | ${fmtNum(r.rex)} ${cell(r.unit)} | ${cell(peer)} | ${ratio} | ${target} | ${met} |`);
   }
