@@ -267,6 +267,8 @@ export const MESSAGES = {
       sha256: { tag: 11, t: 'bytes', max: 32 },
       // Tags 12, 13, 15 and 16 were rfork's (image, fds, imageData, imageSize): RFORK carries them now.
       libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+      // Placement limited to these hosts (REX_PLACE_HOSTS, docs/PLACEMENT.md): a Slurm allocation inside a larger cluster.
+      among: { tag: 17, t: 'strs', max: 1024, maxEach: 255 },
     },
   },
   /** rfork (docs/RFORK.md section 5): restore a process image; its stream is EXEC's. Shared fields keep EXEC's tags. */
@@ -283,6 +285,7 @@ export const MESSAGES = {
       files: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
       imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
       imageSize: { tag: 16, t: 'u32' },
+      among: { tag: 17, t: 'strs', max: 1024, maxEach: 255 },
     },
   },
   STARTED: {
