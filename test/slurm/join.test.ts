@@ -184,7 +184,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm --join: an allocat
   }, 60_000);
 
   // claim: slurm.join-absent
-  it('a node whose root rexd is absent makes up --join fail naming that node', async () => {
+  it('a node whose root rexd is absent, or named other than its Slurm node, makes up --join fail naming that node', async () => {
     const d = rootd.get('n3')!;
     const gone = new Promise((r) => d.once('exit', r));
     d.kill('SIGTERM');
@@ -192,5 +192,13 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm --join: an allocat
     const r = as(alice, [...REX, 'cluster', 'up', '--slurm', '--join', '--job', job]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/cannot join the root installation: .*n3: the root installation's rexd does not serve rextest-sjoin-a on \/run\/rex\/rexd\.sock/);
+    // The same installation under another name on n3 (its host-name is not the Slurm node name): refused, naming both.
+    const root = s.fsRoot('n3');
+    await new KeyStore(join(root, 'var/lib/rex')).create('n3alias');
+    writeFileSync(join(root, ROOT_RC), readFileSync(join(root, ROOT_RC), 'utf8').replace('host-name : n3', 'host-name : n3alias').replace('n3@', 'n3alias@'));
+    await startRoot('n3');
+    const alias = as(alice, [...REX, 'cluster', 'up', '--slurm', '--join', '--job', job]);
+    expect(alias.status).not.toBe(0);
+    expect(alias.stderr).toMatch(/n3: the rexd on \/run\/rex\/rexd\.sock calls itself n3alias, not n3: the root installation's rex\.rc host-name must be the Slurm node name/);
   }, 60_000);
 });
