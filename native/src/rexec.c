@@ -190,11 +190,12 @@ static int exec_error(const struct rex_frame *f) {
  * work among these hosts only (EXEC/RFORK `among`). Names are separated by
  * commas or white space, each a REX host name (letters, digits, '_' and '-',
  * at most 63). With `f` NULL only counts and checks them; otherwise adds one
- * `among` attribute per name (pointing into `v`, which outlives the frame).
- * The count, or -1 with the error set for a bad name: placing anywhere instead
- * would defeat the limit (another user's Slurm allocation).
+ * `tag` attribute per name (pointing into `v`, which outlives the frame).
+ * The count, or -1 with the error set (naming `what`) for a bad name: placing
+ * anywhere instead would defeat the limit (another user's Slurm allocation).
+ * rexecve()/rfork() (EXEC/RFORK `among`) and rcall() (CALL `among`) use it.
  */
-static long place_hosts(const char *v, struct rex_frame *f) {
+long rex__place_hosts(const char *v, struct rex_frame *f, uint16_t tag, const char *what) {
   long n = 0;
   for (const char *p = v; *p;) {
     if (*p == ',' || *p == ' ' || *p == '\t' || *p == '\n') {
@@ -205,10 +206,10 @@ static long place_hosts(const char *v, struct rex_frame *f) {
     int ok = len <= 63 && p[0] != '-' && p[0] != '_';
     for (size_t i = 0; ok && i < len; i++) ok = (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '_' || p[i] == '-';
     if (!ok) {
-      rex__set_error("%s: REX_PLACE_HOSTS: \"%.*s\" is not a host name (set it to host names separated by commas, or unset it)", who, (int)(len > 63 ? 63 : len), p);
+      rex__set_error("%s: REX_PLACE_HOSTS: \"%.*s\" is not a host name (set it to host names separated by commas, or unset it)", what, (int)(len > 63 ? 63 : len), p);
       return -1;
     }
-    if (f) rex_attr_stringn(f, REX_EXEC_AMONG, p, len);
+    if (f) rex_attr_stringn(f, tag, p, len);
     n++;
     p += len;
   }
@@ -223,7 +224,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
   /* A named host is the caller's choice, even outside REX_PLACE_HOSTS. */
   const char *place = host && *host && strcmp(host, "*") != 0 ? NULL : getenv("REX_PLACE_HOSTS");
-  long nplace = place ? place_hosts(place, NULL) : 0;
+  long nplace = place ? rex__place_hosts(place, NULL, REX_EXEC_AMONG, who) : 0;
   if (nplace < 0) return EINVAL;
   if (place) bytes += strlen(place) + 7 * (size_t)nplace;
   if (nargs + nenv + (size_t)nplace + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
@@ -241,7 +242,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
-  if (nplace > 0) place_hosts(place, &f);
+  if (nplace > 0) rex__place_hosts(place, &f, REX_EXEC_AMONG, who);
   if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_OUT_WINDOW);
   struct winsize ws;

@@ -352,6 +352,8 @@ export const MESSAGES = {
       deadlineMs: { tag: 3, t: 'u32' },
       async: { tag: 4, t: 'bool' },
       outMax: { tag: 5, t: 'u32' },
+      // Placement (target host `*` or none) only among these hosts: REX_PLACE_HOSTS, docs/PLACEMENT.md.
+      among: { tag: 6, t: 'strs', max: 1024, maxEach: 255 },
     },
   },
   RESULT: {

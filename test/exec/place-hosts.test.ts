@@ -1,6 +1,8 @@
 // REX_PLACE_HOSTS, the client's limit on placement (docs/PLACEMENT.md "Limiting placement"): what the variable
 // may hold, and that anything else is refused naming it rather than placing anywhere.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +11,8 @@ import { parsePlaceHosts } from '../../src/placement/index.js';
 import { RexError } from '../../src/util/errors.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
+import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
+import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { configureProperties, runs } from '../helpers/property.js';
 
 configureProperties();
@@ -45,7 +49,7 @@ describe('REX_PLACE_HOSTS (docs/PLACEMENT.md)', () => {
   });
 });
 
-describe('REX_PLACE_HOSTS on a cluster: rex run through the Node CLI and through the native front end (librex)', () => {
+describe('REX_PLACE_HOSTS on a cluster: rex run (Node CLI, native front end), rex call and rcall()', () => {
   let stop: () => Promise<void>;
   let socket: string;
   const FRONTS = [
@@ -54,15 +58,63 @@ describe('REX_PLACE_HOSTS on a cluster: rex run through the Node CLI and through
   ] as const;
   const run = (argv: readonly string[], env: Record<string, string>) => spawnSync(argv[0]!, [...argv.slice(1)], { encoding: 'utf8', env: { ...process.env, REX_SOCKET: socket, ...env }, timeout: 30_000 });
 
+  let cluster: LocalCluster;
+  let demoDir: string;
+  let rcallPid: string;
+
   beforeAll(async () => {
-    const c = await startCluster(3);
+    // Every host offers the demo program, so that a call placed anywhere could land on any of them.
+    demoDir = mkdtempSync(join(tmpdir(), 'rex-test-place-'));
+    const { rcLine } = buildDemoLibrary(demoDir);
+    const c = await startCluster(3, { rc: [rcLine] });
     stop = c.stop;
+    cluster = c.cluster;
     await c.cluster.waitAllReachable();
     socket = c.cluster.host('alpha').socket;
-  }, 90_000);
+    // rcall() from C: prints the pid of the call controller that ran demo.controller_pid, or the error.
+    execFileSync('make', ['-s', '-C', join(packageRoot(), 'native'), 'build/lib/librex.a'], { stdio: 'pipe' });
+    const src = join(demoDir, 'rcall_pid.c');
+    writeFileSync(
+      src,
+      '#include <errno.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <rex.h>\nint main(int argc, char **argv) {\n  int32_t pid = 0;\n  long rc = rcall(argc > 1 ? argv[1] : "*.demo.controller_pid", NULL, 0, &pid, sizeof pid);\n  if (rc < 0) { printf("error %s: %s\\n", rex_err_name(errno), rex_last_error()); return 1; }\n  printf("%d\\n", (int)pid);\n  return 0;\n}\n',
+    );
+    rcallPid = join(demoDir, 'rcall_pid');
+    execFileSync('cc', ['-std=c11', '-Wall', '-Werror', '-I', join(packageRoot(), 'native', 'include'), '-o', rcallPid, src, join(packageRoot(), 'native', 'build', 'lib', 'librex.a'), '-lm']);
+  }, 120_000);
   afterAll(async () => {
     await stop?.();
+    if (demoDir) rmSync(demoDir, { recursive: true, force: true });
   });
+
+  /** Which host's rexd a process descends from (call controllers are the serving rexd's). */
+  const hostOf = (pid: number): string | undefined => {
+    const rexds = new Map(cluster.hosts.map((h) => [h.pid, h.name]));
+    for (let p = pid, i = 0; p > 1 && i < 20; i++) {
+      if (rexds.has(p)) return rexds.get(p);
+      p = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+    }
+    return undefined;
+  };
+
+  // claim: placement.among-calls
+  it('remote calls to * (rex call and C rcall()) are placed only among the named hosts; none offering it is NO_ENTRY saying so', () => {
+    for (const env of [{ REX_PLACE_HOSTS: 'gamma' }, { REX_PLACE_HOSTS: 'beta' }]) {
+      const node = run([process.execPath, distBin('rex'), 'call', '*.demo.controller_pid', '--json'], env);
+      expect(node.status, node.stderr).toBe(0);
+      expect(hostOf(Number(/(\d+)/.exec(node.stdout)?.[1]))).toBe(env.REX_PLACE_HOSTS);
+      const c = run([rcallPid], env);
+      expect(c.status, c.stdout).toBe(0);
+      expect(hostOf(Number(c.stdout.trim()))).toBe(env.REX_PLACE_HOSTS);
+    }
+    // A named host wins over the limit, as for rex run.
+    const named = run([rcallPid, 'alpha.demo.controller_pid'], { REX_PLACE_HOSTS: 'gamma' });
+    expect(hostOf(Number(named.stdout.trim()))).toBe('alpha');
+    const none = run([process.execPath, distBin('rex'), 'call', '*.demo.fib', '20'], { REX_PLACE_HOSTS: 'zeta' });
+    expect(none.status).not.toBe(0);
+    expect(none.stderr).toMatch(/no reachable host offers program 'demo' \(asked only zeta \(REX_PLACE_HOSTS\)/);
+    const bad = run([rcallPid], { REX_PLACE_HOSTS: 'beta;id' });
+    expect(bad.stdout).toMatch(/^error EINVAL: \*\.demo\.controller_pid: REX_PLACE_HOSTS: "beta;id" is not a host name/);
+  }, 60_000);
 
   for (const [what, rex] of FRONTS) {
     // claim: placement.among-clients

@@ -168,8 +168,22 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm --join: an allocat
   }, 60_000);
 
   // claim: slurm.join-call
-  it('a remote call from n1 runs on n2 through the root installation', () => {
+  it('a remote call from n1 runs on n2 through the root installation; calls to * stay in the allocation', () => {
     expect(ok(onNode('n1', [...REX, 'call', 'n2.demo.fib', '20', '--json']), 'rex call')).toContain('6765');
+    // Which node's root rexd ran a call: the controller's ancestors (one pid namespace: the nodes share the machine's).
+    const nodeOf = (pid: number): string | undefined => {
+      const roots = new Map([...rootd].map(([n, d]) => [d.pid, n]));
+      for (let p = pid, i = 0; p > 1 && i < 20; i++) {
+        if (roots.has(p)) return roots.get(p);
+        p = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+      }
+      return undefined;
+    };
+    const rex = REX.join(' ');
+    const pids = ok(onNode('n1', ['sh', '-c', `for i in 1 2 3 4 5 6; do ${rex} call '*.demo.controller_pid' --json; done`]), 'six * calls').match(/\d+/g)!.map(Number);
+    expect(pids.length).toBe(6);
+    // round-robin over the nodes that offer demo and are in REX_PLACE_HOSTS: n1, n2, n3, never n4.
+    expect(new Set(pids.map(nodeOf))).toEqual(new Set(['n1', 'n2', 'n3']));
   }, 60_000);
 
   // claim: slurm.join-down
