@@ -48,7 +48,8 @@ static long do_call(const char *target, const void *in, size_t in_size, void *ou
   size_t upto = strcspn(target, "@"), dots = 0;
   for (size_t i = 0; i < upto; i++) dots += target[i] == '.';
   const char *place = dots < 2 || strncmp(target, "*.", 2) == 0 ? getenv("REX_PLACE_HOSTS") : NULL;
-  long nplace = place ? rex__place_hosts(place, NULL, REX_CALL_AMONG, target) : 0;
+  const uint16_t among = (uint16_t)(REX_CALL_AMONG | REX_TAG_CRITICAL); /* an older rexd refuses it rather than placing anywhere */
+  long nplace = place ? rex__place_hosts(place, NULL, among, target) : 0;
   if (nplace < 0) return -EINVAL;
   /* HELLO and the CALL go in one write: the answer to both is one round trip away. */
   struct rex_attr *attrs = calloc((size_t)nplace + 8, sizeof *attrs);
@@ -62,7 +63,7 @@ static long do_call(const char *target, const void *in, size_t in_size, void *ou
   rex_frame_init(&f, attrs, (size_t)nplace + 8);
   rex_frame_start(&f, REX_MSG_CALL, REX_FLAG_END, 1);
   rex_attr_stringn(&f, REX_CALL_TARGET, target, tlen);
-  if (nplace > 0) rex__place_hosts(place, &f, REX_CALL_AMONG, target);
+  if (nplace > 0) rex__place_hosts(place, &f, among, target);
   rex_attr_bytes(&f, REX_CALL_INPUT, in_size ? in : (const void *)"", in_size);
   rex_attr_uint(&f, REX_CALL_DEADLINE_MS, (uint64_t)timeout);
   if (async) rex_attr_bool(&f, REX_CALL_ASYNC, 1);

@@ -224,7 +224,9 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
   /* A named host is the caller's choice, even outside REX_PLACE_HOSTS. */
   const char *place = host && *host && strcmp(host, "*") != 0 ? NULL : getenv("REX_PLACE_HOSTS");
-  long nplace = place ? rex__place_hosts(place, NULL, REX_EXEC_AMONG, who) : 0;
+  /* CRITICAL: a rexd too old to know `among` refuses (UNSUPPORTED) instead of placing anywhere. */
+  const uint16_t among = (uint16_t)(REX_EXEC_AMONG | REX_TAG_CRITICAL);
+  long nplace = place ? rex__place_hosts(place, NULL, among, who) : 0;
   if (nplace < 0) return EINVAL;
   if (place) bytes += strlen(place) + 7 * (size_t)nplace;
   if (nargs + nenv + (size_t)nplace + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
@@ -242,7 +244,7 @@ static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
-  if (nplace > 0) rex__place_hosts(place, &f, REX_EXEC_AMONG, who);
+  if (nplace > 0) rex__place_hosts(place, &f, among, who);
   if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_OUT_WINDOW);
   struct winsize ws;

@@ -9,6 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRexName } from '../../src/config/values.js';
 import { parsePlaceHosts } from '../../src/placement/index.js';
 import { RexError } from '../../src/util/errors.js';
+import { TAG_CRITICAL } from '../../src/protocol/constants.js';
+import { bodyToFrame, frameToMessage } from '../../src/protocol/messages.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
 import { startCluster } from '../helpers/cluster.js';
 import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
@@ -23,6 +25,21 @@ describe('REX_PLACE_HOSTS (docs/PLACEMENT.md)', () => {
     expect(parsePlaceHosts(undefined)).toBeUndefined();
     expect(parsePlaceHosts(' , ')).toEqual([]);
     expect(parsePlaceHosts('')).toBeUndefined();
+  });
+
+  // claim: placement.among-critical
+  it('among travels with the CRITICAL bit (an older rexd refuses it, UNSUPPORTED, rather than placing anywhere), and decodes back', () => {
+    for (const m of [
+      { type: 'EXEC', stream: 1, path: 'hostname', argv: ['hostname'], among: ['n1', 'n2'] },
+      { type: 'CALL', stream: 1, target: '*.demo.fib', input: new Uint8Array(4), among: ['n1', 'n2'] },
+    ] as const) {
+      const f = bodyToFrame(m as never, 1);
+      expect(f.attrs.filter((a) => a.kind === 'string' && (a.value === 'n1' || a.value === 'n2')).map((a) => a.tag & TAG_CRITICAL)).toEqual([TAG_CRITICAL, TAG_CRITICAL]);
+      expect((frameToMessage(f) as { among?: string[] }).among).toEqual(['n1', 'n2']);
+      // What a rexd that does not know the tag does with it: refuse, never ignore.
+      const unknown = { ...f, attrs: f.attrs.map((a) => (a.tag & TAG_CRITICAL ? { ...a, tag: 0x7ff0 | TAG_CRITICAL } : a)) };
+      expect(() => frameToMessage(unknown as typeof f)).toThrow(/critical attribute 32752 is not known/);
+    }
   });
 
   // claim: placement.among-negative
