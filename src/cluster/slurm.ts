@@ -747,9 +747,9 @@ async function allocation(job: string | undefined, env: NodeJS.ProcessEnv): Prom
  */
 export async function slurmJoin(opts: { job?: string; socket?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<SlurmJoin> {
   const env = { ...(opts.env ?? process.env) };
-  const { job, list, names } = await allocation(opts.job ?? env.SLURM_JOB_ID, env);
   const socket = opts.socket ?? ROOT_SOCKET;
   if (!/^\/[^\n\0]{1,200}$/.test(socket)) throw new RexError(ErrorCodes.USAGE, `--socket ${JSON.stringify(socket)}: expected an absolute path`, { hint: `the root installation's socket is ${ROOT_SOCKET} unless its rex.rc says otherwise` });
+  const { job, list, names } = await allocation(opts.job ?? env.SLURM_JOB_ID, env);
   const n = String(names.length);
   const argv = ['--jobid', job, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', '--cpus-per-task=1', `--nodelist=${list}`, '--job-name=rex-join', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-check', '--socket', socket, '--nodes', names.join(',')];
   const out = await new Promise<{ stdout: string; stderr: string; why?: string }>((ok) => {
