@@ -3,7 +3,7 @@
  * forms callers use (docs/CALLS.md).
  */
 import { ErrorCodes, RexError } from '../util/errors.js';
-import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../placement/index.js';
+import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../placement/hosts.js';
 
 /** A parsed target. `host` undefined or `*`: the receiver picks (the local host, for the manager). */
 export interface CallTarget {

@@ -11,30 +11,12 @@
 import type { PlacementPolicy } from '../config/types.js';
 import { missingFor, type CpuNeeds, type CpuProfile } from '../cpu/profile.js';
 import { advertisedCpuProfile } from '../cpu/wire.js';
-import { ErrorCodes, RexError } from '../util/errors.js';
-import { isRexName } from '../config/values.js';
 import type { LoadFigure } from '../daemon/load.js';
 import type { PeerState } from '../daemon/peers.js';
 
 export type { PlacementPolicy };
 
-/** The environment variable that limits placement to some hosts (EXEC/RFORK `among`, docs/PLACEMENT.md). */
-export const PLACE_HOSTS_ENV = 'REX_PLACE_HOSTS';
-
-/**
- * The hosts a client's placement is limited to, from `value` (REX_PLACE_HOSTS: REX host names, as rex.rc
- * `servers` names them, separated by commas or white space), or undefined when it is unset or empty. A bad name is a usage error naming the variable, since
- * silently placing anywhere would defeat the limit (another user's Slurm allocation).
- */
-export function parsePlaceHosts(value: string | undefined, source = PLACE_HOSTS_ENV): string[] | undefined {
-  if (value === undefined || value.trim() === '') return undefined;
-  const names = [...new Set(value.split(/[\s,]+/).filter(Boolean))];
-  for (const n of names) {
-    if (!isRexName(n)) throw new RexError(ErrorCodes.USAGE, `${source}: ${JSON.stringify(n.slice(0, 80))} is not a host name`, { hint: `set ${source} to host names separated by commas (n1,n2,n3), or unset it` });
-  }
-  if (names.length > 1024) throw new RexError(ErrorCodes.USAGE, `${source}: ${names.length} hosts, at most 1024`, { hint: `name fewer hosts in ${source}` });
-  return names;
-}
+export { PLACE_HOSTS_ENV, parsePlaceHosts } from './hosts.js';
 
 /** The policies, for validation and messages. */
 export const PLACEMENT_POLICIES: readonly PlacementPolicy[] = ['least-loaded', 'round-robin', 'random'];

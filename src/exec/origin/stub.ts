@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Connection, StreamHandle } from '../../protocol/connection.js';
 import { EXEC_MAX_CHUNK, type Message } from '../../protocol/messages.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
-import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../../placement/index.js';
+import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../../placement/hosts.js';
 import { DEFAULT_WINDOW, MAX_WINDOW, fileSha256, TRANSFER_MAX } from '../protocol.js';
 
 /**
