@@ -74,6 +74,8 @@ ok('hosts', [
 ]);
 // remote calls (section 4.7): a CALL with an input frame (add(2, 3): int32 a, int32 b), its RESULT (return 5)
 ok('call', [frame(T.CALL, 1, 7, [s(1, 'alpha.alice.demo.add'), by(2, '0200000003000000'), u(3, 30000, 2)])]);
+// placement limited to some hosts (REX_PLACE_HOSTS, docs/PLACEMENT.md): CALL among, tag 6, repeated
+ok('call-among', [frame(T.CALL, 1, 9, [s(1, '*.demo.add'), by(2, '0200000003000000'), s(6, 'n1'), s(6, 'n2')])]);
 ok('result', [frame(T.RESULT, 1, 7, [by(1, '05000000'), s(2, 'alpha')])]);
 ok('result-accepted-then-end', [frame(T.RESULT, 0, 9, [bo(3, true)]), frame(T.RESULT, 1, 9, [by(1, '')])]);
 ok('entries-get', [frame(T.ENTRIES_GET, 0, 11, [s(1, 'demo')])]);
@@ -106,6 +108,8 @@ ok('introduced', [frame(T.INTRODUCED, 1, 5, [s(1, 'gamma.alice'), s(2, 'AAAA-BBB
 // remote execution (section 4.9): EXEC with argv and env (repeated strings), STARTED, stdio DATA both ways with
 // credit (WINDOW_UPDATE on the stream), SIGNAL, WINSIZE, stdout EOF, EXIT by code and by signal
 ok('exec', [frame(T.EXEC, 0, 15, [s(1, '/bin/echo'), s(2, 'echo'), s(2, 'hi there'), s(3, 'LANG=C'), s(3, 'HOME=/home/alice'), s(4, '/home/alice'), s(5, 'beta'), u(9, 1048576, 4)])]);
+// EXEC among (tag 17, repeated): the hosts placement may choose (REX_PLACE_HOSTS)
+ok('exec-among', [frame(T.EXEC, 0, 21, [s(1, 'hostname'), s(2, 'hostname'), s(17, 'n1'), s(17, 'n2'), s(17, 'n3')])]);
 ok('exec-pty', [frame(T.EXEC, 0, 17, [s(1, 'vi'), s(2, 'vi'), bo(6, true), u(7, 24, 1), u(8, 80, 1), s(10, 'render')])]);
 ok('started', [frame(T.STARTED, 0, 15, [s(1, 'beta'), u(2, 4242, 2), u(3, 1048576, 4), s(4, '/home/alice')])]);
 ok('data-stdin-then-eof', [frame(T.DATA, 0, 15, [u(1, 0, 1), by(2, '68656c6c6f0a')]), frame(T.DATA, 0, 15, [u(1, 0, 1), bo(3, true)])]);

@@ -33,6 +33,8 @@ static inline void rex__wr64(uint8_t *p, uint64_t v) {
 
 /* Records the detail that rex_last_error() returns (this thread). */
 void rex__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* REX_PLACE_HOSTS's names as `tag` attributes of `f` (NULL: count and check only); the count, or -1 with the error set (rexec.c). */
+long rex__place_hosts(const char *v, struct rex_frame *f, uint16_t tag, const char *what);
 void rex__clear_error(void);
 
 /* The Unix socket path of the local rexd: $REX_SOCKET, else $HOME/.rex/run/rexd.sock. 0 or -errno. */

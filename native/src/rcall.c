@@ -43,17 +43,27 @@ static long do_call(const char *target, const void *in, size_t in_size, void *ou
     rex__set_error("%s: input frame of %zu bytes is above the %u-byte limit", target, in_size, REX_CALL_MAX_FRAME);
     return -EMSGSIZE;
   }
+  /* REX_PLACE_HOSTS limits placement when the target names no host (`*.P.F`, `P.F`): fewer than two dots
+   * before any @VERSION, or a `*` host. A named host is the caller's choice (docs/PLACEMENT.md). */
+  size_t upto = strcspn(target, "@"), dots = 0;
+  for (size_t i = 0; i < upto; i++) dots += target[i] == '.';
+  const char *place = dots < 2 || strncmp(target, "*.", 2) == 0 ? getenv("REX_PLACE_HOSTS") : NULL;
+  const uint16_t among = (uint16_t)(REX_CALL_AMONG | REX_TAG_CRITICAL); /* an older rexd refuses it rather than placing anywhere */
+  long nplace = place ? rex__place_hosts(place, NULL, among, target) : 0;
+  if (nplace < 0) return -EINVAL;
+  /* HELLO and the CALL go in one write: the answer to both is one round trip away. */
+  struct rex_attr *attrs = calloc((size_t)nplace + 8, sizeof *attrs);
+  if (!attrs) return -ENOMEM;
   long timeout = rex__env_ms("REX_CALL_TIMEOUT_MS", DEFAULT_CALL_TIMEOUT_MS, 86400000);
   struct rex__conn c;
   long rc = rex__conn_open(&c, NULL, timeout + REPORT_MARGIN_MS, "REX_CALL_TIMEOUT_MS and 5 s for rexd to report it");
   if (rc) goto out;
 
-  /* HELLO and the CALL go in one write: the answer to both is one round trip away. */
-  struct rex_attr attrs[8];
   struct rex_frame f;
-  rex_frame_init(&f, attrs, 8);
+  rex_frame_init(&f, attrs, (size_t)nplace + 8);
   rex_frame_start(&f, REX_MSG_CALL, REX_FLAG_END, 1);
   rex_attr_stringn(&f, REX_CALL_TARGET, target, tlen);
+  if (nplace > 0) rex__place_hosts(place, &f, among, target);
   rex_attr_bytes(&f, REX_CALL_INPUT, in_size ? in : (const void *)"", in_size);
   rex_attr_uint(&f, REX_CALL_DEADLINE_MS, (uint64_t)timeout);
   if (async) rex_attr_bool(&f, REX_CALL_ASYNC, 1);
@@ -98,6 +108,7 @@ static long do_call(const char *target, const void *in, size_t in_size, void *ou
   rc = r == REX__CONN_ERROR ? call_error(&c, &f, target) : r;
 out:
   rex__conn_close(&c);
+  free(attrs);
   return rc;
 }
 

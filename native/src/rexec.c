@@ -185,27 +185,66 @@ static int exec_error(const struct rex_frame *f) {
  * window (docs/PROTOCOL.md 4.9), and for a migration image the descriptors
  * to proxy. Sizes are checked by the encoder (too big: E2BIG). 0 or an errno.
  */
+/*
+ * REX_PLACE_HOSTS (docs/PLACEMENT.md): without a named host, the rexd places the
+ * work among these hosts only (EXEC/RFORK `among`). Names are separated by
+ * commas or white space, each a REX host name (letters, digits, '_' and '-',
+ * at most 63). With `f` NULL only counts and checks them; otherwise adds one
+ * `tag` attribute per name (pointing into `v`, which outlives the frame).
+ * The count, or -1 with the error set (naming `what`) for a bad name: placing
+ * anywhere instead would defeat the limit (another user's Slurm allocation).
+ * rexecve()/rfork() (EXEC/RFORK `among`) and rcall() (CALL `among`) use it.
+ */
+long rex__place_hosts(const char *v, struct rex_frame *f, uint16_t tag, const char *what) {
+  long n = 0;
+  for (const char *p = v; *p;) {
+    if (*p == ',' || *p == ' ' || *p == '\t' || *p == '\n') {
+      p++;
+      continue;
+    }
+    size_t len = strcspn(p, ", \t\n");
+    int ok = len <= 63 && p[0] != '-' && p[0] != '_';
+    for (size_t i = 0; ok && i < len; i++) ok = (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '_' || p[i] == '-';
+    if (!ok) {
+      rex__set_error("%s: REX_PLACE_HOSTS: \"%.*s\" is not a host name (set it to host names separated by commas, or unset it)", what, (int)(len > 63 ? 63 : len), p);
+      return -1;
+    }
+    if (f) rex_attr_stringn(f, tag, p, len);
+    n++;
+    p += len;
+  }
+  return n;
+}
+
 static int send_request(struct stub *s, const struct rex__stub_req *rq) {
   const char *host = rq->host, *path = rq->path;
   char *const *argv = rq->argv, *const *envp = rq->envp;
   size_t nargs = 0, nenv = 0, bytes = 0;
   for (; argv && argv[nargs]; nargs++) bytes += strlen(argv[nargs]) + 7;
   for (; envp && envp[nenv]; nenv++) bytes += strlen(envp[nenv]) + 7;
-  if (nargs + nenv + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
+  /* A named host is the caller's choice, even outside REX_PLACE_HOSTS. */
+  const char *place = host && *host && strcmp(host, "*") != 0 ? NULL : getenv("REX_PLACE_HOSTS");
+  /* CRITICAL: a rexd too old to know `among` refuses (UNSUPPORTED) instead of placing anywhere. */
+  const uint16_t among = (uint16_t)(REX_EXEC_AMONG | REX_TAG_CRITICAL);
+  long nplace = place ? rex__place_hosts(place, NULL, among, who) : 0;
+  if (nplace < 0) return EINVAL;
+  if (place) bytes += strlen(place) + 7 * (size_t)nplace;
+  if (nargs + nenv + (size_t)nplace + 8 > REX_PROTO_MAX_ATTRS || bytes + strlen(path) + 8192 > REX_PROTO_MAX_PAYLOAD) {
     rex__set_error("%s: argument list and environment too long for one EXEC frame", who);
     return E2BIG;
   }
-  struct rex_attr *ea = calloc(nargs + nenv + 8, sizeof *ea);
+  struct rex_attr *ea = calloc(nargs + nenv + (size_t)nplace + 8, sizeof *ea);
   if (!ea) return ENOMEM;
   char cwd[4096];
   struct rex_frame f;
-  rex_frame_init(&f, ea, nargs + nenv + 8);
+  rex_frame_init(&f, ea, nargs + nenv + (size_t)nplace + 8);
   rex_frame_start(&f, rq->image ? REX_MSG_RFORK : REX_MSG_EXEC, 0, STREAM);
   rex_attr_string(&f, REX_EXEC_PATH, path);
   for (size_t i = 0; i < nargs; i++) rex_attr_string(&f, REX_EXEC_ARGV, argv[i]);
   for (size_t i = 0; i < nenv; i++) rex_attr_string(&f, REX_EXEC_ENV, envp[i]);
   if (getcwd(cwd, sizeof cwd)) rex_attr_string(&f, REX_EXEC_CWD, cwd);
   if (host && *host) rex_attr_string(&f, REX_EXEC_HOST, host);
+  if (nplace > 0) rex__place_hosts(place, &f, among, who);
   if (rq->sha256) rex_attr_bytes(&f, REX_EXEC_SHA256, rq->sha256, 32);
   rex_attr_uint(&f, REX_EXEC_WINDOW, REXEC_OUT_WINDOW);
   struct winsize ws;

@@ -86,7 +86,8 @@ export class CallRouter {
     const self = this.opts.host;
     // Until it is answered, the request is work on its host that no load figure shows yet.
     const named = t.host === self || !caller.mayForward ? self : t.host;
-    const { host, release } = named !== undefined ? { host: named, release: this.opts.placement.reserve(named, CALL_SHARE) } : await this.place(t.program, caller);
+    const among = m.type === 'CALL' && m.among && m.among.length > 0 ? m.among : undefined;
+    const { host, release } = named !== undefined ? { host: named, release: this.opts.placement.reserve(named, CALL_SHARE) } : await this.place(t.program, caller, among);
     this.routed.set(m, formatTarget({ ...t, host }));
     try {
       if (host === self) return await this.local(m, caller, t);
@@ -124,22 +125,22 @@ export class CallRouter {
    * one, or reachable peers whose ENTRIES list it), with its place reserved
    * at once, before a call decided in the same turn is placed.
    */
-  private async place(program: string, caller: RouteCaller): Promise<{ host: string; release: () => void }> {
+  private async place(program: string, caller: RouteCaller, among?: readonly string[]): Promise<{ host: string; release: () => void }> {
     const self = this.opts.host;
     const peers = new Map(this.opts.peers().map((p) => [p.name, p]));
     const offering = new Set<string>(this.opts.offers(program) ? [self] : []);
     await Promise.all(
       this.opts.placement
         .candidates()
-        .filter((c) => !c.self)
+        .filter((c) => !c.self && (!among || among.includes(c.name)))
         .map(async (c) => {
           const p = peers.get(c.name);
           if (p?.reachable && (await this.offered(p, program, caller))) offering.add(c.name);
         }),
     );
-    const host = this.opts.placement.plan({ offers: (c) => offering.has(c.name) }).order[0];
+    const host = this.opts.placement.plan({ offers: (c) => offering.has(c.name), ...(among ? { among } : {}) }).order[0];
     if (host === undefined) {
-      const asked = [self, ...peers.keys()].join(', ');
+      const asked = among ? `only ${among.join(', ')} (REX_PLACE_HOSTS), of ${[self, ...peers.keys()].join(', ')}` : [self, ...peers.keys()].join(', ');
       throw new ProtocolError('NO_ENTRY', `no reachable host offers program '${program}' (asked ${asked})`, {
         fatal: false,
         hint: `add it to rex.rc programs on a host (programs : ${program}=/path/lib${program}.so:/path/lib${program}.xml) and restart that rexd`,

@@ -3,6 +3,7 @@
  * forms callers use (docs/CALLS.md).
  */
 import { ErrorCodes, RexError } from '../util/errors.js';
+import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../placement/hosts.js';
 
 /** A parsed target. `host` undefined or `*`: the receiver picks (the local host, for the manager). */
 export interface CallTarget {
@@ -54,6 +55,23 @@ export function parseTarget(target: string, withFunction = true): CallTarget {
   if (user !== undefined) t.user = user;
   if (fn !== undefined) t.function = version !== undefined ? `${fn}@${version}` : fn;
   return t;
+}
+
+/**
+ * The hosts a call to `target` may be placed on: REX_PLACE_HOSTS (docs/PLACEMENT.md) when the target names
+ * no host (`*.PROGRAM.FUNCTION`, `PROGRAM.FUNCTION`), else undefined (a named host is the caller's choice).
+ * A target that does not parse is left to rexd, which says why.
+ */
+export function callAmong(target: string, env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  let t: CallTarget;
+  try {
+    t = parseTarget(target, true);
+  } catch {
+    return undefined;
+  }
+  if (t.host !== undefined) return undefined;
+  const among = parsePlaceHosts(env[PLACE_HOSTS_ENV]);
+  return among && among.length > 0 ? among : undefined;
 }
 
 /** Formats a target back (HOST.USER.PROGRAM[.FUNCTION], `*` for an open host). */

@@ -643,3 +643,141 @@ async function downElsewhere(job: string, env: NodeJS.ProcessEnv, deadline: numb
   const names = first[0]?.[2] ? await expandNodeList(first[0][2], env).catch(() => []) : [];
   return { version: 1, job, step: found[0]!.slice(job.length + 1), allocated: false, srunPid: 0, socket: '', nodes: names.map((name) => ({ name, address: '', port: 0, id: '', rexdPid: 0 })), dir: '' };
 }
+
+/*
+ * Join mode (`rex cluster up --slurm --join`, docs/SLURM.md section 5): where the nodes run REX's root
+ * installation (docs/ROOT.md), the allocation uses it instead of starting rexds of its own. Nothing is started
+ * and nothing is written: one srun step checks, on every node, that the root rexd serves this user, calls itself
+ * by the Slurm node name and knows every other node of the allocation; the user's requests then carry the
+ * allocation's nodes (REX_PLACE_HOSTS, EXEC/RFORK `among`) so that placement stays inside the allocation.
+ */
+
+/** Where the root installation's rexd listens (docs/ROOT.md section 2): what `--join` checks on every node. */
+export const ROOT_SOCKET = '/run/rex/rexd.sock';
+
+/** A node's answer to the join check: its root rexd serves this user and calls itself `host`. */
+export interface SlurmJoined {
+  node: string;
+  host: string;
+}
+
+/** Parses and checks a JOINED body. */
+export function parseJoined(body: unknown): SlurmJoined {
+  const w = `${SLURM_WIRE} joined`;
+  const o = obj(body, w);
+  return { node: str(o, 'node', NODE_RE, w), host: str(o, 'host', NODE_RE, w) };
+}
+
+/**
+ * One node's task of the join check (`rex cluster slurm-check`): the root rexd on `socket` must accept this
+ * user (HELLO), call itself this node's Slurm name, and list and reach every other node of `nodes`. Says
+ * `joined` or `error` on stdout; resolves with the exit status. Reads and writes nothing but the socket.
+ */
+export async function slurmCheck(socket: string, nodes: string[], timeoutMs = 20_000): Promise<number> {
+  const node = process.env.SLURMD_NODENAME ?? '';
+  const fail = (msg: string): number => {
+    say('error', { node: node || '?', message: msg });
+    process.stderr.write(`rex cluster slurm-check: ${node || '?'}: ${msg}\n`);
+    return 1;
+  };
+  if (!NODE_RE.test(node)) return fail('not a task of a Slurm step (SLURMD_NODENAME is not set): this command is run by `rex cluster up --slurm --join`');
+  const { RexClient } = await import('../runtime/client.js');
+  let client: Awaited<ReturnType<typeof RexClient.connect>>;
+  try {
+    client = await RexClient.connect({ socket, timeoutMs: 5000 });
+  } catch (e) {
+    return fail(`the root installation's rexd does not serve ${currentUser()} on ${socket}: ${(e as Error).message}`);
+  }
+  try {
+    const deadline = Date.now() + timeoutMs;
+    // When each node was first seen unreachable with a reason: a peer that keeps failing for a few polls is down.
+    const failingSince = new Map<string, number>();
+    for (;;) {
+      const hosts = await client.hosts();
+      const self = hosts.find((h) => h.self);
+      // The installation's host-name is how every other rexd and REX_PLACE_HOSTS name this node: it must be Slurm's.
+      if (!self || self.name !== node) return fail(`the rexd on ${socket} calls itself ${self?.name ?? '(no name)'}, not ${node}: the root installation's rex.rc host-name must be the Slurm node name`);
+      const known = new Map(hosts.map((h) => [h.name, h]));
+      const missing = nodes.filter((n) => !known.has(n));
+      if (missing.length) return fail(`the root installation on ${node} does not know ${missing.join(', ')} (not in its rex.rc servers nor joined): the allocation's nodes must be one REX cluster`);
+      const unreachable = nodes.filter((n) => n !== node && !known.get(n)!.reachable);
+      if (unreachable.length === 0) break;
+      for (const n of nodes) if (!unreachable.includes(n) || !known.get(n)!.error) failingSince.delete(n);
+      for (const n of unreachable) if (known.get(n)!.error && !failingSince.has(n)) failingSince.set(n, Date.now());
+      // A session controller just started polls its peers at load-interval: they become reachable within a poll or
+      // two. One that still fails with a reason after 3 s is down; one not polled yet is waited for until the deadline.
+      const down = unreachable.some((n) => Date.now() - (failingSince.get(n) ?? Infinity) > 3000);
+      if (down || Date.now() > deadline) {
+        return fail(`the root installation on ${node} cannot reach ${unreachable.map((n) => `${n} (${known.get(n)!.error ?? 'no answer yet'})`).join(', ')} for ${currentUser()}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    say('joined', { node, host: node } satisfies SlurmJoined);
+    return 0;
+  } catch (e) {
+    return fail(`the rexd on ${socket}: ${(e as Error).message}`);
+  } finally {
+    client.close();
+  }
+}
+
+/** An allocation that joined the root installation: nothing runs for it; its nodes are the placement's limit. */
+export interface SlurmJoin {
+  version: 1;
+  mode: 'join';
+  job: string;
+  socket: string;
+  /** The allocation's nodes, in Slurm's order: REX_PLACE_HOSTS. */
+  hosts: string[];
+}
+
+/** The job and its nodes: --job or $SLURM_JOB_ID, its node list expanded by Slurm. */
+async function allocation(job: string | undefined, env: NodeJS.ProcessEnv): Promise<{ job: string; list: string; names: string[] }> {
+  if (!job) throw new RexError(ErrorCodes.USAGE, 'not inside a Slurm allocation (SLURM_JOB_ID is not set)', { hint: 'run it inside salloc or an sbatch script, or give --job JOBID' });
+  if (!JOB_RE.test(job)) throw new RexError(ErrorCodes.USAGE, `job id ${JSON.stringify(job)} is not a Slurm job id`);
+  const list = job === env.SLURM_JOB_ID && env.SLURM_JOB_NODELIST ? env.SLURM_JOB_NODELIST : (await run('squeue', ['-h', '-j', job, '-o', '%N'], env)).stdout.trim();
+  if (!list) throw new RexError(ErrorCodes.USAGE, `Slurm job ${job} has no nodes (is it still running? squeue -j ${job})`);
+  return { job, list, names: await expandNodeList(list, env) };
+}
+
+/**
+ * `rex cluster up --slurm --join`: checks in one srun step that every node of the allocation runs the root
+ * installation for this user and that they form one cluster; starts nothing, writes nothing. Fails naming
+ * each node that failed and why.
+ */
+export async function slurmJoin(opts: { job?: string; socket?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<SlurmJoin> {
+  const env = { ...(opts.env ?? process.env) };
+  const socket = opts.socket ?? ROOT_SOCKET;
+  if (!/^\/[^\n\0]{1,200}$/.test(socket)) throw new RexError(ErrorCodes.USAGE, `--socket ${JSON.stringify(socket)}: expected an absolute path`, { hint: `the root installation's socket is ${ROOT_SOCKET} unless its rex.rc says otherwise` });
+  const { job, list, names } = await allocation(opts.job ?? env.SLURM_JOB_ID, env);
+  const n = String(names.length);
+  const argv = ['--jobid', job, '--overlap', `--nodes=${n}`, `--ntasks=${n}`, '--ntasks-per-node=1', '--cpus-per-task=1', `--nodelist=${list}`, '--job-name=rex-join', '--kill-on-bad-exit=0', process.execPath, distBin('rex'), 'cluster', 'slurm-check', '--socket', socket, '--nodes', names.join(',')];
+  const out = await new Promise<{ stdout: string; stderr: string; why?: string }>((ok) => {
+    execFile('srun', argv, { env, timeout: opts.timeoutMs ?? 60_000, encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => ok({ stdout, stderr, ...(err ? { why: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'srun is not installed here' : err.message.split('\n')[0]! } : {}) }));
+  });
+  const joined = new Set<string>();
+  const failed: string[] = [];
+  for (const line of out.stdout.split('\n')) {
+    const p = splitLine(line);
+    if (!p) continue;
+    if (p.kind === 'error') {
+      const b = obj(p.body, `${SLURM_WIRE} error`);
+      failed.push(`${String(b.node)}: ${String(b.message)}`);
+    } else if (p.kind === 'joined') {
+      const j = parseJoined(p.body);
+      if (!names.includes(j.node)) throw bad(`${SLURM_WIRE} joined`, `from node ${j.node}, which is not in the allocation (${names.join(',')})`);
+      joined.add(j.node);
+    }
+  }
+  const silent = names.filter((x) => !joined.has(x) && !failed.some((f) => f.startsWith(`${x}: `)));
+  if (failed.length || silent.length) {
+    const why = [...failed, ...silent.map((x) => `${x}: no answer from its task${out.why ? ` (srun: ${out.why}; ${out.stderr.trim().split('\n').slice(-3).join(' | ')})` : ''}`)];
+    throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `Slurm job ${job} cannot join the root installation: ${why.join('; ')}`, {
+      hint: `every node of the allocation must run REX's root installation (docs/ROOT.md) with its Slurm name as host-name; without it, drop --join to start REX for this job alone`,
+    });
+  }
+  return { version: 1, mode: 'join', job, socket, hosts: names };
+}
+
+/** The variable `up --slurm --join --env` exports, so that `down --slurm` in the job knows nothing is to stop. */
+export const JOINED_ENV = 'REX_SLURM_JOINED';

@@ -16,6 +16,8 @@ import type { PeerState } from '../daemon/peers.js';
 
 export type { PlacementPolicy };
 
+export { PLACE_HOSTS_ENV, parsePlaceHosts } from './hosts.js';
+
 /** The policies, for validation and messages. */
 export const PLACEMENT_POLICIES: readonly PlacementPolicy[] = ['least-loaded', 'round-robin', 'random'];
 
@@ -224,8 +226,12 @@ export class Placement extends Placer {
    * that the caller can reserve its host before another placement is decided
    * (requests that arrive together are served in one turn of the event loop).
    */
-  plan(opts: { offers?: (c: Candidate) => boolean; needs?: () => CpuNeeds } = {}): Plan {
+  plan(opts: { offers?: (c: Candidate) => boolean; needs?: () => CpuNeeds; among?: readonly string[] } = {}): Plan {
     let candidates = this.candidates();
+    if (opts.among && opts.among.length > 0) {
+      const among = new Set(opts.among);
+      candidates = candidates.filter((c) => among.has(c.name));
+    }
     if (opts.offers) candidates = candidates.filter(opts.offers);
     let unfit: Plan['unfit'] = [];
     if (opts.needs && candidates.some((c) => !c.self)) ({ fit: candidates, unfit } = cpuCandidates(candidates, opts.needs()));

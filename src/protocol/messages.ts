@@ -16,7 +16,7 @@ export type FieldSpec =
   | { tag: number; t: 'str'; required?: boolean; max?: number }
   | { tag: number; t: 'bytes'; required?: boolean; max?: number }
   | { tag: number; t: 'bool'; required?: boolean }
-  | { tag: number; t: 'strs'; max: number; maxEach: number } // a repeated string attribute, in order
+  | { tag: number; t: 'strs'; max: number; maxEach: number; critical?: true } // a repeated string attribute, in order; critical: sent with the CRITICAL bit
   | { tag: number; t: 'f64list'; required?: boolean; max: number }
   | { tag: number; t: 'group'; fields: Record<string, FieldSpec>; repeated: true; max: number }
   | { tag: number; t: 'struct'; fields: Record<string, FieldSpec>; required?: boolean }; // one nested list
@@ -270,6 +270,9 @@ export const MESSAGES = {
       sha256: { tag: 11, t: 'bytes', max: 32 },
       // Tags 12, 13, 15 and 16 were rfork's (image, fds, imageData, imageSize): RFORK carries them now.
       libs: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
+      // Placement limited to these hosts (REX_PLACE_HOSTS, docs/PLACEMENT.md): a Slurm allocation inside a larger cluster.
+      // CRITICAL: a rexd that does not know it must refuse (UNSUPPORTED), not place the work anywhere.
+      among: { tag: 17, t: 'strs', max: 1024, maxEach: 255, critical: true },
     },
   },
   /** rfork (docs/RFORK.md section 5): restore a process image; its stream is EXEC's. Shared fields keep EXEC's tags. */
@@ -286,6 +289,7 @@ export const MESSAGES = {
       files: { tag: 14, t: 'group', fields: EXEC_LIB, repeated: true, max: 512 },
       imageData: { tag: 15, t: 'bytes', max: IMAGE_INLINE_MAX },
       imageSize: { tag: 16, t: 'u32' },
+      among: { tag: 17, t: 'strs', max: 1024, maxEach: 255, critical: true },
     },
   },
   STARTED: {
@@ -352,6 +356,8 @@ export const MESSAGES = {
       deadlineMs: { tag: 3, t: 'u32' },
       async: { tag: 4, t: 'bool' },
       outMax: { tag: 5, t: 'u32' },
+      // Placement (target host `*` or none) only among these hosts: REX_PLACE_HOSTS, docs/PLACEMENT.md.
+      among: { tag: 6, t: 'strs', max: 1024, maxEach: 255, critical: true },
     },
   },
   RESULT: {
@@ -556,7 +562,7 @@ function fieldToAttr(spec: FieldSpec, value: unknown): Attr[] {
     case 'bool':
       return [{ tag: spec.tag, kind: 'bool', value: value as boolean }];
     case 'strs':
-      return (value as string[]).map((v) => ({ tag: spec.tag, kind: 'string' as const, value: v }));
+      return (value as string[]).map((v) => ({ tag: spec.critical ? spec.tag | TAG_CRITICAL : spec.tag, kind: 'string' as const, value: v }));
     case 'f64list':
       return [{ tag: spec.tag, kind: 'list', value: (value as number[]).map((v) => ({ tag: 1, kind: 'f64' as const, value: v })) }];
     case 'group':

@@ -8,6 +8,7 @@ import type { OwnIdentity } from '../keys/store.js';
 // TLS (X.509 on WebCrypto) and the config loader (ajv) are loaded when first needed: together they
 // are most of a client command's start-up (about 0.4 s of `rex run` on a busy 2-core host).
 import type { PinCheck } from '../keys/tls.js';
+import { callAmong } from '../calls/target.js';
 import type { LoadOptions } from '../config/index.js';
 import { Connection } from '../protocol/connection.js';
 import type { EntryInfo, HostEntry, MessageOf } from '../protocol/messages.js';
@@ -157,7 +158,8 @@ export class RexClient {
     let m;
     try {
       // rexd reports TIMEOUT itself at the deadline; wait a little longer for that answer.
-      m = await this.conn.request({ type: 'CALL', target, input, deadlineMs, ...(opts.async ? { async: true } : {}) }, deadlineMs + 5000);
+      const among = callAmong(target);
+      m = await this.conn.request({ type: 'CALL', target, input, deadlineMs, ...(opts.async ? { async: true } : {}), ...(among ? { among } : {}) }, deadlineMs + 5000);
     } catch (e) {
       throw toCallError(e);
     }

@@ -10,7 +10,7 @@ import type { Connection } from '../protocol/connection.js';
 import { ProtoError, type ProtoErrorName } from '../protocol/constants.js';
 import type { EntryInfo } from '../protocol/messages.js';
 import { ErrorCodes, RexError, type ErrorCode } from '../util/errors.js';
-import { formatTarget, type CallTarget } from '../calls/target.js';
+import { callAmong, formatTarget, type CallTarget } from '../calls/target.js';
 import { listEntries, lookupEntry } from '../calls/entries.js';
 
 /** Where and how to run a call; stubs pass it through unchanged. */
@@ -100,8 +100,9 @@ export class CallChannel {
     this.inFlight++;
     try {
       const deadlineMs = opts.timeoutMs ?? 30_000;
+      const among = callAmong(target);
       const req = this.conn.request(
-        { type: 'CALL', target, input, deadlineMs, ...(opts.async ? { async: true } : {}) },
+        { type: 'CALL', target, input, deadlineMs, ...(opts.async ? { async: true } : {}), ...(among ? { among } : {}) },
         // rexd reports TIMEOUT itself at the deadline; wait a little longer for that answer.
         deadlineMs + 5000,
       );

@@ -94,6 +94,19 @@ describe('the one placement: EXEC, rfork images and calls (docs/PLACEMENT.md)', 
     ]);
   });
 
+  // claim: placement.among
+  it('among (REX_PLACE_HOSTS) keeps only the named hosts, the origin too, in the policy\'s order; none named reachable leaves nothing', () => {
+    const src = sources(0.5, [{ name: 'beta', load: 0.1 }, { name: 'gamma', load: 0 }, { name: 'delta', load: 0.2 }, { name: 'eps', load: 0.3, reachable: false }]);
+    expect(new Placement(src, 'least-loaded').plan({ among: ['beta', 'delta', 'eps'] }).order).toEqual(['beta', 'delta']);
+    // The origin is a candidate only when named: a client limited to other hosts never runs here by placement.
+    expect(new Placement(src, 'least-loaded').plan({ among: ['alpha', 'delta'] }).order).toEqual(['delta', 'alpha']);
+    const rr = new Placement(src, 'round-robin');
+    expect([0, 1, 2, 3].map(() => rr.plan({ among: ['alpha', 'gamma'] }).order[0])).toEqual(['alpha', 'gamma', 'alpha', 'gamma']);
+    expect(new Placement(src).plan({ among: ['eps', 'zeta'] }).order).toEqual([]);
+    // An empty list is no limit.
+    expect(new Placement(src, 'least-loaded').plan({ among: [] }).order).toEqual(['gamma', 'beta', 'delta', 'alpha']);
+  });
+
   it('offers keeps the hosts that offer the work (a call\'s program), in the policy\'s order', () => {
     const src = sources(0.5, [{ name: 'beta', load: 0.1 }, { name: 'gamma', load: 0.2 }]);
     const asked: string[] = [];

@@ -32,6 +32,9 @@
  *   plugin"). Consequence: /sys/class/net inside a node still lists the root namespace's links; `ip addr` is right.
  * - The 127.77.ID.K addresses are scope host, so `ip -4 addr show scope global` prints nothing: filter on the
  *   device (not lo) instead.
+ * - `rootRexDirs`: each daemon's mount namespace also gets tmpfs mounts on /etc/rex, /var/lib/rex and /run/rex,
+ *   so that a root installation of REX can run on each node with its own configuration, keys and socket
+ *   (test/slurm/join.test.ts starts those rexds with `enter(name)` and writes their files through `fsRoot(name)`).
  * - Start to idle takes about 1.5 s for 3 nodes; the whole fixture test about 2.5 s. After the teardown a few
  *   <defunct> slurmstepd/munged entries reparented to init may show for a moment, until init reaps them.
  * - `slurmUnavailable()` says why Slurm cannot run here (not root, no `ip`/`unshare`, a binary missing), for
@@ -83,6 +86,8 @@ export interface SlurmFixture {
   network: NetnsNetwork;
   /** argv prefix that runs a program in node `name`'s (or 'ctl''s) network, UTS and mount namespaces: its address, hostname and private /tmp. */
   enter(name: string): string[];
+  /** Node `name`'s file system as root sees it from outside (/proc/PID/root of its slurmd): its /tmp, and with rootRexDirs its /etc/rex, /var/lib/rex, /run/rex. */
+  fsRoot(name: string): string;
   /** argv that runs a Slurm client command in slurmctld's namespace with this fixture's SLURM_CONF. */
   cmd(...args: string[]): string[];
   /** Runs a client command synchronously; returns stdout, throws with stderr on failure. */
@@ -115,7 +120,7 @@ function kill(pid: number, sig: NodeJS.Signals): void {
 }
 
 /** Starts a private Slurm cluster of `n` nodes (n1..nN); resolves once `sinfo` shows them all idle. */
-export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Promise<SlurmFixture> {
+export async function startSlurm(n = 3, opts: { timeoutMs?: number; rootRexDirs?: boolean } = {}): Promise<SlurmFixture> {
   const why = slurmUnavailable();
   if (why) throw new Error(`Slurm cannot run: ${why}`);
   // Not under /tmp: every daemon has a /tmp of its own. Readable by all: ordinary users' srun and salloc read
@@ -160,9 +165,13 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
     '--',
     'sh',
     '-c',
-    `echo "$0" > /proc/sys/kernel/hostname && ${keepBefore}mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp${keepAfter} && exec "$@"`,
+    `echo "$0" > /proc/sys/kernel/hostname && ${keepBefore}mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp${keepAfter} && ` +
+      // rootRexDirs: the node's own /etc/rex, /var/lib/rex and /run/rex, for a root installation of REX on it.
+      (opts.rootRexDirs ? 'for d in /etc/rex /var/lib/rex /run/rex; do mount -t tmpfs -o mode=0755,size=64m tmpfs "$d"; done && ' : '') +
+      'exec "$@"',
     name,
   ];
+  if (opts.rootRexDirs) for (const d of ['/etc/rex', '/var/lib/rex', '/run/rex']) mkdirSync(d, { recursive: true }); // mount points
   const daemonPids = new Map<string, number>();
   // Into a running node's (or ctl's) network, UTS and mount namespaces: its name, its address, its /tmp.
   const enter = (name: string): string[] => {
@@ -294,7 +303,8 @@ export async function startSlurm(n = 3, opts: { timeoutMs?: number } = {}): Prom
     if (r.status !== 0) throw new Error(`${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}\n${r.stdout}`);
     return r.stdout;
   };
-  return { dir, conf, nodes, ctl, network, enter, cmd, run, env, logs, stop };
+  const fsRoot = (name: string): string => `/proc/${enter(name)[2]}/root`;
+  return { dir, conf, nodes, ctl, network, enter, fsRoot, cmd, run, env, logs, stop };
 }
 
 /**

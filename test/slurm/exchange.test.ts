@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyMaterial } from '../../src/keys/certs.js';
-import { ensurePrivateDir, jobSocket, parseClusterMsg, parseHello, parseReady, slurmBaseDir, splitLine, SLURM_WIRE } from '../../src/cluster/slurm.js';
+import { ensurePrivateDir, jobSocket, parseClusterMsg, parseHello, parseJoined, parseReady, slurmBaseDir, splitLine, SLURM_WIRE } from '../../src/cluster/slurm.js';
 import { RexError } from '../../src/util/errors.js';
 import { configureProperties, runs } from '../helpers/property.js';
 
@@ -31,6 +31,7 @@ describe('the launcher/task exchange', () => {
     expect(p.kind).toBe('hello');
     expect(parseHello(p.body)).toEqual({ node: 'n1', port: 1234, cert, step: '0', pid: 99 });
     expect(parseReady({ node: 'n3', socket: '/tmp/rex-slurm-1000/job-42/run/rexd.sock', pid: 7 }).node).toBe('n3');
+    expect(parseJoined({ node: 'n2', host: 'n2' })).toEqual({ node: 'n2', host: 'n2' });
     const c = parseClusterMsg(cluster({ rc: ['programs : demo=/opt/demo.so'] }));
     expect(c.members.map((m) => m.name)).toEqual(['n1', 'n2']);
     expect(c.rc).toEqual(['programs : demo=/opt/demo.so']);
@@ -51,6 +52,8 @@ describe('the launcher/task exchange', () => {
     ['a job id that is not a number', () => parseClusterMsg(cluster({ job: '42; rm -rf /' })), /field job/],
     ['a user name with a dot (it would change the identity)', () => parseClusterMsg(cluster({ user: 'alice.render' })), /field user/],
     ['a READY with a relative socket', () => parseReady({ node: 'n1', socket: 'run/rexd.sock', pid: 1 }), /field socket/],
+    ['a JOINED (up --join) with a node name holding a comma', () => parseJoined({ node: 'n1,n4', host: 'n1' }), /joined: field node: "n1,n4" is not valid/],
+    ['a JOINED without its host', () => parseJoined({ node: 'n1' }), /joined: field host: missing or not a string/],
   ];
   // claim: slurm.exchange-negative
   it('refuses each bad line, naming the line kind and the field', () => {
@@ -73,7 +76,7 @@ describe('the launcher/task exchange', () => {
     const near = fc.record({ job: fc.oneof(fc.string(), fc.constant('42')), user: fc.oneof(fc.string(), fc.constant('alice')), members: fc.array(fc.record({ name: fc.string(), address: fc.string(), port: fc.integer(), cert: fc.oneof(fc.string(), fc.constant(cert)) }), { maxLength: 4 }), rc: fc.array(fc.string(), { maxLength: 3 }) });
     fc.assert(
       fc.property(fc.oneof(anyJson, near), fc.string(), (body, line) => {
-        for (const f of [parseHello, parseReady, parseClusterMsg]) {
+        for (const f of [parseHello, parseReady, parseClusterMsg, parseJoined]) {
           try {
             const r = f(body as never) as { node?: string; members?: { name: string; address: string }[]; rc?: string[] };
             // What is accepted is safe to write into rex.rc: no line breaks, commas or spaces in names and addresses.

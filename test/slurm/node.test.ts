@@ -140,6 +140,19 @@ describe('rex cluster up --slurm outside an allocation', () => {
     expect(rex(['cluster', 'up', '--nodes', '3']).stderr).toMatch(/--nodes is for Slurm: add --slurm/);
     expect(rex(['cluster', 'up', '--slurm', '--nodes', '0']).stderr).toMatch(/--nodes 0: expected a number from 1 to 4096/);
     expect(rex(['cluster', 'up', '--slurm', '--nodes', '2'], { SLURM_JOB_ID: '77' }).stderr).toMatch(/already in job 77/);
+    // Join mode (docs/SLURM.md section 5): an existing allocation, the installation's rex.rc, its socket only with --join.
+    expect(rex(['cluster', 'up', '--join']).stderr).toMatch(/--join is for Slurm: add --slurm/);
+    expect(rex(['cluster', 'up', '--slurm', '--join', '--nodes', '3']).stderr).toMatch(/--join uses an allocation that exists: --nodes cannot go with it/);
+    expect(rex(['cluster', 'up', '--slurm', '--join', '--rc', 'log-level : debug'], { SLURM_JOB_ID: '77' }).stderr).toMatch(/with --join the root installation's rex.rc applies/);
+    expect(rex(['cluster', 'up', '--slurm', '--socket', '/run/rex/rexd.sock'], { SLURM_JOB_ID: '77' }).stderr).toMatch(/--socket names the root installation's socket: it goes with --join/);
+    expect(rex(['cluster', 'up', '--slurm', '--join']).stderr).toMatch(/not inside a Slurm allocation \(SLURM_JOB_ID is not set\)/);
+    expect(rex(['cluster', 'up', '--slurm', '--join', '--socket', 'run/rexd.sock'], { SLURM_JOB_ID: '77', SLURM_JOB_NODELIST: 'n1' }).stderr).toMatch(/--socket "run\/rexd.sock": expected an absolute path/);
+  });
+
+  it('down --slurm in a job that joined the root installation says there is nothing to stop, and touches nothing', () => {
+    const r = rex(['cluster', 'down', '--slurm'], { SLURM_JOB_ID: '77', REX_SLURM_JOINED: '77' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^Slurm job 77 joined the root installation \(up --slurm --join\): REX started nothing for it, so there is nothing to stop/);
   });
 
   it('down --slurm with nothing started says so', () => {

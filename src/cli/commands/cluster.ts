@@ -10,7 +10,7 @@ import type { LocalCluster } from '../../cluster/cluster.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
 import { helper, packageRoot, shellCommand } from '../../util/paths.js';
 import { hostsTable, table, toJson } from '../format.js';
-import type { SlurmCluster } from '../../cluster/slurm.js';
+import type { SlurmCluster, SlurmJoin } from '../../cluster/slurm.js';
 
 interface ClusterCliOpts {
   dir: string;
@@ -29,6 +29,8 @@ interface ClusterCliOpts {
   nodes?: string;
   job?: string;
   env?: boolean;
+  join?: boolean;
+  socket?: string;
 }
 
 function hostCount(s: string): number {
@@ -228,7 +230,41 @@ async function demo(opts: ClusterCliOpts): Promise<void> {
   }
 }
 
+/** What `rex cluster up --slurm --join` prints: the nodes, and the two variables that make the job use them. */
+function describeJoin(c: SlurmJoin): string {
+  return [
+    `Slurm job ${c.job} uses the root installation of REX on its nodes (${c.hosts.join(', ')}): each rexd serves you and knows the others; REX started nothing.`,
+    `Work without --host is placed on these nodes only. Use it from any step of the job:`,
+    ...joinExports(c).map((l) => `  ${l}`),
+    `  then: srun --overlap -N1 ${shellCommand('rex')} hosts;  ${shellCommand('rex')} run uname -n   (docs/SLURM.md)`,
+    `Nothing to stop: \`${shellCommand('rex')} cluster down --slurm\` says so; the root rexds stay.`,
+    '',
+  ].join('\n');
+}
+
+/** The exports of join mode: the root socket, the placement limit (REX_PLACE_HOSTS), and the job that joined. */
+function joinExports(c: SlurmJoin): string[] {
+  const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+  return [`export REX_SOCKET=${q(c.socket)}`, `export REX_PLACE_HOSTS=${q(c.hosts.join(','))}`, `export REX_SLURM_JOINED=${q(c.job)}`];
+}
+
 async function slurmUpCommand(opts: ClusterCliOpts): Promise<void> {
+  if (opts.join) {
+    if (opts.nodes !== undefined) throw new RexError(ErrorCodes.USAGE, '--join uses an allocation that exists: --nodes cannot go with it', { hint: 'request the allocation with salloc or sbatch, then run `rex cluster up --slurm --join` in it (or give --job)' });
+    if (opts.rc) throw new RexError(ErrorCodes.USAGE, '--rc configures rexds that --slurm starts; with --join the root installation\'s rex.rc applies', { hint: 'drop --rc' });
+  } else if (opts.socket) throw new RexError(ErrorCodes.USAGE, '--socket names the root installation\'s socket: it goes with --join', { hint: 'add --join, or drop --socket' });
+  for (const [bad, set] of [['--netns', opts.netns], ['--private-fs', opts.privateFs], ['--root', opts.root], ['--tree', opts.tree]] as const) {
+    if (set) throw new RexError(ErrorCodes.USAGE, `${bad} is for local clusters; --slurm runs on the allocation's nodes`, { hint: `drop ${bad}` });
+  }
+  if (opts.env && opts.json) throw new RexError(ErrorCodes.USAGE, '--env and --json go apart: choose one output');
+  if (opts.join) {
+    const { slurmJoin } = await import('../../cluster/slurm.js');
+    const j = await slurmJoin({ ...(opts.job ? { job: opts.job } : {}), ...(opts.socket ? { socket: opts.socket } : {}) });
+    if (opts.json) process.stdout.write(toJson({ job: j.job, mode: j.mode, socket: j.socket, hosts: j.hosts }));
+    else if (opts.env) process.stdout.write(joinExports(j).join('\n') + '\n');
+    else process.stdout.write(describeJoin(j));
+    return;
+  }
   for (const [bad, set] of [['--netns', opts.netns], ['--private-fs', opts.privateFs], ['--root', opts.root], ['--tree', opts.tree]] as const) {
     if (set) throw new RexError(ErrorCodes.USAGE, `${bad} is for local clusters; --slurm runs on the allocation's nodes`, { hint: `drop ${bad}` });
   }
@@ -265,10 +301,12 @@ export function registerClusterCommands(program: Command): void {
     .option('--slurm', 'run on the nodes of a Slurm allocation instead: one rexd per node in one srun step, keys made for the job (docs/SLURM.md)')
     .option('--nodes <n>', 'with --slurm outside an allocation: request one of N nodes (salloc --no-shell); `down --slurm` ends it')
     .option('--job <id>', 'with --slurm: the Slurm job to use (default $SLURM_JOB_ID)')
-    .option('--env', 'with --slurm: print only `export REX_SOCKET=...`, for eval "$(rex cluster up --slurm --env)" in a batch script')
+    .option('--env', 'with --slurm: print only `export REX_SOCKET=...` (with --join also REX_PLACE_HOSTS and REX_SLURM_JOINED), for eval "$(rex cluster up --slurm --env)" in a batch script')
+    .option('--join', 'with --slurm: start nothing; use the root installation the nodes run (docs/ROOT.md), checked on every node, with placement limited to the allocation (REX_PLACE_HOSTS)')
+    .option('--socket <path>', 'with --slurm --join: the root installation\'s socket on the nodes (default /run/rex/rexd.sock)')
     .action(async (opts: ClusterCliOpts) => {
       if (opts.slurm) return slurmUpCommand(opts);
-      if (opts.nodes !== undefined || opts.job !== undefined || opts.env) throw new RexError(ErrorCodes.USAGE, `--${opts.nodes !== undefined ? 'nodes' : opts.job !== undefined ? 'job' : 'env'} is for Slurm: add --slurm`);
+      if (opts.nodes !== undefined || opts.job !== undefined || opts.env || opts.join) throw new RexError(ErrorCodes.USAGE, `--${opts.nodes !== undefined ? 'nodes' : opts.job !== undefined ? 'job' : opts.env ? 'env' : 'join'} is for Slurm: add --slurm`);
       const { LocalCluster } = await import('../../cluster/cluster.js');
       const trust = opts.keys ?? 'grant';
       if (!['none', 'create', 'enroll', 'grant'].includes(trust)) throw new RexError(ErrorCodes.USAGE, `--keys ${trust}: expected none, create, enroll or grant`);
@@ -315,9 +353,17 @@ export function registerClusterCommands(program: Command): void {
     .option('--json', 'print {dir, stopped: [host names]}; with --slurm: {job, step, stopped: [node names]}')
     .option('--slurm', 'stop the REX cluster of a Slurm job: cancel its rexd step (and the allocation, when `up --nodes` made it)')
     .option('--job <id>', 'with --slurm: the Slurm job (default $SLURM_JOB_ID, else the only one started from here)')
+    .option('--join', 'with --slurm: the job joined the root installation (up --slurm --join; also when $REX_SLURM_JOINED names the job): say that there is nothing to stop')
     .action(async (opts: ClusterCliOpts) => {
       if (opts.slurm) {
-        const { slurmDown } = await import('../../cluster/slurm.js');
+        const { slurmDown, JOINED_ENV } = await import('../../cluster/slurm.js');
+        const joined = process.env[JOINED_ENV];
+        if (opts.join || (joined && joined === (opts.job ?? process.env.SLURM_JOB_ID ?? joined))) {
+          // Join mode started nothing: the root rexds are the administrator's, and stay exactly as they are.
+          const job = opts.job ?? process.env.SLURM_JOB_ID ?? joined ?? '';
+          process.stdout.write(opts.json ? toJson({ job, mode: 'join', stopped: [] }) : `Slurm job ${job || '(this job)'} joined the root installation (up --slurm --join): REX started nothing for it, so there is nothing to stop; the root rexds keep running\n`);
+          return;
+        }
         const s = await slurmDown(opts.job ? { job: opts.job } : {});
         process.stdout.write(opts.json ? toJson({ job: s.job, step: s.step, stopped: s.nodes.map((n) => n.name) }) : `stopped REX on Slurm job ${s.job} (step ${s.job}.${s.step}: ${s.nodes.map((n) => n.name).join(', ')})${s.allocated ? `; allocation ${s.job} ended` : ''}\n`);
         return;
@@ -350,6 +396,17 @@ export function registerClusterCommands(program: Command): void {
         }
       }
       throw new RexError(ErrorCodes.DAEMON_NOT_RUNNING, `no host of the cluster in ${c.dir} answers (${(lastErr as Error)?.message})`, { hint: `start it with \`${shellCommand('rex')} cluster up\`` });
+    });
+
+  // The check each node of `up --slurm --join`'s step runs (src/cluster/slurm.ts); not for people.
+  cluster
+    .command('slurm-check', { hidden: true })
+    .description('(internal) one node of `rex cluster up --slurm --join`')
+    .requiredOption('--socket <path>', 'the root installation\'s socket')
+    .requiredOption('--nodes <list>', 'the allocation\'s nodes, comma-separated')
+    .action(async (o: { socket: string; nodes: string }) => {
+      const { slurmCheck } = await import('../../cluster/slurm.js');
+      process.exit(await slurmCheck(o.socket, o.nodes.split(',').filter(Boolean)));
     });
 
   // The task each node of `up --slurm`'s step runs (src/cluster/slurm.ts); not for people.

@@ -159,7 +159,12 @@ export class ExecService {
       }
     }
     // An rfork image goes only where its CPU state and the features its code may have chosen exist (docs/PLACEMENT.md).
-    const { order: placed, unfit } = this.placer.plan(job.needs ? { needs: () => job.needs!() } : {});
+    // A client limited to some hosts (REX_PLACE_HOSTS: a Slurm allocation in a larger cluster) is placed among them only.
+    const among = m.among && m.among.length > 0 ? m.among : undefined;
+    const { order: placed, unfit } = this.placer.plan({ ...(job.needs ? { needs: () => job.needs!() } : {}), ...(among ? { among } : {}) });
+    if (among && placed.length === 0 && unfit.length === 0) {
+      throw new ProtocolError('NO_HOST', `none of the hosts this request may be placed on (${among.join(', ')}) is a reachable host of this cluster (reachable: ${this.placer.candidates().map((c) => c.name).join(', ')})`, { fatal: false });
+    }
     if (unfit.length > 0) this.ctx.log.info({ image: m.path, excluded: unfit.map((u) => cannotRunMessage(u.name, u.missing)) }, `${m.type}: hosts that cannot run this rfork image are not candidates`);
     if (placed.length === 0) throw new ProtocolError('INCOMPATIBLE', `no host can run this image: ${unfit.map((u) => cannotRunMessage(u.name, u.missing)).join('; ')}`, { fatal: false });
     // Test switch: placement by load skips this host, so that the tests move every child to another one.
@@ -219,7 +224,7 @@ export class ExecService {
       if (/DENIED/.test(why)) throw new NotStarted(new ProtocolError('DENIED', `${host} refuses this host: ${why}`, { fatal: false }));
       throw new NotStarted(new ProtocolError('UNREACHABLE', `host ${peer.label} is unreachable: ${why}`, { fatal: false }));
     }
-    const { stream: clientStream, end: _e, host: _h, ...rest } = m;
+    const { stream: clientStream, end: _e, host: _h, among: _a, ...rest } = m;
     // What goes with the request to this host, and the files this origin sends if asked (FETCH), by hash; nothing else.
     const { fields, offer } = await job.outgoing();
     if (!conn.isOpen) throw new NotStarted(new ProtocolError('CANCELLED', `the client went away before ${m.path} was sent to ${host}`, { fatal: false }));

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Connection, StreamHandle } from '../../protocol/connection.js';
 import { EXEC_MAX_CHUNK, type Message } from '../../protocol/messages.js';
 import { ErrorCodes, RexError } from '../../util/errors.js';
+import { PLACE_HOSTS_ENV, parsePlaceHosts } from '../../placement/hosts.js';
 import { DEFAULT_WINDOW, MAX_WINDOW, fileSha256, TRANSFER_MAX } from '../protocol.js';
 
 /**
@@ -44,6 +45,8 @@ export interface ExecRequest {
   cwd?: string;
   /** Host to run on; absent: placement by the local rexd. */
   host?: string;
+  /** Without `host`: the hosts placement may choose among; default REX_PLACE_HOSTS (docs/PLACEMENT.md), else all. */
+  among?: string[];
   /** Initial credit for output towards us. */
   window?: number;
   /** A pseudo-terminal of this size for the program (stdout and stderr both arrive as fd 1). */
@@ -160,6 +163,8 @@ export class RemoteProcess extends EventEmitter {
    * UNREACHABLE...) when nothing started.
    */
   static start(conn: Connection, req: ExecRequest, sink: OutputSink): Promise<RemoteProcess> {
+    // A named host is the caller's choice, even outside REX_PLACE_HOSTS (docs/PLACEMENT.md); a bad variable throws here.
+    const among = req.host && req.host !== '*' ? undefined : (req.among ?? parsePlaceHosts(process.env[PLACE_HOSTS_ENV]));
     const rp = new RemoteProcess();
     // A quarter of the credit the executor uses: at most MAX_WINDOW of what was granted (it would wait for the rest forever).
     rp.batch = Math.max(1, Math.floor(Math.min(req.window ?? DEFAULT_WINDOW, MAX_WINDOW) / 4));
@@ -176,6 +181,7 @@ export class RemoteProcess extends EventEmitter {
             ...(req.env ? { env: req.env } : {}),
             ...(req.cwd ? { cwd: req.cwd } : {}),
             ...(req.host ? { host: req.host } : {}),
+            ...(among ? { among } : {}),
             ...(req.sha256 ? { sha256: req.sha256 } : {}),
             ...(req.pty ? { pty: true, rows: req.pty.rows, cols: req.pty.cols } : {}),
             window: req.window ?? DEFAULT_WINDOW,
