@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CallChannel } from '../../src/runtime/transport.js';
 import { closeSharedChannel, rcall } from '../../src/runtime/index.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
-import { KeyStore } from '../../src/keys/store.js';
+import { KeyStore, writeFileAtomic } from '../../src/keys/store.js';
 import { queryLog } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
@@ -139,7 +139,7 @@ describe('authorization of calls', () => {
     const store = new KeyStore(beta.stateDir);
     const good = readFileSync(store.grantsFile, 'utf8');
     const alphaId = cluster.host('alpha').identity;
-    writeFileSync(store.grantsFile, good.replace(new RegExp(`^grant ${alphaId.replace('.', '\\.')}\\b.*$`, 'm'), `grant ${alphaId} program=other`));
+    writeFileAtomic(store.grantsFile, good.replace(new RegExp(`^grant ${alphaId.replace('.', '\\.')}\\b.*$`, 'm'), `grant ${alphaId} program=other`), 0o600);
     try {
       await expect(alpha.call('beta.calltest.neg32', Uint8Array.of(1, 0, 0, 0))).rejects.toThrow(/DENIED: beta: .*program calltest of .* is not granted on beta/);
       // The log row is written just after the answer is sent.
@@ -155,7 +155,7 @@ describe('authorization of calls', () => {
       const { stdout } = await run(process.execPath, [join(import.meta.dirname, '../../dist/bin/rex.js'), 'log', '--config', beta.rcFile, '--outcome', 'denied'], { encoding: 'utf8' });
       expect(stdout).toMatch(/CALL.*beta\.calltest\.neg32/);
     } finally {
-      writeFileSync(store.grantsFile, good);
+      writeFileAtomic(store.grantsFile, good, 0o600);
     }
   }, 30_000);
 
@@ -166,11 +166,11 @@ describe('authorization of calls', () => {
     const store = new KeyStore(beta.stateDir);
     const good = readFileSync(store.grantsFile, 'utf8');
     const alphaId = cluster.host('alpha').identity;
-    writeFileSync(store.grantsFile, good.replace(new RegExp(`^grant ${alphaId.replace('.', '\\.')}\\b.*$\\n?`, 'm'), ''));
+    writeFileAtomic(store.grantsFile, good.replace(new RegExp(`^grant ${alphaId.replace('.', '\\.')}\\b.*$\\n?`, 'm'), ''), 0o600);
     try {
       await expect(alpha.call('beta.calltest.neg32', Uint8Array.of(2, 0, 0, 0))).rejects.toThrow(/DENIED/);
     } finally {
-      writeFileSync(store.grantsFile, good);
+      writeFileAtomic(store.grantsFile, good, 0o600);
     }
   }, 30_000);
 });

@@ -14,7 +14,7 @@ import type { LocalCluster } from '../../src/cluster/cluster.js';
 import { addGrant, invite, revokeGrants } from '../../src/keys/admin.js';
 import { certificateFor } from '../../src/keys/certs.js';
 import { enrollWith } from '../../src/keys/enroll.js';
-import { KeyStore, type OwnIdentity } from '../../src/keys/store.js';
+import { KeyStore, writeFileAtomic, type OwnIdentity } from '../../src/keys/store.js';
 import { pinKnownHost } from '../../src/keys/tls.js';
 import { parseToken, TokenStore } from '../../src/keys/tokens.js';
 import { queryLog, type LogRow } from '../../src/log/txlog.js';
@@ -279,13 +279,13 @@ describe('authentication and authorization on the TLS port', () => {
     const { readFileSync, writeFileSync } = await import('node:fs');
     const good = readFileSync(beta.store.grantsFile, 'utf8');
     const lines = good.trimEnd().split('\n');
-    writeFileSync(beta.store.grantsFile, `${[...lines, 'grant nina.root program=a program=b'].join('\n')}\n`);
+    writeFileAtomic(beta.store.grantsFile, `${[...lines, 'grant nina.root program=a program=b'].join('\n')}\n`, 0o600);
     try {
       const c = await connect(nina);
       await expect(c.ping()).rejects.toThrow(`DENIED: access to beta.root is refused: ${beta.store.grantsFile}:${lines.length + 1}: program= given twice; this file grants nothing until it is fixed`);
       c.close();
     } finally {
-      writeFileSync(beta.store.grantsFile, good);
+      writeFileAtomic(beta.store.grantsFile, good, 0o600);
     }
     const c = await connect(nina);
     expect((await c.ping()).host).toBe('beta');
