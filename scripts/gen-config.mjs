@@ -116,11 +116,16 @@ const dtd = [
   '<!-- override earlier ones, as later rc lines do.                        -->',
   '<!-- ================================================================== -->',
   '',
-  contentModel('<!ELEMENT rex-config ', ['include', ...KEY_SPECS.map((s) => s.key)]),
+  contentModel('<!ELEMENT rex-config ', ['include', 'config-database', ...KEY_SPECS.map((s) => s.key)]),
   '',
   '<!-- Reads another configuration file (rc or .xml) at this point, as #include "FILE" does. -->',
   '<!ELEMENT include EMPTY>',
   '<!ATTLIST include file CDATA #REQUIRED>',
+  '',
+  '<!-- Reads the table rex_config of a database at this point, as rc "config-database : TARGET" does (docs/CONFIG.md',
+  '     section 5a): TARGET is sqlite:PATH, postgresql://... or HOST.USER.DBMS.DB_NAME; at most one per configuration. -->',
+  '<!ELEMENT config-database EMPTY>',
+  '<!ATTLIST config-database target CDATA #REQUIRED>',
   '',
   ...KEY_SPECS.flatMap((s) => {
     const xml = s.value.list?.xml;

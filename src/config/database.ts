@@ -1,6 +1,7 @@
 /**
  * Configuration from a database (docs/CONFIG.md "Configuration from a database"): the rex.rc directive
- * `config-database : TARGET` reads the table rex_config of an SQLite file or a PostgreSQL database where the
+ * `config-database : TARGET` (in the XML form `<config-database target="TARGET"/>`, which src/config/xml.ts turns
+ * into the same definition) reads the table rex_config of an SQLite file or a PostgreSQL database where the
  * directive stands, as `#include` reads a file. Each row is one `key : value` with the same keys, types and
  * validation as rex.rc; messages and `rex config show` name `TARGET table rex_config row N` where rex.rc says
  * file:line. The table is read at start and at each reload, never in between.
@@ -92,7 +93,7 @@ export async function readConfigDatabase(target: DbTarget, diags: ConfigDiagnost
       }
       const key = r.key.trim();
       if (key === CONFIG_DATABASE_KEY) {
-        bad('a configuration database cannot name another one; only rex.rc names it', key);
+        bad('a configuration database cannot name another one; only a configuration file (rc or XML) names it', key);
         continue;
       }
       const value = typeof r.value === 'number' || typeof r.value === 'bigint' ? String(r.value) : r.value;

@@ -195,7 +195,7 @@ class Reader {
   }
 
   /**
-   * `config-database : TARGET`: the table's rows, read where the directive stands (as an include), so that lines
+   * `config-database : TARGET` (or the XML form's `<config-database target="TARGET"/>`): the table's rows, read where the directive stands (as an include), so that lines
    * after it override the database and the database overrides lines before it. A database that cannot be read
    * is an error at the directive's line: REX never runs on half a configuration.
    */

@@ -12,13 +12,14 @@ import { normalize, type Definition, type NormalizeEnv } from './normalize.js';
 import type { ConfigItem, ScanResult } from './rc.js';
 import { ConfigError, clip, type ConfigDiagnostic, type LoadedConfig } from './types.js';
 import { importEsm } from '../util/import-esm.js';
+import { CONFIG_DATABASE_KEY } from './database.js';
 
 /** schema/rex.dtd in the package, found from src/, dist/ or a bundle's chunk in dist/bin/ alike. */
 const DTD_FILE = (): string => join(packageRoot(), 'schema', 'rex.dtd');
 let dtdText: string | undefined;
 
-/** The element names the configuration section of the DTD defines (for did-you-mean): <include>, the keys, and their list items. */
-const CONFIG_ELEMENTS = ['include', ...KEY_SPECS.flatMap((s) => [s.key, ...(s.value.list?.xml ? [s.value.list.xml.child] : [])])];
+/** The element names the configuration section of the DTD defines (for did-you-mean): <include>, <config-database>, the keys, and their list items. */
+const CONFIG_ELEMENTS = ['include', CONFIG_DATABASE_KEY, ...KEY_SPECS.flatMap((s) => [s.key, ...(s.value.list?.xml ? [s.value.list.xml.child] : [])])];
 
 type LibXml = typeof import('libxml2-wasm');
 let libxml: Promise<LibXml> | undefined;
@@ -107,6 +108,12 @@ export async function scanXml(text: string, file: string): Promise<ScanResult> {
         items.push({ kind: 'include', path: attr('file') ?? '', system: false, file, line });
         continue;
       }
+      if (n.name === CONFIG_DATABASE_KEY) {
+        // The rc directive `config-database : TARGET` at this element's line: the loader follows both alike
+        // (src/config/load.ts readDatabase), so position, "at most one", the target's syntax and errors are rc's.
+        items.push({ kind: 'def', def: { key: CONFIG_DATABASE_KEY, value: { text: (attr('target') ?? '').trim() }, file, line } });
+        continue;
+      }
       const value: Definition['value'] = { text: n.content.trim() };
       const listXml = KEYS_BY_NAME.get(n.name)?.value.list?.xml;
       if (listXml) {
@@ -138,7 +145,8 @@ export async function parseXmlConfig(text: string, file: string, env: NormalizeE
   const { items, diagnostics } = await scanXml(text, file);
   const defs: Definition[] = [];
   for (const it of items) {
-    if (it.kind === 'def') defs.push(it.def);
+    if (it.kind === 'def' && it.def.key === CONFIG_DATABASE_KEY) diagnostics.push({ code: ErrorCodes.CONFIG_DATABASE, file, line: it.def.line!, key: it.def.key, message: '<config-database> needs a database; use loadConfig() to read it' });
+    else if (it.kind === 'def') defs.push(it.def);
     else diagnostics.push({ code: ErrorCodes.CONFIG_INCLUDE, file, line: it.line, message: `<include file="${clip(it.path)}"> needs the file system; use loadConfig() to read included files` });
   }
   // An invalid document is not interpreted at all: its elements may not mean what they seem to.
