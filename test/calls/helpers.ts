@@ -82,14 +82,14 @@ export const MARKS: Record<string, Record<string, string>> = {
   sum4: { xs: 'direction="in" size-is="4"' },
 };
 
-/** Adds MARKS to repdb's XML and drops the computed frames (repdb recomputes them), as docs/REPDB.md step 2 says. */
-export function markXml(xml: string): string {
+/** Adds pointer marks (default MARKS) to repdb's XML and drops the computed frames (repdb recomputes them), as docs/REPDB.md step 2 says. */
+export function markXml(xml: string, marks: Record<string, Record<string, string>> = MARKS): string {
   let out = xml.replace(/\s*<(input|output)[^>]*\/>/g, '').replace(/\s*<input[^>]*>[\s\S]*?<\/input>/g, '').replace(/\s*<output[^>]*>[\s\S]*?<\/output>/g, '');
-  for (const [fn, params] of Object.entries(MARKS)) {
+  for (const [fn, params] of Object.entries(marks)) {
     out = out.replace(new RegExp(`(<entry-point name="${fn}"[\\s\\S]*?</entry-point>)`), (block) => {
       let b = block;
       // The marks written by hand replace any repdb inferred (direction-inferred="yes": reverse's `int *xs` is guessed an out of one element).
-      for (const [p, marks] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"[^/]*/>`), `<param name="${p}" type="$1" ${marks}/>`);
+      for (const [p, m] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"[^/]*/>`), `<param name="${p}" type="$1" ${m}/>`);
       return b;
     });
   }

@@ -12,7 +12,7 @@ import { CallChannel } from '../../src/runtime/transport.js';
 import type { LocalCluster } from '../../src/cluster/cluster.js';
 import type { RexClient } from '../../src/runtime/client.js';
 import { setTransport } from '../../src/runtime/codegen-v1.js';
-import { NATIVE, ROOT, callCluster, repdb, tempDir, type CallCluster } from './helpers.js';
+import { NATIVE, ROOT, callCluster, markXml, repdb, tempDir, type CallCluster } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -100,17 +100,6 @@ let alpha: RexClient;
 let rex: CallCluster['rex'];
 let xml: string;
 
-function markXml(text: string): string {
-  let out = text.replace(/\s*<input[^>]*>[\s\S]*?<\/input>/g, '').replace(/\s*<output[^>]*>[\s\S]*?<\/output>/g, '').replace(/\s*<(input|output)[^>]*\/>/g, '');
-  for (const [fn, params] of Object.entries(MARKS)) {
-    out = out.replace(new RegExp(`(<entry-point name="${fn}"[\\s\\S]*?</entry-point>)`), (block) => {
-      let b = block;
-      for (const [p, marks] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"/>`), `<param name="${p}" type="$1" ${marks}/>`);
-      return b;
-    });
-  }
-  return out;
-}
 
 beforeAll(async () => {
   dir = tempDir('rex-values-');
@@ -118,7 +107,7 @@ beforeAll(async () => {
   const lib = join(dir, 'libbadges.so');
   execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', '-Wall', '-o', lib, join(dir, 'badges.c'), '-lm'], { stdio: 'pipe' });
   xml = join(dir, 'libbadges.xml');
-  writeFileSync(xml, markXml(repdb(['-gx', '--program', 'badges', lib])));
+  writeFileSync(xml, markXml(repdb(['-gx', '--program', 'badges', lib]), MARKS));
   repdb([xml]); // checks the marks
   ({ cluster, alpha, rex, stop } = await callCluster(2, `badges=${lib}:${xml}`));
 }, 120_000);

@@ -19,7 +19,7 @@ import { pinKnownHost } from '../../src/keys/tls.js';
 import { queryLog, type LogRow } from '../../src/log/txlog.js';
 import { RexClient } from '../../src/runtime/client.js';
 import { distBin, packageRoot } from '../../src/util/paths.js';
-import { repdb } from '../calls/helpers.js';
+import { markXml, repdb } from '../calls/helpers.js';
 import { startCluster } from '../helpers/cluster.js';
 import { runs } from '../helpers/property.js';
 import { Outsiders } from '../helpers/outsiders.js';
@@ -79,18 +79,6 @@ const MARKS: Record<string, Record<string, string>> = {
   gate: { path: 'direction="in" string="yes"' },
 };
 
-/** repdb -gx's XML with the pointer marks above, its stated frame sizes dropped (repdb computes them again). */
-function markXml(xml: string): string {
-  let out = xml.replace(/\s*<input[^>]*>[\s\S]*?<\/input>/g, '').replace(/\s*<output[^>]*>[\s\S]*?<\/output>/g, '').replace(/\s*<(input|output)[^>]*\/>/g, '');
-  for (const [fn, params] of Object.entries(MARKS)) {
-    out = out.replace(new RegExp(`(<entry-point name="${fn}"[\\s\\S]*?</entry-point>)`), (block) => {
-      let b = block;
-      for (const [p, marks] of Object.entries(params)) b = b.replace(new RegExp(`<param name="${p}" type="([^"]*)"/>`), `<param name="${p}" type="$1" ${marks}/>`);
-      return b;
-    });
-  }
-  return out;
-}
 
 /** Runs `rex ARGS` through one front end; resolves with what a parent's wait() sees. */
 function rex(front: Front, args: string[], opts: { env: NodeJS.ProcessEnv; cwd: string; uid?: number; gid?: number; onSpawn?: (pid: number) => void }): Promise<Result> {
@@ -122,7 +110,7 @@ describe('rex call through the native front end beside the Node CLI', () => {
     const lib = join(work, 'libfe.so');
     execFileSync('cc', ['-g', '-O1', '-shared', '-fPIC', '-Wall', '-o', lib, join(work, 'fe.c')], { stdio: 'pipe' });
     const feXml = join(work, 'libfe.xml');
-    writeFileSync(feXml, markXml(repdb(['-gx', '--program', 'fe', lib])));
+    writeFileSync(feXml, markXml(repdb(['-gx', '--program', 'fe', lib]), MARKS));
     const mXml = join(work, 'libm.xml');
     const cXml = join(work, 'libc.xml');
     writeFileSync(mXml, M_XML);
