@@ -40,6 +40,7 @@
  * - `slurmUnavailable()` says why Slurm cannot run here (not root, no `ip`/`unshare`, a binary missing), for
  *   `describe.skipIf(reason)` with the reason printed.
  */
+import { vi } from 'vitest';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -326,4 +327,17 @@ export function leftovers(s: SlurmFixture, name: string, uid: number): { procs: 
   const ls = spawnSync(a[0]!, [...a.slice(1), 'ls', '-A', '/tmp'], { encoding: 'utf8' });
   if (ls.status !== 0) throw new Error(`cannot list /tmp of ${name}: ${ls.stderr}`);
   return { procs, tmp: ls.stdout.split('\n').filter((e) => e && e !== PACKAGE_TMP_ENTRY) };
+}
+
+/** Waits (up to 30 s) until user `uid` has left nothing on any of the nodes `names` (leftovers() empty on each). */
+export async function untilNothingLeft(s: SlurmFixture, names: readonly string[], uid: number): Promise<void> {
+  await vi.waitFor(
+    () => {
+      for (const n of names) {
+        const l = leftovers(s, n, uid);
+        if (l.procs.length || l.tmp.length) throw new Error(`${n} still has ${JSON.stringify(l)}`);
+      }
+    },
+    { timeout: 30_000, interval: 200 },
+  );
 }

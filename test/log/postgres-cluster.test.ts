@@ -156,6 +156,17 @@ describe.skipIf(why !== undefined)('log-server-fail-closed', () => {
     ({ cluster, stop } = await startCluster(2, { rc: [rc, 'log-server-fail-closed : yes'] }));
   }, 180_000);
 
+  /** Waits until beta serves alpha's remote work again (its log server reachable, fail-closed lifted). */
+  async function untilBetaServes(): Promise<void> {
+    await vi.waitFor(
+      async () => {
+        const r = await runOn(cluster, 'alpha', rex('ping', 'beta', '-n', '1'));
+        expect(r.code, r.stderr).toBe(0);
+      },
+      { timeout: 60_000, interval: 300 },
+    );
+  }
+
   afterAll(async () => {
     await stop?.();
     await pg?.stop();
@@ -181,13 +192,7 @@ describe.skipIf(why !== undefined)('log-server-fail-closed', () => {
     const local = await runOn(cluster, 'beta', rex('ping', '-n', '1'));
     expect(local.code, local.stderr).toBe(0);
     await pg.restart();
-    await vi.waitFor(
-      async () => {
-        const r = await runOn(cluster, 'alpha', rex('ping', 'beta', '-n', '1'));
-        expect(r.code, r.stderr).toBe(0);
-      },
-      { timeout: 60_000, interval: 300 },
-    );
+    await untilBetaServes();
     // The refusals are rows too, and reached the server once it was back.
     const c = await connect(pg.url('rexlog2'));
     try {
@@ -215,13 +220,7 @@ describe.skipIf(why !== undefined)('log-server-fail-closed', () => {
     const file = join(cluster.host('beta').stateDir, 'rex-log.sqlite');
     const spooled = queryLog(file, { limit: 1_000_000 }).map((r) => r.id).sort((a, b) => a - b);
     await pg.restart();
-    await vi.waitFor(
-      async () => {
-        const r = await runOn(cluster, 'alpha', rex('ping', 'beta', '-n', '1'));
-        expect(r.code, r.stderr).toBe(0);
-      },
-      { timeout: 60_000, interval: 300 },
-    );
+    await untilBetaServes();
     const c = await connect(pg.url('rexlog2'));
     try {
       await vi.waitFor(async () => {

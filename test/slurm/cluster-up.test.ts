@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildDemoLibrary } from '../../src/cluster/calldemo.js';
 import { KeyStore } from '../../src/keys/store.js';
 import { distBin, helper } from '../../src/util/paths.js';
-import { leftovers as nodeLeftovers, PACKAGE_TMP_ENTRY, slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
+import { leftovers as nodeLeftovers, PACKAGE_TMP_ENTRY, untilNothingLeft, slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
 import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
 
 const reason = slurmUnavailable();
@@ -199,15 +199,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
   // claim: slurm.teardown
   it('when the allocation ends, no rexd, socket or state directory remains on any node', async () => {
     ok(as(alice, ['scancel', up.job]), 'scancel');
-    await vi.waitFor(
-      () => {
-        for (const n of s.nodes) {
-          const l = leftovers(n.name, alice.uid);
-          if (l.procs.length || l.tmp.length) throw new Error(`${n.name} still has ${JSON.stringify(l)}`);
-        }
-      },
-      { timeout: 30_000, interval: 200 },
-    );
+    await untilNothingLeft(s, s.nodes.map((n) => n.name), alice.uid);
     for (const n of s.nodes) expect(leftovers(n.name, alice.uid)).toEqual({ procs: [], tmp: [] });
     // Nor on the login node, where the launcher's srun ran: it ended with the step, and its directory with it.
     await vi.waitFor(() => expect(leftovers('ctl', alice.uid)).toEqual({ procs: [], tmp: [] }), { timeout: 30_000, interval: 200 });
@@ -232,15 +224,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(ok(onNode(alice, j3!, 'n3', [...REX, 'run', '--host', 'n1', 'hostname'], { REX_SOCKET: c.socket }), 'rex run').trim()).toBe('n1');
     const down = JSON.parse(ok(as(alice, [...REX, 'cluster', 'down', '--slurm', '--json'], job), 'down --slurm')) as { job: string; stopped: string[] };
     expect(down).toMatchObject({ job: j3, stopped: ['n1', 'n2', 'n3'] });
-    await vi.waitFor(
-      () => {
-        for (const n of s.nodes) {
-          const l = leftovers(n.name, alice.uid);
-          if (l.procs.length || l.tmp.length) throw new Error(`${n.name} still has ${JSON.stringify(l)}`);
-        }
-      },
-      { timeout: 30_000, interval: 200 },
-    );
+    await untilNothingLeft(s, s.nodes.map((n) => n.name), alice.uid);
     // The allocation is still there, without the rexd step; the launcher's directory on the login node is gone.
     expect(ok(as(alice, ['squeue', '-h', '-j', j3!, '-o', '%i %T']), 'squeue').trim()).toBe(`${j3} RUNNING`);
     expect(ok(as(alice, ['squeue', '-h', '-s', '-j', j3!, '-o', '%i']), 'squeue -s').trim()).not.toContain(`${j3}.${c.step}`);
@@ -252,15 +236,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(text).toContain(`export REX_SOCKET=${c.socket}`);
     const down2 = JSON.parse(ok(onNode(alice, j3!, 'n2', [...REX, 'cluster', 'down', '--slurm', '--json']), 'down --slurm from n2')) as { job: string; stopped: string[] };
     expect(down2).toMatchObject({ job: j3, stopped: ['n1', 'n2', 'n3'] });
-    await vi.waitFor(
-      () => {
-        for (const n of [...s.nodes.map((x) => x.name), 'ctl']) {
-          const l = leftovers(n, alice.uid);
-          if (l.procs.length || l.tmp.length) throw new Error(`${n} still has ${JSON.stringify(l)}`);
-        }
-      },
-      { timeout: 30_000, interval: 200 },
-    );
+    await untilNothingLeft(s, [...s.nodes.map((n) => n.name), 'ctl'], alice.uid);
     ok(as(alice, ['scancel', j3!]), 'scancel');
   }, 90_000);
 
@@ -272,15 +248,7 @@ describe.skipIf(reason !== undefined)('rex cluster up --slurm: a Slurm allocatio
     expect(r.status).not.toBe(0);
     // Which node, what rexd said about its rex.rc, and where to look.
     expect(r.stderr).toMatch(/node n[23]: rexd exited with status \d+ during start-up; its log: .*no-such-key/);
-    await vi.waitFor(
-      () => {
-        for (const n of [...s.nodes.map((x) => x.name), 'ctl']) {
-          const l = leftovers(n, alice.uid);
-          if (l.procs.length || l.tmp.length) throw new Error(`${n} still has ${JSON.stringify(l)}`);
-        }
-      },
-      { timeout: 30_000, interval: 200 },
-    );
+    await untilNothingLeft(s, [...s.nodes.map((n) => n.name), 'ctl'], alice.uid);
     expect(ok(as(alice, ['squeue', '-h', '-s', '-j', j!, '-o', '%j']), 'squeue -s').split('\n')).not.toContain('rexd');
     ok(as(alice, ['scancel', j!]), 'scancel');
   }, 60_000);

@@ -6,9 +6,9 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, chownSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../src/util/paths.js';
-import { leftovers, slurmUnavailable, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
+import { leftovers, slurmUnavailable, untilNothingLeft, startSlurm, type SlurmFixture } from '../helpers/slurm.js';
 import { createTestUser, removeTestUser, type TestUser } from '../helpers/users.js';
 
 const reason = slurmUnavailable();
@@ -64,15 +64,7 @@ describe.skipIf(reason !== undefined)("docs/SLURM.md's batch script on a Slurm o
     for (const h of ran.slice(1, 4)) expect(['n1', 'n2', 'n3']).toContain(h);
     expect(ran[4]).toBe('n1');
     // The job is over: nothing of carol's on any node.
-    await vi.waitFor(
-      () => {
-        for (const n of s.nodes) {
-          const l = leftovers(s, n.name, carol.uid);
-          if (l.procs.length || l.tmp.length) throw new Error(`${n.name} still has ${JSON.stringify(l)}`);
-        }
-      },
-      { timeout: 30_000, interval: 200 },
-    );
+    await untilNothingLeft(s, s.nodes.map((n) => n.name), carol.uid);
     for (const n of s.nodes) expect(leftovers(s, n.name, carol.uid)).toEqual({ procs: [], tmp: [] });
   }, 120_000);
 });
